@@ -1,0 +1,43 @@
+"""The one exception tree.
+
+Library code raises these; only `tasks.py` and the CLI turn them into exit codes. Every message says
+what went wrong, and `hint` says what to do next.
+"""
+
+from __future__ import annotations
+
+
+class HpcgymError(Exception):
+    """Base of every error hpcgym raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message}\n  hint: {self.hint}"
+
+
+class MissingTool(HpcgymError):
+    """A host program hpcgym needs is not installed or not running."""
+
+
+class BuildError(HpcgymError):
+    """An image could not be built."""
+
+
+class DigestMismatch(HpcgymError):
+    """An artifact's bytes do not match the digest recorded for it."""
+
+
+class SandboxError(HpcgymError):
+    """A sandbox, overlay or shell could not be set up or kept alive."""
+
+
+class ControllerError(HpcgymError):
+    """The per-episode cluster controller failed."""
+
+
+class ScenarioError(HpcgymError):
+    """A scenario file is invalid or cannot be applied."""
