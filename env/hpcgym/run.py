@@ -57,7 +57,8 @@ def require_tool(name: str) -> str:
 
 
 def finalize_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    env["HOME"] = os.environ.get("HOME", "/root")
     for passthrough in ("SOURCE_DATE_EPOCH", "TMPDIR", "DOCKER_HOST", "STORAGE_DRIVER"):
         if passthrough in os.environ:
             env[passthrough] = os.environ[passthrough]

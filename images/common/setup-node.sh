@@ -1,0 +1,44 @@
+#!/bin/sh
+# Setup shared by every node image, run once by each role's Containerfile (no network): service
+# accounts and users with fixed ids, munge and Slurm paths with the owners and modes a Rocky node has,
+# the rest of the Rocky persona, and the simulated cluster tools from stubs/.
+set -eu
+
+# Fixed ids so that every node agrees on who owns what (a real cluster gets this from its provisioner).
+groupadd --system --gid 981 munge
+useradd --system --uid 981 --gid munge --home-dir /var/lib/munge --no-create-home \
+    --shell /sbin/nologin --comment "Runs Uid 'N' Gid Emporium" munge
+groupadd --system --gid 982 slurm
+useradd --system --uid 982 --gid slurm --home-dir /var/lib/slurm --no-create-home \
+    --shell /sbin/nologin --comment "SLURM resource manager" slurm
+for account in alice:2001 bob:2002 carol:2003; do
+    name=${account%%:*}; id=${account##*:}
+    groupadd --gid "$id" "$name"
+    useradd --uid "$id" --gid "$id" --create-home --shell /bin/bash "$name"
+    chmod 0700 "/home/$name"  # as on Rocky (HOME_MODE 0700)
+done
+
+# munged refuses to start unless its key and directories are private to the munge user.
+install -d -o munge -g munge -m 0700 /etc/munge /var/lib/munge /var/log/munge
+chown munge:munge /etc/munge/munge.key
+chmod 0400 /etc/munge/munge.key
+
+install -d -o root -g root -m 0755 /etc/slurm /var/spool/slurmd /apps
+install -d -o slurm -g slurm -m 0755 /var/log/slurm
+chmod 0644 /etc/slurm/slurm.conf
+
+# Rocky keeps its release files under one name and links the generic ones to it.
+ln -sfn rocky-release /etc/redhat-release
+ln -sfn rocky-release /etc/system-release
+ln -sfn ../usr/lib/os-release /etc/os-release
+ln -sfn ../proc/self/mounts /etc/mtab
+rm -f /etc/debian_version
+
+# Every simulated tool is a hard link to the one client, root-owned and 0755.
+chown root:root /usr/libexec/hpcgym/hpcgym-client
+chmod 0755 /usr/libexec/hpcgym/hpcgym-client
+grep -v '^#' /usr/libexec/hpcgym/tools.list | while read -r tool; do
+    [ -n "$tool" ] || continue
+    install -d -m 0755 "$(dirname "$tool")"
+    ln -f /usr/libexec/hpcgym/hpcgym-client "$tool"
+done

@@ -1,0 +1,129 @@
+"""Invoke tasks: each parses its flags and calls one hpcgym function.
+
+`invoke --list` shows them; `invoke --help TASK` shows a task's flags.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO / "env"))  # so `invoke` works even before `pip install -e .`
+
+DEFAULT_STORE = REPO / ".hpcgym" / "store"
+DEFAULT_OUT = REPO / "build" / "images"
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@task(
+    help={
+        "backend": "builder: buildah (default) or docker (needs a running Docker engine)",
+        "no_cache": "rebuild every step, base included, even when the store has it",
+        "only": "build just this role: rocky-login or rocky-compute",
+        "out": "where DIR/<role>/rootfs.tar.zst and manifest.json go "
+        f"(default {DEFAULT_OUT.relative_to(REPO)})",
+        "store": f"the content-addressed store (default {DEFAULT_STORE.relative_to(REPO)})",
+        "base": "mmdebstrap (default), tarball:/path/rootfs.tar, or oci:REF@sha256:DIGEST",
+        "mirror": "an apt source line for mmdebstrap, e.g. 'deb http://deb.debian.org/debian bookworm main' "
+        "(repeat for several; default: Debian's bookworm, -updates and -security)",
+    },
+    iterable=["mirror"],
+)
+def build_images(
+    c: Context,
+    backend: str = "buildah",
+    no_cache: bool = False,
+    only: str = "",
+    out: str = "",
+    store: str = "",
+    base: str = "mmdebstrap",
+    mirror: list[str] | None = None,
+) -> None:
+    """Build the rocky-login and rocky-compute root filesystem images, reproducibly.
+
+    A rebuild with unchanged inputs only looks up the store. Prints each step's time and a summary table.
+    """
+    from rich.table import Table
+
+    from hpcgym.build.pipeline import BuildOptions, Reporter, build_images
+    from hpcgym.build.spec import Backend, BaseSpec, Role
+    from hpcgym.errors import HpcgymError
+
+    console = _console()
+    try:
+        options = BuildOptions(
+            repo_root=REPO,
+            store_dir=Path(store or DEFAULT_STORE).resolve(),
+            out_dir=Path(out or DEFAULT_OUT).resolve(),
+            backend=_choice(Backend, backend, "--backend"),
+            roles=(_choice(Role, only, "--only"),) if only else tuple(Role),
+            base=BaseSpec.parse(base, tuple(mirror or ())),
+            no_cache=no_cache,
+            source_date_epoch=int(os.environ.get("SOURCE_DATE_EPOCH", BuildOptions.source_date_epoch)),
+        )
+        console.print(f"[bold]build-images[/] backend={options.backend} base={options.base.kind}")
+        results = build_images(options, Reporter(console))
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    except KeyboardInterrupt:
+        raise Exit("interrupted: the store keeps only whole entries; run the build again", code=130) from None
+
+    table = Table(title=f"images in {options.out_dir}")
+    for column in ("role", "digest", "tar", "zstd", "entries", "cache", "time"):
+        table.add_column(column, justify="right" if column in ("tar", "zstd", "entries", "time") else "left")
+    for result in results:
+        manifest = result.manifest
+        table.add_row(
+            str(result.role),
+            manifest["digest"][:16],
+            f"{manifest['tar_bytes'] / 1e6:.1f} MB",
+            f"{manifest['artifact_bytes'] / 1e6:.1f} MB",
+            str(manifest["entries"]),
+            "[green]hit[/]" if result.cache_hit else "[yellow]built[/]",
+            f"{result.seconds:.1f} s",
+        )
+    _console().print(table)
+
+
+@task(help={"out": f"the images to check (default {DEFAULT_OUT.relative_to(REPO)})"})
+def test_images(c: Context, out: str = "") -> None:
+    """Run the testinfra invariants against the built images (each unpacked in a bwrap sandbox)."""
+    images = Path(out or DEFAULT_OUT).resolve()
+    c.run(f"{sys.executable} -m pytest tests/images -q", env={"HPCGYM_IMAGES": str(images)}, pty=False)
+
+
+@task(help={"all": "also remove the store (every cached base and image)"})
+def clean(c: Context, all: bool = False) -> None:
+    """Remove built images from build/ (and with --all the store), and the builders' hpcgym images."""
+    shutil.rmtree(DEFAULT_OUT, ignore_errors=True)
+    if all:
+        shutil.rmtree(DEFAULT_STORE, ignore_errors=True)
+    if shutil.which("buildah"):
+        c.run(
+            "buildah images --format '{{.Name}}:{{.Tag}}' | grep hpcgym- | xargs -r buildah rmi -f",
+            warn=True,
+            hide=True,
+        )
+    if shutil.which("docker"):
+        c.run("docker images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null"
+              " | grep hpcgym- | xargs -r docker rmi -f", warn=True, hide=True)  # fmt: skip
+
+
+def _choice(enum_type, value: str, flag: str):  # type: ignore[no-untyped-def]
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(str(v) for v in enum_type)
+        raise Exit(f"error: {flag} {value!r} is not one of: {allowed}", code=2) from None
