@@ -104,6 +104,19 @@ def test_images(c: Context, out: str = "") -> None:
     c.run(f"{sys.executable} -m pytest tests/images -q", env={"HPCGYM_IMAGES": str(images)}, pty=False)
 
 
+@task(
+    help={
+        "pytest_args": "extra arguments for pytest, e.g. '-k munge -x'",
+        "skip_build": "do not run build-images first (the suite needs built images)",
+    }
+)
+def test(c: Context, pytest_args: str = "", skip_build: bool = False) -> None:
+    """Run the whole test suite: build (or find) the images, then pytest over tests/."""
+    if not skip_build:
+        build_images(c)
+    c.run(f"{sys.executable} -m pytest {pytest_args}", pty=False)
+
+
 @task(help={"all": "also remove the store (every cached base and image)"})
 def clean(c: Context, all: bool = False) -> None:
     """Remove built images from build/ (and with --all the store), and the builders' hpcgym images."""

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian/Ubuntu machine (as root, or through sudo) to a working hpcgym:
+#   ./bootstrap.sh main   install everything, then build the images and print their summary
+#   ./bootstrap.sh test   install everything, then run the whole test suite
+# Installing is idempotent: apt packages, a Docker engine for the Docker backend, and .venv at the repo root.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(
+    bubblewrap buildah mmdebstrap docker.io fuse-overlayfs fuse3 uidmap zstd tar util-linux
+    python3 python3-venv python3-pip ca-certificates
+)
+
+log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
+
+install_packages() {
+    local missing=()
+    for package in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+    done
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+}
+
+start_docker() {
+    # The Docker backend needs an engine; this machine kind has none running. No iptables, no bridge:
+    # builds run with network none, and hpcgym never publishes ports from it.
+    if docker info >/dev/null 2>&1; then return; fi
+    log "starting dockerd (log: /var/log/hpcgym-dockerd.log)"
+    nohup dockerd --iptables=false --bridge=none >/var/log/hpcgym-dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return
+        sleep 1
+    done
+    log "dockerd did not start; see /var/log/hpcgym-dockerd.log"
+    exit 1
+}
+
+make_venv() {
+    # The venv uses the first python3 >= 3.11 on PATH (Debian 12's own is 3.11).
+    if [ ! -x .venv/bin/python ]; then
+        log "creating .venv"
+        python3 -m venv .venv
+    fi
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e '.[test]'
+}
+
+if [ "$(id -u)" -ne 0 ]; then
+    exec sudo --preserve-env=PATH "$0" "$@"
+fi
+
+case "${1:-}" in
+    main)
+        install_packages; start_docker; make_venv
+        .venv/bin/invoke build-images
+        ;;
+    test)
+        install_packages; start_docker; make_venv
+        .venv/bin/invoke test
+        ;;
+    *)
+        echo "usage: $0 main|test" >&2
+        exit 2
+        ;;
+esac
