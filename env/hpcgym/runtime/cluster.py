@@ -1,0 +1,317 @@
+"""EPISODE: a cluster of nodes (one login node, N compute nodes), each its own overlay and sandbox.
+
+A `Cluster` owns one private tmpfs under the scratch dir (`/dev/shm/hpcgym-<pid>-<start>-<seq>`)
+holding every node's upper and work dirs, the shared `/home` and `/apps`, and the control sockets;
+unmounting it at close frees everything at once, and a crashed owner's leftovers are recognisable by
+name (`sweep.py`). Nodes start lazily: the login node when the cluster is made, a compute node on the
+first `ssh` to it. The agent's shell is on one node at a time (`current_node`); `ssh NODE` moves it,
+`exit` on a compute node moves it back, `exit` on the login node ends the episode.
+
+Controller logic stays out: requests from the stubs go to the `handler` given at creation (except
+`ssh`, which is the cluster's own business).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from hpcgym.errors import ControllerError, SandboxError
+from hpcgym.runtime import overlay, sandbox
+from hpcgym.runtime.channel import ControlChannel, Handler, Reply, Request, echo_handler
+from hpcgym.runtime.overlay import OverlayMode
+from hpcgym.runtime.sandbox import Limits, SandboxSpec
+from hpcgym.runtime.shell import DEFAULT_MAX_OUTPUT_BYTES, Shell, ShellResult
+from hpcgym.runtime.ssh import parse_ssh_args, unknown_host_message
+
+log = logging.getLogger(__name__)
+
+SHARED_DIRS = ("home", "apps")
+_EXIT = re.compile(r"^\s*(?:exit|logout)(?:\s+(\d+))?\s*;?\s*$")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What the agent sees after one command.
+
+    `ended` is True once `exit` on the login node has closed the episode.
+    """
+
+    output: str
+    exit_code: int
+    wall_s: float
+    timed_out: bool
+    truncated: bool
+    node: str
+    ended: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """What every cluster of one `Runtime` shares."""
+
+    lowers: Mapping[str, Path]  # role -> lower dir
+    scratch_dir: Path
+    overlay_mode: OverlayMode
+    uid_base: int
+    limits: Limits
+    channel: ControlChannel
+    login_role: str = "rocky-login"
+    compute_role: str = "rocky-compute"
+    default_timeout_s: float = 30.0
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+
+
+class Node:
+    """One node of one cluster: its overlay, its control socket and its shell."""
+
+    def __init__(self, cluster: Cluster, name: str, role: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.role = role
+        self.dir = cluster.dir / "nodes" / name
+        self.root = self.dir / "root"
+        self.control_dir = self.dir / "run"
+        self.shell: Shell | None = None
+        self._mounted = False
+        self._lock = threading.RLock()
+
+    @property
+    def spec(self) -> SandboxSpec:
+        config = self.cluster.config
+        return SandboxSpec(
+            hostname=self.name,
+            root=self.root,
+            uid_base=config.uid_base,
+            control_dir=self.control_dir,
+            binds=tuple((self.cluster.dir / "shared" / d / "root", f"/{d}") for d in SHARED_DIRS),
+            limits=config.limits,
+        )
+
+    def ensure_started(self) -> Shell:
+        with self._lock:
+            if not self._mounted:
+                config = self.cluster.config
+                for sub in ("upper", "work", "root", "run"):
+                    (self.dir / sub).mkdir(parents=True, exist_ok=True)
+                # The root of the merged tree takes its owner from the upper dir: root inside.
+                os.chown(self.dir / "upper", config.uid_base, config.uid_base)
+                overlay.mount_overlay(
+                    config.overlay_mode,
+                    config.lowers[self.role],
+                    self.dir / "upper",
+                    self.dir / "work",
+                    self.root,
+                )
+                self._mounted = True
+                config.channel.bind(
+                    self.control_dir / "control.sock",
+                    self.name,
+                    self.cluster.dispatch,
+                    self.cluster.record_failure,
+                )
+            if self.shell is None or not self.shell.is_alive:
+                if self.shell is not None:
+                    self.shell.close()
+                self.shell = Shell(self.spec).start()
+            return self.shell
+
+    @property
+    def is_running(self) -> bool:
+        return self.shell is not None and self.shell.is_alive
+
+    def stop(self) -> None:
+        with self._lock:
+            if self.shell is not None:
+                self.shell.close()
+                self.shell = None
+
+
+class Cluster:
+    r"""A login node plus compute nodes, isolated from the host and from every other cluster.
+
+    Example:
+        >>> with runtime.new_cluster(compute_nodes=["compute-01"]) as cluster:
+        ...     cluster.execute("ssh compute-01 hostname").output
+        'compute-01\\n'
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        episode_dir: Path,
+        login_node: str = "login-01",
+        on_close: Callable[[Cluster], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._on_close = on_close
+        self.dir = episode_dir
+        self.login_node = login_node
+        self.handler: Handler = echo_handler
+        self.nodes: dict[str, Node] = {login_node: Node(self, login_node, config.login_role)}
+        self._stack: list[str] = [login_node]
+        self._pending_move: str | None = None
+        self._failure: BaseException | None = None
+        self._closed = False
+        self.ended = False
+        self._prepare()
+
+    # --- set-up and tear-down -------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        config = self.config
+        self.dir.mkdir(mode=0o755)
+        try:
+            if config.overlay_mode.is_mount():
+                overlay.mount_tmpfs(self.dir, config.limits.episode_tmpfs_bytes)
+            login_lower = config.lowers[config.login_role]
+            for name in SHARED_DIRS:
+                shared = self.dir / "shared" / name
+                for sub in ("upper", "work", "root"):
+                    (shared / sub).mkdir(parents=True)
+                os.chown(shared / "upper", config.uid_base, config.uid_base)
+                lower = login_lower / name
+                if lower.is_dir() and not lower.is_symlink():
+                    # One overlay per episode: every node's /home is this one tree.
+                    overlay.mount_overlay(
+                        config.overlay_mode, lower, shared / "upper", shared / "work", shared / "root"
+                    )
+                else:
+                    os.chown(shared / "root", config.uid_base, config.uid_base)
+            self.nodes[self.login_node].ensure_started()
+        except BaseException:
+            self.close()
+            raise
+
+    def configure(self, compute_nodes: list[str] | tuple[str, ...], handler: Handler | None) -> None:
+        """Name the compute nodes and plug in the controller (done at hand-off, before any command)."""
+        for name in compute_nodes:
+            if name in self.nodes:
+                raise SandboxError(f"node name {name!r} is used twice")
+            self.nodes[name] = Node(self, name, self.config.compute_role)
+        if handler is not None:
+            self.handler = handler
+
+    def close(self) -> None:
+        """Stop every node and remove every mount, process, socket and file of this cluster."""
+        if self._closed:
+            return
+        self._closed = True
+        for node in self.nodes.values():
+            node.stop()
+            if node._mounted:
+                self.config.channel.unbind(node.control_dir / "control.sock")
+                overlay.remove_overlay(self.config.overlay_mode, node.root)
+        for name in SHARED_DIRS:
+            overlay.remove_overlay(self.config.overlay_mode, self.dir / "shared" / name / "root")
+        if self.config.overlay_mode.is_mount():
+            overlay.unmount(self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- the agent's side -----------------------------------------------------------------------
+
+    @property
+    def current_node(self) -> str:
+        """The node the agent's shell is on now."""
+        return self._stack[-1]
+
+    def execute(self, command: str, timeout_s: float | None = None) -> CommandResult:
+        """Type one command line into the agent's shell and return what it printed.
+
+        Raises:
+            ControllerError: the controller failed while serving this or an earlier command.
+            SandboxError: the cluster is closed or has ended, or a sandbox broke.
+        """
+        if self._closed or self.ended:
+            raise SandboxError("this cluster has ended", hint="start a new one with Runtime.new_cluster")
+        self._raise_failure()
+        timeout_s = self.config.default_timeout_s if timeout_s is None else timeout_s
+        node = self.nodes[self.current_node]
+        exit_match = _EXIT.match(command)
+        if exit_match and node.name != self.login_node:
+            return self._leave(node, int(exit_match.group(1) or 0), "logout\n")
+        result = node.ensure_started().run(command, timeout_s, self.config.max_output_bytes)
+        self._raise_failure()
+        return self._after(node, result)
+
+    def _after(self, node: Node, result: ShellResult) -> CommandResult:
+        output = result.output
+        if result.exited and result.timed_out:
+            # The shell would not come back from an interrupt and was replaced; the node lives on.
+            node.ensure_started()
+            output += "[the shell did not respond and was restarted]\n"
+        elif result.exited:
+            if node.name == self.login_node:
+                self.ended = True
+                return CommandResult(
+                    output, result.exit_code, result.wall_s, False, result.truncated, node.name, True
+                )
+            return self._leave(node, result.exit_code, output, result)
+        if self._pending_move is not None:
+            target, self._pending_move = self._pending_move, None
+            self._stack.append(target)
+            # A new ssh session starts in the home directory, whatever the node's shell did before.
+            self.nodes[target].ensure_started().run("cd ~", self.config.default_timeout_s)
+        return CommandResult(
+            output, result.exit_code, result.wall_s, result.timed_out, result.truncated, node.name
+        )
+
+    def _leave(
+        self, node: Node, exit_code: int, output: str, result: ShellResult | None = None
+    ) -> CommandResult:
+        self._stack.pop()
+        output += f"Connection to {node.name} closed.\n"
+        wall_s = result.wall_s if result else 0.0
+        return CommandResult(output, exit_code, wall_s, False, bool(result and result.truncated), node.name)
+
+    # --- the stubs' side (runs on the channel's threads) ----------------------------------------
+
+    def dispatch(self, request: Request) -> Reply:
+        if os.path.basename(request.argv[0]) == "ssh":
+            return self._ssh(request)
+        return self.handler(request.node, request.argv, request.cwd)
+
+    def record_failure(self, error: BaseException) -> None:
+        self._failure = error
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise ControllerError(f"the controller failed: {self._failure!r}", hint="discard this episode")
+
+    def _ssh(self, request: Request) -> Reply:
+        call = parse_ssh_args(request.argv[1:])
+        if call.error is not None or call.host is None:
+            return Reply(stderr=call.error or "", exit_code=255)
+        host = request.node if call.host in ("localhost", "127.0.0.1", "::1") else call.host.split(".")[0]
+        if host not in self.nodes:
+            return Reply(stderr=unknown_host_message(call.host), exit_code=255)
+        target = self.nodes[host]
+        shell = target.ensure_started()
+        if call.command is None:
+            self._pending_move = host
+            return Reply()
+        done = sandbox.exec_in_node(
+            target.spec,
+            shell.shell_pid,
+            ["/bin/bash", "-c", call.command],
+            self.config.default_timeout_s,
+            request.is_cancelled,
+        )
+        return Reply(done.stdout, done.stderr, done.exit_code)

@@ -1,0 +1,149 @@
+"""`Runtime`: what one hpcgym process shares across its clusters.
+
+It checks the host (root, bwrap), sweeps what dead hpcgym processes left, unpacks each image once,
+picks the overlay mode, runs the control channel and the warm pool, and makes clusters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from hpcgym.errors import SandboxError
+from hpcgym.run import require_tool
+from hpcgym.runtime.channel import ControlChannel, Handler
+from hpcgym.runtime.cluster import Cluster, ClusterConfig
+from hpcgym.runtime.overlay import OverlayMode, detect_overlay_mode
+from hpcgym.runtime.pool import WarmPool
+from hpcgym.runtime.sandbox import Limits
+from hpcgym.runtime.shell import DEFAULT_MAX_OUTPUT_BYTES
+from hpcgym.runtime.sweep import owner_tag, sweep_partial_unpacks, sweep_stale
+from hpcgym.runtime.unpack import DEFAULT_UID_BASE, Image, default_cache_dir, unpack_rootfs
+
+log = logging.getLogger(__name__)
+
+ROLES = ("rocky-login", "rocky-compute")
+DEFAULT_SCRATCH_DIR = Path("/dev/shm")
+
+
+class Runtime:
+    """Makes isolated copies of the cluster from built images.
+
+    Example:
+        >>> with Runtime(Path("build/images"), pool_size=4) as runtime:
+        ...     with runtime.new_cluster(compute_nodes=["compute-01"]) as cluster:
+        ...         print(cluster.execute("hostname").output)
+        login-01
+
+    Args:
+        images_dir: where the build put `<role>/rootfs.tar.zst` and `<role>/manifest.json`.
+        overlay_mode: force `kernel`, `fuse-overlayfs` or `copy`; by default the best this host permits.
+        pool_size: how many ready clusters to keep warm (0: every cluster is made on demand).
+        cache_dir: where unpacked lower dirs are kept (see `unpack.default_cache_dir`).
+        scratch_dir: where clusters' tmpfs dirs go.
+        uid_base: first host uid of the range that the sandboxes map to uids 0..65535.
+        limits: per-node rlimits and the per-cluster tmpfs size.
+        default_timeout_s: per-command time limit when `execute` is given none.
+        max_output_bytes: output cap per command (head and tail are kept).
+        login_node: the login node's hostname.
+        default_compute_nodes: compute node names when `new_cluster` is given none.
+    """
+
+    def __init__(
+        self,
+        images_dir: Path,
+        *,
+        overlay_mode: OverlayMode | str | None = None,
+        pool_size: int = 0,
+        cache_dir: Path | None = None,
+        scratch_dir: Path = DEFAULT_SCRATCH_DIR,
+        uid_base: int = DEFAULT_UID_BASE,
+        limits: Limits | None = None,
+        default_timeout_s: float = 30.0,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        login_node: str = "login-01",
+        default_compute_nodes: Sequence[str] = ("compute-01", "compute-02"),
+    ) -> None:
+        if os.geteuid() != 0:
+            raise SandboxError(
+                "hpcgym's runtime must run as root: it maps a range of host uids into each sandbox",
+                hint="run as root (root in a node is still an unprivileged uid on the host)",
+            )
+        require_tool("bwrap")
+        self.scratch_dir = scratch_dir
+        self.login_node = login_node
+        self.default_compute_nodes = tuple(default_compute_nodes)
+        cache_dir = cache_dir or default_cache_dir()
+        sweep_stale(scratch_dir)
+        sweep_partial_unpacks(cache_dir)
+        lowers = {}
+        for role in ROLES:
+            lowers[role] = unpack_rootfs(Image.load(images_dir / role), cache_dir, uid_base)
+        mode = OverlayMode(overlay_mode) if overlay_mode is not None else detect_overlay_mode(scratch_dir)
+        self.channel = ControlChannel()
+        self.config = ClusterConfig(
+            lowers=lowers,
+            scratch_dir=scratch_dir,
+            overlay_mode=mode,
+            uid_base=uid_base,
+            limits=limits or Limits(),
+            channel=self.channel,
+            default_timeout_s=default_timeout_s,
+            max_output_bytes=max_output_bytes,
+        )
+        self._tag = owner_tag()
+        self._seq = itertools.count()
+        self._seq_lock = threading.Lock()
+        self._live: set[Cluster] = set()
+        self.pool = WarmPool(self._make_cluster, pool_size)
+        log.info("runtime ready: overlay mode %s, pool of %d", mode, pool_size)
+
+    @property
+    def overlay_mode(self) -> OverlayMode:
+        return self.config.overlay_mode
+
+    def _make_cluster(self) -> Cluster:
+        with self._seq_lock:
+            seq = next(self._seq)
+        cluster = Cluster(
+            self.config, self.scratch_dir / f"{self._tag}-{seq:06d}", self.login_node, self._live.discard
+        )
+        self._live.add(cluster)
+        return cluster
+
+    def new_cluster(
+        self, compute_nodes: Sequence[str] | None = None, handler: Handler | None = None
+    ) -> Cluster:
+        """Return a fresh cluster at its login prompt: from the warm pool if one is ready, else made now.
+
+        Args:
+            compute_nodes: hostnames of the compute nodes (started on first use).
+            handler: the controller; it answers every stub call except `ssh`. Default: an echo.
+        """
+        if self.pool.failure is not None:
+            raise SandboxError(f"the warm pool failed: {self.pool.failure}", hint="see the log for the cause")
+        cluster = self.pool.take() or self._make_cluster()
+        names = self.default_compute_nodes if compute_nodes is None else tuple(compute_nodes)
+        cluster.configure(names, handler)
+        return cluster
+
+    def close(self) -> None:
+        """Close the pool and every cluster this runtime made, then stop the channel."""
+        self.pool.close()
+        for cluster in list(self._live):
+            cluster.close()
+        self._live.clear()
+        self.channel.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

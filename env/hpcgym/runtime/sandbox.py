@@ -1,0 +1,350 @@
+"""A node's sandbox: bubblewrap in fresh namespaces, with root inside an unprivileged uid outside.
+
+bwrap runs as host uid `uid_base` (never as root) and creates a user namespace; hpcgym, still root,
+writes the uid/gid maps `0..65535 -> uid_base..uid_base+65535` while bwrap waits on
+`--userns-block-fd`. So root in a node is `uid_base` on the host: it owns nothing of the host's, has
+capabilities only inside its own namespaces, and RLIMIT_NPROC (which the kernel never applies to host
+root) bounds a fork bomb per node. A seccomp filter (`seccomp.py`) refuses new user namespaces, so a
+process inside can never regain the dropped capabilities (no mounts, no module loading).
+
+What runs inside is left to `shell.py`; `exec_in_node` starts one extra command in an existing node's
+namespaces for `ssh NODE CMD`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import resource
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hpcgym.errors import SandboxError
+from hpcgym.run import require_tool
+from hpcgym.runtime.seccomp import seccomp_fd
+from hpcgym.runtime.unpack import ID_RANGE
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+
+# Docker's default set plus NET_ADMIN (the node's own loopback-only network is the agent's to break).
+# SYS_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_TIME and friends stay dropped.
+KEPT_CAPS = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_SETFCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_NET_ADMIN",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+)
+
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HANDSHAKE_TIMEOUT_S = 10.0
+# Where each node finds its control socket (and its shell's rc file); the stubs hard-code this.
+CONTROL_DIR = "/run/hpcgym"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource bounds for one node (rlimits) and one episode (its tmpfs)."""
+
+    max_processes: int = 256
+    max_open_files: int = 1024
+    max_file_bytes: int = 512 << 20
+    max_memory_bytes: int = 2 << 30
+    episode_tmpfs_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything bwrap needs to know about one node."""
+
+    hostname: str
+    root: Path
+    uid_base: int
+    control_dir: Path
+    binds: tuple[tuple[Path, str], ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+
+
+def finalize_env(spec: SandboxSpec) -> dict[str, str]:
+    env = {
+        "PATH": SANDBOX_PATH,
+        "HOME": "/root",
+        "USER": "root",
+        "LOGNAME": "root",
+        "HOSTNAME": spec.hostname,
+        "LANG": "C.UTF-8",
+        "SHELL": "/bin/bash",
+        # Full-screen programs cannot draw on a dumb terminal, and pagers must never wait for a key.
+        "TERM": "dumb",
+        "PAGER": "cat",
+        "SYSTEMD_PAGER": "",
+        "GIT_PAGER": "cat",
+        "MANPAGER": "cat",
+        "LESS": "-FRX",
+    }
+    env.update(spec.env)
+    return env
+
+
+def bwrap_options(spec: SandboxSpec, seccomp_fd: int) -> list[str]:
+    """The mount, capability and seccomp options shared by a node's shell and `exec_in_node`."""
+    argv = ["--die-with-parent", "--new-session", "--seccomp", str(seccomp_fd), "--bind", str(spec.root), "/"]
+    for source, dest in spec.binds:
+        argv += ["--bind", str(source), dest]
+    argv += ["--bind", str(spec.control_dir), CONTROL_DIR]
+    argv += ["--dev", "/dev", "--proc", "/proc", "--chdir", "/root", "--clearenv"]
+    for key, value in finalize_env(spec).items():
+        argv += ["--setenv", key, value]
+    argv += ["--cap-drop", "ALL"]
+    for cap in KEPT_CAPS:
+        argv += ["--cap-add", cap]
+    return argv
+
+
+def node_options(spec: SandboxSpec, info_fd: int, block_fd: int, seccomp_fd: int) -> list[str]:
+    return [
+        "--unshare-user",
+        "--userns-block-fd",
+        str(block_fd),
+        "--info-fd",
+        str(info_fd),
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-net",
+        "--unshare-cgroup-try",
+        "--hostname",
+        spec.hostname,
+        *bwrap_options(spec, seccomp_fd),
+    ]
+
+
+def args_pipe(args: Sequence[str]) -> int:
+    """Return the read end of a pipe holding bwrap's options (the command stays on argv).
+
+    Passing them with `--args` keeps host paths out of the command line that `ps` shows inside.
+    """
+    data = b"".join(a.encode() + b"\0" for a in args)
+    r, w = os.pipe()
+    if len(data) > 60_000:
+        os.close(r)
+        os.close(w)
+        raise SandboxError("bwrap arguments exceed one pipe buffer")
+    os.write(w, data)
+    os.close(w)
+    return r
+
+
+def drop_to_host_range(uid_base: int, limits: Limits) -> Callable[[], None]:
+    """Return a preexec function that turns the child into host uid `uid_base` with rlimits set."""
+
+    def preexec() -> None:
+        # NPROC stays as high as allowed for bwrap itself: the user namespace it creates records the creator's
+        # limit as the cap on *all* sandboxes together. Each node's shell gets its own limit later.
+        _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        resource.setrlimit(resource.RLIMIT_NPROC, (hard, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
+        resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory_bytes, limits.max_memory_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.setgroups([])
+        os.setgid(uid_base)
+        os.setuid(uid_base)
+
+    return preexec
+
+
+def read_child_pid(info_fd: int) -> int:
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
+    buf = b""
+    while not buf.rstrip().endswith(b"}"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([info_fd], [], [], left)[0]:
+            raise SandboxError(
+                "bwrap did not report its child pid", hint="check that bwrap works: bwrap --version"
+            )
+        chunk = os.read(info_fd, 4096)
+        if not chunk:
+            raise SandboxError("bwrap exited before creating the sandbox", hint="run with log level DEBUG")
+        buf += chunk
+    match = re.search(rb'"child-pid":\s*(\d+)', buf)
+    if match is None:
+        raise SandboxError(f"unexpected bwrap info: {buf[:200]!r}")
+    return int(match.group(1))
+
+
+def write_id_maps(pid: int, uid_base: int) -> None:
+    # Only a process with CAP_SETUID in the parent namespace (us, as root) may map a whole range.
+    mapping = f"0 {uid_base} {ID_RANGE}\n"
+    try:
+        Path(f"/proc/{pid}/uid_map").write_text(mapping)
+        Path(f"/proc/{pid}/gid_map").write_text(mapping)
+    except OSError as e:
+        raise SandboxError(
+            f"cannot write the uid map of sandbox {pid}: {e}",
+            hint="hpcgym must run as root (or with CAP_SETUID and CAP_SETGID) to map uids into a sandbox",
+        ) from e
+
+
+def finish_handshake(info_r: int, block_w: int, uid_base: int) -> int:
+    """Map ids for the sandbox bwrap just created, let it go on, and return its pid 1 (host pid)."""
+    try:
+        pid1 = read_child_pid(info_r)
+        write_id_maps(pid1, uid_base)
+        os.write(block_w, b"1")
+        return pid1
+    finally:
+        os.close(info_r)
+        os.close(block_w)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in tasks:
+        try:
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    out: list[int] = []
+    stack = children_of(pid)
+    while stack:
+        child = stack.pop()
+        out.append(child)
+        stack += children_of(child)
+    return out
+
+
+def signal_pids(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+@dataclass
+class ExecResult:
+    stdout: str
+    stderr: str
+    exit_code: int
+    timed_out: bool
+
+
+def exec_in_node(
+    spec: SandboxSpec,
+    shell_pid: int,
+    argv: Sequence[str],
+    timeout_s: float,
+    is_cancelled: Callable[[], bool] = lambda: False,
+) -> ExecResult:
+    """Run `argv` inside the running node whose shell is `shell_pid`, as `ssh NODE CMD` would.
+
+    The command joins the node's user, PID, network, UTS and IPC namespaces, so it sees the node's
+    processes, hostname and loopback; it gets a fresh mount namespace over the same overlay.
+    """
+    names = ("user", "pid", "net", "uts", "ipc")
+    ns_fds = {name: os.open(f"/proc/{shell_pid}/ns/{name}", os.O_RDONLY) for name in names}
+    filter_fd = seccomp_fd()
+    args = [
+        "--userns",
+        str(ns_fds["user"]),
+        "--pidns",
+        str(ns_fds["pid"]),
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        *bwrap_options(spec, filter_fd),
+    ]
+    args_fd = args_pipe(args)
+    drop = drop_to_host_range(spec.uid_base, spec.limits)
+
+    def preexec() -> None:
+        # Join the namespaces bwrap has no option for while still root, then become the node's root.
+        for name, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("ipc", CLONE_NEWIPC)):
+            if _libc.setns(ns_fds[name], flag) != 0:
+                os._exit(126)
+        drop()
+        resource.setrlimit(resource.RLIMIT_NPROC, (spec.limits.max_processes,) * 2)
+
+    try:
+        proc = subprocess.Popen(
+            [require_tool("bwrap"), "--args", str(args_fd), "--", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(args_fd, filter_fd, ns_fds["user"], ns_fds["pid"]),
+            preexec_fn=preexec,
+            env={},
+        )
+    finally:
+        os.close(args_fd)
+        os.close(filter_fd)
+        for fd in ns_fds.values():
+            os.close(fd)
+    return _collect(proc, timeout_s, is_cancelled)
+
+
+def _collect(proc: subprocess.Popen[bytes], timeout_s: float, is_cancelled: Callable[[], bool]) -> ExecResult:
+    assert proc.stdout is not None and proc.stderr is not None
+    chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
+    open_fds = set(chunks)
+    deadline = time.monotonic() + timeout_s
+    timed_out = False
+    while open_fds:
+        left = deadline - time.monotonic()
+        if left <= 0 or is_cancelled():
+            timed_out = True
+            kill_tree(proc.pid)
+            deadline = time.monotonic() + 5.0
+        ready, _, _ = select.select(list(open_fds), [], [], max(0.0, min(left, 0.2)))
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if data:
+                chunks[fd].append(data)
+            else:
+                open_fds.discard(fd)
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    stdout_b, stderr_b = (b"".join(parts) for parts in chunks.values())
+    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+    return ExecResult(stdout_b.decode(errors="replace"), stderr_b.decode(errors="replace"), code, timed_out)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything below it (the sandbox's own pid 1 takes the rest with it)."""
+    victims = [pid, *descendants_of(pid)]
+    signal_pids(victims, signal.SIGKILL)

@@ -1,0 +1,176 @@
+"""IMAGE -> lower dir: unpack each image once into a cache keyed by its digest.
+
+An image is `rootfs.tar.zst` plus `manifest.json` (written by `hpcgym.build`). The artifact's sha256
+is checked before anything is extracted, and the digest of the uncompressed tar is computed while
+extracting into a temporary dir, which is renamed into place only when both match. A lock file
+serialises processes that unpack the same digest; a `<key>.complete` marker says an entry is whole, so a
+second process simply reuses it.
+
+File owners are shifted by `uid_base` on the way out (`0` -> `uid_base`, `998` -> `uid_base + 998`):
+the sandboxes map that host range to uids 0..65535 inside, so root in a node is an unprivileged uid
+on the host, and RLIMIT_NPROC applies to it. The lower dir is never written after the rename; per-
+episode changes live in overlay upper dirs (`overlay.py`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import zstandard
+
+from hpcgym.errors import DigestMismatch, SandboxError
+
+log = logging.getLogger(__name__)
+
+# The sandboxes map this many ids (0..65535) from the host range that starts at `uid_base`.
+ID_RANGE = 65536
+DEFAULT_UID_BASE = 1_000_000
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HPCGYM_ROOTFS_CACHE", Path.home() / ".cache" / "hpcgym" / "rootfs"))
+
+
+@dataclass(frozen=True)
+class Image:
+    """One built image as the build wrote it: the artifact and what its manifest says about it."""
+
+    role: str
+    artifact: Path
+    digest: str
+    artifact_sha256: str
+
+    @classmethod
+    def load(cls, image_dir: Path) -> Image:
+        manifest_path = image_dir / "manifest.json"
+        artifact = image_dir / "rootfs.tar.zst"
+        if not manifest_path.is_file() or not artifact.is_file():
+            raise SandboxError(
+                f"no built image in {image_dir} (need manifest.json and rootfs.tar.zst)",
+                hint="run `invoke build-images` first",
+            )
+        manifest = json.loads(manifest_path.read_text())
+        return cls(
+            role=str(manifest.get("role", image_dir.name)),
+            artifact=artifact,
+            digest=str(manifest["digest"]).removeprefix("sha256:"),
+            artifact_sha256=str(manifest["artifact_sha256"]).removeprefix("sha256:"),
+        )
+
+
+class _HashingReader:
+    """A file-like wrapper that hashes every byte read through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.sha.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+class _ShiftedTarFile(tarfile.TarFile):
+    """Extracts with owners shifted into the host id range the sandboxes map to 0..65535."""
+
+    uid_base = DEFAULT_UID_BASE
+
+    def chown(self, tarinfo: tarfile.TarInfo, targetpath: str, numeric_owner: bool) -> None:
+        if tarinfo.uid >= ID_RANGE or tarinfo.gid >= ID_RANGE:
+            raise SandboxError(f"{tarinfo.name}: owner {tarinfo.uid}:{tarinfo.gid} is outside 0..65535")
+        os.lchown(targetpath, self.uid_base + tarinfo.uid, self.uid_base + tarinfo.gid)
+
+
+def _keep_modes_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    # The stdlib `tar` filter refuses absolute names and links that leave the tree, which we want,
+    # but it also clears setuid bits, which the image needs (su, passwd, mount); restore them.
+    if member.isdev() or member.isfifo():
+        return None  # bwrap provides a minimal /dev; device nodes in an image are never used
+    if member.name in (".", "./", ""):
+        return None
+    checked = tarfile.tar_filter(member, dest)
+    return checked.replace(mode=member.mode & 0o7777, uid=member.uid, gid=member.gid, deep=False)
+
+
+def sha256_file(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def unpack_rootfs(image: Image, cache_dir: Path | None = None, uid_base: int = DEFAULT_UID_BASE) -> Path:
+    """Return the lower dir of `image`, unpacking it on first use.
+
+    Args:
+        image: the image to unpack.
+        cache_dir: where lower dirs live (default `~/.cache/hpcgym/rootfs` or `$HPCGYM_ROOTFS_CACHE`).
+        uid_base: first host uid of the range mapped to 0..65535 in the sandboxes.
+
+    Raises:
+        DigestMismatch: the artifact or the tar inside it is not what the manifest says.
+    """
+    cache_dir = cache_dir or default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = f"{image.digest}-u{uid_base}"
+    target = cache_dir / key
+    # The marker sits beside the tree, not in it, so nothing of ours shows up inside a sandbox.
+    marker = cache_dir / f"{key}.complete"
+    if marker.exists():
+        return target
+    with (cache_dir / f"{key}.lock").open("w") as lock:
+        # A second process blocks here and then finds the marker the first one wrote.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return target
+        actual = sha256_file(image.artifact)
+        if actual != image.artifact_sha256:
+            raise DigestMismatch(
+                f"{image.artifact}: sha256 {actual} does not match the manifest's {image.artifact_sha256}",
+                hint="rebuild the image with `invoke build-images`",
+            )
+        staging = cache_dir / f".{key}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o755)
+        try:
+            _extract_verified(image, staging, uid_base)
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(staging, target)
+            marker.touch()
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    log.info("unpacked %s (%s) into %s", image.role, image.digest[:12], target)
+    return target
+
+
+def _extract_verified(image: Image, staging: Path, uid_base: int) -> None:
+    with image.artifact.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as plain:
+        hashing = _HashingReader(plain)
+        shifted = type("_Shifted", (_ShiftedTarFile,), {"uid_base": uid_base})
+        with shifted.open(fileobj=hashing, mode="r|") as tar:  # type: ignore[call-overload]
+            tar.extractall(staging, filter=_keep_modes_filter, numeric_owner=True)
+        hashing.drain()
+    if hashing.sha.hexdigest() != image.digest:
+        raise DigestMismatch(
+            f"{image.artifact}: tar digest {hashing.sha.hexdigest()} does not match {image.digest}",
+            hint="the artifact is corrupt; rebuild it with `invoke build-images`",
+        )
+    # The tar has no root entry; the root of the tree belongs to root inside the sandbox.
+    os.chown(staging, uid_base, uid_base)
+    os.chmod(staging, 0o755)
