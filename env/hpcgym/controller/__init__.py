@@ -1,0 +1,22 @@
+"""The per-episode cluster controller: simulated Slurm state and the tools that show and change it.
+
+Public surface: `Controller` (build it from a slurm.conf, call `handle` per stub invocation and `tick`
+per agent command), `Reply`, `TaskRequest`/`TaskResult` for srun's task runner, and `parse_slurm_conf`.
+"""
+
+from hpcgym.controller.cluster import User
+from hpcgym.controller.commands.base import Reply, TaskRequest, TaskResult
+from hpcgym.controller.controller import TOOLS, Controller
+from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
+
+__all__ = [
+    "TOOLS",
+    "Controller",
+    "Reply",
+    "SlurmConf",
+    "TaskRequest",
+    "TaskResult",
+    "User",
+    "load_slurm_conf",
+    "parse_slurm_conf",
+]

@@ -1,0 +1,566 @@
+"""The rules slurmctld applies: node state changes, job submission, scheduling, time-driven events.
+
+Commands (`commands/*.py`) only parse flags and format; every change of cluster state goes through a
+`Cluster` method here, so a state the reference captures never showed (a node draining under running
+jobs, a node that stops answering pings, a job hitting its time limit) follows the same rules as the
+states they did show. Time comes only from the episode's `VirtualClock`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hpcgym.controller.clock import VirtualClock
+from hpcgym.controller.hostlist import compress_hostlist
+from hpcgym.controller.slurmconf import SlurmConf
+from hpcgym.controller.state import (
+    NODES_UNAVAILABLE_DESC,
+    Job,
+    JobState,
+    Node,
+    NodeBase,
+    NodeFlag,
+    Partition,
+    PartitionState,
+    Reason,
+    Step,
+)
+from hpcgym.controller.timefmt import TimeLimit
+from hpcgym.errors import ControllerError
+
+# priority/basic hands out 0xFFFEFFFF to the first job and one less to each later one (capture 50).
+FIRST_PRIORITY = 4294901759
+# A requeued job may not start again until its launch credential has expired (CredExpire=120 s).
+REQUEUE_HOLD_S = 121
+# After RESUME slurmctld pings the node at once but the answer takes a moment: capture 21 shows
+# `idle*` and BootTime=None right after the update.
+REREGISTER_AFTER_S = 5
+# A node whose slurmd is gone is marked not responding after the first missed ping.
+PING_INTERVAL_DIVISOR = 3
+
+
+class SlurmError(Exception):
+    """A request slurmctld refuses; the message is Slurm's errno text (`slurm_strerror`)."""
+
+
+@dataclass
+class User:
+    name: str
+    uid: int
+    group: str
+    gid: int
+
+
+@dataclass
+class JobRequest:
+    """What a client asks for; sbatch and srun fill it from their flags."""
+
+    name: str
+    user: User
+    work_dir: str
+    batch: bool
+    command: str | None
+    partition: str | None = None
+    min_nodes: int | None = None
+    max_nodes: int | None = None
+    num_tasks: int | None = None
+    cpus_per_task: int = 1
+    time_limit_min: TimeLimit = None
+    time_limit_set: bool = False
+    req_nodes: list[str] = field(default_factory=list)
+    exc_nodes: list[str] = field(default_factory=list)
+    hold: bool = False
+    begin_s: int | None = None
+    run_for_s: int | None = None
+    exit_code: int = 0
+    alloc_sid: int = 1
+
+
+class Cluster:
+    """All of one episode's Slurm state and the rules that change it."""
+
+    def __init__(self, conf: SlurmConf, clock: VirtualClock, *, slurmd_running: bool = True) -> None:
+        self.conf = conf
+        self.clock = clock
+        self.nodes: dict[str, Node] = {}
+        self.partitions: dict[str, Partition] = {}
+        self.jobs: dict[int, Job] = {}
+        self.next_job_id = 1
+        self.next_priority = FIRST_PRIORITY
+        self.resumed_at: dict[str, int] = {}
+        self.slurmctld_start_s = clock.now_s
+        for part_conf in conf.partitions:
+            self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
+        for node_conf in conf.nodes:
+            node = Node(node_conf, partitions=[p.name for p in conf.partitions if node_conf.name in p.nodes])
+            if node_conf.state == "FUTURE":
+                node.base = NodeBase.FUTURE
+            elif node_conf.state == "DOWN":
+                node.base = NodeBase.DOWN
+                self._set_reason(node, "Set in slurm.conf", "slurm")
+            elif node_conf.state == "DRAIN":
+                node.flags |= NodeFlag.DRAIN
+                self._set_reason(node, "Set in slurm.conf", "slurm")
+            node.flags |= NodeFlag.NOT_RESPONDING
+            self.nodes[node_conf.name] = node
+            if slurmd_running:
+                self.start_slurmd(node_conf.name)
+
+    @property
+    def now_s(self) -> int:
+        return self.clock.now_s
+
+    @property
+    def default_partition(self) -> Partition | None:
+        return next((p for p in self.partitions.values() if p.conf.default), None)
+
+    # ---- slurmd (the service layer drives these) --------------------------------------------------
+
+    def start_slurmd(self, name: str) -> None:
+        """slurmd starts on a node and registers with slurmctld."""
+        node = self.nodes[name]
+        node.slurmd_up = True
+        node.slurmd_start_s = self.now_s
+        self._register(node)
+
+    def stop_slurmd(self, name: str) -> None:
+        """slurmd stops (or loses its route to slurmctld); pings start failing from now."""
+        self.nodes[name].slurmd_up = False
+
+    def _register(self, node: Node) -> None:
+        node.flags &= ~NodeFlag.NOT_RESPONDING
+        node.last_response_s = self.now_s
+        if node.boot_s is None:
+            node.boot_s = self.slurmctld_start_s
+        if node.last_busy_s is None:
+            node.last_busy_s = self.now_s
+        if node.base is NodeBase.UNKNOWN:
+            node.base = NodeBase.IDLE
+        elif node.base is NodeBase.DOWN and self._returns_to_service(node):
+            node.base = NodeBase.IDLE
+            self._clear_reason(node)
+
+    def _returns_to_service(self, node: Node) -> bool:
+        # ReturnToService=1 revives nodes that went DOWN only for not responding; 2 revives any.
+        if self.conf.return_to_service == 2:
+            return True
+        return self.conf.return_to_service == 1 and node.reason == "Not responding"
+
+    # ---- time ------------------------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Apply everything due at the clock's current time, then run the scheduler."""
+        now = self.now_s
+        for job in self.jobs.values():
+            if job.completing:
+                self._finish_completing(job)
+        for job in list(self.jobs.values()):
+            if job.state is JobState.RUNNING:
+                self._check_job_end(job, now)
+        self._ping_nodes(now)
+        for job_id in [j.job_id for j in self.jobs.values() if self._is_purgeable(j, now)]:
+            del self.jobs[job_id]
+        self.schedule()
+
+    def _check_job_end(self, job: Job, now: int) -> None:
+        assert job.start_s is not None
+        limit_end = None if job.time_limit_min is None else job.start_s + job.time_limit_min * 60
+        run_end = None if job.run_for_s is None else job.start_s + job.run_for_s
+        if run_end is not None and run_end <= now and (limit_end is None or run_end <= limit_end):
+            state = JobState.COMPLETED if job.run_exit_code == 0 else JobState.FAILED
+            reason = Reason.NONE if job.run_exit_code == 0 else Reason.NON_ZERO_EXIT
+            self._end_job(job, state, run_end, exit_code=job.run_exit_code, reason=reason)
+        elif limit_end is not None and limit_end <= now:
+            self._end_job(job, JobState.TIMEOUT, limit_end, reason=Reason.TIME_LIMIT)
+
+    def _ping_nodes(self, now: int) -> None:
+        interval = max(1, self.conf.slurmd_timeout_s // PING_INTERVAL_DIVISOR)
+        for node in self.nodes.values():
+            if node.base is NodeBase.FUTURE:
+                continue
+            if node.slurmd_up:
+                resumed = self.resumed_at.get(node.name)
+                if resumed is not None and now - resumed < REREGISTER_AFTER_S:
+                    continue
+                self.resumed_at.pop(node.name, None)
+                if node.boot_s is None:
+                    node.slurmd_start_s = now
+                self._register(node)
+                continue
+            silent_s = now - (node.last_response_s if node.last_response_s is not None else self.slurmctld_start_s)
+            if silent_s >= interval:
+                node.flags |= NodeFlag.NOT_RESPONDING
+            if silent_s >= self.conf.slurmd_timeout_s and node.base is not NodeBase.DOWN:
+                if node.base is not NodeBase.UNKNOWN:
+                    self._set_down(node, "Not responding", "slurm")
+
+    def _is_purgeable(self, job: Job, now: int) -> bool:
+        return (
+            job.state.is_finished()
+            and not job.completing
+            and job.end_s is not None
+            and now - job.end_s >= self.conf.min_job_age_s
+        )
+
+    # ---- jobs ------------------------------------------------------------------------------------
+
+    def submit(self, request: JobRequest) -> Job:
+        """Validate and queue a job, then try to start it at once as slurmctld does.
+
+        Raises:
+            SlurmError: slurmctld would refuse the request; the message is Slurm's error text.
+        """
+        part = self.partitions.get(request.partition) if request.partition else self.default_partition
+        if part is None:
+            raise SlurmError("Invalid partition name specified")
+        for name in request.req_nodes + request.exc_nodes:
+            if name not in self.nodes:
+                raise SlurmError("Invalid node name specified")
+        if any(name not in part.nodes for name in request.req_nodes):
+            raise SlurmError("Requested node configuration is not available")
+        min_nodes = max(request.min_nodes or 1, len(request.req_nodes))
+        cpus_needed = (request.num_tasks or min_nodes) * request.cpus_per_task
+        biggest = max((self.nodes[n].conf.cpus for n in part.nodes), default=0)
+        if cpus_needed > biggest * max(min_nodes, request.max_nodes or min_nodes, len(part.nodes)):
+            raise SlurmError("Requested node configuration is not available")
+        time_limit = request.time_limit_min if request.time_limit_set else part.conf.default_time_min
+        if not request.time_limit_set and time_limit is None:
+            time_limit = part.conf.max_time_min
+        now = self.now_s
+        job = Job(
+            job_id=self.next_job_id,
+            name=request.name,
+            user=request.user.name,
+            uid=request.user.uid,
+            group=request.user.group,
+            gid=request.user.gid,
+            partition=part.name,
+            priority=0,
+            submit_s=now,
+            work_dir=request.work_dir,
+            batch=request.batch,
+            command=request.command,
+            time_limit_min=time_limit,
+            min_nodes=min_nodes,
+            max_nodes=request.max_nodes,
+            num_tasks=request.num_tasks,
+            cpus_per_task=request.cpus_per_task,
+            req_nodes=list(request.req_nodes),
+            exc_nodes=list(request.exc_nodes),
+            begin_s=request.begin_s,
+            last_sched_eval_s=now,
+            run_for_s=request.run_for_s,
+            run_exit_code=request.exit_code,
+            alloc_sid=request.alloc_sid,
+        )
+        self.next_job_id += 1
+        if request.hold:
+            job.held = Reason.HELD_USER
+        else:
+            self._assign_priority(job)
+        if job.held is None:
+            job.eligible_s = max(now, job.begin_s or now)
+            if request.batch:
+                job.accrue_s = job.eligible_s
+        self.jobs[job.job_id] = job
+        self.schedule()
+        return job
+
+    def _assign_priority(self, job: Job) -> None:
+        job.priority = self.next_priority
+        self.next_priority -= 1
+
+    def cancel(self, job: Job, signal: int = 15) -> None:
+        """scancel: pending jobs end at once; running ones start completing.
+
+        Raises:
+            SlurmError: the job has already finished.
+        """
+        if job.state.is_finished() or job.completing:
+            raise SlurmError("Job/step already completing or completed")
+        if job.state is JobState.PENDING:
+            job.state = JobState.CANCELLED
+            job.start_s = job.end_s = self.now_s
+            return
+        self._end_job(job, JobState.CANCELLED, self.now_s, signal=signal)
+        self.schedule()
+
+    def hold(self, job: Job, reason: Reason) -> None:
+        """scontrol hold/uhold: a pending job gets priority 0 and a held reason."""
+        if job.state is not JobState.PENDING:
+            raise SlurmError("Job is no longer pending execution")
+        job.held = reason
+        job.priority = 0
+        job.reason, job.reason_desc = reason, None
+
+    def release(self, job: Job) -> None:
+        """scontrol release: lift a hold; the job gets a fresh priority and is scheduled."""
+        if job.state is not JobState.PENDING:
+            raise SlurmError("Job is no longer pending execution")
+        if job.held is None:
+            return
+        job.held = None
+        self._assign_priority(job)
+        job.eligible_s = max(self.now_s, job.begin_s or self.now_s)
+        if job.batch and job.accrue_s is None:
+            job.accrue_s = job.eligible_s
+        job.reason = Reason.NONE
+        self.schedule()
+
+    def requeue(self, job: Job) -> None:
+        """scontrol requeue: a batch job goes back to pending and may restart after the credential expires."""
+        if not job.batch:
+            raise SlurmError("Only batch jobs are accepted or processed")
+        if job.state is JobState.PENDING:
+            raise SlurmError("Job is pending execution")
+        if job.state is JobState.RUNNING:
+            self._release_nodes(job)
+        self._back_to_pending(job)
+        self.schedule()
+
+    def _back_to_pending(self, job: Job) -> None:
+        job.state = JobState.PENDING
+        job.completing = False
+        job.restarts += 1
+        job.nodes, job.cpus_by_node, job.steps = [], {}, []
+        job.batch_host = None
+        job.begin_s = self.now_s + REQUEUE_HOLD_S
+        job.eligible_s = job.begin_s
+        job.start_s = job.end_s = None
+        job.reason, job.reason_desc = Reason.BEGIN_TIME, None
+
+    def _end_job(
+        self,
+        job: Job,
+        state: JobState,
+        end_s: int,
+        *,
+        exit_code: int = 0,
+        signal: int = 0,
+        reason: Reason | None = None,
+    ) -> None:
+        job.state = state
+        job.end_s = end_s
+        job.exit_code, job.exit_signal = exit_code, signal
+        if reason is not None:
+            job.reason, job.reason_desc = reason, None
+        job.completing = True
+        for name in job.nodes:
+            self.nodes[name].flags |= NodeFlag.COMPLETING
+
+    def _finish_completing(self, job: Job) -> None:
+        job.completing = False
+        self._release_nodes(job)
+
+    def _release_nodes(self, job: Job) -> None:
+        if not job.allocated:
+            return
+        job.allocated = False
+        for name, cpus in job.cpus_by_node.items():
+            node = self.nodes[name]
+            node.cpus_alloc = max(0, node.cpus_alloc - cpus)
+            node.last_busy_s = self.now_s
+            still = any(other.completing and name in other.nodes for other in self.jobs.values() if other is not job)
+            if not still:
+                node.flags &= ~NodeFlag.COMPLETING
+
+    def finish_step(self, job: Job, exit_code: int) -> None:
+        """An srun job's only step ended: the job ends with its exit code and starts completing."""
+        state = JobState.COMPLETED if exit_code == 0 else JobState.FAILED
+        self._end_job(job, state, self.now_s, exit_code=exit_code)
+
+    # ---- scheduling ------------------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        """One pass of the main scheduler over pending jobs, highest priority first.
+
+        A job that cannot start blocks its partition for the rest of the pass: later jobs there wait
+        with `Priority`, and jobs elsewhere may not take its partition's nodes (which is why a big job
+        in an overlapping partition waits "for jobs in higher priority partitions", capture 50).
+        """
+        now = self.now_s
+        blocked_parts: set[str] = set()
+        blocked_nodes: set[str] = set()
+        pending = [job for job in self.jobs.values() if job.state is JobState.PENDING]
+        for job in sorted(pending, key=lambda j: (-j.priority, j.job_id)):
+            part = self.partitions[job.partition]
+            if job.held is not None:
+                job.reason, job.reason_desc = job.held, None
+                continue
+            if job.begin_s is not None and now < job.begin_s:
+                job.reason, job.reason_desc = Reason.BEGIN_TIME, None
+                continue
+            limit = self._partition_limit(job, part)
+            if limit is not None:
+                job.reason, job.reason_desc = limit, None
+                continue
+            if job.partition in blocked_parts:
+                job.reason, job.reason_desc = Reason.PRIORITY, None
+                continue
+            if not self._try_start(job, part, blocked_nodes):
+                blocked_parts.add(job.partition)
+                blocked_nodes.update(part.nodes)
+
+    def _partition_limit(self, job: Job, part: Partition) -> Reason | None:
+        if part.state is PartitionState.DOWN or part.state is PartitionState.DRAIN:
+            return Reason.PARTITION_DOWN
+        if part.state is PartitionState.INACTIVE:
+            return Reason.PARTITION_INACTIVE
+        if job.min_nodes > len(part.nodes):
+            return Reason.PARTITION_CONFIG
+        if part.conf.max_nodes is not None and job.min_nodes > part.conf.max_nodes:
+            return Reason.PARTITION_NODE_LIMIT
+        max_time = part.conf.max_time_min
+        if max_time is not None and (job.time_limit_min is None or job.time_limit_min > max_time):
+            return Reason.PARTITION_TIME_LIMIT
+        return None
+
+    def _try_start(self, job: Job, part: Partition, blocked_nodes: set[str]) -> bool:
+        candidates = [
+            self.nodes[name]
+            for name in part.nodes
+            if name not in job.exc_nodes and name not in blocked_nodes and self.nodes[name].is_usable()
+        ]
+        if job.req_nodes:
+            missing = [name for name in job.req_nodes if self.nodes[name] not in candidates]
+            if missing:
+                job.reason = Reason.REQ_NODE_NOT_AVAIL
+                job.reason_desc = f"ReqNodeNotAvail, UnavailableNodes:{compress_hostlist(missing)}"
+                return False
+        if len(candidates) < job.min_nodes:
+            job.reason, job.reason_desc = Reason.RESOURCES, NODES_UNAVAILABLE_DESC
+            return False
+        placement = self._place(job, [n for n in candidates if not n.has(NodeFlag.COMPLETING)])
+        if placement is None:
+            job.reason, job.reason_desc = Reason.RESOURCES, None
+            return False
+        self._start(job, placement)
+        return True
+
+    def _place(self, job: Job, nodes: list[Node]) -> dict[str, int] | None:
+        # select/cons_tres with CR_Core, simplified: best fit (fewest free CPUs that still fit), then
+        # slurm.conf order; required nodes first. Returns CPUs to allocate per node.
+        cpt = job.cpus_per_task
+        fitting = [n for n in nodes if n.cpus_free >= cpt]
+        order = {name: i for i, name in enumerate(self.nodes)}
+        required = [n for n in fitting if n.name in job.req_nodes]
+        if len(required) < len(job.req_nodes):
+            return None
+        others = sorted((n for n in fitting if n.name not in job.req_nodes), key=lambda n: (n.cpus_free, order[n.name]))
+        tasks = job.num_tasks or job.min_nodes
+        max_nodes = job.max_nodes or max(job.min_nodes, tasks)
+        for count in range(max(job.min_nodes, len(required)), max_nodes + 1):
+            chosen = required + others[: count - len(required)]
+            if len(chosen) < count:
+                return None
+            capacity = sum(n.cpus_free // cpt for n in chosen)
+            if capacity < tasks:
+                # A smaller set of roomier nodes may do: prefer the ones with the most free CPUs.
+                roomy = sorted(others, key=lambda n: (-n.cpus_free, order[n.name]))
+                chosen = required + roomy[: count - len(required)]
+                capacity = sum(n.cpus_free // cpt for n in chosen)
+            if capacity >= tasks and len(chosen) == count:
+                return self._distribute(sorted(chosen, key=lambda n: order[n.name]), tasks, cpt)
+        return None
+
+    def _distribute(self, nodes: list[Node], tasks: int, cpt: int) -> dict[str, int]:
+        # Block distribution: one task per node first, then fill nodes in order.
+        counts = {n.name: 1 for n in nodes}
+        left = tasks - len(nodes)
+        for node in nodes:
+            room = node.cpus_free // cpt - counts[node.name]
+            take = min(room, max(left, 0))
+            counts[node.name] += take
+            left -= take
+        return {name: count * cpt for name, count in counts.items()}
+
+    def _start(self, job: Job, placement: dict[str, int]) -> None:
+        now = self.now_s
+        job.state = JobState.RUNNING
+        job.reason, job.reason_desc = Reason.NONE, None
+        job.start_s = now
+        job.last_sched_eval_s = now
+        job.nodes = list(placement)
+        job.cpus_by_node = dict(placement)
+        job.allocated = True
+        for name, cpus in placement.items():
+            node = self.nodes[name]
+            node.cpus_alloc += cpus
+            node.last_busy_s = now
+        if job.batch:
+            job.batch_host = job.nodes[0]
+            job.steps = [Step(f"{job.job_id}.batch", "batch", now, [job.nodes[0]], placement[job.nodes[0]], 1)]
+        else:
+            tasks = job.num_tasks or len(job.nodes)
+            job.steps = [Step(f"{job.job_id}.0", job.name, now, list(job.nodes), job.cpus, tasks)]
+
+    # ---- nodes -----------------------------------------------------------------------------------
+
+    def drain(self, node: Node, reason: str, user: str) -> None:
+        node.flags |= NodeFlag.DRAIN
+        self._set_reason(node, reason, user)
+
+    def undrain(self, node: Node) -> None:
+        node.flags &= ~NodeFlag.DRAIN
+        if node.base is not NodeBase.DOWN and not node.has(NodeFlag.FAIL):
+            self._clear_reason(node)
+
+    def set_down(self, node: Node, reason: str, user: str) -> None:
+        self._set_down(node, reason, user)
+        self.schedule()
+
+    def _set_down(self, node: Node, reason: str, user: str) -> None:
+        node.base = NodeBase.DOWN
+        self._set_reason(node, reason, user)
+        for job in list(self.jobs.values()):
+            if job.state is JobState.RUNNING and node.name in job.nodes:
+                if job.batch:
+                    self._release_nodes(job)
+                    self._back_to_pending(job)
+                else:
+                    self._end_job(job, JobState.NODE_FAIL, self.now_s, reason=Reason.NODE_DOWN)
+                    self._finish_completing(job)
+        node.cpus_alloc = 0
+        node.flags &= ~NodeFlag.COMPLETING
+
+    def mark_not_responding(self, node: Node) -> None:
+        """State=NoResp: flag the node until its slurmd answers the next ping."""
+        node.flags |= NodeFlag.NOT_RESPONDING
+
+    def fail(self, node: Node, reason: str, user: str) -> None:
+        node.flags |= NodeFlag.FAIL
+        self._set_reason(node, reason, user)
+
+    def resume(self, node: Node) -> None:
+        """State=RESUME: only a drained, failed or down node may resume; it then re-registers."""
+        if not (node.has(NodeFlag.DRAIN) or node.has(NodeFlag.FAIL) or node.base is NodeBase.DOWN):
+            raise SlurmError("Invalid node state specified")
+        node.flags &= ~(NodeFlag.DRAIN | NodeFlag.FAIL)
+        if node.base is NodeBase.DOWN:
+            node.base = NodeBase.IDLE
+        self._clear_reason(node)
+        node.flags |= NodeFlag.NOT_RESPONDING
+        node.boot_s = None
+        node.last_busy_s = self.now_s
+        self.resumed_at[node.name] = self.now_s
+
+    def _set_reason(self, node: Node, reason: str, user: str) -> None:
+        node.reason, node.reason_user, node.reason_s = reason, user, self.now_s
+
+    def _clear_reason(self, node: Node) -> None:
+        node.reason = node.reason_user = None
+        node.reason_s = None
+
+    # ---- lookups ---------------------------------------------------------------------------------
+
+    def job(self, job_id: int) -> Job:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise SlurmError("Invalid job id specified") from None
+
+    def node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise ControllerError(f"no node {name!r} in slurm.conf") from None

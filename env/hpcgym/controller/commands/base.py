@@ -1,0 +1,120 @@
+"""What every tool module shares: the request context, the reply, and Slurm's `%` format strings.
+
+A tool module is a function `run(ctx, args) -> Reply`; `Controller` owns the one table that maps a
+program name to it. Format strings follow Slurm's `_parse_format`: `%[.][width]X`, where `.` right-
+justifies, a width pads and truncates, and text between fields is printed as is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hpcgym.controller.cluster import Cluster, User
+from hpcgym.controller.commands.getopt import UsageError
+
+SLURM_VERSION = "22.05.8"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the stub prints and its exit code."""
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int = 0
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One srun task to run on a node: the runtime executes it in that node's sandbox."""
+
+    node: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A task's output; `run_for_s` > 0 keeps the job running that long (a backgrounded srun)."""
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int = 0
+    run_for_s: int = 0
+
+
+TaskRunner = Callable[[TaskRequest], TaskResult]
+FileReader = Callable[[str, str], bytes | None]
+
+
+@dataclass
+class Context:
+    """One request: who asks (node, user, cwd) and the cluster it acts on."""
+
+    cluster: Cluster
+    node: str
+    cwd: str
+    user: User
+    users: dict[str, User]
+    run_task: TaskRunner | None = None
+    read_file: FileReader | None = None
+    stdin: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def now_s(self) -> int:
+        return self.cluster.now_s
+
+
+def usage_error(error: UsageError, prog: str, exit_code: int = 1) -> Reply:
+    return Reply("", f'{error.text}\nTry "{prog} --help" for more information\n', exit_code)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One `%X` field of a format string, with the literal text that follows it."""
+
+    letter: str
+    width: int
+    right: bool
+    suffix: str
+
+    @property
+    def sized_by_values(self) -> bool:
+        """`%#P`: the tool sizes this column to its longest value."""
+        return self.width == AUTO_WIDTH
+
+
+AUTO_WIDTH = -1
+_TOKEN = re.compile(r"%(\.)?(#|\d*)(.)")
+
+
+def parse_format(text: str) -> tuple[str, list[Field]]:
+    """Split a Slurm format string into its leading text and fields."""
+    matches = list(_TOKEN.finditer(text))
+    prefix = text[: matches[0].start()] if matches else text
+    fields = []
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        digits = match.group(2)
+        width = AUTO_WIDTH if digits == "#" else int(digits) if digits else 0
+        fields.append(Field(match.group(3), width, bool(match.group(1)), text[match.end() : end]))
+    return prefix, fields
+
+
+def pad(value: str, width: int, right: bool) -> str:
+    """Slurm's `_print_str`: a width both pads and truncates; width 0 prints the value as is."""
+    if width <= 0:
+        return value
+    value = value[:width]
+    return value.rjust(width) if right else value.ljust(width)
+
+
+def render_line(prefix: str, fields: list[Field], values: list[str]) -> str:
+    parts = [prefix]
+    for spec, value in zip(fields, values, strict=True):
+        parts.append(pad(value, spec.width, spec.right) + spec.suffix)
+    return "".join(parts) + "\n"

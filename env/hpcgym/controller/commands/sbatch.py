@@ -1,0 +1,98 @@
+"""sbatch: submit a batch script (captures 50-jobs-running-pending, 60-errors).
+
+The script comes from --wrap, a file on the calling node (read through the runtime) or stdin.
+`#SBATCH` lines give defaults that command-line flags override. Running the script on the node is the
+runtime's job; until it does, a script's run time is estimated from its `sleep N` lines.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from hpcgym.controller.cluster import SlurmError
+from hpcgym.controller.commands import usage
+from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, usage_error
+from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
+
+OPTIONS = (
+    *SHARED_OPTIONS,
+    Option("wrap", None, "wrap", Arg.REQUIRED),
+    Option("parsable", None, "parsable"),
+    Option("array", "a", "array", Arg.REQUIRED),
+    Option("wait", "W", "wait"),
+)
+
+NO_SHEBANG = (
+    "sbatch: error: This does not look like a batch script.  The first\n"
+    "sbatch: error: line must start with #! followed by the path to an interpreter.\n"
+    "sbatch: error: For instance: #!/bin/sh\n"
+)
+_SLEEP = re.compile(r"^\s*sleep\s+(\d+)\s*$")
+
+
+def run(ctx: Context, args: list[str]) -> Reply:
+    try:
+        opts, operands = parse_args("sbatch", args, OPTIONS, stop_at_operand=True)
+    except UsageError as error:
+        return usage_error(error, "sbatch", exit_code=255)
+    keys = {key for key, _ in opts}
+    if "help" in keys or "usage" in keys:
+        return Reply(usage.SBATCH_USAGE)
+    if "version" in keys:
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    wrap = next((value for key, value in reversed(opts) if key == "wrap"), None)
+    if wrap is not None:
+        script, name, command = f"#!/bin/sh\n# This script was created by sbatch --wrap.\n\n{wrap}\n", "wrap", None
+    elif operands:
+        path = operands[0]
+        absolute = path if path.startswith("/") else f"{ctx.cwd.rstrip('/')}/{path}"
+        data = ctx.read_file(ctx.node, absolute) if ctx.read_file else None
+        if data is None:
+            return Reply("", f"sbatch: error: Unable to open file {path}\n", 1)
+        script, name, command = data.decode(errors="replace"), path.rsplit("/", 1)[-1], absolute
+    else:
+        script, name, command = ctx.stdin or "", "sbatch", None
+    if not script.strip():
+        return Reply("", "sbatch: error: Batch script is empty!\n", 1)
+    if not script.startswith("#!"):
+        return Reply("", NO_SHEBANG, 1)
+    try:
+        directives, _ = parse_args("sbatch", _directives(script), OPTIONS)
+    except UsageError as error:
+        return usage_error(error, "sbatch", exit_code=255)
+    try:
+        request = build_request("sbatch", ctx, directives + opts, batch=True)
+    except BadOption as bad:
+        return bad.reply
+    request.name = request.name or name
+    request.command = command
+    request.run_for_s = estimate_run_s(script)
+    try:
+        job = ctx.cluster.submit(request)
+    except SlurmError as error:
+        return submit_failed("sbatch", str(error))
+    if "parsable" in keys:
+        return Reply(f"{job.job_id}\n")
+    return Reply(f"Submitted batch job {job.job_id}\n")
+
+
+def _directives(script: str) -> list[str]:
+    # sbatch reads #SBATCH lines until the first line that is neither blank nor a comment.
+    args: list[str] = []
+    for line in script.splitlines()[1:]:
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            break
+        if stripped.startswith("#SBATCH"):
+            try:
+                args.extend(shlex.split(stripped[len("#SBATCH") :], comments=True))
+            except ValueError:
+                continue
+    return args
+
+
+def estimate_run_s(script: str) -> int:
+    """Seconds a script runs, from its top-level `sleep N` lines (other commands take no time)."""
+    return sum(int(match.group(1)) for line in script.splitlines() if (match := _SLEEP.match(line)))

@@ -1,0 +1,112 @@
+"""scancel: signal or cancel jobs (captures 60-errors/scancel*.out).
+
+Real scancel is quiet about jobs it cannot kill unless -v is given, and still exits 0 for them; a
+malformed id or a missing target is an error.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hpcgym.controller.cluster import SlurmError
+from hpcgym.controller.commands import usage
+from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, usage_error
+from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.hostlist import expand_hostlist
+from hpcgym.controller.state import Job, JobState
+
+OPTIONS = (
+    Option("account", "A", "account", Arg.REQUIRED),
+    Option("batch", "b", "batch"),
+    Option("full", "f", "full"),
+    Option("interactive", "i", "interactive"),
+    Option("clusters", "M", "clusters", Arg.REQUIRED),
+    Option("name", "n", "name", Arg.REQUIRED),
+    Option("partition", "p", "partition", Arg.REQUIRED),
+    Option("quiet", "Q", "quiet"),
+    Option("qos", "q", "qos", Arg.REQUIRED),
+    Option("reservation", "R", "reservation", Arg.REQUIRED),
+    Option("signal", "s", "signal", Arg.REQUIRED),
+    Option("state", "t", "state", Arg.REQUIRED),
+    Option("user", "u", "user", Arg.REQUIRED),
+    Option("verbose", "v", "verbose"),
+    Option("version", "V", "version"),
+    Option("nodelist", "w", "nodelist", Arg.REQUIRED),
+    Option("wckey", None, "wckey", Arg.REQUIRED),
+    Option("hurry", "H", "hurry"),
+    Option("me", None, "me"),
+    Option("help", None, "help"),
+    Option("usage", None, "usage"),
+)
+
+_JOB_ID = re.compile(r"^(\d+)(?:_(\d+))?(?:\.(\d+|batch))?$")
+_FILTERS = ("name", "partition", "state", "user", "nodelist", "account", "qos", "me")
+
+
+def run(ctx: Context, args: list[str]) -> Reply:
+    try:
+        opts, operands = parse_args("scancel", args, OPTIONS)
+    except UsageError as error:
+        return usage_error(error, "scancel")
+    keys = {key for key, _ in opts}
+    values = {key: value for key, value in opts if value is not None}
+    if "help" in keys or "usage" in keys:
+        return Reply(usage.SCANCEL_USAGE)
+    if "version" in keys:
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    verbose = "verbose" in keys
+    cluster = ctx.cluster
+    targets: list[tuple[str, Job | None, str | None]] = []
+    for text in operands:
+        match = _JOB_ID.match(text)
+        if match is None:
+            return Reply("", f"scancel: error: Invalid job id {text}\n", 1)
+        job = cluster.jobs.get(int(match.group(1)))
+        targets.append((text, job, match.group(3)))
+    if not targets and not any(key in keys for key in _FILTERS):
+        return Reply("", "scancel: error: No job identification provided\n", 1)
+    stderr, code = [], 0
+    for text, job, step in targets:
+        if step is not None:
+            if job is None or not any(s.step_id == text for s in job.steps):
+                stderr.append(f"scancel: error: Kill job error on job step id {text}: Invalid job id specified\n")
+                code = 1
+                continue
+        if verbose:
+            stderr.append(f"scancel: Terminating job {text}\n")
+        if job is None or not _matches(ctx, job, values, keys):
+            if verbose and job is None:
+                stderr.append(f"scancel: error: Kill job error on job id {text}: Invalid job id specified\n")
+            continue
+        try:
+            cluster.cancel(job)
+        except SlurmError as error:
+            if verbose:
+                stderr.append(f"scancel: error: Kill job error on job id {text}: {error}\n")
+    if not targets:
+        for job in sorted(cluster.jobs.values(), key=lambda j: j.job_id):
+            if job.is_active() and not job.completing and _matches(ctx, job, values, keys):
+                if verbose:
+                    stderr.append(f"scancel: Terminating job {job.job_id}\n")
+                cluster.cancel(job)
+    return Reply("", "".join(stderr), code)
+
+
+def _matches(ctx: Context, job: Job, values: dict[str, str], keys: set[str]) -> bool:
+    if "name" in values and job.name != values["name"]:
+        return False
+    if "partition" in values and job.partition not in values["partition"].split(","):
+        return False
+    if "user" in values and job.user not in values["user"].split(","):
+        return False
+    if "me" in keys and job.user != ctx.user.name:
+        return False
+    if "state" in values:
+        wanted = {text.upper() for text in values["state"].split(",")}
+        if job.state.value not in wanted and job.state.compact not in wanted:
+            return False
+    if "nodelist" in values and not set(expand_hostlist(values["nodelist"])).intersection(job.nodes):
+        return False
+    if "batch" in keys and not job.batch:
+        return False
+    return not ("interactive" in keys and job.batch) and job.state is not None and job.state in JobState

@@ -1,0 +1,273 @@
+"""scontrol: show, update, ping, hold/release/requeue (captures */scontrol_*.out, 60-errors).
+
+The argument grammar and every error text follow scontrol 22.05; what an update does to the cluster
+is `Cluster`'s business (for instance RESUME is refused for a node that is not drained or down).
+"""
+
+from __future__ import annotations
+
+from hpcgym.controller.cluster import SlurmError
+from hpcgym.controller.commands import scontrol_show as show
+from hpcgym.controller.commands import usage
+from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, usage_error
+from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.hostlist import expand_hostlist
+from hpcgym.controller.state import JobState, PartitionState, Reason
+from hpcgym.controller.timefmt import parse_time_limit
+
+OPTIONS = (
+    Option("all", "a", "all"),
+    Option("details", "d", "details"),
+    Option("help", "h", "help"),
+    Option("clusters", "M", "clusters", Arg.REQUIRED),
+    Option("oneliner", "o", "oneliner"),
+    Option("quiet", "Q", "quiet"),
+    Option("uid", "u", "uid", Arg.REQUIRED),
+    Option("verbose", "v", "verbose"),
+    Option("version", "V", "version"),
+    Option("usage", None, "usage"),
+    Option("local", None, "local"),
+    Option("sibling", None, "sibling"),
+    Option("federation", None, "federation"),
+    Option("future", None, "future"),
+    Option("hide", None, "hide"),
+    Option("json", None, "json", Arg.OPTIONAL),
+    Option("yaml", None, "yaml", Arg.OPTIONAL),
+)
+
+VALID_NODE_STATES = "NoResp DRAIN FAIL FUTURE RESUME POWER_DOWN POWER_UP UNDRAIN"
+_ENTITIES = ("node", "nodes", "partition", "partitions", "job", "jobs", "step", "steps", "config")
+
+
+def run(ctx: Context, args: list[str]) -> Reply:
+    try:
+        opts, words = parse_args("scontrol", args, OPTIONS)
+    except UsageError as error:
+        return usage_error(error, "scontrol")
+    flags = {key for key, _ in opts}
+    if "help" in flags or "usage" in flags:
+        return Reply(usage.SCONTROL_HELP)
+    if "version" in flags:
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    if not words:
+        # Interactive mode needs a terminal the controller does not have; real scontrol reads stdin.
+        return Reply()
+    keyword, rest = words[0].lower(), words[1:]
+    details, oneliner = "details" in flags, "oneliner" in flags
+    if keyword == "help":
+        return Reply(usage.SCONTROL_HELP)
+    if keyword == "version":
+        return Reply(f"slurm {SLURM_VERSION}\n")
+    if keyword == "ping":
+        return _ping(ctx)
+    if keyword == "show":
+        return _show(ctx, rest, details=details, oneliner=oneliner)
+    if keyword == "update":
+        return _update(ctx, rest)
+    if keyword in ("hold", "uhold", "release", "requeue"):
+        return _job_action(ctx, keyword, rest)
+    return Reply("", f"invalid keyword: {words[0]}\n", 1)
+
+
+def _ping(ctx: Context) -> Reply:
+    conf = ctx.cluster.conf
+    return Reply(f"Slurmctld(primary) at {conf.controller_host} is UP\n")
+
+
+def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> Reply:
+    cluster = ctx.cluster
+    if not words:
+        return Reply("", "too few arguments for keyword:show\n", 1)
+    entity = words[0].lower()
+    target = words[1] if len(words) > 1 else None
+    # scontrol accepts any unique prefix of the entity name ("show part", "show no").
+    matches = [name for name in _ENTITIES if name.startswith(entity)] if len(entity) >= 2 else []
+    if not matches:
+        return Reply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
+    entity = matches[0].rstrip("s") if matches[0] != "steps" else "step"
+    if entity == "node":
+        names = expand_hostlist(target) if target else list(cluster.nodes)
+        missing = [name for name in names if name not in cluster.nodes]
+        if missing:
+            return Reply(f"Node {target} not found\n", "", 1)
+        records = [show.node_record(cluster.nodes[name]) for name in names]
+        return Reply(show.render(records, oneliner=oneliner))
+    if entity == "partition":
+        parts = list(cluster.partitions.values())
+        if target:
+            parts = [p for p in parts if p.name == target]
+            if not parts:
+                return Reply(f"Partition {target} not found\n", "", 1)
+        return Reply(show.render([show.partition_record(cluster, p) for p in parts], oneliner=oneliner))
+    if entity == "job":
+        jobs = sorted(cluster.jobs.values(), key=lambda j: j.job_id)
+        if target:
+            if not target.isdigit():
+                return Reply("", "scontrol_print_job error: Invalid job id specified\n", 1)
+            jobs = [j for j in jobs if j.job_id == int(target)]
+            if not jobs:
+                return Reply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
+        if not jobs:
+            return Reply("No jobs in the system\n")
+        records = [show.job_record(cluster, j, details=details, alloc_host=ctx.node) for j in jobs]
+        return Reply(show.render(records, oneliner=oneliner))
+    if entity == "step":
+        return _show_steps(ctx, target, oneliner)
+    return Reply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
+
+
+def _show_steps(ctx: Context, target: str | None, oneliner: bool) -> Reply:
+    records = []
+    for job in sorted(ctx.cluster.jobs.values(), key=lambda j: j.job_id):
+        if job.state is not JobState.RUNNING:
+            continue
+        for step in job.steps:
+            if step.step_id.endswith(".batch"):
+                continue
+            if target is None or target in (step.step_id, str(job.job_id)):
+                records.append(show.step_record(job, step, ctx.node))
+    if not records:
+        if target is not None:
+            return Reply("", "slurm_get_job_steps error: Invalid job id specified\n", 1)
+        return Reply("No job steps in the system\n")
+    return Reply(show.render(records, oneliner=oneliner))
+
+
+def _pairs(words: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for word in words:
+        key, _, value = word.partition("=")
+        pairs.append((key, value))
+    return pairs
+
+
+def _update(ctx: Context, words: list[str]) -> Reply:
+    pairs = _pairs(words)
+    if not pairs:
+        return Reply("", "No changes specified\n", 1)
+    first = pairs[0][0].lower()
+    if first in ("nodename", "node"):
+        return _update_node(ctx, pairs)
+    if first in ("jobid", "job"):
+        return _update_job(ctx, pairs)
+    if first in ("partitionname", "partition"):
+        return _update_partition(ctx, pairs)
+    return Reply("", f"Update of this parameter is not supported: {words[0]}\nRequest aborted\n", 1)
+
+
+def _update_node(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
+    cluster = ctx.cluster
+    names = expand_hostlist(pairs[0][1])
+    state: str | None = None
+    reason: str | None = None
+    for key, value in pairs[1:]:
+        lower = key.lower()
+        if lower == "state":
+            state = value
+        elif lower == "reason":
+            reason = value
+        else:
+            return Reply("", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1)
+    action = _node_action(state) if state is not None else None
+    if state is not None and action is None:
+        return Reply(
+            "",
+            f"Invalid input: State={state}\nRequest aborted\nValid states are: {VALID_NODE_STATES}\n"
+            "Not all states are valid given a node's prior state\n",
+            1,
+        )
+    if action in ("DRAIN", "DOWN", "FAIL") and not reason:
+        return Reply("", "You must specify a reason when DOWNING or DRAINING a node. Request denied\n", 1)
+    if any(name not in cluster.nodes for name in names):
+        return Reply("", "slurm_update error: Invalid node name specified\n", 1)
+    try:
+        for name in names:
+            node = cluster.nodes[name]
+            if action == "DRAIN":
+                cluster.drain(node, reason or "", ctx.user.name)
+            elif action == "DOWN":
+                cluster.set_down(node, reason or "", ctx.user.name)
+            elif action == "FAIL":
+                cluster.fail(node, reason or "", ctx.user.name)
+            elif action in ("RESUME", "IDLE"):
+                cluster.resume(node)
+            elif action == "UNDRAIN":
+                cluster.undrain(node)
+            elif action == "NORESP":
+                cluster.mark_not_responding(node)
+            elif reason is not None and node.reason is not None:
+                node.reason = reason
+    except SlurmError as error:
+        return Reply("", f"slurm_update error: {error}\n", 1)
+    cluster.schedule()
+    return Reply()
+
+
+def _node_action(state: str) -> str | None:
+    upper = state.upper()
+    for name in ("NORESP", "DRAIN", "FAIL", "FUTURE", "RESUME", "UNDRAIN", "DOWN", "IDLE"):
+        if upper == name:
+            return name
+    return None
+
+
+def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
+    cluster = ctx.cluster
+    job_text = pairs[0][1]
+    job = cluster.jobs.get(int(job_text)) if job_text.isdigit() else None
+    if job is None:
+        return Reply("", f"Invalid job id specified for job {job_text}\n", 1)
+    for key, value in pairs[1:]:
+        lower = key.lower()
+        if lower == "timelimit":
+            try:
+                job.time_limit_min = parse_time_limit(value)
+            except ValueError:
+                return Reply("", f"Invalid TimeLimit value: {value}\nRequest aborted\n", 1)
+        elif lower == "partition" and value in cluster.partitions:
+            job.partition = value
+        elif lower in ("numnodes", "minnodes") and value.isdigit():
+            job.min_nodes = int(value)
+        elif lower == "name" or lower == "jobname":
+            job.name = value
+        else:
+            return Reply("", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1)
+    cluster.schedule()
+    return Reply()
+
+
+def _update_partition(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
+    part = ctx.cluster.partitions.get(pairs[0][1])
+    if part is None:
+        return Reply("", "slurm_update error: Invalid partition name specified\n", 1)
+    for key, value in pairs[1:]:
+        if key.lower() == "state" and value.upper() in PartitionState.__members__:
+            part.state = PartitionState[value.upper()]
+        else:
+            return Reply("", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1)
+    ctx.cluster.schedule()
+    return Reply()
+
+
+def _job_action(ctx: Context, keyword: str, words: list[str]) -> Reply:
+    cluster = ctx.cluster
+    if not words:
+        return Reply("", f"too few arguments for keyword:{keyword}\n", 1)
+    errors = []
+    for text in ",".join(words).split(","):
+        job = cluster.jobs.get(int(text)) if text.isdigit() else None
+        if job is None:
+            errors.append(f"Invalid job id specified for job {text}\n")
+            continue
+        try:
+            if keyword == "hold":
+                cluster.hold(job, Reason.HELD_ADMIN)
+            elif keyword == "uhold":
+                cluster.hold(job, Reason.HELD_USER)
+            elif keyword == "release":
+                cluster.release(job)
+            else:
+                cluster.requeue(job)
+        except SlurmError as error:
+            errors.append(f"{error} for job {text}\n")
+    return Reply("", "".join(errors), 1 if errors else 0)

@@ -1,0 +1,417 @@
+"""sinfo: node and partition summaries (captures */sinfo*.out).
+
+sinfo groups nodes into records: in the partition view one record per partition and distinct set of
+displayed values (so one row per partition and state by default), in the node view (-N) one per node
+and partition. Node lists, counts and the A/I/O/T totals are aggregated over a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hpcgym.controller.commands import usage
+from hpcgym.controller.commands.base import (
+    SLURM_VERSION,
+    Context,
+    Field,
+    Reply,
+    parse_format,
+    render_line,
+    usage_error,
+)
+from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
+from hpcgym.controller.state import Node, NodeBase, NodeFlag, Partition, PartitionState
+from hpcgym.controller.timefmt import format_ctime, format_iso, format_limit
+
+OPTIONS = (
+    Option("all", "a", "all"),
+    Option("dead", "d", "dead"),
+    Option("exact", "e", "exact"),
+    Option("noheader", "h", "noheader"),
+    Option("iterate", "i", "iterate", Arg.REQUIRED),
+    Option("long", "l", "long"),
+    Option("clusters", "M", "clusters", Arg.REQUIRED),
+    Option("nodes", "n", "nodes", Arg.REQUIRED),
+    Option("Node", "N", "Node"),
+    Option("format", "o", "format", Arg.REQUIRED),
+    Option("Format", "O", "Format", Arg.REQUIRED),
+    Option("partition", "p", "partition", Arg.REQUIRED),
+    Option("responding", "r", "responding"),
+    Option("list-reasons", "R", "list-reasons"),
+    Option("summarize", "s", "summarize"),
+    Option("sort", "S", "sort", Arg.REQUIRED),
+    Option("states", "t", "states", Arg.REQUIRED),
+    Option("reservation", "T", "reservation"),
+    Option("verbose", "v", "verbose"),
+    Option("version", "V", "version"),
+    Option("help", None, "help"),
+    Option("usage", None, "usage"),
+    Option("hide", None, "hide"),
+    Option("future", None, "future"),
+    Option("local", None, "local"),
+    Option("federation", None, "federation"),
+    Option("noconvert", None, "noconvert"),
+    Option("json", None, "json", Arg.OPTIONAL),
+    Option("yaml", None, "yaml", Arg.OPTIONAL),
+)
+
+DEFAULT_FORMAT = "%#P %.5a %.10l %.6D %.6t %N"
+LONG_FORMAT = "%#P %.5a %.10l %.10s %.4r %.8h %.10g %.6D %.11T %N"
+NODE_FORMAT = "%#N %.6D %.9P %6t"
+NODE_LONG_FORMAT = "%#N %.6D %.9P %.11T %4c %.8z %.6m %.8d %.6w %.8f %20E"
+SUMMARY_FORMAT = "%#P %.5a %.10l %.16F %N"
+REASON_FORMAT = "%20E %9U %19H %N"
+REASON_LONG_FORMAT = "%20E %12U %19H %6t %N"
+
+# Node states sinfo -t accepts, as its error message lists them.
+VALID_STATES = (
+    "unknown,down,idle,allocated,?,mixed,future,drain,drained,draining,no_respond,reserved,perfctrs,cloud,"
+    "completing,powering_down,powered_down,power_down,powering_up,fail,maint,reboot,reboot^,unknown"
+)
+
+_STATE_TESTS: dict[str, Callable[[Node], bool]] = {
+    "unknown": lambda n: n.effective_base() is NodeBase.UNKNOWN,
+    "unk": lambda n: n.effective_base() is NodeBase.UNKNOWN,
+    "down": lambda n: n.effective_base() is NodeBase.DOWN,
+    "idle": lambda n: n.effective_base() is NodeBase.IDLE,
+    "allocated": lambda n: n.effective_base() is NodeBase.ALLOCATED,
+    "alloc": lambda n: n.effective_base() is NodeBase.ALLOCATED,
+    "mixed": lambda n: n.effective_base() is NodeBase.MIXED,
+    "mix": lambda n: n.effective_base() is NodeBase.MIXED,
+    "future": lambda n: n.effective_base() is NodeBase.FUTURE,
+    "drain": lambda n: n.has(NodeFlag.DRAIN),
+    "drained": lambda n: n.state_compact().startswith("drain"),
+    "draining": lambda n: n.state_compact().startswith("drng"),
+    "drng": lambda n: n.state_compact().startswith("drng"),
+    "no_respond": lambda n: n.has(NodeFlag.NOT_RESPONDING),
+    "completing": lambda n: n.has(NodeFlag.COMPLETING),
+    "comp": lambda n: n.has(NodeFlag.COMPLETING),
+    "fail": lambda n: n.has(NodeFlag.FAIL),
+    "maint": lambda n: n.has(NodeFlag.MAINT),
+}
+_NEVER = ("?", "reserved", "perfctrs", "cloud", "powering_down", "powered_down", "power_down", "powering_up")
+_NEVER += ("reboot", "reboot^")
+
+# Fields whose value is computed over a whole record rather than compared between nodes.
+_AGGREGATE = set("DNnoFCeO")
+
+
+@dataclass
+class Record:
+    partition: Partition | None
+    key: tuple[str, ...]
+    nodes: list[Node]
+
+
+def run(ctx: Context, args: list[str]) -> Reply:
+    try:
+        opts, _operands = parse_args("sinfo", args, OPTIONS)
+    except UsageError as error:
+        return usage_error(error, "sinfo")
+    flags = {key for key, _ in opts}
+    values = {key: value for key, value in opts if value is not None}
+    if "help" in flags:
+        return Reply(usage.SINFO_HELP)
+    if "usage" in flags:
+        return Reply(usage.SINFO_USAGE)
+    if "version" in flags:
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    states: list[Callable[[Node], bool]] = []
+    for name in values.get("states", "").split(",") if "states" in values else []:
+        test = _STATE_TESTS.get(name.lower())
+        if test is None and name.lower() not in _NEVER:
+            return Reply(
+                "",
+                f'sinfo: error: Bad state string: "{name}"\nsinfo: error: valid states: {VALID_STATES}\n',
+                1,
+            )
+        states.append(test or (lambda n: False))
+    node_view = "Node" in flags
+    long = "long" in flags
+    if "format" in values:
+        fmt = values["format"]
+    elif "list-reasons" in flags:
+        fmt = REASON_LONG_FORMAT if long else REASON_FORMAT
+    elif "summarize" in flags:
+        fmt = SUMMARY_FORMAT
+    elif node_view:
+        fmt = NODE_LONG_FORMAT if long else NODE_FORMAT
+    else:
+        fmt = LONG_FORMAT if long else DEFAULT_FORMAT
+    prefix, fields = parse_format(fmt)
+    cluster = ctx.cluster
+    wanted_parts = values["partition"].split(",") if "partition" in values else None
+    wanted_nodes = set(expand_hostlist(values["nodes"])) if "nodes" in values else None
+
+    def keep(node: Node) -> bool:
+        if wanted_nodes is not None and node.name not in wanted_nodes:
+            return False
+        if states and not any(test(node) for test in states):
+            return False
+        if "dead" in flags and not (node.has(NodeFlag.NOT_RESPONDING) or node.effective_base() is NodeBase.DOWN):
+            return False
+        if "responding" in flags and node.has(NodeFlag.NOT_RESPONDING):
+            return False
+        if "list-reasons" in flags:
+            return node.reason is not None and (
+                node.has(NodeFlag.DRAIN) or node.has(NodeFlag.FAIL) or node.effective_base() is NodeBase.DOWN
+            )
+        return True
+
+    parts = [p for p in cluster.partitions.values() if wanted_parts is None or p.name in wanted_parts]
+    shows_partition = any(f.letter in "PR" for f in fields)
+    summarize = "summarize" in flags
+    records = _build_records(ctx, parts, fields, keep, node_view, shows_partition, summarize)
+    if not node_view and shows_partition and "list-reasons" not in flags:
+        present = {id(r.partition) for r in records}
+        records += [Record(p, (), []) for p in parts if id(p) not in present]
+        order = {p.name: i for i, p in enumerate(parts)}
+        records.sort(key=lambda r: order[r.partition.name] if r.partition else 0)
+    fields = _finalize_widths(ctx, fields, records)
+    out = []
+    if long and "format" not in values:
+        out.append(format_ctime(ctx.now_s) + "\n")
+    if "noheader" not in flags:
+        out.append(render_line(prefix, fields, [_HEADERS.get(f.letter, "") for f in fields]))
+    for record in records:
+        out.append(render_line(prefix, fields, [_value(ctx, f.letter, record) for f in fields]))
+    return Reply("".join(out))
+
+
+def _build_records(
+    ctx: Context,
+    parts: list[Partition],
+    fields: list[Field],
+    keep: Callable[[Node], bool],
+    node_view: bool,
+    shows_partition: bool,
+    summarize: bool,
+) -> list[Record]:
+    cluster = ctx.cluster
+    compared = [f.letter for f in fields if f.letter not in _AGGREGATE]
+    if summarize:
+        compared = [letter for letter in compared if letter not in "tTE"]
+    records: list[Record] = []
+    index: dict[tuple[object, ...], Record] = {}
+    seen: set[str] = set()
+    for part in parts if (shows_partition or node_view) else [None]:
+        names = part.nodes if part else list(cluster.nodes)
+        for name in names:
+            node = cluster.nodes[name]
+            if not keep(node) or (part is None and name in seen):
+                continue
+            seen.add(name)
+            probe = Record(part, (), [node])
+            key = tuple(_value(ctx, letter, probe) for letter in compared)
+            group = (name if node_view else None, part.name if part and shows_partition else None, key)
+            if group not in index:
+                index[group] = Record(part if shows_partition else None, key, [])
+                records.append(index[group])
+            index[group].nodes.append(node)
+    if node_view:
+        order = {name: i for i, name in enumerate(cluster.nodes)}
+        records.sort(key=lambda r: order[r.nodes[0].name])
+    else:
+        # "#P,-t": partitions in slurm.conf order, then the numerically larger node state first.
+        part_order = {p.name: i for i, p in enumerate(parts)}
+        records.sort(
+            key=lambda r: (part_order.get(r.partition.name, 0) if r.partition else 0, -_state_number(r.nodes[0]))
+        )
+    return records
+
+
+def _state_number(node: Node) -> int:
+    # slurmctld's numeric node_state: base enum plus flag bits; sinfo sorts rows by it.
+    base = {
+        NodeBase.UNKNOWN: 0,
+        NodeBase.DOWN: 1,
+        NodeBase.IDLE: 2,
+        NodeBase.ALLOCATED: 3,
+        NodeBase.MIXED: 5,
+        NodeBase.FUTURE: 6,
+    }[node.effective_base()]
+    bits = {NodeFlag.DRAIN: 0x200, NodeFlag.COMPLETING: 0x400, NodeFlag.NOT_RESPONDING: 0x800}
+    bits |= {NodeFlag.FAIL: 0x2000, NodeFlag.MAINT: 0x8000}
+    return base + sum(bit for flag, bit in bits.items() if node.has(flag))
+
+
+def _finalize_widths(ctx: Context, fields: list[Field], records: list[Record]) -> list[Field]:
+    # `%#P` and `%#N` take the longest value, but never less than 9 (MIN_*_FIELD_SIZE in sinfo).
+    out = []
+    for spec in fields:
+        if spec.sized_by_values:
+            longest = max((len(_value(ctx, spec.letter, record)) for record in records), default=0)
+            spec = Field(spec.letter, max(9, longest), spec.right, spec.suffix)
+        out.append(spec)
+    return out
+
+
+def _partition_name(ctx: Context, part: Partition | None) -> str:
+    if part is None:
+        return "n/a"
+    return part.name + ("*" if part.conf.default else "")
+
+
+def _avail(part: Partition | None) -> str:
+    if part is None:
+        return "n/a"
+    return {
+        PartitionState.UP: "up",
+        PartitionState.DOWN: "down",
+        PartitionState.DRAIN: "drain",
+        PartitionState.INACTIVE: "inact",
+    }[part.state]
+
+
+def _range(values: list[int], *, plus: bool) -> str:
+    low, high = min(values), max(values)
+    if low == high:
+        return str(low)
+    return f"{low}+" if plus else f"{low}-{high}"
+
+
+def _counts(record: Record) -> tuple[int, int, int, int]:
+    alloc = idle = other = 0
+    for node in record.nodes:
+        base = node.effective_base()
+        bad = node.flags & (NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING)
+        if bad or base in (NodeBase.DOWN, NodeBase.UNKNOWN, NodeBase.FUTURE):
+            other += 1
+        elif base in (NodeBase.ALLOCATED, NodeBase.MIXED):
+            alloc += 1
+        else:
+            idle += 1
+    return alloc, idle, other, len(record.nodes)
+
+
+def _cpu_counts(record: Record) -> tuple[int, int, int, int]:
+    alloc = idle = other = total = 0
+    for node in record.nodes:
+        total += node.conf.cpus
+        base = node.effective_base()
+        bad = node.flags & (NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING)
+        if bad or base in (NodeBase.DOWN, NodeBase.UNKNOWN, NodeBase.FUTURE):
+            alloc += node.cpus_alloc
+            other += node.conf.cpus - node.cpus_alloc
+        else:
+            alloc += node.cpus_alloc
+            idle += node.conf.cpus - node.cpus_alloc
+    return alloc, idle, other, total
+
+
+def _value(ctx: Context, letter: str, record: Record) -> str:
+    nodes = record.nodes
+    part = record.partition
+    first = nodes[0] if nodes else None
+    if letter == "P":
+        return _partition_name(ctx, part)
+    if letter == "R":
+        return part.name if part else "n/a"
+    if letter == "a":
+        return _avail(part)
+    if letter == "l":
+        return format_limit(part.conf.max_time_min, unlimited="infinite") if part else "n/a"
+    if letter == "L":
+        return format_limit(part.conf.default_time_min, unlimited="n/a") if part else "n/a"
+    if letter == "s":
+        if part is None:
+            return "n/a"
+        high = "infinite" if part.conf.max_nodes is None else str(part.conf.max_nodes)
+        return f"{max(part.conf.min_nodes, 1)}-{high}"
+    if letter == "r":
+        return ("yes" if part.conf.root_only else "no") if part else "n/a"
+    if letter == "h":
+        return "NO"
+    if letter == "g":
+        return "all"
+    if letter == "D":
+        return str(len(nodes))
+    if letter == "N":
+        return compress_hostlist([n.name for n in nodes])
+    if letter == "n":
+        return compress_hostlist([n.conf.hostname for n in nodes])
+    if letter == "o":
+        return compress_hostlist([n.conf.addr for n in nodes])
+    if letter == "F":
+        return "/".join(str(count) for count in _counts(record))
+    if letter == "C":
+        return "/".join(str(count) for count in _cpu_counts(record))
+    if first is None:
+        return "n/a"
+    if letter == "t":
+        return first.state_compact()
+    if letter == "T":
+        return first.state_long()
+    if letter == "E":
+        return first.reason or "none"
+    if letter == "U":
+        return first.reason_user or "Unknown"
+    if letter == "H":
+        return format_iso(first.reason_s)
+    if letter == "c":
+        return _range([n.conf.cpus for n in nodes], plus=True)
+    if letter == "z":
+        c = first.conf
+        return f"{c.boards * c.sockets_per_board}:{c.cores_per_socket}:{c.threads_per_core}"
+    if letter == "m":
+        return _range([n.conf.real_memory_mb for n in nodes], plus=True)
+    if letter == "d":
+        return _range([n.conf.tmp_disk_mb for n in nodes], plus=True)
+    if letter == "w":
+        return _range([n.conf.weight for n in nodes], plus=True)
+    if letter in "fb":
+        return first.conf.features or "(null)"
+    if letter == "G":
+        return first.conf.gres or "(null)"
+    if letter == "X":
+        return str(first.conf.boards * first.conf.sockets_per_board)
+    if letter == "Y":
+        return str(first.conf.cores_per_socket)
+    if letter == "Z":
+        return str(first.conf.threads_per_core)
+    if letter == "e":
+        return _range([n.free_mem_mb() for n in nodes], plus=False)
+    if letter == "O":
+        loads = [n.cpu_load_centi() for n in nodes]
+        low, high = min(loads), max(loads)
+        return f"{low / 100:.2f}" if low == high else f"{low / 100:.2f}-{high / 100:.2f}"
+    return ""
+
+
+_HEADERS = {
+    "P": "PARTITION",
+    "R": "PARTITION",
+    "a": "AVAIL",
+    "l": "TIMELIMIT",
+    "L": "DEFAULTTIME",
+    "s": "JOB_SIZE",
+    "r": "ROOT",
+    "h": "OVERSUBSCRIBE",
+    "g": "GROUPS",
+    "D": "NODES",
+    "N": "NODELIST",
+    "n": "HOSTNAMES",
+    "o": "NODE_ADDR",
+    "F": "NODES(A/I/O/T)",
+    "C": "CPUS(A/I/O/T)",
+    "t": "STATE",
+    "T": "STATE",
+    "E": "REASON",
+    "U": "USER",
+    "H": "TIMESTAMP",
+    "c": "CPUS",
+    "z": "S:C:T",
+    "m": "MEMORY",
+    "d": "TMP_DISK",
+    "w": "WEIGHT",
+    "f": "AVAIL_FEATURES",
+    "b": "ACTIVE_FEATURES",
+    "G": "GRES",
+    "X": "SOCKETS",
+    "Y": "CORES",
+    "Z": "THREADS",
+    "e": "FREE_MEM",
+    "O": "CPU_LOAD",
+}

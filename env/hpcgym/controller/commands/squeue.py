@@ -1,0 +1,354 @@
+"""squeue: the job queue (captures */squeue*.out).
+
+Without -t or -j it shows jobs that are pending, running, suspended or completing, sorted as Slurm's
+default `P,t,-p` (partition, state, then priority high to low); pending rows print their reason in
+parentheses where running rows print their nodes.
+"""
+
+from __future__ import annotations
+
+from hpcgym.controller.commands import usage
+from hpcgym.controller.commands.base import (
+    SLURM_VERSION,
+    Context,
+    Field,
+    Reply,
+    parse_format,
+    render_line,
+    usage_error,
+)
+from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
+from hpcgym.controller.state import SQUEUE_STATE_NAMES, Job, JobState, Step
+from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso, format_limit
+
+OPTIONS = (
+    Option("account", "A", "account", Arg.REQUIRED),
+    Option("all", "a", "all"),
+    Option("array", "r", "array"),
+    Option("noheader", "h", "noheader"),
+    Option("iterate", "i", "iterate", Arg.REQUIRED),
+    Option("jobs", "j", "jobs", Arg.REQUIRED),
+    Option("long", "l", "long"),
+    Option("licenses", "L", "licenses", Arg.REQUIRED),
+    Option("clusters", "M", "clusters", Arg.REQUIRED),
+    Option("name", "n", "name", Arg.REQUIRED),
+    Option("format", "o", "format", Arg.REQUIRED),
+    Option("Format", "O", "Format", Arg.REQUIRED),
+    Option("partition", "p", "partition", Arg.REQUIRED),
+    Option("priority", "P", "priority"),
+    Option("qos", "q", "qos", Arg.REQUIRED),
+    Option("reservation", "R", "reservation", Arg.REQUIRED),
+    Option("steps", "s", "steps", Arg.OPTIONAL),
+    Option("sort", "S", "sort", Arg.REQUIRED),
+    Option("states", "t", "states", Arg.REQUIRED),
+    Option("user", "u", "user", Arg.REQUIRED),
+    Option("verbose", "v", "verbose"),
+    Option("version", "V", "version"),
+    Option("nodelist", "w", "nodelist", Arg.REQUIRED),
+    Option("me", None, "me"),
+    Option("start", None, "start"),
+    Option("help", None, "help"),
+    Option("usage", None, "usage"),
+    Option("noconvert", None, "noconvert"),
+    Option("local", None, "local"),
+    Option("federation", None, "federation"),
+    Option("sibling", None, "sibling"),
+    Option("json", None, "json", Arg.OPTIONAL),
+    Option("yaml", None, "yaml", Arg.OPTIONAL),
+)
+
+DEFAULT_FORMAT = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R"
+LONG_FORMAT = "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R"
+START_FORMAT = "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %20Y %R"
+STEP_FORMAT = "%.15i %.8j %.9P %.8u %.9M %N"
+
+_HEADERS = {
+    "i": "JOBID",
+    "A": "JOBID",
+    "j": "NAME",
+    "u": "USER",
+    "t": "ST",
+    "T": "STATE",
+    "M": "TIME",
+    "l": "TIME_LIMIT",
+    "L": "TIME_LEFT",
+    "D": "NODES",
+    "R": "NODELIST(REASON)",
+    "r": "REASON",
+    "N": "NODELIST",
+    "P": "PARTITION",
+    "S": "START_TIME",
+    "e": "END_TIME",
+    "V": "SUBMIT_TIME",
+    "Y": "SCHEDNODES",
+    "C": "CPUS",
+    "Q": "PRIORITY",
+    "Z": "WORK_DIR",
+    "o": "COMMAND",
+    "U": "UID",
+    "g": "GROUP",
+    "G": "GID",
+    "a": "ACCOUNT",
+    "q": "QOS",
+    "B": "EXEC_HOST",
+    "n": "REQ_NODES",
+    "x": "EXC_NODES",
+}
+
+# squeue -O names -> the equivalent -o letter.
+_LONG_FIELDS = {
+    "jobid": "i",
+    "jobarrayid": "i",
+    "name": "j",
+    "username": "u",
+    "statecompact": "t",
+    "state": "T",
+    "timeused": "M",
+    "timelimit": "l",
+    "timeleft": "L",
+    "numnodes": "D",
+    "reasonlist": "R",
+    "reason": "r",
+    "nodelist": "N",
+    "partition": "P",
+    "starttime": "S",
+    "endtime": "e",
+    "submittime": "V",
+    "schednodes": "Y",
+    "numcpus": "C",
+    "priority": "Q",
+    "workdir": "Z",
+    "command": "o",
+    "userid": "U",
+    "groupname": "g",
+    "groupid": "G",
+    "account": "a",
+    "qos": "q",
+    "batchhost": "B",
+    "reqnodes": "n",
+    "excnodes": "x",
+}
+_LONG_HEADERS = {"l": "TIME_LIMIT", "n": "REQ_NODES", "D": "NODES", "C": "CPUS"}
+_STATE_ORDER = list(JobState)
+
+
+def run(ctx: Context, args: list[str]) -> Reply:
+    try:
+        opts, _operands = parse_args("squeue", args, OPTIONS)
+    except UsageError as error:
+        return usage_error(error, "squeue")
+    flags = {key for key, _ in opts}
+    values = {key: value for key, value in opts if value is not None}
+    if "help" in flags:
+        return Reply(usage.SQUEUE_HELP)
+    if "usage" in flags:
+        return Reply(usage.SQUEUE_USAGE)
+    if "version" in flags:
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    cluster = ctx.cluster
+    stderr = ""
+    jobs = sorted(cluster.jobs.values(), key=lambda j: j.job_id)
+
+    job_ids: list[int] | None = None
+    if "jobs" in values:
+        job_ids = []
+        for text in values["jobs"].split(","):
+            if not text.isdigit():
+                return Reply("", f"squeue: error: Invalid job id: {text}\n", 1)
+            job_ids.append(int(text))
+        if len(job_ids) == 1 and job_ids[0] not in cluster.jobs:
+            return Reply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
+    states: set[str] | None = None
+    if "states" in values:
+        states = set()
+        for text in values["states"].upper().split(","):
+            known = [s for s in JobState if text in (s.value, s.compact)] or (
+                list(JobState) if text == "ALL" else []
+            )
+            if not known and text not in ("CG", "COMPLETING", "CF", "CONFIGURING"):
+                return Reply(
+                    "",
+                    f"squeue: error: Invalid job state specified: {text}\n"
+                    f"squeue: error: Valid job states include: {SQUEUE_STATE_NAMES}\n",
+                    1,
+                )
+            states.update(s.value for s in known)
+            if text in ("CG", "COMPLETING"):
+                states.add("COMPLETING")
+    if "nodelist" in values:
+        for name in expand_hostlist(values["nodelist"]):
+            if name not in cluster.nodes:
+                return Reply("", f"squeue: error: Invalid node name {name}\n", 1)
+    users: set[str] | None = None
+    if "user" in values:
+        users = set()
+        for name in values["user"].split(","):
+            if name in ctx.users:
+                users.add(name)
+            elif name.isdigit() and any(u.uid == int(name) for u in ctx.users.values()):
+                users.update(u.name for u in ctx.users.values() if u.uid == int(name))
+            else:
+                stderr += f"squeue: error: Invalid user: {name}\n\n"
+    if "me" in flags:
+        users = (users or set()) | {ctx.user.name}
+
+    def keep(job: Job) -> bool:
+        if job_ids is not None and job.job_id not in job_ids:
+            return False
+        if states is not None:
+            if job.state_long not in states and job.state.value not in states:
+                return False
+        elif job_ids is None and not job.is_active():
+            return False
+        if users is not None and job.user not in users:
+            return False
+        if "partition" in values and job.partition not in values["partition"].split(","):
+            return False
+        if "name" in values and job.name not in values["name"].split(","):
+            return False
+        if "nodelist" in values:
+            wanted = set(expand_hostlist(values["nodelist"]))
+            if not wanted.intersection(job.nodes) or job.state is JobState.PENDING:
+                return False
+        return not ("start" in flags and job.state is not JobState.PENDING)
+
+    selected = [job for job in jobs if keep(job)]
+    if "steps" in flags:
+        return _steps(ctx, selected, "noheader" in flags, stderr)
+    if "start" in flags:
+        fmt = values.get("format", START_FORMAT)
+        selected.sort(key=lambda j: (_expected_start(j) is None, _expected_start(j) or 0))
+    else:
+        fmt = values.get("format", LONG_FORMAT if "long" in flags else DEFAULT_FORMAT)
+        selected.sort(key=lambda j: (j.partition, _state_rank(j), -j.priority))
+    if "Format" in values:
+        prefix, fields, headers = _long_format(values["Format"])
+    else:
+        prefix, fields = parse_format(fmt)
+        headers = [_HEADERS.get(f.letter, "") for f in fields]
+    out = []
+    if "long" in flags:
+        out.append(format_ctime(ctx.now_s) + "\n")
+    if "noheader" not in flags:
+        out.append(render_line(prefix, fields, headers))
+    for job in selected:
+        out.append(render_line(prefix, fields, [_value(ctx, f.letter, job) for f in fields]))
+    return Reply("".join(out), stderr)
+
+
+def _long_format(spec: str) -> tuple[str, list[Field], list[str]]:
+    fields, headers = [], []
+    for item in spec.split(","):
+        name, _, size = item.partition(":")
+        letter = _LONG_FIELDS.get(name.lower(), "")
+        right = size.startswith(".")
+        width = int(size.lstrip(".")) if size.lstrip(".").isdigit() else 20
+        fields.append(Field(letter, width, right, ""))
+        headers.append(_LONG_HEADERS.get(letter, name.upper()))
+    return "", fields, headers
+
+
+def _state_rank(job: Job) -> int:
+    # JOB_COMPLETING is a flag bit above every base state, so completing jobs sort last.
+    return len(_STATE_ORDER) if job.completing else _STATE_ORDER.index(job.state)
+
+
+def _expected_start(job: Job) -> int | None:
+    if job.state is not JobState.PENDING:
+        return job.start_s
+    return job.begin_s if job.held is None else None
+
+
+def _elapsed(ctx: Context, job: Job) -> int:
+    if job.start_s is None or job.state is JobState.PENDING:
+        return 0
+    end = job.end_s if job.end_s is not None else ctx.now_s
+    return end - job.start_s
+
+
+def _value(ctx: Context, letter: str, job: Job) -> str:
+    if letter in "iA":
+        return str(job.job_id)
+    if letter == "j":
+        return job.name
+    if letter == "u":
+        return job.user
+    if letter == "t":
+        return job.state_compact
+    if letter == "T":
+        return job.state_long
+    if letter == "M":
+        return format_duration(_elapsed(ctx, job))
+    if letter == "l":
+        return format_limit(job.time_limit_min)
+    if letter == "L":
+        if job.time_limit_min is None:
+            return "UNLIMITED"
+        return format_duration(job.time_limit_min * 60 - _elapsed(ctx, job))
+    if letter == "D":
+        return str(len(job.nodes) if job.nodes else job.min_nodes)
+    if letter == "R":
+        if job.state is JobState.PENDING:
+            return f"({job.reason_text()})"
+        return compress_hostlist(job.nodes)
+    if letter == "r":
+        return job.reason_text()
+    if letter == "N":
+        return compress_hostlist(job.nodes)
+    if letter == "P":
+        return job.partition
+    if letter == "S":
+        return format_iso(_expected_start(job), none="N/A")
+    if letter == "e":
+        return format_iso(job.end_s, none="N/A")
+    if letter == "V":
+        return format_iso(job.submit_s)
+    if letter == "Y":
+        return "(null)"
+    if letter == "C":
+        return str(job.cpus)
+    if letter == "Q":
+        return str(job.priority)
+    if letter == "Z":
+        return job.work_dir
+    if letter == "o":
+        return job.command or "(null)"
+    if letter == "U":
+        return str(job.uid)
+    if letter == "g":
+        return job.group
+    if letter == "G":
+        return str(job.gid)
+    if letter in "aq":
+        return "(null)"
+    if letter == "B":
+        return job.batch_host or "n/a"
+    if letter == "n":
+        return compress_hostlist(job.req_nodes)
+    if letter == "x":
+        return compress_hostlist(job.exc_nodes)
+    return ""
+
+
+def _steps(ctx: Context, jobs: list[Job], noheader: bool, stderr: str) -> Reply:
+    prefix, fields = parse_format(STEP_FORMAT)
+    headers = {"i": "STEPID", "j": "NAME", "P": "PARTITION", "u": "USER", "M": "TIME", "N": "NODELIST"}
+    out = [] if noheader else [render_line(prefix, fields, [headers[f.letter] for f in fields])]
+    for job in jobs:
+        if job.state is not JobState.RUNNING:
+            continue
+        for step in job.steps:
+            out.append(render_line(prefix, fields, [_step_value(ctx, f.letter, job, step) for f in fields]))
+    return Reply("".join(out), stderr)
+
+
+def _step_value(ctx: Context, letter: str, job: Job, step: Step) -> str:
+    return {
+        "i": step.step_id,
+        "j": step.name,
+        "P": job.partition,
+        "u": job.user,
+        "M": format_duration(ctx.now_s - step.start_s),
+        "N": compress_hostlist(step.nodes),
+    }[letter]

@@ -1,0 +1,114 @@
+"""srun: allocate, run one step's tasks on the nodes, print their output (captures 50, 60-errors).
+
+The controller decides where tasks run; the runtime runs them (`Context.run_task`) in the nodes'
+sandboxes. Output is printed in task order, which the real srun only approximates (capture 50's
+`srun -N4` printed nodes out of order).
+"""
+
+from __future__ import annotations
+
+from hpcgym.controller.cluster import SlurmError
+from hpcgym.controller.commands import usage
+from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, TaskRequest, usage_error
+from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
+from hpcgym.controller.hostlist import compress_hostlist
+from hpcgym.controller.state import JobState, Reason
+from hpcgym.errors import ControllerError
+
+OPTIONS = (
+    *SHARED_OPTIONS,
+    Option("label", "l", "label"),
+    Option("immediate", "I", "immediate", Arg.OPTIONAL),
+    Option("pty", None, "pty"),
+    Option("unbuffered", "u", "unbuffered"),
+    Option("kill-on-bad-exit", "K", "kill-on-bad-exit", Arg.OPTIONAL),
+    Option("overlap", None, "overlap"),
+)
+
+# What srun says while its job waits, by the job's pending reason.
+_WAITING = {
+    Reason.PARTITION_CONFIG: "srun: Requested partition configuration not available now\n",
+    Reason.REQ_NODE_NOT_AVAIL: "srun: Required node not available (down, drained or reserved)\n",
+    Reason.PARTITION_NODE_LIMIT: "srun: Requested partition configuration not available now\n",
+    Reason.PARTITION_TIME_LIMIT: "srun: Requested partition configuration not available now\n",
+}
+
+
+def run(ctx: Context, args: list[str]) -> Reply:
+    try:
+        opts, command = parse_args("srun", args, OPTIONS, stop_at_operand=True)
+    except UsageError as error:
+        return usage_error(error, "srun", exit_code=255)
+    keys = {key for key, _ in opts}
+    if "help" in keys or "usage" in keys:
+        return Reply(usage.SRUN_USAGE)
+    if "version" in keys:
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    if not command:
+        return Reply("", "srun: fatal: No command given to execute.\n", 1)
+    try:
+        request = build_request("srun", ctx, opts, batch=False)
+    except BadOption as bad:
+        return bad.reply
+    request.name = request.name or command[0].rsplit("/", 1)[-1]
+    request.command = command[0]
+    if request.num_tasks is None:
+        request.num_tasks = request.min_nodes or 1
+    try:
+        job = ctx.cluster.submit(request)
+    except SlurmError as error:
+        return submit_failed("srun", str(error))
+    if job.state is JobState.PENDING:
+        stderr = _WAITING.get(job.reason, "") + f"srun: job {job.job_id} queued and waiting for resources\n"
+        if "immediate" in keys:
+            ctx.cluster.cancel(job)
+            return Reply("", stderr + "srun: error: Unable to allocate resources: Requested nodes are busy\n", 1)
+        # TODO(runtime): the real srun blocks here until the job starts; until the runtime can hold a
+        # command open, the job stays queued (as after a timed-out srun) and srun returns at once.
+        return Reply("", stderr, 1)
+    return _run_tasks(ctx, job, command, label="label" in keys)
+
+
+def _run_tasks(ctx: Context, job, command: list[str], *, label: bool) -> Reply:  # type: ignore[no-untyped-def]
+    if ctx.run_task is None:
+        raise ControllerError("srun needs a task runner", hint="pass run_task= to Controller")
+    tasks = job.num_tasks or len(job.nodes)
+    placement = []
+    for node_index, name in enumerate(job.nodes):
+        per_node = job.cpus_by_node[name] // job.cpus_per_task
+        placement += [(name, node_index, local) for local in range(per_node)]
+    placement = placement[:tasks]
+    stdout, stderr, worst, run_for = [], [], 0, 0
+    for rank, (name, node_index, local) in enumerate(placement):
+        env = {
+            "SLURM_JOB_ID": str(job.job_id),
+            "SLURM_JOBID": str(job.job_id),
+            "SLURM_STEP_ID": "0",
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(local),
+            "SLURM_NODEID": str(node_index),
+            "SLURM_NTASKS": str(tasks),
+            "SLURM_NNODES": str(len(job.nodes)),
+            "SLURM_JOB_NODELIST": compress_hostlist(job.nodes),
+            "SLURM_JOB_PARTITION": job.partition,
+            "SLURM_JOB_NAME": job.name,
+            "SLURM_SUBMIT_DIR": ctx.cwd,
+            "SLURMD_NODENAME": name,
+            "SLURM_CPUS_ON_NODE": str(job.cpus_by_node[name]),
+        }
+        result = ctx.run_task(TaskRequest(name, list(command), env, job.work_dir))
+        prefix = f"{rank}: " if label else ""
+        stdout += [prefix + line for line in result.stdout.splitlines(keepends=True)]
+        stderr += [prefix + line for line in result.stderr.splitlines(keepends=True)]
+        if result.exit_code:
+            stderr.append(f"srun: error: {name}: task {rank}: Exited with exit code {result.exit_code}\n")
+            worst = max(worst, result.exit_code)
+        run_for = max(run_for, result.run_for_s)
+    if run_for > 0:
+        # A backgrounded step (`srun ... &`): the job keeps its nodes until the step would end.
+        job.run_for_s = run_for
+        job.run_exit_code = worst
+    else:
+        ctx.cluster.finish_step(job, worst)
+    return Reply("".join(stdout), "".join(stderr), worst)

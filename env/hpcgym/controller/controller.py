@@ -1,0 +1,116 @@
+"""The per-episode controller: one entry point, `handle`, for every simulated tool.
+
+The runtime's control socket calls `Controller.handle(node, argv, cwd)` for each stub invocation and
+`Controller.tick()` once per agent command. Tools are looked up in one explicit table, `TOOLS`; the
+service tools (systemctl, journalctl, munge, curl, ...) join it as their modules are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from hpcgym.controller.clock import DEFAULT_START_S, VirtualClock
+from hpcgym.controller.cluster import Cluster, User
+from hpcgym.controller.commands import sacct, sbatch, scancel, scontrol, sinfo, squeue, srun
+from hpcgym.controller.commands.base import Context, FileReader, Reply, TaskRunner
+from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf
+
+Tool = Callable[[Context, list[str]], Reply]
+
+# Program name -> implementation. Explicit on purpose: one place to see what the cluster simulates.
+TOOLS: dict[str, Tool] = {
+    "sinfo": sinfo.run,
+    "squeue": squeue.run,
+    "scontrol": scontrol.run,
+    "sbatch": sbatch.run,
+    "srun": srun.run,
+    "scancel": scancel.run,
+    "sacct": sacct.run,
+}
+
+DEFAULT_USERS = (User("root", 0, "root", 0),)
+
+
+class Controller:
+    """One episode's simulated Slurm cluster.
+
+    Example:
+        >>> controller = Controller.from_slurm_conf(Path("/etc/slurm/slurm.conf"))  # doctest: +SKIP
+        >>> reply = controller.handle("login", ["sinfo"], "/root")  # doctest: +SKIP
+        >>> controller.tick()  # doctest: +SKIP
+
+    Args:
+        conf: the parsed slurm.conf.
+        start_s: the virtual clock's first instant (epoch seconds).
+        step_s: seconds the clock advances per `tick()`, i.e. per agent command.
+        slurmd_running: whether every node's slurmd is up and registered at the start.
+        users: accounts the cluster knows (squeue -u checks them); the first is the caller.
+        run_task: runs one srun task on a node and returns its output (the runtime provides it).
+        read_file: reads a file from a node's filesystem (sbatch reads its script through it).
+    """
+
+    def __init__(
+        self,
+        conf: SlurmConf,
+        *,
+        start_s: int = DEFAULT_START_S,
+        step_s: int = 1,
+        slurmd_running: bool = True,
+        users: tuple[User, ...] = DEFAULT_USERS,
+        run_task: TaskRunner | None = None,
+        read_file: FileReader | None = None,
+    ) -> None:
+        self.clock = VirtualClock(start_s=start_s, step_s=step_s)
+        self.cluster = Cluster(conf, self.clock, slurmd_running=slurmd_running)
+        self.users = {user.name: user for user in users}
+        self.caller = users[0]
+        self.run_task = run_task
+        self.read_file = read_file
+
+    @classmethod
+    def from_slurm_conf(cls, path: Path, **kwargs: object) -> Controller:
+        """Build a controller from a slurm.conf file (keyword arguments as for the constructor)."""
+        return cls(load_slurm_conf(path), **kwargs)  # type: ignore[arg-type]
+
+    def handle(self, node: str, argv: list[str], cwd: str, stdin: str | None = None) -> Reply:
+        """Run one tool invocation as the given node's user would see it.
+
+        Args:
+            node: the node the stub runs on (known from the socket, never from the request).
+            argv: the full argv, program name first, passed through untouched.
+            cwd: the stub's working directory on that node.
+            stdin: what the tool read on standard input, where the client forwards it.
+
+        Returns:
+            The stdout, stderr and exit code the real tool would produce.
+        """
+        if not argv:
+            return Reply("", "hpcgym: empty command\n", 2)
+        program = Path(argv[0]).name
+        tool = TOOLS.get(program)
+        if tool is None:
+            return Reply("", f"bash: {program}: command not found\n", 127)
+        ctx = Context(
+            cluster=self.cluster,
+            node=node,
+            cwd=cwd,
+            user=self.caller,
+            users=self.users,
+            run_task=self.run_task,
+            read_file=self.read_file,
+            stdin=stdin,
+        )
+        return tool(ctx, list(argv[1:]))
+
+    def tick(self) -> int:
+        """Advance virtual time by one step and apply what falls due (job ends, timeouts, pings)."""
+        now = self.clock.tick()
+        self.cluster.advance()
+        return now
+
+    def advance(self, seconds: int) -> int:
+        """Advance virtual time by any amount (scenario set-up, tests) and apply what falls due."""
+        now = self.clock.advance(seconds)
+        self.cluster.advance()
+        return now

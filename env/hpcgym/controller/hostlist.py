@@ -1,0 +1,120 @@
+"""Slurm hostlist expressions: `compute-0[1-4]` <-> `compute-01,...,compute-04`.
+
+Slurm prints node sets in this compressed form everywhere (sinfo NODELIST, scontrol Nodes=, squeue
+NODELIST) and accepts it in every node argument, so the controller needs both directions with Slurm's
+exact rules: zero padding is kept, ranges only join numbers of one width, and the output is sorted the
+way `hostlist_ranged_string` sorts (by prefix, then number).
+"""
+
+from __future__ import annotations
+
+import re
+
+from hpcgym.errors import ControllerError
+
+# A host name split into the prefix and its trailing number, as Slurm's hostlist does.
+_SUFFIX = re.compile(r"^(.*?)(\d+)$")
+
+
+def _split_top_level(expression: str) -> list[str]:
+    # Commas inside brackets belong to a range list, not to the host list.
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(expression):
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(expression[start:i])
+            start = i + 1
+    parts.append(expression[start:])
+    return [part for part in parts if part]
+
+
+def _expand_ranges(ranges: str, expression: str) -> list[str]:
+    values = []
+    for item in ranges.split(","):
+        low, sep, high = item.partition("-")
+        if not low.isdigit() or (sep and not high.isdigit()):
+            raise ControllerError(f"invalid hostlist expression: {expression!r}")
+        if not sep:
+            values.append(low)
+            continue
+        width = len(low) if low.startswith("0") or len(low) == len(high) else 0
+        for number in range(int(low), int(high) + 1):
+            values.append(str(number).zfill(width))
+    return values
+
+
+def expand_hostlist(expression: str) -> list[str]:
+    """Expand a Slurm hostlist expression into host names, keeping their order.
+
+    Example:
+        >>> expand_hostlist("compute-0[1-3],login")
+        ['compute-01', 'compute-02', 'compute-03', 'login']
+
+    Raises:
+        ControllerError: the expression has unbalanced brackets or a bad range.
+    """
+    hosts: list[str] = []
+    for part in _split_top_level(expression.strip()):
+        if part.count("[") != part.count("]"):
+            raise ControllerError(f"invalid hostlist expression: {expression!r}")
+        match = re.search(r"\[([^\[\]]*)\]", part)
+        if match is None:
+            hosts.append(part)
+            continue
+        head, tail = part[: match.start()], part[match.end() :]
+        for value in _expand_ranges(match.group(1), expression):
+            # A second bracket group (rack[1-2]-node[1-4]) expands recursively.
+            hosts.extend(expand_hostlist(head + value + tail))
+    return hosts
+
+
+def _sort_key(host: str) -> tuple[str, int, str]:
+    match = _SUFFIX.match(host)
+    if match is None:
+        return (host, -1, host)
+    return (match.group(1), int(match.group(2)), host)
+
+
+def compress_hostlist(hosts: list[str]) -> str:
+    """Compress host names into Slurm's ranged form, sorted and de-duplicated.
+
+    Example:
+        >>> compress_hostlist(["compute-02", "compute-01", "compute-03", "login"])
+        'compute-[01-03],login'
+    """
+    # Each group is (prefix, width, numbers); a number joins a group when it prints the same at that
+    # width, so 09 and 10 share a range but 1 and 01 do not, as in Slurm's hostlist.
+    groups: list[tuple[str, int, list[int]]] = []
+    out: list[str] = []
+    for host in sorted(set(hosts), key=_sort_key):
+        match = _SUFFIX.match(host)
+        if match is None:
+            out.append(host)
+            continue
+        prefix, digits = match.group(1), match.group(2)
+        number = int(digits)
+        if groups and groups[-1][0] == prefix and str(number).zfill(groups[-1][1]) == digits:
+            groups[-1][2].append(number)
+        else:
+            groups.append((prefix, len(digits), [number]))
+    out.extend(_format_group(*group) for group in groups)
+    return ",".join(sorted(out, key=lambda text: text.split("[")[0]))
+
+
+def _format_group(prefix: str, width: int, numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"{prefix}{str(numbers[0]).zfill(width)}"
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    text = ",".join(
+        str(low).zfill(width) if low == high else f"{str(low).zfill(width)}-{str(high).zfill(width)}"
+        for low, high in runs
+    )
+    return f"{prefix}[{text}]"

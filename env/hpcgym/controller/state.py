@@ -1,0 +1,330 @@
+"""Cluster state as slurmctld keeps it: nodes, partitions, jobs, and their state enums.
+
+Enum values are the spellings the tools print; the naming rules that combine a base state with flags
+(`IDLE+DRAIN`, `drng`, `idle*`) live next to the enums so every tool prints a node the same way.
+What changes state (scheduling, timeouts, updates) lives in `cluster.py`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from hpcgym.controller.slurmconf import NodeConf, PartitionConf
+from hpcgym.controller.timefmt import TimeLimit
+
+
+class NodeBase(enum.Enum):
+    """A node's base state; IDLE/MIXED/ALLOCATED follow from its allocated CPUs."""
+
+    UNKNOWN = "UNKNOWN"
+    DOWN = "DOWN"
+    IDLE = "IDLE"
+    ALLOCATED = "ALLOCATED"
+    MIXED = "MIXED"
+    FUTURE = "FUTURE"
+
+
+class NodeFlag(enum.Flag):
+    """Flags slurmctld ORs onto the base state, in the order scontrol prints them."""
+
+    NONE = 0
+    COMPLETING = enum.auto()
+    DRAIN = enum.auto()
+    FAIL = enum.auto()
+    MAINT = enum.auto()
+    NOT_RESPONDING = enum.auto()
+
+
+# sinfo's compact spellings (%t) of base states; flags and '*' are added by `node_state_compact`.
+_COMPACT = {
+    NodeBase.UNKNOWN: "unk",
+    NodeBase.DOWN: "down",
+    NodeBase.IDLE: "idle",
+    NodeBase.ALLOCATED: "alloc",
+    NodeBase.MIXED: "mix",
+    NodeBase.FUTURE: "futr",
+}
+
+
+class PartitionState(enum.Enum):
+    UP = "UP"
+    DOWN = "DOWN"
+    DRAIN = "DRAIN"
+    INACTIVE = "INACTIVE"
+
+
+class JobState(enum.Enum):
+    """A job's base state; the value is the long name, `compact` the two-letter one."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"
+    PREEMPTED = "PREEMPTED"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+
+    @property
+    def compact(self) -> str:
+        return _JOB_COMPACT[self]
+
+    def is_finished(self) -> bool:
+        return self not in (JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED)
+
+
+_JOB_COMPACT = {
+    JobState.PENDING: "PD",
+    JobState.RUNNING: "R",
+    JobState.SUSPENDED: "S",
+    JobState.COMPLETED: "CD",
+    JobState.CANCELLED: "CA",
+    JobState.FAILED: "F",
+    JobState.TIMEOUT: "TO",
+    JobState.NODE_FAIL: "NF",
+    JobState.PREEMPTED: "PR",
+    JobState.BOOT_FAIL: "BF",
+    JobState.DEADLINE: "DL",
+    JobState.OUT_OF_MEMORY: "OOM",
+}
+
+# The states squeue -t accepts, in the order its error message lists them.
+SQUEUE_STATE_NAMES = (
+    "PENDING,RUNNING,SUSPENDED,COMPLETED,CANCELLED,FAILED,TIMEOUT,NODE_FAIL,PREEMPTED,BOOT_FAIL,DEADLINE,"
+    "OUT_OF_MEMORY,COMPLETING,CONFIGURING,RESIZING,RESV_DEL_HOLD,REQUEUED,REQUEUE_FED,REQUEUE_HOLD,REVOKED,"
+    "SIGNALING,SPECIAL_EXIT,STAGE_OUT,STOPPED"
+)
+
+
+class Reason(enum.Enum):
+    """Why a job waits or ended (slurmctld's `job_state_reason`), spelled as the tools print it."""
+
+    NONE = "None"
+    PRIORITY = "Priority"
+    RESOURCES = "Resources"
+    DEPENDENCY = "Dependency"
+    PARTITION_NODE_LIMIT = "PartitionNodeLimit"
+    PARTITION_TIME_LIMIT = "PartitionTimeLimit"
+    PARTITION_DOWN = "PartitionDown"
+    PARTITION_INACTIVE = "PartitionInactive"
+    PARTITION_CONFIG = "PartitionConfig"
+    HELD_ADMIN = "JobHeldAdmin"
+    HELD_USER = "JobHeldUser"
+    BEGIN_TIME = "BeginTime"
+    REQ_NODE_NOT_AVAIL = "ReqNodeNotAvail"
+    NODE_DOWN = "NodeDown"
+    TIME_LIMIT = "TimeLimit"
+    NON_ZERO_EXIT = "NonZeroExitCode"
+
+
+# slurmctld's description when too few of a partition's nodes are usable; squeue prints it in place
+# of the reason and scontrol prints it with spaces turned into underscores.
+NODES_UNAVAILABLE_DESC = (
+    "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"
+)
+
+
+@dataclass
+class Node:
+    """One compute node's live state."""
+
+    conf: NodeConf
+    base: NodeBase = NodeBase.UNKNOWN
+    flags: NodeFlag = NodeFlag.NONE
+    partitions: list[str] = field(default_factory=list)
+    cpus_alloc: int = 0
+    reason: str | None = None
+    reason_user: str | None = None
+    reason_s: int | None = None
+    boot_s: int | None = None
+    slurmd_start_s: int | None = None
+    last_busy_s: int | None = None
+    last_response_s: int | None = None
+    # Whether slurmd on the node runs and can reach slurmctld; the service layer sets this.
+    slurmd_up: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.conf.name
+
+    @property
+    def cpus_free(self) -> int:
+        return self.conf.cpus - self.cpus_alloc
+
+    def free_mem_mb(self) -> int:
+        # Host-specific in real Slurm (FreeMem); here a deterministic stand-in that falls as jobs run.
+        return max(0, self.conf.real_memory_mb - 256 - 128 * self.cpus_alloc)
+
+    def cpu_load_centi(self) -> int:
+        # CPULoad x 100, as slurmctld stores it: one busy CPU adds 1.00.
+        return 100 * self.cpus_alloc
+
+    def has(self, flag: NodeFlag) -> bool:
+        return bool(self.flags & flag)
+
+    def effective_base(self) -> NodeBase:
+        if self.base in (NodeBase.UNKNOWN, NodeBase.DOWN, NodeBase.FUTURE):
+            return self.base
+        if self.cpus_alloc == 0:
+            return NodeBase.IDLE
+        return NodeBase.ALLOCATED if self.cpus_alloc >= self.conf.cpus else NodeBase.MIXED
+
+    def is_usable(self) -> bool:
+        """Whether the scheduler may place new work here."""
+        bad = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
+        return self.effective_base() not in (NodeBase.DOWN, NodeBase.UNKNOWN, NodeBase.FUTURE) and not (
+            self.flags & bad
+        )
+
+    def state_long(self) -> str:
+        """sinfo's %T spelling (lower case): idle, mixed, draining, drained*, down*, ..."""
+        return _state_long(self).lower()
+
+    def state_compact(self) -> str:
+        """sinfo's %t spelling: idle, mix, drng, drain, down*, ..."""
+        return _state_compact(self)
+
+    def state_complete(self) -> str:
+        """scontrol's State= spelling: IDLE+DRAIN, MIXED+COMPLETING, DOWN+NOT_RESPONDING, ..."""
+        names = [self.effective_base().value]
+        for flag in (NodeFlag.COMPLETING, NodeFlag.DRAIN, NodeFlag.FAIL, NodeFlag.MAINT, NodeFlag.NOT_RESPONDING):
+            if self.has(flag):
+                names.append(flag.name or "")
+        return "+".join(names)
+
+
+def _state_long(node: Node) -> str:
+    # Mirrors node_state_string(): drain and fail win over the base, then '*' marks no response.
+    base = node.effective_base()
+    star = "*" if node.has(NodeFlag.NOT_RESPONDING) else ""
+    busy = node.has(NodeFlag.COMPLETING) or base in (NodeBase.ALLOCATED, NodeBase.MIXED)
+    if node.has(NodeFlag.MAINT) and base not in (NodeBase.ALLOCATED, NodeBase.MIXED):
+        return "MAINT" + star
+    if node.has(NodeFlag.DRAIN):
+        return ("DRAINING" if busy else "DRAINED") + star
+    if node.has(NodeFlag.FAIL):
+        return ("FAILING" if busy else "FAIL") + star
+    if base is NodeBase.ALLOCATED and not star and node.has(NodeFlag.COMPLETING):
+        return "ALLOCATED+"
+    if base is NodeBase.IDLE and node.has(NodeFlag.COMPLETING):
+        return "COMPLETING" + star
+    return base.value + star
+
+
+def _state_compact(node: Node) -> str:
+    base = node.effective_base()
+    star = "*" if node.has(NodeFlag.NOT_RESPONDING) else ""
+    busy = node.has(NodeFlag.COMPLETING) or base in (NodeBase.ALLOCATED, NodeBase.MIXED)
+    if node.has(NodeFlag.MAINT) and base not in (NodeBase.ALLOCATED, NodeBase.MIXED):
+        return "maint" + star
+    if node.has(NodeFlag.DRAIN):
+        return ("drng" if busy else "drain") + star
+    if node.has(NodeFlag.FAIL):
+        return ("failg" if busy else "fail") + star
+    if base is NodeBase.ALLOCATED and not star and node.has(NodeFlag.COMPLETING):
+        return "alloc+"
+    if base is NodeBase.IDLE and node.has(NodeFlag.COMPLETING):
+        return "comp" + star
+    return _COMPACT[base] + star
+
+
+@dataclass
+class Partition:
+    conf: PartitionConf
+    state: PartitionState = PartitionState.UP
+
+    @property
+    def name(self) -> str:
+        return self.conf.name
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self.conf.nodes
+
+
+@dataclass
+class Step:
+    """A job step as squeue -s and scontrol show step list it (`8.batch`, `15.0`)."""
+
+    step_id: str
+    name: str
+    start_s: int
+    nodes: list[str]
+    cpus: int
+    tasks: int
+
+
+@dataclass
+class Job:
+    """One job, pending, running or finished (finished ones stay visible for MinJobAge)."""
+
+    job_id: int
+    name: str
+    user: str
+    uid: int
+    group: str
+    gid: int
+    partition: str
+    priority: int
+    submit_s: int
+    work_dir: str
+    batch: bool
+    command: str | None
+    time_limit_min: TimeLimit
+    min_nodes: int = 1
+    max_nodes: int | None = None
+    num_tasks: int | None = None
+    cpus_per_task: int = 1
+    req_nodes: list[str] = field(default_factory=list)
+    exc_nodes: list[str] = field(default_factory=list)
+    state: JobState = JobState.PENDING
+    completing: bool = False
+    reason: Reason = Reason.NONE
+    reason_desc: str | None = None
+    held: Reason | None = None
+    begin_s: int | None = None
+    eligible_s: int | None = None
+    accrue_s: int | None = None
+    start_s: int | None = None
+    end_s: int | None = None
+    last_sched_eval_s: int | None = None
+    nodes: list[str] = field(default_factory=list)
+    cpus_by_node: dict[str, int] = field(default_factory=dict)
+    # True while the job holds CPUs on its nodes (running or completing).
+    allocated: bool = False
+    exit_code: int = 0
+    exit_signal: int = 0
+    # How long the job runs once started, in virtual seconds (None: until cancelled or timed out).
+    run_for_s: int | None = None
+    # Batch jobs that are still allocated keep their batch host; srun jobs record where srun ran.
+    batch_host: str | None = None
+    run_exit_code: int = 0
+    steps: list[Step] = field(default_factory=list)
+    restarts: int = 0
+    alloc_sid: int = 1
+
+    @property
+    def state_long(self) -> str:
+        return "COMPLETING" if self.completing else self.state.value
+
+    @property
+    def state_compact(self) -> str:
+        return "CG" if self.completing else self.state.compact
+
+    @property
+    def cpus(self) -> int:
+        if self.cpus_by_node:
+            return sum(self.cpus_by_node.values())
+        return max(self.num_tasks or 1, self.min_nodes) * self.cpus_per_task
+
+    def reason_text(self) -> str:
+        """What squeue's %r/%R print for a job that is not running."""
+        return self.reason_desc or self.reason.value
+
+    def is_active(self) -> bool:
+        return not self.state.is_finished() or self.completing
