@@ -394,6 +394,14 @@ class Cluster:
             if limit is not None:
                 job.reason, job.reason_desc = limit, None
                 continue
+            # Required nodes that are down, drained or held for a higher-priority job are the more
+            # specific reason, so they win over `Priority` (capture 60, srun --immediate -w).
+            unavailable = self._unavailable_required(job, blocked_nodes)
+            if unavailable:
+                job.reason = Reason.REQ_NODE_NOT_AVAIL
+                job.reason_desc = f"ReqNodeNotAvail, UnavailableNodes:{compress_hostlist(unavailable)}"
+                blocked_parts.add(job.partition)
+                continue
             if job.partition in blocked_parts:
                 job.reason, job.reason_desc = Reason.PRIORITY, None
                 continue
@@ -415,18 +423,19 @@ class Cluster:
             return Reason.PARTITION_TIME_LIMIT
         return None
 
+    def _unavailable_required(self, job: Job, blocked_nodes: set[str]) -> list[str]:
+        return [
+            name
+            for name in job.req_nodes
+            if name in blocked_nodes or name in job.exc_nodes or not self.nodes[name].is_usable()
+        ]
+
     def _try_start(self, job: Job, part: Partition, blocked_nodes: set[str]) -> bool:
         candidates = [
             self.nodes[name]
             for name in part.nodes
             if name not in job.exc_nodes and name not in blocked_nodes and self.nodes[name].is_usable()
         ]
-        if job.req_nodes:
-            missing = [name for name in job.req_nodes if self.nodes[name] not in candidates]
-            if missing:
-                job.reason = Reason.REQ_NODE_NOT_AVAIL
-                job.reason_desc = f"ReqNodeNotAvail, UnavailableNodes:{compress_hostlist(missing)}"
-                return False
         if len(candidates) < job.min_nodes:
             job.reason, job.reason_desc = Reason.RESOURCES, NODES_UNAVAILABLE_DESC
             return False
@@ -487,8 +496,8 @@ class Cluster:
             node = self.nodes[name]
             node.cpus_alloc += cpus
             node.last_busy_s = now
+        job.batch_host = job.nodes[0]
         if job.batch:
-            job.batch_host = job.nodes[0]
             job.steps = [Step(f"{job.job_id}.batch", "batch", now, [job.nodes[0]], placement[job.nodes[0]], 1)]
         else:
             tasks = job.num_tasks or len(job.nodes)

@@ -105,16 +105,18 @@ def parse_format(text: str) -> tuple[str, list[Field]]:
     return prefix, fields
 
 
-def pad(value: str, width: int, right: bool) -> str:
-    """Slurm's `_print_str`: a width both pads and truncates; width 0 prints the value as is."""
+def pad(value: str, width: int, right: bool, *, cut: bool = True) -> str:
+    """Slurm's `_print_str`: a width pads and (with `cut`) truncates; width 0 prints the value as is."""
     if width <= 0:
         return value
-    value = value[:width]
+    if cut:
+        value = value[:width]
     return value.rjust(width) if right else value.ljust(width)
 
 
-def render_line(prefix: str, fields: list[Field], values: list[str]) -> str:
+def render_line(prefix: str, fields: list[Field], values: list[str], uncut: str = "") -> str:
+    """One output row; fields whose letter is in `uncut` overflow their width instead of truncating."""
     parts = [prefix]
     for spec, value in zip(fields, values, strict=True):
-        parts.append(pad(value, spec.width, spec.right) + spec.suffix)
+        parts.append(pad(value, spec.width, spec.right, cut=spec.letter not in uncut) + spec.suffix)
     return "".join(parts) + "\n"

@@ -205,7 +205,7 @@ def _build_records(
             seen.add(name)
             probe = Record(part, (), [node])
             key = tuple(_value(ctx, letter, probe) for letter in compared)
-            group = (name if node_view else None, part.name if part and shows_partition else None, key)
+            group = (name if node_view else None, part.name if part and (shows_partition or node_view) else None, key)
             if group not in index:
                 index[group] = Record(part if shows_partition else None, key, [])
                 records.append(index[group])

@@ -131,6 +131,8 @@ _LONG_FIELDS = {
 }
 _LONG_HEADERS = {"l": "TIME_LIMIT", "n": "REQ_NODES", "D": "NODES", "C": "CPUS"}
 _STATE_ORDER = list(JobState)
+# squeue prints times and numbers whole even when they overflow the column (TIME_LIMI "1-00:00:00").
+UNCUT = "iAMlLSeVDCQUG"
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
@@ -170,7 +172,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
                 return Reply(
                     "",
                     f"squeue: error: Invalid job state specified: {text}\n"
-                    f"squeue: error: Valid job states include: {SQUEUE_STATE_NAMES}\n",
+                    f"squeue: error: Valid job states include: {SQUEUE_STATE_NAMES}\n\n",
                     1,
                 )
             states.update(s.value for s in known)
@@ -233,7 +235,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if "noheader" not in flags:
         out.append(render_line(prefix, fields, headers))
     for job in selected:
-        out.append(render_line(prefix, fields, [_value(ctx, f.letter, job) for f in fields]))
+        out.append(render_line(prefix, fields, [_value(ctx, f.letter, job) for f in fields], UNCUT))
     return Reply("".join(out), stderr)
 
 
