@@ -82,12 +82,14 @@ def build_images(
 
     table = Table(title=f"images in {options.out_dir}")
     for column in ("role", "digest", "tar", "zstd", "entries", "cache", "time"):
-        table.add_column(column, justify="right" if column in ("tar", "zstd", "entries", "time") else "left")
+        table.add_column(
+            column, justify="right" if column in ("tar", "zstd", "entries", "time") else "left", no_wrap=True
+        )
     for result in results:
         manifest = result.manifest
         table.add_row(
             str(result.role),
-            manifest["digest"][:16],
+            manifest["digest"][:12],
             f"{manifest['tar_bytes'] / 1e6:.1f} MB",
             f"{manifest['artifact_bytes'] / 1e6:.1f} MB",
             str(manifest["entries"]),
