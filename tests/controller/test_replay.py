@@ -172,7 +172,9 @@ def test_21_resumed() -> None:
     controller = build_all_idle()
     run_command(controller, 'scontrol update NodeName=compute-01 State=DRAIN Reason="route-eth0 broken"')
     # The first RESUME ran off the record; the captured one is the second, which fails.
-    reply = controller.handle("login", ["scontrol", "update", "NodeName=compute-01", "State=RESUME"], "/home/ops")
+    reply = controller.handle(
+        "login", ["scontrol", "update", "NodeName=compute-01", "State=RESUME"], "/home/ops"
+    )
     assert reply.exit_code == 0
     assert replay(controller, "21-resumed") == []
 
@@ -211,7 +213,8 @@ def _replay_one(controller: Controller, directory: str, entry: dict) -> list[tup
     reply = controller.handle("login", _argv(command)[0], "/home/ops", stdin=_argv(command)[1])
     if command.startswith("for "):
         stdout = reply.stdout + "".join(
-            controller.handle("login", ["sbatch", "--wrap", "sleep 300"], "/home/ops").stdout for _ in range(5)
+            controller.handle("login", ["sbatch", "--wrap", "sleep 300"], "/home/ops").stdout
+            for _ in range(5)
         )
     else:
         stdout = reply.stdout

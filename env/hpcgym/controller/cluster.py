@@ -117,14 +117,14 @@ class Cluster:
     # ---- slurmd (the service layer drives these) --------------------------------------------------
 
     def start_slurmd(self, name: str) -> None:
-        """slurmd starts on a node and registers with slurmctld."""
+        """Slurmd starts on a node and registers with slurmctld."""
         node = self.nodes[name]
         node.slurmd_up = True
         node.slurmd_start_s = self.now_s
         self._register(node)
 
     def stop_slurmd(self, name: str) -> None:
-        """slurmd stops (or loses its route to slurmctld); pings start failing from now."""
+        """Slurmd stops (or loses its route to slurmctld); pings start failing from now."""
         self.nodes[name].slurmd_up = False
 
     def _register(self, node: Node) -> None:
@@ -187,12 +187,15 @@ class Cluster:
                     node.slurmd_start_s = now
                 self._register(node)
                 continue
-            silent_s = now - (node.last_response_s if node.last_response_s is not None else self.slurmctld_start_s)
+            silent_s = now - (
+                node.last_response_s if node.last_response_s is not None else self.slurmctld_start_s
+            )
             if silent_s >= interval:
                 node.flags |= NodeFlag.NOT_RESPONDING
-            if silent_s >= self.conf.slurmd_timeout_s and node.base is not NodeBase.DOWN:
-                if node.base is not NodeBase.UNKNOWN:
-                    self._set_down(node, "Not responding", "slurm")
+            # A node that never registered stays UNKNOWN*; one that stopped answering goes DOWN*.
+            timed_out = silent_s >= self.conf.slurmd_timeout_s
+            if timed_out and node.base not in (NodeBase.DOWN, NodeBase.UNKNOWN):
+                self._set_down(node, "Not responding", "slurm")
 
     def _is_purgeable(self, job: Job, now: int) -> bool:
         return (
@@ -286,7 +289,7 @@ class Cluster:
         self.schedule()
 
     def hold(self, job: Job, reason: Reason) -> None:
-        """scontrol hold/uhold: a pending job gets priority 0 and a held reason."""
+        """Scontrol hold/uhold: a pending job gets priority 0 and a held reason."""
         if job.state is not JobState.PENDING:
             raise SlurmError("Job is no longer pending execution")
         job.held = reason
@@ -294,7 +297,7 @@ class Cluster:
         job.reason, job.reason_desc = reason, None
 
     def release(self, job: Job) -> None:
-        """scontrol release: lift a hold; the job gets a fresh priority and is scheduled."""
+        """Scontrol release: lift a hold; the job gets a fresh priority and is scheduled."""
         if job.state is not JobState.PENDING:
             raise SlurmError("Job is no longer pending execution")
         if job.held is None:
@@ -308,7 +311,7 @@ class Cluster:
         self.schedule()
 
     def requeue(self, job: Job) -> None:
-        """scontrol requeue: a batch job goes back to pending and may restart after the credential expires."""
+        """Scontrol requeue: a batch job goes back to pending and may restart after the credential expires."""
         if not job.batch:
             raise SlurmError("Only batch jobs are accepted or processed")
         if job.state is JobState.PENDING:
@@ -360,7 +363,9 @@ class Cluster:
             node = self.nodes[name]
             node.cpus_alloc = max(0, node.cpus_alloc - cpus)
             node.last_busy_s = self.now_s
-            still = any(other.completing and name in other.nodes for other in self.jobs.values() if other is not job)
+            still = any(
+                other.completing and name in other.nodes for other in self.jobs.values() if other is not job
+            )
             if not still:
                 node.flags &= ~NodeFlag.COMPLETING
 
@@ -455,7 +460,9 @@ class Cluster:
         required = [n for n in fitting if n.name in job.req_nodes]
         if len(required) < len(job.req_nodes):
             return None
-        others = sorted((n for n in fitting if n.name not in job.req_nodes), key=lambda n: (n.cpus_free, order[n.name]))
+        others = sorted(
+            (n for n in fitting if n.name not in job.req_nodes), key=lambda n: (n.cpus_free, order[n.name])
+        )
         tasks = job.num_tasks or job.min_nodes
         max_nodes = job.max_nodes or max(job.min_nodes, tasks)
         for count in range(max(job.min_nodes, len(required)), max_nodes + 1):
@@ -498,7 +505,9 @@ class Cluster:
             node.last_busy_s = now
         job.batch_host = job.nodes[0]
         if job.batch:
-            job.steps = [Step(f"{job.job_id}.batch", "batch", now, [job.nodes[0]], placement[job.nodes[0]], 1)]
+            job.steps = [
+                Step(f"{job.job_id}.batch", "batch", now, [job.nodes[0]], placement[job.nodes[0]], 1)
+            ]
         else:
             tasks = job.num_tasks or len(job.nodes)
             job.steps = [Step(f"{job.job_id}.0", job.name, now, list(job.nodes), job.cpus, tasks)]

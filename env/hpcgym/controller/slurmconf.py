@@ -1,6 +1,6 @@
-"""Read the image's real slurm.conf into the topology the controller simulates.
+r"""Read the image's real slurm.conf into the topology the controller simulates.
 
-Only the syntax matters here (case-insensitive keys, `#` comments, `\\` continuations, quoted values,
+Only the syntax matters here (case-insensitive keys, `#` comments, `\` continuations, quoted values,
 `NodeName=DEFAULT`/`PartitionName=DEFAULT` lines, hostlist ranges in NodeName, NodeAddr, NodeHostname
 and Port); what the values mean for node and job state is `cluster.py`'s business.
 """
@@ -154,7 +154,9 @@ def _node_lines(pairs: list[tuple[str, str]], defaults: dict[str, str], port: in
     ]
 
 
-def _partition_line(pairs: list[tuple[str, str]], defaults: dict[str, str], all_nodes: list[str]) -> PartitionConf:
+def _partition_line(
+    pairs: list[tuple[str, str]], defaults: dict[str, str], all_nodes: list[str]
+) -> PartitionConf:
     values = {**defaults, **dict(pairs)}
     node_expr = values.get("nodes", "")
     nodes = all_nodes if node_expr.upper() == "ALL" else expand_hostlist(node_expr)

@@ -182,17 +182,23 @@ class Node:
         )
 
     def state_long(self) -> str:
-        """sinfo's %T spelling (lower case): idle, mixed, draining, drained*, down*, ..."""
+        """The spelling of sinfo %T (lower case): idle, mixed, draining, drained*, down*, ..."""
         return _state_long(self).lower()
 
     def state_compact(self) -> str:
-        """sinfo's %t spelling: idle, mix, drng, drain, down*, ..."""
+        """The spelling of sinfo %t: idle, mix, drng, drain, down*, ..."""
         return _state_compact(self)
 
     def state_complete(self) -> str:
-        """scontrol's State= spelling: IDLE+DRAIN, MIXED+COMPLETING, DOWN+NOT_RESPONDING, ..."""
+        """The spelling of scontrol State=: IDLE+DRAIN, MIXED+COMPLETING, DOWN+NOT_RESPONDING, ..."""
         names = [self.effective_base().value]
-        for flag in (NodeFlag.COMPLETING, NodeFlag.DRAIN, NodeFlag.FAIL, NodeFlag.MAINT, NodeFlag.NOT_RESPONDING):
+        for flag in (
+            NodeFlag.COMPLETING,
+            NodeFlag.DRAIN,
+            NodeFlag.FAIL,
+            NodeFlag.MAINT,
+            NodeFlag.NOT_RESPONDING,
+        ):
             if self.has(flag):
                 names.append(flag.name or "")
         return "+".join(names)

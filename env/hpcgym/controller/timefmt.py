@@ -40,7 +40,10 @@ def parse_time_limit(text: str) -> TimeLimit:
         if match:
             parts = {key: int(number) for key, number in match.groupdict().items() if number is not None}
             seconds = (
-                parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
+                parts.get("d", 0) * 86400
+                + parts.get("h", 0) * 3600
+                + parts.get("m", 0) * 60
+                + parts.get("s", 0)
             )
             return (seconds + 59) // 60
     raise ValueError(f"invalid time specification: {text!r}")
@@ -67,7 +70,9 @@ def format_duration(seconds: int, *, always_hours: bool = False) -> str:
     if days:
         return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
     if hours or always_hours:
-        return f"{hours:02d}:{minutes:02d}:{secs:02d}" if always_hours else f"{hours}:{minutes:02d}:{secs:02d}"
+        return (
+            f"{hours:02d}:{minutes:02d}:{secs:02d}" if always_hours else f"{hours}:{minutes:02d}:{secs:02d}"
+        )
     return f"{minutes}:{secs:02d}"
 
 
@@ -83,7 +88,9 @@ def format_ctime(epoch_s: int) -> str:
     return time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(epoch_s))
 
 
-_BEGIN_RELATIVE = re.compile(r"^now(?:\+(\d+)(seconds|second|minutes|minute|hours|hour|days|day|weeks|week)?)?$")
+_BEGIN_RELATIVE = re.compile(
+    r"^now(?:\+(\d+)(seconds|second|minutes|minute|hours|hour|days|day|weeks|week)?)?$"
+)
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 
 
@@ -110,4 +117,3 @@ def parse_begin_time(text: str, now_s: int) -> int:
         moment = day_start + int(clock.group(1)) * 3600 + int(clock.group(2)) * 60 + int(clock.group(3) or 0)
         return moment if moment > now_s else moment + 86400
     raise ValueError(f"invalid time specification: {text!r}")
-

@@ -102,7 +102,9 @@ def build_request(prog: str, ctx: Context, opts: list[tuple[str, str | None]], *
             try:
                 request.begin_s = parse_begin_time(text, ctx.now_s)
             except ValueError:
-                raise BadOption(Reply("", f"{prog}: error: Invalid time specification {text}\n", 255)) from None
+                raise BadOption(
+                    Reply("", f"{prog}: error: Invalid time specification {text}\n", 255)
+                ) from None
         elif key == "chdir":
             request.work_dir = text if text.startswith("/") else f"{ctx.cwd.rstrip('/')}/{text}"
     if request.partition is not None:

@@ -44,7 +44,11 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
     wrap = next((value for key, value in reversed(opts) if key == "wrap"), None)
     if wrap is not None:
-        script, name, command = f"#!/bin/sh\n# This script was created by sbatch --wrap.\n\n{wrap}\n", "wrap", None
+        script, name, command = (
+            f"#!/bin/sh\n# This script was created by sbatch --wrap.\n\n{wrap}\n",
+            "wrap",
+            None,
+        )
     elif operands:
         path = operands[0]
         absolute = path if path.startswith("/") else f"{ctx.cwd.rstrip('/')}/{path}"

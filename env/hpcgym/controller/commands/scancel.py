@@ -67,11 +67,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply("", "scancel: error: No job identification provided\n", 1)
     stderr, code = [], 0
     for text, job, step in targets:
-        if step is not None:
-            if job is None or not any(s.step_id == text for s in job.steps):
-                stderr.append(f"scancel: error: Kill job error on job step id {text}: Invalid job id specified\n")
-                code = 1
-                continue
+        if step is not None and (job is None or not any(s.step_id == text for s in job.steps)):
+            stderr.append(f"scancel: error: Kill job error on job step id {text}: Invalid job id specified\n")
+            code = 1
+            continue
         if verbose:
             stderr.append(f"scancel: Terminating job {text}\n")
         if job is None or not _matches(ctx, job, values, keys):

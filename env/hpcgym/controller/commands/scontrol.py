@@ -167,7 +167,9 @@ def _update_node(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
         elif lower == "reason":
             reason = value
         else:
-            return Reply("", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1)
+            return Reply(
+                "", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1
+            )
     action = _node_action(state) if state is not None else None
     if state is not None and action is None:
         return Reply(
@@ -231,7 +233,9 @@ def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
         elif lower == "name" or lower == "jobname":
             job.name = value
         else:
-            return Reply("", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1)
+            return Reply(
+                "", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1
+            )
     cluster.schedule()
     return Reply()
 
@@ -244,7 +248,9 @@ def _update_partition(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
         if key.lower() == "state" and value.upper() in PartitionState.__members__:
             part.state = PartitionState[value.upper()]
         else:
-            return Reply("", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1)
+            return Reply(
+                "", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1
+            )
     ctx.cluster.schedule()
     return Reply()
 

@@ -20,7 +20,8 @@ def node_record(node: Node) -> list[str]:
     c = node.conf
     lines = [
         f"NodeName={node.name} Arch=x86_64 CoresPerSocket={c.cores_per_socket} ",
-        f"   CPUAlloc={node.cpus_alloc} CPUEfctv={c.cpus} CPUTot={c.cpus} CPULoad={node.cpu_load_centi() / 100:.2f}",
+        f"   CPUAlloc={node.cpus_alloc} CPUEfctv={c.cpus} CPUTot={c.cpus} "
+        f"CPULoad={node.cpu_load_centi() / 100:.2f}",
         f"   AvailableFeatures={c.features or '(null)'}",
         f"   ActiveFeatures={c.features or '(null)'}",
         f"   Gres={c.gres or '(null)'}",
@@ -114,17 +115,20 @@ def job_record(cluster: Cluster, job: Job, *, details: bool, alloc_host: str) ->
         f"   UserId={job.user}({job.uid}) GroupId={job.group}({job.gid}) MCS_label=N/A",
         f"   Priority={job.priority} Nice=0 Account=(null) QOS=(null)",
         f"   JobState={job.state_long} Reason={reason} Dependency=(null)",
-        f"   Requeue=1 Restarts={job.restarts} BatchFlag={1 if job.batch else 0} Reboot=0 ExitCode={exit_code}",
+        f"   Requeue=1 Restarts={job.restarts} BatchFlag={1 if job.batch else 0} Reboot=0 "
+        f"ExitCode={exit_code}",
     ]
     if details:
         lines.append(f"   DerivedExitCode={exit_code}")
     lines += [
-        f"   RunTime={format_duration(run_s, always_hours=True)} TimeLimit={format_limit(job.time_limit_min)} "
+        f"   RunTime={format_duration(run_s, always_hours=True)} "
+        f"TimeLimit={format_limit(job.time_limit_min)} "
         "TimeMin=N/A",
         f"   SubmitTime={format_iso(job.submit_s)} EligibleTime={format_iso(job.eligible_s)}",
         f"   AccrueTime={format_iso(job.accrue_s)}",
         f"   StartTime={start} EndTime={end} Deadline=N/A",
-        f"   SuspendTime=None SecsPreSuspend=0 LastSchedEval={format_iso(job.last_sched_eval_s)} Scheduler=Main",
+        "   SuspendTime=None SecsPreSuspend=0 "
+        f"LastSchedEval={format_iso(job.last_sched_eval_s)} Scheduler=Main",
         f"   Partition={job.partition} AllocNode:Sid={alloc_host}:{job.alloc_sid}",
         f"   ReqNodeList={compress_hostlist(job.req_nodes) or '(null)'} "
         f"ExcNodeList={compress_hostlist(job.exc_nodes) or '(null)'}",
@@ -133,7 +137,8 @@ def job_record(cluster: Cluster, job: Job, *, details: bool, alloc_host: str) ->
     if job.batch_host:
         lines.append(f"   BatchHost={job.batch_host}")
     lines += [
-        f"   NumNodes={num_nodes} NumCPUs={job.cpus} NumTasks={_num_tasks(job)} CPUs/Task={job.cpus_per_task} "
+        f"   NumNodes={num_nodes} NumCPUs={job.cpus} NumTasks={_num_tasks(job)} "
+        f"CPUs/Task={job.cpus_per_task} "
         "ReqB:S:C:T=0:0:*:*",
         f"   TRES={_tres(cluster, job)}",
         "   Socks/Node=* NtasksPerN:B:S:C=0:0:*:* CoreSpec=*",

@@ -150,7 +150,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
             return False
         if states and not any(test(node) for test in states):
             return False
-        if "dead" in flags and not (node.has(NodeFlag.NOT_RESPONDING) or node.effective_base() is NodeBase.DOWN):
+        if "dead" in flags and not (
+            node.has(NodeFlag.NOT_RESPONDING) or node.effective_base() is NodeBase.DOWN
+        ):
             return False
         if "responding" in flags and node.has(NodeFlag.NOT_RESPONDING):
             return False
@@ -205,7 +207,11 @@ def _build_records(
             seen.add(name)
             probe = Record(part, (), [node])
             key = tuple(_value(ctx, letter, probe) for letter in compared)
-            group = (name if node_view else None, part.name if part and (shows_partition or node_view) else None, key)
+            group = (
+                name if node_view else None,
+                part.name if part and (shows_partition or node_view) else None,
+                key,
+            )
             if group not in index:
                 index[group] = Record(part if shows_partition else None, key, [])
                 records.append(index[group])
@@ -217,7 +223,10 @@ def _build_records(
         # "#P,-t": partitions in slurm.conf order, then the numerically larger node state first.
         part_order = {p.name: i for i, p in enumerate(parts)}
         records.sort(
-            key=lambda r: (part_order.get(r.partition.name, 0) if r.partition else 0, -_state_number(r.nodes[0]))
+            key=lambda r: (
+                part_order.get(r.partition.name, 0) if r.partition else 0,
+                -_state_number(r.nodes[0]),
+            )
         )
     return records
 

@@ -63,7 +63,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
         stderr = _WAITING.get(job.reason, "") + f"srun: job {job.job_id} queued and waiting for resources\n"
         if "immediate" in keys:
             ctx.cluster.cancel(job)
-            return Reply("", stderr + "srun: error: Unable to allocate resources: Requested nodes are busy\n", 1)
+            return Reply(
+                "", stderr + "srun: error: Unable to allocate resources: Requested nodes are busy\n", 1
+            )
         # TODO(runtime): the real srun blocks here until the job starts; until the runtime can hold a
         # command open, the job stays queued (as after a timed-out srun) and srun returns at once.
         return Reply("", stderr, 1)

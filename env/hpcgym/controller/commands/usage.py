@@ -4,319 +4,319 @@ These are data, kept as Python constants so they ship with the package without p
 """
 
 SINFO_HELP = (
-    'Usage: sinfo [OPTIONS]\n'
-    '  -a, --all                  show all partitions (including hidden and those\n'
-    '\t\t\t     not accessible)\n'
-    '  -d, --dead                 show only non-responding nodes\n'
-    '  -e, --exact                group nodes only on exact match of configuration\n'
-    '      --federation           Report federated information if a member of one\n'
-    '  -h, --noheader             no headers on output\n'
-    '  --hide                     do not show hidden or non-accessible partitions\n'
-    '  -i, --iterate=seconds      specify an iteration period\n'
-    '      --json                 Produce JSON output\n'
-    '      --local                show only local cluster in a federation.\n'
-    '                             Overrides --federation.\n'
-    '  -l, --long                 long output - displays more information\n'
-    '  -M, --clusters=names       clusters to issue commands to. Implies --local.\n'
-    '                             NOTE: SlurmDBD must be up.\n'
-    '  -n, --nodes=NODES          report on specific node(s)\n'
+    "Usage: sinfo [OPTIONS]\n"
+    "  -a, --all                  show all partitions (including hidden and those\n"
+    "\t\t\t     not accessible)\n"
+    "  -d, --dead                 show only non-responding nodes\n"
+    "  -e, --exact                group nodes only on exact match of configuration\n"
+    "      --federation           Report federated information if a member of one\n"
+    "  -h, --noheader             no headers on output\n"
+    "  --hide                     do not show hidden or non-accessible partitions\n"
+    "  -i, --iterate=seconds      specify an iteration period\n"
+    "      --json                 Produce JSON output\n"
+    "      --local                show only local cluster in a federation.\n"
+    "                             Overrides --federation.\n"
+    "  -l, --long                 long output - displays more information\n"
+    "  -M, --clusters=names       clusters to issue commands to. Implies --local.\n"
+    "                             NOTE: SlurmDBD must be up.\n"
+    "  -n, --nodes=NODES          report on specific node(s)\n"
     "  --noconvert                don't convert units from their original type\n"
     "\t\t\t     (e.g. 2048M won't be converted to 2G).\n"
-    '  -N, --Node                 Node-centric format\n'
-    '  -o, --format=format        format specification\n'
-    '  -O, --Format=format        long format specification\n'
-    '  -p, --partition=PARTITION  report on specific partition\n'
-    '  -r, --responding           report only responding nodes\n'
-    '  -R, --list-reasons         list reason nodes are down or drained\n'
-    '  -s, --summarize            report state summary only\n'
-    '  -S, --sort=fields          comma separated list of fields to sort on\n'
-    '  -t, --states=node_state    specify the what states of nodes to view\n'
-    '  -T, --reservation          show only reservation information\n'
-    '  -v, --verbose              verbosity level\n'
-    '  -V, --version              output version information and exit\n'
-    '      --yaml                 Produce YAML output\n'
-    '\n'
-    'Help options:\n'
-    '  --help                     show this help message\n'
-    '  --usage                    display brief usage message\n'
+    "  -N, --Node                 Node-centric format\n"
+    "  -o, --format=format        format specification\n"
+    "  -O, --Format=format        long format specification\n"
+    "  -p, --partition=PARTITION  report on specific partition\n"
+    "  -r, --responding           report only responding nodes\n"
+    "  -R, --list-reasons         list reason nodes are down or drained\n"
+    "  -s, --summarize            report state summary only\n"
+    "  -S, --sort=fields          comma separated list of fields to sort on\n"
+    "  -t, --states=node_state    specify the what states of nodes to view\n"
+    "  -T, --reservation          show only reservation information\n"
+    "  -v, --verbose              verbosity level\n"
+    "  -V, --version              output version information and exit\n"
+    "      --yaml                 Produce YAML output\n"
+    "\n"
+    "Help options:\n"
+    "  --help                     show this help message\n"
+    "  --usage                    display brief usage message\n"
 )
 
 SINFO_USAGE = (
-    'Usage: sinfo [-abdelNRrsTv] [-i seconds] [-t states] [-p partition] [-n nodes]\n'
-    '             [-S fields] [-o format] [-O Format] [--federation] [--local]\n'
+    "Usage: sinfo [-abdelNRrsTv] [-i seconds] [-t states] [-p partition] [-n nodes]\n"
+    "             [-S fields] [-o format] [-O Format] [--federation] [--local]\n"
 )
 
 SQUEUE_HELP = (
-    'Usage: squeue [OPTIONS]\n'
-    '  -A, --account=account(s)        comma separated list of accounts\n'
-    '\t\t\t\t  to view, default is all accounts\n'
-    '  -a, --all                       display jobs in hidden partitions\n'
-    '      --array-unique              display one unique pending job array\n'
-    '                                  element per line\n'
-    '      --federation                Report federated information if a member\n'
-    '                                  of one\n'
-    '  -h, --noheader                  no headers on output\n'
-    '      --hide                      do not display jobs in hidden partitions\n'
-    '  -i, --iterate=seconds           specify an interation period\n'
-    '  -j, --job=job(s)                comma separated list of jobs IDs\n'
-    '                                  to view, default is all\n'
-    '      --json                      Produce JSON output\n'
-    '      --local                     Report information only about jobs on the\n'
-    '                                  local cluster. Overrides --federation.\n'
-    '  -l, --long                      long report\n'
-    '  -L, --licenses=(license names)  comma separated list of license names to view\n'
-    '  -M, --clusters=cluster_name     cluster to issue commands to.  Default is\n'
-    '                                  current cluster.  cluster with no name will\n'
-    '                                  reset to default. Implies --local.\n'
-    '  -n, --name=job_name(s)          comma separated list of job names to view\n'
+    "Usage: squeue [OPTIONS]\n"
+    "  -A, --account=account(s)        comma separated list of accounts\n"
+    "\t\t\t\t  to view, default is all accounts\n"
+    "  -a, --all                       display jobs in hidden partitions\n"
+    "      --array-unique              display one unique pending job array\n"
+    "                                  element per line\n"
+    "      --federation                Report federated information if a member\n"
+    "                                  of one\n"
+    "  -h, --noheader                  no headers on output\n"
+    "      --hide                      do not display jobs in hidden partitions\n"
+    "  -i, --iterate=seconds           specify an interation period\n"
+    "  -j, --job=job(s)                comma separated list of jobs IDs\n"
+    "                                  to view, default is all\n"
+    "      --json                      Produce JSON output\n"
+    "      --local                     Report information only about jobs on the\n"
+    "                                  local cluster. Overrides --federation.\n"
+    "  -l, --long                      long report\n"
+    "  -L, --licenses=(license names)  comma separated list of license names to view\n"
+    "  -M, --clusters=cluster_name     cluster to issue commands to.  Default is\n"
+    "                                  current cluster.  cluster with no name will\n"
+    "                                  reset to default. Implies --local.\n"
+    "  -n, --name=job_name(s)          comma separated list of job names to view\n"
     "      --noconvert                 don't convert units from their original type\n"
     "                                  (e.g. 2048M won't be converted to 2G).\n"
-    '  -o, --format=format             format specification\n'
-    '  -O, --Format=format             format specification\n'
-    '  -p, --partition=partition(s)    comma separated list of partitions\n'
-    '\t\t\t\t  to view, default is all partitions\n'
+    "  -o, --format=format             format specification\n"
+    "  -O, --Format=format             format specification\n"
+    "  -p, --partition=partition(s)    comma separated list of partitions\n"
+    "\t\t\t\t  to view, default is all partitions\n"
     "  -q, --qos=qos(s)                comma separated list of qos's\n"
     "\t\t\t\t  to view, default is all qos's\n"
-    '  -R, --reservation=name          reservation to view, default is all\n'
-    '  -r, --array                     display one job array element per line\n'
-    '      --sibling                   Report information about all sibling jobs\n'
-    '                                  on a federated cluster. Implies --federation.\n'
-    '  -s, --step=step(s)              comma separated list of job steps\n'
-    '\t\t\t\t  to view, default is all\n'
-    '  -S, --sort=fields               comma separated list of fields to sort on\n'
-    '      --start                     print expected start times of pending jobs\n'
-    '  -t, --states=states             comma separated list of states to view,\n'
-    '\t\t\t\t  default is pending and running,\n'
+    "  -R, --reservation=name          reservation to view, default is all\n"
+    "  -r, --array                     display one job array element per line\n"
+    "      --sibling                   Report information about all sibling jobs\n"
+    "                                  on a federated cluster. Implies --federation.\n"
+    "  -s, --step=step(s)              comma separated list of job steps\n"
+    "\t\t\t\t  to view, default is all\n"
+    "  -S, --sort=fields               comma separated list of fields to sort on\n"
+    "      --start                     print expected start times of pending jobs\n"
+    "  -t, --states=states             comma separated list of states to view,\n"
+    "\t\t\t\t  default is pending and running,\n"
     "\t\t\t\t  '--states=all' reports all states\n"
-    '  -u, --user=user_name(s)         comma separated list of users to view\n'
-    '      --name=job_name(s)          comma separated list of job names to view\n'
-    '  -v, --verbose                   verbosity level\n'
-    '  -V, --version                   output version information and exit\n'
-    '  -w, --nodelist=hostlist         list of nodes to view, default is \n'
-    '\t\t\t\t  all nodes\n'
-    '      --yaml                      Produce YAML output\n'
-    '\n'
-    'Help options:\n'
-    '  --help                          show this help message\n'
-    '  --usage                         display a brief summary of squeue options\n'
+    "  -u, --user=user_name(s)         comma separated list of users to view\n"
+    "      --name=job_name(s)          comma separated list of job names to view\n"
+    "  -v, --verbose                   verbosity level\n"
+    "  -V, --version                   output version information and exit\n"
+    "  -w, --nodelist=hostlist         list of nodes to view, default is \n"
+    "\t\t\t\t  all nodes\n"
+    "      --yaml                      Produce YAML output\n"
+    "\n"
+    "Help options:\n"
+    "  --help                          show this help message\n"
+    "  --usage                         display a brief summary of squeue options\n"
 )
 
 SQUEUE_USAGE = (
-    'Usage: squeue [-A account] [--clusters names] [-i seconds] [--job jobid]\n'
-    '              [-n name] [-o format] [-p partitions] [--qos qos]\n'
-    '              [--reservation reservation] [--sort fields] [--start]\n'
-    '              [--step step_id] [-t states] [-u user_name] [--usage]\n'
-    '              [-L licenses] [-w nodes] [--federation] [--local] [--sibling]\n'
-    '\t      [-ahjlrsv]\n'
+    "Usage: squeue [-A account] [--clusters names] [-i seconds] [--job jobid]\n"
+    "              [-n name] [-o format] [-p partitions] [--qos qos]\n"
+    "              [--reservation reservation] [--sort fields] [--start]\n"
+    "              [--step step_id] [-t states] [-u user_name] [--usage]\n"
+    "              [-L licenses] [-w nodes] [--federation] [--local] [--sibling]\n"
+    "\t      [-ahjlrsv]\n"
 )
 
 SCONTROL_HELP = (
-    'scontrol [<OPTION>] [<COMMAND>]                                            \n'
-    '    Valid <OPTION> values are:                                             \n'
+    "scontrol [<OPTION>] [<COMMAND>]                                            \n"
+    "    Valid <OPTION> values are:                                             \n"
     '     -a, --all      Equivalent to "all" command                          \n'
     '     -d, --details  Equivalent to "details" command                      \n'
-    '     --federation   Report federated job information if a member of a  one \n'
+    "     --federation   Report federated job information if a member of a  one \n"
     '     -F, --future   Report information about nodes in "FUTURE" state.    \n'
     '     -h, --help     Equivalent to "help" command                         \n'
     '     --hide         Equivalent to "hide" command                         \n'
-    '     --local        Report information only about jobs on the local cluster.\n'
-    '\t            Overrides --federation.                                \n'
+    "     --local        Report information only about jobs on the local cluster.\n"
+    "\t            Overrides --federation.                                \n"
     '     -M, --cluster  Equivalent to "cluster" command. Implies --local.    \n'
-    '                    NOTE: SlurmDBD must be up.                             \n'
+    "                    NOTE: SlurmDBD must be up.                             \n"
     '     -o, --oneliner Equivalent to "oneliner" command                     \n'
     '     -Q, --quiet    Equivalent to "quiet" command                        \n'
-    '     --sibling      Report information about all sibling jobs on a         \n'
-    '\t            federated cluster. Implies --federation option.        \n'
+    "     --sibling      Report information about all sibling jobs on a         \n"
+    "\t            federated cluster. Implies --federation option.        \n"
     '     -u,--uid       Update job as user "uid" instead of the invoking user.\n'
     '     -v, --verbose  Equivalent to "verbose" command                      \n'
     '     -V, --version  Equivalent to "version" command                      \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
-    '  <keyword> may be omitted from the execute line and scontrol will execute \n'
-    '  in interactive mode. It will process commands as entered until explicitly\n'
-    '  terminated.                                                              \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
-    '    Valid <COMMAND> values are:                                            \n'
-    '     abort                    shutdown slurm controller immediately        \n'
-    '\t\t\t      generating a core file.                      \n'
-    '     all                      display information about all partitions,    \n'
-    '\t\t\t      including hidden partitions.                 \n'
-    '     cancel_reboot <nodelist> Cancel pending reboot on nodes.              \n'
-    '     cluster                  cluster to issue commands to.  Default is    \n'
-    '\t\t\t      current cluster.  cluster with no name will  \n'
-    '\t\t\t      reset to default.                            \n'
-    '                              NOTE: SlurmDBD must be up.                   \n'
-    '     completing               display jobs in completing state along with  \n'
-    '\t\t\t      their completing or down nodes               \n'
-    '     create <SPECIFICATIONS>  create a new partition or reservation        \n'
+    "\t\t\t\t\t\t\t\t\t   \n"
+    "  <keyword> may be omitted from the execute line and scontrol will execute \n"
+    "  in interactive mode. It will process commands as entered until explicitly\n"
+    "  terminated.                                                              \n"
+    "\t\t\t\t\t\t\t\t\t   \n"
+    "    Valid <COMMAND> values are:                                            \n"
+    "     abort                    shutdown slurm controller immediately        \n"
+    "\t\t\t      generating a core file.                      \n"
+    "     all                      display information about all partitions,    \n"
+    "\t\t\t      including hidden partitions.                 \n"
+    "     cancel_reboot <nodelist> Cancel pending reboot on nodes.              \n"
+    "     cluster                  cluster to issue commands to.  Default is    \n"
+    "\t\t\t      current cluster.  cluster with no name will  \n"
+    "\t\t\t      reset to default.                            \n"
+    "                              NOTE: SlurmDBD must be up.                   \n"
+    "     completing               display jobs in completing state along with  \n"
+    "\t\t\t      their completing or down nodes               \n"
+    "     create <SPECIFICATIONS>  create a new partition or reservation        \n"
     '     details                  evokes additional details from the "show"  \n'
-    '\t\t\t      command                                      \n'
-    '     delete <SPECIFICATIONS>  delete the specified partition or reservation\n'
-    '     errnumstr <ERRNO>        Given a Slurm error number, return a         \n'
-    '                              descriptive string.                          \n'
-    '     exit                     terminate scontrol                           \n'
-    '     fsdampeningfactor <factor> Set the FairShareDampeningFactor in slurmctld\n'
-    '     help                     print this description of use.               \n'
-    '     hold <job_list>          prevent specified job from starting. <job_list>\n'
-    '\t\t\t      is either a space separate list of job IDs or\n'
-    '\t\t\t      job names \n'
-    '     holdu <job_list>         place user hold on specified job (see hold)  \n'
-    '     hide                     do not display information about hidden      \n'
-    '\t\t\t      partitions                                   \n'
-    '     listpids <job_id<.step>> List pids associated with the given jobid, or\n'
-    '\t\t\t      all jobs if no id is given (This will only   \n'
-    '\t\t\t      display the processes on the node which the  \n'
-    '\t\t\t      scontrol is ran on, and only for those       \n'
-    '\t\t\t      processes spawned by Slurm and their         \n'
-    '\t\t\t      descendants)                                 \n'
-    '     notify <job_id> msg      send message to specified job                \n'
-    '     oneliner                 report output one record per line.           \n'
-    '     pidinfo <pid>            return slurm job information for given pid.  \n'
-    '     ping                     print status of slurmctld daemons.           \n'
-    '     quiet                    print no messages other than error messages. \n'
-    '     quit                     terminate this command.                      \n'
-    '     reboot [ASAP] [nextstate=] [reason=] <ALL|nodelist>\t\t   \n'
-    '\t\t\t      reboot the nodes when they become idle.      \n'
-    '     reconfigure              re-read configuration files.                 \n'
-    '     release <job_list>       permit specified job to start (see hold)     \n'
-    '     requeue <job_id>         re-queue a batch job                         \n'
-    '     requeuehold <job_id>     re-queue and hold a batch                    \n'
-    '     resume <jobid_list>      resume previously suspended job (see suspend)\n'
-    '     setdebug <level>         set slurmctld debug level                    \n'
-    '     setdebugflags [+|-]<flag>  add or remove slurmctld DebugFlags         \n'
-    '     schedloglevel <level>    set scheduler log level                      \n'
-    '     show <ENTITY> [<ID>]     display state of identified entity, default  \n'
-    '\t\t\t      is all records.                              \n'
-    '     shutdown <OPTS>          shutdown slurm daemons                       \n'
-    '\t\t\t      (the primary controller will be stopped)     \n'
-    '     suspend <job_list>       susend specified job (see resume)            \n'
-    '     top <job_list>           Put specified job first in queue for user    \n'
-    '     token [lifespan=] [username=] fetch an auth token                     \n'
-    '     takeover                 ask slurm backup controller to take over     \n'
-    '     uhold <jobid_list>       place user hold on specified job (see hold)  \n'
-    '     update <SPECIFICATIONS>  update job, node, partition, reservation, or \n'
-    '\t\t\t      step                                         \n'
-    '     verbose                  enable detailed logging.                     \n'
-    '     version                  display tool version number.                 \n'
-    '     wait_job <job_id>        wait until the nodes allocated to the job    \n'
-    '\t\t\t      are booted and usable                        \n'
-    '     write batch_script <job_id> <optional filename>                       \n'
-    '                              Write the batch script for a given job to a  \n'
-    '                              local file. Default is slurm-<job_id>.sh if  \n'
-    '                              the (optional) filename is not given.        \n'
-    '     write config <optional filename>                                      \n'
-    '                              Write the current configuration to a file    \n'
-    '                              with the naming convention of                \n'
-    '                              slurm.conf.<datetime> in the same directory  \n'
-    '                              as the original slurm.conf.                  \n'
-    '                              If a filename is given that file location    \n'
-    '                              with a .<datetime> suffix is created.        \n'
-    '     !!                       Repeat the last command entered.             \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
+    "\t\t\t      command                                      \n"
+    "     delete <SPECIFICATIONS>  delete the specified partition or reservation\n"
+    "     errnumstr <ERRNO>        Given a Slurm error number, return a         \n"
+    "                              descriptive string.                          \n"
+    "     exit                     terminate scontrol                           \n"
+    "     fsdampeningfactor <factor> Set the FairShareDampeningFactor in slurmctld\n"
+    "     help                     print this description of use.               \n"
+    "     hold <job_list>          prevent specified job from starting. <job_list>\n"
+    "\t\t\t      is either a space separate list of job IDs or\n"
+    "\t\t\t      job names \n"
+    "     holdu <job_list>         place user hold on specified job (see hold)  \n"
+    "     hide                     do not display information about hidden      \n"
+    "\t\t\t      partitions                                   \n"
+    "     listpids <job_id<.step>> List pids associated with the given jobid, or\n"
+    "\t\t\t      all jobs if no id is given (This will only   \n"
+    "\t\t\t      display the processes on the node which the  \n"
+    "\t\t\t      scontrol is ran on, and only for those       \n"
+    "\t\t\t      processes spawned by Slurm and their         \n"
+    "\t\t\t      descendants)                                 \n"
+    "     notify <job_id> msg      send message to specified job                \n"
+    "     oneliner                 report output one record per line.           \n"
+    "     pidinfo <pid>            return slurm job information for given pid.  \n"
+    "     ping                     print status of slurmctld daemons.           \n"
+    "     quiet                    print no messages other than error messages. \n"
+    "     quit                     terminate this command.                      \n"
+    "     reboot [ASAP] [nextstate=] [reason=] <ALL|nodelist>\t\t   \n"
+    "\t\t\t      reboot the nodes when they become idle.      \n"
+    "     reconfigure              re-read configuration files.                 \n"
+    "     release <job_list>       permit specified job to start (see hold)     \n"
+    "     requeue <job_id>         re-queue a batch job                         \n"
+    "     requeuehold <job_id>     re-queue and hold a batch                    \n"
+    "     resume <jobid_list>      resume previously suspended job (see suspend)\n"
+    "     setdebug <level>         set slurmctld debug level                    \n"
+    "     setdebugflags [+|-]<flag>  add or remove slurmctld DebugFlags         \n"
+    "     schedloglevel <level>    set scheduler log level                      \n"
+    "     show <ENTITY> [<ID>]     display state of identified entity, default  \n"
+    "\t\t\t      is all records.                              \n"
+    "     shutdown <OPTS>          shutdown slurm daemons                       \n"
+    "\t\t\t      (the primary controller will be stopped)     \n"
+    "     suspend <job_list>       susend specified job (see resume)            \n"
+    "     top <job_list>           Put specified job first in queue for user    \n"
+    "     token [lifespan=] [username=] fetch an auth token                     \n"
+    "     takeover                 ask slurm backup controller to take over     \n"
+    "     uhold <jobid_list>       place user hold on specified job (see hold)  \n"
+    "     update <SPECIFICATIONS>  update job, node, partition, reservation, or \n"
+    "\t\t\t      step                                         \n"
+    "     verbose                  enable detailed logging.                     \n"
+    "     version                  display tool version number.                 \n"
+    "     wait_job <job_id>        wait until the nodes allocated to the job    \n"
+    "\t\t\t      are booted and usable                        \n"
+    "     write batch_script <job_id> <optional filename>                       \n"
+    "                              Write the batch script for a given job to a  \n"
+    "                              local file. Default is slurm-<job_id>.sh if  \n"
+    "                              the (optional) filename is not given.        \n"
+    "     write config <optional filename>                                      \n"
+    "                              Write the current configuration to a file    \n"
+    "                              with the naming convention of                \n"
+    "                              slurm.conf.<datetime> in the same directory  \n"
+    "                              as the original slurm.conf.                  \n"
+    "                              If a filename is given that file location    \n"
+    "                              with a .<datetime> suffix is created.        \n"
+    "     !!                       Repeat the last command entered.             \n"
+    "\t\t\t\t\t\t\t\t\t   \n"
     '  <ENTITY> may be "aliases", "assoc_mgr", "bbstat", "burstBuffer", \n'
     '       "config", "daemons", "dwstat", "federation", "frontend",  \n'
     '       "hostlist", "hostlistsorted", "hostnames", "job",           \n'
     '       "licenses", "node", "partition", "reservation", "slurmd", \n'
     '       "step", or "topology"                                           \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
-    '  <ID> may be a configuration parameter name, job id, node name, partition \n'
-    '       name, reservation name, job step id, license name or hostlist or    \n'
-    '       pathname to a list of host names.                                   \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
-    '  <HOSTLIST> may either be a comma separated list of host names or the     \n'
+    "\t\t\t\t\t\t\t\t\t   \n"
+    "  <ID> may be a configuration parameter name, job id, node name, partition \n"
+    "       name, reservation name, job step id, license name or hostlist or    \n"
+    "       pathname to a list of host names.                                   \n"
+    "\t\t\t\t\t\t\t\t\t   \n"
+    "  <HOSTLIST> may either be a comma separated list of host names or the     \n"
     "       absolute pathname of a file (with leading '/' containing host names \n"
-    '       either separated by commas or new-lines                             \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
-    '  <LEVEL> may be an integer value like SlurmctldDebug in the slurm.conf    \n'
+    "       either separated by commas or new-lines                             \n"
+    "\t\t\t\t\t\t\t\t\t   \n"
+    "  <LEVEL> may be an integer value like SlurmctldDebug in the slurm.conf    \n"
     '       file or the name of the most detailed errors to report (e.g. "info",\n'
     '       "verbose", "debug", "debug2", etc.).                          \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
-    '  <SLEVEL> may be an integer value like SlurmSchedLogLevel in the          \n'
+    "\t\t\t\t\t\t\t\t\t   \n"
+    "  <SLEVEL> may be an integer value like SlurmSchedLogLevel in the          \n"
     '       slurm.conf file or "enable" or "disable".                       \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
+    "\t\t\t\t\t\t\t\t\t   \n"
     '  <OPTS> may be "slurmctld" to shutdown just the slurmctld daemon,       \n'
-    '       otherwise all slurm daemons are shutdown                            \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
-    '  Node names may be specified using simple range expressions,              \n'
+    "       otherwise all slurm daemons are shutdown                            \n"
+    "\t\t\t\t\t\t\t\t\t   \n"
+    "  Node names may be specified using simple range expressions,              \n"
     '  (e.g. "lx[10-20]" corresponds to lx10, lx11, lx12, ...)                \n'
-    '  The job step id is the job id followed by a period and the step id.      \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
-    '  <SPECIFICATIONS> are specified in the same format as the configuration   \n'
+    "  The job step id is the job id followed by a period and the step id.      \n"
+    "\t\t\t\t\t\t\t\t\t   \n"
+    "  <SPECIFICATIONS> are specified in the same format as the configuration   \n"
     '  file. You may wish to use the "show" keyword then use its output as    \n'
-    '  input for the update keyword, editing as needed.                         \n'
-    '\t\t\t\t\t\t\t\t\t   \n'
-    '  All commands and options are case-insensitive, although node names and   \n'
+    "  input for the update keyword, editing as needed.                         \n"
+    "\t\t\t\t\t\t\t\t\t   \n"
+    "  All commands and options are case-insensitive, although node names and   \n"
     '  partition names tests are case-sensitive (node names "LX" and "lx"   \n'
-    '  are distinct).                                                       \n'
-    '\n'
+    "  are distinct).                                                       \n"
+    "\n"
 )
 
 SBATCH_USAGE = (
-    'Usage: sbatch [-N nnodes] [-n ntasks]\n'
-    '              [-c ncpus] [-r n] [-p partition] [--hold] [--parsable] [-t minutes]\n'
-    '              [-D path] [--no-kill] [--overcommit]\n'
-    '              [--input file] [--output file] [--error file]\n'
-    '              [--time-min=minutes] [--licenses=names] [--clusters=cluster_names]\n'
-    '              [--chdir=directory] [--oversubscribe] [-m dist] [-J jobname]\n'
-    '              [--verbose] [--gid=group] [--uid=user]\n'
-    '              [--contiguous] [--mincpus=n] [--mem=MB] [--tmp=MB] [-C list]\n'
-    '              [--account=name] [--dependency=type:jobid[+time]] [--comment=name]\n'
-    '              [--mail-type=type] [--mail-user=user] [--nice[=value]] [--wait]\n'
-    '              [--requeue] [--no-requeue] [--ntasks-per-node=n] [--propagate]\n'
-    '              [--nodefile=file] [--nodelist=hosts] [--exclude=hosts]\n'
-    '              [--network=type] [--mem-per-cpu=MB] [--qos=qos] [--gres=list]\n'
-    '              [--mem-bind=...] [--reservation=name] [--mcs-label=mcs]\n'
-    '              [--cpu-freq=min[-max[:gov]]] [--power=flags] [--gres-flags=opts]\n'
-    '              [--switches=max-switches{@max-time-to-wait}] [--reboot]\n'
-    '              [--core-spec=cores] [--thread-spec=threads]\n'
-    '              [--bb=burst_buffer_spec] [--bbf=burst_buffer_file]\n'
-    '              [--array=index_values] [--profile=...] [--ignore-pbs] [--spread-job]\n'
-    '              [--export[=names]] [--export-file=file|fd] [--delay-boot=mins]\n'
-    '              [--use-min-nodes]\n'
-    '              [--cpus-per-gpu=n] [--gpus=n] [--gpu-bind=...] [--gpu-freq=...]\n'
-    '              [--gpus-per-node=n] [--gpus-per-socket=n] [--gpus-per-task=n]\n'
-    '              [--mem-per-gpu=MB]\n'
-    '              executable [args...]\n'
+    "Usage: sbatch [-N nnodes] [-n ntasks]\n"
+    "              [-c ncpus] [-r n] [-p partition] [--hold] [--parsable] [-t minutes]\n"
+    "              [-D path] [--no-kill] [--overcommit]\n"
+    "              [--input file] [--output file] [--error file]\n"
+    "              [--time-min=minutes] [--licenses=names] [--clusters=cluster_names]\n"
+    "              [--chdir=directory] [--oversubscribe] [-m dist] [-J jobname]\n"
+    "              [--verbose] [--gid=group] [--uid=user]\n"
+    "              [--contiguous] [--mincpus=n] [--mem=MB] [--tmp=MB] [-C list]\n"
+    "              [--account=name] [--dependency=type:jobid[+time]] [--comment=name]\n"
+    "              [--mail-type=type] [--mail-user=user] [--nice[=value]] [--wait]\n"
+    "              [--requeue] [--no-requeue] [--ntasks-per-node=n] [--propagate]\n"
+    "              [--nodefile=file] [--nodelist=hosts] [--exclude=hosts]\n"
+    "              [--network=type] [--mem-per-cpu=MB] [--qos=qos] [--gres=list]\n"
+    "              [--mem-bind=...] [--reservation=name] [--mcs-label=mcs]\n"
+    "              [--cpu-freq=min[-max[:gov]]] [--power=flags] [--gres-flags=opts]\n"
+    "              [--switches=max-switches{@max-time-to-wait}] [--reboot]\n"
+    "              [--core-spec=cores] [--thread-spec=threads]\n"
+    "              [--bb=burst_buffer_spec] [--bbf=burst_buffer_file]\n"
+    "              [--array=index_values] [--profile=...] [--ignore-pbs] [--spread-job]\n"
+    "              [--export[=names]] [--export-file=file|fd] [--delay-boot=mins]\n"
+    "              [--use-min-nodes]\n"
+    "              [--cpus-per-gpu=n] [--gpus=n] [--gpu-bind=...] [--gpu-freq=...]\n"
+    "              [--gpus-per-node=n] [--gpus-per-socket=n] [--gpus-per-task=n]\n"
+    "              [--mem-per-gpu=MB]\n"
+    "              executable [args...]\n"
 )
 
 SRUN_USAGE = (
-    'Usage: srun [-N nnodes] [-n ntasks] [-i in] [-o out] [-e err]\n'
-    '            [-c ncpus] [-r n] [-p partition] [--hold] [-t minutes]\n'
-    '            [-D path] [--immediate[=secs]] [--overcommit] [--overlap] [--no-kill]\n'
-    '            [--oversubscribe] [--label] [--unbuffered] [-m dist] [-J jobname]\n'
-    '            [--jobid=id] [--verbose] [--slurmd_debug=#] [--gres=list]\n'
-    '            [-T threads] [-W sec] [--gres-flags=opts]\n'
-    '            [--licenses=names] [--clusters=cluster_names]\n'
-    '            [--qos=qos] [--time-min=minutes]\n'
-    '            [--contiguous] [--mincpus=n] [--mem=MB] [--tmp=MB] [-C list]\n'
-    '            [--mpi=type] [--account=name] [--dependency=type:jobid[+time]]\n'
-    '            [--kill-on-bad-exit] [--propagate[=rlimits] [--comment=name]\n'
-    '            [--cpu-bind=...] [--mem-bind=...] [--network=type]\n'
-    '            [--ntasks-per-node=n] [--ntasks-per-socket=n] [reservation=name]\n'
-    '            [--ntasks-per-core=n] [--mem-per-cpu=MB] [--preserve-env]\n'
-    '            [--profile=...] [--exact]\n'
-    '            [--mail-type=type] [--mail-user=user] [--nice[=value]]\n'
-    '            [--prolog=fname] [--epilog=fname]\n'
-    '            [--task-prolog=fname] [--task-epilog=fname]\n'
-    '            [--ctrl-comm-ifhn=addr] [--multi-prog] [--mcs-label=mcs]\n'
-    '            [--cpu-freq=min[-max[:gov]]] [--power=flags] [--spread-job]\n'
-    '            [--switches=max-switches{@max-time-to-wait}] [--reboot]\n'
-    '            [--core-spec=cores] [--thread-spec=threads]\n'
-    '            [--bb=burst_buffer_spec] [--bbf=burst_buffer_file]\n'
-    '            [--bcast=<dest_path>] [--bcast-exclude=<NONE|path1,...,pathN>]\n'
-    '            [--send-libs[=y|n]] [--compress[=library]]\n'
-    '            [--acctg-freq=<datatype>=<interval>] [--delay-boot=mins]\n'
-    '            [-w hosts...] [-x hosts...] [--use-min-nodes]\n'
-    '            [--mpi-combine=yes|no] [--het-group=value]\n'
-    '            [--cpus-per-gpu=n] [--gpus=n] [--gpu-bind=...] [--gpu-freq=...]\n'
-    '            [--gpus-per-node=n] [--gpus-per-socket=n] [--gpus-per-task=n]\n'
-    '            [--mem-per-gpu=MB]\n'
-    '            executable [args...]\n'
+    "Usage: srun [-N nnodes] [-n ntasks] [-i in] [-o out] [-e err]\n"
+    "            [-c ncpus] [-r n] [-p partition] [--hold] [-t minutes]\n"
+    "            [-D path] [--immediate[=secs]] [--overcommit] [--overlap] [--no-kill]\n"
+    "            [--oversubscribe] [--label] [--unbuffered] [-m dist] [-J jobname]\n"
+    "            [--jobid=id] [--verbose] [--slurmd_debug=#] [--gres=list]\n"
+    "            [-T threads] [-W sec] [--gres-flags=opts]\n"
+    "            [--licenses=names] [--clusters=cluster_names]\n"
+    "            [--qos=qos] [--time-min=minutes]\n"
+    "            [--contiguous] [--mincpus=n] [--mem=MB] [--tmp=MB] [-C list]\n"
+    "            [--mpi=type] [--account=name] [--dependency=type:jobid[+time]]\n"
+    "            [--kill-on-bad-exit] [--propagate[=rlimits] [--comment=name]\n"
+    "            [--cpu-bind=...] [--mem-bind=...] [--network=type]\n"
+    "            [--ntasks-per-node=n] [--ntasks-per-socket=n] [reservation=name]\n"
+    "            [--ntasks-per-core=n] [--mem-per-cpu=MB] [--preserve-env]\n"
+    "            [--profile=...] [--exact]\n"
+    "            [--mail-type=type] [--mail-user=user] [--nice[=value]]\n"
+    "            [--prolog=fname] [--epilog=fname]\n"
+    "            [--task-prolog=fname] [--task-epilog=fname]\n"
+    "            [--ctrl-comm-ifhn=addr] [--multi-prog] [--mcs-label=mcs]\n"
+    "            [--cpu-freq=min[-max[:gov]]] [--power=flags] [--spread-job]\n"
+    "            [--switches=max-switches{@max-time-to-wait}] [--reboot]\n"
+    "            [--core-spec=cores] [--thread-spec=threads]\n"
+    "            [--bb=burst_buffer_spec] [--bbf=burst_buffer_file]\n"
+    "            [--bcast=<dest_path>] [--bcast-exclude=<NONE|path1,...,pathN>]\n"
+    "            [--send-libs[=y|n]] [--compress[=library]]\n"
+    "            [--acctg-freq=<datatype>=<interval>] [--delay-boot=mins]\n"
+    "            [-w hosts...] [-x hosts...] [--use-min-nodes]\n"
+    "            [--mpi-combine=yes|no] [--het-group=value]\n"
+    "            [--cpus-per-gpu=n] [--gpus=n] [--gpu-bind=...] [--gpu-freq=...]\n"
+    "            [--gpus-per-node=n] [--gpus-per-socket=n] [--gpus-per-task=n]\n"
+    "            [--mem-per-gpu=MB]\n"
+    "            executable [args...]\n"
 )
 
 SCANCEL_USAGE = (
-    'Usage: scancel [-A account] [--batch] [--full] [--interactive] [-n job_name]\n'
-    '               [-p partition] [-Q] [-q qos] [-R reservation] [-s signal | integer]\n'
-    '               [-t PENDING | RUNNING | SUSPENDED] [--usage] [-u user_name]\n'
-    '               [--hurry] [-V] [-v] [-w hosts...] [--wckey=wckey]\n'
-    '               [job_id[_array_id][.step_id]]\n'
+    "Usage: scancel [-A account] [--batch] [--full] [--interactive] [-n job_name]\n"
+    "               [-p partition] [-Q] [-q qos] [-R reservation] [-s signal | integer]\n"
+    "               [-t PENDING | RUNNING | SUSPENDED] [--usage] [-u user_name]\n"
+    "               [--hurry] [-V] [-v] [-w hosts...] [--wckey=wckey]\n"
+    "               [job_id[_array_id][.step_id]]\n"
 )
