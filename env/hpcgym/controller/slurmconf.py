@@ -117,7 +117,9 @@ def _pairs(line: str) -> list[tuple[str, str]]:
 
 def _spread(values: str, count: int, what: str) -> list[str]:
     # NodeAddr, NodeHostname and Port may be one value for all nodes of the line or one per node.
-    expanded = expand_hostlist(values) if values else []
+    if not values:
+        return []
+    expanded = expand_hostlist(values)
     if len(expanded) == 1:
         return expanded * count
     if len(expanded) != count:

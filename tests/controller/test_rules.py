@@ -1,0 +1,105 @@
+"""The rules beyond the captures: states the reference cluster never showed, and determinism."""
+
+from __future__ import annotations
+
+from hpcgym.controller import Controller, TaskRequest, TaskResult, parse_slurm_conf
+from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
+
+CONF = """
+ClusterName=hpc
+SlurmctldHost=head(10.0.0.1)
+SlurmdTimeout=30
+ReturnToService=1
+NodeName=compute-0[1-2] CPUs=2 RealMemory=4000 State=UNKNOWN
+PartitionName=compute Nodes=compute-0[1-2] Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def make(**kwargs: object) -> Controller:
+    return Controller(parse_slurm_conf(CONF), run_task=lambda t: TaskResult("ok\n"), **kwargs)  # type: ignore[arg-type]
+
+
+def run(controller: Controller, *argv: str) -> str:
+    reply = controller.handle("login", list(argv), "/root")
+    controller.tick()
+    return reply.stdout + reply.stderr
+
+
+def test_hostlist_round_trip() -> None:
+    names = expand_hostlist("n[09-11],login")
+    assert names == ["n09", "n10", "n11", "login"]
+    assert compress_hostlist(names) == "login,n[09-11]"
+
+
+def test_drain_under_running_job_is_draining_then_drained() -> None:
+    c = make()
+    run(c, "sbatch", "--wrap", "sleep 30")
+    run(c, "scontrol", "update", "NodeName=compute-01", "State=DRAIN", "Reason=disk")
+    assert "drng compute-01" in run(c, "sinfo")
+    c.advance(60)
+    # The finished job completes (epilog) for one more step, still draining; then drained.
+    assert "drng compute-01" in run(c, "sinfo")
+    assert "drain compute-01" in run(c, "sinfo")
+    assert "disk                 root" in run(c, "sinfo", "-R")
+
+
+def test_node_without_slurmd_goes_not_responding_then_down_and_returns() -> None:
+    c = make()
+    c.cluster.stop_slurmd("compute-02")
+    c.advance(10)
+    assert "idle* compute-02" in run(c, "sinfo")
+    c.advance(30)
+    out = run(c, "sinfo", "-R")
+    assert "Not responding       slurm" in out
+    assert "down* compute-02" in run(c, "sinfo")
+    c.cluster.start_slurmd("compute-02")
+    c.tick()
+    assert "idle compute-[01-02]" in run(c, "sinfo")
+
+
+def test_job_time_limit_gives_timeout() -> None:
+    c = make()
+    run(c, "sbatch", "-t", "1", "--wrap", "sleep 300")
+    c.advance(61)
+    assert "1 COMPLETING" in run(c, "squeue", "-t", "TO", "-o", "%i %T")
+    assert "TIMEOUT" in run(c, "squeue", "-t", "TO", "-o", "%i %T")
+    assert "JobState=TIMEOUT Reason=TimeLimit" in run(c, "scontrol", "show", "job", "1")
+
+
+def test_mixed_node_and_cancel() -> None:
+    c = make()
+    run(c, "sbatch", "--wrap", "sleep 300")
+    assert "mix compute-01" in run(c, "sinfo")
+    run(c, "scancel", "1")
+    assert "CA" in run(c, "squeue", "-t", "CA", "-h", "-o", "%t")
+
+
+def test_unknown_flags_fail_like_the_real_tools() -> None:
+    c = make()
+    reply = c.handle("login", ["sinfo", "--bogus"], "/")
+    assert (reply.stderr, reply.exit_code) == (
+        "sinfo: unrecognized option '--bogus'\nTry \"sinfo --help\" for more information\n",
+        1,
+    )
+    assert c.handle("login", ["sbatch", "--bogus"], "/").exit_code == 255
+
+
+def test_same_commands_give_same_bytes() -> None:
+    commands = [
+        ["sbatch", "--wrap", "sleep 5"],
+        ["srun", "-N", "2", "hostname"],
+        ["squeue"],
+        ["sinfo", "-Nel"],
+    ]
+    outputs = []
+    for _ in range(2):
+        c = make()
+        outputs.append([c.handle("login", argv, "/root") for argv in commands if c.tick()])
+    assert outputs[0] == outputs[1]
+
+
+def test_srun_passes_slurm_environment() -> None:
+    seen: list[TaskRequest] = []
+    c = Controller(parse_slurm_conf(CONF), run_task=lambda t: seen.append(t) or TaskResult("x\n"))
+    assert c.handle("login", ["srun", "-N", "2", "-l", "hostname"], "/root").stdout == "0: x\n1: x\n"
+    assert [t.env["SLURMD_NODENAME"] for t in seen] == ["compute-01", "compute-02"]
