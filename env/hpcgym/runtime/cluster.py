@@ -245,7 +245,8 @@ class Cluster:
         timeout_s = self.config.default_timeout_s if timeout_s is None else timeout_s
         node = self.nodes[self.current_node]
         exit_match = _EXIT.match(command)
-        if exit_match and node.name != self.login_node:
+        if exit_match and len(self._stack) > 1:
+            # Leaving an ssh session; only the first login shell's `exit` ends the episode.
             return self._leave(node, int(exit_match.group(1) or 0), "logout\n")
         result = node.ensure_started().run(command, timeout_s, self.config.max_output_bytes)
         self._raise_failure()
@@ -258,7 +259,7 @@ class Cluster:
             node.ensure_started()
             output += "[the shell did not respond and was restarted]\n"
         elif result.exited:
-            if node.name == self.login_node:
+            if len(self._stack) == 1:
                 self.ended = True
                 return CommandResult(
                     output, result.exit_code, result.wall_s, False, result.truncated, node.name, True

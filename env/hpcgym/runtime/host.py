@@ -75,6 +75,11 @@ class Runtime:
                 hint="run as root (root in a node is still an unprivileged uid on the host)",
             )
         require_tool("bwrap")
+        if not scratch_dir.is_dir() or scratch_dir.stat().st_mode & 0o001 == 0:
+            raise SandboxError(
+                f"scratch dir {scratch_dir} is missing or not searchable by other users",
+                hint=f"sandboxes run as unprivileged uids and must reach it: chmod o+x {scratch_dir}",
+            )
         self.scratch_dir = scratch_dir
         self.login_node = login_node
         self.default_compute_nodes = tuple(default_compute_nodes)

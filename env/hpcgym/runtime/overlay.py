@@ -75,7 +75,11 @@ def mount_overlay(mode: OverlayMode, lower: Path, upper: Path, work: Path, merge
 
 
 def remove_overlay(mode: OverlayMode, merged: Path) -> None:
-    if mode.is_mount():
+    if mode is OverlayMode.FUSE:
+        # A lazily detached FUSE mount keeps its daemon alive; a plain unmount makes it exit.
+        if _libc.umount2(os.fsencode(merged), 0) != 0:
+            unmount(merged)
+    elif mode is OverlayMode.KERNEL:
         unmount(merged)
 
 

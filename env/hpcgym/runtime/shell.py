@@ -194,7 +194,11 @@ class Shell:
                 raise SandboxError(f"{e.message}: {self._drain_error()}", hint=e.hint) from None
             self._make_raw()
             startup = _Capture(1 << 16, self.prompt)
-            if self._read_until_prompt(STARTUP_TIMEOUT_S, startup) is None:
+            try:
+                reached = self._read_until_prompt(STARTUP_TIMEOUT_S, startup) is not None
+            except EOFError:
+                reached = False
+            if not reached:
                 said = startup.result()[0].strip()[-2000:]
                 raise SandboxError(f"the shell of {self.spec.hostname} did not reach its prompt: {said}")
             kids = sandbox.children_of(self.pid1)

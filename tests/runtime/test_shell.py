@@ -1,0 +1,90 @@
+"""The agent's shell: exit codes, time limits, output caps, hostile programs and `exit`."""
+
+from __future__ import annotations
+
+import time
+
+from hpcgym.runtime import Cluster
+
+
+def test_output_and_exit_code(cluster: Cluster) -> None:
+    result = cluster.execute("echo hello; hostname; (exit 3)")
+    assert result.output == "hello\nlogin-01\n"
+    assert result.exit_code == 3
+    assert result.node == "login-01"
+    assert not result.timed_out and not result.truncated
+
+
+def test_shell_state_persists_and_multiline_commands_work(cluster: Cluster) -> None:
+    cluster.execute("cd /tmp && export GREETING=hi")
+    assert cluster.execute("pwd; echo $GREETING").output == "/tmp\nhi\n"
+    heredoc = "cat <<'EOF'\nline one\n'quoted' \\ back\nEOF"
+    assert cluster.execute(heredoc).output == "line one\n'quoted' \\ back\n"
+
+
+def test_unbalanced_quote_does_not_hang(cluster: Cluster) -> None:
+    result = cluster.execute('echo "unbalanced', timeout_s=5)
+    assert not result.timed_out
+    assert "unexpected EOF" in result.output
+    assert cluster.execute("echo ok").output == "ok\n"
+
+
+def test_timeout_interrupts_then_shell_keeps_working(cluster: Cluster) -> None:
+    cluster.execute("sleep 300 &")  # a background job must survive another command's time-out
+    start = time.monotonic()
+    result = cluster.execute("sleep 100", timeout_s=1)
+    assert time.monotonic() - start < 5
+    assert result.timed_out
+    assert result.exit_code == 124
+    assert "timed out" in result.output
+    assert cluster.execute("echo still here").output == "still here\n"
+    assert "sleep 300" in cluster.execute("ps -eo args").output
+
+
+def test_timeout_stops_a_loop_run_by_bash_itself(cluster: Cluster) -> None:
+    result = cluster.execute("while :; do :; done", timeout_s=1)
+    assert result.timed_out
+    assert cluster.execute("echo back").output == "back\n"
+
+
+def test_shell_that_ignores_interrupts_is_replaced(cluster: Cluster) -> None:
+    cluster.execute("touch /root/kept")
+    result = cluster.execute("trap '' INT; while :; do :; done", timeout_s=1)
+    assert result.timed_out
+    assert not result.ended
+    assert cluster.execute("ls /root/kept").exit_code == 0
+
+
+def test_output_is_capped_with_head_tail_and_marker(cluster: Cluster) -> None:
+    result = cluster.execute("seq 1 200000")
+    assert result.truncated
+    assert result.output.startswith("1\n2\n3\n")
+    assert result.output.endswith("199999\n200000\n")
+    assert "bytes truncated" in result.output
+    assert len(result.output.encode()) < cluster.config.max_output_bytes + 200
+
+
+def test_flood_until_timeout_stays_bounded(cluster: Cluster) -> None:
+    result = cluster.execute("yes", timeout_s=1)
+    assert result.timed_out and result.truncated
+    assert len(result.output) < cluster.config.max_output_bytes + 200
+
+
+def test_ansi_stripped_and_invalid_utf8_replaced(cluster: Cluster) -> None:
+    result = cluster.execute(r"printf '\033[31mred\033[0m \xff\xfe ok\n'")
+    assert result.output == "red \ufffd\ufffd ok\n"
+
+
+def test_full_screen_programs_cannot_hang_the_episode(cluster: Cluster) -> None:
+    for command in ("cat", "vi /etc/hosts", "less /etc/os-release", "top", "read x", "python3"):
+        start = time.monotonic()
+        result = cluster.execute(command, timeout_s=3)
+        assert time.monotonic() - start < 6, command
+        assert cluster.execute("echo alive").output == "alive\n", command
+        del result
+
+
+def test_exit_on_login_node_ends_the_episode(cluster: Cluster) -> None:
+    result = cluster.execute("exit")
+    assert result.ended
+    assert cluster.ended
