@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hpcgym.controller.clock import VirtualClock
-from hpcgym.controller.hostlist import compress_hostlist
+from hpcgym.controller.scheduler import schedule
 from hpcgym.controller.slurmconf import SlurmConf
 from hpcgym.controller.state import (
-    NODES_UNAVAILABLE_DESC,
     Job,
     JobState,
     Node,
@@ -23,7 +22,6 @@ from hpcgym.controller.state import (
     Partition,
     PartitionState,
     Reason,
-    Step,
 )
 from hpcgym.controller.timefmt import TimeLimit
 from hpcgym.errors import ControllerError
@@ -377,140 +375,8 @@ class Cluster:
     # ---- scheduling ------------------------------------------------------------------------------
 
     def schedule(self) -> None:
-        """One pass of the main scheduler over pending jobs, highest priority first.
-
-        A job that cannot start blocks its partition for the rest of the pass: later jobs there wait
-        with `Priority`, and jobs elsewhere may not take its partition's nodes (which is why a big job
-        in an overlapping partition waits "for jobs in higher priority partitions", capture 50).
-        """
-        now = self.now_s
-        blocked_parts: set[str] = set()
-        blocked_nodes: set[str] = set()
-        pending = [job for job in self.jobs.values() if job.state is JobState.PENDING]
-        for job in sorted(pending, key=lambda j: (-j.priority, j.job_id)):
-            part = self.partitions[job.partition]
-            if job.held is not None:
-                job.reason, job.reason_desc = job.held, None
-                continue
-            if job.begin_s is not None and now < job.begin_s:
-                job.reason, job.reason_desc = Reason.BEGIN_TIME, None
-                continue
-            limit = self._partition_limit(job, part)
-            if limit is not None:
-                job.reason, job.reason_desc = limit, None
-                continue
-            # Required nodes that are down, drained or held for a higher-priority job are the more
-            # specific reason, so they win over `Priority` (capture 60, srun --immediate -w).
-            unavailable = self._unavailable_required(job, blocked_nodes)
-            if unavailable:
-                job.reason = Reason.REQ_NODE_NOT_AVAIL
-                job.reason_desc = f"ReqNodeNotAvail, UnavailableNodes:{compress_hostlist(unavailable)}"
-                blocked_parts.add(job.partition)
-                continue
-            if job.partition in blocked_parts:
-                job.reason, job.reason_desc = Reason.PRIORITY, None
-                continue
-            if not self._try_start(job, part, blocked_nodes):
-                blocked_parts.add(job.partition)
-                blocked_nodes.update(part.nodes)
-
-    def _partition_limit(self, job: Job, part: Partition) -> Reason | None:
-        if part.state is PartitionState.DOWN or part.state is PartitionState.DRAIN:
-            return Reason.PARTITION_DOWN
-        if part.state is PartitionState.INACTIVE:
-            return Reason.PARTITION_INACTIVE
-        if job.min_nodes > len(part.nodes):
-            return Reason.PARTITION_CONFIG
-        if part.conf.max_nodes is not None and job.min_nodes > part.conf.max_nodes:
-            return Reason.PARTITION_NODE_LIMIT
-        max_time = part.conf.max_time_min
-        if max_time is not None and (job.time_limit_min is None or job.time_limit_min > max_time):
-            return Reason.PARTITION_TIME_LIMIT
-        return None
-
-    def _unavailable_required(self, job: Job, blocked_nodes: set[str]) -> list[str]:
-        return [
-            name
-            for name in job.req_nodes
-            if name in blocked_nodes or name in job.exc_nodes or not self.nodes[name].is_usable()
-        ]
-
-    def _try_start(self, job: Job, part: Partition, blocked_nodes: set[str]) -> bool:
-        candidates = [
-            self.nodes[name]
-            for name in part.nodes
-            if name not in job.exc_nodes and name not in blocked_nodes and self.nodes[name].is_usable()
-        ]
-        if len(candidates) < job.min_nodes:
-            job.reason, job.reason_desc = Reason.RESOURCES, NODES_UNAVAILABLE_DESC
-            return False
-        placement = self._place(job, [n for n in candidates if not n.has(NodeFlag.COMPLETING)])
-        if placement is None:
-            job.reason, job.reason_desc = Reason.RESOURCES, None
-            return False
-        self._start(job, placement)
-        return True
-
-    def _place(self, job: Job, nodes: list[Node]) -> dict[str, int] | None:
-        # select/cons_tres with CR_Core, simplified: best fit (fewest free CPUs that still fit), then
-        # slurm.conf order; required nodes first. Returns CPUs to allocate per node.
-        cpt = job.cpus_per_task
-        fitting = [n for n in nodes if n.cpus_free >= cpt]
-        order = {name: i for i, name in enumerate(self.nodes)}
-        required = [n for n in fitting if n.name in job.req_nodes]
-        if len(required) < len(job.req_nodes):
-            return None
-        others = sorted(
-            (n for n in fitting if n.name not in job.req_nodes), key=lambda n: (n.cpus_free, order[n.name])
-        )
-        tasks = job.num_tasks or job.min_nodes
-        max_nodes = job.max_nodes or max(job.min_nodes, tasks)
-        for count in range(max(job.min_nodes, len(required)), max_nodes + 1):
-            chosen = required + others[: count - len(required)]
-            if len(chosen) < count:
-                return None
-            capacity = sum(n.cpus_free // cpt for n in chosen)
-            if capacity < tasks:
-                # A smaller set of roomier nodes may do: prefer the ones with the most free CPUs.
-                roomy = sorted(others, key=lambda n: (-n.cpus_free, order[n.name]))
-                chosen = required + roomy[: count - len(required)]
-                capacity = sum(n.cpus_free // cpt for n in chosen)
-            if capacity >= tasks and len(chosen) == count:
-                return self._distribute(sorted(chosen, key=lambda n: order[n.name]), tasks, cpt)
-        return None
-
-    def _distribute(self, nodes: list[Node], tasks: int, cpt: int) -> dict[str, int]:
-        # Block distribution: one task per node first, then fill nodes in order.
-        counts = {n.name: 1 for n in nodes}
-        left = tasks - len(nodes)
-        for node in nodes:
-            room = node.cpus_free // cpt - counts[node.name]
-            take = min(room, max(left, 0))
-            counts[node.name] += take
-            left -= take
-        return {name: count * cpt for name, count in counts.items()}
-
-    def _start(self, job: Job, placement: dict[str, int]) -> None:
-        now = self.now_s
-        job.state = JobState.RUNNING
-        job.reason, job.reason_desc = Reason.NONE, None
-        job.start_s = now
-        job.last_sched_eval_s = now
-        job.nodes = list(placement)
-        job.cpus_by_node = dict(placement)
-        job.allocated = True
-        for name, cpus in placement.items():
-            node = self.nodes[name]
-            node.cpus_alloc += cpus
-            node.last_busy_s = now
-        job.batch_host = job.nodes[0]
-        if job.batch:
-            job.steps = [
-                Step(f"{job.job_id}.batch", "batch", now, [job.nodes[0]], placement[job.nodes[0]], 1)
-            ]
-        else:
-            tasks = job.num_tasks or len(job.nodes)
-            job.steps = [Step(f"{job.job_id}.0", job.name, now, list(job.nodes), job.cpus, tasks)]
+        """Run one pass of the main scheduler (see `scheduler.schedule`)."""
+        schedule(self)
 
     # ---- nodes -----------------------------------------------------------------------------------
 
