@@ -9,6 +9,7 @@ CONF = """
 ClusterName=hpc
 SlurmctldHost=head(10.0.0.1)
 SlurmdTimeout=30
+SlurmUser=slurm
 ReturnToService=1
 NodeName=compute-0[1-2] CPUs=2 RealMemory=4000 State=UNKNOWN
 PartitionName=compute Nodes=compute-0[1-2] Default=YES MaxTime=INFINITE State=UP
@@ -103,3 +104,24 @@ def test_srun_passes_slurm_environment() -> None:
     c = Controller(parse_slurm_conf(CONF), run_task=lambda t: seen.append(t) or TaskResult("x\n"))
     assert c.handle("login", ["srun", "-N", "2", "-l", "hostname"], "/root").stdout == "0: x\n1: x\n"
     assert [t.env["SLURMD_NODENAME"] for t in seen] == ["compute-01", "compute-02"]
+
+
+def test_nodes_that_never_register_go_down_after_slurmd_timeout() -> None:
+    c = make(slurmd_running=False)
+    assert "unk* compute-[01-02]" in run(c, "sinfo")
+    c.advance(30)
+    assert "down* compute-[01-02]" in run(c, "sinfo")
+    assert "PD" in run(c, "sbatch", "--wrap", "true") + run(c, "squeue", "-h", "-o", "%t")
+
+
+def test_clients_fail_while_slurmctld_is_down() -> None:
+    c = make()
+    c.cluster.set_slurmctld(False)
+    down = "Unable to contact slurm controller (connect failure)"
+    assert c.handle("login", ["sinfo"], "/").stderr == f"slurm_load_partitions: {down}\n"
+    assert c.handle("login", ["squeue"], "/").stderr == f"slurm_load_jobs error: {down}\n"
+    assert c.handle("login", ["scontrol", "ping"], "/").stdout == "Slurmctld(primary) at head is DOWN\n"
+    reply = c.handle("login", ["sbatch", "--wrap", "true"], "/")
+    assert (reply.stderr, reply.exit_code) == (f"sbatch: error: Batch job submission failed: {down}\n", 1)
+    c.cluster.set_slurmctld(True)
+    assert c.handle("login", ["sinfo", "-h", "-o", "%t"], "/").stdout == "idle\n"

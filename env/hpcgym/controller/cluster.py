@@ -37,6 +37,11 @@ REREGISTER_AFTER_S = 5
 PING_INTERVAL_DIVISOR = 3
 
 
+# slurm_strerror(SLURM_COMMUNICATIONS_CONNECTION_ERROR): what every client reports, after its own
+# prefix, when slurmctld does not answer.
+CONTROLLER_DOWN = "Unable to contact slurm controller (connect failure)"
+
+
 class SlurmError(Exception):
     """A request slurmctld refuses; the message is Slurm's errno text (`slurm_strerror`)."""
 
@@ -87,6 +92,11 @@ class Cluster:
         self.next_priority = FIRST_PRIORITY
         self.resumed_at: dict[str, int] = {}
         self.slurmctld_start_s = clock.now_s
+        # False while slurmctld is stopped: clients then fail with CONTROLLER_DOWN and time-driven
+        # events wait for its return (the service layer drives this through `set_slurmctld`).
+        self.slurmctld_up = True
+        # Reasons slurmctld itself sets are stamped with SlurmUser (root unless slurm.conf says).
+        self.slurm_user = conf.options.get("slurmuser", "root")
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:
@@ -95,10 +105,10 @@ class Cluster:
                 node.base = NodeBase.FUTURE
             elif node_conf.state == "DOWN":
                 node.base = NodeBase.DOWN
-                self._set_reason(node, "Set in slurm.conf", "slurm")
+                self._set_reason(node, "Set in slurm.conf", self.slurm_user)
             elif node_conf.state == "DRAIN":
                 node.flags |= NodeFlag.DRAIN
-                self._set_reason(node, "Set in slurm.conf", "slurm")
+                self._set_reason(node, "Set in slurm.conf", self.slurm_user)
             node.flags |= NodeFlag.NOT_RESPONDING
             self.nodes[node_conf.name] = node
             if slurmd_running:
@@ -146,8 +156,17 @@ class Cluster:
 
     # ---- time ------------------------------------------------------------------------------------
 
+    def set_slurmctld(self, up: bool) -> None:
+        """Slurmctld stops or starts; on start it recovers its state and waits a full SlurmdTimeout."""
+        if up and not self.slurmctld_up:
+            for node in self.nodes.values():
+                node.last_response_s = self.now_s
+        self.slurmctld_up = up
+
     def advance(self) -> None:
         """Apply everything due at the clock's current time, then run the scheduler."""
+        if not self.slurmctld_up:
+            return
         now = self.now_s
         for job in self.jobs.values():
             if job.completing:
@@ -190,10 +209,9 @@ class Cluster:
             )
             if silent_s >= interval:
                 node.flags |= NodeFlag.NOT_RESPONDING
-            # A node that never registered stays UNKNOWN*; one that stopped answering goes DOWN*.
-            timed_out = silent_s >= self.conf.slurmd_timeout_s
-            if timed_out and node.base not in (NodeBase.DOWN, NodeBase.UNKNOWN):
-                self._set_down(node, "Not responding", "slurm")
+            # Registered or not, a node silent for SlurmdTimeout goes DOWN* with slurmctld's reason.
+            if silent_s >= self.conf.slurmd_timeout_s and node.base is not NodeBase.DOWN:
+                self._set_down(node, "Not responding", self.slurm_user)
 
     def _is_purgeable(self, job: Job, now: int) -> bool:
         return (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from hpcgym.controller.cluster import SlurmError
+from hpcgym.controller.cluster import CONTROLLER_DOWN, SlurmError
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
@@ -73,6 +73,8 @@ def run(ctx: Context, args: list[str]) -> Reply:
     request.name = request.name or name
     request.command = command
     request.run_for_s = estimate_run_s(script)
+    if not ctx.cluster.slurmctld_up:
+        return submit_failed("sbatch", CONTROLLER_DOWN)
     try:
         job = ctx.cluster.submit(request)
     except SlurmError as error:

@@ -6,7 +6,7 @@ is `Cluster`'s business (for instance RESUME is refused for a node that is not d
 
 from __future__ import annotations
 
-from hpcgym.controller.cluster import SlurmError
+from hpcgym.controller.cluster import CONTROLLER_DOWN, SlurmError
 from hpcgym.controller.commands import scontrol_show as show
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, usage_error
@@ -60,6 +60,8 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply(f"slurm {SLURM_VERSION}\n")
     if keyword == "ping":
         return _ping(ctx)
+    if not ctx.cluster.slurmctld_up and keyword in ("show", "update", "hold", "uhold", "release", "requeue"):
+        return _controller_down(keyword, rest)
     if keyword == "show":
         return _show(ctx, rest, details=details, oneliner=oneliner)
     if keyword == "update":
@@ -70,8 +72,23 @@ def run(ctx: Context, args: list[str]) -> Reply:
 
 
 def _ping(ctx: Context) -> Reply:
-    conf = ctx.cluster.conf
-    return Reply(f"Slurmctld(primary) at {conf.controller_host} is UP\n")
+    host = ctx.cluster.conf.controller_host
+    if not ctx.cluster.slurmctld_up:
+        return Reply(f"Slurmctld(primary) at {host} is DOWN\n", "", 1)
+    return Reply(f"Slurmctld(primary) at {host} is UP\n")
+
+
+def _controller_down(keyword: str, rest: list[str]) -> Reply:
+    # Each subcommand names the RPC that failed, as slurm_perror() does.
+    entity = rest[0].lower() if rest else ""
+    if keyword == "show":
+        call = {"no": "slurm_load_node", "pa": "slurm_load_partitions", "st": "slurm_get_job_steps"}.get(
+            entity[:2], "slurm_load_jobs"
+        )
+        return Reply("", f"{call} error: {CONTROLLER_DOWN}\n", 1)
+    if keyword == "update":
+        return Reply("", f"slurm_update error: {CONTROLLER_DOWN}\n", 1)
+    return Reply("", f"{CONTROLLER_DOWN} for job {rest[0] if rest else ''}\n", 1)
 
 
 def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> Reply:

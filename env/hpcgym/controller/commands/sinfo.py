@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hpcgym.controller.cluster import CONTROLLER_DOWN
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
     SLURM_VERSION,
@@ -118,6 +119,8 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply(usage.SINFO_USAGE)
     if "version" in flags:
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    if not ctx.cluster.slurmctld_up:
+        return Reply("", f"slurm_load_partitions: {CONTROLLER_DOWN}\n", 1)
     states: list[Callable[[Node], bool]] = []
     for name in values.get("states", "").split(",") if "states" in values else []:
         test = _STATE_TESTS.get(name.lower())

@@ -7,6 +7,7 @@ parentheses where running rows print their nodes.
 
 from __future__ import annotations
 
+from hpcgym.controller.cluster import CONTROLLER_DOWN
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
     SLURM_VERSION,
@@ -149,6 +150,8 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if "version" in flags:
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
     cluster = ctx.cluster
+    if not cluster.slurmctld_up:
+        return Reply("", f"slurm_load_jobs error: {CONTROLLER_DOWN}\n", 1)
     stderr = ""
     jobs = sorted(cluster.jobs.values(), key=lambda j: j.job_id)
 
