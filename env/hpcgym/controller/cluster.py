@@ -77,6 +77,8 @@ class JobRequest:
     run_for_s: int | None = None
     exit_code: int = 0
     alloc_sid: int = 1
+    stdout_path: str | None = None
+    stderr_path: str | None = None
 
 
 class Cluster:
@@ -272,6 +274,8 @@ class Cluster:
             run_exit_code=request.exit_code,
             alloc_sid=request.alloc_sid,
         )
+        job.stdout_path = _expand_output(request.stdout_path, job.job_id, request.work_dir)
+        job.stderr_path = _expand_output(request.stderr_path, job.job_id, request.work_dir) or job.stdout_path
         self.next_job_id += 1
         if request.hold:
             job.held = Reason.HELD_USER
@@ -385,6 +389,15 @@ class Cluster:
             if not still:
                 node.flags &= ~NodeFlag.COMPLETING
 
+    def settle_completing(self) -> bool:
+        """Let every completing job finish its epilog now; True if any did (srun waits for this)."""
+        completing = [job for job in self.jobs.values() if job.completing]
+        for job in completing:
+            self._finish_completing(job)
+        if completing:
+            self.schedule()
+        return bool(completing)
+
     def finish_step(self, job: Job, exit_code: int) -> None:
         """An srun job's only step ended: the job ends with its exit code and starts completing."""
         state = JobState.COMPLETED if exit_code == 0 else JobState.FAILED
@@ -466,3 +479,13 @@ class Cluster:
             return self.nodes[name]
         except KeyError:
             raise ControllerError(f"no node {name!r} in slurm.conf") from None
+
+
+def _expand_output(pattern: str | None, job_id: int, work_dir: str) -> str | None:
+    # sbatch -o/-e: %j and %J are the job id, %% a percent sign; relative paths are under WorkDir.
+    if pattern is None:
+        return None
+    path = (
+        pattern.replace("%%", "\0").replace("%j", str(job_id)).replace("%J", str(job_id)).replace("\0", "%")
+    )
+    return path if path.startswith("/") else f"{work_dir.rstrip('/')}/{path}"

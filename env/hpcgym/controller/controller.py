@@ -7,6 +7,7 @@ service tools (systemctl, journalctl, munge, curl, ...) join it as their modules
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,6 +68,9 @@ class Controller:
         self.caller = users[0]
         self.run_task = run_task
         self.read_file = read_file
+        # Stubs on several nodes may call at once; one request at a time keeps the state consistent
+        # (slurmctld's own locks play this part) and the order of effects deterministic per arrival.
+        self._lock = threading.Lock()
 
     @classmethod
     def from_slurm_conf(cls, path: Path, **kwargs: object) -> Controller:
@@ -101,16 +105,19 @@ class Controller:
             read_file=self.read_file,
             stdin=stdin,
         )
-        return tool(ctx, list(argv[1:]))
+        with self._lock:
+            return tool(ctx, list(argv[1:]))
 
     def tick(self) -> int:
         """Advance virtual time by one step and apply what falls due (job ends, timeouts, pings)."""
-        now = self.clock.tick()
-        self.cluster.advance()
-        return now
+        with self._lock:
+            now = self.clock.tick()
+            self.cluster.advance()
+            return now
 
     def advance(self, seconds: int) -> int:
         """Advance virtual time by any amount (scenario set-up, tests) and apply what falls due."""
-        now = self.clock.advance(seconds)
-        self.cluster.advance()
-        return now
+        with self._lock:
+            now = self.clock.advance(seconds)
+            self.cluster.advance()
+            return now

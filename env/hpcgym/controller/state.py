@@ -313,6 +313,9 @@ class Job:
     steps: list[Step] = field(default_factory=list)
     restarts: int = 0
     alloc_sid: int = 1
+    # Batch output paths as given (-o/-e, `%j` expanded); None means slurm-<id>.out in WorkDir.
+    stdout_path: str | None = None
+    stderr_path: str | None = None
 
     @property
     def state_long(self) -> str:

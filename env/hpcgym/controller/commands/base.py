@@ -120,3 +120,24 @@ def render_line(prefix: str, fields: list[Field], values: list[str], uncut: str 
     for spec, value in zip(fields, values, strict=True):
         parts.append(pad(value, spec.width, spec.right, cut=spec.letter not in uncut) + spec.suffix)
     return "".join(parts) + "\n"
+
+
+def parse_long_format(
+    prog: str, kind: str, spec: str, letters: dict[str, str], headers: dict[str, str]
+) -> tuple[list[Field], list[str], str]:
+    """Parse `-O name[:[.]width],...` into fields, their headers, and error lines for unknown names.
+
+    Slurm reports an unknown name with `error()` and goes on, so the rest of the format still prints.
+    """
+    fields, titles, errors = [], [], ""
+    for item in spec.split(","):
+        name, _, size = item.partition(":")
+        letter = letters.get(name.lower())
+        if letter is None:
+            errors += f"{prog}: error: Invalid {kind} format specification: {name}\n"
+            continue
+        digits = size.lstrip(".")
+        width = int(digits) if digits.isdigit() else 20
+        fields.append(Field(letter, width, size.startswith("."), ""))
+        titles.append(headers.get(letter, name.upper()))
+    return fields, titles, errors

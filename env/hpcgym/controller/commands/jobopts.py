@@ -96,6 +96,10 @@ def build_request(prog: str, ctx: Context, opts: list[tuple[str, str | None]], *
             request.req_nodes = expand_hostlist(text)
         elif key == "exclude":
             request.exc_nodes = expand_hostlist(text)
+        elif key == "output":
+            request.stdout_path = text
+        elif key == "error":
+            request.stderr_path = text
         elif key == "hold":
             request.hold = True
         elif key == "begin":

@@ -162,8 +162,8 @@ def job_record(cluster: Cluster, job: Job, *, details: bool, alloc_host: str) ->
         f"   WorkDir={job.work_dir}",
     ]
     if job.batch:
-        out = f"{job.work_dir.rstrip('/')}/slurm-{job.job_id}.out"
-        lines += [f"   StdErr={out}", "   StdIn=/dev/null", f"   StdOut={out}"]
+        out = job.stdout_path or f"{job.work_dir.rstrip('/')}/slurm-{job.job_id}.out"
+        lines += [f"   StdErr={job.stderr_path or out}", "   StdIn=/dev/null", f"   StdOut={out}"]
     lines += ["   Power=", "   "]
     return lines
 

@@ -18,6 +18,7 @@ from hpcgym.controller.commands.base import (
     Field,
     Reply,
     parse_format,
+    parse_long_format,
     render_line,
     usage_error,
 )
@@ -143,7 +144,13 @@ def run(ctx: Context, args: list[str]) -> Reply:
         fmt = NODE_LONG_FORMAT if long else NODE_FORMAT
     else:
         fmt = LONG_FORMAT if long else DEFAULT_FORMAT
-    prefix, fields = parse_format(fmt)
+    stderr = ""
+    if "Format" in values:
+        prefix = ""
+        fields, headers, stderr = parse_long_format("sinfo", "node", values["Format"], _LONG_FIELDS, _HEADERS)
+    else:
+        prefix, fields = parse_format(fmt)
+        headers = [_HEADERS.get(f.letter, "") for f in fields]
     cluster = ctx.cluster
     wanted_parts = values["partition"].split(",") if "partition" in values else None
     wanted_nodes = set(expand_hostlist(values["nodes"])) if "nodes" in values else None
@@ -176,13 +183,13 @@ def run(ctx: Context, args: list[str]) -> Reply:
         records.sort(key=lambda r: order[r.partition.name] if r.partition else 0)
     fields = _finalize_widths(ctx, fields, records)
     out = []
-    if long and "format" not in values:
+    if long and "format" not in values and "Format" not in values:
         out.append(format_ctime(ctx.now_s) + "\n")
     if "noheader" not in flags:
-        out.append(render_line(prefix, fields, [_HEADERS.get(f.letter, "") for f in fields]))
+        out.append(render_line(prefix, fields, headers))
     for record in records:
         out.append(render_line(prefix, fields, [_value(ctx, f.letter, record) for f in fields]))
-    return Reply("".join(out))
+    return Reply("".join(out), stderr)
 
 
 def _build_records(
@@ -426,4 +433,41 @@ _HEADERS = {
     "Z": "THREADS",
     "e": "FREE_MEM",
     "O": "CPU_LOAD",
+}
+
+# sinfo -O names -> the equivalent -o letter.
+_LONG_FIELDS = {
+    "available": "a",
+    "cores": "Y",
+    "cpus": "c",
+    "cpusload": "O",
+    "cpusstate": "C",
+    "defaulttime": "L",
+    "disk": "d",
+    "features": "f",
+    "features_act": "b",
+    "freemem": "e",
+    "gres": "G",
+    "groups": "g",
+    "memory": "m",
+    "nodeaddr": "o",
+    "nodeaiot": "F",
+    "nodehost": "n",
+    "nodelist": "N",
+    "nodes": "D",
+    "oversubscribe": "h",
+    "partition": "P",
+    "partitionname": "R",
+    "reason": "E",
+    "root": "r",
+    "size": "s",
+    "socketcorethread": "z",
+    "sockets": "X",
+    "statecompact": "t",
+    "statelong": "T",
+    "threads": "Z",
+    "time": "l",
+    "timestamp": "H",
+    "user": "U",
+    "weight": "w",
 }

@@ -12,9 +12,9 @@ from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
     SLURM_VERSION,
     Context,
-    Field,
     Reply,
     parse_format,
+    parse_long_format,
     render_line,
     usage_error,
 )
@@ -130,7 +130,6 @@ _LONG_FIELDS = {
     "reqnodes": "n",
     "excnodes": "x",
 }
-_LONG_HEADERS = {"l": "TIME_LIMIT", "n": "REQ_NODES", "D": "NODES", "C": "CPUS"}
 _STATE_ORDER = list(JobState)
 # squeue prints times and numbers whole even when they overflow the column (TIME_LIMI "1-00:00:00").
 UNCUT = "iAMlLSeVDCQUG"
@@ -228,7 +227,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
         fmt = values.get("format", LONG_FORMAT if "long" in flags else DEFAULT_FORMAT)
         selected.sort(key=lambda j: (j.partition, _state_rank(j), -j.priority))
     if "Format" in values:
-        prefix, fields, headers = _long_format(values["Format"])
+        prefix = ""
+        fields, headers, errors = parse_long_format("squeue", "job", values["Format"], _LONG_FIELDS, _HEADERS)
+        stderr += errors
     else:
         prefix, fields = parse_format(fmt)
         headers = [_HEADERS.get(f.letter, "") for f in fields]
@@ -240,18 +241,6 @@ def run(ctx: Context, args: list[str]) -> Reply:
     for job in selected:
         out.append(render_line(prefix, fields, [_value(ctx, f.letter, job) for f in fields], UNCUT))
     return Reply("".join(out), stderr)
-
-
-def _long_format(spec: str) -> tuple[str, list[Field], list[str]]:
-    fields, headers = [], []
-    for item in spec.split(","):
-        name, _, size = item.partition(":")
-        letter = _LONG_FIELDS.get(name.lower(), "")
-        right = size.startswith(".")
-        width = int(size.lstrip(".")) if size.lstrip(".").isdigit() else 20
-        fields.append(Field(letter, width, right, ""))
-        headers.append(_LONG_HEADERS.get(letter, name.upper()))
-    return "", fields, headers
 
 
 def _state_rank(job: Job) -> int:

@@ -61,6 +61,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
         job = ctx.cluster.submit(request)
     except SlurmError as error:
         return submit_failed("srun", str(error))
+    if job.state is JobState.PENDING and job.reason is Reason.RESOURCES:
+        # Real srun blocks until its allocation is granted; nodes still completing an earlier job
+        # free up within a second, so waiting for them is part of this same command.
+        ctx.cluster.settle_completing()
     if job.state is JobState.PENDING:
         stderr = _WAITING.get(job.reason, "") + f"srun: job {job.job_id} queued and waiting for resources\n"
         if "immediate" in keys:
