@@ -125,3 +125,71 @@ def test_clients_fail_while_slurmctld_is_down() -> None:
     assert (reply.stderr, reply.exit_code) == (f"sbatch: error: Batch job submission failed: {down}\n", 1)
     c.cluster.set_slurmctld(True)
     assert c.handle("login", ["sinfo", "-h", "-o", "%t"], "/").stdout == "idle\n"
+
+
+def test_hold_release_and_requeue() -> None:
+    c = make()
+    run(c, "sbatch", "-H", "-J", "held", "--wrap", "sleep 100")
+    assert run(c, "squeue", "-h", "-o", "%i %t %r") == "1 PD JobHeldUser\n"
+    run(c, "scontrol", "release", "1")
+    assert run(c, "squeue", "-h", "-o", "%i %t %r") == "1 R None\n"
+    reply = c.handle("login", ["scontrol", "hold", "1"], "/")
+    assert (reply.stderr, reply.exit_code) == ("Job is no longer pending execution for job 1\n", 1)
+    run(c, "scontrol", "requeue", "1")
+    assert run(c, "squeue", "-h", "-o", "%i %t %r") == "1 PD BeginTime\n"
+    c.advance(121)
+    assert run(c, "squeue", "-h", "-o", "%i %t") == "1 R\n"
+    assert "Restarts=1" in run(c, "scontrol", "show", "job", "1")
+
+
+def test_node_down_requeues_batch_jobs_and_fails_srun_jobs() -> None:
+    c = make()
+    run(c, "sbatch", "-w", "compute-02", "--wrap", "sleep 500")
+    c.cluster.stop_slurmd("compute-02")
+    c.advance(31)
+    out = run(c, "squeue", "-h", "-o", "%i %t %r")
+    assert out == "1 PD BeginTime\n"
+    c.advance(200)
+    # compute-02 is still down: the job waits for its required node.
+    assert run(c, "squeue", "-h", "-o", "%i %r") == "1 ReqNodeNotAvail, UnavailableNodes:compute-02\n"
+
+
+def test_admin_down_needs_a_reason_and_stays_down_until_resume() -> None:
+    c = make()
+    reply = c.handle("login", ["scontrol", "update", "NodeName=compute-01", "State=DOWN"], "/")
+    assert reply.stderr == "You must specify a reason when DOWNING or DRAINING a node. Request denied\n"
+    run(c, "scontrol", "update", "NodeName=compute-01", "State=DOWN", "Reason=maintenance")
+    c.advance(60)
+    assert "down compute-01" in run(c, "sinfo")
+    assert "State=DOWN " in run(c, "scontrol", "show", "node", "compute-01")
+    run(c, "scontrol", "update", "NodeName=compute-01", "State=RESUME")
+    assert "idle* compute-01" in run(c, "sinfo")
+    c.advance(10)
+    assert "idle compute-[01-02]" in run(c, "sinfo")
+
+
+def test_srun_errors_and_exit_codes() -> None:
+    c = Controller(parse_slurm_conf(CONF), run_task=lambda t: TaskResult("", "boom\n", 3))
+    reply = c.handle("login", ["srun", "false"], "/")
+    assert (reply.stderr, reply.exit_code) == (
+        "boom\nsrun: error: compute-01: task 0: Exited with exit code 3\n",
+        3,
+    )
+    assert c.handle("login", ["squeue", "-t", "F", "-h", "-o", "%i %T"], "/").stdout == "1 COMPLETING\n"
+    assert c.handle("login", ["srun"], "/").stderr == "srun: fatal: No command given to execute.\n"
+
+
+def test_slurm_conf_syntax() -> None:
+    conf = parse_slurm_conf(
+        "ClusterName=c\nSlurmctldHost=h1\nSlurmctldHost=h2\n"
+        "NodeName=DEFAULT CPUs=4 RealMemory=1000 \\\n  Gres=gpu:1\n"
+        "NodeName=gpu[1-2] NodeAddr=10.0.0.[1-2] Weight=5 # comment\n"
+        "PartitionName=DEFAULT MaxTime=30\nPartitionName=p Nodes=ALL Default=YES MaxNodes=1\n"
+    )
+    assert conf.controller_host == "h1"
+    assert [(n.name, n.addr, n.cpus, n.gres, n.weight) for n in conf.nodes] == [
+        ("gpu1", "10.0.0.1", 4, "gpu:1", 5),
+        ("gpu2", "10.0.0.2", 4, "gpu:1", 5),
+    ]
+    part = conf.partitions[0]
+    assert (part.nodes, part.max_time_min, part.max_nodes) == (("gpu1", "gpu2"), 30, 1)

@@ -164,7 +164,7 @@ def _update(ctx: Context, words: list[str]) -> Reply:
         return Reply("", "No changes specified\n", 1)
     first = pairs[0][0].lower()
     if first in ("nodename", "node"):
-        return _update_node(ctx, pairs)
+        return _update_node(ctx, pairs, words)
     if first in ("jobid", "job"):
         return _update_job(ctx, pairs)
     if first in ("partitionname", "partition"):
@@ -172,13 +172,15 @@ def _update(ctx: Context, words: list[str]) -> Reply:
     return Reply("", f"Update of this parameter is not supported: {words[0]}\nRequest aborted\n", 1)
 
 
-def _update_node(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
+def _update_node(ctx: Context, pairs: list[tuple[str, str]], words: list[str]) -> Reply:
     cluster = ctx.cluster
     names = expand_hostlist(pairs[0][1])
     state: str | None = None
     reason: str | None = None
     for key, value in pairs[1:]:
         lower = key.lower()
+        if not value and f"{key}=" not in words:
+            return Reply("", f"Invalid input: {key}\nRequest aborted\n", 1)
         if lower == "state":
             state = value
         elif lower == "reason":

@@ -172,7 +172,11 @@ def run(ctx: Context, args: list[str]) -> Reply:
             )
         return True
 
-    parts = [p for p in cluster.partitions.values() if wanted_parts is None or p.name in wanted_parts]
+    parts = [
+        p
+        for p in cluster.partitions.values()
+        if (p.name in wanted_parts if wanted_parts is not None else "all" in flags or not p.conf.hidden)
+    ]
     shows_partition = any(f.letter in "PR" for f in fields)
     summarize = "summarize" in flags
     records = _build_records(ctx, parts, fields, keep, node_view, shows_partition, summarize)
