@@ -31,7 +31,6 @@ SKIPPED = {
     "sdiag | head -5": "sdiag not implemented",
     "sstat -j 15": "sstat not implemented (needs job accounting gather)",
     "scontrol listpids 2>&1 | head": "listpids needs the runtime's process table",
-    "scontrol show config": "show config not implemented",
     "sacctmgr show cluster": "sacctmgr not implemented",
     "slurmd -N compute-99 -D": "daemons belong to the service layer",
 }
@@ -107,6 +106,8 @@ def normalise(command: str, text: str) -> str:
     text = _HOST_FIELDS.sub(lambda m: f"{m.group(1)}=<HOST>", text)
     text = re.sub(r"OS=.*? $", "OS=<OS> ", text, flags=re.M)
     text = re.sub(r"BootTime=\S+", "BootTime=<TS>", text)
+    # The capture session submitted four jobs off the record before `scontrol show config`.
+    text = re.sub(r"^NEXT_JOB_ID( +)= \d+$", r"NEXT_JOB_ID\1= <N>", text, flags=re.M)
     if command.startswith("squeue") or "RunTime=" in text:
         # Elapsed times (TIME, RunTime) depend on when the capture ran; keep their width.
         text = _DURATION.sub(lambda m: re.sub(r"\d", "9", m.group(0)), text)

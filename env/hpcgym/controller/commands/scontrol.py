@@ -7,8 +7,8 @@ is `Cluster`'s business (for instance RESUME is refused for a node that is not d
 from __future__ import annotations
 
 from hpcgym.controller.cluster import CONTROLLER_DOWN, SlurmError
+from hpcgym.controller.commands import scontrol_config, usage
 from hpcgym.controller.commands import scontrol_show as show
-from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import expand_hostlist
@@ -130,6 +130,9 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
         return Reply(show.render(records, oneliner=oneliner))
     if entity == "step":
         return _show_steps(ctx, target, oneliner)
+    if entity == "config":
+        uids = {user.name: user.uid for user in ctx.users.values()} | {"slurm": 64030}
+        return Reply(scontrol_config.render(cluster, uids))
     return Reply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
 
 
