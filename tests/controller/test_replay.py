@@ -48,7 +48,10 @@ def is_replayed(command: str) -> bool:
 
 BLOCKING_MARK = "\n[cap.py: TIMEOUT after 30 s]"
 
-FILES = {"/home/ops/noshebang.sh": b"echo hello\nsleep 1\n"}
+FILES = {
+    "/home/ops/noshebang.sh": b"echo hello\nsleep 1\n",
+    "/etc/slurm/slurm.conf": CONF.read_bytes() if CONF.exists() else b"",
+}
 
 
 def run_task(task: TaskRequest) -> TaskResult:
@@ -242,6 +245,13 @@ def test_60_errors() -> None:
     replay_jobs(controller)
     controller.advance(70)
     assert replay(controller, "60-errors") == []
+
+
+def test_00_no_config() -> None:
+    # The node has no /etc/slurm/slurm.conf: every Slurm client fails before doing anything.
+    files = {path: data for path, data in FILES.items() if path != "/etc/slurm/slurm.conf"}
+    controller = Controller.from_slurm_conf(CONF, read_file=lambda node, path: files.get(path))
+    assert replay(controller, "00-no-config") == []
 
 
 def test_90_help_usage() -> None:

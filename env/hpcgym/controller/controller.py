@@ -32,6 +32,18 @@ TOOLS: dict[str, Tool] = {
 
 DEFAULT_USERS = (User("root", 0, "root", 0),)
 
+# Where every Slurm client looks for its configuration on the node it runs on.
+SLURM_CONF_PATH = "/etc/slurm/slurm.conf"
+
+# What a Slurm client prints when its node has no slurm.conf and no DNS SRV record points to one
+# (capture 00-no-config); even `sinfo -V` fails, because the config is read first.
+NO_CONFIG = (
+    "{tool}: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host\n"
+    "{tool}: error: fetch_config: DNS SRV lookup failed\n"
+    "{tool}: error: _establish_config_source: failed to fetch config\n"
+    "{tool}: fatal: Could not establish a configuration source\n"
+)
+
 
 class Controller:
     """One episode's simulated Slurm cluster.
@@ -95,6 +107,8 @@ class Controller:
         tool = TOOLS.get(program)
         if tool is None:
             return Reply("", f"bash: {program}: command not found\n", 127)
+        if self.read_file is not None and self.read_file(node, SLURM_CONF_PATH) is None:
+            return Reply("", NO_CONFIG.format(tool=program), 1)
         ctx = Context(
             cluster=self.cluster,
             node=node,

@@ -1,0 +1,172 @@
+"""How the service layer touches a node: its files and its processes, behind one small interface.
+
+The controller runs outside the sandboxes, so it never opens a node's files or spawns its processes
+itself. It asks a `NodeAccess`, which the runtime implements over the node's overlay (real files the
+agent can `ls -l` and `chmod`) and the node's sandbox (real processes that `ps`, `pgrep` and `pidof`
+find, and that the agent can kill). `MemoryNodeAccess` is the in-memory stand-in for tests and for
+controller-only runs; it hands out pids deterministically.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import stat as statmod
+from dataclasses import dataclass, field
+from typing import Protocol
+
+ROOT_UID = 0
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What `stat(2)` says about a path: the full `st_mode` (type and permission bits) and owners."""
+
+    mode: int
+    uid: int
+    gid: int
+
+    @property
+    def perms(self) -> int:
+        """Permission bits with setuid/setgid/sticky (`st_mode & ~S_IFMT`), as munged prints them."""
+        return statmod.S_IMODE(self.mode)
+
+    def is_dir(self) -> bool:
+        return statmod.S_ISDIR(self.mode)
+
+    def is_file(self) -> bool:
+        return statmod.S_ISREG(self.mode)
+
+
+class NodeAccess(Protocol):
+    """A node's filesystem and process table, as the simulated daemons need them.
+
+    Paths are absolute paths inside the node. Every method may be called for a node whose sandbox
+    has not started yet; the runtime decides whether that starts it or defers the work.
+    """
+
+    def stat(self, node: str, path: str) -> FileStat | None:
+        """Follow symlinks and stat `path`; None if it does not exist."""
+        ...
+
+    def read(self, node: str, path: str) -> bytes | None:
+        """The file's bytes; None if it does not exist or is not a regular file."""
+        ...
+
+    def write(self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+        """Create or replace a regular file (pid files, daemon logs, `curl -o`)."""
+        ...
+
+    def remove(self, node: str, path: str) -> None:
+        """Delete a file if it exists (a pid file on a clean stop)."""
+        ...
+
+    def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
+        """Start a long-lived stand-in process named `comm` with this argv; return its pid in the node."""
+        ...
+
+    def is_alive(self, node: str, pid: int) -> bool:
+        """Whether the process still runs (a killed or exited daemon is not alive)."""
+        ...
+
+    def kill(self, node: str, pid: int, signal: int = 15) -> None:
+        """Send a signal; a process that is already gone is not an error."""
+        ...
+
+
+@dataclass
+class _Process:
+    comm: str
+    argv: list[str]
+    uid: int
+
+
+@dataclass
+class _MemoryNode:
+    files: dict[str, tuple[bytes, FileStat]] = field(default_factory=dict)
+    dirs: dict[str, FileStat] = field(default_factory=dict)
+    processes: dict[int, _Process] = field(default_factory=dict)
+    next_pid: int = 0
+
+
+class MemoryNodeAccess:
+    """An in-memory `NodeAccess`: files and processes live in dicts, pids count up per node.
+
+    Example:
+        >>> access = MemoryNodeAccess()
+        >>> access.put("n1", "/etc/munge/munge.key", b"k" * 32, mode=0o400, uid=981, gid=981)
+        >>> oct(access.stat("n1", "/etc/munge/munge.key").perms)
+        '0o400'
+    """
+
+    def __init__(self, first_pid: int = 100) -> None:
+        self.first_pid = first_pid
+        self.nodes: dict[str, _MemoryNode] = {}
+
+    def _node(self, node: str) -> _MemoryNode:
+        if node not in self.nodes:
+            self.nodes[node] = _MemoryNode(next_pid=self.first_pid)
+        return self.nodes[node]
+
+    # ---- set-up helpers (tests, scenarios) -------------------------------------------------------
+
+    def put(self, node: str, path: str, data: bytes | str, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+        """Create a file and its parent directories (root-owned, 0755)."""
+        raw = data.encode() if isinstance(data, str) else data
+        self.write(node, path, raw, mode=mode, uid=uid, gid=gid)
+
+    def mkdir(self, node: str, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
+        self._node(node).dirs[posixpath.normpath(path)] = FileStat(statmod.S_IFDIR | mode, uid, gid)
+
+    def chmod(self, node: str, path: str, mode: int) -> None:
+        data, old = self._node(node).files[path]
+        self._node(node).files[path] = (data, FileStat(statmod.S_IFREG | mode, old.uid, old.gid))
+
+    def chown(self, node: str, path: str, uid: int, gid: int) -> None:
+        data, old = self._node(node).files[path]
+        self._node(node).files[path] = (data, FileStat(old.mode, uid, gid))
+
+    def processes(self, node: str) -> dict[int, str]:
+        """Pid -> comm of the node's live processes (what `pidof` would see)."""
+        return {pid: proc.comm for pid, proc in self._node(node).processes.items()}
+
+    # ---- NodeAccess ------------------------------------------------------------------------------
+
+    def stat(self, node: str, path: str) -> FileStat | None:
+        state = self._node(node)
+        path = posixpath.normpath(path)
+        if path in state.files:
+            return state.files[path][1]
+        if path in state.dirs:
+            return state.dirs[path]
+        if path == "/" or any(name.startswith(path + "/") for name in (*state.files, *state.dirs)):
+            return FileStat(statmod.S_IFDIR | 0o755, ROOT_UID, ROOT_UID)
+        return None
+
+    def read(self, node: str, path: str) -> bytes | None:
+        entry = self._node(node).files.get(posixpath.normpath(path))
+        return None if entry is None else entry[0]
+
+    def write(self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+        state = self._node(node)
+        path = posixpath.normpath(path)
+        old = state.files.get(path)
+        # Like open(O_TRUNC): an existing file keeps its mode and owner.
+        meta = old[1] if old is not None else FileStat(statmod.S_IFREG | mode, uid, gid)
+        state.files[path] = (data, meta)
+
+    def remove(self, node: str, path: str) -> None:
+        self._node(node).files.pop(posixpath.normpath(path), None)
+
+    def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
+        state = self._node(node)
+        pid = state.next_pid
+        state.next_pid += 1
+        state.processes[pid] = _Process(comm, list(argv), uid)
+        return pid
+
+    def is_alive(self, node: str, pid: int) -> bool:
+        return pid in self._node(node).processes
+
+    def kill(self, node: str, pid: int, signal: int = 15) -> None:
+        if signal != 0:
+            self._node(node).processes.pop(pid, None)
