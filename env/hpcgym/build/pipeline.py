@@ -208,11 +208,21 @@ def ensure_image(
                 persona=PERSONA,
                 emulated=options.base.emulated,
                 base=options.base.describe() | {"digest": base_digest},
-                tools={str(builder.name): inputs["backend_version"], "writer": WRITER_VERSION},
+                tools=finalize_tools(store, base_digest, builder, inputs["backend_version"]),
             )
             (staged / MANIFEST).write_text(dump_manifest(manifest))
             entry = store.commit(staged, manifest["digest"], key)
     return ImageResult(role, entry, cache_hit=False, seconds=time.monotonic() - start)
+
+
+def finalize_tools(store: Store, base_digest: str, builder: Builder, builder_version: str) -> dict[str, Any]:
+    """Versions of every tool whose behaviour shaped the bytes: the builder, mmdebstrap, the writer."""
+    tools: dict[str, Any] = {str(builder.name): builder_version, "writer": WRITER_VERSION}
+    base_entry = store.entry(base_digest)
+    if base_entry is not None and base_entry.manifest()["inputs"].get("mmdebstrap"):
+        tools["mmdebstrap"] = base_entry.manifest()["inputs"]["mmdebstrap"]
+    tools["python-zstandard"] = zstandard.__version__
+    return tools
 
 
 def stage_context(spec: ImageSpec, context: Path) -> None:

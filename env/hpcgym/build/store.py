@@ -95,9 +95,15 @@ class Store:
     def commit(self, staged: Path, digest: str, cache_key: str) -> StoreEntry:
         """Move a staged folder holding the artifact and manifest into place and record its key."""
         final = self.root / digest
-        if not (final / MANIFEST).is_file():
-            shutil.rmtree(final, ignore_errors=True)
-            os.rename(staged, final)
+        # The same bytes built again (--no-cache, the other backend) replace the entry, so its manifest
+        # always describes the newest build of that digest; the old one is moved aside, then removed.
+        retired = None
+        if final.exists():
+            retired = final.with_name(f"tmp-retired-{digest[:16]}-{os.getpid()}")
+            os.rename(final, retired)
+        os.rename(staged, final)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
         self.remember(cache_key, digest)
         entry = self.entry(digest)
         assert entry is not None
