@@ -26,7 +26,6 @@ pytestmark = pytest.mark.skipif(not CONF.exists(), reason=f"reference captures n
 
 # Commands whose tool is not part of the Slurm core yet, or whose output is not modelled.
 SKIPPED = {
-    "sinfo --json": "JSON output not implemented",
     "squeue --json | head -40": "JSON output not implemented",
     "sdiag | head -5": "sdiag not implemented",
     "sstat -j 15": "sstat not implemented (needs job accounting gather)",
@@ -109,6 +108,10 @@ def normalise(command: str, text: str) -> str:
     text = _HOST_FIELDS.sub(lambda m: f"{m.group(1)}=<HOST>", text)
     text = re.sub(r"OS=.*? $", "OS=<OS> ", text, flags=re.M)
     text = re.sub(r"BootTime=\S+", "BootTime=<TS>", text)
+    if "--json" in command:
+        moments = "boot_time|cpu_load|free_memory|last_busy|reason_changed_at|slurmd_start_time|port"
+        text = re.sub(rf'"({moments})": \d+', r'"\1": <N>', text)
+        text = re.sub(r'"(address|hostname|operating_system)": ".*"', r'"\1": <HOST>', text)
     # The capture session submitted four jobs off the record before `scontrol show config`.
     text = re.sub(r"^NEXT_JOB_ID( +)= \d+$", r"NEXT_JOB_ID\1= <N>", text, flags=re.M)
     if command.startswith("squeue") or "RunTime=" in text:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hpcgym.controller.cluster import CONTROLLER_DOWN
-from hpcgym.controller.commands import usage
+from hpcgym.controller.commands import slurm_json, usage
 from hpcgym.controller.commands.base import (
     SLURM_VERSION,
     Context,
@@ -122,6 +122,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
     if not ctx.cluster.slurmctld_up:
         return Reply("", f"slurm_load_partitions: {CONTROLLER_DOWN}\n", 1)
+    if "json" in flags:
+        wanted = set(expand_hostlist(values["nodes"])) if "nodes" in values else None
+        nodes = [n for n in ctx.cluster.nodes.values() if wanted is None or n.name in wanted]
+        return Reply(slurm_json.envelope("nodes", [slurm_json.node_record(n) for n in nodes]))
     states: list[Callable[[Node], bool]] = []
     for name in values.get("states", "").split(",") if "states" in values else []:
         test = _STATE_TESTS.get(name.lower())

@@ -52,7 +52,9 @@ class NodeAccess(Protocol):
         """The file's bytes; None if it does not exist or is not a regular file."""
         ...
 
-    def write(self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+    def write(
+        self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> None:
         """Create or replace a regular file (pid files, daemon logs, `curl -o`)."""
         ...
 
@@ -109,7 +111,9 @@ class MemoryNodeAccess:
 
     # ---- set-up helpers (tests, scenarios) -------------------------------------------------------
 
-    def put(self, node: str, path: str, data: bytes | str, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+    def put(
+        self, node: str, path: str, data: bytes | str, *, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> None:
         """Create a file and its parent directories (root-owned, 0755)."""
         raw = data.encode() if isinstance(data, str) else data
         self.write(node, path, raw, mode=mode, uid=uid, gid=gid)
@@ -146,7 +150,9 @@ class MemoryNodeAccess:
         entry = self._node(node).files.get(posixpath.normpath(path))
         return None if entry is None else entry[0]
 
-    def write(self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+    def write(
+        self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> None:
         state = self._node(node)
         path = posixpath.normpath(path)
         old = state.files.get(path)

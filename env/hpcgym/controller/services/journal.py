@@ -1,0 +1,131 @@
+"""Each node's systemd journal: entries stamped by the virtual clock, in journalctl's short format.
+
+Units write here (systemd's own `Starting ...`/`Failed ...` lines and the daemons' stderr); the
+`journalctl` and `systemctl status` tools only read. Entries keep the catalog message id of the
+systemd messages that have one, so `journalctl -x` can print the explanation block under them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+SUPPORT_URL = "https://access.redhat.com/support"
+
+
+class Priority(enum.IntEnum):
+    """Syslog priorities, as `journalctl -p` names them."""
+
+    EMERG = 0
+    ALERT = 1
+    CRIT = 2
+    ERR = 3
+    WARNING = 4
+    NOTICE = 5
+    INFO = 6
+    DEBUG = 7
+
+
+class Catalog(enum.Enum):
+    """The systemd catalog entries our messages carry (what `journalctl -x` explains)."""
+
+    JOB_START_BEGUN = "start-begun"
+    JOB_START_DONE = "start-done"
+    JOB_START_FAILED = "start-failed"
+    JOB_STOP_BEGUN = "stop-begun"
+    JOB_STOP_DONE = "stop-done"
+    UNIT_FAILED = "unit-failed"
+    UNIT_SUCCEEDED = "unit-succeeded"
+    PROCESS_EXITED = "process-exited"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journal line: when, which program and pid, which unit it belongs to, and the text."""
+
+    time_s: int
+    identifier: str
+    pid: int
+    unit: str
+    message: str
+    priority: Priority = Priority.INFO
+    catalog: Catalog | None = None
+    # Values the catalog text refers to: job id, result, exit code and status.
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def format_time(time_s: int) -> str:
+    """journalctl's short timestamp (`Nov 23 07:46:05`), in the node's time zone (UTC)."""
+    return datetime.fromtimestamp(time_s, UTC).strftime("%b %d %H:%M:%S")
+
+
+def format_entry(entry: Entry, hostname: str) -> str:
+    return f"{format_time(entry.time_s)} {hostname} {entry.identifier}[{entry.pid}]: {entry.message}"
+
+
+def catalog_lines(entry: Entry) -> list[str]:
+    """The `░░ ` block journalctl -x prints under an entry that has a catalog id (systemd 252 texts)."""
+    if entry.catalog is None:
+        return []
+    unit, f = entry.unit, entry.fields
+    job = f"The job identifier is {f.get('job', '0')}"
+    texts: dict[Catalog, tuple[str, list[str]]] = {
+        Catalog.JOB_START_BEGUN: (
+            f"A start job for unit {unit} has begun execution",
+            [f"A start job for unit {unit} has begun execution.", "", f"{job}."],
+        ),
+        Catalog.JOB_START_DONE: (
+            f"A start job for unit {unit} has finished successfully",
+            [f"A start job for unit {unit} has finished successfully.", "", f"{job}."],
+        ),
+        Catalog.JOB_START_FAILED: (
+            f"A start job for unit {unit} has failed",
+            [
+                f"A start job for unit {unit} has finished with a failure.",
+                "",
+                f"{job} and the job result is failed.",
+            ],
+        ),
+        Catalog.JOB_STOP_BEGUN: (
+            f"A stop job for unit {unit} has begun execution",
+            [f"A stop job for unit {unit} has begun execution.", "", f"{job}."],
+        ),
+        Catalog.JOB_STOP_DONE: (
+            f"A stop job for unit {unit} has finished",
+            [f"A stop job for unit {unit} has finished.", "", f"{job} and the job result is done."],
+        ),
+        Catalog.UNIT_FAILED: (
+            "Unit failed",
+            [f"The unit {unit} has entered the 'failed' state with result '{f.get('result', '')}'."],
+        ),
+        Catalog.UNIT_SUCCEEDED: (
+            "Unit succeeded",
+            [f"The unit {unit} has successfully entered the 'dead' state."],
+        ),
+        Catalog.PROCESS_EXITED: (
+            "Unit process exited",
+            [
+                f"An ExecStart= process belonging to unit {unit} has exited.",
+                "",
+                f"The process' exit code is '{f.get('code', '')}' and its exit status is {f.get('status', '')}.",
+            ],
+        ),
+    }
+    subject, body = texts[entry.catalog]
+    lines = [f"Subject: {subject}", "Defined-By: systemd", f"Support: {SUPPORT_URL}", "", *body]
+    return [f"░░ {line}" for line in lines]
+
+
+@dataclass
+class Journal:
+    """One node's journal, oldest entry first."""
+
+    hostname: str
+    entries: list[Entry] = field(default_factory=list)
+
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+
+    def for_unit(self, unit: str) -> list[Entry]:
+        return [entry for entry in self.entries if entry.unit == unit]

@@ -1,0 +1,159 @@
+"""Systemd's unit model: the states a unit can be in, and the unit files that define one.
+
+Enum values are systemd's own spellings (`active`, `failed`, `exit-code`), so tools print them as
+they are. Unit files are read from the node itself (`/etc/systemd/system` overrides
+`/usr/lib/systemd/system`), so a unit exists on a node only if its file does: `slurmd.service` is
+found on a compute node and `could not be found` on the login node, as on a real cluster.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system")
+
+
+class ActiveState(enum.Enum):
+    ACTIVE = "active"
+    RELOADING = "reloading"
+    INACTIVE = "inactive"
+    FAILED = "failed"
+    ACTIVATING = "activating"
+    DEACTIVATING = "deactivating"
+
+
+class SubState(enum.Enum):
+    RUNNING = "running"
+    DEAD = "dead"
+    FAILED = "failed"
+    EXITED = "exited"
+
+
+class LoadState(enum.Enum):
+    LOADED = "loaded"
+    NOT_FOUND = "not-found"
+
+
+class UnitFileState(enum.Enum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    STATIC = "static"
+
+    def is_enabled(self) -> bool:
+        """`systemctl is-enabled` exits 0 for these."""
+        return self is not UnitFileState.DISABLED
+
+
+class Result(enum.Enum):
+    """Why a service last stopped (`Result=`, shown as `failed (Result: exit-code)`)."""
+
+    SUCCESS = "success"
+    EXIT_CODE = "exit-code"
+    SIGNAL = "signal"
+    TIMEOUT = "timeout"
+
+
+class ServiceType(enum.Enum):
+    SIMPLE = "simple"
+    FORKING = "forking"
+    NOTIFY = "notify"
+    ONESHOT = "oneshot"
+
+
+@dataclass(frozen=True)
+class UnitFile:
+    """The parts of a `.service` file the simulation acts on; `raw` keeps the text for change checks."""
+
+    name: str
+    path: str
+    description: str
+    documentation: tuple[str, ...] = ()
+    service_type: ServiceType = ServiceType.SIMPLE
+    exec_start: str = ""
+    exec_reload: str = ""
+    pid_file: str = ""
+    user: str = "root"
+    wanted_by: tuple[str, ...] = ()
+    raw: bytes = b""
+
+    @property
+    def binary(self) -> str:
+        """The program ExecStart runs (`/usr/sbin/munged`), without systemd's `-`/`@` prefixes."""
+        first = self.exec_start.split()[0] if self.exec_start.split() else ""
+        return first.lstrip("-@:+!")
+
+    @property
+    def default_file_state(self) -> UnitFileState:
+        return UnitFileState.DISABLED if self.wanted_by else UnitFileState.STATIC
+
+
+@dataclass
+class UnitRuntime:
+    """A loaded unit's live state on one node."""
+
+    file: UnitFile
+    enabled: UnitFileState
+    active: ActiveState = ActiveState.INACTIVE
+    sub: SubState = SubState.DEAD
+    result: Result = Result.SUCCESS
+    main_pid: int | None = None
+    # The last ExecStart process that exited, for status's `Process:` line: pid, code, status text.
+    last_exit: tuple[int, str, str] | None = None
+    state_since_s: int | None = None
+    active_enter_s: int | None = None
+    exec_main_status: int = 0
+    n_restarts: int = 0
+    changed_on_disk: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+
+def normalize_unit_name(name: str) -> str:
+    """`munge` -> `munge.service`, as systemctl completes a name without a type suffix."""
+    known = (".service", ".socket", ".target", ".mount", ".timer", ".path", ".slice", ".scope", ".device")
+    return name if name.endswith(known) else f"{name}.service"
+
+
+def parse_unit_file(name: str, path: str, raw: bytes) -> UnitFile:
+    """Read a unit file's [Unit], [Service] and [Install] keys (later assignments win, lists add up)."""
+    section = ""
+    values: dict[tuple[str, str], list[str]] = {}
+    for line in raw.decode(errors="replace").splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, sep, value = line.partition("=")
+        if sep:
+            values.setdefault((section, key.strip()), []).append(value.strip())
+
+    def last(section: str, key: str, default: str = "") -> str:
+        found = values.get((section, key))
+        return found[-1] if found else default
+
+    def words(section: str, key: str) -> tuple[str, ...]:
+        return tuple(word for value in values.get((section, key), []) for word in value.split())
+
+    try:
+        service_type = ServiceType(last("Service", "Type", "simple"))
+    except ValueError:
+        service_type = ServiceType.SIMPLE
+    return UnitFile(
+        name=name,
+        path=path,
+        description=last("Unit", "Description", name),
+        documentation=words("Unit", "Documentation"),
+        service_type=service_type,
+        exec_start=last("Service", "ExecStart"),
+        exec_reload=last("Service", "ExecReload"),
+        pid_file=last("Service", "PIDFile"),
+        user=last("Service", "User", "root"),
+        wanted_by=words("Install", "WantedBy"),
+        raw=raw,
+    )
