@@ -56,7 +56,7 @@ class Entry:
 
 
 def format_time(time_s: int) -> str:
-    """journalctl's short timestamp (`Nov 23 07:46:05`), in the node's time zone (UTC)."""
+    """Journalctl's short timestamp (`Nov 23 07:46:05`), in the node's time zone (UTC)."""
     return datetime.fromtimestamp(time_s, UTC).strftime("%b %d %H:%M:%S")
 
 
