@@ -19,6 +19,7 @@ import re
 import shutil
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -63,6 +64,9 @@ class ClusterConfig:
     uid_base: int
     limits: Limits
     channel: ControlChannel
+    # Every sandbox is started from this one long-lived thread: bwrap's --die-with-parent fires when
+    # the *thread* that forked it exits, and ssh starts nodes from short-lived channel threads.
+    spawner: ThreadPoolExecutor
     login_role: str = "rocky-login"
     compute_role: str = "rocky-compute"
     default_timeout_s: float = 30.0
@@ -120,7 +124,7 @@ class Node:
             if self.shell is None or not self.shell.is_alive:
                 if self.shell is not None:
                     self.shell.close()
-                self.shell = Shell(self.spec).start()
+                self.shell = self.cluster.config.spawner.submit(Shell(self.spec).start).result()
             return self.shell
 
     @property

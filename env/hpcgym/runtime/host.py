@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -91,6 +92,7 @@ class Runtime:
             lowers[role] = unpack_rootfs(Image.load(images_dir / role), cache_dir, uid_base)
         mode = OverlayMode(overlay_mode) if overlay_mode is not None else detect_overlay_mode(scratch_dir)
         self.channel = ControlChannel()
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpcgym-spawner")
         self.config = ClusterConfig(
             lowers=lowers,
             scratch_dir=scratch_dir,
@@ -98,6 +100,7 @@ class Runtime:
             uid_base=uid_base,
             limits=limits or Limits(),
             channel=self.channel,
+            spawner=self._spawner,
             default_timeout_s=default_timeout_s,
             max_output_bytes=max_output_bytes,
         )
@@ -144,6 +147,7 @@ class Runtime:
             cluster.close()
         self._live.clear()
         self.channel.close()
+        self._spawner.shutdown()
 
     def __enter__(self) -> Runtime:
         return self

@@ -90,6 +90,8 @@ class _ShiftedTarFile(tarfile.TarFile):
     uid_base = DEFAULT_UID_BASE
 
     def chown(self, tarinfo: tarfile.TarInfo, targetpath: str, numeric_owner: bool) -> None:
+        if tarinfo.uid is None or tarinfo.gid is None:
+            return
         if tarinfo.uid >= ID_RANGE or tarinfo.gid >= ID_RANGE:
             raise SandboxError(f"{tarinfo.name}: owner {tarinfo.uid}:{tarinfo.gid} is outside 0..65535")
         os.lchown(targetpath, self.uid_base + tarinfo.uid, self.uid_base + tarinfo.gid)
@@ -103,6 +105,10 @@ def _keep_modes_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | 
     if member.name in (".", "./", ""):
         return None
     checked = tarfile.tar_filter(member, dest)
+    if member.islnk():
+        # A hard link shares the inode its target already set up; re-applying the link entry's mode
+        # and owner would only risk clearing a setuid bit.
+        return checked.replace(mode=None, uid=None, gid=None, uname=None, gname=None, deep=False)
     return checked.replace(mode=member.mode & 0o7777, uid=member.uid, gid=member.gid, deep=False)
 
 
