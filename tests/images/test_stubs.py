@@ -21,3 +21,12 @@ def test_stub_without_controller_fails_clearly(host):
     assert result.rc == 1
     assert result.stdout == ""
     assert result.stderr == "sinfo: error: cannot reach the cluster controller at /run/hpcgym/control.sock\n"
+
+
+def test_daemon_process_images(host):
+    # Started services run as these (see setup-node.sh), so ps/pgrep/pidof find them by name.
+    cat = host.file("/usr/bin/cat")
+    for daemon in ("munged", "slurmd", "slurmctld", "httpd"):
+        image = host.file(f"/usr/libexec/hpcgym/daemons/{daemon}")
+        assert image.mode == 0o755 and image.user == "root"
+        assert image.sha256sum == cat.sha256sum, daemon
