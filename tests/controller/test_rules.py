@@ -193,3 +193,19 @@ def test_slurm_conf_syntax() -> None:
     ]
     part = conf.partitions[0]
     assert (part.nodes, part.max_time_min, part.max_nodes) == (("gpu1", "gpu2"), 30, 1)
+
+
+def test_clients_on_a_node_without_munged_cannot_authenticate() -> None:
+    c = make()
+    c.cluster.munge_down.add("login")
+    reply = c.handle("login", ["squeue"], "/")
+    assert reply.stderr == (
+        "squeue: error: If munged is up, restart with --num-threads=10\n"
+        'squeue: error: Munge encode failed: Failed to access "/run/munge/munge.socket.2": No such file or directory\n'
+        "squeue: error: slurm_send_node_msg: auth_g_create: REQUEST_JOB_INFO has authentication error\n"
+        "slurm_load_jobs error: Protocol authentication error\n"
+    )
+    assert reply.exit_code == 1
+    sbatch = c.handle("login", ["sbatch", "--wrap", "true"], "/").stderr
+    assert sbatch.endswith("sbatch: error: Batch job submission failed: Protocol authentication error\n")
+    assert c.handle("compute-01", ["squeue", "-h"], "/").exit_code == 0

@@ -40,6 +40,8 @@ PING_INTERVAL_DIVISOR = 3
 # slurm_strerror(SLURM_COMMUNICATIONS_CONNECTION_ERROR): what every client reports, after its own
 # prefix, when slurmctld does not answer.
 CONTROLLER_DOWN = "Unable to contact slurm controller (connect failure)"
+# slurm_strerror(SLURM_PROTOCOL_AUTHENTICATION_ERROR): the client could not get a munge credential.
+AUTH_ERROR = "Protocol authentication error"
 
 
 class SlurmError(Exception):
@@ -97,6 +99,9 @@ class Cluster:
         # False while slurmctld is stopped: clients then fail with CONTROLLER_DOWN and time-driven
         # events wait for its return (the service layer drives this through `set_slurmctld`).
         self.slurmctld_up = True
+        # Nodes (any node, the login node too) whose munged is not running; the service layer keeps
+        # this current. Slurm clients there cannot sign their requests.
+        self.munge_down: set[str] = set()
         # Reasons slurmctld itself sets are stamped with SlurmUser (root unless slurm.conf says).
         self.slurm_user = conf.options.get("slurmuser", "root")
         for part_conf in conf.partitions:

@@ -11,10 +11,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hpcgym.controller.cluster import Cluster, User
+from hpcgym.controller.cluster import AUTH_ERROR, CONTROLLER_DOWN, Cluster, User
 from hpcgym.controller.commands.getopt import UsageError
 
 SLURM_VERSION = "22.05.8"
+MUNGE_SOCKET = "/run/munge/munge.socket.2"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,33 @@ class Context:
     @property
     def now_s(self) -> int:
         return self.cluster.now_s
+
+
+@dataclass(frozen=True)
+class RpcFailure:
+    """Why a client's request to slurmctld failed: lines printed first, then Slurm's errno text."""
+
+    preamble: str
+    error: str
+
+
+def check_rpc(ctx: Context, prog: str, rpc: str) -> RpcFailure | None:
+    """Whether `prog` on this node can reach slurmctld with `rpc` (e.g. REQUEST_JOB_INFO).
+
+    Without munged the client cannot sign the request and says so before the RPC's own error; a
+    stopped slurmctld fails the connection. Texts as Slurm 21.08/22.05 clients print them.
+    """
+    if ctx.node in ctx.cluster.munge_down:
+        return RpcFailure(
+            f"{prog}: error: If munged is up, restart with --num-threads=10\n"
+            f'{prog}: error: Munge encode failed: Failed to access "{MUNGE_SOCKET}": '
+            "No such file or directory\n"
+            f"{prog}: error: slurm_send_node_msg: auth_g_create: {rpc} has authentication error\n",
+            AUTH_ERROR,
+        )
+    if not ctx.cluster.slurmctld_up:
+        return RpcFailure("", CONTROLLER_DOWN)
+    return None
 
 
 def usage_error(error: UsageError, prog: str, exit_code: int = 1) -> Reply:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import shlex
 
-from hpcgym.controller.cluster import CONTROLLER_DOWN, SlurmError
+from hpcgym.controller.cluster import SlurmError
 from hpcgym.controller.commands import usage
-from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, usage_error
+from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
 
@@ -73,8 +73,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
     request.name = request.name or name
     request.command = command
     request.run_for_s = estimate_run_s(script)
-    if not ctx.cluster.slurmctld_up:
-        return submit_failed("sbatch", CONTROLLER_DOWN)
+    failure = check_rpc(ctx, "sbatch", "REQUEST_SUBMIT_BATCH_JOB")
+    if failure:
+        reply = submit_failed("sbatch", failure.error)
+        return Reply("", failure.preamble + reply.stderr, reply.exit_code)
     try:
         job = ctx.cluster.submit(request)
     except SlurmError as error:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from hpcgym.controller.cluster import CONTROLLER_DOWN, SlurmError
+from hpcgym.controller.cluster import SlurmError
 from hpcgym.controller.commands import usage
-from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, usage_error
+from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import expand_hostlist
 from hpcgym.controller.state import Job, JobState
@@ -66,9 +66,12 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if not targets and not any(key in keys for key in _FILTERS):
         return Reply("", "scancel: error: No job identification provided\n", 1)
     stderr, code = [], 0
-    if not cluster.slurmctld_up:
+    failure = check_rpc(ctx, "scancel", "REQUEST_KILL_JOB")
+    if failure:
         for text, _, _ in targets:
-            stderr.append(f"scancel: error: Kill job error on job id {text}: {CONTROLLER_DOWN}\n")
+            stderr.append(
+                f"{failure.preamble}scancel: error: Kill job error on job id {text}: {failure.error}\n"
+            )
         return Reply("", "".join(stderr), 1)
     for text, job, step in targets:
         if step is not None and (job is None or not any(s.step_id == text for s in job.steps)):

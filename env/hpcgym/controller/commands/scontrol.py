@@ -6,10 +6,10 @@ is `Cluster`'s business (for instance RESUME is refused for a node that is not d
 
 from __future__ import annotations
 
-from hpcgym.controller.cluster import CONTROLLER_DOWN, SlurmError
+from hpcgym.controller.cluster import SlurmError
 from hpcgym.controller.commands import scontrol_config, usage
 from hpcgym.controller.commands import scontrol_show as show
-from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, usage_error
+from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import expand_hostlist
 from hpcgym.controller.state import JobState, PartitionState, Reason
@@ -60,8 +60,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply(f"slurm {SLURM_VERSION}\n")
     if keyword == "ping":
         return _ping(ctx)
-    if not ctx.cluster.slurmctld_up and keyword in ("show", "update", "hold", "uhold", "release", "requeue"):
-        return _controller_down(keyword, rest)
+    if keyword in ("show", "update", "hold", "uhold", "release", "requeue"):
+        failed = _rpc_failed(ctx, keyword, rest)
+        if failed is not None:
+            return failed
     if keyword == "show":
         return _show(ctx, rest, details=details, oneliner=oneliner)
     if keyword == "update":
@@ -73,22 +75,35 @@ def run(ctx: Context, args: list[str]) -> Reply:
 
 def _ping(ctx: Context) -> Reply:
     host = ctx.cluster.conf.controller_host
-    if not ctx.cluster.slurmctld_up:
+    if check_rpc(ctx, "scontrol", "REQUEST_PING") is not None:
         return Reply(f"Slurmctld(primary) at {host} is DOWN\n", "", 1)
     return Reply(f"Slurmctld(primary) at {host} is UP\n")
 
 
-def _controller_down(keyword: str, rest: list[str]) -> Reply:
+def _rpc_failed(ctx: Context, keyword: str, rest: list[str]) -> Reply | None:
     # Each subcommand names the RPC that failed, as slurm_perror() does.
-    entity = rest[0].lower() if rest else ""
+    entity = rest[0].lower()[:2] if rest else ""
     if keyword == "show":
-        call = {"no": "slurm_load_node", "pa": "slurm_load_partitions", "st": "slurm_get_job_steps"}.get(
-            entity[:2], "slurm_load_jobs"
+        rpc, call = {
+            "no": ("REQUEST_NODE_INFO", "slurm_load_node error"),
+            "pa": ("REQUEST_PARTITION_INFO", "slurm_load_partitions error"),
+            "st": ("REQUEST_JOB_STEP_INFO", "slurm_get_job_steps error"),
+            "co": ("REQUEST_BUILD_INFO", "slurm_load_ctl_conf error"),
+        }.get(entity, ("REQUEST_JOB_INFO", "slurm_load_jobs error"))
+    elif keyword == "update":
+        rpc = {"no": "REQUEST_UPDATE_NODE", "pa": "REQUEST_UPDATE_PARTITION"}.get(
+            entity, "REQUEST_UPDATE_JOB"
         )
-        return Reply("", f"{call} error: {CONTROLLER_DOWN}\n", 1)
-    if keyword == "update":
-        return Reply("", f"slurm_update error: {CONTROLLER_DOWN}\n", 1)
-    return Reply("", f"{CONTROLLER_DOWN} for job {rest[0] if rest else ''}\n", 1)
+        call = "slurm_update error"
+    else:
+        rpc = "REQUEST_JOB_REQUEUE" if keyword == "requeue" else "REQUEST_UPDATE_JOB"
+        call = ""
+    failure = check_rpc(ctx, "scontrol", rpc)
+    if failure is None:
+        return None
+    if call:
+        return Reply("", f"{failure.preamble}{call}: {failure.error}\n", 1)
+    return Reply("", f"{failure.preamble}{failure.error} for job {rest[0] if rest else ''}\n", 1)
 
 
 def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> Reply:

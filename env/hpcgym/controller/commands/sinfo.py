@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hpcgym.controller.cluster import CONTROLLER_DOWN
 from hpcgym.controller.commands import slurm_json, usage
 from hpcgym.controller.commands.base import (
     SLURM_VERSION,
     Context,
     Field,
     Reply,
+    check_rpc,
     parse_format,
     parse_long_format,
     render_line,
@@ -120,8 +120,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply(usage.SINFO_USAGE)
     if "version" in flags:
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
-    if not ctx.cluster.slurmctld_up:
-        return Reply("", f"slurm_load_partitions: {CONTROLLER_DOWN}\n", 1)
+    failure = check_rpc(ctx, "sinfo", "REQUEST_PARTITION_INFO")
+    if failure:
+        return Reply("", f"{failure.preamble}slurm_load_partitions: {failure.error}\n", 1)
     if "json" in flags:
         wanted = set(expand_hostlist(values["nodes"])) if "nodes" in values else None
         nodes = [n for n in ctx.cluster.nodes.values() if wanted is None or n.name in wanted]

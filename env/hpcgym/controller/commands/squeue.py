@@ -7,12 +7,12 @@ parentheses where running rows print their nodes.
 
 from __future__ import annotations
 
-from hpcgym.controller.cluster import CONTROLLER_DOWN
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
     SLURM_VERSION,
     Context,
     Reply,
+    check_rpc,
     parse_format,
     parse_long_format,
     render_line,
@@ -149,8 +149,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if "version" in flags:
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
     cluster = ctx.cluster
-    if not cluster.slurmctld_up:
-        return Reply("", f"slurm_load_jobs error: {CONTROLLER_DOWN}\n", 1)
+    failure = check_rpc(ctx, "squeue", "REQUEST_JOB_STEP_INFO" if "steps" in flags else "REQUEST_JOB_INFO")
+    if failure:
+        call = "slurm_get_job_steps" if "steps" in flags else "slurm_load_jobs"
+        return Reply("", f"{failure.preamble}{call} error: {failure.error}\n", 1)
     stderr = ""
     jobs = sorted(cluster.jobs.values(), key=lambda j: j.job_id)
 

@@ -7,9 +7,9 @@ sandboxes. Output is printed in task order, which the real srun only approximate
 
 from __future__ import annotations
 
-from hpcgym.controller.cluster import CONTROLLER_DOWN, SlurmError
+from hpcgym.controller.cluster import SlurmError
 from hpcgym.controller.commands import usage
-from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, TaskRequest, usage_error
+from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, TaskRequest, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
 from hpcgym.controller.hostlist import compress_hostlist
@@ -55,8 +55,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
     request.command = command[0]
     if request.num_tasks is None:
         request.num_tasks = request.min_nodes or 1
-    if not ctx.cluster.slurmctld_up:
-        return submit_failed("srun", CONTROLLER_DOWN)
+    failure = check_rpc(ctx, "srun", "REQUEST_RESOURCE_ALLOCATION")
+    if failure:
+        reply = submit_failed("srun", failure.error)
+        return Reply("", failure.preamble + reply.stderr, reply.exit_code)
     try:
         job = ctx.cluster.submit(request)
     except SlurmError as error:
