@@ -56,7 +56,8 @@ def parse_args(
             operands.extend(argv[i:])
             break
         if arg.startswith("--"):
-            name, has_value, value = arg[2:].partition("=")
+            name, equals, value = arg[2:].partition("=")
+            has_value = bool(equals)
             opt = _match_long(prog, name, longs, arg)
             if opt.arg is Arg.NONE and has_value:
                 raise UsageError(f"{prog}: option '--{opt.long}' doesn't allow an argument")
@@ -72,19 +73,19 @@ def parse_args(
             while j < len(arg):
                 letter = arg[j]
                 j += 1
-                opt = shorts.get(letter)
-                if opt is None:
+                short = shorts.get(letter)
+                if short is None:
                     raise UsageError(f"{prog}: invalid option -- '{letter}'")
-                if opt.arg is Arg.NONE:
-                    found.append((opt.key, None))
+                if short.arg is Arg.NONE:
+                    found.append((short.key, None))
                     continue
                 rest = arg[j:]
                 if rest:
-                    found.append((opt.key, rest))
-                elif opt.arg is Arg.OPTIONAL:
-                    found.append((opt.key, None))
+                    found.append((short.key, rest))
+                elif short.arg is Arg.OPTIONAL:
+                    found.append((short.key, None))
                 elif i < len(argv):
-                    found.append((opt.key, argv[i]))
+                    found.append((short.key, argv[i]))
                     i += 1
                 else:
                     raise UsageError(f"{prog}: option requires an argument -- '{letter}'")

@@ -13,7 +13,7 @@ from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import expand_hostlist
-from hpcgym.controller.state import Job, JobState
+from hpcgym.controller.state import Job
 
 OPTIONS = (
     Option("account", "A", "account", Arg.REQUIRED),
@@ -115,4 +115,4 @@ def _matches(ctx: Context, job: Job, values: dict[str, str], keys: set[str]) -> 
         return False
     if "batch" in keys and not job.batch:
         return False
-    return not ("interactive" in keys and job.batch) and job.state is not None and job.state in JobState
+    return not ("interactive" in keys and job.batch)

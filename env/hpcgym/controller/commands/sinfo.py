@@ -93,8 +93,11 @@ _STATE_TESTS: dict[str, Callable[[Node], bool]] = {
     "fail": lambda n: n.has(NodeFlag.FAIL),
     "maint": lambda n: n.has(NodeFlag.MAINT),
 }
-_NEVER = ("?", "reserved", "perfctrs", "cloud", "powering_down", "powered_down", "power_down", "powering_up")
-_NEVER += ("reboot", "reboot^")
+# Accepted states no simulated node is ever in (power saving, reservations, reboots).
+_NEVER = frozenset(
+    {"?", "reserved", "perfctrs", "cloud", "powering_down", "powered_down", "power_down", "powering_up"}
+    | {"reboot", "reboot^"}
+)
 
 # Fields whose value is computed over a whole record rather than compared between nodes.
 _AGGREGATE = set("DNnoFCeO")
@@ -403,8 +406,10 @@ def _value(ctx: Context, letter: str, record: Record) -> str:
         return _range([n.free_mem_mb() for n in nodes], plus=False)
     if letter == "O":
         loads = [n.cpu_load_centi() for n in nodes]
-        low, high = min(loads), max(loads)
-        return f"{low / 100:.2f}" if low == high else f"{low / 100:.2f}-{high / 100:.2f}"
+        lowest, highest = min(loads), max(loads)
+        if lowest == highest:
+            return f"{lowest / 100:.2f}"
+        return f"{lowest / 100:.2f}-{highest / 100:.2f}"
     return ""
 
 

@@ -13,7 +13,7 @@ from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, TaskR
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
 from hpcgym.controller.hostlist import compress_hostlist
-from hpcgym.controller.state import JobState, Reason
+from hpcgym.controller.state import Job, JobState, Reason
 from hpcgym.errors import ControllerError
 
 OPTIONS = (
@@ -80,7 +80,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     return _run_tasks(ctx, job, command, label="label" in keys)
 
 
-def _run_tasks(ctx: Context, job, command: list[str], *, label: bool) -> Reply:  # type: ignore[no-untyped-def]
+def _run_tasks(ctx: Context, job: Job, command: list[str], *, label: bool) -> Reply:
     if ctx.run_task is None:
         raise ControllerError("srun needs a task runner", hint="pass run_task= to Controller")
     tasks = job.num_tasks or len(job.nodes)
