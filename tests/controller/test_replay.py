@@ -147,10 +147,10 @@ def replay(controller: Controller, directory: str) -> list[tuple[str, str]]:
     return failures
 
 
-def build_all_idle() -> Controller:
+def build_all_idle(step_s: int = 1) -> Controller:
     # The capture cluster's first job was submitted while the slurmds were still starting, then
     # cancelled once they registered (JobId=1 in every later `scontrol show jobs`).
-    controller = new_controller(slurmd_running=False)
+    controller = new_controller(slurmd_running=False, step_s=step_s)
     controller.advance(5)
     run_command(controller, "sbatch --wrap 'sleep 1'")
     controller.advance(4)
@@ -176,7 +176,8 @@ def test_20_one_drained() -> None:
 
 
 def test_21_resumed() -> None:
-    controller = build_all_idle()
+    # All of 21's commands ran within one second of the RESUME, so its clock does not move per command.
+    controller = build_all_idle(step_s=0)
     run_command(controller, 'scontrol update NodeName=compute-01 State=DRAIN Reason="route-eth0 broken"')
     # The first RESUME ran off the record; the captured one is the second, which fails.
     reply = controller.handle(

@@ -30,9 +30,9 @@ from hpcgym.errors import ControllerError
 FIRST_PRIORITY = 4294901759
 # A requeued job may not start again until its launch credential has expired (CredExpire=120 s).
 REQUEUE_HOLD_S = 121
-# After RESUME slurmctld pings the node at once but the answer takes a moment: capture 21 shows
-# `idle*` and BootTime=None right after the update.
-REREGISTER_AFTER_S = 5
+# After RESUME slurmctld asks the node to register again on its next background cycle; until the
+# answer arrives (a second or two) the node shows `idle*` and BootTime=None (capture 21).
+REREGISTER_AFTER_S = 2
 # A node whose slurmd is gone is marked not responding after the first missed ping.
 PING_INTERVAL_DIVISOR = 3
 
