@@ -209,3 +209,30 @@ def test_clients_on_a_node_without_munged_cannot_authenticate() -> None:
     sbatch = c.handle("login", ["sbatch", "--wrap", "true"], "/").stderr
     assert sbatch.endswith("sbatch: error: Batch job submission failed: Protocol authentication error\n")
     assert c.handle("compute-01", ["squeue", "-h"], "/").exit_code == 0
+
+
+def test_failed_batch_job_shows_its_exit_code_and_reason() -> None:
+    c = make()
+    files = {"/root/job.sh": b"#!/bin/bash\nsleep 5\nexit 3\n", "/etc/slurm/slurm.conf": CONF.encode()}
+    c.read_file = lambda node, path: files.get(path)
+    assert run(c, "sbatch", "job.sh") == "Submitted batch job 1\n"
+    c.advance(10)
+    c.tick()
+    assert (
+        run(c, "squeue", "-t", "F", "-h")
+        == "                 1   compute   job.sh     root  F       0:05      1 (NonZeroExitCode)\n"
+    )
+    record = run(c, "scontrol", "show", "job", "1")
+    assert "JobState=FAILED Reason=NonZeroExitCode" in record
+    assert "ExitCode=3:0" in record
+    assert "Command=/root/job.sh" in record
+
+
+def test_resume_of_a_dead_node_goes_down_again_after_slurmd_timeout() -> None:
+    c = make()
+    c.cluster.stop_slurmd("compute-02")
+    c.advance(31)
+    run(c, "scontrol", "update", "NodeName=compute-02", "State=RESUME")
+    assert "idle* compute-02" in run(c, "sinfo")
+    c.advance(31)
+    assert "down* compute-02" in run(c, "sinfo")

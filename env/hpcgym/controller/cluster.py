@@ -462,6 +462,8 @@ class Cluster:
         node.flags |= NodeFlag.NOT_RESPONDING
         node.boot_s = None
         node.last_busy_s = self.now_s
+        # A full SlurmdTimeout starts again: a node whose slurmd is still dead goes DOWN* once more.
+        node.last_response_s = self.now_s
         self.resumed_at[node.name] = self.now_s
 
     def _set_reason(self, node: Node, reason: str, user: str) -> None:

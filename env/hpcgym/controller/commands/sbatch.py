@@ -2,7 +2,8 @@
 
 The script comes from --wrap, a file on the calling node (read through the runtime) or stdin.
 `#SBATCH` lines give defaults that command-line flags override. Running the script on the node is the
-runtime's job; until it does, a script's run time is estimated from its `sleep N` lines.
+runtime's job; until it does (TODO: a batch hook in the runtime, which would also write slurm-N.out),
+a script's run time comes from its `sleep N` lines and its exit code from `exit N` or a final `false`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ NO_SHEBANG = (
     "sbatch: error: For instance: #!/bin/sh\n"
 )
 _SLEEP = re.compile(r"^\s*sleep\s+(\d+)\s*$")
+_EXIT = re.compile(r"^\s*exit\s+(\d+)\s*$")
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
@@ -73,6 +75,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     request.name = request.name or name
     request.command = command
     request.run_for_s = estimate_run_s(script)
+    request.exit_code = estimate_exit_code(script)
     failure = check_rpc(ctx, "sbatch", "REQUEST_SUBMIT_BATCH_JOB")
     if failure:
         reply = submit_failed("sbatch", failure.error)
@@ -104,3 +107,15 @@ def _directives(script: str) -> list[str]:
 def estimate_run_s(script: str) -> int:
     """Seconds a script runs, from its top-level `sleep N` lines (other commands take no time)."""
     return sum(int(match.group(1)) for line in script.splitlines() if (match := _SLEEP.match(line)))
+
+
+def estimate_exit_code(script: str) -> int:
+    """The exit code of a script's first top-level `exit N`, or 1 if its last command is `false`."""
+    commands = [
+        line.strip() for line in script.splitlines() if line.strip() and not line.strip().startswith("#")
+    ]
+    for line in commands:
+        match = _EXIT.match(line)
+        if match:
+            return int(match.group(1)) % 256
+    return 1 if commands and commands[-1] == "false" else 0

@@ -285,7 +285,9 @@ def _value(ctx: Context, letter: str, job: Job) -> str:
     if letter == "D":
         return str(len(job.nodes) if job.nodes else job.min_nodes)
     if letter == "R":
-        if job.state is JobState.PENDING:
+        # Pending, failed and timed-out jobs show why, once they are no longer completing.
+        shows_reason = job.state in (JobState.PENDING, JobState.FAILED, JobState.TIMEOUT)
+        if shows_reason and not job.completing:
             return f"({job.reason_text()})"
         return compress_hostlist(job.nodes)
     if letter == "r":
