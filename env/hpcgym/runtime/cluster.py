@@ -315,7 +315,7 @@ class Cluster:
         done = sandbox.exec_in_node(
             target.spec,
             shell.shell_pid,
-            ["/bin/bash", "-c", call.command],
+            sandbox.limited_shell_cmd(call.command, self.config.limits),
             self.config.default_timeout_s,
             request.is_cancelled,
         )

@@ -254,6 +254,11 @@ def signal_pids(pids: Sequence[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
+def limited_shell_cmd(command: str, limits: Limits) -> list[str]:
+    """Return argv that runs `command` with bash -c, as sshd would, under the node's process limit."""
+    return ["/bin/bash", "-c", f"ulimit -u {limits.max_processes} 2>/dev/null; {command}"]
+
+
 @dataclass
 class ExecResult:
     stdout: str
@@ -272,7 +277,9 @@ def exec_in_node(
     """Run `argv` inside the running node whose shell is `shell_pid`, as `ssh NODE CMD` would.
 
     The command joins the node's user, PID, network, UTS and IPC namespaces, so it sees the node's
-    processes, hostname and loopback; it gets a fresh mount namespace over the same overlay.
+    processes, hostname and loopback; it gets a fresh mount namespace over the same overlay. Its
+    process limit must be set inside (see `limited_shell_cmd`): out here, in the host's user
+    namespace, RLIMIT_NPROC would count the processes of every sandbox together.
     """
     names = ("user", "pid", "net", "uts", "ipc")
     ns_fds = {name: os.open(f"/proc/{shell_pid}/ns/{name}", os.O_RDONLY) for name in names}
@@ -297,7 +304,6 @@ def exec_in_node(
             if _libc.setns(ns_fds[name], flag) != 0:
                 os._exit(126)
         drop()
-        resource.setrlimit(resource.RLIMIT_NPROC, (spec.limits.max_processes,) * 2)
 
     try:
         proc = subprocess.Popen(

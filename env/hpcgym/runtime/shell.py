@@ -187,6 +187,8 @@ class Shell:
         # pexpect sleeps 0.1 s after close and after terminate by default; we kill and reap ourselves.
         self.child.delayafterclose = 0
         self.child.delayafterterminate = 0
+        self.child.ptyproc.delayafterclose = 0
+        self.child.ptyproc.delayafterterminate = 0
         try:
             try:
                 self.pid1 = sandbox.finish_handshake(info_r, block_w, self.spec.uid_base)
