@@ -236,3 +236,16 @@ def test_resume_of_a_dead_node_goes_down_again_after_slurmd_timeout() -> None:
     assert "idle* compute-02" in run(c, "sinfo")
     c.advance(31)
     assert "down* compute-02" in run(c, "sinfo")
+
+
+def test_scontrol_hostnames_reservations_and_reconfigure() -> None:
+    c = make()
+    assert run(c, "scontrol", "show", "hostnames", "compute-0[1-2]") == "compute-01\ncompute-02\n"
+    assert run(c, "scontrol", "show", "hostlist", "compute-02,compute-01") == "compute-[01-02]\n"
+    assert run(c, "scontrol", "show", "reservation") == "No reservations in the system\n"
+    new_conf = CONF.replace("MaxTime=INFINITE State=UP", "MaxTime=30 State=DOWN")
+    c.read_file = lambda node, path: new_conf.encode() if node == "head" else CONF.encode()
+    run(c, "scontrol", "update", "NodeName=compute-02", "State=DRAIN", "Reason=keep")
+    assert run(c, "scontrol", "reconfigure") == ""
+    assert run(c, "sinfo", "-h", "-o", "%P %a %l") == "compute* down 00:30:00\n"
+    assert "drain compute-02" in run(c, "sinfo")

@@ -161,6 +161,27 @@ class Cluster:
             return True
         return self.conf.return_to_service == 1 and node.reason == "Not responding"
 
+    def reconfigure(self, conf: SlurmConf) -> None:
+        """`scontrol reconfigure`: adopt a new slurm.conf, keeping node and job state.
+
+        Partitions take their configured State again; nodes keep their state and reasons; new nodes
+        start UNKNOWN until their slurmd registers; removed nodes without jobs disappear.
+        """
+        self.conf = conf
+        self.slurm_user = conf.options.get("slurmuser", "root")
+        self.partitions = {p.name: Partition(p, PartitionState(p.state)) for p in conf.partitions}
+        busy = {name for job in self.jobs.values() if job.allocated for name in job.nodes}
+        old = self.nodes
+        self.nodes = {}
+        for node_conf in conf.nodes:
+            node = old.get(node_conf.name) or Node(node_conf, flags=NodeFlag.NOT_RESPONDING)
+            node.conf = node_conf
+            node.partitions = [p.name for p in conf.partitions if node_conf.name in p.nodes]
+            self.nodes[node_conf.name] = node
+        for name in busy - set(self.nodes):
+            self.nodes[name] = old[name]
+        self.schedule()
+
     # ---- time ------------------------------------------------------------------------------------
 
     def set_slurmctld(self, up: bool) -> None:

@@ -15,12 +15,13 @@ from hpcgym.controller.clock import DEFAULT_START_S, VirtualClock
 from hpcgym.controller.cluster import Cluster, User
 from hpcgym.controller.commands import sacct, sbatch, scancel, scontrol, sinfo, squeue, srun
 from hpcgym.controller.commands.base import Context, FileReader, Reply, TaskRunner
-from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf
+from hpcgym.controller.slurmconf import SLURM_CONF_PATH, SlurmConf, load_slurm_conf
 
 Tool = Callable[[Context, list[str]], Reply]
 
 # Program name -> implementation. Explicit on purpose: one place to see what the cluster simulates.
-TOOLS: dict[str, Tool] = {
+# The Slurm clients share one precondition (the node's slurm.conf); service tools join TOOLS below.
+SLURM_TOOLS: dict[str, Tool] = {
     "sinfo": sinfo.run,
     "squeue": squeue.run,
     "scontrol": scontrol.run,
@@ -29,11 +30,10 @@ TOOLS: dict[str, Tool] = {
     "scancel": scancel.run,
     "sacct": sacct.run,
 }
+TOOLS: dict[str, Tool] = {**SLURM_TOOLS}
 
 DEFAULT_USERS = (User("root", 0, "root", 0),)
 
-# Where every Slurm client looks for its configuration on the node it runs on.
-SLURM_CONF_PATH = "/etc/slurm/slurm.conf"
 
 # What a Slurm client prints when its node has no slurm.conf and no DNS SRV record points to one
 # (capture 00-no-config); even `sinfo -V` fails, because the config is read first.
@@ -107,7 +107,11 @@ class Controller:
         tool = TOOLS.get(program)
         if tool is None:
             return Reply("", f"bash: {program}: command not found\n", 127)
-        if self.read_file is not None and self.read_file(node, SLURM_CONF_PATH) is None:
+        if (
+            program in SLURM_TOOLS
+            and self.read_file is not None
+            and self.read_file(node, SLURM_CONF_PATH) is None
+        ):
             return Reply("", NO_CONFIG.format(tool=program), 1)
         ctx = Context(
             cluster=self.cluster,

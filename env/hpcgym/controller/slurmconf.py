@@ -15,6 +15,9 @@ from hpcgym.controller.hostlist import expand_hostlist
 from hpcgym.controller.timefmt import TimeLimit, parse_time_limit
 from hpcgym.errors import ControllerError
 
+# Where every Slurm client and daemon looks for the configuration on its node.
+SLURM_CONF_PATH = "/etc/slurm/slurm.conf"
+
 
 @dataclass(frozen=True)
 class NodeConf:

@@ -11,9 +11,11 @@ from hpcgym.controller.commands import scontrol_config, usage
 from hpcgym.controller.commands import scontrol_show as show
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
-from hpcgym.controller.hostlist import expand_hostlist
+from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
+from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import JobState, PartitionState, Reason
 from hpcgym.controller.timefmt import parse_time_limit
+from hpcgym.errors import ControllerError
 
 OPTIONS = (
     Option("all", "a", "all"),
@@ -36,7 +38,21 @@ OPTIONS = (
 )
 
 VALID_NODE_STATES = "NoResp DRAIN FAIL FUTURE RESUME POWER_DOWN POWER_UP UNDRAIN"
-_ENTITIES = ("node", "nodes", "partition", "partitions", "job", "jobs", "step", "steps", "config")
+_ENTITIES = (
+    "node",
+    "nodes",
+    "partition",
+    "partitions",
+    "job",
+    "jobs",
+    "step",
+    "steps",
+    "config",
+    "reservation",
+    "reservations",
+)
+# Entities scontrol matches only when spelled out.
+_HOST_ENTITIES = ("hostnames", "hostlist", "hostlistsorted")
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
@@ -57,7 +73,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if keyword == "help":
         return Reply(usage.SCONTROL_HELP)
     if keyword == "version":
-        return Reply(f"slurm {SLURM_VERSION}\n")
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
     if keyword == "ping":
         return _ping(ctx)
     if keyword in ("show", "update", "hold", "uhold", "release", "requeue"):
@@ -70,6 +86,8 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return _update(ctx, rest)
     if keyword in ("hold", "uhold", "release", "requeue"):
         return _job_action(ctx, keyword, rest)
+    if keyword in ("reconfigure", "reconfig"):
+        return _reconfigure(ctx)
     return Reply("", f"invalid keyword: {words[0]}\n", 1)
 
 
@@ -112,11 +130,15 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
         return Reply("", "too few arguments for keyword:show\n", 1)
     entity = words[0].lower()
     target = words[1] if len(words) > 1 else None
+    if entity in _HOST_ENTITIES:
+        return _show_hosts(entity, target)
     # scontrol accepts any unique prefix of the entity name ("show part", "show no").
     matches = [name for name in _ENTITIES if name.startswith(entity)] if len(entity) >= 2 else []
     if not matches:
         return Reply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
     entity = matches[0].rstrip("s") if matches[0] != "steps" else "step"
+    if entity == "reservation":
+        return Reply("No reservations in the system\n")
     if entity == "node":
         names = expand_hostlist(target) if target else list(cluster.nodes)
         missing = [name for name in names if name not in cluster.nodes]
@@ -149,6 +171,19 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
         uids = {user.name: user.uid for user in ctx.users.values()} | {"slurm": 64030}
         return Reply(scontrol_config.render(cluster, uids))
     return Reply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
+
+
+def _show_hosts(entity: str, target: str | None) -> Reply:
+    # Without an argument the real tool reads SLURM_JOB_NODELIST, which an agent's shell never has.
+    if not target:
+        return Reply("", "", 1)
+    try:
+        hosts = expand_hostlist(target)
+    except ControllerError:
+        return Reply("", "", 1)
+    if entity == "hostnames":
+        return Reply("".join(f"{host}\n" for host in hosts))
+    return Reply(compress_hostlist(hosts) + "\n")
 
 
 def _show_steps(ctx: Context, target: str | None, oneliner: bool) -> Reply:
@@ -314,3 +349,19 @@ def _job_action(ctx: Context, keyword: str, words: list[str]) -> Reply:
         except SlurmError as error:
             errors.append(f"{error} for job {text}\n")
     return Reply("", "".join(errors), 1 if errors else 0)
+
+
+def _reconfigure(ctx: Context) -> Reply:
+    # slurmctld re-reads slurm.conf on its own host; without a way to read it nothing changes.
+    failure = check_rpc(ctx, "scontrol", "REQUEST_RECONFIGURE")
+    if failure:
+        return Reply("", f"{failure.preamble}slurm_reconfigure error: {failure.error}\n", 1)
+    cluster = ctx.cluster
+    data = ctx.read_file(cluster.conf.controller_host, SLURM_CONF_PATH) if ctx.read_file else None
+    if data is not None:
+        try:
+            conf = parse_slurm_conf(data.decode(errors="replace"))
+        except ControllerError:
+            return Reply("", "slurm_reconfigure error: Unspecified error\n", 1)
+        cluster.reconfigure(conf)
+    return Reply()
