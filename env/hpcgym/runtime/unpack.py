@@ -89,7 +89,12 @@ class _ShiftedTarFile(tarfile.TarFile):
 
     uid_base = DEFAULT_UID_BASE
 
-    def chown(self, tarinfo: tarfile.TarInfo, targetpath: str, numeric_owner: bool) -> None:
+    def chown(
+        self,
+        tarinfo: tarfile.TarInfo,
+        targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+        numeric_owner: bool,
+    ) -> None:
         if tarinfo.uid is None or tarinfo.gid is None:
             return
         if tarinfo.uid >= ID_RANGE or tarinfo.gid >= ID_RANGE:
@@ -108,7 +113,8 @@ def _keep_modes_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | 
     if member.islnk():
         # A hard link shares the inode its target already set up; re-applying the link entry's mode
         # and owner would only risk clearing a setuid bit.
-        return checked.replace(mode=None, uid=None, gid=None, uname=None, gname=None, deep=False)
+        # None means "leave as is" to tarfile (documented), though typeshed only allows ints here.
+        return checked.replace(mode=None, uid=None, gid=None, uname=None, gname=None, deep=False)  # type: ignore[arg-type]
     return checked.replace(mode=member.mode & 0o7777, uid=member.uid, gid=member.gid, deep=False)
 
 
@@ -168,8 +174,8 @@ def unpack_rootfs(image: Image, cache_dir: Path | None = None, uid_base: int = D
 def _extract_verified(image: Image, staging: Path, uid_base: int) -> None:
     with image.artifact.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as plain:
         hashing = _HashingReader(plain)
-        shifted = type("_Shifted", (_ShiftedTarFile,), {"uid_base": uid_base})
-        with shifted.open(fileobj=hashing, mode="r|") as tar:  # type: ignore[call-overload]
+        with _ShiftedTarFile.open(fileobj=hashing, mode="r|") as tar:  # type: ignore[call-overload]
+            tar.uid_base = uid_base
             tar.extractall(staging, filter=_keep_modes_filter, numeric_owner=True)
         hashing.drain()
     if hashing.sha.hexdigest() != image.digest:
