@@ -228,6 +228,8 @@ def run(ctx: Context, args: list[str]) -> Reply:
     else:
         fmt = values.get("format", LONG_FORMAT if "long" in flags else DEFAULT_FORMAT)
         selected.sort(key=lambda j: (j.partition, _state_rank(j), -j.priority))
+    if "sort" in values:
+        _sort_by(ctx, selected, values["sort"])
     if "Format" in values:
         prefix = ""
         fields, headers, errors = parse_long_format("squeue", "job", values["Format"], _LONG_FIELDS, _HEADERS)
@@ -243,6 +245,32 @@ def run(ctx: Context, args: list[str]) -> Reply:
     for job in selected:
         out.append(render_line(prefix, fields, [_value(ctx, f.letter, job) for f in fields], UNCUT))
     return Reply("".join(out), stderr)
+
+
+def _sort_by(ctx: Context, jobs: list[Job], spec: str) -> None:
+    # squeue -S: comma-separated keys, `-` for descending; applied last key first so the first wins.
+    keys = {
+        "i": lambda j: j.job_id,
+        "A": lambda j: j.job_id,
+        "j": lambda j: j.name,
+        "u": lambda j: j.user,
+        "P": lambda j: j.partition,
+        "t": _state_rank,
+        "T": _state_rank,
+        "p": lambda j: j.priority,
+        "Q": lambda j: j.priority,
+        "M": lambda j: _elapsed(ctx, j),
+        "D": lambda j: len(j.nodes) or j.min_nodes,
+        "l": lambda j: j.time_limit_min if j.time_limit_min is not None else 1 << 40,
+        "S": lambda j: _expected_start(j) or 0,
+        "V": lambda j: j.submit_s,
+        "N": lambda j: compress_hostlist(j.nodes),
+    }
+    for item in reversed([part for part in spec.split(",") if part]):
+        descending = item.startswith("-")
+        key = keys.get(item.lstrip("+-"))
+        if key is not None:
+            jobs.sort(key=key, reverse=descending)
 
 
 def _state_rank(job: Job) -> int:
