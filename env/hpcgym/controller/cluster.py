@@ -8,9 +8,8 @@ states they did show. Time comes only from the episode's `VirtualClock`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from hpcgym.controller.clock import VirtualClock
+from hpcgym.controller.rpc import JobRequest, SlurmError
 from hpcgym.controller.scheduler import schedule
 from hpcgym.controller.slurmconf import SlurmConf
 from hpcgym.controller.state import (
@@ -23,7 +22,6 @@ from hpcgym.controller.state import (
     PartitionState,
     Reason,
 )
-from hpcgym.controller.timefmt import TimeLimit
 from hpcgym.errors import ControllerError
 
 # priority/basic hands out 0xFFFEFFFF to the first job and one less to each later one (capture 50).
@@ -35,52 +33,6 @@ REQUEUE_HOLD_S = 121
 REREGISTER_AFTER_S = 2
 # A node whose slurmd is gone is marked not responding after the first missed ping.
 PING_INTERVAL_DIVISOR = 3
-
-
-# slurm_strerror(SLURM_COMMUNICATIONS_CONNECTION_ERROR): what every client reports, after its own
-# prefix, when slurmctld does not answer.
-CONTROLLER_DOWN = "Unable to contact slurm controller (connect failure)"
-# slurm_strerror(SLURM_PROTOCOL_AUTHENTICATION_ERROR): the client could not get a munge credential.
-AUTH_ERROR = "Protocol authentication error"
-
-
-class SlurmError(Exception):
-    """A request slurmctld refuses; the message is Slurm's errno text (`slurm_strerror`)."""
-
-
-@dataclass
-class User:
-    name: str
-    uid: int
-    group: str
-    gid: int
-
-
-@dataclass
-class JobRequest:
-    """What a client asks for; sbatch and srun fill it from their flags."""
-
-    name: str
-    user: User
-    work_dir: str
-    batch: bool
-    command: str | None
-    partition: str | None = None
-    min_nodes: int | None = None
-    max_nodes: int | None = None
-    num_tasks: int | None = None
-    cpus_per_task: int = 1
-    time_limit_min: TimeLimit = None
-    time_limit_set: bool = False
-    req_nodes: list[str] = field(default_factory=list)
-    exc_nodes: list[str] = field(default_factory=list)
-    hold: bool = False
-    begin_s: int | None = None
-    run_for_s: int | None = None
-    exit_code: int = 0
-    alloc_sid: int = 1
-    stdout_path: str | None = None
-    stderr_path: str | None = None
 
 
 class Cluster:

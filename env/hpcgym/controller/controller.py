@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpcgym.controller.clock import DEFAULT_START_S, VirtualClock
-from hpcgym.controller.cluster import Cluster, User
+from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands import sacct, sbatch, scancel, scontrol, sinfo, squeue, srun
 from hpcgym.controller.commands.base import Context, FileReader, Reply, TaskRunner
+from hpcgym.controller.rpc import User
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, SlurmConf, load_slurm_conf
 
 Tool = Callable[[Context, list[str]], Reply]

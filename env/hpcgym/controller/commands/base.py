@@ -11,8 +11,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hpcgym.controller.cluster import AUTH_ERROR, CONTROLLER_DOWN, Cluster, User
+from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands.getopt import UsageError
+from hpcgym.controller.rpc import AUTH_ERROR, CONTROLLER_DOWN, User
 
 SLURM_VERSION = "22.05.8"
 MUNGE_SOCKET = "/run/munge/munge.socket.2"

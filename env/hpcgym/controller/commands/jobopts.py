@@ -6,10 +6,10 @@ and report a bad value the same way, prefixed with their own name.
 
 from __future__ import annotations
 
-from hpcgym.controller.cluster import JobRequest
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.hostlist import expand_hostlist
+from hpcgym.controller.rpc import JobRequest
 from hpcgym.controller.timefmt import parse_begin_time, parse_time_limit
 
 SHARED_OPTIONS = (

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import shlex
 
-from hpcgym.controller.cluster import SlurmError
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
+from hpcgym.controller.rpc import SlurmError
 
 OPTIONS = (
     *SHARED_OPTIONS,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 
-from hpcgym.controller.cluster import SlurmError
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import expand_hostlist
+from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.state import Job
 
 OPTIONS = (

@@ -6,12 +6,12 @@ is `Cluster`'s business (for instance RESUME is refused for a node that is not d
 
 from __future__ import annotations
 
-from hpcgym.controller.cluster import SlurmError
 from hpcgym.controller.commands import scontrol_config, usage
 from hpcgym.controller.commands import scontrol_show as show
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
+from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import JobState, PartitionState, Reason
 from hpcgym.controller.timefmt import parse_time_limit

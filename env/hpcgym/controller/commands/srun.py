@@ -7,12 +7,12 @@ sandboxes. Output is printed in task order, which the real srun only approximate
 
 from __future__ import annotations
 
-from hpcgym.controller.cluster import SlurmError
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, TaskRequest, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
 from hpcgym.controller.hostlist import compress_hostlist
+from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.state import Job, JobState, Reason
 from hpcgym.errors import ControllerError
 
