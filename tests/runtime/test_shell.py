@@ -84,6 +84,18 @@ def test_full_screen_programs_cannot_hang_the_episode(cluster: Cluster) -> None:
         del result
 
 
+def test_pagers_print_and_quit(cluster: Cluster) -> None:
+    result = cluster.execute("less /etc/os-release", timeout_s=5)
+    assert not result.timed_out
+    assert "NAME=" in result.output
+
+
+def test_syntax_error_exit_code_and_previous_status(cluster: Cluster) -> None:
+    assert cluster.execute("if then fi").exit_code == 2
+    cluster.execute("(exit 5)")
+    assert cluster.execute("echo $?").output == "5\n"
+
+
 def test_exit_on_login_node_ends_the_episode(cluster: Cluster) -> None:
     result = cluster.execute("exit")
     assert result.ended

@@ -102,7 +102,7 @@ def finalize_env(spec: SandboxSpec) -> dict[str, str]:
         "SYSTEMD_PAGER": "",
         "GIT_PAGER": "cat",
         "MANPAGER": "cat",
-        "LESS": "-FRX",
+        "LESS": "-dFRX",  # -d: no "terminal is not fully functional, press RETURN" on a dumb terminal
     }
     env.update(spec.env)
     return env

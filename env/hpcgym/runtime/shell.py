@@ -35,6 +35,8 @@ STARTUP_TIMEOUT_S = 10.0
 INTERRUPT_GRACE_S = 0.5
 # The pty's canonical line limit is gone in raw mode, but keep one write per command reasonable.
 MAX_COMMAND_BYTES = 256 * 1024
+TERMINAL_ROWS = 1000
+TERMINAL_COLUMNS = 200
 
 _ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -146,11 +148,13 @@ class Shell:
     def start(self) -> Shell:
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
-        ps1 = "\x1e" + self.token + ":$?\x1f"
+        ps1 = "\x1e" + self.token + ":${__hpcgym_rc:-0}\x1f"
         # The node's process limit is set by the shell itself, once, before its first prompt: we may
         # not prlimit a process of another uid without CAP_SYS_RESOURCE, and bwrap must keep a high
         # limit (see `drop_to_host_range`). A builtin run from PROMPT_COMMAND costs no process.
-        first_prompt = f"ulimit -u {self.spec.limits.max_processes}; PROMPT_COMMAND="
+        first_prompt = (
+            f"ulimit -u {self.spec.limits.max_processes}; __hpcgym_set() {{ return $1; }}; PROMPT_COMMAND="
+        )
         env_spec = SandboxSpec(
             hostname=self.spec.hostname,
             root=self.spec.root,
@@ -179,7 +183,8 @@ class Shell:
                 echo=False,
                 preexec_fn=sandbox.drop_to_host_range(self.spec.uid_base, self.spec.limits),
                 pass_fds=(info_w, block_r, args_fd, filter_fd),
-                dimensions=(24, 200),
+                # A very tall terminal: pagers (less -F, more) print everything and quit at once.
+                dimensions=(TERMINAL_ROWS, TERMINAL_COLUMNS),
             )
         finally:
             for fd in (info_w, block_r, args_fd, filter_fd):
@@ -255,7 +260,13 @@ class Shell:
         """
         if self.child is None:
             raise SandboxError(f"the shell of {self.spec.hostname} is not running")
-        line = f"eval {quote_ansi_c(command)} </dev/null\n".encode()
+        # A syntax error inside eval aborts the rest of the line in an interactive shell and leaves
+        # $? at the previous command's status; presetting the reported status to 2 (bash's code for
+        # a syntax error) makes that case right, and __hpcgym_set hands the command the previous $?.
+        line = (
+            "__hpcgym_prev=$__hpcgym_rc; __hpcgym_rc=2; __hpcgym_set $__hpcgym_prev; "
+            f"eval {quote_ansi_c(command)} </dev/null; __hpcgym_rc=$?\n"
+        ).encode()
         if len(line) > MAX_COMMAND_BYTES:
             return ShellResult(f"bash: command too long ({len(line)} bytes)\n", 126, 0.0, False, False, False)
         capture = _Capture(max_output_bytes, self.prompt)
