@@ -108,7 +108,8 @@ def catalog_lines(entry: Entry) -> list[str]:
             [
                 f"An ExecStart= process belonging to unit {unit} has exited.",
                 "",
-                f"The process' exit code is '{f.get('code', '')}' and its exit status is {f.get('status', '')}.",
+                f"The process' exit code is '{f.get('code', '')}' "
+                f"and its exit status is {f.get('status', '')}.",
             ],
         ),
     }

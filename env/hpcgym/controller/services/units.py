@@ -45,6 +45,25 @@ class UnitFileState(enum.Enum):
         return self is not UnitFileState.DISABLED
 
 
+class Restart(enum.Enum):
+    """`Restart=`: which endings make systemd start the service again."""
+
+    NO = "no"
+    ON_SUCCESS = "on-success"
+    ON_FAILURE = "on-failure"
+    ON_ABNORMAL = "on-abnormal"
+    ON_ABORT = "on-abort"
+    ON_WATCHDOG = "on-watchdog"
+    ALWAYS = "always"
+
+    def restarts_after_signal(self) -> bool:
+        """A main process killed by an unclean signal (SIGKILL, SIGSEGV, ...)."""
+        return self in (Restart.ON_FAILURE, Restart.ON_ABNORMAL, Restart.ON_ABORT, Restart.ALWAYS)
+
+    def restarts_after_exit_code(self) -> bool:
+        return self in (Restart.ON_FAILURE, Restart.ALWAYS)
+
+
 class Result(enum.Enum):
     """Why a service last stopped (`Result=`, shown as `failed (Result: exit-code)`)."""
 
@@ -74,6 +93,7 @@ class UnitFile:
     exec_reload: str = ""
     pid_file: str = ""
     user: str = "root"
+    restart: Restart = Restart.NO
     wanted_by: tuple[str, ...] = ()
     raw: bytes = b""
 
@@ -98,14 +118,15 @@ class UnitRuntime:
     sub: SubState = SubState.DEAD
     result: Result = Result.SUCCESS
     main_pid: int | None = None
-    # The last ExecStart process that exited, for status's `Process:` line: pid, code, status text.
-    last_exit: tuple[int, str, str] | None = None
+    # Ended processes as status prints them, (pid, code, status): `Process:` is the forking parent or
+    # a start that failed before a main process existed; `Main PID:` shows a main process that ended.
+    control_exit: tuple[int, str, str] | None = None
+    main_exit: tuple[int, str, str] | None = None
     state_since_s: int | None = None
     active_enter_s: int | None = None
     exec_main_status: int = 0
     n_restarts: int = 0
-    changed_on_disk: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
+    memo: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -154,6 +175,14 @@ def parse_unit_file(name: str, path: str, raw: bytes) -> UnitFile:
         exec_reload=last("Service", "ExecReload"),
         pid_file=last("Service", "PIDFile"),
         user=last("Service", "User", "root"),
+        restart=_restart(last("Service", "Restart", "no")),
         wanted_by=words("Install", "WantedBy"),
         raw=raw,
     )
+
+
+def _restart(text: str) -> Restart:
+    try:
+        return Restart(text)
+    except ValueError:
+        return Restart.NO

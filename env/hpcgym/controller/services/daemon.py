@@ -1,0 +1,101 @@
+"""What a simulated daemon is to the service manager: a launch that succeeds or fails, and its logs.
+
+Each daemon module (`munged.py`, `slurm.py`, `httpd.py`) has one `launch(host, node, unit)` that
+runs the checks the real program runs at start-up, against the node's own files, and returns a
+`Launch`: whether it came up, what it wrote to stderr (the journal) and to its own log file, and what
+the manager should remember about it. The manager turns that into unit states and systemd's lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from ipaddress import IPv4Address
+from typing import Protocol
+
+from hpcgym.controller.services.access import NodeAccess
+from hpcgym.controller.services.journal import Priority
+from hpcgym.controller.services.network import Network
+from hpcgym.controller.services.units import UnitFile
+
+PID_MARK = "{pid}"
+# Service accounts of the images (images/common/setup-node.sh); used when /etc/passwd lacks them.
+DEFAULT_IDS = {"root": (0, 0), "munge": (981, 981), "slurm": (982, 982), "apache": (48, 48)}
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line a daemon writes to stderr, which systemd puts in the journal under its name and pid."""
+
+    text: str
+    priority: Priority = Priority.INFO
+
+
+@dataclass
+class Launch:
+    """The outcome of starting a daemon."""
+
+    ok: bool
+    comm: str
+    argv: list[str]
+    uid: int = 0
+    gid: int = 0
+    stderr: list[Line] = field(default_factory=list)
+    exit_status: int = 0
+    pid_file: str = ""
+    log_file: str = ""
+    # Lines for the daemon's own log file; PID_MARK stands for the pid, known only once it runs.
+    log_lines: list[str] = field(default_factory=list)
+    # What the manager remembers while it runs (munged's key digest, for example).
+    memo: dict[str, str] = field(default_factory=dict)
+
+
+class DaemonHost(Protocol):
+    """What a daemon's checks may ask of the rest of the cluster (the service manager provides it)."""
+
+    access: NodeAccess
+    network: Network
+
+    @property
+    def now_s(self) -> int: ...
+
+    @property
+    def controller_host(self) -> str: ...
+
+    def is_active(self, node: str, unit: str) -> bool: ...
+
+    def memo(self, node: str, unit: str) -> dict[str, str]: ...
+
+    def controller_addr(self, node: str) -> IPv4Address | None: ...
+
+
+def lookup_ids(access: NodeAccess, node: str, user: str) -> tuple[int, int]:
+    """The uid and gid of `user` from the node's /etc/passwd (the account a unit's User= names)."""
+    raw = access.read(node, "/etc/passwd")
+    for line in (raw or b"").decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[0] == user and fields[2].isdigit() and fields[3].isdigit():
+            return int(fields[2]), int(fields[3])
+    return DEFAULT_IDS.get(user, (0, 0))
+
+
+def append_log(access: NodeAccess, node: str, path: str, lines: list[str], uid: int, gid: int) -> None:
+    if not path or not lines:
+        return
+    old = access.read(node, path) or b""
+    access.write(
+        node, path, old + "".join(f"{line}\n" for line in lines).encode(), mode=0o640, uid=uid, gid=gid
+    )
+
+
+def fill_pid(lines: list[str], pid: int) -> list[str]:
+    return [line.replace(PID_MARK, str(pid)) for line in lines]
+
+
+def iso_time(time_s: int) -> str:
+    return datetime.fromtimestamp(time_s, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def exec_argv(unit: UnitFile) -> list[str]:
+    """ExecStart with the unset $OPTIONS-style variables dropped, as systemd expands them."""
+    return [word for word in unit.exec_start.split() if not word.startswith("$")]

@@ -1,0 +1,188 @@
+"""slurmd and slurmctld: their start-up checks, and whether a node's slurmd can register.
+
+Real slurmd 22.05 starts even when it cannot register (it logs the error and keeps retrying), and
+ignores a stale pid file (it overwrites it); so a unit can be `active (running)` while the node is
+down in `sinfo`, and the journal says why. Registration needs, on the node: munged up (slurmd signs
+its messages through it) and a route to SlurmctldHost; on the controller host: slurmctld up and a
+munged holding the same key.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from hpcgym.controller.services import munged
+from hpcgym.controller.services.daemon import (
+    DaemonHost,
+    Launch,
+    Line,
+    append_log,
+    exec_argv,
+    iso_time,
+    lookup_ids,
+)
+from hpcgym.controller.services.journal import Priority
+from hpcgym.controller.services.units import UnitFile
+from hpcgym.controller.slurmconf import SlurmConf, parse_slurm_conf
+from hpcgym.errors import ControllerError
+
+SLURM_VERSION = "22.05.8"
+SLURM_CONF = "/etc/slurm/slurm.conf"
+MUNGE = "munge.service"
+SLURMD = "slurmd.service"
+SLURMCTLD = "slurmctld.service"
+
+
+class RegistrationProblem(enum.Enum):
+    """Why a slurmd cannot talk to slurmctld."""
+
+    MUNGE_DOWN = "munge-down"
+    # slurmctld cannot decode what this node's munged signed: another key, or no munged on its side.
+    KEY_MISMATCH = "key-mismatch"
+    CONTROLLER_UNREACHABLE = "controller-unreachable"
+
+    @property
+    def text(self) -> str:
+        """Slurm's error text (`slurm_strerror`) for the failed registration."""
+        return _PROBLEM_TEXT[self]
+
+
+# What Slurm's auth/munge plugin logs when libmunge cannot reach munged (auth_munge.c, `_encode`).
+MUNGE_DOWN_ERRORS = [
+    "error: If munged is up, restart with --num-threads=10",
+    f'error: Munge encode failed: Failed to access "{munged.SOCKET}": No such file or directory',
+]
+
+_PROBLEM_TEXT = {
+    RegistrationProblem.MUNGE_DOWN: "Protocol authentication error",
+    RegistrationProblem.KEY_MISMATCH: "Zero Bytes were transmitted or received",
+    RegistrationProblem.CONTROLLER_UNREACHABLE: "Unable to contact slurm controller (connect failure)",
+}
+
+
+def read_conf(host: DaemonHost, node: str) -> SlurmConf | None:
+    raw = host.access.read(node, SLURM_CONF)
+    if raw is None:
+        return None
+    try:
+        return parse_slurm_conf(raw.decode(errors="replace"))
+    except ControllerError:
+        return None
+
+
+def registration_problem(host: DaemonHost, node: str) -> RegistrationProblem | None:
+    """Why `node`'s slurmd cannot reach slurmctld right now, or None if it can."""
+    if not host.is_active(node, MUNGE):
+        return RegistrationProblem.MUNGE_DOWN
+    ctl = host.controller_host
+    addr = host.controller_addr(node)
+    if addr is None or not host.network.can_reach(node, addr) or not host.is_active(ctl, SLURMCTLD):
+        return RegistrationProblem.CONTROLLER_UNREACHABLE
+    if not host.is_active(ctl, MUNGE):
+        return RegistrationProblem.KEY_MISMATCH
+    mine, theirs = host.memo(node, MUNGE).get("key_sha256"), host.memo(ctl, MUNGE).get("key_sha256")
+    if mine != theirs:
+        return RegistrationProblem.KEY_MISMATCH
+    return None
+
+
+def registration_errors(problem: RegistrationProblem) -> list[str]:
+    """What slurmd logs when a registration attempt fails (SlurmdDebug=info)."""
+    if problem is RegistrationProblem.MUNGE_DOWN:
+        return [
+            *MUNGE_DOWN_ERRORS,
+            "error: slurm_send_node_msg: auth_g_create: REQUEST_NODE_REGISTRATION_STATUS "
+            "has authentication error",
+            f"error: Unable to register: {problem.text}",
+        ]
+    return [f"error: Unable to register: {problem.text}"]
+
+
+def _daemon_lines(prog: str, texts: list[str]) -> list[Line]:
+    return [
+        Line(f"{prog}: {text}", Priority.ERR if text.startswith(("error", "fatal")) else Priority.INFO)
+        for text in texts
+    ]
+
+
+def log_registration_failure(host: DaemonHost, node: str, problem: RegistrationProblem) -> list[Line]:
+    """Journal lines for a failed registration; also appended to SlurmdLogFile."""
+    texts = registration_errors(problem)
+    conf = read_conf(host, node)
+    log_file = conf.options.get("slurmdlogfile", "") if conf is not None else ""
+    uid, gid = lookup_ids(host.access, node, "root")
+    append_log(host.access, node, log_file, [f"[{iso_time(host.now_s)}.000] {t}" for t in texts], uid, gid)
+    return _daemon_lines("slurmd", texts)
+
+
+def _started_on(time_s: int) -> str:
+    return datetime.fromtimestamp(time_s, UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
+    """`slurmd -D -s`: fatal without a readable slurm.conf naming this node; otherwise it runs."""
+    result = Launch(ok=False, comm="slurmd", argv=exec_argv(unit))
+    conf = read_conf(host, node)
+    if conf is None:
+        texts = [f"fatal: Unable to process configuration file {SLURM_CONF}"]
+    elif conf.node(node) is None:
+        texts = ["fatal: Unable to determine this slurmd's NodeName"]
+    else:
+        nc = conf.node(node)
+        assert nc is not None
+        texts = [
+            f"slurmd version {SLURM_VERSION} started",
+            f"slurmd started on {_started_on(host.now_s)}",
+            f"CPUs={nc.cpus} Boards={nc.boards} Sockets={nc.sockets_per_board} Cores={nc.cores_per_socket} "
+            f"Threads={nc.threads_per_core} Memory={nc.real_memory_mb} TmpDisk={nc.tmp_disk_mb} Uptime=0 "
+            "CPUSpecList=(null) FeaturesAvail=(null) FeaturesActive=(null)",
+        ]
+        result.ok = True
+        result.pid_file = conf.options.get("slurmdpidfile", "/run/slurmd.pid")
+        result.log_file = conf.options.get("slurmdlogfile", "")
+        problem = registration_problem(host, node)
+        if problem is not None:
+            texts += registration_errors(problem)
+            result.memo["registration"] = problem.name
+    if not result.ok:
+        result.exit_status = 1
+        result.log_file = conf.options.get("slurmdlogfile", "") if conf is not None else ""
+    result.stderr = _daemon_lines("slurmd", texts)
+    now = host.now_s
+    result.log_lines = [f"[{iso_time(now)}.000] {text}" for text in texts]
+    return result
+
+
+def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
+    """`slurmctld -D -s`: fatal without slurm.conf, on the wrong host, or with an unusable state dir."""
+    uid, gid = lookup_ids(host.access, node, unit.user)
+    result = Launch(ok=False, comm="slurmctld", argv=exec_argv(unit), uid=uid, gid=gid)
+    conf = read_conf(host, node)
+    if conf is None:
+        texts = [f"fatal: Unable to process configuration file {SLURM_CONF}"]
+    elif conf.controller_host.split(".")[0] != node:
+        texts = [
+            f"fatal: This host ({node}) not a valid controller",
+        ]
+    else:
+        save = conf.options.get("statesavelocation", "/var/spool/slurmctld")
+        info = host.access.stat(node, save)
+        if info is None or not info.is_dir():
+            texts = [f"fatal: mkdir({save}): No such file or directory"]
+        elif info.uid != uid and not info.perms & 0o002:
+            texts = [f"fatal: Incorrect permissions on state save loc: {save}"]
+        else:
+            texts = [f"slurmctld version {SLURM_VERSION} started on cluster {conf.cluster_name}"]
+            if not host.is_active(node, MUNGE):
+                texts += MUNGE_DOWN_ERRORS
+            result.ok = True
+            result.pid_file = conf.options.get("slurmctldpidfile", "/run/slurmctld.pid")
+    if conf is not None:
+        result.log_file = conf.options.get("slurmctldlogfile", "")
+    if not result.ok:
+        result.exit_status = 1
+    result.stderr = _daemon_lines("slurmctld", texts)
+    now = host.now_s
+    result.log_lines = [f"[{iso_time(now)}.000] {text}" for text in texts]
+    return result
