@@ -249,3 +249,16 @@ def test_scontrol_hostnames_reservations_and_reconfigure() -> None:
     assert run(c, "scontrol", "reconfigure") == ""
     assert run(c, "sinfo", "-h", "-o", "%P %a %l") == "compute* down 00:30:00\n"
     assert "drain compute-02" in run(c, "sinfo")
+
+
+def test_users_come_from_the_calling_nodes_passwd() -> None:
+    passwd = b"root:x:0:0:root:/root:/bin/bash\nops:x:1000:1000::/home/ops:/bin/bash\n"
+    files = {"/etc/passwd": passwd, "/etc/slurm/slurm.conf": CONF.encode()}
+    c = Controller(parse_slurm_conf(CONF), read_file=lambda node, path: files.get(path))
+    assert c.handle("login", ["squeue", "-u", "ops"], "/").stderr == ""
+    assert c.handle("login", ["squeue", "-u", "1000", "-h"], "/").exit_code == 0
+    assert (
+        c.handle("login", ["squeue", "-u", "nobody"], "/").stderr == "squeue: error: Invalid user: nobody\n\n"
+    )
+    reply = c.handle("login", ["scancel", "-u", "nobody"], "/")
+    assert (reply.stderr, reply.exit_code) == ("scancel: error: Invalid user name: nobody\n", 1)

@@ -70,6 +70,31 @@ class Context:
     def now_s(self) -> int:
         return self.cluster.now_s
 
+    def find_user(self, name_or_uid: str) -> User | None:
+        """Look a user up as getpwnam/getpwuid would on the calling node.
+
+        The node's own /etc/passwd decides when the runtime lets the controller read it (so a user
+        the agent adds with useradd exists, as on a real node); otherwise the controller's users do.
+        """
+        passwd = self.read_file(self.node, "/etc/passwd") if self.read_file else None
+        if passwd is None:
+            candidates = list(self.users.values())
+        else:
+            candidates = _parse_passwd(passwd.decode(errors="replace"))
+        for user in candidates:
+            if user.name == name_or_uid or (name_or_uid.isdigit() and user.uid == int(name_or_uid)):
+                return user
+        return None
+
+
+def _parse_passwd(text: str) -> list[User]:
+    users = []
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit():
+            users.append(User(fields[0], int(fields[2]), fields[0], int(fields[3])))
+    return users
+
 
 @dataclass(frozen=True)
 class RpcFailure:

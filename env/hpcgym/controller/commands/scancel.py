@@ -54,6 +54,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply(usage.SCANCEL_USAGE)
     if "version" in keys:
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    if "user" in values:
+        for name in values["user"].split(","):
+            if ctx.find_user(name) is None:
+                return Reply("", f"scancel: error: Invalid user name: {name}\n", 1)
     verbose = "verbose" in keys
     cluster = ctx.cluster
     targets: list[tuple[str, Job | None, str | None]] = []

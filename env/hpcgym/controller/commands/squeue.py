@@ -190,10 +190,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if "user" in values:
         users = set()
         for name in values["user"].split(","):
-            if name in ctx.users:
-                users.add(name)
-            elif name.isdigit() and any(u.uid == int(name) for u in ctx.users.values()):
-                users.update(u.name for u in ctx.users.values() if u.uid == int(name))
+            user = ctx.find_user(name)
+            if user is not None:
+                users.add(user.name)
             else:
                 stderr += f"squeue: error: Invalid user: {name}\n\n"
     if "me" in flags:
