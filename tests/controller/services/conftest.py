@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from hpcgym.controller import Controller, Reply
-from hpcgym.controller.rpc import User
 from hpcgym.controller.commands import base
+from hpcgym.controller.rpc import User
 from hpcgym.controller.services import MemoryNodeAccess, ServiceManager, sync_cluster
 
 IMAGES = Path(__file__).resolve().parents[3] / "images"

@@ -62,13 +62,12 @@ class JobResult(enum.Enum):
 
 @dataclass
 class NodeServices:
-    """One node's systemd: loaded units, journal, job ids, and the pids it has seen."""
+    """One node's systemd: loaded units, journal, job ids."""
 
     journal: Journal
     units: dict[str, UnitRuntime] = field(default_factory=dict)
     booted: bool = False
     next_job_id: int = 100
-    last_pid: int = 1
 
 
 class ServiceManager:
@@ -325,13 +324,6 @@ class ServiceManager:
         state.next_job_id += 1
         return str(state.next_job_id)
 
-    def _transient_pid(self, node: str) -> int:
-        # A process that ran and exited between two agent steps (a forking daemon's parent, a daemon
-        # that failed its checks) never existed in the sandbox; it gets the next pid after the last.
-        state = self.nodes[node]
-        state.last_pid += 1
-        return state.last_pid
-
     def _start(self, node: str, runtime: UnitRuntime) -> JobResult:
         file, now = runtime.file, self.now_s
         desc = file.description
@@ -349,14 +341,16 @@ class ServiceManager:
             self._log_systemd(node, runtime, f"Starting {desc}...", Catalog.JOB_START_BEGUN, job=job)
         forking = file.service_type is ServiceType.FORKING
         if not launch.ok:
-            parent = self._transient_pid(node)
+            # The process that failed its checks did run: give it a pid from the node's own sequence.
+            failed_pid = self.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
+            self.access.kill(node, failed_pid, 9)
             for line in launch.stderr:
-                self._log(node, runtime, launch.comm, parent, line)
+                self._log(node, runtime, launch.comm, failed_pid, line)
             append_log(
                 self.access,
                 node,
                 launch.log_file,
-                fill_pid(launch.log_lines, parent),
+                fill_pid(launch.log_lines, failed_pid),
                 launch.uid,
                 launch.gid,
             )
@@ -368,16 +362,14 @@ class ServiceManager:
             )  # fmt: skip
             self._set_failed(node, runtime, Result.EXIT_CODE)
             if forking:
-                runtime.control_exit, runtime.main_exit = (parent, "exited", status), None
+                runtime.control_exit, runtime.main_exit = (failed_pid, "exited", status), None
             else:
-                runtime.control_exit, runtime.main_exit = None, (parent, "exited", status)
+                runtime.control_exit, runtime.main_exit = None, (failed_pid, "exited", status)
             if simple:
                 return JobResult.DONE
             self._log_systemd(node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
             return JobResult.FAILED
         pid = self.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
-        state = self.nodes[node]
-        state.last_pid = max(state.last_pid, pid)
         # A forking daemon's parent ran just before it and exited once the child was up.
         parent = pid - 1 if forking else None
         if launch.pid_file:

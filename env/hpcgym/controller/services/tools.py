@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hpcgym.controller.commands import systemctl
+from hpcgym.controller.commands import journalctl, systemctl
 from hpcgym.controller.commands.base import Context, Reply
 
 TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
     "systemctl": systemctl.run,
+    "journalctl": journalctl.run,
 }

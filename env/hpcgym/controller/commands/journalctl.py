@@ -1,0 +1,192 @@
+"""journalctl, as systemd 252 prints the node's simulated journal.
+
+Flags: -u/--unit (repeatable), -n/--lines, -e/--pager-end (implies -n 1000), -x/--catalog, -b/--boot
+(only the current boot exists), --no-pager, -S/--since, -U/--until, -p/--priority, -t/--identifier,
+-o/--output (short, short-iso, cat), -r/--reverse, -q/--quiet, -k/--dmesg, -f/--follow (prints the
+tail and returns: a stub cannot hold the terminal), --no-hostname. No match prints `-- No entries --`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.services import services_of
+from hpcgym.controller.services.journal import Entry, Priority, catalog_lines, format_entry
+from hpcgym.controller.services.units import normalize_unit_name
+
+OPTIONS = (
+    Option("unit", "u", "unit", Arg.REQUIRED),
+    Option("lines", "n", "lines", Arg.OPTIONAL),
+    Option("pager-end", "e", "pager-end"),
+    Option("catalog", "x", "catalog"),
+    Option("boot", "b", "boot", Arg.OPTIONAL),
+    Option("no-pager", None, "no-pager"),
+    Option("since", "S", "since", Arg.REQUIRED),
+    Option("until", "U", "until", Arg.REQUIRED),
+    Option("priority", "p", "priority", Arg.REQUIRED),
+    Option("identifier", "t", "identifier", Arg.REQUIRED),
+    Option("output", "o", "output", Arg.REQUIRED),
+    Option("reverse", "r", "reverse"),
+    Option("quiet", "q", "quiet"),
+    Option("dmesg", "k", "dmesg"),
+    Option("follow", "f", "follow"),
+    Option("no-hostname", None, "no-hostname"),
+    Option("all", "a", "all"),
+    Option("full", "l", "full"),
+    Option("system", None, "system"),
+)
+OUTPUTS = ("short", "short-iso", "short-precise", "cat", "with-unit")
+FOLLOW_LINES = 10
+PAGER_END_LINES = 1000
+_RELATIVE = re.compile(
+    r"^([+-]?)(\d+)\s*(s|sec|second|seconds|m|min|minute|minutes|h|hour|hours|d|day|days)(\s+ago)?$"
+)
+_UNIT_S = {
+    "s": 1, "sec": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+}  # fmt: skip
+
+
+def parse_timestamp(text: str, now_s: int) -> int | None:
+    """Systemd's `parse_timestamp` for the forms people type; None where it would fail."""
+    now = datetime.fromtimestamp(now_s, UTC)
+    today = now.replace(hour=0, minute=0, second=0)
+    words = text.strip()
+    named = {
+        "now": now,
+        "today": today,
+        "yesterday": today - timedelta(days=1),
+        "tomorrow": today + timedelta(days=1),
+    }
+    if words in named:
+        return int(named[words].timestamp())
+    match = _RELATIVE.match(words)
+    if match:
+        sign, amount, unit, ago = match.groups()
+        seconds = int(amount) * _UNIT_S.get(
+            unit.rstrip("s") if len(unit) > 3 else unit, _UNIT_S.get(unit[0], 1)
+        )
+        return now_s - seconds if sign == "-" or ago else now_s + seconds
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return int(datetime.strptime(words, fmt).replace(tzinfo=UTC).timestamp())
+        except ValueError:
+            pass
+    for fmt in ("%H:%M:%S", "%H:%M"):
+        try:
+            clock = datetime.strptime(words, fmt)
+        except ValueError:
+            continue
+        return int(today.replace(hour=clock.hour, minute=clock.minute, second=clock.second).timestamp())
+    return None
+
+
+def _priority(text: str) -> Priority | None:
+    names = {p.name.lower(): p for p in Priority} | {"warn": Priority.WARNING, "error": Priority.ERR}
+    if text.isdigit() and int(text) <= Priority.DEBUG:
+        return Priority(int(text))
+    return names.get(text.lower())
+
+
+def _format(entry: Entry, hostname: str, output: str, no_hostname: bool) -> str:
+    if output == "cat":
+        return entry.message
+    line = format_entry(entry, hostname)
+    if output == "short-iso":
+        stamp = datetime.fromtimestamp(entry.time_s, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+        line = f"{stamp} {hostname} {entry.identifier}[{entry.pid}]: {entry.message}"
+    if no_hostname:
+        line = line.replace(f" {hostname} ", " ", 1)
+    return line
+
+
+def _join_lines_value(args: list[str]) -> list[str]:
+    # -n/--lines take an optional value, yet journalctl also reads it from the next word when that
+    # word parses as a line count (its parse_argv peeks at argv[optind]); getopt alone would not.
+    joined: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg in ("-n", "--lines") and following is not None and following.lstrip("+").isdigit():
+            joined.append(f"-n{following}" if arg == "-n" else f"--lines={following}")
+            index += 2
+            continue
+        joined.append(arg)
+        index += 1
+    return joined
+
+
+def run(ctx: Context, args: list[str]) -> Reply:
+    try:
+        found, operands = parse_args("journalctl", _join_lines_value(args), OPTIONS)
+    except UsageError as error:
+        return Reply("", error.text + "\n", 1)
+    services = services_of(ctx)
+    now = services.now_s
+    flags = {key for key, _ in found}
+    values = dict(found)
+    units = [normalize_unit_name(value) for key, value in found if key == "unit" and value]
+    idents = [value for key, value in found if key == "identifier" and value]
+    if operands:
+        return Reply("", f"Failed to add match '{operands[0]}': Invalid argument\n", 1)
+    boot = values.get("boot")
+    if "boot" in flags and boot not in (None, "0", "all"):
+        return Reply(
+            "", f"Data from the specified boot ({boot}) is not available: No such boot ID in journal\n", 1
+        )
+    output = values.get("output") or "short"
+    if output not in OUTPUTS:
+        return Reply("", f"Unknown output format '{output}'.\n", 1)
+    bounds = []
+    for key in ("since", "until"):
+        text = values.get(key)
+        stamp = parse_timestamp(text, now) if text is not None else None
+        if text is not None and stamp is None:
+            return Reply("", f"Failed to parse timestamp: {text}\n", 1)
+        bounds.append(stamp)
+    since, until = bounds
+    max_priority = Priority.DEBUG
+    if values.get("priority") is not None:
+        parsed = _priority(values["priority"] or "")
+        if parsed is None:
+            return Reply("", f"Failed to parse log level: {values['priority']}\n", 1)
+        max_priority = parsed
+    lines: int | None = None
+    if "lines" in flags:
+        raw = values.get("lines")
+        if raw is not None and not raw.lstrip("+").isdigit():
+            return Reply("", f"Failed to parse lines '{raw}'\n", 1)
+        lines = int(raw.lstrip("+")) if raw is not None else FOLLOW_LINES
+    elif "pager-end" in flags:
+        lines = PAGER_END_LINES
+    elif "follow" in flags:
+        lines = FOLLOW_LINES
+    journal = services.journal(ctx.node)
+    entries = [] if "dmesg" in flags else list(journal.entries)
+    if units:
+        entries = [e for e in entries if e.unit in units]
+    if idents:
+        entries = [e for e in entries if e.identifier in idents]
+    entries = [e for e in entries if e.priority <= max_priority]
+    if since is not None:
+        entries = [e for e in entries if e.time_s >= since]
+    if until is not None:
+        entries = [e for e in entries if e.time_s <= until]
+    if lines is not None:
+        entries = entries[-lines:] if lines else []
+    if "reverse" in flags:
+        entries.reverse()
+    if not entries:
+        return Reply("" if "quiet" in flags else "-- No entries --\n")
+    out = []
+    for entry in entries:
+        out.append(_format(entry, ctx.node, output, "no-hostname" in flags) + "\n")
+        if "catalog" in flags and output != "cat":
+            out.extend(line + "\n" for line in catalog_lines(entry))
+    return Reply("".join(out))
