@@ -11,6 +11,8 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+
 from hpcgym.runtime import Cluster, Runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,3 +156,21 @@ def test_runaway_memory_and_file_size_are_limited(cluster: Cluster) -> None:
     assert cluster.execute(f"python3 -c 'b = bytearray({big})'").exit_code != 0
     result = cluster.execute(f"head -c {limits.max_file_bytes + 4096} /dev/zero > /tmp/big; ls -l /tmp/big")
     assert str(limits.max_file_bytes + 4096) not in result.output
+
+
+def test_cluster_memory_is_bounded_as_a_whole(runtime: Runtime) -> None:
+    if runtime.cgroups is None:
+        pytest.skip("this host lets hpcgym create no cgroups; only per-process rlimits apply")
+    budget = runtime.config.limits.episode_memory_bytes
+    each = budget // 3  # every process stays under its own RLIMIT_AS; together they exceed the budget
+    hog = f"python3 -c 'import time; b = bytes(range(256)) * ({each} // 256); time.sleep(3)'"
+    with runtime.new_cluster() as cluster:
+        cluster.execute(f"for i in 1 2 3 4 5; do {hog} & done; wait", timeout_s=30)
+        assert cluster.cgroup is not None
+        peak = (
+            int((cluster.cgroup.dirs[0] / "memory.max_usage_in_bytes").read_text())
+            if runtime.cgroups.version == 1
+            else 0
+        )
+        assert peak <= budget
+        assert cluster.execute("echo survived").output == "survived\n"

@@ -26,6 +26,7 @@ from types import TracebackType
 
 from hpcgym.errors import ControllerError, SandboxError
 from hpcgym.runtime import overlay, sandbox
+from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
 from hpcgym.runtime.channel import ControlChannel, Handler, Reply, Request, echo_handler
 from hpcgym.runtime.overlay import OverlayMode
 from hpcgym.runtime.sandbox import Limits, SandboxSpec
@@ -67,6 +68,7 @@ class ClusterConfig:
     # Every sandbox is started from this one long-lived thread: bwrap's --die-with-parent fires when
     # the *thread* that forked it exits, and ssh starts nodes from short-lived channel threads.
     spawner: ThreadPoolExecutor
+    cgroups: Cgroups | None = None
     login_role: str = "rocky-login"
     compute_role: str = "rocky-compute"
     default_timeout_s: float = 30.0
@@ -97,6 +99,7 @@ class Node:
             control_dir=self.control_dir,
             binds=tuple((self.cluster.dir / "shared" / d / "root", f"/{d}") for d in SHARED_DIRS),
             limits=config.limits,
+            cgroup_procs=self.cluster.cgroup.procs_files if self.cluster.cgroup else (),
         )
 
     def ensure_started(self) -> Shell:
@@ -165,6 +168,7 @@ class Cluster:
         self._failure: BaseException | None = None
         self._closed = False
         self.ended = False
+        self.cgroup: EpisodeCgroup | None = None
         self._prepare()
 
     # --- set-up and tear-down -------------------------------------------------------------------
@@ -175,6 +179,11 @@ class Cluster:
         try:
             if config.overlay_mode.is_mount():
                 overlay.mount_tmpfs(self.dir, config.limits.episode_tmpfs_bytes)
+            if config.cgroups is not None:
+                limits = config.limits
+                self.cgroup = config.cgroups.create(
+                    self.dir.name, limits.episode_memory_bytes, limits.episode_max_processes
+                )
             login_lower = config.lowers[config.login_role]
             for name in SHARED_DIRS:
                 shared = self.dir / "shared" / name
@@ -218,6 +227,8 @@ class Cluster:
         if self.config.overlay_mode.is_mount():
             overlay.unmount(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.cgroup is not None:
+            self.cgroup.remove()
         if self._on_close is not None:
             self._on_close(self)
 

@@ -17,6 +17,7 @@ from types import TracebackType
 
 from hpcgym.errors import SandboxError
 from hpcgym.run import require_tool
+from hpcgym.runtime.cgroup import Cgroups
 from hpcgym.runtime.channel import ControlChannel, Handler
 from hpcgym.runtime.cluster import Cluster, ClusterConfig
 from hpcgym.runtime.overlay import OverlayMode, detect_overlay_mode
@@ -29,6 +30,9 @@ from hpcgym.runtime.unpack import DEFAULT_UID_BASE, Image, default_cache_dir, un
 log = logging.getLogger(__name__)
 
 ROLES = ("rocky-login", "rocky-compute")
+# Cluster names (scratch dirs, cgroups) must be unique per process, even across several runtimes.
+_SEQ = itertools.count()
+_SEQ_LOCK = threading.Lock()
 DEFAULT_SCRATCH_DIR = Path("/dev/shm")
 
 
@@ -53,6 +57,7 @@ class Runtime:
         max_output_bytes: output cap per command (head and tail are kept).
         login_node: the login node's hostname.
         default_compute_nodes: compute node names when `new_cluster` is given none.
+        use_cgroups: give each cluster a memory and process cgroup where the host allows it.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class Runtime:
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         login_node: str = "login-01",
         default_compute_nodes: Sequence[str] = ("compute-01", "compute-02"),
+        use_cgroups: bool = True,
     ) -> None:
         if os.geteuid() != 0:
             raise SandboxError(
@@ -87,6 +93,9 @@ class Runtime:
         cache_dir = cache_dir or default_cache_dir()
         sweep_stale(scratch_dir)
         sweep_partial_unpacks(cache_dir)
+        self.cgroups = Cgroups.detect() if use_cgroups else None
+        if self.cgroups is not None:
+            self.cgroups.sweep_stale()
         lowers = {}
         for role in ROLES:
             lowers[role] = unpack_rootfs(Image.load(images_dir / role), cache_dir, uid_base)
@@ -101,23 +110,27 @@ class Runtime:
             limits=limits or Limits(),
             channel=self.channel,
             spawner=self._spawner,
+            cgroups=self.cgroups,
             default_timeout_s=default_timeout_s,
             max_output_bytes=max_output_bytes,
         )
         self._tag = owner_tag()
-        self._seq = itertools.count()
-        self._seq_lock = threading.Lock()
         self._live: set[Cluster] = set()
         self.pool = WarmPool(self._make_cluster, pool_size)
-        log.info("runtime ready: overlay mode %s, pool of %d", mode, pool_size)
+        log.info(
+            "runtime ready: overlay mode %s, pool of %d, cgroups %s",
+            mode,
+            pool_size,
+            f"v{self.cgroups.version}" if self.cgroups else "none (rlimits only)",
+        )
 
     @property
     def overlay_mode(self) -> OverlayMode:
         return self.config.overlay_mode
 
     def _make_cluster(self) -> Cluster:
-        with self._seq_lock:
-            seq = next(self._seq)
+        with _SEQ_LOCK:
+            seq = next(_SEQ)
         cluster = Cluster(
             self.config, self.scratch_dir / f"{self._tag}-{seq:06d}", self.login_node, self._live.discard
         )

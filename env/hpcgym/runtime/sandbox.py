@@ -28,6 +28,7 @@ from pathlib import Path
 
 from hpcgym.errors import SandboxError
 from hpcgym.run import require_tool
+from hpcgym.runtime.cgroup import join_cgroup
 from hpcgym.runtime.seccomp import seccomp_fd
 from hpcgym.runtime.unpack import ID_RANGE
 
@@ -36,6 +37,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWCGROUP = 0x02000000
+# What `exec_in_node` joins by hand; bwrap itself joins the user and PID namespaces.
+JOINED_NAMESPACES = (
+    ("net", CLONE_NEWNET),
+    ("uts", CLONE_NEWUTS),
+    ("ipc", CLONE_NEWIPC),
+    ("cgroup", CLONE_NEWCGROUP),
+)
 
 # Docker's default set plus NET_ADMIN (the node's own loopback-only network is the agent's to break).
 # SYS_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_TIME and friends stay dropped.
@@ -72,6 +81,9 @@ class Limits:
     max_file_bytes: int = 512 << 20
     max_memory_bytes: int = 2 << 30
     episode_tmpfs_bytes: int = 1 << 30
+    # Per cluster, where the host lets us make cgroups (see cgroup.py); tmpfs pages count too.
+    episode_memory_bytes: int = 4 << 30
+    episode_max_processes: int = 1024
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,7 @@ class SandboxSpec:
     binds: tuple[tuple[Path, str], ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
+    cgroup_procs: tuple[Path, ...] = ()
 
 
 def finalize_env(spec: SandboxSpec) -> dict[str, str]:
@@ -161,10 +174,13 @@ def args_pipe(args: Sequence[str]) -> int:
     return r
 
 
-def drop_to_host_range(uid_base: int, limits: Limits) -> Callable[[], None]:
-    """Return a preexec function that turns the child into host uid `uid_base` with rlimits set."""
+def drop_to_host_range(
+    uid_base: int, limits: Limits, cgroup_procs: tuple[Path, ...] = ()
+) -> Callable[[], None]:
+    """Return a preexec function: join the cluster's cgroup, set rlimits, become host uid `uid_base`."""
 
     def preexec() -> None:
+        join_cgroup(cgroup_procs)
         # NPROC stays as high as allowed for bwrap itself: the user namespace it creates records the creator's
         # limit as the cap on *all* sandboxes together. Each node's shell gets its own limit later.
         _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
@@ -281,7 +297,7 @@ def exec_in_node(
     process limit must be set inside (see `limited_shell_cmd`): out here, in the host's user
     namespace, RLIMIT_NPROC would count the processes of every sandbox together.
     """
-    names = ("user", "pid", "net", "uts", "ipc")
+    names = ("user", "pid", "net", "uts", "ipc", "cgroup")
     ns_fds = {name: os.open(f"/proc/{shell_pid}/ns/{name}", os.O_RDONLY) for name in names}
     filter_fd = seccomp_fd()
     args = [
@@ -296,11 +312,17 @@ def exec_in_node(
         *bwrap_options(spec, filter_fd),
     ]
     args_fd = args_pipe(args)
-    drop = drop_to_host_range(spec.uid_base, spec.limits)
+    drop = drop_to_host_range(spec.uid_base, spec.limits, spec.cgroup_procs)
 
     def preexec() -> None:
         # Join the namespaces bwrap has no option for while still root, then become the node's root.
-        for name, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("ipc", CLONE_NEWIPC)):
+        joined = (
+            ("net", CLONE_NEWNET),
+            ("uts", CLONE_NEWUTS),
+            ("ipc", CLONE_NEWIPC),
+            ("cgroup", CLONE_NEWCGROUP),
+        )
+        for name, flag in joined:
             if _libc.setns(ns_fds[name], flag) != 0:
                 os._exit(126)
         drop()

@@ -12,6 +12,7 @@ and decoded with invalid UTF-8 replaced.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
@@ -155,12 +156,8 @@ class Shell:
         first_prompt = (
             f"ulimit -u {self.spec.limits.max_processes}; __hpcgym_set() {{ return $1; }}; PROMPT_COMMAND="
         )
-        env_spec = SandboxSpec(
-            hostname=self.spec.hostname,
-            root=self.spec.root,
-            uid_base=self.spec.uid_base,
-            control_dir=self.spec.control_dir,
-            binds=self.spec.binds,
+        env_spec = dataclasses.replace(
+            self.spec,
             env={
                 **self.spec.env,
                 "PS1": ps1,
@@ -168,7 +165,6 @@ class Shell:
                 "PROMPT_COMMAND": first_prompt,
                 "HISTFILE": "/dev/null",
             },
-            limits=self.spec.limits,
         )
         command = ["/bin/bash", "--noprofile", "--norc", "--noediting", "-i"]
         filter_fd = seccomp_fd()
@@ -181,7 +177,9 @@ class Shell:
                 ["--args", str(args_fd), "--", *command],
                 env={},
                 echo=False,
-                preexec_fn=sandbox.drop_to_host_range(self.spec.uid_base, self.spec.limits),
+                preexec_fn=sandbox.drop_to_host_range(
+                    self.spec.uid_base, self.spec.limits, self.spec.cgroup_procs
+                ),
                 pass_fds=(info_w, block_r, args_fd, filter_fd),
                 # A very tall terminal: pagers (less -F, more) print everything and quit at once.
                 dimensions=(TERMINAL_ROWS, TERMINAL_COLUMNS),

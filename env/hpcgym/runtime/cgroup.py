@@ -1,0 +1,139 @@
+"""Per-episode cgroups: one memory and process budget for all the nodes of a cluster.
+
+RLIMIT_AS bounds one process and RLIMIT_NPROC one node, but only a cgroup bounds the sum, so that
+a cluster whose processes each stay under their limits still cannot take the host's memory. Where
+the host lets us create cgroups (cgroup v2 with the memory and pids controllers, or the v1 memory
+and pids hierarchies), every sandbox process joins its cluster's cgroup before it becomes an
+unprivileged uid; elsewhere hpcgym logs that only rlimits apply. Cgroups are named like the
+cluster's scratch dir, so the start-up sweep recognises a dead owner's leftovers.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcgym.runtime.sweep import PREFIX, is_owner_alive
+
+log = logging.getLogger(__name__)
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PARENT_NAME = "hpcgym"
+
+
+@dataclass(frozen=True)
+class EpisodeCgroup:
+    dirs: tuple[Path, ...]
+
+    @property
+    def procs_files(self) -> tuple[Path, ...]:
+        return tuple(d / "cgroup.procs" for d in self.dirs)
+
+    def remove(self) -> None:
+        for d in self.dirs:
+            _rmdir_when_empty(d)
+
+
+def _rmdir_when_empty(path: Path, wait_s: float = 2.0) -> None:
+    # The kernel frees a cgroup only once its last process is reaped, a moment after SIGKILL.
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                log.warning("cgroup %s not removed: %s", path, e)
+                return
+            time.sleep(0.01)
+
+
+def join_cgroup(procs_files: tuple[Path, ...]) -> None:
+    """Move the calling process into a cgroup (called in a child before it drops root)."""
+    pid = str(os.getpid()).encode()
+    for procs in procs_files:
+        fd = os.open(procs, os.O_WRONLY)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class Cgroups:
+    """The parent cgroups under which each cluster gets its own (one per controller hierarchy)."""
+
+    version: int
+    parents: tuple[Path, ...]
+
+    @classmethod
+    def detect(cls) -> Cgroups | None:
+        try:
+            return _detect_v2() or _detect_v1()
+        except OSError as e:
+            log.warning("cannot use cgroups (%s); clusters are bounded by rlimits only", e)
+            return None
+
+    def create(self, name: str, memory_bytes: int, max_pids: int) -> EpisodeCgroup:
+        dirs = []
+        for parent in self.parents:
+            d = parent / name
+            d.mkdir()
+            dirs.append(d)
+            if self.version == 2:
+                (d / "memory.max").write_text(str(memory_bytes))
+                (d / "pids.max").write_text(str(max_pids))
+                if (d / "memory.swap.max").exists():
+                    (d / "memory.swap.max").write_text("0")
+            elif (d / "memory.limit_in_bytes").exists():
+                (d / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            else:
+                (d / "pids.max").write_text(str(max_pids))
+        return EpisodeCgroup(tuple(dirs))
+
+    def sweep_stale(self) -> None:
+        for parent in self.parents:
+            for child in parent.iterdir():
+                if child.is_dir() and child.name.startswith(PREFIX) and not is_owner_alive(child.name):
+                    _rmdir_when_empty(child, wait_s=0.5)
+
+
+def _own_cgroup(controller: str) -> str | None:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path
+    return None
+
+
+def _detect_v2() -> Cgroups | None:
+    if not (CGROUP_ROOT / "cgroup.controllers").exists():
+        return None
+    available = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
+    if not {"memory", "pids"} <= set(available):
+        return None
+    # A child of the (namespace) root: a cgroup holding processes cannot delegate controllers.
+    parent = CGROUP_ROOT / PARENT_NAME
+    parent.mkdir(exist_ok=True)
+    (parent / "cgroup.subtree_control").write_text("+memory +pids")
+    return Cgroups(2, (parent,))
+
+
+def _detect_v1() -> Cgroups | None:
+    parents = []
+    for controller in ("memory", "pids"):
+        mount = CGROUP_ROOT / controller
+        own = _own_cgroup(controller)
+        if own is None or not (mount / "cgroup.procs").exists():
+            return None
+        # v1 allows processes and children side by side, so nest under our own cgroup.
+        parent = mount / own.lstrip("/") / PARENT_NAME
+        parent.mkdir(exist_ok=True)
+        parents.append(parent)
+    return Cgroups(1, tuple(parents))
