@@ -16,6 +16,9 @@ from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands import sacct, sbatch, scancel, scontrol, sinfo, squeue, srun
 from hpcgym.controller.commands.base import Context, FileReader, Reply, TaskRunner
 from hpcgym.controller.rpc import User
+from hpcgym.controller.services import ServiceManager
+from hpcgym.controller.services.slurmlink import sync_cluster
+from hpcgym.controller.services.tools import TOOLS as SERVICE_TOOLS
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, SlurmConf, load_slurm_conf
 
 Tool = Callable[[Context, list[str]], Reply]
@@ -31,7 +34,7 @@ SLURM_TOOLS: dict[str, Tool] = {
     "scancel": scancel.run,
     "sacct": sacct.run,
 }
-TOOLS: dict[str, Tool] = {**SLURM_TOOLS}
+TOOLS: dict[str, Tool] = {**SLURM_TOOLS, **SERVICE_TOOLS}
 
 DEFAULT_USERS = (User("root", 0, "root", 0),)
 
@@ -74,6 +77,7 @@ class Controller:
         users: tuple[User, ...] = DEFAULT_USERS,
         run_task: TaskRunner | None = None,
         read_file: FileReader | None = None,
+        services: ServiceManager | None = None,
     ) -> None:
         self.clock = VirtualClock(start_s=start_s, step_s=step_s)
         self.cluster = Cluster(conf, self.clock, slurmd_running=slurmd_running)
@@ -81,6 +85,7 @@ class Controller:
         self.caller = users[0]
         self.run_task = run_task
         self.read_file = read_file
+        self.services = services
         # Stubs on several nodes may call at once; one request at a time keeps the state consistent
         # (slurmctld's own locks play this part) and the order of effects deterministic per arrival.
         self._lock = threading.Lock()
@@ -123,14 +128,23 @@ class Controller:
             run_task=self.run_task,
             read_file=self.read_file,
             stdin=stdin,
+            services=self.services,
         )
         with self._lock:
-            return tool(ctx, list(argv[1:]))
+            reply = tool(ctx, list(argv[1:]))
+            self._sync_services()
+            return reply
+
+    def _sync_services(self) -> None:
+        # Daemons the agent started or stopped change what slurmctld sees (slurmd registered, ...).
+        if self.services is not None:
+            sync_cluster(self.cluster, self.services)
 
     def tick(self) -> int:
         """Advance virtual time by one step and apply what falls due (job ends, timeouts, pings)."""
         with self._lock:
             now = self.clock.tick()
+            self._sync_services()
             self.cluster.advance()
             return now
 
@@ -138,5 +152,6 @@ class Controller:
         """Advance virtual time by any amount (scenario set-up, tests) and apply what falls due."""
         with self._lock:
             now = self.clock.advance(seconds)
+            self._sync_services()
             self.cluster.advance()
             return now

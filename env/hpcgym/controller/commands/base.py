@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands.getopt import UsageError
+
+if TYPE_CHECKING:
+    from hpcgym.controller.services import ServiceManager
 from hpcgym.controller.rpc import AUTH_ERROR, CONTROLLER_DOWN, User
 
 SLURM_VERSION = "22.05.8"
@@ -64,7 +68,8 @@ class Context:
     run_task: TaskRunner | None = None
     read_file: FileReader | None = None
     stdin: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    # The episode's systemd/munge/network simulation; the service tools (systemctl, ...) need it.
+    services: ServiceManager | None = None
 
     @property
     def now_s(self) -> int:
