@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hpcgym.runtime import Runtime
+from hpcgym.runtime.cgroup import Cgroups
 from hpcgym.runtime.sweep import mount_points, sweep_stale
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,12 +36,14 @@ def test_many_clusters_leave_nothing_behind(runtime: Runtime) -> None:
     before = set(os.listdir(runtime.scratch_dir))
     pids: list[int] = []
     dirs: list[Path] = []
+    cgroups: list[Path] = []
     for i in range(12):
         with runtime.new_cluster(compute_nodes=["compute-01"]) as cluster:
             cluster.execute("sleep 300 & echo x > /home/f")
             if i % 3 == 0:
                 cluster.execute("ssh compute-01 'sleep 300 >/dev/null 2>&1 &'")
             dirs.append(cluster.dir)
+            cgroups += list(cluster.cgroup.dirs) if cluster.cgroup else []
             for node in cluster.nodes.values():
                 if node.shell is not None:
                     pids += [node.shell.pid1, node.shell.shell_pid]
@@ -49,6 +52,7 @@ def test_many_clusters_leave_nothing_behind(runtime: Runtime) -> None:
     for d in dirs:
         assert not d.exists()
         assert not mounts_under(d)
+    assert not [c for c in cgroups if c.exists()]
     # Only the warm pool's ready clusters remain.
     assert len(set(os.listdir(runtime.scratch_dir)) - before) <= runtime.pool.size
 
@@ -107,6 +111,11 @@ def test_sigkill_of_the_owner_then_sweep_leaves_nothing(images_dir: Path, tmp_pa
         assert len(swept) == 4  # three clusters and the pool's one
         assert not mounts_under(scratch)
         assert os.listdir(scratch) == []
+        groups = Cgroups.detect()
+        if groups is not None:
+            groups.sweep_stale()
+            for parent in groups.parents:
+                assert not [c for c in parent.iterdir() if c.name.startswith(f"hpcgym-{owner.pid}-")]
     finally:
         for point in sorted(mounts_under(scratch), key=lambda p: len(p.parts), reverse=True):
             subprocess.run(["umount", "-l", str(point)], check=False)
