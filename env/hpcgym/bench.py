@@ -102,8 +102,11 @@ def measure_idle(runtime: Runtime, count: int) -> dict[str, float]:
         time.sleep(0.5)
         after = used_memory_bytes()
         alive = sum(c.execute("true").exit_code == 0 for c in clusters)
-        pss = 0
+        pss = charged = 0
         for c in clusters:
+            if c.cgroup is not None:
+                usage = c.cgroup.dirs[0] / "memory.usage_in_bytes"
+                charged += int((usage if usage.exists() else c.cgroup.dirs[0] / "memory.current").read_text())
             shell = c.nodes[c.login_node].shell
             if shell is not None:
                 pss += sum(
@@ -119,6 +122,7 @@ def measure_idle(runtime: Runtime, count: int) -> dict[str, float]:
         "start_all_s": elapsed,
         "memory_per_episode_mb": (after - before) / count / 2**20,
         "process_pss_per_episode_mb": pss / count / 2**20,
+        "cgroup_charged_per_episode_mb": charged / count / 2**20,
     }
 
 
@@ -216,6 +220,7 @@ def print_table(
     console.print(
         f"idle: {int(idle['alive'])}/{int(idle['started'])} clusters alive at once, "
         f"{idle['memory_per_episode_mb']:.2f} MB each (host MemAvailable delta), "
-        f"{idle['process_pss_per_episode_mb']:.2f} MB each in process PSS; "
+        f"{idle['process_pss_per_episode_mb']:.2f} MB each in process PSS, "
+        f"{idle['cgroup_charged_per_episode_mb']:.2f} MB each charged to its cgroup; "
         f"started in {idle['start_all_s']:.1f} s"
     )

@@ -174,3 +174,13 @@ def test_cluster_memory_is_bounded_as_a_whole(runtime: Runtime) -> None:
         )
         assert peak <= budget
         assert cluster.execute("echo survived").output == "survived\n"
+
+
+def test_cannot_ptrace_host_processes(cluster: Cluster) -> None:
+    # The host's pids do not exist in the node's PID namespace: attaching finds no such process.
+    probe = (
+        'python3 -c "import ctypes; l=ctypes.CDLL(None, use_errno=True); '
+        f'print(l.ptrace(16, {os.getpid()}, 0, 0), ctypes.get_errno())"'
+    )
+    rc, errno = cluster.execute(probe).output.split()
+    assert rc == "-1" and errno in ("1", "3")
