@@ -262,3 +262,30 @@ def test_users_come_from_the_calling_nodes_passwd() -> None:
     )
     reply = c.handle("login", ["scancel", "-u", "nobody"], "/")
     assert (reply.stderr, reply.exit_code) == ("scancel: error: Invalid user name: nobody\n", 1)
+
+
+def test_dependencies_memory_gres_and_exclusive() -> None:
+    c = make()
+    run(c, "sbatch", "--wrap", "sleep 10")
+    run(c, "sbatch", "--dependency=afterok:1", "--wrap", "sleep 10")
+    run(c, "sbatch", "-d", "afternotok:1", "--wrap", "true")
+    assert run(c, "squeue", "-h", "-o", "%i %t %r") == "2 PD Dependency\n3 PD Dependency\n1 R None\n"
+    assert "Dependency=afterok:1(unfulfilled)" in run(c, "scontrol", "show", "job", "2")
+    c.advance(10)
+    c.tick()
+    assert run(c, "squeue", "-h", "-o", "%i %t %r") == "3 PD DependencyNeverSatisfied\n2 R None\n"
+    reply = c.handle("login", ["sbatch", "--mem=8G", "--wrap", "true"], "/")
+    assert reply.stderr == (
+        "sbatch: error: Memory specification can not be satisfied\n"
+        "sbatch: error: Batch job submission failed: Requested node configuration is not available\n"
+    )
+    reply = c.handle("login", ["sbatch", "--gres=gpu:1", "--wrap", "true"], "/")
+    assert (
+        reply.stderr
+        == "sbatch: error: Batch job submission failed: Invalid generic resource (gres) specification\n"
+    )
+    reply = c.handle("login", ["sbatch", "-d", "afterok:99", "--wrap", "true"], "/")
+    assert reply.stderr == "sbatch: error: Batch job submission failed: Job dependency problem\n"
+    run(c, "sbatch", "--exclusive", "--mem=1000", "--wrap", "sleep 50")
+    record = run(c, "scontrol", "show", "job", "4")
+    assert "NumCPUs=2 " in record and "OverSubscribe=NO" in record and "MinMemoryNode=1000M" in record

@@ -222,6 +222,16 @@ class Cluster:
         biggest = max((self.nodes[n].conf.cpus for n in part.nodes), default=0)
         if cpus_needed > biggest * max(min_nodes, request.max_nodes or min_nodes, len(part.nodes)):
             raise SlurmError("Requested node configuration is not available")
+        part_nodes = [self.nodes[n] for n in part.nodes]
+        if request.mem_mb and request.mem_mb > max((n.conf.real_memory_mb for n in part_nodes), default=0):
+            raise SlurmError(
+                "Requested node configuration is not available", "Memory specification can not be satisfied"
+            )
+        if request.gres and not any(_has_gres(n.conf.gres, request.gres) for n in part_nodes):
+            raise SlurmError("Invalid generic resource (gres) specification")
+        for _, dep_id in request.dependency:
+            if dep_id not in self.jobs:
+                raise SlurmError("Job dependency problem")
         time_limit = request.time_limit_min if request.time_limit_set else part.conf.default_time_min
         if not request.time_limit_set and time_limit is None:
             time_limit = part.conf.max_time_min
@@ -252,6 +262,8 @@ class Cluster:
             run_exit_code=request.exit_code,
             alloc_sid=request.alloc_sid,
         )
+        job.min_mem_mb = request.mem_mb or 0
+        job.gres, job.exclusive, job.dependency = request.gres, request.exclusive, list(request.dependency)
         job.stdout_path = _expand_output(request.stdout_path, job.job_id, request.work_dir)
         job.stderr_path = _expand_output(request.stderr_path, job.job_id, request.work_dir) or job.stdout_path
         self.next_job_id += 1
@@ -469,3 +481,15 @@ def _expand_output(pattern: str | None, job_id: int, work_dir: str) -> str | Non
         pattern.replace("%%", "\0").replace("%j", str(job_id)).replace("%J", str(job_id)).replace("\0", "%")
     )
     return path if path.startswith("/") else f"{work_dir.rstrip('/')}/{path}"
+
+
+def _has_gres(node_gres: str, wanted: str) -> bool:
+    # --gres=gpu:2 fits a node whose Gres= lists gpu (with or without a type) with at least 2.
+    name, _, count = wanted.partition(":")
+    count = count.rsplit(":", 1)[-1]
+    for item in node_gres.split(","):
+        parts = item.split(":")
+        if parts[0] == name:
+            have = parts[-1] if parts[-1].isdigit() else "1"
+            return not count.isdigit() or int(have) >= int(count)
+    return False

@@ -18,7 +18,15 @@ AUTH_ERROR = "Protocol authentication error"
 
 
 class SlurmError(Exception):
-    """A request slurmctld refuses; the message is Slurm's errno text (`slurm_strerror`)."""
+    """A request slurmctld refuses; the message is Slurm's errno text (`slurm_strerror`).
+
+    `detail` is the extra line slurmctld sends back for some refusals, which the client prints first
+    (`Memory specification can not be satisfied`).
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 @dataclass
@@ -54,3 +62,7 @@ class JobRequest:
     alloc_sid: int = 1
     stdout_path: str | None = None
     stderr_path: str | None = None
+    mem_mb: int | None = None
+    gres: str | None = None
+    exclusive: bool = False
+    dependency: list[tuple[str, int]] = field(default_factory=list)

@@ -43,6 +43,10 @@ def schedule(cluster: Cluster) -> None:
         if job.held is not None:
             job.reason, job.reason_desc = job.held, None
             continue
+        dependency = _dependency_reason(cluster, job)
+        if dependency is not None:
+            job.reason, job.reason_desc = dependency, None
+            continue
         if job.begin_s is not None and now < job.begin_s:
             job.reason, job.reason_desc = Reason.BEGIN_TIME, None
             continue
@@ -64,6 +68,30 @@ def schedule(cluster: Cluster) -> None:
         if not _try_start(cluster, job, part, blocked_nodes):
             blocked_parts.add(job.partition)
             blocked_nodes.update(part.nodes)
+
+
+def _dependency_reason(cluster: Cluster, job: Job) -> Reason | None:
+    # Satisfied dependencies are dropped, as slurmctld does; a job record already purged counts as
+    # satisfied. An afterok on a failed job (or afternotok on a completed one) can never be met.
+    waiting = []
+    for kind, dep_id in job.dependency:
+        other = cluster.jobs.get(dep_id)
+        if other is None:
+            continue
+        finished = other.state.is_finished() and not other.completing
+        ok = other.state is JobState.COMPLETED
+        if kind == "after" and other.state is not JobState.PENDING:
+            continue
+        if kind == "afterany" and finished:
+            continue
+        if finished and ((kind == "afterok" and not ok) or (kind == "afternotok" and ok)):
+            job.dependency_failed = True
+            return Reason.DEPENDENCY_NEVER
+        if finished and kind in ("afterok", "afternotok"):
+            continue
+        waiting.append((kind, dep_id))
+    job.dependency = waiting
+    return Reason.DEPENDENCY if waiting else None
 
 
 def _partition_limit(job: Job, part: Partition) -> Reason | None:
@@ -110,7 +138,7 @@ def _place(cluster: Cluster, job: Job, nodes: list[Node]) -> dict[str, int] | No
     # select/cons_tres with CR_Core, simplified: best fit (fewest free CPUs that still fit), then
     # slurm.conf order; required nodes first. Returns CPUs to allocate per node.
     cpt = job.cpus_per_task
-    fitting = [n for n in nodes if n.cpus_free >= cpt]
+    fitting = [n for n in nodes if n.cpus_free >= cpt and not (job.exclusive and n.cpus_alloc)]
     order = {name: i for i, name in enumerate(cluster.nodes)}
     required = [n for n in fitting if n.name in job.req_nodes]
     if len(required) < len(job.req_nodes):
@@ -131,7 +159,10 @@ def _place(cluster: Cluster, job: Job, nodes: list[Node]) -> dict[str, int] | No
             chosen = required + roomy[: count - len(required)]
             capacity = sum(n.cpus_free // cpt for n in chosen)
         if capacity >= tasks and len(chosen) == count:
-            return _distribute(sorted(chosen, key=lambda n: order[n.name]), tasks, cpt)
+            chosen.sort(key=lambda n: order[n.name])
+            if job.exclusive:
+                return {n.name: n.conf.cpus for n in chosen}
+            return _distribute(chosen, tasks, cpt)
     return None
 
 

@@ -108,6 +108,7 @@ class Reason(enum.Enum):
     PRIORITY = "Priority"
     RESOURCES = "Resources"
     DEPENDENCY = "Dependency"
+    DEPENDENCY_NEVER = "DependencyNeverSatisfied"
     PARTITION_NODE_LIMIT = "PartitionNodeLimit"
     PARTITION_TIME_LIMIT = "PartitionTimeLimit"
     PARTITION_DOWN = "PartitionDown"
@@ -316,6 +317,12 @@ class Job:
     # Batch output paths as given (-o/-e, `%j` expanded); None means slurm-<id>.out in WorkDir.
     stdout_path: str | None = None
     stderr_path: str | None = None
+    min_mem_mb: int = 0
+    gres: str | None = None
+    exclusive: bool = False
+    # (type, job id) pairs from --dependency, e.g. ("afterok", 5); emptied once satisfied.
+    dependency: list[tuple[str, int]] = field(default_factory=list)
+    dependency_failed: bool = False
 
     @property
     def state_long(self) -> str:

@@ -96,6 +96,14 @@ def build_request(prog: str, ctx: Context, opts: list[tuple[str, str | None]], *
             request.req_nodes = expand_hostlist(text)
         elif key == "exclude":
             request.exc_nodes = expand_hostlist(text)
+        elif key == "mem":
+            request.mem_mb = _memory(prog, text)
+        elif key == "gres":
+            request.gres = text
+        elif key == "exclusive":
+            request.exclusive = True
+        elif key == "dependency":
+            request.dependency = _dependency(prog, text)
         elif key == "output":
             request.stdout_path = text
         elif key == "error":
@@ -126,9 +134,36 @@ def build_request(prog: str, ctx: Context, opts: list[tuple[str, str | None]], *
     return request
 
 
+def _memory(prog: str, text: str) -> int:
+    # --mem takes megabytes by default, or a K/M/G/T suffix.
+    units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    number, unit = (text[:-1], text[-1].upper()) if text[-1:].isalpha() else (text, "M")
+    if not number.isdigit() or unit not in units:
+        raise BadOption(Reply("", f"{prog}: error: Invalid --mem specification\n", 255))
+    return max(1, int(int(number) * units[unit])) if int(number) else 0
+
+
+_DEPENDENCY_TYPES = ("after", "afterany", "afterok", "afternotok")
+
+
+def _dependency(prog: str, text: str) -> list[tuple[str, int]]:
+    # Form: kind:id[:id...][,kind:id...]; slurmctld refuses the whole request if one is bad.
+    pairs = []
+    for item in text.split(","):
+        kind, _, ids = item.partition(":")
+        if kind not in _DEPENDENCY_TYPES or not ids:
+            raise BadOption(submit_failed(prog, "Job dependency problem"))
+        for job_id in ids.split(":"):
+            if not job_id.isdigit():
+                raise BadOption(submit_failed(prog, "Job dependency problem"))
+            pairs.append((kind, int(job_id)))
+    return pairs
+
+
 def _failure(prog: str) -> str:
     return "Batch job submission failed" if prog == "sbatch" else "Unable to allocate resources"
 
 
-def submit_failed(prog: str, message: str) -> Reply:
-    return Reply("", f"{prog}: error: {_failure(prog)}: {message}\n", 1)
+def submit_failed(prog: str, message: str, detail: str | None = None) -> Reply:
+    first = f"{prog}: error: {detail}\n" if detail else ""
+    return Reply("", f"{first}{prog}: error: {_failure(prog)}: {message}\n", 1)

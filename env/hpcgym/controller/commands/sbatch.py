@@ -83,7 +83,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     try:
         job = ctx.cluster.submit(request)
     except SlurmError as error:
-        return submit_failed("sbatch", str(error))
+        return submit_failed("sbatch", str(error), error.detail)
     if "parsable" in keys:
         return Reply(f"{job.job_id}\n")
     return Reply(f"Submitted batch job {job.job_id}\n")

@@ -80,13 +80,22 @@ def _num_tasks(job: Job) -> str:
     return str(len(job.nodes)) if job.nodes else "N/A"
 
 
+def _dependency(job: Job) -> str:
+    if not job.dependency:
+        return "(null)"
+    state = "failed" if job.dependency_failed else "unfulfilled"
+    return ",".join(f"{kind}:{dep_id}({state})" for kind, dep_id in job.dependency)
+
+
 def _tres(cluster: Cluster, job: Job) -> str:
     cpus = job.cpus
     if job.nodes:
-        return f"cpu={cpus},node={len(job.nodes)},billing={cpus}"
+        # With CR_Core memory is not allocated, so only an explicit --mem shows up.
+        mem = f"mem={job.min_mem_mb * len(job.nodes)}M," if job.min_mem_mb else ""
+        return f"cpu={cpus},{mem}node={len(job.nodes)},billing={cpus}"
     # Not allocated yet: the request, where memory 0 means each node's whole memory.
     part_nodes = [cluster.nodes[name] for name in cluster.partitions[job.partition].nodes]
-    per_node = min((n.conf.real_memory_mb for n in part_nodes), default=0)
+    per_node = job.min_mem_mb or min((n.conf.real_memory_mb for n in part_nodes), default=0)
     return f"cpu={cpus},mem={per_node * job.min_nodes}M,node={job.min_nodes},billing={cpus}"
 
 
@@ -114,7 +123,7 @@ def job_record(cluster: Cluster, job: Job, *, details: bool, alloc_host: str) ->
         f"JobId={job.job_id} JobName={job.name}",
         f"   UserId={job.user}({job.uid}) GroupId={job.group}({job.gid}) MCS_label=N/A",
         f"   Priority={job.priority} Nice=0 Account=(null) QOS=(null)",
-        f"   JobState={job.state_long} Reason={reason} Dependency=(null)",
+        f"   JobState={job.state_long} Reason={reason} Dependency={_dependency(job)}",
         f"   Requeue=1 Restarts={job.restarts} BatchFlag={1 if job.batch else 0} Reboot=0 "
         f"ExitCode={exit_code}",
     ]
@@ -155,9 +164,10 @@ def job_record(cluster: Cluster, job: Job, *, details: bool, alloc_host: str) ->
             ids = str(first) if cpus == 1 else f"{first}-{first + cpus - 1}"
             lines.append(f"     Nodes={name} CPU_IDs={ids} Mem=0 GRES=")
     lines += [
-        f"   MinCPUsNode={job.cpus_per_task} MinMemoryNode=0 MinTmpDiskNode=0",
+        f"   MinCPUsNode={job.cpus_per_task} MinMemoryNode={f'{job.min_mem_mb}M' if job.min_mem_mb else 0} "
+        "MinTmpDiskNode=0",
         "   Features=(null) DelayBoot=00:00:00",
-        "   OverSubscribe=OK Contiguous=0 Licenses=(null) Network=(null)",
+        f"   OverSubscribe={'NO' if job.exclusive else 'OK'} Contiguous=0 Licenses=(null) Network=(null)",
         f"   Command={job.command or '(null)'}",
         f"   WorkDir={job.work_dir}",
     ]

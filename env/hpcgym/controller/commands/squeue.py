@@ -93,6 +93,7 @@ _HEADERS = {
     "a": "ACCOUNT",
     "q": "QOS",
     "B": "EXEC_HOST",
+    "E": "DEPENDENCY",
     "n": "REQ_NODES",
     "x": "EXC_NODES",
 }
@@ -127,6 +128,7 @@ _LONG_FIELDS = {
     "account": "a",
     "qos": "q",
     "batchhost": "B",
+    "dependency": "E",
     "reqnodes": "n",
     "excnodes": "x",
 }
@@ -347,6 +349,8 @@ def _value(ctx: Context, letter: str, job: Job) -> str:
         return str(job.gid)
     if letter in "aq":
         return "(null)"
+    if letter == "E":
+        return ",".join(f"{kind}:{dep_id}" for kind, dep_id in job.dependency) or "(null)"
     if letter == "B":
         return job.batch_host or "n/a"
     if letter == "n":

@@ -62,7 +62,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     try:
         job = ctx.cluster.submit(request)
     except SlurmError as error:
-        return submit_failed("srun", str(error))
+        return submit_failed("srun", str(error), error.detail)
     if job.state is JobState.PENDING and job.reason is Reason.RESOURCES:
         # Real srun blocks until its allocation is granted; nodes still completing an earlier job
         # free up within a second, so waiting for them is part of this same command.
