@@ -130,6 +130,10 @@ class Node:
                 self.shell = self.cluster.config.spawner.submit(Shell(self.spec).start).result()
             return self.shell
 
+    def is_mounted(self) -> bool:
+        """True once the node's root exists (its overlay is up); before that it is its image's files."""
+        return self._mounted
+
     @property
     def is_running(self) -> bool:
         return self.shell is not None and self.shell.is_alive
