@@ -32,6 +32,8 @@ TOOLS = {
         "NodeList,StateLong,Bogus",
         "-n",
         "compute-0[1-2]",
+        "compute-[",
+        "compute-0[2-1]",
         "--json",
         "-V",
         "--help",

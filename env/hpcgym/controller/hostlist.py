@@ -40,6 +40,8 @@ def _expand_ranges(ranges: str, expression: str) -> list[str]:
         if not sep:
             values.append(low)
             continue
+        if int(high) < int(low):
+            raise ControllerError(f"invalid hostlist expression: {expression!r}")
         width = len(low) if low.startswith("0") or len(low) == len(high) else 0
         for number in range(int(low), int(high) + 1):
             values.append(str(number).zfill(width))
@@ -69,6 +71,18 @@ def expand_hostlist(expression: str) -> list[str]:
             # A second bracket group (rack[1-2]-node[1-4]) expands recursively.
             hosts.extend(expand_hostlist(head + value + tail))
     return hosts
+
+
+def expand_names(expression: str) -> list[str]:
+    """Expand a node argument the way the clients treat one: a malformed range is one literal name.
+
+    The name then fails the usual lookup ("Node compute-[ not found", "Invalid node name ..."), so
+    the agent sees Slurm's ordinary error instead of the controller failing.
+    """
+    try:
+        return expand_hostlist(expression)
+    except ControllerError:
+        return [expression]
 
 
 def _sort_key(host: str) -> tuple[str, int, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option
-from hpcgym.controller.hostlist import expand_hostlist
+from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.rpc import JobRequest
 from hpcgym.controller.timefmt import parse_begin_time, parse_time_limit
 
@@ -93,9 +93,9 @@ def build_request(prog: str, ctx: Context, opts: list[tuple[str, str | None]], *
                 raise BadOption(Reply("", f"{prog}: error: Invalid --time specification\n", 255)) from None
             request.time_limit_set = True
         elif key == "nodelist":
-            request.req_nodes = expand_hostlist(text)
+            request.req_nodes = expand_names(text)
         elif key == "exclude":
-            request.exc_nodes = expand_hostlist(text)
+            request.exc_nodes = expand_names(text)
         elif key == "mem":
             request.mem_mb = _memory(prog, text)
         elif key == "gres":

@@ -11,7 +11,7 @@ import re
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
-from hpcgym.controller.hostlist import expand_hostlist
+from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.state import Job
 
@@ -115,7 +115,7 @@ def _matches(ctx: Context, job: Job, values: dict[str, str], keys: set[str]) -> 
         wanted = {text.upper() for text in values["state"].split(",")}
         if job.state.value not in wanted and job.state.compact not in wanted:
             return False
-    if "nodelist" in values and not set(expand_hostlist(values["nodelist"])).intersection(job.nodes):
+    if "nodelist" in values and not set(expand_names(values["nodelist"])).intersection(job.nodes):
         return False
     if "batch" in keys and not job.batch:
         return False

@@ -10,7 +10,7 @@ from hpcgym.controller.commands import scontrol_config, usage
 from hpcgym.controller.commands import scontrol_show as show
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
-from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
+from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import JobState, PartitionState, Reason
@@ -140,7 +140,7 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
     if entity == "reservation":
         return Reply("No reservations in the system\n")
     if entity == "node":
-        names = expand_hostlist(target) if target else list(cluster.nodes)
+        names = expand_names(target) if target else list(cluster.nodes)
         missing = [name for name in names if name not in cluster.nodes]
         if missing:
             return Reply(f"Node {target} not found\n", "", 1)
@@ -177,10 +177,7 @@ def _show_hosts(entity: str, target: str | None) -> Reply:
     # Without an argument the real tool reads SLURM_JOB_NODELIST, which an agent's shell never has.
     if not target:
         return Reply("", "", 1)
-    try:
-        hosts = expand_hostlist(target)
-    except ControllerError:
-        return Reply("", "", 1)
+    hosts = expand_names(target)
     if entity == "hostnames":
         return Reply("".join(f"{host}\n" for host in hosts))
     return Reply(compress_hostlist(hosts) + "\n")
@@ -227,7 +224,7 @@ def _update(ctx: Context, words: list[str]) -> Reply:
 
 def _update_node(ctx: Context, pairs: list[tuple[str, str]], words: list[str]) -> Reply:
     cluster = ctx.cluster
-    names = expand_hostlist(pairs[0][1])
+    names = expand_names(pairs[0][1])
     state: str | None = None
     reason: str | None = None
     for key, value in pairs[1:]:

@@ -23,7 +23,7 @@ from hpcgym.controller.commands.base import (
     usage_error,
 )
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
-from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
+from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.state import Node, NodeBase, NodeFlag, Partition, PartitionState
 from hpcgym.controller.timefmt import format_ctime, format_iso, format_limit
 
@@ -127,7 +127,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if failure:
         return Reply("", f"{failure.preamble}slurm_load_partitions: {failure.error}\n", 1)
     if "json" in flags:
-        wanted = set(expand_hostlist(values["nodes"])) if "nodes" in values else None
+        wanted = set(expand_names(values["nodes"])) if "nodes" in values else None
         nodes = [n for n in ctx.cluster.nodes.values() if wanted is None or n.name in wanted]
         return Reply(slurm_json.envelope("nodes", [slurm_json.node_record(n) for n in nodes]))
     states: list[Callable[[Node], bool]] = []
@@ -161,7 +161,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
         headers = [_HEADERS.get(f.letter, "") for f in fields]
     cluster = ctx.cluster
     wanted_parts = values["partition"].split(",") if "partition" in values else None
-    wanted_nodes = set(expand_hostlist(values["nodes"])) if "nodes" in values else None
+    wanted_nodes = set(expand_names(values["nodes"])) if "nodes" in values else None
 
     def keep(node: Node) -> bool:
         if wanted_nodes is not None and node.name not in wanted_nodes:

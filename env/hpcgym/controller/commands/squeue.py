@@ -19,7 +19,7 @@ from hpcgym.controller.commands.base import (
     usage_error,
 )
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
-from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
+from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.state import SQUEUE_STATE_NAMES, Job, JobState, Step
 from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso, format_limit
 
@@ -185,7 +185,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
             if text in ("CG", "COMPLETING"):
                 states.add("COMPLETING")
     if "nodelist" in values:
-        for name in expand_hostlist(values["nodelist"]):
+        for name in expand_names(values["nodelist"]):
             if name not in cluster.nodes:
                 return Reply("", f"squeue: error: Invalid node name {name}\n", 1)
     users: set[str] | None = None
@@ -215,7 +215,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
         if "name" in values and job.name not in values["name"].split(","):
             return False
         if "nodelist" in values:
-            wanted = set(expand_hostlist(values["nodelist"]))
+            wanted = set(expand_names(values["nodelist"]))
             if not wanted.intersection(job.nodes) or job.state is JobState.PENDING:
                 return False
         return not ("start" in flags and job.state is not JobState.PENDING)
