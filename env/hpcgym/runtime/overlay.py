@@ -49,9 +49,11 @@ def mount_fs(source: str, target: Path, fstype: str, options: str, flags: int = 
 
 
 def unmount(target: Path) -> bool:
-    """Detach a mount; returns False where nothing was mounted there."""
-    # A lazy detach never blocks on a busy mount, and the sandbox holding it is being killed anyway.
-    return _libc.umount2(os.fsencode(target), MNT_DETACH) == 0
+    """Unmount `target`; returns False where nothing was mounted there."""
+    path = os.fsencode(target)
+    # A plain unmount also ends a FUSE daemon; a lazy detach (for a mount still busy while the
+    # sandbox holding it dies) never blocks.
+    return _libc.umount2(path, 0) == 0 or _libc.umount2(path, MNT_DETACH) == 0
 
 
 def mount_tmpfs(target: Path, size_bytes: int, mode: int = 0o755) -> None:
@@ -75,11 +77,7 @@ def mount_overlay(mode: OverlayMode, lower: Path, upper: Path, work: Path, merge
 
 
 def remove_overlay(mode: OverlayMode, merged: Path) -> None:
-    if mode is OverlayMode.FUSE:
-        # A lazily detached FUSE mount keeps its daemon alive; a plain unmount makes it exit.
-        if _libc.umount2(os.fsencode(merged), 0) != 0:
-            unmount(merged)
-    elif mode is OverlayMode.KERNEL:
+    if mode.is_mount():
         unmount(merged)
 
 
