@@ -53,13 +53,14 @@ class Env:
     access: MemoryNodeAccess
     services: ServiceManager
 
-    def run(self, node: str, *argv: str, cwd: str = "/root") -> Reply:
+    def run(self, node: str, *argv: str, cwd: str = "/root", stdin: str | None = None) -> Reply:
         ctx = base.Context(
             cluster=self.controller.cluster,
             node=node,
             cwd=cwd,
             user=self.controller.caller,
             users=self.controller.users,
+            stdin=stdin,
         )
         # TODO(lead): drop once Context has a `services` field and Controller.handle passes it.
         ctx.services = self.services  # type: ignore[attr-defined]

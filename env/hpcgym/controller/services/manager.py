@@ -19,6 +19,7 @@ from hpcgym.controller.clock import VirtualClock
 from hpcgym.controller.services import httpd, munged, slurm
 from hpcgym.controller.services.access import NodeAccess
 from hpcgym.controller.services.daemon import Launch, Line, append_log, fill_pid
+from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
 from hpcgym.controller.services.journal import Catalog, Entry, Journal, Priority
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem
@@ -105,17 +106,28 @@ class ServiceManager:
         names = list(nodes) if controller_host in nodes else [controller_host, *nodes]
         self.nodes: dict[str, NodeServices] = {name: NodeServices(Journal(name)) for name in names}
         self._syncing = False
+        # munge credentials: a serial that makes each one unique, and those each node has decoded
+        # (munged refuses a replay).
+        # The GPUs of each GPU node (nvidia-smi's state); scenarios set their counters.
+        self.gpus: dict[str, list[Gpu]] = {}
+        self.munge_serial = 0
+        self.munge_seen: dict[str, set[str]] = {}
 
     @classmethod
     def from_slurm_conf(cls, conf: SlurmConf, access: NodeAccess, clock: VirtualClock) -> ServiceManager:
-        """A manager for slurm.conf's controller host and compute nodes."""
-        return cls(
+        """A manager for slurm.conf's controller host and compute nodes, GPUs included."""
+        manager = cls(
             access,
             clock,
             nodes=[conf.controller_host, *(node.name for node in conf.nodes)],
             controller_host=conf.controller_host,
             controller_addr=conf.controller_addr,
         )
+        for node in conf.nodes:
+            count = gpu_count(conf, node.name)
+            if count:
+                manager.gpus[node.name] = make_gpus(node.name, count)
+        return manager
 
     # ---- what daemons and the Slurm side ask ------------------------------------------------------
 

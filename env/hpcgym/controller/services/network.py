@@ -13,7 +13,8 @@ is what a broken `route-eth0` breaks. How far this goes, on purpose:
 - the routers are the `.254` address of each cluster subnet; a route whose gateway is not on the
   node's own subnet, or is no router, carries nothing (NetworkManager installs nothing for it);
 - only the path from the asking node matters (every return path works).
-`ip route` inside the sandbox is the real iproute2 and shows none of this.
+`ip route` inside the sandbox is the real iproute2 and shows none of this unless `ip` is routed to
+the controller (commands/ip.py models `ip route` and `ip addr` over this state).
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ _ROUTE_LINE = re.compile(r"^(?P<dest>default|[\d./]+)(?:\s+via\s+(?P<via>[\d.]+)
 
 @dataclass(frozen=True)
 class Route:
+    """One kernel route; `proto` says who installed it (`static` from route-eth0, "" by `ip route add`)."""
+
     dest: IPv4Network
     gateway: IPv4Address | None
     dev: str = "eth0"
+    proto: str = "static"
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,10 @@ class Network:
             routes = parse_route_file(raw.decode(errors="replace"), iface) if raw else []
         except RouteFileError:
             return _unknown_connection(cfg)
+        # NetworkManager activates the connection anyway but cannot install a route whose gateway is
+        # not on the interface's subnet; it only logs a warning.
+        subnet = self._subnet(node)
+        routes = [r for r in routes if r.gateway is None or (subnet is not None and r.gateway in subnet)]
         self.interfaces[node] = Interface(up=True, routes=routes)
         self._activations += 1
         path = f"/org/freedesktop/NetworkManager/ActiveConnection/{self._activations}"
@@ -185,6 +193,36 @@ class Network:
     def set_routes(self, node: str, routes: list[Route], *, up: bool = True) -> None:
         """Scenario hook: replace a node's live routes without touching its files."""
         self.interfaces[node] = Interface(up=up, routes=list(routes))
+
+    def subnet(self, node: str) -> IPv4Network | None:
+        """The /24 eth0 sits on, whether or not eth0 is up."""
+        return self._subnet(node)
+
+    def is_up(self, node: str) -> bool:
+        iface = self.interfaces.get(node)
+        return iface is not None and iface.up
+
+    def add_route(self, node: str, route: Route) -> str | None:
+        """`ip route add`: None, or iproute2's error text."""
+        iface = self.interfaces.get(node)
+        subnet = self._subnet(node)
+        if iface is None or not iface.up:
+            return "Error: Nexthop device is not up."
+        if route.gateway is not None and (subnet is None or route.gateway not in subnet):
+            return "Error: Nexthop has invalid gateway."
+        if any(existing.dest == route.dest for existing in iface.routes):
+            return "RTNETLINK answers: File exists"
+        iface.routes.append(route)
+        return None
+
+    def delete_route(self, node: str, dest: IPv4Network) -> str | None:
+        """`ip route del`: None, or iproute2's error text."""
+        iface = self.interfaces.get(node)
+        kept = [route for route in (iface.routes if iface else []) if route.dest != dest]
+        if iface is None or len(kept) == len(iface.routes):
+            return "RTNETLINK answers: No such process"
+        iface.routes = kept
+        return None
 
     def routes(self, node: str) -> list[Route]:
         iface = self.interfaces.get(node)

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hpcgym.controller.commands import journalctl, systemctl
+from hpcgym.controller.commands import curl, ifupdown, ip, journalctl, munge, nvidia_smi, systemctl
 from hpcgym.controller.commands.base import Context, Reply
 
 TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
     "systemctl": systemctl.run,
     "journalctl": journalctl.run,
+    "munge": munge.run_munge,
+    "unmunge": munge.run_unmunge,
+    "remunge": munge.run_remunge,
+    "curl": curl.run,
+    "ifup": ifupdown.run_ifup,
+    "ifdown": ifupdown.run_ifdown,
+    "ip": ip.run,
+    "nvidia-smi": nvidia_smi.run,
 }

@@ -1,0 +1,34 @@
+"""ifup / ifdown as Rocky 9 ships them: NetworkManager's wrappers over `nmcli connection load/up/down`.
+
+They apply the node's own `/etc/sysconfig/network-scripts/ifcfg-IFACE` and `route-IFACE` to its
+simulated interface (services/network.py), so editing a broken route-eth0 and running `ifup eth0`
+is what brings the route back. Registered as two programs, `ifup` and `ifdown`.
+"""
+
+from __future__ import annotations
+
+from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.services import services_of
+
+
+def _iface(args: list[str]) -> str | None:
+    if not args:
+        return None
+    name = args[0]
+    return name.removeprefix("ifcfg-")
+
+
+def run_ifup(ctx: Context, args: list[str]) -> Reply:
+    iface = _iface(args)
+    if iface is None:
+        return Reply("usage: ifup <configuration>\n", "", 1)
+    result = services_of(ctx).network.ifup(ctx.node, iface)
+    return Reply(result.stdout, result.stderr, result.exit_code)
+
+
+def run_ifdown(ctx: Context, args: list[str]) -> Reply:
+    iface = _iface(args)
+    if iface is None:
+        return Reply("usage: ifdown <configuration>\n", "", 1)
+    result = services_of(ctx).network.ifdown(ctx.node, iface)
+    return Reply(result.stdout, result.stderr, result.exit_code)
