@@ -106,9 +106,9 @@ def test_stub_reaches_the_handler_from_every_node(runtime: Runtime) -> None:
 
     with runtime.new_cluster(compute_nodes=["compute-01"], handler=handler) as cluster:
         result = cluster.execute("cd /etc && sinfo -N -l --partition 'gpu nodes'")
-        assert result.output == "answer from login-01\nwarn\n"
+        assert result.output == "answer from login01\nwarn\n"
         assert result.exit_code == 2
-        assert calls[-1] == ("login-01", ["sinfo", "-N", "-l", "--partition", "gpu nodes"], "/etc")
+        assert calls[-1] == ("login01", ["sinfo", "-N", "-l", "--partition", "gpu nodes"], "/etc")
         cluster.execute("ssh compute-01")
         assert cluster.execute("systemctl status slurmd").output.startswith("answer from compute-01")
         assert calls[-1][:2] == ("compute-01", ["systemctl", "status", "slurmd"])

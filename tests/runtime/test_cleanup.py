@@ -60,7 +60,7 @@ def test_many_clusters_leave_nothing_behind(runtime: Runtime) -> None:
 def test_exception_inside_with_block_cleans_up(runtime: Runtime) -> None:
     with pytest.raises(ZeroDivisionError), runtime.new_cluster() as cluster:
         cluster.execute("true")
-        shell = cluster.nodes["login-01"].shell
+        shell = cluster.nodes["login01"].shell
         assert shell is not None
         pid, where = shell.shell_pid, cluster.dir
         raise ZeroDivisionError

@@ -27,5 +27,5 @@ def test_pool_never_hands_out_a_cluster_twice(runtime: Runtime) -> None:
 def test_pooled_cluster_is_at_its_prompt_and_takes_compute_nodes(runtime: Runtime) -> None:
     assert runtime.pool.wait_full(timeout_s=60)
     with runtime.new_cluster(compute_nodes=["gpu-07"]) as cluster:
-        assert cluster.nodes["login-01"].is_running
+        assert cluster.nodes["login01"].is_running
         assert cluster.execute("ssh gpu-07 hostname").output == "gpu-07\n"

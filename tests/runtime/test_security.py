@@ -18,7 +18,7 @@ from hpcgym.runtime import Cluster, Runtime
 REPO = Path(__file__).resolve().parents[2]
 
 
-def host_pids_of(cluster: Cluster, node: str = "login-01") -> tuple[int, int]:
+def host_pids_of(cluster: Cluster, node: str = "login01") -> tuple[int, int]:
     shell = cluster.nodes[node].shell
     assert shell is not None
     return shell.pid1, shell.shell_pid

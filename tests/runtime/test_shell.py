@@ -9,9 +9,9 @@ from hpcgym.runtime import Cluster
 
 def test_output_and_exit_code(cluster: Cluster) -> None:
     result = cluster.execute("echo hello; hostname; (exit 3)")
-    assert result.output == "hello\nlogin-01\n"
+    assert result.output == "hello\nlogin01\n"
     assert result.exit_code == 3
-    assert result.node == "login-01"
+    assert result.node == "login01"
     assert not result.timed_out and not result.truncated
 
 

@@ -14,8 +14,8 @@ def test_ssh_moves_the_shell_and_exit_returns(cluster: Cluster) -> None:
     result = cluster.execute("exit")
     assert result.output.endswith("Connection to compute-01 closed.\n")
     assert not result.ended
-    assert cluster.current_node == "login-01"
-    assert cluster.execute("hostname").output == "login-01\n"
+    assert cluster.current_node == "login01"
+    assert cluster.execute("hostname").output == "login01\n"
     # Files and processes belong to the node they were made on.
     assert cluster.execute("ls /etc/only-on-compute-01").exit_code != 0
     assert "sleep 500" not in cluster.execute("ps -eo args").output
@@ -26,11 +26,11 @@ def test_ssh_onward_and_back_from_every_node(cluster: Cluster) -> None:
     cluster.execute("ssh compute-01")
     cluster.execute("ssh compute-02")
     assert cluster.execute("hostname").output == "compute-02\n"
-    assert cluster.execute("ssh login-01 hostname").output == "login-01\n"
-    cluster.execute("ssh login-01")
-    assert cluster.execute("hostname").output == "login-01\n"
-    assert [cluster.execute("exit").node for _ in range(3)] == ["login-01", "compute-02", "compute-01"]
-    assert cluster.current_node == "login-01"
+    assert cluster.execute("ssh login01 hostname").output == "login01\n"
+    cluster.execute("ssh login01")
+    assert cluster.execute("hostname").output == "login01\n"
+    assert [cluster.execute("exit").node for _ in range(3)] == ["login01", "compute-02", "compute-01"]
+    assert cluster.current_node == "login01"
     assert not cluster.ended
 
 
@@ -39,7 +39,7 @@ def test_ssh_command_keeps_every_argument(cluster: Cluster) -> None:
     result = cluster.execute("ssh compute-01 nvidia-smi -r -i 0")
     assert result.output == 'compute-01 /root ["nvidia-smi", "-r", "-i", "0"]\n'
     assert cluster.execute("ssh compute-01 echo -n a b").output == "a b"
-    assert cluster.current_node == "login-01"
+    assert cluster.current_node == "login01"
 
 
 def test_ssh_command_exit_code_and_stderr(cluster: Cluster) -> None:
@@ -52,7 +52,7 @@ def test_unknown_host_prints_what_ssh_prints(cluster: Cluster) -> None:
     result = cluster.execute("ssh nosuchnode")
     assert result.output == "ssh: Could not resolve hostname nosuchnode: Name or service not known\n"
     assert result.exit_code == 255
-    assert cluster.current_node == "login-01"
+    assert cluster.current_node == "login01"
 
 
 def test_shared_dirs_are_shared_across_nodes(cluster: Cluster) -> None:

@@ -158,7 +158,7 @@ class Cluster:
         self,
         config: ClusterConfig,
         episode_dir: Path,
-        login_node: str = "login-01",
+        login_node: str = "login01",
         on_close: Callable[[Cluster], None] | None = None,
     ) -> None:
         self.config = config

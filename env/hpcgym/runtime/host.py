@@ -43,7 +43,7 @@ class Runtime:
         >>> with Runtime(Path("build/images"), pool_size=4) as runtime:
         ...     with runtime.new_cluster(compute_nodes=["compute-01"]) as cluster:
         ...         print(cluster.execute("hostname").output)
-        login-01
+        login01
 
     Args:
         images_dir: where the build put `<role>/rootfs.tar.zst` and `<role>/manifest.json`.
@@ -72,8 +72,8 @@ class Runtime:
         limits: Limits | None = None,
         default_timeout_s: float = 30.0,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
-        login_node: str = "login-01",
-        default_compute_nodes: Sequence[str] = ("compute-01", "compute-02"),
+        login_node: str = "login01",
+        default_compute_nodes: Sequence[str] = ("compute-01", "compute-02", "compute-03", "compute-04"),
         use_cgroups: bool = True,
     ) -> None:
         if os.geteuid() != 0:

@@ -1,0 +1,165 @@
+"""EPISODE: one fresh cluster (runtime) and the controller that owns its state, joined.
+
+`Episode` is the one object every interface wraps (the gym env, the OpenEnv server, the TRL wrapper,
+the CLI). Each agent command goes to the cluster's bash; stubs inside it reach the controller through
+the node's control socket; after the command the virtual clock moves one step. Grading and scenarios
+sit above this and only read what it exposes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from hpcgym.controller import Controller, User
+from hpcgym.controller.commands.base import TaskRequest, TaskResult
+from hpcgym.controller.services import ServiceManager, sync_cluster
+from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf
+from hpcgym.episode.nodes import ClusterNodes
+from hpcgym.errors import SandboxError
+from hpcgym.runtime import Cluster, Reply, Runtime
+from hpcgym.runtime.sandbox import exec_in_node
+
+SLURM_CONF = "etc/slurm/slurm.conf"
+LOGIN_ROLE = "rocky-login"
+DEFAULT_STEP_SECONDS = 5
+TASK_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one agent command produced.
+
+    Attributes:
+        output: what the terminal showed (stdout and stderr interleaved, capped, ANSI stripped).
+        exit_code: the command's exit status as `$?` reports it.
+        node: the node the command ran on.
+        wall_s: host seconds the command took.
+        timed_out: the command hit its time limit and was interrupted.
+        truncated: the output was longer than the cap; its head and tail are kept.
+        ended: `exit` on the login node closed the session.
+        now_s: the episode's virtual time after the step.
+    """
+
+    output: str
+    exit_code: int
+    node: str
+    wall_s: float
+    timed_out: bool
+    truncated: bool
+    ended: bool
+    now_s: int
+
+
+def cluster_conf(runtime: Runtime) -> SlurmConf:
+    """The cluster's topology, from the login image's real slurm.conf."""
+    path = runtime.config.lowers[LOGIN_ROLE] / SLURM_CONF
+    if not path.is_file():
+        raise SandboxError(f"the {LOGIN_ROLE} image has no /{SLURM_CONF}", hint="rebuild the images")
+    return load_slurm_conf(path)
+
+
+class Episode:
+    """One isolated copy of the cluster with its controller, ready at the login prompt.
+
+    Example:
+        >>> with Runtime(Path("build/images"), login_node="login01") as runtime:  # doctest: +SKIP
+        ...     with Episode(runtime) as episode:
+        ...         print(episode.step("sinfo").output)
+
+    Args:
+        runtime: makes the cluster (shared by many episodes in one process).
+        step_seconds: virtual seconds per agent command.
+        start_s: the virtual clock's first instant.
+        timeout_s: per-command wall-clock limit (None: the runtime's default).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        step_seconds: int = DEFAULT_STEP_SECONDS,
+        start_s: int | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.conf = cluster_conf(runtime)
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self.cluster: Cluster = runtime.new_cluster(
+            compute_nodes=[node.name for node in self.conf.nodes], handler=self._handle
+        )
+        try:
+            self.nodes = ClusterNodes(self.cluster)
+            clock_start = {} if start_s is None else {"start_s": start_s}
+            self.controller = Controller(
+                self.conf,
+                step_s=step_seconds,
+                slurmd_running=False,
+                users=(User("root", 0, "root", 0),),
+                run_task=self._run_task,
+                read_file=self.nodes.read,
+                **clock_start,
+            )
+            self.services = ServiceManager.from_slurm_conf(self.conf, self.nodes, self.controller.clock)
+            self.controller.services = self.services
+            with self._lock:
+                sync_cluster(self.controller.cluster, self.services)  # boots every node's services
+        except BaseException:
+            self.cluster.close()
+            raise
+
+    # --- the agent's side -----------------------------------------------------------------------
+
+    def step(self, command: str) -> StepResult:
+        """Type one command line at the current node's prompt, then advance virtual time one step."""
+        result = self.cluster.execute(command, self.timeout_s)
+        with self._lock:
+            now_s = self.controller.tick()
+        return StepResult(
+            output=result.output,
+            exit_code=result.exit_code,
+            node=result.node,
+            wall_s=result.wall_s,
+            timed_out=result.timed_out,
+            truncated=result.truncated,
+            ended=result.ended,
+            now_s=now_s,
+        )
+
+    @property
+    def current_node(self) -> str:
+        return self.cluster.current_node
+
+    # --- the stubs' side (called on the runtime's channel threads) ------------------------------
+
+    def _handle(self, node: str, argv: list[str], cwd: str) -> Reply:
+        reply = self.controller.handle(node, argv, cwd)
+        return Reply(stdout=reply.stdout, stderr=reply.stderr, exit_code=reply.exit_code)
+
+    def _run_task(self, task: TaskRequest) -> TaskResult:
+        # srun runs its task for real inside the target node, as slurmd would.
+        target = self.cluster.nodes[task.node]
+        shell = target.ensure_started()
+        exports = [f"{key}={value}" for key, value in sorted(task.env.items())]
+        argv = ["/usr/bin/env", "-C", task.cwd, *exports, *task.argv]
+        done = exec_in_node(target.spec, shell.shell_pid, argv, TASK_TIMEOUT_S)
+        return TaskResult(stdout=done.stdout, stderr=done.stderr, exit_code=done.exit_code)
+
+    # --- lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every node and free every mount, process and file of this episode."""
+        self.cluster.close()
+
+    def __enter__(self) -> Episode:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+__all__: Sequence[str] = ("Episode", "StepResult", "cluster_conf")

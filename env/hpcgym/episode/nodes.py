@@ -1,0 +1,218 @@
+"""The controller's hands inside a cluster: node files and daemon processes, through the runtime.
+
+The controller runs outside every sandbox, so when munged checks its key or systemctl starts slurmd it
+works on the node's real files (the merged overlay, or the image's lower dir for a node not started
+yet) and real processes in the node's PID namespace. Paths are resolved inside the node's root, so a
+symlink the agent plants can never point the controller at a host file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import stat
+from pathlib import Path
+
+from hpcgym.controller.services.access import FileStat
+from hpcgym.errors import SandboxError
+from hpcgym.runtime.cluster import Cluster, Node
+from hpcgym.runtime.sandbox import exec_in_node
+from hpcgym.runtime.unpack import ID_RANGE
+
+MAX_SYMLINK_HOPS = 40
+DAEMON_DIR = "/usr/libexec/hpcgym/daemons"
+START_TIMEOUT_S = 10.0
+
+# Runs inside the node: give the daemon image a pipe only it holds (so `cat` blocks forever), name
+# it, drop to the service's uid, and print its pid as the node sees it.
+_START_DAEMON = r"""
+fifo=$(mktemp -u /run/.hpcgym-daemon.XXXXXX) && mkfifo -m 0600 "$fifo" || exit 1
+{
+    rm -f "$fifo"
+    exec setpriv --reuid="$2" --regid="$2" --clear-groups -- /bin/bash -c 'exec -a "$0" "$1"' "$0" "$1"
+} <>"$fifo" >/dev/null 2>&1 &
+echo $!
+"""
+
+
+class NodeAccessError(SandboxError):
+    """The controller could not reach into a node (an infrastructure failure, never the agent's)."""
+
+
+class ClusterNodes:
+    """`NodeAccess` over one runtime cluster."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.uid_base = cluster.config.uid_base
+        self._host_pids: dict[tuple[str, int], tuple[int, int]] = {}
+
+    # --- files ------------------------------------------------------------------------------
+
+    def _node(self, name: str) -> Node:
+        try:
+            return self.cluster.nodes[name]
+        except KeyError:
+            raise NodeAccessError(f"no node {name!r} in this cluster") from None
+
+    def _root(self, node: Node) -> Path:
+        # A node that never started has exactly its image's files.
+        return node.root if node.is_mounted() else self.cluster.config.lowers[node.role]
+
+    def host_path(self, name: str, path: str, *, follow: bool = True) -> Path:
+        """Where `path` of node `name` is on the host, resolving symlinks inside the node's root."""
+        root = self._root(self._node(name))
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        resolved: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = root.joinpath(*resolved, part)
+            if (follow or parts) and candidate.is_symlink():
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise NodeAccessError(f"too many symlinks resolving {path} on {name}")
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    resolved = []
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                continue
+            resolved.append(part)
+        return root.joinpath(*resolved)
+
+    def _unshift(self, host_id: int) -> int:
+        inside = host_id - self.uid_base
+        return inside if 0 <= inside < ID_RANGE else 65534
+
+    def stat(self, node: str, path: str) -> FileStat | None:
+        try:
+            st = self.host_path(node, path).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return FileStat(mode=st.st_mode, uid=self._unshift(st.st_uid), gid=self._unshift(st.st_gid))
+
+    def read(self, node: str, path: str) -> bytes | None:
+        target = self.host_path(node, path)
+        try:
+            if not stat.S_ISREG(target.stat().st_mode):
+                return None
+            return target.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def write(
+        self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> None:
+        self._node(node).ensure_started()
+        target = self.host_path(node, path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.hpcgym-tmp")
+        tmp.write_bytes(data)
+        os.chown(tmp, self.uid_base + uid, self.uid_base + gid)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+
+    def remove(self, node: str, path: str) -> None:
+        self._node(node).ensure_started()
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            self.host_path(node, path, follow=False).unlink()
+
+    # --- processes ----------------------------------------------------------------------------
+
+    def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
+        target = self._node(node)
+        shell = target.ensure_started()
+        daemon = f"{DAEMON_DIR}/{comm}"
+        result = exec_in_node(
+            target.spec,
+            shell.shell_pid,
+            ["/bin/bash", "-c", _START_DAEMON, shlex.join(argv), daemon, str(uid)],
+            START_TIMEOUT_S,
+        )
+        try:
+            return int(result.stdout.strip())
+        except ValueError:
+            raise NodeAccessError(
+                f"could not start {comm} on {node}: {result.stderr.strip() or result.stdout.strip()}"
+            ) from None
+
+    def _host_pid(self, node: str, pid: int) -> int | None:
+        """The host pid of the process the node knows as `pid`, if that very process still exists."""
+        known = self._host_pids.get((node, pid))
+        if known is None:
+            known = self._find_host_pid(node, pid)
+            if known is None:
+                return None
+            self._host_pids[(node, pid)] = known
+        host_pid, start_ticks = known
+        stat_fields = _read_stat(host_pid)
+        # Same pid and same start time: the same process, not a later one that reused the number.
+        if stat_fields is None or int(stat_fields[19]) != start_ticks or stat_fields[0] == "Z":
+            return None
+        return host_pid
+
+    def _find_host_pid(self, node: str, pid: int) -> tuple[int, int] | None:
+        # Only the node's own process tree is searched: its init (the shell's parent) adopts every
+        # daemon once the command that started it has exited.
+        target = self._node(node)
+        if target.shell is None or not target.shell.is_alive:
+            return None
+        init = _parent_of(target.shell.shell_pid)
+        pending = [init] if init else []
+        while pending:
+            host_pid = pending.pop()
+            if _ns_pid(host_pid) == pid:
+                fields = _read_stat(host_pid)
+                return (host_pid, int(fields[19])) if fields else None
+            pending.extend(_children_of(host_pid))
+        return None
+
+    def is_alive(self, node: str, pid: int) -> bool:
+        return self._host_pid(node, pid) is not None
+
+    def kill(self, node: str, pid: int, signal: int = 15) -> None:
+        host_pid = self._host_pid(node, pid)
+        if host_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(host_pid, signal)
+
+
+def _read_stat(host_pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name: [state, ppid, ...]; field 19 is the start time."""
+    try:
+        with open(f"/proc/{host_pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _parent_of(host_pid: int) -> int | None:
+    fields = _read_stat(host_pid)
+    return int(fields[1]) if fields else None
+
+
+def _children_of(host_pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{host_pid}/task"):
+            with open(f"/proc/{host_pid}/task/{tid}/children") as f:
+                children.extend(int(c) for c in f.read().split())
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return children
+
+
+def _ns_pid(host_pid: int) -> int | None:
+    try:
+        with open(f"/proc/{host_pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
