@@ -1,0 +1,84 @@
+"""Whole episodes: agent commands through the real shell, stubs, control socket, controller, services."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpcgym.episode import Episode
+from tests.conftest import REPO
+
+CAPTURES = REPO.parent / "shared" / "reference" / "slurm-22.05"
+
+
+def capture(state: str, command: str) -> str:
+    index = json.loads((CAPTURES / state / "index.json").read_text())
+    entry = next(e for e in index if e["command"] == command)
+    return (CAPTURES / state / entry["file"]).read_text()
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["sinfo", "sinfo -N", "sinfo -R", 'sinfo -o "%N %T"', "sinfo -s", "squeue", "scontrol show partition"],
+)
+def test_slurm_through_the_stub_matches_real_slurm(episode, command):
+    # Typed at the prompt exactly as in the capture: bash, stub, socket and controller all take part.
+    result = episode.step(command)
+    assert (result.output, result.exit_code) == (capture("10-all-idle", command), 0)
+
+
+def test_services_run_as_real_processes(episode):
+    assert episode.step("systemctl is-active munge slurmctld httpd").output == "active\nactive\nactive\n"
+    ps = episode.step("ps -eo user,comm --no-headers").output.split("\n")
+    assert "munge    munged" in ps and "slurm    slurmctld" in ps
+    pid = episode.step("cat /run/munge/munged.pid").output.strip()
+    assert episode.step("pidof munged").output.strip() == pid
+    episode.step("ssh compute-02")
+    assert episode.step("pgrep -x slurmd").exit_code == 0
+
+
+def test_insecure_munge_key_stops_munged_like_the_real_one(episode):
+    episode.step("chmod 0644 /etc/munge/munge.key")
+    restart = episode.step("systemctl restart munge")
+    assert restart.exit_code == 1
+    assert "Job for munge.service failed" in restart.output
+    assert episode.step("systemctl is-active munge").output == "failed\n"
+    assert episode.step("pgrep -x munged").exit_code == 1
+    journal = episode.step("journalctl -u munge --no-pager").output
+    assert (
+        'munged: Error: Keyfile is insecure: "/etc/munge/munge.key" should not be readable or writable by group'
+        " (perms=0644)" in journal
+    )
+    episode.step("chmod 0400 /etc/munge/munge.key")
+    assert episode.step("systemctl restart munge").exit_code == 0
+    assert episode.step("systemctl is-active munge").output == "active\n"
+
+
+def test_dead_slurmd_makes_the_node_not_respond_then_down(episode):
+    episode.step("ssh compute-03")
+    episode.step("pkill -9 -x slurmd")
+    episode.step("exit")
+    state = ""
+    for _ in range(40):  # SlurmdTimeout=30 s of virtual time at 5 s a step, plus the ping interval
+        state = episode.step("sinfo -h -n compute-03 -o %t").output.strip()
+        if state == "down*":
+            break
+    assert state == "down*"
+
+
+def test_srun_runs_on_the_compute_node(episode):
+    result = episode.step("srun -w compute-02 hostname")
+    assert (result.output, result.exit_code) == ("compute-02\n", 0)
+
+
+def test_same_commands_same_bytes(runtime):
+    commands = ["sinfo", "sbatch --wrap 'sleep 30'", "squeue", "scontrol show job 1", "systemctl status slurmctld"]
+
+    def transcript() -> list[tuple[str, int]]:
+        with Episode(runtime) as episode:
+            return [(r.output, r.exit_code) for r in map(episode.step, commands)]
+
+    first, second = transcript(), transcript()
+    assert first == second
+    assert first[1][0] == "Submitted batch job 1\n"
