@@ -152,9 +152,13 @@ class ServiceManager:
         runtime = self.nodes[node].units.get(unit) if node in self.nodes else None
         return runtime.memo if runtime is not None else {}
 
-    def is_slurmd_registered(self, node: str) -> bool:
-        """Whether `node`'s slurmd runs and can talk to slurmctld now (what node state should follow)."""
-        self.sync()
+    def is_slurmd_registered(self, node: str, *, sync: bool = True) -> bool:
+        """Whether `node`'s slurmd runs and can talk to slurmctld now (what node state should follow).
+
+        `sync=False` skips bringing the cluster up to date first, for a caller that just did.
+        """
+        if sync:
+            self.sync()
         return self.is_active(node, SLURMD) and slurm.registration_problem(self, node) is None
 
     def registration_problem(self, node: str) -> RegistrationProblem | None:

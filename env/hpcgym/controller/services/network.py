@@ -19,6 +19,7 @@ the controller (commands/ip.py models `ip route` and `ip addr` over this state).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -78,6 +79,13 @@ def parse_hosts(text: str) -> dict[str, IPv4Address]:
     return names
 
 
+@functools.lru_cache(maxsize=64)
+def _parse_hosts_bytes(raw: bytes) -> dict[str, IPv4Address]:
+    # Every reachability question reads /etc/hosts again (the agent may have edited it); parsing is
+    # the expensive part, and nodes share a few distinct contents, so parse each content once.
+    return parse_hosts(raw.decode(errors="replace"))
+
+
 def parse_route_file(text: str, dev: str = "eth0") -> list[Route]:
     """Read route-IFACE in either of its formats (`ADDRESS0=`/`NETMASK0=`/`GATEWAY0=`, or `ip route` lines).
 
@@ -127,7 +135,7 @@ class Network:
 
     def hosts(self, node: str) -> dict[str, IPv4Address]:
         raw = self.access.read(node, "/etc/hosts")
-        return parse_hosts(raw.decode(errors="replace")) if raw else {}
+        return _parse_hosts_bytes(raw) if raw else {}
 
     def resolve(self, node: str, host: str) -> IPv4Address | None:
         """What the node's resolver returns for `host` (only /etc/hosts and dotted quads: no DNS)."""

@@ -25,7 +25,7 @@ def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
         cluster.set_slurmctld(ctl_up)
     cluster.munge_down = {name for name in services.nodes if not services.is_active(name, MUNGE)}
     for name, node in cluster.nodes.items():
-        registered = name in services.nodes and services.is_slurmd_registered(name)
+        registered = name in services.nodes and services.is_slurmd_registered(name, sync=False)
         if registered and not node.slurmd_up:
             cluster.start_slurmd(name)
         elif not registered and node.slurmd_up:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hpcgym.controller.commands import curl, ifupdown, ip, journalctl, munge, nvidia_smi, systemctl
+from hpcgym.controller.commands import curl, daemons, ifupdown, ip, journalctl, munge, nvidia_smi, systemctl
 from hpcgym.controller.commands.base import Context, Reply
 
 TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
@@ -22,4 +22,9 @@ TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
     "ifdown": ifupdown.run_ifdown,
     "ip": ip.run,
     "nvidia-smi": nvidia_smi.run,
+    "munged": daemons.run_munged,
+    "slurmd": daemons.run_slurmd,
+    "slurmctld": daemons.run_slurmctld,
+    "httpd": daemons.run_httpd,
+    "apachectl": daemons.run_apachectl,
 }

@@ -1,0 +1,176 @@
+"""The daemons' own binaries as operators run them by hand: munged, slurmd, slurmctld, httpd, apachectl.
+
+Version and help flags print what the real programs print (captures 00-no-config, 90-help-usage).
+Running a daemon by hand runs the same start-up checks as its unit (services/), so `munged -F` shows
+why the key is refused and `httpd -t` where the config breaks. Two deviations, on purpose: the stub
+cannot tell who called it, so munged is checked as its unit's user (what `runuser -u munge -- munged`
+does; a bare `munged` run as root would first trip over the seed dir's owner); and a daemon that
+passes its checks with no copy running starts as its systemd unit would and the command returns,
+where the real foreground daemon would hold the terminal.
+"""
+
+from __future__ import annotations
+
+from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.services import ServiceManager, munged, services_of
+from hpcgym.controller.services import httpd as portal
+from hpcgym.controller.services.daemon import PID_MARK, append_log, fill_pid
+from hpcgym.controller.services.manager import HTTPD
+from hpcgym.controller.services.slurm import MUNGE, SLURM_VERSION, SLURMCTLD, SLURMD, read_conf
+
+MUNGED_HELP = (
+    "Usage: munged [OPTIONS]\n\n"
+    "  -h, --help                Display this help message\n"
+    "  -L, --license             Display license information\n"
+    "  -V, --version             Display version information\n\n"
+    "  -f, --force               Force daemon to run if possible\n"
+    "  -F, --foreground          Run daemon in the foreground (do not fork)\n"
+    "  -M, --mlockall            Lock all pages in memory\n"
+    "  -s, --stop                Stop daemon bound to socket\n"
+    "  -S, --socket=PATH         Specify local socket [/run/munge/munge.socket.2]\n"
+    "  -v, --verbose             Be verbose\n\n"
+    "  --benchmark               Disable timers to reduce noise while benchmarking\n"
+    '  --group-check-mtime=BOOL  Specify whether to check "/etc/group" mtime [1]\n'
+    "  --group-update-time=SECS  Specify seconds between group info updates [3600]\n"
+    "  --key-file=PATH           Specify key file [/etc/munge/munge.key]\n"
+    "  --log-file=PATH           Specify log file [/var/log/munge/munged.log]\n"
+    "  --max-ttl=SECS            Specify maximum time-to-live (in seconds) [3600]\n"
+    "  --num-threads=INT         Specify number of threads to spawn [2]\n"
+    "  --origin=ADDR             Specify origin address via hostname/IPaddr/interface\n"
+    "  --pid-file=PATH           Specify PID file [/run/munge/munged.pid]\n"
+    "  --seed-file=PATH          Specify PRNG seed file [/var/lib/munge/munged.seed]\n"
+    "  --syslog                  Redirect log messages to syslog\n"
+    "  --trusted-group=GID       Specify trusted group/GID for directory checks\n\n"
+)
+HTTPD_VERSION = "Server version: Apache/2.4.62 (Rocky Linux)\nServer built:   Jan 29 2025 00:00:00\n"
+
+
+def _stderr_of_log(lines: list[str], pid: int) -> str:
+    # munged -F echoes its log lines on stderr as `munged: Level: text`.
+    out = []
+    for line in lines:
+        level, _, text = line.split(" ", 3)[3].partition(":")
+        out.append(f"munged: {level}: {text.strip()}\n".replace(PID_MARK, str(pid)))
+    return "".join(out)
+
+
+def run_munged(ctx: Context, args: list[str]) -> Reply:
+    if any(a in ("-V", "--version") for a in args):
+        return Reply(f"munge-{munged.VERSION} (2022-06-22)\n")
+    if any(a in ("-h", "--help") for a in args):
+        return Reply(MUNGED_HELP)
+    services = services_of(ctx)
+    unit = services.unit(ctx.node, MUNGE)
+    if unit is None:
+        return Reply("", "", 1)
+    services.sync()
+    launch = munged.launch(services, ctx.node, unit.file)
+    foreground = any(a in ("-F", "--foreground") for a in args)
+    pid = services.access.start_process(ctx.node, "munged", launch.argv, uid=launch.uid)
+    services.access.kill(ctx.node, pid, 9)
+    # Like the real one, a munged started by hand logs to its file whether it stays up or not.
+    append_log(
+        services.access, ctx.node, launch.log_file, fill_pid(launch.log_lines, pid), launch.uid, launch.gid
+    )
+    if not launch.ok:
+        text = (
+            _stderr_of_log(launch.log_lines, pid)
+            if foreground
+            else "".join(f"{line.text}\n" for line in launch.stderr)
+        )
+        return Reply("", text, 1)
+    if services.is_active(ctx.node, MUNGE):
+        running = services.unit(ctx.node, MUNGE)
+        holder = running.main_pid if running is not None else 0
+        error = (
+            f'munged: Error: Failed to lock "{munged.SOCKET}.lock": '
+            f'pid {holder} bound to socket "{munged.SOCKET}"\n'
+        )
+        return Reply("", (_stderr_of_log(launch.log_lines, pid) if foreground else "") + error, 1)
+    services.start(ctx.node, MUNGE)
+    return Reply("", _stderr_of_log(launch.log_lines, pid) if foreground else "", 0)
+
+
+def run_slurmd(ctx: Context, args: list[str]) -> Reply:
+    if any(a in ("-V", "--version") for a in args):
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    services = services_of(ctx)
+    if "-C" in args:
+        conf = read_conf(services, ctx.node)
+        node = conf.node(ctx.node) if conf is not None else None
+        if node is None:
+            return Reply("", "slurmd: fatal: Unable to determine this slurmd's NodeName\n", 1)
+        uptime = services.now_s - services.clock.start_s
+        days, rest = divmod(uptime, 86400)
+        clock = f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+        return Reply(
+            f"NodeName={node.name} CPUs={node.cpus} Boards={node.boards} "
+            f"SocketsPerBoard={node.sockets_per_board} "
+            f"CoresPerSocket={node.cores_per_socket} ThreadsPerCore={node.threads_per_core} "
+            f"RealMemory={node.real_memory_mb}\nUpTime={clock}\n"
+        )
+    return _start_by_hand(services, ctx.node, SLURMD, "slurmd", 6818)
+
+
+def run_slurmctld(ctx: Context, args: list[str]) -> Reply:
+    if any(a in ("-V", "--version") for a in args):
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    return _start_by_hand(services_of(ctx), ctx.node, SLURMCTLD, "slurmctld", 6817)
+
+
+def _start_by_hand(services: ServiceManager, node: str, unit: str, prog: str, port: int) -> Reply:
+    if services.unit(node, unit) is None:
+        return Reply("", f"{prog}: fatal: Unable to process configuration file\n", 1)
+    if services.is_active(node, unit):
+        return Reply(
+            "",
+            f"{prog}: error: Error binding slurm stream socket: Address already in use\n"
+            f"{prog}: fatal: Unable to bind listen port ({port}): Address already in use\n",
+            1,
+        )
+    services.start(node, unit)
+    lines = [e.message for e in services.journal(node).for_unit(unit) if e.identifier == prog]
+    return Reply("", "".join(f"{line}\n" for line in lines[-3:]), 0 if services.is_active(node, unit) else 1)
+
+
+def run_httpd(ctx: Context, args: list[str]) -> Reply:
+    services = services_of(ctx)
+    if "-v" in args:
+        return Reply(HTTPD_VERSION)
+    text, code = portal.configtest(services.access, ctx.node)
+    if "-t" in args or code != 0:
+        return Reply("", text, code)
+    if services.is_active(ctx.node, HTTPD):
+        return Reply(
+            "",
+            "(98)Address already in use: AH00072: make_sock: could not bind to address [::]:80\n"
+            "(98)Address already in use: AH00072: make_sock: could not bind to address 0.0.0.0:80\n"
+            "no listening sockets available, shutting down\nAH00015: Unable to open logs\n",
+            1,
+        )
+    services.start(ctx.node, HTTPD)
+    return Reply()
+
+
+def run_apachectl(ctx: Context, args: list[str]) -> Reply:
+    services = services_of(ctx)
+    verb = args[0] if args else ""
+    if verb in ("configtest", "-t"):
+        text, code = portal.configtest(services.access, ctx.node)
+        return Reply("", text, code)
+    if verb in ("-v", "-V"):
+        return Reply(HTTPD_VERSION)
+    # Rocky's apachectl hands the lifecycle verbs to systemctl.
+    jobs = {
+        "start": services.start,
+        "stop": services.stop,
+        "restart": services.restart,
+        "graceful": services.reload,
+    }
+    if verb in jobs:
+        text, code = portal.configtest(services.access, ctx.node)
+        if code != 0 and verb != "stop":
+            return Reply("", text, 1)
+        jobs[verb](ctx.node, HTTPD)
+        return Reply()
+    return Reply("Usage: /usr/sbin/httpd [-D name] [-d directory] [-f file]\n", "", 1)
