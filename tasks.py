@@ -119,6 +119,28 @@ def test(c: Context, pytest_args: str = "", skip_build: bool = False) -> None:
     c.run(f"{sys.executable} -m pytest {pytest_args}", pty=False)
 
 
+@task(
+    help={
+        "json": "also write the figures to this JSON file",
+        "out": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
+        "quick": "fewer samples and 64 idle episodes instead of 256 (a smoke run)",
+    }
+)
+def bench(c: Context, json: str = "", out: str = "", quick: bool = False) -> None:
+    """Measure resets, steps, idle capacity and the controller, side by side with a copy-mode baseline.
+
+    Needs root and the built images. Prints a markdown table; every figure is also a ratio to the baseline.
+    """
+    from hpcgym.bench import run_bench
+    from hpcgym.errors import HpcgymError
+
+    sizes = {"resets": 10, "steps": 60, "idle": 64} if quick else {}
+    try:
+        run_bench(Path(out or DEFAULT_OUT).resolve(), Path(json).resolve() if json else None, **sizes)
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+
+
 @task(help={"all": "also remove the store (every cached base and image)"})
 def clean(c: Context, all: bool = False) -> None:
     """Remove built images from build/ (and with --all the store), and the builders' hpcgym images."""

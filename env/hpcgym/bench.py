@@ -23,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table, box
 
+from hpcgym.episode import Episode
 from hpcgym.runtime import Cluster, OverlayMode, Runtime
 
 PEXPECT_DEFAULT_DELAY_S = 0.05  # pexpect.spawn.delaybeforesend, which the original project kept
@@ -183,6 +184,18 @@ def run_bench(
         figures["idle"] = measure_idle(runtime, idle)
     rows.append(("step", "baseline: `true` with a 50 ms send delay", base_step, base_step.p50_ms))
 
+    # The whole episode: cluster + controller + services booted on every node, and stub commands
+    # answered by the real controller rather than the runtime's echo handler.
+    with Runtime(images_dir, overlay_mode=OverlayMode.KERNEL) as runtime:
+        rows.append(("episode", "cold reset, all nodes' daemons up", time_episode_resets(runtime, 10), None))
+        with Episode(runtime) as episode:
+            for command in ("sinfo", "systemctl is-active munge"):
+                samples = [timed(lambda c=command: episode.step(c)) for _ in range(max(20, steps // 5))]
+                rows.append(
+                    ("episode", f"step `{command}` (real controller)", Stats.of(samples), base_step.p50_ms)
+                )
+            figures["controller_requests_per_s"] = controller_throughput(episode)
+
     figures["rows"] = [
         {
             "group": group,
@@ -194,9 +207,44 @@ def run_bench(
         for group, what, stats, base in rows
     ]
     print_table(console, rows, figures["idle"])  # type: ignore[arg-type]
+    rates = figures["controller_requests_per_s"]
+    console.print("controller, in-process: " + ", ".join(f"`{k}` {v:,.0f}/s" for k, v in rates.items()))  # type: ignore[attr-defined]
     if json_path is not None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
     return figures
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def time_episode_resets(runtime: Runtime, n: int) -> Stats:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        episode = Episode(runtime)
+        samples.append(time.perf_counter() - start)
+        episode.close()
+    return Stats.of(samples)
+
+
+def controller_throughput(episode: Episode, seconds: float = 2.0) -> dict[str, float]:
+    """Requests per second the controller answers in-process (no socket, no stub start-up)."""
+    rates = {}
+    for argv in (
+        ["sinfo"],
+        ["squeue"],
+        ["scontrol", "show", "node", "compute-01"],
+        ["systemctl", "is-active", "munge"],
+    ):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 4:
+            episode.controller.handle("login01", argv, "/root")
+            count += 1
+        rates[" ".join(argv)] = count / (time.perf_counter() - start)
+    return rates
 
 
 def speedup(base_ms: float | None, stats: Stats) -> float | None:
