@@ -16,7 +16,7 @@ from types import TracebackType
 from hpcgym.controller import Controller, User
 from hpcgym.controller.commands.base import TaskRequest, TaskResult
 from hpcgym.controller.services import ServiceManager, sync_cluster
-from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf
+from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
 from hpcgym.episode.nodes import ClusterNodes
 from hpcgym.errors import SandboxError
 from hpcgym.runtime import Cluster, Reply, Runtime
@@ -74,6 +74,7 @@ class Episode:
         step_seconds: virtual seconds per agent command.
         start_s: the virtual clock's first instant.
         timeout_s: per-command wall-clock limit (None: the runtime's default).
+        slurm_conf_text: a slurm.conf to use instead of the image's (written to every node).
     """
 
     def __init__(
@@ -83,8 +84,9 @@ class Episode:
         step_seconds: int = DEFAULT_STEP_SECONDS,
         start_s: int | None = None,
         timeout_s: float | None = None,
+        slurm_conf_text: str | None = None,
     ) -> None:
-        self.conf = cluster_conf(runtime)
+        self.conf = cluster_conf(runtime) if slurm_conf_text is None else parse_slurm_conf(slurm_conf_text)
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self.cluster: Cluster = runtime.new_cluster(
@@ -92,6 +94,10 @@ class Episode:
         )
         try:
             self.nodes = ClusterNodes(self.cluster)
+            if slurm_conf_text is not None:
+                # Every node reads the same file, as a real cluster keeps slurm.conf in sync.
+                for name in self.cluster.nodes:
+                    self.nodes.write(name, "/" + SLURM_CONF, slurm_conf_text.encode())
             clock_start = {} if start_s is None else {"start_s": start_s}
             self.controller = Controller(
                 self.conf,
