@@ -29,6 +29,17 @@ def unpack_image(image_dir: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def runtime(images_dir: Path):  # type: ignore[no-untyped-def]
+    """One real runtime over the built images for the whole session (root and bubblewrap needed)."""
+    from hpcgym.runtime import Runtime
+
+    if os.geteuid() != 0 or shutil.which("bwrap") is None:
+        pytest.skip("the runtime needs root and bubblewrap")
+    with Runtime(images_dir) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="session")
 def images_dir() -> Path:
     missing = [role for role in ROLES if not (IMAGES / role / "manifest.json").is_file()]
     if missing:
