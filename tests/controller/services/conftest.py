@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from hpcgym.controller import Controller, Reply
-from hpcgym.controller.commands import base
 from hpcgym.controller.rpc import User
 from hpcgym.controller.services import MemoryNodeAccess, ServiceManager, sync_cluster
 
@@ -41,6 +40,7 @@ def populate(access: MemoryNodeAccess, node: str) -> None:
     access.chown(node, "/etc/munge/munge.key", MUNGE_UID, MUNGE_UID)
     access.chmod(node, "/etc/munge/munge.key", 0o400)
     access.mkdir(node, "/var/log/slurm", mode=0o755, uid=SLURM_UID, gid=SLURM_UID)
+    access.mkdir(node, "/var/spool/slurmd", mode=0o755)
     if node == LOGIN:
         access.mkdir(node, "/var/spool/slurmctld", mode=0o700, uid=SLURM_UID, gid=SLURM_UID)
 
@@ -54,26 +54,11 @@ class Env:
     services: ServiceManager
 
     def run(self, node: str, *argv: str, cwd: str = "/root", stdin: str | None = None) -> Reply:
-        ctx = base.Context(
-            cluster=self.controller.cluster,
-            node=node,
-            cwd=cwd,
-            user=self.controller.caller,
-            users=self.controller.users,
-            stdin=stdin,
-        )
-        # TODO(lead): drop once Context has a `services` field and Controller.handle passes it.
-        ctx.services = self.services  # type: ignore[attr-defined]
-        from hpcgym.controller.services.tools import TOOLS
-
-        reply = TOOLS[argv[0]](ctx, list(argv[1:]))
-        sync_cluster(self.controller.cluster, self.services)
-        return reply
+        """One stub invocation, exactly as the runtime's socket hands it to the controller."""
+        return self.controller.handle(node, list(argv), cwd, stdin=stdin)
 
     def tick(self, seconds: int = 1) -> None:
-        self.controller.clock.advance(seconds)
-        sync_cluster(self.controller.cluster, self.services)
-        self.controller.cluster.advance()
+        self.controller.advance(seconds)
 
 
 def make_env(prepare=None) -> Env:  # type: ignore[no-untyped-def]
@@ -88,6 +73,7 @@ def make_env(prepare=None) -> Env:  # type: ignore[no-untyped-def]
         users=(User("root", 0, "root", 0),),
     )
     services = ServiceManager.from_slurm_conf(controller.cluster.conf, access, controller.clock)
+    controller.services = services
     env = Env(controller, access, services)
     sync_cluster(controller.cluster, services)
     return env

@@ -12,36 +12,20 @@ where the real foreground daemon would hold the terminal.
 from __future__ import annotations
 
 from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.daemon_usage import MUNGED_HELP, SLURMCTLD_HELP, SLURMD_HELP
 from hpcgym.controller.services import ServiceManager, munged, services_of
 from hpcgym.controller.services import httpd as portal
 from hpcgym.controller.services.daemon import PID_MARK, append_log, fill_pid
 from hpcgym.controller.services.manager import HTTPD
-from hpcgym.controller.services.slurm import MUNGE, SLURM_VERSION, SLURMCTLD, SLURMD, read_conf
-
-MUNGED_HELP = (
-    "Usage: munged [OPTIONS]\n\n"
-    "  -h, --help                Display this help message\n"
-    "  -L, --license             Display license information\n"
-    "  -V, --version             Display version information\n\n"
-    "  -f, --force               Force daemon to run if possible\n"
-    "  -F, --foreground          Run daemon in the foreground (do not fork)\n"
-    "  -M, --mlockall            Lock all pages in memory\n"
-    "  -s, --stop                Stop daemon bound to socket\n"
-    "  -S, --socket=PATH         Specify local socket [/run/munge/munge.socket.2]\n"
-    "  -v, --verbose             Be verbose\n\n"
-    "  --benchmark               Disable timers to reduce noise while benchmarking\n"
-    '  --group-check-mtime=BOOL  Specify whether to check "/etc/group" mtime [1]\n'
-    "  --group-update-time=SECS  Specify seconds between group info updates [3600]\n"
-    "  --key-file=PATH           Specify key file [/etc/munge/munge.key]\n"
-    "  --log-file=PATH           Specify log file [/var/log/munge/munged.log]\n"
-    "  --max-ttl=SECS            Specify maximum time-to-live (in seconds) [3600]\n"
-    "  --num-threads=INT         Specify number of threads to spawn [2]\n"
-    "  --origin=ADDR             Specify origin address via hostname/IPaddr/interface\n"
-    "  --pid-file=PATH           Specify PID file [/run/munge/munged.pid]\n"
-    "  --seed-file=PATH          Specify PRNG seed file [/var/lib/munge/munged.seed]\n"
-    "  --syslog                  Redirect log messages to syslog\n"
-    "  --trusted-group=GID       Specify trusted group/GID for directory checks\n\n"
+from hpcgym.controller.services.slurm import (
+    MUNGE,
+    SLURM_VERSION,
+    SLURMCTLD,
+    SLURMD,
+    read_conf,
+    slurmd_init_errors,
 )
+
 HTTPD_VERSION = "Server version: Apache/2.4.62 (Rocky Linux)\nServer built:   Jan 29 2025 00:00:00\n"
 
 
@@ -94,6 +78,8 @@ def run_munged(ctx: Context, args: list[str]) -> Reply:
 def run_slurmd(ctx: Context, args: list[str]) -> Reply:
     if any(a in ("-V", "--version") for a in args):
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    if any(a in ("-h", "--help") for a in args):
+        return Reply("", SLURMD_HELP)
     services = services_of(ctx)
     if "-C" in args:
         conf = read_conf(services, ctx.node)
@@ -109,12 +95,21 @@ def run_slurmd(ctx: Context, args: list[str]) -> Reply:
             f"CoresPerSocket={node.cores_per_socket} ThreadsPerCore={node.threads_per_core} "
             f"RealMemory={node.real_memory_mb}\nUpTime={clock}\n"
         )
+    name = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "-N"), None)
+    unit = services.unit(ctx.node, SLURMD)
+    conf = read_conf(services, ctx.node)
+    if conf is not None and unit is not None:
+        errors = slurmd_init_errors(services, ctx.node, conf, name or ctx.node)
+        if errors:
+            return Reply("", "".join(f"slurmd: {line}\n" for line in errors), 1)
     return _start_by_hand(services, ctx.node, SLURMD, "slurmd", 6818)
 
 
 def run_slurmctld(ctx: Context, args: list[str]) -> Reply:
     if any(a in ("-V", "--version") for a in args):
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    if any(a in ("-h", "--help") for a in args):
+        return Reply("", SLURMCTLD_HELP)
     return _start_by_hand(services_of(ctx), ctx.node, SLURMCTLD, "slurmctld", 6817)
 
 
@@ -134,9 +129,9 @@ def _start_by_hand(services: ServiceManager, node: str, unit: str, prog: str, po
 
 
 def run_httpd(ctx: Context, args: list[str]) -> Reply:
-    services = services_of(ctx)
     if "-v" in args:
         return Reply(HTTPD_VERSION)
+    services = services_of(ctx)
     text, code = portal.configtest(services.access, ctx.node)
     if "-t" in args or code != 0:
         return Reply("", text, code)

@@ -201,7 +201,7 @@ class ServiceManager:
 
     def boot(self, node: str) -> None:
         """Bring the node up: eth0, then every enabled unit it has, in boot order."""
-        state = self.nodes[node]
+        state = self._state(node)
         state.booted = True
         self.network.boot(node)
         for name in BOOT_ORDER:
@@ -210,7 +210,7 @@ class ServiceManager:
                 self._start(node, runtime)
 
     def _reap(self, node: str) -> None:
-        for runtime in list(self.nodes[node].units.values()):
+        for runtime in list(self._state(node).units.values()):
             pid = runtime.main_pid
             if runtime.active is not ActiveState.ACTIVE or pid is None or self.access.is_alive(node, pid):
                 continue
@@ -229,7 +229,7 @@ class ServiceManager:
                 self._start(node, runtime)
 
     def _check_registration(self, node: str) -> None:
-        runtime = self.nodes[node].units.get(SLURMD)
+        runtime = self._state(node).units.get(SLURMD)
         if runtime is None or runtime.active is not ActiveState.ACTIVE or runtime.main_pid is None:
             return
         problem = slurm.registration_problem(self, node)
@@ -245,7 +245,7 @@ class ServiceManager:
 
     def unit(self, node: str, name: str) -> UnitRuntime | None:
         """The loaded unit, loading it from the node's unit dirs on first use; None if it has no file."""
-        state = self.nodes[node]
+        state = self._state(node)
         if name in state.units:
             return state.units[name]
         file = self._read_unit_file(node, name)
@@ -258,33 +258,39 @@ class ServiceManager:
     def _read_unit_file(self, node: str, name: str) -> UnitFile | None:
         for directory in UNIT_DIRS:
             path = posixpath.join(directory, name)
-            raw = self.access.read(self._node(node), path)
+            raw = self.access.read(node, path)
             if raw is not None:
                 return parse_unit_file(name, path, raw)
         return None
 
-    def _node(self, node: str) -> str:
-        return node
+    def _state(self, node: str) -> NodeServices:
+        # A node slurm.conf does not name (a login node that runs no slurmctld, say) still has a
+        # systemd; it boots the first time anyone asks about it.
+        if node not in self.nodes:
+            self.nodes[node] = NodeServices(Journal(node))
+            if not self._syncing:
+                self.boot(node)
+        return self.nodes[node]
 
     def loaded_units(self, node: str) -> list[UnitRuntime]:
         """Units systemd has loaded on the node, sorted by name (what list-units walks)."""
         self.sync()
         for name in BOOT_ORDER:
             self.unit(node, name)
-        return sorted(self.nodes[node].units.values(), key=lambda unit: unit.name)
+        return sorted(self._state(node).units.values(), key=lambda unit: unit.name)
 
     def changed_on_disk(self, node: str, runtime: UnitRuntime) -> bool:
         return self.access.read(node, runtime.file.path) != runtime.file.raw
 
     def daemon_reload(self, node: str) -> None:
-        for runtime in self.nodes[node].units.values():
+        for runtime in self._state(node).units.values():
             file = self._read_unit_file(node, runtime.name)
             if file is not None:
                 runtime.file = file
 
     def journal(self, node: str) -> Journal:
         self.sync()
-        return self.nodes[node].journal
+        return self._state(node).journal
 
     # ---- jobs --------------------------------------------------------------------------------------
 
@@ -336,7 +342,7 @@ class ServiceManager:
         return JobResult.DONE
 
     def _next_job(self, node: str) -> str:
-        state = self.nodes[node]
+        state = self._state(node)
         state.next_job_id += 1
         return str(state.next_job_id)
 
@@ -427,7 +433,7 @@ class ServiceManager:
         if runtime.name == SLURMD or runtime.name == SLURMCTLD:
             conf = slurm.read_conf(self, node)
             key = "slurmdpidfile" if runtime.name == SLURMD else "slurmctldpidfile"
-            return conf.options.get(key, "") if conf is not None else ""
+            return slurm.slurmd_path(conf, key, "", node) if conf is not None else ""
         return httpd.PID_FILE if runtime.name == HTTPD else ""
 
     def _main_exited(
@@ -459,12 +465,12 @@ class ServiceManager:
         self, node: str, runtime: UnitRuntime, text: str, catalog: Catalog | None = None, **fields: str
     ) -> None:
         priority = Priority.ERR if text.startswith("Failed") or "Failed with" in text else Priority.INFO
-        self.nodes[node].journal.add(
+        self._state(node).journal.add(
             Entry(self.now_s, "systemd", 1, runtime.name, text, priority, catalog, dict(fields))
         )
 
     def _log(self, node: str, runtime: UnitRuntime, comm: str, pid: int, line: Line) -> None:
-        self.nodes[node].journal.add(Entry(self.now_s, comm, pid, runtime.name, line.text, line.priority))
+        self._state(node).journal.add(Entry(self.now_s, comm, pid, runtime.name, line.text, line.priority))
 
 
 def _initial_file_state(file: UnitFile) -> UnitFileState:

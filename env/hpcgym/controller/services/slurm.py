@@ -110,7 +110,7 @@ def log_registration_failure(host: DaemonHost, node: str, problem: RegistrationP
     """Journal lines for a failed registration; also appended to SlurmdLogFile."""
     texts = registration_errors(problem)
     conf = read_conf(host, node)
-    log_file = conf.options.get("slurmdlogfile", "") if conf is not None else ""
+    log_file = slurmd_path(conf, "slurmdlogfile", "", node) if conf is not None else ""
     uid, gid = lookup_ids(host.access, node, "root")
     append_log(host.access, node, log_file, [f"[{iso_time(host.now_s)}.000] {t}" for t in texts], uid, gid)
     return _daemon_lines("slurmd", texts)
@@ -120,17 +120,49 @@ def _started_on(time_s: int) -> str:
     return datetime.fromtimestamp(time_s, UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
 
 
-def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
-    """`slurmd -D -s`: fatal without a readable slurm.conf naming this node; otherwise it runs."""
+def slurmd_path(conf: SlurmConf, key: str, default: str, name: str) -> str:
+    """A slurmd path option with Slurm's `%n` (node name) and `%h` (host name) expanded."""
+    return conf.options.get(key, default).replace("%n", name).replace("%h", name)
+
+
+def slurmd_init_errors(host: DaemonHost, node: str, conf: SlurmConf, name: str) -> list[str]:
+    """What slurmd 22.05 logs before `slurmd initialization failed` (capture 60-errors, slurmd -N)."""
+    errors = []
+    spool = slurmd_path(conf, "slurmdspooldir", "/var/spool/slurmd", name)
+    info = host.access.stat(node, spool)
+    if info is None or not info.is_dir():
+        errors += [
+            f"error: Domain socket directory {spool}: No such file or directory",
+            "error: xcpuinfo_hwloc_topo_load: failed (load will be required after read failures).",
+        ]
+    if conf.node(name) is None:
+        # The "hardware" of a simulated node is what slurm.conf says of it (or of the first node).
+        hw = conf.node(node) or (conf.nodes[0] if conf.nodes else None)
+        if hw is not None:
+            errors.append(
+                f"error: Node configuration differs from hardware: CPUs=0:{hw.cpus}(hw) "
+                f"Boards=0:{hw.boards}(hw) SocketsPerBoard=0:{hw.sockets_per_board}(hw) "
+                f"CoresPerSocket=0:{hw.cores_per_socket}(hw) ThreadsPerCore=0:{hw.threads_per_core}(hw)"
+            )
+        errors += [
+            f'error: _find_node_record: lookup failure for node "{name}"',
+            "error: slurmd initialization failed",
+        ]
+    return errors
+
+
+def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile, name: str | None = None) -> Launch:
+    """`slurmd -D -s [-N name]`: fails without a readable slurm.conf naming this node; otherwise it runs."""
+    name = name or node
     result = Launch(ok=False, comm="slurmd", argv=exec_argv(unit))
     conf = read_conf(host, node)
     if conf is None:
         texts = [f"fatal: Unable to process configuration file {SLURM_CONF}"]
-    elif conf.node(node) is None:
-        texts = ["fatal: Unable to determine this slurmd's NodeName"]
     else:
-        nc = conf.node(node)
-        assert nc is not None
+        texts = slurmd_init_errors(host, node, conf, name)
+        result.log_file = slurmd_path(conf, "slurmdlogfile", "", name)
+    nc = conf.node(name) if conf is not None else None
+    if conf is not None and nc is not None and not texts:
         texts = [
             f"slurmd version {SLURM_VERSION} started",
             f"slurmd started on {_started_on(host.now_s)}",
@@ -139,15 +171,13 @@ def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
             "CPUSpecList=(null) FeaturesAvail=(null) FeaturesActive=(null)",
         ]
         result.ok = True
-        result.pid_file = conf.options.get("slurmdpidfile", "/run/slurmd.pid")
-        result.log_file = conf.options.get("slurmdlogfile", "")
+        result.pid_file = slurmd_path(conf, "slurmdpidfile", "/run/slurmd.pid", name)
         problem = registration_problem(host, node)
         if problem is not None:
             texts += registration_errors(problem)
             result.memo["registration"] = problem.name
     if not result.ok:
         result.exit_status = 1
-        result.log_file = conf.options.get("slurmdlogfile", "") if conf is not None else ""
     result.stderr = _daemon_lines("slurmd", texts)
     now = host.now_s
     result.log_lines = [f"[{iso_time(now)}.000] {text}" for text in texts]
