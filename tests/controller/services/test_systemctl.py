@@ -241,3 +241,30 @@ def test_same_commands_same_bytes() -> None:
         return out
 
     assert session() == session()
+
+
+def test_changed_unit_file_warns_until_daemon_reload(env: Env) -> None:
+    path = "/usr/lib/systemd/system/slurmd.service"
+    text = env.access.read("compute-01", path)
+    assert text is not None
+    env.access.put("compute-01", path, text.replace(b"Slurm node daemon", b"Slurm node daemon (patched)"))
+    status = env.run("compute-01", "systemctl", "status", "slurmd")
+    assert status.stderr == (
+        "Warning: The unit file, source configuration file or drop-ins of slurmd.service changed on disk. "
+        "Run 'systemctl daemon-reload' to reload units.\n"
+    )
+    assert status.stdout.startswith("● slurmd.service - Slurm node daemon\n")
+    assert env.run("compute-01", "systemctl", "daemon-reload").exit_code == 0
+    status = env.run("compute-01", "systemctl", "status", "slurmd")
+    assert status.stderr == ""
+    assert status.stdout.startswith("● slurmd.service - Slurm node daemon (patched)\n")
+
+
+def test_list_units_all_and_plain_systemctl(env: Env) -> None:
+    env.run("compute-01", "systemctl", "stop", "slurmd")
+    assert env.run("compute-01", "systemctl").stdout.splitlines()[1].startswith("  munge.service ")
+    listing = env.run("compute-01", "systemctl", "list-units", "--all", "--no-legend").stdout
+    assert listing == (
+        "  munge.service  loaded active   running MUNGE authentication service\n"
+        "  slurmd.service loaded inactive dead    Slurm node daemon\n"
+    )
