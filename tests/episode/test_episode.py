@@ -82,3 +82,13 @@ def test_same_commands_same_bytes(runtime):
     first, second = transcript(), transcript()
     assert first == second
     assert first[1][0] == "Submitted batch job 1\n"
+
+
+def test_tools_that_read_stdin_get_it(episode):
+    decoded = episode.step("echo hello | munge | unmunge")
+    assert decoded.exit_code == 0
+    assert decoded.output.startswith("STATUS:          Success (0)\nENCODE_HOST:     login01 (10.10.0.10)\n")
+    assert decoded.output.endswith("LENGTH:          6\n\nhello\n")
+    assert episode.step("printf '#!/bin/bash\\nsleep 60\\n' | sbatch").output == "Submitted batch job 1\n"
+    # A tool that does not read stdin leaves it alone, so an endless producer cannot block it.
+    assert episode.step("yes | sinfo -h -o %P").output == "compute*\ngpu\n"

@@ -57,6 +57,7 @@ class Request:
     argv: list[str]
     cwd: str
     conn: socket.socket
+    stdin: str | None = None
 
     def is_cancelled(self) -> bool:
         """True once the tool has gone away (killed by a time limit, say); its answer is moot."""
@@ -67,12 +68,13 @@ class Request:
             return True
 
 
-# The controller's entry point: (node, argv, cwd) -> Reply. Later issues plug the cluster state in here.
-Handler = Callable[[str, list[str], str], Reply]
+# The controller's entry point: (node, argv, cwd, stdin) -> Reply; stdin is None unless the tool
+# forwards what it read (sbatch, munge, unmunge).
+Handler = Callable[[str, list[str], str, str | None], Reply]
 Dispatch = Callable[[Request], Reply]
 
 
-def echo_handler(node: str, argv: list[str], cwd: str) -> Reply:
+def echo_handler(node: str, argv: list[str], cwd: str, stdin: str | None = None) -> Reply:
     """A stand-in controller that proves the path works: it says who asked, from where, and what."""
     return Reply(stdout=f"{node} {cwd} {json.dumps(argv)}\n")
 
@@ -81,7 +83,7 @@ class MalformedRequest(ValueError):
     pass
 
 
-def parse_request(body: bytes) -> tuple[list[str], str]:
+def parse_request(body: bytes) -> tuple[list[str], str, str | None]:
     try:
         msg = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -93,7 +95,10 @@ def parse_request(body: bytes) -> tuple[list[str], str]:
         raise MalformedRequest("argv must be a non-empty list of strings")
     if not isinstance(cwd, str):
         raise MalformedRequest("cwd must be a string")
-    return argv, cwd
+    stdin = msg.get("stdin")
+    if stdin is not None and not isinstance(stdin, str):
+        raise MalformedRequest("stdin must be a string")
+    return argv, cwd, stdin
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
@@ -188,14 +193,14 @@ class ControlChannel:
                 (length,) = struct.unpack(">I", _recv_exact(conn, 4))
                 if length > MAX_REQUEST_BYTES:
                     raise MalformedRequest(f"request of {length} bytes is over the limit")
-                argv, cwd = parse_request(_recv_exact(conn, length))
+                argv, cwd, stdin = parse_request(_recv_exact(conn, length))
             except (MalformedRequest, OSError, struct.error) as e:
                 log.warning("control socket of %s: rejected a request: %s", binding.node, e)
                 self._send(conn, Reply(stderr=f"hpcgym: malformed request: {e}\n", exit_code=1))
                 return
             conn.settimeout(None)
             try:
-                reply = binding.dispatch(Request(binding.node, argv, cwd, conn))
+                reply = binding.dispatch(Request(binding.node, argv, cwd, conn, stdin))
             except Exception as e:  # reported to the cluster, which discards the episode
                 log.exception("controller failed on %s %s", binding.node, argv)
                 binding.on_error(e)

@@ -306,7 +306,7 @@ class Cluster:
     def dispatch(self, request: Request) -> Reply:
         if os.path.basename(request.argv[0]) == "ssh":
             return self._ssh(request)
-        return self.handler(request.node, request.argv, request.cwd)
+        return self.handler(request.node, request.argv, request.cwd, request.stdin)
 
     def record_failure(self, error: BaseException) -> None:
         self._failure = error
