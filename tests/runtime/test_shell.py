@@ -100,3 +100,9 @@ def test_exit_on_login_node_ends_the_episode(cluster: Cluster) -> None:
     result = cluster.execute("exit")
     assert result.ended
     assert cluster.ended
+
+
+def test_sigpipe_has_its_default_action(cluster: Cluster) -> None:
+    # hpcgym's Python ignores SIGPIPE; the node's programs must not inherit that.
+    result = cluster.execute("yes | head -1; ssh compute-01 'yes | head -1'")
+    assert (result.output, result.exit_code) == ("y\ny\n", 0)

@@ -181,6 +181,10 @@ def drop_to_host_range(
 
     def preexec() -> None:
         join_cgroup(cgroup_procs)
+        # Python ignores SIGPIPE and a pty spawn does not undo it; a node's programs must get the
+        # default, or `yes | head` prints "Broken pipe" where a real shell prints nothing.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
         # NPROC stays as high as allowed for bwrap itself: the user namespace it creates records the creator's
         # limit as the cap on *all* sandboxes together. Each node's shell gets its own limit later.
         _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
