@@ -77,6 +77,8 @@ def test_insecure_key_fails_munge_with_the_real_message_and_node_goes_down() -> 
     journal = env.run("compute-02", "journalctl", "-u", "munge", "--no-pager").stdout
     assert journal == (
         "Nov 23 07:46:05 compute-02 systemd[1]: Starting MUNGE authentication service...\n"
+        "Nov 23 07:46:05 compute-02 (munged)[100]: munge.service: Referenced but unset environment variable "
+        "evaluates to an empty string: OPTIONS\n"
         'Nov 23 07:46:05 compute-02 munged[100]: munged: Error: Keyfile is insecure: "/etc/munge/munge.key" '
         "should not be readable or writable by group (perms=0644)\n"
         "Nov 23 07:46:05 compute-02 systemd[1]: munge.service: Control process exited, code=exited, status=1/FAILURE\n"
@@ -136,12 +138,13 @@ def test_killed_munged_is_restarted_by_restart_on_abort(env: Env) -> None:
     env.access.kill("compute-03", 100, 9)
     assert env.run("compute-03", "systemctl", "is-active", "munge").stdout == "active\n"
     journal = env.run("compute-03", "journalctl", "-u", "munge", "-o", "cat").stdout.splitlines()
-    assert journal[2:] == [
+    assert journal[3:] == [
         "munge.service: Main process exited, code=killed, status=9/KILL",
         "munge.service: Failed with result 'signal'.",
         "munge.service: Scheduled restart job, restart counter is at 1.",
         "Stopped MUNGE authentication service.",
         "Starting MUNGE authentication service...",
+        "munge.service: Referenced but unset environment variable evaluates to an empty string: OPTIONS",
         "Started MUNGE authentication service.",
     ]
     assert env.access.read("compute-03", "/run/munge/munged.pid") == b"102\n"

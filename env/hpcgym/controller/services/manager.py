@@ -33,6 +33,7 @@ from hpcgym.controller.services.units import (
     UnitFileState,
     UnitRuntime,
     parse_unit_file,
+    unset_variables,
 )
 from hpcgym.controller.slurmconf import SlurmConf
 
@@ -366,6 +367,7 @@ class ServiceManager:
             # The process that failed its checks did run: give it a pid from the node's own sequence.
             failed_pid = self.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
             self.access.kill(node, failed_pid, 9)
+            self._log_unset_variables(node, runtime, launch.comm, failed_pid)
             for line in launch.stderr:
                 self._log(node, runtime, launch.comm, failed_pid, line)
             append_log(
@@ -394,6 +396,7 @@ class ServiceManager:
         pid = self.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
         # A forking daemon's parent ran just before it and exited once the child was up.
         parent = pid - 1 if forking else None
+        self._log_unset_variables(node, runtime, launch.comm, parent if parent is not None else pid)
         if launch.pid_file:
             self.access.write(
                 node, launch.pid_file, f"{pid}\n".encode(), mode=0o644, uid=launch.uid, gid=launch.gid
@@ -411,6 +414,12 @@ class ServiceManager:
         if not simple:
             self._log_systemd(node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
         return JobResult.DONE
+
+    def _log_unset_variables(self, node: str, runtime: UnitRuntime, comm: str, pid: int) -> None:
+        missing = unset_variables(runtime.file, lambda path: self.access.read(node, path))
+        if missing:
+            text = f"{runtime.name}: Referenced but unset environment variable evaluates to an empty string: "
+            self._log(node, runtime, f"({comm})", pid, Line(text + ", ".join(missing), Priority.WARNING))
 
     def _stop(self, node: str, runtime: UnitRuntime) -> None:
         if runtime.active is not ActiveState.ACTIVE or runtime.main_pid is None:

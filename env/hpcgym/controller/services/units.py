@@ -9,6 +9,8 @@ found on a compute node and `could not be found` on the login node, as on a real
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system")
@@ -95,6 +97,8 @@ class UnitFile:
     user: str = "root"
     restart: Restart = Restart.NO
     wanted_by: tuple[str, ...] = ()
+    environment: tuple[str, ...] = ()
+    environment_files: tuple[str, ...] = ()
     raw: bytes = b""
 
     @property
@@ -177,6 +181,8 @@ def parse_unit_file(name: str, path: str, raw: bytes) -> UnitFile:
         user=last("Service", "User", "root"),
         restart=_restart(last("Service", "Restart", "no")),
         wanted_by=words("Install", "WantedBy"),
+        environment=words("Service", "Environment"),
+        environment_files=tuple(values.get(("Service", "EnvironmentFile"), [])),
         raw=raw,
     )
 
@@ -186,3 +192,27 @@ def _restart(text: str) -> Restart:
         return Restart(text)
     except ValueError:
         return Restart.NO
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def unset_variables(file: UnitFile, read: Callable[[str], bytes | None]) -> list[str]:
+    """The `$VARS` in ExecStart that neither Environment= nor an EnvironmentFile= sets.
+
+    systemd 252 expands them to nothing and says so in the journal, under the process it forks
+    (`(munged)[PID]: munge.service: Referenced but unset environment variable ...: OPTIONS`).
+    """
+    defined = {word.split("=", 1)[0] for word in file.environment if "=" in word}
+    for spec in file.environment_files:
+        raw = read(spec.lstrip("-"))
+        for line in (raw or b"").decode(errors="replace").splitlines():
+            key, sep, _ = line.strip().partition("=")
+            if sep and not key.startswith("#"):
+                defined.add(key.strip())
+    missing: list[str] = []
+    for match in _VARIABLE.finditer(file.exec_start):
+        name = match.group(1) or match.group(2)
+        if name not in defined and name not in missing:
+            missing.append(name)
+    return missing
