@@ -271,3 +271,11 @@ def test_list_units_all_and_plain_systemctl(env: Env) -> None:
         "  munge.service  loaded active   running MUNGE authentication service\n"
         "  slurmd.service loaded inactive dead    Slurm node daemon\n"
     )
+
+
+def test_reload_of_inactive_unit(env: Env) -> None:
+    env.run("compute-01", "systemctl", "stop", "slurmd")
+    reply = env.run("compute-01", "systemctl", "reload", "slurmd")
+    assert (reply.stderr, reply.exit_code) == ("slurmd.service is not active, cannot reload.\n", 1)
+    env.run("compute-01", "systemctl", "start", "slurmd")
+    assert env.run("compute-01", "systemctl", "reload", "slurmd").exit_code == 0

@@ -20,7 +20,7 @@ def test_portal_answers_502_until_slurmctld_is_back(env: Env) -> None:
     assert reply.stdout.endswith("\r\n\r\n") and reply.exit_code == 0
     assert "<title>502 Proxy Error</title>" in env.run("login01", "curl", "http://localhost/").stdout
     assert env.run("login01", "curl", "-f", "http://localhost/").stderr == (
-        "curl: (22) The requested URL returned error: 502\n"
+        "curl: (22) The requested URL returned error: 502 Bad Gateway\n"
     )
     env.run("login01", "systemctl", "start", "slurmctld")
     assert env.run("login01", *CODE).stdout == "301"

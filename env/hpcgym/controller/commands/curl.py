@@ -197,7 +197,8 @@ def run(ctx: Context, args: list[str]) -> Reply:
             response = transfer.response
             assert response is not None
             if "fail" in flags and response.status >= 400:
-                raise CurlError(22, f"The requested URL returned error: {response.status}")
+                # curl 7.76's print_http_error quotes the status line after the protocol.
+                raise CurlError(22, f"The requested URL returned error: {response.status} {response.reason}")
         except CurlError as error:
             if "verbose" in flags:
                 stderr += "".join(f"{line}\n" for line in transfer.verbose)

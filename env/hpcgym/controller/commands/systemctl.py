@@ -176,7 +176,8 @@ def _jobs(services: ServiceManager, node: str, verb: str, units: list[str]) -> R
             errors += f"Failed to reload {name}: Job type reload is not applicable for unit {name}.\n"
             exit_code = 1
         elif result is JobResult.INACTIVE:
-            errors += f"Failed to reload {name}: Unit {name} is not active, cannot reload.\n"
+            # The job result is "invalid" (systemd's check_wait_response).
+            errors += f"{name} is not active, cannot reload.\n"
             exit_code = 1
     return Reply("", errors, exit_code)
 
