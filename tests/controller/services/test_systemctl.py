@@ -279,3 +279,17 @@ def test_reload_of_inactive_unit(env: Env) -> None:
     assert (reply.stderr, reply.exit_code) == ("slurmd.service is not active, cannot reload.\n", 1)
     env.run("compute-01", "systemctl", "start", "slurmd")
     assert env.run("compute-01", "systemctl", "reload", "slurmd").exit_code == 0
+
+
+def test_units_disabled_at_boot_stay_down_until_started() -> None:
+    env = make_env()
+    manager = type(env.services).from_slurm_conf(
+        env.controller.cluster.conf,
+        env.access,
+        env.controller.clock,
+        disabled={"compute-02": {"slurmd.service"}},
+    )
+    assert manager.is_active("compute-01", "slurmd.service") is False  # nothing booted before the first sync
+    assert manager.is_slurmd_registered("compute-01")
+    assert not manager.is_slurmd_registered("compute-02")
+    assert manager.unit("compute-02", "slurmd.service").enabled.value == "disabled"  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -88,6 +88,7 @@ class ServiceManager:
         nodes: every node name (the login/controller host included).
         controller_host: SlurmctldHost; where slurmctld and the portal run.
         controller_addr: how nodes name the controller (resolved through each node's /etc/hosts).
+        disabled: node -> units that are disabled at boot (scenario set-up; `systemctl enable` undoes it).
     """
 
     def __init__(
@@ -98,8 +99,11 @@ class ServiceManager:
         nodes: Sequence[str],
         controller_host: str,
         controller_addr: str | None = None,
+        disabled: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         self.access = access
+        # Scenario set-up: units (per node) that are disabled, so that boot does not start them.
+        self.disabled = {node: set(units) for node, units in (disabled or {}).items()}
         self.clock = clock
         self.network = Network(access)
         self._controller_host = controller_host
@@ -107,15 +111,22 @@ class ServiceManager:
         names = list(nodes) if controller_host in nodes else [controller_host, *nodes]
         self.nodes: dict[str, NodeServices] = {name: NodeServices(Journal(name)) for name in names}
         self._syncing = False
-        # munge credentials: a serial that makes each one unique, and those each node has decoded
-        # (munged refuses a replay).
         # The GPUs of each GPU node (nvidia-smi's state); scenarios set their counters.
         self.gpus: dict[str, list[Gpu]] = {}
+        # munge credentials: a serial that makes each one unique, and those each node has decoded
+        # (munged refuses a replay).
         self.munge_serial = 0
         self.munge_seen: dict[str, set[str]] = {}
 
     @classmethod
-    def from_slurm_conf(cls, conf: SlurmConf, access: NodeAccess, clock: VirtualClock) -> ServiceManager:
+    def from_slurm_conf(
+        cls,
+        conf: SlurmConf,
+        access: NodeAccess,
+        clock: VirtualClock,
+        *,
+        disabled: Mapping[str, Collection[str]] | None = None,
+    ) -> ServiceManager:
         """A manager for slurm.conf's controller host and compute nodes, GPUs included."""
         manager = cls(
             access,
@@ -123,6 +134,7 @@ class ServiceManager:
             nodes=[conf.controller_host, *(node.name for node in conf.nodes)],
             controller_host=conf.controller_host,
             controller_addr=conf.controller_addr,
+            disabled=disabled,
         )
         for node in conf.nodes:
             count = gpu_count(conf, node.name)
@@ -252,7 +264,10 @@ class ServiceManager:
         file = self._read_unit_file(node, name)
         if file is None:
             return None
-        runtime = UnitRuntime(file=file, enabled=_initial_file_state(file))
+        enabled = _initial_file_state(file)
+        if name in self.disabled.get(node, ()) and enabled is UnitFileState.ENABLED:
+            enabled = UnitFileState.DISABLED
+        runtime = UnitRuntime(file=file, enabled=enabled)
         state.units[name] = runtime
         return runtime
 
@@ -410,7 +425,12 @@ class ServiceManager:
         runtime.main_pid, runtime.main_exit = pid, None
         runtime.control_exit = (parent, "exited", "0/SUCCESS") if forking and parent is not None else None
         runtime.state_since_s = runtime.active_enter_s = now
-        runtime.memo = {**launch.memo, "comm": launch.comm, "cmdline": " ".join(launch.argv)}
+        runtime.memo = {
+            **launch.memo,
+            "comm": launch.comm,
+            "cmdline": " ".join(launch.argv),
+            "pid_file": launch.pid_file,
+        }
         if not simple:
             self._log_systemd(node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
         return JobResult.DONE
@@ -428,7 +448,7 @@ class ServiceManager:
         self._log_systemd(node, runtime, f"Stopping {desc}...", Catalog.JOB_STOP_BEGUN, job=job)
         self.access.kill(node, pid, 15)
         # The daemons we simulate remove their pid file on a clean exit.
-        pid_file = runtime.file.pid_file or self._pid_file_of(node, runtime)
+        pid_file = runtime.file.pid_file or runtime.memo.get("pid_file", "")
         if pid_file:
             self.access.remove(node, pid_file)
         self._log_systemd(node, runtime, f"{runtime.name}: Deactivated successfully.", Catalog.UNIT_SUCCEEDED)
@@ -437,13 +457,6 @@ class ServiceManager:
         runtime.main_pid, runtime.main_exit = None, (pid, "exited", "0/SUCCESS")
         runtime.state_since_s = self.now_s
         runtime.memo = {}
-
-    def _pid_file_of(self, node: str, runtime: UnitRuntime) -> str:
-        if runtime.name == SLURMD or runtime.name == SLURMCTLD:
-            conf = slurm.read_conf(self, node)
-            key = "slurmdpidfile" if runtime.name == SLURMD else "slurmctldpidfile"
-            return slurm.slurmd_path(conf, key, "", node) if conf is not None else ""
-        return httpd.PID_FILE if runtime.name == HTTPD else ""
 
     def _main_exited(
         self, node: str, runtime: UnitRuntime, pid: int, code: str, status: int, result: Result
