@@ -293,3 +293,18 @@ def test_units_disabled_at_boot_stay_down_until_started() -> None:
     assert manager.is_slurmd_registered("compute-01")
     assert not manager.is_slurmd_registered("compute-02")
     assert manager.unit("compute-02", "slurmd.service").enabled.value == "disabled"  # type: ignore[union-attr]
+
+
+def test_journal_priorities_follow_pid1_and_stderr() -> None:
+    env = make_env(_key_fault(0o644))
+    errors = env.run("compute-02", "journalctl", "-p", "err", "-o", "cat").stdout
+    # munged's complaint went to stderr, which the journal files at info; only pid1's line is an error.
+    assert errors == "Failed to start MUNGE authentication service.\n"
+    warnings = env.run(
+        "compute-02", "journalctl", "-p", "warning", "-u", "munge", "-o", "cat"
+    ).stdout.splitlines()
+    assert warnings == [
+        "munge.service: Referenced but unset environment variable evaluates to an empty string: OPTIONS",
+        "munge.service: Failed with result 'exit-code'.",
+        "Failed to start MUNGE authentication service.",
+    ]

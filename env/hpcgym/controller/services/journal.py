@@ -130,3 +130,15 @@ class Journal:
 
     def for_unit(self, unit: str) -> list[Entry]:
         return [entry for entry in self.entries if entry.unit == unit]
+
+
+def pid1_priority(text: str) -> Priority:
+    """The priority systemd (pid 1) gives its own unit messages."""
+    # As pid1 logs them: job failures at err, a failed result at warning, process exits at notice.
+    if text.startswith("Failed to"):
+        return Priority.ERR
+    if "Failed with result" in text:
+        return Priority.WARNING
+    if "process exited" in text:
+        return Priority.NOTICE
+    return Priority.INFO

@@ -9,7 +9,6 @@ log why its registration fails when that changes. The Slurm side asks `is_slurmd
 
 from __future__ import annotations
 
-import enum
 import posixpath
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,12 +19,13 @@ from hpcgym.controller.services import httpd, munged, slurm
 from hpcgym.controller.services.access import NodeAccess
 from hpcgym.controller.services.daemon import Launch, Line, append_log, fill_pid
 from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
-from hpcgym.controller.services.journal import Catalog, Entry, Journal, Priority
+from hpcgym.controller.services.journal import Catalog, Entry, Journal, Priority, pid1_priority
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem
 from hpcgym.controller.services.units import (
     UNIT_DIRS,
     ActiveState,
+    JobResult,
     Result,
     ServiceType,
     SubState,
@@ -50,16 +50,6 @@ DAEMONS: dict[str, Launcher] = {
     "/usr/sbin/httpd": httpd.launch,
 }
 SIGNAL_NAMES = {1: "HUP", 2: "INT", 9: "KILL", 15: "TERM"}
-
-
-class JobResult(enum.Enum):
-    """How a systemctl job ended; systemctl turns each into its message and exit code."""
-
-    DONE = "done"
-    FAILED = "failed"
-    NOT_FOUND = "not-found"
-    NOT_RELOADABLE = "not-reloadable"
-    INACTIVE = "inactive"
 
 
 @dataclass
@@ -486,13 +476,15 @@ class ServiceManager:
     def _log_systemd(
         self, node: str, runtime: UnitRuntime, text: str, catalog: Catalog | None = None, **fields: str
     ) -> None:
-        priority = Priority.ERR if text.startswith("Failed") or "Failed with" in text else Priority.INFO
         self._state(node).journal.add(
-            Entry(self.now_s, "systemd", 1, runtime.name, text, priority, catalog, dict(fields))
+            Entry(self.now_s, "systemd", 1, runtime.name, text, pid1_priority(text), catalog, dict(fields))
         )
 
     def _log(self, node: str, runtime: UnitRuntime, comm: str, pid: int, line: Line) -> None:
-        self._state(node).journal.add(Entry(self.now_s, comm, pid, runtime.name, line.text, line.priority))
+        # A daemon's stderr reaches the journal at SyslogLevel= (info), whatever the text says: only
+        # systemd's own lines carry their real priority, as `journalctl -p err` shows.
+        priority = line.priority if comm.startswith("(") else Priority.INFO
+        self._state(node).journal.add(Entry(self.now_s, comm, pid, runtime.name, line.text, priority))
 
 
 def _initial_file_state(file: UnitFile) -> UnitFileState:

@@ -66,6 +66,16 @@ class Restart(enum.Enum):
         return self in (Restart.ON_FAILURE, Restart.ALWAYS)
 
 
+class JobResult(enum.Enum):
+    """How a systemctl job ended; systemctl turns each into its message and exit code."""
+
+    DONE = "done"
+    FAILED = "failed"
+    NOT_FOUND = "not-found"
+    NOT_RELOADABLE = "not-reloadable"
+    INACTIVE = "inactive"
+
+
 class Result(enum.Enum):
     """Why a service last stopped (`Result=`, shown as `failed (Result: exit-code)`)."""
 
