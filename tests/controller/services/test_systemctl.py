@@ -308,3 +308,10 @@ def test_journal_priorities_follow_pid1_and_stderr() -> None:
         "munge.service: Failed with result 'exit-code'.",
         "Failed to start MUNGE authentication service.",
     ]
+
+
+def test_kill_main_process_hook(env: Env) -> None:
+    assert env.services.kill_main_process("login01", "slurmctld.service") is not None
+    assert env.run("login01", "systemctl", "is-failed", "slurmctld").stdout == "failed\n"
+    assert env.controller.cluster.slurmctld_up is False
+    assert env.services.kill_main_process("login01", "slurmctld.service") is None

@@ -101,36 +101,79 @@ def _route(services: ServiceManager, node: str, words: list[str]) -> Reply:
     return Reply("", f'Command "{verb}" is unknown, try "ip route help".\n', 255)
 
 
-def _addr(services: ServiceManager, node: str) -> Reply:
+def _addr(services: ServiceManager, node: str, *, links_only: bool, brief: bool) -> Reply:
     network = services.network
-    state = "UP" if network.is_up(node) else "DOWN"
-    flags = "<BROADCAST,MULTICAST,UP,LOWER_UP>" if state == "UP" else "<BROADCAST,MULTICAST>"
-    text = (
-        "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN group default qlen 1000\n"
-        "    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n"
-        "    inet 127.0.0.1/8 scope host lo\n"
-        "       valid_lft forever preferred_lft forever\n"
-        f"2: eth0: {flags} mtu 1500 qdisc fq_codel state {state} group default qlen 1000\n"
-        "    link/ether 52:54:00:0a:0a:01 brd ff:ff:ff:ff:ff:ff\n"
-    )
+    up = network.is_up(node)
+    state = "UP" if up else "DOWN"
     addr, subnet = network.address(node), network.subnet(node)
-    if state == "UP" and addr is not None and subnet is not None:
+    # A stable, node-specific MAC: QEMU's prefix and the node's address.
+    mac = "52:54:00:" + ":".join(f"{int(octet):02x}" for octet in str(addr or "0.0.0.0").split(".")[1:])
+    inet = f"{addr}/{subnet.prefixlen}" if up and addr is not None and subnet is not None else ""
+    if brief:
+        if links_only:
+            return Reply(
+                f"{'lo':<16} UNKNOWN        00:00:00:00:00:00 <LOOPBACK,UP,LOWER_UP> \n"
+                f"{'eth0':<16} {state:<14} {mac} {_flags(up)} \n"
+            )
+        return Reply(
+            f"{'lo':<16} UNKNOWN        127.0.0.1/8 \n{'eth0':<16} {state:<14} {inet} \n".replace(
+                "  \n", " \n"
+            )
+        )
+    lo = (
+        "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default "
+        "qlen 1000\n"
+    )
+    eth = (
+        f"2: eth0: {_flags(up)} mtu 1500 qdisc fq_codel state {state} mode DEFAULT group default qlen 1000\n"
+    )
+    if links_only:
+        return Reply(
+            lo
+            + "    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n"
+            + eth
+            + f"    link/ether {mac} brd ff:ff:ff:ff:ff:ff\n"
+        )
+    text = (
+        lo.replace(" mode DEFAULT", "")
+        + "    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n"
+        + "    inet 127.0.0.1/8 scope host lo\n"
+        + "       valid_lft forever preferred_lft forever\n"
+        + eth.replace(" mode DEFAULT", "")
+        + f"    link/ether {mac} brd ff:ff:ff:ff:ff:ff\n"
+    )
+    if inet and subnet is not None:
         text += (
-            f"    inet {addr}/{subnet.prefixlen} brd {subnet.broadcast_address} "
-            "scope global noprefixroute eth0\n"
+            f"    inet {inet} brd {subnet.broadcast_address} scope global noprefixroute eth0\n"
             "       valid_lft forever preferred_lft forever\n"
         )
     return Reply(text)
 
 
+def _flags(up: bool) -> str:
+    return "<BROADCAST,MULTICAST,UP,LOWER_UP>" if up else "<BROADCAST,MULTICAST>"
+
+
+# Options that change nothing in what we print (colour, statistics, details, families we lack).
+IGNORED_OPTIONS = {"-4", "-c", "-color", "--color", "-s", "-stats", "-d", "-details", "-h", "-human"}
+BRIEF_OPTIONS = {"-br", "-brief"}
+
+
 def run(ctx: Context, args: list[str]) -> Reply:
     services = services_of(ctx)
-    words = [word for word in args if word not in ("-4",)]
+    brief = any(word in BRIEF_OPTIONS for word in args)
+    words = [word for word in args if word not in IGNORED_OPTIONS and word not in BRIEF_OPTIONS]
+    if "-6" in words:
+        return Reply()  # the simulated network is IPv4 only
     if not words:
         return Reply("", "Usage: ip [ OPTIONS ] OBJECT { COMMAND | help }\n", 255)
     obj = words[0]
     if "route".startswith(obj) and obj.startswith("r"):
         return _route(services, ctx.node, words[1:])
-    if obj in ("a", "ad", "add", "addr", "addre", "addres", "address", "l", "li", "lin", "link"):
-        return _addr(services, ctx.node)
+    if obj in ("a", "ad", "add", "addr", "addre", "addres", "address"):
+        return _addr(services, ctx.node, links_only=False, brief=brief)
+    if obj in ("l", "li", "lin", "link"):
+        return _addr(services, ctx.node, links_only=True, brief=brief)
+    if obj in ("n", "ne", "nei", "neig", "neigh", "neighbor", "neighbour"):
+        return Reply()
     return Reply("", f'Object "{obj}" is unknown, try "ip help".\n', 255)

@@ -9,9 +9,10 @@ node's real files and run as real processes), `MemoryNodeAccess` (the in-memory 
 from __future__ import annotations
 
 from hpcgym.controller.services.access import FileStat, MemoryNodeAccess, NodeAccess
-from hpcgym.controller.services.manager import JobResult, ServiceManager
+from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.services.slurm import RegistrationProblem
 from hpcgym.controller.services.slurmlink import sync_cluster
+from hpcgym.controller.services.units import JobResult
 from hpcgym.errors import ControllerError
 
 __all__ = [

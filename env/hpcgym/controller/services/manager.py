@@ -338,6 +338,18 @@ class ServiceManager:
         self._log_systemd(node, runtime, f"Reloaded {runtime.file.description}.")
         return JobResult.DONE
 
+    def kill_main_process(self, node: str, name: str, signal: int = 9) -> int | None:
+        """Scenario hook: kill a unit's main process from outside systemd, as `kill -9 PID` would.
+
+        The unit notices at the next sync (failed, or restarted where its Restart= says so).
+        Returns the pid killed, or None if the unit had no running main process.
+        """
+        runtime = self.unit(node, name)
+        pid = runtime.main_pid if runtime is not None else None
+        if pid is not None:
+            self.access.kill(node, pid, signal)
+        return pid
+
     def set_enabled(self, node: str, name: str, enabled: bool) -> JobResult:
         self.sync()
         runtime = self.unit(node, name)
