@@ -165,16 +165,7 @@ class ServiceManager:
         return self.is_active(node, SLURMD) and slurm.registration_problem(self, node) is None
 
     def registration_problem(self, node: str) -> RegistrationProblem | None:
-        self.sync()
-        return slurm.registration_problem(self, node)
-
-    def slurm_client_problem(self, node: str) -> RegistrationProblem | None:
-        """Why a Slurm client (sinfo, scontrol, ...) on `node` cannot talk to slurmctld, or None.
-
-        MUNGE_DOWN: the client prints `Protocol authentication error` lines; CONTROLLER_UNREACHABLE:
-        `Unable to contact slurm controller (connect failure)`; KEY_MISMATCH: slurmctld rejects it
-        (`Protocol authentication error` too).
-        """
+        """Why `node`'s slurmd (or a Slurm client there) cannot talk to slurmctld now, or None."""
         self.sync()
         return slurm.registration_problem(self, node)
 
