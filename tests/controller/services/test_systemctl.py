@@ -315,3 +315,24 @@ def test_kill_main_process_hook(env: Env) -> None:
     assert env.run("login01", "systemctl", "is-failed", "slurmctld").stdout == "failed\n"
     assert env.controller.cluster.slurmctld_up is False
     assert env.services.kill_main_process("login01", "slurmctld.service") is None
+
+
+def test_slurmd_without_slurm_conf_is_skipped_by_its_condition() -> None:
+    def remove_conf(access: MemoryNodeAccess) -> None:
+        access.remove("compute-04", "/etc/slurm/slurm.conf")
+
+    env = make_env(remove_conf)
+    env.tick(5)
+    status = env.run("compute-04", "systemctl", "status", "slurmd")
+    assert status.exit_code == 3
+    assert status.stdout.splitlines()[2:5] == [
+        "     Active: inactive (dead)",
+        "  Condition: start condition failed at Mon 2026-11-23 07:46:05 UTC; 5s ago",
+        "             └─ ConditionPathExists=/etc/slurm/slurm.conf was not met",
+    ]
+    assert status.stdout.endswith(
+        "systemd[1]: Slurm node daemon was skipped because of an unmet condition check "
+        "(ConditionPathExists=/etc/slurm/slurm.conf).\n"
+    )
+    assert env.run("compute-04", "systemctl", "start", "slurmd").exit_code == 0
+    assert env.run("compute-04", "systemctl", "is-active", "slurmd").stdout == "inactive\n"

@@ -73,6 +73,10 @@ def format_status(unit: UnitRuntime, hostname: str, now_s: int, entries: list[En
     if unit.state_since_s is not None:
         active += f" since {timestamp(unit.state_since_s)}; {relative(now_s - unit.state_since_s)}"
     out.append(f"     Active: {active}")
+    if "condition" in unit.memo and unit.active is not ActiveState.ACTIVE:
+        when = int(unit.memo["condition_s"])
+        out.append(f"  Condition: start condition failed at {timestamp(when)}; {relative(now_s - when)}")
+        out.append(f"             └─ {unit.memo['condition']} was not met")
     for index, doc in enumerate(file.documentation):
         out.append(f"       Docs: {doc}" if index == 0 else f"             {doc}")
     if unit.control_exit is not None:

@@ -33,6 +33,7 @@ from hpcgym.controller.services.units import (
     UnitFileState,
     UnitRuntime,
     parse_unit_file,
+    unmet_condition,
     unset_variables,
 )
 from hpcgym.controller.slurmconf import SlurmConf
@@ -359,6 +360,13 @@ class ServiceManager:
         file, now = runtime.file, self.now_s
         desc = file.description
         job = self._next_job(node)
+        condition = unmet_condition(file, lambda path: self.access.stat(node, path) is not None)
+        if condition is not None:
+            self._log_systemd(
+                node, runtime, f"{desc} was skipped because of an unmet condition check ({condition})."
+            )
+            runtime.memo = {"condition": condition, "condition_s": str(now)}
+            return JobResult.DONE
         launcher = DAEMONS.get(file.binary)
         launch = (
             launcher(self, node, file)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system")
+# The start conditions we evaluate; each passes when the path exists (or, with `!`, does not).
+CONDITIONS = ("ConditionPathExists", "ConditionFileNotEmpty", "ConditionPathIsDirectory")
 
 
 class ActiveState(enum.Enum):
@@ -107,6 +109,7 @@ class UnitFile:
     user: str = "root"
     restart: Restart = Restart.NO
     wanted_by: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
     environment: tuple[str, ...] = ()
     environment_files: tuple[str, ...] = ()
     raw: bytes = b""
@@ -191,6 +194,12 @@ def parse_unit_file(name: str, path: str, raw: bytes) -> UnitFile:
         user=last("Service", "User", "root"),
         restart=_restart(last("Service", "Restart", "no")),
         wanted_by=words("Install", "WantedBy"),
+        conditions=tuple(
+            f"{key}={value}"
+            for (sect, key), found in values.items()
+            if sect == "Unit" and key in CONDITIONS
+            for value in found
+        ),
         environment=words("Service", "Environment"),
         environment_files=tuple(values.get(("Service", "EnvironmentFile"), [])),
         raw=raw,
@@ -226,3 +235,16 @@ def unset_variables(file: UnitFile, read: Callable[[str], bytes | None]) -> list
         if name not in defined and name not in missing:
             missing.append(name)
     return missing
+
+
+def unmet_condition(file: UnitFile, exists: Callable[[str], bool]) -> str | None:
+    """The first start condition that fails (`ConditionPathExists=/etc/slurm/slurm.conf`), or None.
+
+    A unit whose condition fails is skipped, not failed: systemd leaves it inactive and says so.
+    """
+    for condition in file.conditions:
+        value = condition.split("=", 1)[1].lstrip("|")
+        negate = value.startswith("!")
+        if exists(value.lstrip("!")) == negate:
+            return condition
+    return None
