@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import stat
 from pathlib import Path
 
@@ -122,6 +123,36 @@ class ClusterNodes:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             self.host_path(node, path, follow=False).unlink()
 
+    # Scenario injects (added for scenarios/faults.py): change what the agent will find, in place.
+
+    def chmod(self, node: str, path: str, mode: int) -> None:
+        """Set a node file's permission bits (follows symlinks inside the node's root)."""
+        self._node(node).ensure_started()
+        os.chmod(self.host_path(node, path), mode)
+
+    def chown(self, node: str, path: str, uid: int, gid: int) -> None:
+        """Set a node file's owners, as ids inside the node."""
+        self._node(node).ensure_started()
+        os.chown(self.host_path(node, path), self.uid_base + uid, self.uid_base + gid, follow_symlinks=False)
+
+    def mkdir(self, node: str, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
+        """Create a directory (and missing parents) with the given mode and owners."""
+        self._node(node).ensure_started()
+        target = self.host_path(node, path)
+        target.mkdir(parents=True, exist_ok=True)
+        os.chown(target, self.uid_base + uid, self.uid_base + gid)
+        os.chmod(target, mode)
+
+    def remove_tree(self, node: str, path: str) -> None:
+        """Delete a file or a whole directory; a missing path is not an error."""
+        self._node(node).ensure_started()
+        target = self.host_path(node, path, follow=False)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+
     # --- processes ----------------------------------------------------------------------------
 
     def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
@@ -137,8 +168,9 @@ class ClusterNodes:
         try:
             return int(result.stdout.strip())
         except ValueError:
+            why = "timed out" if result.timed_out else f"exit {result.exit_code}"
             raise NodeAccessError(
-                f"could not start {comm} on {node}: {result.stderr.strip() or result.stdout.strip()}"
+                f"could not start {comm} on {node} ({why}): {result.stderr.strip() or result.stdout.strip()}"
             ) from None
 
     def _host_pid(self, node: str, pid: int) -> int | None:
