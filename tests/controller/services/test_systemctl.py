@@ -336,3 +336,24 @@ def test_slurmd_without_slurm_conf_is_skipped_by_its_condition() -> None:
     )
     assert env.run("compute-04", "systemctl", "start", "slurmd").exit_code == 0
     assert env.run("compute-04", "systemctl", "is-active", "slurmd").stdout == "inactive\n"
+
+
+def test_start_limit_and_reset_failed(env: Env) -> None:
+    env.tick(60)
+    for _ in range(5):
+        assert env.run("compute-01", "systemctl", "restart", "munge").exit_code == 0
+    sixth = env.run("compute-01", "systemctl", "restart", "munge")
+    assert sixth.exit_code == 1
+    assert sixth.stderr == (
+        "Job for munge.service failed because start of the service was attempted too often.\n"
+        'See "systemctl status munge.service" and "journalctl -xeu munge.service" for details.\n'
+        'To force a start use "systemctl reset-failed munge.service"\n'
+        'followed by "systemctl start munge.service" again.\n'
+    )
+    assert (
+        "Active: failed (Result: start-limit-hit)"
+        in env.run("compute-01", "systemctl", "status", "munge").stdout
+    )
+    env.run("compute-01", "systemctl", "reset-failed", "munge")
+    assert env.run("compute-01", "systemctl", "is-active", "munge").stdout == "inactive\n"
+    assert env.run("compute-01", "systemctl", "start", "munge").exit_code == 0

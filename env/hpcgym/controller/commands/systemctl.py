@@ -39,7 +39,7 @@ OPTIONS = (
     Option("force", "f", "force"),
 )
 JOB_VERBS = {"start", "stop", "restart", "try-restart", "reload", "reload-or-restart", "condrestart"}
-NEEDS_UNITS = JOB_VERBS | {"enable", "disable", "is-active", "is-enabled", "is-failed", "reset-failed"}
+NEEDS_UNITS = JOB_VERBS | {"enable", "disable", "is-active", "is-enabled", "is-failed"}
 # systemctl's exit codes (LSB for status, then its own).
 EXIT_NOT_RUNNING = 3
 EXIT_NO_SUCH_UNIT = 4
@@ -84,6 +84,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
         services.daemon_reload(node)
         return Reply()
     if verb == "reset-failed":
+        targets: list[str | None] = list(units) or [None]
+        for target in targets:
+            services.reset_failed(node, target)
         return Reply()
     if verb == "list-units":
         return _list_units(services, node, flags)
@@ -170,6 +173,14 @@ def _jobs(services: ServiceManager, node: str, verb: str, units: list[str]) -> R
             errors += (
                 f"Job for {name} failed because the control process exited with error code.\n"
                 f'See "systemctl status {name}" and "journalctl -xeu {name}" for details.\n'
+            )
+            exit_code = 1
+        elif result is JobResult.START_LIMIT:
+            errors += (
+                f"Job for {name} failed because start of the service was attempted too often.\n"
+                f'See "systemctl status {name}" and "journalctl -xeu {name}" for details.\n'
+                f'To force a start use "systemctl reset-failed {name}"\n'
+                f'followed by "systemctl start {name}" again.\n'
             )
             exit_code = 1
         elif result is JobResult.NOT_RELOADABLE:

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system")
+# systemd's DefaultStartLimitIntervalSec= and DefaultStartLimitBurst=.
+START_LIMIT_INTERVAL_S = 10
+START_LIMIT_BURST = 5
 # The start conditions we evaluate; each passes when the path exists (or, with `!`, does not).
 CONDITIONS = ("ConditionPathExists", "ConditionFileNotEmpty", "ConditionPathIsDirectory")
 
@@ -76,6 +79,7 @@ class JobResult(enum.Enum):
     NOT_FOUND = "not-found"
     NOT_RELOADABLE = "not-reloadable"
     INACTIVE = "inactive"
+    START_LIMIT = "start-limit"
 
 
 class Result(enum.Enum):
@@ -85,6 +89,7 @@ class Result(enum.Enum):
     EXIT_CODE = "exit-code"
     SIGNAL = "signal"
     TIMEOUT = "timeout"
+    START_LIMIT_HIT = "start-limit-hit"
 
 
 class ServiceType(enum.Enum):
@@ -144,6 +149,8 @@ class UnitRuntime:
     exec_main_status: int = 0
     n_restarts: int = 0
     memo: dict[str, str] = field(default_factory=dict)
+    # When each recent start happened, for StartLimitBurst= within StartLimitIntervalSec=.
+    start_times_s: list[int] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -248,3 +255,12 @@ def unmet_condition(file: UnitFile, exists: Callable[[str], bool]) -> str | None
         if exists(value.lstrip("!")) == negate:
             return condition
     return None
+
+
+def hits_start_limit(runtime: UnitRuntime, now_s: int) -> bool:
+    """Count one more start; True if it is one too many for the interval (systemd then refuses it)."""
+    runtime.start_times_s = [t for t in runtime.start_times_s if now_s - t < START_LIMIT_INTERVAL_S]
+    if len(runtime.start_times_s) >= START_LIMIT_BURST:
+        return True
+    runtime.start_times_s.append(now_s)
+    return False

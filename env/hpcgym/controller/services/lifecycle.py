@@ -1,0 +1,201 @@
+"""What systemd does when a job runs: start and stop a unit, notice its end, write the journal lines.
+
+The `ServiceManager` (manager.py) keeps the state and decides when; these functions are the
+transitions, each logging what pid 1 and the daemon print, in their order, on the virtual clock.
+Which program a unit runs is looked up in `DAEMONS`; its start-up checks live in the daemon's module.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hpcgym.controller.services import httpd, munged, slurm
+from hpcgym.controller.services.daemon import Launch, Line, append_log, fill_pid
+from hpcgym.controller.services.journal import Catalog, Entry, Priority, pid1_priority
+from hpcgym.controller.services.units import (
+    ActiveState,
+    JobResult,
+    Result,
+    ServiceType,
+    SubState,
+    UnitFile,
+    UnitRuntime,
+    hits_start_limit,
+    unmet_condition,
+    unset_variables,
+)
+
+if TYPE_CHECKING:
+    from hpcgym.controller.services.manager import ServiceManager
+
+# ExecStart program -> the module that simulates it. A unit whose program is not here starts a
+# plain stand-in process that never fails.
+Launcher = Callable[["ServiceManager", str, UnitFile], Launch]
+DAEMONS: dict[str, Launcher] = {
+    "/usr/sbin/munged": munged.launch,
+    "/usr/sbin/slurmd": slurm.launch_slurmd,
+    "/usr/sbin/slurmctld": slurm.launch_slurmctld,
+    "/usr/sbin/httpd": httpd.launch,
+}
+SIGNAL_NAMES = {1: "HUP", 2: "INT", 9: "KILL", 15: "TERM"}
+
+
+def next_job(m: ServiceManager, node: str) -> str:
+    state = m.node_state(node)
+    state.next_job_id += 1
+    return str(state.next_job_id)
+
+
+def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
+    file, now = runtime.file, m.now_s
+    desc = file.description
+    job = next_job(m, node)
+    if hits_start_limit(runtime, now):
+        log_systemd(m, node, runtime, f"{runtime.name}: Start request repeated too quickly.")
+        set_failed(m, node, runtime, Result.START_LIMIT_HIT)
+        log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
+        return JobResult.START_LIMIT
+    condition = unmet_condition(file, lambda path: m.access.stat(node, path) is not None)
+    if condition is not None:
+        log_systemd(
+            m, node, runtime, f"{desc} was skipped because of an unmet condition check ({condition})."
+        )
+        runtime.memo = {"condition": condition, "condition_s": str(now)}
+        return JobResult.DONE
+    launcher = DAEMONS.get(file.binary)
+    launch = (
+        launcher(m, node, file)
+        if launcher is not None
+        else Launch(ok=True, comm=posixpath.basename(file.binary) or "sh", argv=file.exec_start.split())
+    )
+    simple = file.service_type is ServiceType.SIMPLE
+    if simple:
+        log_systemd(m, node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
+    else:
+        log_systemd(m, node, runtime, f"Starting {desc}...", Catalog.JOB_START_BEGUN, job=job)
+    forking = file.service_type is ServiceType.FORKING
+    if not launch.ok:
+        # The process that failed its checks did run: give it a pid from the node's own sequence.
+        failed_pid = m.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
+        m.access.kill(node, failed_pid, 9)
+        log_unset_variables(m, node, runtime, launch.comm, failed_pid)
+        for line in launch.stderr:
+            log_line(m, node, runtime, launch.comm, failed_pid, line)
+        append_log(
+            m.access,
+            node,
+            launch.log_file,
+            fill_pid(launch.log_lines, failed_pid),
+            launch.uid,
+            launch.gid,
+        )
+        status = f"{launch.exit_status}/FAILURE"
+        kind = "Control" if forking else "Main"
+        log_systemd(m,
+            node, runtime, f"{runtime.name}: {kind} process exited, code=exited, status={status}",
+            Catalog.PROCESS_EXITED, code="exited", status=str(launch.exit_status),
+        )  # fmt: skip
+        set_failed(m, node, runtime, Result.EXIT_CODE)
+        if forking:
+            runtime.control_exit, runtime.main_exit = (failed_pid, "exited", status), None
+        else:
+            runtime.control_exit, runtime.main_exit = None, (failed_pid, "exited", status)
+        if simple:
+            return JobResult.DONE
+        log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
+        return JobResult.FAILED
+    pid = m.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
+    # A forking daemon's parent ran just before it and exited once the child was up.
+    parent = pid - 1 if forking else None
+    log_unset_variables(m, node, runtime, launch.comm, parent if parent is not None else pid)
+    if launch.pid_file:
+        m.access.write(node, launch.pid_file, f"{pid}\n".encode(), mode=0o644, uid=launch.uid, gid=launch.gid)
+    append_log(m.access, node, launch.log_file, fill_pid(launch.log_lines, pid), launch.uid, launch.gid)
+    for line in launch.stderr:
+        log_line(m, node, runtime, launch.comm, parent if forking and parent is not None else pid, line)
+    runtime.active, runtime.sub, runtime.result = ActiveState.ACTIVE, SubState.RUNNING, Result.SUCCESS
+    runtime.main_pid, runtime.main_exit = pid, None
+    runtime.control_exit = (parent, "exited", "0/SUCCESS") if forking and parent is not None else None
+    runtime.state_since_s = runtime.active_enter_s = now
+    runtime.memo = {
+        **launch.memo,
+        "comm": launch.comm,
+        "cmdline": " ".join(launch.argv),
+        "pid_file": launch.pid_file,
+    }
+    if not simple:
+        log_systemd(m, node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
+    return JobResult.DONE
+
+
+def log_unset_variables(m: ServiceManager, node: str, runtime: UnitRuntime, comm: str, pid: int) -> None:
+    missing = unset_variables(runtime.file, lambda path: m.access.read(node, path))
+    if missing:
+        text = f"{runtime.name}: Referenced but unset environment variable evaluates to an empty string: "
+        log_line(m, node, runtime, f"({comm})", pid, Line(text + ", ".join(missing), Priority.WARNING))
+
+
+def stop_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> None:
+    if runtime.active is not ActiveState.ACTIVE or runtime.main_pid is None:
+        return
+    desc, job, pid = runtime.file.description, next_job(m, node), runtime.main_pid
+    log_systemd(m, node, runtime, f"Stopping {desc}...", Catalog.JOB_STOP_BEGUN, job=job)
+    m.access.kill(node, pid, 15)
+    # The daemons we simulate remove their pid file on a clean exit.
+    pid_file = runtime.file.pid_file or runtime.memo.get("pid_file", "")
+    if pid_file:
+        m.access.remove(node, pid_file)
+    log_systemd(m, node, runtime, f"{runtime.name}: Deactivated successfully.", Catalog.UNIT_SUCCEEDED)
+    log_systemd(m, node, runtime, f"Stopped {desc}.", Catalog.JOB_STOP_DONE, job=job)
+    runtime.active, runtime.sub, runtime.result = ActiveState.INACTIVE, SubState.DEAD, Result.SUCCESS
+    runtime.main_pid, runtime.main_exit = None, (pid, "exited", "0/SUCCESS")
+    runtime.state_since_s = m.now_s
+    runtime.memo = {}
+
+
+def main_exited(
+    m: ServiceManager, node: str, runtime: UnitRuntime, pid: int, code: str, status: int, result: Result
+) -> None:
+    text = f"{status}/{SIGNAL_NAMES.get(status, str(status))}" if code == "killed" else f"{status}/FAILURE"
+    log_systemd(m,
+        node, runtime, f"{runtime.name}: Main process exited, code={code}, status={text}",
+        Catalog.PROCESS_EXITED, code=code, status=str(status),
+    )  # fmt: skip
+    runtime.main_pid, runtime.main_exit = None, (pid, code, text)
+    set_failed(m, node, runtime, result)
+
+
+def set_failed(m: ServiceManager, node: str, runtime: UnitRuntime, result: Result) -> None:
+    log_systemd(m,
+        node, runtime, f"{runtime.name}: Failed with result '{result.value}'.", Catalog.UNIT_FAILED,
+        result=result.value,
+    )  # fmt: skip
+    runtime.active, runtime.sub, runtime.result = ActiveState.FAILED, SubState.FAILED, result
+    runtime.main_pid = None
+    runtime.state_since_s = m.now_s
+    runtime.memo = {}
+
+
+# ---- journal -----------------------------------------------------------------------------------
+
+
+def log_systemd(
+    m: ServiceManager,
+    node: str,
+    runtime: UnitRuntime,
+    text: str,
+    catalog: Catalog | None = None,
+    **fields: str,
+) -> None:
+    m.node_state(node).journal.add(
+        Entry(m.now_s, "systemd", 1, runtime.name, text, pid1_priority(text), catalog, dict(fields))
+    )
+
+
+def log_line(m: ServiceManager, node: str, runtime: UnitRuntime, comm: str, pid: int, line: Line) -> None:
+    # A daemon's stderr reaches the journal at SyslogLevel= (info), whatever the text says: only
+    # systemd's own lines carry their real priority, as `journalctl -p err` shows.
+    priority = line.priority if comm.startswith("(") else Priority.INFO
+    m.node_state(node).journal.add(Entry(m.now_s, comm, pid, runtime.name, line.text, priority))
