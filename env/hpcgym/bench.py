@@ -18,6 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -190,7 +191,7 @@ def run_bench(
         rows.append(("episode", "cold reset, all nodes' daemons up", time_episode_resets(runtime, 10), None))
         with Episode(runtime) as episode:
             for command in ("sinfo", "systemctl is-active munge"):
-                samples = [timed(lambda c=command: episode.step(c)) for _ in range(max(20, steps // 5))]
+                samples = [timed(partial(episode.step, command)) for _ in range(max(20, steps // 5))]
                 rows.append(
                     ("episode", f"step `{command}` (real controller)", Stats.of(samples), base_step.p50_ms)
                 )

@@ -208,7 +208,7 @@ def ensure_image(
                 persona=PERSONA,
                 emulated=options.base.emulated,
                 base=options.base.describe() | {"digest": base_digest},
-                tools=finalize_tools(store, base_digest, builder, inputs["backend_version"]),
+                tools=finalize_tools(store, base_digest, builder, str(inputs["backend_version"])),
             )
             (staged / MANIFEST).write_text(dump_manifest(manifest))
             entry = store.commit(staged, manifest["digest"], key)

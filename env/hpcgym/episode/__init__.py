@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from hpcgym.controller import Controller, User
+from hpcgym.controller.clock import DEFAULT_START_S
 from hpcgym.controller.commands.base import TaskRequest, TaskResult
 from hpcgym.controller.services import ServiceManager, sync_cluster
 from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
@@ -98,15 +99,14 @@ class Episode:
                 # Every node reads the same file, as a real cluster keeps slurm.conf in sync.
                 for name in self.cluster.nodes:
                     self.nodes.write(name, "/" + SLURM_CONF, slurm_conf_text.encode())
-            clock_start = {} if start_s is None else {"start_s": start_s}
             self.controller = Controller(
                 self.conf,
+                start_s=DEFAULT_START_S if start_s is None else start_s,
                 step_s=step_seconds,
                 slurmd_running=False,
                 users=(User("root", 0, "root", 0),),
                 run_task=self._run_task,
                 read_file=self.nodes.read,
-                **clock_start,
             )
             self.services = ServiceManager.from_slurm_conf(self.conf, self.nodes, self.controller.clock)
             self.controller.services = self.services
