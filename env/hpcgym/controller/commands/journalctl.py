@@ -98,7 +98,7 @@ def _format(entry: Entry, hostname: str, output: str, no_hostname: bool) -> str:
         return entry.message
     line = format_entry(entry, hostname)
     if output == "short-iso":
-        stamp = datetime.fromtimestamp(entry.time_s, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+        stamp = datetime.fromtimestamp(entry.time_s, UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
         line = f"{stamp} {hostname} {entry.identifier}[{entry.pid}]: {entry.message}"
     if no_hostname:
         line = line.replace(f" {hostname} ", " ", 1)
