@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hpcgym.controller import TOOLS, Controller, TaskRequest, TaskResult
+from hpcgym.controller.services import MemoryNodeAccess, ServiceManager
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "slurm-22.05"
 CONF = REFERENCE / "config" / "slurm.conf"
@@ -255,6 +256,10 @@ def test_00_no_config() -> None:
     # The node has no /etc/slurm/slurm.conf: every Slurm client fails before doing anything.
     files = {path: data for path, data in FILES.items() if path != "/etc/slurm/slurm.conf"}
     controller = Controller.from_slurm_conf(CONF, read_file=lambda node, path: files.get(path))
+    # munge -n and the daemons' -V in this capture need the service side (munged is not running).
+    controller.services = ServiceManager.from_slurm_conf(
+        controller.cluster.conf, MemoryNodeAccess(), controller.clock
+    )
     assert replay(controller, "00-no-config") == []
 
 
@@ -267,5 +272,5 @@ def test_every_slurm_capture_is_replayed_or_skipped_for_a_reason() -> None:
     directories = ("00-no-config", "10-all-idle", "20-one-drained", "21-resumed", "50-jobs-running-pending")
     for directory in (*directories, "60-errors", "90-help-usage"):
         replayed += sum(is_replayed(entry["command"]) for entry in entries(directory))
-    # Left out: sdiag, sstat, sacctmgr, listpids, squeue --json, and the munge/daemon captures.
-    assert replayed == 210
+    # Left out: sdiag, sstat, sacctmgr, listpids and squeue --json; munge and daemon captures replay too.
+    assert replayed == 222

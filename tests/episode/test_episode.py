@@ -75,7 +75,13 @@ def test_srun_runs_on_the_compute_node(episode):
 
 
 def test_same_commands_same_bytes(runtime):
-    commands = ["sinfo", "sbatch --wrap 'sleep 30'", "squeue", "scontrol show job 1", "systemctl status slurmctld"]
+    commands = [
+        "sinfo",
+        "sbatch --wrap 'sleep 30'",
+        "squeue",
+        "scontrol show job 1",
+        "systemctl status slurmctld",
+    ]
 
     def transcript() -> list[tuple[str, int]]:
         with Episode(runtime) as episode:
@@ -94,3 +100,25 @@ def test_tools_that_read_stdin_get_it(episode):
     assert episode.step("printf '#!/bin/bash\\nsleep 60\\n' | sbatch").output == "Submitted batch job 1\n"
     # A tool that does not read stdin leaves it alone, so an endless producer cannot block it.
     assert episode.step("yes | sinfo -h -o %P").output == "compute*\ngpu\n"
+
+
+def test_a_node_without_a_route_to_the_controller(episode):
+    episode.step("ssh compute-01")
+    episode.step(
+        "sed -i s/GATEWAY0=10.10.1.254/GATEWAY0=10.10.9.254/ /etc/sysconfig/network-scripts/route-eth0"
+    )
+    episode.step("ifdown eth0; ifup eth0")
+    refused = episode.step("sinfo")
+    assert (refused.output, refused.exit_code) == (
+        "slurm_load_partitions: Unable to contact slurm controller (connect failure)\n",
+        1,
+    )
+    episode.step("exit")
+    states = [episode.step("sinfo -h -n compute-01 -o %t").output.strip() for _ in range(12)]
+    assert "down*" in states, states
+    episode.step(
+        "ssh compute-01 'sed -i s/10.10.9.254/10.10.1.254/ /etc/sysconfig/network-scripts/route-eth0'"
+    )
+    episode.step("ssh compute-01 'ifdown eth0; ifup eth0'")
+    back = [episode.step("sinfo -h -n compute-01 -o %t").output.strip() for _ in range(3)]
+    assert back[-1] == "idle", back  # ReturnToService=1 brings a DOWN node back once it registers

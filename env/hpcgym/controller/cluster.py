@@ -54,6 +54,8 @@ class Cluster:
         # Nodes (any node, the login node too) whose munged is not running; the service layer keeps
         # this current. Slurm clients there cannot sign their requests.
         self.munge_down: set[str] = set()
+        # Nodes with no network path to SlurmctldHost (a broken route): their clients cannot connect.
+        self.controller_unreachable: set[str] = set()
         # Reasons slurmctld itself sets are stamped with SlurmUser (root unless slurm.conf says).
         self.slurm_user = conf.options.get("slurmuser", "root")
         for part_conf in conf.partitions:

@@ -123,7 +123,7 @@ def check_rpc(ctx: Context, prog: str, rpc: str) -> RpcFailure | None:
             f"{prog}: error: slurm_send_node_msg: auth_g_create: {rpc} has authentication error\n",
             AUTH_ERROR,
         )
-    if not ctx.cluster.slurmctld_up:
+    if not ctx.cluster.slurmctld_up or ctx.node in ctx.cluster.controller_unreachable:
         return RpcFailure("", CONTROLLER_DOWN)
     return None
 

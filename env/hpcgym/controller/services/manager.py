@@ -143,6 +143,11 @@ class ServiceManager:
         runtime = self.nodes[node].units.get(unit) if node in self.nodes else None
         return runtime.memo if runtime is not None else {}
 
+    def can_reach_controller(self, node: str) -> bool:
+        """Whether `node` has a network path to SlurmctldHost (its routes and /etc/hosts)."""
+        addr = self.controller_addr(node)
+        return node == self._controller_host or (addr is not None and self.network.can_reach(node, addr))
+
     def is_slurmd_registered(self, node: str, *, sync: bool = True) -> bool:
         """Whether `node`'s slurmd runs and can talk to slurmctld now (what node state should follow).
 

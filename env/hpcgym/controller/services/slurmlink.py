@@ -3,7 +3,8 @@
 `Cluster` (cluster.py) keeps three facts the service layer decides: whether slurmctld runs
 (`set_slurmctld`), which nodes have no munged (`munge_down`, so clients there fail to sign), and
 whether each node's slurmd answers (`start_slurmd`/`stop_slurmd`; a silent node turns `*`, then DOWN
-after SlurmdTimeout, and comes back with ReturnToService). `sync_cluster` pushes the service layer's
+after SlurmdTimeout, and comes back with ReturnToService). `controller_unreachable` lists nodes with no
+route to SlurmctldHost. `sync_cluster` pushes the service layer's
 answers into it on every change, so neither side reaches into the other's state.
 """
 
@@ -24,6 +25,7 @@ def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
     if ctl_up != cluster.slurmctld_up:
         cluster.set_slurmctld(ctl_up)
     cluster.munge_down = {name for name in services.nodes if not services.is_active(name, MUNGE)}
+    cluster.controller_unreachable = {n for n in services.nodes if not services.can_reach_controller(n)}
     for name, node in cluster.nodes.items():
         registered = name in services.nodes and services.is_slurmd_registered(name, sync=False)
         if registered and not node.slurmd_up:
