@@ -1,0 +1,162 @@
+"""What an interface needs from a scenario: an alert at the start, a grade after every command.
+
+The interfaces (gym env, OpenEnv server) only translate; what an episode is *about* comes from a
+`Task`: it sets up an incident in a fresh `Episode` and grades each agent command. The scenario
+library (`hpcgym.scenarios`) provides the real ones; the structural `Task` protocol below is all it
+has to match, so it never imports this module (imports point downstream only). One built-in task,
+`explore`, needs no scenario: the healthy cluster, reward 0, never solved.
+
+Scenario ids are looked up in `TaskRegistry`; `default_registry()` holds `explore` plus every task
+that `hpcgym.scenarios.TASKS` (a mapping of scenario id to a zero-argument factory) declares.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from hpcgym.episode import Episode, StepResult
+from hpcgym.errors import ScenarioError
+
+SCENARIOS_MODULE = "hpcgym.scenarios"
+EXPLORE = "explore"
+
+
+class GradeLike(Protocol):
+    """What a task's `grade` returns (`Grade` or any object with these attributes)."""
+
+    @property
+    def reward(self) -> float: ...
+    @property
+    def solved(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def components(self) -> Mapping[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The grade of one step.
+
+    Attributes:
+        reward: this step's reward.
+        solved: the incident is resolved (the episode terminates).
+        failed: the agent did something unsafe or unrecoverable (the episode terminates, unsolved).
+        components: named parts of the reward (and grader health checks as 0/1), for `info`.
+    """
+
+    reward: float = 0.0
+    solved: bool = False
+    failed: bool = False
+    components: Mapping[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Task(Protocol):
+    """One kind of episode: sets up an incident, then grades each command.
+
+    A registry holds factories, and each env makes its own task object, so a task may keep
+    per-episode state on itself between `reset` and `grade`.
+
+    Attributes:
+        id: the scenario id (`hpc_outage`, ...), also the registry key.
+        max_steps: the step budget; reaching it truncates the episode.
+    """
+
+    id: str
+    max_steps: int
+
+    def reset(self, episode: Episode, seed: int) -> str:
+        """Break a fresh episode the scenario's way (deterministic in `seed`); return the alert text."""
+        ...
+
+    def grade(self, episode: Episode, command: str, result: StepResult) -> GradeLike:
+        """Grade the episode's state after `command` produced `result`."""
+        ...
+
+
+class ExploreTask:
+    """The healthy cluster with nothing to fix: reward 0, never solved (a smoke test and a sandbox)."""
+
+    id = EXPLORE
+    alert = (
+        "You are root on login01, the login node of a small Slurm cluster (compute-01..04). "
+        "Nothing is known to be wrong; look around."
+    )
+
+    def __init__(self, max_steps: int = 50) -> None:
+        self.max_steps = max_steps
+
+    def reset(self, episode: Episode, seed: int) -> str:
+        return self.alert
+
+    def grade(self, episode: Episode, command: str, result: StepResult) -> Grade:
+        return Grade()
+
+
+TaskFactory = Callable[[], Task]
+
+
+class TaskRegistry(Mapping[str, TaskFactory]):
+    """Scenario id -> task factory, an explicit table.
+
+    Example:
+        >>> registry = TaskRegistry({"explore": ExploreTask})
+        >>> registry.make("explore").max_steps
+        50
+    """
+
+    def __init__(self, factories: Mapping[str, TaskFactory]) -> None:
+        self._factories = dict(factories)
+
+    def __getitem__(self, scenario: str) -> TaskFactory:
+        return self._factories[scenario]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+    def make(self, scenario: str) -> Task:
+        """Return a new task object for `scenario`.
+
+        Raises:
+            ScenarioError: no such scenario id.
+        """
+        factory = self._factories.get(scenario)
+        if factory is None:
+            raise ScenarioError(
+                f"unknown scenario {scenario!r}", hint=f"choose one of: {', '.join(sorted(self))}"
+            )
+        task = factory()
+        if task.id != scenario:
+            raise ScenarioError(f"the factory registered as {scenario!r} made a task with id {task.id!r}")
+        return task
+
+    @property
+    def scenario_ids(self) -> tuple[str, ...]:
+        """The ids an env draws from when none is given: the real scenarios, or `explore` if none."""
+        real = tuple(sorted(s for s in self._factories if s != EXPLORE))
+        return real or (EXPLORE,)
+
+
+def scenario_factories() -> Mapping[str, TaskFactory]:
+    """The scenario library's tasks: `hpcgym.scenarios.TASKS`, or none while that package is absent."""
+    if importlib.util.find_spec(SCENARIOS_MODULE) is None:
+        return {}
+    module = importlib.import_module(SCENARIOS_MODULE)
+    factories = getattr(module, "TASKS", None)
+    if factories is None:
+        # The package exists but does not declare its tasks yet: nothing to offer, not an error.
+        return {}
+    return dict(factories)
+
+
+def default_registry() -> TaskRegistry:
+    """`explore` plus every scenario the scenario library declares."""
+    return TaskRegistry({EXPLORE: ExploreTask, **scenario_factories()})
