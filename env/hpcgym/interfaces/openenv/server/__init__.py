@@ -1,0 +1,1 @@
+"""The OpenEnv server: the app, its settings and auth, and the per-session environment."""

@@ -1,0 +1,130 @@
+"""The OpenEnv `Environment`: one `TaskSession`, so one isolated episode, per WebSocket session.
+
+OpenEnv makes an instance per session (and a short-lived one for each stateless HTTP call), so the
+constructor only stores the `Backend`: the runtime, the episode pool and the scenario registry that
+every session of the server shares. Episodes come from the pool at `reset`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from openenv.core.env_server.interfaces import Environment
+from openenv.core.env_server.types import EnvironmentMetadata
+
+import hpcgym
+from hpcgym.episode.pool import EpisodePool
+from hpcgym.interfaces.openenv.models import ENV_NAME, HpcAction, HpcObservation, HpcState
+from hpcgym.interfaces.session import TaskSession, Transition
+from hpcgym.interfaces.task import TaskRegistry
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What every session of one server shares."""
+
+    pool: EpisodePool
+    registry: TaskRegistry
+    scenarios: tuple[str, ...] | None = None
+    max_steps: int | None = None
+    max_chars: int = 16 * 1024 + 256
+
+
+def finalize_observation(transition: Transition, *, at_reset: bool = False) -> HpcObservation:
+    info = transition.info
+    return HpcObservation(
+        output=transition.observation,
+        exit_code=info.get("exit_code", 0),
+        node=info.get("node") or "",
+        scenario=info.get("scenario"),
+        step=info.get("step", 0),
+        max_steps=info.get("max_steps", 0),
+        terminated=transition.terminated,
+        truncated=transition.truncated,
+        solved=info.get("solved", False),
+        failed=info.get("failed", False),
+        timed_out=info.get("timed_out", False),
+        output_truncated=info.get("output_truncated", False),
+        reward_components=info.get("reward_components", {}),
+        done=transition.done,
+        reward=None if at_reset else transition.reward,
+    )
+
+
+class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
+    """EnterpriseHPC for one OpenEnv session.
+
+    Args:
+        backend: the server's shared runtime pool and scenario registry.
+    """
+
+    SUPPORTS_CONCURRENT_SESSIONS = True
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self.session = TaskSession(
+            backend.pool, backend.registry, backend.scenarios, backend.max_steps, backend.max_chars
+        )
+        self.episode_id: str | None = None
+
+    def reset(
+        self,
+        seed: int | None = None,
+        episode_id: str | None = None,
+        scenario: str | None = None,
+        **kwargs: Any,
+    ) -> HpcObservation:
+        """Start a new episode on a fresh cluster.
+
+        Args:
+            seed: seeds the scenario choice, the scenario and the clock (one seed, one start state:
+                the members of a GRPO group pass the same scenario and seed).
+            episode_id: a name for the episode (default: a new UUID).
+            scenario: the scenario id (default: drawn with `seed`).
+            **kwargs: refused (OpenEnv passes every reset field through).
+
+        Raises:
+            ScenarioError: unknown scenario id.
+        """
+        if kwargs:
+            raise ValueError(f"unknown reset arguments {sorted(kwargs)}; use seed, episode_id, scenario")
+        start = self.session.reset(np.random.default_rng(seed), scenario)
+        self.episode_id = episode_id or str(uuid.uuid4())
+        return finalize_observation(start, at_reset=True)
+
+    def step(self, action: HpcAction, timeout_s: float | None = None, **kwargs: Any) -> HpcObservation:
+        """Type the action's command at the prompt; the per-command time limit is the server's."""
+        return finalize_observation(self.session.step(action.command))
+
+    @property
+    def state(self) -> HpcState:
+        info = self.session.info()
+        return HpcState(
+            episode_id=self.episode_id,
+            step_count=self.session.steps,
+            scenario=info["scenario"],
+            seed=info["seed"],
+            node=info["node"],
+            max_steps=info["max_steps"],
+            now_s=info["now_s"],
+            done=self.session.done,
+            solved=self.session.solved,
+        )
+
+    def get_metadata(self) -> EnvironmentMetadata:
+        return EnvironmentMetadata(
+            name=ENV_NAME,
+            description=(
+                "A small Rocky Linux HPC cluster (Slurm, munge, systemd, Open OnDemand) with one incident; "
+                "the agent types bash commands to diagnose and repair it. One isolated cluster per session."
+            ),
+            version=hpcgym.__version__,
+            author="hpcgym",
+        )
+
+    def close(self) -> None:
+        """Hand this session's episode back to be closed in the background."""
+        self.session.discard_episode()
