@@ -1,0 +1,287 @@
+"""Grading predicates over an episode's end state, phrased as testinfra-style `is_*`/`has_*` facts.
+
+Every predicate reads only what the agent cannot forge to pass it: the controller's live state
+(Slurm nodes, partitions and jobs; systemd units and the daemons' real processes; the simulated
+network; the GPUs), and the very node files the simulated daemons act on (the munge key munged
+checks, the route-eth0 that ifup applies, the slurm.conf slurmd reads). Files are compared with the
+image the cluster was built from, which lives outside every sandbox. Nothing here reads a log, a
+marker or a state file: a forged log line or a `touch`ed sentinel changes no answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat as statmod
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from typing import Any
+
+from hpcgym.controller.services import httpd, munged, slurm
+from hpcgym.controller.services.access import FileStat
+from hpcgym.controller.services.daemon import lookup_ids
+from hpcgym.controller.services.manager import HTTPD
+from hpcgym.controller.services.network import ROUTER_HOST, RouteFileError, parse_hosts, parse_route_file
+from hpcgym.controller.services.units import UnitFileState
+from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
+from hpcgym.episode import Episode
+
+BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Read-only access to a node's pristine image (the lower dir), for 'what it should be'."""
+
+    episode: Episode
+
+    def read(self, node: str, path: str) -> bytes | None:
+        spec = self.episode.cluster.nodes[node]
+        target = self.episode.cluster.config.lowers[spec.role] / path.lstrip("/")
+        if target.is_symlink() or not target.is_file():
+            return None
+        return target.read_bytes()
+
+    def stat(self, node: str, path: str) -> FileStat | None:
+        return None
+
+
+# ---- Slurm -----------------------------------------------------------------------------------------
+
+
+def is_node_healthy(episode: Episode, node: str) -> bool:
+    """Schedulable and responding in slurmctld, with a slurmd that really runs and registers."""
+    state = episode.controller.cluster.nodes.get(node)
+    if state is None:
+        return False
+    usable = state.effective_base() in (NodeBase.IDLE, NodeBase.MIXED, NodeBase.ALLOCATED)
+    return usable and not state.flags & BAD_FLAGS and episode.services.is_slurmd_registered(node)
+
+
+def is_every_node_healthy(episode: Episode) -> bool:
+    return all(is_node_healthy(episode, node) for node in episode.controller.cluster.nodes)
+
+
+def is_partition_up(episode: Episode, partition: str) -> bool:
+    part = episode.controller.cluster.partitions.get(partition)
+    return part is not None and part.state is PartitionState.UP
+
+
+def has_jobs_running(episode: Episode, user: str) -> bool:
+    """Every job of `user` that slurmctld knows runs or ran to completion (none pending or killed)."""
+    jobs = [job for job in episode.controller.cluster.jobs.values() if job.user == user]
+    return bool(jobs) and all(job.state in (JobState.RUNNING, JobState.COMPLETED) for job in jobs)
+
+
+def is_slurmctld_serving(episode: Episode) -> bool:
+    services = episode.services
+    services.sync()
+    return services.is_active(services.controller_host, slurm.SLURMCTLD) and (
+        episode.controller.cluster.slurmctld_up
+    )
+
+
+# ---- systemd units ---------------------------------------------------------------------------------
+
+
+def is_unit_active(episode: Episode, node: str, unit: str) -> bool:
+    """systemd says active and the daemon's process is alive (sync reaps a killed one first)."""
+    episode.services.sync()
+    runtime = episode.services.unit(node, unit)
+    return (
+        runtime is not None
+        and episode.services.is_active(node, unit)
+        and runtime.main_pid is not None
+        and episode.nodes.is_alive(node, runtime.main_pid)
+    )
+
+
+def is_unit_enabled(episode: Episode, node: str, unit: str) -> bool:
+    runtime = episode.services.unit(node, unit)
+    return runtime is not None and runtime.enabled is UnitFileState.ENABLED
+
+
+# ---- munge -----------------------------------------------------------------------------------------
+
+
+def _munge_uid(episode: Episode, node: str) -> int:
+    return lookup_ids(episode.nodes, node, "munge")[0]
+
+
+def is_munge_key_secure(episode: Episode, node: str) -> bool:
+    """The key file passes every check munged makes at start-up (owner, mode, directories)."""
+    uid = _munge_uid(episode, node)
+    if munged.key_insecurity(episode.nodes.stat(node, munged.KEY_FILE), uid) is not None:
+        return False
+    return munged.path_insecurity(episode.nodes, node, "/etc/munge", uid) is None
+
+
+def is_munge_healthy(episode: Episode, node: str) -> bool:
+    """munged runs with the key that is on disk now, and that key is secure."""
+    if not is_unit_active(episode, node, slurm.MUNGE) or not is_munge_key_secure(episode, node):
+        return False
+    key = episode.nodes.read(node, munged.KEY_FILE) or b""
+    return episode.services.memo(node, slurm.MUNGE).get("key_sha256") == hashlib.sha256(key).hexdigest()
+
+
+def has_one_munge_key(episode: Episode) -> bool:
+    """Every node's munged is healthy and all of them hold the same key (any key, rotated or not)."""
+    digests = set()
+    for node in episode.services.nodes:
+        if not is_munge_healthy(episode, node):
+            return False
+        digests.add(episode.services.memo(node, slurm.MUNGE).get("key_sha256"))
+    return len(digests) == 1
+
+
+def is_munge_seed_dir_secure(episode: Episode, node: str) -> bool:
+    return munged.path_insecurity(episode.nodes, node, munged.SEED_DIR, _munge_uid(episode, node)) is None
+
+
+# ---- network ---------------------------------------------------------------------------------------
+
+
+def has_route_file_to_controller(episode: Episode, node: str) -> bool:
+    """route-eth0 would, applied at the next boot or ifup, carry packets to SlurmctldHost."""
+    network = episode.services.network
+    raw = episode.nodes.read(node, "/etc/sysconfig/network-scripts/route-eth0")
+    target = episode.services.controller_addr(node)
+    subnet = network.subnet(node)
+    if raw is None or target is None or subnet is None:
+        return target is not None and subnet is not None and target in subnet
+    try:
+        routes = parse_route_file(raw.decode(errors="replace"))
+    except RouteFileError:
+        return False
+    routes = [r for r in routes if r.gateway is None or r.gateway in subnet]
+    candidates = [r for r in routes if target in r.dest] + [
+        r for r in routes if r.dest == IPv4Network("0.0.0.0/0")
+    ]
+    if target in subnet:
+        return True
+    if not candidates:
+        return False
+    best = max(candidates, key=lambda route: route.dest.prefixlen)
+    return best.gateway is not None and int(best.gateway) & 0xFF == ROUTER_HOST
+
+
+def can_reach_controller(episode: Episode, node: str) -> bool:
+    """eth0 is up now and its live routes reach SlurmctldHost."""
+    network = episode.services.network
+    target = episode.services.controller_addr(node)
+    return target is not None and network.is_up(node) and network.can_reach(node, target)
+
+
+def has_image_hosts(episode: Episode, node: str) -> bool:
+    """/etc/hosts names the controller and the node itself with the addresses the image gives them."""
+    image = ImageFiles(episode).read(node, "/etc/hosts")
+    if image is None:
+        return False
+    want = parse_hosts(image.decode(errors="replace"))
+    network = episode.services.network
+    names = {episode.services.controller_host, node}
+    return all(network.resolve(node, name) == want.get(name) for name in names)
+
+
+# ---- slurmd / slurmctld files -----------------------------------------------------------------------
+
+
+def _conf_lines(raw: bytes | None) -> list[str]:
+    text = (raw or b"").decode(errors="replace")
+    return [" ".join(line.split("#", 1)[0].split()) for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def has_cluster_slurm_conf(episode: Episode, node: str) -> bool:
+    """The node's slurm.conf says what the controller's image says (comments and spacing aside)."""
+    ctl = episode.services.controller_host
+    want = _conf_lines(ImageFiles(episode).read(ctl, slurm.SLURM_CONF))
+    return bool(want) and _conf_lines(episode.nodes.read(node, slurm.SLURM_CONF)) == want
+
+
+def has_slurmd_spool(episode: Episode, node: str) -> bool:
+    """slurmd's start-up checks pass on this node's files (spool dir, node record)."""
+    conf = slurm.read_conf(episode.services, node)
+    return conf is not None and not slurm.slurmd_init_errors(episode.services, node, conf, node)
+
+
+def has_statesave_for_slurm(episode: Episode) -> bool:
+    """StateSaveLocation is a directory SlurmUser may write (slurmctld's own start-up check)."""
+    ctl = episode.services.controller_host
+    conf = slurm.read_conf(episode.services, ctl)
+    if conf is None:
+        return False
+    path = conf.options.get("statesavelocation", "/var/spool/slurmctld")
+    info = episode.nodes.stat(ctl, path)
+    uid = lookup_ids(episode.nodes, ctl, conf.options.get("slurmuser", "root"))[0]
+    return info is not None and info.is_dir() and (info.uid == uid or bool(info.perms & statmod.S_IWOTH))
+
+
+# ---- portal ------------------------------------------------------------------------------------------
+
+
+def is_portal_serving(episode: Episode) -> bool:
+    """httpd runs the portal's intended config and the dashboard answers 200 behind its login.
+
+    The running config must mean what the image's does (same ports, redirect and protected paths),
+    so deleting the broken line instead of fixing it does not pass.
+    """
+    services = episode.services
+    ctl = services.controller_host
+    if not is_unit_active(episode, ctl, HTTPD):
+        return False
+    want = httpd.check_config(ImageFiles(episode), ctl)  # type: ignore[arg-type]
+    have = httpd.check_config(episode.nodes, ctl)
+    if isinstance(want, httpd.ConfigError) or have != want:
+        return False
+    # httpd answers from the config it started with: that one must mean the same too.
+    memo = services.memo(ctl, HTTPD)
+    if memo.get("root_redirect", "") != (want.root_redirect or "") or memo.get("auth_prefixes", "") != ",".join(
+        want.auth_prefixes
+    ):
+        return False
+    page = httpd.respond(
+        memo,
+        path="/pun/sys/dashboard",
+        host_header=ctl,
+        upstream_ok=services.is_portal_upstream_healthy(),
+        authorized=True,
+        now_s=services.now_s,
+    )
+    return page.status == 200
+
+
+# ---- GPUs ----------------------------------------------------------------------------------------------
+
+
+def has_no_uncorrected_ecc(episode: Episode, node: str) -> bool:
+    """No GPU of the node has had an uncorrectable ECC error since its last reset."""
+    gpus = episode.services.gpus.get(node)
+    return bool(gpus) and all(gpu.volatile.uncorrected == 0 for gpu in gpus)
+
+
+CHECKS: dict[str, Callable[..., bool]] = {
+    "is_node_healthy": is_node_healthy,
+    "is_every_node_healthy": is_every_node_healthy,
+    "is_partition_up": is_partition_up,
+    "has_jobs_running": has_jobs_running,
+    "is_slurmctld_serving": is_slurmctld_serving,
+    "is_unit_active": is_unit_active,
+    "is_unit_enabled": is_unit_enabled,
+    "is_munge_key_secure": is_munge_key_secure,
+    "is_munge_healthy": is_munge_healthy,
+    "has_one_munge_key": has_one_munge_key,
+    "is_munge_seed_dir_secure": is_munge_seed_dir_secure,
+    "has_route_file_to_controller": has_route_file_to_controller,
+    "can_reach_controller": can_reach_controller,
+    "has_image_hosts": has_image_hosts,
+    "has_cluster_slurm_conf": has_cluster_slurm_conf,
+    "has_slurmd_spool": has_slurmd_spool,
+    "has_statesave_for_slurm": has_statesave_for_slurm,
+    "is_portal_serving": is_portal_serving,
+    "has_no_uncorrected_ecc": has_no_uncorrected_ecc,
+}
+
+
+def run_check(episode: Episode, name: str, args: dict[str, Any]) -> bool:
+    """Evaluate one named predicate with its (rendered) arguments."""
+    return bool(CHECKS[name](episode, **args))

@@ -1,0 +1,166 @@
+"""Putting a scenario's fault into a fresh episode: node files, daemons, Slurm state, GPUs, time.
+
+Inject steps run outside the agent's shell, before the first prompt, through the same hands the
+controller uses (`episode.nodes` for files and processes, `episode.services` for units, the Slurm
+`Cluster` for node and partition state). After the last step the controller syncs, so what the
+agent first sees is what the broken cluster would show. Grading never reads anything written here as
+evidence of a fix: checks look at the live state and at root causes (checks.py).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from hpcgym.controller.rpc import JobRequest, User
+from hpcgym.controller.services.daemon import lookup_ids
+from hpcgym.controller.state import PartitionState
+from hpcgym.episode import Episode
+from hpcgym.errors import ScenarioError
+from hpcgym.scenarios import schema
+
+# The accounts the images create (setup-node.sh); jobs injected for them show their names in squeue.
+USERS = {"alice": 2001, "bob": 2002, "carol": 2003}
+
+
+def inject_fault(episode: Episode, steps: list[schema.InjectStep], rng: random.Random) -> None:
+    """Apply every inject step in order, then let the controller see the result.
+
+    Raises:
+        ScenarioError: a step does not apply to this cluster (a file or node that is not there).
+    """
+    for step in steps:
+        INJECTORS[step.kind](episode, step, rng)
+    episode.controller.advance(0)
+
+
+def _ids(episode: Episode, node: str, owner: str, group: str) -> tuple[int, int]:
+    uid = lookup_ids(episode.nodes, node, owner)[0]
+    gid = lookup_ids(episode.nodes, node, group)[1]
+    return uid, gid
+
+
+def _write(episode: Episode, step: schema.WriteFile, rng: random.Random) -> None:
+    uid, gid = _ids(episode, step.node, step.owner, step.group)
+    episode.nodes.write(step.node, step.path, step.content.encode(), mode=step.mode, uid=uid, gid=gid)
+
+
+def _replace(episode: Episode, step: schema.ReplaceInFile, rng: random.Random) -> None:
+    raw = episode.nodes.read(step.node, step.path)
+    info = episode.nodes.stat(step.node, step.path)
+    if raw is None or info is None or step.old.encode() not in raw:
+        raise ScenarioError(f"{step.node}:{step.path} has no {step.old!r} to replace")
+    data = raw.replace(step.old.encode(), step.new.encode(), 1)
+    episode.nodes.write(step.node, step.path, data, mode=info.perms, uid=info.uid, gid=info.gid)
+
+
+def _chmod(episode: Episode, step: schema.Chmod, rng: random.Random) -> None:
+    episode.nodes.chmod(step.node, step.path, step.mode)
+
+
+def _chown(episode: Episode, step: schema.Chown, rng: random.Random) -> None:
+    episode.nodes.chown(step.node, step.path, *_ids(episode, step.node, step.owner, step.group))
+
+
+def _delete(episode: Episode, step: schema.Delete, rng: random.Random) -> None:
+    episode.nodes.remove_tree(step.node, step.path)
+
+
+def _random_bytes(episode: Episode, step: schema.RandomBytes, rng: random.Random) -> None:
+    info = episode.nodes.stat(step.node, step.path)
+    mode, uid, gid = (info.perms, info.uid, info.gid) if info is not None else (0o600, 0, 0)
+    episode.nodes.write(step.node, step.path, rng.randbytes(step.size), mode=mode, uid=uid, gid=gid)
+
+
+def _service(episode: Episode, step: schema.Service, rng: random.Random) -> None:
+    services = episode.services
+    if services.unit(step.node, step.unit) is None:
+        raise ScenarioError(f"{step.node} has no unit {step.unit}")
+    if step.action == "kill":
+        runtime = services.unit(step.node, step.unit)
+        if runtime is not None and runtime.main_pid is not None:
+            episode.nodes.kill(step.node, runtime.main_pid, 9)
+        services.sync()
+    elif step.action in ("enable", "disable"):
+        services.set_enabled(step.node, step.unit, step.action == "enable")
+    else:
+        getattr(services, step.action)(step.node, step.unit)
+
+
+def _interface(episode: Episode, step: schema.Interface, rng: random.Random) -> None:
+    network = episode.services.network
+    result = network.ifup(step.node, "eth0") if step.action == "up" else network.ifdown(step.node, "eth0")
+    if step.action == "up" and result.exit_code != 0:
+        # As at boot: NetworkManager could not load the scripts, so eth0 keeps only its subnet route.
+        network.set_routes(step.node, [])
+
+
+def _node_state(episode: Episode, step: schema.NodeState, rng: random.Random) -> None:
+    cluster = episode.controller.cluster
+    node = cluster.node(step.node)
+    if step.state == "drain":
+        cluster.drain(node, step.reason, step.user)
+    elif step.state == "down":
+        cluster.set_down(node, step.reason, step.user)
+    else:
+        cluster.resume(node)
+
+
+def _partition_state(episode: Episode, step: schema.PartitionStateStep, rng: random.Random) -> None:
+    cluster = episode.controller.cluster
+    if step.partition not in cluster.partitions:
+        raise ScenarioError(f"no partition {step.partition!r}")
+    cluster.partitions[step.partition].state = PartitionState[step.state]
+    cluster.schedule()
+
+
+def _submit(episode: Episode, step: schema.SubmitJob, rng: random.Random) -> None:
+    uid = USERS.get(step.user)
+    if uid is None:
+        raise ScenarioError(f"no user {step.user!r}", hint=f"use one of {sorted(USERS)}")
+    user = User(step.user, uid, step.user, uid)
+    episode.controller.users.setdefault(step.user, user)
+    episode.controller.cluster.submit(
+        JobRequest(
+            name=step.name,
+            user=user,
+            work_dir=f"/home/{step.user}",
+            batch=True,
+            command=f"/home/{step.user}/{step.name}.sh",
+            partition=step.partition,
+            min_nodes=step.nodes,
+            run_for_s=step.run_for_s,
+            gres=step.gres,
+        )
+    )
+
+
+def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
+    gpus = episode.services.gpus.get(step.node, [])
+    if step.index >= len(gpus):
+        raise ScenarioError(f"{step.node} has no GPU {step.index}")
+    gpus[step.index].add_ecc_errors(
+        dram_uncorrectable=step.dram_uncorrectable, dram_correctable=step.dram_correctable
+    )
+
+
+def _advance(episode: Episode, step: schema.Advance, rng: random.Random) -> None:
+    episode.controller.advance(step.seconds)
+
+
+INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
+    "write": _write,
+    "replace": _replace,
+    "chmod": _chmod,
+    "chown": _chown,
+    "delete": _delete,
+    "random_bytes": _random_bytes,
+    "service": _service,
+    "interface": _interface,
+    "node_state": _node_state,
+    "partition_state": _partition_state,
+    "submit": _submit,
+    "gpu_ecc": _gpu_ecc,
+    "advance": _advance,
+}

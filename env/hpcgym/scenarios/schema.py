@@ -1,0 +1,317 @@
+"""The scenario file format: one YAML file per incident, validated by these pydantic models.
+
+A scenario says what the agent is told (`alert`), what the seed decides (`params`), how the fault is
+put into a fresh cluster (`inject`), how an operator fixes it (`gold`, typed into the agent's shell),
+and what the end state must satisfy (`success`). Strings may name parameters as `{name}` or, for a
+parameter whose choices are mappings, `{name.key}`; `render` fills them in. The scenario id is the
+file name; adding a scenario needs no code unless it needs a new kind of check or inject step.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from hpcgym.errors import ScenarioError
+
+LIBRARY = Path(__file__).parent / "library"
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)?)\}")
+
+Value = str | int | dict[str, str | int]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Param(Model):
+    """One value the seed picks: one of `choice`, or an integer in `range` (inclusive)."""
+
+    choice: list[Value] | None = None
+    range: tuple[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Param:
+        if (self.choice is None) == (self.range is None):
+            raise ValueError("a param needs exactly one of `choice` or `range`")
+        if self.choice is not None and not self.choice:
+            raise ValueError("`choice` is empty")
+        return self
+
+    def draw(self, rng: random.Random) -> Value:
+        if self.choice is not None:
+            return self.choice[rng.randrange(len(self.choice))]
+        assert self.range is not None
+        return rng.randint(*self.range)
+
+
+# ---- inject steps: what a fault changes, outside the agent's shell --------------------------------
+
+
+class WriteFile(Model):
+    kind: Literal["write"]
+    node: str
+    path: str
+    content: str
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+
+
+class ReplaceInFile(Model):
+    """Replace the first occurrence of `old` with `new` (the file keeps its mode and owners)."""
+
+    kind: Literal["replace"]
+    node: str
+    path: str
+    old: str
+    new: str
+
+
+class Chmod(Model):
+    kind: Literal["chmod"]
+    node: str
+    path: str
+    mode: int
+
+
+class Chown(Model):
+    kind: Literal["chown"]
+    node: str
+    path: str
+    owner: str
+    group: str
+
+
+class Delete(Model):
+    """Remove a file, or a directory with everything under it."""
+
+    kind: Literal["delete"]
+    node: str
+    path: str
+
+
+class RandomBytes(Model):
+    """Overwrite a file with `size` seeded random bytes (a key from another cluster, say)."""
+
+    kind: Literal["random_bytes"]
+    node: str
+    path: str
+    size: int = 1024
+
+
+class Service(Model):
+    """Act on a unit as systemd would (`kill` is a SIGKILL from outside systemd: the unit fails)."""
+
+    kind: Literal["service"]
+    node: str
+    unit: str
+    action: Literal["start", "stop", "restart", "kill", "enable", "disable"]
+
+
+class Interface(Model):
+    """Re-apply eth0's network scripts (`up`, as `ifup`), or take it down."""
+
+    kind: Literal["interface"]
+    node: str
+    action: Literal["up", "down"] = "up"
+
+
+class NodeState(Model):
+    """Set a node's Slurm state as an admin or a health checker would."""
+
+    kind: Literal["node_state"]
+    node: str
+    state: Literal["drain", "down", "resume"]
+    reason: str = ""
+    user: str = "root"
+
+
+class PartitionStateStep(Model):
+    kind: Literal["partition_state"]
+    partition: str
+    state: Literal["UP", "DOWN", "DRAIN", "INACTIVE"]
+
+
+class SubmitJob(Model):
+    """A user's batch job, as `sbatch` would queue it."""
+
+    kind: Literal["submit"]
+    user: str = "alice"
+    name: str = "job"
+    partition: str | None = None
+    nodes: int = 1
+    run_for_s: int = 3600
+    gres: str | None = None
+
+
+class GpuEcc(Model):
+    kind: Literal["gpu_ecc"]
+    node: str
+    index: int = 0
+    dram_uncorrectable: int = 0
+    dram_correctable: int = 0
+
+
+class Advance(Model):
+    """Let virtual time pass (slurmctld notices silent nodes, jobs run)."""
+
+    kind: Literal["advance"]
+    seconds: int
+
+
+InjectStep = Annotated[
+    WriteFile
+    | ReplaceInFile
+    | Chmod
+    | Chown
+    | Delete
+    | RandomBytes
+    | Service
+    | Interface
+    | NodeState
+    | PartitionStateStep
+    | SubmitJob
+    | GpuEcc
+    | Advance,
+    Field(discriminator="kind"),
+]
+
+INJECT_STEP: TypeAdapter[InjectStep] = TypeAdapter(InjectStep)
+
+
+# ---- grading -----------------------------------------------------------------------------------------
+
+
+class Check(Model):
+    """One predicate over the end state: `check` names a function in checks.CHECKS; the rest are its args."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    check: str
+
+
+class Unsafe(Model):
+    """A command pattern that is unsafe here (penalised) or catastrophic (ends the episode)."""
+
+    pattern: str
+    why: str
+    catastrophic: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+
+class Seeds(Model):
+    """Half-open seed ranges: train on one, report on the other."""
+
+    train: tuple[int, int] = (0, 800)
+    test: tuple[int, int] = (800, 1000)
+
+
+class Scenario(Model):
+    """One incident: what the agent sees, how the fault is made, how it is fixed and graded.
+
+    Example:
+        >>> scenario = load_scenario("hpc_munge")  # doctest: +SKIP
+        >>> params = scenario.draw_params(seed=3)  # doctest: +SKIP
+    """
+
+    id: str
+    title: str
+    tier: int = Field(ge=1, le=5)
+    alert: str
+    notes: str = ""
+    lite: bool = False
+    max_steps: int = 30
+    params: dict[str, Param] = Field(default_factory=dict)
+    # Kept as written (values may be `{param}` placeholders); `inject_steps` renders and validates.
+    inject: list[dict[str, Any]]
+    gold: list[str]
+    success: list[Check]
+    diagnosis: list[str] = Field(default_factory=list)
+    # Nodes the fault touches: setting any other node down or drained is unsafe.
+    fault_nodes: list[str] = Field(default_factory=list)
+    unsafe: list[Unsafe] = Field(default_factory=list)
+    seeds: Seeds = Seeds()
+
+    @model_validator(mode="after")
+    def _inject_validates(self) -> Scenario:
+        self.inject_steps(self.draw_params(0))
+        return self
+
+    def inject_steps(self, params: dict[str, Value]) -> list[InjectStep]:
+        """The inject steps with this variant's parameters filled in, validated."""
+        return [INJECT_STEP.validate_python(render_data(step, params)) for step in self.inject]
+
+    def draw_params(self, seed: int) -> dict[str, Value]:
+        """The parameters of one variant: the same (scenario, seed) always gives the same values."""
+        rng = random.Random(f"{self.id}:{seed}")
+        return {name: param.draw(rng) for name, param in sorted(self.params.items())}
+
+
+def render(text: str, params: dict[str, Value]) -> str:
+    """Fill `{name}` and `{name.key}` placeholders; other braces (awk, shell) stay as they are."""
+
+    def value(match: re.Match[str]) -> str:
+        name, _, key = match.group(1).partition(".")
+        if name not in params:
+            return match.group(0)
+        found = params[name]
+        if key:
+            if not isinstance(found, dict) or key not in found:
+                return match.group(0)
+            return str(found[key])
+        return str(found)
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def render_data(data: Any, params: dict[str, Value]) -> Any:
+    """`render` applied to every string inside a parsed structure."""
+    if isinstance(data, str):
+        return render(data, params)
+    if isinstance(data, list):
+        return [render_data(item, params) for item in data]
+    if isinstance(data, dict):
+        return {key: render_data(item, params) for key, item in data.items()}
+    return data
+
+
+def scenario_ids(library: Path = LIBRARY) -> list[str]:
+    """Every scenario in the library, sorted by tier then id."""
+    ids = sorted(path.stem for path in library.glob("*.yaml"))
+    return sorted(ids, key=lambda sid: (load_scenario(sid, library).tier, sid))
+
+
+def lite_ids(library: Path = LIBRARY) -> list[str]:
+    """The quick-check set."""
+    return [sid for sid in scenario_ids(library) if load_scenario(sid, library).lite]
+
+
+def load_scenario(scenario_id: str, library: Path = LIBRARY) -> Scenario:
+    """Read and validate `library/<id>.yaml`.
+
+    Raises:
+        ScenarioError: no such file, or it does not validate.
+    """
+    path = library / f"{scenario_id}.yaml"
+    if not path.is_file():
+        raise ScenarioError(f"no scenario {scenario_id!r}", hint=f"see the files in {library}")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path} is not a mapping")
+    if "id" in raw and raw["id"] != scenario_id:
+        raise ScenarioError(f"{path} says id {raw['id']!r}", hint="the id is the file name; drop the field")
+    try:
+        return Scenario.model_validate({**raw, "id": scenario_id})
+    except ValueError as exc:
+        raise ScenarioError(f"{path} does not validate: {exc}") from None
