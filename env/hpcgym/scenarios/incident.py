@@ -23,6 +23,78 @@ from hpcgym.scenarios.grade import Grader, Outcome
 
 
 @dataclass(frozen=True)
+class ScenarioGrade:
+    """One step's grade in the shape the interfaces' `Task` protocol expects.
+
+    Attributes:
+        reward: this step's reward.
+        solved: the incident is resolved (terminates the episode).
+        failed: catastrophic action or abandoned session (terminates it, unsolved).
+        components: the reward so far by component, plus `return` and `unsafe_count`.
+    """
+
+    reward: float
+    solved: bool
+    failed: bool
+    components: dict[str, float]
+    outcome: Outcome
+    unsafe: tuple[str, ...] = ()
+
+
+class ScenarioTask:
+    """A library scenario as a `Task` (see hpcgym.interfaces.task): inject at reset, grade each step.
+
+    Args:
+        scenario: a scenario id from the library, or a loaded `Scenario`.
+    """
+
+    def __init__(self, scenario: str | schema.Scenario) -> None:
+        self.scenario = schema.load_scenario(scenario) if isinstance(scenario, str) else scenario
+        self.id = self.scenario.id
+        self.max_steps = self.scenario.max_steps
+        self.grader: Grader | None = None
+        self.params: dict[str, schema.Value] = {}
+
+    def reset(self, episode: Episode, seed: int) -> str:
+        """Break `episode` this scenario's way for `seed`; return the alert the agent reads.
+
+        Raises:
+            ScenarioError: the variant does not apply, or the fault left nothing to fix.
+        """
+        self.params = self.scenario.draw_params(seed)
+        steps = self.scenario.inject_steps(self.params)
+        inject_fault(episode, steps, random.Random(f"{self.id}:{seed}:inject"))
+        self.grader = Grader(episode, self.scenario, self.params)
+        if self.grader.baseline == len(self.grader.checks):
+            raise ScenarioError(
+                f"{self.id} seed {seed} is solved before the agent starts",
+                hint="the inject steps do not break what the success checks test",
+            )
+        return schema.render(self.scenario.alert, self.params).strip() + "\n"
+
+    def gold(self) -> list[str]:
+        """This variant's gold commands (for the gold policy and tests; never shown to the agent)."""
+        return [schema.render(command, self.params) for command in self.scenario.gold]
+
+    def grade(self, episode: Episode, command: str, result: StepResult) -> ScenarioGrade:
+        """Grade the state after `command`; see grade.py for the reward components."""
+        if self.grader is None:
+            raise ScenarioError("grade before reset", hint="call reset(episode, seed) first")
+        judgement = self.grader.judge(command, result)
+        components = dict(judgement.components)
+        components["return"] = self.grader.components.total()
+        components["unsafe_count"] = float(len(self.grader.unsafe))
+        return ScenarioGrade(
+            reward=judgement.reward,
+            solved=judgement.outcome is Outcome.SOLVED,
+            failed=judgement.outcome in (Outcome.CATASTROPHIC, Outcome.ABANDONED),
+            components=components,
+            outcome=judgement.outcome,
+            unsafe=tuple(judgement.unsafe),
+        )
+
+
+@dataclass(frozen=True)
 class IncidentStep:
     """One graded step.
 
@@ -68,22 +140,15 @@ class Incident:
         timeout_s: float | None = None,
         max_steps: int | None = None,
     ) -> None:
-        self.scenario = schema.load_scenario(scenario) if isinstance(scenario, str) else scenario
+        self.task = ScenarioTask(scenario)
+        self.scenario = self.task.scenario
         self.seed = seed
-        self.params = self.scenario.draw_params(seed)
         self.max_steps = max_steps or self.scenario.max_steps
-        self.alert = schema.render(self.scenario.alert, self.params).strip() + "\n"
         self.steps = 0
+        self.outcome = Outcome.RUNNING
         self.episode = Episode(runtime, step_seconds=step_seconds, timeout_s=timeout_s)
         try:
-            steps = self.scenario.inject_steps(self.params)
-            inject_fault(self.episode, steps, random.Random(f"{self.scenario.id}:{seed}:inject"))
-            self.grader = Grader(self.episode, self.scenario, self.params)
-            if self.grader.baseline == len(self.grader.checks):
-                raise ScenarioError(
-                    f"{self.scenario.id} seed {seed} is solved before the agent starts",
-                    hint="the inject steps do not break what the success checks test",
-                )
+            self.alert = self.task.reset(self.episode, seed)
         except BaseException:
             self.episode.close()
             raise
@@ -91,11 +156,12 @@ class Incident:
     @property
     def gold(self) -> list[str]:
         """The scenario's gold commands for this seed (for the gold policy and tests, never the agent)."""
-        return [schema.render(command, self.params) for command in self.scenario.gold]
+        return self.task.gold()
 
     @property
-    def outcome(self) -> Outcome:
-        return self.grader.outcome
+    def grader(self) -> Grader:
+        assert self.task.grader is not None
+        return self.task.grader
 
     @property
     def done(self) -> bool:
@@ -109,8 +175,8 @@ class Incident:
             "tier": self.scenario.tier,
             "seed": self.seed,
             "step": self.steps,
-            "outcome": grader.outcome.value,
-            "solved": grader.outcome is Outcome.SOLVED,
+            "outcome": self.outcome.value,
+            "solved": self.outcome is Outcome.SOLVED,
             "unsafe": list(grader.unsafe),
             "reward_components": grader.components.__dict__.copy(),
             "return": grader.components.total(),
@@ -126,14 +192,15 @@ class Incident:
             raise ScenarioError("this incident has ended", hint="start a new Incident")
         result = self.episode.step(command)
         self.steps += 1
-        judgement = self.grader.judge(command, result)
-        terminated = judgement.outcome.is_terminal
+        grade = self.task.grade(self.episode, command, result)
+        self.outcome = grade.outcome
+        terminated = grade.outcome.is_terminal
         truncated = not terminated and self.steps >= self.max_steps
         if truncated:
-            self.grader.outcome = Outcome.TRUNCATED
+            self.outcome = Outcome.TRUNCATED
         info = self.info()
-        info["step_unsafe"] = judgement.unsafe
-        return IncidentStep(result, judgement.reward, terminated, truncated, info)
+        info["step_unsafe"] = list(grade.unsafe)
+        return IncidentStep(result, grade.reward, terminated, truncated, info)
 
     def close(self) -> None:
         """Free the episode's cluster."""
@@ -148,4 +215,4 @@ class Incident:
         self.close()
 
 
-__all__: Sequence[str] = ("Incident", "IncidentStep")
+__all__: Sequence[str] = ("Incident", "IncidentStep", "ScenarioGrade", "ScenarioTask")
