@@ -44,7 +44,7 @@ def test_cannot_see_host_processes(cluster: Cluster) -> None:
 
 
 def test_no_network_but_loopback(cluster: Cluster) -> None:
-    links = cluster.execute("ip -o link show").output
+    links = cluster.execute("/usr/bin/ip -o link show").output  # the real iproute2, not the simulated ip
     assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
     # A listener on the host's loopback is not the node's loopback.
     with socket.socket() as server:

@@ -62,6 +62,20 @@ def cluster_conf(runtime: Runtime) -> SlurmConf:
     return load_slurm_conf(path)
 
 
+def hosts_file(conf: SlurmConf) -> str:
+    """/etc/hosts for a cluster from its slurm.conf: the controller on 10.10.0.10, nodes from 10.10.1.11."""
+    lines = [
+        "127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4",
+        "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6",
+        "",
+        f"10.10.0.10  {conf.controller_host}",
+    ]
+    if len(conf.nodes) > 243:
+        raise SandboxError(f"{len(conf.nodes)} nodes do not fit the simulated 10.10.1.0/24 compute network")
+    lines += [f"10.10.1.{11 + index}  {node.name}" for index, node in enumerate(conf.nodes)]
+    return "\n".join(lines) + "\n"
+
+
 class Episode:
     """One isolated copy of the cluster with its controller, ready at the login prompt.
 
@@ -96,9 +110,11 @@ class Episode:
         try:
             self.nodes = ClusterNodes(self.cluster)
             if slurm_conf_text is not None:
-                # Every node reads the same file, as a real cluster keeps slurm.conf in sync.
+                # Every node reads the same files, as a real cluster keeps slurm.conf and hosts in sync.
+                hosts = hosts_file(self.conf).encode()
                 for name in self.cluster.nodes:
                     self.nodes.write(name, "/" + SLURM_CONF, slurm_conf_text.encode())
+                    self.nodes.write(name, "/etc/hosts", hosts)
             self.controller = Controller(
                 self.conf,
                 start_s=DEFAULT_START_S if start_s is None else start_s,
