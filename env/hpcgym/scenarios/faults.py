@@ -10,6 +10,7 @@ evidence of a fix: checks look at the live state and at root causes (checks.py).
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from hpcgym.scenarios import schema
 
 # The accounts the images create (setup-node.sh); jobs injected for them show their names in squeue.
 USERS = {"alice": 2001, "bob": 2002, "carol": 2003}
+KILL_WAIT_S = 5.0
 
 
 def inject_fault(episode: Episode, steps: list[schema.InjectStep], rng: random.Random) -> None:
@@ -80,12 +82,23 @@ def _service(episode: Episode, step: schema.Service, rng: random.Random) -> None
     if step.action == "kill":
         runtime = services.unit(step.node, step.unit)
         if runtime is not None and runtime.main_pid is not None:
-            episode.nodes.kill(step.node, runtime.main_pid, 9)
+            _kill_and_wait(episode, step.node, runtime.main_pid)
         services.sync()
     elif step.action in ("enable", "disable"):
         services.set_enabled(step.node, step.unit, step.action == "enable")
     else:
         getattr(services, step.action)(step.node, step.unit)
+
+
+def _kill_and_wait(episode: Episode, node: str, pid: int) -> None:
+    # SIGKILL is delivered asynchronously: systemd must not look before the process is gone, or
+    # the unit would still read as running.
+    episode.nodes.kill(node, pid, 9)
+    deadline = time.monotonic() + KILL_WAIT_S
+    while episode.nodes.is_alive(node, pid):
+        if time.monotonic() > deadline:
+            raise ScenarioError(f"pid {pid} on {node} survived SIGKILL for {KILL_WAIT_S} s")
+        time.sleep(0.005)
 
 
 def _interface(episode: Episode, step: schema.Interface, rng: random.Random) -> None:

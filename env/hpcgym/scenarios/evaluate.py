@@ -1,0 +1,304 @@
+"""Running policies over scenarios and seeds: gold checks, the leaderboard, plots and transcripts.
+
+`run_episode` plays one policy on one (scenario, seed) through the agent's real shell and returns an
+`EpisodeRecord` (every command, output and reward). `evaluate` does that for a grid, with a progress
+bar, and `write_report` turns the records into `leaderboard.md`, `leaderboard.png`, `results.json`
+and `transcripts.jsonl`. `check_gold` is what `invoke gold` runs: it fails unless every gold run is
+solved with full reward. `render_transcript` shows one episode as a person wants to read it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpcgym.errors import ScenarioError
+from hpcgym.runtime import Runtime
+from hpcgym.scenarios.grade import DIAGNOSIS_CREDIT, PROGRESS_CREDIT, SUCCESS_CREDIT
+from hpcgym.scenarios.incident import Incident
+from hpcgym.scenarios.policies import make_policy
+
+MAX_OBSERVATION_CHARS = 8000
+
+
+@dataclass
+class StepRecord:
+    command: str
+    output: str
+    exit_code: int
+    node: str
+    reward: float
+    unsafe: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EpisodeRecord:
+    """One played episode: who played what, how it ended, and every step."""
+
+    policy: str
+    scenario: str
+    tier: int
+    seed: int
+    alert: str
+    outcome: str
+    solved: bool
+    unsafe: list[str]
+    steps: int
+    total_reward: float
+    components: dict[str, float]
+    transcript: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def is_unsafe(self) -> bool:
+        return bool(self.unsafe) or self.outcome == "catastrophic"
+
+
+@dataclass(frozen=True)
+class LlmOptions:
+    """Where the `llm` policy finds its model."""
+
+    base_url: str = ""
+    model: str = ""
+    api_key: str = "EMPTY"
+
+
+def run_episode(
+    runtime: Runtime, policy_name: str, scenario: str, seed: int, *, llm: LlmOptions = LlmOptions()
+) -> EpisodeRecord:
+    """Play one episode: the policy types commands into the agent's real shell until it ends."""
+    with Incident(runtime, scenario, seed) as incident:
+        policy = make_policy(
+            policy_name, incident.gold, base_url=llm.base_url, model=llm.model, api_key=llm.api_key
+        )
+        policy.reset(incident.alert, seed)
+        observation = incident.alert
+        transcript = []
+        while not incident.done:
+            command = policy.act(observation)
+            if command is None:
+                break
+            step = incident.step(command)
+            observation = step.result.output
+            transcript.append(
+                StepRecord(
+                    command=command,
+                    output=observation[-MAX_OBSERVATION_CHARS:],
+                    exit_code=step.result.exit_code,
+                    node=step.result.node,
+                    reward=step.reward,
+                    unsafe=list(step.info["step_unsafe"]),
+                )
+            )
+        info = incident.info()
+        return EpisodeRecord(
+            policy=policy_name,
+            scenario=scenario,
+            tier=incident.scenario.tier,
+            seed=seed,
+            alert=incident.alert,
+            outcome=info["outcome"],
+            solved=info["solved"],
+            unsafe=info["unsafe"],
+            steps=incident.steps,
+            total_reward=info["return"],
+            components=info["reward_components"],
+            transcript=transcript,
+        )
+
+
+def evaluate(
+    runtime: Runtime,
+    policies: Sequence[str],
+    scenarios: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    llm: LlmOptions = LlmOptions(),
+    progress: bool = True,
+) -> list[EpisodeRecord]:
+    """Every policy on every (scenario, seed), with a progress bar on stderr."""
+    grid = [(p, s, seed) for p in policies for s in scenarios for seed in seeds]
+    records = []
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(grid, desc="episodes", unit="ep", dynamic_ncols=True)
+    else:
+        bar = grid
+    for policy, scenario, seed in bar:
+        if progress:
+            bar.set_postfix_str(f"{policy} {scenario} {seed}")  # type: ignore[union-attr]
+        records.append(run_episode(runtime, policy, scenario, seed, llm=llm))
+    return records
+
+
+def full_reward(record: EpisodeRecord, has_diagnosis: bool) -> bool:
+    """Solved, safe, every progress credit earned, and the diagnosis credit where the scenario has one."""
+    c = record.components
+    return (
+        record.solved
+        and not record.is_unsafe
+        and abs(c.get("success", 0.0) - SUCCESS_CREDIT) < 1e-9
+        and abs(c.get("progress", 0.0) - PROGRESS_CREDIT) < 1e-6
+        and (not has_diagnosis or abs(c.get("diagnosis", 0.0) - DIAGNOSIS_CREDIT) < 1e-9)
+    )
+
+
+def check_gold(runtime: Runtime, scenarios: Sequence[str], seeds: Sequence[int], *, progress: bool = True) -> list[EpisodeRecord]:
+    """Run gold everywhere; raise unless every run earns full reward.
+
+    Raises:
+        ScenarioError: lists each (scenario, seed) whose gold run fell short, and how.
+    """
+    from hpcgym.scenarios.schema import load_scenario
+
+    records = evaluate(runtime, ["gold"], scenarios, seeds, progress=progress)
+    failures = [
+        f"{r.scenario} seed {r.seed}: {r.outcome}, return {r.total_reward:.3f}, unsafe {r.unsafe}"
+        for r in records
+        if not full_reward(r, bool(load_scenario(r.scenario).diagnosis))
+    ]
+    if failures:
+        raise ScenarioError("gold fell short:\n  " + "\n  ".join(failures), hint="see the transcripts")
+    return records
+
+
+# ---- reports ------------------------------------------------------------------------------------------
+
+
+def summarize(records: Iterable[EpisodeRecord]) -> dict[tuple[str, str], dict[str, float]]:
+    """(policy, scenario) -> solve rate, mean reward, mean steps, unsafe rate, episodes."""
+    groups: dict[tuple[str, str], list[EpisodeRecord]] = {}
+    for record in records:
+        groups.setdefault((record.policy, record.scenario), []).append(record)
+    table = {}
+    for key, group in groups.items():
+        n = len(group)
+        table[key] = {
+            "solve_rate": sum(r.solved for r in group) / n,
+            "mean_reward": sum(r.total_reward for r in group) / n,
+            "mean_steps": sum(r.steps for r in group) / n,
+            "unsafe_rate": sum(r.is_unsafe for r in group) / n,
+            "episodes": float(n),
+        }
+    return table
+
+
+def leaderboard_markdown(records: Sequence[EpisodeRecord]) -> str:
+    """Policy x scenario table (solve rate / mean reward / mean steps / unsafe rate), then per-policy totals."""
+    table = summarize(records)
+    policies = list(dict.fromkeys(r.policy for r in records))
+    scenarios = list(dict.fromkeys(r.scenario for r in records))
+    tiers = {r.scenario: r.tier for r in records}
+    lines = [
+        "# hpcgym leaderboard",
+        "",
+        "Each cell: solve rate · mean reward · mean steps · unsafe rate.",
+        "",
+        "| scenario | tier | " + " | ".join(policies) + " |",
+        "|---|---|" + "---|" * len(policies),
+    ]
+    for scenario in scenarios:
+        cells = []
+        for policy in policies:
+            row = table.get((policy, scenario))
+            cells.append(
+                "–"
+                if row is None
+                else f"{row['solve_rate']:.0%} · {row['mean_reward']:+.2f} · {row['mean_steps']:.1f} · "
+                f"{row['unsafe_rate']:.0%}"
+            )
+        lines.append(f"| {scenario} | {tiers[scenario]} | " + " | ".join(cells) + " |")
+    lines += ["", "| policy | episodes | solve rate | mean reward | unsafe rate |", "|---|---|---|---|---|"]
+    for policy in policies:
+        mine = [r for r in records if r.policy == policy]
+        n = len(mine)
+        lines.append(
+            f"| {policy} | {n} | {sum(r.solved for r in mine) / n:.0%} | "
+            f"{sum(r.total_reward for r in mine) / n:+.3f} | {sum(r.is_unsafe for r in mine) / n:.0%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_leaderboard(records: Sequence[EpisodeRecord], path: Path) -> None:
+    """Solve rate per policy and tier as grouped bars (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    policies = list(dict.fromkeys(r.policy for r in records))
+    tiers = sorted({r.tier for r in records})
+    width = 0.8 / max(1, len(policies))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tiers) + 2), 4))
+    for i, policy in enumerate(policies):
+        rates = []
+        for tier in tiers:
+            group = [r for r in records if r.policy == policy and r.tier == tier]
+            rates.append(sum(r.solved for r in group) / len(group) if group else 0.0)
+        ax.bar([t + i * width - 0.4 + width / 2 for t in tiers], rates, width, label=policy)
+    ax.set_xticks(tiers, [f"tier {t}" for t in tiers])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("solve rate")
+    ax.set_title("hpcgym: solve rate by policy and tier")
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_report(records: Sequence[EpisodeRecord], out_dir: Path, json_path: Path | None = None) -> dict[str, Path]:
+    """Write leaderboard.md, leaderboard.png, transcripts.jsonl and results.json (or `json_path`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out_dir / "leaderboard.md",
+        "plot": out_dir / "leaderboard.png",
+        "transcripts": out_dir / "transcripts.jsonl",
+        "json": json_path or out_dir / "results.json",
+    }
+    paths["markdown"].write_text(leaderboard_markdown(records))
+    plot_leaderboard(records, paths["plot"])
+    with paths["transcripts"].open("w") as f:
+        for record in records:
+            f.write(json.dumps(asdict(record)) + "\n")
+    summary = [
+        {"policy": policy, "scenario": scenario, **row} for (policy, scenario), row in summarize(records).items()
+    ]
+    paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
+    return paths
+
+
+def load_transcripts(path: Path) -> list[EpisodeRecord]:
+    """Read records back from transcripts.jsonl."""
+    records = []
+    for line in path.read_text().splitlines():
+        data: dict[str, Any] = json.loads(line)
+        data["transcript"] = [StepRecord(**step) for step in data["transcript"]]
+        records.append(EpisodeRecord(**data))
+    return records
+
+
+def render_transcript(record: EpisodeRecord, *, max_output_lines: int = 25) -> str:
+    """One episode as a terminal session with the grader's notes in the margin."""
+    head = (
+        f"=== {record.scenario} (tier {record.tier}) · seed {record.seed} · policy {record.policy} ===\n"
+        f"ALERT: {record.alert.strip()}\n"
+    )
+    body = []
+    for number, step in enumerate(record.transcript, start=1):
+        lines = step.output.rstrip("\n").splitlines()
+        if len(lines) > max_output_lines:
+            hidden = len(lines) - max_output_lines
+            lines = [*lines[: max_output_lines // 2], f"... ({hidden} lines) ...", *lines[-max_output_lines // 2 :]]
+        notes = f"  [step {number} · reward {step.reward:+.3f}"
+        notes += f" · exit {step.exit_code}" if step.exit_code else ""
+        notes += f" · UNSAFE: {', '.join(step.unsafe)}" if step.unsafe else ""
+        body.append(f"[root@{step.node} ~]# {step.command}\n" + "".join(f"{line}\n" for line in lines) + notes + "]\n")
+    components = ", ".join(f"{k} {v:+.3f}" for k, v in record.components.items() if v)
+    tail = (
+        f"=== outcome: {record.outcome.upper()} · steps {record.steps} · return {record.total_reward:+.3f}"
+        f" ({components}){' · unsafe: ' + '; '.join(record.unsafe) if record.unsafe else ''} ===\n"
+    )
+    return head + "\n".join(body) + tail

@@ -1,0 +1,378 @@
+"""Policies that play incidents: gold, noop, random, destructive, a scripted expert, and an LLM.
+
+A policy sees what an agent sees: the alert at `reset`, then each command's output at `act`, and
+answers with the next command line (or None to stop). Only `GoldPolicy` is given the scenario's
+gold commands, by `make_policy`; the expert works from observations alone, like an operator with
+a runbook; the LLM policy talks to any OpenAI-compatible endpoint (vLLM, llama.cpp, a hosted API).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from hpcgym.errors import ScenarioError
+
+POLICY_NAMES = ("gold", "noop", "random", "destructive", "expert", "llm")
+NODES = ("compute-01", "compute-02", "compute-03", "compute-04")
+UNITS = ("munge", "slurmd", "slurmctld", "httpd")
+
+
+class Policy(Protocol):
+    """Chooses the next command from what the terminal showed."""
+
+    name: str
+
+    def reset(self, alert: str, seed: int) -> None:
+        """Start a new episode with the alert the agent reads."""
+        ...
+
+    def act(self, observation: str) -> str | None:
+        """The next command line after `observation` (the last output), or None to stop."""
+        ...
+
+
+class GoldPolicy:
+    """Types the scenario's gold commands in order."""
+
+    name = "gold"
+
+    def __init__(self, commands: Sequence[str]) -> None:
+        self.commands = list(commands)
+        self.index = 0
+
+    def reset(self, alert: str, seed: int) -> None:
+        self.index = 0
+
+    def act(self, observation: str) -> str | None:
+        if self.index >= len(self.commands):
+            return None
+        self.index += 1
+        return self.commands[self.index - 1]
+
+
+class NoopPolicy:
+    """Does nothing useful: looks, never touches (`true`, `sinfo`)."""
+
+    name = "noop"
+
+    def reset(self, alert: str, seed: int) -> None:
+        self.count = 0
+
+    def act(self, observation: str) -> str | None:
+        self.count += 1
+        return "sinfo" if self.count % 2 else "true"
+
+
+def _vocabulary() -> list[str]:
+    words = ["sinfo", "sinfo -R", "squeue", "scontrol show nodes", "systemctl --failed", "curl -sI http://login01/"]
+    for unit in UNITS:
+        words += [f"systemctl status {unit}", f"systemctl restart {unit}", f"journalctl -u {unit} --no-pager"]
+    for node in NODES:
+        words += [
+            f"ssh {node} systemctl restart slurmd",
+            f"ssh {node} systemctl restart munge",
+            f"ssh {node} ifup eth0",
+            f"ssh {node} nvidia-smi",
+            f"scontrol update nodename={node} state=resume",
+        ]
+    return words
+
+
+class RandomPolicy:
+    """Commands drawn from an operator's vocabulary, seeded (restarts, resumes, status checks)."""
+
+    name = "random"
+    vocabulary = _vocabulary()
+
+    def reset(self, alert: str, seed: int) -> None:
+        self.rng = random.Random(f"random:{seed}")
+
+    def act(self, observation: str) -> str | None:
+        return self.rng.choice(self.vocabulary)
+
+
+class DestructivePolicy:
+    """What not to do: mass cancels, healthy nodes set down, world-writable keys, reboots."""
+
+    name = "destructive"
+    commands = (
+        "scancel -u alice",
+        "chmod 777 /etc/munge/munge.key",
+        "scontrol update nodename=compute-01 state=down reason=debug",
+        "systemctl restart slurmctld",
+        "rm -rf /var/spool/slurmctld",
+        "reboot",
+    )
+
+    def reset(self, alert: str, seed: int) -> None:
+        self.index = 0
+
+    def act(self, observation: str) -> str | None:
+        if self.index >= len(self.commands):
+            return None
+        self.index += 1
+        return self.commands[self.index - 1]
+
+
+# ---- the scripted expert -----------------------------------------------------------------------------
+
+Plan = Generator[str, str, None]
+
+
+class ExpertPolicy:
+    """A runbook-driven operator: reads tool output, follows the evidence, fixes, verifies.
+
+    It knows Rocky/Slurm conventions (unit names, file locations, what munged and slurmd log), never
+    the scenario: each decision comes from a previous command's output.
+    """
+
+    name = "expert"
+
+    def reset(self, alert: str, seed: int) -> None:
+        self.plan: Plan = self._triage()
+        self.started = False
+
+    def act(self, observation: str) -> str | None:
+        try:
+            if not self.started:
+                self.started = True
+                return next(self.plan)
+            return self.plan.send(observation)
+        except StopIteration:
+            return None
+
+    # Each helper is a sub-plan: `out = yield command` types a command and receives its output.
+
+    def _triage(self) -> Plan:
+        yield from self._controller()
+        yield from self._portal()
+        out = yield 'sinfo -N -h -o "%N %t"'
+        bad = sorted({line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and not line.split()[1].startswith(("idle", "mix", "alloc"))})
+        for node in bad:
+            yield from self._node(node)
+        out = yield "squeue -h -o '%i %P %r'"
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[2] in ("(PartitionDown)", "(PartitionInactive)", "PartitionDown", "PartitionInactive"):
+                yield f"scontrol update partitionname={fields[1]} state=up"
+        yield "sinfo"
+
+    def _fix_munge(self, node: str) -> Plan:
+        run = _on(node)
+        out = yield run("journalctl -u munge --no-pager -n 20")
+        if "PRNG seed dir is insecure" in out:
+            yield run("chmod 0700 /var/lib/munge")
+        if "Keyfile is insecure" in out:
+            yield run("chown munge:munge /etc/munge/munge.key")
+            yield run("chmod 0400 /etc/munge/munge.key")
+        yield run("systemctl restart munge")
+
+    def _controller(self) -> Plan:
+        out = yield "systemctl is-active munge slurmctld"
+        states = out.split()
+        if states and states[0] != "active":
+            yield from self._fix_munge("login01")
+        if len(states) > 1 and states[1] != "active":
+            log = yield "journalctl -u slurmctld --no-pager -n 20"
+            if "Incorrect permissions on state save loc" in log:
+                yield "chown slurm:slurm /var/spool/slurmctld"
+            yield "systemctl restart slurmctld"
+
+    def _portal(self) -> Plan:
+        out = yield "systemctl is-active httpd"
+        if out.strip() == "active":
+            return
+        for _ in range(3):
+            check = yield "httpd -t"
+            match = re.search(r"Syntax error on line (\d+) of (\S+):\n(.*)", check)
+            if match is None:
+                break
+            line, path, why = int(match[1]), match[2], match[3]
+            fix = _apache_fix(why)
+            if fix is None:
+                break
+            old, new = fix
+            yield f"sed -i '{line}s|{old}|{new}|' {path}"
+        yield "systemctl restart httpd"
+
+    def _node(self, node: str) -> Plan:
+        run = _on(node)
+        out = yield f"scontrol show node {node}"
+        reason = re.search(r"Reason=(.*?)(?: \[|$)", out, re.MULTILINE)
+        states = (yield run("systemctl is-active munge slurmd")).split()
+        if states and states[0] != "active":
+            yield from self._fix_munge(node)
+        if len(states) > 1 and states[1] != "active":
+            enabled = yield run("systemctl is-enabled slurmd")
+            if enabled.strip() == "disabled":
+                yield run("systemctl enable slurmd")
+            log = yield run("journalctl -u slurmd --no-pager -n 20")
+            if "Domain socket directory" in log:
+                yield run("install -d -o root -g root -m 0755 /var/spool/slurmd")
+            if "lookup failure for node" in log or "Unable to process configuration" in log:
+                yield run("'ssh login01 cat /etc/slurm/slurm.conf > /etc/slurm/slurm.conf'")
+            yield run("systemctl restart slurmd")
+        log = yield run("journalctl -u slurmd --no-pager -n 5")
+        if "Unable to contact slurm controller" in log:
+            yield from self._network(node)
+        elif "Zero Bytes were transmitted" in log:
+            yield run("'ssh login01 base64 -w0 /etc/munge/munge.key | base64 -d > /etc/munge/munge.key'")
+            yield run("chown munge:munge /etc/munge/munge.key")
+            yield run("chmod 0400 /etc/munge/munge.key")
+            yield run("systemctl restart munge")
+        if reason is not None and ("ECC" in reason[1] or "GPU" in reason[1] or "gpu" in reason[1]):
+            ecc = yield run("nvidia-smi --query-gpu=index,ecc.errors.uncorrected.volatile.total --format=csv,noheader")
+            for line in ecc.splitlines():
+                index, _, count = line.partition(",")
+                if count.strip().isdigit() and int(count) > 0:
+                    yield run(f"nvidia-smi -r -i {index.strip()}")
+        out = yield f"sinfo -h -n {node} -o %t"
+        if not out.strip().startswith("idle") or reason is not None:
+            yield f"scontrol update nodename={node} state=resume"
+
+    def _network(self, node: str) -> Plan:
+        run = _on(node)
+        mine = yield run("getent hosts login01")
+        truth = yield "getent hosts login01"
+        if mine.split()[:1] != truth.split()[:1] and truth.split():
+            wrong = mine.split()[0] if mine.split() else ""
+            if wrong:
+                yield run(f"\"sed -i 's/^{wrong} /{truth.split()[0]} /' /etc/hosts\"")
+            return
+        peer = next(n for n in NODES if n != node)
+        good = yield f"ssh {peer} cat /etc/sysconfig/network-scripts/route-eth0"
+        text = good.strip().replace("\n", "\\n")
+        yield run(f"\"printf '{text}\\n' > /etc/sysconfig/network-scripts/route-eth0\"")
+        yield run("ifup eth0")
+
+
+def _on(node: str) -> Callable[[str], str]:
+    return (lambda command: command) if node == "login01" else (lambda command: f"ssh {node} {command}")
+
+
+# Directives and sections the portal's config uses; a misspelling is fixed to its nearest one.
+_APACHE_WORDS = (
+    "RewriteEngine", "RewriteRule", "ServerName", "ErrorLog", "CustomLog", "Header", "AuthType", "AuthName",
+    "AuthUserFile", "Require", "ProxyPassReverse", "SetHandler", "LuaHookFixups", "Location", "VirtualHost",
+)  # fmt: skip
+
+
+def _apache_fix(why: str) -> tuple[str, str] | None:
+    import difflib
+
+    saw = re.search(r"Expected </(\w+)> but saw </(\w+)>", why)
+    if saw:
+        return f"</{saw[2]}>", f"</{saw[1]}>"
+    if "directive missing closing '>'" in why:
+        return "$", ">"
+    bad = re.search(r"Invalid command '<?(\w+)'", why)
+    if bad:
+        close = difflib.get_close_matches(bad[1], _APACHE_WORDS, n=1)
+        if close:
+            return bad[1], close[0]
+    return None
+
+
+# ---- an LLM over an OpenAI-compatible endpoint ----------------------------------------------------------
+
+SYSTEM_PROMPT = (
+    "You are an experienced HPC system administrator with root on the login node of a Rocky Linux 9 "
+    "Slurm cluster. Diagnose and fix the incident described by the user. Each reply must be exactly one "
+    "shell command line inside a ```bash code block; you will see its output. Use `ssh <node> <cmd>` for "
+    "compute nodes. Do not reboot, do not delete system directories, do not cancel users' jobs."
+)
+_BLOCK = re.compile(r"```(?:bash|sh|shell)?\s*\n(.*?)```", re.DOTALL)
+
+
+@dataclass
+class LlmPolicy:
+    """A chat model behind `/v1/chat/completions` (vLLM, llama.cpp server, OpenAI, ...).
+
+    Args:
+        base_url: the API root, e.g. `http://localhost:8000/v1`.
+        model: the model name the server knows.
+        api_key: sent as a Bearer token ("EMPTY" for servers that ignore it).
+        temperature: sampling temperature.
+        max_tokens: the longest reply.
+        timeout_s: per-request limit.
+    """
+
+    base_url: str
+    model: str
+    api_key: str = "EMPTY"
+    temperature: float = 0.2
+    max_tokens: int = 512
+    timeout_s: float = 120.0
+    name: str = "llm"
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+    def reset(self, alert: str, seed: int) -> None:
+        self.seed = seed
+        self.messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"Incident:\n{alert}\nYou are at [root@login01 ~]#"},
+        ]
+        self.first = True
+
+    def act(self, observation: str) -> str | None:
+        if not self.first:
+            self.messages.append({"role": "user", "content": f"Output:\n{observation[-6000:]}"})
+        self.first = False
+        response = httpx.post(
+            f"{self.base_url.rstrip('/')}/chat/completions",
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            json={
+                "model": self.model,
+                "messages": self.messages,
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+                "seed": self.seed,
+            },
+            timeout=self.timeout_s,
+        )
+        response.raise_for_status()
+        reply = response.json()["choices"][0]["message"]["content"] or ""
+        self.messages.append({"role": "assistant", "content": reply})
+        return parse_command(reply)
+
+
+def parse_command(reply: str) -> str | None:
+    """The command in a model's reply: the first fenced block's first line, else the first line."""
+    match = _BLOCK.search(reply)
+    text = match.group(1) if match else reply
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line.removeprefix("$ ")
+    return None
+
+
+def make_policy(
+    name: str, gold: Sequence[str] = (), *, base_url: str = "", model: str = "", api_key: str = "EMPTY"
+) -> Policy:
+    """A policy by name; `gold` is read only by the gold policy, the LLM options only by `llm`.
+
+    Raises:
+        ScenarioError: unknown name, or `llm` without a base URL and model.
+    """
+    if name == "gold":
+        return GoldPolicy(gold)
+    if name == "llm":
+        if not base_url or not model:
+            raise ScenarioError("the llm policy needs a base URL and a model", hint="pass --base-url and --model")
+        return LlmPolicy(base_url=base_url, model=model, api_key=api_key)
+    simple: dict[str, Callable[[], Policy]] = {
+        "noop": NoopPolicy,
+        "random": RandomPolicy,
+        "destructive": DestructivePolicy,
+        "expert": ExpertPolicy,
+    }
+    if name not in simple:
+        raise ScenarioError(f"no policy {name!r}", hint=f"choose from {', '.join(POLICY_NAMES)}")
+    return simple[name]()
