@@ -131,9 +131,16 @@ class Controller:
             services=self.services,
         )
         with self._lock:
+            self._forget_files()
             reply = tool(ctx, list(argv[1:]))
             self._sync_services()
             return reply
+
+    def _forget_files(self) -> None:
+        # Node files the services parsed are trusted for one request or tick at most: the agent may
+        # have changed any of them since.
+        if self.services is not None:
+            self.services.network.forget()
 
     def _sync_services(self) -> None:
         # Daemons the agent started or stopped change what slurmctld sees (slurmd registered, ...).
@@ -144,6 +151,7 @@ class Controller:
         """Advance virtual time by one step and apply what falls due (job ends, timeouts, pings)."""
         with self._lock:
             now = self.clock.tick()
+            self._forget_files()
             self._sync_services()
             self.cluster.advance()
             return now
@@ -152,6 +160,7 @@ class Controller:
         """Advance virtual time by any amount (scenario set-up, tests) and apply what falls due."""
         with self._lock:
             now = self.clock.advance(seconds)
+            self._forget_files()
             self._sync_services()
             self.cluster.advance()
             return now

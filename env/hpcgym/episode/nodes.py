@@ -9,6 +9,7 @@ symlink the agent plants can never point the controller at a host file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import shutil
@@ -35,6 +36,27 @@ fifo=$(mktemp -u /run/.hpcgym-daemon.XXXXXX) && mkfifo -m 0600 "$fifo" || exit 1
 } <>"$fifo" >/dev/null 2>&1 &
 echo $!
 """
+
+
+# openat2(2) with RESOLVE_IN_ROOT resolves every symlink and ".." as if `dirfd` were "/": the kernel
+# does what `host_path` does by hand, in one call (Linux >= 5.6).
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+
+
+def open_in_root(root_fd: int, path: str, flags: int) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return int(fd)
 
 
 class NodeAccessError(SandboxError):
@@ -90,21 +112,35 @@ class ClusterNodes:
         inside = host_id - self.uid_base
         return inside if 0 <= inside < ID_RANGE else 65534
 
+    def _open(self, node: str, path: str, flags: int) -> int:
+        """Open `path` as the node sees it: symlinks resolve inside its root (one openat2 call)."""
+        root_fd = os.open(self._root(self._node(node)), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return open_in_root(root_fd, path, flags)
+        finally:
+            os.close(root_fd)
+
     def stat(self, node: str, path: str) -> FileStat | None:
         try:
-            st = self.host_path(node, path).stat()
+            fd = self._open(node, path, os.O_PATH)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
         return FileStat(mode=st.st_mode, uid=self._unshift(st.st_uid), gid=self._unshift(st.st_gid))
 
     def read(self, node: str, path: str) -> bytes | None:
-        target = self.host_path(node, path)
         try:
-            if not stat.S_ISREG(target.stat().st_mode):
-                return None
-            return target.read_bytes()
+            fd = self._open(node, path, os.O_RDONLY | os.O_NONBLOCK)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        with os.fdopen(fd, "rb") as f:
+            # Only regular files: a FIFO or device the agent planted must not block the controller.
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            return f.read()
 
     def write(
         self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0

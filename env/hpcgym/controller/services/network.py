@@ -132,10 +132,19 @@ class Network:
         self.access = access
         self.interfaces: dict[str, Interface] = {}
         self._activations = 0
+        # Each node's parsed /etc/hosts, kept until `forget` (the controller calls it before every
+        # request and tick): reachability asks for it many times per request.
+        self._hosts: dict[str, dict[str, IPv4Address]] = {}
+
+    def forget(self) -> None:
+        """Drop what was read from the nodes' files, so the next question reads them afresh."""
+        self._hosts.clear()
 
     def hosts(self, node: str) -> dict[str, IPv4Address]:
-        raw = self.access.read(node, "/etc/hosts")
-        return _parse_hosts_bytes(raw) if raw else {}
+        if node not in self._hosts:
+            raw = self.access.read(node, "/etc/hosts")
+            self._hosts[node] = _parse_hosts_bytes(raw) if raw else {}
+        return self._hosts[node]
 
     def resolve(self, node: str, host: str) -> IPv4Address | None:
         """What the node's resolver returns for `host` (only /etc/hosts and dotted quads: no DNS)."""
