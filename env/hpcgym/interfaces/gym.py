@@ -8,6 +8,7 @@ grades every step; this module only translates. Registered on `import hpcgym` wi
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, SupportsFloat
@@ -30,6 +31,41 @@ DEFAULT_IMAGES = Path(os.environ.get("HPCGYM_IMAGES", "build/images"))
 CHARSET = "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF)
 
 
+class SharedRuntimes:
+    """The runtimes that envs made without a `runtime` share: one per images dir, closed with its last env.
+
+    A `Runtime` is meant to be one per process (it owns the control channel, the unpacked images and the
+    start-up sweep); a vector env of eight should not make eight.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[Path, tuple[Runtime, int]] = {}
+
+    def acquire(self, images_dir: Path) -> Runtime:
+        key = images_dir.resolve()
+        with self._lock:
+            runtime, users = self._entries.get(key) or (Runtime(key), 0)
+            self._entries[key] = (runtime, users + 1)
+            return runtime
+
+    def release(self, runtime: Runtime) -> None:
+        with self._lock:
+            for key, (known, users) in list(self._entries.items()):
+                if known is runtime:
+                    if users > 1:
+                        self._entries[key] = (known, users - 1)
+                        return
+                    del self._entries[key]
+                    break
+            else:
+                return
+        runtime.close()
+
+
+RUNTIMES = SharedRuntimes()
+
+
 class EnterpriseHPCEnv(gymnasium.Env[str, str]):
     """A small Rocky Linux Slurm cluster in trouble; the agent types shell commands to fix it.
 
@@ -49,7 +85,8 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         max_steps: the step budget (default: the scenario's own); reaching it truncates.
         images_dir: the built images (default `$HPCGYM_IMAGES` or `build/images`), used when no
             `runtime` is given.
-        runtime: a runtime to share with other envs in this process (not closed by `close`).
+        runtime: the runtime to use (not closed by `close`); default: the one every env in this
+            process over `images_dir` shares, closed with the last of them.
         pool_size: how many ready episodes to keep, so that a reset is a hand-off.
         step_seconds: virtual seconds per step.
         timeout_s: wall-clock limit per command (the agent sees a timeout, not an error).
@@ -84,8 +121,9 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'ansi', not {render_mode!r}")
         self.render_mode = render_mode
-        self._owns_runtime = runtime is None
-        self.runtime = runtime or Runtime(Path(images_dir) if images_dir is not None else DEFAULT_IMAGES)
+        self._shares_runtime = runtime is None
+        images = Path(images_dir) if images_dir is not None else DEFAULT_IMAGES
+        self.runtime = runtime or RUNTIMES.acquire(images)
         self.pool: EpisodePool | None = None
         try:
             max_chars = self.runtime.config.max_output_bytes + 256  # head, tail and the cut/timeout notes
@@ -145,13 +183,13 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         return "".join(self._transcript)
 
     def close(self) -> None:
-        """Close the current episode, the pool and (if this env made it) the runtime."""
+        """Close the current episode and the pool, and let go of the shared runtime (if it used one)."""
         if getattr(self, "pool", None) is not None:
             if getattr(self, "session", None) is not None:
                 self.session.discard_episode()
             self.pool.close()
             self.pool = None
-        if getattr(self, "_owns_runtime", False):
-            self.runtime.close()
-            self._owns_runtime = False
+        if getattr(self, "_shares_runtime", False):
+            RUNTIMES.release(self.runtime)
+            self._shares_runtime = False
         super().close()
