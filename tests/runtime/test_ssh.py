@@ -59,3 +59,8 @@ def test_shared_dirs_are_shared_across_nodes(cluster: Cluster) -> None:
     cluster.execute("echo from-login > /home/note; mkdir -p /apps/tool")
     assert cluster.execute("ssh compute-02 cat /home/note").output == "from-login\n"
     assert cluster.execute("ssh compute-01 ls -d /apps/tool").exit_code == 0
+
+
+def test_ssh_remote_command_reads_the_local_stdin(cluster: Cluster) -> None:
+    result = cluster.execute("printf 'a\\nb\\n' | ssh compute-01 'wc -l; hostname'")
+    assert (result.output, result.exit_code) == ("2\ncompute-01\n", 0)

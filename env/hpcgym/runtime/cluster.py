@@ -333,5 +333,6 @@ class Cluster:
             sandbox.limited_shell_cmd(call.command, self.config.limits),
             self.config.default_timeout_s,
             request.is_cancelled,
+            stdin=request.stdin.encode() if request.stdin else None,
         )
         return Reply(done.stdout, done.stderr, done.exit_code)

@@ -293,8 +293,11 @@ def exec_in_node(
     argv: Sequence[str],
     timeout_s: float,
     is_cancelled: Callable[[], bool] = lambda: False,
+    stdin: bytes | None = None,
 ) -> ExecResult:
     """Run `argv` inside the running node whose shell is `shell_pid`, as `ssh NODE CMD` would.
+
+    `stdin`, when given, is what the command reads on standard input (`munge -n | ssh NODE unmunge`).
 
     The command joins the node's user, PID, network, UTS and IPC namespaces, so it sees the node's
     processes, hostname and loopback; it gets a fresh mount namespace over the same overlay. Its
@@ -331,10 +334,11 @@ def exec_in_node(
                 os._exit(126)
         drop()
 
+    stdin_fd = _stdin_file(stdin)
     try:
         proc = subprocess.Popen(
             [require_tool("bwrap"), "--args", str(args_fd), "--", *argv],
-            stdin=subprocess.DEVNULL,
+            stdin=stdin_fd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             pass_fds=(args_fd, filter_fd, ns_fds["user"], ns_fds["pid"]),
@@ -342,11 +346,23 @@ def exec_in_node(
             env={},
         )
     finally:
+        if stdin_fd >= 0:
+            os.close(stdin_fd)
         os.close(args_fd)
         os.close(filter_fd)
         for fd in ns_fds.values():
             os.close(fd)
     return _collect(proc, timeout_s, is_cancelled)
+
+
+def _stdin_file(data: bytes | None) -> int:
+    if not data:
+        return subprocess.DEVNULL
+    # A memfd rather than a pipe: the whole input is there at once and no writer can block.
+    fd = os.memfd_create("hpcgym-stdin", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _collect(proc: subprocess.Popen[bytes], timeout_s: float, is_cancelled: Callable[[], bool]) -> ExecResult:
