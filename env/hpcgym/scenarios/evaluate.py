@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcgym.errors import ScenarioError
+from hpcgym.errors import ControllerError, SandboxError, ScenarioError
 from hpcgym.runtime import Runtime
 from hpcgym.scenarios.grade import DIAGNOSIS_CREDIT, PROGRESS_CREDIT, SUCCESS_CREDIT
 from hpcgym.scenarios.incident import Incident
 from hpcgym.scenarios.policies import make_policy
 
 MAX_OBSERVATION_CHARS = 8000
+INFRA_RETRIES = 2
 
 
 @dataclass
@@ -130,8 +131,20 @@ def evaluate(
     for policy, scenario, seed in bar:
         if progress:
             bar.set_postfix_str(f"{policy} {scenario} {seed}")  # type: ignore[union-attr]
-        records.append(run_episode(runtime, policy, scenario, seed, llm=llm))
+        records.append(_run_with_retries(runtime, policy, scenario, seed, llm))
     return records
+
+
+def _run_with_retries(runtime: Runtime, policy: str, scenario: str, seed: int, llm: LlmOptions) -> EpisodeRecord:
+    # An infrastructure failure (a sandbox that would not start a daemon) says nothing about the
+    # policy: the episode is discarded and played again from scratch, never scored.
+    for attempt in range(INFRA_RETRIES + 1):
+        try:
+            return run_episode(runtime, policy, scenario, seed, llm=llm)
+        except (SandboxError, ControllerError):
+            if attempt == INFRA_RETRIES:
+                raise
+    raise AssertionError("unreachable")
 
 
 def full_reward(record: EpisodeRecord, has_diagnosis: bool) -> bool:

@@ -1,0 +1,32 @@
+"""Scenario tests share the session's runtime (tests/conftest.py); each test makes fresh incidents."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpcgym.scenarios.incident import Incident
+
+
+@pytest.fixture
+def play(runtime):  # type: ignore[no-untyped-def]
+    """Start an incident (closed after the test) and type commands into it."""
+    opened: list[Incident] = []
+
+    def start(scenario: str, seed: int = 0, **kwargs) -> Incident:  # type: ignore[no-untyped-def]
+        incident = Incident(runtime, scenario, seed, **kwargs)
+        opened.append(incident)
+        return incident
+
+    yield start
+    for incident in opened:
+        incident.close()
+
+
+def type_all(incident: Incident, commands: list[str]):  # type: ignore[no-untyped-def]
+    """Type commands until the episode ends; the last step (or None)."""
+    last = None
+    for command in commands:
+        if incident.done:
+            break
+        last = incident.step(command)
+    return last
