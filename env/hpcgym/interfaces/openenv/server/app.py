@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from openenv.core.env_server.http_server import create_app
 from openenv.core.env_server.types import ConcurrencyConfig
 
@@ -86,6 +87,21 @@ class ServerSettings:
         )
 
 
+def replace_health(app: FastAPI, pool: EpisodePool) -> None:
+    """Make `/health` say unhealthy (503) once the episode pool has failed, not merely "the port is open".
+
+    OpenEnv's own `/health` always answers healthy; a container whose sandboxes cannot start (missing
+    privileges, a broken image) must not look ready to its orchestrator.
+    """
+    app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", None) != "/health"]
+
+    @app.get("/health", tags=["Health"], summary="Health check")
+    def health() -> JSONResponse:
+        if pool.failure is not None:
+            return JSONResponse({"status": "unhealthy", "detail": str(pool.failure)}, status_code=503)
+        return JSONResponse({"status": "healthy"})
+
+
 def build_app(
     settings: ServerSettings | None = None,
     *,
@@ -123,6 +139,8 @@ def build_app(
         ),
         state_cls=HpcState,
     )
+
+    replace_health(app, pool)
 
     def shut_down() -> None:
         pool.close()

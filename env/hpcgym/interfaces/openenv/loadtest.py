@@ -1,0 +1,251 @@
+"""Load on the OpenEnv server: many concurrent WebSocket sessions, each stepping through its own episode.
+
+`run_load` drives a running server; `run_loadtest` starts one in a child process first (as a trainer
+would meet it: another process, over the socket) and stops it after. Every session resets, then steps
+through a mix of plain and stub-backed commands, checking that its step count goes up by one each
+time; latencies are per step, measured at the client. `invoke bench` calls `run_loadtest`; run this
+module to drive a server by hand (`python -m hpcgym.interfaces.openenv.loadtest --url ...`), which also
+makes a smoke episode for a deployed container (`--sessions 1 --steps 3`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hpcgym.errors import HpcgymError
+from hpcgym.interfaces.openenv.client import HpcEnvClient
+from hpcgym.interfaces.openenv.models import HpcAction
+from hpcgym.interfaces.task import EXPLORE
+
+# What an agent types most: plain coreutils and the cluster's own tools (stub, socket, controller).
+COMMANDS = (
+    "hostname",
+    "sinfo",
+    "squeue",
+    "systemctl is-active munge slurmctld",
+    "grep -c NodeName /etc/slurm/slurm.conf",
+    "scontrol show node compute-01 | head -3",
+)
+SERVER_START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """The figures of one load run (latencies in milliseconds, measured at the client)."""
+
+    sessions: int
+    steps_per_session: int
+    steps_ok: int
+    errors: int
+    first_error: str | None
+    reset_p50_ms: float
+    reset_p95_ms: float
+    step_p50_ms: float
+    step_p95_ms: float
+    step_p99_ms: float
+    step_max_ms: float
+    wall_s: float
+    steps_per_s: float
+
+    def summary(self) -> str:
+        """One paragraph for a terminal or a note."""
+        return (
+            f"{self.sessions} sessions x {self.steps_per_session} steps over the WebSocket: "
+            f"{self.steps_ok} steps ok, {self.errors} errors; step p50 {self.step_p50_ms:.1f} ms, "
+            f"p95 {self.step_p95_ms:.1f} ms, p99 {self.step_p99_ms:.1f} ms, max {self.step_max_ms:.1f} ms; "
+            f"reset p50 {self.reset_p50_ms:.1f} ms, p95 {self.reset_p95_ms:.1f} ms; "
+            f"{self.steps_per_s:.0f} steps/s in {self.wall_s:.1f} s"
+            + (f"\nfirst error: {self.first_error}" if self.first_error else "")
+        )
+
+
+def percentile_ms(samples_s: Sequence[float], q: float) -> float:
+    if not samples_s:
+        return float("nan")
+    ms = sorted(s * 1000 for s in samples_s)
+    return ms[min(len(ms) - 1, round(q * (len(ms) - 1)))]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    url: str
+    api_key: str | None
+    steps: int
+    scenario: str
+
+
+async def _session(plan: _Plan, index: int, resets: list[float], latencies: list[float]) -> None:
+    client = HpcEnvClient(plan.url, api_key=plan.api_key, message_timeout_s=60.0)
+    try:
+        start = time.perf_counter()
+        result = await client.reset(seed=index, scenario=plan.scenario)
+        resets.append(time.perf_counter() - start)
+        if result.observation.step != 0:
+            raise HpcgymError(f"session {index}: reset reported step {result.observation.step}")
+        for n in range(1, plan.steps + 1):
+            command = COMMANDS[(index + n) % len(COMMANDS)]
+            start = time.perf_counter()
+            result = await client.step(HpcAction(command=command))
+            latencies.append(time.perf_counter() - start)
+            observation = result.observation
+            if observation.step != n:
+                raise HpcgymError(f"session {index}: step {n} came back as step {observation.step}")
+            if plan.scenario == EXPLORE and observation.exit_code != 0:
+                # On the healthy cluster every command of the mix succeeds.
+                raise HpcgymError(
+                    f"session {index}: {command!r} exited {observation.exit_code}: {observation.output!r}"
+                )
+            if result.done:
+                break
+    finally:
+        await client.close()
+
+
+async def run_load_async(
+    url: str, sessions: int, steps: int, api_key: str | None = None, scenario: str = EXPLORE
+) -> LoadReport:
+    plan = _Plan(url, api_key, steps, scenario)
+    resets: list[float] = []
+    latencies: list[float] = []
+    start = time.perf_counter()
+    runs = [_session(plan, i, resets, latencies) for i in range(sessions)]
+    outcomes = await asyncio.gather(*runs, return_exceptions=True)
+    wall_s = time.perf_counter() - start
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    return LoadReport(
+        sessions=sessions,
+        steps_per_session=steps,
+        steps_ok=len(latencies),
+        errors=len(errors),
+        first_error=f"{type(errors[0]).__name__}: {errors[0]}" if errors else None,
+        reset_p50_ms=percentile_ms(resets, 0.5),
+        reset_p95_ms=percentile_ms(resets, 0.95),
+        step_p50_ms=statistics.median(latencies) * 1000 if latencies else float("nan"),
+        step_p95_ms=percentile_ms(latencies, 0.95),
+        step_p99_ms=percentile_ms(latencies, 0.99),
+        step_max_ms=percentile_ms(latencies, 1.0),
+        wall_s=wall_s,
+        steps_per_s=len(latencies) / wall_s if wall_s else 0.0,
+    )
+
+
+def run_load(
+    url: str, sessions: int = 64, steps: int = 100, api_key: str | None = None, scenario: str = EXPLORE
+) -> LoadReport:
+    """Hold `sessions` WebSocket sessions at once on the server at `url`, `steps` steps each.
+
+    Args:
+        url: the server (http:// or ws://).
+        sessions: concurrent sessions (the server's capacity must allow them).
+        steps: steps per session after its reset.
+        api_key: the server's key, if it needs one.
+        scenario: what every session resets into (default `explore`, the healthy cluster, so that
+            the figures measure the environment rather than one incident's faults).
+
+    Returns:
+        The figures; failures are counted in `errors`, not raised.
+    """
+    return asyncio.run(run_load_async(url, sessions, steps, api_key, scenario))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll `url`/health until it answers 200 (or raise, with the server's exit code if it died)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise HpcgymError(f"the server exited with code {process.returncode} before it was healthy")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    raise HpcgymError(f"the server at {url} was not healthy after {timeout_s:g} s")
+
+
+@contextlib.contextmanager
+def server_process(images_dir: Path, sessions: int, pool_size: int, log_path: Path | None) -> Iterator[str]:
+    """Run the server in a child process on a free local port; yield its URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HPCGYM_IMAGES": str(images_dir),
+        "HPCGYM_MAX_SESSIONS": str(sessions),
+        "HPCGYM_POOL_SIZE": str(pool_size),
+    }
+    env.pop("OPENENV_API_KEY", None)
+    argv = [sys.executable, "-m", "hpcgym.interfaces.openenv.server.app", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--log-level", "warning"]
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(open(log_path, "wb")) if log_path else subprocess.DEVNULL
+        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, SERVER_START_TIMEOUT_S, process)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_loadtest(
+    images_dir: Path,
+    sessions: int = 64,
+    steps: int = 100,
+    pool_size: int = 8,
+    log_path: Path | None = None,
+) -> LoadReport:
+    """Start a server over `images_dir` in a child process, load it with `run_load`, stop it.
+
+    Needs root and the built images, like the server itself.
+    """
+    with server_process(images_dir, sessions, pool_size, log_path) as url:
+        return run_load(url, sessions, steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load a server (or one started here); print the figures; exit 1 if any session failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running server (default: start one over --images)")
+    parser.add_argument("--images", type=Path, default=Path(os.environ.get("HPCGYM_IMAGES", "build/images")))
+    parser.add_argument("--sessions", type=int, default=64, help="concurrent sessions (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=100, help="steps per session (default %(default)s)")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("OPENENV_API_KEY"), help="(default $OPENENV_API_KEY)"
+    )
+    parser.add_argument("--scenario", default=EXPLORE, help="the sessions' scenario (default %(default)s)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.url:
+        report = run_load(args.url, args.sessions, args.steps, args.api_key, args.scenario)
+    else:
+        report = run_loadtest(args.images, args.sessions, args.steps)
+    print(report.summary())
+    if args.json:
+        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
