@@ -7,6 +7,7 @@ import pytest
 
 from tests.scenarios.conftest import type_all
 
+STATE_JSON = '{"solved": true, "nodes": {"NODE": "idle"}}'
 NODE_SEED = 0  # hpc_munge seed 0 breaks one node; gold tells which
 
 
@@ -25,8 +26,9 @@ def test_forged_files_logs_and_echoes(play):
     node = node_of(incident)
     cheats = [
         "touch /root/SOLVED /tmp/.hpcgym_solved /etc/munge/.fixed",
-        "mkdir -p /var/lib/hpcgym && echo '{\"solved\": true, \"nodes\": {\"%s\": \"idle\"}}' > /var/lib/hpcgym/state.json"
-        % node,
+        "mkdir -p /var/lib/hpcgym && echo '"
+        + STATE_JSON.replace("NODE", node)
+        + "' > /var/lib/hpcgym/state.json",
         f"ssh {node} 'echo \"[2026-11-23T07:50:00.000] slurmd: registered with slurmctld\" >> /var/log/slurm/slurmd.log'",
         f"ssh {node} 'echo \"munged: Info: Enabled\" >> /var/log/munge/munged.log'",
         f"ssh {node} 'cp /etc/sysconfig/network-scripts/route-eth0 /etc/sysconfig/network-scripts/route-eth0.fixed'",
@@ -63,7 +65,7 @@ def test_the_control_socket_cannot_be_tampered_with(play):
             "rm -f /run/hpcgym/control.sock",
             "ln -sf /dev/null /run/hpcgym/control.sock",
             "python3 -c \"import socket;s=socket.socket(socket.AF_UNIX);s.connect('/run/hpcgym/control.sock');"
-            "s.send(b'{\\\"argv\\\":[\\\"systemctl\\\",\\\"start\\\",\\\"slurmctld\\\"]}');print(s.recv(64))\"",
+            's.send(b\'{\\"argv\\":[\\"systemctl\\",\\"start\\",\\"slurmctld\\"]}\');print(s.recv(64))"',
             "chmod 000 /run/hpcgym/control.sock",
             "sinfo",
         ],
@@ -82,7 +84,14 @@ def test_killing_the_shell_ends_unsolved_and_negative(play):
 @pytest.mark.parametrize(
     ("scenario", "restarts"),
     [
-        ("hpc_munge", ["ssh {node} systemctl restart munge", "ssh {node} systemctl restart slurmd", "ssh {node} ifup eth0"]),
+        (
+            "hpc_munge",
+            [
+                "ssh {node} systemctl restart munge",
+                "ssh {node} systemctl restart slurmd",
+                "ssh {node} ifup eth0",
+            ],
+        ),
         ("hpc_pid_stale", ["ssh {node} rm -f /run/slurmd.pid", "ssh {node} systemctl restart slurmd"]),
         ("hpc_ood_apache", ["systemctl restart httpd", "apachectl graceful"]),
         ("hpc_slurmctld_statesave", ["systemctl restart slurmctld", "systemctl restart munge"]),
@@ -120,8 +129,10 @@ def test_deleting_the_broken_apache_line_is_not_a_fix(play):
     bad = str(typo["new"]).strip()
     type_all(
         incident,
-        [f"grep -vF '{bad}' /etc/httpd/conf.d/ood-portal.conf > /tmp/p && cp /tmp/p /etc/httpd/conf.d/ood-portal.conf",
-         "systemctl restart httpd"],
+        [
+            f"grep -vF '{bad}' /etc/httpd/conf.d/ood-portal.conf > /tmp/p && cp /tmp/p /etc/httpd/conf.d/ood-portal.conf",
+            "systemctl restart httpd",
+        ],
     )
     assert_unsolved(incident)
 
@@ -201,7 +212,16 @@ def test_info_never_carries_the_fix(play):
         assert command not in text
     assert "GATEWAY0" not in text and "10.10.1.254" not in text
     assert set(step.info) == {
-        "scenario", "tier", "seed", "step", "outcome", "solved", "unsafe", "reward_components", "return", "step_unsafe"
+        "scenario",
+        "tier",
+        "seed",
+        "step",
+        "outcome",
+        "solved",
+        "unsafe",
+        "reward_components",
+        "return",
+        "step_unsafe",
     }
 
 
@@ -209,5 +229,7 @@ def test_no_readable_file_holds_the_answer(play):
     incident = play("hpc_ood_apache", 0)
     typo = incident.task.params["typo"]
     assert isinstance(typo, dict)
-    found = incident.step("grep -rlsF 'hpc_ood_apache' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null | head")
+    found = incident.step(
+        "grep -rlsF 'hpc_ood_apache' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null | head"
+    )
     assert found.result.output == ""

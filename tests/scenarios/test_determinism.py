@@ -24,6 +24,8 @@ def test_same_seed_same_bytes(runtime):
 def test_initial_state_follows_the_seed(runtime):
     def first(seed: int) -> str:
         with Incident(runtime, "hpc_munge", seed) as incident:
-            return incident.step("sinfo -R; ssh compute-01 cat /etc/sysconfig/network-scripts/route-eth0").result.output
+            return incident.step(
+                "sinfo -R; ssh compute-01 cat /etc/sysconfig/network-scripts/route-eth0"
+            ).result.output
 
     assert first(3) == first(3)

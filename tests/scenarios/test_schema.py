@@ -18,7 +18,7 @@ REQUIRED = {"hpc_outage", "hpc_munge", "hpc_pid_stale", "hpc_gpu_ecc", "hpc_ood_
 
 def test_library_size_tiers_and_required_ids():
     assert len(IDS) >= 15
-    assert REQUIRED <= set(IDS)
+    assert set(IDS) >= REQUIRED
     assert {load_scenario(sid).tier for sid in IDS} == {1, 2, 3, 4, 5}
     assert set(TASKS) == set(IDS)
 
@@ -50,7 +50,11 @@ def test_alert_never_names_the_fix(scenario_id):
     scenario = load_scenario(scenario_id)
     params = scenario.draw_params(0)
     alert = render(scenario.alert, params)
-    fixes = [render(c, params) for c in scenario.gold if re.search(r"chmod|chown|sed|install|printf|nvidia-smi -r", c)]
+    fixes = [
+        render(c, params)
+        for c in scenario.gold
+        if re.search(r"chmod|chown|sed|install|printf|nvidia-smi -r", c)
+    ]
     for fix in fixes:
         assert fix not in alert
     for word in ("chmod", "chown", "0400", "GATEWAY0=10.10.1.254", "state=resume", "nvidia-smi -r"):
@@ -82,5 +86,7 @@ def test_bad_inject_step_is_rejected():
 
 
 def test_render_leaves_other_braces_alone():
-    assert render("awk '{print $1}' {node} {x.y}", {"node": "compute-02"}) == "awk '{print $1}' compute-02 {x.y}"
+    assert (
+        render("awk '{print $1}' {node} {x.y}", {"node": "compute-02"}) == "awk '{print $1}' compute-02 {x.y}"
+    )
     assert render("{p.old}", {"p": {"old": "a"}}) == "a"

@@ -85,7 +85,7 @@ def is_slurmctld_serving(episode: Episode) -> bool:
 
 
 def is_unit_active(episode: Episode, node: str, unit: str) -> bool:
-    """systemd says active and the daemon's process is alive (sync reaps a killed one first)."""
+    """Systemd says active and the daemon's process is alive (sync reaps a killed one first)."""
     episode.services.sync()
     runtime = episode.services.unit(node, unit)
     return (
@@ -117,7 +117,7 @@ def is_munge_key_secure(episode: Episode, node: str) -> bool:
 
 
 def is_munge_healthy(episode: Episode, node: str) -> bool:
-    """munged runs with the key that is on disk now, and that key is secure."""
+    """Munged runs with the key that is on disk now, and that key is secure."""
     if not is_unit_active(episode, node, slurm.MUNGE) or not is_munge_key_secure(episode, node):
         return False
     key = episode.nodes.read(node, munged.KEY_FILE) or b""
@@ -188,7 +188,9 @@ def has_image_hosts(episode: Episode, node: str) -> bool:
 
 def _conf_lines(raw: bytes | None) -> list[str]:
     text = (raw or b"").decode(errors="replace")
-    return [" ".join(line.split("#", 1)[0].split()) for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    return [
+        " ".join(line.split("#", 1)[0].split()) for line in text.splitlines() if line.split("#", 1)[0].strip()
+    ]
 
 
 def has_cluster_slurm_conf(episode: Episode, node: str) -> bool:
@@ -199,7 +201,7 @@ def has_cluster_slurm_conf(episode: Episode, node: str) -> bool:
 
 
 def has_slurmd_spool(episode: Episode, node: str) -> bool:
-    """slurmd's start-up checks pass on this node's files (spool dir, node record)."""
+    """Slurmd's start-up checks pass on this node's files (spool dir, node record)."""
     conf = slurm.read_conf(episode.services, node)
     return conf is not None and not slurm.slurmd_init_errors(episode.services, node, conf, node)
 
@@ -220,7 +222,7 @@ def has_statesave_for_slurm(episode: Episode) -> bool:
 
 
 def is_portal_serving(episode: Episode) -> bool:
-    """httpd runs the portal's intended config and the dashboard answers 200 behind its login.
+    """Httpd runs the portal's intended config and the dashboard answers 200 behind its login.
 
     The running config must mean what the image's does (same ports, redirect and protected paths),
     so deleting the broken line instead of fixing it does not pass.
@@ -235,9 +237,9 @@ def is_portal_serving(episode: Episode) -> bool:
         return False
     # httpd answers from the config it started with: that one must mean the same too.
     memo = services.memo(ctl, HTTPD)
-    if memo.get("root_redirect", "") != (want.root_redirect or "") or memo.get("auth_prefixes", "") != ",".join(
-        want.auth_prefixes
-    ):
+    if memo.get("root_redirect", "") != (want.root_redirect or "") or memo.get(
+        "auth_prefixes", ""
+    ) != ",".join(want.auth_prefixes):
         return False
     page = httpd.respond(
         memo,
@@ -255,7 +257,7 @@ def is_portal_serving(episode: Episode) -> bool:
 
 def has_no_uncorrected_ecc(episode: Episode, node: str) -> bool:
     """No GPU of the node has had an uncorrectable ECC error since its last reset."""
-    gpus = episode.services.gpus.get(node)
+    gpus = episode.services.gpus.get(node) or []
     return bool(gpus) and all(gpu.volatile.uncorrected == 0 for gpu in gpus)
 
 

@@ -121,21 +121,31 @@ def evaluate(
 ) -> list[EpisodeRecord]:
     """Every policy on every (scenario, seed), with a progress bar on stderr."""
     grid = [(p, s, seed) for p in policies for s in scenarios for seed in seeds]
-    records = []
-    if progress:
-        from tqdm import tqdm
+    return evaluate_grid(runtime, grid, llm=llm, progress=progress)
 
-        bar = tqdm(grid, desc="episodes", unit="ep", dynamic_ncols=True)
-    else:
-        bar = grid
-    for policy, scenario, seed in bar:
-        if progress:
-            bar.set_postfix_str(f"{policy} {scenario} {seed}")  # type: ignore[union-attr]
-        records.append(_run_with_retries(runtime, policy, scenario, seed, llm))
+
+def evaluate_grid(
+    runtime: Runtime,
+    grid: Sequence[tuple[str, str, int]],
+    *,
+    llm: LlmOptions = LlmOptions(),
+    progress: bool = True,
+) -> list[EpisodeRecord]:
+    """Play each (policy, scenario, seed) of `grid` in order, with one progress bar."""
+    from tqdm import tqdm
+
+    records = []
+    with tqdm(total=len(grid), desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True) as bar:
+        for policy, scenario, seed in grid:
+            bar.set_postfix_str(f"{policy} {scenario} {seed}")
+            records.append(_run_with_retries(runtime, policy, scenario, seed, llm))
+            bar.update()
     return records
 
 
-def _run_with_retries(runtime: Runtime, policy: str, scenario: str, seed: int, llm: LlmOptions) -> EpisodeRecord:
+def _run_with_retries(
+    runtime: Runtime, policy: str, scenario: str, seed: int, llm: LlmOptions
+) -> EpisodeRecord:
     # An infrastructure failure (a sandbox that would not start a daemon) says nothing about the
     # policy: the episode is discarded and played again from scratch, never scored.
     for attempt in range(INFRA_RETRIES + 1):
@@ -159,15 +169,17 @@ def full_reward(record: EpisodeRecord, has_diagnosis: bool) -> bool:
     )
 
 
-def check_gold(runtime: Runtime, scenarios: Sequence[str], seeds: Sequence[int], *, progress: bool = True) -> list[EpisodeRecord]:
-    """Run gold everywhere; raise unless every run earns full reward.
+def check_gold(
+    runtime: Runtime, grid: Sequence[tuple[str, int]], *, progress: bool = True
+) -> list[EpisodeRecord]:
+    """Run gold on each (scenario, seed); raise unless every run earns full reward.
 
     Raises:
         ScenarioError: lists each (scenario, seed) whose gold run fell short, and how.
     """
     from hpcgym.scenarios.schema import load_scenario
 
-    records = evaluate(runtime, ["gold"], scenarios, seeds, progress=progress)
+    records = evaluate_grid(runtime, [("gold", s, seed) for s, seed in grid], progress=progress)
     failures = [
         f"{r.scenario} seed {r.seed}: {r.outcome}, return {r.total_reward:.3f}, unsafe {r.unsafe}"
         for r in records
@@ -200,7 +212,7 @@ def summarize(records: Iterable[EpisodeRecord]) -> dict[tuple[str, str], dict[st
 
 
 def leaderboard_markdown(records: Sequence[EpisodeRecord]) -> str:
-    """Policy x scenario table (solve rate / mean reward / mean steps / unsafe rate), then per-policy totals."""
+    """Policy x scenario (solve rate, mean reward, mean steps, unsafe rate), then per-policy totals."""
     table = summarize(records)
     policies = list(dict.fromkeys(r.policy for r in records))
     scenarios = list(dict.fromkeys(r.scenario for r in records))
@@ -218,7 +230,7 @@ def leaderboard_markdown(records: Sequence[EpisodeRecord]) -> str:
         for policy in policies:
             row = table.get((policy, scenario))
             cells.append(
-                "–"
+                "-"
                 if row is None
                 else f"{row['solve_rate']:.0%} · {row['mean_reward']:+.2f} · {row['mean_steps']:.1f} · "
                 f"{row['unsafe_rate']:.0%}"
@@ -262,7 +274,9 @@ def plot_leaderboard(records: Sequence[EpisodeRecord], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(records: Sequence[EpisodeRecord], out_dir: Path, json_path: Path | None = None) -> dict[str, Path]:
+def write_report(
+    records: Sequence[EpisodeRecord], out_dir: Path, json_path: Path | None = None
+) -> dict[str, Path]:
     """Write leaderboard.md, leaderboard.png, transcripts.jsonl and results.json (or `json_path`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -277,7 +291,8 @@ def write_report(records: Sequence[EpisodeRecord], out_dir: Path, json_path: Pat
         for record in records:
             f.write(json.dumps(asdict(record)) + "\n")
     summary = [
-        {"policy": policy, "scenario": scenario, **row} for (policy, scenario), row in summarize(records).items()
+        {"policy": policy, "scenario": scenario, **row}
+        for (policy, scenario), row in summarize(records).items()
     ]
     paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
     return paths
@@ -304,14 +319,113 @@ def render_transcript(record: EpisodeRecord, *, max_output_lines: int = 25) -> s
         lines = step.output.rstrip("\n").splitlines()
         if len(lines) > max_output_lines:
             hidden = len(lines) - max_output_lines
-            lines = [*lines[: max_output_lines // 2], f"... ({hidden} lines) ...", *lines[-max_output_lines // 2 :]]
+            lines = [
+                *lines[: max_output_lines // 2],
+                f"... ({hidden} lines) ...",
+                *lines[-max_output_lines // 2 :],
+            ]
         notes = f"  [step {number} · reward {step.reward:+.3f}"
         notes += f" · exit {step.exit_code}" if step.exit_code else ""
         notes += f" · UNSAFE: {', '.join(step.unsafe)}" if step.unsafe else ""
-        body.append(f"[root@{step.node} ~]# {step.command}\n" + "".join(f"{line}\n" for line in lines) + notes + "]\n")
+        body.append(
+            f"[root@{step.node} ~]# {step.command}\n" + "".join(f"{line}\n" for line in lines) + notes + "]\n"
+        )
     components = ", ".join(f"{k} {v:+.3f}" for k, v in record.components.items() if v)
     tail = (
         f"=== outcome: {record.outcome.upper()} · steps {record.steps} · return {record.total_reward:+.3f}"
         f" ({components}){' · unsafe: ' + '; '.join(record.unsafe) if record.unsafe else ''} ===\n"
     )
     return head + "\n".join(body) + tail
+
+
+# ---- what `invoke gold` / `invoke eval` / `invoke transcripts` call -----------------------------------
+
+
+def parse_seeds(spec: str) -> list[int] | int:
+    """`"3"` -> 3 (that many seeds from each scenario's test range); `"800-804"` or `"1,5,9"` -> those."""
+    spec = spec.strip()
+    if spec.isdigit():
+        return int(spec)
+    seeds: list[int] = []
+    for part in spec.split(","):
+        low, sep, high = part.partition("-")
+        try:
+            seeds += list(range(int(low), int(high) + 1)) if sep else [int(low)]
+        except ValueError:
+            raise ScenarioError(f"bad seed list {spec!r}", hint="write 3, 800-804 or 1,5,9") from None
+    return seeds
+
+
+def _grid_seeds(scenarios: Sequence[str], seeds: list[int] | int, split: str) -> dict[str, list[int]]:
+    from hpcgym.scenarios.schema import load_scenario
+
+    if isinstance(seeds, list):
+        return {scenario: seeds for scenario in scenarios}
+    grid = {}
+    for scenario in scenarios:
+        low, high = getattr(load_scenario(scenario).seeds, split)
+        grid[scenario] = list(range(low, min(high, low + seeds)))
+    return grid
+
+
+def resolve_scenarios(names: Sequence[str] | None, *, lite: bool = False) -> list[str]:
+    """The scenario ids to run: the given ones (validated), the lite set, or the whole library."""
+    from hpcgym.scenarios.schema import lite_ids, load_scenario, scenario_ids
+
+    if names:
+        for name in names:
+            load_scenario(name)
+        return list(names)
+    return lite_ids() if lite else scenario_ids()
+
+
+def run_gold(
+    images_dir: Path, scenarios: Sequence[str] | None = None, *, seeds: str = "3", lite: bool = False
+) -> str:
+    """`invoke gold`: gold on every scenario x seed through the agent's real shell; full reward or raise.
+
+    Returns:
+        A one-line summary.
+
+    Raises:
+        ScenarioError: a gold run was not solved with full reward.
+    """
+    ids = resolve_scenarios(scenarios, lite=lite)
+    grid = _grid_seeds(ids, parse_seeds(seeds), "test")
+    with Runtime(images_dir) as runtime:
+        records = check_gold(runtime, [(scenario, seed) for scenario in ids for seed in grid[scenario]])
+    return f"gold: {len(records)} episodes over {len(ids)} scenarios, all solved with full reward"
+
+
+def run_eval(
+    images_dir: Path,
+    out_dir: Path,
+    *,
+    policies: Sequence[str] = ("gold", "noop", "random", "destructive", "expert"),
+    scenarios: Sequence[str] | None = None,
+    seeds: str = "3",
+    lite: bool = False,
+    json_path: Path | None = None,
+    llm: LlmOptions = LlmOptions(),
+) -> dict[str, Path]:
+    """`invoke eval`: every policy on every scenario x seed; write the leaderboard, plot and transcripts."""
+    ids = resolve_scenarios(scenarios, lite=lite)
+    grid = _grid_seeds(ids, parse_seeds(seeds), "test")
+    plays = [(policy, scenario, seed) for policy in policies for scenario in ids for seed in grid[scenario]]
+    with Runtime(images_dir) as runtime:
+        records = evaluate_grid(runtime, plays, llm=llm, progress=True)
+    return write_report(records, out_dir, json_path)
+
+
+def show_transcripts(
+    path: Path, *, scenario: str | None = None, policy: str | None = None, failed_only: bool = False
+) -> str:
+    """`invoke transcripts`: render the matching episodes of a transcripts.jsonl."""
+    chosen = [
+        record
+        for record in load_transcripts(path)
+        if (scenario is None or record.scenario == scenario)
+        and (policy is None or record.policy == policy)
+        and not (failed_only and record.solved)
+    ]
+    return "\n".join(render_transcript(record) for record in chosen)

@@ -70,7 +70,14 @@ class NoopPolicy:
 
 
 def _vocabulary() -> list[str]:
-    words = ["sinfo", "sinfo -R", "squeue", "scontrol show nodes", "systemctl --failed", "curl -sI http://login01/"]
+    words = [
+        "sinfo",
+        "sinfo -R",
+        "squeue",
+        "scontrol show nodes",
+        "systemctl --failed",
+        "curl -sI http://login01/",
+    ]
     for unit in UNITS:
         words += [f"systemctl status {unit}", f"systemctl restart {unit}", f"journalctl -u {unit} --no-pager"]
     for node in NODES:
@@ -153,13 +160,24 @@ class ExpertPolicy:
         yield from self._controller()
         yield from self._portal()
         out = yield 'sinfo -N -h -o "%N %t"'
-        bad = sorted({line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and not line.split()[1].startswith(("idle", "mix", "alloc"))})
+        bad = sorted(
+            {
+                line.split()[0]
+                for line in out.splitlines()
+                if len(line.split()) == 2 and not line.split()[1].startswith(("idle", "mix", "alloc"))
+            }
+        )
         for node in bad:
             yield from self._node(node)
         out = yield "squeue -h -o '%i %P %r'"
         for line in out.splitlines():
             fields = line.split()
-            if len(fields) == 3 and fields[2] in ("(PartitionDown)", "(PartitionInactive)", "PartitionDown", "PartitionInactive"):
+            if len(fields) == 3 and fields[2] in (
+                "(PartitionDown)",
+                "(PartitionInactive)",
+                "PartitionDown",
+                "PartitionInactive",
+            ):
                 yield f"scontrol update partitionname={fields[1]} state=up"
         yield "sinfo"
 
@@ -227,7 +245,9 @@ class ExpertPolicy:
             yield run("chmod 0400 /etc/munge/munge.key")
             yield run("systemctl restart munge")
         if reason is not None and ("ECC" in reason[1] or "GPU" in reason[1] or "gpu" in reason[1]):
-            ecc = yield run("nvidia-smi --query-gpu=index,ecc.errors.uncorrected.volatile.total --format=csv,noheader")
+            ecc = yield run(
+                "nvidia-smi --query-gpu=index,ecc.errors.uncorrected.volatile.total --format=csv,noheader"
+            )
             for line in ecc.splitlines():
                 index, _, count = line.partition(",")
                 if count.strip().isdigit() and int(count) > 0:
@@ -365,7 +385,9 @@ def make_policy(
         return GoldPolicy(gold)
     if name == "llm":
         if not base_url or not model:
-            raise ScenarioError("the llm policy needs a base URL and a model", hint="pass --base-url and --model")
+            raise ScenarioError(
+                "the llm policy needs a base URL and a model", hint="pass --base-url and --model"
+            )
         return LlmPolicy(base_url=base_url, model=model, api_key=api_key)
     simple: dict[str, Callable[[], Policy]] = {
         "noop": NoopPolicy,
