@@ -1,0 +1,173 @@
+"""The OpenEnv server for real: validation, sessions over the WebSocket, isolation, capacity, auth."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+import requests
+from fastapi import FastAPI
+from openenv.cli._validation import validate_running_environment
+from starlette.testclient import TestClient
+
+from hpcgym.interfaces.openenv.client import HpcEnvClient
+from hpcgym.interfaces.openenv.models import HpcAction
+from hpcgym.interfaces.openenv.server.app import ServerSettings, build_app, replace_health
+from hpcgym.interfaces.task import EXPLORE
+from tests.interfaces.conftest import serve
+
+CAPACITY = 3
+KEY = "test-key-123"
+
+
+@pytest.fixture(scope="module")
+def url(runtime):
+    settings = ServerSettings(max_sessions=CAPACITY, pool_size=2, session_timeout_s=1.0)
+    with serve(build_app(settings, runtime=runtime)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def auth_url(runtime):
+    settings = ServerSettings(max_sessions=2, pool_size=0, api_key=KEY)
+    with serve(build_app(settings, runtime=runtime)) as url:
+        yield url
+
+
+def session(url, **kwargs):
+    client = HpcEnvClient(url, **kwargs).sync()
+    client.connect()
+    return client
+
+
+def test_openenv_validate_passes(url):
+    report = validate_running_environment(url, timeout_s=10)
+    failed = [c["id"] for c in report["criteria"] if not c["passed"]]
+    assert report["passed"] and not failed, failed
+    assert report["mode"] == "simulation"
+
+
+def test_step_counts_increase_and_sessions_are_isolated(url):
+    a, b = session(url), session(url)
+    try:
+        start = a.reset(scenario=EXPLORE, seed=1)
+        assert start.observation.output.endswith("[root@login01 ~]# ") and start.reward is None
+        b.reset(scenario=EXPLORE, seed=1)
+        steps = [
+            a.step(HpcAction(command=c)).observation.step for c in ("touch /root/a-only", "true", "true")
+        ]
+        assert steps == [1, 2, 3]
+        seen = b.step(HpcAction(command="ls /root/a-only")).observation
+        assert seen.exit_code == 2 and "No such file" in seen.output and seen.step == 1
+        assert (a.state().step_count, b.state().step_count) == (3, 1)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_same_scenario_and_seed_give_one_start_state(url):
+    # A GRPO group: every member resets to the same scenario and seed.
+    a, b = session(url), session(url)
+    try:
+        starts = [c.reset(scenario=EXPLORE, seed=42).observation for c in (a, b)]
+        states = [c.state() for c in (a, b)]
+        assert starts[0].output == starts[1].output
+        assert (states[0].seed, states[0].now_s) == (states[1].seed, states[1].now_s)
+        assert states[0].episode_id != states[1].episode_id
+    finally:
+        a.close()
+        b.close()
+
+
+def test_capacity_plus_one_is_refused_and_a_closed_session_frees_its_slot(url):
+    held = [session(url) for _ in range(CAPACITY)]
+    try:
+        for client in held:
+            client.reset(scenario=EXPLORE)
+        with pytest.raises(RuntimeError, match=r"at capacity: 3/3.*CAPACITY_REACHED"):
+            session(url).reset()
+        held.pop().close()
+        time.sleep(0.2)
+        late = session(url)
+        held.append(late)
+        assert late.reset(scenario=EXPLORE).observation.step == 0
+    finally:
+        for client in held:
+            client.close()
+
+
+def test_agent_mistakes_are_observations_and_misuse_is_a_clear_error(url):
+    client = session(url)
+    try:
+        with pytest.raises(RuntimeError, match="step before reset"):
+            client.step(HpcAction(command="true"))
+        with pytest.raises(RuntimeError, match="unknown scenario 'hpc_nope'"):
+            client.reset(scenario="hpc_nope")
+        client.reset(scenario=EXPLORE)
+        result = client.step(HpcAction(command="no-such-tool --help"))
+        assert result.observation.exit_code == 127 and "command not found" in result.observation.output
+        assert not result.done
+    finally:
+        client.close()
+
+
+def test_idle_sessions_are_reaped(url):
+    # The reaper wakes every 5 s at most; a session idle past its 1 s timeout is gone by then.
+    idle = [session(url) for _ in range(CAPACITY)]
+    for client in idle:
+        client.reset(scenario=EXPLORE)
+    time.sleep(6.5)
+    fresh = session(url)
+    try:
+        assert fresh.reset(scenario=EXPLORE).observation.step == 0
+    finally:
+        fresh.close()
+        for client in idle:
+            client.close()
+
+
+def test_auth_guards_every_route_but_health(auth_url):
+    assert requests.get(f"{auth_url}/health", timeout=10).status_code == 200
+    for method, path in (("get", "/schema"), ("get", "/metadata"), ("post", "/reset"), ("get", "/docs")):
+        response = requests.request(method, f"{auth_url}{path}", timeout=10)
+        assert response.status_code == 401, path
+        assert "missing API key" in response.json()["detail"]
+    assert requests.get(f"{auth_url}/schema", headers={"X-API-Key": "nope"}, timeout=10).status_code == 401
+    assert requests.get(f"{auth_url}/schema", headers={"X-API-Key": KEY}, timeout=10).status_code == 200
+
+
+def test_auth_on_the_websocket(auth_url):
+    with pytest.raises(ConnectionError, match="HTTP 401"):
+        session(auth_url, api_key="wrong")
+    with pytest.raises(ConnectionError, match="HTTP 401"):
+        session(auth_url, api_key="")
+    client = session(auth_url, api_key=KEY)
+    try:
+        assert client.reset(scenario=EXPLORE).observation.node == "login01"
+    finally:
+        client.close()
+
+
+def test_health_turns_unhealthy_when_episodes_cannot_be_made():
+    app = FastAPI()
+    pool = SimpleNamespace(failure=None)
+    replace_health(app, pool)  # type: ignore[arg-type]
+    client = TestClient(app)
+    assert client.get("/health").json() == {"status": "healthy"}
+    pool.failure = RuntimeError("bwrap: Can't mount proc")
+    response = client.get("/health")
+    assert response.status_code == 503 and "mount proc" in response.json()["detail"]
+
+
+def test_settings_come_from_the_environment():
+    settings = ServerSettings.from_environ(
+        {"HPCGYM_MAX_SESSIONS": "8", "HPCGYM_SCENARIOS": "explore, hpc_outage", "OPENENV_API_KEY": "k"}
+    )
+    assert (settings.max_sessions, settings.scenarios, settings.api_key) == (
+        8,
+        ("explore", "hpc_outage"),
+        "k",
+    )
+    with pytest.raises(ValueError, match="below 50"):
+        ServerSettings(step_timeout_s=55)
