@@ -1,0 +1,154 @@
+"""Dataset rows for GRPO: one row per (scenario, seed) from the scenario library's seed splits.
+
+A row is a conversational `prompt` plus the `scenario`, `seed` and `tier` that `HpcToolEnv.reset`
+reads, so that every member of a GRPO group (TRL repeats a row `num_generations` times) starts from
+the same cluster. Seeds come from each scenario's `seeds.train` / `seeds.test` ranges; the alert is
+not in the prompt, `reset` appends it. The system message also carries the task as `hpcgym_task`
+("scenario:seed"), which chat templates ignore and `training.rollout` reads.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Sequence
+from typing import Any
+
+SYSTEM_PROMPT = (
+    "You are an experienced HPC system administrator with root on the login node of a Rocky Linux 9 "
+    "Slurm cluster (login01, compute-01 to compute-04). Diagnose and repair the incident the user "
+    "reports. Call the `run` tool with one shell command line at a time and read its output; use "
+    "`ssh <node> <command>` for compute nodes. Do not reboot, do not delete system directories, do not "
+    "cancel users' jobs. When the incident is fixed, stop calling tools and summarise what you did."
+)
+USER_PROMPT = "An incident ticket has come in. Investigate and fix it."
+
+
+class Split(enum.StrEnum):
+    """Which seed range of each scenario to use."""
+
+    TRAIN = "train"
+    TEST = "test"
+
+
+class Order(enum.StrEnum):
+    """How rows are ordered: shuffled, or a curriculum from the easiest tier up."""
+
+    SHUFFLE = "shuffle"
+    CURRICULUM = "curriculum"
+
+
+def resolve_scenarios(names: Sequence[str]) -> list[str]:
+    """Expand `all`, `lite` and `tier<N>` into scenario ids (sorted by tier, then id); keep plain ids.
+
+    Raises:
+        ScenarioError: an unknown scenario id.
+    """
+    from hpcgym.errors import ScenarioError
+    from hpcgym.scenarios import lite_ids, load_scenario, scenario_ids
+
+    every = scenario_ids()
+    chosen: list[str] = []
+    for name in names:
+        for part in (p.strip() for p in name.split(",")):
+            if not part:
+                continue
+            if part == "all":
+                ids = every
+            elif part == "lite":
+                ids = lite_ids()
+            elif part.startswith("tier") and part[4:].isdigit():
+                ids = [s for s in every if load_scenario(s).tier == int(part[4:])]
+            elif part in every:
+                ids = [part]
+            else:
+                raise ScenarioError(f"unknown scenario {part!r}", hint=f"choose from all, lite, tierN, {', '.join(every)}")
+            chosen += [s for s in ids if s not in chosen]
+    return chosen
+
+
+def split_seeds(scenario: str, split: Split | str, count: int | None = None) -> list[int]:
+    """The first `count` seeds (all if None) of a scenario's train or test range."""
+    from hpcgym.scenarios import load_scenario
+
+    low, high = getattr(load_scenario(scenario).seeds, Split(split).value)
+    stop = high if count is None else min(high, low + count)
+    return list(range(low, stop))
+
+
+def make_row(scenario: str, seed: int, tier: int, split: Split | str) -> dict[str, Any]:
+    """One dataset row (see the module docstring)."""
+    return {
+        "prompt": [
+            {"role": "system", "content": SYSTEM_PROMPT, "hpcgym_task": f"{scenario}:{seed}"},
+            {"role": "user", "content": USER_PROMPT, "hpcgym_task": None},
+        ],
+        "scenario": scenario,
+        "seed": seed,
+        "tier": tier,
+        "split": str(Split(split)),
+    }
+
+
+def build_rows(
+    scenarios: Sequence[str],
+    split: Split | str = Split.TRAIN,
+    seeds_per_scenario: int | None = 64,
+    order: Order | str = Order.SHUFFLE,
+    shuffle_seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Rows for every scenario and seed of the split, in the order asked for.
+
+    Args:
+        scenarios: ids, or `all`, `lite`, `tierN` (comma-separated lists are fine).
+        split: the seed range to draw from.
+        seeds_per_scenario: how many seeds per scenario (None: the whole range).
+        order: shuffle, or curriculum (tier 1 first; within a tier, seeds interleave across scenarios).
+        shuffle_seed: seeds the shuffle.
+    """
+    from hpcgym.scenarios import load_scenario
+
+    per_scenario = {
+        scenario: [
+            make_row(scenario, seed, load_scenario(scenario).tier, split)
+            for seed in split_seeds(scenario, split, seeds_per_scenario)
+        ]
+        for scenario in resolve_scenarios(scenarios)
+    }
+    if Order(order) is Order.CURRICULUM:
+        rows = []
+        for tier in sorted({rows_[0]["tier"] for rows_ in per_scenario.values() if rows_}):
+            group = [r for r in per_scenario.values() if r and r[0]["tier"] == tier]
+            for index in range(max(len(r) for r in group)):
+                rows += [r[index] for r in group if index < len(r)]
+        return rows
+    rows = [row for rows_ in per_scenario.values() for row in rows_]
+    random.Random(shuffle_seed).shuffle(rows)
+    return rows
+
+
+def build_dataset(
+    scenarios: Sequence[str],
+    split: Split | str = Split.TRAIN,
+    seeds_per_scenario: int | None = 64,
+    order: Order | str = Order.SHUFFLE,
+    shuffle_seed: int = 0,
+) -> Any:
+    """`build_rows` as a `datasets.Dataset` (for curriculum order, train with `shuffle_dataset=False`)."""
+    from datasets import Dataset
+
+    return Dataset.from_list(build_rows(scenarios, split, seeds_per_scenario, order, shuffle_seed))
+
+
+def task_of(prompt: Sequence[dict[str, Any]]) -> tuple[str, int]:
+    """The (scenario, seed) a row's prompt was made for.
+
+    Raises:
+        ValueError: the prompt carries no `hpcgym_task`.
+    """
+    for message in prompt:
+        task = message.get("hpcgym_task")
+        if task:
+            scenario, _, seed = str(task).rpartition(":")
+            return scenario, int(seed)
+    raise ValueError("this prompt has no hpcgym_task; build rows with training.dataset")
