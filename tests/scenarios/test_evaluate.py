@@ -102,3 +102,28 @@ def test_expert_follows_the_evidence():
     assert expert.act(
         'munged: Error: PRNG seed dir is insecure: group-writable permissions on "/var/lib/munge"'
     ) == ("chmod 0700 /var/lib/munge")
+
+
+def test_llm_policy_speaks_openai_chat():
+    import json
+
+    import httpx
+
+    from hpcgym.scenarios.policies import LlmPolicy
+
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append((request.url.path, request.headers["authorization"], body))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "```bash\nsinfo -R\n```"}}]})
+
+    client = httpx.Client(transport=httpx.MockTransport(answer))
+    policy = LlmPolicy(base_url="http://vllm:8000/v1/", model="qwen", api_key="k", client=client)
+    policy.reset("node down", 7)
+    assert policy.act("") == "sinfo -R"
+    assert policy.act("REASON USER") == "sinfo -R"
+    path, auth, body = seen[-1]
+    assert path == "/v1/chat/completions" and auth == "Bearer k"
+    assert body["model"] == "qwen" and body["seed"] == 7
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]

@@ -160,6 +160,7 @@ class ExpertPolicy:
         yield from self._controller()
         yield from self._portal()
         out = yield 'sinfo -N -h -o "%N %t"'
+        self.nodes = sorted({line.split()[0] for line in out.splitlines() if line.split()})
         bad = sorted(
             {
                 line.split()[0]
@@ -265,7 +266,9 @@ class ExpertPolicy:
             if wrong:
                 yield run(f"\"sed -i 's/^{wrong} /{truth.split()[0]} /' /etc/hosts\"")
             return
-        peer = next(n for n in NODES if n != node)
+        peer = next((n for n in getattr(self, "nodes", ()) if n != node), None)
+        if peer is None:
+            return
         good = yield f"ssh {peer} cat /etc/sysconfig/network-scripts/route-eth0"
         text = good.strip().replace("\n", "\\n")
         yield run(f"\"printf '{text}\\n' > /etc/sysconfig/network-scripts/route-eth0\"")
@@ -331,6 +334,8 @@ class LlmPolicy:
     timeout_s: float = 120.0
     name: str = "llm"
     messages: list[dict[str, str]] = field(default_factory=list)
+    # An httpx client to send through (tests pass one over a MockTransport); None: a plain POST.
+    client: httpx.Client | None = None
 
     def reset(self, alert: str, seed: int) -> None:
         self.seed = seed
@@ -344,7 +349,8 @@ class LlmPolicy:
         if not self.first:
             self.messages.append({"role": "user", "content": f"Output:\n{observation[-6000:]}"})
         self.first = False
-        response = httpx.post(
+        post = self.client.post if self.client is not None else httpx.post
+        response = post(
             f"{self.base_url.rstrip('/')}/chat/completions",
             headers={"Authorization": f"Bearer {self.api_key}"},
             json={
