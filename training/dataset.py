@@ -62,7 +62,9 @@ def resolve_scenarios(names: Sequence[str]) -> list[str]:
             elif part in every:
                 ids = [part]
             else:
-                raise ScenarioError(f"unknown scenario {part!r}", hint=f"choose from all, lite, tierN, {', '.join(every)}")
+                raise ScenarioError(
+                    f"unknown scenario {part!r}", hint=f"choose from all, lite, tierN, {', '.join(every)}"
+                )
             chosen += [s for s in ids if s not in chosen]
     return chosen
 

@@ -16,6 +16,7 @@ treats as unscorable (no reward, no advantage), never as a 0.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import logging
@@ -165,7 +166,11 @@ class _LocalShared:
             if key not in self._entries:
                 runtime = RUNTIMES.acquire(images)
                 options = EpisodeOptions(timeout_s=settings.step_timeout_s)
-                self._entries[key] = (runtime, EpisodePool(runtime, settings.pool_size, options), default_registry())
+                self._entries[key] = (
+                    runtime,
+                    EpisodePool(runtime, settings.pool_size, options),
+                    default_registry(),
+                )
             _, pool, registry = self._entries[key]
             return pool, registry
 
@@ -180,6 +185,15 @@ class _LocalShared:
 
 
 _LOCAL = _LocalShared()
+
+
+def close_local_episodes() -> None:
+    """Close the in-process episode pools and runtimes (call when training ends, before interpreter exit).
+
+    Python shuts thread pools down before `atexit` handlers run, so a pool still preparing an
+    episode at exit would fail noisily; trainers and tests call this first.
+    """
+    _LOCAL.close()
 
 
 class LocalBackend:
@@ -267,10 +281,8 @@ class RemoteBackend:
     def _close_client(self) -> None:
         client, self.client = self.client, None
         if client is not None:
-            try:
+            with contextlib.suppress(TRANSPORT_ERRORS):
                 client.close()
-            except TRANSPORT_ERRORS:
-                pass
 
     def _start(self, url: str) -> str:
         assert self.task is not None
@@ -377,7 +389,9 @@ class HpcToolEnv:
             `TokenCounter(tokenizer)` to cut tool output by the model's own tokens.
     """
 
-    def __init__(self, settings: EnvSettings | None = None, count_tokens: Callable[[str], int] | None = None) -> None:
+    def __init__(
+        self, settings: EnvSettings | None = None, count_tokens: Callable[[str], int] | None = None
+    ) -> None:
         self._settings = settings or EnvSettings()
         self._count_tokens = count_tokens or estimate_tokens
         self._backend: Backend | None = None
@@ -420,7 +434,7 @@ class HpcToolEnv:
         Rocky Linux 9 cluster. Each call is one step of a limited budget.
 
         Args:
-            command: one bash command line, for example `sinfo -R` or `ssh compute-01 systemctl status slurmd`.
+            command: one bash command line, such as `sinfo -R` or `ssh compute-01 systemctl status slurmd`.
 
         Returns:
             The command's output (stdout and stderr interleaved), with its exit status when non-zero.
@@ -432,7 +446,9 @@ class HpcToolEnv:
             raise EnvironmentUnavailable("the environment is unavailable for this episode")
         if self._done:
             how = "solved" if record.solved else "ended"
-            raise EpisodeOverError(f"the episode is over ({how}); do not call run again, reply with a summary")
+            raise EpisodeOverError(
+                f"the episode is over ({how}); do not call run again, reply with a summary"
+            )
         assert self._backend is not None
         try:
             reply = self._backend.step(command)
@@ -511,7 +527,9 @@ def record_json(record: RolloutRecord) -> dict[str, Any]:
     return data
 
 
-def episode_metrics(environments: Sequence[HpcToolEnv] | None = None, log_metric: Any = None, **_: Any) -> list[None]:
+def episode_metrics(
+    environments: Sequence[HpcToolEnv] | None = None, log_metric: Any = None, **_: Any
+) -> list[None]:
     """A reward function that scores nothing and logs the batch's episode figures through TRL.
 
     It logs `hpcgym/solve_rate`, `hpcgym/unsafe_rate`, `hpcgym/steps`, `hpcgym/infra_failed` and

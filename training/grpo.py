@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from training.dataset import Order, build_dataset
-from training.env import EnvSettings, HpcToolEnv, TokenCounter, episode_metrics
+from training.env import EnvSettings, HpcToolEnv, TokenCounter, close_local_episodes, episode_metrics
 
 
 @dataclass
@@ -61,12 +61,16 @@ class TrainSettings:
 def parse_args(argv: list[str] | None = None) -> TrainSettings:
     defaults = TrainSettings()
     parser = argparse.ArgumentParser(prog="python -m training.grpo", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="a JSON file of settings (see training/configs/); flags override it")
+    parser.add_argument(
+        "--config", type=Path, help="a JSON file of settings (see training/configs/); flags override it"
+    )
     parser.add_argument("--model", help=f"a hub id or a local directory (default {defaults.model})")
     parser.add_argument("--scenarios", nargs="+", help="scenario ids, or all, lite, tierN (default lite)")
     parser.add_argument("--group-size", type=int, help="GRPO group: completions per row (default 8)")
     parser.add_argument("--prompts-per-step", type=int, help="rows (groups) per optimizer step (default 1)")
-    parser.add_argument("--max-turns", type=int, help="tool calls per rollout, also the episode's step budget")
+    parser.add_argument(
+        "--max-turns", type=int, help="tool calls per rollout, also the episode's step budget"
+    )
     parser.add_argument("--num-train-steps", type=int, help="optimizer steps")
     parser.add_argument("--max-completion-length", type=int, help="tokens per rollout, tool output included")
     parser.add_argument("--max-output-chars", type=int, help="characters one tool call may return")
@@ -82,7 +86,9 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
     adapters.add_argument("--lora", action="store_true", default=None, help="train a LoRA adapter")
     adapters.add_argument("--qlora", action="store_true", default=None, help="LoRA over a 4-bit model (CUDA)")
     parser.add_argument("--lora-rank", type=int)
-    parser.add_argument("--vllm-mode", choices=["colocate", "server"], help="generate with vLLM (CUDA, vllm installed)")
+    parser.add_argument(
+        "--vllm-mode", choices=["colocate", "server"], help="generate with vLLM (CUDA, vllm installed)"
+    )
     parser.add_argument("--output-dir")
     parser.add_argument("--report-to", nargs="+", help="tensorboard, wandb, ... (default: JSONL only)")
     parser.add_argument("--transcript-every", type=int, help="write every n-th rollout of each env slot")
@@ -106,7 +112,9 @@ def make_callback(metrics_path: Path) -> Any:
     from transformers import TrainerCallback
 
     class JsonlMetrics(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any) -> None:
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
+        ) -> None:
             if logs is None:
                 return
             with metrics_path.open("a") as f:
@@ -155,14 +163,18 @@ def load_model(settings: TrainSettings, cuda: bool) -> tuple[Any, Any]:
         model, tokenizer = FastLanguageModel.from_pretrained(
             settings.model, max_seq_length=settings.max_completion_length + 2048, load_in_4bit=settings.qlora
         )
-        model = FastLanguageModel.get_peft_model(model, r=settings.lora_rank, lora_alpha=2 * settings.lora_rank)
+        model = FastLanguageModel.get_peft_model(
+            model, r=settings.lora_rank, lora_alpha=2 * settings.lora_rank
+        )
         return model, tokenizer
     tokenizer = AutoTokenizer.from_pretrained(settings.model)
     tokenizer.padding_side = "left"
     return settings.model, tokenizer
 
 
-def build_trainer(settings: TrainSettings, *, model: Any = None, tokenizer: Any = None, callbacks: list[Any] = ()) -> Any:
+def build_trainer(
+    settings: TrainSettings, *, model: Any = None, tokenizer: Any = None, callbacks: list[Any] = ()
+) -> Any:
     """A ready `GRPOTrainer` for `settings` (pass `model` and `tokenizer` to skip loading them)."""
     import torch
     from trl import GRPOConfig, GRPOTrainer
@@ -208,7 +220,9 @@ def build_trainer(settings: TrainSettings, *, model: Any = None, tokenizer: Any 
         transcripts=str(out / "transcripts.jsonl"),
         transcript_every=settings.transcript_every,
     )
-    dataset = build_dataset(settings.scenarios, "train", settings.seeds_per_scenario, settings.order, settings.seed)
+    dataset = build_dataset(
+        settings.scenarios, "train", settings.seeds_per_scenario, settings.order, settings.seed
+    )
     return GRPOTrainer(
         model=model,
         reward_funcs=[episode_metrics],
@@ -228,7 +242,10 @@ def train(settings: TrainSettings, **kwargs: Any) -> Any:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
     trainer = build_trainer(settings, **kwargs)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        close_local_episodes()
     if settings.save_model:
         trainer.save_model(str(out / "final"))
         trainer.processing_class.save_pretrained(str(out / "final"))

@@ -61,7 +61,9 @@ def build_tokenizer(commands: Sequence[str]) -> Any:
     return tokenizer
 
 
-def build_model(tokenizer: Any, weights: Sequence[tuple[str, float]], end_weight: float, seed: int = 0) -> Any:
+def build_model(
+    tokenizer: Any, weights: Sequence[tuple[str, float]], end_weight: float, seed: int = 0
+) -> Any:
     """A 2-layer Qwen2 whose head starts as the scripted bigram chain described above."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -97,7 +99,9 @@ def build_model(tokenizer: Any, weights: Sequence[tuple[str, float]], end_weight
         newline = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("\n"))[0]
         total = sum(w for _, w in weights) + end_weight
         for command, weight in weights:
-            head[tokenizer.convert_tokens_to_ids(tool_call_text(command)), newline] = math.log(weight / total) * scale
+            head[tokenizer.convert_tokens_to_ids(tool_call_text(command)), newline] = (
+                math.log(weight / total) * scale
+            )
         head[eos, newline] = math.log(end_weight / total) * scale
         others = [i for i in range(vocab_size) if head[i, newline] == 0]
         head[others, newline] = -30.0 * scale

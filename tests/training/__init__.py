@@ -1,0 +1,1 @@
+"""Tests of training/: the TRL environment, dataset rows, and GRPO steps end to end."""
