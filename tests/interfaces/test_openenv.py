@@ -151,10 +151,10 @@ def test_auth_on_the_websocket(auth_url):
 
 def test_health_turns_unhealthy_when_episodes_cannot_be_made():
     app = FastAPI()
-    pool = SimpleNamespace(failure=None)
+    pool = SimpleNamespace(failure=None, ready=2)
     replace_health(app, pool)  # type: ignore[arg-type]
     client = TestClient(app)
-    assert client.get("/health").json() == {"status": "healthy"}
+    assert client.get("/health").json() == {"status": "healthy", "episodes_ready": 2}
     pool.failure = RuntimeError("bwrap: Can't mount proc")
     response = client.get("/health")
     assert response.status_code == 503 and "mount proc" in response.json()["detail"]

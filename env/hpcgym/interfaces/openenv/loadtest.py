@@ -48,6 +48,7 @@ class LoadReport:
 
     sessions: int
     steps_per_session: int
+    reset_concurrency: int
     steps_ok: int
     errors: int
     first_error: str | None
@@ -66,7 +67,8 @@ class LoadReport:
             f"{self.sessions} sessions x {self.steps_per_session} steps over the WebSocket: "
             f"{self.steps_ok} steps ok, {self.errors} errors; step p50 {self.step_p50_ms:.1f} ms, "
             f"p95 {self.step_p95_ms:.1f} ms, p99 {self.step_p99_ms:.1f} ms, max {self.step_max_ms:.1f} ms; "
-            f"reset p50 {self.reset_p50_ms:.1f} ms, p95 {self.reset_p95_ms:.1f} ms; "
+            f"reset ({self.reset_concurrency} at a time) p50 {self.reset_p50_ms:.1f} ms, "
+            f"p95 {self.reset_p95_ms:.1f} ms; "
             f"{self.steps_per_s:.0f} steps/s in {self.wall_s:.1f} s"
             + (f"\nfirst error: {self.first_error}" if self.first_error else "")
         )
@@ -87,14 +89,23 @@ class _Plan:
     scenario: str
 
 
-async def _session(plan: _Plan, index: int, resets: list[float], latencies: list[float]) -> None:
+async def _open(plan: _Plan, index: int, gate: asyncio.Semaphore, resets: list[float]) -> HpcEnvClient:
     client = HpcEnvClient(plan.url, api_key=plan.api_key, message_timeout_s=60.0)
     try:
-        start = time.perf_counter()
-        result = await client.reset(seed=index, scenario=plan.scenario)
-        resets.append(time.perf_counter() - start)
+        async with gate:
+            start = time.perf_counter()
+            result = await client.reset(seed=index, scenario=plan.scenario)
+            resets.append(time.perf_counter() - start)
         if result.observation.step != 0:
             raise HpcgymError(f"session {index}: reset reported step {result.observation.step}")
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+async def _drive(plan: _Plan, index: int, client: HpcEnvClient, latencies: list[float]) -> None:
+    try:
         for n in range(1, plan.steps + 1):
             command = COMMANDS[(index + n) % len(COMMANDS)]
             start = time.perf_counter()
@@ -108,26 +119,38 @@ async def _session(plan: _Plan, index: int, resets: list[float], latencies: list
                 raise HpcgymError(
                     f"session {index}: {command!r} exited {observation.exit_code}: {observation.output!r}"
                 )
-            if result.done:
-                break
+            if result.done and n < plan.steps:
+                raise HpcgymError(f"session {index}: the episode ended at step {n} (raise HPCGYM_MAX_STEPS)")
     finally:
         await client.close()
 
 
 async def run_load_async(
-    url: str, sessions: int, steps: int, api_key: str | None = None, scenario: str = EXPLORE
+    url: str,
+    sessions: int,
+    steps: int,
+    api_key: str | None = None,
+    scenario: str = EXPLORE,
+    reset_concurrency: int = 4,
 ) -> LoadReport:
     plan = _Plan(url, api_key, steps, scenario)
     resets: list[float] = []
     latencies: list[float] = []
+    # Sessions join a few at a time, as trainers' workers do, then all of them step at once.
+    gate = asyncio.Semaphore(reset_concurrency)
+    opened = await asyncio.gather(
+        *(_open(plan, i, gate, resets) for i in range(sessions)), return_exceptions=True
+    )
     start = time.perf_counter()
-    runs = [_session(plan, i, resets, latencies) for i in range(sessions)]
-    outcomes = await asyncio.gather(*runs, return_exceptions=True)
+    runs = [_drive(plan, i, c, latencies) for i, c in enumerate(opened) if isinstance(c, HpcEnvClient)]
+    driven = await asyncio.gather(*runs, return_exceptions=True)
+    outcomes = [*opened, *driven]
     wall_s = time.perf_counter() - start
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     return LoadReport(
         sessions=sessions,
         steps_per_session=steps,
+        reset_concurrency=reset_concurrency,
         steps_ok=len(latencies),
         errors=len(errors),
         first_error=f"{type(errors[0]).__name__}: {errors[0]}" if errors else None,
@@ -167,28 +190,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll `url`/health until it answers 200 (or raise, with the server's exit code if it died)."""
+def wait_healthy(
+    url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None, episodes_ready: int = 0
+) -> None:
+    """Poll `url`/health until it is healthy with `episodes_ready` episodes prepared (or raise)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise HpcgymError(f"the server exited with code {process.returncode} before it was healthy")
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            if response.status == 200:
+            health = json.load(response)
+            if health.get("status") == "healthy" and health.get("episodes_ready", 0) >= episodes_ready:
                 return
         time.sleep(0.2)
     raise HpcgymError(f"the server at {url} was not healthy after {timeout_s:g} s")
 
 
 @contextlib.contextmanager
-def server_process(images_dir: Path, sessions: int, pool_size: int, log_path: Path | None) -> Iterator[str]:
-    """Run the server in a child process on a free local port; yield its URL."""
+def server_process(
+    images_dir: Path, sessions: int, steps: int, pool_size: int, log_path: Path | None
+) -> Iterator[str]:
+    """Run the server in a child process on a free local port; yield its URL once its pool is full."""
     port = free_port()
     env = {
         **os.environ,
         "HPCGYM_IMAGES": str(images_dir),
         "HPCGYM_MAX_SESSIONS": str(sessions),
         "HPCGYM_POOL_SIZE": str(pool_size),
+        "HPCGYM_MAX_STEPS": str(steps),
     }
     env.pop("OPENENV_API_KEY", None)
     argv = [sys.executable, "-m", "hpcgym.interfaces.openenv.server.app", "--host", "127.0.0.1"]
@@ -198,7 +227,7 @@ def server_process(images_dir: Path, sessions: int, pool_size: int, log_path: Pa
         process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, SERVER_START_TIMEOUT_S, process)
+            wait_healthy(url, SERVER_START_TIMEOUT_S, process, episodes_ready=pool_size)
             yield url
         finally:
             process.terminate()
@@ -220,7 +249,7 @@ def run_loadtest(
 
     Needs root and the built images, like the server itself.
     """
-    with server_process(images_dir, sessions, pool_size, log_path) as url:
+    with server_process(images_dir, sessions, steps, pool_size, log_path) as url:
         return run_load(url, sessions, steps)
 
 

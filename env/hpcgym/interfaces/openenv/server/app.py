@@ -99,7 +99,7 @@ def replace_health(app: FastAPI, pool: EpisodePool) -> None:
     def health() -> JSONResponse:
         if pool.failure is not None:
             return JSONResponse({"status": "unhealthy", "detail": str(pool.failure)}, status_code=503)
-        return JSONResponse({"status": "healthy"})
+        return JSONResponse({"status": "healthy", "episodes_ready": pool.ready})
 
 
 def build_app(
