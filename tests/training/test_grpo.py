@@ -1,0 +1,181 @@
+"""Two GRPO steps with TRL end to end: a tiny Qwen2 built here, the real environment, in-process and over OpenEnv.
+
+The model is `training.tiny`: random weights with a scripted head that starts each assistant turn
+with one of a few whole tool calls, or ends the turn. The tests check that its tool calls reached the
+cluster (the transcripts hold real command output), that only the sampled tokens are trained (tool
+output is masked; every turn's tokens are trained), and that the episode returns are the trainer's
+rewards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+GROUP = 4
+
+
+@contextlib.contextmanager
+def env_server(images: Path, log_path: Path, sessions: int = 2 * GROUP) -> Iterator[str]:
+    """The EnterpriseHPC OpenEnv server in a child process on a free local port; yields its URL."""
+    pytest.importorskip("openenv", reason="the OpenEnv server needs openenv")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "HPCGYM_IMAGES": str(images),
+        "HPCGYM_MAX_SESSIONS": str(sessions),
+        "HPCGYM_POOL_SIZE": "2",
+    }
+    env.pop("OPENENV_API_KEY", None)
+    argv = [
+        sys.executable,
+        "-m",
+        "hpcgym.interfaces.openenv.server.app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, f"the server exited: {log_path.read_text()}"
+                assert time.monotonic() < deadline, "the server was not healthy in 120 s"
+                with contextlib.suppress(OSError):
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_two_steps(tmp_path: Path, images: Path, env_urls: list[str]) -> tuple[object, list[dict], list[dict]]:
+    from training.grpo import TrainSettings, build_trainer
+    from training.tiny import build_tiny
+
+    model, tokenizer = build_tiny()
+    settings = TrainSettings(
+        model="tiny",
+        scenarios=["hpc_munge"],
+        group_size=GROUP,
+        max_turns=3,
+        num_train_steps=2,
+        max_completion_length=1024,
+        max_output_chars=600,
+        seeds_per_scenario=2,
+        learning_rate=1e-5,
+        images_dir=str(images),
+        env_urls=env_urls,
+        output_dir=str(tmp_path),
+        save_model=False,
+    )
+    trainer = build_trainer(settings, model=model, tokenizer=tokenizer)
+    batches: list[dict] = []
+    generate = trainer._generate_and_score_completions
+
+    def recording(inputs):  # type: ignore[no-untyped-def]
+        output = generate(inputs)
+        batches.append({"inputs": [dict(x) for x in inputs], **output})
+        return output
+
+    trainer._generate_and_score_completions = recording
+    try:
+        trainer.train()
+    finally:
+        from training.env import close_local_episodes
+
+        close_local_episodes()
+    transcripts = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
+    return trainer, batches, transcripts
+
+
+def check_run(trainer, batches, transcripts, backend: str) -> None:  # type: ignore[no-untyped-def]
+    from training.tiny import DEFAULT_COMMANDS, tool_call_text
+
+    tokenizer = trainer.processing_class
+    call_ids = {tokenizer.convert_tokens_to_ids(tool_call_text(c)): c for c, _ in DEFAULT_COMMANDS}
+    eos = tokenizer.eos_token_id
+
+    # Two optimizer steps, one group of GROUP rollouts each; every rollout was scored and written.
+    assert len(batches) == 2 and trainer.state.global_step == 2
+    assert len(transcripts) == 2 * GROUP
+    assert {t["backend"] for t in transcripts} == {backend}
+
+    # Groups share their start state: one (scenario, seed) per batch, one alert per group.
+    for index, batch in enumerate(batches):
+        assert len({(x["scenario"], x["seed"]) for x in batch["inputs"]}) == 1
+        assert len({t["alert"] for t in transcripts[index * GROUP : (index + 1) * GROUP]}) == 1
+
+    # Tool calls reached the cluster: real output of the commands the model chose.
+    steps = [step for t in transcripts for step in t["steps"]]
+    assert steps, "the model made no tool call in two steps"
+    for step in steps:
+        if step["command"] == "hostname":
+            assert step["output"].startswith("login01")
+        if step["command"] == "sinfo -R":
+            assert "REASON" in step["output"]
+
+    for batch, group in zip(batches, (transcripts[:GROUP], transcripts[GROUP:]), strict=True):
+        completion_ids, completion_mask, tool_mask = (
+            batch["completion_ids"],
+            batch["completion_mask"],
+            batch["tool_mask"],
+        )
+        for row, transcript in enumerate(group):
+            ids = completion_ids[row][completion_mask[row].bool()].tolist()
+            trained = [t for t, m in zip(ids, tool_mask[row][: len(ids)].tolist(), strict=True) if m]
+            masked = [t for t, m in zip(ids, tool_mask[row][: len(ids)].tolist(), strict=True) if not m]
+            # Every token trained was sampled by the model (a whole tool call, or the end of a turn)...
+            assert set(trained) <= set(call_ids) | {eos}
+            # ...every turn is trained, not only the first: one call token per command the env ran...
+            assert [call_ids[t] for t in trained if t in call_ids][: len(transcript["steps"])] == [
+                s["command"] for s in transcript["steps"]
+            ]
+            # ...and the tool output the env returned is in the sequence but masked.
+            if transcript["steps"]:
+                assert "<tool_response>" in tokenizer.decode(masked)
+                assert transcript["steps"][0]["output"][:20] in tokenizer.decode(masked)
+
+    # The trainer's rewards are the episode returns.
+    logged = [h for h in trainer.state.log_history if "rewards/HpcToolEnv/mean" in h]
+    assert len(logged) == 2
+    for record, group in zip(logged, (transcripts[:GROUP], transcripts[GROUP:]), strict=True):
+        expected = sum(t["total_reward"] for t in group) / GROUP
+        assert record["rewards/HpcToolEnv/mean"] == pytest.approx(expected, abs=1e-6)
+        assert record["hpcgym/steps"] == pytest.approx(sum(len(t["steps"]) for t in group) / GROUP)
+    assert (Path(trainer.args.output_dir) / "metrics.jsonl").read_text().count("\n") >= 2
+
+
+def test_two_grpo_steps_in_process(tmp_path, trl_stack, episode_images) -> None:
+    trainer, batches, transcripts = run_two_steps(tmp_path, episode_images, [])
+    check_run(trainer, batches, transcripts, "local")
+
+
+def test_two_grpo_steps_through_a_local_openenv_server(tmp_path, trl_stack, episode_images) -> None:
+    with env_server(episode_images, tmp_path / "server.log") as url:
+        trainer, batches, transcripts = run_two_steps(tmp_path, episode_images, [url])
+    check_run(trainer, batches, transcripts, "remote")
