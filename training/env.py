@@ -101,6 +101,7 @@ class Step:
     solved: bool = False
     failed: bool = False
     unsafe_count: float = 0.0
+    node: str = ""
 
 
 @dataclass
@@ -137,6 +138,7 @@ class Reply:
     truncated: bool
     exit_code: int
     unsafe_count: float
+    node: str = ""
 
 
 class Backend(Protocol):
@@ -221,6 +223,7 @@ class LocalBackend:
             truncated=t.truncated,
             exit_code=int(t.info.get("exit_code", 0)),
             unsafe_count=float(t.info.get("reward_components", {}).get("unsafe_count", 0.0)),
+            node=str(t.info.get("command_node", "")),
         )
 
     def release(self) -> None:
@@ -270,6 +273,7 @@ class RemoteBackend:
         self.url: str | None = None
         self.task: tuple[str, int] | None = None
         self.history: list[tuple[str, str]] = []
+        self.node = ""
 
     def _connect(self, url: str) -> Any:
         from hpcgym.interfaces.openenv.client import HpcEnvClient
@@ -290,6 +294,7 @@ class RemoteBackend:
         self.url = url
         scenario, seed = self.task
         result = self.client.reset(scenario=scenario, seed=seed)
+        self.node = result.observation.node
         return str(result.observation.output)
 
     def _failover(self, error: BaseException) -> None:
@@ -331,6 +336,7 @@ class RemoteBackend:
     def step(self, command: str) -> Reply:
         from hpcgym.interfaces.openenv.models import HpcAction
 
+        node = self.node
         for attempt in range(2):
             try:
                 result = self.client.step(HpcAction(command=command))
@@ -340,6 +346,7 @@ class RemoteBackend:
                     raise EnvironmentUnavailable(f"the env server failed twice: {e}") from e
                 self._failover(e)
         obs = result.observation
+        self.node = obs.node or self.node
         self.history.append((command, obs.output))
         return Reply(
             output=obs.output,
@@ -350,6 +357,7 @@ class RemoteBackend:
             truncated=obs.truncated,
             exit_code=obs.exit_code,
             unsafe_count=float(obs.reward_components.get("unsafe_count", 0.0)),
+            node=node,
         )
 
     def release(self) -> None:
@@ -469,7 +477,16 @@ class HpcToolEnv:
                 text += "\n[the step budget is spent; the episode is over]"
         text = self._fit(command, text)
         record.steps.append(
-            Step(command, text, reply.reward, reply.exit_code, reply.solved, reply.failed, reply.unsafe_count)
+            Step(
+                command,
+                text,
+                reply.reward,
+                reply.exit_code,
+                reply.solved,
+                reply.failed,
+                reply.unsafe_count,
+                reply.node,
+            )
         )
         record.total_reward += reply.reward
         record.solved = record.solved or reply.solved
