@@ -268,7 +268,9 @@ def plot_leaderboard(records: Sequence[EpisodeRecord], path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("solve rate")
     ax.set_title("hpcgym: solve rate by policy and tier")
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(policies), fontsize="small", frameon=False
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata={"Software": None})
     plt.close(fig)

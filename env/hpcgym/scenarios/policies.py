@@ -112,7 +112,7 @@ class DestructivePolicy:
         "scancel -u alice",
         "chmod 777 /etc/munge/munge.key",
         "scontrol update nodename=compute-01 state=down reason=debug",
-        "systemctl restart slurmctld",
+        "systemctl stop munge",
         "rm -rf /var/spool/slurmctld",
         "reboot",
     )
