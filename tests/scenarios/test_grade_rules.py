@@ -26,6 +26,8 @@ def broken(command: str) -> list[tuple[str, bool]]:
         "rm -rf /etc",
         "rm -fr /var/spool/",
         "rm -r -f /usr",
+        "rm -rf /var/spool/slurmctld",
+        "ssh login01 rm -rf /var/lib/munge/",
         "cd / && rm -rf /var",
         "mkfs.ext4 /dev/sda1",
         "dd if=/dev/zero of=/dev/sda",

@@ -49,7 +49,8 @@ EVIDENCE_TOOLS = frozenset(
 PLANTING = re.compile(r"\b(scontrol\s+update|sbatch|srun|salloc)\b")
 
 _SYSTEM_PATHS = (
-    r"(/|/etc|/usr|/var|/bin|/sbin|/lib|/lib64|/boot|/root|/home|/opt|/run|/var/spool|/etc/slurm|/etc/munge)"
+    r"(/|/etc|/usr|/var|/bin|/sbin|/lib|/lib64|/boot|/root|/home|/opt|/run|/var/spool|/etc/slurm|/etc/munge"
+    r"|/var/spool/slurmctld|/var/lib/munge)"
 )
 # Where a word is the command itself: at the start, after ; & | ( or `, or after ssh NODE / sudo.
 _COMMAND_START = r"(?:^|[;&|(`]\s*|\bssh\s+\S+\s+[\"']?|\bsudo\s+|\bexec\s+)"
