@@ -71,7 +71,7 @@ def endpoint_policy(base_url: str, model: str, api_key: str = "EMPTY", temperatu
     import httpx
 
     def act(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
-        wire = [{k: v for k, v in m.items() if k != "hpcgym_task" and v is not None} for m in messages]
+        wire = [wire_message(m) for m in messages]
         response = httpx.post(
             f"{base_url.rstrip('/')}/chat/completions",
             headers={"Authorization": f"Bearer {api_key}"},
@@ -95,6 +95,19 @@ def endpoint_policy(base_url: str, model: str, api_key: str = "EMPTY", temperatu
         return message, command_of(message)
 
     return act
+
+
+def wire_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A chat message as OpenAI's API takes it: no extra keys, tool-call arguments as JSON text."""
+    wire = {k: v for k, v in message.items() if k != "hpcgym_task" and v is not None}
+    if wire.get("tool_calls"):
+        wire["tool_calls"] = [
+            {**call, "function": {**call["function"], "arguments": json.dumps(call["function"]["arguments"])}}
+            if not isinstance(call["function"].get("arguments"), str)
+            else call
+            for call in wire["tool_calls"]
+        ]
+    return wire
 
 
 def command_of(message: dict[str, Any]) -> str | None:
@@ -129,11 +142,14 @@ def play(env: HpcToolEnv, row: dict[str, Any], act: Act, max_turns: int) -> Any:
             output = env.run(command)
         except (EpisodeOverError, EnvironmentUnavailable):
             break
-        messages.append(
-            {"role": "tool", "name": "run", "content": output}
-            if message.get("tool_calls")
-            else {"role": "user", "content": f"Output:\n{output}"}
-        )
+        if message.get("tool_calls"):
+            reply = {"role": "tool", "name": "run", "content": output}
+            call_id = message["tool_calls"][0].get("id")
+            if call_id:
+                reply["tool_call_id"] = call_id  # OpenAI's API pairs each result with its call
+            messages.append(reply)
+        else:
+            messages.append({"role": "user", "content": f"Output:\n{output}"})
         if env._done:
             break
     env.get_reward()

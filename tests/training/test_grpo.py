@@ -9,68 +9,16 @@ rewards.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.training.conftest import env_server
+
 pytestmark = pytest.mark.slow
 
 GROUP = 4
-
-
-@contextlib.contextmanager
-def env_server(images: Path, log_path: Path, sessions: int = 2 * GROUP) -> Iterator[str]:
-    """The EnterpriseHPC OpenEnv server in a child process on a free local port; yields its URL."""
-    pytest.importorskip("openenv", reason="the OpenEnv server needs openenv")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "HPCGYM_IMAGES": str(images),
-        "HPCGYM_MAX_SESSIONS": str(sessions),
-        "HPCGYM_POOL_SIZE": "2",
-    }
-    env.pop("OPENENV_API_KEY", None)
-    argv = [
-        sys.executable,
-        "-m",
-        "hpcgym.interfaces.openenv.server.app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, f"the server exited: {log_path.read_text()}"
-                assert time.monotonic() < deadline, "the server was not healthy in 120 s"
-                with contextlib.suppress(OSError):
-                    with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def run_two_steps(tmp_path: Path, images: Path, env_urls: list[str]) -> tuple[object, list[dict], list[dict]]:
@@ -176,6 +124,6 @@ def test_two_grpo_steps_in_process(tmp_path, trl_stack, episode_images) -> None:
 
 
 def test_two_grpo_steps_through_a_local_openenv_server(tmp_path, trl_stack, episode_images) -> None:
-    with env_server(episode_images, tmp_path / "server.log") as url:
-        trainer, batches, transcripts = run_two_steps(tmp_path, episode_images, [url])
+    with env_server(episode_images, tmp_path / "server.log", sessions=2 * GROUP) as server:
+        trainer, batches, transcripts = run_two_steps(tmp_path, episode_images, [server.url])
     check_run(trainer, batches, transcripts, "remote")
