@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # Background work waits this long after a hand-off: making an episode is ~200 ms of mostly Python,
 # and started at once it would hold the GIL while the taker finishes its reset (5-15 ms instead of 1).
 HANDOFF_GRACE_S = 0.025
+RETRY_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,17 +93,17 @@ class EpisodePool:
             SandboxError: the pool's thread failed to make an episode (the cause is in the message),
                 or the pool is closed.
         """
-        while True:
-            episode = self.take_ready()
-            if episode is not None:
-                return episode
-            if self._stopped:
-                raise SandboxError("the episode pool is closed", hint="make a new EpisodePool")
-            if self.failure is not None:
-                raise SandboxError(
-                    f"the episode pool failed: {self.failure}", hint="see the log for the cause"
-                )
-            return self.options.make(self.runtime)
+        episode = self.take_ready()
+        if episode is not None:
+            return episode
+        if self._stopped:
+            raise SandboxError("the episode pool is closed", hint="make a new EpisodePool")
+        if self.failure is not None:
+            raise SandboxError(
+                f"the episode pool failed: {self.failure}",
+                hint="see the log; the pool keeps trying, and a passing fault heals",
+            )
+        return self.options.make(self.runtime)
 
     def take_ready(self) -> Episode | None:
         """Return a prepared episode nobody has had before, or None if none is ready."""
@@ -155,13 +156,16 @@ class EpisodePool:
                 try:
                     episode = self.options.make(self.runtime)
                 except HpcgymError as e:
-                    # Surfaced by `take`, which then raises instead of going cold quietly.
+                    # Surfaced by `take` (and the server's /health) until an attempt succeeds again:
+                    # a host that cannot make episodes at all stays visibly broken, a passing fault heals.
                     log.error("episode pool could not prepare an episode: %s", e)
                     with self._changed:
                         self.failure = e
                         self._changed.notify_all()
-                    return
+                    time.sleep(RETRY_AFTER_S)
+                    continue
                 with self._changed:
+                    self.failure = None
                     stopped = self._stopped
                     if not stopped:
                         self._ready.append(episode)
