@@ -23,7 +23,14 @@ KEY = "test-key-123"
 
 @pytest.fixture(scope="module")
 def url(runtime):
-    settings = ServerSettings(max_sessions=CAPACITY, pool_size=2, session_timeout_s=1.0)
+    settings = ServerSettings(max_sessions=CAPACITY, pool_size=2, session_timeout_s=120.0)
+    with serve(build_app(settings, runtime=runtime)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def reaping_url(runtime):
+    settings = ServerSettings(max_sessions=2, pool_size=0, session_timeout_s=1.0)
     with serve(build_app(settings, runtime=runtime)) as url:
         yield url
 
@@ -112,13 +119,13 @@ def test_agent_mistakes_are_observations_and_misuse_is_a_clear_error(url):
         client.close()
 
 
-def test_idle_sessions_are_reaped(url):
+def test_idle_sessions_are_reaped(reaping_url):
     # The reaper wakes every 5 s at most; a session idle past its 1 s timeout is gone by then.
-    idle = [session(url) for _ in range(CAPACITY)]
+    idle = [session(reaping_url) for _ in range(2)]
     for client in idle:
         client.reset(scenario=EXPLORE)
-    time.sleep(6.5)
-    fresh = session(url)
+    time.sleep(6.5)  # both slots were taken; a new session gets one only if an idle one was reaped
+    fresh = session(reaping_url)
     try:
         assert fresh.reset(scenario=EXPLORE).observation.step == 0
     finally:
