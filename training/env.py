@@ -173,7 +173,17 @@ class _LocalShared:
                     EpisodePool(runtime, settings.pool_size, options),
                     default_registry(),
                 )
-            _, pool, registry = self._entries[key]
+            runtime, pool, registry = self._entries[key]
+            if pool.failure is not None:
+                # A pool whose thread failed once refuses every later take: a long run would lose
+                # its in-process episodes for good. Start a fresh pool; the old one's episodes close.
+                log.warning("replacing a failed episode pool: %s", pool.failure)
+                stale = pool
+                pool = EpisodePool(
+                    runtime, settings.pool_size, EpisodeOptions(timeout_s=settings.step_timeout_s)
+                )
+                self._entries[key] = (runtime, pool, registry)
+                threading.Thread(target=stale.close, name="hpcgym-stale-pool", daemon=True).start()
             return pool, registry
 
     def close(self) -> None:
@@ -206,14 +216,28 @@ class LocalBackend:
     def __init__(self, settings: EnvSettings) -> None:
         from hpcgym.interfaces.session import TaskSession
 
+        self.settings = settings
         pool, registry = _LOCAL.get(settings)
         self.session = TaskSession(pool, registry, max_steps=settings.max_steps)
 
     def reset(self, scenario: str, seed: int) -> str:
-        return self.session.reset(np.random.default_rng(seed), scenario).observation
+        from hpcgym.errors import ControllerError, SandboxError
+
+        self.session.discard_episode()
+        self.session.pool, _ = _LOCAL.get(self.settings)
+        try:
+            return self.session.reset(np.random.default_rng(seed), scenario).observation
+        except (SandboxError, ControllerError) as e:
+            raise EnvironmentUnavailable(f"the episode could not start: {e}") from e
 
     def step(self, command: str) -> Reply:
-        t = self.session.step(command)
+        from hpcgym.errors import ControllerError, SandboxError
+
+        try:
+            t = self.session.step(command)
+        except (SandboxError, ControllerError) as e:
+            # Infrastructure, not the agent: the rollout is discarded (unscored), never scored 0.
+            raise EnvironmentUnavailable(f"the episode broke: {e}") from e
         return Reply(
             output=t.observation,
             reward=float(t.reward),
@@ -262,8 +286,22 @@ except ImportError:  # pragma: no cover - openenv depends on websockets
     pass
 
 
+class ServerFailure(Exception):
+    """A server went away or answered with an error: the episode moves, the agent is not to blame."""
+
+
+def _is_server_failure(error: BaseException) -> bool:
+    # OpenEnv's client turns an error frame (a session reaped, capacity reached, an episode the server
+    # could not run) into RuntimeError("Server error: ..."); anything else is the caller's own error.
+    if isinstance(error, EnvironmentUnavailable):
+        return False
+    return isinstance(error, TRANSPORT_ERRORS) or (
+        isinstance(error, RuntimeError) and str(error).startswith("Server error")
+    )
+
+
 class RemoteBackend:
-    """One OpenEnv session at a time; on a transport failure, the next URL replays the episode."""
+    """One OpenEnv session at a time; on a server failure, the next URL replays the episode."""
 
     name = "remote"
 
@@ -288,12 +326,25 @@ class RemoteBackend:
             with contextlib.suppress(TRANSPORT_ERRORS):
                 client.close()
 
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(*args, **kwargs)
+        except (RuntimeError, *TRANSPORT_ERRORS) as e:
+            if _is_server_failure(e):
+                raise ServerFailure(f"{self.url}: {e}") from e
+            raise
+
     def _start(self, url: str) -> str:
         assert self.task is not None
-        self.client = self._connect(url)
         self.url = url
+        try:
+            self.client = self._connect(url)
+        except (RuntimeError, *TRANSPORT_ERRORS) as e:
+            if _is_server_failure(e):
+                raise ServerFailure(f"{url}: {e}") from e
+            raise
         scenario, seed = self.task
-        result = self.client.reset(scenario=scenario, seed=seed)
+        result = self._call("reset", scenario=scenario, seed=seed)
         self.node = result.observation.node
         return str(result.observation.output)
 
@@ -309,11 +360,11 @@ class RemoteBackend:
             try:
                 self._start(url)
                 for command, output in self.history:
-                    replayed = self.client.step(HpcAction(command=command)).observation.output
+                    replayed = self._call("step", HpcAction(command=command)).observation.output
                     if replayed != output:
-                        raise EnvironmentUnavailable(f"replay on {url} diverged at {command!r}")
+                        raise ServerFailure(f"replay on {url} diverged at {command!r}")
                 return
-            except (*TRANSPORT_ERRORS, EnvironmentUnavailable) as e:
+            except ServerFailure as e:
                 _URLS.mark_down(url)
                 log.warning("env server %s could not take the episode over: %s", url, e)
                 self._close_client()
@@ -327,7 +378,7 @@ class RemoteBackend:
         for url in _URLS.order(self.settings.env_urls):
             try:
                 return self._start(url)
-            except TRANSPORT_ERRORS as e:
+            except ServerFailure as e:
                 last = e
                 _URLS.mark_down(url)
                 self._close_client()
@@ -339,9 +390,9 @@ class RemoteBackend:
         node = self.node
         for attempt in range(2):
             try:
-                result = self.client.step(HpcAction(command=command))
+                result = self._call("step", HpcAction(command=command))
                 break
-            except TRANSPORT_ERRORS as e:
+            except ServerFailure as e:
                 if attempt == 1:
                     raise EnvironmentUnavailable(f"the env server failed twice: {e}") from e
                 self._failover(e)

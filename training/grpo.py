@@ -55,6 +55,7 @@ class TrainSettings:
     report_to: list[str] = field(default_factory=list)
     transcript_every: int = 1
     save_model: bool = True
+    gradient_checkpointing: bool = True
     seed: int = 0
 
 
@@ -93,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
     parser.add_argument("--report-to", nargs="+", help="tensorboard, wandb, ... (default: JSONL only)")
     parser.add_argument("--transcript-every", type=int, help="write every n-th rollout of each env slot")
     parser.add_argument("--no-save", dest="save_model", action="store_false", default=None)
+    parser.add_argument(
+        "--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false", default=None
+    )
     parser.add_argument("--seed", type=int)
     args = vars(parser.parse_args(argv))
     settings: dict[str, Any] = {}
@@ -208,6 +212,7 @@ def build_trainer(
         vllm_mode=settings.vllm_mode or "colocate",
         model_init_kwargs=model_init_kwargs(settings, cuda) if isinstance(model, str) else None,
         remove_unused_columns=False,
+        gradient_checkpointing=settings.gradient_checkpointing,
     )
     env_settings = EnvSettings(
         images_dir=settings.images_dir,

@@ -30,24 +30,61 @@ DEFAULT_COMMANDS: tuple[tuple[str, float], ...] = (
 )
 END_WEIGHT = 0.15
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-HIDDEN = 320  # >= the vocabulary, so every token has its own residual direction
+VOCAB = 600
+HIDDEN = 640  # >= the vocabulary, so every token has its own residual direction
 
 
 def tool_call_text(command: str) -> str:
     return "<tool_call>\n" + json.dumps({"name": "run", "arguments": {"command": command}}) + "\n</tool_call>"
 
 
-def build_tokenizer(commands: Sequence[str]) -> Any:
-    """A byte-level BPE tokenizer (no merges) with Qwen's special tokens and one token per tool call."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def tokenizer_corpus() -> list[str]:
+    """Text like the prompts and tool output the tokenizer will see, to learn its merges from."""
+    from transformers.utils import get_json_schema
+
+    from training.dataset import SYSTEM_PROMPT, USER_PROMPT
+    from training.env import HpcToolEnv
+
+    schema = json.dumps(get_json_schema(HpcToolEnv.run))
+    return [SYSTEM_PROMPT, USER_PROMPT, schema, _TEMPLATE_TEXT, _OUTPUT_TEXT] * 4
+
+
+_TEMPLATE_TEXT = (
+    "<|im_start|>system\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+    "<args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n</tool_response>"
+    "<|im_end|>\n<|im_start|>assistant\n"
+)
+_OUTPUT_TEXT = (
+    "PARTITION AVAIL  TIMELIMIT  NODES  STATE NODELIST\n"
+    "batch*       up   infinite      4   idle compute-[01-04]\n"
+    "REASON               USER      TIMESTAMP           NODELIST\nNot responding       slurm     compute-01\n"
+    "munge.service - MUNGE authentication service Loaded: loaded (/usr/lib/systemd/system/munge.service; "
+    "enabled) Active: active (running) since login01 compute-01 compute-02 compute-03 compute-04 "
+    "configuration push down* in sinfo and jobs cannot start there. Repair the node and return it to service."
+)
+
+
+def build_tokenizer(commands: Sequence[str], vocab_size: int = VOCAB) -> Any:
+    """A byte-level BPE tokenizer with Qwen's special tokens and one token per scripted tool call.
+
+    Its merges are learnt from `tokenizer_corpus()`: short prompts keep the tiny model fast.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     from trl.chat_template_utils import qwen2_5_chat_template
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {symbol: index for index, symbol in enumerate(sorted(alphabet))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(SPECIAL) - len(commands),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",

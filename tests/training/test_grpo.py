@@ -40,6 +40,7 @@ def run_two_steps(tmp_path: Path, images: Path, env_urls: list[str]) -> tuple[ob
         env_urls=env_urls,
         output_dir=str(tmp_path),
         save_model=False,
+        gradient_checkpointing=False,
     )
     trainer = build_trainer(settings, model=model, tokenizer=tokenizer)
     batches: list[dict] = []
@@ -127,3 +128,59 @@ def test_two_grpo_steps_through_a_local_openenv_server(tmp_path, trl_stack, epis
     with env_server(episode_images, tmp_path / "server.log", sessions=2 * GROUP) as server:
         trainer, batches, transcripts = run_two_steps(tmp_path, episode_images, [server.url])
     check_run(trainer, batches, transcripts, "remote")
+
+
+def test_one_grpo_step_through_rollout_func(tmp_path, trl_stack, episode_images) -> None:
+    from training.dataset import build_dataset
+    from training.env import EnvSettings, close_local_episodes
+    from training.rollout import env_reward, make_rollout_func
+    from training.tiny import build_tiny
+    from trl import GRPOConfig, GRPOTrainer
+
+    model, tokenizer = build_tiny()
+    config = GRPOConfig(
+        output_dir=str(tmp_path),
+        num_generations=GROUP,
+        per_device_train_batch_size=GROUP,
+        max_completion_length=1024,
+        max_steps=1,
+        learning_rate=1e-5,
+        beta=0.0,
+        use_cpu=True,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+    )
+    settings = EnvSettings(images_dir=str(episode_images), max_steps=3, max_output_chars=600)
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        args=config,
+        train_dataset=build_dataset(["hpc_munge"], seeds_per_scenario=2),
+        reward_funcs=[env_reward],
+        rollout_func=make_rollout_func(settings, max_turns=3),
+    )
+    batches: list[dict] = []
+    generate = trainer._generate_and_score_completions
+
+    def recording(inputs):  # type: ignore[no-untyped-def]
+        output = generate(inputs)
+        batches.append(output)
+        return output
+
+    trainer._generate_and_score_completions = recording
+    try:
+        trainer.train()
+    finally:
+        close_local_episodes()
+    (batch,) = batches
+    masked = [
+        tokenizer.decode(ids[(m == 1) & (t == 0)].tolist())
+        for ids, m, t in zip(
+            batch["completion_ids"], batch["completion_mask"], batch["tool_mask"], strict=True
+        )
+    ]
+    assert any("<tool_response>" in text for text in masked), "no tool output came back from the cluster"
+    logged = trainer.state.log_history[0]
+    assert "rewards/env_reward/mean" in logged and logged["rewards/env_reward/mean"] <= 0
