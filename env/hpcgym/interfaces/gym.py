@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, SupportsFloat
+from typing import Any, SupportsFloat
 
 import gymnasium
 from gymnasium import spaces
@@ -103,7 +103,7 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         `solved`, `failed` and `reward_components`.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 - gymnasium's own convention
 
     def __init__(
         self,
@@ -184,10 +184,11 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
 
     def close(self) -> None:
         """Close the current episode and the pool, and let go of the shared runtime (if it used one)."""
-        if getattr(self, "pool", None) is not None:
+        pool = getattr(self, "pool", None)
+        if pool is not None:
             if getattr(self, "session", None) is not None:
                 self.session.discard_episode()
-            self.pool.close()
+            pool.close()
             self.pool = None
         if getattr(self, "_shares_runtime", False):
             RUNTIMES.release(self.runtime)
