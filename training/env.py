@@ -187,10 +187,12 @@ class _LocalShared:
             return pool, registry
 
     def close(self) -> None:
-        from hpcgym.interfaces.gym import RUNTIMES
-
         with self._lock:
             entries, self._entries = list(self._entries.values()), {}
+        if not entries:
+            return
+        from hpcgym.interfaces.gym import RUNTIMES
+
         for runtime, pool, _ in entries:
             pool.close()
             RUNTIMES.release(runtime)
