@@ -233,3 +233,10 @@ def test_no_readable_file_holds_the_answer(play):
         "grep -rlsF 'hpc_ood_apache' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null | head"
     )
     assert found.result.output == ""
+
+
+@pytest.mark.parametrize("scenario", ["hpc_partition_down", "hpc_gpu_ecc", "hpc_ood_apache", "hpc_pid_stale"])
+def test_a_glance_at_the_cluster_is_not_a_diagnosis(play, scenario):
+    incident = play(scenario, 2)
+    type_all(incident, ["sinfo", "systemctl status munge", "echo hi"])
+    assert incident.info()["reward_components"]["diagnosis"] == 0
