@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from websockets.exceptions import WebSocketException
 
 log = logging.getLogger(__name__)
 
@@ -279,13 +280,14 @@ class _UrlRing:
 
 _URLS = _UrlRing()
 # What a server that went away raises through OpenEnv's client (socket, protocol and timeout errors).
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError, EOFError)
-try:
-    from websockets.exceptions import WebSocketException
-
-    TRANSPORT_ERRORS += (WebSocketException,)
-except ImportError:  # pragma: no cover - openenv depends on websockets
-    pass
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    ConnectionError,
+    EOFError,
+    WebSocketException,
+)
+CALL_ERRORS: tuple[type[Exception], ...] = (RuntimeError, *TRANSPORT_ERRORS)
 
 
 class ServerFailure(Exception):
@@ -325,13 +327,13 @@ class RemoteBackend:
     def _close_client(self) -> None:
         client, self.client = self.client, None
         if client is not None:
-            with contextlib.suppress(TRANSPORT_ERRORS):
+            with contextlib.suppress(*TRANSPORT_ERRORS):
                 client.close()
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return getattr(self.client, method)(*args, **kwargs)
-        except (RuntimeError, *TRANSPORT_ERRORS) as e:
+        except CALL_ERRORS as e:
             if _is_server_failure(e):
                 raise ServerFailure(f"{self.url}: {e}") from e
             raise
@@ -341,7 +343,7 @@ class RemoteBackend:
         self.url = url
         try:
             self.client = self._connect(url)
-        except (RuntimeError, *TRANSPORT_ERRORS) as e:
+        except CALL_ERRORS as e:
             if _is_server_failure(e):
                 raise ServerFailure(f"{url}: {e}") from e
             raise
@@ -599,7 +601,7 @@ def record_json(record: RolloutRecord) -> dict[str, Any]:
 
 def episode_metrics(
     environments: Sequence[HpcToolEnv] | None = None, log_metric: Any = None, **_: Any
-) -> list[None]:
+) -> list[float | None]:
     """A reward function that scores nothing and logs the batch's episode figures through TRL.
 
     It logs `hpcgym/solve_rate`, `hpcgym/unsafe_rate`, `hpcgym/steps`, `hpcgym/infra_failed` and

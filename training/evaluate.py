@@ -36,17 +36,17 @@ def transformers_policy(model_dir: str, max_new_tokens: int = 512, temperature: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.chat_template_utils import add_response_schema, parse_response
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
     if (
         getattr(tokenizer, "response_template", None) is None
         and getattr(tokenizer, "response_schema", None) is None
     ):
         add_response_schema(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
     model.eval()
 
     def act(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
-        prompt = tokenizer.apply_chat_template(
+        prompt: Any = tokenizer.apply_chat_template(
             messages, tools=tools, add_generation_prompt=True, tokenize=True
         )
         if isinstance(prompt, dict) or hasattr(prompt, "keys"):

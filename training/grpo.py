@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ class TrainSettings:
     vllm_mode: str | None = None
     output_dir: str = "runs/grpo"
     report_to: list[str] = field(default_factory=list)
-    transcript_every: int = 1
+    transcript_every: int = 8
     save_model: bool = True
     gradient_checkpointing: bool = True
     seed: int = 0
@@ -177,7 +178,7 @@ def load_model(settings: TrainSettings, cuda: bool) -> tuple[Any, Any]:
 
 
 def build_trainer(
-    settings: TrainSettings, *, model: Any = None, tokenizer: Any = None, callbacks: list[Any] = ()
+    settings: TrainSettings, *, model: Any = None, tokenizer: Any = None, callbacks: Sequence[Any] = ()
 ) -> Any:
     """A ready `GRPOTrainer` for `settings` (pass `model` and `tokenizer` to skip loading them)."""
     import torch
