@@ -131,15 +131,24 @@ def evaluate_grid(
     llm: LlmOptions = LlmOptions(),
     progress: bool = True,
 ) -> list[EpisodeRecord]:
-    """Play each (policy, scenario, seed) of `grid` in order, with one progress bar."""
-    from tqdm import tqdm
+    """Play each (policy, scenario, seed) of `grid` in order, with one progress bar (rich, on stderr)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     records = []
-    with tqdm(total=len(grid), desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True) as bar:
+    columns = (
+        TextColumn("episodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        job = bar.add_task("", total=len(grid))
         for policy, scenario, seed in grid:
-            bar.set_postfix_str(f"{policy} {scenario} {seed}")
+            bar.update(job, description=f"{policy} {scenario} {seed}")
             records.append(_run_with_retries(runtime, policy, scenario, seed, llm))
-            bar.update()
+            bar.advance(job)
     return records
 
 
