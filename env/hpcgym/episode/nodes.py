@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import shlex
 import shutil
@@ -22,9 +23,12 @@ from hpcgym.runtime.cluster import Cluster, Node
 from hpcgym.runtime.sandbox import exec_in_node
 from hpcgym.runtime.unpack import ID_RANGE
 
+log = logging.getLogger(__name__)
+
 MAX_SYMLINK_HOPS = 40
 DAEMON_DIR = "/usr/libexec/hpcgym/daemons"
 START_TIMEOUT_S = 10.0
+START_ATTEMPTS = 2
 
 # Runs inside the node: give the daemon image a pipe only it holds (so `cat` blocks forever), name
 # it, drop to the service's uid, and print its pid as the node sees it.
@@ -193,21 +197,26 @@ class ClusterNodes:
 
     def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
         target = self._node(node)
-        shell = target.ensure_started()
         daemon = f"{DAEMON_DIR}/{comm}"
-        result = exec_in_node(
-            target.spec,
-            shell.shell_pid,
-            ["/bin/bash", "-c", _START_DAEMON, shlex.join(argv), daemon, str(uid)],
-            START_TIMEOUT_S,
+        for attempt in range(START_ATTEMPTS):
+            shell = target.ensure_started()
+            result = exec_in_node(
+                target.spec,
+                shell.shell_pid,
+                ["/bin/bash", "-c", _START_DAEMON, shlex.join(argv), daemon, str(uid)],
+                START_TIMEOUT_S,
+            )
+            with contextlib.suppress(ValueError):
+                return int(result.stdout.strip())
+            # The starter itself was SIGKILLed before it printed a pid (seen only on a host
+            # crowded with other sandboxes): nothing started, so one more try is safe.
+            if result.exit_code != 128 + 9 or result.stdout.strip():
+                break
+            log.warning("starting %s on %s: the starter was killed (attempt %d)", comm, node, attempt + 1)
+        why = "timed out" if result.timed_out else f"exit {result.exit_code}"
+        raise NodeAccessError(
+            f"could not start {comm} on {node} ({why}): {result.stderr.strip() or result.stdout.strip()}"
         )
-        try:
-            return int(result.stdout.strip())
-        except ValueError:
-            why = "timed out" if result.timed_out else f"exit {result.exit_code}"
-            raise NodeAccessError(
-                f"could not start {comm} on {node} ({why}): {result.stderr.strip() or result.stdout.strip()}"
-            ) from None
 
     def _host_pid(self, node: str, pid: int) -> int | None:
         """The host pid of the process the node knows as `pid`, if that very process still exists."""
