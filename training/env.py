@@ -156,6 +156,7 @@ class _LocalShared:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, int, float | None], tuple[Any, Any, Any]] = {}
+        self._stale: list[Any] = []
         atexit.register(self.close)
 
     def get(self, settings: EnvSettings) -> tuple[Any, Any]:
@@ -177,23 +178,27 @@ class _LocalShared:
             runtime, pool, registry = self._entries[key]
             if pool.failure is not None:
                 # A pool whose thread failed once refuses every later take: a long run would lose
-                # its in-process episodes for good. Start a fresh pool; the old one's episodes close.
+                # its in-process episodes for good. Start a fresh pool.
                 log.warning("replacing a failed episode pool: %s", pool.failure)
                 stale = pool
                 pool = EpisodePool(
                     runtime, settings.pool_size, EpisodeOptions(timeout_s=settings.step_timeout_s)
                 )
                 self._entries[key] = (runtime, pool, registry)
-                threading.Thread(target=stale.close, name="hpcgym-stale-pool", daemon=True).start()
+                # Sessions may still hand it used episodes to close; it is closed with the rest.
+                self._stale.append(stale)
             return pool, registry
 
     def close(self) -> None:
         with self._lock:
             entries, self._entries = list(self._entries.values()), {}
+            stale, self._stale = self._stale, []
         if not entries:
             return
         from hpcgym.interfaces.gym import RUNTIMES
 
+        for pool in stale:
+            pool.close()
         for runtime, pool, _ in entries:
             pool.close()
             RUNTIMES.release(runtime)
