@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian/Ubuntu machine (as root, or through sudo) to a working hpcgym:
 #   ./bootstrap.sh main   install everything, then build the images and print their summary
-#   ./bootstrap.sh test   install everything, then run the whole test suite
+#   ./bootstrap.sh test   install everything, then run the whole test suite and the lite gold check
 # Installing is idempotent: apt packages, a Docker engine for the Docker backend, and .venv at the repo root.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -61,6 +61,7 @@ case "${1:-}" in
     test)
         install_packages; start_docker; make_venv
         .venv/bin/invoke test
+        .venv/bin/invoke gold --lite --seeds 1
         ;;
     *)
         echo "usage: $0 main|test" >&2

@@ -158,6 +158,105 @@ def clean(c: Context, all: bool = False) -> None:
               " | grep hpcgym- | xargs -r docker rmi -f", warn=True, hide=True)  # fmt: skip
 
 
+@task(
+    help={
+        "scenarios": "scenario ids, comma-separated (default: the whole library)",
+        "seeds": "N seeds from each scenario's test range (default 3), or a list: 800-804 / 1,5,9",
+        "lite": "only the lite set (the quick CI check)",
+        "out": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
+    }
+)
+def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, out: str = "") -> None:
+    """Type every scenario's gold commands into the agent's real shell; fail unless all earn full reward."""
+    from hpcgym.errors import HpcgymError
+    from hpcgym.scenarios.evaluate import run_gold
+
+    try:
+        summary = run_gold(
+            Path(out or DEFAULT_OUT).resolve(), _ids(scenarios), seeds=seeds, lite=lite
+        )
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    _console().print(summary)
+
+
+@task(
+    help={
+        "policies": "comma-separated: gold,noop,random,destructive,expert,llm (default: all but llm)",
+        "scenarios": "scenario ids, comma-separated (default: the whole library)",
+        "seeds": "N seeds from each scenario's test range (default 3), or a list: 800-804 / 1,5,9",
+        "lite": "only the lite set",
+        "json": "also write the summary to this JSON file",
+        "report_dir": "where leaderboard.md, leaderboard.png and transcripts.jsonl go (default build/eval)",
+        "base_url": "the llm policy's OpenAI-compatible endpoint, e.g. http://localhost:8000/v1",
+        "model": "the llm policy's model name",
+        "api_key": "the llm policy's key (default: $OPENAI_API_KEY or EMPTY)",
+        "out": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
+    }
+)
+def eval(  # `invoke eval` is what users type, so it shadows the builtin here
+    c: Context,
+    policies: str = "gold,noop,random,destructive,expert",
+    scenarios: str = "",
+    seeds: str = "3",
+    lite: bool = False,
+    json: str = "",
+    report_dir: str = "",
+    base_url: str = "",
+    model: str = "",
+    api_key: str = "",
+    out: str = "",
+) -> None:
+    """Play policies on scenarios x seeds; write a markdown leaderboard, a PNG plot and JSONL transcripts."""
+    from hpcgym.errors import HpcgymError
+    from hpcgym.scenarios.evaluate import LlmOptions, run_eval
+
+    try:
+        paths = run_eval(
+            Path(out or DEFAULT_OUT).resolve(),
+            Path(report_dir or REPO / "build" / "eval").resolve(),
+            policies=_ids(policies) or [],
+            scenarios=_ids(scenarios),
+            seeds=seeds,
+            lite=lite,
+            json_path=Path(json).resolve() if json else None,
+            llm=LlmOptions(base_url, model, api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")),
+        )
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    print(paths["markdown"].read_text())
+    for kind, path in paths.items():
+        _console().print(f"{kind}: {path}")
+
+
+@task(
+    help={
+        "path": "a transcripts.jsonl from invoke eval (default build/eval/transcripts.jsonl)",
+        "scenario": "only this scenario",
+        "policy": "only this policy",
+        "failed": "only unsolved episodes",
+    }
+)
+def transcripts(
+    c: Context, path: str = "", scenario: str = "", policy: str = "", failed: bool = False
+) -> None:
+    """Show recorded episodes the way a person reads them: prompt, command, output, reward notes."""
+    from hpcgym.scenarios.evaluate import show_transcripts
+
+    print(
+        show_transcripts(
+            Path(path or REPO / "build" / "eval" / "transcripts.jsonl"),
+            scenario=scenario or None,
+            policy=policy or None,
+            failed_only=failed,
+        )
+    )
+
+
+def _ids(text: str) -> list[str] | None:
+    return [item for item in text.split(",") if item] or None
+
+
 def _choice(enum_type, value: str, flag: str):  # type: ignore[no-untyped-def]
     try:
         return enum_type(value)
