@@ -130,3 +130,22 @@ def test_sweep_leaves_live_owners_alone(runtime: Runtime) -> None:
         sweep_stale(runtime.scratch_dir)
         assert cluster.dir.exists()
         assert cluster.execute("echo ok").output == "ok\n"
+
+
+def test_sweep_ends_processes_a_dead_owner_left_in_its_cgroup() -> None:
+    groups = Cgroups.detect()
+    if groups is None:
+        pytest.skip("this host gives hpcgym no cgroups")
+    # A dead owner's name (pid 1 with a start time it never had) and a survivor inside its cgroup.
+    stale = [parent / "hpcgym-1-1-000000" for parent in groups.parents]
+    for directory in stale:
+        directory.mkdir(exist_ok=True)
+    survivor = subprocess.Popen(["sleep", "300"])
+    try:
+        for directory in stale:
+            (directory / "cgroup.procs").write_text(str(survivor.pid))
+        groups.sweep_stale()
+        assert survivor.wait(timeout=5) == -signal.SIGKILL
+        assert not any(directory.exists() for directory in stale)
+    finally:
+        survivor.kill()

@@ -10,9 +10,11 @@ cluster's scratch dir, so the start-up sweep recognises a dead owner's leftovers
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,18 @@ def _rmdir_when_empty(path: Path, wait_s: float = 2.0) -> None:
                 log.warning("cgroup %s not removed: %s", path, e)
                 return
             time.sleep(0.01)
+
+
+def _kill_members(cgroup: Path) -> None:
+    try:
+        members = [int(pid) for pid in (cgroup / "cgroup.procs").read_text().split()]
+    except OSError:
+        return
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if members:
+        log.info("swept %d leftover processes from %s", len(members), cgroup)
 
 
 def join_cgroup(procs_files: tuple[Path, ...]) -> None:
@@ -101,7 +115,10 @@ class Cgroups:
         for parent in self.parents:
             for child in parent.iterdir():
                 if child.is_dir() and child.name.startswith(PREFIX) and not is_owner_alive(child.name):
-                    _rmdir_when_empty(child, wait_s=0.5)
+                    # A sandbox whose death signal never came (its owner died in a way that skipped
+                    # it) still sits in its cluster's cgroup: everything in there is ours to end.
+                    _kill_members(child)
+                    _rmdir_when_empty(child, wait_s=2.0)
 
 
 def _own_cgroup(controller: str) -> str | None:
