@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from hpcgym.errors import DigestMismatch
+from hpcgym.errors import DigestMismatch, SandboxError
 from hpcgym.runtime.unpack import Image, unpack_rootfs
 
 BASE = 1_000_000
@@ -105,3 +105,25 @@ def test_wrong_tar_digest_is_refused_and_nothing_kept(as_root: None, tmp_path: P
     with pytest.raises(DigestMismatch):
         unpack_rootfs(image, tmp_path / "cache", BASE)
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_member_that_escapes_through_a_symlink_is_refused(as_root: None, tmp_path: Path) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        link = tarfile.TarInfo("etc")
+        link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path / "outside")
+        tar.addfile(link)
+        payload = tarfile.TarInfo("etc/passwd")
+        payload.size = 4
+        tar.addfile(payload, io.BytesIO(b"evil"))
+    data = raw.getvalue()
+    where = tmp_path / "img"
+    where.mkdir()
+    artifact = zstandard.ZstdCompressor().compress(data)
+    (where / "rootfs.tar.zst").write_bytes(artifact)
+    manifest = {"digest": hashlib.sha256(data).hexdigest(), "artifact_sha256": hashlib.sha256(artifact).hexdigest()}
+    (where / "manifest.json").write_text(json.dumps(manifest | {"role": "rocky-login", "entries": 2}))
+    (tmp_path / "outside").mkdir()
+    with pytest.raises(SandboxError, match="outside the root"):
+        unpack_rootfs(Image.load(where), tmp_path / "cache", BASE)
+    assert not (tmp_path / "outside" / "passwd").exists()
