@@ -253,6 +253,53 @@ def transcripts(
     )
 
 
+@task(
+    help={
+        "host": "listen address (default 0.0.0.0)",
+        "port": "port (default $PORT or 8000)",
+        "out": f"the images (default {DEFAULT_OUT.relative_to(REPO)})",
+    }
+)
+def serve(c: Context, host: str = "0.0.0.0", port: int = 0, out: str = "") -> None:
+    """Serve EnterpriseHPC over OpenEnv (HTTP + WebSocket); needs root and the built images.
+
+    Settings come from the environment: OPENENV_API_KEY, HPCGYM_MAX_SESSIONS, HPCGYM_POOL_SIZE, ...
+    (see env/hpcgym/interfaces/openenv/server/app.py).
+    """
+    from hpcgym.errors import HpcgymError
+    from hpcgym.interfaces.openenv.server.app import main
+
+    argv = ["--host", host, "--images", str(Path(out or DEFAULT_OUT).resolve())]
+    try:
+        main(argv + (["--port", str(port)] if port else []))
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+
+
+@task(help={"tag": "image tag (default hpcgym-server)"})
+def build_server_image(c: Context, tag: str = "hpcgym-server") -> None:
+    """Build the deployable server image (Containerfile) with Docker from the locally bootstrapped base.
+
+    No registry is reachable, so the base is our own mmdebstrap base imported into Docker, and Python
+    packages come from a wheelhouse built here.
+    """
+    import json as json_module
+
+    manifest = json_module.loads((DEFAULT_OUT / "rocky-login" / "manifest.json").read_text())
+    digest = manifest["base"]["digest"]
+    c.run(f"zstd -dc {DEFAULT_STORE}/{digest}/rootfs.tar.zst | docker import - hpcgym-base", pty=False)
+    wheels = REPO / "build" / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    c.run(f"{sys.executable} -m pip wheel -q --wheel-dir {wheels} . 'setuptools>=68' wheel", pty=False)
+    for wheel in wheels.glob("hpcgym-*.whl"):
+        wheel.unlink()
+    c.run(
+        "DOCKER_BUILDKIT=0 docker build --network host --build-arg BASE=hpcgym-base "
+        f"-f Containerfile -t {tag} .",
+        pty=False,
+    )
+
+
 def _ids(text: str) -> list[str] | None:
     return [item for item in text.split(",") if item] or None
 
