@@ -127,18 +127,25 @@ def test(c: Context, pytest_args: str = "", skip_build: bool = False) -> None:
     }
 )
 def bench(c: Context, json: str = "", out: str = "", quick: bool = False) -> None:
-    """Measure resets, steps, idle capacity and the controller, side by side with a copy-mode baseline.
+    """Measure resets, steps, idle capacity, the controller and OpenEnv load, beside a copy-mode baseline.
 
     Needs root and the built images. Prints a markdown table; every figure is also a ratio to the baseline.
     """
     from hpcgym.bench import run_bench
     from hpcgym.errors import HpcgymError
+    from hpcgym.interfaces.openenv.loadtest import run_loadtest
 
     sizes = {"resets": 10, "steps": 60, "idle": 64} if quick else {}
+    images = Path(out or DEFAULT_OUT).resolve()
     try:
-        run_bench(Path(out or DEFAULT_OUT).resolve(), Path(json).resolve() if json else None, **sizes)
+        run_bench(images, Path(json).resolve() if json else None, **sizes)
+        # Sessions over the OpenEnv server's WebSocket, all at once, as trainers hold them.
+        load = run_loadtest(images, sessions=8 if quick else 64, steps=20 if quick else 100)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
+    _console().print(load.summary())
+    if load.errors:
+        raise Exit("error: some load-test sessions failed", code=1)
 
 
 @task(help={"all": "also remove the store (every cached base and image)"})
