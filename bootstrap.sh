@@ -60,7 +60,9 @@ case "${1:-}" in
         ;;
     test)
         install_packages; start_docker; make_venv
-        .venv/bin/invoke test
+        .venv/bin/invoke build-images
+        .venv/bin/invoke build-server-image    # the deployable container, for its smoke tests
+        .venv/bin/invoke test --skip-build
         .venv/bin/invoke gold --lite --seeds 1
         ;;
     *)
