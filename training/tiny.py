@@ -142,11 +142,10 @@ def build_model(
         head[eos, newline] = math.log(end_weight / total) * scale
         others = [i for i in range(vocab_size) if head[i, newline] == 0]
         head[others, newline] = -30.0 * scale
-        # Any other token ends the turn.
-        for token in range(vocab_size):
-            if token != newline:
-                head[:, token] = -30.0 * scale
-                head[eos, token] = 0.0
+        # A whole tool call ends the turn. Every other column stays zero, so that what training adds
+        # to the residual stream in those directions cannot swamp the chain.
+        for command, _ in weights:
+            head[eos, tokenizer.convert_tokens_to_ids(tool_call_text(command))] = 30.0 * scale
         model.lm_head.weight.copy_(head)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -82,7 +82,8 @@ def check_run(trainer, batches, transcripts, backend: str) -> None:  # type: ign
 
     # Tool calls reached the cluster: real output of the commands the model chose.
     steps = [step for t in transcripts for step in t["steps"]]
-    assert steps, "the model made no tool call in two steps"
+    for group in (transcripts[:GROUP], transcripts[GROUP:]):
+        assert any(t["steps"] for t in group), "a step's rollouts made no tool call"
     for step in steps:
         if step["command"] == "hostname":
             assert step["output"].startswith("login01")
