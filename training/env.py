@@ -3,49 +3,32 @@
 TRL makes one instance per rollout slot and reuses it: `reset(**row)` starts the row's (scenario,
 seed), the model calls the `run` tool once per shell command, and `get_reward()` scores the finished
 rollout. Every public method other than `reset` and `get_reward` becomes a tool in the prompt, so the
-rest of this class is private. Episodes run in this process (a `TaskSession` over a shared episode
-pool) or on OpenEnv servers (`HpcEnvClient` sessions spread over `env_urls`); both reset with
-`np.random.default_rng(seed)`, so one row gives one start state either way.
+rest of this class is private. Episodes run in this process or on OpenEnv servers
+(`training.backends`); one row gives one start state either way.
 
-A server that goes away mid-rollout does not score the rollout: the session moves to the next URL,
-replays the commands typed so far (episodes are deterministic) and checks the outputs match; if that
-fails too, the rollout is marked infrastructure-failed and `get_reward` returns None, which TRL
-treats as unscorable (no reward, no advantage), never as a 0.
+A rollout whose episode the infrastructure lost (no server could continue it, or an in-process
+sandbox broke) is marked infrastructure-failed and `get_reward` returns None, which TRL treats as
+unscorable (no reward, no advantage), never as a 0.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import itertools
 import json
-import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-from websockets.exceptions import WebSocketException
-
-log = logging.getLogger(__name__)
+from training.backends import Backend, EnvironmentUnavailable, LocalBackend, RemoteBackend
 
 # A rough count for tokenizers we do not have: shell output runs about 3-4 characters a token.
 CHARS_PER_TOKEN = 3
 # Template tokens around one tool round trip (tool-call markers, `<tool_response>`, turn headers).
 TURN_OVERHEAD_TOKENS = 32
 CUT_MARKER = "\n[... output cut to fit the completion budget ...]\n"
-URL_COOLDOWN_S = 30.0
 
 
 class EpisodeOverError(RuntimeError):
     """The model called a tool after its episode ended (TRL shows the message to the model)."""
-
-
-class EnvironmentUnavailable(RuntimeError):
-    """No environment backend could run the command; the rollout is unscorable, not a failure."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -126,306 +109,11 @@ class RolloutRecord:
         return self.failed or any(step.unsafe_count > 0 for step in self.steps)
 
 
-# ---- backends: where one rollout's episode lives --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reply:
-    output: str
-    reward: float
-    done: bool
-    solved: bool
-    failed: bool
-    truncated: bool
-    exit_code: int
-    unsafe_count: float
-    node: str = ""
-
-
-class Backend(Protocol):
-    name: str
-
-    def reset(self, scenario: str, seed: int) -> str: ...
-    def step(self, command: str) -> Reply: ...
-    def release(self) -> None: ...
-
-
-class _LocalShared:
-    """The runtime and episode pool that every in-process instance over one images dir shares."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[str, int, float | None], tuple[Any, Any, Any]] = {}
-        self._stale: list[Any] = []
-        atexit.register(self.close)
-
-    def get(self, settings: EnvSettings) -> tuple[Any, Any]:
-        from hpcgym.episode.pool import EpisodeOptions, EpisodePool
-        from hpcgym.interfaces.gym import DEFAULT_IMAGES, RUNTIMES
-        from hpcgym.interfaces.task import default_registry
-
-        images = Path(settings.images_dir) if settings.images_dir else DEFAULT_IMAGES
-        key = (str(images.resolve()), settings.pool_size, settings.step_timeout_s)
-        with self._lock:
-            if key not in self._entries:
-                runtime = RUNTIMES.acquire(images)
-                options = EpisodeOptions(timeout_s=settings.step_timeout_s)
-                self._entries[key] = (
-                    runtime,
-                    EpisodePool(runtime, settings.pool_size, options),
-                    default_registry(),
-                )
-            runtime, pool, registry = self._entries[key]
-            if pool.failure is not None:
-                # A pool whose thread failed once refuses every later take: a long run would lose
-                # its in-process episodes for good. Start a fresh pool.
-                log.warning("replacing a failed episode pool: %s", pool.failure)
-                stale = pool
-                pool = EpisodePool(
-                    runtime, settings.pool_size, EpisodeOptions(timeout_s=settings.step_timeout_s)
-                )
-                self._entries[key] = (runtime, pool, registry)
-                # Sessions may still hand it used episodes to close; it is closed with the rest.
-                self._stale.append(stale)
-            return pool, registry
-
-    def close(self) -> None:
-        with self._lock:
-            entries, self._entries = list(self._entries.values()), {}
-            stale, self._stale = self._stale, []
-        if not entries:
-            return
-        from hpcgym.interfaces.gym import RUNTIMES
-
-        for pool in stale:
-            pool.close()
-        for runtime, pool, _ in entries:
-            pool.close()
-            RUNTIMES.release(runtime)
-
-
-_LOCAL = _LocalShared()
-
-
-def close_local_episodes() -> None:
-    """Close the in-process episode pools and runtimes (call when training ends, before interpreter exit).
-
-    Python shuts thread pools down before `atexit` handlers run, so a pool still preparing an
-    episode at exit would fail noisily; trainers and tests call this first.
-    """
-    _LOCAL.close()
-
-
-class LocalBackend:
-    """A `TaskSession` in this process, over the shared pool."""
-
-    name = "local"
-
-    def __init__(self, settings: EnvSettings) -> None:
-        from hpcgym.interfaces.session import TaskSession
-
-        self.settings = settings
-        pool, registry = _LOCAL.get(settings)
-        self.session = TaskSession(pool, registry, max_steps=settings.max_steps)
-
-    def reset(self, scenario: str, seed: int) -> str:
-        from hpcgym.errors import ControllerError, SandboxError
-
-        self.session.discard_episode()
-        self.session.pool, _ = _LOCAL.get(self.settings)
-        try:
-            return self.session.reset(np.random.default_rng(seed), scenario).observation
-        except (SandboxError, ControllerError) as e:
-            raise EnvironmentUnavailable(f"the episode could not start: {e}") from e
-
-    def step(self, command: str) -> Reply:
-        from hpcgym.errors import ControllerError, SandboxError
-
-        try:
-            t = self.session.step(command)
-        except (SandboxError, ControllerError) as e:
-            # Infrastructure, not the agent: the rollout is discarded (unscored), never scored 0.
-            raise EnvironmentUnavailable(f"the episode broke: {e}") from e
-        return Reply(
-            output=t.observation,
-            reward=float(t.reward),
-            done=t.done,
-            solved=bool(t.info.get("solved")),
-            failed=bool(t.info.get("failed")),
-            truncated=t.truncated,
-            exit_code=int(t.info.get("exit_code", 0)),
-            unsafe_count=float(t.info.get("reward_components", {}).get("unsafe_count", 0.0)),
-            node=str(t.info.get("command_node", "")),
-        )
-
-    def release(self) -> None:
-        self.session.discard_episode()
-
-
-class _UrlRing:
-    """Spreads sessions over the servers, skipping for a while the ones that just failed."""
-
-    def __init__(self) -> None:
-        self._counter = itertools.count()
-        self._down_until: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def order(self, urls: Sequence[str]) -> list[str]:
-        start = next(self._counter) % len(urls)
-        ring = list(urls[start:]) + list(urls[:start])
-        now = time.monotonic()
-        with self._lock:
-            up = [u for u in ring if self._down_until.get(u, 0.0) <= now]
-        return up + [u for u in ring if u not in up]
-
-    def mark_down(self, url: str) -> None:
-        with self._lock:
-            self._down_until[url] = time.monotonic() + URL_COOLDOWN_S
-
-
-_URLS = _UrlRing()
-# What a server that went away raises through OpenEnv's client (socket, protocol and timeout errors).
-TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    ConnectionError,
-    EOFError,
-    WebSocketException,
-)
-CALL_ERRORS: tuple[type[Exception], ...] = (RuntimeError, *TRANSPORT_ERRORS)
-
-
-class ServerFailure(Exception):
-    """A server went away or answered with an error: the episode moves, the agent is not to blame."""
-
-
-def _is_server_failure(error: BaseException) -> bool:
-    # OpenEnv's client turns an error frame (a session reaped, capacity reached, an episode the server
-    # could not run) into RuntimeError("Server error: ..."); anything else is the caller's own error.
-    if isinstance(error, EnvironmentUnavailable):
-        return False
-    return isinstance(error, TRANSPORT_ERRORS) or (
-        isinstance(error, RuntimeError) and str(error).startswith("Server error")
-    )
-
-
-class RemoteBackend:
-    """One OpenEnv session at a time; on a server failure, the next URL replays the episode."""
-
-    name = "remote"
-
-    def __init__(self, settings: EnvSettings) -> None:
-        self.settings = settings
-        self.client: Any = None
-        self.url: str | None = None
-        self.task: tuple[str, int] | None = None
-        self.history: list[tuple[str, str]] = []
-        self.node = ""
-
-    def _connect(self, url: str) -> Any:
-        from hpcgym.interfaces.openenv.client import HpcEnvClient
-
-        client = HpcEnvClient(url, api_key=self.settings.api_key).sync()
-        client.connect()
-        return client
-
-    def _close_client(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            with contextlib.suppress(*TRANSPORT_ERRORS):
-                client.close()
-
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return getattr(self.client, method)(*args, **kwargs)
-        except CALL_ERRORS as e:
-            if _is_server_failure(e):
-                raise ServerFailure(f"{self.url}: {e}") from e
-            raise
-
-    def _start(self, url: str) -> str:
-        assert self.task is not None
-        self.url = url
-        try:
-            self.client = self._connect(url)
-        except CALL_ERRORS as e:
-            if _is_server_failure(e):
-                raise ServerFailure(f"{url}: {e}") from e
-            raise
-        scenario, seed = self.task
-        result = self._call("reset", scenario=scenario, seed=seed)
-        self.node = result.observation.node
-        return str(result.observation.output)
-
-    def _failover(self, error: BaseException) -> None:
-        """Move the episode to another server by replaying its commands; raise if none can take it."""
-        from hpcgym.interfaces.openenv.models import HpcAction
-
-        if self.url is not None:
-            _URLS.mark_down(self.url)
-            log.warning("env server %s failed (%s); moving the episode", self.url, error)
-        self._close_client()
-        for url in _URLS.order(self.settings.env_urls):
-            try:
-                self._start(url)
-                for command, output in self.history:
-                    replayed = self._call("step", HpcAction(command=command)).observation.output
-                    if replayed != output:
-                        raise ServerFailure(f"replay on {url} diverged at {command!r}")
-                return
-            except ServerFailure as e:
-                _URLS.mark_down(url)
-                log.warning("env server %s could not take the episode over: %s", url, e)
-                self._close_client()
-        raise EnvironmentUnavailable(f"no env server could continue the episode after: {error}")
-
-    def reset(self, scenario: str, seed: int) -> str:
-        self.task = (scenario, seed)
-        self.history = []
-        self._close_client()
-        last: BaseException | None = None
-        for url in _URLS.order(self.settings.env_urls):
-            try:
-                return self._start(url)
-            except ServerFailure as e:
-                last = e
-                _URLS.mark_down(url)
-                self._close_client()
-        raise EnvironmentUnavailable(f"no env server answered a reset: {last}")
-
-    def step(self, command: str) -> Reply:
-        from hpcgym.interfaces.openenv.models import HpcAction
-
-        node = self.node
-        for attempt in range(2):
-            try:
-                result = self._call("step", HpcAction(command=command))
-                break
-            except ServerFailure as e:
-                if attempt == 1:
-                    raise EnvironmentUnavailable(f"the env server failed twice: {e}") from e
-                self._failover(e)
-        obs = result.observation
-        self.node = obs.node or self.node
-        self.history.append((command, obs.output))
-        return Reply(
-            output=obs.output,
-            reward=float(result.reward or 0.0),
-            done=bool(result.done),
-            solved=obs.solved,
-            failed=obs.failed,
-            truncated=obs.truncated,
-            exit_code=obs.exit_code,
-            unsafe_count=float(obs.reward_components.get("unsafe_count", 0.0)),
-            node=node,
-        )
-
-    def release(self) -> None:
-        self._close_client()
-
-
 def make_backend(settings: EnvSettings) -> Backend:
-    return RemoteBackend(settings) if settings.env_urls else LocalBackend(settings)
+    """The backend `settings` ask for: remote when `env_urls` are given, else in-process."""
+    if settings.env_urls:
+        return RemoteBackend(settings.env_urls, settings.api_key)
+    return LocalBackend(settings.images_dir, settings.pool_size, settings.step_timeout_s, settings.max_steps)
 
 
 # ---- the environment TRL sees -------------------------------------------------------------------------

@@ -17,14 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from training.backends import EnvironmentUnavailable, close_local_episodes
 from training.dataset import build_rows
-from training.env import (
-    EnvironmentUnavailable,
-    EnvSettings,
-    EpisodeOverError,
-    HpcToolEnv,
-    close_local_episodes,
-)
+from training.env import EnvSettings, EpisodeOverError, HpcToolEnv
 
 # (messages, tool schemas) -> the assistant message, and the command it asks for (None: it stopped).
 Act = Callable[[list[dict[str, Any]], list[dict[str, Any]]], tuple[dict[str, Any], str | None]]

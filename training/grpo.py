@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from training.backends import close_local_episodes
 from training.dataset import Order, build_dataset
-from training.env import EnvSettings, HpcToolEnv, TokenCounter, close_local_episodes, episode_metrics
+from training.env import EnvSettings, HpcToolEnv, TokenCounter, episode_metrics
 
 
 @dataclass

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from training.backends import EnvironmentUnavailable
 from training.dataset import task_of
-from training.env import EnvironmentUnavailable, EnvSettings, EpisodeOverError, HpcToolEnv, TokenCounter
+from training.env import EnvSettings, EpisodeOverError, HpcToolEnv, TokenCounter
 
 # Token ids of the context so far -> the model's next turn (token ids, ending with end-of-turn).
 Generate = Callable[[list[int]], list[int]]

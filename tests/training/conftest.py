@@ -22,7 +22,7 @@ def episode_images(images_dir: Path) -> Iterator[Path]:
     """The built images, where this machine can run episodes (root and bubblewrap)."""
     if os.geteuid() != 0 or shutil.which("bwrap") is None:
         pytest.skip("episodes need root and bubblewrap")
-    from training.env import close_local_episodes
+    from training.backends import close_local_episodes
 
     yield images_dir
     close_local_episodes()

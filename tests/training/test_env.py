@@ -80,23 +80,25 @@ def test_tool_output_fits_the_completion_budget(episode_images, row) -> None:
 @pytest.mark.slow
 def test_a_failed_pool_is_replaced_and_a_broken_step_is_unscored(episode_images, row, monkeypatch) -> None:
     from hpcgym.errors import SandboxError
-    from training import env as env_module
+    from training import backends
 
     settings = EnvSettings(images_dir=str(episode_images), max_steps=3)
     env = HpcToolEnv(settings)
     env.reset(**row)
-    pool, _ = env_module._LOCAL.get(settings)
+    pool, _ = backends._LOCAL.get(str(episode_images), settings.pool_size, settings.step_timeout_s)
     pool.failure = SandboxError("a daemon would not start")  # what the pool's thread records
     env.run("hostname")
     env.get_reward()
     env.reset(**row)  # a fresh pool serves the next episode
-    assert env_module._LOCAL.get(settings)[0] is not pool
+    assert (
+        backends._LOCAL.get(str(episode_images), settings.pool_size, settings.step_timeout_s)[0] is not pool
+    )
     assert env.run("hostname").startswith("login01")
 
     def broken(command: str) -> None:
         raise SandboxError("the node's shell died")
 
     monkeypatch.setattr(env._backend.session, "step", broken)  # type: ignore[union-attr]
-    with pytest.raises(env_module.EnvironmentUnavailable):
+    with pytest.raises(backends.EnvironmentUnavailable):
         env.run("hostname")
     assert env.get_reward() is None

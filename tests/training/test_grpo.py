@@ -56,7 +56,7 @@ def run_two_steps(tmp_path: Path, images: Path, env_urls: list[str]) -> tuple[ob
     try:
         trainer.train()
     finally:
-        from training.env import close_local_episodes
+        from training.backends import close_local_episodes
 
         close_local_episodes()
     transcripts = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
@@ -136,8 +136,9 @@ def test_two_grpo_steps_through_a_local_openenv_server(tmp_path, trl_stack, epis
 
 
 def test_one_grpo_step_through_rollout_func(tmp_path, trl_stack, episode_images) -> None:
+    from training.backends import close_local_episodes
     from training.dataset import build_dataset
-    from training.env import EnvSettings, close_local_episodes
+    from training.env import EnvSettings
     from training.rollout import env_reward, make_rollout_func
     from training.tiny import build_tiny
     from trl import GRPOConfig, GRPOTrainer

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from training.backends import EnvironmentUnavailable
 from training.dataset import build_rows
-from training.env import EnvironmentUnavailable, EnvSettings, HpcToolEnv
+from training.env import EnvSettings, HpcToolEnv
 
 from tests.training.conftest import env_server
 

@@ -1,0 +1,329 @@
+"""Where one rollout's episode lives: in this process (`LocalBackend`) or on OpenEnv servers.
+
+Both reset with `np.random.default_rng(seed)`, as the gym env and the OpenEnv server do, so one
+(scenario, seed) gives one start state either way. In-process backends share one runtime and episode
+pool per images dir (`close_local_episodes` closes them). A remote backend holds one session; when its
+server fails (a transport error, or an error frame from the server) it moves the episode to the next
+URL by replaying the commands so far and checking their outputs, and raises `EnvironmentUnavailable`
+when no server can continue. Infrastructure errors never become agent observations.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from websockets.exceptions import WebSocketException
+
+log = logging.getLogger(__name__)
+
+URL_COOLDOWN_S = 30.0
+
+
+class EnvironmentUnavailable(RuntimeError):
+    """No environment backend could run the command; the rollout is unscorable, not a failure."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    output: str
+    reward: float
+    done: bool
+    solved: bool
+    failed: bool
+    truncated: bool
+    exit_code: int
+    unsafe_count: float
+    node: str = ""
+
+
+class Backend(Protocol):
+    name: str
+
+    def reset(self, scenario: str, seed: int) -> str: ...
+    def step(self, command: str) -> Reply: ...
+    def release(self) -> None: ...
+
+
+class _LocalShared:
+    """The runtime and episode pool that every in-process instance over one images dir shares."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, int, float | None], tuple[Any, Any, Any]] = {}
+        self._stale: list[Any] = []
+        atexit.register(self.close)
+
+    def get(self, images_dir: str | None, pool_size: int, step_timeout_s: float | None) -> tuple[Any, Any]:
+        from hpcgym.episode.pool import EpisodeOptions, EpisodePool
+        from hpcgym.interfaces.gym import DEFAULT_IMAGES, RUNTIMES
+        from hpcgym.interfaces.task import default_registry
+
+        images = Path(images_dir) if images_dir else DEFAULT_IMAGES
+        key = (str(images.resolve()), pool_size, step_timeout_s)
+        with self._lock:
+            if key not in self._entries:
+                runtime = RUNTIMES.acquire(images)
+                options = EpisodeOptions(timeout_s=step_timeout_s)
+                self._entries[key] = (
+                    runtime,
+                    EpisodePool(runtime, pool_size, options),
+                    default_registry(),
+                )
+            runtime, pool, registry = self._entries[key]
+            if pool.failure is not None:
+                # A pool whose thread failed once refuses every later take: a long run would lose
+                # its in-process episodes for good. Start a fresh pool.
+                log.warning("replacing a failed episode pool: %s", pool.failure)
+                stale = pool
+                pool = EpisodePool(runtime, pool_size, EpisodeOptions(timeout_s=step_timeout_s))
+                self._entries[key] = (runtime, pool, registry)
+                # Sessions may still hand it used episodes to close; it is closed with the rest.
+                self._stale.append(stale)
+            return pool, registry
+
+    def close(self) -> None:
+        with self._lock:
+            entries, self._entries = list(self._entries.values()), {}
+            stale, self._stale = self._stale, []
+        if not entries:
+            return
+        from hpcgym.interfaces.gym import RUNTIMES
+
+        for pool in stale:
+            pool.close()
+        for runtime, pool, _ in entries:
+            pool.close()
+            RUNTIMES.release(runtime)
+
+
+_LOCAL = _LocalShared()
+
+
+def close_local_episodes() -> None:
+    """Close the in-process episode pools and runtimes (call when training ends, before interpreter exit).
+
+    Python shuts thread pools down before `atexit` handlers run, so a pool still preparing an
+    episode at exit would fail noisily; trainers and tests call this first.
+    """
+    _LOCAL.close()
+
+
+class LocalBackend:
+    """A `TaskSession` in this process, over the shared pool."""
+
+    name = "local"
+
+    def __init__(
+        self, images_dir: str | None, pool_size: int, step_timeout_s: float | None, max_steps: int | None
+    ) -> None:
+        from hpcgym.interfaces.session import TaskSession
+
+        self.pool_key = (images_dir, pool_size, step_timeout_s)
+        pool, registry = _LOCAL.get(*self.pool_key)
+        self.session = TaskSession(pool, registry, max_steps=max_steps)
+
+    def reset(self, scenario: str, seed: int) -> str:
+        from hpcgym.errors import ControllerError, SandboxError
+
+        self.session.discard_episode()
+        self.session.pool, _ = _LOCAL.get(*self.pool_key)
+        try:
+            return self.session.reset(np.random.default_rng(seed), scenario).observation
+        except (SandboxError, ControllerError) as e:
+            raise EnvironmentUnavailable(f"the episode could not start: {e}") from e
+
+    def step(self, command: str) -> Reply:
+        from hpcgym.errors import ControllerError, SandboxError
+
+        try:
+            t = self.session.step(command)
+        except (SandboxError, ControllerError) as e:
+            # Infrastructure, not the agent: the rollout is discarded (unscored), never scored 0.
+            raise EnvironmentUnavailable(f"the episode broke: {e}") from e
+        return Reply(
+            output=t.observation,
+            reward=float(t.reward),
+            done=t.done,
+            solved=bool(t.info.get("solved")),
+            failed=bool(t.info.get("failed")),
+            truncated=t.truncated,
+            exit_code=int(t.info.get("exit_code", 0)),
+            unsafe_count=float(t.info.get("reward_components", {}).get("unsafe_count", 0.0)),
+            node=str(t.info.get("command_node", "")),
+        )
+
+    def release(self) -> None:
+        self.session.discard_episode()
+
+
+class _UrlRing:
+    """Spreads sessions over the servers, skipping for a while the ones that just failed."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+        self._down_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def order(self, urls: Sequence[str]) -> list[str]:
+        start = next(self._counter) % len(urls)
+        ring = list(urls[start:]) + list(urls[:start])
+        now = time.monotonic()
+        with self._lock:
+            up = [u for u in ring if self._down_until.get(u, 0.0) <= now]
+        return up + [u for u in ring if u not in up]
+
+    def mark_down(self, url: str) -> None:
+        with self._lock:
+            self._down_until[url] = time.monotonic() + URL_COOLDOWN_S
+
+
+_URLS = _UrlRing()
+# What a server that went away raises through OpenEnv's client (socket, protocol and timeout errors).
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    ConnectionError,
+    EOFError,
+    WebSocketException,
+)
+CALL_ERRORS: tuple[type[Exception], ...] = (RuntimeError, *TRANSPORT_ERRORS)
+
+
+class ServerFailure(Exception):
+    """A server went away or answered with an error: the episode moves, the agent is not to blame."""
+
+
+def _is_server_failure(error: BaseException) -> bool:
+    # OpenEnv's client turns an error frame (a session reaped, capacity reached, an episode the server
+    # could not run) into RuntimeError("Server error: ..."); anything else is the caller's own error.
+    if isinstance(error, EnvironmentUnavailable):
+        return False
+    return isinstance(error, TRANSPORT_ERRORS) or (
+        isinstance(error, RuntimeError) and str(error).startswith("Server error")
+    )
+
+
+class RemoteBackend:
+    """One OpenEnv session at a time; on a server failure, the next URL replays the episode."""
+
+    name = "remote"
+
+    def __init__(self, env_urls: Sequence[str], api_key: str | None) -> None:
+        self.env_urls = tuple(env_urls)
+        self.api_key = api_key
+        self.client: Any = None
+        self.url: str | None = None
+        self.task: tuple[str, int] | None = None
+        self.history: list[tuple[str, str]] = []
+        self.node = ""
+
+    def _connect(self, url: str) -> Any:
+        from hpcgym.interfaces.openenv.client import HpcEnvClient
+
+        client = HpcEnvClient(url, api_key=self.api_key).sync()
+        client.connect()
+        return client
+
+    def _close_client(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(*TRANSPORT_ERRORS):
+                client.close()
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(*args, **kwargs)
+        except CALL_ERRORS as e:
+            if _is_server_failure(e):
+                raise ServerFailure(f"{self.url}: {e}") from e
+            raise
+
+    def _start(self, url: str) -> str:
+        assert self.task is not None
+        self.url = url
+        try:
+            self.client = self._connect(url)
+        except CALL_ERRORS as e:
+            if _is_server_failure(e):
+                raise ServerFailure(f"{url}: {e}") from e
+            raise
+        scenario, seed = self.task
+        result = self._call("reset", scenario=scenario, seed=seed)
+        self.node = result.observation.node
+        return str(result.observation.output)
+
+    def _failover(self, error: BaseException) -> None:
+        """Move the episode to another server by replaying its commands; raise if none can take it."""
+        from hpcgym.interfaces.openenv.models import HpcAction
+
+        if self.url is not None:
+            _URLS.mark_down(self.url)
+            log.warning("env server %s failed (%s); moving the episode", self.url, error)
+        self._close_client()
+        for url in _URLS.order(self.env_urls):
+            try:
+                self._start(url)
+                for command, output in self.history:
+                    replayed = self._call("step", HpcAction(command=command)).observation.output
+                    if replayed != output:
+                        raise ServerFailure(f"replay on {url} diverged at {command!r}")
+                return
+            except ServerFailure as e:
+                _URLS.mark_down(url)
+                log.warning("env server %s could not take the episode over: %s", url, e)
+                self._close_client()
+        raise EnvironmentUnavailable(f"no env server could continue the episode after: {error}")
+
+    def reset(self, scenario: str, seed: int) -> str:
+        self.task = (scenario, seed)
+        self.history = []
+        self._close_client()
+        last: BaseException | None = None
+        for url in _URLS.order(self.env_urls):
+            try:
+                return self._start(url)
+            except ServerFailure as e:
+                last = e
+                _URLS.mark_down(url)
+                self._close_client()
+        raise EnvironmentUnavailable(f"no env server answered a reset: {last}")
+
+    def step(self, command: str) -> Reply:
+        from hpcgym.interfaces.openenv.models import HpcAction
+
+        node = self.node
+        for attempt in range(2):
+            try:
+                result = self._call("step", HpcAction(command=command))
+                break
+            except ServerFailure as e:
+                if attempt == 1:
+                    raise EnvironmentUnavailable(f"the env server failed twice: {e}") from e
+                self._failover(e)
+        obs = result.observation
+        self.node = obs.node or self.node
+        self.history.append((command, obs.output))
+        return Reply(
+            output=obs.output,
+            reward=float(result.reward or 0.0),
+            done=bool(result.done),
+            solved=obs.solved,
+            failed=obs.failed,
+            truncated=obs.truncated,
+            exit_code=obs.exit_code,
+            unsafe_count=float(obs.reward_components.get("unsafe_count", 0.0)),
+            node=node,
+        )
+
+    def release(self) -> None:
+        self._close_client()
