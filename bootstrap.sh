@@ -46,7 +46,10 @@ make_venv() {
         python3 -m venv .venv
     fi
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    # torch first, pinned to the CPU build this machine kind keeps on disk: a bare `torch` from the
+    # training extra would pull a multi-GB CUDA build.
+    .venv/bin/python -m pip install --quiet torch==2.13.0
+    .venv/bin/python -m pip install --quiet -e '.[test,train]'
 }
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+
 from training.dataset import build_rows, task_of
 from training.env import EnvSettings, EpisodeOverError, HpcToolEnv, cut_text, estimate_tokens
 

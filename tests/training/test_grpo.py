@@ -136,12 +136,13 @@ def test_two_grpo_steps_through_a_local_openenv_server(tmp_path, trl_stack, epis
 
 
 def test_one_grpo_step_through_rollout_func(tmp_path, trl_stack, episode_images) -> None:
+    from trl import GRPOConfig, GRPOTrainer
+
     from training.backends import close_local_episodes
     from training.dataset import build_dataset
     from training.env import EnvSettings
     from training.rollout import env_reward, make_rollout_func
     from training.tiny import build_tiny
-    from trl import GRPOConfig, GRPOTrainer
 
     model, tokenizer = build_tiny()
     config = GRPOConfig(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
+from tests.training.conftest import env_server
 from training.backends import EnvironmentUnavailable
 from training.dataset import build_rows
 from training.env import EnvSettings, HpcToolEnv
-
-from tests.training.conftest import env_server
 
 pytestmark = pytest.mark.slow
 

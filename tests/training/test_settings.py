@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from training.grpo import TrainSettings, parse_args
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
