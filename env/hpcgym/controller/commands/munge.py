@@ -148,19 +148,30 @@ def _socket_ok(services: ServiceManager, node: str, found: dict[str, str]) -> st
     return None if socket == SOCKET and services.is_active(node, MUNGE) else socket
 
 
-def run_munge(ctx: Context, args: list[str]) -> Reply:
+def _prepare(
+    ctx: Context, prog: str, args: list[str], options: tuple[tuple[str, str, bool], ...]
+) -> Reply | tuple[dict[str, str], ServiceManager]:
+    """What all three tools do first: parse, answer --help/--version/--list-*, find munged's socket."""
     try:
-        found = parse("munge", args, MUNGE_OPTIONS)
+        found = parse(prog, args, options)
     except MungeUsage as error:
         return Reply("", f"{error}\n", 1)
-    fixed = _fixed("munge", found)
+    fixed = _fixed(prog, found)
     if fixed is not None:
         return fixed
     services = services_of(ctx)
     services.sync()
     bad_socket = _socket_ok(services, ctx.node, found)
     if bad_socket is not None:
-        return _no_munged("munge", bad_socket)
+        return _no_munged(prog, bad_socket)
+    return found, services
+
+
+def run_munge(ctx: Context, args: list[str]) -> Reply:
+    ready = _prepare(ctx, "munge", args, MUNGE_OPTIONS)
+    if isinstance(ready, Reply):
+        return ready
+    found, services = ready
     if "no-input" in found:
         payload = ""
     elif "string" in found:
@@ -237,18 +248,10 @@ def _stamp(time_s: int) -> str:
 
 
 def run_unmunge(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found = parse("unmunge", args, UNMUNGE_OPTIONS)
-    except MungeUsage as error:
-        return Reply("", f"{error}\n", 1)
-    fixed = _fixed("unmunge", found)
-    if fixed is not None:
-        return fixed
-    services = services_of(ctx)
-    services.sync()
-    bad_socket = _socket_ok(services, ctx.node, found)
-    if bad_socket is not None:
-        return _no_munged("unmunge", bad_socket)
+    ready = _prepare(ctx, "unmunge", args, UNMUNGE_OPTIONS)
+    if isinstance(ready, Reply):
+        return ready
+    found, services = ready
     if "input" in found:
         raw = services.access.read(ctx.node, _path(ctx, found["input"]))
         cred = raw.decode(errors="replace") if raw is not None else ""
@@ -293,18 +296,10 @@ def run_unmunge(ctx: Context, args: list[str]) -> Reply:
 
 
 def run_remunge(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found = parse("remunge", args, REMUNGE_OPTIONS)
-    except MungeUsage as error:
-        return Reply("", f"{error}\n", 1)
-    fixed = _fixed("remunge", found)
-    if fixed is not None:
-        return fixed
-    services = services_of(ctx)
-    services.sync()
-    bad_socket = _socket_ok(services, ctx.node, found)
-    if bad_socket is not None:
-        return _no_munged("remunge", bad_socket)
+    ready = _prepare(ctx, "remunge", args, REMUNGE_OPTIONS)
+    if isinstance(ready, Reply):
+        return ready
+    found, services = ready
     now = services.now_s
     start = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S")
     end = datetime.fromtimestamp(now + 1, UTC).strftime("%Y-%m-%d %H:%M:%S")
