@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian/Ubuntu machine (as root, or through sudo) to a working hpcgym:
-#   ./bootstrap.sh main   install everything, then build the images and print their summary
+#   ./bootstrap.sh main   install everything, build the images, then play the lite incidents with the
+#                         gold, noop and random policies and print the leaderboard
 #   ./bootstrap.sh test   install everything, then run the whole test suite and the lite gold check
 # Installing is idempotent: apt packages, a Docker engine for the Docker backend, and .venv at the repo root.
 set -euo pipefail
@@ -60,6 +61,7 @@ case "${1:-}" in
     main)
         install_packages; start_docker; make_venv
         .venv/bin/invoke build-images
+        .venv/bin/invoke eval --lite --seeds 1 --policies gold,noop,random
         ;;
     test)
         install_packages; start_docker; make_venv
