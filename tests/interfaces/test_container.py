@@ -18,7 +18,6 @@ import requests
 from hpcgym.interfaces.openenv.client import HpcEnvClient
 from hpcgym.interfaces.openenv.loadtest import free_port, wait_healthy
 from hpcgym.interfaces.openenv.models import HpcAction
-from hpcgym.runtime.unpack import default_cache_dir
 
 IMAGE = "hpcgym-server"
 KEY = "container-key"
@@ -49,11 +48,6 @@ def image() -> str:
 def run_container(image: str, *env: str, flags: tuple[str, ...] = BWRAP_FLAGS):
     port = free_port()
     name = f"hpcgym-test-{uuid.uuid4().hex[:8]}"
-    # TODO(runtime): the image's Python is Debian's 3.11.2, whose tarfile lacks extraction filters
-    # (3.11.4+), so unpack.py cannot unpack the images in the container yet; lend it the host's
-    # unpacked copies until unpack.py supports 3.11.2.
-    cache = default_cache_dir()
-    mount = (f"--volume={cache}:/root/.cache/hpcgym/rootfs:ro",) if cache.is_dir() else ()
     docker(
         "run",
         "--detach",
@@ -62,7 +56,6 @@ def run_container(image: str, *env: str, flags: tuple[str, ...] = BWRAP_FLAGS):
         f"--env=PORT={port}",
         *env,
         *flags,
-        *mount,
         image,
     )
     return name, f"http://127.0.0.1:{port}"
