@@ -205,39 +205,54 @@ class Node:
         return "+".join(names)
 
 
-def _state_long(node: Node) -> str:
+# How node_state_string() and node_state_string_compact() spell the states a flag overrides.
+_FLAGGED_LONG = {
+    "maint": "MAINT",
+    "draining": "DRAINING",
+    "drained": "DRAINED",
+    "failing": "FAILING",
+    "fail": "FAIL",
+    "alloc+": "ALLOCATED+",
+    "completing": "COMPLETING",
+}
+_FLAGGED_COMPACT = {
+    "maint": "maint",
+    "draining": "drng",
+    "drained": "drain",
+    "failing": "failg",
+    "fail": "fail",
+    "alloc+": "alloc+",
+    "completing": "comp",
+}
+
+
+def _state_word(node: Node) -> tuple[NodeBase | str, str]:
     # Mirrors node_state_string(): drain and fail win over the base, then '*' marks no response.
+    # Returns the base itself, or the key of the flag-driven word, and the '*' suffix.
     base = node.effective_base()
     star = "*" if node.has(NodeFlag.NOT_RESPONDING) else ""
     busy = node.has(NodeFlag.COMPLETING) or base in (NodeBase.ALLOCATED, NodeBase.MIXED)
     if node.has(NodeFlag.MAINT) and base not in (NodeBase.ALLOCATED, NodeBase.MIXED):
-        return "MAINT" + star
+        return "maint", star
     if node.has(NodeFlag.DRAIN):
-        return ("DRAINING" if busy else "DRAINED") + star
+        return ("draining" if busy else "drained"), star
     if node.has(NodeFlag.FAIL):
-        return ("FAILING" if busy else "FAIL") + star
+        return ("failing" if busy else "fail"), star
     if base is NodeBase.ALLOCATED and not star and node.has(NodeFlag.COMPLETING):
-        return "ALLOCATED+"
+        return "alloc+", ""
     if base is NodeBase.IDLE and node.has(NodeFlag.COMPLETING):
-        return "COMPLETING" + star
-    return base.value + star
+        return "completing", star
+    return base, star
+
+
+def _state_long(node: Node) -> str:
+    word, star = _state_word(node)
+    return (word.value if isinstance(word, NodeBase) else _FLAGGED_LONG[word]) + star
 
 
 def _state_compact(node: Node) -> str:
-    base = node.effective_base()
-    star = "*" if node.has(NodeFlag.NOT_RESPONDING) else ""
-    busy = node.has(NodeFlag.COMPLETING) or base in (NodeBase.ALLOCATED, NodeBase.MIXED)
-    if node.has(NodeFlag.MAINT) and base not in (NodeBase.ALLOCATED, NodeBase.MIXED):
-        return "maint" + star
-    if node.has(NodeFlag.DRAIN):
-        return ("drng" if busy else "drain") + star
-    if node.has(NodeFlag.FAIL):
-        return ("failg" if busy else "fail") + star
-    if base is NodeBase.ALLOCATED and not star and node.has(NodeFlag.COMPLETING):
-        return "alloc+"
-    if base is NodeBase.IDLE and node.has(NodeFlag.COMPLETING):
-        return "comp" + star
-    return _COMPACT[base] + star
+    word, star = _state_word(node)
+    return (_COMPACT[word] if isinstance(word, NodeBase) else _FLAGGED_COMPACT[word]) + star
 
 
 @dataclass
