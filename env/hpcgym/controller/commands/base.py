@@ -128,6 +128,15 @@ def check_rpc(ctx: Context, prog: str, rpc: str) -> RpcFailure | None:
     return None
 
 
+def usage_or_version(keys: set[str], usage_text: str) -> Reply | None:
+    """The answer to --help/--usage (the tool's usage) or --version, which come before anything else."""
+    if "help" in keys or "usage" in keys:
+        return Reply(usage_text)
+    if "version" in keys:
+        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    return None
+
+
 def usage_error(error: UsageError, prog: str, exit_code: int = 1) -> Reply:
     return Reply("", f'{error.text}\nTry "{prog} --help" for more information\n', exit_code)
 

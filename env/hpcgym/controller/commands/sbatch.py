@@ -12,7 +12,13 @@ import re
 import shlex
 
 from hpcgym.controller.commands import usage
-from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
+from hpcgym.controller.commands.base import (
+    Context,
+    Reply,
+    check_rpc,
+    usage_error,
+    usage_or_version,
+)
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
 from hpcgym.controller.rpc import SlurmError
@@ -40,10 +46,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
     except UsageError as error:
         return usage_error(error, "sbatch", exit_code=255)
     keys = {key for key, _ in opts}
-    if "help" in keys or "usage" in keys:
-        return Reply(usage.SBATCH_USAGE)
-    if "version" in keys:
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    fixed = usage_or_version(keys, usage.SBATCH_USAGE)
+    if fixed is not None:
+        return fixed
     wrap = next((value for key, value in reversed(opts) if key == "wrap"), None)
     if wrap is not None:
         script, name, command = (

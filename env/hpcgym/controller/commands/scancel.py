@@ -9,7 +9,13 @@ from __future__ import annotations
 import re
 
 from hpcgym.controller.commands import usage
-from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
+from hpcgym.controller.commands.base import (
+    Context,
+    Reply,
+    check_rpc,
+    usage_error,
+    usage_or_version,
+)
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.rpc import SlurmError
@@ -50,10 +56,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return usage_error(error, "scancel")
     keys = {key for key, _ in opts}
     values = {key: value for key, value in opts if value is not None}
-    if "help" in keys or "usage" in keys:
-        return Reply(usage.SCANCEL_USAGE)
-    if "version" in keys:
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    fixed = usage_or_version(keys, usage.SCANCEL_USAGE)
+    if fixed is not None:
+        return fixed
     if "user" in values:
         for name in values["user"].split(","):
             if ctx.find_user(name) is None:

@@ -8,7 +8,14 @@ sandboxes. Output is printed in task order, which the real srun only approximate
 from __future__ import annotations
 
 from hpcgym.controller.commands import usage
-from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, TaskRequest, check_rpc, usage_error
+from hpcgym.controller.commands.base import (
+    Context,
+    Reply,
+    TaskRequest,
+    check_rpc,
+    usage_error,
+    usage_or_version,
+)
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
 from hpcgym.controller.hostlist import compress_hostlist
@@ -41,10 +48,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
     except UsageError as error:
         return usage_error(error, "srun", exit_code=255)
     keys = {key for key, _ in opts}
-    if "help" in keys or "usage" in keys:
-        return Reply(usage.SRUN_USAGE)
-    if "version" in keys:
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    fixed = usage_or_version(keys, usage.SRUN_USAGE)
+    if fixed is not None:
+        return fixed
     if not command:
         return Reply("", "srun: fatal: No command given to execute.\n", 1)
     try:
