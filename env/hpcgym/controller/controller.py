@@ -13,8 +13,8 @@ from pathlib import Path
 
 from hpcgym.controller.clock import DEFAULT_START_S, VirtualClock
 from hpcgym.controller.cluster import Cluster
-from hpcgym.controller.commands import sacct, sbatch, scancel, scontrol, sinfo, squeue, srun
-from hpcgym.controller.commands.base import Context, FileReader, Reply, TaskRunner
+from hpcgym.controller.commands import date, sacct, sbatch, scancel, scontrol, sinfo, squeue, srun
+from hpcgym.controller.commands.base import Context, FileReader, Reply, TaskRequest, TaskResult, TaskRunner
 from hpcgym.controller.rpc import User
 from hpcgym.controller.services import ServiceManager
 from hpcgym.controller.services.slurmlink import sync_cluster
@@ -34,7 +34,9 @@ SLURM_TOOLS: dict[str, Tool] = {
     "scancel": scancel.run,
     "sacct": sacct.run,
 }
-TOOLS: dict[str, Tool] = {**SLURM_TOOLS, **SERVICE_TOOLS}
+# Base-system programs that would otherwise show the host: `date` reads the episode's virtual clock.
+SYSTEM_TOOLS: dict[str, Tool] = {"date": date.run}
+TOOLS: dict[str, Tool] = {**SLURM_TOOLS, **SERVICE_TOOLS, **SYSTEM_TOOLS}
 
 DEFAULT_USERS = (User("root", 0, "root", 0),)
 
@@ -125,7 +127,7 @@ class Controller:
             cwd=cwd,
             user=self.caller,
             users=self.users,
-            run_task=self.run_task,
+            run_task=self._run_task_unlocked if self.run_task is not None else None,
             read_file=self.read_file,
             stdin=stdin,
             services=self.services,
@@ -135,6 +137,18 @@ class Controller:
             reply = tool(ctx, list(argv[1:]))
             self._sync_services()
             return reply
+
+    def _run_task_unlocked(self, task: TaskRequest) -> TaskResult:
+        # A task is a program in a node; it may call the tools itself (`srun date`, `srun sinfo`),
+        # and those requests arrive on another thread. Holding the lock across the task would
+        # deadlock them, so srun lets go while its task runs, as slurmctld does during a step.
+        assert self.run_task is not None
+        self._lock.release()
+        try:
+            return self.run_task(task)
+        finally:
+            self._lock.acquire()
+            self._forget_files()
 
     def _forget_files(self) -> None:
         # Node files the services parsed are trusted for one request or tick at most: the agent may
