@@ -74,9 +74,16 @@ def test_srun_runs_on_the_compute_node(episode):
     assert (result.output, result.exit_code) == ("compute-02\n", 0)
 
 
+def test_a_task_can_call_the_cluster_tools_and_reads_the_virtual_clock(episode):
+    # The task's own stub calls reach the controller while srun waits for the task.
+    result = episode.step("srun -w compute-02 bash -c 'sinfo -h -n compute-02 -o %t; date +%Y'")
+    assert (result.output, result.exit_code) == ("mix\n2026\n", 0)
+
+
 def test_same_commands_same_bytes(runtime):
     commands = [
         "sinfo",
+        "date",
         "sbatch --wrap 'sleep 30'",
         "squeue",
         "scontrol show job 1",
