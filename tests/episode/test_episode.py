@@ -96,7 +96,7 @@ def test_same_commands_same_bytes(runtime):
 
     first, second = transcript(), transcript()
     assert first == second
-    assert first[1][0] == "Submitted batch job 1\n"
+    assert first[2][0] == "Submitted batch job 1\n"
 
 
 def test_tools_that_read_stdin_get_it(episode):
