@@ -6,13 +6,13 @@ the connection, timeouts and the sync wrapper are OpenEnv's `EnvClient`.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from openenv.core.client_types import StepResult
 from openenv.core.env_client import EnvClient
 
 from hpcgym.interfaces.openenv.models import HpcAction, HpcObservation, HpcState
+from hpcgym.interfaces.openenv.server.auth import api_key_from_environ
 
 
 class HpcEnvClient(EnvClient[HpcAction, HpcObservation, HpcState]):
@@ -26,12 +26,16 @@ class HpcEnvClient(EnvClient[HpcAction, HpcObservation, HpcState]):
 
     Args:
         base_url: the server (http:// or ws://).
-        api_key: sent as `Authorization: Bearer KEY` (default `$OPENENV_API_KEY`, if set).
+        api_key: sent as `Authorization: Bearer KEY` (default: the key in `$OPENENV_API_KEY_FILE`,
+            else `$OPENENV_API_KEY`, if either is set).
         **kwargs: `EnvClient`'s own (timeouts, extra `headers`, ...).
+
+    Raises:
+        ApiKeyError: `$OPENENV_API_KEY_FILE` is missing, empty or readable by others.
     """
 
     def __init__(self, base_url: str, *, api_key: str | None = None, **kwargs: Any) -> None:
-        api_key = api_key if api_key is not None else os.environ.get("OPENENV_API_KEY") or None
+        api_key = api_key if api_key is not None else api_key_from_environ()
         headers = dict(kwargs.pop("headers", None) or {})
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"

@@ -2,8 +2,9 @@
 
 Sessions are WebSocket connections; each gets its own `HpcEnvironment` and so its own episode, up to
 `HPCGYM_MAX_SESSIONS` at once (one more is refused with OpenEnv's CAPACITY_REACHED error). An idle
-session is reaped after `HPCGYM_SESSION_TIMEOUT_S`, so a dropped socket frees its slot. With
-`OPENENV_API_KEY` set, every route but `/health` needs the key (see `auth.py`).
+session is reaped after `HPCGYM_SESSION_TIMEOUT_S`, so a dropped socket frees its slot. With an API
+key set, every route but `/health` needs it (see `auth.py`). `/capacity` says how many sessions are
+open and whether the server is draining; SIGTERM drains it (see `drain.py`).
 
 Settings (environment variables):
     HPCGYM_IMAGES             built images (default build/images)
@@ -13,7 +14,10 @@ Settings (environment variables):
     HPCGYM_STEP_TIMEOUT_S     wall-clock limit per command (default 20, below the client's 60 s)
     HPCGYM_MAX_STEPS          step budget (default: each scenario's own)
     HPCGYM_SCENARIOS          comma-separated scenario ids a reset draws from (default: all)
+    HPCGYM_DRAIN_S            after SIGTERM, how long running episodes may go on (default 20, so the
+                              rest of the shutdown fits in Slurm's default KillWait of 30 s)
     OPENENV_API_KEY           the API key; unset or empty: no auth
+    OPENENV_API_KEY_FILE      a file holding the API key, mode 0600 (refused otherwise)
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import functools
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +38,8 @@ from openenv.core.env_server.types import ConcurrencyConfig
 
 from hpcgym.episode.pool import EpisodeOptions, EpisodePool
 from hpcgym.interfaces.openenv.models import ENV_NAME, HpcAction, HpcObservation, HpcState
-from hpcgym.interfaces.openenv.server.auth import ApiKeyAuth
+from hpcgym.interfaces.openenv.server.auth import ApiKeyAuth, ApiKeyError, api_key_from_environ
+from hpcgym.interfaces.openenv.server.drain import Drain, DrainGuard, DrainingServer, draining_config
 from hpcgym.interfaces.openenv.server.environment import Backend, HpcEnvironment
 from hpcgym.interfaces.task import TaskRegistry, default_registry
 from hpcgym.runtime import Runtime
@@ -56,11 +62,14 @@ class ServerSettings:
     step_timeout_s: float = 20.0
     max_steps: int | None = None
     scenarios: tuple[str, ...] | None = None
+    drain_s: float = 20.0
     api_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
             raise ValueError("HPCGYM_MAX_SESSIONS must be at least 1")
+        if self.drain_s < 0:
+            raise ValueError("HPCGYM_DRAIN_S must not be negative")
         if self.session_timeout_s <= 0:
             raise ValueError("HPCGYM_SESSION_TIMEOUT_S must be positive")
         if not 0 < self.step_timeout_s < CLIENT_MESSAGE_TIMEOUT_S - 10:
@@ -71,6 +80,11 @@ class ServerSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        """Read the settings from `environ` (default `os.environ`).
+
+        Raises:
+            ApiKeyError: `OPENENV_API_KEY_FILE` is missing, empty or readable by others.
+        """
         env = os.environ if environ is None else environ
         defaults = cls()
         scenarios = env.get("HPCGYM_SCENARIOS", "").strip()
@@ -83,15 +97,17 @@ class ServerSettings:
             step_timeout_s=float(env.get("HPCGYM_STEP_TIMEOUT_S", defaults.step_timeout_s)),
             max_steps=int(max_steps) if max_steps else None,
             scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()) or None,
-            api_key=env.get("OPENENV_API_KEY") or None,
+            drain_s=float(env.get("HPCGYM_DRAIN_S", defaults.drain_s)),
+            api_key=api_key_from_environ(env),
         )
 
 
-def replace_health(app: FastAPI, pool: EpisodePool) -> None:
+def replace_health(app: FastAPI, pool: EpisodePool, drain: Drain | None = None) -> None:
     """Make `/health` say unhealthy (503) once the episode pool has failed, not merely "the port is open".
 
     OpenEnv's own `/health` always answers healthy; a container whose sandboxes cannot start (missing
-    privileges, a broken image) must not look ready to its orchestrator.
+    privileges, a broken image) must not look ready to its orchestrator. A draining server answers 503
+    too: it takes no new work.
     """
     app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", None) != "/health"]
 
@@ -99,7 +115,23 @@ def replace_health(app: FastAPI, pool: EpisodePool) -> None:
     def health() -> JSONResponse:
         if pool.failure is not None:
             return JSONResponse({"status": "unhealthy", "detail": str(pool.failure)}, status_code=503)
+        if drain is not None and drain.draining:
+            return JSONResponse(
+                {"status": "draining", "active_sessions": drain.active_sessions}, status_code=503
+            )
         return JSONResponse({"status": "healthy", "episodes_ready": pool.ready})
+
+
+def add_capacity(app: FastAPI, max_sessions: int, drain: Drain) -> None:
+    """`GET /capacity`: what a client pool needs to place a session (behind the key when one is set)."""
+
+    @app.get("/capacity", tags=["Health"], summary="Sessions open, the limit, and whether draining")
+    async def capacity() -> dict[str, int | bool]:
+        return {
+            "max_sessions": max_sessions,
+            "active_sessions": drain.active_sessions,
+            "draining": drain.draining,
+        }
 
 
 def build_app(
@@ -140,7 +172,9 @@ def build_app(
         state_cls=HpcState,
     )
 
-    replace_health(app, pool)
+    drain = Drain(settings.drain_s)
+    replace_health(app, pool, drain)
+    add_capacity(app, settings.max_sessions, drain)
 
     def shut_down() -> None:
         pool.close()
@@ -148,18 +182,22 @@ def build_app(
             runtime.close()
 
     app.router.on_shutdown.append(shut_down)
+    # Added before the key check, so the key check runs first: unauthenticated clients learn nothing.
+    app.add_middleware(DrainGuard, drain=drain)
     if settings.api_key:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
     else:
         log.warning("OPENENV_API_KEY is not set: the server accepts every client")
     app.state.hpcgym_settings = replace(settings, api_key=None)  # never echo the key
+    app.state.hpcgym_drain = drain
     return app
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the server (`hpcgym-server`, `python -m hpcgym.interfaces.openenv.server.app`)."""
-    import uvicorn
+    """Run the server (`hpcgym-server`, `python -m hpcgym.interfaces.openenv.server.app`).
 
+    Exits 0 after a SIGTERM drain, 2 when the settings are unusable (say an API key file others can read).
+    """
     parser = argparse.ArgumentParser(description="Serve EnterpriseHPC over OpenEnv (HTTP and WebSocket).")
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"), help="default %(default)s")
     parser.add_argument(
@@ -169,12 +207,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", help="uvicorn's log level (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    settings = ServerSettings.from_environ()
+    try:
+        settings = ServerSettings.from_environ()
+    except (ApiKeyError, ValueError) as e:
+        print(f"hpcgym-server: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     if args.images is not None:
         settings = replace(settings, images_dir=args.images)
     app = build_app(settings)
     # Many sessions step at once, each in its own thread; one worker process shares one runtime.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    config = draining_config(app, host=args.host, port=args.port, log_level=args.log_level)
+    DrainingServer(config, app.state.hpcgym_drain).run()
 
 
 if __name__ == "__main__":
