@@ -70,24 +70,79 @@ class NoopPolicy:
 
 
 def _vocabulary() -> list[str]:
+    """What an operator types on this cluster, looking far more often than touching, as on real shifts.
+
+    Read-only checks outnumber changes about four to one; every fix a tier-1 incident needs is in
+    here, so a random walk can stumble on one, but rarely on the right one for the right node.
+    """
     words = [
         "sinfo",
         "sinfo -R",
+        "sinfo -N -l",
+        "sinfo -p gpu",
         "squeue",
+        "squeue -l",
+        "squeue --start",
+        "sacct -X",
         "scontrol show nodes",
+        "scontrol show partition",
+        "scontrol show config",
+        "scontrol ping",
         "systemctl --failed",
+        "systemctl list-units --type=service",
         "curl -sI http://login01/",
+        "curl -s http://login01/ -o /dev/null -w '%{http_code}'",
+        "cat /etc/slurm/slurm.conf",
+        "tail -n 20 /var/log/slurm/slurmctld.log",
+        "ls -l /etc/munge",
+        "cat /etc/hosts",
+        "df -h",
+        "free -m",
+        "uptime",
+        "ps aux",
+        "ip addr",
+        "ip route",
+        "hostname",
+        "date",
+        "munge -n | unmunge",
+        "httpd -t",
+        "tail -n 20 /var/log/httpd/error_log",
+        "sbatch --wrap hostname",
+        "srun -N1 hostname",
     ]
     for unit in UNITS:
-        words += [f"systemctl status {unit}", f"systemctl restart {unit}", f"journalctl -u {unit} --no-pager"]
-    for node in NODES:
         words += [
-            f"ssh {node} systemctl restart slurmd",
-            f"ssh {node} systemctl restart munge",
-            f"ssh {node} ifup eth0",
-            f"ssh {node} nvidia-smi",
-            f"scontrol update nodename={node} state=resume",
+            f"systemctl status {unit}",
+            f"systemctl is-active {unit}",
+            f"journalctl -u {unit} --no-pager -n 20",
+            f"systemctl restart {unit}",
         ]
+    for node in NODES:
+        for command in (
+            "uptime",
+            "df -h",
+            "free -m",
+            "ip addr",
+            "ip route",
+            "ps aux",
+            "pgrep -a slurmd",
+            "pgrep -a munged",
+            "systemctl status slurmd",
+            "systemctl status munge",
+            "journalctl -u slurmd --no-pager -n 20",
+            "journalctl -u munge --no-pager -n 20",
+            "cat /etc/sysconfig/network-scripts/route-eth0",
+            "cat /etc/sysconfig/network-scripts/ifcfg-eth0",
+            "ls -l /etc/munge",
+            "tail -n 20 /var/log/slurm/slurmd.log",
+            "ls -ld /var/spool/slurmd",
+            "nvidia-smi",
+            "systemctl restart slurmd",
+            "systemctl restart munge",
+            "ifup eth0",
+        ):
+            words.append(f"ssh {node} {command}")
+        words += [f"scontrol show node {node}", f"scontrol update nodename={node} state=resume"]
     return words
 
 
