@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hpcgym.controller.services.access import FileStat
 from hpcgym.errors import SandboxError
-from hpcgym.runtime.cluster import Cluster, Node
+from hpcgym.runtime.cluster import SHARED_DIRS, Cluster, Node, ShareState
 from hpcgym.runtime.sandbox import exec_in_node
 from hpcgym.runtime.unpack import ID_RANGE
 
@@ -192,6 +192,42 @@ class ClusterNodes:
         else:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
+
+    # --- NFS shares: what `mount`/`umount` change, a scenario makes stale, and grading asks ----------
+
+    def share_points(self, node: str) -> tuple[str, ...]:
+        """The shared dirs a node mounts from the login node (none on the login node: it exports them)."""
+        target = self._node(node)
+        if target.role != self.cluster.config.compute_role:
+            return ()
+        return tuple(f"/{name}" for name in SHARED_DIRS)
+
+    def _share(self, node: str, point: str) -> tuple[Node, str]:
+        if point not in self.share_points(node):
+            raise NodeAccessError(f"{point} is not a shared mount of {node}")
+        return self._node(node), point.strip("/")
+
+    def is_share_mounted(self, node: str, point: str) -> bool:
+        """Mounted, healthy or stale (a stale mount is still in the mount table)."""
+        target, name = self._share(node, point)
+        return target.share_state(name) is not ShareState.UNMOUNTED
+
+    def mount_share(self, node: str, point: str) -> None:
+        target, name = self._share(node, point)
+        target.mount_share(name)
+
+    def unmount_share(self, node: str, point: str) -> None:
+        target, name = self._share(node, point)
+        target.unmount_share(name)
+
+    def make_share_stale(self, node: str, point: str) -> None:
+        target, name = self._share(node, point)
+        target.make_share_stale(name)
+
+    def sees_share(self, node: str, point: str) -> bool:
+        """The node's shell reaches the live share at `point` (the kernel's answer, not a file's)."""
+        target, name = self._share(node, point)
+        return target.sees_share(name)
 
     # --- processes ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ Controller logic stays out: requests from the stubs go to the `handler` given at
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import re
@@ -25,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from hpcgym.errors import ControllerError, SandboxError
+from hpcgym.run import require_tool
 from hpcgym.runtime import overlay, sandbox
 from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
 from hpcgym.runtime.channel import ControlChannel, Handler, Reply, Request, echo_handler
@@ -32,10 +34,23 @@ from hpcgym.runtime.overlay import OverlayMode
 from hpcgym.runtime.sandbox import Limits, SandboxSpec
 from hpcgym.runtime.shell import DEFAULT_MAX_OUTPUT_BYTES, Shell, ShellResult
 from hpcgym.runtime.ssh import parse_ssh_args, unknown_host_message
+from hpcgym.runtime.stalefs import StaleMount
 
 log = logging.getLogger(__name__)
 
 SHARED_DIRS = ("home", "apps")
+# Where each shared dir comes from, as a compute node's NFS client names it (the login node exports).
+EXPORT_DIR = "/export"
+
+
+class ShareState(enum.StrEnum):
+    """What a node's copy of a shared dir shows: the share, a stale handle, or its empty mount point."""
+
+    MOUNTED = "mounted"
+    STALE = "stale"
+    UNMOUNTED = "unmounted"
+
+
 _EXIT = re.compile(r"^\s*(?:exit|logout)(?:\s+(\d+))?\s*;?\s*$")
 
 
@@ -88,6 +103,8 @@ class Node:
         self.shell: Shell | None = None
         self._mounted = False
         self._lock = threading.RLock()
+        self._stale: dict[str, StaleMount] = {}
+        self._unmounted: set[str] = set()
 
     @property
     def spec(self) -> SandboxSpec:
@@ -97,7 +114,7 @@ class Node:
             root=self.root,
             uid_base=config.uid_base,
             control_dir=self.control_dir,
-            binds=tuple((self.cluster.dir / "shared" / d / "root", f"/{d}") for d in SHARED_DIRS),
+            binds=tuple((self.share_source(d), f"/{d}") for d in SHARED_DIRS),
             limits=config.limits,
             cgroup_procs=self.cluster.cgroup.procs_files if self.cluster.cgroup else (),
         )
@@ -118,6 +135,8 @@ class Node:
                     self.root,
                 )
                 self._mounted = True
+                if config.overlay_mode.is_mount():
+                    self._mount_share_points()
                 config.channel.bind(
                     self.control_dir / "control.sock",
                     self.name,
@@ -133,6 +152,94 @@ class Node:
     def is_mounted(self) -> bool:
         """True once the node's root exists (its overlay is up); before that it is its image's files."""
         return self._mounted
+
+    # --- the shared dirs, as this node's NFS client sees them ---------------------------------------
+
+    def share_source(self, name: str) -> Path:
+        """The host path the sandbox binds at /NAME: this node's own mount point, where mounts are made."""
+        if self.cluster.config.overlay_mode.is_mount():
+            return self.dir / "mnt" / name
+        return self.cluster.dir / "shared" / name / "root"
+
+    def _mount_share_points(self) -> None:
+        # Each node binds its own mount point of each share, made shared before the sandbox starts:
+        # bwrap makes its copy a slave, so a mount stacked here later (a stale handle, an unmount)
+        # reaches the running shell, its ssh commands and its daemons at once, and only this node.
+        uid_base = self.cluster.config.uid_base
+        for name in SHARED_DIRS:
+            point, local = self.dir / "mnt" / name, self.dir / "local" / name
+            point.mkdir(parents=True, exist_ok=True)
+            local.mkdir(parents=True, exist_ok=True)
+            os.chown(local, uid_base, uid_base)
+            overlay.bind_mount(self.cluster.dir / "shared" / name / "root", point)
+            overlay.make_shared(point)
+
+    def share_state(self, name: str) -> ShareState:
+        if name in self._stale:
+            return ShareState.STALE
+        return ShareState.UNMOUNTED if name in self._unmounted else ShareState.MOUNTED
+
+    def make_share_stale(self, name: str) -> None:
+        """Stack an ESTALE filesystem over this node's share (the server re-exported it under us)."""
+        with self._lock:
+            self._check_share(name)
+            if self.share_state(name) is not ShareState.MOUNTED:
+                raise SandboxError(f"{self.name}:/{name} is {self.share_state(name)}, not mounted")
+            source = f"{self.cluster.login_node}:{EXPORT_DIR}/{name}"
+            binder = Path(require_tool("bwrap"))
+            self._stale[name] = StaleMount(self.share_source(name), source=source, binder=binder).mount()
+
+    def unmount_share(self, name: str) -> None:
+        """What `umount` does on the node: the mount goes, its empty local mount point shows."""
+        with self._lock:
+            self._check_share(name)
+            stale = self._stale.pop(name, None)
+            if stale is not None:
+                stale.close()
+            if name not in self._unmounted:
+                overlay.bind_mount(self.dir / "local" / name, self.share_source(name))
+                self._unmounted.add(name)
+
+    def mount_share(self, name: str) -> None:
+        """What `mount` does on the node: the live share shows again (a fresh handle)."""
+        with self._lock:
+            self._check_share(name)
+            if name in self._unmounted:
+                overlay.unmount(self.share_source(name))
+                self._unmounted.discard(name)
+
+    def sees_share(self, name: str) -> bool:
+        """Whether the node's running shell reaches the live share at /NAME (asked of the kernel)."""
+        shell = self.shell
+        if shell is None or not shell.is_alive:
+            return False
+        try:
+            seen = os.stat(f"/proc/{shell.shell_pid}/root/{name}")
+            share = os.stat(self.cluster.dir / "shared" / name / "root")
+        except OSError:
+            return False
+        return (seen.st_dev, seen.st_ino) == (share.st_dev, share.st_ino)
+
+    def _check_share(self, name: str) -> None:
+        if name not in SHARED_DIRS:
+            raise SandboxError(f"/{name} is not a shared dir (those are {', '.join(SHARED_DIRS)})")
+        if not self.cluster.config.overlay_mode.is_mount():
+            raise SandboxError(
+                "mount changes on a node need a mount overlay mode", hint="use kernel or fuse-overlayfs"
+            )
+        self.ensure_started()
+
+    def release_shares(self) -> None:
+        """Take this node's share mounts down (the stale layer, its thread, the node's mount points)."""
+        for stale in self._stale.values():
+            stale.close()
+        self._stale.clear()
+        if self._mounted and self.cluster.config.overlay_mode.is_mount():
+            for name in SHARED_DIRS:
+                if name in self._unmounted:
+                    overlay.unmount(self.share_source(name))
+                overlay.unmount(self.share_source(name))
+        self._unmounted.clear()
 
     @property
     def is_running(self) -> bool:
@@ -223,6 +330,7 @@ class Cluster:
         self._closed = True
         for node in self.nodes.values():
             node.stop()
+            node.release_shares()
             if node._mounted:
                 self.config.channel.unbind(node.control_dir / "control.sock")
                 overlay.remove_overlay(self.config.overlay_mode, node.root)

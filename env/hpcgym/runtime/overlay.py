@@ -25,6 +25,8 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 MS_NOSUID = 2
 MS_NODEV = 4
+MS_BIND = 4096
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 
@@ -39,8 +41,10 @@ class OverlayMode(enum.StrEnum):
         return self is not OverlayMode.COPY
 
 
-def mount_fs(source: str, target: Path, fstype: str, options: str, flags: int = MS_NOSUID | MS_NODEV) -> None:
-    if _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), flags, options.encode()) != 0:
+def mount_fs(
+    source: str | Path, target: Path, fstype: str, options: str, flags: int = MS_NOSUID | MS_NODEV
+) -> None:
+    if _libc.mount(os.fsencode(source), os.fsencode(target), fstype.encode(), flags, options.encode()) != 0:
         errno = ctypes.get_errno()
         raise SandboxError(
             f"mount -t {fstype} -o {options} {source} {target}: {os.strerror(errno)}",
@@ -54,6 +58,16 @@ def unmount(target: Path) -> bool:
     # A plain unmount also ends a FUSE daemon; a lazy detach (for a mount still busy while the
     # sandbox holding it dies) never blocks.
     return _libc.umount2(path, 0) == 0 or _libc.umount2(path, MNT_DETACH) == 0
+
+
+def bind_mount(source: Path, target: Path) -> None:
+    """Show `source` at `target` (what `mount --bind` does)."""
+    mount_fs(source, target, "", "", MS_BIND)
+
+
+def make_shared(target: Path) -> None:
+    """Mark a mount shared: mounts made on it later propagate to its copies in other namespaces."""
+    mount_fs("none", target, "", "", MS_SHARED)
 
 
 def mount_tmpfs(target: Path, size_bytes: int, mode: int = 0o755) -> None:

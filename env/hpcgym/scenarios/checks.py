@@ -261,6 +261,27 @@ def has_no_uncorrected_ecc(episode: Episode, node: str) -> bool:
     return bool(gpus) and all(gpu.volatile.uncorrected == 0 for gpu in gpus)
 
 
+# ---- NFS shares ----------------------------------------------------------------------------------------
+
+
+def has_nfs_share(episode: Episode, node: str, path: str) -> bool:
+    """The node's shell reaches the live share at `path`, as the kernel resolves it.
+
+    A stat through the node's root must name the very directory the login node exports: no stale
+    handle, not the empty local mount point.
+    """
+    return path in episode.nodes.share_points(node) and episode.nodes.sees_share(node, path)
+
+
+def has_every_nfs_share(episode: Episode) -> bool:
+    """Every node that mounts shares reaches all of them."""
+    return all(
+        episode.nodes.sees_share(node, path)
+        for node in episode.cluster.nodes
+        for path in episode.nodes.share_points(node)
+    )
+
+
 CHECKS: dict[str, Callable[..., bool]] = {
     "is_node_healthy": is_node_healthy,
     "is_every_node_healthy": is_every_node_healthy,
@@ -281,6 +302,8 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_statesave_for_slurm": has_statesave_for_slurm,
     "is_portal_serving": is_portal_serving,
     "has_no_uncorrected_ecc": has_no_uncorrected_ecc,
+    "has_nfs_share": has_nfs_share,
+    "has_every_nfs_share": has_every_nfs_share,
 }
 
 

@@ -158,6 +158,12 @@ def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
     )
 
 
+def _nfs_stale(episode: Episode, step: schema.NfsStale, rng: random.Random) -> None:
+    if step.path not in episode.nodes.share_points(step.node):
+        raise ScenarioError(f"{step.node} does not mount {step.path} over NFS")
+    episode.nodes.make_share_stale(step.node, step.path)
+
+
 def _advance(episode: Episode, step: schema.Advance, rng: random.Random) -> None:
     episode.controller.advance(step.seconds)
 
@@ -175,5 +181,6 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "partition_state": _partition_state,
     "submit": _submit,
     "gpu_ecc": _gpu_ecc,
+    "nfs_stale": _nfs_stale,
     "advance": _advance,
 }

@@ -158,6 +158,14 @@ class GpuEcc(Model):
     dram_correctable: int = 0
 
 
+class NfsStale(Model):
+    """A node's NFS mount goes stale (the server re-exported it): every access fails with ESTALE."""
+
+    kind: Literal["nfs_stale"]
+    node: str
+    path: Literal["/home", "/apps"]
+
+
 class Advance(Model):
     """Let virtual time pass (slurmctld notices silent nodes, jobs run)."""
 
@@ -178,6 +186,7 @@ InjectStep = Annotated[
     | PartitionStateStep
     | SubmitJob
     | GpuEcc
+    | NfsStale
     | Advance,
     Field(discriminator="kind"),
 ]

@@ -103,6 +103,9 @@ class MemoryNodeAccess:
     def __init__(self, first_pid: int = 100) -> None:
         self.first_pid = first_pid
         self.nodes: dict[str, _MemoryNode] = {}
+        # NFS mounts (the mount and umount tools): node -> its share points, and those unmounted.
+        self.shares: dict[str, tuple[str, ...]] = {}
+        self.unmounted_shares: set[tuple[str, str]] = set()
 
     def _node(self, node: str) -> _MemoryNode:
         if node not in self.nodes:
@@ -176,3 +179,17 @@ class MemoryNodeAccess:
     def kill(self, node: str, pid: int, signal: int = 15) -> None:
         if signal != 0:
             self._node(node).processes.pop(pid, None)
+
+    # ---- NFS shares (see commands/mountcmds.py) ----------------------------------------------------
+
+    def share_points(self, node: str) -> tuple[str, ...]:
+        return self.shares.get(node, ())
+
+    def is_share_mounted(self, node: str, point: str) -> bool:
+        return (node, point) not in self.unmounted_shares
+
+    def mount_share(self, node: str, point: str) -> None:
+        self.unmounted_shares.discard((node, point))
+
+    def unmount_share(self, node: str, point: str) -> None:
+        self.unmounted_shares.add((node, point))

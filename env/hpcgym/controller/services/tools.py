@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hpcgym.controller.commands import curl, daemons, ifupdown, ip, journalctl, munge, nvidia_smi, systemctl
+from hpcgym.controller.commands import (
+    curl,
+    daemons,
+    ifupdown,
+    ip,
+    journalctl,
+    mountcmds,
+    munge,
+    nvidia_smi,
+    systemctl,
+)
 from hpcgym.controller.commands.base import Context, Reply
 
 TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
@@ -21,6 +31,8 @@ TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
     "ifup": ifupdown.run_ifup,
     "ifdown": ifupdown.run_ifdown,
     "ip": ip.run,
+    "mount": mountcmds.run_mount,
+    "umount": mountcmds.run_umount,
     "nvidia-smi": nvidia_smi.run,
     "munged": daemons.run_munged,
     "slurmd": daemons.run_slurmd,
