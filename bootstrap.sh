@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(
     bubblewrap buildah mmdebstrap docker.io fuse-overlayfs fuse3 uidmap zstd tar util-linux
-    python3 python3-venv python3-pip ca-certificates
+    python3 python3-venv python3-pip ca-certificates slurm-wlm slurm-client munge
 )
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }

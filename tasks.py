@@ -179,9 +179,7 @@ def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, 
     from hpcgym.scenarios.evaluate import run_gold
 
     try:
-        summary = run_gold(
-            Path(out or DEFAULT_OUT).resolve(), _ids(scenarios), seeds=seeds, lite=lite
-        )
+        summary = run_gold(Path(out or DEFAULT_OUT).resolve(), _ids(scenarios), seeds=seeds, lite=lite)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     _console().print(summary)
@@ -317,3 +315,136 @@ def _choice(enum_type, value: str, flag: str):  # type: ignore[no-untyped-def]
     except ValueError:
         allowed = ", ".join(str(v) for v in enum_type)
         raise Exit(f"error: {flag} {value!r} is not one of: {allowed}", code=2) from None
+
+
+# ---- Slurm fleets: env servers as a job array, a training job that depends on them ---------------------
+
+DEFAULT_FLEETS = REPO / ".hpcgym" / "fleet"
+_COORD_HELP = f"the launch's coordination dir (default: the newest under {DEFAULT_FLEETS.relative_to(REPO)})"
+
+
+@task(
+    help={
+        "servers": "how many env servers (array tasks) to submit",
+        "partition": "Slurm partition for the servers (default: the config's)",
+        "sessions_per_server": "concurrent sessions per server, HPCGYM_MAX_SESSIONS (default: the config's)",
+        "time": "time limit per server, e.g. 04:00:00 or 1-00:00:00 (default: the config's)",
+        "config": "fleet config: dev, production, or a path to a .yaml file (default dev)",
+        "coord_dir": f"the launch's coordination dir (default {DEFAULT_FLEETS.relative_to(REPO)}/<id>)",
+        "images": f"built images the servers use (default {DEFAULT_OUT.relative_to(REPO)})",
+        "dry_run": "print the sbatch script and command line; create and submit nothing",
+    }
+)
+def fleet_up(
+    c: Context,
+    servers: int = 0,
+    partition: str = "",
+    sessions_per_server: int = 0,
+    time: str = "",
+    config: str = "dev",
+    coord_dir: str = "",
+    images: str = "",
+    dry_run: bool = False,
+) -> None:
+    """Submit N OpenEnv env servers to Slurm as one job array, each announcing itself once healthy."""
+    from hpcgym.errors import HpcgymError
+    from hpcgym.fleet import launcher
+    from hpcgym.fleet.config import load_config
+
+    try:
+        fleet_config = launcher.with_overrides(
+            load_config(config), partition=partition, sessions_per_server=sessions_per_server, time_limit=time
+        )
+        root = Path(coord_dir) if coord_dir else DEFAULT_FLEETS / launcher.new_launch_id()
+        paths = launcher.Paths.for_repo(REPO, Path(images) if images else None)
+        plan = launcher.plan_up(fleet_config, servers, root, paths)
+        if dry_run:
+            print(plan.describe(), end="")
+            return
+        launch = launcher.up(plan)
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    _console().print(
+        f"fleet {launch.launch_id}: array job {launch.server_job} with {launch.servers} servers; "
+        f"coordination dir {plan.coord.root}\nnext: invoke fleet-status, fleet-train, fleet-down"
+    )
+
+
+@task(
+    help={
+        "coord_dir": _COORD_HELP,
+        "config": "fleet config for the trainer's resources (default: the one the fleet was launched with)",
+        "partition": "Slurm partition for the trainer (default: the config's)",
+        "gpus": "GPUs for the trainer (default: the config's; 0 for none)",
+        "time": "the trainer's time limit (default: the config's)",
+        "dry_run": "print the sbatch script and command line; submit nothing",
+    }
+)
+def fleet_train(
+    c: Context,
+    coord_dir: str = "",
+    config: str = "",
+    partition: str = "",
+    gpus: int = -1,
+    time: str = "",
+    dry_run: bool = False,
+) -> None:
+    """Submit GRPO training that starts after the fleet and trains on its ready servers' URLs."""
+    from hpcgym.errors import HpcgymError
+    from hpcgym.fleet import launcher
+    from hpcgym.fleet.config import load_config
+
+    try:
+        coord = launcher.find_coord(coord_dir, DEFAULT_FLEETS)
+        fleet_config = launcher.with_overrides(
+            load_config(config or coord.read_launch().config),
+            trainer_partition=partition,
+            trainer_time=time,
+            gpus=gpus if gpus >= 0 else None,
+        )
+        plan = launcher.plan_train(coord, launcher.Paths.for_repo(REPO), fleet_config)
+        if dry_run:
+            print(plan.describe(), end="")
+            return
+        launch = launcher.train(plan)
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    _console().print(
+        f"fleet {launch.launch_id}: training job {launch.train_job} after array job {launch.server_job}"
+    )
+
+
+@task(help={"coord_dir": _COORD_HELP})
+def fleet_status(c: Context, coord_dir: str = "") -> None:
+    """Show a fleet's array tasks, their Slurm states, which servers are ready and their URLs."""
+    from rich.console import Console
+
+    from hpcgym.errors import HpcgymError
+    from hpcgym.fleet import launcher
+
+    try:
+        fleet = launcher.status(launcher.find_coord(coord_dir, DEFAULT_FLEETS))
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    Console(highlight=False).print(launcher.status_table(fleet))
+
+
+@task(
+    help={
+        "coord_dir": _COORD_HELP,
+        "drain_timeout_s": "seconds servers may drain after SIGTERM before they are cancelled (default 120)",
+    }
+)
+def fleet_down(c: Context, coord_dir: str = "", drain_timeout_s: float = 120.0) -> None:
+    """Stop a fleet and its trainer, wait until Slurm has no job of it left, delete its coordination dir."""
+    from hpcgym.errors import HpcgymError
+    from hpcgym.fleet import launcher
+
+    try:
+        report = launcher.down(launcher.find_coord(coord_dir, DEFAULT_FLEETS), drain_timeout_s)
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    how = "drained" if report.graceful else "cancelled after the drain timeout"
+    _console().print(
+        f"fleet {report.launch.launch_id}: {how} in {report.seconds:.1f} s; removed {report.removed}"
+    )

@@ -1,0 +1,221 @@
+"""The client pool over real EnterpriseHPC servers (uvicorn on local ports, real episodes).
+
+Placement by free capacity, a dead server skipped, a failed reset retried elsewhere, a draining server
+refused for new sessions while its running episode finishes, and an episode lost to a drain moved to
+another server or, with none left, masked and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+from fastapi import FastAPI
+
+from hpcgym.fleet.pool import Failure, NoServerAvailable, ServerPool, check_urls, classify_failure
+from hpcgym.interfaces.openenv.client import HpcEnvClient
+from hpcgym.interfaces.openenv.loadtest import free_port
+from hpcgym.interfaces.openenv.server.app import ServerSettings, build_app
+from hpcgym.interfaces.openenv.server.drain import Drain, DrainingServer, draining_config
+from training.backends import EnvironmentUnavailable, server_pool
+from training.env import EnvSettings, HpcToolEnv
+
+ROW = {"scenario": "hpc_munge", "seed": 4}
+
+
+@dataclass
+class Running:
+    url: str
+    server: DrainingServer
+    drain: Drain
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+@contextlib.contextmanager
+def running(app: FastAPI) -> Iterator[Running]:
+    """Serve `app` on a free local port with the draining server, in a thread, until the block ends."""
+    port = free_port()
+    server = DrainingServer(draining_config(app, host="127.0.0.1", port=port, log_level="warning"), app.state.hpcgym_drain)
+    thread = threading.Thread(target=server.run, name="test-fleet-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.02)
+    try:
+        yield Running(f"http://127.0.0.1:{port}", server, app.state.hpcgym_drain)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def fleet(runtime):
+    """Start servers over the session's runtime: `fleet(max_sessions, drain_s=...)` -> Running."""
+    with contextlib.ExitStack() as stack:
+
+        def start(max_sessions: int, drain_s: float = 30.0) -> Running:
+            settings = ServerSettings(max_sessions=max_sessions, pool_size=0, drain_s=drain_s)
+            return stack.enter_context(running(build_app(settings, runtime=runtime)))
+
+        yield start
+
+
+def dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there
+
+
+def test_urls_are_checked() -> None:
+    assert check_urls(["http://a:1/", "https://b:2"]) == ("http://a:1", "https://b:2")
+    for bad, message in [([], "at least one"), (["a:1"], "not an env server URL"), (["http://a:1"] * 2, "twice")]:
+        with pytest.raises(ValueError, match=message):
+            check_urls(bad)
+
+
+def test_failures_are_classified() -> None:
+    assert classify_failure("Server error: the server is draining (code: SERVER_DRAINING)") is Failure.DRAINING
+    assert classify_failure("Server error: the episode was lost (code: EPISODE_LOST)") is Failure.DRAINING
+    assert classify_failure("Server error: Server at capacity (code: CAPACITY_REACHED)") is Failure.FULL
+    assert classify_failure(ConnectionError("Connect call failed")) is Failure.DOWN
+
+
+def test_sessions_go_where_most_capacity_is_free(fleet) -> None:
+    big, small = fleet(4), fleet(2)
+    pool = ServerPool([small.url, big.url])
+    try:
+        # Most free first (4 against 2), ties in round-robin order, until both are full.
+        order = [pool.place() for _ in range(6)]
+        assert order == [big.url, big.url, small.url, big.url, small.url, big.url]
+        assert pool.placements() == {small.url: 2, big.url: 4}
+        for url in order:
+            pool.release(url)
+
+        # The capacity probe sees sessions other clients hold: three on `big` leave it one free.
+        others = [HpcEnvClient(big.url).sync() for _ in range(3)]
+        try:
+            for client in others:
+                client.connect()
+            pool.refresh(force=True)
+            assert [pool.place(), pool.place()] == [small.url, small.url]
+            assert pool.place() == big.url
+        finally:
+            for client in others:
+                client.close()
+    finally:
+        pool.close()
+
+
+def test_a_dead_server_is_skipped_and_named_when_nothing_is_left(fleet) -> None:
+    live, dead = fleet(4), dead_url()
+    pool = ServerPool([dead, live.url], cooldown_s=60)
+    try:
+        assert {pool.place() for _ in range(3)} == {live.url}
+        metrics = pool.metrics()
+        assert (metrics.servers_up, metrics.servers_down) == (1, 1)
+        with pytest.raises(NoServerAvailable, match=f"{dead}: down for .*probe failed"):
+            pool.place(exclude=[live.url])
+    finally:
+        pool.close()
+
+
+def test_placement_is_thread_safe(fleet) -> None:
+    a, b = fleet(64), fleet(64)
+    pool = ServerPool([a.url, b.url])
+
+    def work(_: int) -> None:
+        for _ in range(50):
+            pool.release(pool.place())
+
+    try:
+        with ThreadPoolExecutor(8) as threads:
+            list(threads.map(work, range(8)))
+        placed = pool.placements()
+        assert sum(placed.values()) == 400
+        assert all(s.pending == 0 for s in pool._servers.values())
+    finally:
+        pool.close()
+
+
+@pytest.mark.slow
+def test_a_failed_reset_is_retried_on_another_server(fleet) -> None:
+    a, b = fleet(4), fleet(2)
+    pool = server_pool((a.url, b.url), api_key="")
+    pool.probe_interval_s = 3600.0  # keep the figures from before the failure: the reset must try `a`
+    pool.refresh(force=True)
+    a.stop()
+    time.sleep(0.5)
+    env = HpcToolEnv(EnvSettings(env_urls=(a.url, b.url), api_key="", max_steps=5))
+    assert "login01" in env.reset(**ROW)
+    assert env._backend.url == b.url  # type: ignore[union-attr]
+    assert "login01" in env.run("hostname")
+    assert env.get_reward() is not None
+    metrics = pool.metrics()
+    assert (metrics.reset_retries, metrics.server_failures, metrics.episodes_lost) == (1, 1, 0)
+
+
+@pytest.mark.slow
+def test_a_draining_server_takes_no_new_session_but_finishes_its_episode(fleet) -> None:
+    a, b = fleet(4), fleet(2)
+    settings = EnvSettings(env_urls=(a.url, b.url), api_key="", max_steps=5)
+    pool = server_pool(settings.env_urls, api_key="")
+    running_env = HpcToolEnv(settings)
+    running_env.reset(**ROW)
+    assert running_env._backend.url == a.url  # type: ignore[union-attr]
+
+    pool.probe_interval_s = 3600.0  # the pool still thinks `a` is best: the refusal must say why
+    a.drain.start()
+    newcomer = HpcToolEnv(settings)
+    newcomer.reset(**ROW)
+    assert newcomer._backend.url == b.url  # type: ignore[union-attr]
+    assert pool.metrics().drain_refusals == 1 and pool.metrics().server_failures == 0
+    assert pool.metrics().servers_draining == 1
+
+    # The episode already on `a` goes on there, and is scored as usual.
+    assert "login01" in running_env.run("hostname")
+    assert running_env._backend.url == a.url  # type: ignore[union-attr]
+    assert running_env.get_reward() is not None
+    assert newcomer.get_reward() is not None
+    assert pool.metrics().episodes_lost == 0
+
+
+@pytest.mark.slow
+def test_an_episode_lost_to_a_drain_moves_or_is_masked(fleet) -> None:
+    a, b = fleet(4, drain_s=0.5), fleet(2)
+    settings = EnvSettings(env_urls=(a.url, b.url), api_key="", max_steps=10)
+    env = HpcToolEnv(settings)
+    env.reset(**ROW)
+    assert env._backend.url == a.url  # type: ignore[union-attr]
+    before = env.run("touch /root/marker")
+    a.drain.start()
+    while a.server.started and not a.server.should_exit:
+        time.sleep(0.1)  # the grace period ends, the episode is lost there
+
+    # Replayed on `b`: the agent sees no difference, and the rollout is still scored.
+    assert "marker" in env.run("ls /root")
+    assert env._backend.url == b.url  # type: ignore[union-attr]
+    assert env._stats().steps[0].output == before  # type: ignore[union-attr]
+    assert env.get_reward() is not None
+    pool = server_pool(settings.env_urls, api_key="")
+    assert (pool.metrics().episodes_moved, pool.metrics().episodes_lost) == (1, 0)
+
+    # With no other server, the episode is lost: masked (None), never scored 0, and counted.
+    c = fleet(2, drain_s=0.5)
+    alone = EnvSettings(env_urls=(c.url,), api_key="", max_steps=10)
+    env = HpcToolEnv(alone)
+    env.reset(**ROW)
+    env.run("hostname")
+    c.drain.start()
+    while not c.server.should_exit:
+        time.sleep(0.1)
+    with pytest.raises(EnvironmentUnavailable, match="no env server could continue"):
+        env.run("hostname")
+    assert env.get_reward() is None
+    assert env._stats().infra_failed  # type: ignore[union-attr]
+    assert server_pool(alone.env_urls, api_key="").metrics().episodes_lost == 1
