@@ -397,7 +397,7 @@ def fleet_train(
     try:
         coord = launcher.find_coord(coord_dir, DEFAULT_FLEETS)
         fleet_config = launcher.with_overrides(
-            load_config(config or coord.read_launch().config),
+            load_config(config or coord.config_file),
             trainer_partition=partition,
             trainer_time=time,
             gpus=gpus if gpus >= 0 else None,

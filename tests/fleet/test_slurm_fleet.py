@@ -45,7 +45,7 @@ trainer:
   time: "00:05:00"
   min_ready: 0
   wait_s: 60
-  args: []
+  args: ["--help"]   # the real trainer's argv, but only its usage: GRPO itself is tested in tests/training
 """
 
 
@@ -120,7 +120,10 @@ def test_a_fleet_serves_episodes_survives_a_lost_server_and_leaves_nothing(
         slurm, "fleet-up", "--servers", str(SERVERS), "--config", str(config), "--coord-dir", str(coord.root)
     )
     assert stat.S_IMODE(coord.token.stat().st_mode) == 0o600
+    # The trainer goes in at once; Slurm holds it until the array runs, then it waits for readiness.
+    invoke(slurm, "fleet-train", "--coord-dir", str(coord.root), "--gpus", "0")
     launch = coord.read_launch()
+    assert launch.train_job is not None
     urls = wait_ready(coord, SERVERS, 240, slurm)
     ready_s = time.monotonic() - start
     assert len(set(urls)) == SERVERS
@@ -129,7 +132,16 @@ def test_a_fleet_serves_episodes_survives_a_lost_server_and_leaves_nothing(
 
     status = invoke(slurm, "fleet-status", "--coord-dir", str(coord.root))
     assert f"{SERVERS} of {SERVERS} servers ready" in status
-    assert status.count("RUNNING") == SERVERS
+    assert all(url in status for url in urls)
+
+    # The training job got exactly the ready servers' URLs and ran the trainer with them.
+    deadline = time.monotonic() + 60
+    while any(t.state in ALIVE_STATES for t in tasks([launch.train_job])):
+        assert time.monotonic() < deadline, "the training job did not finish in 60 s"
+        time.sleep(0.5)
+    train_log = (coord.logs_dir / f"train-{launch.train_job}.log").read_text()
+    assert f"env servers: {' '.join(urls)}\n" in train_log, train_log
+    assert "usage: python -m training.grpo" in train_log
 
     # One episode per server: consecutive resets go round the URLs.
     token = coord.read_token()

@@ -7,8 +7,9 @@ itself, so a stray space or newline in a partition name would silently change th
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,12 @@ def load_config(name_or_path: str | Path) -> FleetConfig:
         server=_section(ServerResources, data["server"], f"{path}: server"),
         trainer=_section(TrainerResources, data["trainer"], f"{path}: trainer"),
     )
+
+
+def dump_config(config: FleetConfig) -> str:
+    """The config as YAML that `load_config` reads back to an equal config."""
+    plain = json.loads(json.dumps(asdict(config)))  # tuples to lists: safe_dump writes only plain types
+    return yaml.safe_dump(plain, sort_keys=False)
 
 
 def _section(cls: type[Any], data: object, where: str) -> Any:

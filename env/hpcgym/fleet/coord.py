@@ -2,6 +2,7 @@
 
 Layout (`.hpcgym/fleet/<launch-id>/` by default):
     launch.json        what was launched: config name and version, server count, job ids
+    config.yaml        the fleet config as launched (overrides applied); fleet-train reads it
     token              the servers' API key, mode 0600, written once by fleet-up
     server.sbatch      the exact scripts that were submitted
     train.sbatch
@@ -84,6 +85,10 @@ class CoordDir:
     @property
     def launch_file(self) -> Path:
         return self.root / "launch.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.yaml"
 
     @property
     def servers_dir(self) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hpcgym.fleet import slurm
-from hpcgym.fleet.config import FleetConfig, FleetError, check_partition, check_time, load_config
+from hpcgym.fleet.config import FleetConfig, FleetError, check_partition, check_time, dump_config, load_config
 from hpcgym.fleet.coord import CoordDir, Launch, ServerMarker
 from hpcgym.fleet.ready import live_markers
 
@@ -146,6 +146,7 @@ def plan_up(config: FleetConfig, servers: int, coord_dir: Path, paths: Paths) ->
 def up(plan: Plan) -> Launch:
     """Create the coordination directory (token included), write the script and submit the array."""
     plan.coord.create()
+    plan.coord.config_file.write_text(dump_config(plan.config))
     plan.script_path.write_text(plan.script)
     launch = replace(plan.launch, server_job=slurm.submit(plan.sbatch))
     plan.coord.write_launch(launch)
@@ -159,7 +160,7 @@ def plan_train(coord: CoordDir, paths: Paths, config: FleetConfig | None = None)
         raise FleetError(f"launch {launch.launch_id} has no server job", hint="run fleet-up first")
     if launch.train_job is not None:
         raise FleetError(f"launch {launch.launch_id} already has training job {launch.train_job}")
-    config = config or load_config(launch.config)
+    config = config or load_config(coord.config_file)
     t = config.trainer
     if t.min_ready > launch.servers:
         raise FleetError(

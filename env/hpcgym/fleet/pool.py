@@ -3,9 +3,9 @@
 `ServerPool` probes each server (`GET /health`, then `GET /capacity` with the API key), places a new
 session on the server with the most free sessions (ties go round robin in URL order, so placement is
 deterministic), leaves out for a cool-down a server that just failed and leaves out a draining one
-until a probe shows it serving again. It counts placements, retried resets, failed servers, drain and
-capacity refusals, episodes moved to another server and episodes lost: the last are infrastructure
-failures, which trainers mask rather than score.
+until a probe shows it serving again. It counts placements, retries (resets and moves after a
+failure), failed servers, drain and capacity refusals, episodes moved to another server and episodes
+lost: the last are infrastructure failures, which trainers mask rather than score.
 
 It knows nothing of episodes or WebSockets: `training.backends` asks it where to go (`place`), tells it
 what happened (`release`, `report_failure`, `record_moved`, `record_lost`) and keeps the sessions.
@@ -87,7 +87,7 @@ class PoolMetrics:
     """What the fleet cost so far (counts since the pool was made)."""
 
     placements: int
-    reset_retries: int
+    retries: int  # placements after a failure: a reset retried elsewhere, an episode moving
     server_failures: int
     drain_refusals: int
     capacity_refusals: int
@@ -154,7 +154,7 @@ class ServerPool:
         self._lock = threading.Lock()
         self._cursor = 0
         self._counts = dict.fromkeys(
-            ("reset_retries", "server_failures", "drain_refusals", "capacity_refusals", "moved", "lost"), 0
+            ("retries", "server_failures", "drain_refusals", "capacity_refusals", "moved", "lost"), 0
         )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(headers=headers, timeout=timeout_s, follow_redirects=False)
@@ -261,7 +261,7 @@ class ServerPool:
         order = self.candidates(exclude)
         with self._lock:
             if exclude:
-                self._counts["reset_retries"] += 1
+                self._counts["retries"] += 1
             if not order:
                 now = self._clock()
                 states = "; ".join(s.describe(now) for s in self._servers.values())
@@ -319,7 +319,7 @@ class ServerPool:
             down = sum(not s.draining and (s.down_until > now or bool(s.error)) for s in servers)
             return PoolMetrics(
                 placements=sum(s.placements for s in servers),
-                reset_retries=self._counts["reset_retries"],
+                retries=self._counts["retries"],
                 server_failures=self._counts["server_failures"],
                 drain_refusals=self._counts["drain_refusals"],
                 capacity_refusals=self._counts["capacity_refusals"],
