@@ -2,20 +2,20 @@
 
 Both reset with `np.random.default_rng(seed)`, as the gym env and the OpenEnv server do, so one
 (scenario, seed) gives one start state either way. In-process backends share one runtime and episode
-pool per images dir (`close_local_episodes` closes them). A remote backend holds one session; when its
-server fails (a transport error, or an error frame from the server) it moves the episode to the next
-URL by replaying the commands so far and checking their outputs, and raises `EnvironmentUnavailable`
-when no server can continue. Infrastructure errors never become agent observations.
+pool per images dir (`close_local_episodes` closes them). A remote backend holds one session, placed
+by the `hpcgym.fleet.pool.ServerPool` its URLs share in this process (most free capacity first; a
+failed reset is retried on another server). When its server fails (a transport error, or an error
+frame: the server broke, or drained and lost the episode) it moves the episode to another server by
+replaying the commands so far and checking their outputs, and raises `EnvironmentUnavailable` when no
+server can continue; the pool counts it as lost. Infrastructure errors never become agent observations.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 from websockets.exceptions import WebSocketException
+
+from hpcgym.fleet.pool import NoServerAvailable, ServerPool
 
 log = logging.getLogger(__name__)
 
@@ -166,28 +168,47 @@ class LocalBackend:
         self.session.discard_episode()
 
 
-class _UrlRing:
-    """Spreads sessions over the servers, skipping for a while the ones that just failed."""
+class _SharedPools:
+    """One `ServerPool` per (URLs, key) in this process.
+
+    TRL makes every environment itself; they must share what they know of the servers (free
+    capacity, failures, drains), so placement is decided once per process, not once per rollout slot.
+    """
 
     def __init__(self) -> None:
-        self._counter = itertools.count()
-        self._down_until: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._pools: dict[tuple[tuple[str, ...], str | None], ServerPool] = {}
+        atexit.register(self.close)
 
-    def order(self, urls: Sequence[str]) -> list[str]:
-        start = next(self._counter) % len(urls)
-        ring = list(urls[start:]) + list(urls[:start])
-        now = time.monotonic()
+    def get(self, urls: Sequence[str], api_key: str | None) -> ServerPool:
+        key = (tuple(urls), api_key)
         with self._lock:
-            up = [u for u in ring if self._down_until.get(u, 0.0) <= now]
-        return up + [u for u in ring if u not in up]
+            if key not in self._pools:
+                self._pools[key] = ServerPool(urls, api_key, cooldown_s=URL_COOLDOWN_S)
+            return self._pools[key]
 
-    def mark_down(self, url: str) -> None:
+    def close(self) -> None:
         with self._lock:
-            self._down_until[url] = time.monotonic() + URL_COOLDOWN_S
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
-_URLS = _UrlRing()
+_POOLS = _SharedPools()
+
+
+def server_pool(env_urls: Sequence[str], api_key: str | None = None) -> ServerPool:
+    """The pool every remote backend over `env_urls` in this process shares (read its `metrics()`).
+
+    Args:
+        env_urls: the servers.
+        api_key: their key (default: `$OPENENV_API_KEY_FILE`'s content, else `$OPENENV_API_KEY`).
+    """
+    from hpcgym.interfaces.openenv.server.auth import api_key_from_environ
+
+    return _POOLS.get(env_urls, api_key if api_key is not None else api_key_from_environ())
+
+
 # What a server that went away raises through OpenEnv's client (socket, protocol and timeout errors).
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     OSError,
@@ -220,9 +241,11 @@ class RemoteBackend:
 
     def __init__(self, env_urls: Sequence[str], api_key: str | None) -> None:
         self.env_urls = tuple(env_urls)
+        self.pool = server_pool(self.env_urls, api_key)
         self.api_key = api_key
         self.client: Any = None
         self.url: str | None = None
+        self._placed: str | None = None  # the server the pool counts this session on
         self.task: tuple[str, int] | None = None
         self.history: list[tuple[str, str]] = []
         self.node = ""
@@ -239,6 +262,9 @@ class RemoteBackend:
         if client is not None:
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 client.close()
+        placed, self._placed = self._placed, None
+        if placed is not None:
+            self.pool.release(placed)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -249,8 +275,10 @@ class RemoteBackend:
             raise
 
     def _start(self, url: str) -> str:
+        """Open a session on `url` (where the pool placed it) and reset the episode there."""
         assert self.task is not None
         self.url = url
+        self._placed = url
         try:
             self.client = self._connect(url)
         except CALL_ERRORS as e:
@@ -266,37 +294,54 @@ class RemoteBackend:
         """Move the episode to another server by replaying its commands; raise if none can take it."""
         from hpcgym.interfaces.openenv.models import HpcAction
 
-        if self.url is not None:
-            _URLS.mark_down(self.url)
-            log.warning("env server %s failed (%s); moving the episode", self.url, error)
+        failed = self.url
+        tried: set[str] = set()
+        if failed is not None:
+            kind = self.pool.report_failure(failed, error)
+            tried.add(failed)
+            log.warning("env server %s failed (%s: %s); moving the episode", failed, kind, error)
         self._close_client()
-        for url in _URLS.order(self.env_urls):
+        while True:
+            try:
+                url = self.pool.place(exclude=tried)
+            except NoServerAvailable as e:
+                self.pool.record_lost(failed)
+                raise EnvironmentUnavailable(
+                    f"no env server could continue the episode after: {error}\n{e}"
+                ) from e
+            tried.add(url)
             try:
                 self._start(url)
                 for command, output in self.history:
                     replayed = self._call("step", HpcAction(command=command)).observation.output
                     if replayed != output:
                         raise ServerFailure(f"replay on {url} diverged at {command!r}")
+                self.pool.record_moved(url)
                 return
             except ServerFailure as e:
-                _URLS.mark_down(url)
+                self.pool.report_failure(url, e)
                 log.warning("env server %s could not take the episode over: %s", url, e)
                 self._close_client()
-        raise EnvironmentUnavailable(f"no env server could continue the episode after: {error}")
 
     def reset(self, scenario: str, seed: int) -> str:
         self.task = (scenario, seed)
         self.history = []
         self._close_client()
+        tried: set[str] = set()
         last: BaseException | None = None
-        for url in _URLS.order(self.env_urls):
+        while True:
+            try:
+                url = self.pool.place(exclude=tried)
+            except NoServerAvailable as e:
+                raise EnvironmentUnavailable(f"no env server answered a reset: {last or e}") from e
+            tried.add(url)
             try:
                 return self._start(url)
             except ServerFailure as e:
+                # A dead, draining or full server: the reset goes to another one.
                 last = e
-                _URLS.mark_down(url)
+                self.pool.report_failure(url, e)
                 self._close_client()
-        raise EnvironmentUnavailable(f"no env server answered a reset: {last}")
 
     def step(self, command: str) -> Reply:
         from hpcgym.interfaces.openenv.models import HpcAction
@@ -308,6 +353,9 @@ class RemoteBackend:
                 break
             except ServerFailure as e:
                 if attempt == 1:
+                    if self.url is not None:
+                        self.pool.report_failure(self.url, e)
+                    self.pool.record_lost(self.url)
                     raise EnvironmentUnavailable(f"the env server failed twice: {e}") from e
                 self._failover(e)
         obs = result.observation
