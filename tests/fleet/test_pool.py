@@ -23,7 +23,7 @@ from hpcgym.interfaces.openenv.loadtest import free_port
 from hpcgym.interfaces.openenv.server.app import ServerSettings, build_app
 from hpcgym.interfaces.openenv.server.drain import Drain, DrainingServer, draining_config
 from training.backends import EnvironmentUnavailable, server_pool
-from training.env import EnvSettings, HpcToolEnv
+from training.env import EnvSettings, HpcToolEnv, episode_metrics
 
 ROW = {"scenario": "hpc_munge", "seed": 4}
 
@@ -236,3 +236,6 @@ def test_an_episode_lost_to_a_drain_moves_or_is_masked(fleet) -> None:
     assert env.get_reward() is None
     assert env._stats().infra_failed  # type: ignore[union-attr]
     assert server_pool(alone.env_urls, api_key="").metrics().episodes_lost == 1
+    logged: dict[str, float] = {}
+    episode_metrics([env], log_metric=logged.__setitem__)
+    assert logged["hpcgym/infra_failed"] == 1.0 and logged["fleet/episodes_lost"] == 1.0
