@@ -298,7 +298,9 @@ def episode_metrics(
     """A reward function that scores nothing and logs the batch's episode figures through TRL.
 
     It logs `hpcgym/solve_rate`, `hpcgym/unsafe_rate`, `hpcgym/steps`, `hpcgym/infra_failed` and
-    `hpcgym/return`; returning None leaves the reward to the environment's `get_reward`.
+    `hpcgym/return`, and with env servers the fleet's running counts (`fleet/episodes_lost`,
+    `fleet/server_failures`, ... from `ServerPool.metrics`); returning None leaves the reward to the
+    environment's `get_reward`.
     """
     envs = list(environments or [])
     records = [r for r in (env._stats() for env in envs) if r is not None]
@@ -310,4 +312,9 @@ def episode_metrics(
         log_metric("hpcgym/steps", sum(len(r.steps) for r in scored) / n)
         log_metric("hpcgym/return", sum(r.total_reward for r in scored) / n)
         log_metric("hpcgym/infra_failed", sum(r.infra_failed for r in records) / len(records))
+    pools = {id(b.pool): b.pool for b in (env._backend for env in envs) if isinstance(b, RemoteBackend)}
+    if log_metric is not None:
+        for pool in pools.values():
+            for name, value in pool.metrics().as_dict().items():
+                log_metric(name, value)
     return [None] * len(envs)
