@@ -308,6 +308,12 @@ class ExpertPolicy:
                 index, _, count = line.partition(",")
                 if count.strip().isdigit() and int(count) > 0:
                     yield run(f"nvidia-smi -r -i {index.strip()}")
+        if reason is not None and ("check_file" in reason[1] or "check_fs" in reason[1]):
+            # A health check on a filesystem: df names every mount it cannot stat (a stale NFS handle).
+            out = yield run("df -P")
+            for point in re.findall(r"^df: (/\S*): Stale file handle$", out, re.MULTILINE):
+                yield run(f"umount -l {point}")
+                yield run(f"mount {point}")
         out = yield f"sinfo -h -n {node} -o %t"
         if not out.strip().startswith("idle") or reason is not None:
             yield f"scontrol update nodename={node} state=resume"

@@ -75,6 +75,7 @@ def test_relative_paths_sources_and_mount_all(nfs: Env) -> None:
         (LOGIN, ["umount", "/apps"], "umount: /apps: not mounted.\n", 32),
         (NODE, ["umount", "/nosuch"], "umount: /nosuch: no mount point specified.\n", 32),
         (NODE, ["umount", "/"], "umount: /: target is busy.\n", 32),
+        (NODE, ["mount", "--bind", "/home", "/apps"], "mount: /apps: permission denied.\n", 32),
         (NODE, ["umount"], "umount: bad usage\nTry 'umount --help' for more information.\n", 1),
         (
             NODE,

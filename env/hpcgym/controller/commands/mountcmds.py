@@ -84,6 +84,7 @@ class Options:
     options: str = ""
     force: bool = False
     lazy: bool = False
+    bind: bool = False
     help: bool = False
     version: bool = False
 
@@ -142,6 +143,9 @@ def _parse(
         "--version": "V",
         "--verbose": "v",
         "--show-labels": "l",
+        "--bind": "B",
+        "--rbind": "R",
+        "--move": "M",
     }
     i = 0
     while i < len(args):
@@ -198,6 +202,8 @@ def _set(opts: Options, prog: str, letter: str, value: str) -> None:
         opts.force = True
     elif letter == "l" and prog == "umount":
         opts.lazy = True
+    elif letter in "BRM" and prog == "mount":
+        opts.bind = True
     elif letter == "h":
         opts.help = True
     elif letter == "V":
@@ -251,6 +257,10 @@ def run_mount(ctx: Context, args: list[str]) -> Reply:
         return Reply(MOUNT_USAGE)
     if opts.version:
         return _version("mount")
+    if opts.bind and positional:
+        # Bind and move mounts need CAP_SYS_ADMIN, which a node's root does not hold here: mount(2)
+        # fails with EPERM, which libmount prints as a permission error.
+        return Reply("", f"mount: {_path(ctx, positional[-1])}: permission denied.\n", EX_FAIL)
     if opts.all:
         return _mount_all(ctx, opts)
     if not positional:
