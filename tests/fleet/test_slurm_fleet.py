@@ -89,6 +89,26 @@ def wait_ready(coord: CoordDir, count: int, timeout_s: float, cluster: LocalSlur
     return [m.url for m in ready]
 
 
+def process_tree(roots: set[int]) -> set[int]:
+    """`roots` and every live descendant (the episode sandboxes a server started carry no Slurm env)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    tree = {pid for pid in roots if pid in parents}
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return tree
+
+
 def job_processes(cluster: LocalSlurm) -> list[str]:
     """Processes some job of this cluster started (their environment names its slurm.conf and a job)."""
     conf = f"SLURM_CONF={cluster.conf}".encode()
@@ -184,9 +204,13 @@ def test_a_fleet_serves_episodes_survives_a_lost_server_and_leaves_nothing(
         assert env.get_reward() is not None
         env._backend.release()  # type: ignore[union-attr]
 
+    # Every process the surviving servers run, sandboxes included, must be gone after fleet-down.
+    fleet_tree = process_tree({int(line.split(":")[0]) for line in job_processes(slurm)})
+    assert any(b"bwrap" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in fleet_tree), "no sandbox seen"
     down = invoke(slurm, "fleet-down", "--coord-dir", str(coord.root), "--drain-timeout-s", "60")
     assert "drained" in down, down
     assert not coord.root.exists()
     assert slurm.run("squeue", "-h", "-o", "%i %T").strip() == ""
     assert job_processes(slurm) == []
+    assert process_tree(fleet_tree) == set(), "processes of the fleet outlived fleet-down"
     print(f"{SERVERS} servers ready {ready_s:.1f} s after fleet-up (array job {launch.server_job})")
