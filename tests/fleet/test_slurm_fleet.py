@@ -89,6 +89,13 @@ def wait_ready(coord: CoordDir, count: int, timeout_s: float, cluster: LocalSlur
     return [m.url for m in ready]
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # it has just exited
+
+
 def process_tree(roots: set[int]) -> set[int]:
     """`roots` and every live descendant (the episode sandboxes a server started carry no Slurm env)."""
     parents: dict[int, int] = {}
@@ -206,7 +213,7 @@ def test_a_fleet_serves_episodes_survives_a_lost_server_and_leaves_nothing(
 
     # Every process the surviving servers run, sandboxes included, must be gone after fleet-down.
     fleet_tree = process_tree({int(line.split(":")[0]) for line in job_processes(slurm)})
-    assert any(b"bwrap" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in fleet_tree), "no sandbox seen"
+    assert any(b"bwrap" in cmdline(pid) for pid in fleet_tree), "no sandbox seen under the servers"
     down = invoke(slurm, "fleet-down", "--coord-dir", str(coord.root), "--drain-timeout-s", "60")
     assert "drained" in down, down
     assert not coord.root.exists()
