@@ -8,6 +8,7 @@ another server or, with none left, masked and counted.
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -140,6 +141,22 @@ def test_a_dead_server_is_skipped_and_named_when_nothing_is_left(fleet) -> None:
             pool.place(exclude=[live.url, dead])
     finally:
         pool.close()
+
+
+def test_a_server_that_never_answers_is_left_out(fleet) -> None:
+    live = fleet(4)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # connections queue, nobody answers
+        hung = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        pool = ServerPool([hung, live.url], timeout_s=0.5)
+        try:
+            began = time.monotonic()
+            assert pool.place() == live.url
+            assert time.monotonic() - began < 5
+            assert pool.metrics().servers_down == 1
+        finally:
+            pool.close()
 
 
 def test_placement_is_thread_safe(fleet) -> None:

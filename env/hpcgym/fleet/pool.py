@@ -164,6 +164,7 @@ class ServerPool:
     def _probe(self, server: _Server) -> None:
         # Runs outside the pool's lock: a server that hangs holds up only the threads that wait for it.
         draining, max_sessions, active, error = False, 0, 0, ""
+        slow = False
         try:
             health = self._http.get(f"{server.url}/health")
             if health.status_code == 503 and _json(health).get("status") == "draining":
@@ -181,9 +182,17 @@ class ServerPool:
                     max_sessions = int(data["max_sessions"])
                     active = int(data["active_sessions"])
                     draining = bool(data["draining"])
+        except httpx.TimeoutException as e:
+            slow = True
+            error = f"probe timed out: {type(e).__name__}: {e}"
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as e:
             error = f"probe failed: {type(e).__name__}: {e}"
         with self._lock:
+            if slow and server.probed_at is not None and not server.error:
+                # A busy server (many episodes starting on few cores) answers late but is not gone: keep
+                # its last figures rather than leave it out; a dead one refuses connections instead.
+                server.probed_at = self._clock()
+                return
             server.probed_at = self._clock()
             server.draining = draining
             server.error = error

@@ -100,6 +100,12 @@ class Drain:
     def active_sessions(self) -> int:
         return len(self._sessions)
 
+    def track(self, session: _Session) -> None:
+        self._sessions.add(session)
+
+    def untrack(self, session: _Session) -> None:
+        self._sessions.discard(session)
+
     def start(self) -> bool:
         """Begin draining (safe in a signal handler: it only records the time); False if already begun."""
         if self.started_at is not None:
@@ -171,7 +177,7 @@ class DrainGuard:
             await self._refuse(receive, send)
             return
         session = _Session(send)
-        self.drain._sessions.add(session)
+        self.drain.track(session)
 
         async def guarded_receive() -> Message:
             message = await receive()
@@ -186,7 +192,7 @@ class DrainGuard:
         try:
             await self.app(scope, guarded_receive, session.send)
         finally:
-            self.drain._sessions.discard(session)
+            self.drain.untrack(session)
 
     async def _refuse(self, receive: Receive, send: Send) -> None:
         # Accept, say why, close: OpenEnv's client reads the frame (as it does CAPACITY_REACHED), where a
@@ -212,10 +218,11 @@ class DrainingServer(uvicorn.Server):
         self._drain_task: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig == signal.SIGTERM and not self.should_exit:
-            # Not recorded as a captured signal: uvicorn would re-raise it after serving, and a drained
+        if sig == signal.SIGTERM:
+            # Never recorded as a captured signal: uvicorn would re-raise it after serving, and a drained
             # server must exit 0. A second SIGTERM changes nothing; the drain is bounded already.
-            self.drain.start()
+            if not self.should_exit:
+                self.drain.start()
             return
         super().handle_exit(sig, frame)
 
