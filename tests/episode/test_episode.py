@@ -133,7 +133,9 @@ def test_a_node_without_a_route_to_the_controller(episode):
 
 def test_controller_never_follows_a_symlink_out_of_the_node(episode):
     host_only = REPO / "pyproject.toml"
-    episode.step(f"ln -s {host_only} /etc/escape-abs; ln -s ../../../../../../../../etc/hostname /etc/escape-rel")
+    episode.step(
+        f"ln -s {host_only} /etc/escape-abs; ln -s ../../../../../../../../etc/hostname /etc/escape-rel"
+    )
     assert episode.nodes.read("login01", "/etc/escape-abs") is None  # the node has no such file
     assert episode.nodes.read("login01", "/etc/escape-rel") == b"login01\n"  # ".." stops at the node's /
     episode.step("mkfifo /etc/munge/fifo")

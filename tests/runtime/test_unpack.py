@@ -121,7 +121,10 @@ def test_member_that_escapes_through_a_symlink_is_refused(as_root: None, tmp_pat
     where.mkdir()
     artifact = zstandard.ZstdCompressor().compress(data)
     (where / "rootfs.tar.zst").write_bytes(artifact)
-    manifest = {"digest": hashlib.sha256(data).hexdigest(), "artifact_sha256": hashlib.sha256(artifact).hexdigest()}
+    manifest = {
+        "digest": hashlib.sha256(data).hexdigest(),
+        "artifact_sha256": hashlib.sha256(artifact).hexdigest(),
+    }
     (where / "manifest.json").write_text(json.dumps(manifest | {"role": "rocky-login", "entries": 2}))
     (tmp_path / "outside").mkdir()
     with pytest.raises(SandboxError, match="outside the root"):
