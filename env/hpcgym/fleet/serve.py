@@ -28,6 +28,11 @@ from hpcgym.errors import HpcgymError
 from hpcgym.fleet.config import FleetError
 from hpcgym.fleet.coord import CoordDir, ServerMarker
 
+# A server that dies before its first healthy answer is started again on a new port this many times in
+# all: the port is free when picked, but another process may bind it before the server does.
+START_ATTEMPTS = 3
+SERVER_MODULE = "hpcgym.interfaces.openenv.server.app"
+
 
 def free_port(bind: str) -> int:
     """A port the kernel just handed out on `bind`; the server binds it a moment later."""
@@ -64,13 +69,18 @@ def serve(coord: CoordDir, ready_timeout_s: float, bind: str = "0.0.0.0", url_ho
     job_id, array_job_id, task_id = slurm_task()
     coord.read_token()  # refuse a token file others can read before any server starts with it
     host = url_host or socket.gethostname()
-    port = free_port(bind)
-    url = f"http://{host}:{port}"
-    argv = [sys.executable, "-m", "hpcgym.interfaces.openenv.server.app", "--host", bind, "--port", str(port)]
     env = {**os.environ, "OPENENV_API_KEY_FILE": str(coord.token)}
     env.pop("OPENENV_API_KEY", None)
-    print(f"serve: task {array_job_id}_{task_id} starting the server on {url}", flush=True)
-    server = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+
+    def start() -> tuple[subprocess.Popen[bytes], int, str]:
+        port = free_port(bind)
+        url = f"http://{host}:{port}"
+        argv = [sys.executable, "-m", SERVER_MODULE, "--host", bind, "--port", str(port)]
+        print(f"serve: task {array_job_id}_{task_id} starting the server on {url}", flush=True)
+        return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL), port, url
+
+    server, port, url = start()
+    starts_left = START_ATTEMPTS - 1
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -88,7 +98,12 @@ def serve(coord: CoordDir, ready_timeout_s: float, bind: str = "0.0.0.0", url_ho
         while not stopping and not is_healthy(url):
             if server.poll() is not None:
                 print(f"serve: the server exited with {server.returncode} before it was healthy", flush=True)
-                return server.returncode or 1
+                if starts_left == 0:
+                    return server.returncode or 1
+                # Most likely another process took the port between free_port and the server's bind.
+                starts_left -= 1
+                server, port, url = start()
+                continue
             if time.monotonic() > deadline:
                 print(
                     f"serve: the server was not healthy after {ready_timeout_s:g} s; stopping it", flush=True
