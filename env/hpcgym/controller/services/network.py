@@ -19,6 +19,7 @@ the controller (commands/ip.py models `ip route` and `ip addr` over this state).
 
 from __future__ import annotations
 
+import enum
 import functools
 import ipaddress
 import re
@@ -33,6 +34,16 @@ LOOPBACK = IPv4Network("127.0.0.0/8")
 # nmcli's exit code for "connection, device or access point does not exist".
 NMCLI_NOT_FOUND = 10
 _ROUTE_LINE = re.compile(r"^(?P<dest>default|[\d./]+)(?:\s+via\s+(?P<via>[\d.]+))?(?:\s+dev\s+(?P<dev>\S+))?")
+
+
+class Path(enum.Enum):
+    """Where the kernel sends a packet: what `ping` and `curl` tell apart by their errors."""
+
+    LOCAL = "local"  # loopback or the node's own address
+    SUBNET = "subnet"  # on eth0's /24, no gateway
+    ROUTED = "routed"  # through a router (.254 of the subnet)
+    NO_ROUTE = "no-route"  # eth0 down or no matching route: ENETUNREACH at connect()
+    DEAD_GATEWAY = "dead-gateway"  # the route's gateway never answers ARP: host unreachable
 
 
 @dataclass(frozen=True)
@@ -245,23 +256,29 @@ class Network:
         iface = self.interfaces.get(node)
         return list(iface.routes) if iface is not None and iface.up else []
 
-    def can_reach(self, node: str, dest: IPv4Address) -> bool:
-        """Whether a packet from `node` gets to `dest`: loopback, own subnet, or a route via a router."""
+    def path(self, node: str, dest: IPv4Address) -> Path:
+        """How a packet from `node` to `dest` leaves: locally, on the subnet, via a router, or not at all."""
         own = self.address(node)
         if dest in LOOPBACK or dest == own:
-            return True
+            return Path.LOCAL
         iface = self.interfaces.get(node)
         subnet = self._subnet(node)
         if iface is None or not iface.up or subnet is None:
-            return False
+            return Path.NO_ROUTE
         if dest in subnet:
-            return True
+            return Path.SUBNET
         candidates = [route for route in iface.routes if dest in route.dest]
         if not candidates:
-            return False
+            return Path.NO_ROUTE
         best = max(candidates, key=lambda route: route.dest.prefixlen)
         gateway = best.gateway
-        return gateway is not None and gateway in subnet and int(gateway) & 0xFF == ROUTER_HOST
+        if gateway is not None and gateway in subnet and int(gateway) & 0xFF == ROUTER_HOST:
+            return Path.ROUTED
+        return Path.DEAD_GATEWAY
+
+    def can_reach(self, node: str, dest: IPv4Address) -> bool:
+        """Whether a packet from `node` gets to `dest`: loopback, own subnet, or a route via a router."""
+        return self.path(node, dest) in (Path.LOCAL, Path.SUBNET, Path.ROUTED)
 
 
 def _unknown_connection(cfg: str) -> IfResult:
