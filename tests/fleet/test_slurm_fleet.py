@@ -1,6 +1,6 @@
 """A fleet on a real Slurm cluster: fleet-up, ready servers, episodes on all of them, one killed, fleet-down.
 
-The cluster is Debian's slurm-wlm on this machine (tests/fleet/slurm_cluster.py): three slurmd, each a
+The cluster is Debian's slurm-wlm on this machine (hpcgym.fleet.localslurm): three slurmd, each a
 node of partition `debug`. The fleet is driven through `invoke` exactly as a user would, with
 `SLURM_CONF` pointing at the test cluster.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from hpcgym.fleet.coord import CoordDir
+from hpcgym.fleet.localslurm import LocalSlurm, local_slurm, missing_binaries
 from hpcgym.fleet.ready import ready_servers
 from hpcgym.fleet.slurm import ALIVE_STATES, tasks
 from tests.conftest import REPO
-from tests.fleet.slurm_cluster import LocalSlurm, local_slurm, missing_binaries
 
 pytestmark = pytest.mark.slow
 
