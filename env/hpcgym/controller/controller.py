@@ -13,7 +13,18 @@ from pathlib import Path
 
 from hpcgym.controller.clock import DEFAULT_START_S, VirtualClock
 from hpcgym.controller.cluster import Cluster
-from hpcgym.controller.commands import date, ping, sacct, sbatch, scancel, scontrol, sinfo, squeue, srun
+from hpcgym.controller.commands import (
+    date,
+    ping,
+    sacct,
+    sbatch,
+    scancel,
+    scontrol,
+    sinfo,
+    squeue,
+    srun,
+    uptime,
+)
 from hpcgym.controller.commands.base import Context, FileReader, Reply, TaskRequest, TaskResult, TaskRunner
 from hpcgym.controller.rpc import User
 from hpcgym.controller.services import ServiceManager
@@ -35,8 +46,9 @@ SLURM_TOOLS: dict[str, Tool] = {
     "sacct": sacct.run,
 }
 # Base-system programs whose real versions would show the host or the sandbox: `date` reads the
-# episode's virtual clock, `ping` the simulated network (a sandbox has loopback only).
-SYSTEM_TOOLS: dict[str, Tool] = {"date": date.run, "ping": ping.run}
+# episode's virtual clock, `ping` the simulated network (a sandbox has loopback only), `uptime` the
+# node's own boot on the virtual clock.
+SYSTEM_TOOLS: dict[str, Tool] = {"date": date.run, "ping": ping.run, "uptime": uptime.run}
 TOOLS: dict[str, Tool] = {**SLURM_TOOLS, **SERVICE_TOOLS, **SYSTEM_TOOLS}
 
 DEFAULT_USERS = (User("root", 0, "root", 0),)
