@@ -9,14 +9,16 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(
     bubblewrap buildah mmdebstrap docker.io fuse-overlayfs fuse3 uidmap zstd tar util-linux
-    python3 python3-venv python3-pip ca-certificates slurm-wlm slurm-client munge
+    python3 python3-venv python3-pip ca-certificates
 )
+# Only the tests need a real Slurm (the fleet test starts its own private munged, slurmctld and slurmd).
+TEST_APT_PACKAGES=(slurm-wlm slurm-client munge)
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
 install_packages() {
     local missing=()
-    for package in "${APT_PACKAGES[@]}"; do
+    for package in "$@"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
     done
     if ((${#missing[@]})); then
@@ -59,12 +61,12 @@ fi
 
 case "${1:-}" in
     main)
-        install_packages; start_docker; make_venv
+        install_packages "${APT_PACKAGES[@]}"; start_docker; make_venv
         .venv/bin/invoke build-images
         .venv/bin/invoke eval --lite --seeds 1 --policies gold,noop,random
         ;;
     test)
-        install_packages; start_docker; make_venv
+        install_packages "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"; start_docker; make_venv
         .venv/bin/invoke build-images
         .venv/bin/invoke build-server-image    # the deployable container, for its smoke tests
         .venv/bin/invoke test --skip-build
