@@ -448,3 +448,58 @@ def fleet_down(c: Context, coord_dir: str = "", drain_timeout_s: float = 120.0) 
     _console().print(
         f"fleet {report.launch.launch_id}: {how} in {report.seconds:.1f} s; removed {report.removed}"
     )
+
+
+@task(
+    help={
+        "servers": "servers in the private fleet (--local-slurm only; default 4)",
+        "sessions": "concurrent sessions, all open before the first step (default 64)",
+        "steps": "commands per session; with a kill, half run before it and half after (default 8)",
+        "sessions_per_server": "HPCGYM_MAX_SESSIONS of the private fleet (--local-slurm only; default 22)",
+        "kill_one": "scancel one server halfway and measure the failover (default on; --no-kill-one)",
+        "local_slurm": "start a private Slurm cluster here, fleet-up, benchmark, fleet-down, stop it",
+        "coord_dir": _COORD_HELP + "; without --local-slurm",
+        "json": "also write the figures to this JSON file",
+    }
+)
+def fleet_bench(
+    c: Context,
+    servers: int = 4,
+    sessions: int = 64,
+    steps: int = 8,
+    sessions_per_server: int = 22,
+    kill_one: bool = True,
+    local_slurm: bool = False,
+    coord_dir: str = "",
+    json: str = "",
+) -> None:
+    """Benchmark a fleet: many concurrent sessions, step latency, one server killed, failover counts.
+
+    With --local-slurm everything runs on this machine (root, slurm-wlm and munge needed) and is torn
+    down at the end, even on error; without it, the newest (or --coord-dir) running fleet is measured.
+    """
+    from rich.console import Console
+
+    from hpcgym.errors import HpcgymError
+    from hpcgym.fleet import bench, launcher
+
+    console = _console()
+    try:
+        options = bench.BenchOptions(sessions=sessions, steps=steps)
+        if local_slurm:
+            paths = launcher.Paths.for_repo(REPO)
+            report = bench.bench_local_fleet(
+                paths, servers, sessions_per_server, options, kill_one, console.print
+            )
+        else:
+            coord = launcher.find_coord(coord_dir, DEFAULT_FLEETS)
+            report = bench.bench_launched_fleet(coord, options, kill_one, console.print)
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    for table in bench.report_tables(report):
+        Console(highlight=False).print(table)
+    if json:
+        Path(json).write_text(report.to_json())
+        console.print(f"wrote {json}")
+    if report.errors:
+        raise Exit(f"error: {len(report.errors)} session(s) failed: {report.errors[0]}", code=1)
