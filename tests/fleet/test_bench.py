@@ -53,6 +53,7 @@ def test_a_tiny_fleet_is_measured_and_a_drained_servers_episodes_move(runtime) -
     summary = json.loads(report.to_json())
     assert summary["killed"] == a.url and summary["phases"] == ["before kill", "after kill"]
     assert summary["episodes"]["moved"] == 2 and summary["pool"]["episodes_lost"] == 0
+    assert summary["step_ms"]["moving_episode"]["n"] == 2  # one step per moved episode carried the replay
     assert summary["step_ms"]["before"]["n"] == 8 and set(summary["step_ms"]["after_over_before"]) == {
         "p50",
         "p95",

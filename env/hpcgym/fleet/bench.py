@@ -79,6 +79,7 @@ class BenchReport:
     reset_s: list[float] = field(default_factory=list)
     step_before_s: list[float] = field(default_factory=list)
     step_after_s: list[float] = field(default_factory=list)
+    step_moved_s: list[float] = field(default_factory=list)  # steps that moved their episode (in after)
     killed: str | None = None
     kill_s: float | None = None  # scancel until Slurm no longer runs the task
     finished: int = 0
@@ -106,7 +107,12 @@ class BenchReport:
             "placement": dict(sorted(self.placement.items())),
             "final_placement": dict(sorted(self.final_placement.items())),
             "reset_ms": latency_summary(self.reset_s),
-            "step_ms": {"before": before, "after": after, "after_over_before": ratios(before, after)},
+            "step_ms": {
+                "before": before,
+                "after": after,
+                "after_over_before": ratios(before, after),
+                "moving_episode": latency_summary(self.step_moved_s),
+            },
             "phases": list(self.phases),
             "killed": self.killed,
             "kill_s": _round(self.kill_s),
@@ -245,11 +251,14 @@ def run_fleet_bench(
                 if k == half:
                     arrive("half")
                     resume.wait()
+                was = getattr(env._backend, "url", None)
                 start = time.monotonic()
                 env.run(options.command)
                 took = time.monotonic() - start
                 with lock:
                     (report.step_before_s if k < half else report.step_after_s).append(took)
+                    if getattr(env._backend, "url", None) != was:
+                        report.step_moved_s.append(took)
             url = getattr(env._backend, "url", None) or "?"
             with lock:
                 report.final_placement[url] = report.final_placement.get(url, 0) + 1
@@ -480,7 +489,7 @@ def report_tables(report: BenchReport) -> list[Any]:
     before_name, after_name = report.phases
     steps = s["step_ms"]
     latency = Table(title=f"step latency, ms ({report.command!r})")
-    for column in ("", before_name, after_name, "after / before"):
+    for column in ("", before_name, after_name, "after / before", "steps that moved an episode"):
         latency.add_column(column, justify="right")
     for key in ("n", *(f"p{p}" for p in PERCENTILES), "max"):
         ratio = steps["after_over_before"].get(key)
@@ -489,5 +498,6 @@ def report_tables(report: BenchReport) -> list[Any]:
             str(steps["before"].get(key, "-")),
             str(steps["after"].get(key, "-")),
             "" if ratio is None else f"{ratio:.2f}x",
+            str(steps["moving_episode"].get(key, "-")),
         )
     return [fleet, latency]
