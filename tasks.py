@@ -135,10 +135,12 @@ def bench(c: Context, json: str = "", out: str = "", quick: bool = False) -> Non
     from hpcgym.errors import HpcgymError
     from hpcgym.interfaces.openenv.loadtest import run_loadtest
 
-    sizes = {"resets": 10, "steps": 60, "idle": 64} if quick else {}
     images = Path(out or DEFAULT_OUT).resolve()
     try:
-        run_bench(images, Path(json).resolve() if json else None, **sizes)
+        if quick:
+            run_bench(images, Path(json).resolve() if json else None, resets=10, steps=60, idle=64)
+        else:
+            run_bench(images, Path(json).resolve() if json else None)
         # Sessions over the OpenEnv server's WebSocket, all at once, as trainers hold them.
         load = run_loadtest(images, sessions=8 if quick else 64, steps=20 if quick else 100)
     except HpcgymError as e:
