@@ -483,7 +483,8 @@ def fleet_bench(
     from rich.console import Console
 
     from hpcgym.errors import HpcgymError
-    from hpcgym.fleet import bench, launcher
+    from hpcgym.fleet import launcher
+    from training import fleet_bench as bench
 
     console = _console()
     try:

@@ -12,10 +12,10 @@ import json
 import pytest
 from rich.console import Console
 
-from hpcgym.fleet.bench import BenchOptions, percentile, ratios, report_tables, run_fleet_bench
 from hpcgym.fleet.config import FleetError
 from hpcgym.interfaces.openenv.server.app import ServerSettings, build_app
 from tests.fleet.test_pool import running
+from training.fleet_bench import BenchOptions, percentile, ratios, report_tables, run_fleet_bench
 
 
 def test_percentiles_are_nearest_rank_and_ratios_skip_counts() -> None:

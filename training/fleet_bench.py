@@ -27,6 +27,9 @@ from hpcgym.fleet.config import FleetError, load_config
 from hpcgym.fleet.coord import CoordDir, ServerMarker
 from hpcgym.fleet.localslurm import local_slurm, missing_binaries
 from hpcgym.fleet.ready import ready_servers, wait_ready
+from training.backends import EnvironmentUnavailable, server_pool
+from training.dataset import build_rows
+from training.env import EnvSettings, HpcToolEnv
 
 STEP_COMMAND = "sinfo -N -h -o '%N %t'"
 PERCENTILES = (50, 95, 99)
@@ -205,9 +208,6 @@ def run_fleet_bench(
         The report; fleet-level fields (ready and down times) are left for the caller.
     """
     # The benchmark measures what a trainer gets, so it drives the trainer's own client.
-    from training.backends import EnvironmentUnavailable, server_pool
-    from training.dataset import build_rows
-    from training.env import EnvSettings, HpcToolEnv
 
     say = log or (lambda _: None)
     urls = tuple(urls)
