@@ -47,6 +47,6 @@ done
 # runtime gives it, so ps, pgrep and pidof see munged/slurmd/... at a few hundred KiB each. The
 # controller decides when one starts and notices when one is killed.
 install -d -m 0755 /usr/libexec/hpcgym/daemons
-for daemon in munged slurmd slurmctld httpd; do
+for daemon in munged slurmd slurmctld httpd chronyd; do
     ln -f /usr/bin/cat "/usr/libexec/hpcgym/daemons/$daemon"
 done

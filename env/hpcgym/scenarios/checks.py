@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any
 
-from hpcgym.controller.services import httpd, munged, slurm
+from hpcgym.controller.commands import chronyc
+from hpcgym.controller.services import chrony, httpd, munged, slurm
 from hpcgym.controller.services.access import FileStat
 from hpcgym.controller.services.daemon import lookup_ids
 from hpcgym.controller.services.manager import HTTPD
@@ -102,6 +103,17 @@ def is_unit_enabled(episode: Episode, node: str, unit: str) -> bool:
 
 
 # ---- munge -----------------------------------------------------------------------------------------
+
+
+def is_clock_synchronized(episode: Episode, node: str) -> bool:
+    """The node's clock agrees with the controller's and chronyd runs to keep it so."""
+    services = episode.services
+    services.sync()
+    return (
+        services.clock_offset(node) == services.clock_offset(services.controller_host)
+        and is_unit_active(episode, node, chrony.UNIT)
+        and chronyc.is_synchronized(services, node)
+    )
 
 
 def _munge_uid(episode: Episode, node: str) -> int:
@@ -290,6 +302,7 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "is_slurmctld_serving": is_slurmctld_serving,
     "is_unit_active": is_unit_active,
     "is_unit_enabled": is_unit_enabled,
+    "is_clock_synchronized": is_clock_synchronized,
     "is_munge_key_secure": is_munge_key_secure,
     "is_munge_healthy": is_munge_healthy,
     "has_one_munge_key": has_one_munge_key,

@@ -164,6 +164,12 @@ def _nfs_stale(episode: Episode, step: schema.NfsStale, rng: random.Random) -> N
     episode.nodes.make_share_stale(step.node, step.path)
 
 
+def _clock_skew(episode: Episode, step: schema.ClockSkew, rng: random.Random) -> None:
+    if step.node not in episode.services.nodes:
+        raise ScenarioError(f"no node {step.node!r}")
+    episode.services.set_clock_offset(step.node, step.seconds)
+
+
 def _advance(episode: Episode, step: schema.Advance, rng: random.Random) -> None:
     episode.controller.advance(step.seconds)
 
@@ -182,5 +188,6 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "submit": _submit,
     "gpu_ecc": _gpu_ecc,
     "nfs_stale": _nfs_stale,
+    "clock_skew": _clock_skew,
     "advance": _advance,
 }

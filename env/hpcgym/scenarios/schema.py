@@ -166,6 +166,14 @@ class NfsStale(Model):
     path: Literal["/home", "/apps"]
 
 
+class ClockSkew(Model):
+    """A node's clock runs `seconds` off the cluster's (hardware clock drift with chronyd stopped)."""
+
+    kind: Literal["clock_skew"]
+    node: str
+    seconds: int
+
+
 class Advance(Model):
     """Let virtual time pass (slurmctld notices silent nodes, jobs run)."""
 
@@ -187,6 +195,7 @@ InjectStep = Annotated[
     | SubmitJob
     | GpuEcc
     | NfsStale
+    | ClockSkew
     | Advance,
     Field(discriminator="kind"),
 ]

@@ -75,6 +75,13 @@ class Context:
     def now_s(self) -> int:
         return self.cluster.now_s
 
+    @property
+    def local_now_s(self) -> int:
+        """What this node's own clock reads: the episode's clock plus the node's skew, if any."""
+        if self.services is None:
+            return self.cluster.now_s
+        return self.services.node_now_s(self.node)
+
     def find_user(self, name_or_uid: str) -> User | None:
         """Look a user up as getpwnam/getpwuid would on the calling node.
 

@@ -137,13 +137,14 @@ def _run(ctx: Context, found: list[tuple[str, str | None]], operands: list[str])
         # Nothing in a node changes before the episode starts: an existing file is that old.
         return Reply(format_time(min(ctx.now_s, ctx.cluster.clock.start_s), fmt) + "\n")
     if "date" in options:
-        return Reply(format_time(parse_date(options["date"] or "", ctx.now_s), fmt) + "\n")
+        return Reply(format_time(parse_date(options["date"] or "", ctx.local_now_s), fmt) + "\n")
     if "set" in options or setting:
         value = options.get("set") or setting[0]
-        when = parse_date(value, ctx.now_s) if "set" in options else _parse_posix_set(value, ctx.now_s)
+        now = ctx.local_now_s
+        when = parse_date(value, now) if "set" in options else _parse_posix_set(value, now)
         # The nodes run without CAP_SYS_TIME: stime fails and date shows the time it meant to set.
         return Reply(format_time(when, fmt) + "\n", "date: cannot set date: Operation not permitted\n", 1)
-    return Reply(format_time(ctx.now_s, fmt) + "\n")
+    return Reply(format_time(ctx.local_now_s, fmt) + "\n")
 
 
 def _run_file(ctx: Context, path: str, fmt: str) -> Reply:
@@ -157,7 +158,7 @@ def _run_file(ctx: Context, path: str, fmt: str) -> Reply:
     out, err = [], []
     for line in text.splitlines():
         try:
-            out.append(format_time(parse_date(line, ctx.now_s), fmt) + "\n")
+            out.append(format_time(parse_date(line, ctx.local_now_s), fmt) + "\n")
         except DateError as e:
             err.append(f"date: {e}\n")
     return Reply("".join(out), "".join(err), 1 if err else 0)

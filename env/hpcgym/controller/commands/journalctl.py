@@ -128,7 +128,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     except UsageError as error:
         return Reply("", error.text + "\n", 1)
     services = services_of(ctx)
-    now = services.now_s
+    now = services.node_now_s(ctx.node)
     flags = {key for key, _ in found}
     values = dict(found)
     units = [normalize_unit_name(value) for key, value in found if key == "unit" and value]

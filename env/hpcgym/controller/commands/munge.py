@@ -29,14 +29,8 @@ MAX_TTL_S = 3600
 # salt byte, fixed here, so that every credential starts `MUNGE:AwQFAAA` like the captured ones.
 HEADER = b"\x03\x04\x05\x00\x00\x17"
 # munge_err_t values the tools exit with.
-EXIT_SOCKET, EXIT_BAD_CRED, EXIT_CRED_INVALID, EXIT_EXPIRED, EXIT_REPLAYED, EXIT_UNAUTHORIZED = (
-    6,
-    8,
-    14,
-    15,
-    17,
-    18,
-)
+EXIT_SOCKET, EXIT_BAD_CRED, EXIT_CRED_INVALID, EXIT_EXPIRED, EXIT_REWOUND = 6, 8, 14, 15, 16
+EXIT_REPLAYED, EXIT_UNAUTHORIZED = 17, 18
 NAMES = {0: "root", 65534: "nobody"}
 # (short, long, takes a value)
 MUNGE_OPTIONS = (
@@ -196,7 +190,7 @@ def run_munge(ctx: Context, args: list[str]) -> Reply:
     body = {
         "host": ctx.node,
         "addr": str(services.network.address(ctx.node) or "127.0.0.1"),
-        "time": services.now_s,
+        "time": services.node_now_s(ctx.node),
         "ttl": ttl,
         "uid": int(found.get("uid", ctx.user.uid)),
         "gid": int(found.get("gid", ctx.user.gid)),
@@ -235,7 +229,11 @@ def _decode(services: ServiceManager, node: str, cred: str) -> Decoded | Reply:
     if body.get("key") != services.memo(node, MUNGE).get("key_sha256", "")[:16]:
         return Reply("", "unmunge: Error: Invalid credential\n", EXIT_CRED_INVALID)
     seen = services.munge_seen.setdefault(node, set())
-    if int(body["time"]) + int(body["ttl"]) < services.now_s:
+    # munged's window (dec.c): decode time within [encode - ttl, encode + ttl] of the decoder's clock.
+    now, encoded, ttl = services.node_now_s(node), int(body["time"]), int(body["ttl"])
+    if now < encoded - ttl:
+        return Decoded(EXIT_REWOUND, "Rewound credential", body)
+    if encoded + ttl < now:
         return Decoded(EXIT_EXPIRED, "Expired credential", body)
     if cred in seen:
         return Decoded(EXIT_REPLAYED, "Replayed credential", body)
@@ -276,7 +274,7 @@ def run_unmunge(ctx: Context, args: list[str]) -> Reply:
         ("STATUS", f"{decoded.text} ({decoded.status})"),
         ("ENCODE_HOST", f"{body['host']} ({body['addr']})"),
         ("ENCODE_TIME", _stamp(int(str(body["time"])))),
-        ("DECODE_TIME", _stamp(services.now_s)),
+        ("DECODE_TIME", _stamp(services.node_now_s(ctx.node))),
         ("TTL", str(body["ttl"])),
         ("CIPHER", "aes128 (4)"),
         ("MAC", "sha256 (5)"),
@@ -300,7 +298,7 @@ def run_remunge(ctx: Context, args: list[str]) -> Reply:
     if isinstance(ready, Reply):
         return ready
     found, services = ready
-    now = services.now_s
+    now = services.node_now_s(ctx.node)
     start = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S")
     end = datetime.fromtimestamp(now + 1, UTC).strftime("%Y-%m-%d %H:%M:%S")
     if "num-creds" in found:

@@ -51,12 +51,14 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if operands:
         return Reply("", USAGE, 1)
     boot_s = boot_time(ctx)
+    # Time up comes from the monotonic clock; only the wall-clock readings carry the node's skew.
+    skew_s = ctx.local_now_s - ctx.now_s
     if "since" in keys:
-        return Reply(time.strftime("%Y-%m-%d %H:%M:%S\n", time.gmtime(boot_s)))
+        return Reply(time.strftime("%Y-%m-%d %H:%M:%S\n", time.gmtime(boot_s + skew_s)))
     up_s = ctx.now_s - boot_s
     if "pretty" in keys:
         return Reply(pretty(up_s) + "\n")
-    clock = time.strftime("%H:%M:%S", time.gmtime(ctx.now_s))
+    clock = time.strftime("%H:%M:%S", time.gmtime(ctx.local_now_s))
     users = 1 if ctx.node == ctx.cluster.conf.controller_host else 0
     load = ", ".join(f"{x:.2f}" for x in load_average(ctx.node))
     who = f"{users:2d} {'user' if users == 1 else 'users'}"

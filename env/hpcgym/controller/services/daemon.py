@@ -68,6 +68,8 @@ class DaemonHost(Protocol):
 
     def controller_addr(self, node: str) -> IPv4Address | None: ...
 
+    def clock_offset(self, node: str) -> int: ...
+
 
 def lookup_ids(access: NodeAccess, node: str, user: str) -> tuple[int, int]:
     """The uid and gid of `user` from the node's /etc/passwd (the account a unit's User= names)."""

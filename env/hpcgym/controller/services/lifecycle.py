@@ -11,7 +11,7 @@ import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hpcgym.controller.services import httpd, munged, slurm
+from hpcgym.controller.services import chrony, httpd, munged, slurm
 from hpcgym.controller.services.daemon import Launch, Line, append_log, fill_pid
 from hpcgym.controller.services.journal import Catalog, Entry, Priority, pid1_priority
 from hpcgym.controller.services.units import (
@@ -38,6 +38,7 @@ DAEMONS: dict[str, Launcher] = {
     "/usr/sbin/slurmd": slurm.launch_slurmd,
     "/usr/sbin/slurmctld": slurm.launch_slurmctld,
     "/usr/sbin/httpd": httpd.launch,
+    "/usr/sbin/chronyd": chrony.launch,
 }
 SIGNAL_NAMES = {1: "HUP", 2: "INT", 9: "KILL", 15: "TERM"}
 
@@ -189,8 +190,9 @@ def log_systemd(
     catalog: Catalog | None = None,
     **fields: str,
 ) -> None:
+    now = m.node_now_s(node)
     m.node_state(node).journal.add(
-        Entry(m.now_s, "systemd", 1, runtime.name, text, pid1_priority(text), catalog, dict(fields))
+        Entry(now, "systemd", 1, runtime.name, text, pid1_priority(text), catalog, dict(fields))
     )
 
 
@@ -198,4 +200,4 @@ def log_line(m: ServiceManager, node: str, runtime: UnitRuntime, comm: str, pid:
     # A daemon's stderr reaches the journal at SyslogLevel= (info), whatever the text says: only
     # systemd's own lines carry their real priority, as `journalctl -p err` shows.
     priority = line.priority if comm.startswith("(") else Priority.INFO
-    m.node_state(node).journal.add(Entry(m.now_s, comm, pid, runtime.name, line.text, priority))
+    m.node_state(node).journal.add(Entry(m.node_now_s(node), comm, pid, runtime.name, line.text, priority))

@@ -36,8 +36,9 @@ from hpcgym.controller.services.units import (
 from hpcgym.controller.slurmconf import SlurmConf
 
 HTTPD = "httpd.service"
+CHRONYD = "chronyd.service"
 # The units each node may have, in boot order; a node has those whose unit file it holds.
-BOOT_ORDER = (MUNGE, SLURMCTLD, SLURMD, HTTPD)
+BOOT_ORDER = (CHRONYD, MUNGE, SLURMCTLD, SLURMD, HTTPD)
 
 
 @dataclass
@@ -95,6 +96,9 @@ class ServiceManager:
         # (munged refuses a replay).
         self.munge_serial = 0
         self.munge_seen: dict[str, set[str]] = {}
+        # How far each node's system clock is off the episode's clock (seconds; absent means 0): a
+        # drifted hardware clock with chronyd stopped. Starting chronyd (or `chronyc makestep`) steps it.
+        self.clock_offsets: dict[str, int] = {}
 
     @classmethod
     def from_slurm_conf(
@@ -125,6 +129,20 @@ class ServiceManager:
     @property
     def now_s(self) -> int:
         return self.clock.now_s
+
+    def node_now_s(self, node: str) -> int:
+        """The time `node`'s own clock shows: the episode's clock plus that node's skew."""
+        return self.clock.now_s + self.clock_offsets.get(node, 0)
+
+    def clock_offset(self, node: str) -> int:
+        return self.clock_offsets.get(node, 0)
+
+    def set_clock_offset(self, node: str, seconds: int) -> None:
+        """Skew (or, with 0, correct) a node's clock; registration is re-judged at the next sync."""
+        if seconds:
+            self.clock_offsets[node] = seconds
+        else:
+            self.clock_offsets.pop(node, None)
 
     @property
     def controller_host(self) -> str:
@@ -228,6 +246,17 @@ class ServiceManager:
         if problem is not None:
             for line in slurm.log_registration_failure(self, node, problem):
                 lifecycle.log_line(self, node, runtime, "slurmd", runtime.main_pid, line)
+        if problem in (RegistrationProblem.CLOCK_REWOUND, RegistrationProblem.CLOCK_EXPIRED):
+            self._log_decode_failure(node, problem)
+
+    def _log_decode_failure(self, node: str, problem: RegistrationProblem) -> None:
+        # The other side of a skewed registration: slurmctld's munged rejects the node's credential.
+        ctl = self.node_state(self._controller_host).units.get(SLURMCTLD)
+        if ctl is None or ctl.main_pid is None:
+            return
+        texts = slurm.slurmctld_decode_errors(problem, self.node_now_s(node), self.node_now_s(self._controller_host))
+        for line in slurm.daemon_lines("slurmctld", texts):
+            lifecycle.log_line(self, self._controller_host, ctl, "slurmctld", ctl.main_pid, line)
 
     # ---- units -------------------------------------------------------------------------------------
 

@@ -41,6 +41,10 @@ class RegistrationProblem(enum.Enum):
     # slurmctld cannot decode what this node's munged signed: another key, or no munged on its side.
     KEY_MISMATCH = "key-mismatch"
     CONTROLLER_UNREACHABLE = "controller-unreachable"
+    # The node's clock is more than a credential's TTL off the controller's: slurmctld's munged
+    # rejects what the node signs as from the future (rewound) or from the past (expired).
+    CLOCK_REWOUND = "clock-rewound"
+    CLOCK_EXPIRED = "clock-expired"
 
     @property
     def text(self) -> str:
@@ -58,7 +62,12 @@ _PROBLEM_TEXT = {
     RegistrationProblem.MUNGE_DOWN: "Protocol authentication error",
     RegistrationProblem.KEY_MISMATCH: "Zero Bytes were transmitted or received",
     RegistrationProblem.CONTROLLER_UNREACHABLE: "Unable to contact slurm controller (connect failure)",
+    # slurmctld drops a message it cannot authenticate without a reply, as for a foreign key.
+    RegistrationProblem.CLOCK_REWOUND: "Zero Bytes were transmitted or received",
+    RegistrationProblem.CLOCK_EXPIRED: "Zero Bytes were transmitted or received",
 }
+# munged's default credential lifetime (munge.h MUNGE_DEFAULT_TTL); Slurm's auth/munge asks for it.
+MUNGE_TTL_S = 300
 
 
 def read_conf(host: DaemonHost, node: str) -> SlurmConf | None:
@@ -84,7 +93,43 @@ def registration_problem(host: DaemonHost, node: str) -> RegistrationProblem | N
     mine, theirs = host.memo(node, MUNGE).get("key_sha256"), host.memo(ctl, MUNGE).get("key_sha256")
     if mine != theirs:
         return RegistrationProblem.KEY_MISMATCH
+    return clock_problem(host.clock_offset(node) - host.clock_offset(ctl))
+
+
+def clock_problem(ahead_s: int) -> RegistrationProblem | None:
+    """How slurmctld's munged judges a credential from a node `ahead_s` seconds ahead of it.
+
+    munged (dec.c) accepts a decode time in [encode - ttl, encode + ttl]: with the default clock-skew
+    allowance, a credential may come from up to one TTL in the future.
+    """
+    if ahead_s > MUNGE_TTL_S:
+        return RegistrationProblem.CLOCK_REWOUND
+    if ahead_s < -MUNGE_TTL_S:
+        return RegistrationProblem.CLOCK_EXPIRED
     return None
+
+
+def _ctime(time_s: int) -> str:
+    return datetime.fromtimestamp(time_s, UTC).strftime("%a %b %d %H:%M:%S %Y")
+
+
+def slurmctld_decode_errors(problem: RegistrationProblem, encoded_s: int, decoded_s: int) -> list[str]:
+    """What slurmctld logs when it cannot authenticate a node's registration (auth_munge.c `_decode_cred`)."""
+    rewound = problem is RegistrationProblem.CLOCK_REWOUND
+    status = "Rewound credential" if rewound else "Expired credential"
+    lines = [
+        f"error: Munge decode failed: {status}",
+        f"ENCODED: {_ctime(encoded_s)}",
+        f"DECODED: {_ctime(decoded_s)}",
+    ]
+    if rewound:
+        lines.append("error: Check for out of sync clocks")
+    return [
+        *lines,
+        "error: slurm_unpack_received_msg: REQUEST_NODE_REGISTRATION_STATUS has authentication error: "
+        "Invalid authentication credential",
+        "error: slurm_unpack_received_msg: Protocol authentication error",
+    ]
 
 
 def registration_errors(problem: RegistrationProblem) -> list[str]:
@@ -99,7 +144,7 @@ def registration_errors(problem: RegistrationProblem) -> list[str]:
     return [f"error: Unable to register: {problem.text}"]
 
 
-def _daemon_lines(prog: str, texts: list[str]) -> list[Line]:
+def daemon_lines(prog: str, texts: list[str]) -> list[Line]:
     return [
         Line(f"{prog}: {text}", Priority.ERR if text.startswith(("error", "fatal")) else Priority.INFO)
         for text in texts
@@ -113,7 +158,7 @@ def log_registration_failure(host: DaemonHost, node: str, problem: RegistrationP
     log_file = slurmd_path(conf, "slurmdlogfile", "", node) if conf is not None else ""
     uid, gid = lookup_ids(host.access, node, "root")
     append_log(host.access, node, log_file, [f"[{iso_time(host.now_s)}.000] {t}" for t in texts], uid, gid)
-    return _daemon_lines("slurmd", texts)
+    return daemon_lines("slurmd", texts)
 
 
 def _started_on(time_s: int) -> str:
@@ -178,7 +223,7 @@ def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile, name: str | None 
             result.memo["registration"] = problem.name
     if not result.ok:
         result.exit_status = 1
-    result.stderr = _daemon_lines("slurmd", texts)
+    result.stderr = daemon_lines("slurmd", texts)
     now = host.now_s
     result.log_lines = [f"[{iso_time(now)}.000] {text}" for text in texts]
     return result
@@ -212,7 +257,7 @@ def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
         result.log_file = conf.options.get("slurmctldlogfile", "")
     if not result.ok:
         result.exit_status = 1
-    result.stderr = _daemon_lines("slurmctld", texts)
+    result.stderr = daemon_lines("slurmctld", texts)
     now = host.now_s
     result.log_lines = [f"[{iso_time(now)}.000] {text}" for text in texts]
     return result

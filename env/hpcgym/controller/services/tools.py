@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hpcgym.controller.commands import (
+    chronyc,
     curl,
     daemons,
     ifupdown,
@@ -39,4 +40,6 @@ TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
     "slurmctld": daemons.run_slurmctld,
     "httpd": daemons.run_httpd,
     "apachectl": daemons.run_apachectl,
+    "chronyc": chronyc.run,
+    "timedatectl": chronyc.run_timedatectl,
 }

@@ -1,0 +1,85 @@
+"""chronyd (chrony 4.5, Rocky 9.5): the daemon that keeps a node's clock on the cluster's time.
+
+A node's clock can be skewed (`ServiceManager.clock_offsets`): its hardware clock drifted while
+chronyd was stopped. Starting chronyd corrects it only when chrony.conf allows a step (`makestep`,
+as Rocky's default does: `makestep 1.0 3` steps during the first updates); without one chronyd would
+slew at most 83 ms per second, so a skew of minutes stays for hours, which this model keeps as is.
+`chronyc makestep` steps whenever chronyd runs. Compute nodes follow `server login01`; the login node
+serves its own clock (`local stratum 10`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hpcgym.controller.services.daemon import Launch, Line, exec_argv, lookup_ids
+from hpcgym.controller.services.units import UnitFile
+
+if TYPE_CHECKING:
+    from hpcgym.controller.services.manager import ServiceManager
+
+VERSION = "4.5"
+FEATURES = "+CMDMON +NTP +REFCLOCK +RTC +PRIVDROP +SCFILTER +SIGND +ASYNCDNS +NTS +SECHASH +IPV6 +DEBUG"
+CONF = "/etc/chrony.conf"
+PID_FILE = "/run/chrony/chronyd.pid"
+UNIT = "chronyd.service"
+
+
+def conf_directives(m: ServiceManager, node: str) -> list[list[str]]:
+    """chrony.conf's directives as word lists (comments and blank lines dropped)."""
+    raw = m.access.read(node, CONF) or b""
+    lines = (line.split("#", 1)[0].split() for line in raw.decode(errors="replace").splitlines())
+    return [words for words in lines if words]
+
+
+def step_threshold(m: ServiceManager, node: str) -> float | None:
+    """`makestep THRESHOLD LIMIT`'s threshold in seconds, or None when chronyd may not step at start."""
+    for words in conf_directives(m, node):
+        if words[0] == "makestep" and len(words) >= 3:
+            try:
+                threshold, limit = float(words[1]), int(words[2])
+            except ValueError:
+                return None
+            return threshold if limit != 0 else None
+    return None
+
+
+def server(m: ServiceManager, node: str) -> str | None:
+    """The first `server`/`pool` name in chrony.conf, or None for a node that serves its own clock."""
+    for words in conf_directives(m, node):
+        if words[0] in ("server", "pool") and len(words) >= 2:
+            return words[1]
+    return None
+
+
+def step_lines(correction_s: int) -> list[Line]:
+    """What chronyd logs when it steps the clock by `correction_s` seconds."""
+    return [
+        Line(f"System clock wrong by {correction_s:.6f} seconds"),
+        Line(f"System clock was stepped by {correction_s:.6f} seconds"),
+        Line("System clock TAI offset set to 37 seconds"),
+    ]
+
+
+def launch(m: ServiceManager, node: str, unit: UnitFile) -> Launch:
+    """Start chronyd: it picks its source and, if chrony.conf lets it, steps a skewed clock to it."""
+    uid, gid = lookup_ids(m.access, node, "root")
+    result = Launch(ok=True, comm="chronyd", argv=exec_argv(unit), uid=uid, gid=gid, pid_file=PID_FILE)
+    result.stderr = [
+        Line(f"chronyd version {VERSION} starting ({FEATURES})"),
+        Line("Using right/UTC timezone to obtain leap second data"),
+        Line("Loaded seccomp filter (level 2)"),
+    ]
+    source = server(m, node)
+    if source is None:
+        return result
+    addr = m.network.resolve(node, source)
+    if addr is None or not m.network.can_reach(node, addr):
+        return result
+    result.stderr.append(Line(f"Selected source {addr} ({source})"))
+    offset = m.clock_offset(node) - m.clock_offset(m.controller_host)
+    threshold = step_threshold(m, node)
+    if offset and threshold is not None and abs(offset) > threshold:
+        result.stderr += step_lines(-offset)
+        m.set_clock_offset(node, m.clock_offset(m.controller_host))
+    return result
