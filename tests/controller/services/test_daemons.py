@@ -23,7 +23,7 @@ def test_munged_by_hand_shows_why_the_key_is_refused(env: Env) -> None:
     assert env.run("compute-01", "munged").exit_code == 0
     assert env.run("compute-01", "systemctl", "is-active", "munge").stdout == "active\n"
     again = env.run("compute-01", "munged", "-F")
-    assert again.stderr.endswith('pid 105 bound to socket "/run/munge/munge.socket.2"\n')
+    assert again.stderr.endswith('pid 106 bound to socket "/run/munge/munge.socket.2"\n')
 
 
 def test_versions_and_slurmd_config(env: Env) -> None:

@@ -155,7 +155,7 @@ def test_01_owner_and_missing_key() -> None:
            'timeout 5 runuser -u munge -- munged -F; echo "munged exit=$?"')  # fmt: skip
     _, stderr, _ = capture("01-munged-behaviour", cmd)
     assert env.run(NODE, "munged", "-F").stderr == normalise(stderr).replace("UID 102", "UID 981").replace(
-        "(pid N)", "(pid 102)"
+        "(pid N)", "(pid 103)"
     ).replace("Set origin address to ADDR", "Set origin address to 10.10.1.11 (eth0)")
     env.access.remove(NODE, KEY)
     cmd = ('chown munge:munge /etc/munge/munge.key && mv /etc/munge/munge.key /home/ops/munge.key.moved && '

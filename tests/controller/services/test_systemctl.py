@@ -147,7 +147,7 @@ def test_killed_munged_is_restarted_by_restart_on_abort(env: Env) -> None:
         "munge.service: Referenced but unset environment variable evaluates to an empty string: OPTIONS",
         "Started MUNGE authentication service.",
     ]
-    assert env.access.read("compute-03", "/run/munge/munged.pid") == b"102\n"
+    assert env.access.read("compute-03", "/run/munge/munged.pid") == b"103\n"
 
 
 def test_killed_slurmd_fails_its_unit_and_the_node_goes_down(env: Env) -> None:
@@ -222,7 +222,7 @@ def test_journalctl_catalog_since_and_no_entries(env: Env) -> None:
         "░░ ",
         "░░ A start job for unit munge.service has finished successfully.",
         "░░ ",
-        "░░ The job identifier is 104.",
+        "░░ The job identifier is 105.",
     ]
     assert env.run("compute-01", "journalctl", "-u", "nope").stdout == "-- No entries --\n"
     bad = env.run("compute-01", "journalctl", "--since", "yesterdayish")
@@ -265,11 +265,12 @@ def test_changed_unit_file_warns_until_daemon_reload(env: Env) -> None:
 
 def test_list_units_all_and_plain_systemctl(env: Env) -> None:
     env.run("compute-01", "systemctl", "stop", "slurmd")
-    assert env.run("compute-01", "systemctl").stdout.splitlines()[1].startswith("  munge.service ")
+    assert env.run("compute-01", "systemctl").stdout.splitlines()[2].startswith("  munge.service ")
     listing = env.run("compute-01", "systemctl", "list-units", "--all", "--no-legend").stdout
     assert listing == (
-        "  munge.service  loaded active   running MUNGE authentication service\n"
-        "  slurmd.service loaded inactive dead    Slurm node daemon\n"
+        "  chronyd.service loaded active   running NTP client/server\n"
+        "  munge.service   loaded active   running MUNGE authentication service\n"
+        "  slurmd.service  loaded inactive dead    Slurm node daemon\n"
     )
 
 

@@ -29,7 +29,7 @@ COMMANDS = ("tracking", "sources", "activity", "makestep")
 
 
 def _source(services: ServiceManager, node: str) -> tuple[str, IPv4Address] | None:
-    """chronyd's reachable source on `node` (name, address), or None (none configured or reachable)."""
+    """The source chronyd reaches on `node` (name, address), or None (none configured or reachable)."""
     name = server(services, node)
     if name is None:
         return None
@@ -45,10 +45,12 @@ def _skew(services: ServiceManager, node: str) -> int:
 
 
 def is_synchronized(services: ServiceManager, node: str) -> bool:
-    """chronyd runs and the node's clock agrees with its source (the login node is its own)."""
+    """Whether chronyd runs and the node's clock agrees with its source (the login node is its own)."""
     if not services.is_active(node, UNIT):
         return False
-    return server(services, node) is None or (_source(services, node) is not None and _skew(services, node) == 0)
+    if server(services, node) is None:
+        return True
+    return _source(services, node) is not None and _skew(services, node) == 0
 
 
 def _ctime(time_s: int) -> str:
@@ -99,12 +101,13 @@ def _sources(services: ServiceManager, node: str) -> str:
         return SOURCES_HEADER
     source = _source(services, node)
     if source is None:
-        row = f"^? {name:<27} {0:>2} {6:>3} {'0':>5} {'-':>6}  {'+0ns':>7}[{'+0ns':>7}] +/- {'0ns':>6}\n"
+        row = f"^? {name:<27} {0:>2} {6:>3} {'0':>5} {'-':>5}  {'+0ns':>7}[{'+0ns':>7}] +/- {'0ns':>6}\n"
         return SOURCES_HEADER + row
     # The sample is how far the source is from this clock: a node ahead sees its source behind.
     sample = _sample(-_skew(services, node))
     last = "-25us" if sample == "-21us" else sample
-    row = f"^* {name:<27} {LOCAL_STRATUM:>2} {6:>3} {'377':>5} {35:>6}  {sample:>7}[{last:>7}] +/- {'160us':>6}\n"
+    row = f"^* {name:<27} {LOCAL_STRATUM:>2} {6:>3} {'377':>5} {35:>5}  {sample:>7}[{last:>7}] +/- "
+    row += f"{'160us':>6}\n"
     return SOURCES_HEADER + row
 
 
@@ -196,7 +199,9 @@ def run_timedatectl(ctx: Context, args: list[str]) -> Reply:
     if verb == "list-timezones":
         return Reply("UTC\n")
     if verb == "set-timezone":
-        return Reply() if words[1:] == ["UTC"] else Reply("", "Failed to set time zone: Invalid time zone\n", 1)
+        if words[1:] == ["UTC"]:
+            return Reply()
+        return Reply("", "Failed to set time zone: Invalid time zone\n", 1)
     if verb == "set-time":
         if ntp:
             return Reply("", "Failed to set time: Automatic time synchronization is enabled\n", 1)

@@ -38,7 +38,7 @@ from hpcgym.controller.slurmconf import SlurmConf
 HTTPD = "httpd.service"
 CHRONYD = "chronyd.service"
 # The units each node may have, in boot order; a node has those whose unit file it holds.
-BOOT_ORDER = (CHRONYD, MUNGE, SLURMCTLD, SLURMD, HTTPD)
+BOOT_ORDER = (MUNGE, SLURMCTLD, SLURMD, HTTPD, CHRONYD)
 
 
 @dataclass
@@ -254,7 +254,8 @@ class ServiceManager:
         ctl = self.node_state(self._controller_host).units.get(SLURMCTLD)
         if ctl is None or ctl.main_pid is None:
             return
-        texts = slurm.slurmctld_decode_errors(problem, self.node_now_s(node), self.node_now_s(self._controller_host))
+        encoded, decoded = self.node_now_s(node), self.node_now_s(self._controller_host)
+        texts = slurm.slurmctld_decode_errors(problem, encoded, decoded)
         for line in slurm.daemon_lines("slurmctld", texts):
             lifecycle.log_line(self, self._controller_host, ctl, "slurmctld", ctl.main_pid, line)
 
