@@ -89,9 +89,7 @@ def _fetch(services: ServiceManager, node: str, transfer: Transfer, method: str,
     if not services.network.can_reach(node, addr):
         transfer.verbose.append(f"* connect to {shown} port {port} failed: Network is unreachable")
         raise CurlError(7, f"Failed to connect to {host} port {port}: Network is unreachable")
-    target = node if addr.is_loopback else next(
-        (name for name in services.nodes if services.network.address(name) == addr), None
-    )  # fmt: skip
+    target = node if addr.is_loopback else services.node_at(addr)
     memo = services.memo(target, HTTPD) if target is not None and services.is_active(target, HTTPD) else {}
     ports = [int(p) for p in memo.get("ports", "").split(",") if p]
     if port not in ports or scheme == "https":

@@ -140,7 +140,7 @@ def _ping(ctx: Context, options: dict[str, str | None], operands: list[str]) -> 
         name = _reverse_name(ctx, dest) or host
         shown = f"{name} ({dest})"
     head = f"PING {host} ({dest}) {size}({size + 28}) bytes of data.\n"
-    owner = _owner(ctx, dest)
+    owner = services.node_at(dest)
     answers = path is Path.LOCAL or (
         owner is not None and (network.is_up(owner) or owner == ctx.node) and path is not Path.DEAD_GATEWAY
     )
@@ -205,12 +205,6 @@ def _is_numeric(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _owner(ctx: Context, dest: IPv4Address) -> str | None:
-    assert ctx.services is not None
-    network = ctx.services.network
-    return next((name for name in ctx.services.nodes if network.address(name) == dest), None)
 
 
 def _reverse_name(ctx: Context, dest: IPv4Address) -> str | None:

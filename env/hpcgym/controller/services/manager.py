@@ -148,6 +148,10 @@ class ServiceManager:
     def controller_host(self) -> str:
         return self._controller_host
 
+    def node_at(self, addr: IPv4Address) -> str | None:
+        """The node whose eth0 holds `addr` (by its own /etc/hosts), if any: who answers a packet."""
+        return next((name for name in self.nodes if self.network.address(name) == addr), None)
+
     def controller_addr(self, node: str) -> IPv4Address | None:
         return self.network.resolve(node, self._controller_addr)
 
