@@ -37,10 +37,10 @@ class Policy(Protocol):
         ...
 
 
-class GoldPolicy:
-    """Types the scenario's gold commands in order."""
+class ScriptedPolicy:
+    """Types a fixed list of commands in order, whatever the terminal shows, then stops."""
 
-    name = "gold"
+    name = "scripted"
 
     def __init__(self, commands: Sequence[str]) -> None:
         self.commands = list(commands)
@@ -54,6 +54,12 @@ class GoldPolicy:
             return None
         self.index += 1
         return self.commands[self.index - 1]
+
+
+class GoldPolicy(ScriptedPolicy):
+    """Types the scenario's gold commands in order."""
+
+    name = "gold"
 
 
 class NoopPolicy:
@@ -159,11 +165,11 @@ class RandomPolicy:
         return self.rng.choice(self.vocabulary)
 
 
-class DestructivePolicy:
+class DestructivePolicy(ScriptedPolicy):
     """What not to do: mass cancels, healthy nodes set down, world-writable keys, reboots."""
 
     name = "destructive"
-    commands = (
+    COMMANDS = (
         "scancel -u alice",
         "chmod 777 /etc/munge/munge.key",
         "scontrol update nodename=compute-01 state=down reason=debug",
@@ -172,14 +178,8 @@ class DestructivePolicy:
         "reboot",
     )
 
-    def reset(self, alert: str, seed: int) -> None:
-        self.index = 0
-
-    def act(self, observation: str) -> str | None:
-        if self.index >= len(self.commands):
-            return None
-        self.index += 1
-        return self.commands[self.index - 1]
+    def __init__(self) -> None:
+        super().__init__(self.COMMANDS)
 
 
 # ---- the scripted expert -----------------------------------------------------------------------------
