@@ -2,22 +2,21 @@
 
 The controller runs outside every sandbox, so when munged checks its key or systemctl starts slurmd it
 works on the node's real files (the merged overlay, or the image's lower dir for a node not started
-yet) and real processes in the node's PID namespace. Paths are resolved inside the node's root, so a
-symlink the agent plants can never point the controller at a host file.
+yet) and real processes in the node's PID namespace. Files are touched only through `nodefs.NodeFS`,
+relative to a descriptor of the node's root, so nothing the agent plants can point the controller at
+a host file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shlex
-import shutil
-import stat
 from pathlib import Path
 
 from hpcgym.controller.services.access import FileStat
+from hpcgym.episode.nodefs import NodeFS
 from hpcgym.errors import SandboxError
 from hpcgym.runtime.cluster import SHARED_DIRS, Cluster, Node, ShareState
 from hpcgym.runtime.sandbox import exec_in_node
@@ -25,7 +24,6 @@ from hpcgym.runtime.unpack import ID_RANGE
 
 log = logging.getLogger(__name__)
 
-MAX_SYMLINK_HOPS = 40
 DAEMON_DIR = "/usr/libexec/hpcgym/daemons"
 START_TIMEOUT_S = 10.0
 START_ATTEMPTS = 2
@@ -40,27 +38,6 @@ fifo=$(mktemp -u /run/.hpcgym-daemon.XXXXXX) && mkfifo -m 0600 "$fifo" || exit 1
 } <>"$fifo" >/dev/null 2>&1 &
 echo $!
 """
-
-
-# openat2(2) with RESOLVE_IN_ROOT resolves every symlink and ".." as if `dirfd` were "/": the kernel
-# does what `host_path` does by hand, in one call (Linux >= 5.6).
-_SYS_OPENAT2 = 437
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_IN_ROOT = 0x10
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
-
-
-def open_in_root(root_fd: int, path: str, flags: int) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return int(fd)
 
 
 class NodeAccessError(SandboxError):
@@ -87,111 +64,52 @@ class ClusterNodes:
         # A node that never started has exactly its image's files.
         return node.root if node.is_mounted() else self.cluster.config.lowers[node.role]
 
-    def host_path(self, name: str, path: str, *, follow: bool = True) -> Path:
-        """Where `path` of node `name` is on the host, resolving symlinks inside the node's root."""
-        root = self._root(self._node(name))
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        resolved: list[str] = []
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = root.joinpath(*resolved, part)
-            if (follow or parts) and candidate.is_symlink():
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise NodeAccessError(f"too many symlinks resolving {path} on {name}")
-                target = os.readlink(candidate)
-                if target.startswith("/"):
-                    resolved = []
-                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-                continue
-            resolved.append(part)
-        return root.joinpath(*resolved)
-
-    def _unshift(self, host_id: int) -> int:
-        inside = host_id - self.uid_base
-        return inside if 0 <= inside < ID_RANGE else 65534
-
-    def _open(self, node: str, path: str, flags: int) -> int:
-        """Open `path` as the node sees it: symlinks resolve inside its root (one openat2 call)."""
-        root_fd = os.open(self._root(self._node(node)), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            return open_in_root(root_fd, path, flags)
-        finally:
-            os.close(root_fd)
+    def _fs(self, name: str, *, start: bool = False) -> NodeFS:
+        node = self._node(name)
+        if start:
+            node.ensure_started()
+        return NodeFS(self._root(node), self.uid_base, ID_RANGE)
 
     def stat(self, node: str, path: str) -> FileStat | None:
-        try:
-            fd = self._open(node, path, os.O_PATH)
-        except (FileNotFoundError, NotADirectoryError):
+        fs = self._fs(node)
+        st = fs.stat(path)
+        if st is None:
             return None
-        try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        return FileStat(mode=st.st_mode, uid=self._unshift(st.st_uid), gid=self._unshift(st.st_gid))
+        return FileStat(mode=st.st_mode, uid=fs.node_id(st.st_uid), gid=fs.node_id(st.st_gid))
 
     def read(self, node: str, path: str) -> bytes | None:
-        try:
-            fd = self._open(node, path, os.O_RDONLY | os.O_NONBLOCK)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        with os.fdopen(fd, "rb") as f:
-            # Only regular files: a FIFO or device the agent planted must not block the controller.
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return None
-            return f.read()
+        return self._fs(node).read(path)
 
     def write(
         self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0
     ) -> None:
-        self._node(node).ensure_started()
-        target = self.host_path(node, path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.hpcgym-tmp")
-        tmp.write_bytes(data)
-        os.chown(tmp, self.uid_base + uid, self.uid_base + gid)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        self._fs(node, start=True).write(path, data, mode=mode, uid=uid, gid=gid)
+
+    def append(
+        self, node: str, path: str, data: bytes, *, mode: int = 0o640, uid: int = 0, gid: int = 0
+    ) -> None:
+        self._fs(node, start=True).append(path, data, mode=mode, uid=uid, gid=gid)
 
     def remove(self, node: str, path: str) -> None:
-        self._node(node).ensure_started()
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            self.host_path(node, path, follow=False).unlink()
+        self._fs(node, start=True).remove(path)
 
     # Scenario injects (added for scenarios/faults.py): change what the agent will find, in place.
 
     def chmod(self, node: str, path: str, mode: int) -> None:
         """Set a node file's permission bits (follows symlinks inside the node's root)."""
-        self._node(node).ensure_started()
-        os.chmod(self.host_path(node, path), mode)
+        self._fs(node, start=True).chmod(path, mode)
 
     def chown(self, node: str, path: str, uid: int, gid: int) -> None:
         """Set a node file's owners, as ids inside the node."""
-        self._node(node).ensure_started()
-        os.chown(self.host_path(node, path), self.uid_base + uid, self.uid_base + gid, follow_symlinks=False)
+        self._fs(node, start=True).chown(path, uid, gid)
 
     def mkdir(self, node: str, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         """Create a directory (and missing parents) with the given mode and owners."""
-        self._node(node).ensure_started()
-        target = self.host_path(node, path)
-        target.mkdir(parents=True, exist_ok=True)
-        os.chown(target, self.uid_base + uid, self.uid_base + gid)
-        os.chmod(target, mode)
+        self._fs(node, start=True).mkdir(path, mode=mode, uid=uid, gid=gid)
 
     def remove_tree(self, node: str, path: str) -> None:
         """Delete a file or a whole directory; a missing path is not an error."""
-        self._node(node).ensure_started()
-        target = self.host_path(node, path, follow=False)
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
+        self._fs(node, start=True).remove_tree(path)
 
     # --- NFS shares: what `mount`/`umount` change, a scenario makes stale, and grading asks ----------
 

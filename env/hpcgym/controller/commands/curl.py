@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.services import ServiceManager, services_of
+from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.httpd import HttpResponse, respond
 from hpcgym.controller.services.manager import HTTPD
 
@@ -223,7 +224,13 @@ def run(ctx: Context, args: list[str]) -> Reply:
                         stderr += "curl: (23) Failure writing output to destination\n"
                     exit_code = 23
                     continue
-                services.access.write(ctx.node, path, shown.encode())
+                try:
+                    services.access.write(ctx.node, path, shown.encode())
+                except NodeFileError:
+                    if not silent:
+                        stderr += "curl: (23) Failure writing output to destination\n"
+                    exit_code = 23
+                    continue
         else:
             stdout += shown
         if "verbose" in flags:

@@ -17,6 +17,13 @@ from typing import Protocol
 ROOT_UID = 0
 
 
+class NodeFileError(OSError):
+    """A node's own file condition (a full disk, a directory where a file goes, a symlink loop).
+
+    The simulated daemon's problem, logged and failed on as the real one would; never the episode's.
+    """
+
+
 @dataclass(frozen=True)
 class FileStat:
     """What `stat(2)` says about a path: the full `st_mode` (type and permission bits) and owners."""
@@ -55,11 +62,17 @@ class NodeAccess(Protocol):
     def write(
         self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0
     ) -> None:
-        """Create or replace a regular file (pid files, daemon logs, `curl -o`)."""
+        """Create or replace a regular file (pid files, `curl -o`); raises NodeFileError on a node fault."""
+        ...
+
+    def append(
+        self, node: str, path: str, data: bytes, *, mode: int = 0o640, uid: int = 0, gid: int = 0
+    ) -> None:
+        """Append to a log, creating it with these owners if missing; raises NodeFileError on a node fault."""
         ...
 
     def remove(self, node: str, path: str) -> None:
-        """Delete a file if it exists (a pid file on a clean stop)."""
+        """Delete a file if it exists (a pid file on a clean stop); raises NodeFileError on a node fault."""
         ...
 
     def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
@@ -162,6 +175,12 @@ class MemoryNodeAccess:
         # Like open(O_TRUNC): an existing file keeps its mode and owner.
         meta = old[1] if old is not None else FileStat(statmod.S_IFREG | mode, uid, gid)
         state.files[path] = (data, meta)
+
+    def append(
+        self, node: str, path: str, data: bytes, *, mode: int = 0o640, uid: int = 0, gid: int = 0
+    ) -> None:
+        old = self.read(node, path) or b""
+        self.write(node, path, old + data, mode=mode, uid=uid, gid=gid)
 
     def remove(self, node: str, path: str) -> None:
         self._node(node).files.pop(posixpath.normpath(path), None)

@@ -8,12 +8,13 @@ the manager should remember about it. The manager turns that into unit states an
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from typing import Protocol
 
-from hpcgym.controller.services.access import NodeAccess
+from hpcgym.controller.services.access import NodeAccess, NodeFileError
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.units import UnitFile
@@ -84,10 +85,11 @@ def lookup_ids(access: NodeAccess, node: str, user: str) -> tuple[int, int]:
 def append_log(access: NodeAccess, node: str, path: str, lines: list[str], uid: int, gid: int) -> None:
     if not path or not lines:
         return
-    old = access.read(node, path) or b""
-    access.write(
-        node, path, old + "".join(f"{line}\n" for line in lines).encode(), mode=0o640, uid=uid, gid=gid
-    )
+    # A daemon that cannot write its log (a full disk, a directory in the way) carries on without it.
+    with contextlib.suppress(NodeFileError):
+        access.append(
+            node, path, "".join(f"{line}\n" for line in lines).encode(), mode=0o640, uid=uid, gid=gid
+        )
 
 
 def fill_pid(lines: list[str], pid: int) -> list[str]:

@@ -7,11 +7,13 @@ Which program a unit runs is looked up in `DAEMONS`; its start-up checks live in
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hpcgym.controller.services import chrony, httpd, munged, slurm
+from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.daemon import Launch, Line, append_log, fill_pid
 from hpcgym.controller.services.journal import Catalog, Entry, Priority, pid1_priority
 from hpcgym.controller.services.units import (
@@ -112,7 +114,11 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
     parent = pid - 1 if forking else None
     log_unset_variables(m, node, runtime, launch.comm, parent if parent is not None else pid)
     if launch.pid_file:
-        m.access.write(node, launch.pid_file, f"{pid}\n".encode(), mode=0o644, uid=launch.uid, gid=launch.gid)
+        # Like slurmd's "Unable to create pidfile": logged by the daemon, and it runs on without one.
+        with contextlib.suppress(NodeFileError):
+            m.access.write(
+                node, launch.pid_file, f"{pid}\n".encode(), mode=0o644, uid=launch.uid, gid=launch.gid
+            )
     append_log(m.access, node, launch.log_file, fill_pid(launch.log_lines, pid), launch.uid, launch.gid)
     for line in launch.stderr:
         log_line(m, node, runtime, launch.comm, parent if forking and parent is not None else pid, line)
@@ -147,7 +153,8 @@ def stop_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> None:
     # The daemons we simulate remove their pid file on a clean exit.
     pid_file = runtime.file.pid_file or runtime.memo.get("pid_file", "")
     if pid_file:
-        m.access.remove(node, pid_file)
+        with contextlib.suppress(NodeFileError):
+            m.access.remove(node, pid_file)
     log_systemd(m, node, runtime, f"{runtime.name}: Deactivated successfully.", Catalog.UNIT_SUCCEEDED)
     log_systemd(m, node, runtime, f"Stopped {desc}.", Catalog.JOB_STOP_DONE, job=job)
     runtime.active, runtime.sub, runtime.result = ActiveState.INACTIVE, SubState.DEAD, Result.SUCCESS

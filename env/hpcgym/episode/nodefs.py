@@ -1,0 +1,359 @@
+"""A node's files as the controller touches them: always relative to a descriptor of the node's root.
+
+Everything in a node's tree is the agent's: file contents, types (symlinks, FIFOs, sparse files),
+sizes, names, and the moment a directory is renamed under us. So no host path into a node is ever
+opened, written, chowned or deleted. Each operation opens the node's root as an `O_PATH` descriptor
+and resolves the node path with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)`,
+which makes the kernel treat that descriptor as "/" for every symlink and "..", in the same call that
+opens the file: there is no window between checking a path and using it. What then changes the tree
+works on descriptors or on single names inside an opened directory: a temp file made
+`O_CREAT | O_EXCL | O_NOFOLLOW`, `fchown`/`fchmod` on its descriptor, `renameat`/`unlinkat` in the
+same directory, and only regular files read, opened non-blocking so a FIFO cannot stall us.
+
+The node's own conditions (a full tmpfs, a directory where a file should be, a symlink loop, a
+rename racing a lookup once too often) are `NodeFileError`: the simulated daemon's problem, which it
+logs and fails on as the real one would. Anything else is the runtime's, and raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import posixpath
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from hpcgym.controller.services.access import NodeFileError
+
+# openat2(2), Linux >= 5.6; the same number on x86_64 and aarch64.
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_XDEV = 0x01
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_RESOLVE = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS | _RESOLVE_NO_XDEV
+_AT_EMPTY_PATH = 0x1000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# A rename anywhere on the host can make a ".." lookup under RESOLVE_IN_ROOT return EAGAIN; it is
+# safe to retry, but the agent could keep renaming, so only so often.
+OPEN_ATTEMPTS = 16
+# Nothing the controller reads from a node is bigger than this (configs, keys, pid files, fstab);
+# a bigger file counts as unreadable, so a sparse 256 MiB slurm.conf costs us nothing.
+MAX_READ_BYTES = 4 << 20
+MAX_PATH_BYTES = 4096
+
+# What a node can do to its own files; everything else is a bug of ours.
+NODE_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENXIO,
+        errno.EXDEV,
+        errno.EAGAIN,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EFBIG,
+        errno.EMLINK,
+        errno.ENOTEMPTY,
+        errno.EEXIST,
+        errno.EBUSY,
+        errno.ESTALE,
+        errno.EIO,
+        errno.ETXTBSY,
+        errno.EOVERFLOW,
+    }
+)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+
+
+def _node_error(e: OSError, path: str) -> OSError:
+    if e.errno in NODE_ERRNOS:
+        return NodeFileError(e.errno, os.strerror(e.errno or 0), path)
+    return e
+
+
+def openat2(dir_fd: int, path: str, flags: int, mode: int = 0) -> int:
+    """Open `path` with `dir_fd` as the root for every symlink and "..", retrying EAGAIN a few times."""
+    raw = os.fsencode(path)
+    if len(raw) >= MAX_PATH_BYTES:
+        raise NodeFileError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path)
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, _RESOLVE)
+    for _ in range(OPEN_ATTEMPTS):
+        fd = _libc.syscall(_SYS_OPENAT2, dir_fd, raw, ctypes.byref(how), ctypes.sizeof(how))
+        if fd >= 0:
+            return int(fd)
+        err = ctypes.get_errno()
+        if err not in (errno.EAGAIN, errno.EINTR):
+            raise _node_error(OSError(err, os.strerror(err), path), path)
+    raise NodeFileError(errno.EAGAIN, "the path kept changing while it was resolved", path)
+
+
+def _split(path: str) -> tuple[str, str]:
+    """(parent, name) of a node path; the name is one plain component, never "", "." or ".."."""
+    norm = posixpath.normpath("/" + path)
+    parent, name = posixpath.split(norm)
+    if name in ("", ".", ".."):
+        raise NodeFileError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    return parent, name
+
+
+class NodeFS:
+    """File operations inside one node's tree, given the host directory that is its "/".
+
+    Owners are ids inside the node; `uid_base` is the host id that the node's root maps to.
+    """
+
+    def __init__(self, root: Path, uid_base: int, id_range: int) -> None:
+        self.root = root
+        self.uid_base = uid_base
+        self.id_range = id_range
+
+    @contextlib.contextmanager
+    def _fd(self, path: str, flags: int, mode: int = 0) -> Iterator[int]:
+        root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = openat2(root_fd, path, flags, mode)
+        finally:
+            os.close(root_fd)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _host_id(self, node_id: int) -> int:
+        if not 0 <= node_id < self.id_range:
+            # What chown(2) says in a user namespace for an id it does not map.
+            raise NodeFileError(errno.EINVAL, os.strerror(errno.EINVAL), str(node_id))
+        return self.uid_base + node_id
+
+    def node_id(self, host_id: int) -> int:
+        inside = host_id - self.uid_base
+        return inside if 0 <= inside < self.id_range else 65534
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def stat(self, path: str) -> os.stat_result | None:
+        try:
+            with self._fd(path, os.O_PATH) as fd:
+                return os.fstat(fd)
+        except NodeFileError:
+            return None
+
+    def read(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes | None:
+        """A regular file's bytes; None if it is missing, not a regular file, unreadable or too big."""
+        try:
+            with self._fd(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY) as fd:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+                    return None
+                chunks: list[bytes] = []
+                size = 0
+                while size <= max_bytes:
+                    chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+                    if not chunk:
+                        return b"".join(chunks)
+                    chunks.append(chunk)
+                    size += len(chunk)
+                return None  # it grew past the cap while we read
+        except NodeFileError:
+            return None
+        except OSError as e:
+            if e.errno in NODE_ERRNOS:
+                return None
+            raise
+
+    # --- changing -----------------------------------------------------------------------------------
+
+    def _parent(self, path: str, *, create: bool) -> tuple[int, str]:
+        """An O_PATH descriptor of the parent directory of `path` (made if missing), and the name."""
+        parent, name = _split(path)
+        return self._dir_fd(parent, create=create), name
+
+    def _dir_fd(self, path: str, *, create: bool, mode: int = 0o755, uid: int = 0, gid: int = 0) -> int:
+        root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                return openat2(root_fd, path, os.O_PATH | os.O_DIRECTORY)
+            except NodeFileError as e:
+                if not create or e.errno != errno.ENOENT:
+                    raise
+            # Make the missing components one at a time; each prefix resolves from the node's root,
+            # so a symlinked directory on the way means what it means inside the node.
+            parts = [p for p in posixpath.normpath("/" + path).split("/") if p]
+            for i in range(1, len(parts) + 1):
+                prefix = "/".join(parts[:i])
+                try:
+                    os.close(openat2(root_fd, prefix, os.O_PATH | os.O_DIRECTORY))
+                    continue
+                except NodeFileError as e:
+                    if e.errno != errno.ENOENT:
+                        raise
+                parent_fd = openat2(root_fd, "/".join(parts[: i - 1]) or "/", os.O_PATH | os.O_DIRECTORY)
+                try:
+                    self._mkdir_at(parent_fd, parts[i - 1], mode, uid, gid)
+                finally:
+                    os.close(parent_fd)
+            return openat2(root_fd, path, os.O_PATH | os.O_DIRECTORY)
+        finally:
+            os.close(root_fd)
+
+    def _mkdir_at(self, dir_fd: int, name: str, mode: int, uid: int, gid: int) -> None:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            return
+        except OSError as e:
+            raise _node_error(e, name) from None
+        # Owned as the node would own it, through a descriptor of the new directory itself.
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            os.fchown(fd, self._host_id(uid), self._host_id(gid))
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+
+    def write(self, path: str, data: bytes, *, mode: int, uid: int, gid: int) -> None:
+        """Replace `path` with a new regular file, atomically (a temp file renamed over it)."""
+        dir_fd, name = self._parent(path, create=True)
+        tmp = f".{name[:200]}.{secrets.token_hex(6)}.hpcgym-tmp"
+        try:
+            try:
+                fd = os.open(
+                    tmp,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=dir_fd,
+                )
+            except OSError as e:
+                raise _node_error(e, path) from None
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fchown(fd, self._host_id(uid), self._host_id(gid))
+                    os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise _node_error(e, path) from None
+        finally:
+            os.close(dir_fd)
+
+    def append(self, path: str, data: bytes, *, mode: int, uid: int, gid: int) -> None:
+        """Append to a log the way a daemon does (O_APPEND, created if missing), never into a FIFO."""
+        parent, _ = _split(path)
+        os.close(self._dir_fd(parent, create=True))
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY
+        # Following a symlinked log is what the daemon would do; openat2 keeps it inside the node.
+        with self._fd(path, flags, 0o600) as fd:
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise NodeFileError(errno.EINVAL, "not a regular file", path)
+                # Only we create files as host root: a new log gets the daemon's owners.
+                if st.st_uid == 0 and st.st_size == 0:
+                    os.fchown(fd, self._host_id(uid), self._host_id(gid))
+                    os.fchmod(fd, mode)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except NodeFileError:
+                raise
+            except OSError as e:
+                raise _node_error(e, path) from None
+
+    def remove(self, path: str) -> None:
+        """Unlink a file (or symlink) by name inside its directory; missing is fine."""
+        try:
+            dir_fd, name = self._parent(path, create=False)
+        except NodeFileError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return
+            raise
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except (FileNotFoundError, IsADirectoryError):
+            pass
+        except OSError as e:
+            raise _node_error(e, path) from None
+        finally:
+            os.close(dir_fd)
+
+    def remove_tree(self, path: str) -> None:
+        """Delete a file or a whole directory; shutil walks it by descriptors, never following links."""
+        try:
+            dir_fd, name = self._parent(path, create=False)
+        except NodeFileError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return
+            raise
+        try:
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=dir_fd)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+        except OSError as e:
+            raise _node_error(e, path) from None
+        finally:
+            os.close(dir_fd)
+
+    def mkdir(self, path: str, *, mode: int, uid: int, gid: int) -> None:
+        """Create a directory and its missing parents; the last one gets `mode` and owners."""
+        parent, name = _split(path)
+        dir_fd = self._dir_fd(parent, create=True)
+        try:
+            self._mkdir_at(dir_fd, name, mode, uid, gid)
+            fd = openat2(dir_fd, name, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fchown(fd, self._host_id(uid), self._host_id(gid))
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dir_fd)
+
+    def chmod(self, path: str, mode: int) -> None:
+        """Permission bits of what `path` resolves to (inside the root)."""
+        with self._fd(path, os.O_PATH) as fd:
+            # fchmod refuses O_PATH descriptors; the /proc magic link of our own descriptor does not.
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        """Owners of `path` itself (a symlink is changed, not followed), as ids inside the node."""
+        parent, name = _split(path)
+        dir_fd = self._dir_fd(parent, create=False)
+        try:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as e:
+            os.close(dir_fd)
+            raise _node_error(e, path) from None
+        try:
+            rc = _libc.fchownat(fd, b"", self._host_id(uid), self._host_id(gid), _AT_EMPTY_PATH)
+            if rc != 0:
+                err = ctypes.get_errno()
+                raise _node_error(OSError(err, os.strerror(err), path), path)
+        finally:
+            os.close(fd)
+            os.close(dir_fd)

@@ -1,0 +1,170 @@
+"""The controller's file work on a node cannot be turned against the host, stall, or end the episode.
+
+Each test is an attack typed by the agent as root in a node, followed by a check on the host: the
+planted path outside the node is untouched, the step came back, and another episode in the same
+process still answers. The controller (host root) writes pid files, logs, `munge -o` and `curl -o`
+output and reads configs inside nodes, so every one of those is a way in unless it stays relative to
+the node's root.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hpcgym.episode import Episode
+
+# Swaps two names atomically in a tight loop (renameat2 RENAME_EXCHANGE), as a TOCTOU racer would.
+RACER = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+nr = {"x86_64": 316, "aarch64": 276}[os.uname().machine]
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+while True:
+    libc.syscall(nr, -100, a, -100, b, 2)
+"""
+
+
+@pytest.fixture
+def bystander(runtime) -> Iterator[Episode]:
+    with Episode(runtime) as ep:
+        yield ep
+
+
+def host_marker() -> Path:
+    path = Path("/tmp") / f"hpcgym-pwned-{secrets.token_hex(6)}"
+    assert not path.exists()
+    return path
+
+
+def assert_still_fine(*episodes: Episode) -> None:
+    for ep in episodes:
+        assert ep.step("echo alive").output == "alive\n"
+        assert ep.step("systemctl is-active munge").exit_code in (0, 3)
+        assert ep.step("sinfo -h -o %P").exit_code == 0
+
+
+def test_symlinked_temp_and_target_names_never_write_host_files(episode, bystander):
+    marker = host_marker()
+    # The old temp-file name, the target and a parent dir, each a symlink to a host path.
+    episode.step(f"ln -s {marker} /root/.o.hpcgym-tmp; ln -s {marker}.t /root/t; ln -s /tmp /root/d")
+    for out in ("/root/o", "/root/t", f"/root/d/{marker.name}.d"):
+        assert episode.step(f"munge -n -o {out}").exit_code == 0
+    for suffix in ("", ".t", ".d"):
+        assert not Path(f"{marker}{suffix}").exists()
+    # What was written landed inside the node, where the agent asked.
+    assert episode.step("head -c 6 /root/o").output == "MUNGE:"
+    assert episode.step(f"test -f /tmp/{marker.name}.d").exit_code == 0
+    assert_still_fine(episode, bystander)
+
+
+def test_pid_file_and_log_paths_from_node_configs_stay_inside_the_node(episode):
+    marker = host_marker()
+    episode.step(
+        f"sed -i 's|^SlurmctldPidFile=.*|SlurmctldPidFile=/../../../../..{marker}|' /etc/slurm/slurm.conf"
+    )
+    assert episode.step("systemctl restart slurmctld").exit_code == 0
+    assert not marker.exists()
+    assert episode.step(f"cat {marker}").output.strip() == episode.step("pidof slurmctld").output.strip()
+    # A daemon log that is a symlink out of the node.
+    episode.step("ssh compute-01")
+    log_marker = host_marker()
+    episode.step(f"rm -f /var/log/slurm/slurmd.log; ln -s {log_marker} /var/log/slurm/slurmd.log")
+    assert episode.step("systemctl restart slurmd").exit_code == 0
+    assert not log_marker.exists()
+    assert "slurmd" in episode.step(f"cat {log_marker}").output
+
+
+def test_stop_never_deletes_host_files_through_a_pid_file(episode):
+    victim = host_marker()
+    victim.write_text("keep me\n")
+    try:
+        episode.step(f"sed -i 's|^PIDFile=.*|PIDFile={victim}|' /usr/lib/systemd/system/munge.service")
+        episode.step("systemctl daemon-reload; systemctl restart munge")
+        assert episode.step("systemctl stop munge").exit_code == 0
+        assert victim.read_text() == "keep me\n"
+    finally:
+        victim.unlink()
+
+
+def test_renaming_a_parent_under_the_controller_cannot_redirect_it(episode, bystander):
+    marker = host_marker()
+    victim = host_marker()
+    victim.write_text("keep me\n")
+    try:
+        # /root/a is a real directory and /root/b a symlink to the host's /tmp, swapped non-stop.
+        episode.step("mkdir /root/a; ln -s /tmp /root/b; touch /root/a/" + victim.name)
+        episode.step(f"printf %s {RACER!r} > /root/racer.py")
+        episode.step("python3 /root/racer.py /root/a /root/b >/dev/null 2>&1 &")
+        episode.step(
+            f"sed -i 's|^PIDFile=.*|PIDFile=/root/a/{victim.name}|' /usr/lib/systemd/system/munge.service"
+        )
+        episode.step("systemctl daemon-reload")
+        for _ in range(30):
+            episode.step(f"munge -n -o /root/a/{marker.name}")
+            episode.step("systemctl restart munge")
+        assert not marker.exists()
+        assert victim.read_text() == "keep me\n"
+        assert_still_fine(bystander)
+    finally:
+        episode.step("pkill -f racer.py")
+        victim.unlink()
+
+
+def test_fifos_where_the_controller_reads_or_writes_do_not_block_it(episode, bystander):
+    episode.step("rm -f /run/munge/munged.pid; mkfifo /run/munge/munged.pid")
+    episode.step("ssh compute-01")
+    episode.step("rm -f /var/log/slurm/slurmd.log; mkfifo /var/log/slurm/slurmd.log")
+    episode.step("cat /var/log/slurm/slurmd.log > /dev/null &")  # a reader, so open(O_WRONLY) would succeed
+    episode.step("rm -f /etc/munge/munge.key; mkfifo /etc/munge/munge.key")
+    started = time.monotonic()
+    episode.step("systemctl restart slurmd")
+    restart = episode.step("systemctl restart munge")
+    assert time.monotonic() - started < 10
+    assert restart.exit_code != 0  # munged cannot use a FIFO as its key, as the real one cannot
+    episode.step("exit")
+    assert episode.step("systemctl restart munge").exit_code == 0
+    assert_still_fine(episode, bystander)
+
+
+def test_huge_sparse_config_costs_the_controller_nothing(episode):
+    def rss_kib() -> int:
+        status = Path(f"/proc/{os.getpid()}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+    episode.step("truncate -s 256M /etc/slurm/slurm.conf")
+    before = rss_kib()
+    for _ in range(3):
+        episode.step("sinfo")
+        episode.step("systemctl restart slurmctld")
+    assert rss_kib() - before < 64 * 1024
+
+
+def test_full_disk_and_blocked_paths_are_the_daemons_problem(episode, bystander):
+    # A directory where the pid file goes: the daemon runs without one, as slurmd does.
+    episode.step("systemctl stop munge; rm -f /run/munge/munged.pid; mkdir /run/munge/munged.pid")
+    assert episode.step("systemctl start munge").exit_code == 0
+    assert episode.step("pgrep -x munged").exit_code == 0
+    # A full tmpfs: pid files and logs cannot be written; the episode goes on.
+    episode.step("fallocate -l 2G /root/fill || dd if=/dev/zero of=/root/fill bs=1M 2>/dev/null")
+    episode.step("rmdir /run/munge/munged.pid")
+    episode.step("systemctl restart munge slurmctld")
+    episode.step("munge -n -o /root/cred")
+    episode.step("curl -s -o /root/page http://localhost/")
+    episode.step("rm -f /root/fill")
+    assert episode.step("systemctl restart munge").exit_code == 0
+    assert_still_fine(episode, bystander)
+
+
+def test_symlink_loops_read_as_missing_not_as_a_controller_failure(episode):
+    episode.step("ln -sf /etc/loop-a /etc/loop-b; ln -sf /etc/loop-b /etc/loop-a")
+    episode.step("rm -f /etc/hosts; ln -s /etc/loop-a /etc/hosts")
+    episode.step("rm -f /etc/slurm/slurm.conf; ln -s /etc/loop-a /etc/slurm/slurm.conf")
+    episode.step("systemctl restart slurmctld munge")
+    episode.step("sinfo")
+    assert episode.step("echo alive").output == "alive\n"
