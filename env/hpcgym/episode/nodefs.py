@@ -226,7 +226,9 @@ class NodeFS:
         finally:
             os.close(fd)
 
-    def write(self, path: str, data: bytes, *, mode: int, uid: int, gid: int) -> None:
+    def write(
+        self, path: str, data: bytes, *, mode: int, uid: int, gid: int, mtime_ns: int | None = None
+    ) -> None:
         """Replace `path` with a new regular file, atomically (a temp file renamed over it)."""
         dir_fd, name = self._parent(path, create=True)
         tmp = f".{name[:200]}.{secrets.token_hex(6)}.hpcgym-tmp"
@@ -247,6 +249,8 @@ class NodeFS:
                         view = view[os.write(fd, view) :]
                     os.fchown(fd, self._host_id(uid), self._host_id(gid))
                     os.fchmod(fd, mode)
+                    if mtime_ns is not None:
+                        os.utime(fd, ns=(mtime_ns, mtime_ns))
                 finally:
                     os.close(fd)
                 os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -279,6 +283,31 @@ class NodeFS:
                 raise
             except OSError as e:
                 raise _node_error(e, path) from None
+
+    def rewrite(self, path: str, mtime_ns: int) -> bool:
+        """Write a regular file anew with its own bytes, mode and owners; False if there is none."""
+        st, data = self.stat(path), self.read(path)
+        if st is None or data is None or not stat.S_ISREG(st.st_mode):
+            return False
+        uid, gid = self.node_id(st.st_uid), self.node_id(st.st_gid)
+        self.write(path, data, mode=stat.S_IMODE(st.st_mode), uid=uid, gid=gid, mtime_ns=mtime_ns)
+        return True
+
+    def touch_dir(self, path: str) -> None:
+        """Change a directory's entries and put them back (its mtime and ctime become now)."""
+        try:
+            dir_fd = self._dir_fd(path, create=False)
+        except NodeFileError:
+            return
+        try:
+            tmp = f".{secrets.token_hex(6)}.hpcgym-tmp"
+            with contextlib.suppress(OSError):
+                os.close(
+                    os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+                )
+                os.unlink(tmp, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def remove(self, path: str) -> None:
         """Unlink a file (or symlink) by name inside its directory; missing is fine."""

@@ -95,6 +95,14 @@ class ClusterNodes:
 
     # Scenario injects (added for scenarios/faults.py): change what the agent will find, in place.
 
+    def rewrite(self, node: str, path: str, mtime_s: int) -> bool:
+        """Write a file anew with its own contents, mode and owners, stamped `mtime_s`; False if none."""
+        return self._fs(node, start=True).rewrite(path, mtime_s * 1_000_000_000)
+
+    def touch_dir(self, node: str, path: str) -> None:
+        """Give a directory a fresh mtime and ctime by adding and removing an entry."""
+        self._fs(node, start=True).touch_dir(path)
+
     def chmod(self, node: str, path: str, mode: int) -> None:
         """Set a node file's permission bits (follows symlinks inside the node's root)."""
         self._fs(node, start=True).chmod(path, mode)

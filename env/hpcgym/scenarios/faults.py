@@ -9,6 +9,9 @@ evidence of a fix: checks look at the live state and at root causes (checks.py).
 
 from __future__ import annotations
 
+import functools
+import os
+import posixpath
 import random
 import time
 from collections.abc import Callable
@@ -34,7 +37,67 @@ def inject_fault(episode: Episode, steps: list[schema.InjectStep], rng: random.R
     """
     for step in steps:
         INJECTORS[step.kind](episode, step, rng)
+    disguise_injected_files(episode, file_paths(steps))
     episode.controller.advance(0)
+
+
+# Inject steps that change a node's files, and so leave times and inode numbers behind.
+_FILE_STEPS = (
+    schema.WriteFile,
+    schema.ReplaceInFile,
+    schema.Chmod,
+    schema.Chown,
+    schema.Delete,
+    schema.RandomBytes,
+)
+# Enough draws per scenario to meet every variant of the library's small parameter spaces.
+_DRAWS_PER_SCENARIO = 64
+
+
+def file_paths(steps: list[schema.InjectStep]) -> frozenset[str]:
+    return frozenset(
+        posixpath.normpath("/" + step.path.lstrip("/")) for step in steps if isinstance(step, _FILE_STEPS)
+    )
+
+
+@functools.cache
+def library_file_paths() -> frozenset[str]:
+    """Every node path any library scenario's faults may touch, over its variants."""
+    paths: set[str] = set()
+    for scenario_id in schema.scenario_ids():
+        scenario = schema.load_scenario(scenario_id)
+        for seed in range(_DRAWS_PER_SCENARIO):
+            paths |= file_paths(scenario.inject_steps(scenario.draw_params(seed)))
+    return frozenset(paths)
+
+
+def disguise_injected_files(episode: Episode, injected: frozenset[str]) -> None:
+    """Make the fault's files look like every other candidate's, whatever the scenario.
+
+    Without this `find / -cmin -1`, `ls -lt --time=ctime` or inode numbers point straight at the
+    fault. Every path any scenario may touch is written anew on every node, in one fixed order, with
+    its own bytes, mode and owners and the image's mtime, and each parent directory gets one entry
+    added and removed: the times and the order of creation are the same in every episode.
+    """
+    paths = sorted(library_file_paths() | injected)
+    # The paths themselves too: a state directory a fault removed and one it left look alike.
+    dirs = sorted({parent for path in paths for parent in _parents(path)} | set(paths))
+    for node in sorted(episode.cluster.nodes):
+        role = episode.cluster.nodes[node].role
+        image_mtime_s = int(os.stat(episode.cluster.config.lowers[role] / "etc/os-release").st_mtime)
+        for directory in dirs:
+            episode.nodes.touch_dir(node, directory)
+        for path in paths:
+            if not episode.nodes.rewrite(node, path, image_mtime_s):
+                # Use up an inode number all the same, so the ones after it do not move.
+                episode.nodes.touch_dir(node, posixpath.dirname(path))
+
+
+def _parents(path: str) -> list[str]:
+    parents = []
+    while (path := posixpath.dirname(path)) != "/":
+        parents.append(path)
+    return parents
 
 
 def _ids(episode: Episode, node: str, owner: str, group: str) -> tuple[int, int]:
