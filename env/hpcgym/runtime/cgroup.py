@@ -6,6 +6,9 @@ the host lets us create cgroups (cgroup v2 with the memory and pids controllers,
 and pids hierarchies), every sandbox process joins its cluster's cgroup before it becomes an
 unprivileged uid; elsewhere hpcgym logs that only rlimits apply. Cgroups are named like the
 cluster's scratch dir, so the start-up sweep recognises a dead owner's leftovers.
+
+The parent that holds every cluster's cgroup is capped too (`ParentLimits`): per-cluster caps alone
+do not add up to a bound, and 64 clusters of 1,024 processes each outnumber a default pid_max.
 """
 
 from __future__ import annotations
@@ -79,6 +82,41 @@ def join_cgroup(procs_files: tuple[Path, ...]) -> None:
             os.close(fd)
 
 
+# Shares of the host that all hpcgym clusters on it may take together. The rest stays the host's
+# own: however many clusters run, the controller can still fork and the host keeps memory for itself.
+HOST_PIDS_SHARE = 0.5
+HOST_MEMORY_SHARE = 0.75
+
+
+@dataclass(frozen=True)
+class ParentLimits:
+    """Caps on the parent cgroup: every cluster of every hpcgym process on the host, together."""
+
+    max_pids: int
+    memory_bytes: int
+
+    @classmethod
+    def from_host(cls) -> ParentLimits:
+        """Half the host's pids (pid_max or threads-max, whichever is lower), three quarters of its RAM."""
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+        threads_max = int(Path("/proc/sys/kernel/threads-max").read_text())
+        mem_kib = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
+        page = os.sysconf("SC_PAGE_SIZE")  # the kernel rounds a memory limit down to whole pages
+        memory_bytes = int((mem_kib << 10) * HOST_MEMORY_SHARE) // page * page
+        return cls(int(min(pid_max, threads_max) * HOST_PIDS_SHARE), memory_bytes)
+
+
+def _lower_cap(path: Path, value: int) -> None:
+    # The parent is shared (and may be an admin's): a tighter cap already there stands.
+    current = path.read_text().strip()
+    if current == "max" or int(current) > value:
+        path.write_text(str(value))
+
+
 @dataclass(frozen=True)
 class Cgroups:
     """The parent cgroups under which each cluster gets its own (one per controller hierarchy)."""
@@ -87,9 +125,10 @@ class Cgroups:
     parents: tuple[Path, ...]
 
     @classmethod
-    def detect(cls) -> Cgroups | None:
+    def detect(cls, parent_limits: ParentLimits | None = None) -> Cgroups | None:
         try:
-            return _detect_v2() or _detect_v1()
+            limits = parent_limits or ParentLimits.from_host()
+            return _detect_v2(limits) or _detect_v1(limits)
         except OSError as e:
             log.warning("cannot use cgroups (%s); clusters are bounded by rlimits only", e)
             return None
@@ -129,7 +168,7 @@ def _own_cgroup(controller: str) -> str | None:
     return None
 
 
-def _detect_v2() -> Cgroups | None:
+def _detect_v2(limits: ParentLimits) -> Cgroups | None:
     if not (CGROUP_ROOT / "cgroup.controllers").exists():
         return None
     available = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
@@ -139,12 +178,15 @@ def _detect_v2() -> Cgroups | None:
     parent = CGROUP_ROOT / PARENT_NAME
     parent.mkdir(exist_ok=True)
     (parent / "cgroup.subtree_control").write_text("+memory +pids")
+    _lower_cap(parent / "pids.max", limits.max_pids)
+    _lower_cap(parent / "memory.max", limits.memory_bytes)
     return Cgroups(2, (parent,))
 
 
-def _detect_v1() -> Cgroups | None:
+def _detect_v1(limits: ParentLimits) -> Cgroups | None:
     parents = []
-    for controller in ("memory", "pids"):
+    caps = {"memory": ("memory.limit_in_bytes", limits.memory_bytes), "pids": ("pids.max", limits.max_pids)}
+    for controller, (cap_file, cap) in caps.items():
         mount = CGROUP_ROOT / controller
         own = _own_cgroup(controller)
         if own is None or not (mount / "cgroup.procs").exists():
@@ -152,5 +194,7 @@ def _detect_v1() -> Cgroups | None:
         # v1 allows processes and children side by side, so nest under our own cgroup.
         parent = mount / own.lstrip("/") / PARENT_NAME
         parent.mkdir(exist_ok=True)
+        # v1 memory limits are hierarchical on every kernel since 5.16 (use_hierarchy is always 1).
+        _lower_cap(parent / cap_file, cap)
         parents.append(parent)
     return Cgroups(1, tuple(parents))

@@ -4,6 +4,12 @@ The lower dir is shared by every episode and never written; each node gets an up
 inside its episode's private tmpfs. Mounts are made with the `mount(2)` syscall directly: a `mount`
 subprocess costs about 1.7 ms, the syscall a few microseconds. Which mode works is detected once per
 host (`detect_overlay_mode`) and can be forced.
+
+What a node may read of its mounts names no host path: kernel overlays name their layers by
+descriptor, fuse-overlayfs shows no layers at all, and binds from the episode's tmpfs show paths
+relative to it. Copy mode is the exception: it is for hosts that refuse us mounts, so the episode
+has no tmpfs of its own, and a node's mountinfo shows where its root sits in the host's scratch
+filesystem (the cluster dir's name, which carries the owner's pid for the sweep).
 """
 
 from __future__ import annotations
@@ -77,7 +83,20 @@ def mount_tmpfs(target: Path, size_bytes: int, mode: int = 0o755) -> None:
 def mount_overlay(mode: OverlayMode, lower: Path, upper: Path, work: Path, merged: Path) -> None:
     """Make `merged` a writable view of `lower` whose changes land in `upper`."""
     if mode is OverlayMode.KERNEL:
-        mount_fs("overlay", merged, "overlay", f"lowerdir={lower},upperdir={upper},workdir={work}")
+        # The kernel shows these options as given, in every mount namespace that sees the mount: host
+        # paths here would tell a node where the image cache is (with the image digest) and name the
+        # scratch dir (with our pid). Each layer goes by a descriptor instead, which shows as
+        # `/proc/self/fd/N`; relative names would do too, but need a process-wide chdir.
+        fds: list[int] = []
+        try:
+            for layer in (lower, upper, work):
+                fds.append(os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+            lowerdir, upperdir, workdir = (f"/proc/self/fd/{fd}" for fd in fds)
+            options = f"lowerdir={lowerdir},upperdir={upperdir},workdir={workdir}"
+            mount_fs("overlay", merged, "overlay", options)
+        finally:
+            for fd in fds:
+                os.close(fd)
     elif mode is OverlayMode.FUSE:
         # allow_other: the mount is made by root, but the sandbox's processes run as other host uids.
         options = f"lowerdir={lower},upperdir={upper},workdir={work},allow_other"

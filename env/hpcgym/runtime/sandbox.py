@@ -81,6 +81,8 @@ class Limits:
     max_file_bytes: int = 512 << 20
     max_memory_bytes: int = 2 << 30
     episode_tmpfs_bytes: int = 1 << 30
+    # /dev/shm in each node, Docker's default; the rest of /dev is read-only (see `bwrap_options`).
+    dev_shm_bytes: int = 64 << 20
     # Per cluster, where the host lets us make cgroups (see cgroup.py); tmpfs pages count too.
     episode_memory_bytes: int = 4 << 30
     episode_max_processes: int = 1024
@@ -127,7 +129,12 @@ def bwrap_options(spec: SandboxSpec, seccomp_fd: int) -> list[str]:
     for source, dest in spec.binds:
         argv += ["--bind", str(source), dest]
     argv += ["--bind", str(spec.control_dir), CONTROL_DIR]
-    argv += ["--dev", "/dev", "--proc", "/proc", "--chdir", "/root", "--clearenv"]
+    # bwrap's --dev is a tmpfs without a size, outside the episode's tmpfs: where no cgroup applies, a
+    # node could fill the host's memory there. So /dev turns read-only once bwrap has made its device
+    # nodes and pts, and /dev/shm, the one place in it that programs write, gets a size of its own.
+    argv += ["--dev", "/dev", "--perms", "1777", "--size", str(spec.limits.dev_shm_bytes)]
+    argv += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    argv += ["--proc", "/proc", "--chdir", "/root", "--clearenv"]
     for key, value in finalize_env(spec).items():
         argv += ["--setenv", key, value]
     argv += ["--cap-drop", "ALL"]
