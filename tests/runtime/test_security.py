@@ -29,8 +29,8 @@ def test_root_inside_is_an_unprivileged_uid_outside(cluster: Cluster) -> None:
     _, shell_pid = host_pids_of(cluster)
     status = Path(f"/proc/{shell_pid}/status").read_text()
     uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
-    assert all(int(u) == cluster.config.uid_base for u in uids)
-    assert cluster.config.uid_base >= 1000
+    assert all(int(u) == cluster.uid_base for u in uids)
+    assert cluster.uid_base >= 1000
 
 
 def test_cannot_see_host_processes(cluster: Cluster) -> None:

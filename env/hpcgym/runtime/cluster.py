@@ -27,9 +27,10 @@ from types import TracebackType
 
 from hpcgym.errors import ControllerError, SandboxError
 from hpcgym.run import require_tool
-from hpcgym.runtime import overlay, sandbox
+from hpcgym.runtime import hostids, overlay, sandbox
 from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
 from hpcgym.runtime.channel import ControlChannel, Handler, Reply, Request, echo_handler
+from hpcgym.runtime.hostids import HostIdSlot
 from hpcgym.runtime.overlay import OverlayMode
 from hpcgym.runtime.sandbox import Limits, SandboxSpec
 from hpcgym.runtime.shell import DEFAULT_MAX_OUTPUT_BYTES, Shell, ShellResult
@@ -74,9 +75,10 @@ class CommandResult:
 class ClusterConfig:
     """What every cluster of one `Runtime` shares."""
 
-    lowers: Mapping[str, Path]  # role -> lower dir
+    lowers: Mapping[str, Path]  # role -> lower dir, owned by the image range (see `uid_base`)
     scratch_dir: Path
     overlay_mode: OverlayMode
+    # The host uid the lower dirs' root is on disk (`unpack.py`); a cluster runs as `Cluster.uid_base`.
     uid_base: int
     limits: Limits
     channel: ControlChannel
@@ -112,7 +114,7 @@ class Node:
         return SandboxSpec(
             hostname=self.name,
             root=self.root,
-            uid_base=config.uid_base,
+            uid_base=self.cluster.uid_base,
             control_dir=self.control_dir,
             binds=tuple((self.share_source(d), f"/{d}") for d in SHARED_DIRS),
             limits=config.limits,
@@ -126,10 +128,10 @@ class Node:
                 for sub in ("upper", "work", "root", "run"):
                     (self.dir / sub).mkdir(parents=True, exist_ok=True)
                 # The root of the merged tree takes its owner from the upper dir: root inside.
-                os.chown(self.dir / "upper", config.uid_base, config.uid_base)
+                os.chown(self.dir / "upper", self.cluster.uid_base, self.cluster.uid_base)
                 overlay.mount_overlay(
                     config.overlay_mode,
-                    config.lowers[self.role],
+                    self.cluster.lowers[self.role],
                     self.dir / "upper",
                     self.dir / "work",
                     self.root,
@@ -165,7 +167,7 @@ class Node:
         # Each node binds its own mount point of each share, made shared before the sandbox starts:
         # bwrap makes its copy a slave, so a mount stacked here later (a stale handle, an unmount)
         # reaches the running shell, its ssh commands and its daemons at once, and only this node.
-        uid_base = self.cluster.config.uid_base
+        uid_base = self.cluster.uid_base
         for name in SHARED_DIRS:
             point, local = self.dir / "mnt" / name, self.dir / "local" / name
             point.mkdir(parents=True, exist_ok=True)
@@ -267,8 +269,15 @@ class Cluster:
         episode_dir: Path,
         login_node: str = "login01",
         on_close: Callable[[Cluster], None] | None = None,
+        ids: HostIdSlot | None = None,
     ) -> None:
         self.config = config
+        # The host ids this cluster's nodes are: its own slot's range, or without one the image's.
+        self.ids = ids
+        self.uid_base = config.uid_base if ids is None else ids.uid_base
+        # Each role's lower dir as this cluster sees it (an idmapped view owned by its own range).
+        self.lowers: dict[str, Path] = dict(config.lowers)
+        self._views: list[Path] = []
         self._on_close = on_close
         self.dir = episode_dir
         self.login_node = login_node
@@ -295,12 +304,14 @@ class Cluster:
                 self.cgroup = config.cgroups.create(
                     self.dir.name, limits.episode_memory_bytes, limits.episode_max_processes
                 )
-            login_lower = config.lowers[config.login_role]
+            if self.ids is not None:
+                self._mount_lower_views(self.ids)
+            login_lower = self.lowers[config.login_role]
             for name in SHARED_DIRS:
                 shared = self.dir / "shared" / name
                 for sub in ("upper", "work", "root"):
                     (shared / sub).mkdir(parents=True)
-                os.chown(shared / "upper", config.uid_base, config.uid_base)
+                os.chown(shared / "upper", self.uid_base, self.uid_base)
                 lower = login_lower / name
                 if lower.is_dir() and not lower.is_symlink():
                     # One overlay per episode: every node's /home is this one tree.
@@ -308,11 +319,19 @@ class Cluster:
                         config.overlay_mode, lower, shared / "upper", shared / "work", shared / "root"
                     )
                 else:
-                    os.chown(shared / "root", config.uid_base, config.uid_base)
+                    os.chown(shared / "root", self.uid_base, self.uid_base)
             self.nodes[self.login_node].ensure_started()
         except BaseException:
             self.close()
             raise
+
+    def _mount_lower_views(self, ids: HostIdSlot) -> None:
+        for role in dict.fromkeys((self.config.login_role, self.config.compute_role)):
+            view = self.dir / "lower" / role
+            view.mkdir(parents=True)
+            hostids.mount_idmapped(self.config.lowers[role], view, ids.idmap_fd())
+            self._views.append(view)
+            self.lowers[role] = view
 
     def configure(self, compute_nodes: list[str] | tuple[str, ...], handler: Handler | None) -> None:
         """Name the compute nodes and plug in the controller (done at hand-off, before any command)."""
@@ -336,11 +355,15 @@ class Cluster:
                 overlay.remove_overlay(self.config.overlay_mode, node.root)
         for name in SHARED_DIRS:
             overlay.remove_overlay(self.config.overlay_mode, self.dir / "shared" / name / "root")
+        for view in self._views:
+            overlay.unmount(view)
         if self.config.overlay_mode.is_mount():
             overlay.unmount(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.cgroup is not None:
             self.cgroup.remove()
+        if self.ids is not None:
+            self.ids.release()  # only now: every process of this range is gone
         if self._on_close is not None:
             self._on_close(self)
 

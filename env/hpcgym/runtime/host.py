@@ -1,7 +1,8 @@
 """`Runtime`: what one hpcgym process shares across its clusters.
 
 It checks the host (root, bwrap), sweeps what dead hpcgym processes left, unpacks each image once,
-picks the overlay mode, runs the control channel and the warm pool, and makes clusters.
+picks the overlay mode, hands each cluster a host uid range of its own (`hostids.py`), runs the
+control channel and the warm pool, and makes clusters.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from hpcgym.run import require_tool
 from hpcgym.runtime.cgroup import Cgroups
 from hpcgym.runtime.channel import ControlChannel, Handler
 from hpcgym.runtime.cluster import Cluster, ClusterConfig
+from hpcgym.runtime.hostids import HostIds, idmap_unsupported_reason
 from hpcgym.runtime.overlay import OverlayMode, detect_overlay_mode
 from hpcgym.runtime.pool import WarmPool
 from hpcgym.runtime.sandbox import Limits
 from hpcgym.runtime.shell import DEFAULT_MAX_OUTPUT_BYTES
 from hpcgym.runtime.sweep import owner_tag, sweep_partial_unpacks, sweep_stale
-from hpcgym.runtime.unpack import DEFAULT_UID_BASE, Image, default_cache_dir, unpack_rootfs
+from hpcgym.runtime.unpack import DEFAULT_UID_BASE, ID_RANGE, Image, default_cache_dir, unpack_rootfs
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,8 @@ class Runtime:
         pool_size: how many ready clusters to keep warm (0: every cluster is made on demand).
         cache_dir: where unpacked lower dirs are kept (see `unpack.default_cache_dir`).
         scratch_dir: where clusters' tmpfs dirs go.
-        uid_base: first host uid of the range that the sandboxes map to uids 0..65535.
+        uid_base: the host uid that root in the unpacked images is on disk; each cluster maps its own
+            range to uids 0..65535 (`Cluster.uid_base`), or this one where idmapped mounts are missing.
         limits: per-node rlimits and the per-cluster tmpfs size.
         default_timeout_s: per-command time limit when `execute` is given none.
         max_output_bytes: output cap per command (head and tail are kept).
@@ -100,6 +103,7 @@ class Runtime:
         for role in ROLES:
             lowers[role] = unpack_rootfs(Image.load(images_dir / role), cache_dir, uid_base)
         mode = OverlayMode(overlay_mode) if overlay_mode is not None else detect_overlay_mode(scratch_dir)
+        self.host_ids = _finalize_host_ids(lowers[ROLES[0]], scratch_dir, uid_base, mode)
         self.channel = ControlChannel()
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpcgym-spawner")
         self.config = ClusterConfig(
@@ -131,9 +135,19 @@ class Runtime:
     def _make_cluster(self) -> Cluster:
         with _SEQ_LOCK:
             seq = next(_SEQ)
-        cluster = Cluster(
-            self.config, self.scratch_dir / f"{self._tag}-{seq:06d}", self.login_node, self._live.discard
-        )
+        ids = self.host_ids.take() if self.host_ids is not None else None
+        try:
+            cluster = Cluster(
+                self.config,
+                self.scratch_dir / f"{self._tag}-{seq:06d}",
+                self.login_node,
+                self._live.discard,
+                ids=ids,
+            )
+        except BaseException:
+            if ids is not None:
+                ids.release()
+            raise
         self._live.add(cluster)
         return cluster
 
@@ -161,6 +175,8 @@ class Runtime:
         self._live.clear()
         self.channel.close()
         self._spawner.shutdown()
+        if self.host_ids is not None:
+            self.host_ids.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -169,3 +185,18 @@ class Runtime:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _finalize_host_ids(lower: Path, scratch_dir: Path, uid_base: int, mode: OverlayMode) -> HostIds | None:
+    reason = idmap_unsupported_reason(lower, scratch_dir, uid_base, mode)
+    if reason is None:
+        return HostIds(uid_base)
+    log.warning(
+        "idmapped mounts are unavailable (%s): every cluster runs as host uids %d..%d, so per-user kernel "
+        "budgets (inotify instances, mqueue bytes, pending signals, RLIMIT_NPROC) are one pool for all "
+        "episodes on this host",
+        reason,
+        uid_base,
+        uid_base + ID_RANGE - 1,
+    )
+    return None

@@ -6,10 +6,11 @@ extracting into a temporary dir, which is renamed into place only when both matc
 serialises processes that unpack the same digest; a `<key>.complete` marker says an entry is whole, so a
 second process simply reuses it.
 
-File owners are shifted by `uid_base` on the way out (`0` -> `uid_base`, `998` -> `uid_base + 998`):
-the sandboxes map that host range to uids 0..65535 inside, so root in a node is an unprivileged uid
-on the host, and RLIMIT_NPROC applies to it. The lower dir is never written after the rename; per-
-episode changes live in overlay upper dirs (`overlay.py`).
+File owners are shifted by `uid_base` on the way out (`0` -> `uid_base`, `998` -> `uid_base + 998`),
+so no file of the image belongs to a host user. Each cluster sees the lower dir through an idmapped
+view that shifts this range onto its own (`hostids.py`), whose ids its sandboxes map to 0..65535:
+root in a node is an unprivileged uid on the host. The lower dir is never written after the rename;
+per-episode changes live in overlay upper dirs (`overlay.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from hpcgym.errors import DigestMismatch, SandboxError
 
 log = logging.getLogger(__name__)
 
-# The sandboxes map this many ids (0..65535) from the host range that starts at `uid_base`.
+# How many ids (0..65535) the image's range and each cluster's range hold.
 ID_RANGE = 65536
 DEFAULT_UID_BASE = 1_000_000
 
