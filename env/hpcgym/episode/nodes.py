@@ -49,7 +49,7 @@ class ClusterNodes:
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.uid_base = cluster.config.uid_base
+        self.uid_base = cluster.uid_base
         self._host_pids: dict[tuple[str, int], tuple[int, int]] = {}
 
     # --- files ------------------------------------------------------------------------------
@@ -62,7 +62,7 @@ class ClusterNodes:
 
     def _root(self, node: Node) -> Path:
         # A node that never started has exactly its image's files.
-        return node.root if node.is_mounted() else self.cluster.config.lowers[node.role]
+        return node.root if node.is_mounted() else self.cluster.lowers[node.role]
 
     def _fs(self, name: str, *, start: bool = False) -> NodeFS:
         node = self._node(name)
