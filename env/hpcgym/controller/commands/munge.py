@@ -5,6 +5,11 @@ key munged loaded at start-up, so `unmunge` on a node whose munged holds another
 `Invalid credential` (exit 14): the cross-node key mismatch a broken cluster shows. Without an
 active munged on the node both fail as capture 00-no-config/munge_-n shows (exit 6). Texts and exit
 codes: reference/slurm-22.05/02-munge. Registered as three programs: munge, unmunge, remunge.
+
+Input is the agent's, so the work is linear in it and capped where munge 0.5.15 caps it: its
+read_data_from_file() refuses input of MUNGE_MAXIMUM_REQ_LEN (1 MiB) or more, and libmunge refuses
+to send a request longer than that. A credential that does not decode to what `munge` seals is
+`Invalid credential`, never an exception.
 """
 
 from __future__ import annotations
@@ -25,10 +30,19 @@ from hpcgym.controller.services.slurm import MUNGE
 
 DEFAULT_TTL_S = 300
 MAX_TTL_S = 3600
+# munge_defs.h (0.5.15): the longest request munged takes, and so the most input the tools read.
+MUNGE_MAXIMUM_REQ_LEN = 1048576
+# m_msg.c's packed requests around the data: encode adds cipher, mac, zip and realm length (1 byte
+# each), ttl, uid, gid and data length (4 bytes each); decode adds the data length and the NUL that
+# ends the credential.
+ENCODE_REQUEST_OVERHEAD = 20
+DECODE_REQUEST_OVERHEAD = 5
+MAX_ID = 0xFFFFFFFF
 # munge's wire header: version 3, aes128 (4), sha256 (5), no compression (0), no realm; then a
 # salt byte, fixed here, so that every credential starts `MUNGE:AwQFAAA` like the captured ones.
 HEADER = b"\x03\x04\x05\x00\x00\x17"
 # munge_err_t values the tools exit with.
+EXIT_SNAFU, EXIT_BAD_LENGTH = 1, 3
 EXIT_SOCKET, EXIT_BAD_CRED, EXIT_CRED_INVALID, EXIT_EXPIRED, EXIT_REWOUND = 6, 8, 14, 15, 16
 EXIT_REPLAYED, EXIT_UNAUTHORIZED = 17, 18
 NAMES = {0: "root", 65534: "nobody"}
@@ -58,12 +72,46 @@ REMUNGE_OPTIONS = (
 def _seal(data: bytes) -> bytes:
     # Real credentials are encrypted; ours are only scrambled (XOR with a fixed keystream, its own
     # inverse) so that they look as opaque as real ones. Validity is checked against munged's key.
-    stream = b""
-    counter = 0
-    while len(stream) < len(data):
-        stream += hashlib.sha256(b"hpcgym-munge-%d" % counter).digest()
-        counter += 1
-    return bytes(a ^ b for a, b in zip(data, stream, strict=False))
+    # The keystream is joined once and XORed as two integers: linear in the input, which is the
+    # agent's (growing it by concatenation was quadratic: minutes under the controller lock).
+    if not data:
+        return b""
+    blocks = (len(data) + 31) // 32
+    stream = b"".join(hashlib.sha256(b"hpcgym-munge-%d" % counter).digest() for counter in range(blocks))
+    mixed = int.from_bytes(data, "big") ^ int.from_bytes(stream[: len(data)], "big")
+    return mixed.to_bytes(len(data), "big")
+
+
+def _read_too_long(prog: str, size: int) -> Reply | None:
+    """read.c's limit on stdin and --input: its doubling buffer may not grow past 1 MiB.
+
+    A buffer that fills exactly is grown before EOF is seen, so 1 MiB itself is refused too.
+    """
+    if size >= MUNGE_MAXIMUM_REQ_LEN:
+        return Reply("", f"{prog}: Error: Exceeded maximum memory allocation\n", EXIT_SNAFU)
+    return None
+
+
+def _send_too_long(prog: str, length: int) -> Reply | None:
+    """m_msg_send()'s limit on the request libmunge writes to munged's socket (exit EMUNGE_BAD_LENGTH)."""
+    if length > MUNGE_MAXIMUM_REQ_LEN:
+        limit = MUNGE_MAXIMUM_REQ_LEN
+        message = f"Failed to send message: length of {length} exceeds max of {limit}"
+        return Reply("", f"{prog}: Error: {message}\n", EXIT_BAD_LENGTH)
+    return None
+
+
+def _query_id(ctx: Context, text: str, group: bool) -> int | None:
+    """query.c's query_uid/query_gid: a name the node knows, or any number in range."""
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        return number if number < MAX_ID else None
+    user = ctx.find_user(text)
+    if user is None:
+        return None
+    if not group:
+        return user.uid
+    return user.gid if user.group == text else None
 
 
 class MungeUsage(Exception):
@@ -143,9 +191,17 @@ def _socket_ok(services: ServiceManager, node: str, found: dict[str, str]) -> st
 
 
 def _prepare(
-    ctx: Context, prog: str, args: list[str], options: tuple[tuple[str, str, bool], ...]
+    ctx: Context,
+    prog: str,
+    args: list[str],
+    options: tuple[tuple[str, str, bool], ...],
+    *,
+    find_socket: bool = True,
 ) -> Reply | tuple[dict[str, str], ServiceManager]:
-    """What all three tools do first: parse, answer --help/--version/--list-*, find munged's socket."""
+    """What all three tools do first: parse, answer --help/--version/--list-*, find munged's socket.
+
+    munge and unmunge read their input before they connect, so they find the socket themselves.
+    """
     try:
         found = parse(prog, args, options)
     except MungeUsage as error:
@@ -155,47 +211,70 @@ def _prepare(
         return fixed
     services = services_of(ctx)
     services.sync()
-    bad_socket = _socket_ok(services, ctx.node, found)
-    if bad_socket is not None:
-        return _no_munged(prog, bad_socket)
+    if find_socket:
+        no_munged = _find_socket(services, ctx.node, prog, found)
+        if no_munged is not None:
+            return no_munged
     return found, services
 
 
+def _find_socket(services: ServiceManager, node: str, prog: str, found: dict[str, str]) -> Reply | None:
+    bad_socket = _socket_ok(services, node, found)
+    return None if bad_socket is None else _no_munged(prog, bad_socket)
+
+
 def run_munge(ctx: Context, args: list[str]) -> Reply:
-    ready = _prepare(ctx, "munge", args, MUNGE_OPTIONS)
+    ready = _prepare(ctx, "munge", args, MUNGE_OPTIONS, find_socket=False)
     if isinstance(ready, Reply):
         return ready
     found, services = ready
-    if "no-input" in found:
-        payload = ""
-    elif "string" in found:
-        payload = found["string"]
-    elif "input" in found:
-        raw = services.access.read(ctx.node, _path(ctx, found["input"]))
-        if raw is None:
-            return Reply(
-                "",
-                f'munge: Error: Failed to read input from "{found["input"]}": No such file or directory\n',
-                1,
-            )
-        payload = raw.decode(errors="replace")
-    else:
-        payload = ctx.stdin or ""
+    ids: dict[str, int | None] = {}
+    for key, group in (("restrict-uid", False), ("uid", False), ("restrict-gid", True), ("gid", True)):
+        if key in found:
+            ids[key] = _query_id(ctx, found[key], group)
+            if ids[key] is None:
+                kind = "group" if group else "user"
+                return Reply("", f'munge: Error: Unrecognized {kind} "{found[key]}"\n', EXIT_SNAFU)
+    # parse_cmdline() checks every option before munge reads or connects.
     try:
         ttl = int(found.get("ttl", "0"))
     except ValueError:
         return Reply("", f'munge: Error: Invalid time-to-live "{found["ttl"]}"\n', 1)
     ttl = DEFAULT_TTL_S if ttl == 0 else MAX_TTL_S if ttl < 0 else min(ttl, MAX_TTL_S)
+    if "no-input" in found:
+        raw = b""
+    elif "string" in found:
+        raw = found["string"].encode(errors="replace")
+    else:
+        if "input" in found:
+            read = services.access.read(ctx.node, _path(ctx, found["input"]))
+            if read is None:
+                name = found["input"]
+                message = f'Failed to read input from "{name}": No such file or directory'
+                return Reply("", f"munge: Error: {message}\n", 1)
+            raw = read
+        else:
+            raw = (ctx.stdin or "").encode(errors="replace")
+        too_long = _read_too_long("munge", len(raw))
+        if too_long is not None:
+            return too_long
+    # munge.c reads its input, then libmunge connects to munged and sends it.
+    failed = _find_socket(services, ctx.node, "munge", found) or _send_too_long(
+        "munge", ENCODE_REQUEST_OVERHEAD + len(raw)
+    )
+    if failed is not None:
+        return failed
+    payload = raw.decode(errors="replace")
     services.munge_serial += 1
     body = {
         "host": ctx.node,
         "addr": str(services.network.address(ctx.node) or "127.0.0.1"),
         "time": services.node_now_s(ctx.node),
         "ttl": ttl,
-        "uid": int(found.get("uid", ctx.user.uid)),
-        "gid": int(found.get("gid", ctx.user.gid)),
-        "ruid": found.get("restrict-uid"),
-        "rgid": found.get("restrict-gid"),
+        "uid": ids.get("uid", ctx.user.uid),
+        "gid": ids.get("gid", ctx.user.gid),
+        "ruid": ids.get("restrict-uid"),
+        "rgid": ids.get("restrict-gid"),
         "key": services.memo(ctx.node, MUNGE).get("key_sha256", "")[:16],
         "payload": payload,
         "serial": services.munge_serial,
@@ -215,6 +294,17 @@ class Decoded:
     body: dict[str, object]
 
 
+def _is_credential_body(body: object) -> bool:
+    """What `munge` seals, field by field; anything else was not made by a munged (forged, say)."""
+    if not isinstance(body, dict):
+        return False
+    if not all(isinstance(body.get(key), str) for key in ("host", "addr", "key", "payload")):
+        return False
+    numbers = [body.get(key) for key in ("time", "ttl", "uid", "gid")]
+    numbers += [body[key] for key in ("ruid", "rgid") if body.get(key) is not None]
+    return all(type(number) is int and 0 <= number <= MAX_ID for number in numbers)
+
+
 def _decode(services: ServiceManager, node: str, cred: str) -> Decoded | Reply:
     cred = cred.strip()
     if not cred.startswith("MUNGE:"):
@@ -224,20 +314,23 @@ def _decode(services: ServiceManager, node: str, cred: str) -> Decoded | Reply:
         if not raw.startswith(HEADER):
             raise ValueError("header")
         body = json.loads(_seal(raw[len(HEADER) :]))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return Reply("", "unmunge: Error: Truncated cipher IV\n", EXIT_BAD_CRED)
-    if body.get("key") != services.memo(node, MUNGE).get("key_sha256", "")[:16]:
+    if not _is_credential_body(body) or body["key"] != services.memo(node, MUNGE).get("key_sha256", "")[:16]:
         return Reply("", "unmunge: Error: Invalid credential\n", EXIT_CRED_INVALID)
+    # The replay hash keeps a digest of each credential (munged keys it on the MAC), not the
+    # credential, which can be most of a megabyte of the agent's choosing.
     seen = services.munge_seen.setdefault(node, set())
+    digest = hashlib.sha256(cred.encode(errors="replace")).hexdigest()
     # munged's window (dec.c): decode time within [encode - ttl, encode + ttl] of the decoder's clock.
     now, encoded, ttl = services.node_now_s(node), int(body["time"]), int(body["ttl"])
     if now < encoded - ttl:
         return Decoded(EXIT_REWOUND, "Rewound credential", body)
     if encoded + ttl < now:
         return Decoded(EXIT_EXPIRED, "Expired credential", body)
-    if cred in seen:
+    if digest in seen:
         return Decoded(EXIT_REPLAYED, "Replayed credential", body)
-    seen.add(cred)
+    seen.add(digest)
     return Decoded(0, "Success", body)
 
 
@@ -246,16 +339,22 @@ def _stamp(time_s: int) -> str:
 
 
 def run_unmunge(ctx: Context, args: list[str]) -> Reply:
-    ready = _prepare(ctx, "unmunge", args, UNMUNGE_OPTIONS)
+    ready = _prepare(ctx, "unmunge", args, UNMUNGE_OPTIONS, find_socket=False)
     if isinstance(ready, Reply):
         return ready
     found, services = ready
     if "input" in found:
-        raw = services.access.read(ctx.node, _path(ctx, found["input"]))
-        cred = raw.decode(errors="replace") if raw is not None else ""
+        raw = services.access.read(ctx.node, _path(ctx, found["input"])) or b""
     else:
-        cred = ctx.stdin or ""
-    decoded = _decode(services, ctx.node, cred)
+        raw = (ctx.stdin or "").encode(errors="replace")
+    failed = (
+        _read_too_long("unmunge", len(raw))
+        or _find_socket(services, ctx.node, "unmunge", found)
+        or _send_too_long("unmunge", DECODE_REQUEST_OVERHEAD + len(raw))
+    )
+    if failed is not None:
+        return failed
+    decoded = _decode(services, ctx.node, raw.decode(errors="replace"))
     if isinstance(decoded, Reply):
         return decoded
     body = decoded.body
