@@ -150,13 +150,21 @@ def test_full_disk_and_blocked_paths_are_the_daemons_problem(episode, bystander)
     episode.step("systemctl stop munge; rm -f /run/munge/munged.pid; mkdir /run/munge/munged.pid")
     assert episode.step("systemctl start munge").exit_code == 0
     assert episode.step("pgrep -x munged").exit_code == 0
+    into_dir = episode.step("munge -n -o /root")
+    assert (into_dir.output, into_dir.exit_code) == (
+        'munge: Error: Failed to open output file "/root": Is a directory\n',
+        1,
+    )
     # A full tmpfs: pid files and logs cannot be written; the episode goes on.
-    episode.step("fallocate -l 2G /root/fill || dd if=/dev/zero of=/root/fill bs=1M 2>/dev/null")
+    # Files are capped at 512 MiB each (RLIMIT_FSIZE), the episode's tmpfs at 1 GiB: three fill it.
+    episode.step("for i in 1 2 3; do dd if=/dev/zero of=/root/fill$i bs=1M count=500 2>/dev/null; done")
     episode.step("rmdir /run/munge/munged.pid")
     episode.step("systemctl restart munge slurmctld")
-    episode.step("munge -n -o /root/cred")
+    full = episode.step("munge -n -o /root/cred")
+    assert full.exit_code == 1
+    assert full.output.startswith('munge: Error: Failed to write to "/root/cred": No space left on device')
     episode.step("curl -s -o /root/page http://localhost/")
-    episode.step("rm -f /root/fill")
+    episode.step("rm -f /root/fill*")
     assert episode.step("systemctl restart munge").exit_code == 0
     assert_still_fine(episode, bystander)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import json
 import posixpath
@@ -25,8 +26,12 @@ from datetime import UTC, datetime
 from hpcgym.controller.commands import munge_usage
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.services import ServiceManager, services_of
+from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.munged import SOCKET, VERSION
 from hpcgym.controller.services.slurm import MUNGE
+
+# A node fault that strikes once the output file is open (the others stop the open itself).
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 DEFAULT_TTL_S = 300
 MAX_TTL_S = 3600
@@ -282,7 +287,12 @@ def run_munge(ctx: Context, args: list[str]) -> Reply:
     sealed = _seal(json.dumps(body, sort_keys=True).encode())
     cred = "MUNGE:" + base64.b64encode(HEADER + sealed).decode() + ":\n"
     if "output" in found and found["output"] != "-":
-        services.access.write(ctx.node, _path(ctx, found["output"]), cred.encode())
+        try:
+            services.access.write(ctx.node, _path(ctx, found["output"]), cred.encode())
+        except NodeFileError as e:
+            # munge.c's open_files/write_output, each a log_errno: the message, then strerror.
+            what = "Failed to write to" if e.errno in _WRITE_ERRNOS else "Failed to open output file"
+            return Reply("", f'munge: Error: {what} "{found["output"]}": {e.strerror}\n', EXIT_SNAFU)
         return Reply()
     return Reply(cred)
 
