@@ -297,11 +297,6 @@ def test_mount_tables_name_no_host_path_digest_or_pid(mode_cluster: Cluster, ima
     assert cluster.dir.name in host_view
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="channel.py binds each control socket at its host path, and connect(2)'s peer name is "
-    "that path (scratch dir, cluster dir, controller pid); binding through a descriptor would hide it",
-)
 def test_control_socket_peer_name_names_no_host_path(cluster: Cluster) -> None:
     probe = (
         'python3 -c "import socket; s = socket.socket(socket.AF_UNIX); '

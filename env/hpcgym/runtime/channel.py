@@ -235,7 +235,14 @@ class ControlChannel:
     ) -> None:
         """Create the socket of `node` at `path` (a host path bind-mounted into the node)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(os.fspath(path))
+        # Bound through a descriptor of its directory: the kernel keeps the name as given, and a
+        # node's getpeername() would otherwise read the host path (scratch dir, controller pid).
+        path = Path(path)
+        dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sock.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
+        finally:
+            os.close(dir_fd)
         # The node's processes run as unprivileged host uids; connecting needs write permission.
         os.chmod(path, 0o666)
         sock.listen(64)
