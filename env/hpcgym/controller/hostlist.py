@@ -13,7 +13,10 @@ import re
 from hpcgym.errors import ControllerError
 
 # A host name split into the prefix and its trailing number, as Slurm's hostlist does.
-_SUFFIX = re.compile(r"^(.*?)(\d+)$")
+# A name's numeric suffix is at most this many digits (an int, not a 4,000-digit string), and one
+# expression names at most this many hosts: Slurm's own hostlist refuses more (MAX_RANGE, 64K).
+MAX_SUFFIX_DIGITS = 18
+MAX_HOSTS = 64 * 1024
 
 
 def _split_top_level(expression: str) -> list[str]:
@@ -37,10 +40,12 @@ def _expand_ranges(ranges: str, expression: str) -> list[str]:
         low, sep, high = item.partition("-")
         if not low.isdigit() or (sep and not high.isdigit()):
             raise ControllerError(f"invalid hostlist expression: {expression!r}")
+        if len(low) > MAX_SUFFIX_DIGITS or len(high) > MAX_SUFFIX_DIGITS:
+            raise ControllerError(f"invalid hostlist expression: {expression!r}")
         if not sep:
             values.append(low)
             continue
-        if int(high) < int(low):
+        if int(high) < int(low) or int(high) - int(low) >= MAX_HOSTS:
             raise ControllerError(f"invalid hostlist expression: {expression!r}")
         width = len(low) if low.startswith("0") or len(low) == len(high) else 0
         for number in range(int(low), int(high) + 1):
@@ -70,6 +75,8 @@ def expand_hostlist(expression: str) -> list[str]:
         for value in _expand_ranges(match.group(1), expression):
             # A second bracket group (rack[1-2]-node[1-4]) expands recursively.
             hosts.extend(expand_hostlist(head + value + tail))
+            if len(hosts) > MAX_HOSTS:
+                raise ControllerError(f"too many hosts in hostlist expression: {expression[:64]!r}")
     return hosts
 
 
@@ -85,11 +92,18 @@ def expand_names(expression: str) -> list[str]:
         return [expression]
 
 
+def _split_suffix(host: str) -> tuple[str, str] | None:
+    """(prefix, digits) of a name ending in a number; linear, where a regex would backtrack."""
+    prefix = host.rstrip("0123456789")
+    digits = host[len(prefix) :]
+    return (prefix, digits) if 0 < len(digits) <= MAX_SUFFIX_DIGITS else None
+
+
 def _sort_key(host: str) -> tuple[str, int, str]:
-    match = _SUFFIX.match(host)
-    if match is None:
+    split = _split_suffix(host)
+    if split is None:
         return (host, -1, host)
-    return (match.group(1), int(match.group(2)), host)
+    return (split[0], int(split[1]), host)
 
 
 def compress_hostlist(hosts: list[str]) -> str:
@@ -104,11 +118,11 @@ def compress_hostlist(hosts: list[str]) -> str:
     groups: list[tuple[str, int, list[int]]] = []
     out: list[str] = []
     for host in sorted(set(hosts), key=_sort_key):
-        match = _SUFFIX.match(host)
-        if match is None:
+        split = _split_suffix(host)
+        if split is None:
             out.append(host)
             continue
-        prefix, digits = match.group(1), match.group(2)
+        prefix, digits = split
         number = int(digits)
         if groups and groups[-1][0] == prefix and str(number).zfill(groups[-1][1]) == digits:
             groups[-1][2].append(number)
