@@ -176,3 +176,10 @@ def test_symlink_loops_read_as_missing_not_as_a_controller_failure(episode):
     episode.step("systemctl restart slurmctld munge")
     episode.step("sinfo")
     assert episode.step("echo alive").output == "alive\n"
+
+
+def test_unencodable_paths_are_a_tool_error_not_a_controller_failure(episode):
+    episode.step(r"sed -i 's|^SlurmctldPidFile=.*|SlurmctldPidFile=/run/a\x00b|' /etc/slurm/slurm.conf")
+    episode.step("systemctl restart slurmctld")
+    assert episode.step("curl -s -o $'/root/a\\x00b' http://localhost/ ; echo rc=$?").exit_code == 0
+    assert episode.step("echo alive").output == "alive\n"

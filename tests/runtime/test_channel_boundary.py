@@ -354,3 +354,13 @@ def test_is_cancelled_works_past_descriptor_1023(tmp_path: Path) -> None:
         assert request.is_cancelled()
     finally:
         high.close()
+
+
+def test_lone_surrogates_in_a_request_are_malformed() -> None:
+    from hpcgym.runtime.channel import MalformedRequest, parse_request
+
+    with pytest.raises(MalformedRequest):
+        parse_request(b'{"v": 1, "argv": ["munge", "-o", "/root/a\\ud800b"]}')
+    with pytest.raises(MalformedRequest):
+        parse_request(b'{"v": 1, "argv": ["ssh", "login01", "cat"], "stdin": "\\ud800"}')
+    assert parse_request(b'{"v": 1, "argv": ["sinfo"]}') == (["sinfo"], "/", None)

@@ -88,7 +88,7 @@ def _node_error(e: OSError, path: str) -> OSError:
 
 def openat2(dir_fd: int, path: str, flags: int, mode: int = 0) -> int:
     """Open `path` with `dir_fd` as the root for every symlink and "..", retrying EAGAIN a few times."""
-    raw = os.fsencode(path)
+    raw = _encode(path)
     if len(raw) >= MAX_PATH_BYTES:
         raise NodeFileError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path)
     how = _OpenHow(flags | os.O_CLOEXEC, mode, _RESOLVE)
@@ -102,8 +102,21 @@ def openat2(dir_fd: int, path: str, flags: int, mode: int = 0) -> int:
     raise NodeFileError(errno.EAGAIN, "the path kept changing while it was resolved", path)
 
 
+def _encode(path: str) -> bytes:
+    # A NUL would cut the path short in C (ctypes passes it silently), and a lone surrogate from a
+    # forged request has no bytes at all: both are paths no syscall could be given.
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:
+        raw = b"\0"
+    if b"\0" in raw:
+        raise NodeFileError(errno.EINVAL, os.strerror(errno.EINVAL), path.encode(errors="replace").decode())
+    return raw
+
+
 def _split(path: str) -> tuple[str, str]:
     """(parent, name) of a node path; the name is one plain component, never "", "." or ".."."""
+    _encode(path)
     norm = posixpath.normpath("/" + path)
     parent, name = posixpath.split(norm)
     if name in ("", ".", ".."):

@@ -136,6 +136,12 @@ def parse_request(body: bytes) -> tuple[list[str], str, str | None]:
     stdin = msg.get("stdin")
     if stdin is not None and not isinstance(stdin, str):
         raise MalformedRequest("stdin must be a string")
+    try:
+        # JSON can carry lone surrogates ("\\ud800"), which no file name or pipe can hold.
+        for text in (*argv, cwd, stdin or ""):
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedRequest("strings must be valid UTF-8") from None
     return argv, cwd, stdin
 
 
