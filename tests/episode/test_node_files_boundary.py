@@ -183,3 +183,15 @@ def test_unencodable_paths_are_a_tool_error_not_a_controller_failure(episode):
     episode.step("systemctl restart slurmctld")
     assert episode.step("curl -s -o $'/root/a\\x00b' http://localhost/ ; echo rc=$?").exit_code == 0
     assert episode.step("echo alive").output == "alive\n"
+
+
+def test_huge_remote_output_is_bounded_in_the_controller(episode):
+    def rss_kib() -> int:
+        status = Path(f"/proc/{os.getpid()}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+    before = rss_kib()
+    result = episode.step("ssh compute-01 head -c 300M /dev/zero | wc -c")
+    assert rss_kib() - before < 200 * 1024
+    assert int(result.output.split()[-1]) <= 2 << 20
+    assert episode.step("ssh compute-01 echo ok").output == "ok\n"

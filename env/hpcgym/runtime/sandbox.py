@@ -372,10 +372,45 @@ def _stdin_file(data: bytes | None) -> int:
     return fd
 
 
+# What one command in a node may hand back to the controller, per stream: its head and its tail
+# (the agent's shell keeps far less), so `ssh NODE head -c 400M /dev/zero` costs the host nothing.
+MAX_EXEC_OUTPUT_BYTES = 1 << 20
+
+
+class _Bounded:
+    def __init__(self, max_bytes: int) -> None:
+        self.half = max_bytes // 2
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> None:
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        self.tail += data
+        if len(self.tail) > self.half:
+            cut = len(self.tail) - self.half
+            self.dropped += cut
+            del self.tail[:cut]
+
+    def text(self) -> str:
+        marker = f"\n[... {self.dropped} bytes truncated ...]\n".encode() if self.dropped else b""
+        return bytes(self.head + marker + self.tail).decode(errors="replace")
+
+
 def _collect(proc: subprocess.Popen[bytes], timeout_s: float, is_cancelled: Callable[[], bool]) -> ExecResult:
     assert proc.stdout is not None and proc.stderr is not None
-    chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
-    open_fds = set(chunks)
+    streams = {
+        proc.stdout.fileno(): _Bounded(MAX_EXEC_OUTPUT_BYTES),
+        proc.stderr.fileno(): _Bounded(MAX_EXEC_OUTPUT_BYTES),
+    }
+    # poll, not select: a busy runtime hands out descriptors above 1023.
+    poller = select.poll()
+    for fd in streams:
+        poller.register(fd, select.POLLIN)
+    open_fds = set(streams)
     deadline = time.monotonic() + timeout_s
     timed_out = False
     while open_fds:
@@ -384,19 +419,19 @@ def _collect(proc: subprocess.Popen[bytes], timeout_s: float, is_cancelled: Call
             timed_out = True
             kill_tree(proc.pid)
             deadline = time.monotonic() + 5.0
-        ready, _, _ = select.select(list(open_fds), [], [], max(0.0, min(left, 0.2)))
-        for fd in ready:
+        for fd, _ in poller.poll(int(max(0.0, min(left, 0.2)) * 1000)):
             data = os.read(fd, 65536)
             if data:
-                chunks[fd].append(data)
+                streams[fd].feed(data)
             else:
                 open_fds.discard(fd)
+                poller.unregister(fd)
     proc.wait()
     proc.stdout.close()
     proc.stderr.close()
-    stdout_b, stderr_b = (b"".join(parts) for parts in chunks.values())
+    out, err = (stream.text() for stream in streams.values())
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    return ExecResult(stdout_b.decode(errors="replace"), stderr_b.decode(errors="replace"), code, timed_out)
+    return ExecResult(out, err, code, timed_out)
 
 
 def kill_tree(pid: int) -> None:
