@@ -216,7 +216,13 @@ class Node:
         if shell is None or not shell.is_alive:
             return False
         try:
-            seen = os.stat(f"/proc/{shell.shell_pid}/root/{name}")
+            # The shell's root is the agent's (it may chroot into a tree of its own): look up the one
+            # name inside it without following a symlink, which would resolve against the host's /.
+            root_fd = os.open(f"/proc/{shell.shell_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                seen = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            finally:
+                os.close(root_fd)
             share = os.stat(self.cluster.dir / "shared" / name / "root")
         except OSError:
             return False
