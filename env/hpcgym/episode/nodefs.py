@@ -322,14 +322,20 @@ class NodeFS:
         finally:
             os.close(dir_fd)
 
-    def remove(self, path: str) -> None:
-        """Unlink a file (or symlink) by name inside its directory; missing is fine."""
+    def _existing_parent(self, path: str) -> tuple[int, str] | None:
+        """Like `_parent`, but None where there is no such directory (nothing to remove)."""
         try:
-            dir_fd, name = self._parent(path, create=False)
+            return self._parent(path, create=False)
         except NodeFileError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
-                return
+                return None
             raise
+
+    def remove(self, path: str) -> None:
+        """Unlink a file (or symlink) by name inside its directory; missing is fine."""
+        if (found := self._existing_parent(path)) is None:
+            return
+        dir_fd, name = found
         try:
             os.unlink(name, dir_fd=dir_fd)
         except (FileNotFoundError, IsADirectoryError):
@@ -341,12 +347,9 @@ class NodeFS:
 
     def remove_tree(self, path: str) -> None:
         """Delete a file or a whole directory; shutil walks it by descriptors, never following links."""
-        try:
-            dir_fd, name = self._parent(path, create=False)
-        except NodeFileError as e:
-            if e.errno in (errno.ENOENT, errno.ENOTDIR):
-                return
-            raise
+        if (found := self._existing_parent(path)) is None:
+            return
+        dir_fd, name = found
         try:
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
