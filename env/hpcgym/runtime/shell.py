@@ -1,26 +1,60 @@
-"""A node's interactive bash, driven through a pty at a unique prompt sentinel.
+r"""A node's interactive bash, driven through a pty; the kernel, not the output, says when a command ends.
 
-One `Shell` per node. Its prompt carries a random token and `$?`, so one read of the prompt ends a
-command and gives its exit code. Commands go in as `eval $'...' </dev/null`: one line whatever the
-command holds (heredocs, newlines, unbalanced quotes become a syntax error instead of a PS2 hang),
-and stdin is empty, so a bare `cat` ends at once. The pty is raw (no echo, no line editing, no CRLF),
-and the terminal is dumb, so full-screen programs cannot draw; anything that still waits is stopped by
-the per-command time limit: SIGINT to the shell and the command's processes, then SIGKILL, and the
-shell keeps going. Output is capped (head and tail kept around a marker), stripped of ANSI escapes
-and decoded with invalid UTF-8 replaced.
+One `Shell` per node. Commands go in as `eval $'...' </dev/null`: one line whatever the command holds
+(heredocs, newlines, unbalanced quotes become a syntax error instead of a PS2 hang), and stdin is
+empty, so a bare `cat` ends at once. The pty is raw (no echo, no line editing, no CRLF, set again
+before every command so that `stty` inside cannot change it), and the terminal is dumb, so
+full-screen programs cannot draw; anything that still waits is stopped by the per-command time limit:
+SIGINT to the shell and the command's processes, then SIGKILL, and the shell keeps going. Output is
+capped (head and tail kept around a marker), stripped of ANSI escapes and of C0 and C1 controls but
+tab and newline, and decoded with invalid UTF-8 replaced.
+
+No byte the node prints ends a command. Root in the node is the shell's uid and may ptrace it, so
+every byte on the pty and in the shell's memory, environment and variables is the agent's to read
+and to write; a prompt token would be too. A command has ended when two things only the kernel
+reports agree:
+
+- A report from the shell process itself. PROMPT_COMMAND sends `$?` and a fresh random number as
+  one datagram on a unix socket (fd `REPORT_FD` in bash, closed for every command). The host's end
+  has SO_PASSCRED, so each datagram carries the pid of the process that sent it, and only the
+  shell's pid counts: subshells, background jobs and programs are other pids, and claiming another
+  pid needs CAP_SYS_ADMIN over the node's PID namespace, which no process in the node holds.
+- The shell process blocked in the very read(2) of its prompt: /proc/PID/syscall shows the syscall,
+  fd 0, the input buffer and its length recorded at the first prompt (before the agent ran
+  anything), and fd 0 is still the pty. A builtin `read` or `mapfile`, or `wait`, blocks elsewhere.
+
+The shell's builtins run in its pid and may send a report in mid-command, but the command has ended
+only once the shell sits in its prompt read, and the report taken then is the last one, which
+PROMPT_COMMAND sent after the command. Its random number names the prompt marker bash prints next
+(`\x1e<number>\x1f`), so output is cut at the real prompt, never at a forged one: the number does not
+exist while the command runs. That leaves an agent that rewrites its own shell (redefines
+PROMPT_COMMAND or `eval`, execs its own program in the shell's place, or ptraces it): the shell then
+reports what the agent makes it report about the agent's own command, as `cmd; true` would, and the
+step still ends only when that process waits for its next line, or at the time limit, after which a
+shell that does not come back is replaced.
+
+Every wait has a deadline. Writing the command counts inside its time limit (the pty's input queue
+fills when the shell stops reading), and `close()` from another thread wakes every wait at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
+import platform
 import re
 import secrets
 import select
 import signal
+import socket
+import struct
 import termios
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pexpect
 import ptyprocess
@@ -34,13 +68,33 @@ from hpcgym.runtime.seccomp import seccomp_fd
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024
 STARTUP_TIMEOUT_S = 10.0
 INTERRUPT_GRACE_S = 0.5
+# The kernel hands pty output to the reader asynchronously, so the prompt marker may come out a
+# little after the shell is seen at its prompt.
+PROMPT_SETTLE_S = 0.2
+# The shell reports just before it prints its prompt, so its prompt (or any output) is the cue to
+# look at the report socket; without output it is looked at on a timer that backs off to the second
+# figure. Once a report is in, whether the shell has reached its prompt read is looked at as often.
+REPORT_POLL_S = (0.005, 0.1)
+PROMPT_POLL_S = (0.001, 0.008)
+PROMPT_SPIN_S = 0.0002
 # The pty's canonical line limit is gone in raw mode, but keep one write per command reasonable.
 MAX_COMMAND_BYTES = 256 * 1024
 TERMINAL_ROWS = 1000
 TERMINAL_COLUMNS = 200
+# The shell's end of the report socket: clear of bash's saved redirections (10 up), its process
+# substitutions (63 down) and its tty (255), and under any sane `ulimit -n`.
+REPORT_FD = 99
+# read(2), the syscall the shell's prompt blocks in (arch/x86/entry/syscalls/syscall_64.tbl,
+# include/uapi/asm-generic/unistd.h).
+READ_SYSCALL = {"x86_64": 0, "aarch64": 63}
 
 _ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# After decoding: a C1 CSI sequence whole (U+009B, parameters, final byte), then any control left.
+_C1_CSI = re.compile(r"\x9b[0-?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_REPORT = re.compile(rb"(\d{1,10}) (\d{1,3}) (\d{1,10})")
+_UCRED = struct.Struct("3i")
+_CREDS_SPACE = socket.CMSG_SPACE(_UCRED.size)
 
 
 @dataclass(frozen=True)
@@ -83,29 +137,30 @@ def quote_ansi_c(command: str) -> str:
 
 def clean_output(raw: bytes) -> str:
     text = _ANSI.sub(b"", raw).replace(b"\r\n", b"\n").decode("utf-8", errors="replace")
-    return _CONTROL.sub("", text)
+    return _CONTROL.sub("", _C1_CSI.sub("", text))
 
 
 class _Capture:
-    """Keeps the head and tail of a stream and finds the prompt in it."""
+    """Keeps the head and tail of a stream and cuts it at the prompt marker once that is known."""
 
-    def __init__(self, max_bytes: int, prompt: re.Pattern[bytes]) -> None:
+    def __init__(self, max_bytes: int, carry: bytes = b"") -> None:
         self.half = max(1, max_bytes // 2)
         self.max_bytes = max_bytes
-        self.prompt = prompt
-        self.buf = bytearray()
+        self.buf = bytearray(carry)
         self.head = b""
         self.dropped = 0
-        self.exit_code: int | None = None
+        self.marker = b""
+        # What came after the prompt (a background job's late output): the next command's.
+        self.rest: bytes | None = None
 
-    def feed(self, data: bytes) -> bool:
-        start = max(0, len(self.buf) - 64)
+    def feed(self, data: bytes) -> None:
+        if self.rest is not None:
+            self.rest = (self.rest + data)[-self.max_bytes :]
+            return
+        start = max(0, len(self.buf) - len(self.marker) + 1)
         self.buf += data
-        match = self.prompt.search(self.buf, start)
-        if match is not None:
-            self.exit_code = int(match.group(1))
-            del self.buf[match.start() :]
-            return True
+        if self.marker and self._cut(start):
+            return
         if not self.head and len(self.buf) > 4 * self.max_bytes:
             self.head = bytes(self.buf[: self.half])
             del self.buf[: self.half]
@@ -113,7 +168,18 @@ class _Capture:
             cut = len(self.buf) - self.max_bytes
             self.dropped += cut
             del self.buf[:cut]
-        return False
+
+    def cut_at(self, marker: bytes) -> bool:
+        self.marker = marker
+        return self._cut(0)
+
+    def _cut(self, start: int) -> bool:
+        at = self.buf.find(self.marker, start)
+        if at < 0:
+            return False
+        self.rest = bytes(self.buf[at + len(self.marker) :])[-self.max_bytes :]
+        del self.buf[at:]
+        return True
 
     def result(self) -> tuple[str, bool]:
         if not self.head and len(self.buf) <= self.max_bytes:
@@ -136,31 +202,63 @@ class Shell:
 
     def __init__(self, spec: SandboxSpec) -> None:
         self.spec = spec
-        self.token = secrets.token_hex(8)
-        self.prompt = re.compile(rb"\x1e" + self.token.encode() + rb":(\d+)\x1f")
         self.child: pexpect.spawn | None = None
         self.pid1 = 0
         self.shell_pid = 0
+        self._reports: socket.socket | None = None
+        # The last report of the shell process: its exit code and the number of its prompt marker.
+        self._report: tuple[int, bytes] | None = None
+        # The number of the command line in flight: only reports that carry it count.
+        self._step = b"0"
+        self._wake_r = self._wake_w = -1
+        self._proc_fd = self._syscall_fd = self._children_fd = -1
+        self._poller = select.poll()
+        self._report_poller = select.poll()
+        self._prompt_read: list[bytes] | None = None
+        self._tty: tuple[int, int] | None = None
+        self._raw: list[Any] = []
+        self._carry = b""
+        # A step holds _io_lock throughout; close() takes it only after waking the step, and
+        # _state_lock guards the closed flag and the wake pipe, so a wake never hits a reused fd.
+        self._io_lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._closed = False
 
     @property
     def is_alive(self) -> bool:
-        return self.child is not None and self.child.isalive()
+        child = self.child
+        return child is not None and not self._closed and child.isalive()
 
     def start(self) -> Shell:
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        host_end, shell_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        host_end.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        host_end.setblocking(False)
+        self._reports = host_end
+        report_fd = shell_end.fileno()
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
-        ps1 = "\x1e" + self.token + ":${__hpcgym_rc:-0}\x1f"
         # The node's process limit is set by the shell itself, once, before its first prompt: we may
         # not prlimit a process of another uid without CAP_SYS_RESOURCE, and bwrap must keep a high
-        # limit (see `drop_to_host_range`). A builtin run from PROMPT_COMMAND costs no process.
+        # limit (see `drop_to_host_range`). Builtins and a function run from PROMPT_COMMAND cost no
+        # process. The report socket moves to REPORT_FD: the number it has here depends on the host.
+        # The hook draws the prompt marker's number after each command, so no command can know it,
+        # and sets PS1 itself, so a command that changes PS1 changes nothing. It forgets the line's
+        # number once it has reported, so a trap run at the prompt cannot report after it.
+        move = "" if report_fd == REPORT_FD else f"exec {REPORT_FD}>&{report_fd} {report_fd}>&-; "
         first_prompt = (
-            f"ulimit -u {self.spec.limits.max_processes}; __hpcgym_set() {{ return $1; }}; PROMPT_COMMAND="
+            f"{move}ulimit -u {self.spec.limits.max_processes}; export -n PS1 PS2 PROMPT_COMMAND; "
+            "__hpcgym_set() { return $1; }; "
+            "__hpcgym_step=0; __hpcgym_report() { __hpcgym_nonce=$SRANDOM; "
+            "PS1=$'\\x1e'$__hpcgym_nonce$'\\x1f'; printf '%s %s %s' "
+            f'"$__hpcgym_step" "${{__hpcgym_rc:-0}}" "$__hpcgym_nonce" >&{REPORT_FD}; __hpcgym_step=0; }}; '
+            "PROMPT_COMMAND=__hpcgym_report; __hpcgym_report"
         )
         env_spec = dataclasses.replace(
             self.spec,
             env={
                 **self.spec.env,
-                "PS1": ps1,
+                "PS1": "",
                 "PS2": "",
                 "PROMPT_COMMAND": first_prompt,
                 "HISTFILE": "/dev/null",
@@ -169,7 +267,8 @@ class Shell:
         command = ["/bin/bash", "--noprofile", "--norc", "--noediting", "-i"]
         filter_fd = seccomp_fd()
         args_fd = sandbox.args_pipe(sandbox.node_options(env_spec, info_w, block_r, filter_fd))
-        for fd in (info_w, block_r, args_fd, filter_fd):
+        passed = (info_w, block_r, args_fd, filter_fd, report_fd)
+        for fd in passed:
             os.set_inheritable(fd, True)
         try:
             self.child = _PassFdsSpawn(
@@ -180,13 +279,14 @@ class Shell:
                 preexec_fn=sandbox.drop_to_host_range(
                     self.spec.uid_base, self.spec.limits, self.spec.cgroup_procs
                 ),
-                pass_fds=(info_w, block_r, args_fd, filter_fd),
+                pass_fds=passed,
                 # A very tall terminal: pagers (less -F, more) print everything and quit at once.
                 dimensions=(TERMINAL_ROWS, TERMINAL_COLUMNS),
             )
         finally:
             for fd in (info_w, block_r, args_fd, filter_fd):
                 os.close(fd)
+            shell_end.close()
         # pexpect sleeps 0.1 s after close and after terminate by default; we kill and reap ourselves.
         self.child.delayafterclose = 0
         self.child.delayafterterminate = 0
@@ -198,18 +298,17 @@ class Shell:
             except SandboxError as e:
                 raise SandboxError(f"{e.message}: {self._drain_error()}", hint=e.hint) from None
             self._make_raw()
-            startup = _Capture(1 << 16, self.prompt)
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            self._find_shell(deadline)
+            startup = _Capture(1 << 16)
             try:
-                reached = self._read_until_prompt(STARTUP_TIMEOUT_S, startup) is not None
+                reached = self._await_prompt(deadline, startup)
             except EOFError:
                 reached = False
             if not reached:
                 said = startup.result()[0].strip()[-2000:]
                 raise SandboxError(f"the shell of {self.spec.hostname} did not reach its prompt: {said}")
-            kids = sandbox.children_of(self.pid1)
-            if not kids:
-                raise SandboxError(f"the shell of {self.spec.hostname} has no process")
-            self.shell_pid = kids[0]
+            self._carry = startup.rest or b""
         except BaseException:
             self.close()
             raise
@@ -229,93 +328,268 @@ class Shell:
         attrs[1] &= ~termios.OPOST  # no CRLF translation
         attrs[3] &= ~(termios.ECHO | termios.ICANON | termios.ISIG | termios.IEXTEN)
         termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        self._raw = attrs
+        os.set_blocking(fd, False)
+        self._poller.register(fd, select.POLLIN)
+        assert self._reports is not None
+        self._report_poller.register(self._reports.fileno(), select.POLLIN)
+        self._poller.register(self._wake_r, select.POLLIN)
 
-    def _read_until_prompt(self, timeout_s: float, capture: _Capture) -> _Capture | None:
+    def _find_shell(self, deadline: float) -> None:
+        # bwrap's pid 1 forks the shell right after the handshake. Its /proc entries are held open:
+        # a pid that dies and comes back as another process can never pass for the shell.
+        while not (kids := sandbox.children_of(self.pid1)):
+            if time.monotonic() > deadline:
+                raise SandboxError(f"the shell of {self.spec.hostname} has no process")
+            time.sleep(0.001)
+        self.shell_pid = kids[0]
+        try:
+            self._proc_fd = os.open(f"/proc/{self.shell_pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._syscall_fd = os.open("syscall", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._proc_fd)
+            children = f"task/{self.shell_pid}/children"
+            self._children_fd = os.open(children, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._proc_fd)
+        except OSError as e:
+            raise SandboxError(f"the shell of {self.spec.hostname} is gone: {e}") from e
+
+    # --- waiting for the shell ------------------------------------------------------------------
+
+    def _is_at_prompt(self) -> bool:
+        # The shell reports just before it prints its prompt and reads: give it a moment to get
+        # there (it runs meanwhile, the kernel says so) before going back to waiting.
+        until = time.monotonic() + PROMPT_SPIN_S
+        while (state := self._prompt_state()) is None and time.monotonic() < until:
+            os.sched_yield()
+        return bool(state)
+
+    def _prompt_state(self) -> bool | None:
+        """Whether the shell is blocked in its prompt read; None while it runs."""
+        try:
+            fields = os.pread(self._syscall_fd, 256, 0).split()[:4]
+            tty = os.stat("fd/0", dir_fd=self._proc_fd)
+        except OSError:
+            return False
+        if fields[:1] == [b"running"]:
+            return None
+        if self._prompt_read is None:
+            # The first prompt, before any command: learn what the prompt's read looks like.
+            machine = platform.machine()
+            if machine not in READ_SYSCALL:
+                raise SandboxError(f"no read(2) number known for {machine}", hint="add it to READ_SYSCALL")
+            if len(fields) < 4 or fields[:2] != [str(READ_SYSCALL[machine]).encode(), b"0x0"]:
+                return False
+            self._prompt_read, self._tty = fields, (tty.st_dev, tty.st_ino)
+            return True
+        return fields == self._prompt_read and (tty.st_dev, tty.st_ino) == self._tty
+
+    def _shell_children(self) -> list[int]:
+        # The shell has one thread (a process that adds threads is not bash any more).
+        try:
+            return [int(pid) for pid in os.pread(self._children_fd, 1 << 16, 0).split()]
+        except OSError:
+            return []
+
+    def _drain_reports(self) -> bool:
+        assert self._reports is not None
+        got = False
+        # Bounded: a shell that floods its own socket must not keep the host here.
+        for _ in range(1024):
+            if not self._report_poller.poll(0):
+                break
+            data, ancillary, flags, _ = self._reports.recvmsg(64, _CREDS_SPACE)
+            sender = next(
+                (
+                    _UCRED.unpack(cdata[: _UCRED.size])[0]
+                    for level, kind, cdata in ancillary
+                    if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
+                ),
+                0,
+            )
+            match = _REPORT.fullmatch(data)
+            if sender != self.shell_pid or match is None or flags & socket.MSG_TRUNC:
+                continue
+            if match.group(1) == self._step and int(match.group(2)) <= 255:
+                self._report = (int(match.group(2)), match.group(3))
+                got = True
+        return got
+
+    def _wait(self, timeout_s: float, capture: _Capture) -> bool:
+        """Wait once for output or close(), and keep what the shell printed; return whether it did."""
         assert self.child is not None
         fd = self.child.child_fd
-        deadline = time.monotonic() + timeout_s
-        while True:
+        events = self._poller.poll(max(0, math.ceil(timeout_s * 1000)))
+        printed = False
+        for ready, mask in events:
+            if ready == self._wake_r:
+                raise SandboxError(f"the shell of {self.spec.hostname} was closed while a command ran")
+            if mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    raise EOFError
+                capture.feed(data)
+                printed = True
+        return printed
+
+    def _write_line(self, line: bytes, deadline: float, capture: _Capture) -> bool:
+        assert self.child is not None
+        fd = self.child.child_fd
+        view = memoryview(line)
+        waiting = False
+        try:
+            while True:
+                with contextlib.suppress(BlockingIOError):
+                    view = view[os.write(fd, view) :]
+                if not view:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if not waiting:
+                    # The input queue is full: the shell is not reading. Keep draining its output.
+                    self._poller.modify(fd, select.POLLIN | select.POLLOUT)
+                    waiting = True
+                self._wait(left, capture)
+        finally:
+            if waiting:
+                self._poller.modify(fd, select.POLLIN)
+
+    def _await_prompt(self, deadline: float, capture: _Capture) -> bool:
+        # Phase one: a report from the shell's pid, then the shell seen in its prompt read.
+        armed = self._report is not None
+        idle_s, poll_s = REPORT_POLL_S[0], PROMPT_POLL_S[0]
+        while not (armed and self._is_at_prompt()):
             left = deadline - time.monotonic()
             if left <= 0:
-                return None
-            if not select.select([fd], [], [], left)[0]:
-                continue
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                data = b""
-            if not data:
-                raise EOFError
-            if capture.feed(data):
-                return capture
+                return False
+            printed = self._wait(min(left, poll_s if armed else idle_s), capture)
+            if self._drain_reports():
+                armed, poll_s = True, PROMPT_POLL_S[0]
+            elif armed:
+                poll_s = min(2 * poll_s, PROMPT_POLL_S[1])
+            if not printed:
+                idle_s = min(2 * idle_s, REPORT_POLL_S[1])
+        # Phase two: the report PROMPT_COMMAND sent is in the socket by now, and is the last one.
+        self._drain_reports()
+        assert self._report is not None
+        if capture.cut_at(b"\x1e" + self._report[1] + b"\x1f"):
+            return True
+        settle = time.monotonic() + PROMPT_SETTLE_S
+        while capture.rest is None and (left := settle - time.monotonic()) > 0:
+            self._wait(left, capture)
+        return True
+
+    # --- commands -------------------------------------------------------------------------------
 
     def run(
         self, command: str, timeout_s: float, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     ) -> ShellResult:
         """Run one command line and return what it printed, its exit code and how it ended.
 
-        Agent mistakes (non-zero exits, time-outs, `exit`) are results; only a broken sandbox raises.
+        Agent mistakes (non-zero exits, time-outs, `exit`) are results; only a broken sandbox raises,
+        and so does `close()` from another thread while the command runs.
         """
-        if self.child is None:
-            raise SandboxError(f"the shell of {self.spec.hostname} is not running")
         # A syntax error inside eval aborts the rest of the line in an interactive shell and leaves
         # $? at the previous command's status; presetting the reported status to 2 (bash's code for
         # a syntax error) makes that case right, and __hpcgym_set hands the command the previous $?.
+        # The quoted command words are never aliases. Each line has a fresh number, and only reports
+        # that carry it count: a report sent before the shell read the line (from a trap run at the
+        # prompt, say) cannot end a command that has not started.
+        step = str(secrets.randbits(32))
         line = (
-            "__hpcgym_prev=$__hpcgym_rc; __hpcgym_rc=2; __hpcgym_set $__hpcgym_prev; "
-            f"eval {quote_ansi_c(command)} </dev/null; __hpcgym_rc=$?\n"
+            f"__hpcgym_step={step}; __hpcgym_prev=$__hpcgym_rc; __hpcgym_rc=2; "
+            "\\__hpcgym_set $__hpcgym_prev; "
+            f"\\eval {quote_ansi_c(command)} </dev/null {REPORT_FD}>&-; __hpcgym_rc=$?\n"
         ).encode()
         if len(line) > MAX_COMMAND_BYTES:
             return ShellResult(f"bash: command too long ({len(line)} bytes)\n", 126, 0.0, False, False, False)
-        capture = _Capture(max_output_bytes, self.prompt)
-        before = set(sandbox.children_of(self.shell_pid))
+        with self._io_lock:
+            if self.child is None or self._closed:
+                raise SandboxError(f"the shell of {self.spec.hostname} is not running")
+            return self._run_line(line, step.encode(), timeout_s, max_output_bytes)
+
+    def _run_line(self, line: bytes, step: bytes, timeout_s: float, max_output_bytes: int) -> ShellResult:
+        assert self.child is not None
+        capture = _Capture(max_output_bytes, self._carry)
+        self._carry = b""
+        self._step, self._report = step, None
+        termios.tcsetattr(self.child.child_fd, termios.TCSANOW, self._raw)
+        before = set(self._shell_children())
         start = time.perf_counter()
-        os.write(self.child.child_fd, line)
-        timed_out = False
+        deadline = time.monotonic() + timeout_s
+        timed_out = exited = False
         try:
-            done = self._read_until_prompt(timeout_s, capture)
-            if done is None:
-                timed_out = True
-                done = self._interrupt(before, capture)
+            if self._write_line(line, deadline, capture):
+                if not self._await_prompt(deadline, capture):
+                    timed_out = True
+                    exited = not self._interrupt(before, capture)
+            else:
+                # The shell did not even take the command; a fresh one replaces it.
+                timed_out = exited = True
+                self.close()
         except EOFError:
             output, truncated = capture.result()
             self.close()
-            return ShellResult(
-                output, capture.exit_code or 0, time.perf_counter() - start, False, truncated, True
-            )
+            exit_code = self._report[0] if self._report else 0
+            return ShellResult(output, exit_code, time.perf_counter() - start, False, truncated, True)
         wall_s = time.perf_counter() - start
         output, truncated = capture.result()
+        self._carry = capture.rest or b""
         if timed_out:
             output += f"\n[command timed out after {timeout_s:g} s and was stopped]\n"
-        exit_code = 124 if timed_out else (capture.exit_code or 0)
-        return ShellResult(output, exit_code, wall_s, timed_out, truncated, done is None)
+        exit_code = 124 if timed_out or self._report is None else self._report[0]
+        return ShellResult(output, exit_code, wall_s, timed_out, truncated, exited)
 
-    def _interrupt(self, before: set[int], capture: _Capture) -> _Capture | None:
+    def _interrupt(self, before: set[int], capture: _Capture) -> bool:
         # Interactive bash aborts its current command on SIGINT (that covers loops run by bash itself);
         # the command's own processes get SIGINT, then SIGKILL, and background jobs started earlier live.
-        started = [p for p in sandbox.children_of(self.shell_pid) if p not in before]
+        started = [p for p in self._shell_children() if p not in before]
         victims = [q for p in started for q in (p, *sandbox.descendants_of(p))]
         sandbox.signal_pids([self.shell_pid, *victims], signal.SIGINT)
         try:
-            if self._read_until_prompt(INTERRUPT_GRACE_S, capture):
-                return capture
-            started = [p for p in sandbox.children_of(self.shell_pid) if p not in before]
+            if self._await_prompt(time.monotonic() + INTERRUPT_GRACE_S, capture):
+                return True
+            started = [p for p in self._shell_children() if p not in before]
             sandbox.signal_pids([q for p in started for q in (p, *sandbox.descendants_of(p))], signal.SIGKILL)
-            if self._read_until_prompt(INTERRUPT_GRACE_S, capture):
-                return capture
+            if self._await_prompt(time.monotonic() + INTERRUPT_GRACE_S, capture):
+                return True
         except EOFError:
             pass
         # The shell itself refuses to come back (say, it traps SIGINT); a fresh one replaces it.
         self.close()
-        return None
+        return False
 
     def close(self) -> None:
-        if self.child is None:
-            return
-        child, self.child = self.child, None
-        if self.pid1:
+        """Kill the node's processes and free the shell; from any thread, a running step ends at once."""
+        with self._state_lock:
+            first, self._closed = not self._closed, True
+            if first and self._wake_w >= 0:
+                os.write(self._wake_w, b"\0")
+        if first and self.pid1:
             sandbox.kill_tree(self.pid1)
-        try:
-            child.close(force=True)
-        except pexpect.ExceptionPexpect:
-            os.kill(child.pid, signal.SIGKILL)
+        with self._io_lock:
+            self._release()
+
+    def _release(self) -> None:
+        child, self.child = self.child, None
+        if child is not None:
+            try:
+                child.close(force=True)
+            except pexpect.ExceptionPexpect:
+                os.kill(child.pid, signal.SIGKILL)
+        if self._reports is not None:
+            self._reports.close()
+            self._reports = None
+        for name in ("_syscall_fd", "_children_fd", "_proc_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+        with self._state_lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
