@@ -10,12 +10,13 @@ a host file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shlex
 from pathlib import Path
 
-from hpcgym.controller.services.access import FileStat
+from hpcgym.controller.services.access import FileStat, NodeFileError
 from hpcgym.episode.nodefs import NodeFS
 from hpcgym.errors import SandboxError
 from hpcgym.runtime.cluster import SHARED_DIRS, Cluster, Node, ShareState
@@ -28,14 +29,18 @@ DAEMON_DIR = "/usr/libexec/hpcgym/daemons"
 START_TIMEOUT_S = 10.0
 START_ATTEMPTS = 2
 
-# Runs inside the node: give the daemon image a pipe only it holds (so `cat` blocks forever), name
-# it, drop to the service's uid, and print its pid as the node sees it.
+# Runs inside the node with bash builtins, the daemon image and (for a daemon that is not root)
+# setpriv, so that an agent that removes mktemp or mkfifo breaks nothing a real node would not: the
+# daemon reads a pipe whose write end it holds itself (so `cat` blocks forever), runs under its own
+# name and uid, and the node's pid of it is printed.
 _START_DAEMON = r"""
-fifo=$(mktemp -u /run/.hpcgym-daemon.XXXXXX) && mkfifo -m 0600 "$fifo" || exit 1
-{
-    rm -f "$fifo"
-    exec setpriv --reuid="$2" --regid="$2" --clear-groups -- /bin/bash -c 'exec -a "$0" "$1"' "$0" "$1"
-} <>"$fifo" >/dev/null 2>&1 &
+r=$2
+if [ "$3" = 0 ]; then
+    exec -a "$0" "$1" <&$r {r}<&- >/dev/null 2>&1 &
+else
+    exec setpriv --reuid="$3" --regid="$3" --clear-groups -- /bin/bash -c 'exec -a "$0" "$1"' "$0" "$1" \
+        <&$r {r}<&- >/dev/null 2>&1 &
+fi
 echo $!
 """
 
@@ -162,12 +167,18 @@ class ClusterNodes:
         daemon = f"{DAEMON_DIR}/{comm}"
         for attempt in range(START_ATTEMPTS):
             shell = target.ensure_started()
-            result = exec_in_node(
-                target.spec,
-                shell.shell_pid,
-                ["/bin/bash", "-c", _START_DAEMON, shlex.join(argv), daemon, str(uid)],
-                START_TIMEOUT_S,
-            )
+            read_end, write_end = os.pipe()
+            try:
+                result = exec_in_node(
+                    target.spec,
+                    shell.shell_pid,
+                    ["/bin/bash", "-c", _START_DAEMON, shlex.join(argv), daemon, str(read_end), str(uid)],
+                    START_TIMEOUT_S,
+                    keep_fds=(read_end, write_end),
+                )
+            finally:
+                os.close(read_end)
+                os.close(write_end)
             with contextlib.suppress(ValueError):
                 return int(result.stdout.strip())
             # The starter itself was SIGKILLed before it printed a pid (seen only on a host
@@ -176,9 +187,12 @@ class ClusterNodes:
                 break
             log.warning("starting %s on %s: the starter was killed (attempt %d)", comm, node, attempt + 1)
         why = "timed out" if result.timed_out else f"exit {result.exit_code}"
-        raise NodeAccessError(
-            f"could not start {comm} on {node} ({why}): {result.stderr.strip() or result.stdout.strip()}"
-        )
+        said = (result.stderr.strip() or result.stdout.strip())[-500:]
+        if said.startswith("bwrap:") and not said.startswith("bwrap: execvp"):
+            raise NodeAccessError(f"could not start {comm} on {node} ({why}): {said}")
+        # The node's own programs are missing, replaced or too slow (the agent's doing): the daemon
+        # does not start, as it would not on a node whose /bin/bash was gone.
+        raise NodeFileError(errno.ENOEXEC, f"could not start {comm} ({why}): {said}")
 
     def _host_pid(self, node: str, pid: int) -> int | None:
         """The host pid of the process the node knows as `pid`, if that very process still exists."""

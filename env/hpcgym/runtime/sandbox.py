@@ -301,10 +301,12 @@ def exec_in_node(
     timeout_s: float,
     is_cancelled: Callable[[], bool] = lambda: False,
     stdin: bytes | None = None,
+    keep_fds: tuple[int, ...] = (),
 ) -> ExecResult:
     """Run `argv` inside the running node whose shell is `shell_pid`, as `ssh NODE CMD` would.
 
     `stdin`, when given, is what the command reads on standard input (`munge -n | ssh NODE unmunge`).
+    `keep_fds` are host descriptors it inherits.
 
     The command joins the node's user, PID, network, UTS and IPC namespaces, so it sees the node's
     processes, hostname and loopback; it gets a fresh mount namespace over the same overlay. Its
@@ -348,7 +350,7 @@ def exec_in_node(
             stdin=stdin_fd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(args_fd, filter_fd, ns_fds["user"], ns_fds["pid"]),
+            pass_fds=(args_fd, filter_fd, ns_fds["user"], ns_fds["pid"], *keep_fds),
             preexec_fn=preexec,
             env={},
         )

@@ -11,10 +11,14 @@ where the real foreground daemon would hold the terminal.
 
 from __future__ import annotations
 
+import errno
+import os
+
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.daemon_usage import MUNGED_HELP, SLURMCTLD_HELP, SLURMD_HELP
 from hpcgym.controller.services import ServiceManager, munged, services_of
 from hpcgym.controller.services import httpd as portal
+from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.daemon import PID_MARK, append_log, fill_pid
 from hpcgym.controller.services.manager import HTTPD
 from hpcgym.controller.services.slurm import (
@@ -50,7 +54,10 @@ def run_munged(ctx: Context, args: list[str]) -> Reply:
     services.sync()
     launch = munged.launch(services, ctx.node, unit.file)
     foreground = any(a in ("-F", "--foreground") for a in args)
-    pid = services.access.start_process(ctx.node, "munged", launch.argv, uid=launch.uid)
+    try:
+        pid = services.access.start_process(ctx.node, "munged", launch.argv, uid=launch.uid)
+    except NodeFileError as e:
+        return Reply("", f"munged: Error: Failed to start: {os.strerror(e.errno or errno.ENOEXEC)}\n", 1)
     services.access.kill(ctx.node, pid, 9)
     # Like the real one, a munged started by hand logs to its file whether it stays up or not.
     append_log(

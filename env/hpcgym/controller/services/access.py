@@ -76,7 +76,10 @@ class NodeAccess(Protocol):
         ...
 
     def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
-        """Start a long-lived stand-in process named `comm` with this argv; return its pid in the node."""
+        """Start a long-lived stand-in process named `comm` with this argv; return its pid in the node.
+
+        Raises NodeFileError when the node's own programs cannot start it (the agent broke them).
+        """
         ...
 
     def is_alive(self, node: str, pid: int) -> bool:

@@ -8,6 +8,8 @@ Which program a unit runs is looked up in `DAEMONS`; its start-up checks live in
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -81,7 +83,10 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
     forking = file.service_type is ServiceType.FORKING
     if not launch.ok:
         # The process that failed its checks did run: give it a pid from the node's own sequence.
-        failed_pid = m.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
+        failed_pid = spawn(m, node, runtime, launch)
+        if failed_pid is None:
+            log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
+            return JobResult.FAILED
         m.access.kill(node, failed_pid, 9)
         log_unset_variables(m, node, runtime, launch.comm, failed_pid)
         for line in launch.stderr:
@@ -109,7 +114,12 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
             return JobResult.DONE
         log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
         return JobResult.FAILED
-    pid = m.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
+    spawned = spawn(m, node, runtime, launch)
+    if spawned is None:
+        if not simple:
+            log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
+        return JobResult.DONE if simple else JobResult.FAILED
+    pid = spawned
     # A forking daemon's parent ran just before it and exited once the child was up.
     parent = pid - 1 if forking else None
     log_unset_variables(m, node, runtime, launch.comm, parent if parent is not None else pid)
@@ -135,6 +145,29 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
     if not simple:
         log_systemd(m, node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
     return JobResult.DONE
+
+
+def spawn(m: ServiceManager, node: str, runtime: UnitRuntime, launch: Launch) -> int | None:
+    """Start the daemon's process; None when the node's own programs could not (the agent broke them).
+
+    systemd's words for a unit whose process cannot be executed, then the unit is failed.
+    """
+    try:
+        return m.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
+    except NodeFileError as e:
+        program = runtime.file.binary or launch.comm
+        why = os.strerror(e.errno or errno.ENOEXEC)
+        for text in (
+            f"{runtime.name}: Failed to execute {program}: {why}",
+            f"{runtime.name}: Failed at step EXEC spawning {program}: {why}",
+        ):
+            log_systemd(m, node, runtime, text)
+        log_systemd(m,
+            node, runtime, f"{runtime.name}: Main process exited, code=exited, status=203/EXEC",
+            Catalog.PROCESS_EXITED, code="exited", status="203",
+        )  # fmt: skip
+        set_failed(m, node, runtime, Result.EXIT_CODE)
+        return None
 
 
 def log_unset_variables(m: ServiceManager, node: str, runtime: UnitRuntime, comm: str, pid: int) -> None:
