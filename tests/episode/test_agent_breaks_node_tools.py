@@ -8,11 +8,13 @@ now the daemon fails to start as systemd reports it (203/EXEC), the step returns
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from hpcgym.episode import Episode
+from hpcgym.episode.nodes import REQUEST_WORK_S
 
 
 @pytest.fixture
@@ -55,3 +57,16 @@ def test_replaced_bash_runs_as_the_node_and_stops_nothing_else(episode, bystande
     assert result.output.endswith("\nfailed\n")
     assert episode.step("/root/bash -c 'echo alive'").output == "alive\n"
     assert bystander.step("systemctl is-active munge").output == "active\n"
+
+
+def test_slow_starts_cost_one_request_a_bounded_time(episode, bystander):
+    # Every daemon start now hangs in the agent's bash; four of them in one request used to hold the
+    # episode's lock for 80 s, far past the step's limit.
+    episode.step("mv /usr/bin/bash /root/bash; printf '#!/root/bash\\nsleep 100\\n' > /usr/bin/bash")
+    episode.step("/root/bash -c 'chmod 755 /usr/bin/bash'")
+    start = time.monotonic()
+    result = episode.step("/root/bash -c 'systemctl restart munge slurmctld httpd chronyd'")
+    assert time.monotonic() - start < REQUEST_WORK_S + 2
+    assert result.exit_code != 0 and not result.timed_out
+    assert episode.step("/root/bash -c 'pgrep -c sleep'").output == "0\n"
+    assert bystander.step("echo alive").output == "alive\n"

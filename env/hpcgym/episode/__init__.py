@@ -157,7 +157,8 @@ class Episode:
     # --- the stubs' side (called on the runtime's channel threads) ------------------------------
 
     def _handle(self, node: str, argv: list[str], cwd: str, stdin: str | None) -> Reply:
-        reply = self.controller.handle(node, argv, cwd, stdin)
+        with self.nodes.request():
+            reply = self.controller.handle(node, argv, cwd, stdin)
         return Reply(stdout=reply.stdout, stderr=reply.stderr, exit_code=reply.exit_code)
 
     def _run_task(self, task: TaskRequest) -> TaskResult:

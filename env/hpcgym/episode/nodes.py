@@ -14,6 +14,9 @@ import errno
 import logging
 import os
 import shlex
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from hpcgym.controller.services.access import FileStat, NodeFileError
@@ -26,8 +29,12 @@ from hpcgym.runtime.unpack import ID_RANGE
 log = logging.getLogger(__name__)
 
 DAEMON_DIR = "/usr/libexec/hpcgym/daemons"
-START_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 3.0
 START_ATTEMPTS = 2
+# What one control request (one `systemctl restart a b c`) may spend starting processes in nodes,
+# all together: the episode's lock is held meanwhile, so a node whose bash the agent made slow costs
+# its step this much past the step's own limit, and no more.
+REQUEST_WORK_S = 5.0
 
 # Runs inside the node with bash builtins, the daemon image and (for a daemon that is not root)
 # setpriv, so that an agent that removes mktemp or mkfifo breaks nothing a real node would not: the
@@ -56,6 +63,20 @@ class ClusterNodes:
         self.cluster = cluster
         self.uid_base = cluster.uid_base
         self._host_pids: dict[tuple[str, int], tuple[int, int]] = {}
+        self._request = threading.local()
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """Bound the node work of one control request handled on this thread (REQUEST_WORK_S)."""
+        self._request.deadline = time.monotonic() + REQUEST_WORK_S
+        try:
+            yield
+        finally:
+            self._request.deadline = None
+
+    def _time_left(self) -> float:
+        deadline = getattr(self._request, "deadline", None)
+        return START_TIMEOUT_S if deadline is None else min(START_TIMEOUT_S, deadline - time.monotonic())
 
     # --- files ------------------------------------------------------------------------------
 
@@ -166,6 +187,9 @@ class ClusterNodes:
         target = self._node(node)
         daemon = f"{DAEMON_DIR}/{comm}"
         for attempt in range(START_ATTEMPTS):
+            time_left = self._time_left()
+            if time_left <= 0:
+                raise NodeFileError(errno.ETIME, f"could not start {comm}: this request took too long")
             shell = target.ensure_started()
             read_end, write_end = os.pipe()
             try:
@@ -173,7 +197,7 @@ class ClusterNodes:
                     target.spec,
                     shell.shell_pid,
                     ["/bin/bash", "-c", _START_DAEMON, shlex.join(argv), daemon, str(read_end), str(uid)],
-                    START_TIMEOUT_S,
+                    time_left,
                     keep_fds=(read_end, write_end),
                 )
             finally:
