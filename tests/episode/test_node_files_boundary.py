@@ -195,3 +195,12 @@ def test_huge_remote_output_is_bounded_in_the_controller(episode):
     assert rss_kib() - before < 200 * 1024
     assert int(result.output.split()[-1]) <= 2 << 20
     assert episode.step("ssh compute-01 echo ok").output == "ok\n"
+
+
+def test_ids_the_node_cannot_map_leave_no_host_root_file(episode, bystander):
+    # The daemon's uid comes from the node's own /etc/passwd; one outside the node's id range used
+    # to leave a fresh log behind owned by host root (the node sees it as 65534).
+    episode.step("sed -i 's/^munge:x:[0-9]*:/munge:x:70000:/' /etc/passwd; rm -rf /var/log/munge")
+    assert episode.step("systemctl restart munge").exit_code != 0
+    assert episode.step("find / -xdev \\( -uid 65534 -o -gid 65534 \\) -newer /etc/passwd").output == ""
+    assert_still_fine(bystander)

@@ -225,6 +225,8 @@ class NodeFS:
             os.close(root_fd)
 
     def _mkdir_at(self, dir_fd: int, name: str, mode: int, uid: int, gid: int) -> None:
+        # Ids first: a directory made and then left owned by host root is worse than none.
+        owners = self._host_id(uid), self._host_id(gid)
         try:
             os.mkdir(name, 0o700, dir_fd=dir_fd)
         except FileExistsError:
@@ -234,7 +236,7 @@ class NodeFS:
         # Owned as the node would own it, through a descriptor of the new directory itself.
         fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
-            os.fchown(fd, self._host_id(uid), self._host_id(gid))
+            os.fchown(fd, *owners)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
@@ -243,6 +245,7 @@ class NodeFS:
         self, path: str, data: bytes, *, mode: int, uid: int, gid: int, mtime_ns: int | None = None
     ) -> None:
         """Replace `path` with a new regular file, atomically (a temp file renamed over it)."""
+        owners = self._host_id(uid), self._host_id(gid)
         dir_fd, name = self._parent(path, create=True)
         tmp = f".{name[:200]}.{secrets.token_hex(6)}.hpcgym-tmp"
         try:
@@ -260,7 +263,7 @@ class NodeFS:
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]
-                    os.fchown(fd, self._host_id(uid), self._host_id(gid))
+                    os.fchown(fd, *owners)
                     os.fchmod(fd, mode)
                     if mtime_ns is not None:
                         os.utime(fd, ns=(mtime_ns, mtime_ns))
@@ -276,6 +279,7 @@ class NodeFS:
 
     def append(self, path: str, data: bytes, *, mode: int, uid: int, gid: int) -> None:
         """Append to a log the way a daemon does (O_APPEND, created if missing), never into a FIFO."""
+        owners = self._host_id(uid), self._host_id(gid)
         parent, _ = _split(path)
         os.close(self._dir_fd(parent, create=True))
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY
@@ -287,7 +291,7 @@ class NodeFS:
                     raise NodeFileError(errno.EINVAL, "not a regular file", path)
                 # Only we create files as host root: a new log gets the daemon's owners.
                 if st.st_uid == 0 and st.st_size == 0:
-                    os.fchown(fd, self._host_id(uid), self._host_id(gid))
+                    os.fchown(fd, *owners)
                     os.fchmod(fd, mode)
                 view = memoryview(data)
                 while view:
