@@ -204,3 +204,18 @@ def test_ids_the_node_cannot_map_leave_no_host_root_file(episode, bystander):
     assert episode.step("systemctl restart munge").exit_code != 0
     assert episode.step("find / -xdev \\( -uid 65534 -o -gid 65534 \\) -newer /etc/passwd").output == ""
     assert_still_fine(bystander)
+
+
+def test_files_written_under_a_share_land_in_the_share(episode, bystander):
+    """/home and /apps are binds in the node: the controller writes what the node would see there."""
+    assert episode.step("munge -n -o /home/alice/cred && ls -l /home/alice/cred").exit_code == 0
+    seen = episode.step("ssh compute-01 cat /home/alice/cred").output
+    assert seen.startswith("MUNGE:")
+    assert episode.step("cat /home/alice/cred").output == seen
+    # Where the share is stale on a node, the node's write fails as its own would; nothing else does.
+    episode.step("ssh compute-01 true")
+    episode.cluster.nodes["compute-01"].make_share_stale("apps")
+    out = episode.step("ssh compute-01 munge -n -o /apps/cred")
+    assert out.exit_code != 0 and "Stale file handle" in out.output
+    assert episode.step("munge -n -o /apps/cred && cat /apps/cred").output.startswith("MUNGE:")
+    assert_still_fine(episode, bystander)

@@ -129,3 +129,35 @@ def test_sweep_removes_a_dead_owners_stale_mount(scratch_dir: Path) -> None:
     assert target.parents[3] in swept
     assert target not in mount_points()
     assert not target.parents[3].exists()
+
+
+def test_a_chrooted_shell_cannot_point_the_check_at_a_host_path(cluster: Cluster) -> None:
+    """The check asks the kernel what the shell's root holds; a symlink there must not lead to the host."""
+    cluster.execute("ssh compute-01")
+    node = cluster.nodes["compute-01"]
+    node.unmount_share("apps")
+    host_share = cluster.dir / "shared" / "apps" / "root"
+    assert host_share.is_dir()
+    # A root of the agent's own: bash and its libraries, and /apps a symlink to the share's host path.
+    cluster.execute(
+        "mkdir /tmp/t && mkfifo /tmp/t/wait && cp -L --parents /usr/bin/bash $(ldd /usr/bin/bash | grep -o '/[^ ]*') /tmp/t/ && "
+        f"ln -s {host_share} /tmp/t/apps"
+    )
+    shell = node.shell
+    assert shell is not None
+    root_link = f"/proc/{shell.shell_pid}/root"
+    before = os.readlink(root_link)
+    # The shell itself turns into a chrooted bash (same pid); the check runs while it sits there.
+    step = threading.Thread(
+        target=cluster.execute, args=("exec chroot /tmp/t /usr/bin/bash -c 'read -t 4 <>/wait'", 6)
+    )
+    step.start()
+    try:
+        deadline = time.monotonic() + 4
+        while os.readlink(root_link) == before:
+            assert time.monotonic() < deadline, "the shell never chrooted"
+            time.sleep(0.05)
+        assert os.path.samefile(f"{root_link}/apps", host_share)  # followed, it is the share
+        assert not node.sees_share("apps")
+    finally:
+        step.join()

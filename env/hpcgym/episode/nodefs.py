@@ -25,7 +25,7 @@ import posixpath
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from hpcgym.controller.services.access import NodeFileError
@@ -124,20 +124,43 @@ def _split(path: str) -> tuple[str, str]:
     return parent, name
 
 
+def _open_root(root: Path, path: str) -> int:
+    # A share's mount point may be a stale handle or gone under an unmount: the node's problem.
+    try:
+        return os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise _node_error(e, path) from None
+
+
 class NodeFS:
     """File operations inside one node's tree, given the host directory that is its "/".
 
-    Owners are ids inside the node; `uid_base` is the host id that the node's root maps to.
+    Owners are ids inside the node; `uid_base` is the host id that the node's root maps to. `mounts`
+    are the top-level dirs the node's sandbox binds from elsewhere (its NFS shares), each with the
+    host directory the node sees there: a path under one resolves inside that tree, as the node's own
+    lookup would, and cannot climb out of it.
     """
 
-    def __init__(self, root: Path, uid_base: int, id_range: int) -> None:
+    def __init__(
+        self, root: Path, uid_base: int, id_range: int, mounts: Mapping[str, Path] | None = None
+    ) -> None:
         self.root = root
         self.uid_base = uid_base
         self.id_range = id_range
+        self.mounts = dict(mounts or {})
+
+    def _locate(self, path: str) -> tuple[Path, str]:
+        """The host dir to resolve `path` from, and the path relative to it."""
+        _encode(path)
+        parts = [p for p in posixpath.normpath("/" + path).split("/") if p]
+        if parts and parts[0] in self.mounts:
+            return self.mounts[parts[0]], "/" + "/".join(parts[1:])
+        return self.root, path
 
     @contextlib.contextmanager
     def _fd(self, path: str, flags: int, mode: int = 0) -> Iterator[int]:
-        root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        root, path = self._locate(path)
+        root_fd = _open_root(root, path)
         try:
             fd = openat2(root_fd, path, flags, mode)
         finally:
@@ -197,7 +220,8 @@ class NodeFS:
         return self._dir_fd(parent, create=create), name
 
     def _dir_fd(self, path: str, *, create: bool, mode: int = 0o755, uid: int = 0, gid: int = 0) -> int:
-        root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        root, path = self._locate(path)
+        root_fd = _open_root(root, path)
         try:
             try:
                 return openat2(root_fd, path, os.O_PATH | os.O_DIRECTORY)

@@ -94,7 +94,9 @@ class ClusterNodes:
         node = self._node(name)
         if start:
             node.ensure_started()
-        return NodeFS(self._root(node), self.uid_base, ID_RANGE)
+        # /home and /apps are binds in the node's sandbox: what it writes there is the share's.
+        mounts = {d: node.shared_view(d) for d in SHARED_DIRS}
+        return NodeFS(self._root(node), self.uid_base, ID_RANGE, mounts)
 
     def stat(self, node: str, path: str) -> FileStat | None:
         fs = self._fs(node)

@@ -163,6 +163,12 @@ class Node:
             return self.dir / "mnt" / name
         return self.cluster.dir / "shared" / name / "root"
 
+    def shared_view(self, name: str) -> Path:
+        """The host dir whose tree this node sees at /NAME now (the share, a stale layer, or none)."""
+        if self._mounted:
+            return self.share_source(name)
+        return self.cluster.dir / "shared" / name / "root"
+
     def _mount_share_points(self) -> None:
         # Each node binds its own mount point of each share, made shared before the sandbox starts:
         # bwrap makes its copy a slave, so a mount stacked here later (a stale handle, an unmount)
