@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcgym.errors import SandboxError
 from hpcgym.runtime import Cluster, OverlayMode, Runtime
 from hpcgym.runtime.cgroup import CGROUP_ROOT, Cgroups, ParentLimits
 from hpcgym.runtime.seccomp import AUDIT_ARCH, seccomp_program
@@ -305,3 +306,48 @@ def test_control_socket_peer_name_names_no_host_path(cluster: Cluster) -> None:
     result = cluster.execute(probe)
     assert result.exit_code == 0
     assert cluster.dir.name not in result.output
+
+
+def test_proc_shows_a_rocky_boot_not_the_host(cluster: Cluster) -> None:
+    """/proc/cmdline, /proc/version and pid 1's argv describe a Rocky node, never the host or bwrap."""
+    host_cmdline = Path("/proc/cmdline").read_text()
+    host_builder = Path("/proc/version").read_text().split(") ", 1)[0]
+    release = os.uname().release
+    for run in (cluster.execute, lambda cmd: cluster.execute(f"ssh compute-01 {shlex.quote(cmd)}")):
+        cmdline = run("cat /proc/cmdline").output
+        assert cmdline != host_cmdline and "root=/dev/mapper/rl-root" in cmdline
+        version = run("cat /proc/version").output
+        assert host_builder not in version and version.startswith(f"Linux version {release} (mockbuild@")
+        assert run("uname -r").output == f"{release}\n"
+        assert run("echo forged > /proc/cmdline").exit_code != 0
+        assert run("tr '\\0' ' ' < /proc/1/cmdline").output.startswith(
+            "/usr/lib/systemd/systemd --switched-root"
+        )
+    assert "bwrap" not in cluster.execute("ps -eo args").output
+    # What bwrap was handed (its seccomp and block pipes) is not left open in the shell's commands.
+    assert cluster.execute("ls /proc/self/fd").output.split() == ["0", "1", "2", "3"]
+
+
+def test_a_runtimes_clusters_share_a_cgroup_sized_from_its_limit(images_dir: Path, scratch_dir: Path) -> None:
+    """A server's session limit bounds its clusters' memory and processes together, below the host's caps."""
+    require_sandbox_host()
+    with Runtime(images_dir, scratch_dir=scratch_dir, max_clusters=2) as rt:
+        if rt.cgroups is None:
+            pytest.skip("this host lets hpcgym create no cgroups; only per-process rlimits apply")
+        limits = rt.config.limits
+        caps = dict((path.name, int(path.read_text())) for path, _ in parent_caps(rt.cgroups))
+        assert caps["pids.max"] == 2 * limits.episode_max_processes
+        memory_cap = caps.get("memory.max", caps.get("memory.limit_in_bytes"))
+        assert memory_cap == 2 * limits.episode_memory_bytes
+        with rt.new_cluster(compute_nodes=[]) as first, rt.new_cluster(compute_nodes=[]) as second:
+            shell = first.nodes["login01"].shell
+            assert shell is not None
+            for parent in rt.cgroups.parents:
+                assert any(parent in d.parents for d in cgroup_dirs_of(shell.shell_pid)), parent
+            with pytest.raises(SandboxError, match="max_clusters"):
+                rt.new_cluster(compute_nodes=[])
+            assert second.execute("echo ok").output == "ok\n"
+        with rt.new_cluster(compute_nodes=[]) as third:  # room again once one has closed
+            assert third.execute("echo ok").output == "ok\n"
+        nested = rt.cgroups.parents
+    assert not any(p.exists() for p in nested)

@@ -71,6 +71,15 @@ def _kill_members(cgroup: Path) -> None:
         log.info("swept %d leftover processes from %s", len(members), cgroup)
 
 
+def remove_cgroup_tree(cgroup: Path) -> None:
+    """End every process in a cgroup and its children (a runtime's holds its clusters'), then remove it."""
+    for child in cgroup.iterdir():
+        if child.is_dir():
+            remove_cgroup_tree(child)
+    _kill_members(cgroup)
+    _rmdir_when_empty(cgroup, wait_s=2.0)
+
+
 def join_cgroup(procs_files: tuple[Path, ...]) -> None:
     """Move the calling process into a cgroup (called in a child before it drops root)."""
     pid = str(os.getpid()).encode()
@@ -133,6 +142,17 @@ class Cgroups:
             log.warning("cannot use cgroups (%s); clusters are bounded by rlimits only", e)
             return None
 
+    def nested(self, name: str, memory_bytes: int, max_pids: int) -> Cgroups:
+        """A capped cgroup inside these parents that is the parent of one runtime's clusters.
+
+        A runtime that knows how many clusters it may hold at once (a server's session limit) keeps
+        them all under that many clusters' worth of memory and processes, whatever the host allows.
+        """
+        made = self.create(name, memory_bytes, max_pids)
+        if self.version == 2:
+            (made.dirs[0] / "cgroup.subtree_control").write_text("+memory +pids")
+        return Cgroups(self.version, made.dirs)
+
     def create(self, name: str, memory_bytes: int, max_pids: int) -> EpisodeCgroup:
         dirs = []
         for parent in self.parents:
@@ -156,8 +176,7 @@ class Cgroups:
                 if child.is_dir() and child.name.startswith(PREFIX) and not is_owner_alive(child.name):
                     # A sandbox whose death signal never came (its owner died in a way that skipped
                     # it) still sits in its cluster's cgroup: everything in there is ours to end.
-                    _kill_members(child)
-                    _rmdir_when_empty(child, wait_s=2.0)
+                    remove_cgroup_tree(child)
 
 
 def _own_cgroup(controller: str) -> str | None:

@@ -119,6 +119,7 @@ class Node:
             binds=tuple((self.share_source(d), f"/{d}") for d in SHARED_DIRS),
             limits=config.limits,
             cgroup_procs=self.cluster.cgroup.procs_files if self.cluster.cgroup else (),
+            proc_files=self.cluster.proc_files,
         )
 
     def ensure_started(self) -> Shell:
@@ -301,6 +302,7 @@ class Cluster:
         self._closed = False
         self.ended = False
         self.cgroup: EpisodeCgroup | None = None
+        self.proc_files: tuple[tuple[Path, str], ...] = ()
         self._prepare()
 
     # --- set-up and tear-down -------------------------------------------------------------------
@@ -311,6 +313,13 @@ class Cluster:
         try:
             if config.overlay_mode.is_mount():
                 overlay.mount_tmpfs(self.dir, config.limits.episode_tmpfs_bytes)
+            (self.dir / "proc").mkdir()
+            files = []
+            for dest, data in sandbox.node_proc_files().items():
+                source = self.dir / "proc" / Path(dest).name
+                source.write_bytes(data)
+                files.append((source, dest))
+            self.proc_files = tuple(files)
             if config.cgroups is not None:
                 limits = config.limits
                 self.cgroup = config.cgroups.create(

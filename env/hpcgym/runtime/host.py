@@ -18,7 +18,7 @@ from types import TracebackType
 
 from hpcgym.errors import SandboxError
 from hpcgym.run import require_tool
-from hpcgym.runtime.cgroup import Cgroups
+from hpcgym.runtime.cgroup import Cgroups, remove_cgroup_tree
 from hpcgym.runtime.channel import ControlChannel, Handler
 from hpcgym.runtime.cluster import Cluster, ClusterConfig
 from hpcgym.runtime.hostids import HostIds, idmap_unsupported_reason
@@ -61,6 +61,9 @@ class Runtime:
         login_node: the login node's hostname.
         default_compute_nodes: compute node names when `new_cluster` is given none.
         use_cgroups: give each cluster a memory and process cgroup where the host allows it.
+        max_clusters: at most this many clusters (the warm pool's included) live at once, and all
+            of them share one cgroup capped at that many clusters' memory and processes. A server
+            sets it from its session limit; None: only the host-wide caps apply.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class Runtime:
         login_node: str = "login01",
         default_compute_nodes: Sequence[str] = ("compute-01", "compute-02", "compute-03", "compute-04"),
         use_cgroups: bool = True,
+        max_clusters: int | None = None,
     ) -> None:
         if os.geteuid() != 0:
             raise SandboxError(
@@ -96,9 +100,19 @@ class Runtime:
         cache_dir = cache_dir or default_cache_dir()
         sweep_stale(scratch_dir)
         sweep_partial_unpacks(cache_dir)
+        if max_clusters is not None and max_clusters < 1:
+            raise SandboxError(f"max_clusters must be at least 1, not {max_clusters}")
+        self.max_clusters = max_clusters
+        limits = limits or Limits()
         self.cgroups = Cgroups.detect() if use_cgroups else None
         if self.cgroups is not None:
             self.cgroups.sweep_stale()
+            if max_clusters is not None:
+                self.cgroups = self.cgroups.nested(
+                    f"{owner_tag()}-runtime",
+                    max_clusters * limits.episode_memory_bytes,
+                    max_clusters * limits.episode_max_processes,
+                )
         lowers = {}
         for role in ROLES:
             lowers[role] = unpack_rootfs(Image.load(images_dir / role), cache_dir, uid_base)
@@ -111,7 +125,7 @@ class Runtime:
             scratch_dir=scratch_dir,
             overlay_mode=mode,
             uid_base=uid_base,
-            limits=limits or Limits(),
+            limits=limits,
             channel=self.channel,
             spawner=self._spawner,
             cgroups=self.cgroups,
@@ -120,6 +134,7 @@ class Runtime:
         )
         self._tag = owner_tag()
         self._live: set[Cluster] = set()
+        self._room = threading.BoundedSemaphore(max_clusters) if max_clusters is not None else None
         self.pool = WarmPool(self._make_cluster, pool_size)
         log.info(
             "runtime ready: overlay mode %s, pool of %d, cgroups %s",
@@ -133,6 +148,11 @@ class Runtime:
         return self.config.overlay_mode
 
     def _make_cluster(self) -> Cluster:
+        if self._room is not None and not self._room.acquire(blocking=False):
+            raise SandboxError(
+                f"this runtime already holds {self.max_clusters} clusters, its max_clusters",
+                hint="close an episode first, or give the runtime a higher max_clusters",
+            )
         with _SEQ_LOCK:
             seq = next(_SEQ)
         ids = self.host_ids.take() if self.host_ids is not None else None
@@ -141,15 +161,23 @@ class Runtime:
                 self.config,
                 self.scratch_dir / f"{self._tag}-{seq:06d}",
                 self.login_node,
-                self._live.discard,
+                self._forget,
                 ids=ids,
             )
         except BaseException:
             if ids is not None:
                 ids.release()
+            if self._room is not None:
+                self._room.release()
             raise
         self._live.add(cluster)
         return cluster
+
+    def _forget(self, cluster: Cluster) -> None:
+        if cluster in self._live:
+            self._live.discard(cluster)
+            if self._room is not None:
+                self._room.release()
 
     def new_cluster(
         self, compute_nodes: Sequence[str] | None = None, handler: Handler | None = None
@@ -177,6 +205,9 @@ class Runtime:
         self._spawner.shutdown()
         if self.host_ids is not None:
             self.host_ids.close()
+        if self.cgroups is not None and self.max_clusters is not None:
+            for parent in self.cgroups.parents:
+                remove_cgroup_tree(parent)
 
     def __enter__(self) -> Runtime:
         return self

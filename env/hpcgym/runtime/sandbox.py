@@ -100,6 +100,29 @@ class SandboxSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
     cgroup_procs: tuple[Path, ...] = ()
+    # Host files shown read-only over the kernel's own in the node's /proc (`node_proc_files`).
+    proc_files: tuple[tuple[Path, str], ...] = ()
+
+
+def node_proc_files() -> dict[str, bytes]:
+    """What a node reads in /proc/cmdline and /proc/version instead of the host's.
+
+    The host's boot line describes the machine we run on (its hypervisor, devices and ports), and
+    its version line names whoever built the host's kernel; a Rocky node shows its own. The release
+    stays the host's: `uname` asks the kernel, and the two must agree.
+    """
+    release, version = os.uname().release, os.uname().version
+    cmdline = (
+        f"BOOT_IMAGE=(hd0,gpt2)/vmlinuz-{release} root=/dev/mapper/rl-root ro "
+        "crashkernel=1G-4G:192M,4G-64G:256M,64G-:512M resume=/dev/mapper/rl-swap "
+        "rd.lvm.lv=rl/root rd.lvm.lv=rl/swap rhgb quiet\n"
+    )
+    banner = (
+        f"Linux version {release} (mockbuild@iad1-prod-build001.bld.equ.rockylinux.org) "
+        "(gcc (GCC) 11.5.0 20240719 (Red Hat 11.5.0-2), GNU ld version 2.35.2-54.el9) "
+        f"{version}\n"
+    )
+    return {"/proc/cmdline": cmdline.encode(), "/proc/version": banner.encode()}
 
 
 def finalize_env(spec: SandboxSpec) -> dict[str, str]:
@@ -134,7 +157,10 @@ def bwrap_options(spec: SandboxSpec, seccomp_fd: int) -> list[str]:
     # nodes and pts, and /dev/shm, the one place in it that programs write, gets a size of its own.
     argv += ["--dev", "/dev", "--perms", "1777", "--size", str(spec.limits.dev_shm_bytes)]
     argv += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
-    argv += ["--proc", "/proc", "--chdir", "/root", "--clearenv"]
+    argv += ["--proc", "/proc"]
+    for source, dest in spec.proc_files:
+        argv += ["--ro-bind", str(source), dest]
+    argv += ["--chdir", "/root", "--clearenv"]
     for key, value in finalize_env(spec).items():
         argv += ["--setenv", key, value]
     argv += ["--cap-drop", "ALL"]
@@ -249,6 +275,30 @@ def finish_handshake(info_r: int, block_w: int, uid_base: int) -> int:
     finally:
         os.close(info_r)
         os.close(block_w)
+
+
+# What `ps` shows as pid 1 on a Rocky node: systemd, after the initrd's switch-root.
+INIT_ARGV = ("/usr/lib/systemd/systemd", "--switched-root", "--system", "--deserialize", "31")
+
+
+def disguise_init(pid1: int) -> None:
+    """Give the node's pid 1 (bwrap, which keeps our argv: a host path and its options) systemd's.
+
+    The kernel shows a process's argv from its own memory, so it is rewritten there in place, once
+    the shell has been started from it (bwrap's init reads nothing of its argv after that).
+    """
+    try:
+        # arg_start and arg_end are fields 48 and 49 of stat; the name in field 2 may hold spaces.
+        fields = Path(f"/proc/{pid1}/stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])
+        new = b"".join(a.encode() + b"\0" for a in INIT_ARGV)
+        if len(new) > end - start:
+            return
+        with open(f"/proc/{pid1}/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(new.ljust(end - start, b"\0"))
+    except (OSError, ValueError, IndexError):
+        pass  # a cosmetic: the node still works, ps shows bwrap
 
 
 def children_of(pid: int) -> list[int]:

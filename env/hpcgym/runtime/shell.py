@@ -238,6 +238,7 @@ class Shell:
         report_fd = shell_end.fileno()
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
+        filter_fd = seccomp_fd()
         # The node's process limit is set by the shell itself, once, before its first prompt: we may
         # not prlimit a process of another uid without CAP_SYS_RESOURCE, and bwrap must keep a high
         # limit (see `drop_to_host_range`). Builtins and a function run from PROMPT_COMMAND cost no
@@ -246,6 +247,8 @@ class Shell:
         # and sets PS1 itself, so a command that changes PS1 changes nothing. It forgets the line's
         # number once it has reported, so a trap run at the prompt cannot report after it.
         move = "" if report_fd == REPORT_FD else f"exec {REPORT_FD}>&{report_fd} {report_fd}>&-; "
+        # bwrap leaves the read ends it was handed open in the shell; no command should inherit them.
+        move += f"exec {block_r}<&- {filter_fd}<&-; "
         first_prompt = (
             f"{move}ulimit -u {self.spec.limits.max_processes}; export -n PS1 PS2 PROMPT_COMMAND; "
             "__hpcgym_set() { return $1; }; "
@@ -265,7 +268,6 @@ class Shell:
             },
         )
         command = ["/bin/bash", "--noprofile", "--norc", "--noediting", "-i"]
-        filter_fd = seccomp_fd()
         args_fd = sandbox.args_pipe(sandbox.node_options(env_spec, info_w, block_r, filter_fd))
         passed = (info_w, block_r, args_fd, filter_fd, report_fd)
         for fd in passed:
@@ -309,6 +311,7 @@ class Shell:
                 said = startup.result()[0].strip()[-2000:]
                 raise SandboxError(f"the shell of {self.spec.hostname} did not reach its prompt: {said}")
             self._carry = startup.rest or b""
+            sandbox.disguise_init(self.pid1)
         except BaseException:
             self.close()
             raise

@@ -152,7 +152,10 @@ def build_app(
     """
     settings = settings or ServerSettings.from_environ()
     owns_runtime = runtime is None
-    runtime = runtime or Runtime(settings.images_dir)
+    # The runtime's clusters (and their one capped cgroup) are sized from the session limit: every
+    # session's episode, the warm pool, and as many again for episodes still closing or warming.
+    max_clusters = settings.max_sessions + 2 * settings.pool_size + 4
+    runtime = runtime or Runtime(settings.images_dir, max_clusters=max_clusters)
     pool = EpisodePool(runtime, settings.pool_size, EpisodeOptions(timeout_s=settings.step_timeout_s))
     backend = Backend(
         pool=pool,
