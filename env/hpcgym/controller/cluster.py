@@ -9,6 +9,7 @@ states they did show. Time comes only from the episode's `VirtualClock`.
 from __future__ import annotations
 
 from hpcgym.controller.clock import VirtualClock
+from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.rpc import JobRequest, SlurmError
 from hpcgym.controller.scheduler import schedule
 from hpcgym.controller.slurmconf import SlurmConf
@@ -492,6 +493,8 @@ def _has_gres(node_gres: str, wanted: str) -> bool:
     for item in node_gres.split(","):
         parts = item.split(":")
         if parts[0] == name:
-            have = parts[-1] if parts[-1].isdigit() else "1"
-            return not count.isdigit() or int(have) >= int(count)
+            if not is_digits(count):
+                return True
+            have, need = to_int(parts[-1]) if is_digits(parts[-1]) else 1, to_int(count)
+            return have is not None and need is not None and have >= need
     return False

@@ -8,8 +8,10 @@ way `hostlist_ranged_string` sorts (by prefix, then number).
 
 from __future__ import annotations
 
+import itertools
 import re
 
+from hpcgym.controller.numbers import is_digits
 from hpcgym.errors import ControllerError
 
 # A host name split into the prefix and its trailing number, as Slurm's hostlist does.
@@ -17,6 +19,8 @@ from hpcgym.errors import ControllerError
 # expression names at most this many hosts: Slurm's own hostlist refuses more (MAX_RANGE, 64K).
 MAX_SUFFIX_DIGITS = 18
 MAX_HOSTS = 64 * 1024
+# What the names of one expression may add up to: MAX_HOSTS names of 256 characters.
+MAX_HOSTLIST_CHARS = MAX_HOSTS * 256
 
 
 def _split_top_level(expression: str) -> list[str]:
@@ -38,18 +42,20 @@ def _expand_ranges(ranges: str, expression: str) -> list[str]:
     values = []
     for item in ranges.split(","):
         low, sep, high = item.partition("-")
-        if not low.isdigit() or (sep and not high.isdigit()):
-            raise ControllerError(f"invalid hostlist expression: {expression!r}")
+        if not is_digits(low) or (sep and not is_digits(high)):
+            raise ControllerError(f"invalid hostlist expression: {expression[:64]!r}")
         if len(low) > MAX_SUFFIX_DIGITS or len(high) > MAX_SUFFIX_DIGITS:
-            raise ControllerError(f"invalid hostlist expression: {expression!r}")
+            raise ControllerError(f"invalid hostlist expression: {expression[:64]!r}")
         if not sep:
             values.append(low)
             continue
         if int(high) < int(low) or int(high) - int(low) >= MAX_HOSTS:
-            raise ControllerError(f"invalid hostlist expression: {expression!r}")
+            raise ControllerError(f"invalid hostlist expression: {expression[:64]!r}")
         width = len(low) if low.startswith("0") or len(low) == len(high) else 0
         for number in range(int(low), int(high) + 1):
             values.append(str(number).zfill(width))
+        if len(values) > MAX_HOSTS:
+            raise ControllerError(f"too many hosts in hostlist expression: {expression[:64]!r}")
     return values
 
 
@@ -61,22 +67,29 @@ def expand_hostlist(expression: str) -> list[str]:
         ['compute-01', 'compute-02', 'compute-03', 'login']
 
     Raises:
-        ControllerError: the expression has unbalanced brackets or a bad range.
+        ControllerError: the expression has unbalanced or nested brackets, a bad range, or names
+            more than MAX_HOSTS hosts (MAX_HOSTLIST_CHARS characters).
     """
     hosts: list[str] = []
+    chars = 0
     for part in _split_top_level(expression.strip()):
-        if part.count("[") != part.count("]"):
-            raise ControllerError(f"invalid hostlist expression: {expression!r}")
-        match = re.search(r"\[([^\[\]]*)\]", part)
-        if match is None:
-            hosts.append(part)
-            continue
-        head, tail = part[: match.start()], part[match.end() :]
-        for value in _expand_ranges(match.group(1), expression):
-            # A second bracket group (rack[1-2]-node[1-4]) expands recursively.
-            hosts.extend(expand_hostlist(head + value + tail))
-            if len(hosts) > MAX_HOSTS:
+        # Literal text and bracket groups alternate: rack[1-2]-node[1-4] is
+        # ["rack", "1-2", "-node", "1-4", ""]; a bracket left inside a piece is unbalanced or nested.
+        pieces = re.split(r"\[([^\[\]]*)\]", part)
+        if any("[" in piece or "]" in piece for piece in pieces[::2]):
+            raise ControllerError(f"invalid hostlist expression: {expression[:64]!r}")
+        # Count while building the groups: a[1-2]a[1-2]... doubles with each one.
+        choices, count = [], 1
+        for i, piece in enumerate(pieces):
+            choices.append([piece] if i % 2 == 0 else _expand_ranges(piece, expression))
+            count *= len(choices[-1])
+            if len(hosts) + count > MAX_HOSTS:
                 raise ControllerError(f"too many hosts in hostlist expression: {expression[:64]!r}")
+        chars += count * sum(max(map(len, values)) for values in choices)
+        if chars > MAX_HOSTLIST_CHARS:
+            raise ControllerError(f"hostlist expression too long: {expression[:64]!r}")
+        # The first group varies slowest: a[1-2]b[1-2] is a1b1,a1b2,a2b1,a2b2.
+        hosts.extend("".join(name) for name in itertools.product(*choices))
     return hosts
 
 

@@ -11,16 +11,22 @@ import calendar
 import re
 import time
 
+from hpcgym.controller.numbers import to_int
+
 # Time limits are kept in minutes, as slurmctld keeps them; None means INFINITE/UNLIMITED.
 TimeLimit = int | None
+# slurmctld keeps a limit in a uint32 of minutes (0xffffffff is INFINITE); a longer one is refused here.
+MAX_TIME_LIMIT_MIN = 0xFFFFFFFE
+# The last instant ISO and ctime forms print (9999-12-31T23:59:59); a --begin past it is refused.
+MAX_EPOCH_S = 253402300799
 
 _LIMIT_FORMS = (
-    re.compile(r"^(?P<m>\d+)$"),
-    re.compile(r"^(?P<m>\d+):(?P<s>\d+)$"),
-    re.compile(r"^(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)$"),
-    re.compile(r"^(?P<d>\d+)-(?P<h>\d+)$"),
-    re.compile(r"^(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+)$"),
-    re.compile(r"^(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)$"),
+    re.compile(r"^(?P<m>[0-9]+)$"),
+    re.compile(r"^(?P<m>[0-9]+):(?P<s>[0-9]+)$"),
+    re.compile(r"^(?P<h>[0-9]+):(?P<m>[0-9]+):(?P<s>[0-9]+)$"),
+    re.compile(r"^(?P<d>[0-9]+)-(?P<h>[0-9]+)$"),
+    re.compile(r"^(?P<d>[0-9]+)-(?P<h>[0-9]+):(?P<m>[0-9]+)$"),
+    re.compile(r"^(?P<d>[0-9]+)-(?P<h>[0-9]+):(?P<m>[0-9]+):(?P<s>[0-9]+)$"),
 )
 
 
@@ -38,15 +44,20 @@ def parse_time_limit(text: str) -> TimeLimit:
     for form in _LIMIT_FORMS:
         match = form.match(value)
         if match:
-            parts = {key: int(number) for key, number in match.groupdict().items() if number is not None}
+            numbers = {key: to_int(number) for key, number in match.groupdict().items() if number is not None}
+            parts = {key: number for key, number in numbers.items() if number is not None}
+            if len(parts) < len(numbers):
+                break
             seconds = (
                 parts.get("d", 0) * 86400
                 + parts.get("h", 0) * 3600
                 + parts.get("m", 0) * 60
                 + parts.get("s", 0)
             )
+            if (seconds + 59) // 60 > MAX_TIME_LIMIT_MIN:
+                break
             return (seconds + 59) // 60
-    raise ValueError(f"invalid time specification: {text!r}")
+    raise ValueError(f"invalid time specification: {text[:64]!r}")
 
 
 def format_limit(minutes: TimeLimit, *, unlimited: str = "UNLIMITED") -> str:
@@ -89,7 +100,7 @@ def format_ctime(epoch_s: int) -> str:
 
 
 _BEGIN_RELATIVE = re.compile(
-    r"^now(?:\+(\d+)(seconds|second|minutes|minute|hours|hour|days|day|weeks|week)?)?$"
+    r"^now(?:\+([0-9]+)(seconds|second|minutes|minute|hours|hour|days|day|weeks|week)?)?$"
 )
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 
@@ -103,17 +114,19 @@ def parse_begin_time(text: str, now_s: int) -> int:
     value = text.strip().lower()
     match = _BEGIN_RELATIVE.match(value)
     if match:
-        count = int(match.group(1) or 0)
+        count = to_int(match.group(1) or "0")
         unit = (match.group(2) or "seconds").rstrip("s")
-        return now_s + count * _UNIT_SECONDS[unit]
+        if count is not None and now_s + count * _UNIT_SECONDS[unit] <= MAX_EPOCH_S:
+            return now_s + count * _UNIT_SECONDS[unit]
+        raise ValueError(f"invalid time specification: {text[:64]!r}")
     for pattern in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
         try:
             return calendar.timegm(time.strptime(text.strip(), pattern))
         except ValueError:
             continue
-    clock = re.match(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$", value)
+    clock = re.match(r"^([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?$", value)
     if clock:
         day_start = now_s - now_s % 86400
         moment = day_start + int(clock.group(1)) * 3600 + int(clock.group(2)) * 60 + int(clock.group(3) or 0)
         return moment if moment > now_s else moment + 86400
-    raise ValueError(f"invalid time specification: {text!r}")
+    raise ValueError(f"invalid time specification: {text[:64]!r}")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands.getopt import UsageError
+from hpcgym.controller.numbers import is_digits, to_int
 
 if TYPE_CHECKING:
     from hpcgym.controller.services import ServiceManager
@@ -94,7 +95,7 @@ class Context:
         else:
             candidates = _parse_passwd(passwd.decode(errors="replace"))
         for user in candidates:
-            if user.name == name_or_uid or (name_or_uid.isdigit() and user.uid == int(name_or_uid)):
+            if user.name == name_or_uid or user.uid == to_int(name_or_uid):
                 return user
         return None
 
@@ -103,8 +104,9 @@ def _parse_passwd(text: str) -> list[User]:
     users = []
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit():
-            users.append(User(fields[0], int(fields[2]), fields[0], int(fields[3])))
+        uid, gid = (to_int(field) for field in fields[2:4]) if len(fields) >= 4 else (None, None)
+        if uid is not None and gid is not None:
+            users.append(User(fields[0], uid, fields[0], gid))
     return users
 
 
@@ -164,7 +166,12 @@ class Field:
 
 
 AUTO_WIDTH = -1
-_TOKEN = re.compile(r"%(\.)?(#|\d*)(.)")
+# Slurm reads a width into a C int and pads into a stack buffer of that size, so a huge one prints
+# gigabytes or crashes the tool; no terminal needs more than this, and the agent's reply stays small.
+MAX_FIELD_WIDTH = 1024
+# A row is cut here however many fields and values it has (`%E%E%E...` over a long drain reason).
+MAX_LINE_CHARS = 64 * 1024
+_TOKEN = re.compile(r"%(\.)?(#|[0-9]*)(.)")
 
 
 def parse_format(text: str) -> tuple[str, list[Field]]:
@@ -175,9 +182,16 @@ def parse_format(text: str) -> tuple[str, list[Field]]:
     for index, match in enumerate(matches):
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
         digits = match.group(2)
-        width = AUTO_WIDTH if digits == "#" else int(digits) if digits else 0
+        width = AUTO_WIDTH if digits == "#" else _field_width(digits)
         fields.append(Field(match.group(3), width, bool(match.group(1)), text[match.end() : end]))
     return prefix, fields
+
+
+def _field_width(digits: str) -> int:
+    if not digits:
+        return 0
+    value = to_int(digits)
+    return MAX_FIELD_WIDTH if value is None else min(value, MAX_FIELD_WIDTH)
 
 
 def pad(value: str, width: int, right: bool, *, cut: bool = True) -> str:
@@ -191,10 +205,13 @@ def pad(value: str, width: int, right: bool, *, cut: bool = True) -> str:
 
 def render_line(prefix: str, fields: list[Field], values: list[str], uncut: str = "") -> str:
     """One output row; fields whose letter is in `uncut` overflow their width instead of truncating."""
-    parts = [prefix]
+    parts, size = [prefix], len(prefix)
     for spec, value in zip(fields, values, strict=True):
         parts.append(pad(value, spec.width, spec.right, cut=spec.letter not in uncut) + spec.suffix)
-    return "".join(parts) + "\n"
+        size += len(parts[-1])
+        if size > MAX_LINE_CHARS:
+            break
+    return "".join(parts)[:MAX_LINE_CHARS] + "\n"
 
 
 def parse_long_format(
@@ -212,7 +229,7 @@ def parse_long_format(
             errors += f"{prog}: error: Invalid {kind} format specification: {name}\n"
             continue
         digits = size.lstrip(".")
-        width = int(digits) if digits.isdigit() else 20
+        width = _field_width(digits) if is_digits(digits) else 20
         fields.append(Field(letter, width, size.startswith("."), ""))
         titles.append(headers.get(letter, name.upper()))
     return fields, titles, errors

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import ServiceManager, services_of
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.httpd import HttpResponse, respond
@@ -44,7 +45,7 @@ OPTIONS = (
     Option("noproxy", None, "noproxy", Arg.REQUIRED),
 )
 _URL = re.compile(
-    r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<host>[^/:?#]*)(?::(?P<port>\d*))?(?P<path>[^?#]*)"
+    r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<host>[^/:?#]*)(?::(?P<port>[0-9]*))?(?P<path>[^?#]*)"
 )
 _WRITE_OUT = re.compile(r"%\{([a-z_]+)\}|%%|\\[nrt\\]")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -76,7 +77,9 @@ def _split(url: str) -> tuple[str, str, int, str]:
     host = match["host"]
     if not host:
         raise CurlError(3, "URL using bad/illegal format or missing URL")
-    port = int(match["port"]) if match["port"] else DEFAULT_PORTS[scheme]
+    port = to_int(match["port"], max_digits=5) if match["port"] else DEFAULT_PORTS[scheme]
+    if port is None or port > 65535:
+        raise CurlError(3, "URL using bad/illegal format or missing URL")
     return scheme, host, port, match["path"] or "/"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.hostlist import expand_names
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.rpc import JobRequest
 from hpcgym.controller.timefmt import parse_begin_time, parse_time_limit
 
@@ -61,9 +62,10 @@ class BadOption(Exception):
 
 def _count(prog: str, value: str, what: str) -> tuple[int, int | None]:
     low, _, high = value.partition("-")
-    if not low.isdigit() or (high and not high.isdigit()) or int(low) < 1:
+    first, last = to_int(low), to_int(high) if high else None
+    if first is None or first < 1 or (high and last is None):
         raise BadOption(Reply("", f"{prog}: error: Invalid {what} specification\n", 255))
-    return int(low), int(high) if high else None
+    return first, last
 
 
 def build_request(prog: str, ctx: Context, opts: list[tuple[str, str | None]], *, batch: bool) -> JobRequest:
@@ -138,9 +140,10 @@ def _memory(prog: str, text: str) -> int:
     # --mem takes megabytes by default, or a K/M/G/T suffix.
     units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
     number, unit = (text[:-1], text[-1].upper()) if text[-1:].isalpha() else (text, "M")
-    if not number.isdigit() or unit not in units:
+    count = to_int(number)
+    if count is None or unit not in units:
         raise BadOption(Reply("", f"{prog}: error: Invalid --mem specification\n", 255))
-    return max(1, int(int(number) * units[unit])) if int(number) else 0
+    return max(1, int(count * units[unit])) if count else 0
 
 
 _DEPENDENCY_TYPES = ("after", "afterany", "afterok", "afternotok")
@@ -154,9 +157,10 @@ def _dependency(prog: str, text: str) -> list[tuple[str, int]]:
         if kind not in _DEPENDENCY_TYPES or not ids:
             raise BadOption(submit_failed(prog, "Job dependency problem"))
         for job_id in ids.split(":"):
-            if not job_id.isdigit():
+            number = to_int(job_id)
+            if number is None:
                 raise BadOption(submit_failed(prog, "Job dependency problem"))
-            pairs.append((kind, int(job_id)))
+            pairs.append((kind, number))
     return pairs
 
 

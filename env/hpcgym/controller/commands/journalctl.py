@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.services import services_of
 from hpcgym.controller.services.journal import Entry, Priority, catalog_lines, format_entry
 from hpcgym.controller.services.units import normalize_unit_name
@@ -42,7 +43,7 @@ OUTPUTS = ("short", "short-iso", "short-precise", "cat", "with-unit")
 FOLLOW_LINES = 10
 PAGER_END_LINES = 1000
 _RELATIVE = re.compile(
-    r"^([+-]?)(\d+)\s*(s|sec|second|seconds|m|min|minute|minutes|h|hour|hours|d|day|days)(\s+ago)?$"
+    r"^([+-]?)([0-9]+)\s*(s|sec|second|seconds|m|min|minute|minutes|h|hour|hours|d|day|days)(\s+ago)?$"
 )
 _UNIT_S = {
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -68,9 +69,11 @@ def parse_timestamp(text: str, now_s: int) -> int | None:
     match = _RELATIVE.match(words)
     if match:
         sign, amount, unit, ago = match.groups()
-        seconds = int(amount) * _UNIT_S.get(
-            unit.rstrip("s") if len(unit) > 3 else unit, _UNIT_S.get(unit[0], 1)
-        )
+        # systemd keeps timestamps in 64-bit microseconds and fails a parse past them (ERANGE).
+        count = to_int(amount, max_digits=12)
+        if count is None:
+            return None
+        seconds = count * _UNIT_S.get(unit.rstrip("s") if len(unit) > 3 else unit, _UNIT_S.get(unit[0], 1))
         return now_s - seconds if sign == "-" or ago else now_s + seconds
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
         try:
@@ -88,8 +91,9 @@ def parse_timestamp(text: str, now_s: int) -> int | None:
 
 def _priority(text: str) -> Priority | None:
     names = {p.name.lower(): p for p in Priority} | {"warn": Priority.WARNING, "error": Priority.ERR}
-    if text.isdigit() and int(text) <= Priority.DEBUG:
-        return Priority(int(text))
+    number = to_int(text, max_digits=1)
+    if number is not None and number <= Priority.DEBUG:
+        return Priority(number)
     return names.get(text.lower())
 
 
@@ -113,7 +117,7 @@ def _join_lines_value(args: list[str]) -> list[str]:
     while index < len(args):
         arg = args[index]
         following = args[index + 1] if index + 1 < len(args) else None
-        if arg in ("-n", "--lines") and following is not None and following.lstrip("+").isdigit():
+        if arg in ("-n", "--lines") and following is not None and is_digits(following.lstrip("+")):
             joined.append(f"-n{following}" if arg == "-n" else f"--lines={following}")
             index += 2
             continue
@@ -160,9 +164,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
     lines: int | None = None
     if "lines" in flags:
         raw = values.get("lines")
-        if raw is not None and not raw.lstrip("+").isdigit():
+        count = to_int(raw.lstrip("+")) if raw is not None else FOLLOW_LINES
+        if count is None:
             return Reply("", f"Failed to parse lines '{raw}'\n", 1)
-        lines = int(raw.lstrip("+")) if raw is not None else FOLLOW_LINES
+        lines = count
     elif "pager-end" in flags:
         lines = PAGER_END_LINES
     elif "follow" in flags:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from hpcgym.controller.commands import munge_usage
 from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.services import ServiceManager, services_of
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.munged import SOCKET, VERSION
@@ -108,9 +109,9 @@ def _send_too_long(prog: str, length: int) -> Reply | None:
 
 def _query_id(ctx: Context, text: str, group: bool) -> int | None:
     """query.c's query_uid/query_gid: a name the node knows, or any number in range."""
-    if text.isascii() and text.isdigit():
-        number = int(text)
-        return number if number < MAX_ID else None
+    if is_digits(text):
+        number = to_int(text)
+        return number if number is not None and number < MAX_ID else None
     user = ctx.find_user(text)
     if user is None:
         return None

@@ -21,6 +21,7 @@ from hpcgym.controller.commands.base import (
 )
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.rpc import SlurmError
 
 OPTIONS = (
@@ -36,8 +37,10 @@ NO_SHEBANG = (
     "sbatch: error: line must start with #! followed by the path to an interpreter.\n"
     "sbatch: error: For instance: #!/bin/sh\n"
 )
-_SLEEP = re.compile(r"^\s*sleep\s+(\d+)\s*$")
-_EXIT = re.compile(r"^\s*exit\s+(\d+)\s*$")
+_SLEEP = re.compile(r"^\s*sleep\s+([0-9]+)\s*$")
+_EXIT = re.compile(r"^\s*exit\s+([0-9]+)\s*$")
+# A longer sleep (up to GNU sleep's infinity) runs this long: its end still prints as a date.
+MAX_SLEEP_S = 10**10
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
@@ -111,7 +114,11 @@ def _directives(script: str) -> list[str]:
 
 def estimate_run_s(script: str) -> int:
     """Seconds a script runs, from its top-level `sleep N` lines (other commands take no time)."""
-    return sum(int(match.group(1)) for line in script.splitlines() if (match := _SLEEP.match(line)))
+    total = 0
+    for match in filter(None, map(_SLEEP.match, script.splitlines())):
+        seconds = to_int(match.group(1), max_digits=10)
+        total += MAX_SLEEP_S if seconds is None else seconds
+    return min(total, MAX_SLEEP_S)
 
 
 def estimate_exit_code(script: str) -> int:
@@ -122,5 +129,7 @@ def estimate_exit_code(script: str) -> int:
     for line in commands:
         match = _EXIT.match(line)
         if match:
-            return int(match.group(1)) % 256
+            # bash reads the status as a C long and wraps it; a longer one is "numeric argument required" (2).
+            status = to_int(match.group(1))
+            return 2 if status is None else status % 256
     return 1 if commands and commands[-1] == "false" else 0

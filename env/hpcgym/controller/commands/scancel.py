@@ -18,6 +18,7 @@ from hpcgym.controller.commands.base import (
 )
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import expand_names
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.state import Job
 
@@ -45,7 +46,7 @@ OPTIONS = (
     Option("usage", None, "usage"),
 )
 
-_JOB_ID = re.compile(r"^(\d+)(?:_(\d+))?(?:\.(\d+|batch))?$")
+_JOB_ID = re.compile(r"^([0-9]+)(?:_([0-9]+))?(?:\.([0-9]+|batch))?$")
 _FILTERS = ("name", "partition", "state", "user", "nodelist", "account", "qos", "me")
 
 
@@ -70,7 +71,8 @@ def run(ctx: Context, args: list[str]) -> Reply:
         match = _JOB_ID.match(text)
         if match is None:
             return Reply("", f"scancel: error: Invalid job id {text}\n", 1)
-        job = cluster.jobs.get(int(match.group(1)))
+        # An id past any job's (past 32 bits) names no job: slurmctld says so, and scancel only with -v.
+        job = cluster.jobs.get(to_int(match.group(1)) or 0)
         targets.append((text, job, match.group(3)))
     if not targets and not any(key in keys for key in _FILTERS):
         return Reply("", "scancel: error: No job identification provided\n", 1)

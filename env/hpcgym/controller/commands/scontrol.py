@@ -11,6 +11,7 @@ from hpcgym.controller.commands import scontrol_show as show
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
+from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import JobState, PartitionState, Reason
@@ -156,9 +157,9 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
     if entity == "job":
         jobs = sorted(cluster.jobs.values(), key=lambda j: j.job_id)
         if target:
-            if not target.isdigit():
+            if not is_digits(target):
                 return Reply("", "scontrol_print_job error: Invalid job id specified\n", 1)
-            jobs = [j for j in jobs if j.job_id == int(target)]
+            jobs = [j for j in jobs if j.job_id == to_int(target)]
             if not jobs:
                 return Reply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
         if not jobs:
@@ -285,7 +286,7 @@ def _node_action(state: str) -> str | None:
 def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
     cluster = ctx.cluster
     job_text = pairs[0][1]
-    job = cluster.jobs.get(int(job_text)) if job_text.isdigit() else None
+    job = cluster.jobs.get(to_int(job_text) or 0)
     if job is None:
         return Reply("", f"Invalid job id specified for job {job_text}\n", 1)
     for key, value in pairs[1:]:
@@ -297,8 +298,8 @@ def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
                 return Reply("", f"Invalid TimeLimit value: {value}\nRequest aborted\n", 1)
         elif lower == "partition" and value in cluster.partitions:
             job.partition = value
-        elif lower in ("numnodes", "minnodes") and value.isdigit():
-            job.min_nodes = int(value)
+        elif lower in ("numnodes", "minnodes") and (count := to_int(value)) is not None:
+            job.min_nodes = count
         elif lower == "name" or lower == "jobname":
             job.name = value
         else:
@@ -330,7 +331,7 @@ def _job_action(ctx: Context, keyword: str, words: list[str]) -> Reply:
         return Reply("", f"too few arguments for keyword:{keyword}\n", 1)
     errors = []
     for text in ",".join(words).split(","):
-        job = cluster.jobs.get(int(text)) if text.isdigit() else None
+        job = cluster.jobs.get(to_int(text) or 0)
         if job is None:
             errors.append(f"Invalid job id specified for job {text}\n")
             continue

@@ -20,8 +20,11 @@ from hpcgym.controller.commands.base import (
 )
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.state import SQUEUE_STATE_NAMES, Job, JobState, Step
 from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso, format_limit
+
+MAX_JOB_ID = 2**31 - 1
 
 OPTIONS = (
     Option("account", "A", "account", Arg.REQUIRED),
@@ -162,9 +165,12 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if "jobs" in values:
         job_ids = []
         for text in values["jobs"].split(","):
-            if not text.isdigit():
+            # The client reads an id as a C int: 0 and 2147483648 up are refused, as real squeue does
+            # (it wraps some longer ones into range; here they are all refused).
+            job_id = to_int(text)
+            if job_id is None or not 0 < job_id <= MAX_JOB_ID:
                 return Reply("", f"squeue: error: Invalid job id: {text}\n", 1)
-            job_ids.append(int(text))
+            job_ids.append(job_id)
         if len(job_ids) == 1 and job_ids[0] not in cluster.jobs:
             return Reply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
     states: set[str] | None = None

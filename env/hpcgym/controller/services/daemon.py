@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from typing import Protocol
 
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import NodeAccess, NodeFileError
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.network import Network
@@ -77,8 +78,9 @@ def lookup_ids(access: NodeAccess, node: str, user: str) -> tuple[int, int]:
     raw = access.read(node, "/etc/passwd")
     for line in (raw or b"").decode(errors="replace").splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and fields[0] == user and fields[2].isdigit() and fields[3].isdigit():
-            return int(fields[2]), int(fields[3])
+        uid, gid = (to_int(field) for field in fields[2:4]) if len(fields) >= 4 else (None, None)
+        if fields[0] == user and uid is not None and gid is not None:
+            return uid, gid
     return DEFAULT_IDS.get(user, (0, 0))
 
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import NodeAccess
 from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv
 from hpcgym.controller.services.journal import Priority
@@ -41,8 +42,10 @@ DIRECTIVES = {
     "sslcertificatekeyfile", "sslcertificatechainfile", "allowencodedslashes", "mimemagicfile",
     "trustedproxy", "remoteipheader",
 }  # fmt: skip
-_VHOST_PORT = re.compile(r"<VirtualHost\s+[^>]*:(\d+)\s*>", re.IGNORECASE)
-_REWRITE_ROOT = re.compile(r"^\s*RewriteRule\s+\^/\$\s+(\S+)\s+\[R=(\d+)\]", re.IGNORECASE | re.MULTILINE)
+_VHOST_PORT = re.compile(r"<VirtualHost\s+[^>]*:([0-9]{1,5})\s*>", re.IGNORECASE)
+_REWRITE_ROOT = re.compile(
+    r"^\s*RewriteRule\s+\^/\$\s+(\S+)\s+\[R=([0-9]{3})\]", re.IGNORECASE | re.MULTILINE
+)
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,9 @@ def check_config(access: NodeAccess, node: str) -> PortalConfig | ConfigError:
                 words
                 and words[0].lower() == "listen"
                 and len(words) > 1
-                and words[1].split(":")[-1].isdigit()
+                and (port := to_int(words[1].split(":")[-1], max_digits=5)) is not None
             ):
-                ports.add(int(words[1].split(":")[-1]))
+                ports.add(port)
             if path == MAIN_CONF and words and words[0].lower() == "servername":
                 has_global_servername = True
     portal = "\n".join(texts)

@@ -1,0 +1,202 @@
+"""Arguments a hostile agent types: gigantic or odd numbers, huge widths, explosive hostlists.
+
+Each one must get the real tool's ordinary error (one line on stderr, its exit code) or a bounded
+answer, quickly; never a Python exception out of `handle`. Texts as Debian's slurm-wlm 22.05.8
+clients print them before they contact slurmctld, or as the captures show for the same error path.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hpcgym.controller import Controller, Reply, TaskResult, parse_slurm_conf
+from hpcgym.controller.commands.base import MAX_FIELD_WIDTH, MAX_LINE_CHARS, parse_format
+from hpcgym.controller.hostlist import expand_names
+from tests.controller.services.conftest import make_env
+from tests.controller.test_rules import CONF
+
+BIG = "1" * 5000  # past int()'s 4,300-digit limit
+MAX_REPLY_CHARS = 256 * 1024
+MAX_SECONDS = 1.0
+
+
+def _controller(read_file=None) -> Controller:  # type: ignore[no-untyped-def]
+    return Controller(parse_slurm_conf(CONF), run_task=lambda task: TaskResult("x\n"), read_file=read_file)
+
+
+def _run(controller: Controller, *argv: str) -> Reply:
+    started = time.monotonic()
+    reply = controller.handle("login", list(argv), "/root")
+    assert time.monotonic() - started < MAX_SECONDS, argv[:2]
+    assert len(reply.stdout) + len(reply.stderr) < MAX_REPLY_CHARS, argv[:2]
+    return reply
+
+
+def _one_line_error(reply: Reply, text: str, exit_code: int) -> None:
+    assert reply.stdout == ""
+    assert reply.stderr == text
+    assert reply.stderr.count("\n") == 1
+    assert reply.exit_code == exit_code
+
+
+@pytest.mark.parametrize(
+    ("argv", "stderr", "exit_code"),
+    [
+        (["squeue", "-j", BIG], f"squeue: error: Invalid job id: {BIG}\n", 1),
+        (["squeue", "-j", "²"], "squeue: error: Invalid job id: ²\n", 1),
+        (["squeue", "-j", "٣"], "squeue: error: Invalid job id: ٣\n", 1),
+        (["squeue", "-j", "2147483648"], "squeue: error: Invalid job id: 2147483648\n", 1),
+        (["squeue", "-j", "0"], "squeue: error: Invalid job id: 0\n", 1),
+        (["scancel", "²"], "scancel: error: Invalid job id ²\n", 1),
+        (["scancel", "٣"], "scancel: error: Invalid job id ٣\n", 1),
+        (["scontrol", "show", "job", BIG], "slurm_load_jobs error: Invalid job id specified\n", 1),
+        (["scontrol", "show", "job", "²"], "scontrol_print_job error: Invalid job id specified\n", 1),
+        (["scontrol", "hold", BIG], f"Invalid job id specified for job {BIG}\n", 1),
+        (
+            ["scontrol", "update", f"JobId={BIG}", "TimeLimit=5"],
+            f"Invalid job id specified for job {BIG}\n",
+            1,
+        ),
+        (["sbatch", "--wrap", "x", "-t", BIG], "sbatch: error: Invalid --time specification\n", 255),
+        (["sbatch", "--wrap", "x", "-t", "²"], "sbatch: error: Invalid --time specification\n", 255),
+        (["sbatch", "--wrap", "x", "-t", f"1-{BIG}"], "sbatch: error: Invalid --time specification\n", 255),
+        (["sbatch", "--wrap", "x", "--mem", BIG], "sbatch: error: Invalid --mem specification\n", 255),
+        (["sbatch", "--wrap", "x", "--mem", "²"], "sbatch: error: Invalid --mem specification\n", 255),
+        (["srun", "-t", BIG, "true"], "srun: error: Invalid --time specification\n", 255),
+    ],
+)
+def test_odd_and_gigantic_numbers_get_the_tools_own_error(argv, stderr, exit_code):
+    _one_line_error(_run(_controller(), *argv), stderr, exit_code)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sbatch", "--wrap", "x", "-N", BIG],
+        ["sbatch", "--wrap", "x", "-N", f"1-{BIG}"],
+        ["sbatch", "--wrap", "x", "-n", BIG],
+        ["sbatch", "--wrap", "x", "-c", "²"],
+        ["sbatch", "--wrap", "x", "--begin", f"now+{BIG}"],
+        ["sbatch", "--wrap", "x", "--begin", f"now+{'9' * 17}weeks"],
+        ["sbatch", "--wrap", "x", "-d", f"afterok:{BIG}"],
+        ["srun", "-N", BIG, "true"],
+    ],
+)
+def test_bad_counts_and_times_fail_the_submission_in_one_line(argv):
+    reply = _run(_controller(), *argv)
+    assert reply.exit_code in (1, 255) and reply.stdout == ""
+    assert reply.stderr.startswith(f"{argv[0]}: error: ")
+
+
+def test_a_gigantic_job_id_names_no_job_as_in_scancel():
+    # Real scancel passes the id through; slurmctld finds no such job, and only -v says so (capture
+    # 60-errors: `scancel 99999` is silent and exits 0).
+    c = _controller()
+    assert _run(c, "scancel", BIG) == Reply()
+    reply = _run(c, "scancel", "-v", BIG)
+    assert reply.stderr.endswith(
+        f"scancel: error: Kill job error on job id {BIG}: Invalid job id specified\n"
+    )
+    assert reply.exit_code == 0
+
+
+def test_huge_sleep_in_a_script_still_prints_its_end_time():
+    script = f"#!/bin/sh\nsleep {BIG}\nsleep {'9' * 17}\nexit {BIG}\n".encode()
+    c = _controller(read_file=lambda node, path: script if path == "/root/job.sh" else b"x")
+    assert _run(c, "sbatch", "job.sh").exit_code == 0
+    c.tick()
+    assert _run(c, "squeue", "-h", "-o", "%i %e").stdout.startswith("1 ")
+    assert "EndTime=" in _run(c, "scontrol", "show", "job", "1").stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sinfo", "-o", "%999999999N"],
+        ["sinfo", "-o", f"%.{BIG}N"],
+        ["sinfo", "-N", "-o", "%.99999999P"],
+        ["sinfo", "-O", "NodeList:999999999"],
+        ["sinfo", "-O", f"NodeList:.{BIG}"],
+        ["squeue", "-o", "%.99999999i"],
+        ["squeue", "-O", "JobID:999999999"],
+        ["sinfo", "-o", "%1024N" * 20000],
+    ],
+)
+def test_format_widths_are_capped(argv):
+    c = _controller()
+    _run(c, "sbatch", "--wrap", "sleep 100")
+    reply = _run(c, *argv)
+    assert reply.exit_code == 0 and reply.stderr == ""
+    assert all(len(line) <= MAX_LINE_CHARS for line in reply.stdout.splitlines())
+
+
+def test_a_long_reason_repeated_by_the_format_is_cut_per_line():
+    c = _controller()
+    _run(c, "scontrol", "update", "NodeName=compute-01", "State=DRAIN", "Reason=" + "x" * 100_000)
+    reply = _run(c, "sinfo", "-R", "-o", "%E" * 50_000)
+    assert 0 < len(reply.stdout) < MAX_REPLY_CHARS
+
+
+def test_width_digits_are_ascii_and_bounded():
+    assert parse_format(f"%{BIG}N")[1][0].width == MAX_FIELD_WIDTH
+    assert parse_format("%0012N")[1][0].width == 12
+    # "٣" is a digit to Python's regex \d, not to Slurm: here it is the field letter.
+    assert parse_format("%٣N")[1][0].letter == "٣"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "compute-[1-99999999999]",
+        "a[1-2]" * 300,
+        "a[1-65535]" * 1000,
+        "[" * 100_000,
+        "c[1-65536]" + "x" * 1000,
+        "compute-[1-²]",
+        f"compute-[1-{BIG}]",
+    ],
+)
+def test_explosive_hostlists_are_one_literal_name(expression):
+    started = time.monotonic()
+    assert expand_names(expression) == [expression]
+    assert time.monotonic() - started < MAX_SECONDS
+    reply = _run(_controller(), "scontrol", "show", "node", expression)
+    assert reply.exit_code == 1 and reply.stdout.startswith("Node ")
+
+
+def test_unicode_digits_in_passwd_do_not_crash_user_lookup():
+    passwd = f"root:x:0:0::/root:/bin/sh\nodd:x:²:1::/:/bin/sh\nbig:x:{BIG}:1::/:/bin/sh\n".encode()
+    c = _controller(read_file=lambda node, path: passwd if path == "/etc/passwd" else b"x")
+    for name in ("odd", "big", "²", BIG):
+        _one_line_error(_run(c, "scancel", "-u", name), f"scancel: error: Invalid user name: {name}\n", 1)
+
+
+def test_service_tools_refuse_gigantic_numbers():
+    env = make_env()
+    since = env.run("login01", "journalctl", "--since", f"-{BIG}s")
+    _one_line_error(since, f"Failed to parse timestamp: -{BIG}s\n", 1)
+    lines = env.run("login01", "journalctl", "-n", BIG)
+    _one_line_error(lines, f"Failed to parse lines '{BIG}'\n", 1)
+    priority = env.run("login01", "journalctl", "-p", "²")
+    _one_line_error(priority, "Failed to parse log level: ²\n", 1)
+
+
+def test_daemon_users_with_odd_uids_fall_back_instead_of_crashing():
+    def odd_passwd(access):  # type: ignore[no-untyped-def]
+        for node in ("login01", "compute-01"):
+            access.put(node, "/etc/passwd", f"root:x:0:0::/root:/bin/sh\nmunge:x:{BIG}:²::/:/bin/sh\n")
+
+    env = make_env(odd_passwd)
+    reply = env.run("compute-01", "systemctl", "start", "munge")
+    assert 0 <= reply.exit_code <= 255
+
+
+def test_munge_and_curl_refuse_gigantic_ids_and_ports():
+    env = make_env()
+    uid = env.run("login01", "munge", "-n", f"--uid={BIG}")
+    _one_line_error(uid, f'munge: Error: Unrecognized user "{BIG}"\n', 1)
+    # curl 7.88 on Debian 12: a port past 65535 is a bad URL, exit 3.
+    port = env.run("login01", "curl", f"http://login01:{BIG}/")
+    _one_line_error(port, "curl: (3) URL using bad/illegal format or missing URL\n", 3)
