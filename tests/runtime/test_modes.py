@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import threading
 from pathlib import Path
 
@@ -38,8 +39,9 @@ def test_many_clusters_driven_from_threads(runtime: Runtime) -> None:
                 out = cluster.execute(f"echo {i}-{step}").output
                 if out != f"{i}-{step}\n":
                     errors.append(f"episode {i} step {step}: {out!r}")
-            if cluster.execute("ssh compute-01 hostname").output != "compute-01\n":
-                errors.append(f"episode {i}: ssh failed")
+            ssh = cluster.execute("ssh compute-01 hostname")
+            if ssh.output != "compute-01\n":
+                errors.append(f"episode {i}: ssh failed: {ssh!r}")
 
     threads = [threading.Thread(target=episode, args=(i,)) for i in range(8)]
     for t in threads:
@@ -47,3 +49,16 @@ def test_many_clusters_driven_from_threads(runtime: Runtime) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_copy_mode_closes_a_cluster_with_a_very_deep_tree(images_dir: Path, scratch_dir: Path) -> None:
+    """A node in copy mode writes into the host's scratch dir; any tree it makes there must go at close."""
+    require_sandbox_host()
+    with Runtime(images_dir, overlay_mode=OverlayMode.COPY, scratch_dir=scratch_dir) as rt:
+        cluster = rt.new_cluster(compute_nodes=[])
+        deep = "import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n"
+        made = cluster.execute(f"cd /root && python3 -c {shlex.quote(deep)} && echo made")
+        assert made.output == "made\n"
+        directory = cluster.dir
+        cluster.close()  # Python's rmtree raised RecursionError here
+        assert not directory.exists()

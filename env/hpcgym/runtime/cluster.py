@@ -17,7 +17,6 @@ import enum
 import logging
 import os
 import re
-import shutil
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from types import TracebackType
 
 from hpcgym.errors import ControllerError, SandboxError
 from hpcgym.run import require_tool
-from hpcgym.runtime import hostids, overlay, sandbox
+from hpcgym.runtime import hostids, overlay, sandbox, sweep
 from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
 from hpcgym.runtime.channel import ControlChannel, Handler, Reply, Request, echo_handler
 from hpcgym.runtime.hostids import HostIdSlot
@@ -380,7 +379,7 @@ class Cluster:
             overlay.unmount(view)
         if self.config.overlay_mode.is_mount():
             overlay.unmount(self.dir)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        sweep.remove_tree(self.dir)
         if self.cgroup is not None:
             self.cgroup.remove()
         if self.ids is not None:

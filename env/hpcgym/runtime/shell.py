@@ -246,9 +246,11 @@ class Shell:
         # The hook draws the prompt marker's number after each command, so no command can know it,
         # and sets PS1 itself, so a command that changes PS1 changes nothing. It forgets the line's
         # number once it has reported, so a trap run at the prompt cannot report after it.
-        move = "" if report_fd == REPORT_FD else f"exec {REPORT_FD}>&{report_fd} {report_fd}>&-; "
         # bwrap leaves the read ends it was handed open in the shell; no command should inherit them.
-        move += f"exec {block_r}<&- {filter_fd}<&-; "
+        # They go first: in a busy process either may itself be number REPORT_FD.
+        move = f"exec {block_r}<&- {filter_fd}<&-; "
+        if report_fd != REPORT_FD:
+            move += f"exec {REPORT_FD}>&{report_fd} {report_fd}>&-; "
         first_prompt = (
             f"{move}ulimit -u {self.spec.limits.max_processes}; export -n PS1 PS2 PROMPT_COMMAND; "
             "__hpcgym_set() { return $1; }; "

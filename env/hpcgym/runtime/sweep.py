@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from hpcgym.runtime import overlay
@@ -54,6 +55,27 @@ def mount_points() -> list[Path]:
     return points
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree a node may have shaped: any depth, symlinks never followed.
+
+    Python's rmtree recurses once per level, so a tree a few thousand directories deep (one shell
+    loop in copy mode, where nodes write straight into the scratch dir) raises RecursionError past
+    `ignore_errors`. GNU rm walks with fts and stays on the tree's own filesystem.
+    """
+    try:
+        path.rmdir()  # the usual case: the episode's tmpfs is gone and its mount point is empty
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    done = subprocess.run(
+        ["rm", "-rf", "--one-file-system", "--", str(path)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        log.warning("could not remove %s: %s", path, done.stderr.strip()[-500:])
+
+
 def sweep_stale(scratch_dir: Path) -> list[Path]:
     """Unmount and remove every cluster dir under `scratch_dir` whose owner is dead; return them."""
     if not scratch_dir.is_dir():
@@ -67,7 +89,7 @@ def sweep_stale(scratch_dir: Path) -> list[Path]:
             if top.startswith(PREFIX) and (top in stale_names or not is_owner_alive(top)):
                 overlay.unmount(point)
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
         log.info("swept %s left by a dead hpcgym process", path)
     return stale
 
