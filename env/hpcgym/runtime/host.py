@@ -136,6 +136,12 @@ class Runtime:
         self._live: set[Cluster] = set()
         self._room = threading.BoundedSemaphore(max_clusters) if max_clusters is not None else None
         self.pool = WarmPool(self._make_cluster, pool_size)
+        if mode is OverlayMode.COPY:
+            log.warning(
+                "copy mode: nodes write straight into %s, bounded per file (%d MiB) but not in total",
+                scratch_dir,
+                self.config.limits.max_file_bytes >> 20,
+            )
         log.info(
             "runtime ready: overlay mode %s, pool of %d, cgroups %s",
             mode,
