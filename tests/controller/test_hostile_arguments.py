@@ -200,3 +200,68 @@ def test_munge_and_curl_refuse_gigantic_ids_and_ports():
     # curl 7.88 on Debian 12: a port past 65535 is a bad URL, exit 3.
     port = env.run("login01", "curl", f"http://login01:{BIG}/")
     _one_line_error(port, "curl: (3) URL using bad/illegal format or missing URL\n", 3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "stderr"),
+    [
+        # GNU coreutils 9.1 date, TZ=UTC LC_ALL=C, exit 1 for each.
+        (["-d", "@99999999999999999999"], "date: invalid date '@99999999999999999999'\n"),
+        (["-d", "@-9223372036854775809"], "date: invalid date '@-9223372036854775809'\n"),
+        (["-d", f"@{BIG}"], f"date: invalid date '@{BIG}'\n"),
+        (["-d", "@1e400"], "date: invalid date '@1e400'\n"),
+        (["-d", "@1e3"], "date: invalid date '@1e3'\n"),
+        (["-d", "@nan"], "date: invalid date '@nan'\n"),
+        (["-d", "@²"], "date: invalid date '@\\302\\262'\n"),
+        (["-d", "@9223372036854775807"], "date: time '9223372036854775807' is out of range\n"),
+        (["-d", "@67768036191676800"], "date: time '67768036191676800' is out of range\n"),
+        (["-d", "@-67768040609740800.5"], "date: time '-67768040609740801' is out of range\n"),
+        (["-d", f"{BIG} seconds"], f"date: invalid date '{BIG} seconds'\n"),
+        (["-d", "99999999999999999999 seconds"], "date: invalid date '99999999999999999999 seconds'\n"),
+        (["-d", "999999999999 days"], "date: invalid date '999999999999 days'\n"),
+        (["-d", "2147483647 years"], "date: invalid date '2147483647 years'\n"),
+        (["-d", "٣ days"], "date: invalid date '\\331\\243 days'\n"),
+        (["-d", "a'b"], "date: invalid date 'a\\'b'\n"),
+    ],
+)
+def test_date_refuses_gigantic_and_odd_times_as_gnu_date(argv, stderr):
+    _one_line_error(_run(_controller(), "date", *argv), stderr, 1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdout"),
+    [
+        (["-d", "@67768036191676799"], "Wed Dec 31 23:59:59 UTC 2147485547\n"),
+        (["-d", "@-67768040609740800", "+%F %C %y %G"], "-2147481748-01-01 -21474817 48 -2147481748\n"),
+        (["-d", "@-1.5", "+%s.%N %-N %3N %_5N|%-20N"], "-2.500000000 500000000 500 5    |5\n"),
+        (["-d", "0005-01-01", "+%Y %C %y %G %+6Y"], "0005 00 05 0004 +00005\n"),
+        (["-d", "10000-01-01", "+%F %q"], "+10000-01-01 1\n"),
+        (
+            ["-d", "@0", "+%10% %5:q %Oa %EY %20:z %_20z %#Z %^P"],
+            "       %10%   %5:q %Oa 1970 +0000000000000000:00                   +0 utc am\n",
+        ),
+    ],
+)
+def test_date_prints_extreme_years_and_odd_conversions_as_gnu_date(argv, stdout):
+    assert _run(_controller(), "date", *argv) == Reply(stdout)
+
+
+@pytest.mark.parametrize(
+    "conversion", ["%99999999999N", "%5000000000s", f"%{BIG}N", f"%{BIG}s", "%2147483648Y", "%٣Y"]
+)
+def test_date_widths_are_capped(conversion):
+    # GNU date saturates a width at INT_MAX and prints 2 GiB; here a width stops at MAX_FIELD_WIDTH.
+    reply = _run(_controller(), "date", "-d", "@0", f"+{conversion}")
+    assert reply.exit_code == 0 and reply.stderr == ""
+    assert len(reply.stdout) <= MAX_FIELD_WIDTH + 1
+    assert len(_run(_controller(), "date", "+" + "%1024c" * 5000).stdout) <= MAX_LINE_CHARS + 1
+
+
+def test_date_file_of_hostile_lines_stays_small_and_fast():
+    lines = b"".join(
+        [b"@1e400\n", f"{BIG} days\n".encode(), b"1" * 200_000 + b"\n"] * 200 + [b"now\n"] * 50_000
+    )
+    c = _controller(read_file=lambda node, path: lines if path == "/root/dates" else None)
+    reply = _run(c, "date", "-f", "/root/dates")
+    assert reply.exit_code == 1
+    assert reply.stderr.startswith("date: invalid date '@1e400'\ndate: invalid date '1111")
