@@ -188,6 +188,10 @@ class NodeFS:
                 return os.fstat(fd)
         except NodeFileError:
             return None
+        except OSError as e:
+            if e.errno in NODE_ERRNOS:  # a stale share answers the open, then fails the stat
+                return None
+            raise
 
     def read(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes | None:
         """A regular file's bytes; None if it is missing, not a regular file, unreadable or too big."""
@@ -258,10 +262,15 @@ class NodeFS:
         except OSError as e:
             raise _node_error(e, name) from None
         # Owned as the node would own it, through a descriptor of the new directory itself.
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as e:
+            raise _node_error(e, name) from None
         try:
             os.fchown(fd, *owners)
             os.fchmod(fd, mode)
+        except OSError as e:
+            raise _node_error(e, name) from None
         finally:
             os.close(fd)
 
@@ -402,6 +411,8 @@ class NodeFS:
             try:
                 os.fchown(fd, self._host_id(uid), self._host_id(gid))
                 os.fchmod(fd, mode)
+            except OSError as e:
+                raise _node_error(e, path) from None
             finally:
                 os.close(fd)
         finally:
@@ -411,7 +422,10 @@ class NodeFS:
         """Permission bits of what `path` resolves to (inside the root)."""
         with self._fd(path, os.O_PATH) as fd:
             # fchmod refuses O_PATH descriptors; the /proc magic link of our own descriptor does not.
-            os.chmod(f"/proc/self/fd/{fd}", mode)
+            try:
+                os.chmod(f"/proc/self/fd/{fd}", mode)
+            except OSError as e:
+                raise _node_error(e, path) from None
 
     def chown(self, path: str, uid: int, gid: int) -> None:
         """Owners of `path` itself (a symlink is changed, not followed), as ids inside the node."""
