@@ -1,13 +1,14 @@
 """Where one rollout's episode lives: in this process (`LocalBackend`) or on OpenEnv servers.
 
-Both reset with `np.random.default_rng(seed)`, as the gym env and the OpenEnv server do, so one
-(scenario, seed) gives one start state either way. In-process backends share one runtime and episode
-pool per images dir (`close_local_episodes` closes them). A remote backend holds one session, placed
-by the `hpcgym.fleet.pool.ServerPool` its URLs share in this process (most free capacity first; a
-failed reset is retried on another server). When its server fails (a transport error, or an error
-frame: the server broke, or drained and lost the episode) it moves the episode to another server by
-replaying the commands so far and checking their outputs, and raises `EnvironmentUnavailable` when no
-server can continue; the pool counts it as lost. Infrastructure errors never become agent observations.
+Both reset with the row's seed as the episode's seed, as the gym env, the OpenEnv server and
+`invoke eval` do, so one (scenario, seed) gives one start state everywhere. In-process backends
+share one runtime and episode pool per images dir (`close_local_episodes` closes them). A remote
+backend holds one session, placed by the `hpcgym.fleet.pool.ServerPool` its URLs share in this
+process (most free capacity first; a failed reset is retried on another server). When its server
+fails (a transport error, or an error frame: the server broke, or drained and lost the episode) it
+moves the episode to another server by replaying the commands so far and checking their outputs, and
+raises `EnvironmentUnavailable` when no server can continue; the pool counts it as lost.
+Infrastructure errors never become agent observations.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 from websockets.exceptions import WebSocketException
 
 from hpcgym.fleet.pool import NoServerAvailable, ServerPool
@@ -140,7 +140,7 @@ class LocalBackend:
         self.session.discard_episode()
         self.session.pool, _ = _LOCAL.get(*self.pool_key)
         try:
-            return self.session.reset(np.random.default_rng(seed), scenario).observation
+            return self.session.reset(seed, scenario).observation
         except (SandboxError, ControllerError) as e:
             raise EnvironmentUnavailable(f"the episode could not start: {e}") from e
 

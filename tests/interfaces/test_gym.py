@@ -71,6 +71,13 @@ def test_same_seed_and_commands_give_identical_observations(env):
     assert run(11)[1:3] != run(12)[1:3]  # the seed reaches the scenario and the clock
 
 
+def test_the_seed_given_is_the_episodes_seed(env):
+    _, info = env.reset(seed=800, options={"scenario": EXPLORE})
+    assert info["seed"] == 800
+    _, info = env.reset(options={"scenario": EXPLORE})
+    assert 0 <= info["seed"] < 800  # an unseeded reset plays a train seed
+
+
 def test_solved_terminates_with_reward_and_components(env):
     obs, info = env.reset(seed=1, options={"scenario": "fix"})
     assert obs.startswith("ALERT seed=") and info["scenario"] == "fix"

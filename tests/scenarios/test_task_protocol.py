@@ -17,7 +17,7 @@ def test_registry_offers_every_scenario():
 def test_task_grades_a_pooled_style_episode(runtime):
     task = TASKS["hpc_slurmctld_down"]()
     with Episode(runtime) as episode:
-        episode.controller.advance(1234)  # as a session's seeded clock jitter does
+        episode.controller.advance(1234)  # as an incident's seeded clock offset does
         alert = task.reset(episode, 801)
         assert "Proxy Error" in alert
         grades = []

@@ -1,8 +1,9 @@
 """`EnterpriseHPC-v0`: the cluster as a gymnasium env whose actions and observations are text.
 
-A thin layer over `Episode`: an action is one command line typed at the agent's prompt, an
-observation is what the terminal printed. The task (`interfaces/task.py`) sets up the incident and
-grades every step; this module only translates. Registered on `import hpcgym` with a lazy entry point.
+A thin layer over `Incident` (the one episode loop, through `TaskSession`): an action is one
+command line typed at the agent's prompt, an observation is what the terminal printed. The task
+sets up the incident and grades every step; this module only translates. Registered on
+`import hpcgym` with a lazy entry point.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gymnasium import spaces
 
 from hpcgym.episode import DEFAULT_STEP_SECONDS
 from hpcgym.episode.pool import EpisodeOptions, EpisodePool
-from hpcgym.interfaces.session import TaskSession, prompt
+from hpcgym.interfaces.session import TaskSession, draw_seed, prompt
 from hpcgym.interfaces.task import TaskRegistry, default_registry
 from hpcgym.runtime import Runtime
 
@@ -98,9 +99,10 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         stderr interleaved, at most `max_output_bytes` kept, head and tail).
 
     Info:
-        `scenario`, `seed`, `node` (where the shell now is), `step`, `now_s` (virtual time), and after
-        a step also `exit_code`, `timed_out`, `output_truncated`, `ended` (the login shell exited),
-        `solved`, `failed` and `reward_components`.
+        `hpcgym.scenarios.incident.Incident.info()`: `scenario`, `tier`, `seed`, `node` (where the
+        shell now is), `step`, `max_steps`, `now_s` (virtual time), `outcome`, `solved`, `failed`,
+        `unsafe`, `reward_components` and `return`; after a step also `command_node`, `exit_code`,
+        `timed_out`, `output_truncated`, `ended` (the login shell exited) and `step_unsafe`.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 - gymnasium's own convention
@@ -146,7 +148,10 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         """Start a new episode on a fresh cluster.
 
         Args:
-            seed: seeds the scenario choice, the scenario's own randomness and the virtual clock.
+            seed: the episode's seed, as `invoke eval --seeds` and `hpcgym exec --seed` take it (train
+                0-799, test 800-999); `info["seed"]` reports it. It picks the scenario unless
+                `options` names one; the scenario derives its variant and clock from it. None: a
+                seed drawn from the train range with the env's `np_random`.
             options: `{"scenario": ID}` picks the scenario instead of drawing one.
 
         Returns:
@@ -157,7 +162,8 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         unknown = set(options) - {"scenario"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; the only one is 'scenario'")
-        start = self.session.reset(self.np_random, options.get("scenario"))
+        episode_seed = seed if seed is not None else draw_seed(self.np_random)
+        start = self.session.reset(episode_seed, options.get("scenario"))
         self._transcript = [start.observation]
         return start.observation, start.info
 

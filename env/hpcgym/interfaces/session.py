@@ -1,9 +1,10 @@
-"""One agent's run of tasks over pooled episodes: what the gym env and the OpenEnv server share.
+"""One agent's run of tasks over pooled episodes: what the gym env, the OpenEnv server and TRL share.
 
-`TaskSession` owns at most one live episode. `reset` takes a fresh episode from the pool, moves its
-clock by a seeded amount and lets the task set up its incident; `step` types one command and asks the
-task for a grade, then decides terminated (solved, failed, or the login shell exited) against
-truncated (out of steps). The interfaces only turn its `Transition`s into their own types.
+`TaskSession` owns at most one live `Incident` (the one episode loop, hpcgym.scenarios.incident).
+`reset(seed, scenario)` takes a fresh episode from the pool and starts the incident on it with the
+caller's seed; `step` types one command through it. Termination, truncation, seeding and `info` are
+the incident's; this module only adds the first prompt, caps the text and turns steps into
+`Transition`s, which the interfaces turn into their own types.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ import numpy as np
 from hpcgym.episode import Episode
 from hpcgym.episode.pool import EpisodePool
 from hpcgym.errors import HpcgymError, ScenarioError
-from hpcgym.interfaces.task import Task, TaskRegistry
-
-# A seeded reset moves the virtual clock forward by up to this much, so that time stamps differ
-# between seeds (and agree for one seed) without any scheduled event falling due.
-CLOCK_JITTER_S = 3600
+from hpcgym.interfaces.task import TaskRegistry
+from hpcgym.scenarios.incident import Incident
+from hpcgym.scenarios.schema import Seeds
 
 
 def prompt(node: str) -> str:
@@ -48,7 +47,7 @@ class Transition:
         reward: this step's reward (0 at reset).
         terminated: solved, failed, or the login shell exited.
         truncated: the step budget ran out before that.
-        info: exit code, node, flags and reward components (see `TaskSession.step`).
+        info: `Incident.info()`, after a step with the step's keys (see `Incident.step`).
     """
 
     observation: str
@@ -63,7 +62,10 @@ class Transition:
 
 
 class TaskSession:
-    """Episodes of registered tasks for one agent, one at a time.
+    """Episodes of registered tasks for one agent, one at a time: a view of one `Incident`.
+
+    Reset, stepping, termination and seeding are `Incident`'s; this class takes the episode from the
+    pool, picks the scenario when none is given, adds the first prompt to the alert and caps the text.
 
     Args:
         pool: where fresh episodes come from (shared by every session of a process).
@@ -93,95 +95,83 @@ class TaskSession:
             )
         self.max_steps = max_steps
         self.max_chars = max_chars
-        self.episode: Episode | None = None
-        self.task: Task | None = None
-        self.scenario: str | None = None
-        self.task_seed: int | None = None
-        self.steps = 0
-        self.budget = 0
-        self.done = False
-        self.solved = False
+        self.incident: Incident | None = None
 
-    def reset(self, rng: np.random.Generator, scenario: str | None = None) -> Transition:
+    @property
+    def episode(self) -> Episode | None:
+        return self.incident.episode if self.incident is not None else None
+
+    @property
+    def steps(self) -> int:
+        return self.incident.steps if self.incident is not None else 0
+
+    @property
+    def done(self) -> bool:
+        return self.incident.done if self.incident is not None else False
+
+    @property
+    def solved(self) -> bool:
+        return self.incident.solved if self.incident is not None else False
+
+    def choose_scenario(self, seed: int) -> str:
+        """The scenario a reset at `seed` plays when it is given none (one of `scenarios`)."""
+        return self.scenarios[int(np.random.default_rng(seed).integers(len(self.scenarios)))]
+
+    def reset(self, seed: int | None = None, scenario: str | None = None) -> Transition:
         """Close the running episode (in the background) and start the next on a fresh cluster.
 
         Args:
-            rng: draws the scenario (unless given), the task's seed and the clock offset.
+            seed: the episode's seed, reported as `info["seed"]` (None: one drawn from the train
+                range); with no `scenario`, it also picks the scenario.
             scenario: the scenario id to run.
 
         Raises:
             ScenarioError: `scenario` is not registered.
         """
+        if seed is None:
+            seed = draw_seed(np.random.default_rng())
         if scenario is None:
-            scenario = self.scenarios[int(rng.integers(len(self.scenarios)))]
+            scenario = self.choose_scenario(seed)
         task = self.registry.make(scenario)
-        task_seed = int(rng.integers(2**31))
-        clock_offset_s = int(rng.integers(CLOCK_JITTER_S))
         self.discard_episode()
         episode = self.pool.take()
         try:
-            episode.controller.advance(clock_offset_s)
-            alert = task.reset(episode, task_seed)
+            incident = Incident(None, task, seed, episode=episode, max_steps=self.max_steps)
         except BaseException:
             self.pool.discard(episode)
             raise
-        self.episode, self.task, self.scenario, self.task_seed = episode, task, scenario, task_seed
-        self.steps = 0
-        self.budget = self.max_steps if self.max_steps is not None else task.max_steps
-        self.done = self.solved = False
-        observation = finalize_text(f"{alert.rstrip()}\n\n{prompt(episode.current_node)}", self.max_chars)
-        return Transition(observation, info=self.info())
+        self.incident = incident
+        alert = f"{incident.alert.rstrip()}\n\n{prompt(episode.current_node)}"
+        return Transition(finalize_text(alert, self.max_chars), info=incident.info())
 
     def step(self, command: str) -> Transition:
-        """Type `command` as one line at the prompt; grade the result.
-
-        The info holds `command_node` (where it ran), `exit_code`, `timed_out`, `output_truncated`,
-        `ended`, `solved`, `failed` and `reward_components`, besides `info()`'s keys.
+        """Type `command` as one line at the prompt; grade the result (see `Incident.step` for `info`).
 
         Raises:
             HpcgymError: no episode is running (reset first) or it is over.
         """
-        if self.episode is None or self.task is None:
+        if self.incident is None:
             raise HpcgymError("step before reset", hint="reset to start an episode")
-        if self.done:
+        if self.incident.done:
             raise HpcgymError("this episode is over", hint="reset to start the next one")
-        node = self.episode.current_node
-        result = self.episode.step(command)
-        grade = self.task.grade(self.episode, command, result)
-        self.steps += 1
-        terminated = bool(grade.solved or grade.failed or result.ended)
-        truncated = not terminated and self.steps >= self.budget
-        self.done = terminated or truncated
-        self.solved = bool(grade.solved)
-        info = self.info()
-        info.update(
-            command_node=node,
-            exit_code=result.exit_code,
-            timed_out=result.timed_out,
-            output_truncated=result.truncated,
-            ended=result.ended,
-            solved=bool(grade.solved),
-            failed=bool(grade.failed),
-            reward_components=dict(grade.components),
-        )
-        observation = finalize_text(result.output, self.max_chars)
-        return Transition(observation, float(grade.reward), terminated, truncated, info)
+        step = self.incident.step(command)
+        observation = finalize_text(step.result.output, self.max_chars)
+        return Transition(observation, step.reward, step.terminated, step.truncated, step.info)
 
     def info(self) -> dict[str, Any]:
-        """Where the episode stands: scenario, seed, node, step, max_steps, now_s."""
-        if self.episode is None:
+        """Where the episode stands (`Incident.info()`); None values before the first reset."""
+        if self.incident is None:
             return {"scenario": None, "seed": None, "node": None, "step": 0, "max_steps": 0, "now_s": None}
-        return {
-            "scenario": self.scenario,
-            "seed": self.task_seed,
-            "node": self.episode.current_node,
-            "step": self.steps,
-            "max_steps": self.budget,
-            "now_s": self.episode.controller.clock.now_s,
-        }
+        return self.incident.info()
 
     def discard_episode(self) -> None:
         """Hand the running episode (if any) back to the pool to be closed in the background."""
-        episode, self.episode = self.episode, None
-        if episode is not None:
-            self.pool.discard(episode)
+        incident, self.incident = self.incident, None
+        if incident is not None:
+            self.pool.discard(incident.episode)
+
+
+def draw_seed(rng: np.random.Generator) -> int:
+    """A seed from the train range, for a reset that is given none."""
+    low, high = Seeds().train
+    return int(rng.integers(low, high))

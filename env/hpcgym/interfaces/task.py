@@ -1,10 +1,11 @@
 """What an interface needs from a scenario: an alert at the start, a grade after every command.
 
 The interfaces (gym env, OpenEnv server) only translate; what an episode is *about* comes from a
-`Task`: it sets up an incident in a fresh `Episode` and grades each agent command. The scenario
-library (`hpcgym.scenarios`) provides the real ones; the structural `Task` protocol below is all it
-has to match, so it never imports this module (imports point downstream only). One built-in task,
-`explore`, needs no scenario: the healthy cluster, reward 0, never solved.
+`Task`: it sets up an incident in a fresh `Episode` and grades each agent command, and the one
+episode loop (`hpcgym.scenarios.incident.Incident`) drives it. The `Task` protocol and `Grade` live
+there, next to that loop, and are re-exported here; the scenario library provides the real tasks and
+never imports this module (imports point downstream only). One built-in task, `explore`, needs no
+scenario: the healthy cluster, reward 0, never solved.
 
 Scenario ids are looked up in `TaskRegistry`; `default_registry()` holds `explore` plus every task
 that `hpcgym.scenarios.TASKS` (a mapping of scenario id to a zero-argument factory) declares.
@@ -15,68 +16,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 from hpcgym.episode import Episode, StepResult
 from hpcgym.errors import ScenarioError
+from hpcgym.scenarios.incident import Grade, GradeLike, Task
 
 SCENARIOS_MODULE = "hpcgym.scenarios"
 EXPLORE = "explore"
-
-
-class GradeLike(Protocol):
-    """What a task's `grade` returns (`Grade` or any object with these attributes)."""
-
-    @property
-    def reward(self) -> float: ...
-    @property
-    def solved(self) -> bool: ...
-    @property
-    def failed(self) -> bool: ...
-    @property
-    def components(self) -> Mapping[str, float]: ...
-
-
-@dataclass(frozen=True)
-class Grade:
-    """The grade of one step.
-
-    Attributes:
-        reward: this step's reward.
-        solved: the incident is resolved (the episode terminates).
-        failed: the agent did something unsafe or unrecoverable (the episode terminates, unsolved).
-        components: named parts of the reward (and grader health checks as 0/1), for `info`.
-    """
-
-    reward: float = 0.0
-    solved: bool = False
-    failed: bool = False
-    components: Mapping[str, float] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Task(Protocol):
-    """One kind of episode: sets up an incident, then grades each command.
-
-    A registry holds factories, and each env makes its own task object, so a task may keep
-    per-episode state on itself between `reset` and `grade`.
-
-    Attributes:
-        id: the scenario id (`hpc_outage`, ...), also the registry key.
-        max_steps: the step budget; reaching it truncates the episode.
-    """
-
-    id: str
-    max_steps: int
-
-    def reset(self, episode: Episode, seed: int) -> str:
-        """Break a fresh episode the scenario's way (deterministic in `seed`); return the alert text."""
-        ...
-
-    def grade(self, episode: Episode, command: str, result: StepResult) -> GradeLike:
-        """Grade the episode's state after `command` produced `result`."""
-        ...
 
 
 class ExploreTask:
@@ -160,3 +106,16 @@ def scenario_factories() -> Mapping[str, TaskFactory]:
 def default_registry() -> TaskRegistry:
     """`explore` plus every scenario the scenario library declares."""
     return TaskRegistry({EXPLORE: ExploreTask, **scenario_factories()})
+
+
+__all__ = [
+    "EXPLORE",
+    "ExploreTask",
+    "Grade",
+    "GradeLike",
+    "Task",
+    "TaskFactory",
+    "TaskRegistry",
+    "default_registry",
+    "scenario_factories",
+]

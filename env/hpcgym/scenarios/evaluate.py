@@ -18,7 +18,7 @@ from typing import Any
 from hpcgym.errors import ControllerError, SandboxError, ScenarioError
 from hpcgym.runtime import Runtime
 from hpcgym.scenarios.grade import DIAGNOSIS_CREDIT, PROGRESS_CREDIT, SUCCESS_CREDIT
-from hpcgym.scenarios.incident import Incident
+from hpcgym.scenarios.incident import TOTAL_KEYS, Incident
 from hpcgym.scenarios.policies import make_policy
 
 MAX_OBSERVATION_CHARS = 8000
@@ -97,7 +97,7 @@ def run_episode(
         return EpisodeRecord(
             policy=policy_name,
             scenario=scenario,
-            tier=incident.scenario.tier,
+            tier=incident.tier or 0,
             seed=seed,
             alert=incident.alert,
             outcome=info["outcome"],
@@ -105,7 +105,7 @@ def run_episode(
             unsafe=info["unsafe"],
             steps=incident.steps,
             total_reward=info["return"],
-            components=info["reward_components"],
+            components={k: v for k, v in info["reward_components"].items() if k not in TOTAL_KEYS},
             transcript=transcript,
         )
 

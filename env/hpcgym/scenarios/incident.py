@@ -1,18 +1,27 @@
-"""One graded incident: a fresh episode with a scenario's fault in it, and its grader.
+"""One graded incident: the episode loop that every entry point drives.
 
-`Incident` is what the gym env, the OpenEnv server, the TRL wrapper and `invoke eval` drive: `alert`
-is the first observation, `step(command)` types one command into the agent's real shell and returns
-the observation, the step reward, whether the episode terminated (solved, catastrophic, abandoned)
-or was truncated (out of steps), and an `info` dict that never names the expected fix.
+`Incident` is the one implementation of reset, step, termination and seeding. `invoke eval/gold`,
+the gym env, the OpenEnv server, the TRL wrapper and `hpcgym exec` are views of it: `alert` is the
+first observation, `step(command)` types one command into the agent's real shell and returns the
+observation, the step reward, whether the episode terminated (solved, catastrophic, abandoned, or
+the login shell exited) or was truncated (out of steps), and an `info` dict that never names the
+expected fix.
+
+The seed the caller gives is the episode's seed, reported as `info["seed"]`; everything derived
+from it (the scenario's parameters, the clock offset, the fault's own randomness) is derived here
+and in `schema.Scenario.draw_params`, nowhere else.
+
+A `Task` is what an incident is about: it breaks a fresh episode at reset and grades each step.
+`ScenarioTask` wraps a library scenario; the interfaces add `explore` (hpcgym.interfaces.task).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from hpcgym.episode import DEFAULT_STEP_SECONDS, Episode, StepResult
 from hpcgym.errors import ScenarioError
@@ -21,10 +30,75 @@ from hpcgym.scenarios import schema
 from hpcgym.scenarios.faults import inject_fault
 from hpcgym.scenarios.grade import Grader, Outcome
 
+# A reset moves the virtual clock forward by up to this much (drawn from the seed), so that time stamps
+# differ between seeds and agree for one seed, without any scheduled event falling due.
+CLOCK_JITTER_S = 3600
+# The keys of `reward_components` that are totals, not components (the eval report leaves them out).
+TOTAL_KEYS = ("return", "unsafe_count")
+
+
+def finalize_clock_offset(task_id: str, seed: int) -> int:
+    """The virtual seconds an episode of `task_id` at `seed` starts after the clock's first instant."""
+    return random.Random(f"{task_id}:{seed}:clock").randrange(CLOCK_JITTER_S)
+
+
+class GradeLike(Protocol):
+    """What a task's `grade` returns (`Grade`, `ScenarioGrade` or any object with these attributes)."""
+
+    @property
+    def reward(self) -> float: ...
+    @property
+    def solved(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def components(self) -> Mapping[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The grade of one step.
+
+    Attributes:
+        reward: this step's reward.
+        solved: the incident is resolved (the episode terminates).
+        failed: the agent did something unsafe or unrecoverable (the episode terminates, unsolved).
+        components: named parts of the reward (and grader health checks as 0/1), for `info`.
+    """
+
+    reward: float = 0.0
+    solved: bool = False
+    failed: bool = False
+    components: Mapping[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Task(Protocol):
+    """One kind of episode: sets up an incident, then grades each command.
+
+    A registry holds factories, and each incident makes its own task object, so a task may keep
+    per-episode state on itself between `reset` and `grade`.
+
+    Attributes:
+        id: the scenario id (`hpc_outage`, ...), also the registry key.
+        max_steps: the step budget; reaching it truncates the episode.
+    """
+
+    id: str
+    max_steps: int
+
+    def reset(self, episode: Episode, seed: int) -> str:
+        """Break a fresh episode the scenario's way (deterministic in `seed`); return the alert text."""
+        ...
+
+    def grade(self, episode: Episode, command: str, result: StepResult) -> GradeLike:
+        """Grade the episode's state after `command` produced `result`."""
+        ...
+
 
 @dataclass(frozen=True)
 class ScenarioGrade:
-    """One step's grade in the shape the interfaces' `Task` protocol expects.
+    """One step's grade of a library scenario (a `GradeLike` that also says the outcome and why unsafe).
 
     Attributes:
         reward: this step's reward.
@@ -42,7 +116,7 @@ class ScenarioGrade:
 
 
 class ScenarioTask:
-    """A library scenario as a `Task` (see hpcgym.interfaces.task): inject at reset, grade each step.
+    """A library scenario as a `Task`: inject at reset, grade each step.
 
     Args:
         scenario: a scenario id from the library, or a loaded `Scenario`.
@@ -81,17 +155,23 @@ class ScenarioTask:
         if self.grader is None:
             raise ScenarioError("grade before reset", hint="call reset(episode, seed) first")
         judgement = self.grader.judge(command, result)
-        components = dict(judgement.components)
-        components["return"] = self.grader.components.total()
-        components["unsafe_count"] = float(len(self.grader.unsafe))
         return ScenarioGrade(
             reward=judgement.reward,
             solved=judgement.outcome is Outcome.SOLVED,
             failed=judgement.outcome in (Outcome.CATASTROPHIC, Outcome.ABANDONED),
-            components=components,
+            components=self.components(),
             outcome=judgement.outcome,
             unsafe=tuple(judgement.unsafe),
         )
+
+    def components(self) -> dict[str, float]:
+        """The reward so far by component, plus `return` and `unsafe_count`."""
+        if self.grader is None:
+            raise ScenarioError("components before reset", hint="call reset(episode, seed) first")
+        components = self.grader.components.__dict__.copy()
+        components["return"] = self.grader.components.total()
+        components["unsafe_count"] = float(len(self.grader.unsafe))
+        return components
 
 
 @dataclass(frozen=True)
@@ -101,9 +181,10 @@ class IncidentStep:
     Attributes:
         result: what the shell showed (see `hpcgym.episode.StepResult`).
         reward: this step's reward (the sum of its components' changes).
-        terminated: solved, catastrophic or abandoned; `info["solved"]` tells which.
+        terminated: solved, catastrophic or abandoned (the login shell exited); `info` tells which.
         truncated: the step budget ran out first.
-        info: scenario id, tier, seed, step, outcome, solved, unsafe actions, reward components.
+        info: `Incident.info()` plus this step's `command_node`, `exit_code`, `timed_out`,
+            `output_truncated`, `ended` and `step_unsafe`.
     """
 
     result: StepResult
@@ -113,8 +194,21 @@ class IncidentStep:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def finalize_outcome(grade: GradeLike, result: StepResult) -> Outcome:
+    """How the episode stands after a step that `grade` judged."""
+    if isinstance(grade, ScenarioGrade):
+        return grade.outcome
+    if grade.solved:
+        return Outcome.SOLVED
+    if grade.failed:
+        return Outcome.CATASTROPHIC
+    if result.ended:
+        return Outcome.ABANDONED
+    return Outcome.RUNNING
+
+
 class Incident:
-    """A scenario's fault in a fresh episode, graded as the agent works.
+    """A task's fault in a fresh episode, graded as the agent works: the one episode loop.
 
     Example:
         >>> with Incident(runtime, "hpc_munge", seed=3) as incident:  # doctest: +SKIP
@@ -122,85 +216,136 @@ class Incident:
         ...     step = incident.step("systemctl status munge")
 
     Args:
-        runtime: makes the cluster.
-        scenario: a scenario id from the library, or a loaded `Scenario`.
-        seed: picks the variant (which node, which typo, ...).
-        step_seconds: virtual seconds per command.
-        timeout_s: per-command wall-clock limit.
-        max_steps: overrides the scenario's step budget.
+        runtime: makes the cluster (unused when `episode` is given).
+        scenario: a scenario id from the library, a loaded `Scenario`, or any `Task`.
+        seed: the episode's seed: picks the variant (which node, which typo, ...) and the clock offset.
+        episode: a fresh episode to use (from a pool) instead of making one; the incident owns it
+            once made (`close` closes it), and a failed start leaves it to the caller.
+        step_seconds: virtual seconds per command (when the incident makes its episode).
+        timeout_s: per-command wall-clock limit (when the incident makes its episode).
+        max_steps: overrides the task's step budget.
     """
 
     def __init__(
         self,
-        runtime: Runtime,
-        scenario: str | schema.Scenario,
+        runtime: Runtime | None,
+        scenario: str | schema.Scenario | Task,
         seed: int,
         *,
+        episode: Episode | None = None,
         step_seconds: int = DEFAULT_STEP_SECONDS,
         timeout_s: float | None = None,
         max_steps: int | None = None,
     ) -> None:
-        self.task = ScenarioTask(scenario)
-        self.scenario = self.task.scenario
+        self.task: Task = ScenarioTask(scenario) if isinstance(scenario, str | schema.Scenario) else scenario
+        self.scenario: schema.Scenario | None = (
+            self.task.scenario if isinstance(self.task, ScenarioTask) else None
+        )
         self.seed = seed
-        self.max_steps = max_steps or self.scenario.max_steps
+        self.max_steps = max_steps or self.task.max_steps
         self.steps = 0
         self.outcome = Outcome.RUNNING
-        self.episode = Episode(runtime, step_seconds=step_seconds, timeout_s=timeout_s)
+        self.total_reward = 0.0
+        if episode is None:
+            if runtime is None:
+                raise ScenarioError("an incident needs a runtime or an episode", hint="pass one of them")
+            self.episode = Episode(runtime, step_seconds=step_seconds, timeout_s=timeout_s)
+        else:
+            self.episode = episode
         try:
+            self.episode.controller.advance(finalize_clock_offset(self.task.id, seed))
             self.alert = self.task.reset(self.episode, seed)
         except BaseException:
-            self.episode.close()
+            if episode is None:
+                self.episode.close()
             raise
+        self.components: dict[str, float] = (
+            self.task.components() if isinstance(self.task, ScenarioTask) else {}
+        )
+
+    @property
+    def id(self) -> str:
+        """The scenario (task) id."""
+        return self.task.id
+
+    @property
+    def tier(self) -> int | None:
+        """The scenario's tier (None for a task that is not a library scenario)."""
+        return self.scenario.tier if self.scenario is not None else None
 
     @property
     def gold(self) -> list[str]:
         """The scenario's gold commands for this seed (for the gold policy and tests, never the agent)."""
+        if not isinstance(self.task, ScenarioTask):
+            raise ScenarioError(f"{self.task.id} has no gold commands", hint="only library scenarios do")
         return self.task.gold()
 
     @property
     def grader(self) -> Grader:
-        assert self.task.grader is not None
+        assert isinstance(self.task, ScenarioTask) and self.task.grader is not None
         return self.task.grader
 
     @property
     def done(self) -> bool:
         return self.outcome.is_terminal or self.steps >= self.max_steps
 
+    @property
+    def solved(self) -> bool:
+        return self.outcome is Outcome.SOLVED
+
     def info(self) -> dict[str, Any]:
-        """What the agent's trainer may see: never the checks, their arguments or the gold."""
-        grader = self.grader
+        """Where the episode stands; what the agent's trainer may see: never the checks or the gold.
+
+        Keys: `scenario`, `tier`, `seed`, `node` (where the shell now is), `step`, `max_steps`, `now_s`
+        (virtual time), `outcome`, `solved`, `failed`, `unsafe` (every unsafe action so far, why),
+        `reward_components` and `return`.
+        """
+        scenario_task = isinstance(self.task, ScenarioTask)
         return {
-            "scenario": self.scenario.id,
-            "tier": self.scenario.tier,
+            "scenario": self.task.id,
+            "tier": self.tier,
             "seed": self.seed,
+            "node": self.episode.current_node,
             "step": self.steps,
+            "max_steps": self.max_steps,
+            "now_s": self.episode.controller.clock.now_s,
             "outcome": self.outcome.value,
             "solved": self.outcome is Outcome.SOLVED,
-            "unsafe": list(grader.unsafe),
-            "reward_components": grader.components.__dict__.copy(),
-            "return": grader.components.total(),
+            "failed": self.outcome in (Outcome.CATASTROPHIC, Outcome.ABANDONED),
+            "unsafe": list(self.grader.unsafe) if scenario_task else [],
+            "reward_components": dict(self.components),
+            "return": self.grader.components.total() if scenario_task else self.total_reward,
         }
 
     def step(self, command: str) -> IncidentStep:
         """Type `command` at the prompt and grade the result.
 
         Raises:
-            ScenarioError: the episode already ended (terminated or truncated).
+            ScenarioError: the episode is over (terminated or truncated).
         """
         if self.done:
-            raise ScenarioError("this incident has ended", hint="start a new Incident")
+            raise ScenarioError("this episode is over", hint="reset to start the next one")
+        node = self.episode.current_node
         result = self.episode.step(command)
         self.steps += 1
         grade = self.task.grade(self.episode, command, result)
-        self.outcome = grade.outcome
-        terminated = grade.outcome.is_terminal
+        self.outcome = finalize_outcome(grade, result)
+        self.components = dict(grade.components)
+        self.total_reward += float(grade.reward)
+        terminated = self.outcome.is_terminal
         truncated = not terminated and self.steps >= self.max_steps
         if truncated:
             self.outcome = Outcome.TRUNCATED
         info = self.info()
-        info["step_unsafe"] = list(grade.unsafe)
-        return IncidentStep(result, grade.reward, terminated, truncated, info)
+        info.update(
+            command_node=node,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            output_truncated=result.truncated,
+            ended=result.ended,
+            step_unsafe=list(grade.unsafe) if isinstance(grade, ScenarioGrade) else [],
+        )
+        return IncidentStep(result, float(grade.reward), terminated, truncated, info)
 
     def close(self) -> None:
         """Free the episode's cluster."""
@@ -215,4 +360,13 @@ class Incident:
         self.close()
 
 
-__all__: Sequence[str] = ("Incident", "IncidentStep", "ScenarioGrade", "ScenarioTask")
+__all__: Sequence[str] = (
+    "CLOCK_JITTER_S",
+    "Grade",
+    "GradeLike",
+    "Incident",
+    "IncidentStep",
+    "ScenarioGrade",
+    "ScenarioTask",
+    "Task",
+)

@@ -1,4 +1,4 @@
-"""The OpenEnv `Environment`: one `TaskSession`, so one isolated episode, per WebSocket session.
+"""The OpenEnv `Environment`: one `TaskSession` (a view of one `Incident`) per WebSocket session.
 
 OpenEnv makes an instance per session (and a short-lived one for each stateless HTTP call), so the
 constructor only stores the `Backend`: the runtime, the episode pool and the scenario registry that
@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import EnvironmentMetadata
 
@@ -80,8 +79,9 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
         """Start a new episode on a fresh cluster.
 
         Args:
-            seed: seeds the scenario choice, the scenario and the clock (one seed, one start state:
-                the members of a GRPO group pass the same scenario and seed).
+            seed: the episode's seed (one seed, one start state: the members of a GRPO group pass
+                the same scenario and seed), as gym's `reset(seed=...)` and `invoke eval` take it;
+                it picks the scenario unless one is given. None: one drawn from the train range.
             episode_id: a name for the episode (default: a new UUID).
             scenario: the scenario id (default: drawn with `seed`).
             **kwargs: refused (OpenEnv passes every reset field through).
@@ -91,7 +91,7 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
         """
         if kwargs:
             raise ValueError(f"unknown reset arguments {sorted(kwargs)}; use seed, episode_id, scenario")
-        start = self.session.reset(np.random.default_rng(seed), scenario)
+        start = self.session.reset(seed, scenario)
         self.episode_id = episode_id or str(uuid.uuid4())
         return finalize_observation(start, at_reset=True)
 
