@@ -54,3 +54,20 @@ def test_exec_with_another_slurm_conf_and_node(capsys, images_dir, tmp_path):
 def test_exec_reports_library_errors_as_exit_codes(capsys, tmp_path):
     assert main(["exec", "--images", str(tmp_path / "none"), "--", "true"]) == 1
     assert "invoke build-images" in capsys.readouterr().err
+
+
+def test_exec_plays_an_incident_and_ends_with_its_grade(capsys, images_dir):
+    fix = ["ssh compute-01 chmod 0400 /etc/munge/munge.key", "ssh compute-01 systemctl restart munge"]
+    assert main(["exec", "--images", str(images_dir), "--scenario", "hpc_munge", "--", "sinfo -R", *fix]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("After last night's configuration push, compute-01 is down*")
+    assert "[root@login01 ~]# sinfo -R\nREASON " in out
+    # Half the fix: the route is still wrong, so the episode is not solved; the seed is the first test one.
+    assert "== hpc_munge seed 800: not solved (running), reward " in out
+    assert "   components: step_cost -0.030, diagnosis " in out
+
+
+def test_exec_help_names_no_work_items(capsys):
+    with pytest.raises(SystemExit):
+        main(["exec", "--help"])
+    assert "issue" not in capsys.readouterr().out

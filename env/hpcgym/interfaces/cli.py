@@ -1,7 +1,10 @@
 """The `hpcgym` command line: a debugging window onto one episode.
 
 `hpcgym exec -- CMD [CMD ...]` types each CMD as one agent step into one fresh episode and prints what
-the agent would see. Library errors become exit codes here and nowhere else.
+the agent would see. `hpcgym exec --scenario ID [--seed N] -- CMD ...` does that in an incident: it
+prints the alert, types the commands through the same episode loop as `invoke eval`, gymnasium,
+OpenEnv and TRL (`hpcgym.scenarios.incident.Incident`), and ends with the grade. Library errors
+become exit codes here and nowhere else.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hpcgym.errors import HpcgymError
 
@@ -30,15 +34,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = run.add_mutually_exclusive_group()
     source.add_argument("--slurm-conf", type=Path, help="a slurm.conf for the cluster instead of the image's")
-    source.add_argument("--scenario", help="an incident scenario id (see the scenarios issue)")
-    run.add_argument("--seed", type=int, default=0, help="scenario seed (default: %(default)s)")
+    source.add_argument(
+        "--scenario", help="play this incident (a scenario id, as `invoke eval --scenarios` takes it)"
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        help="the episode's seed, as gym's reset(seed=N) and `invoke eval` take it "
+        "(default: the scenario's first test seed, 800)",
+    )
     run.add_argument("--node", help="start the session on this node instead of the login node")
     run.add_argument(
         "--step-seconds", type=int, default=5, help="virtual seconds per step (default: %(default)s)"
     )
     run.add_argument("--timeout", type=float, default=30.0, help="seconds per command (default: %(default)s)")
-    run.add_argument("--json", action="store_true", help="print a JSON list of {command, output, exit_code}")
-    run.add_argument("commands", nargs="+", metavar="CMD", help="command lines, one agent step each")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: a list of {command, output, exit_code}; with --scenario, an object with the "
+        "alert, those steps (each with its reward) and the grade",
+    )
+    run.add_argument("commands", nargs="*", metavar="CMD", help="command lines, one agent step each")
     return parser
 
 
@@ -47,7 +63,9 @@ def exec_commands(args: argparse.Namespace) -> int:
     from hpcgym.runtime import Runtime
 
     if args.scenario is not None:
-        raise HpcgymError("no scenario library yet", hint="use --slurm-conf FILE or the image's own cluster")
+        return play_incident(args)
+    if not args.commands:
+        raise HpcgymError("no command to run", hint="name at least one CMD, or an incident with --scenario")
     conf_text = args.slurm_conf.read_text() if args.slurm_conf else None
     records = []
     with (
@@ -75,6 +93,81 @@ def exec_commands(args: argparse.Namespace) -> int:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0
+
+
+def play_incident(args: argparse.Namespace) -> int:
+    from hpcgym.interfaces.task import default_registry
+    from hpcgym.runtime import Runtime
+    from hpcgym.scenarios.incident import Incident, ScenarioTask
+    from hpcgym.scenarios.schema import Seeds
+
+    if args.node:
+        raise HpcgymError("--node does not apply to an incident", hint="type `ssh NODE` as the first CMD")
+    task = default_registry().make(args.scenario)
+    seeds = task.scenario.seeds if isinstance(task, ScenarioTask) else Seeds()
+    seed = args.seed if args.seed is not None else seeds.test[0]
+    steps: list[dict[str, object]] = []
+    with (
+        Runtime(args.images) as runtime,
+        Incident(runtime, task, seed, step_seconds=args.step_seconds, timeout_s=args.timeout) as incident,
+    ):
+        if not args.json:
+            sys.stdout.write(f"{incident.alert.rstrip()}\n\n")
+        for command in args.commands:
+            if incident.done:
+                sys.stdout.flush()
+                sys.stderr.write(f"hpcgym: the episode is over; {command!r} and the rest were not typed\n")
+                break
+            node = incident.episode.current_node
+            step = incident.step(command)
+            result = step.result
+            steps.append(
+                {
+                    "command": command,
+                    "output": result.output,
+                    "exit_code": result.exit_code,
+                    "reward": step.reward,
+                }
+            )
+            if not args.json:
+                sys.stdout.write(f"[root@{node} ~]# {command}\n{result.output}")
+                if result.exit_code != 0:
+                    sys.stdout.write(f"(exit {result.exit_code})\n")
+        info = incident.info()
+        grade = {
+            "solved": info["solved"],
+            "outcome": info["outcome"],
+            "reward": info["return"],
+            "steps": info["step"],
+            "components": info["reward_components"],
+            "unsafe": info["unsafe"],
+        }
+        if args.json:
+            record = {"scenario": info["scenario"], "seed": seed, "alert": incident.alert, "steps": steps}
+            json.dump({**record, "grade": grade}, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(render_grade(info))
+    return 0
+
+
+def render_grade(info: dict[str, Any]) -> str:
+    """The closing lines of `hpcgym exec --scenario`: solved or not, the reward and its components."""
+    from hpcgym.scenarios.incident import TOTAL_KEYS
+
+    verdict = "solved" if info["solved"] else f"not solved ({info['outcome']})"
+    lines = [
+        f"\n== {info['scenario']} seed {info['seed']}: {verdict}, "
+        f"reward {info['return']:+.3f} after {info['step']} steps",
+    ]
+    components = ", ".join(
+        f"{name} {value:+.3f}" for name, value in info["reward_components"].items() if name not in TOTAL_KEYS
+    )
+    if components:
+        lines.append(f"   components: {components}")
+    if info["unsafe"]:
+        lines.append(f"   unsafe: {'; '.join(info['unsafe'])}")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
