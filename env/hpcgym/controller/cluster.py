@@ -108,7 +108,10 @@ class Cluster:
             node.base = NodeBase.IDLE
         elif node.base is NodeBase.DOWN and self._returns_to_service(node):
             node.base = NodeBase.IDLE
-            self._clear_reason(node)
+            # A drained or failed node comes back as such, with its admin's reason (validate_node_specs
+            # keeps the state flags; seen on Debian's 22.05.8: DOWN+DRAIN+NOT_RESPONDING -> IDLE+DRAIN).
+            if not node.has(NodeFlag.DRAIN | NodeFlag.FAIL):
+                self._clear_reason(node)
 
     def _returns_to_service(self, node: Node) -> bool:
         # ReturnToService=1 revives nodes that went DOWN only for not responding; 2 revives any.
@@ -192,9 +195,12 @@ class Cluster:
             )
             if silent_s >= interval:
                 node.flags |= NodeFlag.NOT_RESPONDING
-            # Registered or not, a node silent for SlurmdTimeout goes DOWN* with slurmctld's reason.
+            # Registered or not, a node silent for SlurmdTimeout goes DOWN*. Its flags stay, and so
+            # does a reason someone already gave it: set_node_down_ptr() writes "Not responding" only
+            # over no reason or an earlier "Not responding" (a drained node becomes
+            # DOWN+DRAIN+NOT_RESPONDING, `drained*`, with its admin's reason, user and time).
             if silent_s >= self.conf.slurmd_timeout_s and node.base is not NodeBase.DOWN:
-                self._set_down(node, "Not responding", self.slurm_user)
+                self._set_down(node, "Not responding", self.slurm_user, keep_reason=True)
 
     def _is_purgeable(self, job: Job, now: int) -> bool:
         return (
@@ -417,9 +423,10 @@ class Cluster:
         self._set_down(node, reason, user)
         self.schedule()
 
-    def _set_down(self, node: Node, reason: str, user: str) -> None:
+    def _set_down(self, node: Node, reason: str, user: str, *, keep_reason: bool = False) -> None:
         node.base = NodeBase.DOWN
-        self._set_reason(node, reason, user)
+        if not keep_reason or node.reason is None or node.reason.startswith("Not responding"):
+            self._set_reason(node, reason, user)
         for job in list(self.jobs.values()):
             if job.state is JobState.RUNNING and node.name in job.nodes:
                 if job.batch:
