@@ -45,12 +45,18 @@ class TaskRequest:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """A task's output; `run_for_s` > 0 keeps the job running that long (a backgrounded srun)."""
+    """A task's output; `run_for_s` > 0 keeps the job running that long (a backgrounded srun).
+
+    `timed_out` says the runner stopped the task at its own host-side bound (wall time the
+    controller cannot spend on one step): the task had not ended, so neither has its job, and
+    `exit_code` is only the runner's kill.
+    """
 
     stdout: str = ""
     stderr: str = ""
     exit_code: int = 0
     run_for_s: int = 0
+    timed_out: bool = False
 
 
 TaskRunner = Callable[[TaskRequest], TaskResult]

@@ -95,7 +95,7 @@ def _run_tasks(ctx: Context, job: Job, command: list[str], *, label: bool) -> Re
         per_node = job.cpus_by_node[name] // job.cpus_per_task
         placement += [(name, node_index, local) for local in range(per_node)]
     placement = placement[:tasks]
-    stdout, stderr, worst, run_for = [], [], 0, 0
+    stdout, stderr, worst, run_for, still_running = [], [], 0, 0, False
     for rank, (name, node_index, local) in enumerate(placement):
         env = {
             "SLURM_JOB_ID": str(job.job_id),
@@ -117,11 +117,23 @@ def _run_tasks(ctx: Context, job: Job, command: list[str], *, label: bool) -> Re
         prefix = f"{rank}: " if label else ""
         stdout += [prefix + line for line in result.stdout.splitlines(keepends=True)]
         stderr += [prefix + line for line in result.stderr.splitlines(keepends=True)]
-        if result.exit_code:
+        if result.timed_out:
+            # The runner's host-side bound stopped the process, not Slurm: on the cluster the task
+            # still runs, and its kill is no exit code of the step.
+            still_running = True
+        elif result.exit_code:
             stderr.append(f"srun: error: {name}: task {rank}: Exited with exit code {result.exit_code}\n")
             worst = max(worst, result.exit_code)
         run_for = max(run_for, result.run_for_s)
-    if run_for > 0:
+    if still_running:
+        # A step that outlives the runner's bound (`srun sleep 600 &`) runs on the virtual clock as
+        # slurmstepd would: the job stays RUNNING on its CPUs until its TimeLimit (TIMEOUT), a scancel
+        # or its node failing (NODE_FAIL), as on Debian's slurmctld 22.05.8.
+        # TODO(runtime): the real srun also stays until then and prints the step's end; until the
+        # runtime can hold a command open past its bound, srun returns now with what the tasks printed.
+        job.run_for_s = None
+        job.run_exit_code = worst
+    elif run_for > 0:
         # A backgrounded step (`srun ... &`): the job keeps its nodes until the step would end.
         job.run_for_s = run_for
         job.run_exit_code = worst
