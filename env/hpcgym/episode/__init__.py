@@ -162,13 +162,16 @@ class Episode:
         return Reply(stdout=reply.stdout, stderr=reply.stderr, exit_code=reply.exit_code)
 
     def _run_task(self, task: TaskRequest) -> TaskResult:
-        # srun runs its task for real inside the target node, as slurmd would.
+        # srun runs its task for real inside the target node, as slurmd would, for TASK_TIMEOUT_S of
+        # host time at most; a task stopped there is `timed_out` and its job runs on (see srun).
         target = self.cluster.nodes[task.node]
         shell = target.ensure_started()
         exports = [f"{key}={value}" for key, value in sorted(task.env.items())]
         argv = ["/usr/bin/env", "-C", task.cwd, *exports, *task.argv]
         done = exec_in_node(target.spec, shell.shell_pid, argv, TASK_TIMEOUT_S)
-        return TaskResult(stdout=done.stdout, stderr=done.stderr, exit_code=done.exit_code)
+        return TaskResult(
+            stdout=done.stdout, stderr=done.stderr, exit_code=done.exit_code, timed_out=done.timed_out
+        )
 
     # --- lifetime ---------------------------------------------------------------------------------
 
