@@ -20,6 +20,7 @@ from hpcgym.fleet.coord import CoordDir
 from hpcgym.fleet.localslurm import LocalSlurm, local_slurm, missing_binaries
 from hpcgym.fleet.ready import ready_servers
 from hpcgym.fleet.slurm import ALIVE_STATES, tasks
+from hpcgym.scenarios.schema import load_scenario
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -174,9 +175,10 @@ def test_a_fleet_serves_episodes_survives_a_lost_server_and_leaves_nothing(
     token = coord.read_token()
     row = build_rows(["hpc_munge"], "train", seeds_per_scenario=1)[0]
     envs = [HpcToolEnv(EnvSettings(env_urls=tuple(urls), api_key=token, max_steps=10)) for _ in urls]
+    node = load_scenario("hpc_munge").draw_params(row["seed"])["node"]  # the row's seed is the episode's
     for env in envs:
-        assert "compute-01 is down" in env.reset(**row)
-        assert "compute-01" in env.run("sinfo -N -h -o '%N %t'")
+        assert f"{node} is down" in env.reset(**row)
+        assert str(node) in env.run("sinfo -N -h -o '%N %t'")
     used = {env._backend.url for env in envs}  # type: ignore[union-attr]
     assert used == set(urls)
     # Without the launch's token a server refuses the session.
