@@ -10,16 +10,7 @@ after a few host seconds (`TaskResult.timed_out`); that must not end the job.
 from __future__ import annotations
 
 from hpcgym.controller import Controller, TaskRequest, TaskResult, parse_slurm_conf
-
-CONF = """
-ClusterName=hpc
-SlurmctldHost=head(10.0.0.1)
-SlurmdTimeout=30
-SlurmUser=slurm
-ReturnToService=1
-NodeName=compute-0[1-2] CPUs=2 RealMemory=4000 State=UNKNOWN
-PartitionName=compute Nodes=compute-0[1-2] Default=YES MaxTime=INFINITE State=UP
-"""
+from tests.controller.test_rules import CONF, run
 
 
 def stopped_at_bound(task: TaskRequest) -> TaskResult:
@@ -29,12 +20,6 @@ def stopped_at_bound(task: TaskRequest) -> TaskResult:
 
 def make() -> Controller:
     return Controller(parse_slurm_conf(CONF), run_task=stopped_at_bound)
-
-
-def run(controller: Controller, *argv: str) -> str:
-    reply = controller.handle("login", list(argv), "/root")
-    controller.tick()
-    return reply.stdout + reply.stderr
 
 
 def job_fields(controller: Controller, job_id: int) -> str:

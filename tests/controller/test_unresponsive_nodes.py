@@ -13,26 +13,14 @@ only over no reason or an earlier "Not responding".
 from __future__ import annotations
 
 from hpcgym.controller import Controller, TaskResult, parse_slurm_conf
-
-CONF = """
-ClusterName=hpc
-SlurmctldHost=head(10.0.0.1)
-SlurmdTimeout=30
-SlurmUser=slurm
-ReturnToService={rts}
-NodeName=compute-0[1-2] CPUs=2 RealMemory=4000 State=UNKNOWN
-PartitionName=compute Nodes=compute-0[1-2] Default=YES MaxTime=INFINITE State=UP
-"""
+from tests.controller.test_rules import CONF, run
 
 
 def make(rts: int = 1) -> Controller:
-    return Controller(parse_slurm_conf(CONF.format(rts=rts)), run_task=lambda t: TaskResult(run_for_s=600))
-
-
-def run(controller: Controller, *argv: str) -> str:
-    reply = controller.handle("login", list(argv), "/root")
-    controller.tick()
-    return reply.stdout + reply.stderr
+    return Controller(
+        parse_slurm_conf(CONF.replace("ReturnToService=1", f"ReturnToService={rts}")),
+        run_task=lambda t: TaskResult(run_for_s=600),
+    )
 
 
 def show_node(controller: Controller, name: str) -> str:
