@@ -42,6 +42,13 @@ def finalize_clock_offset(task_id: str, seed: int) -> int:
     return random.Random(f"{task_id}:{seed}:clock").randrange(CLOCK_JITTER_S)
 
 
+def gold_commands(scenario: str | schema.Scenario, seed: int) -> list[str]:
+    """The gold commands of `scenario` at `seed`, rendered as the episode would (no cluster needed)."""
+    loaded = schema.load_scenario(scenario) if isinstance(scenario, str) else scenario
+    params = loaded.draw_params(seed)
+    return [schema.render(command, params) for command in loaded.gold]
+
+
 class GradeLike(Protocol):
     """What a task's `grade` returns (`Grade`, `ScenarioGrade` or any object with these attributes)."""
 
@@ -369,4 +376,5 @@ __all__: Sequence[str] = (
     "ScenarioGrade",
     "ScenarioTask",
     "Task",
+    "gold_commands",
 )
