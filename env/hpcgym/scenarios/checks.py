@@ -320,6 +320,14 @@ CHECKS: dict[str, Callable[..., bool]] = {
 }
 
 
+# What a predicate may meet in node data the agent made: unreadable, looping, huge, garbled, of the
+# wrong type. Any of these means the predicate does not hold; anything else is the infrastructure's.
+NODE_DATA_ERRORS = (OSError, ValueError, UnicodeError, LookupError, TypeError, RecursionError, OverflowError)
+
+
 def run_check(episode: Episode, name: str, args: dict[str, Any]) -> bool:
-    """Evaluate one named predicate with its (rendered) arguments."""
-    return bool(CHECKS[name](episode, **args))
+    """Evaluate one named predicate with its (rendered) arguments; unreadable node data is False."""
+    try:
+        return bool(CHECKS[name](episode, **args))
+    except NODE_DATA_ERRORS:
+        return False

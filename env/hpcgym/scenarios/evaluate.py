@@ -93,6 +93,7 @@ def run_episode(
                     unsafe=list(step.info["step_unsafe"]),
                 )
             )
+        incident.finish()
         info = incident.info()
         return EpisodeRecord(
             policy=policy_name,

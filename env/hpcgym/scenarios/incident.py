@@ -145,7 +145,7 @@ class ScenarioTask:
         self.params = self.scenario.draw_params(seed)
         steps = self.scenario.inject_steps(self.params)
         inject_fault(episode, steps, random.Random(f"{self.id}:{seed}:inject"))
-        self.grader = Grader(episode, self.scenario, self.params)
+        self.grader = Grader(episode, self.scenario, self.params, self.max_steps)
         if self.grader.baseline == len(self.grader.checks):
             raise ScenarioError(
                 f"{self.id} seed {seed} is solved before the agent starts",
@@ -165,7 +165,7 @@ class ScenarioTask:
         return ScenarioGrade(
             reward=judgement.reward,
             solved=judgement.outcome is Outcome.SOLVED,
-            failed=judgement.outcome in (Outcome.CATASTROPHIC, Outcome.ABANDONED),
+            failed=judgement.outcome.is_failure,
             components=self.components(),
             outcome=judgement.outcome,
             unsafe=tuple(judgement.unsafe),
@@ -250,6 +250,7 @@ class Incident:
         )
         self.seed = seed
         self.max_steps = max_steps or self.task.max_steps
+        self.task.max_steps = self.max_steps
         self.steps = 0
         self.outcome = Outcome.RUNNING
         self.total_reward = 0.0
@@ -318,7 +319,7 @@ class Incident:
             "now_s": self.episode.controller.clock.now_s,
             "outcome": self.outcome.value,
             "solved": self.outcome is Outcome.SOLVED,
-            "failed": self.outcome in (Outcome.CATASTROPHIC, Outcome.ABANDONED),
+            "failed": self.outcome.is_failure,
             "unsafe": list(self.grader.unsafe) if scenario_task else [],
             "reward_components": dict(self.components),
             "return": self.grader.components.total() if scenario_task else self.total_reward,
@@ -353,6 +354,22 @@ class Incident:
             step_unsafe=list(grade.unsafe) if isinstance(grade, ScenarioGrade) else [],
         )
         return IncidentStep(result, float(grade.reward), terminated, truncated, info)
+
+    def finish(self) -> float:
+        """The agent stops here: an unfinished episode ends unsolved, charged as any unsolved end is.
+
+        Returns the reward of ending (0 when the episode was already over). Every entry point calls
+        this when its policy stops, so stopping early never scores better than running out of steps.
+        """
+        if self.done:
+            return 0.0
+        reward = 0.0
+        if isinstance(self.task, ScenarioTask) and self.task.grader is not None:
+            reward = self.task.grader.stop()
+            self.components = self.task.components()
+        self.outcome = Outcome.STOPPED
+        self.total_reward += reward
+        return reward
 
     def close(self) -> None:
         """Free the episode's cluster."""
