@@ -46,6 +46,8 @@ OPEN_ATTEMPTS = 16
 # a bigger file counts as unreadable, so a sparse 256 MiB slurm.conf costs us nothing.
 MAX_READ_BYTES = 4 << 20
 MAX_PATH_BYTES = 4096
+# The kernel follows at most this many symlinks in one lookup (MAXSYMLINKS), then says ELOOP.
+MAX_SYMLINKS = 40
 
 # What a node can do to its own files; everything else is a bug of ours.
 NODE_ERRNOS = frozenset(
@@ -179,6 +181,79 @@ class NodeFS:
     def node_id(self, host_id: int) -> int:
         inside = host_id - self.uid_base
         return inside if 0 <= inside < self.id_range else 65534
+
+    def resolve(self, path: str) -> str:
+        """The node path the kernel's lookup of `path` reaches, as `realpath` prints it.
+
+        One component at a time from a descriptor of the directory reached so far, as the kernel
+        walks: "." stays, ".." climbs (never above the root), a symlink's target is spliced in (an
+        absolute one from the root), at most MAX_SYMLINKS of them. The last component need not
+        exist; every one before it must be a directory. A directory is entered with
+        `O_NOFOLLOW | O_DIRECTORY`, so one swapped for a symlink after we looked fails the lookup
+        instead of leading anywhere.
+        """
+        if len(_encode(path)) >= MAX_PATH_BYTES:
+            raise NodeFileError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path[:200])
+        pending = [part for part in reversed(path.split("/")) if part]
+        done: list[str] = []
+        # Descriptors of "/" and of each directory in `done`, so ".." is the one before.
+        stack = [_open_root(self.root, path)]
+        links = 0
+        try:
+            while pending:
+                part = pending.pop()
+                if part == ".":
+                    continue
+                if part == "..":
+                    if done:
+                        done.pop()
+                        os.close(stack.pop())
+                    continue
+                share = self.mounts.get(part) if not done else None
+                try:
+                    if share is not None:
+                        st = os.stat(share)
+                    else:
+                        st = os.stat(part, dir_fd=stack[-1], follow_symlinks=False)
+                except OSError as e:
+                    if e.errno == errno.ENOENT and not pending:
+                        done.append(part)
+                        break
+                    raise _node_error(e, path) from None
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > MAX_SYMLINKS:
+                        raise NodeFileError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+                    try:
+                        target = os.readlink(part, dir_fd=stack[-1])
+                    except OSError as e:
+                        raise _node_error(e, path) from None
+                    if target.startswith("/"):
+                        while done:
+                            done.pop()
+                            os.close(stack.pop())
+                    pending.extend(p for p in reversed(target.split("/")) if p)
+                    continue
+                done.append(part)
+                if not pending:
+                    break
+                if not stat.S_ISDIR(st.st_mode):
+                    raise NodeFileError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+                if share is not None:
+                    stack.append(_open_root(share, path))
+                    continue
+                try:
+                    flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                    stack.append(os.open(part, flags, dir_fd=stack[-1]))
+                except OSError as e:
+                    raise _node_error(e, path) from None
+        finally:
+            for fd in stack:
+                os.close(fd)
+        resolved = "/" + "/".join(done)
+        if len(_encode(resolved)) >= MAX_PATH_BYTES:
+            raise NodeFileError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path[:200])
+        return resolved
 
     # --- reading ------------------------------------------------------------------------------------
 

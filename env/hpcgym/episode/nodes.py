@@ -51,6 +51,20 @@ fi
 echo $!
 """
 
+# The same for a unit whose ExecStart names a program that is no simulated daemon: that program
+# itself runs, as systemd would run it, under ExecStart's argv[0].
+_START_PROGRAM = r"""
+p=$1 r=$2 u=$3
+shift 3
+if [ "$u" = 0 ]; then
+    exec -a "$0" "$p" "$@" <&$r {r}<&- >/dev/null 2>&1 &
+else
+    exec setpriv --reuid="$u" --regid="$u" --clear-groups -- /bin/bash -c 'exec -a "$0" "$@"' "$0" "$p" "$@" \
+        <&$r {r}<&- >/dev/null 2>&1 &
+fi
+echo $!
+"""
+
 
 class NodeAccessError(SandboxError):
     """The controller could not reach into a node (an infrastructure failure, never the agent's)."""
@@ -104,6 +118,10 @@ class ClusterNodes:
         if st is None:
             return None
         return FileStat(mode=st.st_mode, uid=fs.node_id(st.st_uid), gid=fs.node_id(st.st_gid))
+
+    def resolve(self, node: str, path: str) -> str:
+        """Where the node's kernel's lookup of `path` leads (see `NodeFS.resolve`)."""
+        return self._fs(node).resolve(path)
 
     def read(self, node: str, path: str) -> bytes | None:
         return self._fs(node).read(path)
@@ -185,7 +203,7 @@ class ClusterNodes:
 
     # --- processes ----------------------------------------------------------------------------
 
-    def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
+    def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0, program: str = "") -> int:
         target = self._node(node)
         daemon = f"{DAEMON_DIR}/{comm}"
         for attempt in range(START_ATTEMPTS):
@@ -194,11 +212,16 @@ class ClusterNodes:
                 raise NodeFileError(errno.ETIME, f"could not start {comm}: this request took too long")
             shell = target.ensure_started()
             read_end, write_end = os.pipe()
+            if program:
+                starter = [_START_PROGRAM, argv[0] if argv else program, program, str(read_end), str(uid)]
+                starter += argv[1:]
+            else:
+                starter = [_START_DAEMON, shlex.join(argv), daemon, str(read_end), str(uid)]
             try:
                 result = exec_in_node(
                     target.spec,
                     shell.shell_pid,
-                    ["/bin/bash", "-c", _START_DAEMON, shlex.join(argv), daemon, str(read_end), str(uid)],
+                    ["/bin/bash", "-c", *starter],
                     time_left,
                     keep_fds=(read_end, write_end),
                 )

@@ -55,6 +55,15 @@ class NodeAccess(Protocol):
         """Follow symlinks and stat `path`; None if it does not exist."""
         ...
 
+    def resolve(self, node: str, path: str) -> str:
+        """The path the node's kernel reaches through `path`, as `realpath` prints it.
+
+        Repeated slashes, `.`, `..` and every symlink are resolved inside the node's own root. The
+        last component need not exist (`execve` then fails with ENOENT); every one before it must be
+        a directory. Raises NodeFileError (ENOENT, ENOTDIR, ELOOP, ...) where the lookup fails.
+        """
+        ...
+
     def read(self, node: str, path: str) -> bytes | None:
         """The file's bytes; None if it does not exist or is not a regular file."""
         ...
@@ -75,9 +84,11 @@ class NodeAccess(Protocol):
         """Delete a file if it exists (a pid file on a clean stop); raises NodeFileError on a node fault."""
         ...
 
-    def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
+    def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0, program: str = "") -> int:
         """Start a long-lived stand-in process named `comm` with this argv; return its pid in the node.
 
+        With `program` (a node path), that program itself runs with this argv instead of the stand-in:
+        a unit whose ExecStart names something other than a simulated daemon runs what it names.
         Raises NodeFileError when the node's own programs cannot start it (the agent broke them).
         """
         ...
@@ -96,6 +107,7 @@ class _Process:
     comm: str
     argv: list[str]
     uid: int
+    program: str = ""
 
 
 @dataclass
@@ -165,6 +177,16 @@ class MemoryNodeAccess:
             return FileStat(statmod.S_IFDIR | 0o755, ROOT_UID, ROOT_UID)
         return None
 
+    def resolve(self, node: str, path: str) -> str:
+        parts: list[str] = []
+        for part in path.split("/"):
+            if part == "..":
+                if parts:
+                    parts.pop()
+            elif part not in ("", "."):
+                parts.append(part)
+        return "/" + "/".join(parts)
+
     def read(self, node: str, path: str) -> bytes | None:
         entry = self._node(node).files.get(posixpath.normpath(path))
         return None if entry is None else entry[0]
@@ -188,11 +210,11 @@ class MemoryNodeAccess:
     def remove(self, node: str, path: str) -> None:
         self._node(node).files.pop(posixpath.normpath(path), None)
 
-    def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0) -> int:
+    def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0, program: str = "") -> int:
         state = self._node(node)
         pid = state.next_pid
         state.next_pid += 1
-        state.processes[pid] = _Process(comm, list(argv), uid)
+        state.processes[pid] = _Process(comm, list(argv), uid, program)
         return pid
 
     def is_alive(self, node: str, pid: int) -> bool:

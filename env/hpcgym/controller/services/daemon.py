@@ -50,6 +50,9 @@ class Launch:
     log_lines: list[str] = field(default_factory=list)
     # What the manager remembers while it runs (munged's key digest, for example).
     memo: dict[str, str] = field(default_factory=dict)
+    # The node path of a program that runs as itself (a unit's ExecStart that is no simulated
+    # daemon); "" for a simulated daemon, which runs as its stand-in process named `comm`.
+    program: str = ""
 
 
 class DaemonHost(Protocol):

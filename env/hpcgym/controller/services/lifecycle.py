@@ -2,7 +2,9 @@
 
 The `ServiceManager` (manager.py) keeps the state and decides when; these functions are the
 transitions, each logging what pid 1 and the daemon print, in their order, on the virtual clock.
-Which program a unit runs is looked up in `DAEMONS`; its start-up checks live in the daemon's module.
+Which program a unit runs is what the node's kernel reaches through its ExecStart path (`//`, `.`,
+`..` and symlinks resolved in the node); if that is one in `DAEMONS`, the simulated daemon starts,
+with the start-up checks its module makes. Any other program runs as itself, and is no daemon.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import contextlib
 import errno
 import os
 import posixpath
+import stat as statmod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hpcgym.controller.services import chrony, httpd, munged, slurm
 from hpcgym.controller.services.access import NodeFileError
-from hpcgym.controller.services.daemon import Launch, Line, append_log, fill_pid
+from hpcgym.controller.services.daemon import Launch, Line, append_log, exec_argv, fill_pid, lookup_ids
 from hpcgym.controller.services.journal import Catalog, Entry, Priority, pid1_priority
 from hpcgym.controller.services.units import (
     ActiveState,
@@ -34,8 +38,8 @@ from hpcgym.controller.services.units import (
 if TYPE_CHECKING:
     from hpcgym.controller.services.manager import ServiceManager
 
-# ExecStart program -> the module that simulates it. A unit whose program is not here starts a
-# plain stand-in process that never fails.
+# The program a daemon is (the path execve reaches, its name the daemon's) -> the module that
+# simulates it. A unit whose program is not here runs that program itself.
 Launcher = Callable[["ServiceManager", str, UnitFile], Launch]
 DAEMONS: dict[str, Launcher] = {
     "/usr/sbin/munged": munged.launch,
@@ -44,7 +48,75 @@ DAEMONS: dict[str, Launcher] = {
     "/usr/sbin/httpd": httpd.launch,
     "/usr/sbin/chronyd": chrony.launch,
 }
+# Each daemon's program in the images is a hard link to the one client (images/common/setup-node.sh),
+# so a file of other bytes at /usr/sbin/slurmd is another program, which runs as what it is.
+CLIENT = "/usr/libexec/hpcgym/hpcgym-client"
+# Where systemd 252 looks up an ExecStart= name without a slash: its compiled-in PATH for a merged /usr.
+EXEC_SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin")
 SIGNAL_NAMES = {1: "HUP", 2: "INT", 9: "KILL", 15: "TERM"}
+
+
+@dataclass(frozen=True)
+class Program:
+    """What systemd would execute for a unit: the path reached, and which simulated daemon that is."""
+
+    path: str
+    daemon: str = ""  # "slurmd" where the path is that daemon's program, else ""
+    error: int = 0  # the errno that makes the exec fail (203/EXEC), else 0
+
+
+def locate_program(m: ServiceManager, node: str, binary: str) -> Program:
+    """ExecStart's program as systemd's `find_executable` and the kernel's lookup find it."""
+    if not binary:
+        return Program("", error=errno.ENOENT)
+    candidates = [binary] if "/" in binary else [f"{d}/{binary}" for d in EXEC_SEARCH_PATH]
+    error = errno.ENOENT
+    for candidate in candidates:
+        try:
+            path = m.access.resolve(node, candidate)
+        except NodeFileError as e:
+            error = e.errno or errno.ENOENT
+            continue
+        if path in DAEMONS and is_daemon_program(m, node, path):
+            return Program(path, daemon=posixpath.basename(path))
+        info = m.access.stat(node, path)
+        # systemd's check_x_access: a regular file with an execute bit (root needs any one).
+        if info is None:
+            error = errno.ENOENT
+        elif info.is_dir():
+            return Program(path, error=errno.EISDIR)
+        elif not info.is_file():
+            return Program(path, error=errno.EBADFD)
+        elif not info.mode & (statmod.S_IXUSR | statmod.S_IXGRP | statmod.S_IXOTH):
+            return Program(path, error=errno.EACCES)
+        else:
+            return Program(path)
+    return Program(binary, error=error)
+
+
+def is_daemon_program(m: ServiceManager, node: str, path: str) -> bool:
+    if m.access.stat(node, path) is None:
+        # TODO: the images ship no /usr/sbin/chronyd (stubs/tools.list lacks it), so a daemon whose
+        # program is missing still starts; once they ship it, missing is 203/EXEC like any program's.
+        return True
+    program = m.access.read(node, path)
+    return program is not None and program == m.access.read(node, CLIENT)
+
+
+def launch_program(m: ServiceManager, node: str, file: UnitFile, program: Program) -> Launch | None:
+    """Run the unit's program: the simulated daemon's checks, or the program itself; None if it cannot run."""
+    launcher = DAEMONS.get(program.path) if program.daemon else None
+    if launcher is not None:
+        launch = launcher(m, node, file)
+        launch.memo["daemon"] = program.daemon
+        return launch
+    if program.error:
+        return None
+    argv = exec_argv(file)
+    uid, gid = lookup_ids(m.access, node, file.user)
+    # The kernel names a process after the file it executes, cut to 15 bytes (TASK_COMM_LEN).
+    comm = posixpath.basename(program.path)[:15] or "sh"
+    return Launch(ok=True, comm=comm, argv=argv, uid=uid, gid=gid, program=program.path)
 
 
 def next_job(m: ServiceManager, node: str) -> str:
@@ -69,18 +141,20 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
         )
         runtime.memo = {"condition": condition, "condition_s": str(now)}
         return JobResult.DONE
-    launcher = DAEMONS.get(file.binary)
-    launch = (
-        launcher(m, node, file)
-        if launcher is not None
-        else Launch(ok=True, comm=posixpath.basename(file.binary) or "sh", argv=file.exec_start.split())
-    )
+    program = locate_program(m, node, file.binary)
+    launch = launch_program(m, node, file, program)
     simple = file.service_type is ServiceType.SIMPLE
     if simple:
         log_systemd(m, node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
     else:
         log_systemd(m, node, runtime, f"Starting {desc}...", Catalog.JOB_START_BEGUN, job=job)
     forking = file.service_type is ServiceType.FORKING
+    if launch is None:
+        exec_failed(m, node, runtime, "Failed to locate executable", program.error)
+        if simple:
+            return JobResult.DONE
+        log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
+        return JobResult.FAILED
     if not launch.ok:
         # The process that failed its checks did run: give it a pid from the node's own sequence.
         failed_pid = spawn(m, node, runtime, launch)
@@ -148,26 +222,27 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
 
 
 def spawn(m: ServiceManager, node: str, runtime: UnitRuntime, launch: Launch) -> int | None:
-    """Start the daemon's process; None when the node's own programs could not (the agent broke them).
-
-    systemd's words for a unit whose process cannot be executed, then the unit is failed.
-    """
+    """Start the unit's process; None when the node's own programs could not (the agent broke them)."""
     try:
-        return m.access.start_process(node, launch.comm, launch.argv, uid=launch.uid)
+        return m.access.start_process(node, launch.comm, launch.argv, uid=launch.uid, program=launch.program)
     except NodeFileError as e:
-        program = runtime.file.binary or launch.comm
-        why = os.strerror(e.errno or errno.ENOEXEC)
-        for text in (
-            f"{runtime.name}: Failed to execute {program}: {why}",
-            f"{runtime.name}: Failed at step EXEC spawning {program}: {why}",
-        ):
-            log_systemd(m, node, runtime, text)
-        log_systemd(m,
-            node, runtime, f"{runtime.name}: Main process exited, code=exited, status=203/EXEC",
-            Catalog.PROCESS_EXITED, code="exited", status="203",
-        )  # fmt: skip
-        set_failed(m, node, runtime, Result.EXIT_CODE)
+        exec_failed(m, node, runtime, "Failed to execute", e.errno or errno.ENOEXEC)
         return None
+
+
+def exec_failed(m: ServiceManager, node: str, runtime: UnitRuntime, step: str, err: int) -> None:
+    """Log systemd's words for a unit whose process cannot be executed, then fail the unit."""
+    program, why = runtime.file.binary, os.strerror(err)
+    for text in (
+        f"{runtime.name}: {step} {program}: {why}",
+        f"{runtime.name}: Failed at step EXEC spawning {program}: {why}",
+    ):
+        log_systemd(m, node, runtime, text)
+    log_systemd(m,
+        node, runtime, f"{runtime.name}: Main process exited, code=exited, status=203/EXEC",
+        Catalog.PROCESS_EXITED, code="exited", status="203",
+    )  # fmt: skip
+    set_failed(m, node, runtime, Result.EXIT_CODE)
 
 
 def log_unset_variables(m: ServiceManager, node: str, runtime: UnitRuntime, comm: str, pid: int) -> None:

@@ -39,6 +39,8 @@ HTTPD = "httpd.service"
 CHRONYD = "chronyd.service"
 # The units each node may have, in boot order; a node has those whose unit file it holds.
 BOOT_ORDER = (MUNGE, SLURMCTLD, SLURMD, HTTPD, CHRONYD)
+# The simulated daemon each of those units is there to run: what serves the cluster.
+UNIT_DAEMONS = {MUNGE: "munged", SLURMCTLD: "slurmctld", SLURMD: "slurmd", HTTPD: "httpd", CHRONYD: "chronyd"}
 
 
 @dataclass
@@ -156,10 +158,33 @@ class ServiceManager:
         return self.network.resolve(node, self._controller_addr)
 
     def is_active(self, node: str, unit: str) -> bool:
-        """Whether `unit` runs on `node` as far as systemd knows (no sync: daemons call this mid-sync)."""
+        """Whether `unit` serves on `node` (no sync: daemons call this mid-sync).
+
+        systemd has it active, and for one of the cluster's units (`UNIT_DAEMONS`) its main process is
+        the daemon the unit is for: a slurmd.service whose ExecStart became `/bin/sleep infinity` is
+        active to systemctl, but no slurmd registers, and a munge.service running sleep has no socket.
+        """
         state = self.nodes.get(node)
         runtime = state.units.get(unit) if state is not None else None
-        return runtime is not None and runtime.active is ActiveState.ACTIVE
+        if runtime is None or runtime.active is not ActiveState.ACTIVE:
+            return False
+        wanted = UNIT_DAEMONS.get(unit)
+        return wanted is None or runtime.memo.get("daemon") == wanted
+
+    def daemon_of(self, node: str, unit: str) -> str | None:
+        """The simulated daemon (`munged`, `slurmd`, ...) that `unit`'s live main process is, or None.
+
+        None where the unit is not running, or runs some other program its ExecStart names (a
+        stand-in that makes no daemon's checks). A grader asks `daemon_of(node, "munge.service") ==
+        "munged"` for "munge.service runs the real munged".
+        """
+        self.sync()
+        runtime = self.unit(node, unit)
+        if runtime is None or runtime.active is not ActiveState.ACTIVE or runtime.main_pid is None:
+            return None
+        if not self.access.is_alive(node, runtime.main_pid):
+            return None
+        return runtime.memo.get("daemon") or None
 
     def memo(self, node: str, unit: str) -> dict[str, str]:
         runtime = self.nodes[node].units.get(unit) if node in self.nodes else None
@@ -240,7 +265,7 @@ class ServiceManager:
 
     def _check_registration(self, node: str) -> None:
         runtime = self.node_state(node).units.get(SLURMD)
-        if runtime is None or runtime.active is not ActiveState.ACTIVE or runtime.main_pid is None:
+        if runtime is None or not self.is_active(node, SLURMD) or runtime.main_pid is None:
             return
         problem = slurm.registration_problem(self, node)
         name = problem.name if problem is not None else ""
@@ -256,7 +281,7 @@ class ServiceManager:
     def _log_decode_failure(self, node: str, problem: RegistrationProblem) -> None:
         # The other side of a skewed registration: slurmctld's munged rejects the node's credential.
         ctl = self.node_state(self._controller_host).units.get(SLURMCTLD)
-        if ctl is None or ctl.main_pid is None:
+        if ctl is None or ctl.main_pid is None or not self.is_active(self._controller_host, SLURMCTLD):
             return
         encoded, decoded = self.node_now_s(node), self.node_now_s(self._controller_host)
         texts = slurm.slurmctld_decode_errors(problem, encoded, decoded)

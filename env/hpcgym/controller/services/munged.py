@@ -1,19 +1,23 @@
 """munged's start-up checks, in the order munge 0.5.15 makes them, with its exact messages.
 
 Reference: `reference/slurm-22.05/01-munged-behaviour/` (index.json holds the stderr of each run):
-the PRNG seed dir's ownership, then the key file (missing, owner, group bits, other bits, its
-directory). A good start writes `/run/munge/munged.pid`; the key's digest is remembered because
-munged reads the key once, at start-up: fixing the file later changes nothing until a restart.
+the PRNG seed dir's ownership, then the key file (missing, not a regular file, a symlink, owner,
+group bits, other bits, its directory), then opening and reading it (at least 32 bytes), as
+munge-0.5.15's src/munged/conf.c (`_conf_open_keyfile`, `create_subkeys`) makes them. A good start
+writes `/run/munge/munged.pid`; the key's digest is remembered because munged reads the key once, at
+start-up: fixing the file later changes nothing until a restart.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import posixpath
 import stat as statmod
 from datetime import UTC, datetime
 
-from hpcgym.controller.services.access import FileStat, NodeAccess
+from hpcgym.controller.services.access import FileStat, NodeAccess, NodeFileError
 from hpcgym.controller.services.daemon import PID_MARK, DaemonHost, Launch, Line, exec_argv, lookup_ids
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.units import UnitFile
@@ -24,6 +28,9 @@ SEED_DIR = "/var/lib/munge"
 LOG_FILE = "/var/log/munge/munged.log"
 PID_FILE = "/run/munge/munged.pid"
 SOCKET = "/run/munge/munge.socket.2"
+# MUNGE_KEY_LEN_MIN_BYTES (src/libcommon/munge_defs.h). munged sets no upper bound (1024 bytes is
+# only mungekey's most); ours is the controller's read cap, past which a key reads as unreadable.
+KEY_LEN_MIN_BYTES = 32
 
 
 def path_insecurity(access: NodeAccess, node: str, path: str, euid: int) -> str | None:
@@ -48,14 +55,21 @@ def path_insecurity(access: NodeAccess, node: str, path: str, euid: int) -> str 
         current = posixpath.dirname(current)
 
 
-def key_insecurity(info: FileStat | None, euid: int) -> str | None:
-    """The first key-file complaint munged 0.5.15 makes, or None for a key it accepts."""
+def key_insecurity(info: FileStat | None, euid: int, *, symlink: bool = False, why: str = "") -> str | None:
+    """The first complaint munged 0.5.15 makes of the key file's metadata, or None for one it accepts.
+
+    `symlink`: the key file's own name is a symlink (lstat says so); `why`: stat's error where
+    `info` is None (ENOENT's words by default).
+    """
     if info is None:
-        return f'Failed to find keyfile "{KEY_FILE}": No such file or directory (Did you run mungekey?)'
+        why = why or os.strerror(errno.ENOENT)
+        return f'Failed to find keyfile "{KEY_FILE}": {why} (Did you run mungekey?)'
     if not info.is_file():
         return (
             f'Keyfile is insecure: "{KEY_FILE}" must be a regular file (type={statmod.S_IFMT(info.mode):07o})'
         )
+    if symlink:
+        return f'Keyfile is insecure: "{KEY_FILE}" should not be a symbolic link'
     if info.uid != euid:
         return f'Keyfile is insecure: "{KEY_FILE}" should be owned by UID {euid} instead of UID {info.uid}'
     for who, bits in (
@@ -68,6 +82,50 @@ def key_insecurity(info: FileStat | None, euid: int) -> str | None:
                 f"(perms={info.perms:04o})"
             )
     return None
+
+
+def key_problem(access: NodeAccess, node: str, euid: int) -> str | None:
+    """Why munged 0.5.15, running as `euid`, refuses the node's key file at start-up, or None.
+
+    In its order: the metadata (`key_insecurity`), the key's directory (`path_is_secure`), opening
+    it as `euid`, and its length.
+    """
+    info = access.stat(node, KEY_FILE)
+    if info is None:
+        return key_insecurity(None, euid, why=_lookup_error(access, node))
+    problem = key_insecurity(info, euid, symlink=_is_symlink(access, node, KEY_FILE))
+    if problem is None:
+        dir_problem = path_insecurity(access, node, posixpath.dirname(KEY_FILE), euid)
+        problem = None if dir_problem is None else f"Keyfile is insecure: {dir_problem}"
+    if problem is not None:
+        return problem
+    # It is the owner's (checked above), so the owner's read bit decides; root reads anything.
+    if euid != 0 and not info.mode & statmod.S_IRUSR:
+        return f'Failed to open keyfile "{KEY_FILE}": {os.strerror(errno.EACCES)}'
+    key = access.read(node, KEY_FILE)
+    if key is None:
+        return f'Failed to read keyfile "{KEY_FILE}": {os.strerror(errno.EFBIG)}'
+    if len(key) < KEY_LEN_MIN_BYTES:
+        return f"Keyfile must be at least {KEY_LEN_MIN_BYTES} bytes"
+    return None
+
+
+def _is_symlink(access: NodeAccess, node: str, path: str) -> bool:
+    # lstat's S_ISLNK, told by the lookup: only a symlink at the end leads off its own name.
+    try:
+        parent = access.resolve(node, posixpath.dirname(path))
+        return access.resolve(node, path) != posixpath.join(parent, posixpath.basename(path))
+    except NodeFileError:
+        return False
+
+
+def _lookup_error(access: NodeAccess, node: str) -> str:
+    # What stat(2) would say of a key path it cannot follow (a symlink loop, a file as a directory).
+    try:
+        access.resolve(node, KEY_FILE)
+    except NodeFileError as e:
+        return os.strerror(e.errno or errno.ENOENT)
+    return os.strerror(errno.ENOENT)
 
 
 def _log_line(time_s: int, level: str, text: str) -> str:
@@ -98,12 +156,9 @@ def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     if seed is not None:
         return fail(f"PRNG seed dir is insecure: {seed}")
     steps.append(("Info", "Enabled PRNG entropy pool enhanced stirring"))
-    key_problem = key_insecurity(host.access.stat(node, KEY_FILE), euid)
-    if key_problem is None:
-        dir_problem = path_insecurity(host.access, node, posixpath.dirname(KEY_FILE), euid)
-        key_problem = None if dir_problem is None else f"Keyfile is insecure: {dir_problem}"
-    if key_problem is not None:
-        return fail(key_problem)
+    problem = key_problem(host.access, node, euid)
+    if problem is not None:
+        return fail(problem)
     key = host.access.read(node, KEY_FILE) or b""
     steps += [
         ("Info", "Updating supplementary group mapping every 3600 seconds"),
