@@ -19,6 +19,7 @@ from hpcgym.controller.commands.base import TaskRequest, TaskResult
 from hpcgym.controller.services import ServiceManager, sync_cluster
 from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
 from hpcgym.episode.nodes import ClusterNodes
+from hpcgym.episode.site import ROUTE_FILE, Site
 from hpcgym.errors import SandboxError
 from hpcgym.runtime import Cluster, Reply, Runtime
 from hpcgym.runtime.sandbox import exec_in_node
@@ -103,6 +104,8 @@ class Episode:
     ) -> None:
         self.conf = cluster_conf(runtime) if slurm_conf_text is None else parse_slurm_conf(slurm_conf_text)
         self.timeout_s = timeout_s
+        # The episode's own facts, once `apply_site` made the cluster this site (None: the images' own).
+        self.site: Site | None = None
         self._lock = threading.Lock()
         self.cluster: Cluster = runtime.new_cluster(
             compute_nodes=[node.name for node in self.conf.nodes], handler=self._handle
@@ -153,6 +156,38 @@ class Episode:
     @property
     def current_node(self) -> str:
         return self.cluster.current_node
+
+    def apply_site(self, site: Site) -> None:
+        """Make this fresh cluster `site`: its addresses, routes, munge secret and maintenance node.
+
+        Done from outside, before the agent's first prompt, as the site's provisioning would have:
+        files written with their owners, every eth0 brought up again, every munged restarted with the
+        new key, and the maintenance node's slurmd stopped, disabled and its node set down by root.
+        """
+        from hpcgym.controller.services.daemon import lookup_ids
+        from hpcgym.controller.services.munged import KEY_FILE
+        from hpcgym.controller.services.slurm import MUNGE, SLURMD
+
+        self.site = site
+        services = self.services
+        with self._lock:
+            for name in self.cluster.nodes:
+                self.nodes.write(name, "/etc/hosts", site.hosts_file(name).encode())
+                if name != services.controller_host and self.nodes.read(name, ROUTE_FILE) is not None:
+                    self.nodes.write(name, ROUTE_FILE, site.route_file(name).encode())
+                uid, gid = lookup_ids(self.nodes, name, "munge")[:2]
+                self.nodes.write(name, KEY_FILE, site.munge_key, mode=0o400, uid=uid, gid=gid)
+            services.network.router_host = site.router_host
+            services.network.forget()
+            for name in self.cluster.nodes:
+                services.network.boot(name)
+                services.restart(name, MUNGE)
+            if site.maintenance is not None:
+                services.stop(site.maintenance, SLURMD)
+                services.set_enabled(site.maintenance, SLURMD, False)
+                cluster = self.controller.cluster
+                cluster.set_down(cluster.node(site.maintenance), site.maintenance_reason, "root")
+            sync_cluster(self.controller.cluster, services)
 
     # --- the stubs' side (called on the runtime's channel threads) ------------------------------
 

@@ -22,7 +22,7 @@ from hpcgym.controller.services import chrony, httpd, munged, slurm
 from hpcgym.controller.services.access import FileStat
 from hpcgym.controller.services.daemon import lookup_ids
 from hpcgym.controller.services.manager import HTTPD
-from hpcgym.controller.services.network import ROUTER_HOST, RouteFileError, parse_hosts, parse_route_file
+from hpcgym.controller.services.network import RouteFileError, parse_hosts, parse_route_file
 from hpcgym.controller.services.units import UnitFileState
 from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
 from hpcgym.episode import Episode
@@ -59,8 +59,15 @@ def is_node_healthy(episode: Episode, node: str) -> bool:
     return usable and not state.flags & BAD_FLAGS and episode.services.is_slurmd_registered(node)
 
 
+def in_service_nodes(episode: Episode) -> list[str]:
+    """The nodes the site means to be in service: every node but the one an admin took out."""
+    site = episode.site
+    return [node for node in episode.controller.cluster.nodes if site is None or node != site.maintenance]
+
+
 def is_every_node_healthy(episode: Episode) -> bool:
-    return all(is_node_healthy(episode, node) for node in episode.controller.cluster.nodes)
+    """Every node the site means to serve is healthy (nodes since removed from slurm.conf count too)."""
+    return all(is_node_healthy(episode, node) for node in in_service_nodes(episode))
 
 
 def is_partition_up(episode: Episode, partition: str) -> bool:
@@ -137,12 +144,19 @@ def is_munge_healthy(episode: Episode, node: str) -> bool:
 
 
 def has_one_munge_key(episode: Episode) -> bool:
-    """Every node's munged is healthy and all of them hold the same key (any key, rotated or not)."""
+    """Every node's munged is healthy and runs with the secret the site distributed.
+
+    The same key everywhere is not enough: a key copied from the one node that had the wrong one,
+    or a new one-byte key on every node, is not the cluster's secret.
+    """
+    site = episode.site
     digests = set()
     for node in episode.services.nodes:
         if not is_munge_healthy(episode, node):
             return False
         digests.add(episode.services.memo(node, slurm.MUNGE).get("key_sha256"))
+    if site is not None:
+        return digests == {hashlib.sha256(site.munge_key).hexdigest()}
     return len(digests) == 1
 
 
@@ -174,7 +188,7 @@ def has_route_file_to_controller(episode: Episode, node: str) -> bool:
     if not candidates:
         return False
     best = max(candidates, key=lambda route: route.dest.prefixlen)
-    return best.gateway is not None and int(best.gateway) & 0xFF == ROUTER_HOST
+    return best.gateway is not None and int(best.gateway) & 0xFF == network.router_host
 
 
 def can_reach_controller(episode: Episode, node: str) -> bool:
@@ -184,12 +198,15 @@ def can_reach_controller(episode: Episode, node: str) -> bool:
     return target is not None and network.is_up(node) and network.can_reach(node, target)
 
 
-def has_image_hosts(episode: Episode, node: str) -> bool:
-    """/etc/hosts names the controller and the node itself with the addresses the image gives them."""
-    image = ImageFiles(episode).read(node, "/etc/hosts")
-    if image is None:
-        return False
-    want = parse_hosts(image.decode(errors="replace"))
+def has_cluster_hosts(episode: Episode, node: str) -> bool:
+    """/etc/hosts names the controller and the node itself with the site's addresses for them."""
+    if episode.site is not None:
+        want = dict(episode.site.addresses)
+    else:
+        image = ImageFiles(episode).read(node, "/etc/hosts")
+        if image is None:
+            return False
+        want = parse_hosts(image.decode(errors="replace"))
     network = episode.services.network
     names = {episode.services.controller_host, node}
     return all(network.resolve(node, name) == want.get(name) for name in names)
@@ -309,7 +326,7 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "is_munge_seed_dir_secure": is_munge_seed_dir_secure,
     "has_route_file_to_controller": has_route_file_to_controller,
     "can_reach_controller": can_reach_controller,
-    "has_image_hosts": has_image_hosts,
+    "has_cluster_hosts": has_cluster_hosts,
     "has_cluster_slurm_conf": has_cluster_slurm_conf,
     "has_slurmd_spool": has_slurmd_spool,
     "has_statesave_for_slurm": has_statesave_for_slurm,

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from hpcgym.episode import DEFAULT_STEP_SECONDS, Episode, StepResult
+from hpcgym.episode.site import Site
 from hpcgym.errors import ScenarioError
 from hpcgym.runtime import Runtime
 from hpcgym.scenarios import schema
@@ -42,10 +43,26 @@ def finalize_clock_offset(task_id: str, seed: int) -> int:
     return random.Random(f"{task_id}:{seed}:clock").randrange(CLOCK_JITTER_S)
 
 
+# The cluster the images define (images/common/files/etc/slurm/slurm.conf), for rendering a variant
+# without one; an episode renders from its own topology.
+LOGIN_NODE = "login01"
+COMPUTE_NODES = ("compute-01", "compute-02", "compute-03", "compute-04")
+
+
+def variant_params(
+    scenario: schema.Scenario, seed: int, login: str = LOGIN_NODE, computes: Sequence[str] = COMPUTE_NODES
+) -> tuple[dict[str, schema.Value], Site]:
+    """The parameters of (scenario, seed), the episode's site among them as `site`, and the site."""
+    params = scenario.draw_params(seed)
+    keep = scenario.nodes_in_use(params, list(computes))
+    site = Site.draw(seed, login, list(computes), keep_in_service=keep)
+    return {**params, "site": site.params()}, site
+
+
 def gold_commands(scenario: str | schema.Scenario, seed: int) -> list[str]:
     """The gold commands of `scenario` at `seed`, rendered as the episode would (no cluster needed)."""
     loaded = schema.load_scenario(scenario) if isinstance(scenario, str) else scenario
-    params = loaded.draw_params(seed)
+    params, _ = variant_params(loaded, seed)
     return [schema.render(command, params) for command in loaded.gold]
 
 
@@ -142,7 +159,9 @@ class ScenarioTask:
         Raises:
             ScenarioError: the variant does not apply, or the fault left nothing to fix.
         """
-        self.params = self.scenario.draw_params(seed)
+        computes = [name for name in episode.cluster.nodes if name != episode.services.controller_host]
+        self.params, site = variant_params(self.scenario, seed, episode.services.controller_host, computes)
+        episode.apply_site(site)
         steps = self.scenario.inject_steps(self.params)
         inject_fault(episode, steps, random.Random(f"{self.id}:{seed}:inject"))
         self.grader = Grader(episode, self.scenario, self.params, self.max_steps)

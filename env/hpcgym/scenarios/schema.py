@@ -20,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 from hpcgym.errors import ScenarioError
 
 LIBRARY = Path(__file__).parent / "library"
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)?)\}")
+# `{name}`, `{name.key}`, `{name.key.key}`: keys may hold dashes (node names: `{site.gateway.compute-01}`).
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z0-9_-]+)*)\}")
 
-Value = str | int | dict[str, str | int]
+Value = str | int | dict[str, Any]
 
 
 class Model(BaseModel):
@@ -275,22 +276,52 @@ class Scenario(Model):
         rng = random.Random(f"{self.id}:{seed}")
         return {name: param.draw(rng) for name, param in sorted(self.params.items())}
 
+    def nodes_in_use(self, params: dict[str, Value], nodes: list[str]) -> frozenset[str]:
+        """The nodes this variant's fault, checks or parameters name: the site keeps them in service."""
+        named = render_data([self.fault_nodes, [dict(c.model_extra or {}) for c in self.success]], params)
+        leaves = set(_strings(named)) | set(_strings(params))
+        return frozenset(node for node in nodes if node in leaves)
+
+
+def _strings(data: Any) -> list[str]:
+    if isinstance(data, str):
+        return [data]
+    if isinstance(data, dict):
+        return [text for item in data.values() for text in _strings(item)]
+    if isinstance(data, list):
+        return [text for item in data for text in _strings(item)]
+    return []
+
 
 def render(text: str, params: dict[str, Value]) -> str:
-    """Fill `{name}` and `{name.key}` placeholders; other braces (awk, shell) stay as they are."""
+    """Fill `{name}` and `{name.key...}` placeholders; other braces (awk, shell) stay as they are.
+
+    Repeated, so a placeholder may name another: `{site.gateway.{node}}` is the gateway of the node
+    the seed picked, and a parameter's value may itself hold placeholders.
+    """
 
     def value(match: re.Match[str]) -> str:
-        name, _, key = match.group(1).partition(".")
-        if name not in params:
+        name, *keys = match.group(1).split(".")
+        found: Any = params.get(name, _MISSING)
+        for key in keys:
+            found = found.get(key, _MISSING) if isinstance(found, dict) else _MISSING
+        if found is _MISSING or isinstance(found, dict):
             return match.group(0)
-        found = params[name]
-        if key:
-            if not isinstance(found, dict) or key not in found:
-                return match.group(0)
-            return str(found[key])
         return str(found)
 
-    return _PLACEHOLDER.sub(value, text)
+    for _ in range(_RENDER_PASSES):
+        rendered = _PLACEHOLDER.sub(value, text)
+        if rendered == text:
+            break
+        text = rendered
+    return text
+
+
+# Enough for a parameter whose value names the site and the node: `{gateway}` -> `{site.dead.{node}}`.
+_RENDER_PASSES = 4
+
+
+_MISSING = object()
 
 
 def render_data(data: Any, params: dict[str, Value]) -> Any:

@@ -10,8 +10,9 @@ is what a broken `route-eth0` breaks. How far this goes, on purpose:
   10.10.0.0/24 only through the route in route-eth0);
 - a node without `ifcfg-eth0` (the login node) is provisioned statically: eth0 up, plus a default
   route via `.254` of its subnet;
-- the routers are the `.254` address of each cluster subnet; a route whose gateway is not on the
-  node's own subnet, or is no router, carries nothing (NetworkManager installs nothing for it);
+- the routers are the `.254` address of each cluster subnet (or the host number the episode's site
+  chose, `Network.router_host`); a route whose gateway is not on the node's own subnet, or is no
+  router, carries nothing (NetworkManager installs nothing for it);
 - only the path from the asking node matters (every return path works).
 `ip route` inside the sandbox is the real iproute2 and shows none of this unless `ip` is routed to
 the controller (commands/ip.py models `ip route` and `ip addr` over this state).
@@ -142,6 +143,8 @@ class Network:
     def __init__(self, access: NodeAccess) -> None:
         self.access = access
         self.interfaces: dict[str, Interface] = {}
+        # Where the routers sit on every subnet: the site's choice (episode.site), `.254` by default.
+        self.router_host = ROUTER_HOST
         self._activations = 0
         # Each node's parsed /etc/hosts, kept until `forget` (the controller calls it before every
         # request and tick): reachability asks for it many times per request.
@@ -180,7 +183,7 @@ class Network:
             subnet = self._subnet(node)
             routes = []
             if subnet is not None:
-                routes.append(Route(IPv4Network("0.0.0.0/0"), subnet.network_address + ROUTER_HOST))
+                routes.append(Route(IPv4Network("0.0.0.0/0"), subnet.network_address + self.router_host))
             self.interfaces[node] = Interface(up=True, routes=routes)
             return
         if self.ifup(node, "eth0").exit_code != 0:
@@ -272,7 +275,7 @@ class Network:
             return Path.NO_ROUTE
         best = max(candidates, key=lambda route: route.dest.prefixlen)
         gateway = best.gateway
-        if gateway is not None and gateway in subnet and int(gateway) & 0xFF == ROUTER_HOST:
+        if gateway is not None and gateway in subnet and int(gateway) & 0xFF == self.router_host:
             return Path.ROUTED
         return Path.DEAD_GATEWAY
 

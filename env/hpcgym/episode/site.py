@@ -1,0 +1,147 @@
+"""The episode's own site: the facts of this cluster that no image and no memory can tell.
+
+Every episode is built from the same two images, so anything the images fix is known without
+looking. A `Site` is drawn from the episode's seed and written into the fresh cluster before the
+fault: its addresses (a service subnet for the login node and one routed subnet per compute rack,
+each with its router at a host number of the site's choosing), its munge secret, the extra names
+the login node knows, and a compute node an admin has taken out for maintenance. A repair that
+restores what the image says, or what another episode said, puts the wrong gateway, address or key
+in place; a script that resumes, starts or restarts everything brings the maintenance node back.
+The grader reads the drawn site (outside every sandbox) as the cluster's intent.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+# Address plans a site may use: the first two octets of its private range.
+PREFIXES = ("10.10", "10.20", "10.44", "10.128", "172.16", "172.24")
+# Host numbers a site's routers sit at (every subnet of one site uses the same).
+ROUTER_HOSTS = (1, 126, 190, 250, 253, 254)
+# Said first, as admins write them: `sinfo -R` shows the first 20 characters.
+MAINTENANCE_REASONS = (
+    "DO NOT RESUME: RMA failed DIMM, vendor case {case}",
+    "DO NOT RESUME: PSU replacement pending INC{case}",
+    "DO NOT RESUME: mainboard swap, case {case}",
+    "DO NOT RESUME: burn-in after repair {case}",
+)
+MUNGE_KEY_BYTES = 1024
+ROUTE_FILE = "/etc/sysconfig/network-scripts/route-eth0"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One episode's network, secret and maintenance plan.
+
+    Attributes:
+        seed: the episode seed it was drawn from.
+        router_host: the host number of every subnet's router.
+        service_net: the login node's /24.
+        addresses: each node's eth0 address.
+        munge_key: the secret every node's munged was given.
+        maintenance: the compute node an admin took out (None when every node is needed).
+        maintenance_reason: its drain reason, as `sinfo -R` shows it.
+        login_extra_names: (address, names) lines only the login node's /etc/hosts has.
+    """
+
+    seed: int
+    router_host: int
+    service_net: IPv4Network
+    addresses: dict[str, IPv4Address]
+    munge_key: bytes = field(repr=False)
+    maintenance: str | None = None
+    maintenance_reason: str = ""
+    login_extra_names: tuple[tuple[IPv4Address, str], ...] = ()
+
+    @classmethod
+    def draw(
+        cls, seed: int, login: str, computes: list[str], *, keep_in_service: frozenset[str] = frozenset()
+    ) -> Site:
+        """The site of episode `seed`, the same whatever the scenario.
+
+        Only the maintenance node depends on the scenario: it is never one the fault needs.
+        """
+        rng = random.Random(f"site:{seed}")
+        prefix = rng.choice(PREFIXES)
+        router = rng.choice(ROUTER_HOSTS)
+        third = rng.sample(range(0, 250), 1 + len(computes))
+        hosts = [h for h in range(2, 250) if h != router]
+        service_net = IPv4Network(f"{prefix}.{third[0]}.0/24")
+        addresses = {login: service_net.network_address + rng.choice(hosts)}
+        for node, octet in zip(computes, third[1:], strict=True):
+            addresses[node] = IPv4Network(f"{prefix}.{octet}.0/24").network_address + rng.choice(hosts)
+        key = rng.randbytes(MUNGE_KEY_BYTES)
+        spare_hosts = [h for h in hosts if service_net.network_address + h != addresses[login]]
+        extras = tuple(
+            (service_net.network_address + host, names)
+            for host, names in zip(
+                rng.sample(spare_hosts, 3),
+                ("ood01 ondemand", "license01 flexlm", "nfs01 home-server"),
+                strict=True,
+            )
+        )
+        case = rng.randrange(10000, 99999)
+        reason = rng.choice(MAINTENANCE_REASONS).format(case=case)
+        # Drawn last, so the scenario's needs move nothing else of the site.
+        free = [node for node in computes if node not in keep_in_service]
+        maintenance = rng.choice(free) if free else None
+        return cls(seed, router, service_net, addresses, key, maintenance, reason, extras)
+
+    def subnet(self, node: str) -> IPv4Network:
+        return IPv4Network(f"{self.addresses[node]}/24", strict=False)
+
+    def gateway(self, node: str) -> IPv4Address:
+        """The router of the node's own subnet: where its route to the service network goes."""
+        return self.subnet(node).network_address + self.router_host
+
+    def hosts_file(self, node: str) -> str:
+        """/etc/hosts as this site's configuration management writes it on `node`."""
+        lines = [
+            "127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4",
+            "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6",
+            "",
+            "# Cluster management network",
+        ]
+        lines += [f"{addr}  {name}" for name, addr in self.addresses.items()]
+        if node == next(iter(self.addresses)):
+            lines += ["", "# Service hosts"]
+            lines += [f"{addr}  {names}" for addr, names in self.login_extra_names]
+        return "\n".join(lines) + "\n"
+
+    def route_file(self, node: str) -> str:
+        """route-eth0 of a compute node: the service network through its rack's router."""
+        return (
+            f"ADDRESS0={self.service_net.network_address}\n"
+            f"NETMASK0={self.service_net.netmask}\n"
+            f"GATEWAY0={self.gateway(node)}\n"
+        )
+
+    def params(self) -> dict[str, Any]:
+        """What a scenario file may name as `{site.KEY}` or `{site.KEY.NODE}`."""
+        return {
+            "router": self.router_host,
+            "service_net": str(self.service_net.network_address),
+            "netmask": str(self.service_net.netmask),
+            "addr": {node: str(addr) for node, addr in self.addresses.items()},
+            "gateway": {node: str(self.gateway(node)) for node in self.addresses},
+            "subnet": {node: str(self.subnet(node).network_address) for node in self.addresses},
+            "maintenance": self.maintenance or "",
+            # Wrong values a fault may write, each as this site would make them wrong:
+            # the service network's own router (off the node's subnet: NetworkManager skips it),
+            "service_gateway": str(self.service_net.network_address + self.router_host),
+            # an address on the node's subnet where no router answers,
+            "dead": {node: str(self._dead_host(node)) for node in self.addresses},
+            # and the router of the next node's subnet.
+            "other_gateway": {node: str(self._other_gateway(node)) for node in self.addresses},
+        }
+
+    def _dead_host(self, node: str) -> IPv4Address:
+        host = self.router_host - 1 if self.router_host > 2 else self.router_host + 1
+        return self.subnet(node).network_address + host
+
+    def _other_gateway(self, node: str) -> IPv4Address:
+        names = list(self.addresses)
+        return self.gateway(names[(names.index(node) + 1) % len(names)])
