@@ -53,6 +53,7 @@ class Backend(Protocol):
 
     def reset(self, scenario: str, seed: int) -> str: ...
     def step(self, command: str) -> Reply: ...
+    def finish(self) -> float: ...
     def release(self) -> None: ...
 
 
@@ -163,6 +164,12 @@ class LocalBackend:
             unsafe_count=float(t.info.get("reward_components", {}).get("unsafe_count", 0.0)),
             node=str(t.info.get("command_node", "")),
         )
+
+    def finish(self) -> float:
+        """End the episode where the model stopped; the reward of ending (an unsolved end's charge)."""
+        if self.session.incident is None or self.session.done:
+            return 0.0
+        return float(self.session.finish().reward)
 
     def release(self) -> None:
         self.session.discard_episode()
@@ -372,6 +379,16 @@ class RemoteBackend:
             unsafe_count=float(obs.reward_components.get("unsafe_count", 0.0)),
             node=node,
         )
+
+    def finish(self) -> float:
+        """End the episode on its server where the model stopped; the reward of ending."""
+        from hpcgym.interfaces.openenv.models import HpcAction
+
+        try:
+            result = self._call("step", HpcAction(command="", stop=True))
+        except ServerFailure as e:
+            raise EnvironmentUnavailable(f"the env server failed at the episode's end: {e}") from e
+        return float(result.reward or 0.0)
 
     def release(self) -> None:
         self._close_client()

@@ -266,6 +266,13 @@ class HpcToolEnv:
         record = self._record
         if record is None:
             return None
+        if not self._done and not record.infra_failed and self._backend is not None:
+            # The model stopped calling `run`: the episode ends here, as unsolved as running out.
+            try:
+                record.total_reward += self._backend.finish()
+            except EnvironmentUnavailable:
+                record.infra_failed = True
+            self._done = True
         self._finish()
         return None if record.infra_failed else record.total_reward
 

@@ -158,6 +158,18 @@ class TaskSession:
         observation = finalize_text(step.result.output, self.max_chars)
         return Transition(observation, step.reward, step.terminated, step.truncated, step.info)
 
+    def finish(self) -> Transition:
+        """The agent stops: the episode ends here, charged as any unsolved end (see `Incident.finish`).
+
+        Raises:
+            HpcgymError: no episode is running (reset first).
+        """
+        if self.incident is None:
+            raise HpcgymError("stop before reset", hint="reset to start an episode")
+        reward = self.incident.finish()
+        info = self.incident.info()
+        return Transition("", reward, terminated=True, truncated=False, info=info)
+
     def info(self) -> dict[str, Any]:
         """Where the episode stands (`Incident.info()`); None values before the first reset."""
         if self.incident is None:

@@ -17,6 +17,10 @@ class HpcAction(Action):
     """One command line typed at the agent's prompt."""
 
     command: str = Field(..., max_length=MAX_COMMAND_CHARS, description="a bash command line")
+    stop: bool = Field(
+        default=False,
+        description="end the episode here instead of typing `command` (charged as any unsolved end)",
+    )
 
 
 class HpcObservation(Observation):

@@ -96,7 +96,12 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
         return finalize_observation(start, at_reset=True)
 
     def step(self, action: HpcAction, timeout_s: float | None = None, **kwargs: Any) -> HpcObservation:
-        """Type the action's command at the prompt; the per-command time limit is the server's."""
+        """Type the action's command at the prompt (or, with `stop`, end the episode there).
+
+        The per-command time limit is the server's.
+        """
+        if action.stop:
+            return finalize_observation(self.session.finish())
         return finalize_observation(self.session.step(action.command))
 
     @property
