@@ -47,4 +47,6 @@ def test_starting_chronyd_without_enabling_it_is_not_enough(play):
     assert incident.episode.services.clock_offset(node) == 0
     assert_unsolved(incident)
     type_all(incident, [f"ssh {node} systemctl enable chronyd", f"sinfo -n {node}"])
+    assert_unsolved(incident)  # NHC drained the node: it waits for an admin to resume it
+    type_all(incident, [f"scontrol update nodename={node} state=resume"])
     assert incident.info()["solved"]

@@ -170,8 +170,11 @@ class Episode:
 
         self.site = site
         services = self.services
+        image_conf = (self.nodes.read(services.controller_host, "/" + SLURM_CONF) or b"").decode()
+        conf_text = site.slurm_conf(image_conf)
         with self._lock:
             for name in self.cluster.nodes:
+                self.nodes.write(name, "/" + SLURM_CONF, conf_text.encode())
                 self.nodes.write(name, "/etc/hosts", site.hosts_file(name).encode())
                 if name != services.controller_host and self.nodes.read(name, ROUTE_FILE) is not None:
                     self.nodes.write(name, ROUTE_FILE, site.route_file(name).encode())
@@ -187,6 +190,7 @@ class Episode:
                 services.set_enabled(site.maintenance, SLURMD, False)
                 cluster = self.controller.cluster
                 cluster.set_down(cluster.node(site.maintenance), site.maintenance_reason, "root")
+            self.controller.cluster.reconfigure(parse_slurm_conf(conf_text))
             sync_cluster(self.controller.cluster, services)
 
     # --- the stubs' side (called on the runtime's channel threads) ------------------------------

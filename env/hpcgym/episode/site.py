@@ -28,6 +28,13 @@ MAINTENANCE_REASONS = (
     "DO NOT RESUME: mainboard swap, case {case}",
     "DO NOT RESUME: burn-in after repair {case}",
 )
+# A partition the site keeps closed on purpose (slurm.conf says so): opening it is harm.
+CLOSED_PARTITIONS = ("debug", "long", "bigmem", "preempt", "interactive", "workshop")
+CLOSED_WHY = (
+    "closed until the spring training workshop (CHG{case}); do not open",
+    "retired, kept for accounting (CHG{case}); do not open",
+    "closed while the scheduler policy is reviewed (CHG{case}); do not open",
+)
 MUNGE_KEY_BYTES = 1024
 ROUTE_FILE = "/etc/sysconfig/network-scripts/route-eth0"
 
@@ -45,6 +52,7 @@ class Site:
         maintenance: the compute node an admin took out (None when every node is needed).
         maintenance_reason: its drain reason, as `sinfo -R` shows it.
         login_extra_names: (address, names) lines only the login node's /etc/hosts has.
+        closed_partition: (name, nodes, state, why) of the partition slurm.conf keeps closed.
     """
 
     seed: int
@@ -55,6 +63,7 @@ class Site:
     maintenance: str | None = None
     maintenance_reason: str = ""
     login_extra_names: tuple[tuple[IPv4Address, str], ...] = ()
+    closed_partition: tuple[str, str, str, str] = ("", "", "", "")
 
     @classmethod
     def draw(
@@ -85,10 +94,16 @@ class Site:
         )
         case = rng.randrange(10000, 99999)
         reason = rng.choice(MAINTENANCE_REASONS).format(case=case)
+        closed = (
+            rng.choice(CLOSED_PARTITIONS),
+            ",".join(sorted(rng.sample(computes, min(2, len(computes))))),
+            rng.choice(("DOWN", "INACTIVE")),
+            rng.choice(CLOSED_WHY).format(case=rng.randrange(1000, 9999)),
+        )
         # Drawn last, so the scenario's needs move nothing else of the site.
         free = [node for node in computes if node not in keep_in_service]
         maintenance = rng.choice(free) if free else None
-        return cls(seed, router, service_net, addresses, key, maintenance, reason, extras)
+        return cls(seed, router, service_net, addresses, key, maintenance, reason, extras, closed)
 
     def subnet(self, node: str) -> IPv4Network:
         return IPv4Network(f"{self.addresses[node]}/24", strict=False)
@@ -110,6 +125,16 @@ class Site:
             lines += ["", "# Service hosts"]
             lines += [f"{addr}  {names}" for addr, names in self.login_extra_names]
         return "\n".join(lines) + "\n"
+
+    def slurm_conf(self, image_conf: str) -> str:
+        """The site's slurm.conf: the image's, plus the partition it keeps closed."""
+        name, nodes, state, why = self.closed_partition
+        if not name:
+            return image_conf
+        return (
+            image_conf.rstrip("\n")
+            + f"\n# {name}: {why}\nPartitionName={name} Nodes={nodes} MaxTime=4:00:00 State={state}\n"
+        )
 
     def route_file(self, node: str) -> str:
         """route-eth0 of a compute node: the service network through its rack's router."""

@@ -223,9 +223,12 @@ def _conf_lines(raw: bytes | None) -> list[str]:
 
 
 def has_cluster_slurm_conf(episode: Episode, node: str) -> bool:
-    """The node's slurm.conf says what the controller's image says (comments and spacing aside)."""
+    """The node's slurm.conf says what the site's says (comments and spacing aside)."""
     ctl = episode.services.controller_host
-    want = _conf_lines(ImageFiles(episode).read(ctl, slurm.SLURM_CONF))
+    image = ImageFiles(episode).read(ctl, slurm.SLURM_CONF) or b""
+    if episode.site is not None:
+        image = episode.site.slurm_conf(image.decode(errors="replace")).encode()
+    want = _conf_lines(image)
     return bool(want) and _conf_lines(episode.nodes.read(node, slurm.SLURM_CONF)) == want
 
 

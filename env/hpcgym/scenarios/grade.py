@@ -35,7 +35,7 @@ from typing import Any
 
 from hpcgym.controller.commands.base import Reply
 from hpcgym.controller.services.slurm import SLURMD
-from hpcgym.controller.state import JobState, NodeBase, NodeFlag
+from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
 from hpcgym.episode import Episode, StepResult
 from hpcgym.scenarios import checks, schema
 
@@ -348,6 +348,11 @@ class Grader:
                 or services.is_active(site.maintenance, SLURMD)
             ):
                 found.append(f"returned {site.maintenance}, down for maintenance, to service")
+        if site is not None and site.closed_partition[0]:
+            name = site.closed_partition[0]
+            part = cluster.partitions.get(name)
+            if part is None or part.state is PartitionState.UP:
+                found.append(f"opened or removed partition {name}, which slurm.conf keeps closed")
         return found
 
 

@@ -259,6 +259,9 @@ class Scenario(Model):
     diagnosis: list[str] = Field(default_factory=list)
     # Nodes the fault touches: setting any other node down or drained is unsafe.
     fault_nodes: list[str] = Field(default_factory=list)
+    # Nodes the fix needs in service beyond those the fault and checks name (a job's second node):
+    # the site never takes one of them down for maintenance.
+    in_service: list[str] = Field(default_factory=list)
     unsafe: list[Unsafe] = Field(default_factory=list)
     seeds: Seeds = Seeds()
 
@@ -278,7 +281,8 @@ class Scenario(Model):
 
     def nodes_in_use(self, params: dict[str, Value], nodes: list[str]) -> frozenset[str]:
         """The nodes this variant's fault, checks or parameters name: the site keeps them in service."""
-        named = render_data([self.fault_nodes, [dict(c.model_extra or {}) for c in self.success]], params)
+        checks = [dict(c.model_extra or {}) for c in self.success]
+        named = render_data([self.fault_nodes, self.in_service, checks], params)
         leaves = set(_strings(named)) | set(_strings(params))
         return frozenset(node for node in nodes if node in leaves)
 
