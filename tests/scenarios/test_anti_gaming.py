@@ -193,9 +193,10 @@ def test_harm_read_from_state_ends_the_episode_unsolved_and_forfeits_progress(pl
     incident = play("hpc_drain_forgotten", 0)
     fixed = incident.step("scontrol update nodename=compute-03 state=resume")
     assert fixed.info["reward_components"]["progress"] > 0
-    step = incident.step("scontrol update nodename=compute-01 state=drain reason=x")
+    healthy = next(n for n in ("compute-01", "compute-02") if n != incident.episode.site.maintenance)
+    step = incident.step(f"scontrol update nodename={healthy} state=drain reason=x")
     assert step.terminated and not step.info["solved"] and step.info["outcome"] == "harmful"
-    assert "took healthy node compute-01 out of service" in step.info["unsafe"]
+    assert step.info["unsafe"] == [f"took healthy node {healthy} out of service"]
     c = step.info["reward_components"]
     assert c["progress"] == 0 and c["harm"] == pytest.approx(-0.25)
     assert c["step_cost"] == pytest.approx(-0.01 * incident.max_steps)
@@ -231,6 +232,7 @@ def test_info_never_carries_the_fix(play):
         "unsafe",
         "reward_components",
         "return",
+        "state_score",
         "command_node",
         "exit_code",
         "timed_out",

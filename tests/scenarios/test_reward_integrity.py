@@ -93,4 +93,4 @@ def test_resuming_everything_returns_the_maintenance_node_and_is_harm(play):
     assert site is not None and site.maintenance is not None
     step = incident.step("for n in compute-0{1..4}; do scontrol update nodename=$n state=resume; done")
     assert step.terminated and step.info["outcome"] == "harmful" and not step.info["solved"]
-    assert any(site.maintenance in why for why in step.info["unsafe"])
+    assert f"changed the Slurm state of {site.maintenance}, down for maintenance" in step.info["unsafe"]

@@ -325,7 +325,8 @@ class Incident:
 
         Keys: `scenario`, `tier`, `seed`, `node` (where the shell now is), `step`, `max_steps`, `now_s`
         (virtual time), `outcome`, `solved`, `failed`, `unsafe` (every unsafe action so far, why),
-        `reward_components` and `return`.
+        `reward_components`, `return` and `state_score` (the progress potential phi after the last
+        step: the share of the success condition that holds, in order, 0 at the start, 1 solved).
         """
         scenario_task = isinstance(self.task, ScenarioTask)
         return {
@@ -342,6 +343,7 @@ class Incident:
             "unsafe": list(self.grader.unsafe) if scenario_task else [],
             "reward_components": dict(self.components),
             "return": self.grader.components.total() if scenario_task else self.total_reward,
+            "state_score": self.grader.state_score if scenario_task else 0.0,
         }
 
     def step(self, command: str) -> IncidentStep:

@@ -43,6 +43,12 @@ class HpcObservation(Observation):
     timed_out: bool = Field(default=False, description="the command hit its time limit and was stopped")
     output_truncated: bool = Field(default=False, description="the output was cut to its head and tail")
     reward_components: dict[str, float] = Field(default_factory=dict, description="named parts of the reward")
+    seed: int | None = Field(default=None, description="the episode's seed")
+    outcome: str = Field(default="running", description="running, solved, stopped, truncated, harmful, ...")
+    unsafe: list[str] = Field(default_factory=list, description="every unsafe action or harm so far, why")
+    state_score: float = Field(
+        default=0.0, description="the share of the success condition that holds now (0 start, 1 solved)"
+    )
 
 
 class HpcState(State):

@@ -48,6 +48,10 @@ def finalize_observation(transition: Transition, *, at_reset: bool = False) -> H
         timed_out=info.get("timed_out", False),
         output_truncated=info.get("output_truncated", False),
         reward_components=info.get("reward_components", {}),
+        seed=info.get("seed"),
+        outcome=info.get("outcome", "running"),
+        unsafe=list(info.get("unsafe", [])),
+        state_score=float(info.get("state_score", 0.0)),
         done=transition.done,
         reward=None if at_reset else transition.reward,
     )
