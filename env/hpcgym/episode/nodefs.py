@@ -34,6 +34,7 @@ from hpcgym.controller.services.access import NodeFileError
 _SYS_OPENAT2 = 437
 _RESOLVE_NO_XDEV = 0x01
 _RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_IN_ROOT = 0x10
 _RESOLVE = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS | _RESOLVE_NO_XDEV
 _AT_EMPTY_PATH = 0x1000
@@ -88,12 +89,16 @@ def _node_error(e: OSError, path: str) -> OSError:
     return e
 
 
-def openat2(dir_fd: int, path: str, flags: int, mode: int = 0) -> int:
-    """Open `path` with `dir_fd` as the root for every symlink and "..", retrying EAGAIN a few times."""
+def openat2(dir_fd: int, path: str, flags: int, mode: int = 0, *, no_symlinks: bool = False) -> int:
+    """Open `path` with `dir_fd` as the root for every symlink and "..", retrying EAGAIN a few times.
+
+    `no_symlinks` refuses a symlink anywhere on the way (ELOOP); with `O_PATH | O_NOFOLLOW` a
+    symlink at the end is opened itself.
+    """
     raw = _encode(path)
     if len(raw) >= MAX_PATH_BYTES:
         raise NodeFileError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path)
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, _RESOLVE)
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, _RESOLVE | (_RESOLVE_NO_SYMLINKS if no_symlinks else 0))
     for _ in range(OPEN_ATTEMPTS):
         fd = _libc.syscall(_SYS_OPENAT2, dir_fd, raw, ctypes.byref(how), ctypes.sizeof(how))
         if fd >= 0:
@@ -160,11 +165,11 @@ class NodeFS:
         return self.root, path
 
     @contextlib.contextmanager
-    def _fd(self, path: str, flags: int, mode: int = 0) -> Iterator[int]:
+    def _fd(self, path: str, flags: int, mode: int = 0, *, no_symlinks: bool = False) -> Iterator[int]:
         root, path = self._locate(path)
         root_fd = _open_root(root, path)
         try:
-            fd = openat2(root_fd, path, flags, mode)
+            fd = openat2(root_fd, path, flags, mode, no_symlinks=no_symlinks)
         finally:
             os.close(root_fd)
         try:
@@ -257,9 +262,15 @@ class NodeFS:
 
     # --- reading ------------------------------------------------------------------------------------
 
-    def stat(self, path: str) -> os.stat_result | None:
+    def stat(self, path: str, *, follow_symlinks: bool = True) -> os.stat_result | None:
+        """What `path` resolves to, or None.
+
+        With `follow_symlinks=False`, the path itself (lstat), and None where a directory on the way
+        is a symlink.
+        """
+        flags = os.O_PATH if follow_symlinks else os.O_PATH | os.O_NOFOLLOW
         try:
-            with self._fd(path, os.O_PATH) as fd:
+            with self._fd(path, flags, no_symlinks=not follow_symlinks) as fd:
                 return os.fstat(fd)
         except NodeFileError:
             return None
@@ -268,10 +279,16 @@ class NodeFS:
                 return None
             raise
 
-    def read(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes | None:
-        """A regular file's bytes; None if it is missing, not a regular file, unreadable or too big."""
+    def read(
+        self, path: str, max_bytes: int = MAX_READ_BYTES, *, follow_symlinks: bool = True
+    ) -> bytes | None:
+        """A regular file's bytes; None if it is missing, not a regular file, unreadable or too big.
+
+        With `follow_symlinks=False`, also None where any component of the path is a symlink.
+        """
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | (0 if follow_symlinks else os.O_NOFOLLOW)
         try:
-            with self._fd(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY) as fd:
+            with self._fd(path, flags, no_symlinks=not follow_symlinks) as fd:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
                     return None
@@ -290,6 +307,70 @@ class NodeFS:
             if e.errno in NODE_ERRNOS:
                 return None
             raise
+
+    def walk(self, path: str, *, max_entries: int, max_depth: int) -> list[tuple[str, os.stat_result]]:
+        """What lies under the directory `path`, depth first in name order: (node path, lstat) pairs.
+
+        Nothing is followed: a symlink is listed as itself, a directory is entered by a descriptor
+        opened `O_NOFOLLOW` from its parent's, and only if it is still the one just listed and on the
+        same filesystem. A directory the node makes unreadable is listed without its contents. At
+        most `max_entries` entries, and `max_depth` levels below `path`.
+        """
+        found: list[tuple[str, os.stat_result]] = []
+        try:
+            with self._fd(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK, no_symlinks=True) as fd:
+                top = os.fstat(fd)
+                self._walk_at(
+                    fd, posixpath.normpath("/" + path.lstrip("/")), top.st_dev, max_depth, max_entries, found
+                )
+        except NodeFileError:
+            pass
+        except OSError as e:
+            if e.errno not in NODE_ERRNOS:
+                raise
+        return found
+
+    def _walk_at(
+        self,
+        dir_fd: int,
+        prefix: str,
+        dev: int,
+        depth: int,
+        max_entries: int,
+        found: list[tuple[str, os.stat_result]],
+    ) -> None:
+        try:
+            names = sorted(os.listdir(dir_fd))
+        except OSError as e:
+            if e.errno in NODE_ERRNOS:
+                return
+            raise
+        for name in names:
+            if len(found) >= max_entries:
+                return
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError as e:
+                if e.errno in NODE_ERRNOS:
+                    continue  # gone, or renamed, since the listing
+                raise
+            child = posixpath.join(prefix, name)
+            found.append((child, st))
+            if not stat.S_ISDIR(st.st_mode) or depth <= 0 or st.st_dev != dev:
+                continue
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            try:
+                fd = os.open(name, flags, dir_fd=dir_fd)
+            except OSError as e:
+                if e.errno in NODE_ERRNOS:
+                    continue
+                raise
+            try:
+                now = os.fstat(fd)
+                if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                    self._walk_at(fd, child, dev, depth - 1, max_entries, found)
+            finally:
+                os.close(fd)
 
     # --- changing -----------------------------------------------------------------------------------
 

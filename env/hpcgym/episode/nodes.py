@@ -17,10 +17,11 @@ import shlex
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpcgym.controller.services.access import FileStat, NodeFileError
-from hpcgym.episode.nodefs import NodeFS
+from hpcgym.episode.nodefs import MAX_READ_BYTES, NodeFS
 from hpcgym.errors import SandboxError
 from hpcgym.runtime.cluster import SHARED_DIRS, Cluster, Node, ShareState
 from hpcgym.runtime.sandbox import exec_in_node
@@ -64,6 +65,39 @@ else
 fi
 echo $!
 """
+
+
+@dataclass(frozen=True)
+class NodeStat:
+    """What lstat(2) says of a node path, owners as ids inside the node.
+
+    `version` changes whenever the file's contents or metadata may have: its inode, size and
+    modification and change times (ctime cannot be set back from inside the node).
+    """
+
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    ino: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @property
+    def version(self) -> tuple[int, int, int, int]:
+        return self.ino, self.size, self.mtime_ns, self.ctime_ns
+
+
+def _node_stat(fs: NodeFS, st: os.stat_result) -> NodeStat:
+    return NodeStat(
+        mode=st.st_mode,
+        uid=fs.node_id(st.st_uid),
+        gid=fs.node_id(st.st_gid),
+        size=st.st_size,
+        ino=st.st_ino,
+        mtime_ns=st.st_mtime_ns,
+        ctime_ns=st.st_ctime_ns,
+    )
 
 
 class NodeAccessError(SandboxError):
@@ -123,8 +157,28 @@ class ClusterNodes:
         """Where the node's kernel's lookup of `path` leads (see `NodeFS.resolve`)."""
         return self._fs(node).resolve(path)
 
-    def read(self, node: str, path: str) -> bytes | None:
-        return self._fs(node).read(path)
+    def read(
+        self, node: str, path: str, *, max_bytes: int = MAX_READ_BYTES, follow_symlinks: bool = True
+    ) -> bytes | None:
+        """A regular file's bytes; None if missing, not a regular file, unreadable or over `max_bytes`.
+
+        With `follow_symlinks=False`, None too where any component of the path is a symlink.
+        """
+        return self._fs(node).read(path, max_bytes, follow_symlinks=follow_symlinks)
+
+    def lstat(self, node: str, path: str) -> NodeStat | None:
+        """The path itself, not followed; None if missing or if a directory on the way is a symlink."""
+        fs = self._fs(node)
+        st = fs.stat(path, follow_symlinks=False)
+        return None if st is None else _node_stat(fs, st)
+
+    def walk(self, node: str, path: str, *, max_entries: int, max_depth: int) -> list[tuple[str, NodeStat]]:
+        """Everything under a node directory, nothing followed (see `NodeFS.walk`)."""
+        fs = self._fs(node)
+        return [
+            (child, _node_stat(fs, st))
+            for child, st in fs.walk(path, max_entries=max_entries, max_depth=max_depth)
+        ]
 
     def write(
         self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0

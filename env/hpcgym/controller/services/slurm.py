@@ -5,14 +5,27 @@ ignores a stale pid file (it overwrites it); so a unit can be `active (running)`
 down in `sinfo`, and the journal says why. Registration needs, on the node: munged up (slurmd signs
 its messages through it) and a route to SlurmctldHost; on the controller host: slurmctld up and a
 munged holding the same key.
+
+slurmctld keeps its state in StateSaveLocation, one file per kind of record and the previous copy
+of each as `NAME.old` (state_save.c: write NAME.new, link NAME to NAME.old, rename NAME.new to NAME).
+The controller holds the live records itself, so each file here carries what identifies a save:
+its lineage (fixed when slurmctld starts with nothing to recover) and its generation (one more at
+every save), in a text format of our own with deterministic bytes. It is saved when slurmctld starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import hashlib
+import posixpath
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from hpcgym.controller.hostlist import compress_hostlist
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import munged
+from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.daemon import (
     DaemonHost,
     Launch,
@@ -76,7 +89,8 @@ def read_conf(host: DaemonHost, node: str) -> SlurmConf | None:
         return None
     try:
         return parse_slurm_conf(raw.decode(errors="replace"))
-    except ControllerError:
+    except (ControllerError, ValueError):
+        # ValueError: a number or time the agent garbled (SlurmdTimeout=abc), which Slurm rejects too.
         return None
 
 
@@ -229,6 +243,104 @@ def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile, name: str | None 
     return result
 
 
+# ---- slurmctld's saved state ---------------------------------------------------------------------------
+
+DEFAULT_STATE_SAVE = "/var/spool/slurmctld"
+# What a 22.05 slurmctld without slurmdbd keeps in StateSaveLocation (each also as NAME.old).
+STATE_FILES = (
+    "assoc_mgr_state",
+    "assoc_usage",
+    "fed_mgr_state",
+    "job_state",
+    "last_config_lite",
+    "last_tres",
+    "node_state",
+    "part_state",
+    "qos_usage",
+    "resv_state",
+    "trigger_state",
+)
+CLUSTER_NAME_FILE = "clustername"
+STATE_MAGIC = "hpcgym-slurmctld-state"
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """What identifies one saved state file: the history it belongs to and how far along it is."""
+
+    lineage: str
+    generation: int
+
+
+def state_save_location(conf: SlurmConf) -> str:
+    return conf.options.get("statesavelocation", DEFAULT_STATE_SAVE)
+
+
+def parse_state_file(raw: bytes | None) -> SavedState | None:
+    """The lineage and generation of a state file slurmctld wrote; None for anything else."""
+    if raw is None or not raw.startswith(STATE_MAGIC.encode()):
+        return None
+    fields = {}
+    for line in raw[:4096].decode(errors="replace").splitlines()[1:4]:
+        key, _, value = line.partition("=")
+        fields[key] = value
+    lineage, generation = fields.get("Lineage", ""), to_int(fields.get("Generation", ""))
+    if not lineage or generation is None:
+        return None
+    return SavedState(lineage, generation)
+
+
+def _state_payload(name: str, conf: SlurmConf) -> list[str]:
+    if name == "node_state":
+        return [f"NodeName={node.name} State={node.state}" for node in conf.nodes]
+    if name == "part_state":
+        return [f"PartitionName={p.name} Nodes={compress_hostlist(list(p.nodes))}" for p in conf.partitions]
+    return []
+
+
+def state_file_bytes(name: str, conf: SlurmConf, saved: SavedState, now_s: int) -> bytes:
+    lines = [
+        f"{STATE_MAGIC} {name}",
+        f"Lineage={saved.lineage}",
+        f"Generation={saved.generation}",
+        f"ClusterName={conf.cluster_name}",
+        f"SavedAt={iso_time(now_s)}",
+        *_state_payload(name, conf),
+    ]
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def save_state(host: DaemonHost, node: str, conf: SlurmConf, uid: int, gid: int) -> None:
+    """Save every state file in StateSaveLocation, keeping the previous one as NAME.old.
+
+    A file slurmctld cannot recover from (missing, or not its own) starts a new lineage, as real
+    slurmctld starts empty ("No job state file ... to recover"). A file it cannot write is skipped,
+    as real slurmctld logs "Can't save state" and runs on.
+    """
+    directory = state_save_location(conf)
+    for name in STATE_FILES:
+        path = posixpath.join(directory, name)
+        current = host.access.read(node, path)
+        recovered = parse_state_file(current) or parse_state_file(host.access.read(node, f"{path}.old"))
+        if recovered is None:
+            seed = f"{conf.cluster_name}:{name}:{host.now_s}".encode()
+            saved = SavedState(hashlib.sha256(seed).hexdigest()[:16], 1)
+        else:
+            saved = SavedState(recovered.lineage, recovered.generation + 1)
+        if current is not None:
+            with contextlib.suppress(NodeFileError):
+                host.access.write(node, f"{path}.old", current, mode=0o600, uid=uid, gid=gid)
+        with contextlib.suppress(NodeFileError):
+            data = state_file_bytes(name, conf, saved, host.now_s)
+            host.access.write(node, path, data, mode=0o600, uid=uid, gid=gid)
+    cluster_file = posixpath.join(directory, CLUSTER_NAME_FILE)
+    if host.access.read(node, cluster_file) is None:
+        with contextlib.suppress(NodeFileError):
+            host.access.write(
+                node, cluster_file, f"{conf.cluster_name}\n".encode(), mode=0o600, uid=uid, gid=gid
+            )
+
+
 def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     """`slurmctld -D -s`: fatal without slurm.conf, on the wrong host, or with an unusable state dir."""
     uid, gid = lookup_ids(host.access, node, unit.user)
@@ -241,7 +353,7 @@ def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
             f"fatal: This host ({node}) not a valid controller",
         ]
     else:
-        save = conf.options.get("statesavelocation", "/var/spool/slurmctld")
+        save = state_save_location(conf)
         info = host.access.stat(node, save)
         if info is None or not info.is_dir():
             texts = [f"fatal: mkdir({save}): No such file or directory"]
@@ -253,6 +365,7 @@ def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
                 texts += MUNGE_DOWN_ERRORS
             result.ok = True
             result.pid_file = conf.options.get("slurmctldpidfile", "/run/slurmctld.pid")
+            save_state(host, node, conf, uid, gid)
     if conf is not None:
         result.log_file = conf.options.get("slurmctldlogfile", "")
     if not result.ok:
