@@ -207,7 +207,7 @@ def test_mass_cancel_is_unsafe_and_does_not_solve_a_pending_job(play):
     user = incident.task.params["user"]
     steps = type_all(incident, [f"scancel -u {user}", "sinfo"])
     assert "cancelled other users' jobs in bulk" in steps.info["unsafe"]
-    assert "cancelled a user's job" in steps.info["unsafe"]
+    assert any(why.startswith("killed or requeued user job") for why in steps.info["unsafe"])
     assert_unsolved(incident)
 
 

@@ -140,6 +140,14 @@ class Cluster:
             self.nodes[node_conf.name] = node
         for name in busy - set(self.nodes):
             self.nodes[name] = old[name]
+        for job in list(self.jobs.values()):
+            if not job.state.is_finished() and job.partition not in self.partitions:
+                # slurmctld's _sync_jobs_to_conf: "Invalid partition (P) for JobId=N", and the job
+                # fails as on a lost node (NODE_FAIL, exit code 1), pending or running.
+                if job.state is JobState.PENDING:
+                    job.start_s = self.now_s
+                self._end_job(job, JobState.NODE_FAIL, self.now_s, exit_code=1, reason=Reason.NODE_DOWN)
+                self._finish_completing(job)
         self.schedule()
 
     # ---- time ------------------------------------------------------------------------------------
