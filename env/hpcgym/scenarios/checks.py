@@ -62,7 +62,11 @@ def is_node_healthy(episode: Episode, node: str) -> bool:
 def in_service_nodes(episode: Episode) -> list[str]:
     """The nodes the site means to be in service: every node but the one an admin took out."""
     site = episode.site
-    return [node for node in episode.controller.cluster.nodes if site is None or node != site.maintenance]
+    if site is None:
+        return list(episode.controller.cluster.nodes)
+    # The site's node set, not whatever slurm.conf says now: dropping a node does not heal it.
+    ctl = episode.services.controller_host
+    return [node for node in site.addresses if node not in (ctl, site.maintenance)]
 
 
 def is_every_node_healthy(episode: Episode) -> bool:
