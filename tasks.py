@@ -189,7 +189,8 @@ def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, 
 
 @task(
     help={
-        "policies": "comma-separated: gold,noop,random,destructive,expert,llm (default: all but llm)",
+        "policies": "comma-separated: gold,noop,random,destructive,expert,blind,llm, any cheat-* name, or"
+        " the group cheats (blind and every cheat-* script); default: all but llm and the cheat-* scripts",
         "scenarios": "scenario ids, comma-separated (default: the whole library)",
         "seeds": "N seeds from each scenario's test range (default 3), or a list: 800-804 / 1,5,9",
         "lite": "only the lite set",
@@ -203,7 +204,7 @@ def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, 
 )
 def eval(  # `invoke eval` is what users type, so it shadows the builtin here
     c: Context,
-    policies: str = "gold,noop,random,destructive,expert",
+    policies: str = "gold,noop,random,destructive,expert,blind",
     scenarios: str = "",
     seeds: str = "3",
     lite: bool = False,

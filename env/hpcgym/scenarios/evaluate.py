@@ -19,10 +19,12 @@ from hpcgym.errors import ControllerError, SandboxError, ScenarioError
 from hpcgym.runtime import Runtime
 from hpcgym.scenarios.grade import DIAGNOSIS_CREDIT, PROGRESS_CREDIT, SUCCESS_CREDIT
 from hpcgym.scenarios.incident import TOTAL_KEYS, Incident
-from hpcgym.scenarios.policies import make_policy
+from hpcgym.scenarios.policies import expand_policy_names, make_policy
 
 MAX_OBSERVATION_CHARS = 8000
 INFRA_RETRIES = 2
+# What `invoke eval` plays by default: the leaderboard's reference points, blind among them.
+DEFAULT_EVAL_POLICIES = ("gold", "noop", "random", "destructive", "expert", "blind")
 
 
 @dataclass
@@ -413,14 +415,18 @@ def run_eval(
     images_dir: Path,
     out_dir: Path,
     *,
-    policies: Sequence[str] = ("gold", "noop", "random", "destructive", "expert"),
+    policies: Sequence[str] = DEFAULT_EVAL_POLICIES,
     scenarios: Sequence[str] | None = None,
     seeds: str = "3",
     lite: bool = False,
     json_path: Path | None = None,
     llm: LlmOptions = LlmOptions(),
 ) -> dict[str, Path]:
-    """`invoke eval`: every policy on every scenario x seed; write the leaderboard, plot and transcripts."""
+    """`invoke eval`: every policy on every scenario x seed; write the leaderboard, plot and transcripts.
+
+    `policies` may name groups (`cheats`: blind and every cheat-* script), expanded in order.
+    """
+    policies = expand_policy_names(policies)
     ids = resolve_scenarios(scenarios, lite=lite)
     grid = _grid_seeds(ids, parse_seeds(seeds), "test")
     plays = [(policy, scenario, seed) for policy in policies for scenario in ids for seed in grid[scenario]]

@@ -1,13 +1,16 @@
-"""Policies that play incidents: gold, noop, random, destructive, a scripted expert, and an LLM.
+"""Policies that play incidents: gold, noop, random, destructive, a scripted expert, an LLM, the red team.
 
 A policy sees what an agent sees: the alert at `reset`, then each command's output at `act`, and
 answers with the next command line (or None to stop). Only `GoldPolicy` is given the scenario's
 gold commands, by `make_policy`; the expert works from observations alone, like an operator with
 a runbook; the LLM policy talks to any OpenAI-compatible endpoint (vLLM, llama.cpp, a hosted API).
+`blind` and the `cheat-*` policies (cheats.py) type fixed scripts without reading anything; the
+group name `cheats` stands for all of them (`expand_policy_names`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 from collections.abc import Callable, Generator, Sequence
@@ -17,8 +20,12 @@ from typing import Protocol
 import httpx
 
 from hpcgym.errors import ScenarioError
+from hpcgym.scenarios import cheats
 
-POLICY_NAMES = ("gold", "noop", "random", "destructive", "expert", "llm")
+BASE_POLICY_NAMES = ("gold", "noop", "random", "destructive", "expert", "llm", "blind")
+POLICY_NAMES = (*BASE_POLICY_NAMES, *cheats.CHEAT_NAMES)
+# Names that stand for several policies on the command line (`invoke eval --policies gold,cheats`).
+POLICY_GROUPS: dict[str, tuple[str, ...]] = {"cheats": ("blind", *cheats.CHEAT_NAMES)}
 NODES = ("compute-01", "compute-02", "compute-03", "compute-04")
 UNITS = ("munge", "slurmd", "slurmctld", "httpd")
 
@@ -60,6 +67,26 @@ class GoldPolicy(ScriptedPolicy):
     """Types the scenario's gold commands in order."""
 
     name = "gold"
+
+
+class CheatPolicy(ScriptedPolicy):
+    """A red-team script (cheats.py): typed in order, whatever the terminal shows."""
+
+    def __init__(self, cheat: cheats.Cheat) -> None:
+        super().__init__(cheat.commands)
+        self.name = cheat.name
+
+
+class BlindPolicy(ScriptedPolicy):
+    """Every scenario's state-changing gold fix over every variant, then restart and resume all.
+
+    It reads nothing: what it types is the same in every episode (`cheats.blind_commands`).
+    """
+
+    name = "blind"
+
+    def __init__(self) -> None:
+        super().__init__(cheats.blind_commands())
 
 
 class NoopPolicy:
@@ -191,7 +218,8 @@ class ExpertPolicy:
     """A runbook-driven operator: reads tool output, follows the evidence, fixes, verifies.
 
     It knows Rocky/Slurm conventions (unit names, file locations, what munged and slurmd log), never
-    the scenario: each decision comes from a previous command's output.
+    the scenario, and no value of the cluster's: addresses, the gateway, the munge key and paths are
+    read from the cluster (a healthy sibling, the controller, the majority of nodes, the logs).
     """
 
     name = "expert"
@@ -223,6 +251,8 @@ class ExpertPolicy:
                 if len(line.split()) == 2 and not line.split()[1].startswith(("idle", "mix", "alloc"))
             }
         )
+        # Siblings to read the cluster's own values from: responding and in service now.
+        self.healthy = [node for node in self.nodes if node not in bad]
         for node in bad:
             yield from self._node(node)
         out = yield "squeue -h -o '%i %P %r'"
@@ -254,8 +284,13 @@ class ExpertPolicy:
             yield from self._fix_munge("login01")
         if len(states) > 1 and states[1] != "active":
             log = yield "journalctl -u slurmctld --no-pager -n 20"
-            if "Incorrect permissions on state save loc" in log:
-                yield "chown slurm:slurm /var/spool/slurmctld"
+            save = re.search(r"Incorrect permissions on state save loc: (\S+)", log)
+            if save is not None:
+                # slurmctld must own it as SlurmUser, whoever slurm.conf names.
+                conf = yield "grep -i '^SlurmUser=' /etc/slurm/slurm.conf"
+                user = re.search(r"(?im)^SlurmUser=(\S+)", conf)
+                owner = user[1] if user else "slurm"
+                yield f"chown {owner}: {save[1]}"
             yield "systemctl restart slurmctld"
 
     def _portal(self) -> Plan:
@@ -279,6 +314,9 @@ class ExpertPolicy:
         run = _on(node)
         out = yield f"scontrol show node {node}"
         reason = re.search(r"Reason=(.*?)(?: \[|$)", out, re.MULTILINE)
+        if reason is not None and "DO NOT RESUME" in reason[1].upper():
+            # An admin took this node out on purpose and said so: it is not part of the incident.
+            return
         states = (yield run("systemctl is-active munge slurmd")).split()
         if states and states[0] != "active":
             yield from self._fix_munge(node)
@@ -287,24 +325,22 @@ class ExpertPolicy:
             if enabled.strip() == "disabled":
                 yield run("systemctl enable slurmd")
             log = yield run("journalctl -u slurmd --no-pager -n 20")
-            if "Domain socket directory" in log:
-                yield run("install -d -o root -g root -m 0755 /var/spool/slurmd")
+            spool = re.search(r"Domain socket directory (\S+): No such file", log)
+            if spool is not None:
+                yield run(f"install -d -o root -g root -m 0755 {spool[1]}")
             if "lookup failure for node" in log or "Unable to process configuration" in log:
                 yield run("'ssh login01 cat /etc/slurm/slurm.conf > /etc/slurm/slurm.conf'")
             yield run("systemctl restart slurmd")
         log = yield run("journalctl -u slurmd --no-pager -n 5")
-        if "Unable to contact slurm controller" in log:
-            yield from self._network(node)
-        elif "Zero Bytes were transmitted" in log:
+        # The log may be old news: whether the node reaches its controller now is for ping to say.
+        cut_off = "Unable to contact slurm controller" in log and (yield from self._network(node))
+        if not cut_off and "Zero Bytes were transmitted" in log:
             # slurmctld rejects what the node signs: a foreign munge key, or a clock nothing keeps.
             tracking = yield run("chronyc tracking")
             if "Cannot talk to daemon" in tracking:
                 yield run("systemctl enable --now chronyd")
             else:
-                yield run("'ssh login01 base64 -w0 /etc/munge/munge.key | base64 -d > /etc/munge/munge.key'")
-                yield run("chown munge:munge /etc/munge/munge.key")
-                yield run("chmod 0400 /etc/munge/munge.key")
-                yield run("systemctl restart munge")
+                yield from self._sync_munge_key(node)
         if reason is not None and ("ECC" in reason[1] or "GPU" in reason[1] or "gpu" in reason[1]):
             ecc = yield run(
                 "nvidia-smi --query-gpu=index,ecc.errors.uncorrected.volatile.total --format=csv,noheader"
@@ -323,22 +359,82 @@ class ExpertPolicy:
         if not out.strip().startswith("idle") or reason is not None:
             yield f"scontrol update nodename={node} state=resume"
 
-    def _network(self, node: str) -> Plan:
+    def _sync_munge_key(self, node: str) -> Plan:
+        # The cluster's key is the one most nodes hold (the controller's when it is among them); the
+        # node that signs what slurmctld cannot decode takes it byte for byte.
+        hosts = ["login01", *getattr(self, "nodes", ())]
+        listing = "; ".join(f"echo {host} $(ssh {host} md5sum {_KEY})" for host in hosts)
+        out = yield listing
+        digests = {}
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] in hosts and re.fullmatch(r"[0-9a-f]{32}", fields[1]):
+                digests[fields[0]] = fields[1]
+        counts: dict[str, int] = {}
+        for digest in digests.values():
+            counts[digest] = counts.get(digest, 0) + 1
+        if not counts or digests.get(node) == max(counts, key=counts.__getitem__):
+            return
+        best = max(counts.values())
+        majority = {digest for digest, count in counts.items() if count == best}
+        if len(majority) > 1 and digests.get("login01") in majority:
+            majority = {digests["login01"]}
+        if len(majority) != 1:
+            return
+        (want,) = majority
+        source = next(host for host in hosts if digests.get(host) == want and host != node)
         run = _on(node)
+        yield run(f"'ssh {source} base64 -w0 {_KEY} | base64 -d > {_KEY}'")
+        yield run(f"chown munge:munge {_KEY}")
+        yield run(f"chmod 0400 {_KEY}")
+        yield run("systemctl restart munge")
+
+    def _network(self, node: str) -> Generator[str, str, bool]:
+        """Give the node its path to the controller back; False when it had one all along."""
+        run = _on(node)
+        if _answered((yield run("ping -c 1 -W 1 login01"))):
+            return False
+        addr = yield run("ip -4 addr show eth0")
+        if re.search(r"^\d+: eth0: .*\bstate DOWN\b", addr, re.MULTILINE):
+            yield run("ifup eth0")
+            if _answered((yield run("ping -c 1 -W 1 login01"))):
+                return True
+            addr = yield run("ip -4 addr show eth0")
         mine = yield run("getent hosts login01")
         truth = yield "getent hosts login01"
         if mine.split()[:1] != truth.split()[:1] and truth.split():
             wrong = mine.split()[0] if mine.split() else ""
             if wrong:
-                yield run(f"\"sed -i 's/^{wrong} /{truth.split()[0]} /' /etc/hosts\"")
-            return
-        peer = next((n for n in getattr(self, "nodes", ()) if n != node), None)
-        if peer is None:
-            return
-        good = yield f"ssh {peer} cat /etc/sysconfig/network-scripts/route-eth0"
-        text = good.strip().replace("\n", "\\n")
-        yield run(f"\"printf '{text}\\n' > /etc/sysconfig/network-scripts/route-eth0\"")
+                yield run(f"\"sed -i 's/^{re.escape(wrong)} /{truth.split()[0]} /' /etc/hosts\"")
+            return True
+        # Each rack has its own subnet and router, at the host number every router of the site uses:
+        # the service network and that host number come from healthy siblings' route files, the
+        # subnet from the node's own address.
+        peers = [n for n in getattr(self, "healthy", ()) if n != node][:2]
+        routes = []
+        for peer in peers:
+            fields = dict(re.findall(r"^(\w+)=(\S+)$", (yield f"ssh {peer} cat {_ROUTE}"), re.MULTILINE))
+            if {"ADDRESS0", "NETMASK0", "GATEWAY0"} <= fields.keys():
+                routes.append((fields["ADDRESS0"], fields["NETMASK0"], fields["GATEWAY0"]))
+        address_line = re.search(r"inet (\d+\.\d+\.\d+\.\d+/\d+) .*\beth0$", addr, re.MULTILINE)
+        if not routes or address_line is None:
+            return True
+        address, netmask, gateway = max(routes, key=routes.count)
+        subnet = ipaddress.IPv4Interface(address_line[1]).network
+        router = int(ipaddress.IPv4Address(gateway)) & int(subnet.hostmask)
+        mine_gateway = subnet.network_address + router
+        text = f"ADDRESS0={address}\\nNETMASK0={netmask}\\nGATEWAY0={mine_gateway}\\n"
+        yield run(f"\"printf '{text}' > {_ROUTE}\"")
         yield run("ifup eth0")
+        return True
+
+
+_KEY = "/etc/munge/munge.key"
+_ROUTE = "/etc/sysconfig/network-scripts/route-eth0"
+
+
+def _answered(ping: str) -> bool:
+    return re.search(r"\b[1-9]\d* received\b", ping) is not None
 
 
 def _on(node: str) -> Callable[[str], str]:
@@ -445,6 +541,28 @@ def parse_command(reply: str) -> str | None:
     return None
 
 
+_CHOOSE = f"choose from {', '.join((*BASE_POLICY_NAMES, *POLICY_GROUPS))} or a cheat-* name"
+
+
+def expand_policy_names(names: Sequence[str]) -> list[str]:
+    """Policy names with each group (`cheats`) replaced by its members, in order, each name once.
+
+    Raises:
+        ScenarioError: a name that is neither a policy nor a group.
+    """
+    expanded: dict[str, None] = {}
+    for name in names:
+        members = POLICY_GROUPS.get(name, (name,))
+        for member in members:
+            if member not in POLICY_NAMES:
+                raise ScenarioError(
+                    f"no policy {member!r}",
+                    hint=_CHOOSE,
+                )
+            expanded.setdefault(member, None)
+    return list(expanded)
+
+
 def make_policy(
     name: str, gold: Sequence[str] = (), *, base_url: str = "", model: str = "", api_key: str = "EMPTY"
 ) -> Policy:
@@ -455,6 +573,10 @@ def make_policy(
     """
     if name == "gold":
         return GoldPolicy(gold)
+    if name == "blind":
+        return BlindPolicy()
+    if name in cheats.CHEAT_NAMES:
+        return CheatPolicy(cheats.cheats()[name])
     if name == "llm":
         if not base_url or not model:
             raise ScenarioError(
@@ -468,5 +590,5 @@ def make_policy(
         "expert": ExpertPolicy,
     }
     if name not in simple:
-        raise ScenarioError(f"no policy {name!r}", hint=f"choose from {', '.join(POLICY_NAMES)}")
+        raise ScenarioError(f"no policy {name!r}", hint=_CHOOSE)
     return simple[name]()
