@@ -200,6 +200,7 @@ def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, 
         "model": "the llm policy's model name",
         "api_key": "the llm policy's key (default: $OPENAI_API_KEY or EMPTY)",
         "out": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
+        "workers": "episodes played at once (default 1; each is the same bytes however many run)",
     }
 )
 def eval(  # `invoke eval` is what users type, so it shadows the builtin here
@@ -214,6 +215,7 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
     model: str = "",
     api_key: str = "",
     out: str = "",
+    workers: int = 1,
 ) -> None:
     """Play policies on scenarios x seeds; write a markdown leaderboard, a PNG plot and JSONL transcripts."""
     from hpcgym.errors import HpcgymError
@@ -229,6 +231,7 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
             lite=lite,
             json_path=Path(json).resolve() if json else None,
             llm=LlmOptions(base_url, model, api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")),
+            workers=workers,
         )
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None

@@ -133,8 +133,15 @@ def evaluate_grid(
     *,
     llm: LlmOptions = LlmOptions(),
     progress: bool = True,
+    workers: int = 1,
 ) -> list[EpisodeRecord]:
-    """Play each (policy, scenario, seed) of `grid` in order, with one progress bar (rich, on stderr)."""
+    """Play each (policy, scenario, seed) of `grid`, with one progress bar (rich, on stderr).
+
+    With `workers` > 1, that many episodes run at once on the one runtime (each its own cluster);
+    the records come back in grid order either way, and each episode is the same bytes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -148,10 +155,18 @@ def evaluate_grid(
     )
     with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
         job = bar.add_task("", total=len(grid))
-        for policy, scenario, seed in grid:
-            bar.update(job, description=f"{policy} {scenario} {seed}")
-            records.append(_run_with_retries(runtime, policy, scenario, seed, llm))
-            bar.advance(job)
+
+        def play(item: tuple[str, str, int]) -> EpisodeRecord:
+            policy, scenario, seed = item
+            record = _run_with_retries(runtime, policy, scenario, seed, llm)
+            bar.update(job, advance=1, description=f"{policy} {scenario} {seed}")
+            return record
+
+        if workers <= 1:
+            records = [play(item) for item in grid]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                records = list(pool.map(play, grid))
     return records
 
 
@@ -421,6 +436,7 @@ def run_eval(
     lite: bool = False,
     json_path: Path | None = None,
     llm: LlmOptions = LlmOptions(),
+    workers: int = 1,
 ) -> dict[str, Path]:
     """`invoke eval`: every policy on every scenario x seed; write the leaderboard, plot and transcripts.
 
@@ -431,7 +447,7 @@ def run_eval(
     grid = _grid_seeds(ids, parse_seeds(seeds), "test")
     plays = [(policy, scenario, seed) for policy in policies for scenario in ids for seed in grid[scenario]]
     with Runtime(images_dir) as runtime:
-        records = evaluate_grid(runtime, plays, llm=llm, progress=True)
+        records = evaluate_grid(runtime, plays, llm=llm, progress=True, workers=workers)
     return write_report(records, out_dir, json_path)
 
 
