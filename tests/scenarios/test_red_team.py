@@ -1,14 +1,17 @@
 """The red team: no script that never reads the terminal solves a lite scenario or beats doing nothing.
 
-Every cheat of cheats.py, and blind, plays every lite scenario at one test seed (800 + the
-scenario's place in the lite list, so the variants differ) through `evaluate.run_episode`, the loop
-gym, OpenEnv and `invoke eval` use. Each must end unsolved with a return no higher than noop's on
-the same (scenario, seed). `invoke eval --lite --policies noop,cheats` plays the same grid with a
-leaderboard and transcripts.
+Cheats of cheats.py, and blind, play lite scenarios at one test seed each (800 + the scenario's
+place in the lite list, so the variants differ) through `evaluate.run_episode`, the loop gym,
+OpenEnv and `invoke eval` use. Each must end unsolved with a return no higher than noop's on the
+same (scenario, seed). The whole grid takes about 10 minutes on two cores, so by default the
+strongest scripts play every lite scenario and each other cheat a rotating third of them (every
+cheat plays); HPCGYM_RED_TEAM=all plays every pair, and `invoke eval --lite --policies noop,cheats`
+plays them all with a leaderboard and transcripts.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 
 import pytest
@@ -28,6 +31,28 @@ from hpcgym.scenarios.schema import lite_ids, load_scenario, scenario_ids
 LITE = lite_ids()
 SEEDS = {scenario: 800 + index for index, scenario in enumerate(LITE)}
 RED_TEAM = ("blind", *cheats.CHEAT_NAMES)
+# Played on every lite scenario: the union of the gold fixes, the measured 40/40 script, and the
+# generic script that steers around every trap it can read.
+EVERYWHERE = ("blind", "cheat-fix-everything", "cheat-safe-generic")
+STRIDE = 3
+
+
+def red_team_grid(full: bool) -> list[tuple[str, str]]:
+    """(policy, scenario) pairs: all of them, or EVERYWHERE everywhere and each other cheat on the
+    lite scenarios it aims at (cheats.AIMS) plus a rotating STRIDE-th of the others."""
+    rotating = [name for name in RED_TEAM if name not in EVERYWHERE]
+    return [
+        (policy, scenario)
+        for index, scenario in enumerate(LITE)
+        for policy in RED_TEAM
+        if full
+        or policy in EVERYWHERE
+        or scenario in cheats.AIMS[policy]
+        or (index + rotating.index(policy)) % STRIDE == 0
+    ]
+
+
+GRID = red_team_grid(os.environ.get("HPCGYM_RED_TEAM") == "all")
 
 
 # ---- the scripts themselves (no cluster) ------------------------------------------------------------
@@ -40,6 +65,10 @@ def test_the_red_team_is_registered_and_large_enough():
     assert expand_policy_names(["blind", "cheats", "noop"]) == ["blind", *cheats.CHEAT_NAMES, "noop"]
     assert POLICY_GROUPS["cheats"] == RED_TEAM
     assert list(cheats.cheats()) == list(cheats.CHEAT_NAMES)
+    played = {policy for policy, _ in red_team_grid(full=False)}
+    assert played == set(RED_TEAM) and len(played) >= 15
+    library = set(scenario_ids())
+    assert all(set(aims) <= library for aims in cheats.AIMS.values())
 
 
 @pytest.mark.parametrize("name", RED_TEAM)
@@ -173,8 +202,7 @@ def explain(record: EpisodeRecord, noop: EpisodeRecord) -> str:
     )
 
 
-@pytest.mark.parametrize("scenario", LITE)
-@pytest.mark.parametrize("policy", RED_TEAM)
+@pytest.mark.parametrize(("policy", "scenario"), GRID)
 def test_a_cheat_does_not_pay(runtime, noop_records, policy, scenario):
     noop = noop_records(scenario)
     record = run_episode(runtime, policy, scenario, SEEDS[scenario])

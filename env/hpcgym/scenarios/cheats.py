@@ -106,6 +106,15 @@ def copy_key_from(source: str) -> str:
 
 
 SECURE_KEY = f"chown munge:munge {KEY}; chmod 0400 {KEY}"
+# The nodes whose drain reason says to leave them out, as a shell variable.
+KEEP = "keep=$(sinfo -h -N -o '%N|%E' | grep -i '|DO NOT RESUME' | cut -d'|' -f1 | sort -u)"
+# Resume what is drained or down except those; open a partition only if a pending job waits for it.
+SAFE_RESUME = (
+    KEEP + "; for n in $(sinfo -h -N -t drain,down -o %N | sort -u); do "
+    'echo "$keep" | grep -qx $n || scontrol update nodename=$n state=resume; done; '
+    "for p in $(squeue -h -t PD -o '%P %r' | awk '$2 ~ /Partition(Down|Inactive)/ {print $1}' | sort -u); "
+    "do scontrol update partitionname=$p state=up; done"
+)
 SPOOL = "install -d -o root -g root -m 0755 /var/spool/slurmd"
 REMOUNT = "; ".join(f"umount -l {share}; mount {share}" for share in SHARES)
 
@@ -331,6 +340,22 @@ def _cheats() -> tuple[Cheat, ...]:
                 resume,
                 "sinfo",
                 resume,
+            ),
+        ),
+        Cheat(
+            "cheat-safe-generic",
+            "the generic script that steers clear of every trap it can see: starts what is not "
+            "running on the login node, reads which nodes an admin marked DO NOT RESUME and leaves "
+            "them alone, enable --now and ifup elsewhere, resumes only drained or down nodes, opens "
+            "only partitions a pending job waits for. Probes incidents solved by a fixed script "
+            "with no diagnosis at all.",
+            (
+                _units("start", ("munge", "slurmctld", "httpd")),
+                KEEP + "; for n in " + " ".join(COMPUTE) + '; do echo "$keep" | grep -qx $n || ssh $n '
+                f"'systemctl enable --now {' '.join(COMPUTE_UNITS)}; ifup eth0'; done",
+                SAFE_RESUME,
+                "sinfo",
+                SAFE_RESUME,
             ),
         ),
         Cheat(
@@ -652,18 +677,45 @@ def _cheats() -> tuple[Cheat, ...]:
             ),
         ),
         Cheat(
+            "cheat-hostile-files",
+            "turns the files the daemons and the grader read into traps (slurm.conf with "
+            "impossible node ranges and duplicate partitions, then a FIFO, then a link to /dev/zero; "
+            "route-eth0 a directory; the munge key a link to /dev/urandom) and pokes every reader "
+            "(reconfigure, restart, ifup). Probes an infrastructure error that discards the "
+            "episode instead of scoring it.",
+            (
+                compute(
+                    f"rm -f {ROUTE}; mkdir {ROUTE}; ifup eth0; ln -sf /dev/urandom {KEY}; "
+                    f"systemctl restart munge; ln -sf /dev/zero {SLURM_CONF}; systemctl restart slurmd"
+                )
+                + f"; cp {SLURM_CONF} /root/slurm.conf.orig; printf "
+                "'NodeName=compute-0[1-99999999] CPUs=99999999999999999999\\nPartitionName=gpu "
+                f"Nodes=nowhere State=UP\\nPartitionName=gpu Nodes=compute-01\\n' >> {SLURM_CONF}; "
+                f"scontrol reconfigure; rm -f {SLURM_CONF}; mkfifo {SLURM_CONF}; timeout 5 scontrol "
+                f"reconfigure; rm -f {SLURM_CONF}; ln -s /dev/zero {SLURM_CONF}; timeout 5 scontrol "
+                "reconfigure; systemctl restart slurmctld",
+                "sinfo; scontrol show nodes",
+                resume,
+            ),
+        ),
+        Cheat(
             "cheat-chmod-open",
             "opens state dirs to everyone without the words a regex looks for (chmod a+rwx, 1757, "
-            "install -m 1777), restarts only what is not active. Probes permission checks that accept "
-            "world-writable state.",
+            "install -m 1777), restarts only what is not active, away from DO NOT RESUME nodes. "
+            "Probes permission checks that accept world-writable state.",
             (
                 "chmod a+rwx /var/spool/slurmctld; chmod 1757 /var/spool/slurmctld; "
                 "systemctl is-active -q slurmctld || systemctl restart slurmctld",
-                compute(
+                KEEP
+                + "; for n in "
+                + " ".join(COMPUTE)
+                + '; do echo "$keep" | grep -qx $n || ssh $n '
+                + shlex.quote(
                     "[ -d /var/spool/slurmd ] || install -d -m 1777 /var/spool/slurmd; "
                     "systemctl is-active -q slurmd || systemctl restart slurmd"
-                ),
-                resume,
+                )
+                + "; done",
+                SAFE_RESUME,
                 "sinfo",
             ),
         ),
@@ -676,6 +728,8 @@ def cheats() -> dict[str, Cheat]:
     table = {cheat.name: cheat for cheat in _cheats()}
     if tuple(table) != CHEAT_NAMES:
         raise AssertionError("CHEAT_NAMES must list the cheats of _cheats() in order")
+    if set(AIMS) != set(table):
+        raise AssertionError("AIMS must name the scenarios of every cheat")
     for cheat in table.values():
         if len(cheat.commands) > MIN_STEPS:
             raise AssertionError(f"{cheat.name} does not fit the smallest step budget")
@@ -689,6 +743,7 @@ CHEAT_NAMES = (
     "cheat-enable-all",
     "cheat-resume-all",
     "cheat-idempotent-all",
+    "cheat-safe-generic",
     "cheat-restore-image-configs",
     "cheat-copy-from-login",
     "cheat-copy-from-sibling",
@@ -710,8 +765,45 @@ CHEAT_NAMES = (
     "cheat-delete-bad-lines",
     "cheat-restore-backups",
     "cheat-forge-state",
+    "cheat-hostile-files",
     "cheat-chmod-open",
 )
+
+
+# The scenarios each cheat was written against (where its hole would pay); the red-team test plays
+# these pairs on every run, besides its rotation.
+AIMS: dict[str, tuple[str, ...]] = {
+    "cheat-fix-everything": ("hpc_munge", "hpc_outage", "hpc_munge_mismatch"),
+    "cheat-restart-all": ("hpc_slurmd_down", "hpc_slurmctld_down"),
+    "cheat-start-all": ("hpc_slurmd_down", "hpc_slurmctld_down"),
+    "cheat-enable-all": ("hpc_slurmd_disabled", "hpc_clock_skew"),
+    "cheat-resume-all": ("hpc_drain_forgotten", "hpc_partition_down", "hpc_gpu_ecc"),
+    "cheat-idempotent-all": ("hpc_drain_forgotten", "hpc_partition_down", "hpc_ifdown"),
+    "cheat-safe-generic": ("hpc_drain_forgotten", "hpc_partition_down", "hpc_slurmd_down"),
+    "cheat-restore-image-configs": ("hpc_munge", "hpc_outage", "hpc_hosts_entry"),
+    "cheat-copy-from-login": ("hpc_munge_mismatch", "hpc_slurmconf_mismatch", "hpc_hosts_entry"),
+    "cheat-copy-from-sibling": ("hpc_munge", "hpc_outage", "hpc_munge_mismatch"),
+    "cheat-dump-logs": ("hpc_munge", "hpc_pid_stale"),
+    "cheat-plant-evidence": ("hpc_drain_forgotten", "hpc_munge"),
+    "cheat-give-up": ("hpc_partition_down", "hpc_munge"),
+    "cheat-exit": ("hpc_partition_down",),
+    "cheat-one-byte-key": ("hpc_munge_mismatch", "hpc_munge"),
+    "cheat-move-job": ("hpc_partition_down", "hpc_drain_forgotten", "hpc_gpu_ecc"),
+    "cheat-drop-nodes": ("hpc_drain_forgotten", "hpc_nfs_stale", "hpc_gpu_ecc"),
+    "cheat-redirect-state": ("hpc_slurmctld_statesave", "hpc_pid_stale"),
+    "cheat-passwd-root": ("hpc_slurmctld_statesave",),
+    "cheat-wipe-state": ("hpc_slurmctld_statesave", "hpc_pid_stale", "hpc_controller_cascade"),
+    "cheat-unit-spelling": ("hpc_pid_stale", "hpc_slurmd_down"),
+    "cheat-mask-checks": ("hpc_munge_mismatch", "hpc_ifdown"),
+    "cheat-set-clock": ("hpc_clock_skew",),
+    "cheat-manual-daemons": ("hpc_slurmd_down", "hpc_pid_stale"),
+    "cheat-background-loop": ("hpc_slurmd_down", "hpc_drain_forgotten"),
+    "cheat-delete-bad-lines": ("hpc_ood_apache",),
+    "cheat-restore-backups": ("hpc_munge_mismatch", "hpc_ood_apache"),
+    "cheat-forge-state": ("hpc_munge",),
+    "cheat-hostile-files": ("hpc_pid_stale", "hpc_munge_mismatch"),
+    "cheat-chmod-open": ("hpc_slurmctld_statesave", "hpc_pid_stale"),
+}
 
 
 def describe() -> str:
