@@ -126,3 +126,56 @@ def test_a_program_that_cannot_be_executed_is_203_exec(episode, setup, exec_star
         f"slurmd.service: Failed at step EXEC spawning {exec_start}: {why}",
         "slurmd.service: Main process exited, code=exited, status=203/EXEC",
     ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "step", "what", "status"),
+    [
+        ("sed -i '/^munge:/d' /etc/passwd", "USER", "user", 217),
+        ("mkfifo /root/fifo && mv /root/fifo /etc/passwd", "USER", "user", 217),
+        ("sed -i '/^munge:/d' /etc/group", "GROUP", "group", 216),
+    ],
+    ids=["no-munge-user", "passwd-fifo", "no-munge-group"],
+)
+def test_user_and_group_come_from_the_nodes_files(episode, edit, step, what, status):
+    # munge.service has User=munge and Group=munge: systemd looks both up before it runs munged.
+    episode.step(f"ssh {NODE}")
+    assert episode.step(edit).exit_code == 0
+    assert episode.step("systemctl restart munge").exit_code == 1
+    journal = episode.step("journalctl -u munge -n 5 --no-pager -o cat").output.splitlines()
+    assert journal[-5:-2] == [
+        f"munge.service: Failed to determine {what} credentials: No such process",
+        f"munge.service: Failed at step {step} spawning /usr/sbin/munged: No such process",
+        f"munge.service: Main process exited, code=exited, status={status}/{step}",
+    ]
+    assert episode.services.daemon_of(NODE, "munge.service") is None
+
+
+@pytest.mark.parametrize(
+    ("make", "runs"),
+    [
+        # systemd's unit name map skips these, and the vendor unit in /usr/lib/systemd/system counts.
+        (f"mkdir {UNIT_FILE}", True),
+        (f"mkfifo {UNIT_FILE}", True),
+        # These are the unit, and it has no command.
+        (f"ln -s slurmd.service {UNIT_FILE}", False),
+        (f"ln -s /dev/zero {UNIT_FILE}", False),
+        (f"head -c 4096 /dev/urandom > {UNIT_FILE}", False),
+        (f"truncate -s 100M {UNIT_FILE}", False),
+    ],
+    ids=["directory", "fifo", "symlink-loop", "symlink-to-device", "random-bytes", "sparse-100M"],
+)
+def test_what_lies_under_a_units_name_in_etc(episode, make, runs):
+    episode.step(f"ssh {NODE}")
+    assert episode.step(make).exit_code == 0
+    result = episode.step("systemctl daemon-reload; systemctl restart slurmd")
+    if runs:
+        assert result.exit_code == 0
+        assert episode.services.daemon_of(NODE, "slurmd.service") == "slurmd"
+        return
+    assert (result.output, result.exit_code) == (
+        "Failed to restart slurmd.service: Unit slurmd.service has a bad unit file setting.\n"
+        "See system logs and 'systemctl status slurmd.service' for details.\n",
+        1,
+    )
+    assert episode.services.daemon_of(NODE, "slurmd.service") is None

@@ -17,6 +17,10 @@ from hpcgym.errors import ControllerError
 
 # Where every Slurm client and daemon looks for the configuration on its node.
 SLURM_CONF_PATH = "/etc/slurm/slurm.conf"
+# Slurm reads slurm.conf with fgets into a buffer of this many bytes (parse_config.c, BUFFER_SIZE):
+# a longer line arrives in pieces, each parsed as a line of its own, and a continued line stops
+# growing there. It also keeps a line the agent made 3 MB long from costing shlex minutes.
+LINE_BUFFER_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,16 @@ _NODE_KEYS = {
 }
 
 
+def _physical_lines(text: str) -> list[str]:
+    size = LINE_BUFFER_CHARS - 1
+    return [raw[i : i + size] for raw in text.splitlines() for i in range(0, max(len(raw), 1), size)]
+
+
 def _logical_lines(text: str) -> list[str]:
     lines, pending = [], ""
-    for raw in text.splitlines():
+    for raw in _physical_lines(text):
         line = raw.split("#", 1)[0].rstrip()
-        if line.endswith("\\"):
+        if line.endswith("\\") and len(pending) + len(line) < LINE_BUFFER_CHARS:
             pending += line[:-1] + " "
             continue
         line = (pending + line).strip()
@@ -106,9 +115,11 @@ def _logical_lines(text: str) -> list[str]:
 
 def _pairs(line: str) -> list[tuple[str, str]]:
     try:
-        tokens = shlex.split(line)
+        # shlex only where quoting needs it: it costs some 100 times str.split per line.
+        quoted = '"' in line or "'" in line or "\\" in line
+        tokens = shlex.split(line) if quoted else line.split()
     except ValueError as error:
-        raise ControllerError(f"slurm.conf: cannot parse line {line!r}: {error}") from None
+        raise ControllerError(f"slurm.conf: cannot parse line {line[:200]!r}: {error}") from None
     pairs = []
     for token in tokens:
         key, sep, value = token.partition("=")

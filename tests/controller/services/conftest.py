@@ -21,6 +21,7 @@ PASSWD = (
     "munge:x:981:981:Runs Uid 'N' Gid Emporium:/var/lib/munge:/sbin/nologin\n"
     "slurm:x:982:982:SLURM resource manager:/var/lib/slurm:/sbin/nologin\n"
 )
+GROUP = "root:x:0:\nmunge:x:981:\nslurm:x:982:\n"
 
 
 def _copy_tree(access: MemoryNodeAccess, node: str, root: Path) -> None:
@@ -35,6 +36,7 @@ def populate(access: MemoryNodeAccess, node: str) -> None:
     _copy_tree(access, node, IMAGES / role / "files")
     access.put(node, "/etc/hostname", f"{node}\n")
     access.put(node, "/etc/passwd", PASSWD)
+    access.put(node, "/etc/group", GROUP)
     for directory in ("/etc/munge", "/var/lib/munge", "/var/log/munge"):
         access.mkdir(node, directory, mode=0o700, uid=MUNGE_UID, gid=MUNGE_UID)
     access.chown(node, "/etc/munge/munge.key", MUNGE_UID, MUNGE_UID)

@@ -183,6 +183,12 @@ def _jobs(services: ServiceManager, node: str, verb: str, units: list[str]) -> R
                 f'followed by "systemctl start {name}" again.\n'
             )
             exit_code = 1
+        elif result is JobResult.BAD_SETTING:
+            errors += (
+                f"Failed to {word} {name}: Unit {name} has a bad unit file setting.\n"
+                f"See system logs and 'systemctl status {name}' for details.\n"
+            )
+            exit_code = 1
         elif result is JobResult.NOT_RELOADABLE:
             errors += f"Failed to reload {name}: Job type reload is not applicable for unit {name}.\n"
             exit_code = 1

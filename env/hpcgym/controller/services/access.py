@@ -102,6 +102,22 @@ class NodeAccess(Protocol):
         ...
 
 
+def is_symlink(access: NodeAccess, node: str, path: str) -> bool:
+    """Whether `path`'s own last component is a symlink (lstat's S_ISLNK), even one leading nowhere.
+
+    Told by the lookup: where the directory resolves, only a symlink at the end can lead the path
+    off its own name, or make its lookup fail (a loop, a target under missing directories).
+    """
+    try:
+        parent = access.resolve(node, posixpath.dirname(path))
+    except NodeFileError:
+        return False
+    try:
+        return access.resolve(node, path) != posixpath.join(parent, posixpath.basename(path))
+    except NodeFileError:
+        return True
+
+
 @dataclass
 class _Process:
     comm: str

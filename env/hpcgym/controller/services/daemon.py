@@ -87,6 +87,39 @@ def lookup_ids(access: NodeAccess, node: str, user: str) -> tuple[int, int]:
     return DEFAULT_IDS.get(user, (0, 0))
 
 
+def find_account(access: NodeAccess, node: str, user: str) -> tuple[int, int] | None:
+    """User='s uid and gid as systemd resolves them: root always, a number as itself, else passwd.
+
+    None where the node's /etc/passwd has no such user (or cannot be read): systemd's 217/USER.
+    """
+    if user in ("", "root", "0"):
+        return 0, 0
+    if (number := to_int(user)) is not None:
+        return number, number
+    raw = access.read(node, "/etc/passwd")
+    for line in (raw or b"").decode(errors="replace").splitlines():
+        fields = line.split(":")
+        uid, gid = (to_int(field) for field in fields[2:4]) if len(fields) >= 4 else (None, None)
+        if fields[0] == user and uid is not None and gid is not None:
+            return uid, gid
+    return None
+
+
+def find_group(access: NodeAccess, node: str, group: str) -> int | None:
+    """Group='s gid from the node's /etc/group (root and numbers as systemd takes them), or None."""
+    if group in ("root", "0"):
+        return 0
+    if (number := to_int(group)) is not None:
+        return number
+    raw = access.read(node, "/etc/group")
+    for line in (raw or b"").decode(errors="replace").splitlines():
+        fields = line.split(":")
+        gid = to_int(fields[2]) if len(fields) >= 3 else None
+        if fields[0] == group and gid is not None:
+            return gid
+    return None
+
+
 def append_log(access: NodeAccess, node: str, path: str, lines: list[str], uid: int, gid: int) -> None:
     if not path or not lines:
         return

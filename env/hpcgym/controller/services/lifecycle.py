@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 
 from hpcgym.controller.services import chrony, httpd, munged, slurm
 from hpcgym.controller.services.access import NodeFileError
-from hpcgym.controller.services.daemon import Launch, Line, append_log, exec_argv, fill_pid, lookup_ids
+from hpcgym.controller.services.daemon import (
+    Launch,
+    Line,
+    append_log,
+    exec_argv,
+    fill_pid,
+    find_account,
+    find_group,
+)
 from hpcgym.controller.services.journal import Catalog, Entry, Priority, pid1_priority
 from hpcgym.controller.services.units import (
     ActiveState,
@@ -54,6 +62,8 @@ CLIENT = "/usr/libexec/hpcgym/hpcgym-client"
 # Where systemd 252 looks up an ExecStart= name without a slash: its compiled-in PATH for a merged /usr.
 EXEC_SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin")
 SIGNAL_NAMES = {1: "HUP", 2: "INT", 9: "KILL", 15: "TERM"}
+# The steps of setting up a unit's process that can fail, with systemd's exit status for each.
+SPAWN_STATUS = {"GROUP": 216, "USER": 217, "EXEC": 203}
 
 
 @dataclass(frozen=True)
@@ -103,20 +113,34 @@ def is_daemon_program(m: ServiceManager, node: str, path: str) -> bool:
     return program is not None and program == m.access.read(node, CLIENT)
 
 
-def launch_program(m: ServiceManager, node: str, file: UnitFile, program: Program) -> Launch | None:
-    """Run the unit's program: the simulated daemon's checks, or the program itself; None if it cannot run."""
+def spawn_problem(
+    m: ServiceManager, node: str, file: UnitFile, program: Program
+) -> tuple[str, str, int] | None:
+    """Why systemd could not set up the unit's process, as (step, what failed, errno), or None.
+
+    In exec_child's order: User= and Group= (from the node's /etc/passwd and /etc/group), then the
+    program (`locate_program`'s error).
+    """
+    if find_account(m.access, node, file.user) is None:
+        return "USER", "Failed to determine user credentials", errno.ESRCH
+    if file.group and find_group(m.access, node, file.group) is None:
+        return "GROUP", "Failed to determine group credentials", errno.ESRCH
+    if program.error:
+        return "EXEC", f"Failed to locate executable {file.binary}", program.error
+    return None
+
+
+def launch_program(m: ServiceManager, node: str, file: UnitFile, program: Program) -> Launch:
+    """Run the unit's program: the simulated daemon with its checks, or the program itself."""
     launcher = DAEMONS.get(program.path) if program.daemon else None
     if launcher is not None:
         launch = launcher(m, node, file)
         launch.memo["daemon"] = program.daemon
         return launch
-    if program.error:
-        return None
-    argv = exec_argv(file)
-    uid, gid = lookup_ids(m.access, node, file.user)
+    uid, gid = find_account(m.access, node, file.user) or (0, 0)
     # The kernel names a process after the file it executes, cut to 15 bytes (TASK_COMM_LEN).
     comm = posixpath.basename(program.path)[:15] or "sh"
-    return Launch(ok=True, comm=comm, argv=argv, uid=uid, gid=gid, program=program.path)
+    return Launch(ok=True, comm=comm, argv=exec_argv(file), uid=uid, gid=gid, program=program.path)
 
 
 def next_job(m: ServiceManager, node: str) -> str:
@@ -141,20 +165,29 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
         )
         runtime.memo = {"condition": condition, "condition_s": str(now)}
         return JobResult.DONE
+    if not file.exec_start:
+        log_systemd(
+            m,
+            node,
+            runtime,
+            f"{runtime.name}: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing.",
+        )
+        return JobResult.BAD_SETTING
     program = locate_program(m, node, file.binary)
-    launch = launch_program(m, node, file, program)
+    problem = spawn_problem(m, node, file, program)
     simple = file.service_type is ServiceType.SIMPLE
     if simple:
         log_systemd(m, node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
     else:
         log_systemd(m, node, runtime, f"Starting {desc}...", Catalog.JOB_START_BEGUN, job=job)
     forking = file.service_type is ServiceType.FORKING
-    if launch is None:
-        exec_failed(m, node, runtime, "Failed to locate executable", program.error)
+    if problem is not None:
+        spawn_failed(m, node, runtime, *problem)
         if simple:
             return JobResult.DONE
         log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
         return JobResult.FAILED
+    launch = launch_program(m, node, file, program)
     if not launch.ok:
         # The process that failed its checks did run: give it a pid from the node's own sequence.
         failed_pid = spawn(m, node, runtime, launch)
@@ -226,21 +259,22 @@ def spawn(m: ServiceManager, node: str, runtime: UnitRuntime, launch: Launch) ->
     try:
         return m.access.start_process(node, launch.comm, launch.argv, uid=launch.uid, program=launch.program)
     except NodeFileError as e:
-        exec_failed(m, node, runtime, "Failed to execute", e.errno or errno.ENOEXEC)
+        program = runtime.file.binary
+        spawn_failed(m, node, runtime, "EXEC", f"Failed to execute {program}", e.errno or errno.ENOEXEC)
         return None
 
 
-def exec_failed(m: ServiceManager, node: str, runtime: UnitRuntime, step: str, err: int) -> None:
-    """Log systemd's words for a unit whose process cannot be executed, then fail the unit."""
-    program, why = runtime.file.binary, os.strerror(err)
+def spawn_failed(m: ServiceManager, node: str, runtime: UnitRuntime, step: str, what: str, err: int) -> None:
+    """Log systemd's words for a unit whose process could not be set up or executed; fail the unit."""
+    why, status = os.strerror(err), SPAWN_STATUS[step]
     for text in (
-        f"{runtime.name}: {step} {program}: {why}",
-        f"{runtime.name}: Failed at step EXEC spawning {program}: {why}",
+        f"{runtime.name}: {what}: {why}",
+        f"{runtime.name}: Failed at step {step} spawning {runtime.file.binary}: {why}",
     ):
         log_systemd(m, node, runtime, text)
     log_systemd(m,
-        node, runtime, f"{runtime.name}: Main process exited, code=exited, status=203/EXEC",
-        Catalog.PROCESS_EXITED, code="exited", status="203",
+        node, runtime, f"{runtime.name}: Main process exited, code=exited, status={status}/{step}",
+        Catalog.PROCESS_EXITED, code="exited", status=str(status),
     )  # fmt: skip
     set_failed(m, node, runtime, Result.EXIT_CODE)
 

@@ -17,7 +17,7 @@ from ipaddress import IPv4Address
 
 from hpcgym.controller.clock import VirtualClock
 from hpcgym.controller.services import lifecycle, slurm
-from hpcgym.controller.services.access import NodeAccess
+from hpcgym.controller.services.access import NodeAccess, is_symlink
 from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
 from hpcgym.controller.services.journal import Catalog, Journal
 from hpcgym.controller.services.network import Network
@@ -306,11 +306,17 @@ class ServiceManager:
         return runtime
 
     def _read_unit_file(self, node: str, name: str) -> UnitFile | None:
+        # systemd's unit name map (unit-file.c) takes a regular file or a symlink under a unit's name,
+        # the first directory first; a directory or FIFO there is skipped. A symlink that leads to
+        # anything but a unit file (a device, a FIFO, a loop, nothing) gives a unit with no command,
+        # and so does a file too big for us to read.
         for directory in UNIT_DIRS:
             path = posixpath.join(directory, name)
-            raw = self.access.read(node, path)
-            if raw is not None:
-                return parse_unit_file(name, path, raw)
+            info = self.access.stat(node, path)
+            if info is not None and info.is_file():
+                return parse_unit_file(name, path, self.access.read(node, path) or b"")
+            if is_symlink(self.access, node, path):
+                return parse_unit_file(name, path, b"")
         return None
 
     def node_state(self, node: str) -> NodeServices:
@@ -330,7 +336,7 @@ class ServiceManager:
         return sorted(self.node_state(node).units.values(), key=lambda unit: unit.name)
 
     def changed_on_disk(self, node: str, runtime: UnitRuntime) -> bool:
-        return self.access.read(node, runtime.file.path) != runtime.file.raw
+        return (self.access.read(node, runtime.file.path) or b"") != runtime.file.raw
 
     def daemon_reload(self, node: str) -> None:
         for runtime in self.node_state(node).units.values():

@@ -17,7 +17,7 @@ import posixpath
 import stat as statmod
 from datetime import UTC, datetime
 
-from hpcgym.controller.services.access import FileStat, NodeAccess, NodeFileError
+from hpcgym.controller.services.access import FileStat, NodeAccess, NodeFileError, is_symlink
 from hpcgym.controller.services.daemon import PID_MARK, DaemonHost, Launch, Line, exec_argv, lookup_ids
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.units import UnitFile
@@ -93,7 +93,7 @@ def key_problem(access: NodeAccess, node: str, euid: int) -> str | None:
     info = access.stat(node, KEY_FILE)
     if info is None:
         return key_insecurity(None, euid, why=_lookup_error(access, node))
-    problem = key_insecurity(info, euid, symlink=_is_symlink(access, node, KEY_FILE))
+    problem = key_insecurity(info, euid, symlink=is_symlink(access, node, KEY_FILE))
     if problem is None:
         dir_problem = path_insecurity(access, node, posixpath.dirname(KEY_FILE), euid)
         problem = None if dir_problem is None else f"Keyfile is insecure: {dir_problem}"
@@ -108,15 +108,6 @@ def key_problem(access: NodeAccess, node: str, euid: int) -> str | None:
     if len(key) < KEY_LEN_MIN_BYTES:
         return f"Keyfile must be at least {KEY_LEN_MIN_BYTES} bytes"
     return None
-
-
-def _is_symlink(access: NodeAccess, node: str, path: str) -> bool:
-    # lstat's S_ISLNK, told by the lookup: only a symlink at the end leads off its own name.
-    try:
-        parent = access.resolve(node, posixpath.dirname(path))
-        return access.resolve(node, path) != posixpath.join(parent, posixpath.basename(path))
-    except NodeFileError:
-        return False
 
 
 def _lookup_error(access: NodeAccess, node: str) -> str:

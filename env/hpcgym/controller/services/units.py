@@ -80,6 +80,7 @@ class JobResult(enum.Enum):
     NOT_RELOADABLE = "not-reloadable"
     INACTIVE = "inactive"
     START_LIMIT = "start-limit"
+    BAD_SETTING = "bad-setting"
 
 
 class Result(enum.Enum):
@@ -112,6 +113,7 @@ class UnitFile:
     exec_reload: str = ""
     pid_file: str = ""
     user: str = "root"
+    group: str = ""
     restart: Restart = Restart.NO
     wanted_by: tuple[str, ...] = ()
     conditions: tuple[str, ...] = ()
@@ -199,6 +201,7 @@ def parse_unit_file(name: str, path: str, raw: bytes) -> UnitFile:
         exec_reload=last("Service", "ExecReload"),
         pid_file=last("Service", "PIDFile"),
         user=last("Service", "User", "root"),
+        group=last("Service", "Group"),
         restart=_restart(last("Service", "Restart", "no")),
         wanted_by=words("Install", "WantedBy"),
         conditions=tuple(
