@@ -243,7 +243,11 @@ def has_slurmd_spool(episode: Episode, node: str) -> bool:
 
 
 def has_statesave_for_slurm(episode: Episode) -> bool:
-    """StateSaveLocation is a directory SlurmUser may write (slurmctld's own start-up check)."""
+    """StateSaveLocation is SlurmUser's own directory, writable by no one else.
+
+    slurmctld's start-up check only asks that SlurmUser may write there; a directory opened to every
+    user passes that check but is not a repair.
+    """
     ctl = episode.services.controller_host
     conf = slurm.read_conf(episode.services, ctl)
     if conf is None:
@@ -251,7 +255,13 @@ def has_statesave_for_slurm(episode: Episode) -> bool:
     path = conf.options.get("statesavelocation", "/var/spool/slurmctld")
     info = episode.nodes.stat(ctl, path)
     uid = lookup_ids(episode.nodes, ctl, conf.options.get("slurmuser", "root"))[0]
-    return info is not None and info.is_dir() and (info.uid == uid or bool(info.perms & statmod.S_IWOTH))
+    # slurmctld itself would also take a world-writable directory; no admin would leave it so.
+    return (
+        info is not None
+        and info.is_dir()
+        and info.uid == uid
+        and not info.perms & (statmod.S_IWOTH | statmod.S_IWGRP)
+    )
 
 
 # ---- portal ------------------------------------------------------------------------------------------
