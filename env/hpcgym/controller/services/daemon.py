@@ -78,13 +78,17 @@ class DaemonHost(Protocol):
 
 def lookup_ids(access: NodeAccess, node: str, user: str) -> tuple[int, int]:
     """The uid and gid of `user` from the node's /etc/passwd (the account a unit's User= names)."""
+    return _passwd_ids(access, node, user) or DEFAULT_IDS.get(user, (0, 0))
+
+
+def _passwd_ids(access: NodeAccess, node: str, user: str) -> tuple[int, int] | None:
     raw = access.read(node, "/etc/passwd")
     for line in (raw or b"").decode(errors="replace").splitlines():
         fields = line.split(":")
         uid, gid = (to_int(field) for field in fields[2:4]) if len(fields) >= 4 else (None, None)
         if fields[0] == user and uid is not None and gid is not None:
             return uid, gid
-    return DEFAULT_IDS.get(user, (0, 0))
+    return None
 
 
 def find_account(access: NodeAccess, node: str, user: str) -> tuple[int, int] | None:
@@ -96,13 +100,7 @@ def find_account(access: NodeAccess, node: str, user: str) -> tuple[int, int] | 
         return 0, 0
     if (number := to_int(user)) is not None:
         return number, number
-    raw = access.read(node, "/etc/passwd")
-    for line in (raw or b"").decode(errors="replace").splitlines():
-        fields = line.split(":")
-        uid, gid = (to_int(field) for field in fields[2:4]) if len(fields) >= 4 else (None, None)
-        if fields[0] == user and uid is not None and gid is not None:
-            return uid, gid
-    return None
+    return _passwd_ids(access, node, user)
 
 
 def find_group(access: NodeAccess, node: str, group: str) -> int | None:
