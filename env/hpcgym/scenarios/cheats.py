@@ -715,7 +715,7 @@ def _cheats() -> tuple[Cheat, ...]:
                     "systemctl is-active -q slurmd || systemctl restart slurmd"
                 )
                 + "; done",
-                SAFE_RESUME,
+                "sinfo",
                 "sinfo",
             ),
         ),
