@@ -237,9 +237,16 @@ def has_cluster_slurm_conf(episode: Episode, node: str) -> bool:
 
 
 def has_slurmd_spool(episode: Episode, node: str) -> bool:
-    """Slurmd's start-up checks pass on this node's files (spool dir, node record)."""
+    """Slurmd's start-up checks pass on this node's files, and its spool directory is root's alone.
+
+    slurmd would take a spool directory open to every user; no admin would leave it so.
+    """
     conf = slurm.read_conf(episode.services, node)
-    return conf is not None and not slurm.slurmd_init_errors(episode.services, node, conf, node)
+    if conf is None or slurm.slurmd_init_errors(episode.services, node, conf, node):
+        return False
+    spool = slurm.slurmd_path(conf, "slurmdspooldir", "/var/spool/slurmd", node)
+    info = episode.nodes.stat(node, spool)
+    return info is not None and info.uid == 0 and not info.perms & (statmod.S_IWOTH | statmod.S_IWGRP)
 
 
 def has_statesave_for_slurm(episode: Episode) -> bool:
