@@ -246,8 +246,9 @@ class RemoteBackend:
 
     name = "remote"
 
-    def __init__(self, env_urls: Sequence[str], api_key: str | None) -> None:
+    def __init__(self, env_urls: Sequence[str], api_key: str | None, max_steps: int | None = None) -> None:
         self.env_urls = tuple(env_urls)
+        self.max_steps = max_steps
         self.pool = server_pool(self.env_urls, api_key)
         self.api_key = api_key
         self.client: Any = None
@@ -293,7 +294,8 @@ class RemoteBackend:
                 raise ServerFailure(f"{url}: {e}") from e
             raise
         scenario, seed = self.task
-        result = self._call("reset", scenario=scenario, seed=seed)
+        budget = {} if self.max_steps is None else {"max_steps": self.max_steps}
+        result = self._call("reset", scenario=scenario, seed=seed, **budget)
         self.node = result.observation.node
         return str(result.observation.output)
 

@@ -112,7 +112,7 @@ class RolloutRecord:
 def make_backend(settings: EnvSettings) -> Backend:
     """The backend `settings` ask for: remote when `env_urls` are given, else in-process."""
     if settings.env_urls:
-        return RemoteBackend(settings.env_urls, settings.api_key)
+        return RemoteBackend(settings.env_urls, settings.api_key, settings.max_steps)
     return LocalBackend(settings.images_dir, settings.pool_size, settings.step_timeout_s, settings.max_steps)
 
 

@@ -117,13 +117,16 @@ class TaskSession:
         """The scenario a reset at `seed` plays when it is given none (one of `scenarios`)."""
         return self.scenarios[int(np.random.default_rng(seed).integers(len(self.scenarios)))]
 
-    def reset(self, seed: int | None = None, scenario: str | None = None) -> Transition:
+    def reset(
+        self, seed: int | None = None, scenario: str | None = None, *, max_steps: int | None = None
+    ) -> Transition:
         """Close the running episode (in the background) and start the next on a fresh cluster.
 
         Args:
             seed: the episode's seed, reported as `info["seed"]` (None: one drawn from the train
                 range); with no `scenario`, it also picks the scenario.
             scenario: the scenario id to run.
+            max_steps: this episode's step budget (None: the session's, else the task's own).
 
         Raises:
             ScenarioError: `scenario` is not registered.
@@ -136,7 +139,7 @@ class TaskSession:
         self.discard_episode()
         episode = self.pool.take()
         try:
-            incident = Incident(None, task, seed, episode=episode, max_steps=self.max_steps)
+            incident = Incident(None, task, seed, episode=episode, max_steps=max_steps or self.max_steps)
         except BaseException:
             self.pool.discard(episode)
             raise

@@ -78,6 +78,7 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
         seed: int | None = None,
         episode_id: str | None = None,
         scenario: str | None = None,
+        max_steps: int | None = None,
         **kwargs: Any,
     ) -> HpcObservation:
         """Start a new episode on a fresh cluster.
@@ -88,14 +89,20 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
                 it picks the scenario unless one is given. None: one drawn from the train range.
             episode_id: a name for the episode (default: a new UUID).
             scenario: the scenario id (default: drawn with `seed`).
+            max_steps: this episode's step budget (default: the server's, else the scenario's), so a
+                remote trainer's episode is charged as its local one would be.
             **kwargs: refused (OpenEnv passes every reset field through).
 
         Raises:
             ScenarioError: unknown scenario id.
         """
         if kwargs:
-            raise ValueError(f"unknown reset arguments {sorted(kwargs)}; use seed, episode_id, scenario")
-        start = self.session.reset(seed, scenario)
+            raise ValueError(
+                f"unknown reset arguments {sorted(kwargs)}; use seed, episode_id, scenario, max_steps"
+            )
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+            raise ValueError(f"max_steps must be a positive integer, not {max_steps!r}")
+        start = self.session.reset(seed, scenario, max_steps=max_steps)
         self.episode_id = episode_id or str(uuid.uuid4())
         return finalize_observation(start, at_reset=True)
 
