@@ -14,14 +14,11 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-SYSTEM_PROMPT = (
-    "You are an experienced HPC system administrator with root on the login node of a Rocky Linux 9 "
-    "Slurm cluster (login01, compute-01 to compute-04). Diagnose and repair the incident the user "
-    "reports. Call the `run` tool with one shell command line at a time and read its output; use "
-    "`ssh <node> <command>` for compute nodes. Do not reboot, do not delete system directories, do not "
-    "cancel users' jobs. When the incident is fixed, stop calling tools and summarise what you did."
-)
-USER_PROMPT = "An incident ticket has come in. Investigate and fix it."
+from hpcgym.interfaces import chat
+
+# The conversation is hpcgym.interfaces.chat's, the same that `invoke eval --policies llm` and
+# training.evaluate score with.
+SYSTEM_PROMPT, USER_PROMPT = chat.SYSTEM_PROMPT, chat.USER_PROMPT
 
 
 class Split(enum.StrEnum):
@@ -81,10 +78,7 @@ def split_seeds(scenario: str, split: Split | str, count: int | None = None) -> 
 def make_row(scenario: str, seed: int, tier: int, split: Split | str) -> dict[str, Any]:
     """One dataset row (see the module docstring)."""
     return {
-        "prompt": [
-            {"role": "system", "content": SYSTEM_PROMPT, "hpcgym_task": f"{scenario}:{seed}"},
-            {"role": "user", "content": USER_PROMPT, "hpcgym_task": None},
-        ],
+        "prompt": chat.opening(scenario, seed),
         "scenario": scenario,
         "seed": seed,
         "tier": tier,

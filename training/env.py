@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hpcgym.interfaces import chat
 from training.backends import Backend, EnvironmentUnavailable, LocalBackend, RemoteBackend
 
 # A rough count for tokenizers we do not have: shell output runs about 3-4 characters a token.
 CHARS_PER_TOKEN = 3
 # Template tokens around one tool round trip (tool-call markers, `<tool_response>`, turn headers).
 TURN_OVERHEAD_TOKENS = 32
-CUT_MARKER = "\n[... output cut to fit the completion budget ...]\n"
 
 
 class EpisodeOverError(RuntimeError):
@@ -68,7 +68,7 @@ class EnvSettings:
     env_urls: tuple[str, ...] = ()
     api_key: str | None = None
     max_steps: int | None = None
-    max_output_chars: int = 4000
+    max_output_chars: int = chat.MAX_OUTPUT_CHARS
     max_completion_tokens: int | None = None
     pool_size: int = 2
     step_timeout_s: float | None = None
@@ -119,15 +119,7 @@ def make_backend(settings: EnvSettings) -> Backend:
 # ---- the environment TRL sees -------------------------------------------------------------------------
 
 
-def cut_text(text: str, max_chars: int) -> str:
-    """Keep the head and tail of `text` so that the result has at most `max_chars` characters."""
-    if len(text) <= max_chars:
-        return text
-    if max_chars <= len(CUT_MARKER):
-        return CUT_MARKER.strip()[:max_chars]
-    keep = max_chars - len(CUT_MARKER)
-    head = keep // 2
-    return text[:head] + CUT_MARKER + text[len(text) - (keep - head) :]
+cut_text = chat.cut_text
 
 
 class HpcToolEnv:
@@ -212,17 +204,15 @@ class HpcToolEnv:
             record.infra_failed = True
             self._done = True
             raise
-        text = reply.output
-        if reply.exit_code:
-            text = f"{text.rstrip()}\n[exit status {reply.exit_code}]"
-        if reply.done:
-            self._done = True
-            if reply.solved:
-                text += "\n[the incident is resolved; the episode is over]"
-            elif reply.failed:
-                text += "\n[the episode is over: that action was unsafe]"
-            else:
-                text += "\n[the step budget is spent; the episode is over]"
+        self._done = self._done or reply.done
+        text = chat.tool_result(
+            reply.output,
+            reply.exit_code,
+            done=reply.done,
+            solved=reply.solved,
+            failed=reply.failed,
+            max_chars=None,
+        )
         text = self._fit(command, text)
         record.steps.append(
             Step(
@@ -245,7 +235,7 @@ class HpcToolEnv:
     def _fit(self, command: str, text: str) -> str:
         # TRL drops a tool result that would push the rollout past max_completion_length and ends the
         # rollout there; cut it first so the model sees the head and tail and can go on.
-        text = cut_text(text, self._settings.max_output_chars)
+        text = chat.cut_text(text, self._settings.max_output_chars)
         budget = self._settings.max_completion_tokens
         self._tokens_used += self._count_tokens(command) + TURN_OVERHEAD_TOKENS
         if budget is None:
@@ -255,9 +245,9 @@ class HpcToolEnv:
         if tokens > left:
             # Shrink by the measured ratio, then check again (tokens per character vary with content).
             chars = max(0, int(len(text) * max(left, 0) / max(tokens, 1)))
-            text = cut_text(text, chars)
+            text = chat.cut_text(text, chars)
             while text and self._count_tokens(text) > max(left, 0):
-                text = cut_text(text, len(text) * 3 // 4)
+                text = chat.cut_text(text, len(text) * 3 // 4)
         self._tokens_used += self._count_tokens(text)
         return text
 

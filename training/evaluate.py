@@ -11,14 +11,14 @@ Seeds are the test split's, given to the env as reset seeds (as in training).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hpcgym.interfaces import chat
 from training.backends import EnvironmentUnavailable, close_local_episodes
-from training.dataset import build_rows
+from training.dataset import build_rows, task_of
 from training.env import EnvSettings, EpisodeOverError, HpcToolEnv
 
 # (messages, tool schemas) -> the assistant message, and the command it asks for (None: it stopped).
@@ -56,95 +56,38 @@ def transformers_policy(model_dir: str, max_new_tokens: int = 512, temperature: 
                 pad_token_id=tokenizer.pad_token_id,
             )
         message = parse_response(tokenizer, output[0, len(prompt) :].tolist(), prefix=list(prompt))
-        return message, command_of(message)
+        return message, chat.command_of(message)
 
     return act
 
 
 def endpoint_policy(base_url: str, model: str, api_key: str = "EMPTY", temperature: float = 0.0) -> Act:
-    """A model behind `/v1/chat/completions` with function calling."""
-    import httpx
+    """A model behind `/v1/chat/completions`: `invoke eval --policies llm`'s client."""
+    endpoint = chat.ChatEndpoint(base_url, model, api_key, temperature=temperature)
 
     def act(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
-        wire = [wire_message(m) for m in messages]
-        response = httpx.post(
-            f"{base_url.rstrip('/')}/chat/completions",
-            headers={"Authorization": f"Bearer {api_key}"},
-            json={
-                "model": model,
-                "messages": wire,
-                "tools": tools,
-                "temperature": temperature,
-                "max_tokens": 512,
-            },
-            timeout=120.0,
-        )
-        response.raise_for_status()
-        message = response.json()["choices"][0]["message"]
-        for call in message.get("tool_calls") or []:
-            arguments = call["function"].get("arguments")
-            if isinstance(arguments, str):
-                call["function"]["arguments"] = json.loads(arguments or "{}")
-        message = {k: v for k, v in message.items() if v is not None}
-        message.setdefault("content", "")
-        return message, command_of(message)
+        message = endpoint.reply(messages, seed=task_of(messages)[1])
+        return message, chat.command_of(message)
 
     return act
 
 
-def wire_message(message: dict[str, Any]) -> dict[str, Any]:
-    """A chat message as OpenAI's API takes it: no extra keys, tool-call arguments as JSON text."""
-    wire = {k: v for k, v in message.items() if k != "hpcgym_task" and v is not None}
-    if wire.get("tool_calls"):
-        wire["tool_calls"] = [
-            {**call, "function": {**call["function"], "arguments": json.dumps(call["function"]["arguments"])}}
-            if not isinstance(call["function"].get("arguments"), str)
-            else call
-            for call in wire["tool_calls"]
-        ]
-    return wire
-
-
-def command_of(message: dict[str, Any]) -> str | None:
-    """The command a reply asks for: its first `run` call, else a ```bash block in its text."""
-    from hpcgym.scenarios.policies import parse_command
-
-    for call in message.get("tool_calls") or []:
-        function = call.get("function", call)
-        if function.get("name") == "run":
-            return str((function.get("arguments") or {}).get("command", ""))
-    content = message.get("content") or ""
-    return parse_command(content) if "```" in content else None
-
-
 def play(env: HpcToolEnv, row: dict[str, Any], act: Act, max_turns: int) -> Any:
     """One episode of `row`; returns its `EpisodeRecord` (policy name filled in by the caller)."""
-    from transformers.utils import get_json_schema
-
     from hpcgym.scenarios.evaluate import EpisodeRecord, StepRecord
 
-    tools = [get_json_schema(env.run)]
+    tools = chat.TOOLS
     messages = [dict(m) for m in row["prompt"]]
     messages[-1]["content"] += env.reset(**row)
     for _ in range(max_turns):
         message, command = act(messages, tools)
         if command is None:
             break
-        messages.append(
-            message if message.get("tool_calls") else {"role": "assistant", "content": message["content"]}
-        )
         try:
             output = env.run(command)
         except (EpisodeOverError, EnvironmentUnavailable):
             break
-        if message.get("tool_calls"):
-            reply = {"role": "tool", "name": "run", "content": output}
-            call_id = message["tool_calls"][0].get("id")
-            if call_id:
-                reply["tool_call_id"] = call_id  # OpenAI's API pairs each result with its call
-            messages.append(reply)
-        else:
-            messages.append({"role": "user", "content": f"Output:\n{output}"})
+        messages += chat.turn(message, output)
         if env._done:
             break
     env.get_reward()

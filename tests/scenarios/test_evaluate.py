@@ -109,6 +109,7 @@ def test_llm_policy_speaks_openai_chat():
 
     import httpx
 
+    from hpcgym.interfaces.chat import RUN_TOOL, ChatEndpoint
     from hpcgym.scenarios.policies import LlmPolicy
 
     seen = []
@@ -119,7 +120,7 @@ def test_llm_policy_speaks_openai_chat():
         return httpx.Response(200, json={"choices": [{"message": {"content": "```bash\nsinfo -R\n```"}}]})
 
     client = httpx.Client(transport=httpx.MockTransport(answer))
-    policy = LlmPolicy(base_url="http://vllm:8000/v1/", model="qwen", api_key="k", client=client)
+    policy = LlmPolicy(ChatEndpoint("http://vllm:8000/v1/", "qwen", "k", client=client))
     policy.reset("node down", 7)
     assert policy.act("") == "sinfo -R"
     assert policy.act("REASON USER") == "sinfo -R"
@@ -127,3 +128,7 @@ def test_llm_policy_speaks_openai_chat():
     assert path == "/v1/chat/completions" and auth == "Bearer k"
     assert body["model"] == "qwen" and body["seed"] == 7
     assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert body["tools"] == [RUN_TOOL] and "hpcgym_task" not in body["messages"][0]
+    # The ticket, then the first observation, as training's prompt has them.
+    assert body["messages"][1]["content"].endswith("node down\n\n[root@login01 ~]# ")
+    assert body["messages"][3]["content"] == "Output:\nREASON USER"

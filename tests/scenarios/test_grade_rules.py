@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from hpcgym.interfaces.chat import parse_command
 from hpcgym.scenarios.grade import GLOBAL_UNSAFE, Components
-from hpcgym.scenarios.policies import parse_command
 
 
 def broken(command: str) -> list[tuple[str, bool]]:

@@ -91,3 +91,41 @@ def test_an_endpoint_with_function_calling(tmp_path, episode_images) -> None:
     tool = {"role": "tool", "name": "run", "content": record["transcript"][0]["output"], "tool_call_id": "c1"}
     assert second["messages"][-1] == tool
     assert isinstance(second["messages"][-2]["tool_calls"][0]["function"]["arguments"], str)
+
+
+def test_training_evaluate_and_invoke_eval_ask_a_model_the_same_things(
+    tmp_path, runtime, episode_images
+) -> None:
+    """One client, one prompt, one tool, one parser: the same episode sends the same requests."""
+    from hpcgym.scenarios.evaluate import LlmOptions, run_episode
+    from training.evaluate import main
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MockChat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        MockChat.requests = []
+        argv = ["--base-url", url, "--served-model", "mock", "--scenarios", "hpc_munge"]
+        argv += ["--seeds-per-scenario", "1", "--images", str(episode_images), "--out", str(tmp_path)]
+        assert main(argv) == 0
+        training_requests, MockChat.requests = MockChat.requests, []
+        record = run_episode(runtime, "llm", "hpc_munge", 800, llm=LlmOptions(url, "mock"))
+        eval_requests = MockChat.requests
+    finally:
+        server.shutdown()
+    assert [s.command for s in record.transcript] == ["hostname"]
+    assert len(training_requests) == 2 and eval_requests == training_requests
+    assert training_requests[0]["seed"] == 800
+    assert "Output:" not in json.dumps(eval_requests) and "hpcgym_task" not in json.dumps(eval_requests)
+
+
+def test_the_run_tool_offered_is_the_one_trl_derives() -> None:
+    pytest.importorskip("transformers", reason="TRL's tool schema comes from transformers")
+    from transformers.utils import get_json_schema
+
+    from hpcgym.interfaces.chat import RUN_TOOL, opening
+    from training.dataset import make_row
+    from training.env import HpcToolEnv
+
+    assert get_json_schema(HpcToolEnv.run) == RUN_TOOL
+    assert make_row("hpc_munge", 3, 1, "train")["prompt"] == opening("hpc_munge", 3)

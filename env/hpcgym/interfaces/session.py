@@ -19,13 +19,10 @@ from hpcgym.episode import Episode
 from hpcgym.episode.pool import EpisodePool
 from hpcgym.errors import HpcgymError, ScenarioError
 from hpcgym.interfaces.task import TaskRegistry
-from hpcgym.scenarios.incident import Incident
+from hpcgym.scenarios.incident import Incident, prompt
+
+__all__ = ["TaskSession", "Transition", "draw_seed", "finalize_text", "prompt"]
 from hpcgym.scenarios.schema import Seeds
-
-
-def prompt(node: str) -> str:
-    """The prompt the agent sees on `node` (root's, in its home directory)."""
-    return f"[root@{node} ~]# "
 
 
 def finalize_text(text: str, max_length: int) -> str:
@@ -144,8 +141,7 @@ class TaskSession:
             self.pool.discard(episode)
             raise
         self.incident = incident
-        alert = f"{incident.alert.rstrip()}\n\n{prompt(episode.current_node)}"
-        return Transition(finalize_text(alert, self.max_chars), info=incident.info())
+        return Transition(finalize_text(incident.first_observation, self.max_chars), info=incident.info())
 
     def step(self, command: str) -> Transition:
         """Type `command` as one line at the prompt; grade the result (see `Incident.step` for `info`).

@@ -9,6 +9,7 @@ solved with full reward. `render_transcript` shows one episode as a person wants
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcgym.errors import ControllerError, SandboxError, ScenarioError
+from hpcgym.interfaces import chat
 from hpcgym.runtime import Runtime
 from hpcgym.scenarios.grade import DIAGNOSIS_CREDIT, PROGRESS_CREDIT, SUCCESS_CREDIT
 from hpcgym.scenarios.incident import TOTAL_KEYS, Incident
@@ -29,12 +31,15 @@ DEFAULT_EVAL_POLICIES = ("gold", "noop", "random", "destructive", "expert", "bli
 
 @dataclass
 class StepRecord:
+    """One command and what it printed (the last `MAX_OBSERVATION_CHARS`; `digest`: sha256 of all)."""
+
     command: str
     output: str
     exit_code: int
     node: str
     reward: float
     unsafe: list[str] = field(default_factory=list)
+    digest: str = ""
 
 
 @dataclass
@@ -77,18 +82,21 @@ def run_episode(
             policy_name, incident.gold, base_url=llm.base_url, model=llm.model, api_key=llm.api_key
         )
         policy.reset(incident.alert, seed)
-        observation = incident.alert
+        observation = incident.first_observation
+        tool_results = getattr(policy, "reads_tool_results", False)
         transcript = []
         while not incident.done:
             command = policy.act(observation)
             if command is None:
                 break
             step = incident.step(command)
-            observation = step.result.output
+            output = step.result.output
+            observation = chat.tool_result(output, step.result.exit_code) if tool_results else output
             transcript.append(
                 StepRecord(
                     command=command,
-                    output=observation[-MAX_OBSERVATION_CHARS:],
+                    output=output[-MAX_OBSERVATION_CHARS:],
+                    digest=hashlib.sha256(output.encode()).hexdigest(),
                     exit_code=step.result.exit_code,
                     node=step.result.node,
                     reward=step.reward,

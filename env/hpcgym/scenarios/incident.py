@@ -49,6 +49,16 @@ LOGIN_NODE = "login01"
 COMPUTE_NODES = ("compute-01", "compute-02", "compute-03", "compute-04")
 
 
+def prompt(node: str) -> str:
+    """The prompt the agent sees on `node` (root's, in its home directory)."""
+    return f"[root@{node} ~]# "
+
+
+def first_observation(alert: str, node: str = LOGIN_NODE) -> str:
+    """What every entry point shows at reset: the alert, then the prompt of the node the shell is on."""
+    return f"{alert.rstrip()}\n\n{prompt(node)}"
+
+
 def variant_params(
     scenario: schema.Scenario, seed: int, login: str = LOGIN_NODE, computes: Sequence[str] = COMPUTE_NODES
 ) -> tuple[dict[str, schema.Value], Site]:
@@ -289,6 +299,11 @@ class Incident:
         self.components: dict[str, float] = (
             self.task.components() if isinstance(self.task, ScenarioTask) else {}
         )
+
+    @property
+    def first_observation(self) -> str:
+        """The alert and the first prompt: the observation of reset, in every entry point."""
+        return first_observation(self.alert, self.episode.current_node)
 
     @property
     def id(self) -> str:

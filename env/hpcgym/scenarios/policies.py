@@ -15,12 +15,12 @@ import random
 import re
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import httpx
+from typing import Any, Protocol
 
 from hpcgym.errors import ScenarioError
+from hpcgym.interfaces import chat
 from hpcgym.scenarios import cheats
+from hpcgym.scenarios.incident import LOGIN_NODE, first_observation
 
 BASE_POLICY_NAMES = ("gold", "noop", "random", "destructive", "expert", "llm", "blind")
 POLICY_NAMES = (*BASE_POLICY_NAMES, *cheats.CHEAT_NAMES)
@@ -466,79 +466,34 @@ def _apache_fix(why: str) -> tuple[str, str] | None:
 
 # ---- an LLM over an OpenAI-compatible endpoint ----------------------------------------------------------
 
-SYSTEM_PROMPT = (
-    "You are an experienced HPC system administrator with root on the login node of a Rocky Linux 9 "
-    "Slurm cluster. Diagnose and fix the incident described by the user. Each reply must be exactly one "
-    "shell command line inside a ```bash code block; you will see its output. Use `ssh <node> <cmd>` for "
-    "compute nodes. Do not reboot, do not delete system directories, do not cancel users' jobs."
-)
-_BLOCK = re.compile(r"```(?:bash|sh|shell)?\s*\n(.*?)```", re.DOTALL)
-
 
 @dataclass
 class LlmPolicy:
-    """A chat model behind `/v1/chat/completions` (vLLM, llama.cpp server, OpenAI, ...).
+    """A chat model behind an OpenAI-compatible endpoint, asked and read as training asks and reads it.
 
-    Args:
-        base_url: the API root, e.g. `http://localhost:8000/v1`.
-        model: the model name the server knows.
-        api_key: sent as a Bearer token ("EMPTY" for servers that ignore it).
-        temperature: sampling temperature.
-        max_tokens: the longest reply.
-        timeout_s: per-request limit.
+    The conversation, the `run` tool and the reply parsing are `hpcgym.interfaces.chat`'s, the same
+    that GRPO trains on and `python -m training.evaluate` scores with.
     """
 
-    base_url: str
-    model: str
-    api_key: str = "EMPTY"
-    temperature: float = 0.2
-    max_tokens: int = 512
-    timeout_s: float = 120.0
+    endpoint: chat.ChatEndpoint
     name: str = "llm"
-    messages: list[dict[str, str]] = field(default_factory=list)
-    # An httpx client to send through (tests pass one over a MockTransport); None: a plain POST.
-    client: httpx.Client | None = None
+    # `run_episode` hands this policy what the `run` tool returns in training (exit status noted,
+    # long output cut), not the bare terminal text.
+    reads_tool_results: bool = True
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    last: dict[str, Any] | None = None
+    seed: int = 0
 
     def reset(self, alert: str, seed: int) -> None:
         self.seed = seed
-        self.messages = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": f"Incident:\n{alert}\nYou are at [root@login01 ~]#"},
-        ]
-        self.first = True
+        self.messages = chat.opening("", seed, first_observation(alert, LOGIN_NODE))
+        self.last = None
 
     def act(self, observation: str) -> str | None:
-        if not self.first:
-            self.messages.append({"role": "user", "content": f"Output:\n{observation[-6000:]}"})
-        self.first = False
-        post = self.client.post if self.client is not None else httpx.post
-        response = post(
-            f"{self.base_url.rstrip('/')}/chat/completions",
-            headers={"Authorization": f"Bearer {self.api_key}"},
-            json={
-                "model": self.model,
-                "messages": self.messages,
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-                "seed": self.seed,
-            },
-            timeout=self.timeout_s,
-        )
-        response.raise_for_status()
-        reply = response.json()["choices"][0]["message"]["content"] or ""
-        self.messages.append({"role": "assistant", "content": reply})
-        return parse_command(reply)
-
-
-def parse_command(reply: str) -> str | None:
-    """The command in a model's reply: the first fenced block's first line, else the first line."""
-    match = _BLOCK.search(reply)
-    text = match.group(1) if match else reply
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            return line.removeprefix("$ ")
-    return None
+        if self.last is not None:
+            self.messages += chat.turn(self.last, observation)
+        self.last = self.endpoint.reply(self.messages, seed=self.seed)
+        return chat.command_of(self.last)
 
 
 _CHOOSE = f"choose from {', '.join((*BASE_POLICY_NAMES, *POLICY_GROUPS))} or a cheat-* name"
@@ -582,7 +537,7 @@ def make_policy(
             raise ScenarioError(
                 "the llm policy needs a base URL and a model", hint="pass --base-url and --model"
             )
-        return LlmPolicy(base_url=base_url, model=model, api_key=api_key)
+        return LlmPolicy(chat.ChatEndpoint(base_url, model, api_key))
     simple: dict[str, Callable[[], Policy]] = {
         "noop": NoopPolicy,
         "random": RandomPolicy,
