@@ -246,22 +246,50 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
         "scenario": "only this scenario",
         "policy": "only this policy",
         "failed": "only unsolved episodes",
+        "replay": "re-type each episode's commands on a fresh cluster and report whether every "
+        "observation, exit status and reward is byte-identical (exit 1 if not)",
+        "via": "with --replay: the entry points, comma-separated, of eval,gym,openenv,exec (default all)",
+        "url": "with --replay via openenv: a running server (default: one started in this process)",
+        "out": f"with --replay: the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
     }
 )
 def transcripts(
-    c: Context, path: str = "", scenario: str = "", policy: str = "", failed: bool = False
+    c: Context,
+    path: str = "",
+    scenario: str = "",
+    policy: str = "",
+    failed: bool = False,
+    replay: bool = False,
+    via: str = "eval,gym,openenv,exec",
+    url: str = "",
+    out: str = "",
 ) -> None:
-    """Show recorded episodes the way a person reads them: prompt, command, output, reward notes."""
-    from hpcgym.scenarios.evaluate import show_transcripts
+    """Show recorded episodes the way a person reads them, or replay them through every entry point."""
+    from hpcgym.errors import HpcgymError
+    from hpcgym.scenarios.evaluate import load_transcripts, show_transcripts
 
-    print(
-        show_transcripts(
-            Path(path or REPO / "build" / "eval" / "transcripts.jsonl"),
-            scenario=scenario or None,
-            policy=policy or None,
-            failed_only=failed,
+    source = Path(path or REPO / "build" / "eval" / "transcripts.jsonl")
+    if not replay:
+        print(show_transcripts(source, scenario=scenario or None, policy=policy or None, failed_only=failed))
+        return
+    from hpcgym.interfaces import replay as replaying
+
+    try:
+        records = [
+            r
+            for r in load_transcripts(source)
+            if (not scenario or r.scenario == scenario)
+            and (not policy or r.policy == policy)
+            and (not failed or not r.solved)
+        ]
+        results = replaying.replay(
+            records, _ids(via) or [], Path(out or DEFAULT_OUT).resolve(), url=url or None
         )
-    )
+    except (HpcgymError, OSError, ValueError) as e:
+        raise Exit(f"error: {e}", code=1) from None
+    print(replaying.render(results))
+    if not all(r.identical for r in results):
+        raise Exit(code=1)
 
 
 @task(
@@ -510,3 +538,37 @@ def fleet_bench(
         console.print(f"wrote {json}")
     if report.errors:
         raise Exit(f"error: {len(report.errors)} session(s) failed: {report.errors[0]}", code=1)
+
+
+@task(
+    help={
+        "states": "comma-separated state names (default: every state)",
+        "ci": "only the quick CI-sized set of states",
+        "out": "directory for fidelity.md and fidelity.json (default build/fidelity)",
+        "images": f"built images (default {DEFAULT_OUT.relative_to(REPO)})",
+        "min_ratio": "fail below this share of identical outputs (0 to 1; default 0: only report)",
+    }
+)
+def fidelity(
+    c: Context, states: str = "", ci: bool = False, out: str = "", images: str = "", min_ratio: float = 0.0
+) -> None:
+    """Play operator scripts on a real Slurm 22.05 cluster here and on the simulator; report the diffs.
+
+    Needs root, Debian's slurm-wlm and munge, and built images. Writes a markdown and a JSON report,
+    one section per cluster state, every difference as a diff.
+    """
+    from hpcgym.errors import HpcgymError
+    from hpcgym.fidelity import harness
+    from hpcgym.fidelity import states as library
+
+    console = _console()
+    try:
+        chosen = library.choose(states, ci=ci)
+        report = harness.run_fidelity(chosen, Path(images) if images else DEFAULT_OUT, console.print)
+        md, js = harness.write_report(report, Path(out) if out else REPO / "build" / "fidelity")
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    console.print(report.summary())
+    console.print(f"wrote {md} and {js}")
+    if report.ratio < min_ratio:
+        raise Exit(f"error: {100 * report.ratio:.1f} % identical, below {100 * min_ratio:.1f} %", code=1)

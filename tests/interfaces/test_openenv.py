@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from hpcgym.interfaces.openenv.client import HpcEnvClient
 from hpcgym.interfaces.openenv.models import HpcAction
 from hpcgym.interfaces.openenv.server.app import ServerSettings, build_app, replace_health
+from hpcgym.interfaces.openenv.server.local import serve
 from hpcgym.interfaces.task import EXPLORE
-from tests.interfaces.conftest import serve
 
 CAPACITY = 3
 KEY = "test-key-123"
