@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import resource
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,19 @@ ROLES = ("rocky-login", "rocky-compute")
 _SEQ = itertools.count()
 _SEQ_LOCK = threading.Lock()
 DEFAULT_SCRATCH_DIR = Path("/dev/shm")
+
+
+def raise_open_file_limit() -> int:
+    """Lift this process's soft descriptor limit to its hard one, and return it.
+
+    Each live node holds a few descriptors on the host (its pty, report socket, /proc handles and
+    control socket), so a process with many episodes passes the usual soft limit of 1024 long
+    before it runs short of memory. The hard limit is the administrator's and stays as it is.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Runtime:
@@ -89,6 +103,7 @@ class Runtime:
                 hint="run as root (root in a node is still an unprivileged uid on the host)",
             )
         require_tool("bwrap")
+        raise_open_file_limit()
         if not scratch_dir.is_dir() or scratch_dir.stat().st_mode & 0o001 == 0:
             raise SandboxError(
                 f"scratch dir {scratch_dir} is missing or not searchable by other users",

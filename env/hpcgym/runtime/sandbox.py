@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import re
 import resource
@@ -236,9 +237,12 @@ def drop_to_host_range(
 def read_child_pid(info_fd: int) -> int:
     deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
     buf = b""
+    # poll, not select: in a process holding many episodes this descriptor is often past 1023.
+    poller = select.poll()
+    poller.register(info_fd, select.POLLIN)
     while not buf.rstrip().endswith(b"}"):
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([info_fd], [], [], left)[0]:
+        if left <= 0 or not poller.poll(math.ceil(left * 1000)):
             raise SandboxError(
                 "bwrap did not report its child pid", hint="check that bwrap works: bwrap --version"
             )

@@ -286,6 +286,8 @@ class Shell:
                 pass_fds=passed,
                 # A very tall terminal: pagers (less -F, more) print everything and quit at once.
                 dimensions=(TERMINAL_ROWS, TERMINAL_COLUMNS),
+                # pexpect's own reads select() by default, which fails on descriptors past 1023.
+                use_poll=True,
             )
         finally:
             for fd in (info_w, block_r, args_fd, filter_fd):

@@ -167,8 +167,12 @@ class StaleMount:
 
     def _serve(self) -> None:
         fd, wake = self._fd, self._wake_r
+        # poll, not select: in a process holding many episodes these descriptors pass 1023.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(wake, select.POLLIN)
         while True:
-            ready, _, _ = select.select([fd, wake], [], [])
+            ready = {ready_fd for ready_fd, _ in poller.poll()}
             if wake in ready:
                 return
             try:
