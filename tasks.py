@@ -564,8 +564,10 @@ def fidelity(
     console = _console()
     try:
         chosen = library.choose(states, ci=ci)
-        report = harness.run_fidelity(chosen, Path(images) if images else DEFAULT_OUT, console.print)
-        md, js = harness.write_report(report, Path(out) if out else REPO / "build" / "fidelity")
+        out_dir = Path(out) if out else REPO / "build" / "fidelity"
+        images_dir = Path(images) if images else DEFAULT_OUT
+        report = harness.run_fidelity(chosen, images_dir, console.print, out=out_dir)
+        md, js = harness.write_report(report, out_dir)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     console.print(report.summary())

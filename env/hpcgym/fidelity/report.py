@@ -1,0 +1,131 @@
+"""The comparison and its report: per state and per command, identical or a diff.
+
+A compared output is one command's stdout, stderr and exit status together; it is identical when all
+three are, after masking. The JSON keeps both sides' masked texts; the markdown shows totals, a table
+per state and every difference as a unified diff (real first, simulator second).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field
+
+from hpcgym.fidelity.mask import same_within_tolerance
+from hpcgym.fidelity.shell import Output
+
+
+@dataclass(frozen=True)
+class Compared:
+    command: str
+    real: Output
+    sim: Output
+
+    @property
+    def identical(self) -> bool:
+        return (
+            self.real.exit_code == self.sim.exit_code
+            and same_within_tolerance(self.real.stdout, self.sim.stdout)
+            and same_within_tolerance(self.real.stderr, self.sim.stderr)
+        )
+
+    def diff(self) -> str:
+        lines = difflib.unified_diff(
+            _render(self.real).splitlines(keepends=True),
+            _render(self.sim).splitlines(keepends=True),
+            "real slurm 22.05.8",
+            "simulator",
+        )
+        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _render(output: Output) -> str:
+    parts = [f"stdout: {line}" for line in output.stdout.splitlines(keepends=True)]
+    parts += [f"stderr: {line}" for line in output.stderr.splitlines(keepends=True)]
+    parts.append(f"exit: {output.exit_code}\n")
+    return "".join(parts)
+
+
+@dataclass
+class StateResult:
+    name: str
+    about: str
+    compared: list[Compared] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def identical(self) -> int:
+        return sum(c.identical for c in self.compared)
+
+
+@dataclass
+class Report:
+    states: list[StateResult] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> int:
+        return sum(len(s.compared) for s in self.states)
+
+    @property
+    def identical(self) -> int:
+        return sum(s.identical for s in self.states)
+
+    @property
+    def ratio(self) -> float:
+        return self.identical / self.outputs if self.outputs else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.states)} states, {self.outputs} outputs, {self.identical} identical "
+            f"({100 * self.ratio:.1f} %)"
+        )
+
+    def to_json(self) -> str:
+        data = {
+            "states": len(self.states),
+            "outputs": self.outputs,
+            "identical": self.identical,
+            "ratio": self.ratio,
+            "results": [
+                {
+                    "name": s.name,
+                    "about": s.about,
+                    "error": s.error,
+                    "identical": s.identical,
+                    "outputs": len(s.compared),
+                    "commands": [
+                        {
+                            "command": c.command,
+                            "identical": c.identical,
+                            "real": asdict(c.real),
+                            "sim": asdict(c.sim),
+                            "diff": "" if c.identical else c.diff(),
+                        }
+                        for c in s.compared
+                    ],
+                }
+                for s in self.states
+            ],
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    def to_markdown(self) -> str:
+        out = [
+            "# Fidelity: real Slurm 22.05.8 against the simulator",
+            "",
+            f"**{self.summary()}**",
+            "",
+            "| state | identical | about |",
+            "|---|---|---|",
+        ]
+        for s in self.states:
+            mark = f" (error: {s.error})" if s.error else ""
+            out.append(f"| {s.name} | {s.identical}/{len(s.compared)}{mark} | {s.about} |")
+        for s in self.states:
+            out += ["", f"## {s.name}", "", s.about, ""]
+            for c in s.compared:
+                out.append(f"- {'same' if c.identical else '**differs**'}: `{c.command}`")
+            for c in s.compared:
+                if not c.identical:
+                    out += ["", f"### {s.name}: `{c.command}`", "", "```diff", c.diff().rstrip("\n"), "```"]
+        return "\n".join(out) + "\n"
