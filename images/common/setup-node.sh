@@ -34,9 +34,10 @@ ln -sfn ../usr/lib/os-release /etc/os-release
 ln -sfn ../proc/self/mounts /etc/mtab
 rm -f /etc/debian_version
 
-# Every simulated tool is a hard link to the one client, root-owned and 0755.
-chown root:root /usr/libexec/hpcgym/hpcgym-client
-chmod 0755 /usr/libexec/hpcgym/hpcgym-client
+# Every simulated tool is a hard link to the one client (the native binary), root-owned and 0755; the
+# Python client it matches stays beside it, for comparison.
+chown root:root /usr/libexec/hpcgym/hpcgym-client /usr/libexec/hpcgym/hpcgym-client.py
+chmod 0755 /usr/libexec/hpcgym/hpcgym-client /usr/libexec/hpcgym/hpcgym-client.py
 grep -v '^#' /usr/libexec/hpcgym/tools.list | while read -r tool; do
     [ -n "$tool" ] || continue
     install -d -m 0755 "$(dirname "$tool")"

@@ -1,13 +1,33 @@
 """Every simulated tool from stubs/ is installed where the real tool lives, and runs."""
 
+import pytest
+
+from hpcgym.build.client import compile_client, toolchain_version
+from hpcgym.errors import MissingTool
 from tests.conftest import REPO
 
 TOOLS = [line for line in (REPO / "stubs" / "tools.list").read_text().splitlines() if line.startswith("/")]
 
 
+def test_the_client_is_the_native_binary_this_source_makes(host, tmp_path):
+    client = host.file("/usr/libexec/hpcgym/hpcgym-client")
+    assert client.content.startswith(b"\x7fELF")
+    script = host.file("/usr/libexec/hpcgym/hpcgym-client.py")
+    assert script.content == (REPO / "stubs" / "hpcgym-client.py").read_bytes()
+    assert script.user == "root" and script.mode == 0o755
+    assert not host.file("/usr/libexec/hpcgym/hpcgym-client.c").exists
+    try:
+        toolchain_version()
+    except MissingTool as e:
+        pytest.skip(str(e))
+    compile_client(REPO / "stubs", tmp_path / "hpcgym-client")
+    assert client.content == (tmp_path / "hpcgym-client").read_bytes(), (
+        "the image's client is not this source's"
+    )
+
+
 def test_every_listed_tool_is_installed(host):
     client = host.file("/usr/libexec/hpcgym/hpcgym-client")
-    assert client.content == (REPO / "stubs" / "hpcgym-client").read_bytes()
     for path in TOOLS:
         tool = host.file(path)
         assert tool.is_file and not tool.is_symlink, path

@@ -21,6 +21,7 @@ import zstandard
 
 from hpcgym.build import base as base_step
 from hpcgym.build.backends import Builder, open_builder
+from hpcgym.build.client import ensure_stubs
 from hpcgym.build.spec import (
     DEFAULT_SOURCE_DATE_EPOCH,
     PERSONA,
@@ -58,8 +59,8 @@ class BuildOptions:
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
     zstd_level: int = 6
 
-    def image_spec(self, role: Role) -> ImageSpec:
-        return ImageSpec(role, self.repo_root / "images", self.repo_root / "stubs")
+    def image_spec(self, role: Role, stubs_dir: Path | None = None) -> ImageSpec:
+        return ImageSpec(role, self.repo_root / "images", stubs_dir or self.repo_root / "stubs")
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,13 @@ def build_images(options: BuildOptions, reporter: Reporter | None = None) -> lis
     store.sweep()
     for role in options.roles:
         options.image_spec(role).check()
+    # The native client first: a missing compiler should fail the build before the builder starts.
+    stubs_dir = ensure_stubs(options.repo_root / "stubs", store, reporter)
     builder = open_builder(options.backend)
     base_ref, base_digest = ensure_base(options, store, builder, reporter)
     results = []
     for role in options.roles:
-        result = ensure_image(options, store, builder, base_ref, base_digest, role, reporter)
+        result = ensure_image(options, store, builder, base_ref, base_digest, role, reporter, stubs_dir)
         publish_image(result.entry, options.out_dir / str(role))
         results.append(result)
     return results
@@ -161,9 +164,10 @@ def ensure_image(
     base_digest: str,
     role: Role,
     reporter: Reporter,
+    stubs_dir: Path | None = None,
 ) -> ImageResult:
     start = time.monotonic()
-    spec = options.image_spec(role)
+    spec = options.image_spec(role, stubs_dir)
     inputs = {
         "step": "image",
         "role": str(role),

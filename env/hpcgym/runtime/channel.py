@@ -1,8 +1,8 @@
 """The control channel: one unix socket per node, through which the stubs reach the controller.
 
-Wire format (the same as `stubs/hpcgym-client`), both ways: a 4-byte big-endian length, then that
-many bytes of UTF-8 JSON. Request `{"v": 1, "argv": [...], "cwd": "..."}`, reply
-`{"stdout": "...", "stderr": "...", "exit_code": N}`.
+Wire format (the same as the tool clients, `stubs/hpcgym-client.c` and `.py`), both ways: a
+4-byte big-endian length, then that many bytes of UTF-8 JSON. Request
+`{"v": 1, "argv": [...], "cwd": "..."}`, reply `{"stdout": "...", "stderr": "...", "exit_code": N}`.
 
 Every node gets its own listening socket on the host, bind-mounted at `/run/hpcgym/control.sock`
 inside the node; the node a request comes from is the socket it arrived on, so a sandbox cannot

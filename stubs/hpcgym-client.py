@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-# hpcgym's cluster-tool client. Installed (hard-linked) under the name of every simulated tool listed in
-# tools.list beside it (sinfo, scontrol, systemctl, ssh, curl, ...). It does no work of its own: it sends
+# hpcgym's cluster-tool client in Python: the reference that the native client (hpcgym-client.c, which
+# the images hard-link under the name of every simulated tool in tools.list) matches byte for byte, and
+# the baseline `invoke bench` compares it with. It does no work of its own: it sends
 # its argv and cwd over the node's control socket to the episode's controller, which runs outside the
 # sandbox and owns all cluster state, then prints the answer and exits with its code. Which node is
 # asking is known from the socket it arrives on, never from anything this process says.
@@ -8,7 +9,7 @@
 # Wire format, both ways: 4-byte big-endian length, then that many bytes of UTF-8 JSON.
 #   request:  {"v": 1, "argv": [...], "cwd": "...", "stdin": "..." (only for the tools that read it)}
 #   reply:    {"stdout": "...", "stderr": "...", "exit_code": N}
-# Kept stdlib-only and import-light: it starts once per agent command.
+# Kept stdlib-only and import-light: where it is installed, it starts once per agent command.
 import json
 import os
 import socket
