@@ -124,23 +124,36 @@ def test(c: Context, pytest_args: str = "", skip_build: bool = False) -> None:
         "json": "also write the figures to this JSON file",
         "out": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
         "quick": "fewer samples and 64 idle episodes instead of 256 (a smoke run)",
+        "density": "full episodes to hold alive at once (default 256, --quick 16; 0 skips)",
+        "sessions": "comma-separated sessions stepping at once for the clients' steps/s (default 1,8,64)",
     }
 )
-def bench(c: Context, json: str = "", out: str = "", quick: bool = False) -> None:
+def bench(
+    c: Context, json: str = "", out: str = "", quick: bool = False, density: int = -1, sessions: str = ""
+) -> None:
     """Measure resets, steps, idle capacity, the controller and OpenEnv load, beside a copy-mode baseline.
 
-    Needs root and the built images. Prints a markdown table; every figure is also a ratio to the baseline.
+    The Python and the native tool client run side by side on the same episodes (steps, steps/s, boot,
+    density). Needs root and the built images. Prints markdown tables; every figure is also a ratio.
     """
     from hpcgym.bench import run_bench
     from hpcgym.errors import HpcgymError
     from hpcgym.interfaces.openenv.loadtest import run_loadtest
 
     images = Path(out or DEFAULT_OUT).resolve()
+    concurrencies = (
+        tuple(int(n) for n in sessions.split(",")) if sessions else ((1, 8) if quick else (1, 8, 64))
+    )
+    clients = {
+        "client_steps": 30 if quick else 100,
+        "client_concurrencies": concurrencies,
+        "density": density if density >= 0 else (16 if quick else 256),
+    }
     try:
         if quick:
-            run_bench(images, Path(json).resolve() if json else None, resets=10, steps=60, idle=64)
+            run_bench(images, Path(json).resolve() if json else None, resets=10, steps=60, idle=64, **clients)
         else:
-            run_bench(images, Path(json).resolve() if json else None)
+            run_bench(images, Path(json).resolve() if json else None, **clients)
         # Sessions over the OpenEnv server's WebSocket, all at once, as trainers hold them.
         load = run_loadtest(images, sessions=8 if quick else 64, steps=20 if quick else 100)
     except HpcgymError as e:

@@ -6,22 +6,30 @@ into that shell and read back to the next prompt. Idle capacity is how many clus
 once and what each costs in memory. Every figure is also given as a ratio to a baseline built like
 the original project's: a plain copy of the root per reset, and pexpect's default 50 ms send delay
 per step.
+
+The tool clients are compared side by side on the same episodes: each image carries the native
+client (which every tool is a hard link to) and the Python client it replaced, and root in a node
+may point the tools at either, so each command is timed under one, then the other, in turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table, box
 
 from hpcgym.episode import Episode
@@ -136,6 +144,9 @@ def run_bench(
     steps: int = 300,
     idle: int = 256,
     console: Console | None = None,
+    client_steps: int = 100,
+    client_concurrencies: tuple[int, ...] = (1, 8, 64),
+    density: int = 256,
 ) -> dict[str, object]:
     """Run every benchmark, print a markdown table and optionally write the figures as JSON.
 
@@ -146,6 +157,9 @@ def run_bench(
         steps: samples per step command.
         idle: how many idle clusters to hold at once.
         console: where the table goes (default: stdout, 160 columns wide).
+        client_steps: samples per command and tool client (0: skip the side-by-side clients).
+        client_concurrencies: sessions stepping at once for the clients' steps/s.
+        density: how many full episodes to hold at once (0: skip).
 
     Returns:
         The figures, as written to the JSON file.
@@ -210,6 +224,15 @@ def run_bench(
     print_table(console, rows, figures["idle"])  # type: ignore[arg-type]
     rates = figures["controller_requests_per_s"]
     console.print("controller, in-process: " + ", ".join(f"`{k}` {v:,.0f}/s" for k, v in rates.items()))  # type: ignore[attr-defined]
+    if client_steps:
+        figures["clients"] = run_client_bench(
+            images_dir,
+            steps=client_steps,
+            concurrencies=client_concurrencies,
+            boots=max(3, resets // 2),
+            density=density,
+            console=console,
+        )
     if json_path is not None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
     return figures
@@ -273,3 +296,269 @@ def print_table(
         f"{idle['cgroup_charged_per_episode_mb']:.2f} MB each charged to its cgroup; "
         f"started in {idle['start_all_s']:.1f} s"
     )
+
+
+# --- the tool clients, side by side -------------------------------------------------------------
+
+CLIENT_FILES = {"python": "hpcgym-client.py", "native": "hpcgym-client"}
+CLIENT_COMMANDS = ("true", "sinfo", "squeue", "scontrol show node", "systemctl is-active munge")
+THROUGHPUT_COMMANDS = ("true", "sinfo")
+
+
+def use_client(episode: Episode, client: str) -> None:
+    """Point the login node's tools under /usr/bin at one client, as root in the node may.
+
+    The daemons' programs (/usr/sbin/munged, ...) stay as they are: the controller knows a daemon by
+    its program being the image's client.
+    """
+    target = f"/usr/libexec/hpcgym/{CLIENT_FILES[client]}"
+    result = episode.cluster.execute(
+        "for t in $(grep '^/usr/bin/' /usr/libexec/hpcgym/tools.list); do "
+        f"ln -f {target} $t || exit 1; done; cmp -s /usr/bin/sinfo {target}"
+    )
+    if result.exit_code != 0:
+        raise RuntimeError(f"cannot switch the tools to the {client} client: {result.output}")
+
+
+def time_client_steps(
+    episode: Episode, n: int, progress: Progress | None = None
+) -> dict[str, dict[str, Stats]]:
+    """Per command and client, `Episode.step` latencies; the clients take turns on one episode."""
+    out: dict[str, dict[str, Stats]] = {}
+    task = progress.add_task("steps, both clients", total=len(CLIENT_COMMANDS) * 2 * n) if progress else None
+    for command in CLIENT_COMMANDS:
+        out[command] = {}
+        for client in CLIENT_FILES:
+            use_client(episode, client)
+            samples = []
+            for _ in range(n):
+                start = time.perf_counter()
+                result = episode.step(command)
+                samples.append(time.perf_counter() - start)
+                if result.exit_code != 0:
+                    raise RuntimeError(f"bench step {command!r} ({client} client) failed: {result.output}")
+                if progress is not None and task is not None:
+                    progress.advance(task)
+            out[command][client] = Stats.of(samples)
+    return out
+
+
+def steps_per_second(episodes: list[Episode], command: str, seconds: float) -> tuple[float, Stats]:
+    """Every episode stepped by its own thread for `seconds`: steps/s in all, and per-step latency."""
+    samples: list[list[float]] = [[] for _ in episodes]
+    stop = time.perf_counter() + seconds
+    failures: list[str] = []
+
+    def drive(episode: Episode, mine: list[float]) -> None:
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            result = episode.step(command)
+            mine.append(time.perf_counter() - start)
+            if result.exit_code != 0:
+                failures.append(result.output)
+                return
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=drive, args=(e, m)) for e, m in zip(episodes, samples, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"bench step {command!r} failed: {failures[0]}")
+    flat = [s for mine in samples for s in mine]
+    return len(flat) / elapsed, Stats.of(flat)
+
+
+def time_client_throughput(
+    episodes: list[Episode], concurrencies: tuple[int, ...], seconds: float, progress: Progress | None = None
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    runs = [(c, command) for c in concurrencies for command in THROUGHPUT_COMMANDS]
+    task = progress.add_task("steps/s, both clients", total=len(runs) * 2) if progress else None
+    for concurrency, command in runs:
+        row: dict[str, object] = {"concurrency": concurrency, "command": command}
+        for client in CLIENT_FILES:
+            for episode in episodes[:concurrency]:
+                use_client(episode, client)
+            rate, stats = steps_per_second(episodes[:concurrency], command, seconds)
+            row[client] = {"steps_per_s": rate, **asdict(stats)}
+            if progress is not None and task is not None:
+                progress.advance(task)
+        row["ratio"] = row["native"]["steps_per_s"] / row["python"]["steps_per_s"]  # type: ignore[index]
+        rows.append(row)
+    return rows
+
+
+def measure_density(runtime: Runtime, count: int, progress: Progress | None = None) -> dict[str, float]:
+    """Hold `count` full episodes (every node's daemons up) at once; each must answer `sinfo`."""
+    before = used_memory_bytes()
+    episodes: list[Episode] = []
+    task = progress.add_task(f"{count} episodes alive at once", total=count * 2) if progress else None
+    boots = []
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            episodes.append(Episode(runtime))
+            boots.append(time.perf_counter() - start)
+            if progress is not None and task is not None:
+                progress.advance(task)
+        time.sleep(0.5)
+        after = used_memory_bytes()
+        charged = sum(cgroup_charged_bytes(e.cluster) for e in episodes)
+        pss = sum(pss_bytes(pid) for pid in descendants(os.getpid()))
+        answered = 0
+        for episode in episodes:
+            answered += episode.step("sinfo").output.startswith("PARTITION")
+            if progress is not None and task is not None:
+                progress.advance(task)
+        descriptors = len(os.listdir("/proc/self/fd"))
+    finally:
+        for episode in episodes:
+            episode.close()
+    boot = Stats.of(boots)
+    return {
+        "started": count,
+        "answered_sinfo": answered,
+        "memory_per_episode_mb": (after - before) / count / 2**20,
+        "cgroup_charged_per_episode_mb": charged / count / 2**20,
+        "node_processes_pss_per_episode_mb": pss / count / 2**20,
+        "descriptors": descriptors,
+        "boot_first_p50_ms": Stats.of(boots[: max(1, count // 10)]).p50_ms,
+        "boot_last_p50_ms": Stats.of(boots[-max(1, count // 10) :]).p50_ms,
+        "boot_p50_ms": boot.p50_ms,
+    }
+
+
+def cgroup_charged_bytes(cluster: Cluster) -> int:
+    """What the kernel charges the cluster's cgroup: its processes, page tables, tmpfs, kernel objects."""
+    if cluster.cgroup is None:
+        return 0
+    for name in ("memory.current", "memory.usage_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            return int((cluster.cgroup.dirs[0] / name).read_text())
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                children.setdefault(int(stat.rpartition(")")[2].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def run_client_bench(
+    images_dir: Path,
+    *,
+    steps: int = 100,
+    concurrencies: tuple[int, ...] = (1, 8, 64),
+    seconds: float = 3.0,
+    boots: int = 20,
+    density: int = 256,
+    console: Console | None = None,
+) -> dict[str, object]:
+    """The Python and the native tool client on the same episodes: steps, steps/s, boot and density.
+
+    Args:
+        images_dir: the build's `build/images`.
+        steps: samples per command and client.
+        concurrencies: how many sessions step at once for the steps/s figures.
+        seconds: how long each steps/s figure is measured.
+        boots: cold full-episode boots to time.
+        density: how many full episodes to hold alive at once (0: skip).
+        console: where the tables and the progress display go.
+
+    Returns:
+        The figures, as `run_bench` writes them under "clients".
+    """
+    console = console or Console(width=160)
+    figures: dict[str, object] = {}
+    with Runtime(images_dir) as runtime, Progress(console=console, transient=True) as progress:
+        with Episode(runtime) as episode:
+            latencies = time_client_steps(episode, steps, progress)
+        figures["steps"] = {
+            command: {client: asdict(stats) for client, stats in by_client.items()}
+            for command, by_client in latencies.items()
+        }
+        task = progress.add_task("full-episode boots", total=boots)
+        samples = []
+        for _ in range(boots):
+            samples.append(timed(lambda: Episode(runtime).close()))
+            progress.advance(task)
+        figures["boot"] = asdict(Stats.of(samples))
+        episodes: list[Episode] = []
+        try:
+            task = progress.add_task("episodes for steps/s", total=max(concurrencies))
+            for _ in range(max(concurrencies)):
+                episodes.append(Episode(runtime))
+                progress.advance(task)
+            figures["throughput"] = time_client_throughput(episodes, concurrencies, seconds, progress)
+        finally:
+            for episode in episodes:
+                episode.close()
+        if density:
+            figures["density"] = measure_density(runtime, density, progress)
+    print_client_tables(console, figures)
+    return figures
+
+
+def print_client_tables(console: Console, figures: dict[str, Any]) -> None:
+    table = Table(box=box.MARKDOWN, title="tool clients, side by side: `Episode.step` latency in ms")
+    for column in ("command", "python p50", "p95", "p99", "native p50", "p95", "p99", "python/native"):
+        table.add_column(column, justify="left" if column == "command" else "right", no_wrap=True)
+    for command, by_client in figures["steps"].items():
+        py, nat = by_client["python"], by_client["native"]
+        table.add_row(
+            f"`{command}`",
+            *(f"{py[k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
+            *(f"{nat[k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
+            f"{py['p50_ms'] / nat['p50_ms']:.1f}x",
+        )
+    console.print(table)
+    table = Table(box=box.MARKDOWN, title="tool clients, side by side: sessions stepping at once, in-process")
+    for column in (
+        "sessions",
+        "command",
+        "python steps/s",
+        "p50 ms",
+        "native steps/s",
+        "p50 ms",
+        "native/python",
+    ):
+        table.add_column(column, justify="left" if column == "command" else "right", no_wrap=True)
+    for row in figures["throughput"]:
+        py, nat = row["python"], row["native"]
+        table.add_row(
+            str(row["concurrency"]),
+            f"`{row['command']}`",
+            f"{py['steps_per_s']:.0f}",
+            f"{py['p50_ms']:.1f}",
+            f"{nat['steps_per_s']:.0f}",
+            f"{nat['p50_ms']:.1f}",
+            f"{row['ratio']:.1f}x",
+        )
+    console.print(table)
+    boot = figures["boot"]
+    console.print(
+        f"full-episode boot (no client runs during boot; one figure for both): p50 {boot['p50_ms']:.0f} ms, "
+        f"p95 {boot['p95_ms']:.0f} ms over {boot['n']}"
+    )
+    if "density" in figures:
+        d = figures["density"]
+        console.print(
+            f"density: {d['answered_sinfo']}/{d['started']} full episodes alive at once answered `sinfo`, "
+            f"{d['cgroup_charged_per_episode_mb']:.2f} MB each charged to its cgroup, "
+            f"{d['node_processes_pss_per_episode_mb']:.2f} MB each in its processes' PSS, "
+            f"{d['memory_per_episode_mb']:.2f} MB each as host MemAvailable delta (other tenants included), "
+            f"{d['descriptors']} descriptors; boot p50 {d['boot_first_p50_ms']:.0f} ms for the first tenth, "
+            f"{d['boot_last_p50_ms']:.0f} ms for the last"
+        )
