@@ -59,7 +59,7 @@ def test_long_step_ends_with_node_fail_when_its_node_dies() -> None:
     c.cluster.stop_slurmd("compute-02")
     c.advance(10)
     assert "JobState=RUNNING" in job_fields(c, 1)
-    c.advance(30)
+    c.advance(40)
     job = job_fields(c, 1)
     assert "JobState=NODE_FAIL Reason=NodeDown" in job
     assert "ExitCode=0:0" in job

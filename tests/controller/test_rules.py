@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hpcgym.controller import Controller, TaskRequest, TaskResult, parse_slurm_conf
+from hpcgym.controller.cluster import BATCH_SCHED_DELAY_S
 from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
 
 CONF = """
@@ -32,8 +33,15 @@ def test_hostlist_round_trip() -> None:
     assert compress_hostlist(names) == "login,n[09-11]"
 
 
+def settled(**kwargs: object) -> Controller:
+    # A controller up for longer than batch_sched_delay, so a batch job starts when it is submitted.
+    c = make(**kwargs)
+    c.advance(BATCH_SCHED_DELAY_S)
+    return c
+
+
 def test_drain_under_running_job_is_draining_then_drained() -> None:
-    c = make()
+    c = settled()
     run(c, "sbatch", "--wrap", "sleep 30")
     run(c, "scontrol", "update", "NodeName=compute-01", "State=DRAIN", "Reason=disk")
     assert "drng compute-01" in run(c, "sinfo")
@@ -47,9 +55,13 @@ def test_drain_under_running_job_is_draining_then_drained() -> None:
 def test_node_without_slurmd_goes_not_responding_then_down_and_returns() -> None:
     c = make()
     c.cluster.stop_slurmd("compute-02")
-    c.advance(10)
+    # SlurmdTimeout=30: pings every 10 s; the first that fails (sent at 20 s) is reported once the
+    # agent gives up (MessageTimeout, 10 s) and the node goes DOWN a round later.
+    c.advance(25)
+    assert "idle compute-[01-02]" in run(c, "sinfo")
+    c.advance(5)
     assert "idle* compute-02" in run(c, "sinfo")
-    c.advance(30)
+    c.advance(10)
     out = run(c, "sinfo", "-R")
     assert "Not responding       slurm" in out
     assert "down* compute-02" in run(c, "sinfo")
@@ -60,15 +72,30 @@ def test_node_without_slurmd_goes_not_responding_then_down_and_returns() -> None
 
 def test_job_time_limit_gives_timeout() -> None:
     c = make()
+    c.advance(27)
     run(c, "sbatch", "-t", "1", "--wrap", "sleep 300")
-    c.advance(61)
+    # Started at 28 s, limit passed at 88 s, seen on the periodic pass at 90 s.
+    c.advance(60)
+    assert "1 RUNNING" in run(c, "squeue", "-o", "%i %T")
+    c.advance(1)
     assert "1 COMPLETING" in run(c, "squeue", "-t", "TO", "-o", "%i %T")
     assert "TIMEOUT" in run(c, "squeue", "-t", "TO", "-o", "%i %T")
     assert "JobState=TIMEOUT Reason=TimeLimit" in run(c, "scontrol", "show", "job", "1")
 
 
-def test_mixed_node_and_cancel() -> None:
+def test_batch_jobs_wait_for_the_deferred_pass_after_slurmctld_starts() -> None:
     c = make()
+    assert run(c, "sbatch", "--wrap", "sleep 300") == "Submitted batch job 1\n"
+    assert run(c, "sbatch", "--wrap", "sleep 300") == "Submitted batch job 2\n"
+    assert run(c, "squeue", "-h", "-o", "%i %t %r") == "1 PD None\n2 PD Priority\n"
+    c.advance(BATCH_SCHED_DELAY_S)
+    assert run(c, "squeue", "-h", "-o", "%i %t %r") == "1 R None\n2 R None\n"
+    # srun is tried at once.
+    assert make().handle("login", ["srun", "true"], "/root").exit_code == 0
+
+
+def test_mixed_node_and_cancel() -> None:
+    c = settled()
     run(c, "sbatch", "--wrap", "sleep 300")
     assert "mix compute-01" in run(c, "sinfo")
     run(c, "scancel", "1")
@@ -109,7 +136,7 @@ def test_srun_passes_slurm_environment() -> None:
 def test_nodes_that_never_register_go_down_after_slurmd_timeout() -> None:
     c = make(slurmd_running=False)
     assert "unk* compute-[01-02]" in run(c, "sinfo")
-    c.advance(30)
+    c.advance(40)
     assert "down* compute-[01-02]" in run(c, "sinfo")
     assert "PD" in run(c, "sbatch", "--wrap", "true") + run(c, "squeue", "-h", "-o", "%t")
 
@@ -120,7 +147,12 @@ def test_clients_fail_while_slurmctld_is_down() -> None:
     down = "Unable to contact slurm controller (connect failure)"
     assert c.handle("login", ["sinfo"], "/").stderr == f"slurm_load_partitions: {down}\n"
     assert c.handle("login", ["squeue"], "/").stderr == f"slurm_load_jobs error: {down}\n"
-    assert c.handle("login", ["scontrol", "ping"], "/").stdout == "Slurmctld(primary) at head is DOWN\n"
+    assert c.handle("login", ["scontrol", "ping"], "/").stdout == (
+        "Slurmctld(primary) at head is DOWN\n"
+        "*****************************************\n"
+        "** RESTORE SLURMCTLD DAEMON TO SERVICE **\n"
+        "*****************************************\n"
+    )
     reply = c.handle("login", ["sbatch", "--wrap", "true"], "/")
     assert (reply.stderr, reply.exit_code) == (f"sbatch: error: Batch job submission failed: {down}\n", 1)
     c.cluster.set_slurmctld(True)
@@ -128,13 +160,15 @@ def test_clients_fail_while_slurmctld_is_down() -> None:
 
 
 def test_hold_release_and_requeue() -> None:
-    c = make()
+    c = settled()
     run(c, "sbatch", "-H", "-J", "held", "--wrap", "sleep 100")
     assert run(c, "squeue", "-h", "-o", "%i %t %r") == "1 PD JobHeldUser\n"
     run(c, "scontrol", "release", "1")
     assert run(c, "squeue", "-h", "-o", "%i %t %r") == "1 R None\n"
+    # A running job can be held: it keeps running with priority 0 and JobHeldAdmin (22.05.8).
     reply = c.handle("login", ["scontrol", "hold", "1"], "/")
-    assert (reply.stderr, reply.exit_code) == ("Job is no longer pending execution for job 1\n", 1)
+    assert (reply.stderr, reply.exit_code) == ("", 0)
+    assert run(c, "squeue", "-h", "-j", "1", "-o", "%t %r") == "R JobHeldAdmin\n"
     run(c, "scontrol", "requeue", "1")
     assert run(c, "squeue", "-h", "-o", "%i %t %r") == "1 PD BeginTime\n"
     c.advance(121)
@@ -143,10 +177,10 @@ def test_hold_release_and_requeue() -> None:
 
 
 def test_node_down_requeues_batch_jobs_and_fails_srun_jobs() -> None:
-    c = make()
+    c = settled()
     run(c, "sbatch", "-w", "compute-02", "--wrap", "sleep 500")
     c.cluster.stop_slurmd("compute-02")
-    c.advance(31)
+    c.advance(55)
     out = run(c, "squeue", "-h", "-o", "%i %t %r")
     assert out == "1 PD BeginTime\n"
     c.advance(200)
@@ -201,7 +235,7 @@ def test_clients_on_a_node_without_munged_cannot_authenticate() -> None:
     reply = c.handle("login", ["squeue"], "/")
     assert reply.stderr == (
         "squeue: error: If munged is up, restart with --num-threads=10\n"
-        'squeue: error: Munge encode failed: Failed to access "/run/munge/munge.socket.2": No such file or directory\n'
+        'squeue: error: Munge encode failed: Failed to access "/run/munge/munge.socket.2": No such file or directory (Did you start munged?)\n'
         "squeue: error: slurm_send_node_msg: auth_g_create: REQUEST_JOB_INFO has authentication error\n"
         "slurm_load_jobs error: Protocol authentication error\n"
     )
@@ -212,7 +246,7 @@ def test_clients_on_a_node_without_munged_cannot_authenticate() -> None:
 
 
 def test_failed_batch_job_shows_its_exit_code_and_reason() -> None:
-    c = make()
+    c = settled()
     files = {"/root/job.sh": b"#!/bin/bash\nsleep 5\nexit 3\n", "/etc/slurm/slurm.conf": CONF.encode()}
     c.read_file = lambda node, path: files.get(path)
     assert run(c, "sbatch", "job.sh") == "Submitted batch job 1\n"

@@ -34,9 +34,10 @@ def test_drained_node_that_stops_responding_keeps_the_admins_reason() -> None:
     reason_line = next(line for line in before.splitlines() if "Reason=" in line)
     assert "Reason=admin maint [root@" in reason_line
     c.cluster.stop_slurmd("compute-02")
-    c.advance(10)
+    # SlurmdTimeout=30: the ping sent at 20 s fails at 30 s (NOT_RESPONDING), DOWN a round later.
+    c.advance(35)
     assert "State=IDLE+DRAIN+NOT_RESPONDING " in show_node(c, "compute-02")
-    c.advance(30)
+    c.advance(15)
     after = show_node(c, "compute-02")
     assert "State=DOWN+DRAIN+NOT_RESPONDING " in after
     # The same reason, user and timestamp as before the node went silent.
@@ -54,7 +55,7 @@ def test_draining_node_that_stops_responding_fails_its_srun_job_and_keeps_the_re
     run(c, "scontrol", "update", "NodeName=compute-02", "State=DRAIN", "Reason=disk swap")
     assert "MIXED+DRAIN " in show_node(c, "compute-02")
     c.cluster.stop_slurmd("compute-02")
-    c.advance(40)
+    c.advance(50)
     after = show_node(c, "compute-02")
     assert "State=DOWN+DRAIN+NOT_RESPONDING " in after
     assert "Reason=disk swap [root@" in after

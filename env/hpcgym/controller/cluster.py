@@ -32,8 +32,21 @@ REQUEUE_HOLD_S = 121
 # After RESUME slurmctld asks the node to register again on its next background cycle; until the
 # answer arrives (a second or two) the node shows `idle*` and BootTime=None (capture 21).
 REREGISTER_AFTER_S = 2
-# A node whose slurmd is gone is marked not responding after the first missed ping.
+# slurmctld pings nodes every SlurmdTimeout/3 seconds, only those it has not heard from for that
+# long, and starts a round only when the previous one is done. A ping to a dead slurmd fails only
+# once the agent gives up connecting, MessageTimeout later; then the node is NOT_RESPONDING. A node
+# goes DOWN at the first round whose previous round began SlurmdTimeout after its last answer.
+# (Debian's 22.05.8 with SlurmdTimeout=10: idle* about 15 s and down* about 28 s after slurmd
+# stopped; with 20: about 21 s and 34 s. The fidelity harness measures this.)
 PING_INTERVAL_DIVISOR = 3
+DEFAULT_MESSAGE_TIMEOUT_S = 10
+# slurmctld looks for jobs past their TimeLimit on its periodic pass (PERIODIC_TIMEOUT), not the
+# moment the limit passes: `sbatch -t 1` ended 87 s after it started on Debian's 22.05.8.
+TIME_LIMIT_CHECK_S = 30
+# Batch jobs wait for the main scheduler, which slurmctld defers for batch_sched_delay (3 s by
+# default) after it starts; an srun allocation is tried at once (Debian's 22.05.8: sbatch jobs
+# submitted just after a start begin about 3 s after it, srun jobs at once).
+BATCH_SCHED_DELAY_S = 3
 # SIGTERM, what slurmstepd sends a step's tasks when the job reaches its TimeLimit.
 TIME_LIMIT_SIGNAL = 15
 
@@ -51,6 +64,15 @@ class Cluster:
         self.next_priority = FIRST_PRIORITY
         self.resumed_at: dict[str, int] = {}
         self.slurmctld_start_s = clock.now_s
+        # The ping agent (see PING_INTERVAL_DIVISOR): when its last round began, the round before
+        # that, until when it is busy, and the nodes whose failed ping it reports when done.
+        self.last_ping_s = clock.now_s
+        self.prev_ping_s = clock.now_s
+        self.ping_busy_until_s = clock.now_s
+        self.ping_failed: set[str] = set()
+        self.pinged_until_s = clock.now_s
+        # When slurmctld last started: its periodic passes (time limits, the batch delay) count from it.
+        self.sched_start_s = clock.now_s
         # False while slurmctld is stopped: clients then fail with CONTROLLER_DOWN and time-driven
         # events wait for its return (the service layer drives this through `set_slurmctld`).
         self.slurmctld_up = True
@@ -157,6 +179,10 @@ class Cluster:
         if up and not self.slurmctld_up:
             for node in self.nodes.values():
                 node.last_response_s = self.now_s
+            self.sched_start_s = self.now_s
+            self.last_ping_s = self.prev_ping_s = self.ping_busy_until_s = self.now_s
+            self.pinged_until_s = self.now_s
+            self.ping_failed = set()
         self.slurmctld_up = up
 
     def advance(self) -> None:
@@ -177,7 +203,9 @@ class Cluster:
 
     def _check_job_end(self, job: Job, now: int) -> None:
         assert job.start_s is not None
-        limit_end = None if job.time_limit_min is None else job.start_s + job.time_limit_min * 60
+        limit_end = (
+            None if job.time_limit_min is None else self._limit_seen_s(job.start_s + job.time_limit_min * 60)
+        )
         run_end = None if job.run_for_s is None else job.start_s + job.run_for_s
         if run_end is not None and run_end <= now and (limit_end is None or run_end <= limit_end):
             state = JobState.COMPLETED if job.run_exit_code == 0 else JobState.FAILED
@@ -185,36 +213,67 @@ class Cluster:
             self._end_job(job, state, run_end, exit_code=job.run_exit_code, reason=reason)
         elif limit_end is not None and limit_end <= now:
             # slurmstepd ends a step at its time limit with SIGTERM: an srun task that dies of it
-            # leaves ExitCode=0:15 (Debian's 22.05.8, `srun -t 1 sleep 600`). A batch script's code
-            # is its shell's choice (there `--wrap "sleep 600"` gave 143:0); not modelled yet.
-            signal = 0 if job.batch else TIME_LIMIT_SIGNAL
-            self._end_job(job, JobState.TIMEOUT, limit_end, signal=signal, reason=Reason.TIME_LIMIT)
+            # leaves ExitCode=0:15 (Debian's 22.05.8, `srun -t 1 sleep 600`), and so did a batch
+            # job's `--wrap 'sleep 300'` in the fidelity harness (an earlier capture saw 143:0).
+            self._end_job(
+                job, JobState.TIMEOUT, limit_end, signal=TIME_LIMIT_SIGNAL, reason=Reason.TIME_LIMIT
+            )
+
+    def _limit_seen_s(self, limit_s: int) -> int:
+        # The first periodic pass at or after the moment the limit passed.
+        passes = max(0, -(-(limit_s - self.sched_start_s) // TIME_LIMIT_CHECK_S))
+        return self.sched_start_s + passes * TIME_LIMIT_CHECK_S
 
     def _ping_nodes(self, now: int) -> None:
-        interval = max(1, self.conf.slurmd_timeout_s // PING_INTERVAL_DIVISOR)
+        # Registered slurmd answer at once; the agent's rounds are played second by second so that a
+        # long `advance` gives the same result as many short ones.
         for node in self.nodes.values():
-            if node.base is NodeBase.FUTURE:
+            if node.base is NodeBase.FUTURE or not node.slurmd_up:
                 continue
-            if node.slurmd_up:
-                resumed = self.resumed_at.get(node.name)
-                if resumed is not None and now - resumed < REREGISTER_AFTER_S:
-                    continue
-                self.resumed_at.pop(node.name, None)
-                if node.boot_s is None:
-                    node.slurmd_start_s = now
-                self._register(node)
+            resumed = self.resumed_at.get(node.name)
+            if resumed is not None and now - resumed < REREGISTER_AFTER_S:
                 continue
-            silent_s = now - (
-                node.last_response_s if node.last_response_s is not None else self.slurmctld_start_s
-            )
-            if silent_s >= interval:
+            self.resumed_at.pop(node.name, None)
+            if node.boot_s is None:
+                node.slurmd_start_s = now
+            self._register(node)
+        start = max(self.pinged_until_s + 1, now - 4 * max(self.conf.slurmd_timeout_s, 1))
+        for second in range(start, now + 1):
+            self._ping_round(second)
+        self.pinged_until_s = max(self.pinged_until_s, now)
+
+    def _ping_round(self, t: int) -> None:
+        interval = max(1, self.conf.slurmd_timeout_s // PING_INTERVAL_DIVISOR)
+        if t >= self.ping_busy_until_s and self.ping_failed:
+            for name in sorted(self.ping_failed):
+                node = self.nodes.get(name)
+                if node is not None and not node.slurmd_up:
+                    node.flags |= NodeFlag.NOT_RESPONDING
+            self.ping_failed = set()
+        if t - self.last_ping_s < interval or t < self.ping_busy_until_s:
+            return
+        dead_before = self.last_ping_s - self.conf.slurmd_timeout_s
+        still_live = t - interval
+        self.prev_ping_s, self.last_ping_s = self.last_ping_s, t
+        failed = set()
+        for node in self.nodes.values():
+            if node.base is NodeBase.FUTURE or node.slurmd_up:
+                continue
+            last = node.last_response_s if node.last_response_s is not None else self.slurmctld_start_s
+            if last <= dead_before and node.base is not NodeBase.DOWN:
+                # A reason someone already gave stays: set_node_down_ptr() writes "Not responding"
+                # only over no reason or an earlier "Not responding" (a drained node becomes
+                # DOWN+DRAIN+NOT_RESPONDING, `drained*`, with its admin's reason, user and time).
                 node.flags |= NodeFlag.NOT_RESPONDING
-            # Registered or not, a node silent for SlurmdTimeout goes DOWN*. Its flags stay, and so
-            # does a reason someone already gave it: set_node_down_ptr() writes "Not responding" only
-            # over no reason or an earlier "Not responding" (a drained node becomes
-            # DOWN+DRAIN+NOT_RESPONDING, `drained*`, with its admin's reason, user and time).
-            if silent_s >= self.conf.slurmd_timeout_s and node.base is not NodeBase.DOWN:
                 self._set_down(node, "Not responding", self.slurm_user, keep_reason=True)
+                continue
+            if last >= still_live or (node.has(NodeFlag.NOT_RESPONDING) and node.base is NodeBase.DOWN):
+                continue
+            failed.add(node.name)
+        if failed:
+            self.ping_failed = failed
+            message_timeout = to_int(self.conf.options.get("messagetimeout", ""))
+            self.ping_busy_until_s = t + (message_timeout or DEFAULT_MESSAGE_TIMEOUT_S)
 
     def _is_purgeable(self, job: Job, now: int) -> bool:
         return (
@@ -299,8 +358,23 @@ class Cluster:
             if request.batch:
                 job.accrue_s = job.eligible_s
         self.jobs[job.job_id] = job
+        if job.batch and self.batch_deferred(now):
+            # Until the deferred pass, a job behind another pending one in its partition already
+            # shows Priority; the first shows None.
+            ahead = any(
+                other.state is JobState.PENDING
+                and other.partition == job.partition
+                and other.priority > job.priority
+                for other in self.jobs.values()
+                if other is not job
+            )
+            job.reason = Reason.PRIORITY if ahead and job.held is None else job.reason
         self.schedule()
         return job
+
+    def batch_deferred(self, now: int) -> bool:
+        """Whether the main scheduler still holds batch jobs back after slurmctld's start."""
+        return now < self.sched_start_s + BATCH_SCHED_DELAY_S
 
     def _assign_priority(self, job: Job) -> None:
         job.priority = self.next_priority
@@ -322,12 +396,17 @@ class Cluster:
         self.schedule()
 
     def hold(self, job: Job, reason: Reason) -> None:
-        """Scontrol hold/uhold: a pending job gets priority 0 and a held reason."""
-        if job.state is not JobState.PENDING:
+        """Scontrol hold/uhold: priority 0 and a held reason.
+
+        A running job may be held too: it keeps running, with priority 0 and the held reason
+        (Debian's 22.05.8: `scontrol hold` of a running batch job exits 0, squeue shows JobHeldAdmin).
+        """
+        if job.state.is_finished():
             raise SlurmError("Job is no longer pending execution")
-        job.held = reason
         job.priority = 0
         job.reason, job.reason_desc = reason, None
+        if job.state is JobState.PENDING:
+            job.held = reason
 
     def release(self, job: Job) -> None:
         """Scontrol release: lift a hold; the job gets a fresh priority and is scheduled."""

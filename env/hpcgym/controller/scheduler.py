@@ -47,6 +47,8 @@ def schedule(cluster: Cluster) -> None:
         if dependency is not None:
             job.reason, job.reason_desc = dependency, None
             continue
+        if job.batch and cluster.batch_deferred(now):
+            continue
         if job.begin_s is not None and now < job.begin_s:
             job.reason, job.reason_desc = Reason.BEGIN_TIME, None
             continue

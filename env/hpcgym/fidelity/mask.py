@@ -45,13 +45,16 @@ _HOST: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(NodeHostName=<HOST> )Port=\d+"), r"\1Port=<PORT>"),
     (re.compile(r"\bAllocNode:Sid=\S+"), "AllocNode:Sid=<HOST>:<SID>"),
     (re.compile(r"\bArch=\S+"), "Arch=<ARCH>"),
+    # An interactive bash (the episode's) reports a background job's number and pid; the real
+    # side's bash is not interactive. Neither is Slurm's output.
+    (re.compile(r"^\[\d+\] \d+\n", re.M), ""),
     # When the host (not the cluster) booted and when its slurmd started: before the state began.
     (re.compile(r"\b(BootTime|SlurmdStartTime)=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"), r"\1=<BOOT>"),
 )
 _ISO = re.compile(r"\b(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\b")
 _CTIME = re.compile(r"\b[A-Z][a-z]{2} ([A-Z][a-z]{2}) ([ 0-3]\d) (\d\d):(\d\d):(\d\d) (\d{4})\b")
 # Elapsed times as squeue and scontrol print them: [D-][HH:]MM:SS.
-_ELAPSED = re.compile(r"(?<![\d:.-])(?:(\d+)-)?(?:(\d+):)?(\d+):(\d\d)(?![\d:])")
+_ELAPSED = re.compile(r"(?<![\d:.-])(?<!ExitCode=)(?:(\d+)-)?(?:(\d+):)?(\d+):(\d\d)(?![\d:])")
 _MARK = re.compile(r"<([TE])([+-]\d+)>")
 _MONTHS = {name: i for i, name in enumerate(calendar.month_abbr) if name}
 

@@ -8,6 +8,8 @@ operator would on the simulated cluster (`systemctl`, or `slurmctld -c` for a cl
 
 from __future__ import annotations
 
+import time
+
 from hpcgym.fidelity.mask import Facts
 from hpcgym.fidelity.real import Run
 from hpcgym.fidelity.script import (
@@ -25,6 +27,7 @@ from hpcgym.fidelity.shell import OUT_DIR, decode, wrap
 from hpcgym.runtime import Runtime
 
 CONTROLLER_HOST = "login01"
+BACKGROUND_SETTLE_S = 1.0
 
 
 def sim_conf() -> str:
@@ -77,6 +80,10 @@ def play(state: State, runtime: Runtime, real: Run) -> Run:
             if isinstance(step, Cmd):
                 number += 1
                 episode.step(wrap(step.line, number))
+                if step.line.rstrip().endswith("&"):
+                    # A background client reaches the controller a moment after the prompt returns;
+                    # let it arrive before the clock moves on, as it did on the real cluster.
+                    time.sleep(BACKGROUND_SETTLE_S)
                 node = episode.current_node
                 base = f"{OUT_DIR}/{number}"
                 read = episode.nodes.read

@@ -95,7 +95,7 @@ def test_insecure_key_fails_munge_with_the_real_message_and_node_goes_down() -> 
     assert env.run("compute-02", "systemctl", "is-active", "slurmd").stdout == "active\n"
     slurmd = env.run("compute-02", "journalctl", "-u", "slurmd", "-n", "1").stdout
     assert slurmd.endswith("slurmd[101]: slurmd: error: Unable to register: Protocol authentication error\n")
-    env.tick(31)
+    env.tick(45)  # SlurmdTimeout=30: DOWN at the ping round after the failed one (about 40 s)
     node = env.controller.cluster.nodes["compute-02"]
     assert node.base is NodeBase.DOWN and node.flags & NodeFlag.NOT_RESPONDING
     # The fix: chmod, restart munge. slurmd registers again and ReturnToService=1 revives the node.
@@ -156,7 +156,7 @@ def test_killed_slurmd_fails_its_unit_and_the_node_goes_down(env: Env) -> None:
     assert status.exit_code == 3
     assert "     Active: failed (Result: signal) since" in status.stdout
     assert "   Main PID: 101 (code=killed, signal=KILL)" in status.stdout
-    env.tick(31)
+    env.tick(45)  # SlurmdTimeout=30: DOWN at the ping round after the failed one (about 40 s)
     assert env.controller.cluster.nodes["compute-04"].base is NodeBase.DOWN
     assert env.run("compute-04", "systemctl", "start", "slurmd").exit_code == 0
     env.tick(1)

@@ -79,7 +79,7 @@ def test_broken_route_keeps_slurmd_from_registering_until_ifup() -> None:
     assert log == "slurmd: error: Unable to register: Unable to contact slurm controller (connect failure)\n"
     reply = env.run("compute-01", "curl", "-s", "http://login01/")
     assert reply.exit_code == 7
-    env.tick(31)
+    env.tick(45)  # SlurmdTimeout=30: DOWN at the ping round after the failed one (about 40 s)
     assert env.controller.cluster.nodes["compute-01"].base is NodeBase.DOWN
     env.access.put("compute-01", ROUTE, "ADDRESS0=10.10.0.0\nNETMASK0=255.255.255.0\nGATEWAY0=10.10.1.254\n")
     down = env.run("compute-01", "ifdown", "eth0")

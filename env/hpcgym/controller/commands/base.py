@@ -134,7 +134,7 @@ def check_rpc(ctx: Context, prog: str, rpc: str) -> RpcFailure | None:
         return RpcFailure(
             f"{prog}: error: If munged is up, restart with --num-threads=10\n"
             f'{prog}: error: Munge encode failed: Failed to access "{MUNGE_SOCKET}": '
-            "No such file or directory\n"
+            "No such file or directory (Did you start munged?)\n"
             f"{prog}: error: slurm_send_node_msg: auth_g_create: {rpc} has authentication error\n",
             AUTH_ERROR,
         )

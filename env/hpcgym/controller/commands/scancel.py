@@ -19,7 +19,7 @@ from hpcgym.controller.commands.base import (
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.numbers import to_int
-from hpcgym.controller.rpc import SlurmError
+from hpcgym.controller.rpc import AUTH_ERROR, SlurmError
 from hpcgym.controller.state import Job
 
 OPTIONS = (
@@ -83,7 +83,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
             stderr.append(
                 f"{failure.preamble}scancel: error: Kill job error on job id {text}: {failure.error}\n"
             )
-        return Reply("", "".join(stderr), 1)
+        # scancel exits with the Slurm errno of its last failure, cut to 8 bits:
+        # SLURM_PROTOCOL_AUTHENTICATION_ERROR (1007) gives 239 (Debian's 22.05.8 with munged stopped).
+        return Reply("", "".join(stderr), 239 if failure.error == AUTH_ERROR else 1)
     for text, job, step in targets:
         if step is not None and (job is None or not any(s.step_id == text for s in job.steps)):
             stderr.append(f"scancel: error: Kill job error on job step id {text}: Invalid job id specified\n")

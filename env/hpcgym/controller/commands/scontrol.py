@@ -92,10 +92,21 @@ def run(ctx: Context, args: list[str]) -> Reply:
     return Reply("", f"invalid keyword: {words[0]}\n", 1)
 
 
+# What scontrol ping adds below a DOWN primary with no backup (Debian's 22.05.8, munged or
+# slurmctld stopped).
+RESTORE_BANNER = (
+    "*****************************************\n"
+    "** RESTORE SLURMCTLD DAEMON TO SERVICE **\n"
+    "*****************************************\n"
+)
+
+
 def _ping(ctx: Context) -> Reply:
     host = ctx.cluster.conf.controller_host
-    if check_rpc(ctx, "scontrol", "REQUEST_PING") is not None:
-        return Reply(f"Slurmctld(primary) at {host} is DOWN\n", "", 1)
+    failure = check_rpc(ctx, "scontrol", "REQUEST_PING")
+    if failure is not None:
+        # Without munged the ping cannot be signed, and the client says so on stderr first.
+        return Reply(f"Slurmctld(primary) at {host} is DOWN\n{RESTORE_BANNER}", failure.preamble, 1)
     return Reply(f"Slurmctld(primary) at {host} is UP\n")
 
 

@@ -64,7 +64,7 @@ LONG_FORMAT = "%#P %.5a %.10l %.10s %.4r %.8h %.10g %.6D %.11T %N"
 NODE_FORMAT = "%#N %.6D %.9P %6t"
 NODE_LONG_FORMAT = "%#N %.6D %.9P %.11T %4c %.8z %.6m %.8d %.6w %.8f %20E"
 SUMMARY_FORMAT = "%#P %.5a %.10l %.16F %N"
-REASON_FORMAT = "%20E %9U %19H %N"
+REASON_FORMAT = "%20E %9u %19H %N"
 REASON_LONG_FORMAT = "%20E %12U %19H %6t %N"
 
 # Node states sinfo -t accepts, as its error message lists them.
@@ -303,15 +303,23 @@ def _range(values: list[int], *, plus: bool) -> str:
     return f"{low}+" if plus else f"{low}-{high}"
 
 
+def _is_other(node: Node) -> bool:
+    # sinfo -s and %F/%C count a node as "other" only when it is drained (DRAIN flag, whatever its
+    # base) or DOWN; a failed or not-responding idle node is still idle (Debian's 22.05.8).
+    return bool(node.flags & NodeFlag.DRAIN) or node.effective_base() is NodeBase.DOWN
+
+
+def _is_busy(node: Node) -> bool:
+    return node.effective_base() in (NodeBase.ALLOCATED, NodeBase.MIXED) or node.has(NodeFlag.COMPLETING)
+
+
 def _counts(record: Record) -> tuple[int, int, int, int]:
     alloc = idle = other = 0
     for node in record.nodes:
-        base = node.effective_base()
-        bad = node.flags & (NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING)
-        if bad or base in (NodeBase.DOWN, NodeBase.UNKNOWN, NodeBase.FUTURE):
-            other += 1
-        elif base in (NodeBase.ALLOCATED, NodeBase.MIXED):
+        if _is_busy(node):
             alloc += 1
+        elif _is_other(node):
+            other += 1
         else:
             idle += 1
     return alloc, idle, other, len(record.nodes)
@@ -321,13 +329,10 @@ def _cpu_counts(record: Record) -> tuple[int, int, int, int]:
     alloc = idle = other = total = 0
     for node in record.nodes:
         total += node.conf.cpus
-        base = node.effective_base()
-        bad = node.flags & (NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING)
-        if bad or base in (NodeBase.DOWN, NodeBase.UNKNOWN, NodeBase.FUTURE):
-            alloc += node.cpus_alloc
+        alloc += node.cpus_alloc
+        if _is_other(node):
             other += node.conf.cpus - node.cpus_alloc
         else:
-            alloc += node.cpus_alloc
             idle += node.conf.cpus - node.cpus_alloc
     return alloc, idle, other, total
 
@@ -377,8 +382,14 @@ def _value(ctx: Context, letter: str, record: Record) -> str:
         return first.state_long()
     if letter == "E":
         return first.reason or "none"
-    if letter == "U":
+    if letter == "u":
         return first.reason_user or "Unknown"
+    if letter == "U":
+        # %U is the name and the uid of who set the reason (`root(0)`), %u the name alone.
+        if first.reason_user is None:
+            return "Unknown"
+        who = ctx.users.get(first.reason_user)
+        return f"{first.reason_user}({who.uid})" if who is not None else first.reason_user
     if letter == "H":
         return format_iso(first.reason_s)
     if letter == "c":
@@ -433,6 +444,7 @@ _HEADERS = {
     "T": "STATE",
     "E": "REASON",
     "U": "USER",
+    "u": "USER",
     "H": "TIMESTAMP",
     "c": "CPUS",
     "z": "S:C:T",
@@ -482,6 +494,7 @@ _LONG_FIELDS = {
     "threads": "Z",
     "time": "l",
     "timestamp": "H",
-    "user": "U",
+    "user": "u",
+    "userlong": "U",
     "weight": "w",
 }
