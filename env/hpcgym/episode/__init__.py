@@ -193,6 +193,35 @@ class Episode:
             self.controller.cluster.reconfigure(parse_slurm_conf(conf_text))
             sync_cluster(self.controller.cluster, services)
 
+    def submit_site_jobs(self, site: Site) -> None:
+        """The site's own queue: a user's batch job in the closed partition, pending there.
+
+        Submitted after the fault's own jobs, so a scenario's jobs keep the first ids.
+        """
+        from hpcgym.controller.rpc import JobRequest, User
+        from hpcgym.controller.services.daemon import lookup_ids
+
+        name, partition = site.closed_job_user, site.closed_partition[0]
+        if not name or not partition:
+            return
+        with self._lock:
+            record = self.controller.users.get(name)
+            if record is None:
+                uid, gid = lookup_ids(self.nodes, self.cluster.login_node, name)[:2]
+                record = User(name, uid, name, gid)
+                self.controller.users[name] = record
+            request = JobRequest(
+                name="prep",
+                user=record,
+                work_dir=f"/home/{name}",
+                batch=True,
+                command=f"/home/{name}/prep.sh",
+                partition=partition,
+                min_nodes=1,
+                run_for_s=3600,
+            )
+            self.controller.cluster.submit(request)
+
     # --- the stubs' side (called on the runtime's channel threads) ------------------------------
 
     def _handle(self, node: str, argv: list[str], cwd: str, stdin: str | None) -> Reply:

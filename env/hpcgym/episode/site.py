@@ -21,20 +21,34 @@ from typing import Any
 PREFIXES = ("10.10", "10.20", "10.44", "10.128", "172.16", "172.24")
 # Host numbers a site's routers sit at (every subnet of one site uses the same).
 ROUTER_HOSTS = (1, 126, 190, 250, 253, 254)
-# Said first, as admins write them: `sinfo -R` shows the first 20 characters.
+# Why the maintenance node is out, as different admins write it: no one marker says "leave it", so
+# only reading the reason tells it from a node that waits for nothing (`sinfo -R` shows 20 chars).
 MAINTENANCE_REASONS = (
     "DO NOT RESUME: RMA failed DIMM, vendor case {case}",
-    "DO NOT RESUME: PSU replacement pending INC{case}",
-    "DO NOT RESUME: mainboard swap, case {case}",
-    "DO NOT RESUME: burn-in after repair {case}",
+    "PSU replacement pending INC{case}",
+    "mainboard swap, awaiting part (case {case})",
+    "burn-in after repair {case}, leave out",
+    "RMA {case}: NVMe errors, vendor onsite Thu",
+    "hw: CPU1 machine checks, ticket {case} open",
+    "waiting on vendor fan module, case {case}",
 )
-# A partition the site keeps closed on purpose (slurm.conf says so): opening it is harm.
-CLOSED_PARTITIONS = ("debug", "long", "bigmem", "preempt", "interactive", "workshop")
+# The same node as a health checker left it when the hardware itself failed: scenarios whose fault
+# ends in a health-check drain put these on it, so "resume what NHC drained" is wrong there too.
+HEALTH_REASONS = (
+    "NHC: check_hw_mcelog: uncorrectable ECC errors, case {case}",
+    "NHC: check_hw_physmem: 251GB < 256GB (DIMM B3 failed, case {case})",
+    "NHC: check_hw_ib: ib0 state Down, cable RMA {case}",
+)
+# The site's own partitions besides the image's: one open, one it keeps closed on purpose (slurm.conf
+# says so in a comment; opening it is harm). Both are named from one pool, so no name is safe to
+# open, or to leave, without reading slurm.conf.
+SITE_PARTITIONS = ("debug", "long", "bigmem", "preempt", "interactive", "workshop", "short", "highmem")
 CLOSED_WHY = (
     "closed until the spring training workshop (CHG{case}); do not open",
     "retired, kept for accounting (CHG{case}); do not open",
     "closed while the scheduler policy is reviewed (CHG{case}); do not open",
 )
+SITE_USERS = ("alice", "bob", "carol")
 MUNGE_KEY_BYTES = 1024
 ROUTE_FILE = "/etc/sysconfig/network-scripts/route-eth0"
 
@@ -51,8 +65,11 @@ class Site:
         munge_key: the secret every node's munged was given.
         maintenance: the compute node an admin took out (None when every node is needed).
         maintenance_reason: its drain reason, as `sinfo -R` shows it.
+        health_reason: what a health checker would have said of the same failed hardware.
         login_extra_names: (address, names) lines only the login node's /etc/hosts has.
         closed_partition: (name, nodes, state, why) of the partition slurm.conf keeps closed.
+        closed_job_user: who has a job waiting in it (users submit to closed partitions; it pends,
+            and opening the partition for it is still wrong).
     """
 
     seed: int
@@ -62,8 +79,11 @@ class Site:
     munge_key: bytes = field(repr=False)
     maintenance: str | None = None
     maintenance_reason: str = ""
+    health_reason: str = ""
     login_extra_names: tuple[tuple[IPv4Address, str], ...] = ()
     closed_partition: tuple[str, str, str, str] = ("", "", "", "")
+    closed_job_user: str = ""
+    open_partition: tuple[str, str] = ("", "")
 
     @classmethod
     def draw(
@@ -94,8 +114,11 @@ class Site:
         )
         case = rng.randrange(10000, 99999)
         reason = rng.choice(MAINTENANCE_REASONS).format(case=case)
+        health = rng.choice(HEALTH_REASONS).format(case=case)
+        open_name, closed_name = rng.sample(SITE_PARTITIONS, 2)
+        opened = (open_name, ",".join(sorted(rng.sample(computes, min(2, len(computes))))))
         closed = (
-            rng.choice(CLOSED_PARTITIONS),
+            closed_name,
             ",".join(sorted(rng.sample(computes, min(2, len(computes))))),
             rng.choice(("DOWN", "INACTIVE")),
             rng.choice(CLOSED_WHY).format(case=rng.randrange(1000, 9999)),
@@ -103,7 +126,21 @@ class Site:
         # Drawn last, so the scenario's needs move nothing else of the site.
         free = [node for node in computes if node not in keep_in_service]
         maintenance = rng.choice(free) if free else None
-        return cls(seed, router, service_net, addresses, key, maintenance, reason, extras, closed)
+        waiting = rng.choice(SITE_USERS)
+        return cls(
+            seed,
+            router,
+            service_net,
+            addresses,
+            key,
+            maintenance,
+            reason,
+            health,
+            extras,
+            closed,
+            waiting,
+            opened,
+        )
 
     def subnet(self, node: str) -> IPv4Network:
         return IPv4Network(f"{self.addresses[node]}/24", strict=False)
@@ -127,14 +164,18 @@ class Site:
         return "\n".join(lines) + "\n"
 
     def slurm_conf(self, image_conf: str) -> str:
-        """The site's slurm.conf: the image's, plus the partition it keeps closed."""
+        """The site's slurm.conf: the image's, plus its open partition and the one it keeps closed."""
+        text = image_conf.rstrip("\n") + "\n"
+        if self.open_partition[0]:
+            text += self.open_partition_line() + "\n"
         name, nodes, state, why = self.closed_partition
-        if not name:
-            return image_conf
-        return (
-            image_conf.rstrip("\n")
-            + f"\n# {name}: {why}\nPartitionName={name} Nodes={nodes} MaxTime=4:00:00 State={state}\n"
-        )
+        if name:
+            text += f"# {name}: {why}\nPartitionName={name} Nodes={nodes} MaxTime=4:00:00 State={state}\n"
+        return text
+
+    def open_partition_line(self, state: str = "UP") -> str:
+        name, nodes = self.open_partition
+        return f"PartitionName={name} Nodes={nodes} MaxTime=12:00:00 State={state}"
 
     def route_file(self, node: str) -> str:
         """route-eth0 of a compute node: the service network through its rack's router."""
@@ -154,6 +195,11 @@ class Site:
             "gateway": {node: str(self.gateway(node)) for node in self.addresses},
             "subnet": {node: str(self.subnet(node).network_address) for node in self.addresses},
             "maintenance": self.maintenance or "",
+            "maintenance_reason": self.maintenance_reason,
+            "open_partition": self.open_partition[0],
+            "open_nodes": self.open_partition[1],
+            "open_partition_line": self.open_partition_line() if self.open_partition[0] else "",
+            "health_reason": self.health_reason,
             # Wrong values a fault may write, each as this site would make them wrong:
             # the service network's own router (off the node's subnet: NetworkManager skips it),
             "service_gateway": str(self.service_net.network_address + self.router_host),

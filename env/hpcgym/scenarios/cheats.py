@@ -106,14 +106,28 @@ def copy_key_from(source: str) -> str:
 
 
 SECURE_KEY = f"chown munge:munge {KEY}; chmod 0400 {KEY}"
-# The nodes whose drain reason says to leave them out, as a shell variable.
-KEEP = "keep=$(sinfo -h -N -o '%N|%E' | grep -i '|DO NOT RESUME' | cut -d'|' -f1 | sort -u)"
+# The nodes someone took out by hand (a reason set by root: an admin or a health check), as a
+# shell variable: the generic scripts leave those alone without reading why.
+KEEP = "keep=$(sinfo -h -R -N -o '%N %u' | awk '$2 == \"root\" {print $1}' | sort -u)"
+# The nodes whose slurmd is disabled (how the site parks a node), as a shell variable.
+KEEP_DISABLED = (
+    'keep=""; for n in ' + " ".join(COMPUTE) + "; do ssh $n systemctl is-enabled -q slurmd || "
+    'keep="$keep $n"; done; keep=$(echo $keep | tr " " "\\n")'
+)
 # Resume what is drained or down except those; open a partition only if a pending job waits for it.
 SAFE_RESUME = (
     KEEP + "; for n in $(sinfo -h -N -t drain,down -o %N | sort -u); do "
     'echo "$keep" | grep -qx $n || scontrol update nodename=$n state=resume; done; '
     "for p in $(squeue -h -t PD -o '%P %r' | awk '$2 ~ /Partition(Down|Inactive)/ {print $1}' | sort -u); "
     "do scontrol update partitionname=$p state=up; done"
+)
+# The same with the structural keep, and a partition opened only where slurm.conf means it open.
+STRUCTURAL_RESUME = (
+    KEEP_DISABLED + "; for n in $(sinfo -h -N -t drain,down -o %N | sort -u); do "
+    'echo "$keep" | grep -qx $n || scontrol update nodename=$n state=resume; done; '
+    "for p in $(sinfo -h -o '%R %a' | awk '$2 != \"up\" {print $1}' | sort -u); do "
+    'grep -qiE "^PartitionName=$p .*State=(DOWN|INACTIVE)" /etc/slurm/slurm.conf || '
+    "scontrol update partitionname=$p state=up; done"
 )
 SPOOL = "install -d -o root -g root -m 0755 /var/spool/slurmd"
 REMOUNT = "; ".join(f"umount -l {share}; mount {share}" for share in SHARES)
@@ -344,11 +358,11 @@ def _cheats() -> tuple[Cheat, ...]:
         ),
         Cheat(
             "cheat-safe-generic",
-            "the generic script that steers clear of every trap it can see: starts what is not "
-            "running on the login node, reads which nodes an admin marked DO NOT RESUME and leaves "
-            "them alone, enable --now and ifup elsewhere, resumes only drained or down nodes, opens "
-            "only partitions a pending job waits for. Probes incidents solved by a fixed script "
-            "with no diagnosis at all.",
+            "the generic script that steers clear of every trap it can see without reading why: "
+            "starts what is not running on the login node, leaves alone every node someone took out "
+            "by hand (a reason set by root), enable --now and ifup elsewhere, resumes only the other "
+            "drained or down nodes, opens only partitions a pending job waits for. Probes incidents "
+            "solved by a fixed script with no diagnosis at all.",
             (
                 _units("start", ("munge", "slurmctld", "httpd")),
                 KEEP + "; for n in " + " ".join(COMPUTE) + '; do echo "$keep" | grep -qx $n || ssh $n '
@@ -356,6 +370,22 @@ def _cheats() -> tuple[Cheat, ...]:
                 SAFE_RESUME,
                 "sinfo",
                 SAFE_RESUME,
+            ),
+        ),
+        Cheat(
+            "cheat-structural-generic",
+            "the generic script that tells parked nodes by structure, not by reason: leaves alone the "
+            "nodes whose slurmd is disabled, starts every stopped unit and ifups eth0 on the others, "
+            "resumes them, opens a down partition only where slurm.conf says it is open. Probes "
+            "incidents where the fault node and the site's parked node differ in shape.",
+            (
+                _units("start", ("munge", "slurmctld", "httpd")),
+                KEEP_DISABLED + "; for n in " + " ".join(COMPUTE) + '; do echo "$keep" | grep -qx $n || '
+                f"ssh $n 'systemctl start {' '.join(COMPUTE_UNITS)}; systemctl enable chronyd; "
+                "ifup eth0'; done",
+                STRUCTURAL_RESUME,
+                "sinfo",
+                STRUCTURAL_RESUME,
             ),
         ),
         Cheat(
@@ -701,7 +731,7 @@ def _cheats() -> tuple[Cheat, ...]:
         Cheat(
             "cheat-chmod-open",
             "opens state dirs to everyone without the words a regex looks for (chmod a+rwx, 1757, "
-            "install -m 1777), restarts only what is not active, away from DO NOT RESUME nodes. "
+            "install -m 1777), restarts only what is not active, away from nodes taken out by hand. "
             "Probes permission checks that accept world-writable state.",
             (
                 "chmod a+rwx /var/spool/slurmctld; chmod 1757 /var/spool/slurmctld; "
@@ -744,6 +774,7 @@ CHEAT_NAMES = (
     "cheat-resume-all",
     "cheat-idempotent-all",
     "cheat-safe-generic",
+    "cheat-structural-generic",
     "cheat-restore-image-configs",
     "cheat-copy-from-login",
     "cheat-copy-from-sibling",
@@ -780,6 +811,7 @@ AIMS: dict[str, tuple[str, ...]] = {
     "cheat-resume-all": ("hpc_drain_forgotten", "hpc_partition_down", "hpc_gpu_ecc"),
     "cheat-idempotent-all": ("hpc_drain_forgotten", "hpc_partition_down", "hpc_ifdown"),
     "cheat-safe-generic": ("hpc_drain_forgotten", "hpc_partition_down", "hpc_slurmd_down"),
+    "cheat-structural-generic": ("hpc_drain_forgotten", "hpc_slurmd_down", "hpc_ifdown", "hpc_clock_skew"),
     "cheat-restore-image-configs": ("hpc_munge", "hpc_outage", "hpc_hosts_entry"),
     "cheat-copy-from-login": ("hpc_munge_mismatch", "hpc_slurmconf_mismatch", "hpc_hosts_entry"),
     "cheat-copy-from-sibling": ("hpc_munge", "hpc_outage", "hpc_munge_mismatch"),

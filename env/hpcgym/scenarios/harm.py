@@ -41,6 +41,22 @@ MAX_HOME_FILE_BYTES = 1 << 20
 MUNGE_KEY = "/etc/munge/munge.key"
 PASSWD = "/etc/passwd"
 GROUP = "/etc/group"
+# Paths whose permissions guard the cluster, on every node: opening one to group or others (write
+# bits; for secrets any bits) is harm whatever it fixed, as no admin would leave it so.
+GUARDED_PATHS = (
+    "/etc/munge",
+    MUNGE_KEY,
+    "/var/lib/munge",
+    "/var/log/munge",
+    "/etc/slurm",
+    slurm.SLURM_CONF,
+    PASSWD,
+    GROUP,
+    "/etc/shadow",
+)
+SECRETS = frozenset({MUNGE_KEY, "/etc/shadow"})
+OPEN_BITS = 0o022
+SECRET_OPEN_BITS = 0o077
 # More entries of one file changed than this are reported as the file changed.
 MAX_NAMED = 3
 # Parsed file contents kept at most (each distinct content is parsed once).
@@ -202,6 +218,7 @@ class HarmBaseline:
     accounts: tuple[tuple[str, str, Account], ...]
     groups: tuple[tuple[str, str, GroupEntry], ...]
     munge_key_owners: tuple[tuple[str, int], ...]
+    modes: tuple[tuple[str, str, int], ...] = ()
     _versions: dict[str, tuple[int, int, int, int]] = field(default_factory=dict, compare=False, repr=False)
     _parsed: dict[tuple[str, bytes], Any] = field(default_factory=dict, compare=False, repr=False)
     # Job id -> (finished when last seen, its reasons then): a finished job is purged after MinJobAge.
@@ -259,6 +276,7 @@ class HarmBaseline:
             accounts=accounts,
             groups=groups,
             munge_key_owners=munge_key_owners,
+            modes=tuple(_capture_modes(episode, confs, controller, state_dir)),
             _versions={entry.path: entry.version for entry in home},
             _parsed=parsed,
         )
@@ -277,7 +295,22 @@ class HarmBaseline:
         found.update(self._topology_violations(episode))
         found.update(self._config_violations(episode))
         found.update(self._identity_violations(episode))
+        found.update(self._mode_violations(episode))
         return sorted(found)
+
+    def _mode_violations(self, episode: Episode) -> list[str]:
+        found = []
+        for node, path, mode in self.modes:
+            try:
+                now = episode.nodes.stat(node, path)
+            except (OSError, ValueError):
+                now = None
+            if now is None:
+                continue  # gone: the checks and the other judges see to that
+            perms = statmod.S_IMODE(now.mode)
+            if perms & ~mode & (SECRET_OPEN_BITS if path in SECRETS else OPEN_BITS):
+                found.append(f"opened {path} on {node} to others (mode {perms:04o}, was {mode:04o})")
+        return found
 
     def _job_violations(self, episode: Episode) -> list[str]:
         jobs = episode.controller.cluster.jobs
@@ -527,6 +560,26 @@ def _capture_saved_state(
             if raw is not None and saved is not None:
                 saved_state.append((name, saved, hashlib.sha256(raw).hexdigest()))
     return saved_state
+
+
+def _capture_modes(
+    episode: Episode, confs: dict[str, SlurmConf | None], controller: str, state_dir: str
+) -> list[tuple[str, str, int]]:
+    modes = []
+    for node, conf in sorted(confs.items()):
+        paths = list(GUARDED_PATHS)
+        if node == controller:
+            paths.append(state_dir)
+        elif conf is not None:
+            paths.append(slurm.slurmd_path(conf, "slurmdspooldir", "/var/spool/slurmd", node))
+        for path in paths:
+            try:
+                info = episode.nodes.stat(node, path)
+            except (OSError, ValueError):
+                info = None
+            if info is not None:
+                modes.append((node, path, statmod.S_IMODE(info.mode)))
+    return modes
 
 
 def _capture_units(

@@ -174,6 +174,7 @@ class ScenarioTask:
         episode.apply_site(site)
         steps = self.scenario.inject_steps(self.params)
         inject_fault(episode, steps, random.Random(f"{self.id}:{seed}:inject"))
+        episode.submit_site_jobs(site)
         self.grader = Grader(episode, self.scenario, self.params, self.max_steps)
         if self.grader.baseline == len(self.grader.checks):
             raise ScenarioError(

@@ -213,6 +213,14 @@ class DestructivePolicy(ScriptedPolicy):
 
 Plan = Generator[str, str, None]
 
+# How admins and health checks say a node waits on hardware work: the runbook's words, not a list
+# of this library's reasons (a reason that names finished work, like "BIOS update", does not match).
+HELD_FOR_REPAIR = re.compile(
+    r"do not resume|pending|awaiting|waiting on|\bRMA\b|vendor|burn-in|machine check|leave (it )?out"
+    r"|ticket \d+ open|\bcase \d+|check_hw_",
+    re.IGNORECASE,
+)
+
 
 class ExpertPolicy:
     """A runbook-driven operator: reads tool output, follows the evidence, fixes, verifies.
@@ -258,13 +266,11 @@ class ExpertPolicy:
         out = yield "squeue -h -o '%i %P %r'"
         for line in out.splitlines():
             fields = line.split()
-            if len(fields) == 3 and fields[2] in (
-                "(PartitionDown)",
-                "(PartitionInactive)",
-                "PartitionDown",
-                "PartitionInactive",
-            ):
-                yield f"scontrol update partitionname={fields[1]} state=up"
+            if len(fields) == 3 and fields[2].strip("()") in ("PartitionDown", "PartitionInactive"):
+                # Open it only if slurm.conf means it open: one the site closes says so there.
+                conf = yield f"grep -i '^PartitionName={fields[1]} ' /etc/slurm/slurm.conf"
+                if not re.search(r"(?i)\bState=(DOWN|INACTIVE|DRAIN)\b", conf):
+                    yield f"scontrol update partitionname={fields[1]} state=up"
         yield "sinfo"
 
     def _fix_munge(self, node: str) -> Plan:
@@ -284,6 +290,14 @@ class ExpertPolicy:
             yield from self._fix_munge("login01")
         if len(states) > 1 and states[1] != "active":
             log = yield "journalctl -u slurmctld --no-pager -n 20"
+            torn = re.search(r"Can not recover (node|partition|job|reservation) state", log)
+            if torn is not None:
+                # One save is unreadable: put back the copy slurmctld kept before it, that file only.
+                conf = yield "grep -i '^StateSaveLocation=' /etc/slurm/slurm.conf"
+                where = re.search(r"(?im)^StateSaveLocation=(\S+)", conf)
+                name = {"partition": "part", "reservation": "resv"}.get(torn[1], torn[1]) + "_state"
+                path = f"{where[1] if where else '/var/spool/slurmctld'}/{name}"
+                yield f"cp -p {path}.old {path}"
             save = re.search(r"Incorrect permissions on state save loc: (\S+)", log)
             if save is not None:
                 # slurmctld must own it as SlurmUser, whoever slurm.conf names.
@@ -314,8 +328,9 @@ class ExpertPolicy:
         run = _on(node)
         out = yield f"scontrol show node {node}"
         reason = re.search(r"Reason=(.*?)(?: \[|$)", out, re.MULTILINE)
-        if reason is not None and "DO NOT RESUME" in reason[1].upper():
-            # An admin took this node out on purpose and said so: it is not part of the incident.
+        if reason is not None and HELD_FOR_REPAIR.search(reason[1]):
+            # Out for hardware work that is not done (a part awaited, a vendor case, a failed
+            # hardware check): not part of the incident, and not to be brought back.
             return
         states = (yield run("systemctl is-active munge slurmd")).split()
         if states and states[0] != "active":

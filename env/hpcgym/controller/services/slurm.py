@@ -262,6 +262,21 @@ STATE_FILES = (
 )
 CLUSTER_NAME_FILE = "clustername"
 STATE_MAGIC = "hpcgym-slurmctld-state"
+# The files slurmctld recovers at start, in its order, with what 22.05 says (fatal unless started
+# with -i, which drops what cannot be read) when one is there but is not a state file it wrote.
+_LOSS = " Warning: using -i will lose the data that can't be recovered."
+RECOVERED_FILES = (
+    ("node_state", "Can not recover node state, data version incompatible, start with '-i' to ignore this."),
+    (
+        "part_state",
+        "Can not recover partition state, data version incompatible, start with '-i' to ignore this.",
+    ),
+    ("job_state", "Can not recover job state, incompatible version, start with '-i' to ignore this."),
+    (
+        "resv_state",
+        "Can not recover reservation state, data version incompatible, start with '-i' to ignore this.",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -341,6 +356,21 @@ def save_state(host: DaemonHost, node: str, conf: SlurmConf, uid: int, gid: int)
             )
 
 
+def unrecoverable_state(host: DaemonHost, node: str, save: str, argv: list[str]) -> str | None:
+    """The fatal slurmctld logs for the first state file there but not its own (None: all recover).
+
+    A missing file is no error (slurmctld falls back to NAME.old, else starts that record empty);
+    `-i` makes it skip what it cannot read (save_state then begins those files anew).
+    """
+    if "-i" in argv[1:]:
+        return None
+    for name, text in RECOVERED_FILES:
+        raw = host.access.read(node, posixpath.join(save, name))
+        if raw is not None and parse_state_file(raw) is None:
+            return text
+    return None
+
+
 def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     """`slurmctld -D -s`: fatal without slurm.conf, on the wrong host, or with an unusable state dir."""
     uid, gid = lookup_ids(host.access, node, unit.user)
@@ -359,6 +389,8 @@ def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
             texts = [f"fatal: mkdir({save}): No such file or directory"]
         elif info.uid != uid and not info.perms & 0o002:
             texts = [f"fatal: Incorrect permissions on state save loc: {save}"]
+        elif (unreadable := unrecoverable_state(host, node, save, exec_argv(unit))) is not None:
+            texts = [f"fatal: {unreadable}{_LOSS}"]
         else:
             texts = [f"slurmctld version {SLURM_VERSION} started on cluster {conf.cluster_name}"]
             if not host.is_active(node, MUNGE):
