@@ -11,7 +11,7 @@ from __future__ import annotations
 from hpcgym.controller.clock import VirtualClock
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.rpc import JobRequest, SlurmError
-from hpcgym.controller.scheduler import schedule
+from hpcgym.controller.scheduler import part_limit_reason, schedule
 from hpcgym.controller.slurmconf import SlurmConf
 from hpcgym.controller.state import (
     Job,
@@ -73,6 +73,11 @@ class Cluster:
         self.pinged_until_s = clock.now_s
         # When slurmctld last started: its periodic passes (time limits, the batch delay) count from it.
         self.sched_start_s = clock.now_s
+        # `slurmctld -c` was asked for (the service layer sets it); nodes register again only from
+        # register_after_s on after a restart.
+        self.clean_start_pending = False
+        self.register_after_s = clock.now_s
+        self.advanced_to_s = clock.now_s
         # False while slurmctld is stopped: clients then fail with CONTROLLER_DOWN and time-driven
         # events wait for its return (the service layer drives this through `set_slurmctld`).
         self.slurmctld_up = True
@@ -177,18 +182,59 @@ class Cluster:
     def set_slurmctld(self, up: bool) -> None:
         """Slurmctld stops or starts; on start it recovers its state and waits a full SlurmdTimeout."""
         if up and not self.slurmctld_up:
+            self._restart(clean=self.clean_start_pending)
             for node in self.nodes.values():
                 node.last_response_s = self.now_s
-            self.sched_start_s = self.now_s
+            self.sched_start_s = self.advanced_to_s = self.now_s
             self.last_ping_s = self.prev_ping_s = self.ping_busy_until_s = self.now_s
             self.pinged_until_s = self.now_s
             self.ping_failed = set()
+        if up:
+            self.clean_start_pending = False
         self.slurmctld_up = up
 
+    def _restart(self, *, clean: bool) -> None:
+        # A restarted slurmctld recovers its saved state, but until a node registers again its
+        # state is unknown: idle nodes show `unk` (nodes with jobs keep their allocation, drained ones
+        # their drain). `slurmctld -c` recovers nothing: no jobs, every node UNKNOWN with no flags
+        # or reason (%u then reads root). Seen on Debian's 22.05.8, 3 s after each kind of start.
+        if clean:
+            self.jobs.clear()
+            self.next_job_id, self.next_priority = 1, FIRST_PRIORITY
+        busy = {name for job in self.jobs.values() if job.allocated for name in job.nodes}
+        for node in self.nodes.values():
+            if node.base is NodeBase.FUTURE:
+                continue
+            if clean:
+                node.base, node.flags, node.cpus_alloc = NodeBase.UNKNOWN, NodeFlag.NONE, 0
+                node.reason, node.reason_user, node.reason_s = None, "root", None
+            elif node.base is NodeBase.IDLE and node.name not in busy:
+                node.base = NodeBase.UNKNOWN
+        interval = max(1, self.conf.slurmd_timeout_s // PING_INTERVAL_DIVISOR)
+        self.register_after_s = self.now_s + interval + 1
+
     def advance(self) -> None:
-        """Apply everything due at the clock's current time, then run the scheduler."""
+        """Apply everything due at the clock's current time, then run the scheduler.
+
+        A jump over a batch job's first pass plays that instant first, so the job starts when the
+        pass ran, not at the end of the jump.
+        """
         if not self.slurmctld_up:
             return
+        now = self.now_s
+        waiting = {
+            self.first_pass_s(j) for j in self.jobs.values() if j.batch and j.state is JobState.PENDING
+        }
+        for due in sorted(t for t in waiting if self.advanced_to_s < t < now):
+            self.clock.now_s = due
+            try:
+                self._apply_due()
+            finally:
+                self.clock.now_s = now
+        self._apply_due()
+        self.advanced_to_s = now
+
+    def _apply_due(self) -> None:
         now = self.now_s
         for job in self.jobs.values():
             if job.completing:
@@ -228,7 +274,7 @@ class Cluster:
         # Registered slurmd answer at once; the agent's rounds are played second by second so that a
         # long `advance` gives the same result as many short ones.
         for node in self.nodes.values():
-            if node.base is NodeBase.FUTURE or not node.slurmd_up:
+            if node.base is NodeBase.FUTURE or not node.slurmd_up or now < self.register_after_s:
                 continue
             resumed = self.resumed_at.get(node.name)
             if resumed is not None and now - resumed < REREGISTER_AFTER_S:
@@ -306,14 +352,16 @@ class Cluster:
             raise SlurmError("Requested node configuration is not available")
         part_nodes = [self.nodes[n] for n in part.nodes]
         if request.mem_mb and request.mem_mb > max((n.conf.real_memory_mb for n in part_nodes), default=0):
+            # This check comes after the job record exists: the refused job still used up its id
+            # (Debian's 22.05.8: `sbatch --mem=99999` refused, the next job got the id after it).
+            self.next_job_id += 1
             raise SlurmError(
                 "Requested node configuration is not available", "Memory specification can not be satisfied"
             )
         if request.gres and not any(_has_gres(n.conf.gres, request.gres) for n in part_nodes):
             raise SlurmError("Invalid generic resource (gres) specification")
-        for _, dep_id in request.dependency:
-            if dep_id not in self.jobs:
-                raise SlurmError("Job dependency problem")
+        # A dependency on a job slurmctld does not know is accepted and counts as satisfied, as for
+        # a purged one (Debian's 22.05.8 ran `sbatch -d afterok:99` with no job 99).
         time_limit = request.time_limit_min if request.time_limit_set else part.conf.default_time_min
         if not request.time_limit_set and time_limit is None:
             time_limit = part.conf.max_time_min
@@ -358,9 +406,9 @@ class Cluster:
             if request.batch:
                 job.accrue_s = job.eligible_s
         self.jobs[job.job_id] = job
-        if job.batch and self.batch_deferred(now):
-            # Until the deferred pass, a job behind another pending one in its partition already
-            # shows Priority; the first shows None.
+        if job.batch:
+            # Until its first pass, a job outside its partition's limits shows PartitionConfig, one
+            # behind another pending job in its partition Priority, the first None (22.05.8).
             ahead = any(
                 other.state is JobState.PENDING
                 and other.partition == job.partition
@@ -368,13 +416,20 @@ class Cluster:
                 for other in self.jobs.values()
                 if other is not job
             )
-            job.reason = Reason.PRIORITY if ahead and job.held is None else job.reason
+            if job.held is None and part_limit_reason(job, part) is not None:
+                job.reason = Reason.PARTITION_CONFIG
+            elif job.held is None and ahead:
+                job.reason = Reason.PRIORITY
         self.schedule()
         return job
 
-    def batch_deferred(self, now: int) -> bool:
-        """Whether the main scheduler still holds batch jobs back after slurmctld's start."""
-        return now < self.sched_start_s + BATCH_SCHED_DELAY_S
+    def first_pass_s(self, job: Job) -> int:
+        """When the main scheduler first looks at a batch job.
+
+        Not in its submit RPC but on the background pass (here the next second), and not before
+        batch_sched_delay after slurmctld's start.
+        """
+        return max(job.submit_s + 1, self.sched_start_s + BATCH_SCHED_DELAY_S)
 
     def _assign_priority(self, job: Job) -> None:
         job.priority = self.next_priority
@@ -441,6 +496,10 @@ class Cluster:
         job.batch_host = None
         job.begin_s = self.now_s + REQUEUE_HOLD_S
         job.eligible_s = job.begin_s
+        # Its SubmitTime becomes the requeue and it accrues again from its new BeginTime (22.05.8).
+        job.submit_s = self.now_s
+        if job.batch:
+            job.accrue_s = job.begin_s
         job.start_s = job.end_s = None
         job.reason, job.reason_desc = Reason.BEGIN_TIME, None
 
@@ -493,7 +552,8 @@ class Cluster:
     def finish_step(self, job: Job, exit_code: int) -> None:
         """An srun job's only step ended: the job ends with its exit code and starts completing."""
         state = JobState.COMPLETED if exit_code == 0 else JobState.FAILED
-        self._end_job(job, state, self.now_s, exit_code=exit_code)
+        reason = Reason.NONE if exit_code == 0 else Reason.NON_ZERO_EXIT
+        self._end_job(job, state, self.now_s, exit_code=exit_code, reason=reason)
 
     # ---- scheduling ------------------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ def schedule(cluster: Cluster) -> None:
         if dependency is not None:
             job.reason, job.reason_desc = dependency, None
             continue
-        if job.batch and cluster.batch_deferred(now):
+        if job.batch and now < cluster.first_pass_s(job):
             continue
         if job.begin_s is not None and now < job.begin_s:
             job.reason, job.reason_desc = Reason.BEGIN_TIME, None
@@ -94,6 +94,11 @@ def _dependency_reason(cluster: Cluster, job: Job) -> Reason | None:
         waiting.append((kind, dep_id))
     job.dependency = waiting
     return Reason.DEPENDENCY if waiting else None
+
+
+def part_limit_reason(job: Job, part: Partition) -> Reason | None:
+    """Why the partition's limits keep `job` from running (None: they do not)."""
+    return _partition_limit(job, part)
 
 
 def _partition_limit(job: Job, part: Partition) -> Reason | None:
@@ -150,6 +155,12 @@ def _place(cluster: Cluster, job: Job, nodes: list[Node]) -> dict[str, int] | No
     )
     tasks = job.num_tasks or job.min_nodes
     max_nodes = job.max_nodes or max(job.min_nodes, tasks)
+    if job.min_nodes > 1 and not required:
+        block = _best_block(fitting, order, job.min_nodes, tasks, cpt)
+        if block is not None:
+            if job.exclusive:
+                return {n.name: n.conf.cpus for n in block}
+            return _distribute(block, tasks, cpt)
     for count in range(max(job.min_nodes, len(required)), max_nodes + 1):
         chosen = required + others[: count - len(required)]
         if len(chosen) < count:
@@ -166,6 +177,27 @@ def _place(cluster: Cluster, job: Job, nodes: list[Node]) -> dict[str, int] | No
                 return {n.name: n.conf.cpus for n in chosen}
             return _distribute(chosen, tasks, cpt)
     return None
+
+
+def _best_block(
+    fitting: list[Node], order: dict[str, int], count: int, tasks: int, cpt: int
+) -> list[Node] | None:
+    # cons_tres places a multi-node job in runs of consecutive usable nodes: the smallest run that
+    # holds the whole job, its first nodes (Debian's 22.05.8: with compute-01 half used and
+    # compute-02 full, `sbatch -N2` went to compute-[03-04], not compute-01 and compute-03).
+    runs: list[list[Node]] = []
+    for node in sorted(fitting, key=lambda n: order[n.name]):
+        if runs and order[runs[-1][-1].name] + 1 == order[node.name]:
+            runs[-1].append(node)
+        else:
+            runs.append([node])
+    best = None
+    for run in runs:
+        chosen = run[:count]
+        fits = len(chosen) == count and sum(n.cpus_free // cpt for n in chosen) >= tasks
+        if fits and (best is None or len(run) < best[0]):
+            best = (len(run), chosen)
+    return None if best is None else best[1]
 
 
 def _distribute(nodes: list[Node], tasks: int, cpt: int) -> dict[str, int]:
@@ -190,9 +222,8 @@ def _start(cluster: Cluster, job: Job, placement: dict[str, int]) -> None:
     job.cpus_by_node = dict(placement)
     job.allocated = True
     for name, cpus in placement.items():
-        node = cluster.nodes[name]
-        node.cpus_alloc += cpus
-        node.last_busy_s = now
+        # LastBusyTime moves when a node goes idle again, not when a job starts (Debian's 22.05.8).
+        cluster.nodes[name].cpus_alloc += cpus
     job.batch_host = job.nodes[0]
     if job.batch:
         job.steps = [Step(f"{job.job_id}.batch", "batch", now, [job.nodes[0]], placement[job.nodes[0]], 1)]

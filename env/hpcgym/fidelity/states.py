@@ -210,6 +210,8 @@ STATES: tuple[State, ...] = (
         "srun-background",
         "a long srun in the background keeps its CPUs",
         "srun sleep 90 &",
+        # Two clients started in the same instant race for the first job id on the real cluster.
+        Wait(1),
         "srun -N2 sleep 90 &",
         Wait(14),
         "srun -N2 -l printenv SLURMD_NODENAME | sort",

@@ -117,7 +117,14 @@ def run_slurmctld(ctx: Context, args: list[str]) -> Reply:
         return Reply(f"slurm-wlm {SLURM_VERSION}\n")
     if any(a in ("-h", "--help") for a in args):
         return Reply("", SLURMCTLD_HELP)
-    return _start_by_hand(services_of(ctx), ctx.node, SLURMCTLD, "slurmctld", 6817)
+    services = services_of(ctx)
+    if "-c" in args and not services.is_active(ctx.node, SLURMCTLD):
+        # A clean start: the controller recovers none of its saved state (Cluster._restart).
+        ctx.cluster.clean_start_pending = True
+    reply = _start_by_hand(services, ctx.node, SLURMCTLD, "slurmctld", 6817)
+    if not services.is_active(ctx.node, SLURMCTLD):
+        ctx.cluster.clean_start_pending = False
+    return reply
 
 
 def _start_by_hand(services: ServiceManager, node: str, unit: str, prog: str, port: int) -> Reply:

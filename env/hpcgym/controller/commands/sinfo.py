@@ -78,8 +78,9 @@ _STATE_TESTS: dict[str, Callable[[Node], bool]] = {
     "unk": lambda n: n.effective_base() is NodeBase.UNKNOWN,
     "down": lambda n: n.effective_base() is NodeBase.DOWN,
     "idle": lambda n: n.effective_base() is NodeBase.IDLE,
-    "allocated": lambda n: n.effective_base() is NodeBase.ALLOCATED,
-    "alloc": lambda n: n.effective_base() is NodeBase.ALLOCATED,
+    # A mixed node is partly allocated and passes `-t alloc` too (Debian's 22.05.8).
+    "allocated": lambda n: n.effective_base() in (NodeBase.ALLOCATED, NodeBase.MIXED),
+    "alloc": lambda n: n.effective_base() in (NodeBase.ALLOCATED, NodeBase.MIXED),
     "mixed": lambda n: n.effective_base() is NodeBase.MIXED,
     "mix": lambda n: n.effective_base() is NodeBase.MIXED,
     "future": lambda n: n.effective_base() is NodeBase.FUTURE,

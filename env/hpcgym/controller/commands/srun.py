@@ -19,7 +19,7 @@ from hpcgym.controller.commands.base import (
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
 from hpcgym.controller.hostlist import compress_hostlist
-from hpcgym.controller.rpc import SlurmError
+from hpcgym.controller.rpc import AUTH_ERROR, SlurmError
 from hpcgym.controller.state import Job, JobState, Reason
 from hpcgym.errors import ControllerError
 
@@ -31,6 +31,11 @@ OPTIONS = (
     Option("unbuffered", "u", "unbuffered"),
     Option("kill-on-bad-exit", "K", "kill-on-bad-exit", Arg.OPTIONAL),
     Option("overlap", None, "overlap"),
+)
+
+AUTH_TRIES = 5
+UNSIGNED_SOCKET = (
+    "srun: error: Srun communication socket apparently being written to by something other than Slurm\n"
 )
 
 # What srun says while its job waits, by the job's pending reason.
@@ -64,6 +69,11 @@ def run(ctx: Context, args: list[str]) -> Reply:
     failure = check_rpc(ctx, "srun", "REQUEST_RESOURCE_ALLOCATION")
     if failure:
         reply = submit_failed("srun", failure.error)
+        if failure.error == AUTH_ERROR:
+            # srun's allocation request goes out again while the credential cannot be made: five
+            # tries, each also tripping over its own response socket (Debian's 22.05.8, munged stopped).
+            tries = (failure.preamble + UNSIGNED_SOCKET) * AUTH_TRIES
+            return Reply("", tries + reply.stderr, reply.exit_code)
         return Reply("", failure.preamble + reply.stderr, reply.exit_code)
     try:
         job = ctx.cluster.submit(request)
