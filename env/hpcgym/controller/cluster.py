@@ -274,7 +274,7 @@ class Cluster:
         # Registered slurmd answer at once; the agent's rounds are played second by second so that a
         # long `advance` gives the same result as many short ones.
         for node in self.nodes.values():
-            if node.base is NodeBase.FUTURE or not node.slurmd_up or now < self.register_after_s:
+            if node.base is NodeBase.FUTURE or not self._answers(node) or now < self.register_after_s:
                 continue
             resumed = self.resumed_at.get(node.name)
             if resumed is not None and now - resumed < REREGISTER_AFTER_S:
@@ -288,12 +288,18 @@ class Cluster:
             self._ping_round(second)
         self.pinged_until_s = max(self.pinged_until_s, now)
 
+    def _answers(self, node: Node) -> bool:
+        # A ping needs a credential from the controller's munged and its check by the node's: with
+        # either munged stopped the node does not answer (Debian's 22.05.8 with munged stopped: every
+        # node down* after SlurmdTimeout).
+        return node.slurmd_up and not ({node.name, self.conf.controller_host} & self.munge_down)
+
     def _ping_round(self, t: int) -> None:
         interval = max(1, self.conf.slurmd_timeout_s // PING_INTERVAL_DIVISOR)
         if t >= self.ping_busy_until_s and self.ping_failed:
             for name in sorted(self.ping_failed):
                 node = self.nodes.get(name)
-                if node is not None and not node.slurmd_up:
+                if node is not None and not self._answers(node):
                     node.flags |= NodeFlag.NOT_RESPONDING
             self.ping_failed = set()
         if t - self.last_ping_s < interval or t < self.ping_busy_until_s:
@@ -303,7 +309,7 @@ class Cluster:
         self.prev_ping_s, self.last_ping_s = self.last_ping_s, t
         failed = set()
         for node in self.nodes.values():
-            if node.base is NodeBase.FUTURE or node.slurmd_up:
+            if node.base is NodeBase.FUTURE or self._answers(node):
                 continue
             last = node.last_response_s if node.last_response_s is not None else self.slurmctld_start_s
             if last <= dead_before and node.base is not NodeBase.DOWN:

@@ -403,7 +403,7 @@ STATES: tuple[State, ...] = (
         "squeue --states=R",
         "squeue -O jobid,name,state,nodelist",
         "sinfo -o '%P %a %l %D %t %N'",
-        "sinfo -N -o '%N %c %m %O %e'",
+        "sinfo -N -o '%N %c %m %z %d'",
         "sinfo -h -t alloc",
         "scontrol show job 1",
         "scontrol show partition compute",
