@@ -237,7 +237,9 @@ class Cluster:
     def _apply_due(self) -> None:
         now = self.now_s
         for job in self.jobs.values():
-            if job.completing:
+            # The epilog takes a moment: a job that ended in this very second is still completing
+            # (Debian's 22.05.8 showed `comp` nodes right after an srun returned).
+            if job.completing and (job.end_s is None or job.end_s < now):
                 self._finish_completing(job)
         for job in list(self.jobs.values()):
             if job.state is JobState.RUNNING:
@@ -282,7 +284,12 @@ class Cluster:
             self.resumed_at.pop(node.name, None)
             if node.boot_s is None:
                 node.slurmd_start_s = now
-            self._register(node)
+            if (
+                node.has(NodeFlag.NOT_RESPONDING)
+                or node.base in (NodeBase.UNKNOWN, NodeBase.DOWN)
+                or (node.boot_s is None or node.last_response_s is None)
+            ):
+                self._register(node)
         start = max(self.pinged_until_s + 1, now - 4 * max(self.conf.slurmd_timeout_s, 1))
         for second in range(start, now + 1):
             self._ping_round(second)
@@ -309,7 +316,12 @@ class Cluster:
         self.prev_ping_s, self.last_ping_s = self.last_ping_s, t
         failed = set()
         for node in self.nodes.values():
-            if node.base is NodeBase.FUTURE or self._answers(node):
+            if node.base is NodeBase.FUTURE:
+                continue
+            if self._answers(node):
+                # Only a ping's answer tells slurmctld a quiet node still lives.
+                if node.last_response_s is None or node.last_response_s < still_live:
+                    node.last_response_s = t
                 continue
             last = node.last_response_s if node.last_response_s is not None else self.slurmctld_start_s
             if last <= dead_before and node.base is not NodeBase.DOWN:
