@@ -120,7 +120,8 @@ class Cluster:
         node = self.nodes[name]
         node.slurmd_up = True
         node.slurmd_start_s = self.now_s
-        self._register(node)
+        if self.now_s >= self.register_after_s:
+            self._register(node)
 
     def stop_slurmd(self, name: str) -> None:
         """Slurmd stops (or loses its route to slurmctld); pings start failing from now."""
@@ -225,6 +226,12 @@ class Cluster:
         waiting = {
             self.first_pass_s(j) for j in self.jobs.values() if j.batch and j.state is JobState.PENDING
         }
+        # A job's end, and a second later (its epilog done, the scheduler looks again), are played
+        # too: jobs waiting on it then start when they did on the real cluster, not at the jump's end.
+        for job in self.jobs.values():
+            if job.state is JobState.RUNNING and job.start_s is not None and job.run_for_s is not None:
+                end = job.start_s + job.run_for_s
+                waiting |= {end, end + 1}
         for due in sorted(t for t in waiting if self.advanced_to_s < t < now):
             self.clock.now_s = due
             try:
@@ -244,6 +251,8 @@ class Cluster:
         for job in list(self.jobs.values()):
             if job.state is JobState.RUNNING:
                 self._check_job_end(job, now)
+                if job.completing and job.end_s is not None and job.end_s < now:
+                    self._finish_completing(job)
         self._ping_nodes(now)
         for job_id in [j.job_id for j in self.jobs.values() if self._is_purgeable(j, now)]:
             del self.jobs[job_id]
@@ -268,8 +277,9 @@ class Cluster:
             )
 
     def _limit_seen_s(self, limit_s: int) -> int:
-        # The first periodic pass at or after the moment the limit passed.
-        passes = max(0, -(-(limit_s - self.sched_start_s) // TIME_LIMIT_CHECK_S))
+        # The first periodic pass after the moment the limit passed (a job starts a fraction of a
+        # second after slurmctld's own second, so a pass in that very second comes too early).
+        passes = max(0, (limit_s - self.sched_start_s) // TIME_LIMIT_CHECK_S + 1)
         return self.sched_start_s + passes * TIME_LIMIT_CHECK_S
 
     def _ping_nodes(self, now: int) -> None:
@@ -419,7 +429,7 @@ class Cluster:
             job.held = Reason.HELD_USER
         else:
             self._assign_priority(job)
-        if job.held is None:
+        if job.held is None and not job.dependency:
             job.eligible_s = max(now, job.begin_s or now)
             if request.batch:
                 job.accrue_s = job.eligible_s
@@ -465,7 +475,12 @@ class Cluster:
             job.state = JobState.CANCELLED
             job.start_s = job.end_s = self.now_s
             return
-        self._end_job(job, JobState.CANCELLED, self.now_s, signal=signal)
+        if job.batch:
+            # The batch shell dies of the signal and its exit status is what a shell reports,
+            # 128 + signal (Debian's 22.05.8: a cancelled `--wrap 'sleep 120'` left ExitCode=143:0).
+            self._end_job(job, JobState.CANCELLED, self.now_s, exit_code=128 + signal)
+        else:
+            self._end_job(job, JobState.CANCELLED, self.now_s, signal=signal)
         self.schedule()
 
     def hold(self, job: Job, reason: Reason) -> None:

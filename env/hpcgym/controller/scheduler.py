@@ -35,6 +35,10 @@ def schedule(cluster: Cluster) -> None:
     in an overlapping partition waits "for jobs in higher priority partitions", capture 50).
     """
     now = cluster.now_s
+    if cluster.conf.controller_host in cluster.munge_down:
+        # Without its munged slurmctld cannot sign a launch: nothing starts (Debian's 22.05.8 left a
+        # batch job pending with reason None while munged was stopped).
+        return
     blocked_parts: set[str] = set()
     blocked_nodes: set[str] = set()
     pending = [job for job in cluster.jobs.values() if job.state is JobState.PENDING]
@@ -92,6 +96,11 @@ def _dependency_reason(cluster: Cluster, job: Job) -> Reason | None:
         if finished and kind in ("afterok", "afternotok"):
             continue
         waiting.append((kind, dep_id))
+    if job.dependency and not waiting:
+        # The job becomes eligible (and accrues) from the moment its dependencies are met (22.05.8).
+        job.eligible_s = cluster.now_s
+        if job.batch:
+            job.accrue_s = cluster.now_s
     job.dependency = waiting
     return Reason.DEPENDENCY if waiting else None
 

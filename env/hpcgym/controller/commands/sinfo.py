@@ -169,9 +169,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
             return False
         if states and not any(test(node) for test in states):
             return False
-        if "dead" in flags and not (
-            node.has(NodeFlag.NOT_RESPONDING) or node.effective_base() is NodeBase.DOWN
-        ):
+        # -d is for nodes that do not answer: a node set DOWN by hand that still answers is not dead
+        # (Debian's 22.05.8 listed no node for `sinfo -d` after State=DOWN).
+        if "dead" in flags and not node.has(NodeFlag.NOT_RESPONDING):
             return False
         if "responding" in flags and node.has(NodeFlag.NOT_RESPONDING):
             return False
@@ -371,6 +371,9 @@ def _value(ctx: Context, letter: str, record: Record) -> str:
         return compress_hostlist([n.conf.hostname for n in nodes])
     if letter == "o":
         return compress_hostlist([n.conf.addr for n in nodes])
+    if letter == "A":
+        alloc, idle, _, _ = _counts(record)
+        return f"{alloc}/{idle}"
     if letter == "F":
         return "/".join(str(count) for count in _counts(record))
     if letter == "C":
@@ -426,6 +429,7 @@ def _value(ctx: Context, letter: str, record: Record) -> str:
 
 
 _HEADERS = {
+    "A": "NODES(A/I)",
     "P": "PARTITION",
     "R": "PARTITION",
     "a": "AVAIL",
