@@ -49,3 +49,15 @@ def test_exit_status_and_streams_all_count() -> None:
     assert (report.outputs, report.identical) == (3, 1)
     assert "-exit: 0\n+exit: 1" in state.compared[1].diff()
     assert "**differs**" in report.to_markdown()
+
+
+def test_only_sinfos_tie_order_is_let_go() -> None:
+    head = "NODELIST    NODES PARTITION STATE \n"
+    real = Output(head + "compute-03      1       gpu idle  \ncompute-03      1  compute* idle  \n", "", 0)
+    sim = Output(head + "compute-03      1  compute* idle  \ncompute-03      1       gpu idle  \n", "", 0)
+    assert Compared("sinfo -N", real, sim).identical
+    assert Compared("sinfo -N", real, sim).reordered
+    # Another tool's order counts, and so does a row that is not in both.
+    assert not Compared("squeue", real, sim).identical
+    other = Output(head + "compute-03      1  compute* down  \ncompute-03      1       gpu idle  \n", "", 0)
+    assert not Compared("sinfo -N", real, other).identical
