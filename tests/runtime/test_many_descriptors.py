@@ -64,11 +64,16 @@ def test_a_cluster_works_with_every_descriptor_past_fd_setsize(
         assert cluster.execute("ls /apps").output == "ls: cannot access '/apps': Stale file handle\n"
 
 
-def test_the_runtime_lifts_the_soft_descriptor_limit() -> None:
+def test_the_runtime_lifts_the_descriptor_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
+        # Only the soft limit is lowered here: a hard limit once lowered may not come back.
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
-        assert raise_open_file_limit() == hard
-        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+        lifted = raise_open_file_limit()
+        now_soft, now_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert lifted == now_soft == now_hard >= hard
+        # Root with CAP_SYS_RESOURCE goes on to the kernel's ceiling (a thousand episodes need ~40,000).
+        nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+        assert now_hard in (hard, min(nr_open, 1 << 20))
     finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))

@@ -7,6 +7,7 @@ control channel and the warm pool, and makes clusters.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -39,16 +40,33 @@ _SEQ_LOCK = threading.Lock()
 DEFAULT_SCRATCH_DIR = Path("/dev/shm")
 
 
+# ptyprocess closes every descriptor up to the soft limit in each child, capped at this.
+MAX_OPEN_FILES = 1 << 20
+
+
 def raise_open_file_limit() -> int:
-    """Lift this process's soft descriptor limit to its hard one, and return it.
+    """Lift this process's descriptor limit as far as it may go, and return the soft limit.
 
     Each live node holds a few descriptors on the host (its pty, report socket, /proc handles and
-    control socket), so a process with many episodes passes the usual soft limit of 1024 long
-    before it runs short of memory. The hard limit is the administrator's and stays as it is.
+    control socket: about 40 per five-node episode), so a process with many episodes passes the usual
+    soft limit of 1024, and a hard limit of a few thousand, long before it runs short of memory. The
+    runtime runs as root, which may raise its hard limit up to the kernel's fs.nr_open; where even
+    root may not (a container without CAP_SYS_RESOURCE), the soft limit still rises to the hard one.
+    Sandboxes set their own limit (`Limits.max_open_files`), so nothing inside a node changes.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard == resource.RLIM_INFINITY:
+        return soft
+    want = hard
+    with contextlib.suppress(OSError, ValueError):
+        want = max(hard, min(int(Path("/proc/sys/fs/nr_open").read_text()), MAX_OPEN_FILES))
+    for target in (want, hard):
+        try:
+            if soft < target or hard < target:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
+            break
+        except (OSError, ValueError):
+            continue
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
