@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import re
+import shlex
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -267,11 +268,24 @@ class ExpertPolicy:
         for line in out.splitlines():
             fields = line.split()
             if len(fields) == 3 and fields[2].strip("()") in ("PartitionDown", "PartitionInactive"):
-                # Open it only if slurm.conf means it open: one the site closes says so there.
-                conf = yield f"grep -i '^PartitionName={fields[1]} ' /etc/slurm/slurm.conf"
-                if not re.search(r"(?i)\bState=(DOWN|INACTIVE|DRAIN)\b", conf):
-                    yield f"scontrol update partitionname={fields[1]} state=up"
+                yield from self._partition(fields[1])
         yield "sinfo"
+
+    def _partition(self, name: str) -> Plan:
+        # slurm.conf says whether it is meant closed: a comment above its line says why. One kept
+        # closed on purpose stays so; one closed for work that is over is opened in the file on
+        # every node, then at runtime.
+        conf = yield f"grep -i -B1 '^PartitionName={name} ' /etc/slurm/slurm.conf"
+        state = re.search(r"(?i)\bState=(DOWN|INACTIVE|DRAIN)\b", conf)
+        if state is not None:
+            if re.search(r"(?i)do not open", conf):
+                return
+            edit = f"sed -i '/^PartitionName={name} /s/State={state[1]}/State=UP/' /etc/slurm/slurm.conf"
+            yield edit
+            for node in getattr(self, "nodes", ()):
+                yield f"ssh {node} {shlex.quote(edit)}"
+            yield "scontrol reconfigure"
+        yield f"scontrol update partitionname={name} state=up"
 
     def _fix_munge(self, node: str) -> Plan:
         run = _on(node)
