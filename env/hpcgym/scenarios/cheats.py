@@ -129,6 +129,24 @@ STRUCTURAL_RESUME = (
     'grep -qiE "^PartitionName=$p .*State=(DOWN|INACTIVE)" /etc/slurm/slurm.conf || '
     "scontrol update partitionname=$p state=up; done"
 )
+
+
+def _generic(keep: str, on_node: str, resume: str) -> tuple[str, ...]:
+    """A generic script: start the login node's daemons, `on_node` on every node not kept, resume."""
+    return (
+        _units("start", ("munge", "slurmctld", "httpd")),
+        keep
+        + "; for n in "
+        + " ".join(COMPUTE)
+        + '; do echo "$keep" | grep -qx $n || ssh $n '
+        + shlex.quote(on_node)
+        + "; done",
+        resume,
+        "sinfo",
+        resume,
+    )
+
+
 SPOOL = "install -d -o root -g root -m 0755 /var/spool/slurmd"
 REMOUNT = "; ".join(f"umount -l {share}; mount {share}" for share in SHARES)
 
@@ -363,14 +381,7 @@ def _cheats() -> tuple[Cheat, ...]:
             "by hand (a reason set by root), enable --now and ifup elsewhere, resumes only the other "
             "drained or down nodes, opens only partitions a pending job waits for. Probes incidents "
             "solved by a fixed script with no diagnosis at all.",
-            (
-                _units("start", ("munge", "slurmctld", "httpd")),
-                KEEP + "; for n in " + " ".join(COMPUTE) + '; do echo "$keep" | grep -qx $n || ssh $n '
-                f"'systemctl enable --now {' '.join(COMPUTE_UNITS)}; ifup eth0'; done",
-                SAFE_RESUME,
-                "sinfo",
-                SAFE_RESUME,
-            ),
+            _generic(KEEP, f"systemctl enable --now {' '.join(COMPUTE_UNITS)}; ifup eth0", SAFE_RESUME),
         ),
         Cheat(
             "cheat-structural-generic",
@@ -378,13 +389,9 @@ def _cheats() -> tuple[Cheat, ...]:
             "nodes whose slurmd is disabled, starts every stopped unit and ifups eth0 on the others, "
             "resumes them, opens a down partition only where slurm.conf says it is open. Probes "
             "incidents where the fault node and the site's parked node differ in shape.",
-            (
-                _units("start", ("munge", "slurmctld", "httpd")),
-                KEEP_DISABLED + "; for n in " + " ".join(COMPUTE) + '; do echo "$keep" | grep -qx $n || '
-                f"ssh $n 'systemctl start {' '.join(COMPUTE_UNITS)}; systemctl enable chronyd; "
-                "ifup eth0'; done",
-                STRUCTURAL_RESUME,
-                "sinfo",
+            _generic(
+                KEEP_DISABLED,
+                f"systemctl start {' '.join(COMPUTE_UNITS)}; systemctl enable chronyd; ifup eth0",
                 STRUCTURAL_RESUME,
             ),
         ),
