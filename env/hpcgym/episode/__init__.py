@@ -128,6 +128,8 @@ class Episode:
                 read_file=self.nodes.read,
             )
             self.services = ServiceManager.from_slurm_conf(self.conf, self.nodes, self.controller.clock)
+            clock = self.controller.clock
+            self.nodes.now_s = lambda: clock.now_s if clock.now_s >= 0 else clock.start_s
             self.controller.services = self.services
             with self._lock:
                 sync_cluster(self.controller.cluster, self.services)  # boots every node's services

@@ -459,6 +459,8 @@ class NodeFS:
                 finally:
                     os.close(fd)
                 os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                if mtime_ns is not None:
+                    _stamp(dir_fd, mtime_ns)  # the rename changed the directory, at this moment
             except OSError as e:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
@@ -466,11 +468,21 @@ class NodeFS:
         finally:
             os.close(dir_fd)
 
-    def append(self, path: str, data: bytes, *, mode: int, uid: int, gid: int) -> None:
+    def append(
+        self, path: str, data: bytes, *, mode: int, uid: int, gid: int, mtime_ns: int | None = None
+    ) -> None:
         """Append to a log the way a daemon does (O_APPEND, created if missing), never into a FIFO."""
         owners = self._host_id(uid), self._host_id(gid)
         parent, _ = _split(path)
-        os.close(self._dir_fd(parent, create=True))
+        parent_fd = self._dir_fd(parent, create=True)
+        try:
+            self._append(path, data, mode, owners, mtime_ns, parent_fd)
+        finally:
+            os.close(parent_fd)
+
+    def _append(
+        self, path: str, data: bytes, mode: int, owners: tuple[int, int], mtime_ns: int | None, parent_fd: int
+    ) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY
         # Following a symlinked log is what the daemon would do; openat2 keeps it inside the node.
         with self._fd(path, flags, 0o600) as fd:
@@ -485,6 +497,10 @@ class NodeFS:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                if mtime_ns is not None:
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                    if st.st_size == 0:
+                        _stamp(parent_fd, mtime_ns)  # a new log: a new entry in its directory
             except NodeFileError:
                 raise
             except OSError as e:
@@ -600,3 +616,9 @@ class NodeFS:
         finally:
             os.close(fd)
             os.close(dir_fd)
+
+
+def _stamp(dir_fd: int, mtime_ns: int) -> None:
+    """Set the times of the directory behind an O_PATH descriptor (futimens takes no O_PATH fd)."""
+    with contextlib.suppress(OSError):
+        os.utime(f"/proc/self/fd/{dir_fd}", ns=(mtime_ns, mtime_ns))

@@ -16,7 +16,7 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +110,9 @@ class ClusterNodes:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.uid_base = cluster.uid_base
+        # The episode's virtual time (epoch seconds), once it has a clock: what the files the
+        # simulated daemons write are stamped with, so `ls -l` shows the same bytes every run.
+        self.now_s: Callable[[], int] | None = None
         self._host_pids: dict[tuple[str, int], tuple[int, int]] = {}
         self._request = threading.local()
 
@@ -183,12 +186,15 @@ class ClusterNodes:
     def write(
         self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0
     ) -> None:
-        self._fs(node, start=True).write(path, data, mode=mode, uid=uid, gid=gid)
+        self._fs(node, start=True).write(path, data, mode=mode, uid=uid, gid=gid, mtime_ns=self._stamp())
 
     def append(
         self, node: str, path: str, data: bytes, *, mode: int = 0o640, uid: int = 0, gid: int = 0
     ) -> None:
-        self._fs(node, start=True).append(path, data, mode=mode, uid=uid, gid=gid)
+        self._fs(node, start=True).append(path, data, mode=mode, uid=uid, gid=gid, mtime_ns=self._stamp())
+
+    def _stamp(self) -> int | None:
+        return None if self.now_s is None else self.now_s() * 1_000_000_000
 
     def remove(self, node: str, path: str) -> None:
         self._fs(node, start=True).remove(path)
