@@ -128,6 +128,7 @@ class Cluster:
         self.nodes[name].slurmd_up = False
 
     def _register(self, node: Node) -> None:
+        node.registered = True
         node.flags &= ~NodeFlag.NOT_RESPONDING
         node.last_response_s = self.now_s
         if node.boot_s is None:
@@ -206,6 +207,8 @@ class Cluster:
         for node in self.nodes.values():
             if node.base is NodeBase.FUTURE:
                 continue
+            node.registered = False
+            node.boot_s = node.slurmd_start_s = None
             if clean:
                 node.base, node.flags, node.cpus_alloc = NodeBase.UNKNOWN, NodeFlag.NONE, 0
                 node.reason, node.reason_user, node.reason_s = None, "root", None
@@ -346,6 +349,13 @@ class Cluster:
             if last >= still_live or (node.has(NodeFlag.NOT_RESPONDING) and node.base is NodeBase.DOWN):
                 continue
             failed.add(node.name)
+        # A ping that cannot be signed or checked (a munged stopped) fails at once; only one to a
+        # dead slurmd waits for the agent to give up connecting (Debian's 22.05.8 with munged
+        # stopped: every node down* within 18 s at SlurmdTimeout=10).
+        for name in sorted(failed):
+            if self.nodes[name].slurmd_up:
+                self.nodes[name].flags |= NodeFlag.NOT_RESPONDING
+        failed = {name for name in failed if not self.nodes[name].slurmd_up}
         if failed:
             self.ping_failed = failed
             message_timeout = to_int(self.conf.options.get("messagetimeout", ""))

@@ -148,6 +148,9 @@ class Node:
     last_response_s: int | None = None
     # Whether slurmd on the node runs and can reach slurmctld; the service layer sets this.
     slurmd_up: bool = False
+    # Whether its slurmd has registered since slurmctld started: until then slurmctld knows
+    # nothing of its architecture, OS or version (scontrol show node leaves them out).
+    registered: bool = False
 
     @property
     def name(self) -> str:

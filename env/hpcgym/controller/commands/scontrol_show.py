@@ -18,15 +18,19 @@ NODE_OS = "Linux 5.14.0-362.8.1.el9_3.x86_64 #1 SMP PREEMPT_DYNAMIC Wed Nov 8 17
 
 def node_record(node: Node) -> list[str]:
     c = node.conf
+    # What only the node's registration tells slurmctld (Debian's 22.05.8 after a restart: no
+    # Arch=, no Version=, no OS= line until the node registered again).
+    arch = "Arch=x86_64 " if node.registered else ""
+    version = f" Version={SLURM_VERSION}" if node.registered else " "
     lines = [
-        f"NodeName={node.name} Arch=x86_64 CoresPerSocket={c.cores_per_socket} ",
+        f"NodeName={node.name} {arch}CoresPerSocket={c.cores_per_socket} ",
         f"   CPUAlloc={node.cpus_alloc} CPUEfctv={c.cpus} CPUTot={c.cpus} "
         f"CPULoad={node.cpu_load_centi() / 100:.2f}",
         f"   AvailableFeatures={c.features or '(null)'}",
         f"   ActiveFeatures={c.features or '(null)'}",
         f"   Gres={c.gres or '(null)'}",
-        f"   NodeAddr={c.addr} NodeHostName={c.hostname} Port={c.port} Version={SLURM_VERSION}",
-        f"   OS={NODE_OS} ",
+        f"   NodeAddr={c.addr} NodeHostName={c.hostname} Port={c.port}{version}",
+        *([f"   OS={NODE_OS} "] if node.registered else []),
         f"   RealMemory={c.real_memory_mb} AllocMem=0 FreeMem={node.free_mem_mb()} "
         f"Sockets={c.boards * c.sockets_per_board} Boards={c.boards}",
         f"   State={node.state_complete()} ThreadsPerCore={c.threads_per_core} TmpDisk={c.tmp_disk_mb} "
