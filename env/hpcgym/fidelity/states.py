@@ -3,7 +3,8 @@
 Every state starts from a fresh cluster (four idle nodes of two CPUs, partitions `compute` and `gpu`),
 then runs its own steps and the shared `LOOK` views. Commands are chosen so that the real cluster
 prints the same thing every time (`srun -l ... | sort` where tasks print in any order). States marked
-`ci` are the quick ones a CI-sized run plays.
+`ci` are the quick ones a CI-sized run plays; states whose real outputs race (the exit code of a
+cancelled batch job, where the srun after a just-finished one lands) stay out of it.
 """
 
 from __future__ import annotations
@@ -86,7 +87,6 @@ STATES: tuple[State, ...] = (
         *LOOK,
         "scancel 1",
         Wait(2),
-        ci=True,
     ),
     _state(
         "resumed",
@@ -204,7 +204,6 @@ STATES: tuple[State, ...] = (
         "srun printenv SLURMD_NODENAME",
         "srun printenv SLURMD_NODENAME",
         "srun printenv SLURM_JOB_ID",
-        ci=True,
     ),
     _state(
         "srun-background",
@@ -242,7 +241,6 @@ STATES: tuple[State, ...] = (
         "scancel 2",
         "scancel 1",
         Wait(3),
-        ci=True,
     ),
     _state(
         "scancel-forms",
