@@ -119,8 +119,10 @@ class Cluster:
         """Slurmd starts on a node and registers with slurmctld."""
         node = self.nodes[name]
         node.slurmd_up = True
-        node.slurmd_start_s = self.now_s
+        # slurmctld learns when slurmd started from its registration; after a restart that waits
+        # for the first ping round (SlurmdStartTime=None until then, as on Debian's 22.05.8).
         if self.now_s >= self.register_after_s:
+            node.slurmd_start_s = self.now_s
             self._register(node)
 
     def stop_slurmd(self, name: str) -> None:
