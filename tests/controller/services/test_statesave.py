@@ -47,11 +47,26 @@ def test_nothing_to_recover_starts_a_new_history(env: Env) -> None:
 def test_a_lost_save_is_recovered_from_the_old_copy(env: Env) -> None:
     env.run(LOGIN, "systemctl", "restart", "slurmctld")
     old = saved(env, "part_state.old")
-    env.access.write(LOGIN, f"{SAVE}/part_state", b"garbage\n")
+    env.access.remove(LOGIN, f"{SAVE}/part_state")
     env.run(LOGIN, "systemctl", "restart", "slurmctld")
     now = saved(env, "part_state")
     assert old is not None and now is not None
     assert (now.lineage, now.generation) == (old.lineage, old.generation + 1)
+
+
+def test_a_torn_save_stops_slurmctld_until_it_is_put_right(env: Env) -> None:
+    # slurmctld 22.05 will not start on a state file it cannot read, unless told to lose it (-i).
+    env.run(LOGIN, "systemctl", "restart", "slurmctld")
+    env.access.write(LOGIN, f"{SAVE}/part_state", b"garbage\n", uid=SLURM_UID, gid=SLURM_UID, mode=0o600)
+    env.run(LOGIN, "systemctl", "restart", "slurmctld")
+    assert env.run(LOGIN, "systemctl", "is-active", "slurmctld").stdout.strip() == "failed"
+    log = env.run(LOGIN, "journalctl", "-u", "slurmctld", "--no-pager", "-n", "3").stdout
+    assert "fatal: Can not recover partition state, data version incompatible, start with '-i'" in log
+    old = env.access.read(LOGIN, f"{SAVE}/part_state.old")
+    assert old is not None
+    env.access.write(LOGIN, f"{SAVE}/part_state", old, uid=SLURM_UID, gid=SLURM_UID, mode=0o600)
+    env.run(LOGIN, "systemctl", "start", "slurmctld")
+    assert env.run(LOGIN, "systemctl", "is-active", "slurmctld").stdout.strip() == "active"
 
 
 def test_saved_bytes_are_deterministic() -> None:
