@@ -245,6 +245,15 @@ def has_cluster_slurm_conf(episode: Episode, node: str) -> bool:
     return bool(want) and _conf_lines(episode.nodes.read(node, slurm.SLURM_CONF)) == want
 
 
+def has_image_config(episode: Episode, node: str, path: str) -> bool:
+    """A config the site never changes says what the image's says (comments and spacing aside).
+
+    A fix that deletes what a parser complained about parses, but no longer means what was meant.
+    """
+    want = _conf_lines(ImageFiles(episode).read(node, path))
+    return bool(want) and _conf_lines(episode.nodes.read(node, path)) == want
+
+
 def has_slurmd_spool(episode: Episode, node: str) -> bool:
     """Slurmd's start-up checks pass on this node's files, and its spool directory is root's alone.
 
@@ -361,6 +370,7 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "can_reach_controller": can_reach_controller,
     "has_cluster_hosts": has_cluster_hosts,
     "has_cluster_slurm_conf": has_cluster_slurm_conf,
+    "has_image_config": has_image_config,
     "has_slurmd_spool": has_slurmd_spool,
     "has_statesave_for_slurm": has_statesave_for_slurm,
     "is_portal_serving": is_portal_serving,
