@@ -252,6 +252,9 @@ class ExpertPolicy:
         yield from self._controller()
         yield from self._portal()
         out = yield 'sinfo -N -h -o "%N %t"'
+        if re.search(r"(?m) unk\*?$", out):
+            # A restarted slurmctld knows nodes only once they register again: ask once more.
+            out = yield 'sinfo -N -h -o "%N %t"'
         self.nodes = sorted({line.split()[0] for line in out.splitlines() if line.split()})
         bad = sorted(
             {
