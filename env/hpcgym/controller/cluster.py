@@ -8,6 +8,7 @@ states they did show. Time comes only from the episode's `VirtualClock`.
 
 from __future__ import annotations
 
+from hpcgym.controller.arrays import NO_TASK, last_task, parse_array_spec, set_outputs, split_task
 from hpcgym.controller.clock import VirtualClock
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.rpc import JobRequest, SlurmError
@@ -47,6 +48,8 @@ TIME_LIMIT_CHECK_S = 30
 # default) after it starts; an srun allocation is tried at once (Debian's 22.05.8: sbatch jobs
 # submitted just after a start begin about 3 s after it, srun jobs at once).
 BATCH_SCHED_DELAY_S = 3
+# slurm.conf's MaxArraySize when it does not say: task ids go up to 1000.
+DEFAULT_MAX_ARRAY_SIZE = 1001
 # SIGTERM, what slurmstepd sends a step's tasks when the job reaches its TimeLimit.
 TIME_LIMIT_SIGNAL = 15
 
@@ -61,6 +64,7 @@ class Cluster:
         self.partitions: dict[str, Partition] = {}
         self.jobs: dict[int, Job] = {}
         self.next_job_id = 1
+        self.next_seq = 0
         self.next_priority = FIRST_PRIORITY
         self.resumed_at: dict[str, int] = {}
         self.slurmctld_start_s = clock.now_s
@@ -379,6 +383,12 @@ class Cluster:
         Raises:
             SlurmError: slurmctld would refuse the request; the message is Slurm's error text.
         """
+        array = None
+        if request.array_spec is not None:
+            max_size = to_int(self.conf.options.get("maxarraysize", "")) or DEFAULT_MAX_ARRAY_SIZE
+            array = parse_array_spec(request.array_spec, max_size)
+            if array is None or not array[0]:
+                raise SlurmError("Invalid job array specification")
         part = self.partitions.get(request.partition) if request.partition else self.default_partition
         if part is None:
             raise SlurmError("Invalid partition name specified")
@@ -439,11 +449,19 @@ class Cluster:
         job.stdout_path = _expand_output(request.stdout_path, job.job_id, request.work_dir)
         job.stderr_path = _expand_output(request.stderr_path, job.job_id, request.work_dir) or job.stdout_path
         self.next_job_id += 1
+        job.seq = self._take_seq()
+        if array is not None:
+            # The array's record: no task of its own yet, eligible only once the scheduler has
+            # looked at it (EligibleTime=Unknown right after sbatch, 22.05.8).
+            job.array_job_id, job.array_pending, job.array_throttle = job.job_id, array[0], array[1]
+            job.array_output, job.array_error = request.stdout_path, request.stderr_path
+            set_outputs(job, NO_TASK)
+            job.array_task_id = None
         if request.hold:
             job.held = Reason.HELD_USER
         else:
             self._assign_priority(job)
-        if job.held is None and not job.dependency:
+        if job.held is None and not job.dependency and array is None:
             job.eligible_s = max(now, job.begin_s or now)
             if request.batch:
                 job.accrue_s = job.eligible_s
@@ -464,6 +482,25 @@ class Cluster:
                 job.reason = Reason.PRIORITY
         self.schedule()
         return job
+
+    def _take_seq(self) -> int:
+        self.next_seq += 1
+        return self.next_seq
+
+    def take_array_task(self, meta: Job) -> Job:
+        """The record that runs the array's next task, split off `meta` unless it is the last one."""
+        if len(meta.array_pending) == 1:
+            return last_task(meta)
+        task = split_task(meta, self.next_job_id, self._take_seq())
+        self.next_job_id += 1
+        # The task takes the array record's place in the job list; the record moves to its end.
+        self.jobs = {
+            key: value
+            for key, value in sorted(
+                [*self.jobs.items(), (task.job_id, task)], key=lambda item: item[1].seq
+            )
+        }
+        return task
 
     def first_pass_s(self, job: Job) -> int:
         """When the main scheduler first looks at a batch job.

@@ -66,3 +66,5 @@ class JobRequest:
     gres: str | None = None
     exclusive: bool = False
     dependency: list[tuple[str, int]] = field(default_factory=list)
+    # sbatch --array=SPEC as given (parsed and checked by slurmctld: `arrays.parse_array_spec`).
+    array_spec: str | None = None

@@ -121,6 +121,7 @@ class Reason(enum.Enum):
     NODE_DOWN = "NodeDown"
     TIME_LIMIT = "TimeLimit"
     NON_ZERO_EXIT = "NonZeroExitCode"
+    ARRAY_TASK_LIMIT = "JobArrayTaskLimit"
 
 
 # slurmctld's description when too few of a partition's nodes are usable; squeue prints it in place
@@ -341,6 +342,16 @@ class Job:
     # (type, job id) pairs from --dependency, e.g. ("afterok", 5); emptied once satisfied.
     dependency: list[tuple[str, int]] = field(default_factory=list)
     dependency_failed: bool = False
+    # Job arrays (see arrays.py): the array's job id, this record's task (None while it is the
+    # array's record holding `array_pending`), the %N throttle, and -o/-e as given (with %A/%a).
+    array_job_id: int | None = None
+    array_task_id: int | None = None
+    array_pending: list[int] = field(default_factory=list)
+    array_throttle: int = 0
+    array_output: str | None = None
+    array_error: str | None = None
+    # The record's place in slurmctld's job list, which is the order scontrol lists jobs in.
+    seq: int = 0
 
     @property
     def state_long(self) -> str:

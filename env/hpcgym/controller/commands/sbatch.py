@@ -81,6 +81,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     except BadOption as bad:
         return bad.reply
     request.name = request.name or name
+    request.array_spec = next((value for key, value in reversed(directives + opts) if key == "array"), None)
     request.command = command
     request.run_for_s = estimate_run_s(script)
     request.exit_code = estimate_exit_code(script)

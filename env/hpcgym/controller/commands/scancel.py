@@ -72,9 +72,25 @@ def run(ctx: Context, args: list[str]) -> Reply:
         if match is None:
             return Reply("", f"scancel: error: Invalid job id {text}\n", 1)
         # An id past any job's (past 32 bits) names no job: slurmctld says so, and scancel only with -v.
-        job = cluster.jobs.get(to_int(match.group(1)) or 0)
+        job_id = to_int(match.group(1)) or 0
+        task = to_int(match.group(2)) if match.group(2) else None
+        array = [j for j in cluster.jobs.values() if j.array_job_id == job_id]
+        if array and match.group(3) is None:
+            if task is None:
+                # An array's job id cancels every task, running or still pending.
+                targets += [(text, j, None) for j in sorted(array, key=lambda j: j.seq)]
+                continue
+            job = next((j for j in array if j.array_task_id == task), None)
+            meta = next((j for j in array if task in j.array_pending), None)
+            if job is None and meta is not None and len(meta.array_pending) > 1:
+                # A pending task leaves the array's record; the others still wait (22.05.8).
+                meta.array_pending = [t for t in meta.array_pending if t != task]
+                continue
+            targets.append((text, job or meta, None))
+            continue
+        job = cluster.jobs.get(job_id) if task is None else None
         targets.append((text, job, match.group(3)))
-    if not targets and not any(key in keys for key in _FILTERS):
+    if not operands and not any(key in keys for key in _FILTERS):
         return Reply("", "scancel: error: No job identification provided\n", 1)
     stderr, code = [], 0
     failure = check_rpc(ctx, "scancel", "REQUEST_KILL_JOB")
@@ -102,7 +118,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
         except SlurmError as error:
             if verbose:
                 stderr.append(f"scancel: error: Kill job error on job id {text}: {error}\n")
-    if not targets:
+    if not operands:
         for job in sorted(cluster.jobs.values(), key=lambda j: j.job_id):
             if job.is_active() and not job.completing and _matches(ctx, job, values, keys):
                 if verbose:

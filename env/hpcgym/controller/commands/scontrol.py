@@ -6,6 +6,8 @@ is `Cluster`'s business (for instance RESUME is refused for a node that is not d
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hpcgym.controller.commands import scontrol_config, usage
 from hpcgym.controller.commands import scontrol_show as show
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
@@ -14,7 +16,7 @@ from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
-from hpcgym.controller.state import JobState, PartitionState, Reason
+from hpcgym.controller.state import Job, JobState, PartitionState, Reason
 from hpcgym.controller.timefmt import parse_time_limit
 from hpcgym.errors import ControllerError
 
@@ -166,11 +168,13 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
                 return Reply(f"Partition {target} not found\n", "", 1)
         return Reply(show.render([show.partition_record(cluster, p) for p in parts], oneliner=oneliner))
     if entity == "job":
-        jobs = sorted(cluster.jobs.values(), key=lambda j: j.job_id)
+        # Records in slurmctld's job list order (an array's own record after its started tasks).
+        jobs = sorted(cluster.jobs.values(), key=lambda j: j.seq)
         if target:
-            if not is_digits(target):
+            base, _, task = target.partition("_")
+            if not is_digits(base) or (task and not is_digits(task)):
                 return Reply("", "scontrol_print_job error: Invalid job id specified\n", 1)
-            jobs = [j for j in jobs if j.job_id == to_int(target)]
+            jobs = _select_jobs(jobs, to_int(base), to_int(task) if task else None)
             if not jobs:
                 return Reply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
         if not jobs:
@@ -183,6 +187,23 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
         uids = {user.name: user.uid for user in ctx.users.values()} | {"slurm": 64030}
         return Reply(scontrol_config.render(cluster, uids))
     return Reply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
+
+
+def _select_jobs(jobs: list[Job], job_id: int | None, task: int | None) -> list[Job]:
+    # An array's job id names every record of the array, its own first and then the tasks from
+    # the last started; `1_3` names one task, or the array's record while task 3 still waits
+    # (shown as that one task). Seen on Debian's 22.05.8.
+    if task is not None:
+        for job in jobs:
+            if job.array_job_id == job_id and job.array_task_id == task:
+                return [job]
+        meta = next((j for j in jobs if j.array_job_id == job_id and task in j.array_pending), None)
+        return [] if meta is None else [replace(meta, array_pending=[task])]
+    array = [j for j in jobs if j.array_job_id == job_id and j.array_job_id is not None]
+    if array:
+        own = [j for j in array if j.job_id == job_id]
+        return own + [j for j in reversed(array) if j.job_id != job_id]
+    return [j for j in jobs if j.job_id == job_id]
 
 
 def _show_hosts(entity: str, target: str | None) -> Reply:

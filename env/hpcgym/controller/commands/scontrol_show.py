@@ -6,6 +6,7 @@ line. Host-specific values (OS, FreeMem, CPULoad) come from the node's own simul
 
 from __future__ import annotations
 
+from hpcgym.controller.arrays import task_field
 from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands.base import SLURM_VERSION
 from hpcgym.controller.hostlist import compress_hostlist
@@ -91,6 +92,13 @@ def _dependency(job: Job) -> str:
     return ",".join(f"{kind}:{dep_id}({state})" for kind, dep_id in job.dependency)
 
 
+def _array_fields(job: Job) -> str:
+    if job.array_job_id is None:
+        return ""
+    throttle = f"ArrayTaskThrottle={job.array_throttle} " if job.array_throttle else ""
+    return f"ArrayJobId={job.array_job_id} ArrayTaskId={task_field(job)} {throttle}"
+
+
 def _tres(cluster: Cluster, job: Job) -> str:
     cpus = job.cpus
     if job.nodes:
@@ -124,7 +132,7 @@ def job_record(cluster: Cluster, job: Job, *, details: bool, alloc_host: str) ->
             end = "Unknown"
     exit_code = f"{job.exit_code}:{job.exit_signal}"
     lines = [
-        f"JobId={job.job_id} JobName={job.name}",
+        f"JobId={job.job_id} {_array_fields(job)}JobName={job.name}",
         f"   UserId={job.user}({job.uid}) GroupId={job.group}({job.gid}) MCS_label=N/A",
         f"   Priority={job.priority} Nice=0 Account=(null) QOS=(null)",
         f"   JobState={job.state_long} Reason={reason} Dependency={_dependency(job)}",

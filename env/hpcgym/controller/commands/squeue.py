@@ -7,6 +7,9 @@ parentheses where running rows print their nodes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
+
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
     SLURM_VERSION,
@@ -18,6 +21,7 @@ from hpcgym.controller.commands.base import (
     render_line,
     usage_error,
 )
+from hpcgym.controller.arrays import NO_TASK, is_meta, label, task_field
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.numbers import to_int
@@ -70,6 +74,8 @@ STEP_FORMAT = "%.15i %.8j %.9P %.8u %.9M %N"
 _HEADERS = {
     "i": "JOBID",
     "A": "JOBID",
+    "F": "ARRAY_JOB_ID",
+    "K": "ARRAY_TASK_ID",
     "j": "NAME",
     "u": "USER",
     "t": "ST",
@@ -105,6 +111,8 @@ _HEADERS = {
 _LONG_FIELDS = {
     "jobid": "i",
     "jobarrayid": "i",
+    "arrayjobid": "F",
+    "arraytaskid": "K",
     "name": "j",
     "username": "u",
     "statecompact": "t",
@@ -159,19 +167,26 @@ def run(ctx: Context, args: list[str]) -> Reply:
         call = "slurm_get_job_steps" if "steps" in flags else "slurm_load_jobs"
         return Reply("", f"{failure.preamble}{call} error: {failure.error}\n", 1)
     stderr = ""
-    jobs = sorted(cluster.jobs.values(), key=lambda j: j.job_id)
+    # Array tasks sort under their array's job id, its pending tasks after the started ones.
+    jobs = sorted(cluster.jobs.values(), key=_id_order)
 
     job_ids: list[int] | None = None
+    array_tasks: set[tuple[int, int]] = set()
     if "jobs" in values:
         job_ids = []
         for text in values["jobs"].split(","):
+            # An array task, 1_3: its own record, or the array's while that task still waits.
+            base, _, task = text.partition("_")
+            if task and to_int(task) is not None and to_int(base) is not None:
+                array_tasks.add((to_int(base) or 0, to_int(task) or 0))
+                continue
             # The client reads an id as a C int: 0 and 2147483648 up are refused, as real squeue does
             # (it wraps some longer ones into range; here they are all refused).
             job_id = to_int(text)
             if job_id is None or not 0 < job_id <= MAX_JOB_ID:
                 return Reply("", f"squeue: error: Invalid job id: {text}\n", 1)
             job_ids.append(job_id)
-        if len(job_ids) == 1 and job_ids[0] not in cluster.jobs:
+        if len(job_ids) == 1 and job_ids[0] not in cluster.jobs and not _array_ids(cluster.jobs.values(), job_ids):
             return Reply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
     states: set[str] | None = None
     if "states" in values:
@@ -207,8 +222,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
         users = (users or set()) | {ctx.user.name}
 
     def keep(job: Job) -> bool:
-        if job_ids is not None and job.job_id not in job_ids:
-            return False
+        if job_ids is not None and job.job_id not in job_ids and job.array_job_id not in job_ids:
+            if not any(job.array_job_id == base and task in _tasks(job) for base, task in array_tasks):
+                return False
         if states is not None:
             if job.state_long not in states and job.state.value not in states:
                 return False
@@ -227,6 +243,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return not ("start" in flags and job.state is not JobState.PENDING)
 
     selected = [job for job in jobs if keep(job)]
+    if "array" in flags:
+        # -r: one line per pending task of an array too.
+        selected = [row for job in selected for row in _array_rows(job)]
     if "steps" in flags:
         return _steps(ctx, selected, "noheader" in flags, stderr)
     if "start" in flags:
@@ -257,7 +276,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
 def _sort_by(ctx: Context, jobs: list[Job], spec: str) -> None:
     # squeue -S: comma-separated keys, `-` for descending; applied last key first so the first wins.
     keys = {
-        "i": lambda j: j.job_id,
+        "i": _id_order,
         "A": lambda j: j.job_id,
         "j": lambda j: j.name,
         "u": lambda j: j.user,
@@ -280,6 +299,26 @@ def _sort_by(ctx: Context, jobs: list[Job], spec: str) -> None:
             jobs.sort(key=key, reverse=descending)
 
 
+def _id_order(job: Job) -> tuple[int, int]:
+    if job.array_job_id is None:
+        return (job.job_id, 0)
+    return (job.array_job_id, job.array_task_id if job.array_task_id is not None else NO_TASK)
+
+
+def _tasks(job: Job) -> list[int]:
+    return [job.array_task_id] if job.array_task_id is not None else job.array_pending
+
+
+def _array_ids(jobs: Iterable[Job], job_ids: list[int]) -> bool:
+    return any(job.array_job_id in job_ids for job in jobs)
+
+
+def _array_rows(job: Job) -> list[Job]:
+    if not is_meta(job):
+        return [job]
+    return [replace(job, array_task_id=task, array_pending=[]) for task in job.array_pending]
+
+
 def _state_rank(job: Job) -> int:
     # JOB_COMPLETING is a flag bit above every base state, so completing jobs sort last.
     return len(_STATE_ORDER) if job.completing else _STATE_ORDER.index(job.state)
@@ -299,8 +338,14 @@ def _elapsed(ctx: Context, job: Job) -> int:
 
 
 def _value(ctx: Context, letter: str, job: Job) -> str:
-    if letter in "iA":
+    if letter == "i":
+        return label(job)
+    if letter == "A":
         return str(job.job_id)
+    if letter == "F":
+        return str(job.array_job_id if job.array_job_id is not None else job.job_id)
+    if letter == "K":
+        return task_field(job) if job.array_job_id is not None else "N/A"
     if letter == "j":
         return job.name
     if letter == "u":
