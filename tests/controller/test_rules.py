@@ -183,9 +183,16 @@ def test_node_down_requeues_batch_jobs_and_fails_srun_jobs() -> None:
     c = settled()
     run(c, "sbatch", "-w", "compute-02", "--wrap", "sleep 500")
     c.cluster.stop_slurmd("compute-02")
-    c.advance(55)
+    c.advance(50)
+    # Requeued with no scheduler pass after it: Reason=None and the last allocation's TRES until
+    # the backfill pass (every 30 s from slurmctld's start), then BeginTime (Debian's 22.05.8).
     out = run(c, "squeue", "-h", "-o", "%i %t %r")
-    assert out == "1 PD BeginTime\n"
+    assert out == "1 PD None\n"
+    shown = run(c, "scontrol", "show", "job", "1")
+    assert "AccrueTime=Unknown" in shown and "TRES=cpu=1,node=1,billing=1" in shown
+    c.advance(10)
+    assert run(c, "squeue", "-h", "-o", "%i %t %r") == "1 PD BeginTime\n"
+    assert "AccrueTime=Unknown" not in run(c, "scontrol", "show", "job", "1")
     c.advance(200)
     # compute-02 is still down: the job waits for its required node.
     assert run(c, "squeue", "-h", "-o", "%i %r") == "1 ReqNodeNotAvail, UnavailableNodes:compute-02\n"

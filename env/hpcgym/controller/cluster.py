@@ -48,6 +48,10 @@ TIME_LIMIT_CHECK_S = 30
 # default) after it starts; an srun allocation is tried at once (Debian's 22.05.8: sbatch jobs
 # submitted just after a start begin about 3 s after it, srun jobs at once).
 BATCH_SCHED_DELAY_S = 3
+# The backfill scheduler's cycle (bf_interval's default): a job no event brings to the main
+# scheduler's attention is looked at then. A batch job requeued at 31 s after slurmctld's start
+# still showed Reason=None at 45 s; one requeued at 29 s showed BeginTime at 33 s (22.05.8).
+BACKFILL_INTERVAL_S = 30
 # slurm.conf's MaxArraySize when it does not say: task ids go up to 1000.
 DEFAULT_MAX_ARRAY_SIZE = 1001
 # SIGTERM, what slurmstepd sends a step's tasks when the job reaches its TimeLimit.
@@ -215,6 +219,9 @@ class Cluster:
                 continue
             node.registered = False
             node.boot_s = node.slurmd_start_s = None
+            # Its last busy time is not saved: every node shows the restart (Debian's 22.05.8, 3 s
+            # after a restart), or Unknown after `slurmctld -c`, until it registers.
+            node.last_busy_s = None if clean else self.now_s
             if clean:
                 node.base, node.flags, node.cpus_alloc = NodeBase.UNKNOWN, NodeFlag.NONE, 0
                 node.reason, node.reason_user, node.reason_s = None, "root", None
@@ -483,6 +490,11 @@ class Cluster:
         self.schedule()
         return job
 
+    def next_backfill_s(self) -> int:
+        """When the backfill scheduler next runs: every bf_interval from slurmctld's start."""
+        passes = (self.now_s - self.sched_start_s) // BACKFILL_INTERVAL_S + 1
+        return self.sched_start_s + passes * BACKFILL_INTERVAL_S
+
     def _take_seq(self) -> int:
         self.next_seq += 1
         return self.next_seq
@@ -544,6 +556,8 @@ class Cluster:
             raise SlurmError("Job is no longer pending execution")
         job.priority = 0
         job.reason, job.reason_desc = reason, None
+        # A held job is no longer eligible: EligibleTime=Unknown, even while it runs (22.05.8).
+        job.eligible_s = None
         if job.state is JobState.PENDING:
             job.held = reason
 
@@ -586,6 +600,7 @@ class Cluster:
             job.accrue_s = job.begin_s
         job.start_s = job.end_s = None
         job.reason, job.reason_desc = Reason.BEGIN_TIME, None
+        job.unseen_until_s, job.kept_alloc = None, None
 
     def _end_job(
         self,
@@ -669,8 +684,14 @@ class Cluster:
         for job in list(self.jobs.values()):
             if job.state is JobState.RUNNING and node.name in job.nodes:
                 if job.batch:
+                    alloc = (job.cpus, len(job.nodes))
                     self._release_nodes(job)
                     self._back_to_pending(job)
+                    # Unlike `scontrol requeue`, no scheduler pass follows: the job waits with
+                    # Reason=None and no AccrueTime for the next backfill pass, and keeps its last
+                    # allocation's TRES (Debian's 22.05.8, a batch job on a node whose slurmd died).
+                    job.reason, job.accrue_s, job.kept_alloc = Reason.NONE, None, alloc
+                    job.unseen_until_s = self.next_backfill_s()
                 else:
                     self._end_job(job, JobState.NODE_FAIL, self.now_s, reason=Reason.NODE_DOWN)
                     self._finish_completing(job)

@@ -54,6 +54,12 @@ def schedule(cluster: Cluster) -> None:
             continue
         if job.batch and now < cluster.first_pass_s(job):
             continue
+        if job.unseen_until_s is not None:
+            if now < job.unseen_until_s:
+                continue
+            job.unseen_until_s = None
+            if job.batch and job.accrue_s is None:
+                job.accrue_s = job.begin_s
         if job.begin_s is not None and now < job.begin_s:
             job.reason, job.reason_desc = Reason.BEGIN_TIME, None
             continue

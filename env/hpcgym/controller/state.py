@@ -352,6 +352,11 @@ class Job:
     array_error: str | None = None
     # The record's place in slurmctld's job list, which is the order scontrol lists jobs in.
     seq: int = 0
+    # A job requeued because its node failed: nothing looks at it before the backfill pass at this
+    # time (Reason=None, no AccrueTime until then), and it shows the TRES of its last allocation
+    # (CPUs, nodes) instead of its request.
+    unseen_until_s: int | None = None
+    kept_alloc: tuple[int, int] | None = None
 
     @property
     def state_long(self) -> str:

@@ -39,7 +39,7 @@ def node_record(node: Node) -> list[str]:
         f"   Partitions={','.join(node.partitions)} ",
         f"   BootTime={format_iso(node.boot_s, none='None')} "
         f"SlurmdStartTime={format_iso(node.slurmd_start_s, none='None')}",
-        f"   LastBusyTime={format_iso(node.last_busy_s, none='None')}",
+        f"   LastBusyTime={format_iso(node.last_busy_s, none='Unknown')}",
         f"   CfgTRES=cpu={c.cpus},mem={c.real_memory_mb}M,billing={c.cpus}",
         f"   AllocTRES={f'cpu={node.cpus_alloc}' if node.cpus_alloc else ''}",
         "   CapWatts=n/a",
@@ -105,6 +105,10 @@ def _tres(cluster: Cluster, job: Job) -> str:
         # With CR_Core memory is not allocated, so only an explicit --mem shows up.
         mem = f"mem={job.min_mem_mb * len(job.nodes)}M," if job.min_mem_mb else ""
         return f"cpu={cpus},{mem}node={len(job.nodes)},billing={cpus}"
+    if job.kept_alloc is not None:
+        cpus, count = job.kept_alloc
+        mem = f"mem={job.min_mem_mb * count}M," if job.min_mem_mb else ""
+        return f"cpu={cpus},{mem}node={count},billing={cpus}"
     # Not allocated yet: the request, where memory 0 means each node's whole memory.
     part_nodes = [cluster.nodes[name] for name in cluster.partitions[job.partition].nodes]
     per_node = job.min_mem_mb or min((n.conf.real_memory_mb for n in part_nodes), default=0)
