@@ -239,6 +239,22 @@ class Cluster:
         if not self.slurmctld_up:
             return
         now = self.now_s
+        # Played one at a time, each found again after the one before: a job that a played pass
+        # starts has its end played too.
+        while True:
+            due = [t for t in self._due_instants() if self.advanced_to_s < t < now]
+            if not due:
+                break
+            self.clock.now_s = min(due)
+            try:
+                self._apply_due()
+            finally:
+                self.advanced_to_s = self.clock.now_s
+                self.clock.now_s = now
+        self._apply_due()
+        self.advanced_to_s = now
+
+    def _due_instants(self) -> set[int]:
         waiting = {
             self.first_pass_s(j) for j in self.jobs.values() if j.batch and j.state is JobState.PENDING
         }
@@ -248,14 +264,7 @@ class Cluster:
             if job.state is JobState.RUNNING and job.start_s is not None and job.run_for_s is not None:
                 end = job.start_s + job.run_for_s
                 waiting |= {end, end + 1}
-        for due in sorted(t for t in waiting if self.advanced_to_s < t < now):
-            self.clock.now_s = due
-            try:
-                self._apply_due()
-            finally:
-                self.clock.now_s = now
-        self._apply_due()
-        self.advanced_to_s = now
+        return waiting
 
     def _apply_due(self) -> None:
         now = self.now_s
@@ -319,8 +328,14 @@ class Cluster:
             ):
                 self._register(node)
         start = max(self.pinged_until_s + 1, now - 4 * max(self.conf.slurmd_timeout_s, 1))
+        # Each round happens at its own second: a node set DOWN, and the jobs ended or requeued
+        # with it, carry that time, not the end of a long jump of the clock.
         for second in range(start, now + 1):
-            self._ping_round(second)
+            self.clock.now_s = second
+            try:
+                self._ping_round(second)
+            finally:
+                self.clock.now_s = now
         self.pinged_until_s = max(self.pinged_until_s, now)
 
     def _answers(self, node: Node) -> bool:
@@ -634,7 +649,8 @@ class Cluster:
             node.cpus_alloc = max(0, node.cpus_alloc - cpus)
             # The node was busy until the job ended (its epilog is a moment), even if this is seen
             # later in a jump of the clock.
-            node.last_busy_s = job.end_s if job.end_s is not None else self.now_s
+            ended = job.end_s if job.end_s is not None else self.now_s
+            node.last_busy_s = max(ended, node.last_busy_s or ended)
             still = any(
                 other.completing and name in other.nodes for other in self.jobs.values() if other is not job
             )

@@ -157,10 +157,14 @@ STATES: tuple[State, ...] = (
         "a batch job and an srun job on a node whose slurmd stops (requeue / NODE_FAIL)",
         "sbatch -w compute-02 --wrap 'sleep 120'",
         "srun -w compute-03 sleep 120 &",
-        Wait(3),
+        # The slurmd stop well clear of the jobs' launch and of a ping round (both at slurmctld's
+        # start + 3 s), and the look after the nodes went DOWN (25-28 s after the stop) and before
+        # the backfill pass at start + 60 s and the purge of the NODE_FAIL job: with the stop at 3 s
+        # and the look at 28 s, two real runs differed on DOWN or not and on Reason=None or BeginTime.
+        Wait(19),
         Stop(Daemon.SLURMD, "compute-02"),
         Stop(Daemon.SLURMD, "compute-03"),
-        Wait(25),
+        Wait(31),
     ),
     _state(
         "jobs-running-pending",
@@ -384,7 +388,9 @@ STATES: tuple[State, ...] = (
         Wait(3),
         Stop(Daemon.SLURMCTLD),
         Start(Daemon.SLURMCTLD, clean=True),
-        Wait(3),
+        # Looked at before the first ping round (3 s after the start) has the nodes register: at
+        # 3 s one real run showed them UNKNOWN with BootTime=None, another idle.
+        Wait(1),
     ),
     _state(
         "formats",

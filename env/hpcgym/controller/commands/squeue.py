@@ -143,7 +143,6 @@ _LONG_FIELDS = {
     "reqnodes": "n",
     "excnodes": "x",
 }
-_STATE_ORDER = list(JobState)
 # squeue prints times and numbers whole even when they overflow the column (TIME_LIMI "1-00:00:00").
 UNCUT = "iAMlLSeVDCQUG"
 
@@ -319,9 +318,11 @@ def _array_rows(job: Job) -> list[Job]:
     return [replace(job, array_task_id=task, array_pending=[]) for task in job.array_pending]
 
 
-def _state_rank(job: Job) -> int:
-    # JOB_COMPLETING is a flag bit above every base state, so completing jobs sort last.
-    return len(_STATE_ORDER) if job.completing else _STATE_ORDER.index(job.state)
+def _state_rank(job: Job) -> str:
+    # squeue sorts states by their names: COMPLETED, COMPLETING, FAILED, NODE_FAIL before PENDING
+    # and RUNNING (Debian's 22.05.8: `squeue -t all` listed CD, CD, F, PD, R, R; a CG task came
+    # before the pending and running ones of its array).
+    return job.state_long
 
 
 def _expected_start(job: Job) -> int | None:
