@@ -99,11 +99,11 @@ def build_images(
     _console().print(table)
 
 
-@task(help={"out": f"the images to check (default {DEFAULT_OUT.relative_to(REPO)})"})
-def test_images(c: Context, out: str = "") -> None:
+@task(help={"images": f"the images to check (default {DEFAULT_OUT.relative_to(REPO)})"})
+def test_images(c: Context, images: str = "") -> None:
     """Run the testinfra invariants against the built images (each unpacked in a bwrap sandbox)."""
-    images = Path(out or DEFAULT_OUT).resolve()
-    c.run(f"{sys.executable} -m pytest tests/images -q", env={"HPCGYM_IMAGES": str(images)}, pty=False)
+    images_dir = _images(images)
+    c.run(f"{sys.executable} -m pytest tests/images -q", env={"HPCGYM_IMAGES": str(images_dir)}, pty=False)
 
 
 @task(
@@ -122,14 +122,14 @@ def test(c: Context, pytest_args: str = "", skip_build: bool = False) -> None:
 @task(
     help={
         "json": "also write the figures to this JSON file",
-        "out": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
+        "images": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
         "quick": "fewer samples and 64 idle episodes instead of 256 (a smoke run)",
         "density": "full episodes to hold alive at once (default 256, --quick 16; 0 skips)",
         "sessions": "comma-separated sessions stepping at once for the clients' steps/s (default 1,8,64)",
     }
 )
 def bench(
-    c: Context, json: str = "", out: str = "", quick: bool = False, density: int = -1, sessions: str = ""
+    c: Context, json: str = "", images: str = "", quick: bool = False, density: int = -1, sessions: str = ""
 ) -> None:
     """Measure resets, steps, idle capacity, the controller and OpenEnv load, beside a copy-mode baseline.
 
@@ -140,7 +140,7 @@ def bench(
     from hpcgym.errors import HpcgymError
     from hpcgym.interfaces.openenv.loadtest import run_loadtest
 
-    images = Path(out or DEFAULT_OUT).resolve()
+    images_dir = _images(images)
     concurrencies = (
         tuple(int(n) for n in sessions.split(",")) if sessions else ((1, 8) if quick else (1, 8, 64))
     )
@@ -151,11 +151,11 @@ def bench(
     }
     try:
         if quick:
-            run_bench(images, Path(json).resolve() if json else None, resets=10, steps=60, idle=64, **clients)
+            run_bench(images_dir, _json(json), resets=10, steps=60, idle=64, **clients)
         else:
-            run_bench(images, Path(json).resolve() if json else None, **clients)
+            run_bench(images_dir, _json(json), **clients)
         # Sessions over the OpenEnv server's WebSocket, all at once, as trainers hold them.
-        load = run_loadtest(images, sessions=8 if quick else 64, steps=20 if quick else 100)
+        load = run_loadtest(images_dir, sessions=8 if quick else 64, steps=20 if quick else 100)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     _console().print(load.summary())
@@ -185,16 +185,16 @@ def clean(c: Context, all: bool = False) -> None:
         "scenarios": "scenario ids, comma-separated (default: the whole library)",
         "seeds": "N seeds from each scenario's test range (default 3), or a list: 800-804 / 1,5,9",
         "lite": "only the lite set (the quick CI check)",
-        "out": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
+        "images": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
     }
 )
-def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, out: str = "") -> None:
+def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, images: str = "") -> None:
     """Type every scenario's gold commands into the agent's real shell; fail unless all earn full reward."""
     from hpcgym.errors import HpcgymError
     from hpcgym.scenarios.evaluate import run_gold
 
     try:
-        summary = run_gold(Path(out or DEFAULT_OUT).resolve(), _ids(scenarios), seeds=seeds, lite=lite)
+        summary = run_gold(_images(images), _ids(scenarios), seeds=seeds, lite=lite)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     _console().print(summary)
@@ -207,12 +207,13 @@ def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, 
         "scenarios": "scenario ids, comma-separated (default: the whole library)",
         "seeds": "N seeds from each scenario's test range (default 3), or a list: 800-804 / 1,5,9",
         "lite": "only the lite set",
-        "json": "also write the summary to this JSON file",
-        "report_dir": "where leaderboard.md, leaderboard.png and transcripts.jsonl go (default build/eval)",
+        "json": "also write the summary to this JSON file (results.json in the report dir is written too)",
+        "report_dir": "where leaderboard.md, leaderboard.png, results.json and transcripts.jsonl go "
+        "(default build/eval)",
         "base_url": "the llm policy's OpenAI-compatible endpoint, e.g. http://localhost:8000/v1",
         "model": "the llm policy's model name",
         "api_key": "the llm policy's key (default: $OPENAI_API_KEY or EMPTY)",
-        "out": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
+        "images": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
         "workers": "episodes played at once (default 1; each is the same bytes however many run)",
     }
 )
@@ -227,7 +228,7 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
     base_url: str = "",
     model: str = "",
     api_key: str = "",
-    out: str = "",
+    images: str = "",
     workers: int = 1,
 ) -> None:
     """Play policies on scenarios x seeds; write a markdown leaderboard, a PNG plot and JSONL transcripts."""
@@ -236,13 +237,13 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
 
     try:
         paths = run_eval(
-            Path(out or DEFAULT_OUT).resolve(),
-            Path(report_dir or REPO / "build" / "eval").resolve(),
+            _images(images),
+            Path(report_dir).resolve() if report_dir else REPO / "build" / "eval",
             policies=_ids(policies) or [],
             scenarios=_ids(scenarios),
             seeds=seeds,
             lite=lite,
-            json_path=Path(json).resolve() if json else None,
+            json_path=_json(json),
             llm=LlmOptions(base_url, model, api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")),
             workers=workers,
         )
@@ -263,7 +264,7 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
         "observation, exit status and reward is byte-identical (exit 1 if not)",
         "via": "with --replay: the entry points, comma-separated, of eval,gym,openenv,exec (default all)",
         "url": "with --replay via openenv: a running server (default: one started in this process)",
-        "out": f"with --replay: the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
+        "images": f"with --replay: the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
     }
 )
 def transcripts(
@@ -275,30 +276,21 @@ def transcripts(
     replay: bool = False,
     via: str = "eval,gym,openenv,exec",
     url: str = "",
-    out: str = "",
+    images: str = "",
 ) -> None:
     """Show recorded episodes the way a person reads them, or replay them through every entry point."""
     from hpcgym.errors import HpcgymError
-    from hpcgym.scenarios.evaluate import load_transcripts, show_transcripts
-
-    source = Path(path or REPO / "build" / "eval" / "transcripts.jsonl")
-    if not replay:
-        print(show_transcripts(source, scenario=scenario or None, policy=policy or None, failed_only=failed))
-        return
     from hpcgym.interfaces import replay as replaying
+    from hpcgym.scenarios.evaluate import render_transcript
 
+    source = Path(path).resolve() if path else REPO / "build" / "eval" / "transcripts.jsonl"
     try:
-        records = [
-            r
-            for r in load_transcripts(source)
-            if (not scenario or r.scenario == scenario)
-            and (not policy or r.policy == policy)
-            and (not failed or not r.solved)
-        ]
-        results = replaying.replay(
-            records, _ids(via) or [], Path(out or DEFAULT_OUT).resolve(), url=url or None
-        )
-    except (HpcgymError, OSError, ValueError) as e:
+        records = _chosen_transcripts(source, scenario, policy, failed)
+        if not replay:
+            print("\n".join(render_transcript(record) for record in records))
+            return
+        results = replaying.replay(records, _ids(via) or [], _images(images), url=url or None)
+    except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     print(replaying.render(results))
     if not all(r.identical for r in results):
@@ -309,19 +301,21 @@ def transcripts(
     help={
         "host": "listen address (default 0.0.0.0)",
         "port": "port (default $PORT or 8000)",
-        "out": f"the images (default {DEFAULT_OUT.relative_to(REPO)})",
-    }
+        "images": f"the images (default {DEFAULT_OUT.relative_to(REPO)})",
+    },
+    # An automatic -h for --host would hide `invoke serve -h` (help).
+    auto_shortflags=False,
 )
-def serve(c: Context, host: str = "0.0.0.0", port: int = 0, out: str = "") -> None:
+def serve(c: Context, host: str = "0.0.0.0", port: int = 0, images: str = "") -> None:
     """Serve EnterpriseHPC over OpenEnv (HTTP + WebSocket); needs root and the built images.
 
     Settings come from the environment: OPENENV_API_KEY, HPCGYM_MAX_SESSIONS, HPCGYM_POOL_SIZE, ...
-    (see env/hpcgym/interfaces/openenv/server/app.py).
+    (`.venv/bin/hpcgym-server --help` lists each with its default).
     """
     from hpcgym.errors import HpcgymError
     from hpcgym.interfaces.openenv.server.app import main
 
-    argv = ["--host", host, "--images", str(Path(out or DEFAULT_OUT).resolve())]
+    argv = ["--host", host, "--images", str(_images(images))]
     try:
         main(argv + (["--port", str(port)] if port else []))
     except HpcgymError as e:
@@ -350,6 +344,47 @@ def build_server_image(c: Context, tag: str = "hpcgym-server") -> None:
         f"-f Containerfile -t {tag} .",
         pty=False,
     )
+
+
+def _chosen_transcripts(source: Path, scenario: str, policy: str, failed: bool) -> list:  # type: ignore[type-arg]
+    """The records of `source` that match; an error names what was recorded when nothing does."""
+    from hpcgym.errors import ConfigError
+    from hpcgym.scenarios.evaluate import load_transcripts
+
+    if not source.is_file():
+        raise ConfigError(
+            f"no transcripts at {source}",
+            hint="run `invoke eval` first (it writes build/eval/transcripts.jsonl), or pass --path",
+        )
+    try:
+        records = load_transcripts(source)
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise ConfigError(
+            f"{source} is not a transcripts.jsonl from invoke eval ({type(e).__name__}: {e})",
+            hint="pass the transcripts.jsonl that `invoke eval` wrote (in its --report-dir)",
+        ) from None
+    for flag, wanted, recorded in (
+        ("--scenario", scenario, [r.scenario for r in records]),
+        ("--policy", policy, [r.policy for r in records]),
+    ):
+        if wanted and wanted not in recorded:
+            known = ", ".join(dict.fromkeys(recorded)) or "none"
+            raise ConfigError(f"{flag} {wanted!r}: no such episode in {source}", hint=f"recorded: {known}")
+    return [
+        r
+        for r in records
+        if (not scenario or r.scenario == scenario)
+        and (not policy or r.policy == policy)
+        and (not failed or not r.solved)
+    ]
+
+
+def _images(flag: str) -> Path:
+    return Path(flag).resolve() if flag else DEFAULT_OUT
+
+
+def _json(flag: str) -> Path | None:
+    return Path(flag).resolve() if flag else None
 
 
 def _ids(text: str) -> list[str] | None:

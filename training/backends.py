@@ -68,10 +68,11 @@ class _LocalShared:
 
     def get(self, images_dir: str | None, pool_size: int, step_timeout_s: float | None) -> tuple[Any, Any]:
         from hpcgym.episode.pool import EpisodeOptions, EpisodePool
-        from hpcgym.interfaces.gym import DEFAULT_IMAGES, RUNTIMES
+        from hpcgym.interfaces import default_images_dir
+        from hpcgym.interfaces.gym import RUNTIMES
         from hpcgym.interfaces.task import default_registry
 
-        images = Path(images_dir) if images_dir else DEFAULT_IMAGES
+        images = Path(images_dir) if images_dir else default_images_dir()
         key = (str(images.resolve()), pool_size, step_timeout_s)
         with self._lock:
             if key not in self._entries:

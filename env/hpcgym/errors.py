@@ -41,3 +41,11 @@ class ControllerError(HpcgymError):
 
 class ScenarioError(HpcgymError):
     """A scenario file is invalid or cannot be applied."""
+
+
+class ConfigError(HpcgymError):
+    """A setting, flag or input file a user gave is missing or unusable."""
+
+
+class EndpointError(HpcgymError):
+    """A model endpoint (an OpenAI-compatible server) could not be reached or answered badly."""

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from hpcgym.errors import EndpointError
+
 SYSTEM_PROMPT = (
     "You are an experienced HPC system administrator with root on the login node of a Rocky Linux 9 "
     "Slurm cluster (login01, compute-01 to compute-04). Diagnose and repair the incident the user "
@@ -211,14 +213,30 @@ class ChatEndpoint:
         if seed is not None:
             body["seed"] = seed
         post = self.client.post if self.client is not None else httpx.post
-        response = post(
-            f"{self.base_url.rstrip('/')}/chat/completions",
-            headers={"Authorization": f"Bearer {self.api_key}"},
-            json=body,
-            timeout=self.timeout_s,
-        )
-        response.raise_for_status()
-        message = dict(response.json()["choices"][0]["message"])
+        url = f"{self.base_url.rstrip('/')}/chat/completions"
+        # The endpoint is infrastructure, not the agent: failing to reach it raises, it is never an
+        # observation, and the message names the URL so the fix is obvious.
+        try:
+            response = post(
+                url, headers={"Authorization": f"Bearer {self.api_key}"}, json=body, timeout=self.timeout_s
+            )
+        except httpx.HTTPError as e:
+            raise EndpointError(
+                f"cannot reach the model endpoint {url}: {e or type(e).__name__}",
+                hint="start the server (e.g. vllm serve MODEL) or pass the right --base-url",
+            ) from None
+        if response.status_code >= 400:
+            raise EndpointError(
+                f"the model endpoint {url} answered HTTP {response.status_code}: {response.text[:200]!r}",
+                hint="check --model (the name the server knows) and the API key",
+            )
+        try:
+            message = dict(response.json()["choices"][0]["message"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise EndpointError(
+                f"the model endpoint {url} did not answer a chat completion: {response.text[:200]!r}",
+                hint="point --base-url at an OpenAI-compatible API root, e.g. http://localhost:8000/v1",
+            ) from None
         for call in message.get("tool_calls") or []:
             arguments = call["function"].get("arguments")
             if isinstance(arguments, str):

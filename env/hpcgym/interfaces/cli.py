@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from hpcgym.errors import HpcgymError
-
-DEFAULT_IMAGES = Path(os.environ.get("HPCGYM_IMAGES", "build/images"))
+from hpcgym.errors import ConfigError, HpcgymError
+from hpcgym.interfaces import default_images_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run each CMD as one agent step in one fresh episode; print each output and exit code.",
     )
     run.add_argument(
-        "--images", type=Path, default=DEFAULT_IMAGES, help="built images (default: %(default)s)"
+        "--images",
+        type=Path,
+        default=None,
+        help=f"built images (default $HPCGYM_IMAGES or the checkout's build/images: {default_images_dir()})",
     )
     source = run.add_mutually_exclusive_group()
     source.add_argument("--slurm-conf", type=Path, help="a slurm.conf for the cluster instead of the image's")
@@ -66,7 +67,7 @@ def exec_commands(args: argparse.Namespace) -> int:
         return play_incident(args)
     if not args.commands:
         raise HpcgymError("no command to run", hint="name at least one CMD, or an incident with --scenario")
-    conf_text = args.slurm_conf.read_text() if args.slurm_conf else None
+    conf_text = read_slurm_conf(args.slurm_conf) if args.slurm_conf else None
     records = []
     with (
         Runtime(args.images) as runtime,
@@ -93,6 +94,16 @@ def exec_commands(args: argparse.Namespace) -> int:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0
+
+
+def read_slurm_conf(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"cannot read --slurm-conf {path}: {getattr(e, 'strerror', None) or e}",
+            hint="give the path of a readable slurm.conf, e.g. images/common/files/etc/slurm/slurm.conf",
+        ) from None
 
 
 def play_incident(args: argparse.Namespace) -> int:
@@ -173,6 +184,8 @@ def render_grade(info: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hpcgym` console script."""
     args = build_parser().parse_args(argv)
+    if args.images is None:
+        args.images = default_images_dir()
     try:
         return exec_commands(args)
     except HpcgymError as e:

@@ -8,7 +8,6 @@ sets up the incident and grades every step; this module only translates. Registe
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +18,12 @@ from gymnasium import spaces
 
 from hpcgym.episode import DEFAULT_STEP_SECONDS
 from hpcgym.episode.pool import EpisodeOptions, EpisodePool
+from hpcgym.interfaces import default_images_dir
 from hpcgym.interfaces.session import TaskSession, draw_seed, prompt
 from hpcgym.interfaces.task import TaskRegistry, default_registry
 from hpcgym.runtime import Runtime
 
 ENV_ID = "EnterpriseHPC-v0"
-DEFAULT_IMAGES = Path(os.environ.get("HPCGYM_IMAGES", "build/images"))
 
 # Every character of the Basic Multilingual Plane: terminal output holds whitespace, punctuation,
 # box drawing and the U+FFFD that replaces undecodable bytes, and gymnasium's default charset
@@ -124,7 +123,7 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
             raise ValueError(f"render_mode must be None or 'ansi', not {render_mode!r}")
         self.render_mode = render_mode
         self._shares_runtime = runtime is None
-        images = Path(images_dir) if images_dir is not None else DEFAULT_IMAGES
+        images = Path(images_dir) if images_dir is not None else default_images_dir()
         self.runtime = runtime or RUNTIMES.acquire(images)
         self.pool: EpisodePool | None = None
         try:

@@ -283,45 +283,88 @@ def leaderboard_markdown(records: Sequence[EpisodeRecord]) -> str:
 
 
 def plot_leaderboard(records: Sequence[EpisodeRecord], path: Path) -> None:
-    """Solve rate per policy and tier as grouped bars (PNG)."""
+    """Solve rate and mean reward per policy, one bar per tier, each bar labelled with its value and n."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    cells = plot_cells(records)
     policies = list(dict.fromkeys(r.policy for r in records))
     tiers = sorted({r.tier for r in records})
-    width = 0.8 / max(1, len(policies))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tiers) + 2), 4))
-    for i, policy in enumerate(policies):
-        rates = []
-        for tier in tiers:
-            group = [r for r in records if r.policy == policy and r.tier == tier]
-            rates.append(sum(r.solved for r in group) / len(group) if group else 0.0)
-        ax.bar([t + i * width - 0.4 + width / 2 for t in tiers], rates, width, label=policy)
-    ax.set_xticks(tiers, [f"tier {t}" for t in tiers])
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("solve rate")
-    ax.set_title("hpcgym: solve rate by policy and tier")
-    ax.legend(
-        loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(policies), fontsize="small", frameon=False
+    width = 0.8 / max(1, len(tiers))
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 1.3 * len(policies) * max(1, len(tiers)) / 2 + 2), 7.5))
+    panels = (("solve_rate", "solve rate", "{:.0%}"), ("mean_reward", "mean reward per episode", "{:+.2f}"))
+    for ax, (key, label, fmt) in zip(axes, panels, strict=True):
+        for j, tier in enumerate(tiers):
+            xs, heights, texts = [], [], []
+            for i, policy in enumerate(policies):
+                cell = cells.get((policy, tier))
+                if cell is None:
+                    continue
+                xs.append(i - 0.4 + width * (j + 0.5))
+                heights.append(cell[key])
+                texts.append(f"{fmt.format(cell[key])}\nn={cell['n']}")
+            # A zero bar has no area, so it is drawn as a thin stub: noop at 0 % must not look missing.
+            stub = 0.015 if key == "solve_rate" else 0.03
+            shown = [h if abs(h) >= stub else stub for h in heights]
+            bars = ax.bar(
+                xs,
+                shown,
+                width * 0.92,
+                label=f"tier {tier}",
+                color=colors[j % 10],
+                edgecolor="black",
+                linewidth=0.8,
+            )
+            ax.bar_label(bars, labels=texts, padding=2, fontsize=7, linespacing=0.9)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(policies)), policies)
+        ax.set_ylabel(label)
+        ax.margins(y=0.25)
+        if key == "solve_rate":
+            ax.set_ylim(0, 1.3)
+            ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[0].set_title(
+        f"hpcgym leaderboard: {len(records)} episodes (n = episodes per bar; a value of 0 shows as a stub)"
     )
+    axes[0].legend(title="scenario tier", loc="upper right", fontsize="small", ncol=len(tiers))
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata={"Software": None})
     plt.close(fig)
 
 
+def plot_cells(records: Sequence[EpisodeRecord]) -> dict[tuple[str, int], dict[str, float]]:
+    """(policy, tier) -> solve rate, mean reward and n: what each bar of the leaderboard plot shows."""
+    groups: dict[tuple[str, int], list[EpisodeRecord]] = {}
+    for record in records:
+        groups.setdefault((record.policy, record.tier), []).append(record)
+    return {
+        key: {
+            "solve_rate": sum(r.solved for r in group) / len(group),
+            "mean_reward": sum(r.total_reward for r in group) / len(group),
+            "n": len(group),
+        }
+        for key, group in groups.items()
+    }
+
+
 def write_report(
     records: Sequence[EpisodeRecord], out_dir: Path, json_path: Path | None = None
 ) -> dict[str, Path]:
-    """Write leaderboard.md, leaderboard.png, transcripts.jsonl and results.json (or `json_path`)."""
+    """Write leaderboard.md, leaderboard.png, transcripts.jsonl and results.json, and `json_path` too."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "markdown": out_dir / "leaderboard.md",
         "plot": out_dir / "leaderboard.png",
         "transcripts": out_dir / "transcripts.jsonl",
-        "json": json_path or out_dir / "results.json",
+        "results": out_dir / "results.json",
     }
+    if json_path is not None and json_path.resolve() != paths["results"].resolve():
+        paths["json"] = json_path
     paths["markdown"].write_text(leaderboard_markdown(records))
     plot_leaderboard(records, paths["plot"])
     with paths["transcripts"].open("w") as f:
@@ -331,7 +374,10 @@ def write_report(
         {"policy": policy, "scenario": scenario, **row}
         for (policy, scenario), row in summarize(records).items()
     ]
-    paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
+    for key in ("results", "json"):
+        if key in paths:
+            paths[key].parent.mkdir(parents=True, exist_ok=True)
+            paths[key].write_text(json.dumps(summary, indent=2) + "\n")
     return paths
 
 
@@ -451,6 +497,9 @@ def run_eval(
     `policies` may name groups (`cheats`: blind and every cheat-* script), expanded in order.
     """
     policies = expand_policy_names(policies)
+    if "llm" in policies:
+        # Its options are checked before the runtime starts and the progress bar is drawn.
+        make_policy("llm", base_url=llm.base_url, model=llm.model, api_key=llm.api_key)
     ids = resolve_scenarios(scenarios, lite=lite)
     grid = _grid_seeds(ids, parse_seeds(seeds), "test")
     plays = [(policy, scenario, seed) for policy in policies for scenario in ids for seed in grid[scenario]]

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hpcgym.errors import HpcgymError
+from hpcgym.interfaces import default_images_dir
 from hpcgym.interfaces.openenv.client import HpcEnvClient
 from hpcgym.interfaces.openenv.models import HpcAction
 from hpcgym.interfaces.task import EXPLORE
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     """Load a server (or one started here); print the figures; exit 1 if any session failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running server (default: start one over --images)")
-    parser.add_argument("--images", type=Path, default=Path(os.environ.get("HPCGYM_IMAGES", "build/images")))
+    parser.add_argument("--images", type=Path, default=default_images_dir())
     parser.add_argument("--sessions", type=int, default=64, help="concurrent sessions (default %(default)s)")
     parser.add_argument("--steps", type=int, default=100, help="steps per session (default %(default)s)")
     parser.add_argument(

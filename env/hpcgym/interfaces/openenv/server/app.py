@@ -7,7 +7,7 @@ key set, every route but `/health` needs it (see `auth.py`). `/capacity` says ho
 open and whether the server is draining; SIGTERM drains it (see `drain.py`).
 
 Settings (environment variables):
-    HPCGYM_IMAGES             built images (default build/images)
+    HPCGYM_IMAGES             built images (default the checkout's build/images)
     HPCGYM_MAX_SESSIONS       concurrent sessions (default 64)
     HPCGYM_SESSION_TIMEOUT_S  idle seconds before a session is reaped (default 300)
     HPCGYM_POOL_SIZE          episodes kept ready (default 4)
@@ -28,8 +28,9 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -37,6 +38,8 @@ from openenv.core.env_server.http_server import create_app
 from openenv.core.env_server.types import ConcurrencyConfig
 
 from hpcgym.episode.pool import EpisodeOptions, EpisodePool
+from hpcgym.errors import ConfigError
+from hpcgym.interfaces import default_images_dir
 from hpcgym.interfaces.openenv.models import ENV_NAME, HpcAction, HpcObservation, HpcState
 from hpcgym.interfaces.openenv.server.auth import ApiKeyAuth, ApiKeyError, api_key_from_environ
 from hpcgym.interfaces.openenv.server.drain import Drain, DrainGuard, DrainingServer, draining_config
@@ -55,7 +58,7 @@ CLIENT_MESSAGE_TIMEOUT_S = 60.0
 class ServerSettings:
     """How the server runs; `from_environ` reads them from the environment variables above."""
 
-    images_dir: Path = Path("build/images")
+    images_dir: Path = field(default_factory=default_images_dir)
     max_sessions: int = 64
     session_timeout_s: float = 300.0
     pool_size: int = 4
@@ -83,23 +86,65 @@ class ServerSettings:
         """Read the settings from `environ` (default `os.environ`).
 
         Raises:
+            ConfigError: a setting is not a number where one is needed, or out of range.
             ApiKeyError: `OPENENV_API_KEY_FILE` is missing, empty or readable by others.
         """
         env = os.environ if environ is None else environ
         defaults = cls()
         scenarios = env.get("HPCGYM_SCENARIOS", "").strip()
         max_steps = env.get("HPCGYM_MAX_STEPS", "").strip()
-        return cls(
-            images_dir=Path(env.get("HPCGYM_IMAGES", str(defaults.images_dir))),
-            max_sessions=int(env.get("HPCGYM_MAX_SESSIONS", defaults.max_sessions)),
-            session_timeout_s=float(env.get("HPCGYM_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
-            pool_size=int(env.get("HPCGYM_POOL_SIZE", defaults.pool_size)),
-            step_timeout_s=float(env.get("HPCGYM_STEP_TIMEOUT_S", defaults.step_timeout_s)),
-            max_steps=int(max_steps) if max_steps else None,
-            scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()) or None,
-            drain_s=float(env.get("HPCGYM_DRAIN_S", defaults.drain_s)),
-            api_key=api_key_from_environ(env),
-        )
+        images = env.get("HPCGYM_IMAGES", "").strip()
+        try:
+            return cls(
+                images_dir=Path(images).resolve() if images else defaults.images_dir,
+                max_sessions=_number(env, "HPCGYM_MAX_SESSIONS", int, defaults.max_sessions),
+                session_timeout_s=_number(env, "HPCGYM_SESSION_TIMEOUT_S", float, defaults.session_timeout_s),
+                pool_size=_number(env, "HPCGYM_POOL_SIZE", int, defaults.pool_size),
+                step_timeout_s=_number(env, "HPCGYM_STEP_TIMEOUT_S", float, defaults.step_timeout_s),
+                max_steps=_number(env, "HPCGYM_MAX_STEPS", int, 0) if max_steps else None,
+                scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()) or None,
+                drain_s=_number(env, "HPCGYM_DRAIN_S", float, defaults.drain_s),
+                api_key=api_key_from_environ(env),
+            )
+        except ValueError as e:
+            raise ConfigError(str(e), hint="fix the variable, or unset it for the default") from None
+
+
+def _number(env: Mapping[str, str], name: str, kind: type[int] | type[float], default: float) -> Any:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(
+            f"{name}={text!r} is not {what}", hint=f"set it to {what}, e.g. {default:g}, or unset it"
+        ) from None
+
+
+def settings_help() -> str:
+    """The settings table for `hpcgym-server --help`: each variable, what it does, its default."""
+    defaults = ServerSettings()
+    rows = [
+        ("HPCGYM_IMAGES", "built images", str(defaults.images_dir)),
+        ("HPCGYM_MAX_SESSIONS", "concurrent sessions", str(defaults.max_sessions)),
+        (
+            "HPCGYM_SESSION_TIMEOUT_S",
+            "idle seconds before a session is reaped",
+            f"{defaults.session_timeout_s:g}",
+        ),
+        ("HPCGYM_POOL_SIZE", "episodes kept ready", str(defaults.pool_size)),
+        ("HPCGYM_STEP_TIMEOUT_S", "wall-clock seconds per command", f"{defaults.step_timeout_s:g}"),
+        ("HPCGYM_MAX_STEPS", "step budget", "each scenario's own"),
+        ("HPCGYM_SCENARIOS", "comma-separated scenario ids a reset draws from", "all"),
+        ("HPCGYM_DRAIN_S", "after SIGTERM, seconds running episodes may go on", f"{defaults.drain_s:g}"),
+        ("OPENENV_API_KEY", "the API key", "unset: no auth"),
+        ("OPENENV_API_KEY_FILE", "a file holding the API key, mode 0600", "unset"),
+    ]
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"  {name:<{width}}  {what} (default {default})" for name, what, default in rows]
+    return "settings (environment variables):\n" + "\n".join(lines)
 
 
 def replace_health(app: FastAPI, pool: EpisodePool, drain: Drain | None = None) -> None:
@@ -201,19 +246,26 @@ def main(argv: list[str] | None = None) -> None:
 
     Exits 0 after a SIGTERM drain, 2 when the settings are unusable (say an API key file others can read).
     """
-    parser = argparse.ArgumentParser(description="Serve EnterpriseHPC over OpenEnv (HTTP and WebSocket).")
+    parser = argparse.ArgumentParser(
+        prog="hpcgym-server",
+        description="Serve EnterpriseHPC over OpenEnv (HTTP and WebSocket).",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"), help="default %(default)s")
     parser.add_argument(
         "--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)), help="default %(default)s"
     )
-    parser.add_argument("--images", type=Path, help="built images (default $HPCGYM_IMAGES or build/images)")
+    parser.add_argument(
+        "--images", type=Path, help="built images (default $HPCGYM_IMAGES or the checkout's build/images)"
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn's log level (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = ServerSettings.from_environ()
-    except (ApiKeyError, ValueError) as e:
-        print(f"hpcgym-server: {e}", file=sys.stderr)
+    except (ApiKeyError, ConfigError, ValueError) as e:
+        print(f"hpcgym-server: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.images is not None:
         settings = replace(settings, images_dir=args.images)
