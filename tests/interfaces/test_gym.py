@@ -56,6 +56,11 @@ def test_spaces_take_prompts_punctuation_and_whitespace(env):
     assert env.observation_space.contains(obs)
     assert env.action_space.contains("sinfo -o '%N %T' | grep -c idle; echo $?\n")
     assert env.observation_space.max_length >= env.unwrapped.runtime.config.max_output_bytes
+    assert len(repr(env.action_space)) < 90 and len(repr(env.observation_space)) < 90
+    command = env.action_space.sample()
+    assert env.action_space.contains(command) and command.isprintable()
+    _, _, _, _, info = env.step(command)  # a sampled command is one an operator could type here
+    assert info["step"] == 1
 
 
 def test_same_seed_and_commands_give_identical_observations(env):

@@ -14,21 +14,16 @@ from pathlib import Path
 from typing import Any, SupportsFloat
 
 import gymnasium
-from gymnasium import spaces
 
 from hpcgym.episode import DEFAULT_STEP_SECONDS
 from hpcgym.episode.pool import EpisodeOptions, EpisodePool
 from hpcgym.interfaces import default_images_dir
 from hpcgym.interfaces.session import TaskSession, draw_seed, prompt
+from hpcgym.interfaces.spaces import ShellCommand, TerminalText
 from hpcgym.interfaces.task import TaskRegistry, default_registry
 from hpcgym.runtime import Runtime
 
 ENV_ID = "EnterpriseHPC-v0"
-
-# Every character of the Basic Multilingual Plane: terminal output holds whitespace, punctuation,
-# box drawing and the U+FFFD that replaces undecodable bytes, and gymnasium's default charset
-# (alphanumerics) rejects every shell prompt. Characters beyond it are shown as U+FFFD.
-CHARSET = "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF)
 
 
 class SharedRuntimes:
@@ -128,8 +123,8 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         self.pool: EpisodePool | None = None
         try:
             max_chars = self.runtime.config.max_output_bytes + 256  # head, tail and the cut/timeout notes
-            self.observation_space = spaces.Text(max_length=max_chars, min_length=0, charset=CHARSET)
-            self.action_space = spaces.Text(max_length=max_chars, min_length=0, charset=CHARSET)
+            self.observation_space = TerminalText(max_chars)
+            self.action_space = ShellCommand(max_chars)
             self.pool = EpisodePool(
                 self.runtime, pool_size, EpisodeOptions(step_seconds=step_seconds, timeout_s=timeout_s)
             )
