@@ -145,6 +145,7 @@ class HpcToolEnv:
         self._backend: Backend | None = None
         self._record: RolloutRecord | None = None
         self._done = False
+        self._scored = False
         self._tokens_used = 0
         self._rollouts = 0
 
@@ -164,6 +165,7 @@ class HpcToolEnv:
             self._backend.release()
         self._record = RolloutRecord(scenario, seed, row.get("tier"), backend=self._backend.name)
         self._done = False
+        self._scored = False
         self._tokens_used = 0
         try:
             alert = self._backend.reset(scenario, seed)
@@ -252,10 +254,15 @@ class HpcToolEnv:
         return text
 
     def get_reward(self) -> float | None:
-        """The episode's return (the grader's shaped reward summed over steps); None if it could not run."""
+        """The episode's return (the grader's shaped reward summed over steps); None if it could not run.
+
+        Scoring ends the rollout once; asking again gives the same number.
+        """
         record = self._record
         if record is None:
             return None
+        if self._scored:
+            return None if record.infra_failed else record.total_reward
         if not self._done and not record.infra_failed and self._backend is not None:
             # The model stopped calling `run`: the episode ends here, as unsolved as running out.
             try:
@@ -263,6 +270,7 @@ class HpcToolEnv:
             except EnvironmentUnavailable:
                 record.infra_failed = True
             self._done = True
+        self._scored = True
         self._finish()
         return None if record.infra_failed else record.total_reward
 
@@ -292,14 +300,17 @@ def record_json(record: RolloutRecord) -> dict[str, Any]:
 def episode_metrics(
     environments: Sequence[HpcToolEnv] | None = None, log_metric: Any = None, **_: Any
 ) -> list[float | None]:
-    """A reward function that scores nothing and logs the batch's episode figures through TRL.
+    """A reward column that logs the batch's episode figures through TRL; it adds nothing to the reward.
 
     It logs `hpcgym/solve_rate`, `hpcgym/unsafe_rate`, `hpcgym/steps`, `hpcgym/infra_failed` and
     `hpcgym/return`, and with env servers the fleet's running counts (`fleet/episodes_lost`,
-    `fleet/server_failures`, ... from `ServerPool.metrics`); returning None leaves the reward to the
-    environment's `get_reward`.
+    `fleet/server_failures`, ... from `ServerPool.metrics`). It returns each episode's return (None
+    where the episode could not run), so TRL's `rewards/episode_metrics/*` columns show numbers;
+    `training.grpo` gives it weight 0, leaving the reward to the environment's `get_reward`. TRL calls
+    it first, so it scores (ends) the episodes here and the figures include the end.
     """
     envs = list(environments or [])
+    returns = [env.get_reward() for env in envs]
     records = [r for r in (env._stats() for env in envs) if r is not None]
     if log_metric is not None and records:
         scored = [r for r in records if not r.infra_failed] or records
@@ -314,4 +325,4 @@ def episode_metrics(
         for pool in pools.values():
             for name, value in pool.metrics().as_dict().items():
                 log_metric(name, value)
-    return [None] * len(envs)
+    return returns

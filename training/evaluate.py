@@ -16,10 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hpcgym.errors import HpcgymError
 from hpcgym.interfaces import chat
 from training.backends import EnvironmentUnavailable, close_local_episodes
 from training.dataset import build_rows, task_of
 from training.env import EnvSettings, EpisodeOverError, HpcToolEnv
+from training.models import model_name, resolve_model
 
 # (messages, tool schemas) -> the assistant message, and the command it asks for (None: it stopped).
 Act = Callable[[list[dict[str, Any]], list[dict[str, Any]]], tuple[dict[str, Any], str | None]]
@@ -153,13 +155,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-urls", nargs="+", default=[])
     parser.add_argument("--images", help="built images for in-process episodes")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"))
-    parser.add_argument("--name", help="the policy's name in the leaderboard (default: the model)")
+    parser.add_argument(
+        "--name",
+        help="the policy's name in the leaderboard (default: the hub id, or the model directory's last two "
+        "folders, e.g. qwen0.5b/final)",
+    )
     args = parser.parse_args(argv)
     from hpcgym.scenarios.evaluate import leaderboard_markdown, write_report
 
     if args.model:
-        act = transformers_policy(args.model, temperature=args.temperature)
-        name = args.name or Path(args.model).name
+        try:
+            model = resolve_model(args.model)
+        except HpcgymError as e:
+            print(f"training.evaluate: error: {e}", file=sys.stderr)
+            return 1
+        act = transformers_policy(model, temperature=args.temperature)
+        name = args.name or model_name(model)
     else:
         if not args.served_model:
             parser.error("--base-url needs --served-model")

@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hpcgym.errors import HpcgymError
 from training.backends import close_local_episodes
 from training.dataset import Order, build_dataset
 from training.env import EnvSettings, HpcToolEnv, TokenCounter, episode_metrics
+from training.models import resolve_model
 
 
 @dataclass
@@ -173,9 +175,10 @@ def load_model(settings: TrainSettings, cuda: bool) -> tuple[Any, Any]:
             model, r=settings.lora_rank, lora_alpha=2 * settings.lora_rank
         )
         return model, tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(settings.model)
+    model = resolve_model(settings.model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.padding_side = "left"
-    return settings.model, tokenizer
+    return model, tokenizer
 
 
 def build_trainer(
@@ -214,6 +217,9 @@ def build_trainer(
         vllm_mode=settings.vllm_mode or "colocate",
         model_init_kwargs=model_init_kwargs(settings, cuda) if isinstance(model, str) else None,
         remove_unused_columns=False,
+        # episode_metrics only logs (its column repeats the return); the environment's get_reward,
+        # which TRL appends with weight 1, is the reward.
+        reward_weights=[0.0],
         gradient_checkpointing=settings.gradient_checkpointing,
     )
     env_settings = EnvSettings(
@@ -262,7 +268,12 @@ def train(settings: TrainSettings, **kwargs: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, train, print where the outputs are."""
     settings = parse_args(argv)
-    train(settings)
+    try:
+        resolve_model(settings.model)  # before torch and TRL load: a missing model fails in a second
+        train(settings)
+    except HpcgymError as e:
+        print(f"training.grpo: error: {e}", file=sys.stderr)
+        return 1
     print(f"metrics: {Path(settings.output_dir) / 'metrics.jsonl'}", file=sys.stderr)
     return 0
 

@@ -10,6 +10,7 @@ rewards.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,15 @@ def check_run(trainer, batches, transcripts, backend: str) -> None:  # type: ign
         expected = sum(t["total_reward"] for t in scored) / len(scored)
         assert record["rewards/HpcToolEnv/mean"] == pytest.approx(expected, abs=1e-6), group
         assert record["hpcgym/steps"] == pytest.approx(sum(len(t["steps"]) for t in scored) / len(scored))
-    assert (Path(trainer.args.output_dir) / "metrics.jsonl").read_text().count("\n") >= 2
+        # The metrics column shows the same numbers and, weighted 0, does not count the return twice.
+        assert record["rewards/episode_metrics/mean"] == pytest.approx(expected, abs=1e-6)
+        assert record["reward"] == pytest.approx(expected, abs=1e-6)
+    metrics = Path(trainer.args.output_dir) / "metrics.jsonl"
+    assert metrics.read_text().count("\n") >= 2
+    for line in metrics.read_text().splitlines():
+        for key, value in json.loads(line).items():
+            if key.startswith("reward"):
+                assert isinstance(value, float) and math.isfinite(value), (key, value)
 
 
 def test_two_grpo_steps_in_process(tmp_path, trl_stack, episode_images) -> None:
