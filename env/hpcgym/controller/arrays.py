@@ -62,7 +62,7 @@ def is_meta(job: Job) -> bool:
 
 
 def label(job: Job) -> str:
-    """squeue's %i: `1_3` for a task, `1_[4-6]` for the array's pending tasks, else the job id."""
+    """The id squeue's %i prints: `1_3` for a task, `1_[4-6]` for an array's pending tasks."""
     if job.array_job_id is None:
         return str(job.job_id)
     if job.array_task_id is not None:
@@ -71,14 +71,14 @@ def label(job: Job) -> str:
 
 
 def task_field(job: Job) -> str:
-    """scontrol's ArrayTaskId= and squeue's %K."""
+    """The task ids scontrol prints as ArrayTaskId= and squeue as %K."""
     if job.array_task_id is not None:
         return str(job.array_task_id)
     return task_str(job.array_pending)
 
 
 def expand_output(pattern: str, job_id: int, array_job_id: int, task_id: int, work_dir: str) -> str:
-    """sbatch -o/-e for an array: %A the array's job id, %a the task, %j/%J the record's own id."""
+    """An array task's -o/-e path: %A the array's job id, %a the task, %j/%J the record's id."""
     path = (
         pattern.replace("%%", "\0")
         .replace("%A", str(array_job_id))
@@ -126,8 +126,4 @@ def last_task(meta: Job) -> Job:
 
 
 def running_tasks(jobs: list[Job], array_job_id: int) -> int:
-    return sum(
-        1
-        for job in jobs
-        if job.array_job_id == array_job_id and job.state is JobState.RUNNING
-    )
+    return sum(1 for job in jobs if job.array_job_id == array_job_id and job.state is JobState.RUNNING)

@@ -523,9 +523,7 @@ class Cluster:
         # The task takes the array record's place in the job list; the record moves to its end.
         self.jobs = {
             key: value
-            for key, value in sorted(
-                [*self.jobs.items(), (task.job_id, task)], key=lambda item: item[1].seq
-            )
+            for key, value in sorted([*self.jobs.items(), (task.job_id, task)], key=lambda item: item[1].seq)
         }
         return task
 

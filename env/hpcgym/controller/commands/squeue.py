@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from hpcgym.controller.arrays import NO_TASK, is_meta, label, task_field
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
     SLURM_VERSION,
@@ -21,7 +22,6 @@ from hpcgym.controller.commands.base import (
     render_line,
     usage_error,
 )
-from hpcgym.controller.arrays import NO_TASK, is_meta, label, task_field
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.numbers import to_int
@@ -185,7 +185,11 @@ def run(ctx: Context, args: list[str]) -> Reply:
             if job_id is None or not 0 < job_id <= MAX_JOB_ID:
                 return Reply("", f"squeue: error: Invalid job id: {text}\n", 1)
             job_ids.append(job_id)
-        if len(job_ids) == 1 and job_ids[0] not in cluster.jobs and not _array_ids(cluster.jobs.values(), job_ids):
+        if (
+            len(job_ids) == 1
+            and job_ids[0] not in cluster.jobs
+            and not _array_ids(cluster.jobs.values(), job_ids)
+        ):
             return Reply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
     states: set[str] | None = None
     if "states" in values:
@@ -221,9 +225,11 @@ def run(ctx: Context, args: list[str]) -> Reply:
         users = (users or set()) | {ctx.user.name}
 
     def keep(job: Job) -> bool:
-        if job_ids is not None and job.job_id not in job_ids and job.array_job_id not in job_ids:
-            if not any(job.array_job_id == base and task in _tasks(job) for base, task in array_tasks):
-                return False
+        named = job_ids is None or job.job_id in job_ids or job.array_job_id in job_ids
+        if not named and not any(
+            job.array_job_id == base and task in _tasks(job) for base, task in array_tasks
+        ):
+            return False
         if states is not None:
             if job.state_long not in states and job.state.value not in states:
                 return False
