@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from fastapi import FastAPI, WebSocket
 from starlette.testclient import TestClient, WebSocketDenialResponse
@@ -33,6 +35,10 @@ def client():
     return TestClient(app)
 
 
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
 def test_health_needs_no_key(client):
     assert client.get("/health").status_code == 200
 
@@ -43,6 +49,9 @@ def test_health_needs_no_key(client):
         ({}, "missing API key"),
         ({"Authorization": "Bearer nope"}, "wrong API key"),
         ({"X-API-Key": "x"}, "wrong"),
+        (basic("openenv", "nope"), "wrong"),
+        (basic(KEY, ""), "missing"),  # the key is the password, never the user name
+        ({"Authorization": "Basic !!!"}, "missing"),
     ],
 )
 def test_other_routes_refuse_a_missing_or_wrong_key(client, headers, reason):
@@ -52,7 +61,10 @@ def test_other_routes_refuse_a_missing_or_wrong_key(client, headers, reason):
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY}])
+@pytest.mark.parametrize(
+    "headers",
+    [{"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY}, basic("openenv", KEY), basic("", KEY)],
+)
 def test_the_right_key_passes(client, headers):
     assert client.get("/schema", headers=headers).json() == {"ok": True}
 

@@ -55,6 +55,42 @@ def test_openenv_validate_passes(url):
     assert report["mode"] == "simulation"
 
 
+def test_openenv_validate_passes_against_a_keyed_server_with_netrc(auth_url, tmp_path, monkeypatch):
+    # The validator sends no headers; requests, which it uses, reads credentials from $NETRC (the
+    # README's route). Without them most of its checks get 401.
+    monkeypatch.delenv("NETRC", raising=False)
+    assert not validate_running_environment(auth_url, timeout_s=10)["passed"]
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login openenv password {KEY}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    report = validate_running_environment(auth_url, timeout_s=10)
+    failed = [c["id"] for c in report["criteria"] if not c["passed"]]
+    assert report["passed"] and not failed, failed
+
+
+@pytest.mark.parametrize(("method", "path"), [("post", "/reset"), ("post", "/step"), ("get", "/state")])
+def test_stateless_http_routes_name_the_websocket_and_boot_nothing(auth_url, monkeypatch, method, path):
+    from hpcgym.interfaces.openenv.server.environment import HpcEnvironment
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("an HTTP call reached the environment")
+
+    monkeypatch.setattr(HpcEnvironment, "reset", no_cluster)
+    monkeypatch.setattr(HpcEnvironment, "step", no_cluster)
+    body = {"action": {"command": "sinfo"}} if path == "/step" else {}
+    response = requests.request(
+        method, f"{auth_url}{path}", json=body, headers={"X-API-Key": KEY}, timeout=10
+    )
+    assert response.status_code == 409
+    answer = response.json()
+    assert answer["websocket"] == "/ws" and answer["code"] == "USE_WEBSOCKET"
+    assert f"HTTP {method.upper()} {path}" in answer["detail"] and "/ws" in answer["detail"]
+    # The routes stay in the OpenAPI paths, as OpenEnv's simulation mode lists them.
+    paths = requests.get(f"{auth_url}/openapi.json", headers={"X-API-Key": KEY}, timeout=10).json()["paths"]
+    assert method in paths[path]
+
+
 def test_step_counts_increase_and_sessions_are_isolated(url):
     a, b = session(url), session(url)
     try:

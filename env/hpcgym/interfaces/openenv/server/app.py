@@ -4,7 +4,8 @@ Sessions are WebSocket connections; each gets its own `HpcEnvironment` and so it
 `HPCGYM_MAX_SESSIONS` at once (one more is refused with OpenEnv's CAPACITY_REACHED error). An idle
 session is reaped after `HPCGYM_SESSION_TIMEOUT_S`, so a dropped socket frees its slot. With an API
 key set, every route but `/health` needs it (see `auth.py`). `/capacity` says how many sessions are
-open and whether the server is draining; SIGTERM drains it (see `drain.py`).
+open and whether the server is draining; SIGTERM drains it (see `drain.py`). HTTP `/reset`, `/step`
+and `/state` answer 409 naming `/ws` (see `refuse_stateless_http`).
 
 Settings (environment variables):
     HPCGYM_IMAGES             built images (default the checkout's build/images)
@@ -167,6 +168,48 @@ def replace_health(app: FastAPI, pool: EpisodePool, drain: Drain | None = None) 
         return JSONResponse({"status": "healthy", "episodes_ready": pool.ready})
 
 
+# OpenEnv's HTTP /reset, /step and /state make a fresh environment for each request and close it after
+# (stateless simulation routes); episodes live in WebSocket sessions. For EnterpriseHPC an HTTP reset
+# would boot a cluster, uncounted by the session limit, only to throw it away, and an HTTP step has
+# no episode to step. So they answer 409 and name the route that works; they stay in the OpenAPI
+# paths, as OpenEnv's simulation mode lists them.
+STATELESS_ROUTES = {"/reset": "POST", "/step": "POST", "/state": "GET"}
+WEBSOCKET_ROUTE = "/ws"
+STATELESS_DETAIL = (
+    "EnterpriseHPC episodes are stateful and live in WebSocket sessions: HTTP {method} {path} would "
+    f"act on a fresh, unconnected environment. Open a session on {WEBSOCKET_ROUTE} (HpcEnvClient or "
+    "OpenEnv's EnvClient) and send reset, step and state there"
+)
+
+
+def refuse_stateless_http(app: FastAPI) -> None:
+    """Make HTTP /reset, /step and /state answer 409 naming the WebSocket route; no cluster starts."""
+    app.router.routes[:] = [
+        route
+        for route in app.router.routes
+        if STATELESS_ROUTES.get(getattr(route, "path", "")) not in getattr(route, "methods", ())
+    ]
+
+    def refusal(path: str, method: str) -> Any:
+        async def refuse() -> JSONResponse:
+            detail = STATELESS_DETAIL.format(method=method, path=path)
+            return JSONResponse(
+                {"detail": detail, "code": "USE_WEBSOCKET", "websocket": WEBSOCKET_ROUTE}, status_code=409
+            )
+
+        return refuse
+
+    for path, method in STATELESS_ROUTES.items():
+        app.add_api_route(
+            path,
+            refusal(path, method),
+            methods=[method],
+            tags=["Environment Control"],
+            summary=f"Not over HTTP: episodes are WebSocket sessions on {WEBSOCKET_ROUTE}",
+            responses={409: {"description": f"use the WebSocket route {WEBSOCKET_ROUTE}"}},
+        )
+
+
 def add_capacity(app: FastAPI, max_sessions: int, drain: Drain) -> None:
     """`GET /capacity`: what a client pool needs to place a session (behind the key when one is set)."""
 
@@ -221,6 +264,7 @@ def build_app(
     )
 
     drain = Drain(settings.drain_s)
+    refuse_stateless_http(app)
     replace_health(app, pool, drain)
     add_capacity(app, settings.max_sessions, drain)
 

@@ -1,7 +1,9 @@
 """API-key auth for the server: every route but `/health` needs the key, the WebSocket handshake too.
 
 A pure ASGI middleware, so it sees WebSocket handshakes as well as HTTP requests. The key comes as
-`Authorization: Bearer KEY` (what `EnvClient(headers=...)` and most HTTP tools send) or `X-API-Key: KEY`.
+`Authorization: Bearer KEY` (what `EnvClient(headers=...)` and most HTTP tools send), `X-API-Key: KEY`,
+or HTTP Basic with the key as the password (any user name): that is what a client that takes no
+headers sends from a netrc file, e.g. `NETRC=FILE openenv validate --url URL` (requests reads it).
 A refused HTTP request gets 401 with a JSON reason; a refused handshake gets the same 401 response
 where the server supports it (uvicorn does), else a close with code 1008 (policy violation).
 
@@ -11,6 +13,8 @@ fleet shares it): like munged with its key, that file is refused unless only its
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import os
@@ -94,6 +98,13 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
+            if scheme.lower() == "basic" and token.strip():
+                try:
+                    pair = base64.b64decode(token.strip(), validate=True).decode()
+                    _, colon, password = pair.partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    return None
+                return password if colon and password else None
         elif name == b"x-api-key" and value:
             return value.decode("latin-1").strip()
     return None
