@@ -334,3 +334,15 @@ def test_dependencies_memory_gres_and_exclusive() -> None:
     run(c, "sbatch", "--exclusive", "--mem=1000", "--wrap", "sleep 50")
     record = run(c, "scontrol", "show", "job", "6")
     assert "NumCPUs=2 " in record and "OverSubscribe=NO" in record and "MinMemoryNode=1000M" in record
+
+
+def test_held_running_job_is_no_longer_eligible_and_a_cancelled_one_ends_by_signal() -> None:
+    # Debian's 22.05.8: `scontrol hold` of a running batch job leaves EligibleTime=Unknown; a
+    # cancelled running batch job ends ExitCode=0:15.
+    c = settled()
+    run(c, "sbatch", "--wrap", "sleep 120")
+    run(c, "scontrol", "hold", "1")
+    shown = run(c, "scontrol", "show", "job", "1")
+    assert "JobState=RUNNING Reason=JobHeldAdmin" in shown and "EligibleTime=Unknown" in shown
+    run(c, "scancel", "1")
+    assert "ExitCode=0:15" in run(c, "scontrol", "show", "job", "1")
