@@ -521,10 +521,10 @@ class Cluster:
         task = split_task(meta, self.next_job_id, self._take_seq())
         self.next_job_id += 1
         # The task takes the array record's place in the job list; the record moves to its end.
-        self.jobs = {
-            key: value
-            for key, value in sorted([*self.jobs.items(), (task.job_id, task)], key=lambda item: item[1].seq)
-        }
+        # In place: whoever holds the table keeps seeing it.
+        ordered = sorted([*self.jobs.items(), (task.job_id, task)], key=lambda item: item[1].seq)
+        self.jobs.clear()
+        self.jobs.update(ordered)
         return task
 
     def first_pass_s(self, job: Job) -> int:
