@@ -165,12 +165,21 @@ def run_bench(
         The figures, as written to the JSON file.
     """
     console = console or Console(width=160)
+    status = Console(stderr=True, highlight=False)
+    phases = 6 + bool(client_steps)
+    started = time.perf_counter()
+
+    def phase(number: int, what: str) -> None:
+        # The table comes only at the end; say what runs meanwhile (some phases take a minute).
+        status.print(f"bench {number}/{phases} [{time.perf_counter() - started:5.1f} s]: {what}")
+
     rows: list[tuple[str, str, Stats, float | None]] = []  # (group, what, stats, baseline p50 ms)
     figures: dict[str, object] = {
         "host": {"machine": platform.machine(), "kernel": platform.release(), "cpus": os.cpu_count()},
     }
 
     # The baseline first: a copy of the whole root per reset, steps with pexpect's default delay.
+    phase(1, "baseline: copy-mode resets and steps with pexpect's send delay")
     with Runtime(images_dir, overlay_mode=OverlayMode.COPY) as runtime:
         copy_reset, copy_close = time_resets(runtime, max(3, resets // 8), warm=False)
         with runtime.new_cluster() as cluster:
@@ -183,12 +192,14 @@ def run_bench(
         ("cold, kernel overlay", OverlayMode.KERNEL, 0, resets, False),
         ("cold, fuse-overlayfs", OverlayMode.FUSE, 0, max(5, resets // 4), False),
     ]
-    for label, mode, pool_size, n, warm in modes:
+    for number, (label, mode, pool_size, n, warm) in enumerate(modes, start=2):
+        phase(number, f"{n} resets, {label}")
         with Runtime(images_dir, overlay_mode=mode, pool_size=pool_size) as runtime:
             reset, close = time_resets(runtime, n, warm)
         rows.append(("reset", label, reset, copy_reset.p50_ms))
         rows.append(("close", label, close, copy_close.p50_ms))
 
+    phase(5, f"steps, then {idle} idle clusters at once")
     with Runtime(images_dir, overlay_mode=OverlayMode.KERNEL) as runtime:
         with runtime.new_cluster() as cluster:
             stub = "sinfo -N" if cluster.execute("test -x /usr/bin/sinfo").exit_code == 0 else None
@@ -201,6 +212,7 @@ def run_bench(
 
     # The whole episode: cluster + controller + services booted on every node, and stub commands
     # answered by the real controller rather than the runtime's echo handler.
+    phase(6, "full episodes: resets, steps and the controller's throughput")
     with Runtime(images_dir, overlay_mode=OverlayMode.KERNEL) as runtime:
         rows.append(("episode", "cold reset, all nodes' daemons up", time_episode_resets(runtime, 10), None))
         with Episode(runtime) as episode:
@@ -225,6 +237,7 @@ def run_bench(
     rates = figures["controller_requests_per_s"]
     console.print("controller, in-process: " + ", ".join(f"`{k}` {v:,.0f}/s" for k, v in rates.items()))  # type: ignore[attr-defined]
     if client_steps:
+        phase(7, "the Python and the native tool client side by side")
         figures["clients"] = run_client_bench(
             images_dir,
             steps=client_steps,
@@ -236,6 +249,12 @@ def run_bench(
     if json_path is not None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
     return figures
+
+
+def host_delta_text(mb: float) -> str:
+    # The host's MemAvailable moves with every other process too; a delta below zero says only that
+    # something else freed more than the clusters took, so it is not a figure per cluster.
+    return f"{mb:.2f} MB" if mb >= 0 else "n/a (other processes freed memory meanwhile)"
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -291,7 +310,7 @@ def print_table(
     console.print(table)
     console.print(
         f"idle: {int(idle['alive'])}/{int(idle['started'])} clusters alive at once, "
-        f"{idle['memory_per_episode_mb']:.2f} MB each (host MemAvailable delta), "
+        f"{host_delta_text(idle['memory_per_episode_mb'])} each (host MemAvailable delta), "
         f"{idle['process_pss_per_episode_mb']:.2f} MB each in process PSS, "
         f"{idle['cgroup_charged_per_episode_mb']:.2f} MB each charged to its cgroup; "
         f"started in {idle['start_all_s']:.1f} s"
@@ -558,7 +577,8 @@ def print_client_tables(console: Console, figures: dict[str, Any]) -> None:
             f"density: {d['answered_sinfo']}/{d['started']} full episodes alive at once answered `sinfo`, "
             f"{d['cgroup_charged_per_episode_mb']:.2f} MB each charged to its cgroup, "
             f"{d['node_processes_pss_per_episode_mb']:.2f} MB each in its processes' PSS, "
-            f"{d['memory_per_episode_mb']:.2f} MB each as host MemAvailable delta (other tenants included), "
+            f"{host_delta_text(d['memory_per_episode_mb'])} each as host MemAvailable delta (other tenants "
+            "included), "
             f"{d['descriptors']} descriptors; boot p50 {d['boot_first_p50_ms']:.0f} ms for the first tenth, "
             f"{d['boot_last_p50_ms']:.0f} ms for the last"
         )

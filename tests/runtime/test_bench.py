@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from hpcgym.bench import CLIENT_COMMANDS, run_bench, run_client_bench, use_client
+from hpcgym.bench import CLIENT_COMMANDS, host_delta_text, run_bench, run_client_bench, use_client
 from hpcgym.episode import Episode
 from hpcgym.runtime import Runtime
 
 
 @pytest.mark.slow
-def test_bench_prints_table_and_writes_json(runtime: Runtime, images_dir: Path, tmp_path: Path) -> None:
+def test_bench_prints_table_and_writes_json(
+    runtime: Runtime, images_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = io.StringIO()
     figures = run_bench(
         images_dir, tmp_path / "bench.json", resets=2, steps=10, idle=4, console=Console(file=out, width=200),
@@ -30,6 +32,14 @@ def test_bench_prints_table_and_writes_json(runtime: Runtime, images_dir: Path, 
     assert written["idle"]["alive"] == 4
     table = out.getvalue()
     assert "| reset" in table and "p50" in table and "baseline" in table
+    # Each phase says on stderr what runs, long before the table.
+    phases = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bench ")]
+    assert [line.split(" [")[0] for line in phases] == [f"bench {n}/6" for n in range(1, 7)]
+
+
+def test_a_negative_host_memory_delta_is_not_printed_as_a_figure() -> None:
+    assert host_delta_text(1.234) == "1.23 MB"
+    assert "n/a" in host_delta_text(-0.5) and "-" not in host_delta_text(-0.5)
 
 
 def first_bytes_of_sinfo(episode: Episode) -> str:
