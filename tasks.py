@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from invoke.context import Context
 from invoke.exceptions import Exit
@@ -144,7 +145,7 @@ def bench(
     concurrencies = (
         tuple(int(n) for n in sessions.split(",")) if sessions else ((1, 8) if quick else (1, 8, 64))
     )
-    clients = {
+    clients: dict[str, Any] = {
         "client_steps": 30 if quick else 100,
         "client_concurrencies": concurrencies,
         "density": density if density >= 0 else (16 if quick else 256),
@@ -322,25 +323,50 @@ def serve(c: Context, host: str = "0.0.0.0", port: int = 0, images: str = "") ->
         raise Exit(f"error: {e}", code=1) from None
 
 
-@task(help={"tag": "image tag (default hpcgym-server)"})
-def build_server_image(c: Context, tag: str = "hpcgym-server") -> None:
-    """Build the deployable server image (Containerfile) with Docker from the locally bootstrapped base.
+SERVER_BASE = "hpcgym"  # our mmdebstrap Debian 12 base, from the store, imported into Docker
 
-    No registry is reachable, so the base is our own mmdebstrap base imported into Docker, and Python
-    packages come from a wheelhouse built here.
+
+@task(
+    help={
+        "tag": "image tag (default hpcgym-server)",
+        "base": "the base: hpcgym (default: our reproducible Debian 12 base from the store) or a registry "
+        "image pinned by digest, e.g. debian:bookworm-slim@sha256:<digest>",
+    }
+)
+def build_server_image(c: Context, tag: str = "hpcgym-server", base: str = SERVER_BASE) -> None:
+    """Build the deployable server image (Containerfile) with Docker; from a clean clone, this one command.
+
+    Builds the rocky images first if build/images lacks them. The base is a build argument: by default
+    our own mmdebstrap base (no registry needed), imported into Docker as hpcgym-base; Python packages
+    come from a wheelhouse built here, so the image build needs Debian's mirror only.
     """
     import json as json_module
 
-    manifest = json_module.loads((DEFAULT_OUT / "rocky-login" / "manifest.json").read_text())
-    digest = manifest["base"]["digest"]
-    c.run(f"zstd -dc {DEFAULT_STORE}/{digest}/rootfs.tar.zst | docker import - hpcgym-base", pty=False)
+    if base != SERVER_BASE and "@sha256:" not in base:
+        raise Exit(
+            f"error: --base {base!r} is not pinned by digest\n"
+            "  hint: give REF@sha256:DIGEST (docker pull REF prints the digest), or leave --base out",
+            code=2,
+        )
+    if shutil.which("docker") is None:
+        raise Exit(
+            "error: docker is not installed\n  hint: run ./bootstrap.sh main (it installs docker.io)", code=1
+        )
+    manifests = [DEFAULT_OUT / str(role) / "manifest.json" for role in ("rocky-login", "rocky-compute")]
+    if not all(path.is_file() for path in manifests):
+        build_images(c)
+    base_ref = base
+    if base == SERVER_BASE:
+        digest = json_module.loads(manifests[0].read_text())["base"]["digest"]
+        c.run(f"zstd -dc {DEFAULT_STORE}/{digest}/rootfs.tar.zst | docker import - hpcgym-base", pty=False)
+        base_ref = "hpcgym-base"
     wheels = REPO / "build" / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     c.run(f"{sys.executable} -m pip wheel -q --wheel-dir {wheels} . 'setuptools>=68' wheel", pty=False)
     for wheel in wheels.glob("hpcgym-*.whl"):
         wheel.unlink()
     c.run(
-        "DOCKER_BUILDKIT=0 docker build --network host --build-arg BASE=hpcgym-base "
+        f"DOCKER_BUILDKIT=0 docker build --network host --build-arg BASE={base_ref} "
         f"-f Containerfile -t {tag} .",
         pty=False,
     )

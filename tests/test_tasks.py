@@ -91,3 +91,55 @@ def test_eval_json_keeps_results_json(tmp_path):
     paths = write_report([record("gold", "hpc_munge", True)], tmp_path / "eval", extra)
     assert json.loads(paths["results"].read_text()) == json.loads(extra.read_text())
     assert paths["results"] == tmp_path / "eval" / "results.json"
+
+
+def fake_images(root: Path, roles: tuple[str, ...] = ("rocky-login", "rocky-compute")) -> Path:
+    for role in roles:
+        (root / role).mkdir(parents=True)
+        (root / role / "manifest.json").write_text(json.dumps({"base": {"digest": "abc123"}}))
+    return root
+
+
+def mock_context():  # type: ignore[no-untyped-def]
+    from invoke import MockContext, Result
+
+    return MockContext(run=Result(""), repeat=True)
+
+
+def test_server_image_from_our_base_imports_it_and_passes_it_as_build_arg(monkeypatch, tmp_path):
+    monkeypatch.setattr(tasks, "DEFAULT_OUT", fake_images(tmp_path / "images"))
+    monkeypatch.setattr(tasks, "build_images", lambda c: pytest.fail("images are built already"))
+    monkeypatch.setattr(tasks.shutil, "which", lambda name: f"/usr/bin/{name}")
+    c = mock_context()
+    tasks.build_server_image(c)
+    commands = [call.args[0] for call in c.run.call_args_list]
+    assert "abc123/rootfs.tar.zst | docker import - hpcgym-base" in commands[0]
+    assert "--build-arg BASE=hpcgym-base" in commands[-1] and "-t hpcgym-server" in commands[-1]
+
+
+def test_server_image_from_a_clean_clone_builds_the_images_first(monkeypatch, tmp_path):
+    monkeypatch.setattr(tasks, "DEFAULT_OUT", tmp_path / "images")
+    built = []
+
+    def build(c):  # type: ignore[no-untyped-def]
+        built.append(fake_images(tmp_path / "images"))
+
+    monkeypatch.setattr(tasks, "build_images", build)
+    monkeypatch.setattr(tasks.shutil, "which", lambda name: f"/usr/bin/{name}")
+    tasks.build_server_image(mock_context())
+    assert built
+
+
+def test_server_image_registry_base_must_be_pinned(monkeypatch, tmp_path):
+    with pytest.raises(Exit) as caught:
+        tasks.build_server_image(mock_context(), base="debian:bookworm-slim")
+    message, hint = one_line_error(caught.value)
+    assert "not pinned" in message and "@sha256:" in hint
+    monkeypatch.setattr(tasks, "DEFAULT_OUT", fake_images(tmp_path / "images"))
+    monkeypatch.setattr(tasks.shutil, "which", lambda name: f"/usr/bin/{name}")
+    c = mock_context()
+    pinned = "debian:bookworm-slim@sha256:" + "0" * 64
+    tasks.build_server_image(c, base=pinned)
+    commands = [call.args[0] for call in c.run.call_args_list]
+    assert not any("docker import" in command for command in commands)
+    assert f"--build-arg BASE={pinned}" in commands[-1]

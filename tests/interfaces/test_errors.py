@@ -93,3 +93,43 @@ def test_images_default_is_in_cli_help(capsys):
     with pytest.raises(SystemExit):
         cli.main(["exec", "--help"])
     assert str(Path(REPO_ROOT) / "build" / "images") in capsys.readouterr().out.replace("\n", "")
+
+
+def test_health_names_the_container_flags_when_sandboxes_are_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from hpcgym.errors import SandboxError
+
+    fastapi_app = FastAPI()
+    app.replace_health(fastapi_app, SimpleNamespace(failure=None, ready=0))  # type: ignore[arg-type]
+    client = TestClient(fastapi_app)
+    assert client.get("/health").status_code == 200
+
+    class Refusing:
+        def new_cluster(self):  # type: ignore[no-untyped-def]
+            raise SandboxError("bwrap: Creating new namespace failed: Operation not permitted")
+
+    failure = app.probe_sandbox(Refusing())  # type: ignore[arg-type]
+    assert isinstance(failure, SandboxError)
+    fastapi_app.state.hpcgym_probe_failure = failure
+    monkeypatch.setattr(app, "in_container", lambda: True)
+    response = client.get("/health")
+    assert response.status_code == 503 and "Operation not permitted" in response.json()["detail"]
+    for flag in ("SYS_ADMIN", "SYS_PTRACE", "seccomp=unconfined", "apparmor=unconfined", "systempaths"):
+        assert flag in response.json()["hint"]
+    # The Containerfile documents the same flags.
+    containerfile = (REPO_ROOT / "Containerfile").read_text()
+    assert all(flag in containerfile for flag in app.CONTAINER_FLAGS.split() if flag.startswith("--"))
+
+
+def test_probe_passes_where_a_cluster_starts():
+    from contextlib import nullcontext
+
+    class Starting:
+        def new_cluster(self):  # type: ignore[no-untyped-def]
+            return nullcontext()
+
+    assert app.probe_sandbox(Starting()) is None  # type: ignore[arg-type]

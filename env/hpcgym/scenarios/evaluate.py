@@ -293,7 +293,7 @@ def plot_leaderboard(records: Sequence[EpisodeRecord], path: Path) -> None:
     policies = list(dict.fromkeys(r.policy for r in records))
     tiers = sorted({r.tier for r in records})
     width = 0.8 / max(1, len(tiers))
-    colors = plt.get_cmap("tab10").colors
+    colors = [plt.get_cmap("tab10")(i) for i in range(10)]
     fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 1.3 * len(policies) * max(1, len(tiers)) / 2 + 2), 7.5))
     panels = (("solve_rate", "solve rate", "{:.0%}"), ("mean_reward", "mean reward per episode", "{:+.2f}"))
     for ax, (key, label, fmt) in zip(axes, panels, strict=True):

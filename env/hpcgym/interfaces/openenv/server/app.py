@@ -39,7 +39,7 @@ from openenv.core.env_server.http_server import create_app
 from openenv.core.env_server.types import ConcurrencyConfig
 
 from hpcgym.episode.pool import EpisodeOptions, EpisodePool
-from hpcgym.errors import ConfigError
+from hpcgym.errors import ConfigError, HpcgymError
 from hpcgym.interfaces import default_images_dir
 from hpcgym.interfaces.openenv.models import ENV_NAME, HpcAction, HpcObservation, HpcState
 from hpcgym.interfaces.openenv.server.auth import ApiKeyAuth, ApiKeyError, api_key_from_environ
@@ -148,6 +148,31 @@ def settings_help() -> str:
     return "settings (environment variables):\n" + "\n".join(lines)
 
 
+# What bubblewrap needs from a container engine, and no more (the Containerfile says why each).
+CONTAINER_FLAGS = (
+    "--cap-add SYS_ADMIN --cap-add SYS_PTRACE --security-opt seccomp=unconfined "
+    "--security-opt apparmor=unconfined --security-opt systempaths=unconfined"
+)
+CONTAINER_HINT = f"in a container, start it with: docker run {CONTAINER_FLAGS} ... (see the Containerfile)"
+
+
+def in_container() -> bool:
+    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
+def probe_sandbox(runtime: Runtime) -> HpcgymError | None:
+    """Start one cluster and close it: the error if this host refuses the sandboxes, else None.
+
+    A server whose host lacks the privileges must say so when it starts, with the flags that fix it,
+    and never serve with weaker isolation.
+    """
+    try:
+        with runtime.new_cluster():
+            return None
+    except HpcgymError as e:
+        return e
+
+
 def replace_health(app: FastAPI, pool: EpisodePool, drain: Drain | None = None) -> None:
     """Make `/health` say unhealthy (503) once the episode pool has failed, not merely "the port is open".
 
@@ -159,8 +184,14 @@ def replace_health(app: FastAPI, pool: EpisodePool, drain: Drain | None = None) 
 
     @app.get("/health", tags=["Health"], summary="Health check")
     def health() -> JSONResponse:
-        if pool.failure is not None:
-            return JSONResponse({"status": "unhealthy", "detail": str(pool.failure)}, status_code=503)
+        failure = (
+            pool.failure if pool.failure is not None else getattr(app.state, "hpcgym_probe_failure", None)
+        )
+        if failure is not None:
+            body = {"status": "unhealthy", "detail": str(failure)}
+            if in_container():
+                body["hint"] = CONTAINER_HINT
+            return JSONResponse(body, status_code=503)
         if drain is not None and drain.draining:
             return JSONResponse(
                 {"status": "draining", "active_sessions": drain.active_sessions}, status_code=503
@@ -282,6 +313,7 @@ def build_app(
         log.warning("OPENENV_API_KEY is not set: the server accepts every client")
     app.state.hpcgym_settings = replace(settings, api_key=None)  # never echo the key
     app.state.hpcgym_drain = drain
+    app.state.hpcgym_runtime = runtime
     return app
 
 
@@ -313,7 +345,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     if args.images is not None:
         settings = replace(settings, images_dir=args.images)
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except HpcgymError as e:
+        print(f"hpcgym-server: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    failure = probe_sandbox(app.state.hpcgym_runtime)
+    if failure is not None:
+        app.state.hpcgym_probe_failure = failure
+        hint = f"; {CONTAINER_HINT}" if in_container() else ""
+        log.error("episodes cannot start here, /health answers 503: %s%s", failure, hint)
     # Many sessions step at once, each in its own thread; one worker process shares one runtime.
     config = draining_config(app, host=args.host, port=args.port, log_level=args.log_level)
     DrainingServer(config, app.state.hpcgym_drain).run()
