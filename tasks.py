@@ -291,7 +291,7 @@ def transcripts(
             print("\n".join(render_transcript(record) for record in records))
             return
         results = replaying.replay(records, _ids(via) or [], _images(images), url=url or None)
-    except HpcgymError as e:
+    except (HpcgymError, OSError, ValueError) as e:  # as before: a --url that is no server, a bad --via
         raise Exit(f"error: {e}", code=1) from None
     print(replaying.render(results))
     if not all(r.identical for r in results):

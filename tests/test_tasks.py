@@ -106,6 +106,12 @@ def mock_context():  # type: ignore[no-untyped-def]
     return MockContext(run=Result(""), repeat=True)
 
 
+@pytest.fixture(autouse=True)
+def no_real_wheelhouse(monkeypatch, tmp_path):
+    # build-server-image empties REPO/build/wheels; the tests must not touch the checkout's.
+    monkeypatch.setattr(tasks, "REPO", tmp_path / "repo")
+
+
 def test_server_image_from_our_base_imports_it_and_passes_it_as_build_arg(monkeypatch, tmp_path):
     monkeypatch.setattr(tasks, "DEFAULT_OUT", fake_images(tmp_path / "images"))
     monkeypatch.setattr(tasks, "build_images", lambda c: pytest.fail("images are built already"))
