@@ -328,9 +328,7 @@ def plot_leaderboard(records: Sequence[EpisodeRecord], path: Path) -> None:
             ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    axes[0].set_title(
-        f"hpcgym leaderboard: {len(records)} episodes (n = episodes per bar; a value of 0 shows as a stub)"
-    )
+    axes[0].set_title(f"hpcgym leaderboard: {len(records)} episodes (n per bar; 0 drawn as a stub)")
     axes[0].legend(title="scenario tier", loc="upper right", fontsize="small", ncol=len(tiers))
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata={"Software": None})
