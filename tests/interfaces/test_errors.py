@@ -133,3 +133,18 @@ def test_probe_passes_where_a_cluster_starts():
             return nullcontext()
 
     assert app.probe_sandbox(Starting()) is None  # type: ignore[arg-type]
+
+
+def test_server_that_cannot_start_sandboxes_exits_2_naming_the_flags(monkeypatch, capsys):
+    from hpcgym.errors import SandboxError
+
+    def refuse(settings):  # type: ignore[no-untyped-def]
+        raise SandboxError("command exited 1: /usr/bin/fuse-overlayfs -o lowerdir=...")
+
+    monkeypatch.setattr(app, "build_app", refuse)
+    monkeypatch.setattr(app, "in_container", lambda: True)
+    with pytest.raises(SystemExit) as caught:
+        app.main([])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hpcgym-server: error: command exited 1") and "--cap-add SYS_ADMIN" in err

@@ -348,7 +348,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app = build_app(settings)
     except HpcgymError as e:
-        print(f"hpcgym-server: error: {e}", file=sys.stderr)
+        # The runtime probes mounts and sandboxes as it starts; in a container that lacks the
+        # privileges this is where it fails, so name the flags.
+        hint = f"\n  {CONTAINER_HINT}" if in_container() else ""
+        print(f"hpcgym-server: error: {e}{hint}", file=sys.stderr)
         raise SystemExit(2) from None
     failure = probe_sandbox(app.state.hpcgym_runtime)
     if failure is not None:
