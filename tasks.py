@@ -363,7 +363,7 @@ def build_server_image(c: Context, tag: str = "hpcgym-server", base: str = SERVE
     wheels = REPO / "build" / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     c.run(f"{sys.executable} -m pip wheel -q --wheel-dir {wheels} . 'setuptools>=68' wheel", pty=False)
-    for wheel in wheels.glob("hpcgym-*.whl"):
+    for wheel in wheels.glob("openenv_hpcgym-*.whl"):
         wheel.unlink()
     c.run(
         f"DOCKER_BUILDKIT=0 docker build --network host --build-arg BASE={base_ref} "

@@ -214,3 +214,21 @@ def test_settings_come_from_the_environment():
     )
     with pytest.raises(ValueError, match="below 50"):
         ServerSettings(step_timeout_s=55)
+
+
+def test_openenv_discovery_finds_the_installed_environment(auth_url):
+    from openenv.auto import AutoAction, AutoEnv
+    from openenv.auto._discovery import get_discovery
+
+    found = get_discovery().discover(use_cache=False)
+    assert found["hpcgym"].package_name == "openenv-hpcgym", found
+    assert AutoAction.from_env("hpcgym") is HpcAction
+    client = AutoEnv.from_env("hpcgym", base_url=auth_url, api_key=KEY).sync()
+    client.connect()
+    try:
+        result = client.reset(scenario="hpc_drain_forgotten", seed=800)
+        assert result.observation.node == "login01"
+        step = client.step(HpcAction(command="sinfo -h -o %P | sort -u | head -1"))
+        assert step.observation.exit_code == 0 and step.observation.output.strip(), step.observation
+    finally:
+        client.close()
