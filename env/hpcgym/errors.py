@@ -35,6 +35,10 @@ class SandboxError(HpcgymError):
     """A sandbox, overlay or shell could not be set up or kept alive."""
 
 
+class ClusterClosedError(SandboxError):
+    """Work asked of a cluster that is closing or closed (a request still in flight when it ended)."""
+
+
 class ControllerError(HpcgymError):
     """The per-episode cluster controller failed."""
 

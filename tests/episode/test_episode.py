@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 
 import pytest
 
@@ -140,3 +143,31 @@ def test_controller_never_follows_a_symlink_out_of_the_node(episode):
     assert episode.nodes.read("login01", "/etc/escape-rel") == b"login01\n"  # ".." stops at the node's /
     episode.step("mkfifo /etc/munge/fifo")
     assert episode.nodes.read("login01", "/etc/munge/fifo") is None  # never blocks on a FIFO
+
+
+def test_closing_under_a_request_in_flight_starts_nothing_and_blames_no_one(runtime, caplog):
+    # A background srun holds a request on the login node's socket while its tasks run on the
+    # compute nodes; closing the episode then stops those nodes under it. The request's work
+    # (restarting what it finds dead) must not start shells in a cluster being torn down.
+    episode = Episode(runtime)
+    if episode.cluster.cgroup is None:
+        episode.close()
+        pytest.skip("no cgroup to tell this cluster's processes by")
+    cgroups = episode.cluster.cgroup.dirs
+    try:
+        episode.step("srun -N4 sleep 60 &")
+        time.sleep(1.5)
+        assert episode.step("squeue -h -o %T").output.split() == ["RUNNING"]
+    finally:
+        with caplog.at_level(logging.ERROR):
+            episode.close()
+            # The request's worker thread finishes after the teardown (each of srun's four tasks
+            # may run for the host-side bound of 10 s where shells are started again under it).
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline and any(
+                t.name == "hpcgym-channel-login01" for t in threading.enumerate()
+            ):
+                time.sleep(0.1)
+    assert not [r.getMessage() for r in caplog.records if "controller failed" in r.getMessage()]
+    # A shell started in the teardown keeps the cluster's cgroup busy: it is never removed.
+    assert [d for d in cgroups if d.exists()] == []

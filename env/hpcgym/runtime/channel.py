@@ -40,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpcgym.errors import ClusterClosedError
+
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1 << 20
@@ -435,6 +437,10 @@ class ControlChannel:
             conn.settimeout(None)
             try:
                 reply = binding.dispatch(Request(binding.node, argv, cwd, conn, stdin))
+            except ClusterClosedError as e:  # the episode ended under a request still in flight
+                log.debug("request on %s ended with its cluster: %s", binding.node, e)
+                said = f"{os.path.basename(argv[0])}: the cluster is shutting down\n"
+                reply = Reply(stderr=said, exit_code=1)
             except Exception as e:  # reported to the cluster, which discards the episode
                 log.exception("controller failed on %s %.200r", binding.node, argv)
                 binding.on_error(e)

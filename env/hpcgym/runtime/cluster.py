@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from hpcgym.errors import ControllerError, SandboxError
+from hpcgym.errors import ClusterClosedError, ControllerError, SandboxError
 from hpcgym.run import require_tool
 from hpcgym.runtime import hostids, overlay, sandbox, sweep
 from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
@@ -123,6 +123,10 @@ class Node:
 
     def ensure_started(self) -> Shell:
         with self._lock:
+            # close() marks the cluster before it stops each node under this lock: a request still in
+            # flight (a background srun's task) must not start a shell or mount in a cluster torn down.
+            if self.cluster.closed:
+                raise ClusterClosedError(f"{self.name}: this cluster is closed")
             if not self._mounted:
                 config = self.cluster.config
                 for sub in ("upper", "work", "root", "run"):
@@ -396,6 +400,11 @@ class Cluster:
         self.close()
 
     # --- the agent's side -----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """close() has begun: no node may start again."""
+        return self._closed
 
     @property
     def current_node(self) -> str:
