@@ -282,14 +282,15 @@ def transcripts(
     """Show recorded episodes the way a person reads them, or replay them through every entry point."""
     from hpcgym.errors import HpcgymError
     from hpcgym.interfaces import replay as replaying
-    from hpcgym.scenarios.evaluate import render_transcript
+    from hpcgym.scenarios.evaluate import choose_transcripts, show_transcripts
 
     source = Path(path).resolve() if path else REPO / "build" / "eval" / "transcripts.jsonl"
+    picked = {"scenario": scenario or None, "policy": policy or None}
     try:
-        records = _chosen_transcripts(source, scenario, policy, failed)
         if not replay:
-            print("\n".join(render_transcript(record) for record in records))
+            print(show_transcripts(source, **picked, failed_only=failed))
             return
+        records = choose_transcripts(source, **picked, failed_only=failed)
         results = replaying.replay(records, _ids(via) or [], _images(images), url=url or None)
     except (HpcgymError, OSError, ValueError) as e:  # as before: a --url that is no server, a bad --via
         raise Exit(f"error: {e}", code=1) from None
@@ -370,39 +371,6 @@ def build_server_image(c: Context, tag: str = "hpcgym-server", base: str = SERVE
         f"-f Containerfile -t {tag} .",
         pty=False,
     )
-
-
-def _chosen_transcripts(source: Path, scenario: str, policy: str, failed: bool) -> list:  # type: ignore[type-arg]
-    """The records of `source` that match; an error names what was recorded when nothing does."""
-    from hpcgym.errors import ConfigError
-    from hpcgym.scenarios.evaluate import load_transcripts
-
-    if not source.is_file():
-        raise ConfigError(
-            f"no transcripts at {source}",
-            hint="run `invoke eval` first (it writes build/eval/transcripts.jsonl), or pass --path",
-        )
-    try:
-        records = load_transcripts(source)
-    except (ValueError, TypeError, KeyError, OSError) as e:
-        raise ConfigError(
-            f"{source} is not a transcripts.jsonl from invoke eval ({type(e).__name__}: {e})",
-            hint="pass the transcripts.jsonl that `invoke eval` wrote (in its --report-dir)",
-        ) from None
-    for flag, wanted, recorded in (
-        ("--scenario", scenario, [r.scenario for r in records]),
-        ("--policy", policy, [r.policy for r in records]),
-    ):
-        if wanted and wanted not in recorded:
-            known = ", ".join(dict.fromkeys(recorded)) or "none"
-            raise ConfigError(f"{flag} {wanted!r}: no such episode in {source}", hint=f"recorded: {known}")
-    return [
-        r
-        for r in records
-        if (not scenario or r.scenario == scenario)
-        and (not policy or r.policy == policy)
-        and (not failed or not r.solved)
-    ]
 
 
 def _images(flag: str) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcgym.errors import ControllerError, SandboxError, ScenarioError
+from hpcgym.errors import ConfigError, ControllerError, SandboxError, ScenarioError
 from hpcgym.interfaces import chat
 from hpcgym.runtime import Runtime
 from hpcgym.scenarios.grade import DIAGNOSIS_CREDIT, PROGRESS_CREDIT, SUCCESS_CREDIT
@@ -506,15 +506,46 @@ def run_eval(
     return write_report(records, out_dir, json_path)
 
 
+def choose_transcripts(
+    path: Path, *, scenario: str | None = None, policy: str | None = None, failed_only: bool = False
+) -> list[EpisodeRecord]:
+    """The matching episodes of a transcripts.jsonl, for `invoke transcripts` to show or replay.
+
+    Raises:
+        ConfigError: no such file, not one `invoke eval` wrote, or a scenario or policy it never
+            recorded (the hint names what it did record).
+    """
+    if not path.is_file():
+        raise ConfigError(
+            f"no transcripts at {path}",
+            hint="run `invoke eval` first (it writes build/eval/transcripts.jsonl), or pass --path",
+        )
+    try:
+        records = load_transcripts(path)
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise ConfigError(
+            f"{path} is not a transcripts.jsonl from invoke eval ({type(e).__name__}: {e})",
+            hint="pass the transcripts.jsonl that `invoke eval` wrote (in its --report-dir)",
+        ) from None
+    for flag, wanted, recorded in (
+        ("--scenario", scenario, [r.scenario for r in records]),
+        ("--policy", policy, [r.policy for r in records]),
+    ):
+        if wanted and wanted not in recorded:
+            known = ", ".join(dict.fromkeys(recorded)) or "none"
+            raise ConfigError(f"{flag} {wanted!r}: no such episode in {path}", hint=f"recorded: {known}")
+    return [
+        record
+        for record in records
+        if (not scenario or record.scenario == scenario)
+        and (not policy or record.policy == policy)
+        and not (failed_only and record.solved)
+    ]
+
+
 def show_transcripts(
     path: Path, *, scenario: str | None = None, policy: str | None = None, failed_only: bool = False
 ) -> str:
     """`invoke transcripts`: render the matching episodes of a transcripts.jsonl."""
-    chosen = [
-        record
-        for record in load_transcripts(path)
-        if (scenario is None or record.scenario == scenario)
-        and (policy is None or record.policy == policy)
-        and not (failed_only and record.solved)
-    ]
+    chosen = choose_transcripts(path, scenario=scenario, policy=policy, failed_only=failed_only)
     return "\n".join(render_transcript(record) for record in chosen)
