@@ -77,27 +77,24 @@ def task_field(job: Job) -> str:
     return task_str(job.array_pending)
 
 
-def expand_output(pattern: str, job_id: int, array_job_id: int, task_id: int, work_dir: str) -> str:
-    """An array task's -o/-e path: %A the array's job id, %a the task, %j/%J the record's id."""
-    path = (
-        pattern.replace("%%", "\0")
-        .replace("%A", str(array_job_id))
-        .replace("%a", str(task_id))
-        .replace("%j", str(job_id))
-        .replace("%J", str(job_id))
-        .replace("\0", "%")
-    )
+def expand_output(pattern: str, job_id: int, work_dir: str, array: tuple[int, int] | None = None) -> str:
+    """The path of sbatch's -o/-e PATTERN: %j/%J the job id, %% a percent sign.
+
+    For an array task (`array`: the array's job id, the task) %A and %a too; relative is under WorkDir.
+    """
+    path = pattern.replace("%%", "\0")
+    if array is not None:
+        path = path.replace("%A", str(array[0])).replace("%a", str(array[1]))
+    path = path.replace("%j", str(job_id)).replace("%J", str(job_id)).replace("\0", "%")
     return path if path.startswith("/") else f"{work_dir.rstrip('/')}/{path}"
 
 
 def set_outputs(job: Job, task_id: int) -> None:
     assert job.array_job_id is not None
-    out = job.array_output or DEFAULT_OUTPUT
-    job.stdout_path = expand_output(out, job.job_id, job.array_job_id, task_id, job.work_dir)
+    array = (job.array_job_id, task_id)
+    job.stdout_path = expand_output(job.array_output or DEFAULT_OUTPUT, job.job_id, job.work_dir, array)
     err = job.array_error
-    job.stderr_path = (
-        expand_output(err, job.job_id, job.array_job_id, task_id, job.work_dir) if err else job.stdout_path
-    )
+    job.stderr_path = expand_output(err, job.job_id, job.work_dir, array) if err else job.stdout_path
 
 
 def split_task(meta: Job, new_job_id: int, new_seq: int) -> Job:

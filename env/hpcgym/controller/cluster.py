@@ -8,7 +8,14 @@ states they did show. Time comes only from the episode's `VirtualClock`.
 
 from __future__ import annotations
 
-from hpcgym.controller.arrays import NO_TASK, last_task, parse_array_spec, set_outputs, split_task
+from hpcgym.controller.arrays import (
+    NO_TASK,
+    expand_output,
+    last_task,
+    parse_array_spec,
+    set_outputs,
+    split_task,
+)
 from hpcgym.controller.clock import VirtualClock
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.rpc import JobRequest, SlurmError
@@ -468,8 +475,9 @@ class Cluster:
         )
         job.min_mem_mb = request.mem_mb or 0
         job.gres, job.exclusive, job.dependency = request.gres, request.exclusive, list(request.dependency)
-        job.stdout_path = _expand_output(request.stdout_path, job.job_id, request.work_dir)
-        job.stderr_path = _expand_output(request.stderr_path, job.job_id, request.work_dir) or job.stdout_path
+        out, err, work_dir = request.stdout_path, request.stderr_path, request.work_dir
+        job.stdout_path = expand_output(out, job.job_id, work_dir) if out is not None else None
+        job.stderr_path = expand_output(err, job.job_id, work_dir) if err is not None else job.stdout_path
         self.next_job_id += 1
         job.seq = self._take_seq()
         if array is not None:
@@ -753,16 +761,6 @@ class Cluster:
             return self.nodes[name]
         except KeyError:
             raise ControllerError(f"no node {name!r} in slurm.conf") from None
-
-
-def _expand_output(pattern: str | None, job_id: int, work_dir: str) -> str | None:
-    # sbatch -o/-e: %j and %J are the job id, %% a percent sign; relative paths are under WorkDir.
-    if pattern is None:
-        return None
-    path = (
-        pattern.replace("%%", "\0").replace("%j", str(job_id)).replace("%J", str(job_id)).replace("\0", "%")
-    )
-    return path if path.startswith("/") else f"{work_dir.rstrip('/')}/{path}"
 
 
 def _has_gres(node_gres: str, wanted: str) -> bool:

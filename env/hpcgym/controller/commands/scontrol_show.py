@@ -100,15 +100,14 @@ def _array_fields(job: Job) -> str:
 
 
 def _tres(cluster: Cluster, job: Job) -> str:
-    cpus = job.cpus
-    if job.nodes:
-        # With CR_Core memory is not allocated, so only an explicit --mem shows up.
-        mem = f"mem={job.min_mem_mb * len(job.nodes)}M," if job.min_mem_mb else ""
-        return f"cpu={cpus},{mem}node={len(job.nodes)},billing={cpus}"
-    if job.kept_alloc is not None:
-        cpus, count = job.kept_alloc
+    # An allocation, the one running or the last one a requeued job keeps: with CR_Core memory is
+    # not allocated, so only an explicit --mem shows up.
+    alloc = (job.cpus, len(job.nodes)) if job.nodes else job.kept_alloc
+    if alloc is not None:
+        cpus, count = alloc
         mem = f"mem={job.min_mem_mb * count}M," if job.min_mem_mb else ""
         return f"cpu={cpus},{mem}node={count},billing={cpus}"
+    cpus = job.cpus
     # Not allocated yet: the request, where memory 0 means each node's whole memory.
     part_nodes = [cluster.nodes[name] for name in cluster.partitions[job.partition].nodes]
     per_node = job.min_mem_mb or min((n.conf.real_memory_mb for n in part_nodes), default=0)
