@@ -20,7 +20,7 @@ from hpcgym.controller.clock import VirtualClock
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.rpc import JobRequest, SlurmError
 from hpcgym.controller.scheduler import part_limit_reason, schedule
-from hpcgym.controller.slurmconf import SlurmConf
+from hpcgym.controller.slurmconf import SlurmConf, parse_licenses
 from hpcgym.controller.state import (
     Job,
     JobState,
@@ -30,6 +30,8 @@ from hpcgym.controller.state import (
     Partition,
     PartitionState,
     Reason,
+    Reservation,
+    ReservationFlag,
 )
 from hpcgym.errors import ControllerError
 
@@ -63,6 +65,14 @@ BACKFILL_INTERVAL_S = 30
 DEFAULT_MAX_ARRAY_SIZE = 1001
 # SIGTERM, what slurmstepd sends a step's tasks when the job reaches its TimeLimit.
 TIME_LIMIT_SIGNAL = 15
+# slurmctld's background loop puts RESERVED and MAINT on the nodes of active reservations (and takes
+# them off expired ones) every 5 s, not at create: Debian's 22.05.8 showed a node of a reservation
+# made `StartTime=now` as `idle` at once and as `maint` five seconds later.
+RESV_CHECK_S = 5
+# An infinite reservation lasts a year as slurmctld stores it (EndTime one year on, 365-00:00:00).
+INFINITE_RESV_S = 365 * 24 * 3600
+# validate_node_specs() stamps a node that registers with a boot time after its last answer.
+UNEXPECTED_REBOOT_REASON = "Node unexpectedly rebooted"
 
 
 class Cluster:
@@ -103,6 +113,13 @@ class Cluster:
         self.controller_unreachable: set[str] = set()
         # Reasons slurmctld itself sets are stamped with SlurmUser (root unless slurm.conf says).
         self.slurm_user = conf.options.get("slurmuser", "root")
+        self.reservations: dict[str, Reservation] = {}
+        self.next_resv_id = 1
+        self.resv_checked_s = clock.now_s
+        # When a node's host last booted, where it did after slurmctld started; `reboot_unseen`: the
+        # reboots slurmd's next registration reports (an unexpected reboot, see `_register`).
+        self.host_boot_s: dict[str, int] = {}
+        self.reboot_unseen: set[str] = set()
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:
@@ -145,11 +162,15 @@ class Cluster:
         self.nodes[name].slurmd_up = False
 
     def _register(self, node: Node) -> None:
+        if node.name in self.reboot_unseen:
+            self.reboot_unseen.discard(node.name)
+            if self._rebooted_unexpectedly(node, self.host_boot_s[node.name]):
+                return
         node.registered = True
         node.flags &= ~NodeFlag.NOT_RESPONDING
         node.last_response_s = self.now_s
         if node.boot_s is None:
-            node.boot_s = self.slurmctld_start_s
+            node.boot_s = self.host_boot_s.get(node.name, self.slurmctld_start_s)
         if node.last_busy_s is None:
             node.last_busy_s = self.now_s
         if node.base is NodeBase.UNKNOWN:
@@ -160,6 +181,35 @@ class Cluster:
             # keeps the state flags; seen on Debian's 22.05.8: DOWN+DRAIN+NOT_RESPONDING -> IDLE+DRAIN).
             if not node.has(NodeFlag.DRAIN | NodeFlag.FAIL):
                 self._clear_reason(node)
+
+    def _rebooted_unexpectedly(self, node: Node, booted_s: int) -> bool:
+        # validate_node_specs(): a node that booted after its last answer, unless ReturnToService=2
+        # (or slurmctld asked for the reboot), goes DOWN and its jobs are killed; the reason is set
+        # only over none or "Not responding". With 1, a node DOWN for not responding does not come
+        # back either: its boot time is after its last response.
+        node.boot_s = booted_s
+        node.registered = True
+        node.flags &= ~NodeFlag.NOT_RESPONDING
+        last = node.last_response_s
+        node.last_response_s = self.now_s
+        if self.conf.return_to_service == 2 or last is None or booted_s <= last:
+            return False
+        keep = node.reason is not None and node.reason != "Not responding"
+        self._set_down(node, UNEXPECTED_REBOOT_REASON, self.slurm_user, keep_reason=keep)
+        self.schedule()
+        return True
+
+    def reboot_host(self, name: str) -> None:
+        """The node's host restarted on its own (a panic, a power blip) and its slurmd came back.
+
+        Slurmd's next registration tells slurmctld the new boot time (`_rebooted_unexpectedly`).
+        """
+        node = self.nodes[name]
+        self.host_boot_s[name] = self.now_s
+        self.reboot_unseen.add(name)
+        node.slurmd_start_s = self.now_s
+        if node.slurmd_up and self.now_s >= self.register_after_s:
+            self._register(node)
 
     def _returns_to_service(self, node: Node) -> bool:
         # ReturnToService=1 revives nodes that went DOWN only for not responding; 2 revives any.
@@ -288,6 +338,7 @@ class Cluster:
                 if job.completing and job.end_s is not None and job.end_s < now:
                     self._finish_completing(job)
         self._ping_nodes(now)
+        self._check_reservations(now)
         for job_id in [j.job_id for j in self.jobs.values() if self._is_purgeable(j, now)]:
             del self.jobs[job_id]
         self.schedule()
@@ -441,6 +492,16 @@ class Cluster:
             )
         if request.gres and not any(_has_gres(n.conf.gres, request.gres) for n in part_nodes):
             raise SlurmError("Invalid generic resource (gres) specification")
+        license_counts = self._check_licenses(request.licenses)
+        if request.reservation is not None:
+            resv = self.reservations.get(request.reservation)
+            # Checked once the job record exists: a refused job uses up its id (22.05.8).
+            if resv is None or request.user.name not in resv.users:
+                self.next_job_id += 1
+            if resv is None:
+                raise SlurmError("Requested reservation is invalid")
+            if request.user.name not in resv.users:
+                raise SlurmError("Access denied to requested reservation")
         # A dependency on a job slurmctld does not know is accepted and counts as satisfied, as for
         # a purged one (Debian's 22.05.8 ran `sbatch -d afterok:99` with no job 99).
         time_limit = request.time_limit_min if request.time_limit_set else part.conf.default_time_min
@@ -474,6 +535,8 @@ class Cluster:
             alloc_sid=request.alloc_sid,
         )
         job.min_mem_mb = request.mem_mb or 0
+        job.licenses, job.license_counts = request.licenses, license_counts
+        job.reservation = request.reservation
         job.gres, job.exclusive, job.dependency = request.gres, request.exclusive, list(request.dependency)
         out, err, work_dir = request.stdout_path, request.stderr_path, request.work_dir
         job.stdout_path = expand_output(out, job.job_id, work_dir) if out is not None else None
@@ -512,6 +575,16 @@ class Cluster:
                 job.reason = Reason.PRIORITY
         self.schedule()
         return job
+
+    def _check_licenses(self, text: str | None) -> tuple[tuple[str, int], ...]:
+        # license_validate(): every name configured and no count above the cluster's total.
+        if text is None:
+            return ()
+        counts = parse_licenses(text)
+        total = dict(self.conf.licenses)
+        if counts is None or any(name not in total or n > total[name] for name, n in counts):
+            raise SlurmError("Invalid license specification")
+        return counts
 
     def next_backfill_s(self) -> int:
         """When the backfill scheduler next runs: every bf_interval from slurmctld's start."""
@@ -675,6 +748,121 @@ class Cluster:
         state = JobState.COMPLETED if exit_code == 0 else JobState.FAILED
         reason = Reason.NONE if exit_code == 0 else Reason.NON_ZERO_EXIT
         self._end_job(job, state, self.now_s, exit_code=exit_code, reason=reason)
+
+    # ---- reservations and licenses ---------------------------------------------------------------
+
+    def create_reservation(self, resv: Reservation) -> str:
+        """`scontrol create reservation`: checked as create_resv() does; returns the name it got.
+
+        Raises:
+            SlurmError: a duplicate name, unknown nodes, another reservation or a job in the way.
+        """
+        if not resv.name:
+            resv.name = f"{resv.users[0] if resv.users else 'root'}_{self.next_resv_id}"
+        if resv.name in self.reservations:
+            raise SlurmError("Duplicate reservation name")
+        self._check_reservation(resv, None)
+        self.next_resv_id += 1
+        self.reservations[resv.name] = resv
+        self.schedule()
+        return resv.name
+
+    def _check_reservation(self, resv: Reservation, old: Reservation | None) -> None:
+        if not resv.nodes or any(name not in self.nodes for name in resv.nodes):
+            raise SlurmError("Invalid node name specified")
+        resv.flags |= ReservationFlag.SPEC_NODES
+        resv.cores = sum(self.nodes[name].conf.cpus for name in resv.nodes)
+        mine = set(resv.nodes)
+        loose = ReservationFlag.MAINT | ReservationFlag.OVERLAP
+        if not resv.flags & loose:
+            for other in self.reservations.values():
+                if other is old or other.flags & loose or not mine & set(other.nodes):
+                    continue
+                if other.overlaps(resv.start_s, resv.end_s):
+                    raise SlurmError("Requested reservation overlaps with another reservation")
+        if not resv.flags & ReservationFlag.IGNORE_JOBS:
+            for job in self.jobs.values():
+                if not job.allocated or not mine & set(job.nodes) or job.reservation == resv.name:
+                    continue
+                end = self._job_end_s(job)
+                if end is None or end > resv.start_s:
+                    raise SlurmError("Requested nodes are busy")
+
+    def update_reservation(self, name: str, change: dict[str, object]) -> None:
+        """`scontrol update reservation`: StartTime, EndTime, Duration, Nodes, Users or Flags anew.
+
+        Raises:
+            SlurmError: no such reservation, or the changed one fails create's checks.
+        """
+        old = self.reservations.get(name)
+        if old is None:
+            raise SlurmError("Requested reservation is invalid")
+        new = Reservation(**{**old.__dict__, **change})  # type: ignore[arg-type]
+        if new.end_s <= new.start_s:
+            raise SlurmError("Invalid time specified")
+        self._check_reservation(new, old)
+        new.node_flags_set = old.node_flags_set
+        self.reservations[name] = new
+        self._set_reservation_flags()
+        self.schedule()
+
+    def delete_reservation(self, name: str) -> None:
+        """`scontrol delete reservation`: refused while a job of it is pending or running.
+
+        Raises:
+            SlurmError: no such reservation, or it is in use.
+        """
+        resv = self.reservations.get(name)
+        if resv is None:
+            raise SlurmError("Requested reservation is invalid")
+        # Any job of the reservation not yet finished keeps it, a pending one too (22.05.8).
+        if any(job.reservation == name and job.is_active() for job in self.jobs.values()):
+            raise SlurmError("Requested reservation is in use")
+        del self.reservations[name]
+        # Its nodes lose RESERVED and MAINT at once (_delete_resv_internal), not at the next pass.
+        self._set_reservation_flags()
+        self.schedule()
+
+    def _check_reservations(self, now: int) -> None:
+        last_pass = self.sched_start_s + (now - self.sched_start_s) // RESV_CHECK_S * RESV_CHECK_S
+        if last_pass <= self.resv_checked_s:
+            return
+        self.resv_checked_s = last_pass
+        for name in [n for n, r in self.reservations.items() if now >= r.end_s]:
+            # An ended reservation is purged by the same pass (no recurrence is simulated).
+            del self.reservations[name]
+        for resv in self.reservations.values():
+            resv.node_flags_set = resv.start_s <= now
+        self._set_reservation_flags()
+
+    def _set_reservation_flags(self) -> None:
+        # set_node_maint_mode(): RESERVED on every node of a reservation the pass saw active, MAINT
+        # too for a MAINT one.
+        for node in self.nodes.values():
+            node.flags &= ~(NodeFlag.RESERVED | NodeFlag.MAINT)
+        for resv in self.reservations.values():
+            if not resv.node_flags_set or resv.state_at(self.now_s).value != "ACTIVE":
+                continue
+            flags = NodeFlag.RESERVED
+            if resv.flags & ReservationFlag.MAINT:
+                flags |= NodeFlag.MAINT
+            for name in resv.nodes:
+                if name in self.nodes:
+                    self.nodes[name].flags |= flags
+
+    def _job_end_s(self, job: Job) -> int | None:
+        start = job.start_s if job.start_s is not None else self.now_s
+        return None if job.time_limit_min is None else start + job.time_limit_min * 60
+
+    def licenses_used(self) -> dict[str, int]:
+        """How many of each configured license the jobs holding an allocation use."""
+        used = {name: 0 for name, _ in self.conf.licenses}
+        for job in self.jobs.values():
+            if job.allocated:
+                for name, count in job.license_counts:
+                    if name in used:
+                        used[name] += count
+        return used
 
     # ---- scheduling ------------------------------------------------------------------------------
 

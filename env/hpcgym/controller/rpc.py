@@ -68,3 +68,6 @@ class JobRequest:
     dependency: list[tuple[str, int]] = field(default_factory=list)
     # sbatch --array=SPEC as given (parsed and checked by slurmctld: `arrays.parse_array_spec`).
     array_spec: str | None = None
+    # -L/--licenses and --reservation as given.
+    licenses: str | None = None
+    reservation: str | None = None

@@ -14,6 +14,8 @@ from hpcgym.controller.arrays import is_meta, running_tasks
 from hpcgym.controller.hostlist import compress_hostlist
 from hpcgym.controller.state import (
     NODES_UNAVAILABLE_DESC,
+    RESERVED_FOR_MAINT_DESC,
+    RESERVED_FOR_OTHER_DESC,
     Job,
     JobState,
     Node,
@@ -21,6 +23,8 @@ from hpcgym.controller.state import (
     Partition,
     PartitionState,
     Reason,
+    ReservationFlag,
+    ReservationState,
     Step,
 )
 
@@ -67,6 +71,17 @@ def schedule(cluster: Cluster) -> None:
         if limit is not None:
             job.reason, job.reason_desc = limit, None
             continue
+        if not _licenses_free(cluster, job):
+            # license_job_test() fails before any node is looked at; the partition stays open to
+            # the jobs after it.
+            job.reason, job.reason_desc = Reason.LICENSES, None
+            continue
+        held_by_resv = _reservation_block(cluster, job)
+        if isinstance(held_by_resv, tuple):
+            # Unlike a down node it asked for, a reservation in its way does not hold the partition
+            # back from the jobs after it (22.05.8: a -N4 job behind one still said "Nodes required").
+            job.reason, job.reason_desc = held_by_resv
+            continue
         # Required nodes that are down, drained or held for a higher-priority job are the more
         # specific reason, so they win over `Priority` (capture 60, srun --immediate -w).
         unavailable = _unavailable_required(cluster, job, blocked_nodes)
@@ -89,12 +104,12 @@ def schedule(cluster: Cluster) -> None:
                 ):
                     job.reason, job.reason_desc = Reason.ARRAY_TASK_LIMIT, None
                     break
-                if not _try_start(cluster, job, part, blocked_nodes):
+                if not _try_start(cluster, job, part, blocked_nodes | held_by_resv):
                     blocked_parts.add(job.partition)
                     blocked_nodes.update(part.nodes)
                     break
             continue
-        if not _try_start(cluster, job, part, blocked_nodes):
+        if not _try_start(cluster, job, part, blocked_nodes | held_by_resv):
             blocked_parts.add(job.partition)
             blocked_nodes.update(part.nodes)
 
@@ -126,6 +141,43 @@ def _dependency_reason(cluster: Cluster, job: Job) -> Reason | None:
             job.accrue_s = cluster.now_s
     job.dependency = waiting
     return Reason.DEPENDENCY if waiting else None
+
+
+def _licenses_free(cluster: Cluster, job: Job) -> bool:
+    if not job.license_counts:
+        return True
+    total = dict(cluster.conf.licenses)
+    used = cluster.licenses_used()
+    return all(used.get(name, 0) + count <= total.get(name, 0) for name, count in job.license_counts)
+
+
+def _reservation_block(cluster: Cluster, job: Job) -> tuple[Reason, str | None] | set[str]:
+    """What reservations do to `job` now: the reason it waits, or the nodes it may not use.
+
+    As job_test_resv(): a job of a reservation runs only on its nodes and only while it is active
+    (else Reservation); a job without one may not use the nodes of a reservation whose window meets
+    its own (now to its time limit, or forever), and it waits "Reserved for maintenance" when a MAINT
+    reservation holds every node of its partition, or "May be reserved for other job" when it asked
+    for such a node by name.
+    """
+    now = cluster.now_s
+    if job.reservation is not None:
+        resv = cluster.reservations.get(job.reservation)
+        if resv is None or resv.state_at(now) is not ReservationState.ACTIVE:
+            return Reason.RESERVATION, None
+        return {name for name in cluster.partitions[job.partition].nodes if name not in resv.nodes}
+    end = None if job.time_limit_min is None else now + job.time_limit_min * 60
+    part_nodes = set(cluster.partitions[job.partition].nodes)
+    held: set[str] = set()
+    for resv in cluster.reservations.values():
+        if not resv.overlaps(now, end):
+            continue
+        if resv.flags & ReservationFlag.MAINT and part_nodes <= set(resv.nodes):
+            return Reason.REQ_NODE_NOT_AVAIL, RESERVED_FOR_MAINT_DESC
+        if set(job.req_nodes) & set(resv.nodes):
+            return Reason.REQ_NODE_NOT_AVAIL, RESERVED_FOR_OTHER_DESC
+        held |= set(resv.nodes)
+    return held
 
 
 def part_limit_reason(job: Job, part: Partition) -> Reason | None:

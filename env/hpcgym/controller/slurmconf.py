@@ -74,6 +74,8 @@ class SlurmConf:
     return_to_service: int = 0
     min_job_age_s: int = 300
     kill_wait_s: int = 30
+    # Licenses=: each cluster-wide license and how many the site has, as slurm.conf lists them.
+    licenses: tuple[tuple[str, int], ...] = ()
     options: dict[str, str] = field(default_factory=dict)
 
     def node(self, name: str) -> NodeConf | None:
@@ -192,6 +194,21 @@ def _partition_line(
     )
 
 
+def parse_licenses(text: str) -> tuple[tuple[str, int], ...] | None:
+    """`name[:count],...` (count 1 when left out), as Licenses= and `sbatch -L` take it; None if malformed.
+
+    A name given twice adds up, as slurmctld's license list does.
+    """
+    counts: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, count_text = item.replace("*", ":").partition(":")
+        count = int(count_text) if count_text.isdigit() and count_text.isascii() else None
+        if not name or (sep and count is None):
+            return None
+        counts[name] = counts.get(name, 0) + (count if count is not None else 1)
+    return tuple(counts.items())
+
+
 def parse_slurm_conf(text: str) -> SlurmConf:
     """Parse slurm.conf text.
 
@@ -230,6 +247,9 @@ def parse_slurm_conf(text: str) -> SlurmConf:
     all_names = [node.name for node in nodes]
     partitions = [_partition_line(pairs, part_defaults, all_names) for pairs in partition_lines]
     host, _, addr = options["slurmctldhost"].partition("(")
+    licenses = parse_licenses(options["licenses"]) if options.get("licenses") else ()
+    if licenses is None:
+        raise ControllerError(f"slurm.conf: invalid Licenses={options['licenses'][:200]}")
     return SlurmConf(
         cluster_name=options["clustername"],
         controller_host=host,
@@ -240,6 +260,7 @@ def parse_slurm_conf(text: str) -> SlurmConf:
         return_to_service=int(options.get("returntoservice", "0")),
         min_job_age_s=int(options.get("minjobage", "300")),
         kill_wait_s=int(options.get("killwait", "30")),
+        licenses=licenses,
         options=options,
     )
 

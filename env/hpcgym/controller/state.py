@@ -33,6 +33,8 @@ class NodeFlag(enum.Flag):
     DRAIN = enum.auto()
     FAIL = enum.auto()
     MAINT = enum.auto()
+    # In an active reservation (set with MAINT by slurmctld's periodic pass, `reservations.py`).
+    RESERVED = enum.auto()
     NOT_RESPONDING = enum.auto()
 
 
@@ -122,7 +124,14 @@ class Reason(enum.Enum):
     TIME_LIMIT = "TimeLimit"
     NON_ZERO_EXIT = "NonZeroExitCode"
     ARRAY_TASK_LIMIT = "JobArrayTaskLimit"
+    LICENSES = "Licenses"
+    RESERVATION = "Reservation"
 
+
+# What _build_node_list() says when a job without a reservation needs nodes a MAINT reservation holds
+# (every node of its partition, or one it asked for by name): squeue shows it in place of the reason.
+RESERVED_FOR_MAINT_DESC = "ReqNodeNotAvail, Reserved for maintenance"
+RESERVED_FOR_OTHER_DESC = "ReqNodeNotAvail, May be reserved for other job"
 
 # slurmctld's description when too few of a partition's nodes are usable; squeue prints it in place
 # of the reason and scontrol prints it with spaces turned into underscores.
@@ -202,11 +211,16 @@ class Node:
             NodeFlag.DRAIN,
             NodeFlag.FAIL,
             NodeFlag.MAINT,
+            NodeFlag.RESERVED,
             NodeFlag.NOT_RESPONDING,
         ):
             if self.has(flag):
-                names.append(flag.name or "")
+                names.append(_COMPLETE_FLAG_NAMES.get(flag, flag.name or ""))
         return "+".join(names)
+
+
+# node_state_string_complete() spells these flags otherwise than the enum (State=IDLE+MAINTENANCE+RESERVED).
+_COMPLETE_FLAG_NAMES = {NodeFlag.MAINT: "MAINTENANCE", NodeFlag.RESERVED: "RESERVED"}
 
 
 # How node_state_string() and node_state_string_compact() spell the states a flag overrides.
@@ -218,6 +232,7 @@ _FLAGGED_LONG = {
     "fail": "FAIL",
     "alloc+": "ALLOCATED+",
     "completing": "COMPLETING",
+    "reserved": "RESERVED",
 }
 _FLAGGED_COMPACT = {
     "maint": "maint",
@@ -227,26 +242,33 @@ _FLAGGED_COMPACT = {
     "fail": "fail",
     "alloc+": "alloc+",
     "completing": "comp",
+    "reserved": "resv",
 }
 
 
 def _state_word(node: Node) -> tuple[NodeBase | str, str]:
-    # Mirrors node_state_string(): drain and fail win over the base, then '*' marks no response.
-    # Returns the base itself, or the key of the flag-driven word, and the '*' suffix.
+    # Mirrors node_state_string(): maintenance, drain and fail win over the base; then '$' marks a
+    # node in a MAINT reservation, or else '*' one that does not respond. Returns the base itself, or
+    # the key of the flag-driven word, and the suffix.
     base = node.effective_base()
     star = "*" if node.has(NodeFlag.NOT_RESPONDING) else ""
+    mark = "$" if node.has(NodeFlag.MAINT) else star
     busy = node.has(NodeFlag.COMPLETING) or base in (NodeBase.ALLOCATED, NodeBase.MIXED)
-    if node.has(NodeFlag.MAINT) and base not in (NodeBase.ALLOCATED, NodeBase.MIXED):
+    if node.has(NodeFlag.MAINT) and not (
+        node.has(NodeFlag.DRAIN) or base in (NodeBase.ALLOCATED, NodeBase.MIXED, NodeBase.DOWN)
+    ):
         return "maint", star
     if node.has(NodeFlag.DRAIN):
-        return ("draining" if busy else "drained"), star
+        return ("draining" if busy else "drained"), mark
     if node.has(NodeFlag.FAIL):
         return ("failing" if busy else "fail"), star
-    if base is NodeBase.ALLOCATED and not star and node.has(NodeFlag.COMPLETING):
+    if base is NodeBase.ALLOCATED and not mark and node.has(NodeFlag.COMPLETING):
         return "alloc+", ""
     if base is NodeBase.IDLE and node.has(NodeFlag.COMPLETING):
-        return "completing", star
-    return base, star
+        return "completing", mark
+    if base is NodeBase.IDLE and not mark and node.has(NodeFlag.RESERVED):
+        return "reserved", ""
+    return base, mark
 
 
 def _state_long(node: Node) -> str:
@@ -271,6 +293,54 @@ class Partition:
     @property
     def nodes(self) -> tuple[str, ...]:
         return self.conf.nodes
+
+
+class ReservationFlag(enum.Flag):
+    """The reservation flags simulated, in the order reservation_flags_string() prints them."""
+
+    NONE = 0
+    MAINT = enum.auto()
+    FLEX = enum.auto()
+    OVERLAP = enum.auto()
+    IGNORE_JOBS = enum.auto()
+    DAILY = enum.auto()
+    WEEKLY = enum.auto()
+    # Set by slurmctld for a reservation made of named nodes (`Nodes=`), never asked for.
+    SPEC_NODES = enum.auto()
+
+    def spelled(self) -> str:
+        return ",".join(flag.name or "" for flag in ReservationFlag if flag and flag in self)
+
+
+class ReservationState(enum.Enum):
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+
+
+@dataclass
+class Reservation:
+    """An advanced reservation (`scontrol create reservation`): nodes held for some users over a window.
+
+    `end_s` None is an infinite duration (slurmctld stores it as one year past the start).
+    """
+
+    name: str
+    start_s: int
+    end_s: int
+    nodes: tuple[str, ...]
+    users: tuple[str, ...]
+    flags: ReservationFlag = ReservationFlag.NONE
+    partition: str | None = None
+    cores: int = 0
+    # Whether slurmctld's periodic pass has put RESERVED (and MAINT) on its nodes yet.
+    node_flags_set: bool = False
+
+    def state_at(self, now_s: int) -> ReservationState:
+        return ReservationState.ACTIVE if self.start_s <= now_s < self.end_s else ReservationState.INACTIVE
+
+    def overlaps(self, start_s: int, end_s: int | None) -> bool:
+        """Whether the window [start_s, end_s) of a job (end None: no time limit) meets this one."""
+        return self.start_s < (end_s if end_s is not None else self.end_s + 1) and start_s < self.end_s
 
 
 @dataclass
@@ -357,6 +427,11 @@ class Job:
     # (CPUs, nodes) instead of its request.
     unseen_until_s: int | None = None
     kept_alloc: tuple[int, int] | None = None
+    # -L/--licenses as given (scontrol and squeue %W print it so) and as (name, count) pairs.
+    licenses: str | None = None
+    license_counts: tuple[tuple[str, int], ...] = ()
+    # --reservation: the job may run only there, and only while it is active.
+    reservation: str | None = None
 
     @property
     def state_long(self) -> str:

@@ -50,7 +50,7 @@ def play(state: State, scratch: Path | None = None) -> Run:
         with local_slurm(
             root / "slurm",
             names=NODES,
-            options={**OPTIONS, **DEFAULTS_BACK},
+            options={**OPTIONS, **DEFAULTS_BACK, **dict(state.options)},
             partition_lines=PARTITION_LINES,
             node_extra=NODE_HARDWARE,
             graceful=False,

@@ -59,6 +59,7 @@ class State:
         about: what the state is, in a line.
         steps: the script, in order.
         ci: part of the CI-sized run (`--ci`), which must finish within a few minutes.
+        options: slurm.conf keys this state adds to (or sets in) the shared body on both sides.
     """
 
     name: str
@@ -66,6 +67,7 @@ class State:
     steps: tuple[Step, ...]
     ci: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    options: tuple[tuple[str, str], ...] = ()
 
     @property
     def commands(self) -> list[str]:
@@ -110,6 +112,6 @@ PARTITION_LINES = (
 )
 
 
-def conf_body() -> list[str]:
+def conf_body(extra: tuple[tuple[str, str], ...] = ()) -> list[str]:
     """The slurm.conf lines both clusters share (options, then nodes are added by each side)."""
-    return [f"{key}={value}" for key, value in OPTIONS.items()]
+    return [f"{key}={value}" for key, value in {**OPTIONS, **dict(extra)}.items()]

@@ -30,10 +30,10 @@ CONTROLLER_HOST = "login01"
 BACKGROUND_SETTLE_S = 1.0
 
 
-def sim_conf() -> str:
+def sim_conf(extra: tuple[tuple[str, str], ...] = ()) -> str:
     """The simulated cluster's slurm.conf: the shared body with the image's paths and ports."""
     lines = [
-        *conf_body(),
+        *conf_body(extra),
         f"SlurmctldHost={CONTROLLER_HOST}",
         "SlurmctldPort=6817",
         "SlurmdPort=6818",
@@ -67,7 +67,7 @@ def play(state: State, runtime: Runtime, real: Run) -> Run:
     from hpcgym.episode import Episode
 
     run = Run([], list(real.offsets_s))
-    with Episode(runtime, step_seconds=0, slurm_conf_text=sim_conf(), timeout_s=60) as episode:
+    with Episode(runtime, step_seconds=0, slurm_conf_text=sim_conf(state.options), timeout_s=60) as episode:
         start_s = episode.controller.clock.now_s
         run.facts = Facts(float(start_s))
         episode.step(f"mkdir -p {OUT_DIR}")

@@ -34,12 +34,27 @@ def _steps(*items: str | Step, look: tuple[str, ...] = LOOK) -> tuple[Step, ...]
 
 
 def _state(
-    name: str, about: str, *items: str | Step, look: tuple[str, ...] = LOOK, ci: bool = False
+    name: str,
+    about: str,
+    *items: str | Step,
+    look: tuple[str, ...] = LOOK,
+    ci: bool = False,
+    options: tuple[tuple[str, str], ...] = (),
 ) -> State:
-    return State(name, about, _steps(*items, look=look), ci=ci)
+    return State(name, about, _steps(*items, look=look), ci=ci, options=options)
 
 
 SLEEP_JOB = "sbatch --wrap 'sleep 120'"
+# What an operator looks at when reservations or licenses hold jobs back.
+RESV_LOOK = (
+    "sinfo",
+    "sinfo -N -o '%N %t %T'",
+    "sinfo -T",
+    "squeue",
+    "squeue -o '%i %T %r %R'",
+    "scontrol show reservation",
+    "scontrol show node compute-04",
+)
 
 STATES: tuple[State, ...] = (
     _state(
@@ -391,6 +406,75 @@ STATES: tuple[State, ...] = (
         # Looked at before the first ping round (3 s after the start) has the nodes register: at
         # 3 s one real run showed them UNKNOWN with BootTime=None, another idle.
         Wait(1),
+    ),
+    _state(
+        "reservation-maint",
+        "a MAINT reservation over a partition: its jobs wait, its nodes show maint; then it goes",
+        "scontrol create reservation ReservationName=maint_gpu StartTime=now Duration=infinite "
+        "Nodes=compute-0[3-4] Users=root Flags=MAINT,IGNORE_JOBS",
+        "sinfo",
+        Wait(6),
+        "sbatch -p gpu --wrap 'sleep 120'",
+        "sbatch -w compute-03 --wrap 'sleep 120'",
+        "sbatch -N4 --wrap 'sleep 120'",
+        Wait(3),
+        *RESV_LOOK,
+        "scontrol show job 1",
+        "scontrol delete ReservationName=maint_gpu",
+        "scontrol delete reservation maint_gpu",
+        Wait(3),
+        look=RESV_LOOK,
+        ci=True,
+    ),
+    _state(
+        "reservation-errors",
+        "scontrol create/update/delete reservation refusals, and a job asking for a reservation",
+        "scontrol create reservation ReservationName=bad StartTime=now Duration=60 Users=root",
+        "scontrol create reservation ReservationName=bad StartTime=now Duration=60 Nodes=compute-03",
+        "scontrol create reservation ReservationName=bad Nodes=compute-03 Users=root",
+        "scontrol create reservation ReservationName=x StartTime=now Duration=60 Nodes=compute-01 "
+        "Users=root Flags=BOGUS",
+        "scontrol create reservation ReservationName=x StartTime=now Duration=60 Nodes=compute-01 "
+        "Users=root Bogus=1",
+        "scontrol create reservation ReservationName=x StartTime=now Duration=60 Nodes=compute-01 "
+        "Users=nosuchuser",
+        "scontrol create reservation StartTime=now+1hour Duration=60 Nodes=compute-02 Users=root",
+        "scontrol create reservation ReservationName=root_1 StartTime=now Duration=60 Nodes=compute-01 "
+        "Users=root",
+        "scontrol create reservation ReservationName=dup StartTime=now+30minutes Duration=60 "
+        "Nodes=compute-02 Users=root",
+        "sbatch --reservation=nope --wrap true",
+        "sbatch --reservation=root_1 --wrap 'sleep 120'",
+        "scontrol update ReservationName=root_1 Duration=10",
+        "scontrol update ReservationName=nope Duration=10",
+        "scontrol show reservation root_1",
+        "scontrol show reservation nope",
+        "scontrol delete ReservationName=nope",
+        "scontrol delete reservation",
+        Wait(3),
+        "scontrol show job 1",
+        "scontrol delete reservation root_1",
+        look=RESV_LOOK,
+        ci=True,
+    ),
+    _state(
+        "licenses",
+        "Licenses= in slurm.conf: scontrol show lic, sbatch -L, jobs waiting on Licenses",
+        "scontrol show lic",
+        "scontrol -o show lic",
+        "scontrol show lic matlab",
+        "sbatch -L matlab:2 --wrap 'sleep 120'",
+        "sbatch -L matlab:1 --wrap 'sleep 120'",
+        "sbatch -L matlab:3 --wrap 'sleep 120'",
+        "sbatch -L ansys --wrap 'sleep 120'",
+        "sbatch -L nope:1 --wrap 'sleep 120'",
+        "sbatch --licenses=ansys:2,matlab:1 --wrap 'sleep 120'",
+        Wait(4),
+        "scontrol show lic",
+        "scontrol show job 2",
+        look=GLANCE,
+        ci=True,
+        options=(("Licenses", "matlab:2,ansys:4"),),
     ),
     _state(
         "formats",

@@ -47,6 +47,8 @@ SHARED_OPTIONS = (
     Option("no-requeue", None, "no-requeue"),
     Option("mail-type", None, "mail-type", Arg.REQUIRED),
     Option("mail-user", None, "mail-user", Arg.REQUIRED),
+    Option("licenses", "L", "licenses", Arg.REQUIRED),
+    Option("reservation", None, "reservation", Arg.REQUIRED),
     Option("help", "h", "help"),
     Option("usage", None, "usage"),
 )
@@ -112,6 +114,10 @@ def build_request(prog: str, ctx: Context, opts: list[tuple[str, str | None]], *
             request.stderr_path = text
         elif key == "hold":
             request.hold = True
+        elif key == "licenses":
+            request.licenses = text
+        elif key == "reservation":
+            request.reservation = text
         elif key == "begin":
             try:
                 request.begin_s = parse_begin_time(text, ctx.now_s)

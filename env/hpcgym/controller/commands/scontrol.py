@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hpcgym.controller.commands import scontrol_config, usage
+from hpcgym.controller.commands import scontrol_config, scontrol_resv, usage
 from hpcgym.controller.commands import scontrol_show as show
 from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
@@ -53,6 +53,7 @@ _ENTITIES = (
     "config",
     "reservation",
     "reservations",
+    "licenses",
 )
 # Entities scontrol matches only when spelled out.
 _HOST_ENTITIES = ("hostnames", "hostlist", "hostlistsorted")
@@ -83,6 +84,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
         failed = _rpc_failed(ctx, keyword, rest)
         if failed is not None:
             return failed
+    if keyword == "create":
+        return _create(ctx, rest)
+    if keyword == "delete":
+        return _delete(ctx, rest)
     if keyword == "show":
         return _show(ctx, rest, details=details, oneliner=oneliner)
     if keyword == "update":
@@ -152,7 +157,9 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
         return Reply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
     entity = matches[0].rstrip("s") if matches[0] != "steps" else "step"
     if entity == "reservation":
-        return Reply("No reservations in the system\n")
+        return scontrol_resv.show(cluster, target, oneliner=oneliner)
+    if entity == "license":
+        return scontrol_resv.show_licenses(cluster, target, oneliner=oneliner)
     if entity == "node":
         names = expand_names(target) if target else list(cluster.nodes)
         missing = [name for name in names if name not in cluster.nodes]
@@ -252,6 +259,8 @@ def _update(ctx: Context, words: list[str]) -> Reply:
         return _update_job(ctx, pairs)
     if first in ("partitionname", "partition"):
         return _update_partition(ctx, pairs)
+    if len(first) >= 3 and "reservationname".startswith(first):
+        return scontrol_resv.update(ctx, words)
     return Reply("", f"Update of this parameter is not supported: {words[0]}\nRequest aborted\n", 1)
 
 
@@ -379,6 +388,36 @@ def _job_action(ctx: Context, keyword: str, words: list[str]) -> Reply:
         except SlurmError as error:
             errors.append(f"{error} for job {text}\n")
     return Reply("", "".join(errors), 1 if errors else 0)
+
+
+def _create(ctx: Context, words: list[str]) -> Reply:
+    # scontrol's _create_it: the entity is the first word (or a tag of the first pair).
+    if not words:
+        return Reply("", "too few arguments for keyword:create\n", 1)
+    entity = words[0].partition("=")[0].lower()
+    if len(entity) < 3 or not ("reservation".startswith(entity) or "reservationname".startswith(entity)):
+        return Reply("", f"Invalid creation entity: {words[0]}\n", 1)
+    failure = check_rpc(ctx, "scontrol", "REQUEST_CREATE_RESERVATION")
+    if failure is not None:
+        return Reply("", f"{failure.preamble}Error creating the reservation: {failure.error}\n", 1)
+    return scontrol_resv.create(ctx, words)
+
+
+def _delete(ctx: Context, words: list[str]) -> Reply:
+    # scontrol's _delete_it: `delete ENTITY=ID` or `delete ENTITY ID`.
+    proper = "scontrol: error: Proper format is 'delete <ENTITY>=<ID>' or 'delete <ENTITY> <ID>'\n"
+    if len(words) == 1 and "=" in words[0]:
+        tag, _, value = words[0].partition("=")
+    elif len(words) == 2:
+        tag, value = words
+    else:
+        return Reply("", proper, 1)
+    if len(tag) < 3 or not "reservationname".startswith(tag.lower()):
+        return Reply("", f"Invalid deletion entity: {words[0]}\n", 1)
+    failure = check_rpc(ctx, "scontrol", "REQUEST_DELETE_RESERVATION")
+    if failure is not None:
+        return Reply("", f"{failure.preamble}delete_reservation {words[0]}: {failure.error}\n", 1)
+    return scontrol_resv.delete(ctx, words[0], value)
 
 
 def _reconfigure(ctx: Context) -> Reply:

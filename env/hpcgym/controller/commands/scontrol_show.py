@@ -182,7 +182,12 @@ def job_record(cluster: Cluster, job: Job, *, details: bool, alloc_host: str) ->
         f"   MinCPUsNode={job.cpus_per_task} MinMemoryNode={f'{job.min_mem_mb}M' if job.min_mem_mb else 0} "
         "MinTmpDiskNode=0",
         "   Features=(null) DelayBoot=00:00:00",
-        f"   OverSubscribe={'NO' if job.exclusive else 'OK'} Contiguous=0 Licenses=(null) Network=(null)",
+    ]
+    if job.reservation is not None:
+        lines.append(f"   Reservation={job.reservation}")
+    lines += [
+        f"   OverSubscribe={'NO' if job.exclusive else 'OK'} Contiguous=0 Licenses={job.licenses or '(null)'}"
+        " Network=(null)",
         f"   Command={job.command or '(null)'}",
         f"   WorkDir={job.work_dir}",
     ]

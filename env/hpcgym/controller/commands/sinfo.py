@@ -25,7 +25,7 @@ from hpcgym.controller.commands.base import (
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.state import Node, NodeBase, NodeFlag, Partition, PartitionState
-from hpcgym.controller.timefmt import format_ctime, format_iso, format_limit
+from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso, format_limit
 
 OPTIONS = (
     Option("all", "a", "all"),
@@ -93,10 +93,12 @@ _STATE_TESTS: dict[str, Callable[[Node], bool]] = {
     "comp": lambda n: n.has(NodeFlag.COMPLETING),
     "fail": lambda n: n.has(NodeFlag.FAIL),
     "maint": lambda n: n.has(NodeFlag.MAINT),
+    "reserved": lambda n: n.has(NodeFlag.RESERVED),
+    "resv": lambda n: n.has(NodeFlag.RESERVED),
 }
 # Accepted states no simulated node is ever in (power saving, reservations, reboots).
 _NEVER = frozenset(
-    {"?", "reserved", "perfctrs", "cloud", "powering_down", "powered_down", "power_down", "powering_up"}
+    {"?", "perfctrs", "cloud", "powering_down", "powered_down", "power_down", "powering_up"}
     | {"reboot", "reboot^"}
 )
 
@@ -127,6 +129,8 @@ def run(ctx: Context, args: list[str]) -> Reply:
     failure = check_rpc(ctx, "sinfo", "REQUEST_PARTITION_INFO")
     if failure:
         return Reply("", f"{failure.preamble}slurm_load_partitions: {failure.error}\n", 1)
+    if "reservation" in flags:
+        return Reply(_reservations(ctx, header="noheader" not in flags))
     if "json" in flags:
         wanted = set(expand_names(values["nodes"])) if "nodes" in values else None
         nodes = [n for n in ctx.cluster.nodes.values() if wanted is None or n.name in wanted]
@@ -503,3 +507,24 @@ _LONG_FIELDS = {
     "userlong": "U",
     "weight": "w",
 }
+
+
+def _reservations(ctx: Context, *, header: bool) -> str:
+    # sinfo -T: the name and the state share 19 columns (name left, state right: `maint_gpu    ACTIVE`,
+    # `root_1     INACTIVE`), the times right in 19, the duration right in 11 (a longer value pushes
+    # the rest along), then the node list (22.05.8).
+    cluster = ctx.cluster
+    if not cluster.reservations:
+        return "No reservations in the system\n"
+    head = "RESV_NAME     STATE           START_TIME             END_TIME     DURATION  NODELIST"
+    rows = [head] if header else []
+    for resv in sorted(cluster.reservations.values(), key=lambda r: (r.start_s, r.name)):
+        state = resv.state_at(cluster.now_s).value
+        gap = " " * max(1, 19 - len(resv.name) - len(state))
+        rows.append(
+            f"{resv.name}{gap}{state}  {format_iso(resv.start_s):>19}"
+            f"  {format_iso(resv.end_s):>19}"
+            f"  {format_duration(resv.end_s - resv.start_s, always_hours=True):>11}"
+            f"  {compress_hostlist(list(resv.nodes))}"
+        )
+    return "".join(row + "\n" for row in rows)
