@@ -199,16 +199,17 @@ class Cluster:
         self.schedule()
         return True
 
-    def reboot_host(self, name: str) -> None:
-        """The node's host restarted on its own (a panic, a power blip) and its slurmd came back.
+    def reboot_host(self, name: str, boot_s: int | None = None) -> None:
+        """The node's host restarted on its own (a panic, a power blip) at `boot_s` (default now).
 
-        Slurmd's next registration tells slurmctld the new boot time (`_rebooted_unexpectedly`).
+        Slurmd's next registration, when it starts again or at once if it runs, tells slurmctld the
+        new boot time (`_rebooted_unexpectedly`).
         """
         node = self.nodes[name]
-        self.host_boot_s[name] = self.now_s
+        self.host_boot_s[name] = self.now_s if boot_s is None else boot_s
         self.reboot_unseen.add(name)
-        node.slurmd_start_s = self.now_s
         if node.slurmd_up and self.now_s >= self.register_after_s:
+            node.slurmd_start_s = self.now_s
             self._register(node)
 
     def _returns_to_service(self, node: Node) -> bool:
@@ -928,6 +929,12 @@ class Cluster:
         # A full SlurmdTimeout starts again: a node whose slurmd is still dead goes DOWN* once more.
         node.last_response_s = self.now_s
         self.resumed_at[node.name] = self.now_s
+        # A node back in service sends every pending job to the main scheduler, jobs requeued by a
+        # node failure too (Debian's 22.05.8: after RESUME of a rebooted node its requeued jobs
+        # showed BeginTime, not None, 4 s later).
+        for job in self.jobs.values():
+            if job.state is JobState.PENDING and job.unseen_until_s is not None:
+                job.unseen_until_s = self.now_s
 
     def _set_reason(self, node: Node, reason: str, user: str) -> None:
         node.reason, node.reason_user, node.reason_s = reason, user, self.now_s

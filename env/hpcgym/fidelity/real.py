@@ -22,6 +22,7 @@ from hpcgym.fidelity.script import (
     PARTITION_LINES,
     Cmd,
     Daemon,
+    Reboot,
     Start,
     State,
     Stop,
@@ -77,6 +78,8 @@ def _play_steps(state: State, cluster: LocalSlurm, shell: RealShell) -> Run:
             time.sleep(step.seconds)
         elif isinstance(step, Stop):
             cluster.stop_daemon(_daemon_name(step.daemon, step.node))
+        elif isinstance(step, Reboot):
+            _reboot(cluster, step)
         elif isinstance(step, Start):
             extra = ("-c",) if step.clean else ()
             cluster.start_daemon(_daemon_name(step.daemon, step.node), *extra)
@@ -85,6 +88,18 @@ def _play_steps(state: State, cluster: LocalSlurm, shell: RealShell) -> Run:
             elif step.daemon is Daemon.SLURMCTLD:
                 _wait_for(lambda: "UP" in cluster.run("scontrol", "ping", check=False))
     return run
+
+
+def _reboot(cluster: LocalSlurm, step: Reboot) -> None:
+    # A slurmd in a new time namespace whose CLOCK_BOOTTIME (and so /proc/uptime) reads `up_s`:
+    # slurmctld computes the node's boot time from it, as from a host that has just come up.
+    name = _daemon_name(Daemon.SLURMD, step.node)
+    cluster.stop_daemon(name)
+    time.sleep(step.down_s)
+    uptime_s = int(float(Path("/proc/uptime").read_text().split()[0]))
+    argv = [arg for arg in cluster.argvs[name] if not arg.startswith(("unshare", "--time", "--boottime"))]
+    cluster.argvs[name] = ["unshare", "--time", f"--boottime=-{uptime_s - step.up_s}", *argv]
+    cluster.start_daemon(name)
 
 
 def _daemon_name(daemon: Daemon, node: str) -> str:

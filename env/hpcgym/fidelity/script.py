@@ -47,7 +47,20 @@ class Start:
     clean: bool = False
 
 
-Step = Cmd | Wait | Stop | Start
+@dataclass(frozen=True)
+class Reboot:
+    """The node's host reboots on its own; not compared.
+
+    Slurmd stops, `down_s` pass, and it starts again with a boot time `up_s` before its start (the
+    real slurmd runs in a time namespace whose uptime says so).
+    """
+
+    node: str
+    down_s: float = 4
+    up_s: int = 2
+
+
+Step = Cmd | Wait | Stop | Start | Reboot
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from hpcgym.fidelity.script import (
     PARTITION_LINES,
     Cmd,
     Daemon,
+    Reboot,
     Start,
     State,
     Stop,
@@ -92,4 +93,10 @@ def play(state: State, runtime: Runtime, real: Run) -> Run:
                 )
             elif isinstance(step, Stop | Start):
                 episode.step(_action(step))
+            elif isinstance(step, Reboot):
+                episode.step(f"ssh {step.node} systemctl stop slurmd")
+                episode.controller.advance(round(step.down_s))
+                now_s = episode.controller.clock.now_s
+                episode.controller.cluster.reboot_host(step.node, now_s - step.up_s)
+                episode.step(f"ssh {step.node} systemctl start slurmd")
     return run

@@ -9,7 +9,7 @@ cancelled batch job, where the srun after a just-finished one lands) stay out of
 
 from __future__ import annotations
 
-from hpcgym.fidelity.script import Cmd, Daemon, Start, State, Step, Stop, Wait
+from hpcgym.fidelity.script import Cmd, Daemon, Reboot, Start, State, Step, Stop, Wait
 
 # What an operator looks at in every state.
 LOOK = (
@@ -166,6 +166,33 @@ STATES: tuple[State, ...] = (
         Start(Daemon.SLURMD, "compute-02"),
         Wait(5),
         "scontrol show node compute-02",
+    ),
+    _state(
+        "unexpected-reboot",
+        "compute-02 reboots under two batch jobs (ReturnToService=1): DOWN, Node unexpectedly "
+        "rebooted, jobs requeued; resume brings it back",
+        "sbatch -w compute-02 --wrap 'sleep 300'",
+        "sbatch -w compute-02 --wrap 'sleep 300'",
+        Wait(3),
+        Reboot("compute-02"),
+        Wait(3),
+        *LOOK,
+        "scontrol show node compute-02",
+        "scontrol update nodename=compute-02 state=resume",
+        "sinfo -R",
+        Wait(4),
+        look=(*GLANCE, "scontrol show node compute-02"),
+    ),
+    _state(
+        "unexpected-reboot-rts0",
+        "compute-03 reboots while idle with ReturnToService=0: DOWN, Node unexpectedly rebooted",
+        Reboot("compute-03"),
+        Wait(3),
+        "scontrol show node compute-03",
+        "scontrol update nodename=compute-03 state=resume",
+        Wait(4),
+        look=(*GLANCE, "scontrol show node compute-03"),
+        options=(("ReturnToService", "0"),),
     ),
     _state(
         "job-on-lost-node",

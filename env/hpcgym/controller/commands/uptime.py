@@ -66,7 +66,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
 
 
 def boot_time(ctx: Context) -> int:
-    """When the node booted: fixed per node name, always before the episode's first instant."""
+    """When the node booted: fixed per node name before the episode, unless it rebooted since."""
+    rebooted = ctx.cluster.host_boot_s.get(ctx.node)
+    if rebooted is not None:
+        return rebooted
     start = ctx.cluster.clock.start_s
     if ctx.node == ctx.cluster.conf.controller_host:
         return start - LOGIN_UP_S
