@@ -798,8 +798,12 @@ class Cluster:
         old = self.reservations.get(name)
         if old is None:
             raise SlurmError("Requested reservation is invalid")
+        if "start_s" in change and old.start_s <= self.now_s:
+            # update_resv(): an active reservation keeps its start; delete and create it anew.
+            raise SlurmError("Reservation already started")
         new = Reservation(**{**old.__dict__, **change})  # type: ignore[arg-type]
-        if new.end_s <= new.start_s:
+        moved = [change[key] for key in ("start_s", "end_s") if key in change]
+        if new.end_s <= new.start_s or any(isinstance(t, int) and t < self.now_s - 60 for t in moved):
             raise SlurmError("Invalid time specified")
         self._check_reservation(new, old)
         new.node_flags_set = old.node_flags_set

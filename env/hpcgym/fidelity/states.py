@@ -94,6 +94,16 @@ STATES: tuple[State, ...] = (
         ci=True,
     ),
     _state(
+        "resume-list",
+        "RESUME of a node list where one node is idle: the drained ones resume, the request fails",
+        'scontrol update NodeName=compute-0[1,3] State=DRAIN Reason="bios"',
+        "scontrol update NodeName=compute-0[1-3] State=RESUME",
+        "sinfo -R",
+        Wait(3),
+        look=GLANCE,
+        ci=True,
+    ),
+    _state(
         "draining",
         "a node drained under a running job (drng), then the job cancelled (drained)",
         "sbatch -w compute-01 --wrap 'sleep 120'",

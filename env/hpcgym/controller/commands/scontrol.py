@@ -293,9 +293,12 @@ def _update_node(ctx: Context, pairs: list[tuple[str, str]], words: list[str]) -
         return Reply("", "You must specify a reason when DOWNING or DRAINING a node. Request denied\n", 1)
     if any(name not in cluster.nodes for name in names):
         return Reply("", "slurm_update error: Invalid node name specified\n", 1)
-    try:
-        for name in names:
-            node = cluster.nodes[name]
+    # update_node() goes on past a node whose state may not change that way (RESUME of an idle
+    # node): the others change, and the request still fails with the error.
+    failed: SlurmError | None = None
+    for name in names:
+        node = cluster.nodes[name]
+        try:
             if action == "DRAIN":
                 cluster.drain(node, reason or "", ctx.user.name)
             elif action == "DOWN":
@@ -310,9 +313,11 @@ def _update_node(ctx: Context, pairs: list[tuple[str, str]], words: list[str]) -
                 cluster.mark_not_responding(node)
             elif reason is not None and node.reason is not None:
                 node.reason = reason
-    except SlurmError as error:
-        return Reply("", f"slurm_update error: {error}\n", 1)
+        except SlurmError as error:
+            failed = error
     cluster.schedule()
+    if failed is not None:
+        return Reply("", f"slurm_update error: {failed}\n", 1)
     return Reply()
 
 
