@@ -530,6 +530,8 @@ STATES: tuple[State, ...] = (
         "sinfo -o '%P %a %l %D %t %N'",
         "sinfo -N -o '%N %c %m %z %d'",
         "sinfo -h -t alloc",
+        "sinfo -h -p gpu -o %N",
+        "sinfo -p compute,gpu -o '%N %D'",
         "scontrol show job 1",
         "scontrol show partition compute",
         ci=True,

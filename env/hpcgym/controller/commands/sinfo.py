@@ -192,7 +192,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
     ]
     shows_partition = any(f.letter in "PR" for f in fields)
     summarize = "summarize" in flags
-    records = _build_records(ctx, parts, fields, keep, node_view, shows_partition, summarize)
+    # -p limits the nodes even where no partition field is shown (`sinfo -h -p gpu -o %N`).
+    only = {name for p in parts for name in p.nodes} if wanted_parts is not None else None
+    records = _build_records(ctx, parts, fields, keep, node_view, shows_partition, summarize, only)
     if not node_view and shows_partition and "list-reasons" not in flags:
         present = {id(r.partition) for r in records}
         records += [Record(p, (), []) for p in parts if id(p) not in present]
@@ -217,6 +219,7 @@ def _build_records(
     node_view: bool,
     shows_partition: bool,
     summarize: bool,
+    only: set[str] | None = None,
 ) -> list[Record]:
     cluster = ctx.cluster
     compared = [f.letter for f in fields if f.letter not in _AGGREGATE]
@@ -226,7 +229,7 @@ def _build_records(
     index: dict[tuple[object, ...], Record] = {}
     seen: set[str] = set()
     for part in parts if (shows_partition or node_view) else [None]:
-        names = part.nodes if part else list(cluster.nodes)
+        names = part.nodes if part else [n for n in cluster.nodes if only is None or n in only]
         for name in names:
             node = cluster.nodes[name]
             if not keep(node) or (part is None and name in seen):
