@@ -10,22 +10,27 @@ marker or a state file: a forged log line or a `touch`ed sentinel changes no ans
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import stat as statmod
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any
 
 from hpcgym.controller.commands import chronyc
+from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.services import chrony, httpd, munged, slurm
 from hpcgym.controller.services.access import FileStat
 from hpcgym.controller.services.daemon import lookup_ids
 from hpcgym.controller.services.manager import HTTPD
 from hpcgym.controller.services.network import RouteFileError, parse_hosts, parse_route_file
 from hpcgym.controller.services.units import UnitFileState
+from hpcgym.controller.slurmconf import parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
 from hpcgym.episode import Episode
+from hpcgym.errors import ControllerError
 
 BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
 
@@ -100,6 +105,54 @@ def is_slurmctld_serving(episode: Episode) -> bool:
     return services.is_active(services.controller_host, slurm.SLURMCTLD) and (
         episode.controller.cluster.slurmctld_up
     )
+
+
+def is_reservation_released(episode: Episode, name: str) -> bool:
+    """The reservation no longer holds its nodes: deleted, or ended (EndTime moved to the past)."""
+    cluster = episode.controller.cluster
+    resv = cluster.reservations.get(name)
+    return resv is None or resv.end_s <= cluster.now_s
+
+
+def has_reservation_window(episode: Episode, name: str, start: str, end: str, nodes: str) -> bool:
+    """The reservation holds `nodes` over the planned window (ISO instants, UTC), no more, no less."""
+    resv = episode.controller.cluster.reservations.get(name)
+    window = (calendar.timegm(time.strptime(start, ISO)), calendar.timegm(time.strptime(end, ISO)))
+    return (
+        resv is not None
+        and (resv.start_s, resv.end_s) == window
+        and set(resv.nodes) == set(expand_names(nodes))
+    )
+
+
+ISO = "%Y-%m-%dT%H:%M:%S"
+
+
+def _license_counts(text: str) -> dict[str, int]:
+    return dict(parse_licenses(text) or ()) if text else {}
+
+
+def has_cluster_licenses(episode: Episode, licenses: str) -> bool:
+    """Slurmctld counts exactly the licenses the site owns (what its slurm.conf said when last read)."""
+    return dict(episode.controller.cluster.conf.licenses) == _license_counts(licenses)
+
+
+def has_site_licenses(episode: Episode, node: str, licenses: str) -> bool:
+    """The node's slurm.conf is the site's, with a Licenses= line that counts what the site owns."""
+    ctl = episode.services.controller_host
+    image = ImageFiles(episode).read(ctl, slurm.SLURM_CONF) or b""
+    if episode.site is not None:
+        image = episode.site.slurm_conf(image.decode(errors="replace")).encode()
+    raw = episode.nodes.read(node, slurm.SLURM_CONF)
+    lines = _conf_lines(raw)
+    rest = [line for line in lines if not line.lower().startswith("licenses=")]
+    if rest != _conf_lines(image) or len(lines) - len(rest) != 1:
+        return False
+    try:
+        conf = parse_slurm_conf((raw or b"").decode(errors="replace"))
+    except ControllerError:
+        return False  # a file slurmd would refuse to read counts nothing
+    return dict(conf.licenses) == _license_counts(licenses)
 
 
 # ---- systemd units ---------------------------------------------------------------------------------
@@ -358,6 +411,10 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "is_every_node_healthy": is_every_node_healthy,
     "is_partition_up": is_partition_up,
     "has_jobs_running": has_jobs_running,
+    "is_reservation_released": is_reservation_released,
+    "has_reservation_window": has_reservation_window,
+    "has_cluster_licenses": has_cluster_licenses,
+    "has_site_licenses": has_site_licenses,
     "is_slurmctld_serving": is_slurmctld_serving,
     "is_unit_active": is_unit_active,
     "is_unit_enabled": is_unit_enabled,

@@ -9,6 +9,7 @@ evidence of a fix: checks look at the live state and at root causes (checks.py).
 
 from __future__ import annotations
 
+import calendar
 import functools
 import os
 import posixpath
@@ -17,9 +18,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hpcgym.controller.rpc import JobRequest, User
+from hpcgym.controller.cluster import INFINITE_RESV_S
+from hpcgym.controller.hostlist import expand_names
+from hpcgym.controller.rpc import JobRequest, SlurmError, User
 from hpcgym.controller.services.daemon import lookup_ids
-from hpcgym.controller.state import PartitionState
+from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
+from hpcgym.controller.state import PartitionState, Reservation, ReservationFlag
+from hpcgym.controller.timefmt import format_iso
 from hpcgym.episode import Episode
 from hpcgym.errors import ScenarioError
 from hpcgym.scenarios import schema
@@ -208,8 +213,61 @@ def _submit(episode: Episode, step: schema.SubmitJob, rng: random.Random) -> Non
             min_nodes=step.nodes,
             run_for_s=step.run_for_s,
             gres=step.gres,
+            licenses=step.licenses,
         )
     )
+
+
+def _reservation(episode: Episode, step: schema.ReservationStep, rng: random.Random) -> None:
+    cluster = episode.controller.cluster
+    flags = ReservationFlag.NONE
+    for name in filter(None, step.flags.split(",")):
+        flags |= ReservationFlag[name]
+    start = cluster.now_s + step.start_s
+    if step.end is not None:
+        end = parse_iso(step.end)
+    else:
+        end = start + (step.duration_s if step.duration_s is not None else INFINITE_RESV_S)
+    resv = Reservation(
+        step.name, start, end, tuple(expand_names(step.nodes)), tuple(step.users.split(",")), flags
+    )
+    try:
+        cluster.create_reservation(resv)
+    except SlurmError as error:
+        raise ScenarioError(f"reservation {step.name}: {error}") from None
+    if step.motd is not None:
+        text = step.motd.replace("{start}", _when(step.motd_start)).replace("{end}", _when(step.motd_end))
+        episode.nodes.write(episode.cluster.login_node, "/etc/motd", text.encode())
+
+
+def parse_iso(text: str) -> int:
+    """An ISO instant (`2026-11-26T08:00:00`, UTC) as epoch seconds.
+
+    Raises:
+        ScenarioError: it is not one.
+    """
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        raise ScenarioError(f"not an ISO instant: {text!r}") from None
+
+
+def _when(text: str) -> str:
+    return format_iso(parse_iso(text)).replace("T", " ")[:16] + " UTC"
+
+
+def _reboot(episode: Episode, step: schema.Reboot, rng: random.Random) -> None:
+    cluster = episode.controller.cluster
+    if step.node not in cluster.nodes:
+        raise ScenarioError(f"no node {step.node!r}")
+    cluster.reboot_host(step.node)
+
+
+def _reconfigure(episode: Episode, step: schema.Reconfigure, rng: random.Random) -> None:
+    raw = episode.nodes.read(episode.services.controller_host, SLURM_CONF_PATH)
+    if raw is None:
+        raise ScenarioError("the controller has no slurm.conf to reconfigure from")
+    episode.controller.cluster.reconfigure(parse_slurm_conf(raw.decode()))
 
 
 def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
@@ -252,5 +310,8 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "gpu_ecc": _gpu_ecc,
     "nfs_stale": _nfs_stale,
     "clock_skew": _clock_skew,
+    "reservation": _reservation,
+    "reboot": _reboot,
+    "reconfigure": _reconfigure,
     "advance": _advance,
 }

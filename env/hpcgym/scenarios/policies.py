@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hpcgym.controller.hostlist import expand_hostlist
 from hpcgym.errors import ScenarioError
 from hpcgym.interfaces import chat
 from hpcgym.scenarios import cheats
@@ -260,7 +261,10 @@ class ExpertPolicy:
             {
                 line.split()[0]
                 for line in out.splitlines()
-                if len(line.split()) == 2 and not line.split()[1].startswith(("idle", "mix", "alloc"))
+                # A node held by a reservation (maint, resv) is not broken: the queue scan below
+                # looks at the reservation.
+                if len(line.split()) == 2
+                and not line.split()[1].startswith(("idle", "mix", "alloc", "maint", "resv"))
             }
         )
         # Siblings to read the cluster's own values from: responding and in service now.
@@ -268,11 +272,63 @@ class ExpertPolicy:
         for node in bad:
             yield from self._node(node)
         out = yield "squeue -h -o '%i %P %r'"
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) == 3 and fields[2].strip("()") in ("PartitionDown", "PartitionInactive"):
-                yield from self._partition(fields[1])
+        waiting = [line.split(None, 2) for line in out.splitlines() if len(line.split(None, 2)) == 3]
+        for _, partition, why in waiting:
+            if why.strip("()") in ("PartitionDown", "PartitionInactive"):
+                yield from self._partition(partition)
+        if any(why == "Licenses" for _, _, why in waiting):
+            yield from self._licenses()
+        for partition in sorted({p for _, p, why in waiting if why.endswith("Reserved for maintenance")}):
+            yield from self._maintenance_reservation(partition)
         yield "sinfo"
+
+    def _licenses(self) -> Plan:
+        # What slurm.conf counts against what the license server's file grants (FlexLM INCREMENT
+        # lines: feature, vendor, version, expiry, count): each license gets the count it is granted.
+        line = yield "grep -i '^Licenses=' /etc/slurm/slurm.conf"
+        have = re.search(r"(?im)^Licenses=(\S+)", line)
+        granted = yield "cat /opt/flexlm/licenses/*.lic"
+        owned = {m[1]: m[2] for m in re.finditer(r"(?m)^INCREMENT (\S+) \S+ \S+ \S+ (\d+)\b", granted)}
+        if have is None or not owned:
+            return
+        items = [item.partition(":") for item in have[1].split(",")]
+        new = ",".join(f"{name}:{owned.get(name, count or '1')}" for name, _, count in items)
+        if new == have[1]:
+            return
+        edit = f"sed -i 's/^Licenses=.*/Licenses={new}/' /etc/slurm/slurm.conf"
+        yield edit
+        for node in getattr(self, "nodes", ()):
+            yield f"ssh {node} {shlex.quote(edit)}"
+        yield "scontrol reconfigure"
+
+    def _maintenance_reservation(self, partition: str) -> Plan:
+        # A MAINT reservation over every node of the partition: one the login banner announces for
+        # another window is made again over that window (an active one cannot be moved); one made
+        # with no end (Duration=infinite) that began long ago is a finished window left behind.
+        # Any other is someone's plan and stays.
+        listed = yield f"sinfo -h -p {partition} -o %N"
+        nodes = set(expand_hostlist(",".join(listed.split()) or "-"))
+        shown = yield "scontrol show reservation"
+        motd = yield "cat /etc/motd"
+        for record in shown.split("\n\n"):
+            fields = dict(re.findall(r"(\w+)=(\S+)", record))
+            name, held = fields.get("ReservationName"), set(expand_hostlist(fields.get("Nodes", "-")))
+            if not name or "MAINT" not in fields.get("Flags", "") or not nodes <= held:
+                continue
+            when = re.search(
+                re.escape(name) + r"\b[\s\S]*?from (\S+) (\d\d:\d\d) UTC to (\S+) (\d\d:\d\d) UTC", motd
+            )
+            if when is not None:
+                start, end = f"{when[1]}T{when[2]}:00", f"{when[3]}T{when[4]}:00"
+                if fields.get("StartTime") == start:
+                    continue
+                yield (
+                    f"scontrol delete reservationname={name} && scontrol create reservation "
+                    f"reservationname={name} starttime={start} endtime={end} nodes={fields['Nodes']} "
+                    f"users={fields.get('Users', 'root')} flags={fields['Flags'].replace(',SPEC_NODES', '')}"
+                )
+            elif fields.get("Duration") == "365-00:00:00":
+                yield f"scontrol delete reservationname={name}"
 
     def _partition(self, name: str) -> Plan:
         # slurm.conf says whether it is meant closed: a comment above its line says why. One kept
@@ -349,6 +405,14 @@ class ExpertPolicy:
             # Out for hardware work that is not done (a part awaited, a vendor case, a failed
             # hardware check): not part of the incident, and not to be brought back.
             return
+        if reason is not None and reason[1].startswith("Node unexpectedly rebooted"):
+            # Back from a crash: only if what crashed it is not failing still (a GPU that keeps
+            # reporting uncorrectable ECC errors stays down for the vendor).
+            ecc = yield run(
+                "nvidia-smi --query-gpu=index,ecc.errors.uncorrected.volatile.total --format=csv,noheader"
+            )
+            if any(c.strip().isdigit() and int(c) > 0 for c in re.findall(r"^\d+,(.*)$", ecc, re.MULTILINE)):
+                return
         states = (yield run("systemctl is-active munge slurmd")).split()
         if states and states[0] != "active":
             yield from self._fix_munge(node)
