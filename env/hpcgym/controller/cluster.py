@@ -570,8 +570,13 @@ class Cluster:
                 for other in self.jobs.values()
                 if other is not job
             )
+            resv = self.reservations.get(job.reservation or "")
             if job.held is None and part_limit_reason(job, part) is not None:
                 job.reason = Reason.PARTITION_CONFIG
+            elif job.held is None and resv is not None and not resv.start_s <= now < resv.end_s:
+                # Tested against its reservation in the submit RPC already (22.05.8: Reservation
+                # at once for a reservation that starts later).
+                job.reason = Reason.RESERVATION
             elif job.held is None and ahead:
                 job.reason = Reason.PRIORITY
         self.schedule()

@@ -105,6 +105,8 @@ _HEADERS = {
     "E": "DEPENDENCY",
     "n": "REQ_NODES",
     "x": "EXC_NODES",
+    "W": "LICENSES",
+    "v": "RESERVATION",
 }
 
 # squeue -O names -> the equivalent -o letter.
@@ -142,6 +144,8 @@ _LONG_FIELDS = {
     "dependency": "E",
     "reqnodes": "n",
     "excnodes": "x",
+    "licenses": "W",
+    "reservation": "v",
 }
 # squeue prints times and numbers whole even when they overflow the column (TIME_LIMI "1-00:00:00").
 UNCUT = "iAMlLSeVDCQUG"
@@ -379,6 +383,10 @@ def _value(ctx: Context, letter: str, job: Job) -> str:
         return compress_hostlist(job.nodes)
     if letter == "r":
         return job.reason_text()
+    if letter == "W":
+        return job.licenses or "(null)"
+    if letter == "v":
+        return job.reservation or "(null)"
     if letter == "N":
         return compress_hostlist(job.nodes)
     if letter == "P":
