@@ -307,6 +307,8 @@ class ReservationFlag(enum.Flag):
     WEEKLY = enum.auto()
     # Set by slurmctld for a reservation made of named nodes (`Nodes=`), never asked for.
     SPEC_NODES = enum.auto()
+    # Set for `Nodes=ALL`.
+    ALL_NODES = enum.auto()
 
     def spelled(self) -> str:
         return ",".join(flag.name or "" for flag in ReservationFlag if flag and flag in self)

@@ -490,6 +490,10 @@ STATES: tuple[State, ...] = (
         "scontrol show reservation nope",
         "scontrol delete ReservationName=nope",
         "scontrol delete reservation",
+        "scontrol create reservation ReservationName=all StartTime=now+3days Duration=60 Nodes=ALL "
+        "Users=root Flags=MAINT",
+        "scontrol show reservation all",
+        "scontrol delete reservation all",
         Wait(3),
         "scontrol show job 1",
         "scontrol delete reservation root_1",

@@ -126,11 +126,15 @@ def _rpc_failed(ctx: Context, keyword: str, rest: list[str]) -> Reply | None:
             "pa": ("REQUEST_PARTITION_INFO", "slurm_load_partitions error"),
             "st": ("REQUEST_JOB_STEP_INFO", "slurm_get_job_steps error"),
             "co": ("REQUEST_BUILD_INFO", "slurm_load_ctl_conf error"),
+            "re": ("REQUEST_RESERVATION_INFO", "slurm_load_reservations error"),
+            "li": ("REQUEST_LICENSE_INFO", "slurm_load_license error"),
         }.get(entity, ("REQUEST_JOB_INFO", "slurm_load_jobs error"))
     elif keyword == "update":
-        rpc = {"no": "REQUEST_UPDATE_NODE", "pa": "REQUEST_UPDATE_PARTITION"}.get(
-            entity, "REQUEST_UPDATE_JOB"
-        )
+        rpc = {
+            "no": "REQUEST_UPDATE_NODE",
+            "pa": "REQUEST_UPDATE_PARTITION",
+            "re": "REQUEST_UPDATE_RESERVATION",
+        }.get(entity, "REQUEST_UPDATE_JOB")
         call = "slurm_update error"
     else:
         rpc = "REQUEST_JOB_REQUEUE" if keyword == "requeue" else "REQUEST_UPDATE_JOB"

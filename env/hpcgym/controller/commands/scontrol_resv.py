@@ -173,6 +173,9 @@ def create(ctx: Context, words: list[str]) -> Reply:
         # Accounts need slurmdbd, NodeCnt/CoreCnt/Features a node picker: neither is simulated.
         what = (request.unsupported or [f"Accounts={request.accounts}" if request.accounts else "Nodes"])[0]
         return Reply("", f"scontrol: error: {what} is not supported in this cluster.  {tail}\n", 1)
+    all_nodes = [name.upper() for name in request.nodes] == ["ALL"]
+    if all_nodes:
+        request.nodes = list(ctx.cluster.nodes)
     users = request.users or []
     if any(ctx.find_user(user) is None for user in users):
         return Reply("", "Error creating the reservation: Invalid user id\n", 1)
@@ -183,7 +186,8 @@ def create(ctx: Context, words: list[str]) -> Reply:
         end_s=end,
         nodes=tuple(request.nodes),
         users=tuple(users),
-        flags=request.flags or ReservationFlag.NONE,
+        flags=(request.flags or ReservationFlag.NONE)
+        | (ReservationFlag.ALL_NODES if all_nodes else ReservationFlag.NONE),
         partition=request.partition,
     )
     try:
