@@ -172,7 +172,27 @@ def test_placement_is_thread_safe(fleet) -> None:
             list(threads.map(work, range(8)))
         placed = pool.placements()
         assert sum(placed.values()) == 400
-        assert all(s.pending == 0 for s in pool._servers.values())
+        assert pool.sessions() == {a.url: 0, b.url: 0}
+    finally:
+        pool.close()
+
+
+def test_a_probe_never_forgets_sessions_placed_but_not_yet_open(fleet) -> None:
+    # Placed sessions that have not connected yet are not in the server's count. The pool used to
+    # reset its own count to the probe's, forget them, and place past a server's limit (18 on 16).
+    a, b = fleet(3), fleet(2)
+    pool = ServerPool([a.url, b.url])
+    try:
+        placed = [pool.place() for _ in range(5)]
+        assert pool.sessions() == {a.url: 3, b.url: 2}
+        pool.release(b.url)
+        pool.refresh(force=True)
+        assert pool.place() == b.url  # the one free slot; `a` is full though nothing connected there
+        assert pool.sessions() == {a.url: 3, b.url: 2} == pool.peak_sessions()
+        with pytest.raises(ValueError, match="holds none"):
+            for url in [*placed, b.url]:
+                pool.release(url)
+        assert pool.sessions() == {a.url: 0, b.url: 0}
     finally:
         pool.close()
 
@@ -233,8 +253,10 @@ def test_an_episode_lost_to_a_drain_moves_or_is_masked(fleet) -> None:
     assert "marker" in env.run("ls /root")
     assert env._backend.url == b.url  # type: ignore[union-attr]
     assert env._stats().steps[0].output == before  # type: ignore[union-attr]
-    assert env.get_reward() is not None
     pool = server_pool(settings.env_urls, api_key="")
+    assert pool.sessions() == {a.url: 0, b.url: 1}  # exact under the move
+    assert env.get_reward() is not None
+    assert pool.sessions() == {a.url: 0, b.url: 0}
     metrics = pool.metrics()
     assert (metrics.episodes_moved, metrics.episodes_lost, metrics.retries) == (1, 0, 1)
     # Read as a drain when the EPISODE_LOST frame arrives before the socket's close, else as a failure.

@@ -58,8 +58,12 @@ class _Server:
     url: str
     index: int
     max_sessions: int = 0
-    active_sessions: int = 0  # as the last probe saw it
-    pending: int = 0  # sessions this pool placed minus those it released since that probe
+    # Sessions this pool placed there and has not released: exact at every moment (moves included),
+    # never overwritten by a probe.
+    held: int = 0
+    peak_held: int = 0
+    # Sessions of other clients there, as the last probe saw them (its count less this pool's own).
+    others: int = 0
     draining: bool = False
     down_until: float = 0.0
     probed_at: float | None = None
@@ -70,7 +74,7 @@ class _Server:
 
     @property
     def free(self) -> int:
-        return self.max_sessions - self.active_sessions - self.pending
+        return self.max_sessions - self.others - self.held
 
     def describe(self, now: float) -> str:
         if self.draining:
@@ -200,7 +204,9 @@ class ServerPool:
                 server.down_until = server.probed_at + self.cooldown_s
             else:
                 server.down_until = 0.0
-                server.max_sessions, server.active_sessions, server.pending = max_sessions, active, 0
+                # The server's count includes this pool's sessions that have connected; those still
+                # connecting are held but not in it, hence the floor.
+                server.max_sessions, server.others = max_sessions, max(0, active - server.held)
 
     def refresh(self, *, force: bool = False) -> None:
         """Probe the servers whose last probe is older than `probe_interval_s` (all with `force`).
@@ -280,15 +286,23 @@ class ServerPool:
                     hint="check the fleet (`invoke fleet-status`) and the servers' logs",
                 )
             server = self._servers[order[0]]
-            server.pending += 1
+            server.held += 1
+            server.peak_held = max(server.peak_held, server.held)
             server.placements += 1
             self._cursor = (server.index + 1) % len(self.urls)
             return server.url
 
     def release(self, url: str) -> None:
-        """A session `place` put on `url` has ended (normally or not)."""
+        """A session `place` put on `url` has ended (normally or not).
+
+        Raises:
+            ValueError: this pool holds no session on `url` (a release without its placement).
+        """
         with self._lock:
-            self._servers[url].pending -= 1
+            server = self._servers[url]
+            if server.held < 1:
+                raise ValueError(f"released a session on {url}, where this pool holds none")
+            server.held -= 1
 
     # ---- what happened ------------------------------------------------------------------------------
 
@@ -302,7 +316,8 @@ class ServerPool:
                 server.draining = True
                 self._counts["drain_refusals"] += 1
             elif kind is Failure.FULL:
-                server.pending = server.max_sessions - server.active_sessions
+                # Full until the next probe says otherwise: the rest of its slots are others'.
+                server.others = max(server.others, server.max_sessions - server.held)
                 self._counts["capacity_refusals"] += 1
             else:
                 server.down_until = self._clock() + self.cooldown_s
@@ -343,6 +358,16 @@ class ServerPool:
         """Sessions placed on each server so far."""
         with self._lock:
             return {url: s.placements for url, s in self._servers.items()}
+
+    def sessions(self) -> dict[str, int]:
+        """Sessions this pool holds open on each server now (placed, not yet released)."""
+        with self._lock:
+            return {url: s.held for url, s in self._servers.items()}
+
+    def peak_sessions(self) -> dict[str, int]:
+        """The most sessions this pool held open on each server at one moment."""
+        with self._lock:
+            return {url: s.peak_held for url, s in self._servers.items()}
 
     def close(self) -> None:
         self._http.close()
