@@ -44,6 +44,14 @@ grep -v '^#' /usr/libexec/hpcgym/tools.list | while read -r tool; do
     ln -f /usr/libexec/hpcgym/hpcgym-client "$tool"
 done
 
+# PID 1 of every node is hpcgym's init (stubs/hpcgym-init.c), at systemd's path, which the runtime runs
+# with systemd's argv (runtime/init.py); /sbin/init leads there as on Rocky.
+install -d -m 0755 /usr/lib/systemd
+mv /usr/libexec/hpcgym/hpcgym-init /usr/lib/systemd/systemd
+chown root:root /usr/lib/systemd/systemd
+chmod 0755 /usr/lib/systemd/systemd
+ln -sfn ../lib/systemd/systemd /usr/sbin/init
+
 # What a running daemon looks like inside a node: `cat` under the daemon's name, blocked on a pipe the
 # runtime gives it, so ps, pgrep and pidof see munged/slurmd/... at a few hundred KiB each. The
 # controller decides when one starts and notices when one is killed.

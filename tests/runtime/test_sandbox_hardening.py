@@ -285,6 +285,10 @@ def test_mount_tables_name_no_host_path_digest_or_pid(mode_cluster: Cluster, ima
     for where, run in readers.items():
         for view in (*NODE_VIEWS, "/proc/1/cmdline", "/proc/1/environ"):
             result = run(f"tr '\\0' ' ' < {view}")
+            if view == "/proc/1/environ" and "Permission denied" in result.output:
+                # hpcgym's init is non-dumpable, so no process of the node may ptrace it or read its
+                # environment (CAP_SYS_PTRACE is dropped): nothing can leak there.
+                continue
             assert result.exit_code == 0, (where, view, result.output)
             leaked = [s for s in secrets if s in result.output]
             assert not leaked, (where, view, leaked, result.output)

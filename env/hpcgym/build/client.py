@@ -1,9 +1,10 @@
-"""The native tool client: `stubs/hpcgym-client.c` -> one small static binary, reproducibly.
+"""The native node programs: `stubs/hpcgym-client.c` and `stubs/hpcgym-init.c` -> small static binaries.
 
 Every simulated tool in a node is a hard link to one client, which starts once per agent command,
 so its start-up is most of what a `sinfo` step costs. The Python client (`stubs/hpcgym-client.py`)
 stays beside it in the image as the reference it must match and the baseline `invoke bench` compares
-against. The compiler is pinned: zig's `cc` from the `ziglang` wheel on PyPI, which carries its own
+against. The node's init (`hpcgym-init`, PID 1 of every node, see `runtime/init.py`) is built the same
+way, with the same compiler and flags. The compiler is pinned: zig's `cc` from the `ziglang` wheel on PyPI, which carries its own
 clang and musl, so every machine with that wheel makes the same bytes for the same source. The flags
 are fixed, the binary is stripped and has no build id, and the compiler only sees relative names, so
 no path, time or host detail reaches the output. The result is kept in the store under the hash of
@@ -12,6 +13,7 @@ its inputs, so a no-op rebuild compiles nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -28,6 +30,8 @@ from hpcgym.run import CommandFailed, run
 SOURCE = "hpcgym-client.c"
 PYTHON_CLIENT = "hpcgym-client.py"
 BINARY = "hpcgym-client"
+INIT_SOURCE = "hpcgym-init.c"
+INIT_BINARY = "hpcgym-init"
 ZIG_VERSION = "0.13.0"
 ZIG_PACKAGE = f"ziglang=={ZIG_VERSION}"
 # musl, statically linked, for the CPU every machine of that architecture has.
@@ -80,24 +84,27 @@ def zig_target(machine: str | None = None) -> str:
     return ZIG_TARGETS[machine]
 
 
-def compile_client_cmd(target: str, out_name: str = BINARY) -> list[str]:
-    return [*zig_cmd(), "cc", "-target", target, "-mcpu=baseline", *CLIENT_FLAGS, "-o", out_name, SOURCE]
+def compile_client_cmd(target: str, out_name: str = BINARY, source: str = SOURCE) -> list[str]:
+    return [*zig_cmd(), "cc", "-target", target, "-mcpu=baseline", *CLIENT_FLAGS, "-o", out_name, source]
 
 
-def compile_client(stubs_dir: Path, out: Path, machine: str | None = None) -> None:
-    """Compile the client from `stubs_dir` to `out` with the pinned toolchain and fixed flags."""
+def compile_client(
+    stubs_dir: Path, out: Path, machine: str | None = None, source: str = SOURCE, what: str = "tool client"
+) -> None:
+    """Compile `source` (the client by default) from `stubs_dir` to `out`: pinned toolchain, fixed flags."""
     toolchain_version()
+    product = BINARY if source == SOURCE else INIT_BINARY
     work = out.parent / f".{out.name}.build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         # The compiler sees only relative names in a folder of its own, so no host path can leak.
-        shutil.copyfile(stubs_dir / SOURCE, work / SOURCE)
+        shutil.copyfile(stubs_dir / source, work / source)
         try:
-            run(compile_client_cmd(zig_target(machine)), cwd=work, timeout_s=600)
+            run(compile_client_cmd(zig_target(machine), product, source), cwd=work, timeout_s=600)
         except CommandFailed as e:
-            raise BuildError(f"compiling the native tool client failed:\n{e}") from None
-        os.replace(work / BINARY, out)
+            raise BuildError(f"compiling the native {what} failed:\n{e}") from None
+        os.replace(work / product, out)
         out.chmod(0o755)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -124,19 +131,21 @@ def ensure_stubs(stubs_dir: Path, store: Store, reporter: object | None = None) 
     key = finalize_cache_key(inputs)
     with store.locked(key):
         entry = store.lookup(key)
-        if entry is not None and (entry.path / "stubs" / BINARY).is_file():
+        built = [BINARY] + ([INIT_BINARY] if (stubs_dir / INIT_SOURCE).is_file() else [])
+        if entry is not None and all((entry.path / "stubs" / name).is_file() for name in built):
             return entry.path / "stubs"
         with store.staging() as staged:
             tree = staged / "stubs"
-            shutil.copytree(stubs_dir, tree, ignore=shutil.ignore_patterns(SOURCE, BINARY))
+            ignored = shutil.ignore_patterns(SOURCE, BINARY, INIT_SOURCE, INIT_BINARY)
+            shutil.copytree(stubs_dir, tree, ignore=ignored)
             stage = getattr(reporter, "stage", None)
-            if stage is not None:
-                with stage("stubs: native client (zig cc)"):
-                    compile_client(stubs_dir, tree / BINARY)
-            else:
+            label = "stubs: native client and init (zig cc)"
+            with stage(label) if stage is not None else contextlib.nullcontext():
                 compile_client(stubs_dir, tree / BINARY)
+                if INIT_BINARY in built:
+                    compile_client(stubs_dir, tree / INIT_BINARY, source=INIT_SOURCE, what="node init")
             digest = hashlib.sha256(
-                sha256_file(tree / BINARY).encode() + hash_tree(tree).encode()
+                "".join(sha256_file(tree / name) for name in built).encode() + hash_tree(tree).encode()
             ).hexdigest()
             manifest = {
                 "kind": "stubs",
@@ -145,6 +154,7 @@ def ensure_stubs(stubs_dir: Path, store: Store, reporter: object | None = None) 
                 "cache_key": key,
                 "client_sha256": sha256_file(tree / BINARY),
                 "client_bytes": (tree / BINARY).stat().st_size,
+                **({"init_sha256": sha256_file(tree / INIT_BINARY)} if INIT_BINARY in built else {}),
             }
             (staged / MANIFEST).write_text(dump_manifest(manifest))
             entry = store.commit(staged, f"stubs-{digest}", key)

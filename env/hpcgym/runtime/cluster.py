@@ -30,6 +30,7 @@ from hpcgym.runtime import hostids, overlay, sandbox, sweep
 from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
 from hpcgym.runtime.channel import ControlChannel, Handler, Reply, Request, echo_handler
 from hpcgym.runtime.hostids import HostIdSlot
+from hpcgym.runtime.init import INIT_PATH
 from hpcgym.runtime.overlay import OverlayMode
 from hpcgym.runtime.sandbox import Limits, SandboxSpec
 from hpcgym.runtime.shell import DEFAULT_MAX_OUTPUT_BYTES, Shell, ShellResult
@@ -119,6 +120,7 @@ class Node:
             limits=config.limits,
             cgroup_procs=self.cluster.cgroup.procs_files if self.cluster.cgroup else (),
             proc_files=self.cluster.proc_files,
+            init_source=self.cluster.lowers[self.role] / INIT_PATH.lstrip("/"),
         )
 
     def ensure_started(self) -> Shell:

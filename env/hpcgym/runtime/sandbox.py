@@ -30,6 +30,7 @@ from pathlib import Path
 from hpcgym.errors import SandboxError
 from hpcgym.run import require_tool
 from hpcgym.runtime.cgroup import join_cgroup
+from hpcgym.runtime.init import FD_ENV
 from hpcgym.runtime.seccomp import seccomp_fd
 from hpcgym.runtime.unpack import ID_RANGE
 
@@ -103,6 +104,9 @@ class SandboxSpec:
     cgroup_procs: tuple[Path, ...] = ()
     # Host files shown read-only over the kernel's own in the node's /proc (`node_proc_files`).
     proc_files: tuple[tuple[Path, str], ...] = ()
+    # The image's own init (its lower dir's copy), checked for before a node starts. The node runs
+    # its own copy at that path: a bind of this one would show a host path in /proc/self/mountinfo.
+    init_source: Path | None = None
 
 
 def node_proc_files() -> dict[str, bytes]:
@@ -147,8 +151,11 @@ def finalize_env(spec: SandboxSpec) -> dict[str, str]:
     return env
 
 
-def bwrap_options(spec: SandboxSpec, seccomp_fd: int) -> list[str]:
-    """The mount, capability and seccomp options shared by a node's shell and `exec_in_node`."""
+def bwrap_options(spec: SandboxSpec, seccomp_fd: int, env: Mapping[str, str] | None = None) -> list[str]:
+    """The mount, capability and seccomp options shared by a node's init and `exec_in_node`.
+
+    `env` replaces the node's environment (`finalize_env`): init gets only its socket's number.
+    """
     argv = ["--die-with-parent", "--new-session", "--seccomp", str(seccomp_fd), "--bind", str(spec.root), "/"]
     for source, dest in spec.binds:
         argv += ["--bind", str(source), dest]
@@ -162,7 +169,7 @@ def bwrap_options(spec: SandboxSpec, seccomp_fd: int) -> list[str]:
     for source, dest in spec.proc_files:
         argv += ["--ro-bind", str(source), dest]
     argv += ["--chdir", "/root", "--clearenv"]
-    for key, value in finalize_env(spec).items():
+    for key, value in (finalize_env(spec) if env is None else env).items():
         argv += ["--setenv", key, value]
     argv += ["--cap-drop", "ALL"]
     for cap in KEPT_CAPS:
@@ -170,7 +177,15 @@ def bwrap_options(spec: SandboxSpec, seccomp_fd: int) -> list[str]:
     return argv
 
 
-def node_options(spec: SandboxSpec, info_fd: int, block_fd: int, seccomp_fd: int) -> list[str]:
+def node_options(
+    spec: SandboxSpec, info_fd: int, block_fd: int, seccomp_fd: int, init_fd: int | None = None
+) -> list[str]:
+    """bwrap's options for a node: with `init_fd`, hpcgym's init is its PID 1 (`runtime/init.py`)."""
+    init: list[str] = []
+    env = None
+    if init_fd is not None:
+        init = ["--as-pid-1"]
+        env = {FD_ENV: str(init_fd)}
     return [
         "--unshare-user",
         "--userns-block-fd",
@@ -188,7 +203,8 @@ def node_options(spec: SandboxSpec, info_fd: int, block_fd: int, seccomp_fd: int
         "--unshare-cgroup-try",
         "--hostname",
         spec.hostname,
-        *bwrap_options(spec, seccomp_fd),
+        *bwrap_options(spec, seccomp_fd, env),
+        *init,
     ]
 
 
@@ -279,30 +295,6 @@ def finish_handshake(info_r: int, block_w: int, uid_base: int) -> int:
     finally:
         os.close(info_r)
         os.close(block_w)
-
-
-# What `ps` shows as pid 1 on a Rocky node: systemd, after the initrd's switch-root.
-INIT_ARGV = ("/usr/lib/systemd/systemd", "--switched-root", "--system", "--deserialize", "31")
-
-
-def disguise_init(pid1: int) -> None:
-    """Give the node's pid 1 (bwrap, which keeps our argv: a host path and its options) systemd's.
-
-    The kernel shows a process's argv from its own memory, so it is rewritten there in place, once
-    the shell has been started from it (bwrap's init reads nothing of its argv after that).
-    """
-    try:
-        # arg_start and arg_end are fields 48 and 49 of stat; the name in field 2 may hold spaces.
-        fields = Path(f"/proc/{pid1}/stat").read_text().rsplit(")", 1)[1].split()
-        start, end = int(fields[45]), int(fields[46])
-        new = b"".join(a.encode() + b"\0" for a in INIT_ARGV)
-        if len(new) > end - start:
-            return
-        with open(f"/proc/{pid1}/mem", "r+b", buffering=0) as mem:
-            mem.seek(start)
-            mem.write(new.ljust(end - start, b"\0"))
-    except (OSError, ValueError, IndexError):
-        pass  # a cosmetic: the node still works, ps shows bwrap
 
 
 def children_of(pid: int) -> list[int]:

@@ -62,6 +62,7 @@ import ptyprocess
 from hpcgym.errors import SandboxError
 from hpcgym.run import require_tool
 from hpcgym.runtime import sandbox
+from hpcgym.runtime.init import INIT_ARGV, INIT_PATH, IO_INHERIT, NodeInit, SpawnFailed, Stdio
 from hpcgym.runtime.sandbox import SandboxSpec
 from hpcgym.runtime.seccomp import seccomp_fd
 
@@ -206,6 +207,7 @@ class Shell:
         self.pid1 = 0
         self.shell_pid = 0
         self._reports: socket.socket | None = None
+        self.init: NodeInit | None = None
         # The last report of the shell process: its exit code and the number of its prompt marker.
         self._report: tuple[int, bytes] | None = None
         # The number of the command line in flight: only reports that carry it count.
@@ -230,29 +232,31 @@ class Shell:
         return child is not None and not self._closed and child.isalive()
 
     def start(self) -> Shell:
+        init_source = self.spec.init_source
+        if init_source is not None and not init_source.is_file():
+            raise SandboxError(
+                f"the image of {self.spec.hostname} has no init at {INIT_PATH}",
+                hint="rebuild the images: invoke build-images",
+            )
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         host_end, shell_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         host_end.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         host_end.setblocking(False)
         self._reports = host_end
-        report_fd = shell_end.fileno()
+        init_host, init_node = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self.init = NodeInit(init_host, self.spec.hostname)
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         filter_fd = seccomp_fd()
         # The node's process limit is set by the shell itself, once, before its first prompt: we may
         # not prlimit a process of another uid without CAP_SYS_RESOURCE, and bwrap must keep a high
         # limit (see `drop_to_host_range`). Builtins and a function run from PROMPT_COMMAND cost no
-        # process. The report socket moves to REPORT_FD: the number it has here depends on the host.
+        # process. init hands the shell the report socket at REPORT_FD and nothing else of the host's.
         # The hook draws the prompt marker's number after each command, so no command can know it,
         # and sets PS1 itself, so a command that changes PS1 changes nothing. It forgets the line's
         # number once it has reported, so a trap run at the prompt cannot report after it.
-        # bwrap leaves the read ends it was handed open in the shell; no command should inherit them.
-        # They go first: in a busy process either may itself be number REPORT_FD.
-        move = f"exec {block_r}<&- {filter_fd}<&-; "
-        if report_fd != REPORT_FD:
-            move += f"exec {REPORT_FD}>&{report_fd} {report_fd}>&-; "
         first_prompt = (
-            f"{move}ulimit -u {self.spec.limits.max_processes}; export -n PS1 PS2 PROMPT_COMMAND; "
+            f"ulimit -u {self.spec.limits.max_processes}; export -n PS1 PS2 PROMPT_COMMAND; "
             "__hpcgym_set() { return $1; }; "
             "__hpcgym_step=0; __hpcgym_report() { __hpcgym_nonce=$SRANDOM; "
             "PS1=$'\\x1e'$__hpcgym_nonce$'\\x1f'; printf '%s %s %s' "
@@ -270,14 +274,15 @@ class Shell:
             },
         )
         command = ["/bin/bash", "--noprofile", "--norc", "--noediting", "-i"]
-        args_fd = sandbox.args_pipe(sandbox.node_options(env_spec, info_w, block_r, filter_fd))
-        passed = (info_w, block_r, args_fd, filter_fd, report_fd)
+        init_fd = init_node.fileno()
+        args_fd = sandbox.args_pipe(sandbox.node_options(env_spec, info_w, block_r, filter_fd, init_fd))
+        passed = (info_w, block_r, args_fd, filter_fd, init_fd)
         for fd in passed:
             os.set_inheritable(fd, True)
         try:
             self.child = _PassFdsSpawn(
                 require_tool("bwrap"),
-                ["--args", str(args_fd), "--", *command],
+                ["--args", str(args_fd), "--", *INIT_ARGV],
                 env={},
                 echo=False,
                 preexec_fn=sandbox.drop_to_host_range(
@@ -292,7 +297,7 @@ class Shell:
         finally:
             for fd in (info_w, block_r, args_fd, filter_fd):
                 os.close(fd)
-            shell_end.close()
+            init_node.close()
         # pexpect sleeps 0.1 s after close and after terminate by default; we kill and reap ourselves.
         self.child.delayafterclose = 0
         self.child.delayafterterminate = 0
@@ -305,6 +310,23 @@ class Shell:
                 raise SandboxError(f"{e.message}: {self._drain_error()}", hint=e.hint) from None
             self._make_raw()
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            try:
+                # The shell is init's main child: the node ends when it does, as it did under bwrap.
+                self.init.spawn(
+                    "/bin/bash",
+                    command,
+                    sandbox.finalize_env(env_spec),
+                    cwd="/root",
+                    stdio=Stdio(IO_INHERIT, IO_INHERIT, IO_INHERIT),
+                    fds=[shell_end.fileno()],
+                    targets=[REPORT_FD],
+                    main=True,
+                    timeout_s=STARTUP_TIMEOUT_S,
+                )
+            except SpawnFailed as e:
+                raise SandboxError(f"the shell of {self.spec.hostname} could not start: {e.strerror}") from None
+            finally:
+                shell_end.close()
             self._find_shell(deadline)
             startup = _Capture(1 << 16)
             try:
@@ -315,7 +337,6 @@ class Shell:
                 said = startup.result()[0].strip()[-2000:]
                 raise SandboxError(f"the shell of {self.spec.hostname} did not reach its prompt: {said}")
             self._carry = startup.rest or b""
-            sandbox.disguise_init(self.pid1)
         except BaseException:
             self.close()
             raise
@@ -590,6 +611,8 @@ class Shell:
         if self._reports is not None:
             self._reports.close()
             self._reports = None
+        if self.init is not None:
+            self.init.close()
         for name in ("_syscall_fd", "_children_fd", "_proc_fd"):
             fd = getattr(self, name)
             if fd >= 0:
