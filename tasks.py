@@ -164,6 +164,42 @@ def bench(
         raise Exit("error: some load-test sessions failed", code=1)
 
 
+@task(
+    help={
+        "episodes": "how many episodes to run (default 200)",
+        "sessions": "sessions open at once (default 4)",
+        "out": "where soak.json, soak.md and server.log go (default build/soak)",
+        "images": f"the built images (default {DEFAULT_OUT.relative_to(REPO)})",
+        "rss_every": "sample the server's RSS every this many episodes (default 1000)",
+    }
+)
+def soak(
+    c: Context, episodes: int = 200, sessions: int = 4, out: str = "", images: str = "", rss_every: int = 1000
+) -> None:
+    """Run many short episodes through a real OpenEnv server, then check the host for anything left.
+
+    Mixed scenarios and policies (gold, noop, random, destructive, red-team cheats), several sessions at
+    once. Counts mounts (host table and every mount namespace), processes, cgroups, /dev/shm dirs, and
+    the server's descriptors, threads and unix sockets before and after, and after the server exits;
+    fits the server's RSS over episodes. Exits 1 on any leak or failed episode.
+    """
+    from hpcgym.errors import HpcgymError
+    from hpcgym.soak.run import Plan, run_soak
+
+    if episodes < 1 or sessions < 1 or rss_every < 1:
+        raise Exit("error: --episodes, --sessions and --rss-every must be at least 1", code=2)
+    out_dir = Path(out) if out else REPO / "build" / "soak"
+    try:
+        report = run_soak(_images(images), Plan(episodes, sessions, rss_every=rss_every), out_dir)
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    _console().print(report.markdown())
+    if not report.ok:
+        raise Exit(
+            f"error: {len(report.leaks)} leaks, {report.errors} failed episodes (see {out_dir})", code=1
+        )
+
+
 @task(help={"all": "also remove the store (every cached base and image)"})
 def clean(c: Context, all: bool = False) -> None:
     """Remove built images from build/ (and with --all the store), and the builders' hpcgym images."""

@@ -1,0 +1,1 @@
+"""Soak runs: many episodes through a real server, then a check of what the host kept."""

@@ -1,0 +1,249 @@
+"""What a server process and its episodes hold on the host, read from /proc, /sys and /dev/shm.
+
+A snapshot counts what belongs to one hpcgym process (named by its owner tag, `hpcgym-PID-START`,
+which every scratch dir, mount point and cgroup of its clusters carries): mount points in the host's
+table and in every mount namespace on the host, processes whose command line or cgroup carries the
+tag, cgroups and /dev/shm dirs of that name, and the process's own descriptors, threads, unix sockets
+and RSS. `find_leaks` compares two snapshots; `find_remains` says what is left once the process is
+gone (everything must be). Reading only: nothing here changes the host.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hpcgym.runtime.cgroup import CGROUP_ROOT
+from hpcgym.runtime.hostids import LOCK_DIR
+from hpcgym.runtime.sweep import owner_tag
+
+SHM_DIR = Path("/dev/shm")
+CGROUP_DEPTH = 4  # the runtime's cgroups sit at most this far below the hierarchy's root
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one hpcgym process holds at one moment (counts, and a few names for the report)."""
+
+    tag: str
+    mounts: int  # mount points of the tag in the host's table
+    namespace_mounts: int  # the same, summed over every other mount namespace on the host
+    mount_namespaces: int  # namespaces (other than ours) that show any mount of the tag
+    processes: int  # processes other than the owner whose command line or cgroup has the tag
+    cgroups: int
+    shm_dirs: int
+    fds: int  # the owner's open descriptors (0 once it is gone)
+    threads: int
+    unix_sockets: int
+    rss_bytes: int
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+
+
+def _unescape(raw: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), raw)
+
+
+def _mount_points(mountinfo: Path, tag: str) -> list[str]:
+    try:
+        text = mountinfo.read_text(errors="replace")
+    except OSError:  # the process went away while we looked
+        return []
+    return [p for p in (_unescape(line.split()[4]) for line in text.splitlines() if line) if tag in p]
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _namespace_mounts(tag: str, own_ns: str) -> tuple[int, int, list[str]]:
+    seen: set[str] = {own_ns}
+    total = namespaces = 0
+    examples: list[str] = []
+    for pid in _pids():
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/mnt")
+        except OSError:
+            continue
+        if ns in seen:
+            continue
+        seen.add(ns)
+        points = _mount_points(Path(f"/proc/{pid}/mountinfo"), tag)
+        if points:
+            namespaces += 1
+            total += len(points)
+            examples += points[:2]
+    return total, namespaces, examples
+
+
+def _processes(tag: str, owner: int | None) -> list[str]:
+    found = []
+    for pid in _pids():
+        if pid == owner or pid == os.getpid():
+            continue
+        cmdline = _read(f"/proc/{pid}/cmdline").replace("\0", " ")
+        if tag in cmdline or tag in _read(f"/proc/{pid}/cgroup"):
+            found.append(f"{pid} {cmdline[:120]}")
+    return found
+
+
+def _cgroups(tag: str) -> list[str]:
+    found = []
+
+    def walk(path: Path, depth: int) -> None:
+        try:
+            children = [c for c in path.iterdir() if c.is_dir() and not c.is_symlink()]
+        except OSError:
+            return
+        for child in children:
+            if tag in child.name:
+                found.append(str(child))
+            elif depth < CGROUP_DEPTH:
+                walk(child, depth + 1)
+
+    walk(CGROUP_ROOT, 0)
+    return found
+
+
+def _unix_inodes() -> set[str]:
+    inodes = set()
+    for line in _read("/proc/net/unix").splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 7:
+            inodes.add(parts[6])
+    return inodes
+
+
+def _fd_facts(pid: int) -> tuple[int, int, list[str]]:
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0, 0, []
+    unix = _unix_inodes()
+    sockets = 0
+    kinds: Counter[str] = Counter()
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        is_unix = target.startswith("socket:[") and target[8:-1] in unix
+        sockets += is_unix
+        # Kinds, not names: a node's paths and inode numbers would make every snapshot differ.
+        kind = (
+            "unix socket"
+            if is_unix
+            else target.split(":", 1)[0]
+            if ":" in target
+            else target.rsplit("/", 1)[0]
+        )
+        kinds[kind] += 1
+    return len(names), sockets, [f"{kind}: {n}" for kind, n in sorted(kinds.items())]
+
+
+def _status(pid: int) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in _read(f"/proc/{pid}/status").splitlines() if ":" in line)
+
+
+def take_snapshot(pid: int, tag: str | None = None) -> Snapshot:
+    """Count what process `pid` (alive, or gone with `tag` given) and its episodes hold now."""
+    alive = tag is None or Path(f"/proc/{pid}").exists()
+    tag = tag or owner_tag(pid)
+    own_ns = os.readlink("/proc/self/ns/mnt")
+    host_points = _mount_points(Path("/proc/self/mountinfo"), tag)
+    ns_total, namespaces, ns_examples = _namespace_mounts(tag, own_ns)
+    processes = _processes(tag, pid if alive else None)
+    cgroups = _cgroups(tag)
+    shm = sorted(p.name for p in SHM_DIR.iterdir() if p.name.startswith(tag)) if SHM_DIR.is_dir() else []
+    fds, sockets, fd_kinds = _fd_facts(pid) if alive else (0, 0, [])
+    status = _status(pid) if alive else {}
+    threads = int(status.get("Threads", "0").strip() or 0)
+    rss = int(status.get("VmRSS", "0 kB").split()[0]) * 1024 if "VmRSS" in status else 0
+    return Snapshot(
+        tag=tag,
+        mounts=len(host_points),
+        namespace_mounts=ns_total,
+        mount_namespaces=namespaces,
+        processes=len(processes),
+        cgroups=len(cgroups),
+        shm_dirs=len(shm),
+        fds=fds,
+        threads=threads,
+        unix_sockets=sockets,
+        rss_bytes=rss,
+        examples={
+            "mounts": host_points[:3] + ns_examples[:3],
+            "processes": processes[:3],
+            "cgroups": cgroups[:3],
+            "shm_dirs": shm[:3],
+            "fd_kinds": fd_kinds,
+        },
+    )
+
+
+# Counts that measure what episodes hold; RSS is judged by its slope instead.
+HELD = ("mounts", "namespace_mounts", "mount_namespaces", "processes", "cgroups", "shm_dirs",
+        "fds", "threads", "unix_sockets")  # fmt: skip
+
+
+def find_leaks(baseline: Snapshot, now: Snapshot) -> list[str]:
+    """What `now` holds beyond `baseline`, both taken with the same ready pool and no session open."""
+    leaks = []
+    for name in HELD:
+        before, after = getattr(baseline, name), getattr(now, name)
+        if after > before:
+            example = now.examples.get(name, [])
+            if name == "fds":
+                grown = sorted(set(now.examples["fd_kinds"]) - set(baseline.examples["fd_kinds"]))
+                example = ["; ".join(grown)] if grown else []
+            leaks.append(
+                f"{name}: {before} at the start, {after} at the end" + (f" ({example[0]})" if example else "")
+            )
+    return leaks
+
+
+def find_remains(gone: Snapshot) -> list[str]:
+    """What is left of a process that has exited: anything at all is a leak."""
+    leaks = []
+    for name in ("mounts", "namespace_mounts", "processes", "cgroups", "shm_dirs"):
+        count = getattr(gone, name)
+        if count:
+            example = gone.examples.get(name, [])
+            leaks.append(
+                f"{name}: {count} left after the server exited" + (f" ({example[0]})" if example else "")
+            )
+    return leaks
+
+
+def held_uid_slots(lock_dir: Path = LOCK_DIR) -> list[str]:
+    """Uid slot locks that some process still holds (by /proc/locks; a dead holder holds none)."""
+    if not lock_dir.is_dir():
+        return []
+    inodes = {}
+    for path in lock_dir.glob("*.lock"):
+        try:
+            inodes[path.stat().st_ino] = path.name
+        except OSError:
+            continue
+    held = []
+    for line in _read("/proc/locks").splitlines():
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF": field 5 is maj:min:inode.
+        if len(parts) > 5 and parts[1] == "FLOCK":
+            inode = int(parts[5].rsplit(":", 1)[1])
+            if inode in inodes:
+                held.append(f"{inodes[inode]} (pid {parts[4]})")
+    return sorted(held)
