@@ -1,7 +1,11 @@
 """The typed OpenEnv client for EnterpriseHPC: one WebSocket, one session, one isolated cluster.
 
-It only converts between the wire and the models (`_step_payload`, `_parse_result`, `_parse_state`);
-the connection, timeouts and the sync wrapper are OpenEnv's `EnvClient`.
+It converts between the wire and the models (`_step_payload`, `_parse_result`, `_parse_state`); the
+connection, timeouts and the sync wrapper are OpenEnv's `EnvClient`. Two things it adds: it asks the
+server for `queued` frames while a reset waits in the server's queue, and skips them (each one
+restarts the message timeout, so a long queue is never a timeout); and it pings every second and
+gives up after two seconds without a pong, so a server that died is noticed within 3 s, not after
+OpenEnv's 20 + 20 s.
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ from openenv.core.client_types import StepResult
 from openenv.core.env_client import EnvClient
 
 from hpcgym.interfaces.openenv.models import HpcAction, HpcObservation, HpcState
+from hpcgym.interfaces.openenv.server.admission import QUEUE_NOTICES_HEADER, QUEUED_TYPE
 from hpcgym.interfaces.openenv.server.auth import api_key_from_environ
+
+# A ping every second, and no pong for two: a dead server is seen within 3 s. A live server answers
+# pings on its event loop, which its sessions never block (their work runs in threads).
+PING_INTERVAL_S = 1.0
+PING_TIMEOUT_S = 2.0
 
 
 class HpcEnvClient(EnvClient[HpcAction, HpcObservation, HpcState]):
@@ -28,7 +38,8 @@ class HpcEnvClient(EnvClient[HpcAction, HpcObservation, HpcState]):
         base_url: the server (http:// or ws://).
         api_key: sent as `Authorization: Bearer KEY` (default: the key in `$OPENENV_API_KEY_FILE`,
             else `$OPENENV_API_KEY`, if either is set).
-        **kwargs: `EnvClient`'s own (timeouts, extra `headers`, ...).
+        **kwargs: `EnvClient`'s own (timeouts, extra `headers`, ...); the keepalive defaults to
+            `PING_INTERVAL_S` and `PING_TIMEOUT_S`.
 
     Raises:
         ApiKeyError: `$OPENENV_API_KEY_FILE` is missing, empty or readable by others.
@@ -39,7 +50,24 @@ class HpcEnvClient(EnvClient[HpcAction, HpcObservation, HpcState]):
         headers = dict(kwargs.pop("headers", None) or {})
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        super().__init__(base_url=base_url, headers=headers or None, **kwargs)
+        headers[QUEUE_NOTICES_HEADER.decode()] = "1"
+        kwargs.setdefault("websocket_ping_interval_s", PING_INTERVAL_S)
+        kwargs.setdefault("websocket_ping_timeout_s", PING_TIMEOUT_S)
+        super().__init__(base_url=base_url, headers=headers, **kwargs)
+        self.queue_position: int | None = None  # where the last reset joined the server's queue
+
+    async def _reset_async(self, **kwargs: Any) -> StepResult[HpcObservation]:
+        self.queue_position = None
+        return await super()._reset_async(**kwargs)
+
+    async def _receive(self) -> dict[str, Any]:
+        while True:
+            message = await super()._receive()
+            if message.get("type") != QUEUED_TYPE:
+                return message
+            data = message.get("data")
+            if self.queue_position is None and isinstance(data, dict):
+                self.queue_position = data.get("position")
 
     def _step_payload(self, action: HpcAction) -> dict[str, Any]:
         return action.model_dump(exclude_defaults=True)

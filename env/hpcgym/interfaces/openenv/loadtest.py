@@ -6,6 +6,10 @@ through a mix of plain and stub-backed commands, checking that its step count go
 time; latencies are per step, measured at the client. `invoke bench` calls `run_loadtest`; run this
 module to drive a server by hand (`python -m hpcgym.interfaces.openenv.loadtest --url ...`), which also
 makes a smoke episode for a deployed container (`--sessions 1 --steps 3`).
+
+`run_burst` is the admission test: it opens N sessions, then sends all N resets at once, ungated, and
+reports each reset's latency (p50/p99/max), the order the server answered them in, how deep the
+server's queue got and whether any client timed out (`--burst`; `run_bursttest` starts the server).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class LoadReport:
     first_error: str | None
     reset_p50_ms: float
     reset_p95_ms: float
+    reset_p99_ms: float
     step_p50_ms: float
     step_p95_ms: float
     step_p99_ms: float
@@ -157,6 +162,7 @@ async def run_load_async(
         first_error=f"{type(errors[0]).__name__}: {errors[0]}" if errors else None,
         reset_p50_ms=percentile_ms(resets, 0.5),
         reset_p95_ms=percentile_ms(resets, 0.95),
+        reset_p99_ms=percentile_ms(resets, 0.99),
         step_p50_ms=statistics.median(latencies) * 1000 if latencies else float("nan"),
         step_p95_ms=percentile_ms(latencies, 0.95),
         step_p99_ms=percentile_ms(latencies, 0.99),
@@ -185,6 +191,116 @@ def run_load(
     return asyncio.run(run_load_async(url, sessions, steps, api_key, scenario))
 
 
+@dataclass(frozen=True)
+class BurstReport:
+    """One burst of simultaneous resets (latencies in milliseconds, from each send to its answer).
+
+    `answer_order[i]` is the rank in which the reset sent i-th was answered (0 first), so a FIFO
+    server gives ranks within its number of resets in flight of `i`. `queued_max` is the deepest
+    queue position a client was told.
+    """
+
+    sessions: int
+    resets_ok: int
+    errors: int
+    first_error: str | None
+    reset_p50_ms: float
+    reset_p99_ms: float
+    reset_max_ms: float
+    queued_max: int
+    max_displacement: int
+    wall_s: float
+    answer_order: tuple[int, ...]
+
+    def summary(self) -> str:
+        """One paragraph for a terminal or a note."""
+        return (
+            f"{self.sessions} simultaneous resets: {self.resets_ok} ok, {self.errors} errors; "
+            f"reset p50 {self.reset_p50_ms:.0f} ms, p99 {self.reset_p99_ms:.0f} ms, "
+            f"max {self.reset_max_ms:.0f} ms; deepest queue position {self.queued_max}; answered at most "
+            f"{self.max_displacement} places from the order sent; {self.wall_s:.1f} s in all"
+            + (f"\nfirst error: {self.first_error}" if self.first_error else "")
+        )
+
+
+async def run_burst_async(
+    url: str,
+    sessions: int,
+    api_key: str | None = None,
+    scenario: str = EXPLORE,
+    message_timeout_s: float = 60.0,
+    gap_s: float = 0.002,
+) -> BurstReport:
+    clients = [
+        HpcEnvClient(url, api_key=api_key, message_timeout_s=message_timeout_s) for _ in range(sessions)
+    ]
+    latencies: list[float] = []
+    answered: list[int] = []
+    try:
+        opened = await asyncio.gather(*(c.connect() for c in clients), return_exceptions=True)
+        errors: list[BaseException] = [o for o in opened if isinstance(o, BaseException)]
+        live = [i for i, o in enumerate(opened) if not isinstance(o, BaseException)]
+
+        async def reset(index: int) -> None:
+            start = time.perf_counter()
+            result = await clients[index].reset(seed=index, scenario=scenario)
+            latencies.append(time.perf_counter() - start)
+            answered.append(index)
+            if result.observation.step != 0:
+                raise HpcgymError(f"session {index}: reset reported step {result.observation.step}")
+
+        start = time.perf_counter()
+        tasks = []
+        for index in live:
+            # Sent one after another a hair apart, so that "the order sent" is well defined.
+            tasks.append(asyncio.create_task(reset(index)))
+            await asyncio.sleep(gap_s)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        wall_s = time.perf_counter() - start
+        errors += [o for o in outcomes if isinstance(o, BaseException)]
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    rank = {index: k for k, index in enumerate(answered)}
+    order = tuple(rank.get(index, -1) for index in live)
+    sent = {index: k for k, index in enumerate(live)}
+    return BurstReport(
+        sessions=sessions,
+        resets_ok=len(latencies),
+        errors=len(errors),
+        first_error=f"{type(errors[0]).__name__}: {errors[0]}" if errors else None,
+        reset_p50_ms=percentile_ms(latencies, 0.5),
+        reset_p99_ms=percentile_ms(latencies, 0.99),
+        reset_max_ms=percentile_ms(latencies, 1.0),
+        queued_max=max((c.queue_position or 0 for c in clients), default=0),
+        max_displacement=max((abs(rank[i] - sent[i]) for i in answered), default=0),
+        wall_s=wall_s,
+        answer_order=order,
+    )
+
+
+def run_burst(
+    url: str,
+    sessions: int = 256,
+    api_key: str | None = None,
+    scenario: str = EXPLORE,
+    message_timeout_s: float = 60.0,
+) -> BurstReport:
+    """Open `sessions` sessions on `url`, then reset them all at once (no client-side gate).
+
+    Args:
+        url: the server; its session limit must allow `sessions`.
+        sessions: sessions, and so simultaneous resets.
+        api_key: the server's key, if it needs one.
+        scenario: what every session resets into.
+        message_timeout_s: each client's limit on one reply (a queued reset is kept alive by the
+            server's `queued` frames, so this may be far below the burst's length).
+
+    Returns:
+        The figures; failures are counted in `errors`, not raised.
+    """
+    return asyncio.run(run_burst_async(url, sessions, api_key, scenario, message_timeout_s))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -209,7 +325,12 @@ def wait_healthy(
 
 @contextlib.contextmanager
 def server_process(
-    images_dir: Path, sessions: int, steps: int, pool_size: int, log_path: Path | None
+    images_dir: Path,
+    sessions: int,
+    steps: int,
+    pool_size: int,
+    log_path: Path | None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Run the server in a child process on a free local port; yield its URL once its pool is full."""
     port = free_port()
@@ -219,6 +340,7 @@ def server_process(
         "HPCGYM_MAX_SESSIONS": str(sessions),
         "HPCGYM_POOL_SIZE": str(pool_size),
         "HPCGYM_MAX_STEPS": str(steps),
+        **(extra_env or {}),
     }
     env.pop("OPENENV_API_KEY", None)
     argv = [sys.executable, "-m", "hpcgym.interfaces.openenv.server.app", "--host", "127.0.0.1"]
@@ -254,6 +376,17 @@ def run_loadtest(
         return run_load(url, sessions, steps)
 
 
+def run_bursttest(
+    images_dir: Path, sessions: int = 256, pool_size: int = 4, log_path: Path | None = None
+) -> BurstReport:
+    """Start a server over `images_dir` (its limit `sessions`) in a child process, `run_burst` it, stop it.
+
+    For the lead's `invoke` task: `run_bursttest(default_images_dir(), 256)`. Needs root and the images.
+    """
+    with server_process(images_dir, sessions, 10, pool_size, log_path) as url:
+        return run_burst(url, sessions)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load a server (or one started here); print the figures; exit 1 if any session failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -266,7 +399,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scenario", default=EXPLORE, help="the sessions' scenario (default %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--burst", action="store_true", help="reset --sessions sessions at once and report reset latency"
+    )
+    parser.add_argument("--log", type=Path, help="the started server's log (default: none)")
     args = parser.parse_args(argv)
+    if args.burst:
+        burst = (
+            run_burst(args.url, args.sessions, args.api_key, args.scenario)
+            if args.url
+            else run_bursttest(args.images, args.sessions, log_path=args.log)
+        )
+        print(burst.summary())
+        if args.json:
+            args.json.write_text(json.dumps(asdict(burst), indent=2) + "\n")
+        return 1 if burst.errors else 0
     if args.url:
         report = run_load(args.url, args.sessions, args.steps, args.api_key, args.scenario)
     else:

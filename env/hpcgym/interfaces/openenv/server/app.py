@@ -1,15 +1,19 @@
 """The EnterpriseHPC OpenEnv server: `build_app` makes the FastAPI app, `main` runs it on port 8000.
 
 Sessions are WebSocket connections; each gets its own `HpcEnvironment` and so its own episode, up to
-`HPCGYM_MAX_SESSIONS` at once (one more is refused with OpenEnv's CAPACITY_REACHED error). An idle
+`HPCGYM_MAX_SESSIONS` at once (one more is refused at once with OpenEnv's CAPACITY_REACHED error).
+At most `HPCGYM_MAX_RESETS` resets build clusters at once; the rest wait in arrival order, told they
+are queued (see `admission.py`). An idle
 session is reaped after `HPCGYM_SESSION_TIMEOUT_S`, so a dropped socket frees its slot. With an API
-key set, every route but `/health` needs it (see `auth.py`). `/capacity` says how many sessions are
-open and whether the server is draining; SIGTERM drains it (see `drain.py`). HTTP `/reset`, `/step`
+key set, every route but `/health` needs it (see `auth.py`). `/capacity` and `/health` say how many
+sessions are open of the limit, how many resets are building or queued, and whether the server is
+draining; SIGTERM drains it (see `drain.py`). HTTP `/reset`, `/step`
 and `/state` answer 409 naming `/ws` (see `refuse_stateless_http`).
 
 Settings (environment variables):
     HPCGYM_IMAGES             built images (default the checkout's build/images)
-    HPCGYM_MAX_SESSIONS       concurrent sessions (default 64)
+    HPCGYM_MAX_SESSIONS       concurrent sessions (default 256)
+    HPCGYM_MAX_RESETS         resets building clusters at once, the rest queued (default: the cores, >= 2)
     HPCGYM_SESSION_TIMEOUT_S  idle seconds before a session is reaped (default 300)
     HPCGYM_POOL_SIZE          episodes kept ready (default 4)
     HPCGYM_STEP_TIMEOUT_S     wall-clock limit per command (default 20, below the client's 60 s)
@@ -42,6 +46,12 @@ from hpcgym.episode.pool import EpisodeOptions, EpisodePool
 from hpcgym.errors import ConfigError, HpcgymError
 from hpcgym.interfaces import default_images_dir
 from hpcgym.interfaces.openenv.models import ENV_NAME, HpcAction, HpcObservation, HpcState
+from hpcgym.interfaces.openenv.server.admission import (
+    QUEUE_NOTICE_S,
+    Admission,
+    AdmissionGuard,
+    default_max_resets,
+)
 from hpcgym.interfaces.openenv.server.auth import ApiKeyAuth, ApiKeyError, api_key_from_environ
 from hpcgym.interfaces.openenv.server.drain import Drain, DrainGuard, DrainingServer, draining_config
 from hpcgym.interfaces.openenv.server.environment import Backend, HpcEnvironment
@@ -60,7 +70,10 @@ class ServerSettings:
     """How the server runs; `from_environ` reads them from the environment variables above."""
 
     images_dir: Path = field(default_factory=default_images_dir)
-    max_sessions: int = 64
+    # 256 sessions fit one 2-core, 24 GiB host (each idle cluster is a few MiB of shells); resets,
+    # which cost CPU, are what `max_resets` bounds.
+    max_sessions: int = 256
+    max_resets: int = field(default_factory=default_max_resets)
     session_timeout_s: float = 300.0
     pool_size: int = 4
     step_timeout_s: float = 20.0
@@ -68,10 +81,13 @@ class ServerSettings:
     scenarios: tuple[str, ...] | None = None
     drain_s: float = 20.0
     api_key: str | None = None
+    queue_notice_s: float = QUEUE_NOTICE_S  # how often a queued reset hears it still waits (tests shorten it)
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
             raise ValueError("HPCGYM_MAX_SESSIONS must be at least 1")
+        if self.max_resets < 1:
+            raise ValueError("HPCGYM_MAX_RESETS must be at least 1")
         if self.drain_s < 0:
             raise ValueError("HPCGYM_DRAIN_S must not be negative")
         if self.session_timeout_s <= 0:
@@ -99,6 +115,7 @@ class ServerSettings:
             return cls(
                 images_dir=Path(images).resolve() if images else defaults.images_dir,
                 max_sessions=_number(env, "HPCGYM_MAX_SESSIONS", int, defaults.max_sessions),
+                max_resets=_number(env, "HPCGYM_MAX_RESETS", int, defaults.max_resets),
                 session_timeout_s=_number(env, "HPCGYM_SESSION_TIMEOUT_S", float, defaults.session_timeout_s),
                 pool_size=_number(env, "HPCGYM_POOL_SIZE", int, defaults.pool_size),
                 step_timeout_s=_number(env, "HPCGYM_STEP_TIMEOUT_S", float, defaults.step_timeout_s),
@@ -130,6 +147,7 @@ def settings_help() -> str:
     rows = [
         ("HPCGYM_IMAGES", "built images", str(defaults.images_dir)),
         ("HPCGYM_MAX_SESSIONS", "concurrent sessions", str(defaults.max_sessions)),
+        ("HPCGYM_MAX_RESETS", "resets building clusters at once (the rest queue)", str(defaults.max_resets)),
         (
             "HPCGYM_SESSION_TIMEOUT_S",
             "idle seconds before a session is reaped",
@@ -173,30 +191,34 @@ def probe_sandbox(runtime: Runtime) -> HpcgymError | None:
         return e
 
 
-def replace_health(app: FastAPI, pool: EpisodePool, drain: Drain | None = None) -> None:
+def replace_health(
+    app: FastAPI, pool: EpisodePool, drain: Drain | None = None, admission: Admission | None = None
+) -> None:
     """Make `/health` say unhealthy (503) once the episode pool has failed, not merely "the port is open".
 
     OpenEnv's own `/health` always answers healthy; a container whose sandboxes cannot start (missing
     privileges, a broken image) must not look ready to its orchestrator. A draining server answers 503
-    too: it takes no new work.
+    too: it takes no new work. With `admission`, the body carries its counts (sessions and resets).
     """
     app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", None) != "/health"]
 
+    # Async: answered on the event loop, never behind the thread pool that busy sessions fill.
     @app.get("/health", tags=["Health"], summary="Health check")
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
+        counts: dict[str, Any] = admission.snapshot() if admission is not None else {}
         failure = (
             pool.failure if pool.failure is not None else getattr(app.state, "hpcgym_probe_failure", None)
         )
         if failure is not None:
-            body = {"status": "unhealthy", "detail": str(failure)}
+            body = {"status": "unhealthy", "detail": str(failure), **counts}
             if in_container():
                 body["hint"] = CONTAINER_HINT
             return JSONResponse(body, status_code=503)
         if drain is not None and drain.draining:
             return JSONResponse(
-                {"status": "draining", "active_sessions": drain.active_sessions}, status_code=503
+                {"status": "draining", "active_sessions": drain.active_sessions, **counts}, status_code=503
             )
-        return JSONResponse({"status": "healthy", "episodes_ready": pool.ready})
+        return JSONResponse({"status": "healthy", "episodes_ready": pool.ready, **counts})
 
 
 # OpenEnv's HTTP /reset, /step and /state make a fresh environment for each request and close it after
@@ -241,16 +263,16 @@ def refuse_stateless_http(app: FastAPI) -> None:
         )
 
 
-def add_capacity(app: FastAPI, max_sessions: int, drain: Drain) -> None:
-    """`GET /capacity`: what a client pool needs to place a session (behind the key when one is set)."""
+def add_capacity(app: FastAPI, admission: Admission, drain: Drain) -> None:
+    """`GET /capacity`: what a client pool needs to place a session (behind the key when one is set).
 
-    @app.get("/capacity", tags=["Health"], summary="Sessions open, the limit, and whether draining")
+    Sessions open and their limit, resets building clusters and queued and their limit, sessions
+    refused so far, and whether the server is draining.
+    """
+
+    @app.get("/capacity", tags=["Health"], summary="Sessions and resets: in use, queued, limits; draining")
     async def capacity() -> dict[str, int | bool]:
-        return {
-            "max_sessions": max_sessions,
-            "active_sessions": drain.active_sessions,
-            "draining": drain.draining,
-        }
+        return {**admission.snapshot(), "draining": drain.draining}
 
 
 def build_app(
@@ -288,16 +310,17 @@ def build_app(
         HpcAction,
         HpcObservation,
         env_name=ENV_NAME,
-        concurrency_config=ConcurrencyConfig(
-            max_concurrent_envs=settings.max_sessions, session_timeout=settings.session_timeout_s
-        ),
+        # The idle timeout is the admission guard's: OpenEnv's reaper closes an idle episode but
+        # leaves its socket open and counted.
+        concurrency_config=ConcurrencyConfig(max_concurrent_envs=settings.max_sessions, session_timeout=None),
         state_cls=HpcState,
     )
 
     drain = Drain(settings.drain_s)
+    admission = Admission(settings.max_sessions, settings.max_resets)
     refuse_stateless_http(app)
-    replace_health(app, pool, drain)
-    add_capacity(app, settings.max_sessions, drain)
+    replace_health(app, pool, drain, admission)
+    add_capacity(app, admission, drain)
 
     def shut_down() -> None:
         pool.close()
@@ -305,6 +328,13 @@ def build_app(
             runtime.close()
 
     app.router.on_shutdown.append(shut_down)
+    # Innermost: a draining server refuses before a session is counted here.
+    app.add_middleware(
+        AdmissionGuard,
+        admission=admission,
+        idle_s=settings.session_timeout_s,
+        notice_s=settings.queue_notice_s,
+    )
     # Added before the key check, so the key check runs first: unauthenticated clients learn nothing.
     app.add_middleware(DrainGuard, drain=drain)
     if settings.api_key:
@@ -313,6 +343,7 @@ def build_app(
         log.warning("OPENENV_API_KEY is not set: the server accepts every client")
     app.state.hpcgym_settings = replace(settings, api_key=None)  # never echo the key
     app.state.hpcgym_drain = drain
+    app.state.hpcgym_admission = admission
     app.state.hpcgym_runtime = runtime
     return app
 
