@@ -101,6 +101,10 @@ class NodeAccess(Protocol):
         """Send a signal; a process that is already gone is not an error."""
         ...
 
+    def exit_status(self, node: str, pid: int) -> int | None:
+        """How a process that is gone ended (its raw wait(2) status); None while it runs or if unknown."""
+        ...
+
 
 def is_symlink(access: NodeAccess, node: str, path: str) -> bool:
     """Whether `path`'s own last component is a symlink (lstat's S_ISLNK), even one leading nowhere.
@@ -131,6 +135,8 @@ class _MemoryNode:
     files: dict[str, tuple[bytes, FileStat]] = field(default_factory=dict)
     dirs: dict[str, FileStat] = field(default_factory=dict)
     processes: dict[int, _Process] = field(default_factory=dict)
+    # pid -> raw wait(2) status of each process that ended (a signal, or an exit code << 8).
+    exits: dict[int, int] = field(default_factory=dict)
     next_pid: int = 0
 
 
@@ -237,8 +243,20 @@ class MemoryNodeAccess:
         return pid in self._node(node).processes
 
     def kill(self, node: str, pid: int, signal: int = 15) -> None:
-        if signal != 0:
-            self._node(node).processes.pop(pid, None)
+        # Our stand-in daemons catch nothing: every signal but 0 ends them, and reads as that signal.
+        state = self._node(node)
+        if signal != 0 and state.processes.pop(pid, None) is not None:
+            state.exits[pid] = signal & 0x7F
+
+    def exit_process(self, node: str, pid: int, code: int) -> None:
+        """A process ends on its own with exit code `code` (a test's daemon that exits)."""
+        state = self._node(node)
+        if state.processes.pop(pid, None) is not None:
+            state.exits[pid] = (code & 0xFF) << 8
+
+    def exit_status(self, node: str, pid: int) -> int | None:
+        state = self._node(node)
+        return None if pid in state.processes else state.exits.get(pid)
 
     # ---- NFS shares (see commands/mountcmds.py) ----------------------------------------------------
 

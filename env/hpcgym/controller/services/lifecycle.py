@@ -61,7 +61,13 @@ DAEMONS: dict[str, Launcher] = {
 CLIENT = "/usr/libexec/hpcgym/hpcgym-client"
 # Where systemd 252 looks up an ExecStart= name without a slash: its compiled-in PATH for a merged /usr.
 EXEC_SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin")
-SIGNAL_NAMES = {1: "HUP", 2: "INT", 9: "KILL", 15: "TERM"}
+SIGNAL_NAMES = {
+    1: "HUP", 2: "INT", 3: "QUIT", 4: "ILL", 5: "TRAP", 6: "ABRT", 7: "BUS", 8: "FPE", 9: "KILL",
+    10: "USR1", 11: "SEGV", 12: "USR2", 13: "PIPE", 14: "ALRM", 15: "TERM", 16: "STKFLT", 24: "XCPU",
+    25: "XFSZ", 26: "VTALRM", 27: "PROF", 29: "IO", 30: "PWR", 31: "SYS",
+}  # fmt: skip
+# The signals that end a daemon cleanly for systemd (EXIT_CLEAN_DAEMON in src/shared/exit-status.c).
+CLEAN_SIGNALS = frozenset({1, 2, 13, 15})
 # The steps of setting up a unit's process that can fail, with systemd's exit status for each.
 SPAWN_STATUS = {"GROUP": 216, "USER": 217, "EXEC": 203}
 
@@ -315,6 +321,46 @@ def main_exited(
     )  # fmt: skip
     runtime.main_pid, runtime.main_exit = None, (pid, code, text)
     set_failed(m, node, runtime, result)
+
+
+def decode_wait_status(status: int | None) -> tuple[str, int]:
+    """(code, status) as systemd words a raw wait(2) status: ("exited", 1), ("killed", 15), ...
+
+    None (a process gone without its init's word on how, say killed from outside the node) reads
+    as SIGKILL, the one signal that needs no handler to end anything.
+    """
+    if status is None:
+        return "killed", 9
+    if status & 0x7F == 0:
+        return "exited", (status >> 8) & 0xFF
+    return ("dumped" if status & 0x80 else "killed"), status & 0x7F
+
+
+def main_ended(
+    m: ServiceManager, node: str, runtime: UnitRuntime, pid: int, code: str, status: int
+) -> Result:
+    """The running unit's main process ended on its own (service_sigchld_event); return the result.
+
+    A clean ending (exit 0, or a clean signal) is logged at debug level only, and the unit goes
+    inactive; any other is logged and fails the unit.
+    """
+    clean = (code == "exited" and status == 0) or (code == "killed" and status in CLEAN_SIGNALS)
+    if not clean:
+        result = Result.EXIT_CODE if code == "exited" else Result.SIGNAL
+        main_exited(m, node, runtime, pid, code, status, result)
+        return result
+    text = f"{status}/{SIGNAL_NAMES.get(status, str(status))}" if code == "killed" else "0/SUCCESS"
+    # The daemons we simulate remove their pid file when they end cleanly.
+    pid_file = runtime.file.pid_file or runtime.memo.get("pid_file", "")
+    if pid_file:
+        with contextlib.suppress(NodeFileError):
+            m.access.remove(node, pid_file)
+    log_systemd(m, node, runtime, f"{runtime.name}: Deactivated successfully.", Catalog.UNIT_SUCCEEDED)
+    runtime.active, runtime.sub, runtime.result = ActiveState.INACTIVE, SubState.DEAD, Result.SUCCESS
+    runtime.main_pid, runtime.main_exit = None, (pid, code, text)
+    runtime.state_since_s = m.now_s
+    runtime.memo = {}
+    return Result.SUCCESS
 
 
 def set_failed(m: ServiceManager, node: str, runtime: UnitRuntime, result: Result) -> None:

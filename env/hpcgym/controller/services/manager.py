@@ -248,9 +248,10 @@ class ServiceManager:
             pid = runtime.main_pid
             if runtime.active is not ActiveState.ACTIVE or pid is None or self.access.is_alive(node, pid):
                 continue
-            # We cannot tell which signal ended it; a kill from outside systemd reads as SIGKILL.
-            lifecycle.main_exited(self, node, runtime, pid, "killed", 9, Result.SIGNAL)
-            if runtime.file.restart.restarts_after_signal():
+            # The node's init says how it ended; the host has already seen that it did.
+            code, status = lifecycle.decode_wait_status(self.access.exit_status(node, pid))
+            result = lifecycle.main_ended(self, node, runtime, pid, code, status)
+            if runtime.file.restart.restarts_after(result):
                 runtime.n_restarts += 1
                 lifecycle.log_systemd(
                     self,

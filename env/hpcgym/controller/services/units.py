@@ -63,12 +63,24 @@ class Restart(enum.Enum):
     ON_WATCHDOG = "on-watchdog"
     ALWAYS = "always"
 
-    def restarts_after_signal(self) -> bool:
-        """A main process killed by an unclean signal (SIGKILL, SIGSEGV, ...)."""
-        return self in (Restart.ON_FAILURE, Restart.ON_ABNORMAL, Restart.ON_ABORT, Restart.ALWAYS)
+    def restarts_after(self, result: Result) -> bool:
+        """Whether a main process that ended with `result` is started again (service_shall_restart).
 
-    def restarts_after_exit_code(self) -> bool:
-        return self in (Restart.ON_FAILURE, Restart.ALWAYS)
+        systemd.service(5), "Restart=": a clean ending (exit 0, or SIGHUP, SIGINT, SIGTERM or SIGPIPE
+        for a daemon) is `success`; on-abnormal and on-abort leave exit codes alone, on-abort
+        restarts after an unclean signal only.
+        """
+        if self is Restart.ALWAYS:
+            return True
+        if self is Restart.ON_SUCCESS:
+            return result is Result.SUCCESS
+        if self is Restart.ON_FAILURE:
+            return result is not Result.SUCCESS
+        if self is Restart.ON_ABNORMAL:
+            return result not in (Result.SUCCESS, Result.EXIT_CODE)
+        if self is Restart.ON_ABORT:
+            return result is Result.SIGNAL
+        return False
 
 
 class JobResult(enum.Enum):
