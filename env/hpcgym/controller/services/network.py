@@ -98,6 +98,21 @@ def _parse_hosts_bytes(raw: bytes) -> dict[str, IPv4Address]:
     return parse_hosts(raw.decode(errors="replace"))
 
 
+# Every tick asks each node's path to the controller: the same few names and addresses each time,
+# and building them (a failed IPv4Address, an IPv4Network) cost more than the rest of the question.
+@functools.lru_cache(maxsize=1024)
+def _dotted_quad(host: str) -> IPv4Address | None:
+    try:
+        return IPv4Address(host)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _subnet_of(addr: IPv4Address) -> IPv4Network:
+    return IPv4Network(f"{addr}/24", strict=False)
+
+
 def parse_route_file(text: str, dev: str = "eth0") -> list[Route]:
     """Read route-IFACE in either of its formats (`ADDRESS0=`/`NETMASK0=`/`GATEWAY0=`, or `ip route` lines).
 
@@ -162,17 +177,14 @@ class Network:
 
     def resolve(self, node: str, host: str) -> IPv4Address | None:
         """What the node's resolver returns for `host` (only /etc/hosts and dotted quads: no DNS)."""
-        try:
-            return IPv4Address(host)
-        except ValueError:
-            return self.hosts(node).get(host)
+        return _dotted_quad(host) or self.hosts(node).get(host)
 
     def address(self, node: str) -> IPv4Address | None:
         return self.hosts(node).get(node)
 
     def _subnet(self, node: str) -> IPv4Network | None:
         addr = self.address(node)
-        return None if addr is None else IPv4Network(f"{addr}/24", strict=False)
+        return None if addr is None else _subnet_of(addr)
 
     def _has_scripts(self, node: str, iface: str) -> bool:
         return self.access.read(node, f"{SCRIPTS_DIR}/ifcfg-{iface}") is not None
