@@ -24,47 +24,22 @@ from hpcgym.controller.services.access import FileStat, NodeFileError
 from hpcgym.episode.nodefs import MAX_READ_BYTES, NodeFS
 from hpcgym.errors import SandboxError
 from hpcgym.runtime.cluster import SHARED_DIRS, Cluster, Node, ShareState
-from hpcgym.runtime.sandbox import exec_in_node
+from hpcgym.runtime.init import IO_NULL, IO_PIPE, InitError, SpawnFailed, Stdio
 from hpcgym.runtime.unpack import ID_RANGE
 
 log = logging.getLogger(__name__)
 
 DAEMON_DIR = "/usr/libexec/hpcgym/daemons"
 START_TIMEOUT_S = 3.0
-START_ATTEMPTS = 2
 # What one control request (one `systemctl restart a b c`) may spend starting processes in nodes,
 # all together: the episode's lock is held meanwhile, so a node whose bash the agent made slow costs
 # its step this much past the step's own limit, and no more.
 REQUEST_WORK_S = 5.0
 
-# Runs inside the node with bash builtins, the daemon image and (for a daemon that is not root)
-# setpriv, so that an agent that removes mktemp or mkfifo breaks nothing a real node would not: the
-# daemon reads a pipe whose write end it holds itself (so `cat` blocks forever), runs under its own
-# name and uid, and the node's pid of it is printed.
-_START_DAEMON = r"""
-r=$2
-if [ "$3" = 0 ]; then
-    exec -a "$0" "$1" <&$r {r}<&- >/dev/null 2>&1 &
-else
-    exec setpriv --reuid="$3" --regid="$3" --clear-groups -- /bin/bash -c 'exec -a "$0" "$1"' "$0" "$1" \
-        <&$r {r}<&- >/dev/null 2>&1 &
-fi
-echo $!
-"""
-
-# The same for a unit whose ExecStart names a program that is no simulated daemon: that program
-# itself runs, as systemd would run it, under ExecStart's argv[0].
-_START_PROGRAM = r"""
-p=$1 r=$2 u=$3
-shift 3
-if [ "$u" = 0 ]; then
-    exec -a "$0" "$p" "$@" <&$r {r}<&- >/dev/null 2>&1 &
-else
-    exec setpriv --reuid="$u" --regid="$u" --clear-groups -- /bin/bash -c 'exec -a "$0" "$@"' "$0" "$p" "$@" \
-        <&$r {r}<&- >/dev/null 2>&1 &
-fi
-echo $!
-"""
+# What systemd gives a service's process (systemd.exec(5): "Environment variables in spawned
+# processes"; PATH as systemd 252 on Rocky 9 sets it), and its default WorkingDirectory, the root.
+SERVICE_ENV = {"LANG": "C.UTF-8", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"}
+SERVICE_CWD = "/"
 
 
 @dataclass(frozen=True)
@@ -273,44 +248,51 @@ class ClusterNodes:
     # --- processes ----------------------------------------------------------------------------
 
     def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0, program: str = "") -> int:
+        """Ask the node's init to start the process (`runtime/init.py`); return its pid in the node.
+
+        A stand-in daemon is `cat` under the daemon's name with the unit's whole command line as its
+        one argument (as `ps` shows a daemon), reading a pipe whose write end it holds itself, so it
+        blocks until it is killed. A `program` runs itself, with ExecStart's argv.
+        """
         target = self._node(node)
-        daemon = f"{DAEMON_DIR}/{comm}"
-        for attempt in range(START_ATTEMPTS):
-            time_left = self._time_left()
-            if time_left <= 0:
-                raise NodeFileError(errno.ETIME, f"could not start {comm}: this request took too long")
-            shell = target.ensure_started()
-            read_end, write_end = os.pipe()
-            if program:
-                starter = [_START_PROGRAM, argv[0] if argv else program, program, str(read_end), str(uid)]
-                starter += argv[1:]
-            else:
-                starter = [_START_DAEMON, shlex.join(argv), daemon, str(read_end), str(uid)]
-            try:
-                result = exec_in_node(
-                    target.spec,
-                    shell.shell_pid,
-                    ["/bin/bash", "-c", *starter],
-                    time_left,
-                    keep_fds=(read_end, write_end),
-                )
-            finally:
-                os.close(read_end)
-                os.close(write_end)
-            with contextlib.suppress(ValueError):
-                return int(result.stdout.strip())
-            # The starter itself was SIGKILLed before it printed a pid (seen only on a host
-            # crowded with other sandboxes): nothing started, so one more try is safe.
-            if result.exit_code != 128 + 9 or result.stdout.strip():
-                break
-            log.warning("starting %s on %s: the starter was killed (attempt %d)", comm, node, attempt + 1)
-        why = "timed out" if result.timed_out else f"exit {result.exit_code}"
-        said = (result.stderr.strip() or result.stdout.strip())[-500:]
-        if said.startswith("bwrap:") and not said.startswith("bwrap: execvp"):
-            raise NodeAccessError(f"could not start {comm} on {node} ({why}): {said}")
-        # The node's own programs are missing, replaced or too slow (the agent's doing): the daemon
-        # does not start, as it would not on a node whose /bin/bash was gone.
-        raise NodeFileError(errno.ENOEXEC, f"could not start {comm} ({why}): {said}")
+        time_left = self._time_left()
+        if time_left <= 0:
+            raise NodeFileError(errno.ETIME, f"could not start {comm}: this request took too long")
+        shell = target.ensure_started()
+        if shell.init is None:
+            raise NodeAccessError(f"{node} has no init to start {comm}")
+        if program:
+            path, args = program, [argv[0] if argv else program, *argv[1:]]
+        else:
+            path, args = f"{DAEMON_DIR}/{comm}", [shlex.join(argv)]
+        try:
+            return shell.init.spawn(
+                path,
+                args,
+                SERVICE_ENV,
+                cwd=SERVICE_CWD,
+                uid=uid,
+                gid=uid,
+                stdio=Stdio(IO_PIPE, IO_NULL, IO_NULL),
+                timeout_s=time_left,
+            )
+        except SpawnFailed as e:
+            # The node's own program is missing or not executable (the agent's doing): no daemon.
+            raise NodeFileError(e.errno or errno.ENOEXEC, f"could not start {comm}: {e.strerror}") from None
+        except InitError as e:
+            raise NodeAccessError(f"could not start {comm} on {node}: {e.message}") from None
+
+    def exit_status(self, node: str, pid: int) -> int | None:
+        """How the process the node knows as `pid` ended (its raw wait status), as its init saw it.
+
+        None while the host still finds it alive, or where init said nothing of it: init's word is
+        taken only for a process that the host itself no longer finds.
+        """
+        target = self._node(node)
+        shell = target.shell
+        if shell is None or shell.init is None or self.is_alive(node, pid):
+            return None
+        return shell.init.exit_status(pid)
 
     def _host_pid(self, node: str, pid: int) -> int | None:
         """The host pid of the process the node knows as `pid`, if that very process still exists."""
