@@ -39,6 +39,15 @@ class ClusterClosedError(SandboxError):
     """Work asked of a cluster that is closing or closed (a request still in flight when it ended)."""
 
 
+class NodeCrashedError(SandboxError):
+    """A node's init died on its own (killed from the host, out of memory): the node is gone.
+
+    Nothing inside a node can end its init (SIGKILL from its own PID namespace does not reach PID 1,
+    and a non-dumpable init cannot be ptraced without CAP_SYS_PTRACE), so this is never the agent's
+    doing: the episode is an infrastructure failure, discarded rather than scored.
+    """
+
+
 class ControllerError(HpcgymError):
     """The per-episode cluster controller failed."""
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from hpcgym.errors import ClusterClosedError, ControllerError, SandboxError
+from hpcgym.errors import ClusterClosedError, ControllerError, NodeCrashedError, SandboxError
 from hpcgym.run import require_tool
 from hpcgym.runtime import hostids, overlay, sandbox, sweep
 from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
@@ -423,6 +423,7 @@ class Cluster:
         if self._closed or self.ended:
             raise SandboxError("this cluster has ended", hint="start a new one with Runtime.new_cluster")
         self._raise_failure()
+        self._raise_crash()
         timeout_s = self.config.default_timeout_s if timeout_s is None else timeout_s
         node = self.nodes[self.current_node]
         exit_match = _EXIT.match(command)
@@ -432,6 +433,14 @@ class Cluster:
         result = node.ensure_started().run(command, timeout_s, self.config.max_output_bytes)
         self._raise_failure()
         return self._after(node, result)
+
+    def _raise_crash(self) -> None:
+        # A node whose init died without its shell ending first was killed from outside (see
+        # NodeCrashedError); one cheap waitpid per started node.
+        for node in self.nodes.values():
+            shell = node.shell
+            if shell is not None and not shell.is_alive and (reason := shell.crash_reason()) is not None:
+                raise NodeCrashedError(reason, hint="discard this episode")
 
     def _after(self, node: Node, result: ShellResult) -> CommandResult:
         output = result.output

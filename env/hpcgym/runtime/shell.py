@@ -59,7 +59,7 @@ from typing import Any
 import pexpect
 import ptyprocess
 
-from hpcgym.errors import SandboxError
+from hpcgym.errors import NodeCrashedError, SandboxError
 from hpcgym.run import require_tool
 from hpcgym.runtime import sandbox
 from hpcgym.runtime.init import INIT_ARGV, INIT_PATH, IO_INHERIT, NodeInit, SpawnFailed, Stdio
@@ -208,6 +208,7 @@ class Shell:
         self.shell_pid = 0
         self._reports: socket.socket | None = None
         self.init: NodeInit | None = None
+        self._shell_ns_pid = 0
         # The last report of the shell process: its exit code and the number of its prompt marker.
         self._report: tuple[int, bytes] | None = None
         # The number of the command line in flight: only reports that carry it count.
@@ -312,7 +313,7 @@ class Shell:
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
             try:
                 # The shell is init's main child: the node ends when it does, as it did under bwrap.
-                self.init.spawn(
+                self._shell_ns_pid = self.init.spawn(
                     "/bin/bash",
                     command,
                     sandbox.finalize_env(env_spec),
@@ -324,7 +325,8 @@ class Shell:
                     timeout_s=STARTUP_TIMEOUT_S,
                 )
             except SpawnFailed as e:
-                raise SandboxError(f"the shell of {self.spec.hostname} could not start: {e.strerror}") from None
+                name = self.spec.hostname
+                raise SandboxError(f"the shell of {name} could not start: {e.strerror}") from None
             finally:
                 shell_end.close()
             self._find_shell(deadline)
@@ -560,7 +562,10 @@ class Shell:
                 self.close()
         except EOFError:
             output, truncated = capture.result()
+            crash = self.crash_reason()
             self.close()
+            if crash is not None:
+                raise NodeCrashedError(crash, hint="discard this episode") from None
             exit_code = self._report[0] if self._report else 0
             return ShellResult(output, exit_code, time.perf_counter() - start, False, truncated, True)
         wall_s = time.perf_counter() - start
@@ -570,6 +575,25 @@ class Shell:
             output += f"\n[command timed out after {timeout_s:g} s and was stopped]\n"
         exit_code = 124 if timed_out or self._report is None else self._report[0]
         return ShellResult(output, exit_code, wall_s, timed_out, truncated, exited)
+
+    def crash_reason(self) -> str | None:
+        """Why the node is gone when its init did not see its shell end first; None if it did.
+
+        init reports its main child's end before it exits with it; a node whose init died without
+        that report was ended from outside (nothing inside can kill PID 1).
+        """
+        if self.init is None or not self._shell_ns_pid:
+            return None
+        if self.init.exit_status(self._shell_ns_pid) is not None:
+            return None
+        how = ""
+        child = self.child
+        if child is not None:
+            with contextlib.suppress(pexpect.ExceptionPexpect, OSError):
+                child.close(force=True)
+                status = child.exitstatus if child.signalstatus is None else 128 + child.signalstatus
+                how = f" (bwrap exit status {status})"
+        return f"the init of {self.spec.hostname} died{how}: the node crashed"
 
     def _interrupt(self, before: set[int], capture: _Capture) -> bool:
         # Interactive bash aborts its current command on SIGINT (that covers loops run by bash itself);

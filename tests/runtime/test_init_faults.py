@@ -1,0 +1,65 @@
+"""Issue 16's node faults: a node's init or shell killed from the host, the daemon starter killed.
+
+A node whose init dies without its shell ending first was killed from outside (nothing in a node
+can end its PID 1), so the episode is an infrastructure failure (NodeCrashedError, one line), the
+episode beside it goes on, and closing it leaves no process, mount, cgroup or scratch dir behind.
+The daemon starter of old (a host-side bwrap running a bash script per daemon start, which a busy
+host was seen to SIGKILL) no longer exists: a daemon is a fork of the node's own init.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from hpcgym.episode import Episode
+from hpcgym.errors import NodeCrashedError, SandboxError
+from tests.runtime.test_cleanup import alive, mounts_under
+
+
+def node_pids(episode: Episode) -> list[int]:
+    return [
+        pid
+        for node in episode.cluster.nodes.values()
+        if node.shell is not None
+        for pid in (node.shell.pid1, node.shell.shell_pid)
+    ]
+
+
+def assert_nothing_left(episode: Episode, pids: list[int]) -> None:
+    cluster = episode.cluster
+    cgroups = list(cluster.cgroup.dirs) if cluster.cgroup else []
+    episode.close()
+    time.sleep(0.2)
+    assert not [p for p in pids if alive(p)]
+    assert not cluster.dir.exists()
+    assert not mounts_under(cluster.dir)
+    assert not [c for c in cgroups if c.exists()]
+
+
+@pytest.mark.parametrize("node", ["login01", "compute-01"])
+def test_init_killed_from_the_host_is_an_infrastructure_failure(runtime, node) -> None:  # type: ignore[no-untyped-def]
+    with Episode(runtime) as victim, Episode(runtime) as bystander:
+        assert victim.step("ssh compute-01 true").exit_code == 0
+        pids = node_pids(victim)
+        shell = victim.cluster.nodes[node].shell
+        assert shell is not None
+        os.kill(shell.pid1, signal.SIGKILL)
+        time.sleep(0.2)
+        with pytest.raises(NodeCrashedError, match=f"the init of {node} died.*crashed") as crashed:
+            victim.step("sinfo")
+        assert "\n" not in crashed.value.message
+        assert isinstance(crashed.value, SandboxError)
+        assert bystander.step("sinfo -h -o %P").exit_code == 0
+        assert_nothing_left(victim, pids)
+        assert bystander.step("echo alive").output == "alive\n"
+
+
+def test_agent_ending_its_own_shell_is_no_crash(runtime) -> None:  # type: ignore[no-untyped-def]
+    # init saw its main child end (the agent's own `kill -9 $$`): the login shell is gone, as `exit`.
+    with Episode(runtime) as episode:
+        result = episode.step("kill -9 $$")
+        assert result.ended
