@@ -92,6 +92,8 @@ class ServiceManager:
         names = list(nodes) if controller_host in nodes else [controller_host, *nodes]
         self.nodes: dict[str, NodeServices] = {name: NodeServices(Journal(name)) for name in names}
         self._syncing = False
+        # What the last sync judged of each node whose slurmd runs (`is_registered_as_synced`).
+        self._judged: dict[str, RegistrationProblem | None] = {}
         # The GPUs of each GPU node (nvidia-smi's state); scenarios set their counters.
         self.gpus: dict[str, list[Gpu]] = {}
         # munge credentials: a serial that makes each one unique, and those each node has decoded
@@ -228,10 +230,21 @@ class ServiceManager:
                     self.boot(node)
             for node in self.nodes:
                 self._reap(node)
+            self._judged = {}
             for node in self.nodes:
                 self._check_registration(node)
         finally:
             self._syncing = False
+
+    def is_registered_as_synced(self, node: str) -> bool:
+        """`is_slurmd_registered(node, sync=False)` right after `sync()`, from what that sync judged.
+
+        The Slurm side asks this of every node after every request and tick; judging each node a
+        second time, with nothing changed in between, was a quarter of a tick.
+        """
+        if node in self._judged:
+            return self._judged[node] is None
+        return self.is_slurmd_registered(node, sync=False)
 
     def boot(self, node: str) -> None:
         """Bring the node up: eth0, then every enabled unit it has, in boot order."""
@@ -269,6 +282,7 @@ class ServiceManager:
         if runtime is None or not self.is_active(node, SLURMD) or runtime.main_pid is None:
             return
         problem = slurm.registration_problem(self, node)
+        self._judged[node] = problem
         name = problem.name if problem is not None else ""
         if runtime.memo.get("registration", "") == name:
             return

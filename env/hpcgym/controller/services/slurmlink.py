@@ -27,7 +27,7 @@ def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
     cluster.munge_down = {name for name in services.nodes if not services.is_active(name, MUNGE)}
     cluster.controller_unreachable = {n for n in services.nodes if not services.can_reach_controller(n)}
     for name, node in cluster.nodes.items():
-        registered = name in services.nodes and services.is_slurmd_registered(name, sync=False)
+        registered = name in services.nodes and services.is_registered_as_synced(name)
         if registered and not node.slurmd_up:
             cluster.start_slurmd(name)
         elif not registered and node.slurmd_up:
