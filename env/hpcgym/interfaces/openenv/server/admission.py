@@ -21,6 +21,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 from typing import Any
 
 from hpcgym.interfaces.openenv.server.auth import ASGIApp, Message, Receive, Scope, Send
@@ -135,6 +136,25 @@ class Admission:
         self.resets_in_flight -= 1
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def has_lone_surrogate(data: Any) -> bool:
+    """Whether a parsed JSON value holds a string (or key) with a lone surrogate; iterative, for depth."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= ch <= "\udfff" for ch in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _frame(text: str) -> Message:
     return {"type": "websocket.send", "text": text}
 
@@ -152,6 +172,13 @@ def _check(message: Message) -> tuple[str | None, bool]:
         data = json.loads(text)
     except ValueError:
         return None, False  # OpenEnv answers INVALID_JSON and keeps the session
+    except RecursionError:
+        # OpenEnv's handler would meet the same, outside its JSON error handling, and end the session.
+        return error_text("the message's JSON is nested too deeply", INVALID_MESSAGE_CODE), False
+    if _SURROGATE_ESCAPE.search(text) and has_lone_surrogate(data):
+        # OpenEnv echoes a refused value in its error frame, fails to encode it, and ends the session.
+        error = "the message holds a lone surrogate (a \\uD800-\\uDFFF escape out of a pair): not text"
+        return error_text(error, INVALID_MESSAGE_CODE), False
     if not isinstance(data, dict):
         kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(data), "number")
         error = (
