@@ -10,6 +10,7 @@ gone (everything must be). Reading only: nothing here changes the host.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections import Counter
@@ -39,6 +40,7 @@ class Snapshot:
     threads: int
     unix_sockets: int
     rss_bytes: int
+    closed: list[str] = field(default_factory=list)  # what still refers to a cluster already closed
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
@@ -127,6 +129,32 @@ def _unix_inodes() -> set[str]:
     return inodes
 
 
+def _cluster_of(text: str, tag: str) -> str | None:
+    match = re.search(rf"{re.escape(tag)}-(\d+)(?![\d])", text)
+    return match.group(1) if match else None
+
+
+def _process_cluster(pid: int, tag: str) -> str | None:
+    """The cluster (its sequence number) that process `pid` belongs to, "" for none, None if gone."""
+    cmdline = _read(f"/proc/{pid}/cmdline").replace("\0", " ")
+    cgroup = _read(f"/proc/{pid}/cgroup")
+    if not cmdline and not cgroup:
+        return None
+    return _cluster_of(cgroup, tag) or _cluster_of(cmdline, tag) or ""
+
+
+def _fd_targets(pid: int) -> list[str]:
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    targets = []
+    for name in names:
+        with contextlib.suppress(OSError):
+            targets.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+    return targets
+
+
 def _fd_facts(pid: int) -> tuple[int, int, list[str]]:
     try:
         names = os.listdir(f"/proc/{pid}/fd")
@@ -150,7 +178,7 @@ def _fd_facts(pid: int) -> tuple[int, int, list[str]]:
             if ":" in target
             else target.rsplit("/", 1)[0]
         )
-        kinds[kind] += 1
+        kinds[re.sub(r"/proc/\d+(/task/\d+)?", "/proc/PID", kind)] += 1
     return len(names), sockets, [f"{kind}: {n}" for kind, n in sorted(kinds.items())]
 
 
@@ -170,6 +198,8 @@ def take_snapshot(pid: int, tag: str | None = None) -> Snapshot:
     shm = sorted(p.name for p in SHM_DIR.iterdir() if p.name.startswith(tag)) if SHM_DIR.is_dir() else []
     fds, sockets, fd_kinds = _fd_facts(pid) if alive else (0, 0, [])
     status = _status(pid) if alive else {}
+    live = {m.group(1) for name in shm if (m := re.match(rf"{re.escape(tag)}-(\d+)$", name))}
+    closed = _closed_references(pid if alive else None, tag, live, host_points + ns_examples_all(tag, own_ns))
     threads = int(status.get("Threads", "0").strip() or 0)
     rss = int(status.get("VmRSS", "0 kB").split()[0]) * 1024 if "VmRSS" in status else 0
     return Snapshot(
@@ -184,6 +214,7 @@ def take_snapshot(pid: int, tag: str | None = None) -> Snapshot:
         threads=threads,
         unix_sockets=sockets,
         rss_bytes=rss,
+        closed=closed,
         examples={
             "mounts": host_points[:3] + ns_examples[:3],
             "processes": processes[:3],
@@ -194,21 +225,75 @@ def take_snapshot(pid: int, tag: str | None = None) -> Snapshot:
     )
 
 
-# Counts that measure what episodes hold; RSS is judged by its slope instead.
-HELD = ("mounts", "namespace_mounts", "mount_namespaces", "processes", "cgroups", "shm_dirs",
-        "fds", "threads", "unix_sockets")  # fmt: skip
+def ns_examples_all(tag: str, own_ns: str) -> list[str]:
+    """Every mount point of the tag in every other mount namespace (one entry per namespace and point)."""
+    seen: set[str] = {own_ns}
+    points: list[str] = []
+    for pid in _pids():
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/mnt")
+        except OSError:
+            continue
+        if ns not in seen:
+            seen.add(ns)
+            points += [
+                f"{p} (in the mount namespace of pid {pid})"
+                for p in _mount_points(Path(f"/proc/{pid}/mountinfo"), tag)
+            ]
+    return points
+
+
+def _closed_references(owner: int | None, tag: str, live: set[str], mounts: list[str]) -> list[str]:
+    # What names a cluster that is no longer live (its scratch dir is gone): a mount under its dir,
+    # a process in its cgroup or with its paths on the command line, its cgroup, or a descriptor
+    # of the owner that points into its dir or at the /proc entry of a process that is gone or
+    # belongs to it. Live clusters (the ready pool) may hold all of these.
+    closed = []
+    for point in mounts:
+        seq = _cluster_of(point, tag)
+        if seq is not None and seq not in live:
+            closed.append(f"mount {point}")
+    for pid in _pids():
+        if pid in (owner, os.getpid()):
+            continue
+        seq = _process_cluster(pid, tag)
+        if seq and seq not in live:
+            closed.append(f"process {pid} {_read(f'/proc/{pid}/cmdline').replace(chr(0), ' ')[:100]}")
+    for path in _cgroups(tag):
+        seq = _cluster_of(Path(path).name, tag)
+        if seq is not None and seq not in live:
+            closed.append(f"cgroup {path}")
+    if owner is not None:
+        for target in _fd_targets(owner):
+            seq = _cluster_of(target, tag)
+            proc = re.match(r"/proc/(\d+)(/|$)", target)
+            if proc and int(proc.group(1)) != owner:
+                seq = _process_cluster(int(proc.group(1)), tag)
+                if seq is None:
+                    closed.append(f"descriptor {target} (the process is gone)")
+                    continue
+            if seq and seq not in live:
+                closed.append(f"descriptor {target}")
+    return closed
+
+
+# Counts compared between two quiet moments with the same ready pool. Other mount namespaces are
+# judged by what they name (`closed`) alone: a sandbox being set up holds a copy of the host's
+# table for a moment, live clusters included.
+HELD = ("mounts", "processes", "cgroups", "shm_dirs", "fds", "threads", "unix_sockets")
 
 
 def find_leaks(baseline: Snapshot, now: Snapshot) -> list[str]:
     """What `now` holds beyond `baseline`, both taken with the same ready pool and no session open."""
-    leaks = []
+    leaks = list(now.closed)
     for name in HELD:
         before, after = getattr(baseline, name), getattr(now, name)
         if after > before:
             example = now.examples.get(name, [])
             if name == "fds":
                 grown = sorted(set(now.examples["fd_kinds"]) - set(baseline.examples["fd_kinds"]))
-                example = ["; ".join(grown)] if grown else []
+                was = "; ".join(sorted(set(baseline.examples["fd_kinds"]) - set(now.examples["fd_kinds"])))
+                example = [f"now {'; '.join(grown)}, was {was}"] if grown else []
             leaks.append(
                 f"{name}: {before} at the start, {after} at the end" + (f" ({example[0]})" if example else "")
             )
@@ -217,7 +302,7 @@ def find_leaks(baseline: Snapshot, now: Snapshot) -> list[str]:
 
 def find_remains(gone: Snapshot) -> list[str]:
     """What is left of a process that has exited: anything at all is a leak."""
-    leaks = []
+    leaks = list(gone.closed)
     for name in ("mounts", "namespace_mounts", "processes", "cgroups", "shm_dirs"):
         count = getattr(gone, name)
         if count:

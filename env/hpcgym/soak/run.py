@@ -93,6 +93,7 @@ class Report:
     baseline: dict[str, int] = field(default_factory=dict)
     end: dict[str, int] = field(default_factory=dict)
     after_exit: dict[str, int] = field(default_factory=dict)
+    fd_kinds: dict[str, list[str]] = field(default_factory=dict)
     leaks: list[str] = field(default_factory=list)
     server_exit_code: int | None = None
 
@@ -256,6 +257,21 @@ def soak_server(
                     process.wait()
 
 
+def _quiet(pid: int, url: str, plan: Plan) -> Snapshot:
+    # The baseline: a full pool, nothing closing, and the same counts twice in a row.
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    last = take_snapshot(pid)
+    while time.monotonic() < deadline:
+        with contextlib.suppress(HpcgymError):
+            wait_healthy(url, 5, episodes_ready=plan.pool_size)
+        time.sleep(1.0)
+        now = take_snapshot(pid)
+        if not now.closed and now.counts() == {**last.counts(), "rss_bytes": now.rss_bytes}:
+            return now
+        last = now
+    return last
+
+
 def _settle(pid: int, baseline: Snapshot, url: str, plan: Plan) -> Snapshot:
     # Closed sessions hand their episodes back to be closed in the background, and the pool refills:
     # wait until the counts are back (or the deadline passes, and what is left is a leak).
@@ -301,7 +317,7 @@ def run_soak(images_dir: Path, plan: Plan, out_dir: Path, console: Console | Non
                     report.rss_samples.append((counted[0], take_snapshot(process.pid).rss_bytes))
 
             tallies = [asyncio.run(_drive(url, plan, 0, warmup, on_done))]
-            baseline = _settle(process.pid, take_snapshot(process.pid), url, plan)
+            baseline = _quiet(process.pid, url, plan)
             report.rss_samples.append((warmup, baseline.rss_bytes))
             tallies.append(asyncio.run(_drive(url, plan, warmup, plan.episodes, on_done)))
             report.wall_s = time.monotonic() - start
@@ -339,6 +355,7 @@ def run_soak(images_dir: Path, plan: Plan, out_dir: Path, console: Console | Non
             f"(limit {MAX_SLOPE_BYTES_PER_1000 >> 20} MiB)"
         )
     report.baseline, report.end, report.after_exit = baseline.counts(), end.counts(), gone.counts()
+    report.fd_kinds = {"baseline": baseline.examples["fd_kinds"], "end": end.examples["fd_kinds"]}
     (out_dir / "soak.json").write_text(json.dumps(asdict(report), indent=2, sort_keys=True) + "\n")
     (out_dir / "soak.md").write_text(report.markdown())
     return report
