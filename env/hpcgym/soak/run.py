@@ -314,7 +314,13 @@ def run_soak(images_dir: Path, plan: Plan, out_dir: Path, console: Console | Non
                 )
                 done = counted[0] - warmup
                 if done > 0 and done % plan.rss_every == 0:
-                    report.rss_samples.append((counted[0], take_snapshot(process.pid).rss_bytes))
+                    now = take_snapshot(process.pid)
+                    report.rss_samples.append((counted[0], now.rss_bytes))
+                    # A long soak leaves its figures as it goes, in case it is stopped before the end.
+                    line = {"episodes": counted[0], "elapsed_s": round(elapsed, 1), **now.counts()}
+                    line["closed_references"] = len(now.closed)
+                    with open(out_dir / "progress.jsonl", "a") as f:
+                        f.write(json.dumps(line, sort_keys=True) + "\n")
 
             tallies = [asyncio.run(_drive(url, plan, 0, warmup, on_done))]
             baseline = _quiet(process.pid, url, plan)
