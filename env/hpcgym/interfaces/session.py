@@ -17,12 +17,29 @@ import numpy as np
 
 from hpcgym.episode import Episode
 from hpcgym.episode.pool import EpisodePool
-from hpcgym.errors import HpcgymError, ScenarioError
+from hpcgym.errors import ControllerError, HpcgymError, SandboxError, ScenarioError
 from hpcgym.interfaces.task import TaskRegistry
 from hpcgym.scenarios.incident import Incident, prompt
 
-__all__ = ["TaskSession", "Transition", "draw_seed", "finalize_text", "prompt"]
+__all__ = [
+    "INFRA_ERRORS",
+    "TaskSession",
+    "Transition",
+    "draw_seed",
+    "finalize_infra_reason",
+    "finalize_text",
+    "prompt",
+]
 from hpcgym.scenarios.schema import Seeds
+
+# Failures of the infrastructure, never of the agent: the episode is discarded, never scored.
+INFRA_ERRORS = (SandboxError, ControllerError)
+
+
+def finalize_infra_reason(error: BaseException) -> str:
+    """The one-line reason an infrastructure failure is reported by (`info["infra_failure"]`)."""
+    message = error.message if isinstance(error, HpcgymError) else str(error)
+    return " ".join(f"{type(error).__name__}: {message}".split())[:300]
 
 
 def finalize_text(text: str, max_length: int) -> str:
@@ -93,6 +110,9 @@ class TaskSession:
         self.max_steps = max_steps
         self.max_chars = max_chars
         self.incident: Incident | None = None
+        # The last episode's infrastructure failure (one line), and how many this session has had.
+        self.infra_failure: str | None = None
+        self.infra_failures = 0
 
     @property
     def episode(self) -> Episode | None:
@@ -134,14 +154,24 @@ class TaskSession:
             scenario = self.choose_scenario(seed)
         task = self.registry.make(scenario)
         self.discard_episode()
-        episode = self.pool.take()
+        self.infra_failure = None
+        try:
+            episode = self.pool.take()
+        except INFRA_ERRORS as e:
+            raise self._lost(e) from None
         try:
             incident = Incident(None, task, seed, episode=episode, max_steps=max_steps or self.max_steps)
+        except INFRA_ERRORS as e:
+            self.pool.discard(episode)
+            raise self._lost(e) from None
         except BaseException:
             self.pool.discard(episode)
             raise
         self.incident = incident
-        return Transition(finalize_text(incident.first_observation, self.max_chars), info=incident.info())
+        return Transition(
+            finalize_text(incident.first_observation, self.max_chars),
+            info={**incident.info(), "infra_failure": None},
+        )
 
     def step(self, command: str) -> Transition:
         """Type `command` as one line at the prompt; grade the result (see `Incident.step` for `info`).
@@ -153,9 +183,13 @@ class TaskSession:
             raise HpcgymError("step before reset", hint="reset to start an episode")
         if self.incident.done:
             raise HpcgymError("this episode is over", hint="reset to start the next one")
-        step = self.incident.step(command)
+        try:
+            step = self.incident.step(command)
+        except INFRA_ERRORS as e:
+            raise self._lost(e) from None
         observation = finalize_text(step.result.output, self.max_chars)
-        return Transition(observation, step.reward, step.terminated, step.truncated, step.info)
+        info = {**step.info, "infra_failure": None}
+        return Transition(observation, step.reward, step.terminated, step.truncated, info)
 
     def finish(self) -> Transition:
         """The agent stops: the episode ends here, charged as any unsolved end (see `Incident.finish`).
@@ -165,15 +199,42 @@ class TaskSession:
         """
         if self.incident is None:
             raise HpcgymError("stop before reset", hint="reset to start an episode")
-        reward = self.incident.finish()
+        try:
+            reward = self.incident.finish()
+        except INFRA_ERRORS as e:
+            raise self._lost(e) from None
         info = self.incident.info()
         return Transition("", reward, terminated=True, truncated=False, info=info)
 
     def info(self) -> dict[str, Any]:
         """Where the episode stands (`Incident.info()`); None values before the first reset."""
         if self.incident is None:
-            return {"scenario": None, "seed": None, "node": None, "step": 0, "max_steps": 0, "now_s": None}
-        return self.incident.info()
+            return {
+                "scenario": None,
+                "seed": None,
+                "node": None,
+                "step": 0,
+                "max_steps": 0,
+                "now_s": None,
+                "infra_failure": self.infra_failure,
+            }
+        return {**self.incident.info(), "infra_failure": None}
+
+    def _lost(self, error: HpcgymError) -> HpcgymError:
+        # One place for every entry point: the episode is closed now (in the background, so that
+        # nothing of it stays on the host), counted, and the same error goes on with a one-line
+        # message, for gym to raise, the OpenEnv server to send as its error frame and TRL to mask.
+        self.infra_failure = finalize_infra_reason(error)
+        self.infra_failures += 1
+        self.discard_episode()
+        # No hint: the message stays one line wherever it is shown (an error frame, a log line).
+        message = f"infrastructure failure, episode discarded: {self.infra_failure}"
+        try:
+            lost = type(error)(message)
+        except TypeError:  # a subclass with a constructor of its own
+            lost = (ControllerError if isinstance(error, ControllerError) else SandboxError)(message)
+        lost.__cause__ = error
+        return lost
 
     def discard_episode(self) -> None:
         """Hand the running episode (if any) back to the pool to be closed in the background."""

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpcgym.errors import ClusterClosedError
+from hpcgym.errors import ClusterClosedError, ControllerError
 
 log = logging.getLogger(__name__)
 
@@ -235,13 +235,23 @@ class ControlChannel:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="hpcgym-channel", daemon=True)
+        self.failure: BaseException | None = None  # what ended the selector thread, if it died
+        self._thread = threading.Thread(target=self._run, name="hpcgym-channel", daemon=True)
         self._thread.start()
 
     def bind(
         self, path: Path, node: str, dispatch: Dispatch, on_error: Callable[[BaseException], None]
     ) -> None:
-        """Create the socket of `node` at `path` (a host path bind-mounted into the node)."""
+        """Create the socket of `node` at `path` (a host path bind-mounted into the node).
+
+        Raises:
+            ControllerError: the channel's thread has died; no node can reach the controller.
+        """
+        if self.failure is not None:
+            raise ControllerError(
+                f"the control channel is down: {self.failure!r}",
+                hint="the runtime cannot serve new clusters; restart the process (see the log)",
+            )
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Bound through a descriptor of its directory: the kernel keeps the name as given, and a
         # node's getpeername() would otherwise read the host path (scratch dir, controller pid).
@@ -308,6 +318,27 @@ class ControlChannel:
             self._selector.register(binding.sock, selectors.EVENT_READ, binding)
         elif change:
             self._selector.unregister(binding.sock)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:
+            # Without this thread no node is accepted from, and every tool would wait in connect()
+            # until the agent's command timed out: a fault charged to the agent. Instead every socket
+            # is closed (a tool fails at once with "connection refused") and every cluster is told,
+            # so its next command raises and the episode is discarded.
+            log.exception("the control channel's thread died")
+            self.failure = e
+            with self._lock:
+                pending, self._pending = self._pending, []
+            bindings = [*self._bindings.values(), *(p for p in pending if isinstance(p, _Binding))]
+            self._bindings.clear()
+            for binding in bindings:
+                with contextlib.suppress(Exception):
+                    self._drop(binding)
+                with contextlib.suppress(FileNotFoundError):
+                    binding.path.unlink()
+                binding.on_error(ControllerError(f"the control channel died: {e!r}"))
 
     def _loop(self) -> None:
         while not self._closed:
@@ -456,6 +487,8 @@ class ControlChannel:
             conn.sendall(reply.encode())
 
     def close(self) -> None:
+        if self._closed:  # a runtime closed twice (once by a failure's cleanup) closes its channel once
+            return
         self._closed = True
         self._wake()
         self._thread.join(timeout=5)
