@@ -210,6 +210,8 @@ class BurstReport:
     queued_max: int
     max_displacement: int
     wall_s: float
+    steps_ok: int  # one step per session after the burst: the sessions are all still there
+    sessions_held: int  # the server's own count of open sessions then (/capacity)
     answer_order: tuple[int, ...]
 
     def summary(self) -> str:
@@ -218,7 +220,8 @@ class BurstReport:
             f"{self.sessions} simultaneous resets: {self.resets_ok} ok, {self.errors} errors; "
             f"reset p50 {self.reset_p50_ms:.0f} ms, p99 {self.reset_p99_ms:.0f} ms, "
             f"max {self.reset_max_ms:.0f} ms; deepest queue position {self.queued_max}; answered at most "
-            f"{self.max_displacement} places from the order sent; {self.wall_s:.1f} s in all"
+            f"{self.max_displacement} places from the order sent; {self.wall_s:.1f} s in all; then "
+            f"{self.steps_ok} sessions stepped, {self.sessions_held} held open by the server"
             + (f"\nfirst error: {self.first_error}" if self.first_error else "")
         )
 
@@ -258,6 +261,12 @@ async def run_burst_async(
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         wall_s = time.perf_counter() - start
         errors += [o for o in outcomes if isinstance(o, BaseException)]
+        reset_ok = [i for i, o in zip(live, outcomes, strict=True) if not isinstance(o, BaseException)]
+        held = await asyncio.to_thread(_sessions_held, url, api_key)
+        stepped = await asyncio.gather(
+            *(clients[i].step(HpcAction(command="hostname")) for i in reset_ok), return_exceptions=True
+        )
+        errors += [o for o in stepped if isinstance(o, BaseException)]
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     rank = {index: k for k, index in enumerate(answered)}
@@ -274,8 +283,17 @@ async def run_burst_async(
         queued_max=max((c.queue_position or 0 for c in clients), default=0),
         max_displacement=max((abs(rank[i] - sent[i]) for i in answered), default=0),
         wall_s=wall_s,
+        steps_ok=sum(not isinstance(o, BaseException) for o in stepped),
+        sessions_held=held,
         answer_order=order,
     )
+
+
+def _sessions_held(url: str, api_key: str | None) -> int:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    request = urllib.request.Request(f"{url.rstrip('/')}/capacity", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(json.load(response)["active_sessions"])
 
 
 def run_burst(
@@ -383,7 +401,9 @@ def run_bursttest(
 
     For the lead's `invoke` task: `run_bursttest(default_images_dir(), 256)`. Needs root and the images.
     """
-    with server_process(images_dir, sessions, 10, pool_size, log_path) as url:
+    # The sessions that reset first wait idle for the last: they must not be reaped meanwhile.
+    idle = {"HPCGYM_SESSION_TIMEOUT_S": "3600"}
+    with server_process(images_dir, sessions, 10, pool_size, log_path, extra_env=idle) as url:
         return run_burst(url, sessions)
 
 
