@@ -7,9 +7,13 @@ user's job) ends its episode with that harm named, and the half-fixes stay unsol
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from hpcgym.scenarios.incident import Incident, ScenarioTask
+from hpcgym.scenarios import cheats
+from hpcgym.scenarios.incident import Incident, ScenarioTask, gold_commands
+from hpcgym.scenarios.schema import load_scenario
 
 from .conftest import type_all
 
@@ -142,3 +146,38 @@ def test_deleting_the_misdated_reservation_is_no_fix_and_the_live_one_is_harm(pl
     assert not incident.solved and harm_of(incident) == []
     other = play_moves(play, "hpc_ticket_pending", ["scontrol delete reservation {chg_live}"])
     assert f"deleted reservation {param(other, 'chg.live')}, which was still needed" in harm_of(other)
+
+
+FAMILY = ["hpc_resv_stale", "hpc_license_count", "hpc_node_rebooted", "hpc_ticket_pending"]
+
+
+@functools.cache
+def family_blind() -> tuple[str, ...]:
+    """These four scenarios' state-changing gold fixes over every variant, then resume everything."""
+    fixes: list[str] = []
+    for scenario_id in FAMILY:
+        scenario = load_scenario(scenario_id)
+        for seed in cheats.COVER_SEEDS:
+            fixes += [
+                c for c in gold_commands(scenario, seed) if not cheats.is_read_only(c) and c not in fixes
+            ]
+    return (*cheats.chain(fixes, 10), cheats.resume_everything())
+
+
+@pytest.mark.parametrize(
+    ("scenario", "harm"),
+    [
+        ("hpc_resv_stale", "deleted reservation"),
+        ("hpc_license_count", "promised more"),
+        ("hpc_ticket_pending", "deleted reservation"),
+    ],
+)
+def test_the_familys_own_fixes_typed_blind_do_harm(play, scenario, harm):
+    # Blind restricted to this family (the library's blind dies earlier, of other scenarios' fixes):
+    # each scenario's decoy is what another variant's fix breaks. hpc_node_rebooted is left out here
+    # for CI time (it types all ten lines, a minute): its blind harm is resuming both GPU nodes,
+    # which test_resuming_every_down_node_returns_the_failed_gpu plays (and it did harm so too).
+    incident = play(scenario, SEED, max_steps=30)
+    type_all(incident, list(family_blind()))
+    assert not incident.solved
+    assert any(harm in found for found in harm_of(incident))
