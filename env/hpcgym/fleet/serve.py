@@ -27,6 +27,7 @@ from types import FrameType
 from hpcgym.errors import HpcgymError
 from hpcgym.fleet.config import FleetError
 from hpcgym.fleet.coord import CoordDir, ServerMarker
+from hpcgym.interfaces.openenv.server.admission import DEFAULT_MAX_SESSIONS
 
 # A server that dies before its first healthy answer is started again on a new port this many times in
 # all: the port is free when picked, but another process may bind it before the server does.
@@ -122,7 +123,7 @@ def serve(coord: CoordDir, ready_timeout_s: float, bind: str = "0.0.0.0", url_ho
                     host=host,
                     port=port,
                     pid=os.getpid(),
-                    sessions=int(os.environ.get("HPCGYM_MAX_SESSIONS", "64")),
+                    sessions=int(os.environ.get("HPCGYM_MAX_SESSIONS") or DEFAULT_MAX_SESSIONS),
                     ready_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 )
             )

@@ -26,6 +26,9 @@ from typing import Any
 
 from hpcgym.interfaces.openenv.server.auth import ASGIApp, Message, Receive, Scope, Send
 
+# 256 sessions fit one 2-core, 24 GiB host (each idle cluster is a few MiB of shells); resets, which
+# cost CPU, are what the reset limit bounds.
+DEFAULT_MAX_SESSIONS = 256
 CAPACITY_CODE = "CAPACITY_REACHED"  # OpenEnv's own code for a session over the limit
 INVALID_FRAME_CODE = "INVALID_FRAME"
 INVALID_MESSAGE_CODE = "INVALID_MESSAGE"

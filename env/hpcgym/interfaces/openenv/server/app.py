@@ -47,6 +47,7 @@ from hpcgym.errors import ConfigError, HpcgymError
 from hpcgym.interfaces import default_images_dir
 from hpcgym.interfaces.openenv.models import ENV_NAME, HpcAction, HpcObservation, HpcState
 from hpcgym.interfaces.openenv.server.admission import (
+    DEFAULT_MAX_SESSIONS,
     QUEUE_NOTICE_S,
     Admission,
     AdmissionGuard,
@@ -70,9 +71,7 @@ class ServerSettings:
     """How the server runs; `from_environ` reads them from the environment variables above."""
 
     images_dir: Path = field(default_factory=default_images_dir)
-    # 256 sessions fit one 2-core, 24 GiB host (each idle cluster is a few MiB of shells); resets,
-    # which cost CPU, are what `max_resets` bounds.
-    max_sessions: int = 256
+    max_sessions: int = DEFAULT_MAX_SESSIONS
     max_resets: int = field(default_factory=default_max_resets)
     session_timeout_s: float = 300.0
     pool_size: int = 4
