@@ -153,13 +153,16 @@ def unpack_rootfs(image: Image, cache_dir: Path | None = None, uid_base: int = D
     target = cache_dir / key
     # The marker sits beside the tree, not in it, so nothing of ours shows up inside a sandbox.
     marker = cache_dir / f"{key}.complete"
-    if marker.exists():
+    if _is_whole(target, marker):
         return target
     with (cache_dir / f"{key}.lock").open("w") as lock:
         # A second process blocks here and then finds the marker the first one wrote.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
+        if _is_whole(target, marker):
             return target
+        if marker.exists():
+            log.warning("the cache entry %s is damaged or gone; unpacking %s again", target, image.role)
+            marker.unlink()
         actual = sha256_file(image.artifact)
         if actual != image.artifact_sha256:
             raise DigestMismatch(
@@ -171,14 +174,62 @@ def unpack_rootfs(image: Image, cache_dir: Path | None = None, uid_base: int = D
         staging.mkdir(mode=0o755)
         try:
             _extract_verified(image, staging, uid_base)
-            shutil.rmtree(target, ignore_errors=True)
+            if target.exists():
+                # Running episodes may still see the damaged tree through their mounts: it is moved
+                # aside, not deleted under them, and swept once this process is gone.
+                aside = cache_dir / f".{key}-damaged.partial-{os.getpid()}"
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(target, aside)
             os.rename(staging, target)
-            marker.touch()
+            marker.write_text(json.dumps({"digest": image.digest, "tree": tree_fingerprint(target)}) + "\n")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     log.info("unpacked %s (%s) into %s", image.role, image.digest[:12], target)
     return target
+
+
+def tree_fingerprint(root: Path) -> str:
+    """A digest of every entry's name, type, mode, owner, size and mtime under `root` (links not followed).
+
+    Reading every byte of both images at each start would cost seconds; a truncated file, a byte
+    written over, a file or the whole tree deleted all change this listing, and it takes a walk.
+    """
+    sha = hashlib.sha256()
+    stack = [root]
+    lines = []
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                rel = os.path.relpath(entry.path, root)
+                lines.append(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0{st.st_mtime_ns}")
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+    for line in sorted(lines):
+        sha.update(line.encode(errors="surrogateescape") + b"\n")
+    return sha.hexdigest()
+
+
+def _is_whole(target: Path, marker: Path) -> bool:
+    # The marker records the tree's fingerprint when it was unpacked; an entry that no longer
+    # matches it is unpacked again. A marker of an older hpcgym (empty) is trusted once and filled in.
+    try:
+        text = marker.read_text()
+    except FileNotFoundError:
+        return False
+    if not target.is_dir():
+        return False
+    try:
+        recorded = json.loads(text)["tree"] if text.strip() else None
+    except (ValueError, KeyError, TypeError):
+        return False
+    actual = tree_fingerprint(target)
+    if recorded is None:
+        marker.write_text(json.dumps({"tree": actual}) + "\n")
+        return True
+    return bool(recorded == actual)
 
 
 def _extract_verified(image: Image, staging: Path, uid_base: int) -> None:
