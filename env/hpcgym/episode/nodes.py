@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
+import select
 import shlex
+import stat as stat_module
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +38,9 @@ START_TIMEOUT_S = 3.0
 # all together: the episode's lock is held meanwhile, so a node whose bash the agent made slow costs
 # its step this much past the step's own limit, and no more.
 REQUEST_WORK_S = 5.0
+# How long the host waits for init's word on a daemon it already found dead (`exit_status`): init
+# reaps at once, unless the host is starved or init is gone.
+EXIT_WORD_TIMEOUT_S = 1.0
 
 # What systemd gives a service's process (systemd.exec(5): "Environment variables in spawned
 # processes"; PATH as systemd 252 on Rocky 9 sets it), and its default WorkingDirectory, the root.
@@ -158,6 +164,18 @@ class ClusterNodes:
         fs = self._fs(node)
         st = fs.stat(path, follow_symlinks=False)
         return None if st is None else _node_stat(fs, st)
+
+    def version(self, node: str, path: str) -> tuple[int, ...] | None:
+        """The file's device, inode, size, mtime and ctime; None but for a regular file, no symlinks.
+
+        The node cannot change a file's contents without changing its ctime, nor set a ctime back
+        (two writes of one size within one tick of the kernel's coarse clock could share one).
+        """
+        fs = self._fs(node)
+        st = fs.stat(path, follow_symlinks=False)
+        if st is None or not stat_module.S_ISREG(st.st_mode):
+            return None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     def walk(self, node: str, path: str, *, max_entries: int, max_depth: int) -> list[tuple[str, NodeStat]]:
         """Everything under a node directory, nothing followed (see `NodeFS.walk`)."""
@@ -292,7 +310,25 @@ class ClusterNodes:
         shell = target.shell
         if shell is None or shell.init is None or self.is_alive(node, pid):
             return None
-        return shell.init.exit_status(pid)
+        # The host may find the process gone (a zombie) before init has reaped it and said how it
+        # ended: on a crowded host a SIGTERM'd munged read as SIGKILL 4 times in 40, and
+        # Restart=on-abort brought it back. It is dead, so init's word is due: wait for it, a while.
+        init = shell.init
+        deadline = time.monotonic() + EXIT_WORD_TIMEOUT_S
+        while (status := init.exit_status(pid)) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("%s: no exit status from init for pid %d; it reads as SIGKILL", node, pid)
+                return None
+            fd = init.sock.fileno()
+            if fd < 0:
+                return None  # the node is closed: its init said nothing more
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            ready = poller.poll(math.ceil(left * 1000))
+            if ready and ready[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                return init.exit_status(pid)  # init is gone: what it said before is all there is
+        return status
 
     def _host_pid(self, node: str, pid: int) -> int | None:
         """The host pid of the process the node knows as `pid`, if that very process still exists."""

@@ -84,6 +84,14 @@ class NodeAccess(Protocol):
         """Delete a file if it exists (a pid file on a clean stop); raises NodeFileError on a node fault."""
         ...
 
+    def version(self, node: str, path: str) -> tuple[int, ...] | None:
+        """A token that changes whenever the regular file at `path` may have changed, or None.
+
+        None where it cannot be told cheaply (missing, not a regular file, a symlink on the way): a
+        caller that caches what it parsed of the file must read it again then.
+        """
+        ...
+
     def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0, program: str = "") -> int:
         """Start a long-lived stand-in process named `comm` with this argv; return its pid in the node.
 
@@ -231,6 +239,9 @@ class MemoryNodeAccess:
 
     def remove(self, node: str, path: str) -> None:
         self._node(node).files.pop(posixpath.normpath(path), None)
+
+    def version(self, node: str, path: str) -> tuple[int, ...] | None:
+        return None  # nothing here is cached across requests: every question reads the dicts
 
     def start_process(self, node: str, comm: str, argv: list[str], *, uid: int = 0, program: str = "") -> int:
         state = self._node(node)

@@ -161,19 +161,28 @@ class Network:
         # Where the routers sit on every subnet: the site's choice (episode.site), `.254` by default.
         self.router_host = ROUTER_HOST
         self._activations = 0
-        # Each node's parsed /etc/hosts, kept until `forget` (the controller calls it before every
-        # request and tick): reachability asks for it many times per request.
-        self._hosts: dict[str, dict[str, IPv4Address]] = {}
+        # Each node's parsed /etc/hosts with the file's version when it was read. Reachability asks
+        # for it many times per request: within one request or tick (until `forget`) it is read once,
+        # and across them it is read again only where its version changed (or cannot be told).
+        self._hosts: dict[str, tuple[tuple[int, ...] | None, dict[str, IPv4Address]]] = {}
+        self._fresh: set[str] = set()
 
     def forget(self) -> None:
-        """Drop what was read from the nodes' files, so the next question reads them afresh."""
-        self._hosts.clear()
+        """Make the next question look at the nodes' files again (the controller calls it per request)."""
+        self._fresh.clear()
 
     def hosts(self, node: str) -> dict[str, IPv4Address]:
-        if node not in self._hosts:
+        cached = self._hosts.get(node)
+        if node in self._fresh and cached is not None:
+            return cached[1]
+        # The version is taken before the read: a change racing the read is seen next time.
+        version = self.access.version(node, "/etc/hosts")
+        if cached is None or version is None or cached[0] != version:
             raw = self.access.read(node, "/etc/hosts")
-            self._hosts[node] = _parse_hosts_bytes(raw) if raw else {}
-        return self._hosts[node]
+            cached = (version, _parse_hosts_bytes(raw) if raw else {})
+            self._hosts[node] = cached
+        self._fresh.add(node)
+        return cached[1]
 
     def resolve(self, node: str, host: str) -> IPv4Address | None:
         """What the node's resolver returns for `host` (only /etc/hosts and dotted quads: no DNS)."""
