@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,12 +38,21 @@ def delete(lower: Path) -> None:
 
 @pytest.mark.parametrize("damage", [truncate, flip_a_byte, delete], ids=lambda f: f.__name__)
 def test_a_damaged_cache_entry_is_unpacked_again_while_episodes_run(
-    images_dir: Path, scratch_dir: Path, tmp_path: Path, damage, caplog: pytest.LogCaptureFixture
-) -> None:  # type: ignore[no-untyped-def]
+    images_dir: Path,
+    scratch_dir: Path,
+    tmp_path: Path,
+    damage: Callable[[Path], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     require_sandbox_host()
     cache = tmp_path / "cache"
-    options = {"pool_size": 0, "scratch_dir": scratch_dir, "cache_dir": cache, "default_timeout_s": 10}
-    with Runtime(images_dir, **options) as first:
+
+    def start() -> Runtime:
+        return Runtime(
+            images_dir, pool_size=0, scratch_dir=scratch_dir, cache_dir=cache, default_timeout_s=10
+        )
+
+    with start() as first:
         lower = first.config.lowers["rocky-login"]
         whole = (lower / VICTIM).read_bytes()
         running = first.new_cluster(compute_nodes=[])
@@ -50,7 +60,7 @@ def test_a_damaged_cache_entry_is_unpacked_again_while_episodes_run(
         damage(lower)
         with (
             caplog.at_level(logging.WARNING, logger="hpcgym.runtime.unpack"),
-            Runtime(images_dir, **options) as second,
+            start() as second,
         ):
             assert second.config.lowers["rocky-login"] == lower
             assert (lower / VICTIM).read_bytes() == whole
@@ -63,6 +73,6 @@ def test_a_damaged_cache_entry_is_unpacked_again_while_episodes_run(
         running.close()
         # A third start finds the entry whole and unpacks nothing.
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="hpcgym.runtime.unpack"), Runtime(images_dir, **options):
+        with caplog.at_level(logging.INFO, logger="hpcgym.runtime.unpack"), start():
             assert not [r for r in caplog.records if "unpack" in r.getMessage()]
     assert_nothing_left(scratch_dir)
