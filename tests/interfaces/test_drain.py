@@ -20,6 +20,7 @@ import pytest
 from hpcgym.interfaces.openenv.client import HpcEnvClient
 from hpcgym.interfaces.openenv.loadtest import free_port
 from hpcgym.interfaces.openenv.models import HpcAction
+from hpcgym.interfaces.openenv.server.admission import DEFAULT_MAX_SESSIONS, default_max_resets
 from hpcgym.interfaces.openenv.server.auth import ApiKeyError, api_key_from_environ, read_api_key_file
 from hpcgym.interfaces.openenv.server.drain import DRAINING_CODE, LOST_CODE
 
@@ -96,7 +97,15 @@ def test_sigterm_drains_running_episodes_then_exits_zero(images, tmp_path) -> No
         try:
             for client in (finishing, lingering):
                 client.reset(scenario="hpc_munge", seed=1)
-            assert capacity(server.url) == {"max_sessions": 4, "active_sessions": 2, "draining": False}
+            assert capacity(server.url) == {
+                "max_sessions": 4,
+                "active_sessions": 2,
+                "max_resets": default_max_resets(),
+                "resets_in_flight": 0,
+                "resets_queued": 0,
+                "sessions_refused": 0,
+                "draining": False,
+            }
             assert httpx.get(f"{server.url}/capacity", timeout=5).status_code == 401  # behind the key
 
             began = time.monotonic()
@@ -211,7 +220,7 @@ def test_the_server_refuses_a_readable_key_file_and_serves_with_a_private_one(im
     private = write_key(tmp_path / "private", 0o600)
     with server_process(images, tmp_path / "server.log", OPENENV_API_KEY_FILE=str(private)) as server:
         assert httpx.get(f"{server.url}/capacity", timeout=5).status_code == 401
-        assert capacity(server.url)["max_sessions"] == 64
+        assert capacity(server.url)["max_sessions"] == DEFAULT_MAX_SESSIONS
         client = HpcEnvClient(server.url, api_key=read_api_key_file(private)).sync()
         try:
             assert client.reset(scenario="hpc_munge", seed=2).observation.node == "login01"
