@@ -33,7 +33,11 @@ __all__ = [
 from hpcgym.scenarios.schema import Seeds
 
 # Failures of the infrastructure, never of the agent: the episode is discarded, never scored.
-INFRA_ERRORS = (SandboxError, ControllerError)
+INFRA_ERRORS = (
+    SandboxError,
+    ControllerError,
+    OSError,
+)  # OSError: the host's (ENOSPC, EMFILE), never the agent's
 
 
 def finalize_infra_reason(error: BaseException) -> str:
@@ -220,7 +224,7 @@ class TaskSession:
             }
         return {**self.incident.info(), "infra_failure": None}
 
-    def _lost(self, error: HpcgymError) -> HpcgymError:
+    def _lost(self, error: HpcgymError | OSError) -> HpcgymError:
         # One place for every entry point: the episode is closed now (in the background, so that
         # nothing of it stays on the host), counted, and the same error goes on with a one-line
         # message, for gym to raise, the OpenEnv server to send as its error frame and TRL to mask.
@@ -230,7 +234,7 @@ class TaskSession:
         # No hint: the message stays one line wherever it is shown (an error frame, a log line).
         message = f"infrastructure failure, episode discarded: {self.infra_failure}"
         try:
-            lost = type(error)(message)
+            lost = type(error)(message) if isinstance(error, HpcgymError) else SandboxError(message)
         except TypeError:  # a subclass with a constructor of its own
             lost = (ControllerError if isinstance(error, ControllerError) else SandboxError)(message)
         lost.__cause__ = error

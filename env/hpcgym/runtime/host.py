@@ -203,11 +203,18 @@ class Runtime:
                 self._forget,
                 ids=ids,
             )
-        except BaseException:
+        except BaseException as e:
             if ids is not None:
                 ids.release()
             if self._room is not None:
                 self._room.release()
+            if isinstance(e, OSError):
+                # A full /dev/shm (ENOSPC), a host out of descriptors or memory: the host's fault,
+                # reported as one, never as an error of the episode's own.
+                raise SandboxError(
+                    f"cannot make a cluster in {self.scratch_dir}: {e.strerror or e}",
+                    hint=f"free space or inodes in {self.scratch_dir} (df -h -i {self.scratch_dir})",
+                ) from e
             raise
         self._live.add(cluster)
         return cluster
