@@ -39,7 +39,7 @@ def small_scratch() -> Iterator[Path]:
 
 
 def fill(scratch: Path) -> list[Path]:
-    made = []
+    made: list[Path] = []
     with pytest.raises(OSError, match="No space left"):
         while True:
             made.append(scratch / f"fill-{len(made)}")
