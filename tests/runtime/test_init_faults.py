@@ -1,8 +1,9 @@
-"""Issue 16's node faults: a node's init or shell killed from the host, the daemon starter killed.
+"""Issue 16's node faults: a node's init killed from the host, bwrap unable to fork, the starter.
 
 A node whose init dies without its shell ending first was killed from outside (nothing in a node
 can end its PID 1), so the episode is an infrastructure failure (NodeCrashedError, one line), the
 episode beside it goes on, and closing it leaves no process, mount, cgroup or scratch dir behind.
+A bwrap that cannot fork (the cluster's pids cgroup full) is a one-line controller failure.
 The daemon starter of old (a host-side bwrap running a bash script per daemon start, which a busy
 host was seen to SIGKILL) no longer exists: a daemon is a fork of the node's own init.
 """
@@ -16,7 +17,7 @@ import time
 import pytest
 
 from hpcgym.episode import Episode
-from hpcgym.errors import NodeCrashedError, SandboxError
+from hpcgym.errors import HpcgymError, NodeCrashedError, SandboxError
 from tests.runtime.test_cleanup import alive, mounts_under
 
 
@@ -63,3 +64,31 @@ def test_agent_ending_its_own_shell_is_no_crash(runtime) -> None:  # type: ignor
     with Episode(runtime) as episode:
         result = episode.step("kill -9 $$")
         assert result.ended
+
+
+def test_bwrap_that_cannot_fork_is_an_infrastructure_failure(runtime) -> None:  # type: ignore[no-untyped-def]
+    # The cluster's pids cgroup squeezed to what already runs: the next node's bwrap cannot fork
+    # (its clone fails with EAGAIN), which the step reports, in one line, as the controller's failure.
+    with runtime.new_cluster(compute_nodes=["compute-01"]) as victim, Episode(runtime) as bystander:
+        if victim.cgroup is None:
+            pytest.skip("no cgroups on this host")
+        pids_max = next(d / "pids.max" for d in victim.cgroup.dirs if (d / "pids.max").exists())
+        current = int((pids_max.parent / "pids.current").read_text())
+        pids_max.write_text(str(current + 1))  # room for ssh's own client, none for bwrap's pid 1
+        pids = node_pids_of(victim)
+        with pytest.raises(HpcgymError) as failed:
+            victim.execute("ssh compute-01 true")
+        assert "\n" not in failed.value.message, failed.value
+        assert "Resource temporarily unavailable" in failed.value.message
+        assert bystander.step("echo alive").output == "alive\n"
+        cgroups, scratch = list(victim.cgroup.dirs), victim.dir
+    time.sleep(0.2)
+    assert not [p for p in pids if alive(p)]
+    assert not scratch.exists() and not mounts_under(scratch)
+    assert not [c for c in cgroups if c.exists()]
+
+
+def node_pids_of(cluster) -> list[int]:  # type: ignore[no-untyped-def]
+    return [
+        p for n in cluster.nodes.values() if n.shell is not None for p in (n.shell.pid1, n.shell.shell_pid)
+    ]

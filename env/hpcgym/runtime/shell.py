@@ -366,7 +366,7 @@ class Shell:
         self._poller.register(self._wake_r, select.POLLIN)
 
     def _find_shell(self, deadline: float) -> None:
-        # bwrap's pid 1 forks the shell right after the handshake. Its /proc entries are held open:
+        # init (pid 1) forks the shell when asked, right after the handshake. Its /proc entries are held open:
         # a pid that dies and comes back as another process can never pass for the shell.
         while not (kids := sandbox.children_of(self.pid1)):
             if time.monotonic() > deadline:
