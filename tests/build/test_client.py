@@ -21,6 +21,7 @@ import pytest
 
 from hpcgym.build.client import (
     BINARY,
+    INIT_SOURCE,
     PYTHON_CLIENT,
     SOURCE,
     compile_client,
@@ -273,3 +274,31 @@ def test_a_missing_toolchain_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setattr("hpcgym.build.client.zig_cmd", lambda: ["/bin/echo"])
     with pytest.raises(BuildError, match="pinned to zig"):
         toolchain_version()
+
+
+def test_the_node_init_builds_reproducibly_with_the_same_toolchain(tmp_path: Path) -> None:
+    try:
+        toolchain_version()
+    except MissingTool as e:
+        pytest.skip(str(e))
+    first, elsewhere = tmp_path / "first", tmp_path / "some" / "other" / "place"
+    elsewhere.mkdir(parents=True)
+    shutil.copyfile(STUBS / INIT_SOURCE, elsewhere / INIT_SOURCE)
+    compile_client(STUBS, first, source=INIT_SOURCE, what="node init")
+    compile_client(elsewhere, tmp_path / "again", source=INIT_SOURCE, what="node init")
+    data = first.read_bytes()
+    assert (tmp_path / "again").read_bytes() == data
+    for leak in (str(REPO).encode(), str(tmp_path).encode(), b"/tmp/", b"/root/"):
+        assert leak not in data
+    done = subprocess.run(["file", str(first)], capture_output=True, text=True)
+    assert "statically linked" in done.stdout
+
+
+def test_a_missing_toolchain_fails_the_init_build_clearly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(
+        "hpcgym.build.client.zig_cmd", lambda: [str(tmp_path / "no-such-python"), "-m", "ziglang"]
+    )
+    with pytest.raises(MissingTool, match="zig compiler"):
+        compile_client(STUBS, tmp_path / "out", source=INIT_SOURCE, what="node init")
