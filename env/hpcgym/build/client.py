@@ -3,8 +3,8 @@
 Every simulated tool in a node is a hard link to one client, which starts once per agent command,
 so its start-up is most of what a `sinfo` step costs. The Python client (`stubs/hpcgym-client.py`)
 stays beside it in the image as the reference it must match and the baseline `invoke bench` compares
-against. The node's init (`hpcgym-init`, PID 1 of every node, see `runtime/init.py`) is built the same
-way, with the same compiler and flags. The compiler is pinned: zig's `cc` from the `ziglang` wheel on PyPI, which carries its own
+against. The node's init (`hpcgym-init`, PID 1 of every node, see `runtime/init.py`) is built the
+same way. The compiler is pinned: zig's `cc` from the `ziglang` wheel on PyPI, which carries its own
 clang and musl, so every machine with that wheel makes the same bytes for the same source. The flags
 are fixed, the binary is stripped and has no build id, and the compiler only sees relative names, so
 no path, time or host detail reaches the output. The result is kept in the store under the hash of

@@ -180,7 +180,7 @@ def bwrap_options(spec: SandboxSpec, seccomp_fd: int, env: Mapping[str, str] | N
 def node_options(
     spec: SandboxSpec, info_fd: int, block_fd: int, seccomp_fd: int, init_fd: int | None = None
 ) -> list[str]:
-    """bwrap's options for a node: with `init_fd`, hpcgym's init is its PID 1 (`runtime/init.py`)."""
+    """The bwrap options of a node: with `init_fd`, hpcgym's init is its PID 1 (`runtime/init.py`)."""
     init: list[str] = []
     env = None
     if init_fd is not None:
