@@ -48,6 +48,14 @@ class NodeCrashedError(SandboxError):
     """
 
 
+class SandboxForkError(SandboxError):
+    """bwrap could not create a process in a node (EAGAIN from a pids limit, ENOMEM): the host's doing.
+
+    Told by bwrap's --info-fd, where it writes its child's pid once the child exists: nothing a
+    command in the node prints can pass for it.
+    """
+
+
 class ControllerError(HpcgymError):
     """The per-episode cluster controller failed."""
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpcgym.errors import SandboxError
+from hpcgym.errors import SandboxError, SandboxForkError
 from hpcgym.run import require_tool
 from hpcgym.runtime.cgroup import join_cgroup
 from hpcgym.runtime.init import FD_ENV
@@ -362,7 +362,12 @@ def exec_in_node(
     names = ("user", "pid", "net", "uts", "ipc", "cgroup")
     ns_fds = {name: os.open(f"/proc/{shell_pid}/ns/{name}", os.O_RDONLY) for name in names}
     filter_fd = seccomp_fd()
+    # bwrap writes its child's pid here once the child exists; nothing here means bwrap itself
+    # failed (could not fork or clone), whatever the command's own stderr says.
+    info_r, info_w = os.pipe2(os.O_CLOEXEC)
     args = [
+        "--info-fd",
+        str(info_w),
         "--userns",
         str(ns_fds["user"]),
         "--pidns",
@@ -396,18 +401,38 @@ def exec_in_node(
             stdin=stdin_fd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(args_fd, filter_fd, ns_fds["user"], ns_fds["pid"], *keep_fds),
+            pass_fds=(args_fd, filter_fd, ns_fds["user"], ns_fds["pid"], info_w, *keep_fds),
             preexec_fn=preexec,
             env={},
         )
+    except BaseException:
+        os.close(info_r)
+        raise
     finally:
         if stdin_fd >= 0:
             os.close(stdin_fd)
         os.close(args_fd)
         os.close(filter_fd)
+        os.close(info_w)
         for fd in ns_fds.values():
             os.close(fd)
-    return _collect(proc, timeout_s, is_cancelled)
+    try:
+        result = _collect(proc, timeout_s, is_cancelled)
+        # bwrap has exited: whatever it wrote is in the pipe, and a node cannot write there.
+        os.set_blocking(info_r, False)
+        try:
+            started = bool(os.read(info_r, 4096))
+        except BlockingIOError:
+            started = False
+    finally:
+        os.close(info_r)
+    if not started and not result.timed_out and result.exit_code != 0:
+        said = result.stderr.strip().splitlines()[-1:] or [f"exit {result.exit_code}"]
+        raise SandboxForkError(
+            f"bwrap could not start a process in {spec.hostname}: {said[0][:300]}",
+            hint="the host is out of processes or memory for this episode: discard it",
+        )
+    return result
 
 
 def _stdin_file(data: bytes | None) -> int:
