@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hpcgym.runtime.cgroup import CGROUP_ROOT
-from hpcgym.runtime.hostids import LOCK_DIR
+from hpcgym.runtime.hostids import LOCK_DIR, MAX_SLOTS
 from hpcgym.runtime.sweep import owner_tag
 
 SHM_DIR = Path("/dev/shm")
@@ -36,7 +36,8 @@ class Snapshot:
     processes: int  # processes other than the owner whose command line or cgroup has the tag
     cgroups: int
     shm_dirs: int
-    fds: int  # the owner's open descriptors (0 once it is gone)
+    fds: int  # the owner's open descriptors (0 once it is gone), less the user namespaces below
+    userns_fds: int  # user namespaces kept open, one per uid slot ever used (hostids.py): bounded
     threads: int
     unix_sockets: int
     rss_bytes: int
@@ -155,11 +156,11 @@ def _fd_targets(pid: int) -> list[str]:
     return targets
 
 
-def _fd_facts(pid: int) -> tuple[int, int, list[str]]:
+def _fd_facts(pid: int) -> tuple[int, int, int, list[str]]:
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return 0, 0, []
+        return 0, 0, 0, []
     unix = _unix_inodes()
     sockets = 0
     kinds: Counter[str] = Counter()
@@ -179,7 +180,8 @@ def _fd_facts(pid: int) -> tuple[int, int, list[str]]:
             else target.rsplit("/", 1)[0]
         )
         kinds[re.sub(r"/proc/\d+(/task/\d+)?", "/proc/PID", kind)] += 1
-    return len(names), sockets, [f"{kind}: {n}" for kind, n in sorted(kinds.items())]
+    userns = kinds.pop("user", 0)
+    return len(names) - userns, sockets, userns, [f"{kind}: {n}" for kind, n in sorted(kinds.items())]
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -196,7 +198,7 @@ def take_snapshot(pid: int, tag: str | None = None) -> Snapshot:
     processes = _processes(tag, pid if alive else None)
     cgroups = _cgroups(tag)
     shm = sorted(p.name for p in SHM_DIR.iterdir() if p.name.startswith(tag)) if SHM_DIR.is_dir() else []
-    fds, sockets, fd_kinds = _fd_facts(pid) if alive else (0, 0, [])
+    fds, sockets, userns, fd_kinds = _fd_facts(pid) if alive else (0, 0, 0, [])
     status = _status(pid) if alive else {}
     live = {m.group(1) for name in shm if (m := re.match(rf"{re.escape(tag)}-(\d+)$", name))}
     closed = _closed_references(pid if alive else None, tag, live, host_points + ns_examples_all(tag, own_ns))
@@ -211,6 +213,7 @@ def take_snapshot(pid: int, tag: str | None = None) -> Snapshot:
         cgroups=len(cgroups),
         shm_dirs=len(shm),
         fds=fds,
+        userns_fds=userns,
         threads=threads,
         unix_sockets=sockets,
         rss_bytes=rss,
@@ -286,6 +289,8 @@ HELD = ("mounts", "processes", "cgroups", "shm_dirs", "fds", "threads", "unix_so
 def find_leaks(baseline: Snapshot, now: Snapshot) -> list[str]:
     """What `now` holds beyond `baseline`, both taken with the same ready pool and no session open."""
     leaks = list(now.closed)
+    if now.userns_fds > MAX_SLOTS:
+        leaks.append(f"userns_fds: {now.userns_fds}, more than the {MAX_SLOTS} uid slots there are")
     for name in HELD:
         before, after = getattr(baseline, name), getattr(now, name)
         if after > before:
