@@ -67,7 +67,7 @@ def test_server_help_lists_every_setting_with_its_default(capsys):
     for name in documented:
         line = next(line for line in shown.splitlines() if line.strip().startswith(name))
         assert "(default " in line
-    assert "HPCGYM_MAX_SESSIONS       concurrent sessions (default 64)" in shown
+    assert "HPCGYM_MAX_SESSIONS       concurrent sessions (default 256)" in shown
 
 
 def test_unreachable_model_endpoint_is_an_endpoint_error():
