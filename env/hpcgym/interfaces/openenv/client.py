@@ -3,13 +3,15 @@
 It converts between the wire and the models (`_step_payload`, `_parse_result`, `_parse_state`); the
 connection, timeouts and the sync wrapper are OpenEnv's `EnvClient`. Two things it adds: it asks the
 server for `queued` frames while a reset waits in the server's queue, and skips them (each one
-restarts the message timeout, so a long queue is never a timeout); and it pings every second and
-gives up 1.5 s without a pong, closing within 0.5 s more, so a server that died or hangs is noticed
-within 3 s, not after OpenEnv's 20 + 20 s and websockets' 10 s close timeout.
+restarts the message timeout, so a long queue is never a timeout); and it notices a server that
+went away within 3 s (TCP keepalive and user timeout: a dead host or network; FIN: a dead process)
+and one that hangs within about 10 s (WebSocket ping), not after OpenEnv's 20 + 20 s and
+websockets' 10 s close timeout.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from openenv.core.client_types import StepResult
@@ -19,13 +21,29 @@ from hpcgym.interfaces.openenv.models import HpcAction, HpcObservation, HpcState
 from hpcgym.interfaces.openenv.server.admission import QUEUE_NOTICES_HEADER, QUEUED_TYPE
 from hpcgym.interfaces.openenv.server.auth import api_key_from_environ
 
-# A ping every second, 1.5 s for its pong, then 0.5 s for the close handshake (websockets waits its
-# close_timeout, 10 s by default, before it gives up on a silent peer): a server that died or hangs
-# is seen within 3 s. A live server answers pings on its event loop, which its sessions never block
-# (their work runs in threads); 256 sessions kept theirs through a 10-minute reset burst on 2 busy cores.
-PING_INTERVAL_S = 1.0
-PING_TIMEOUT_S = 1.5
+# A server whose process died closes its sockets (the kernel sends FIN: noticed at once). A host that
+# died or a network cut is noticed by the kernel within 3 s: keepalive probes after 1 s idle, and
+# TCP_USER_TIMEOUT aborts a connection whose data or probes go unanswered for 1.5 s. Neither
+# depends on either process getting CPU. A server process that hangs (stopped, deadlocked) still
+# has its kernel ACK, so the WebSocket ping catches it, leniently: under a 256-reset burst on 2
+# shared cores, a 1.5 s pong timeout dropped healthy sessions whose event loops were merely starved.
+TCP_KEEPIDLE_S = 1
+TCP_KEEPINTVL_S = 1
+TCP_KEEPCNT = 2
+TCP_USER_TIMEOUT_MS = 1500
+PING_INTERVAL_S = 2.0
+PING_TIMEOUT_S = 8.0
+# websockets waits close_timeout (10 s by default) for a silent peer's close frame after a failure.
 CLOSE_TIMEOUT_S = 0.5
+
+
+def set_dead_peer_options(sock: socket.socket) -> None:
+    """TCP keepalive and a user timeout on a client socket: a vanished server is seen within 3 s."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, TCP_KEEPIDLE_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, TCP_KEEPINTVL_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, TCP_KEEPCNT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
 
 
 class HpcEnvClient(EnvClient[HpcAction, HpcObservation, HpcState]):
@@ -63,6 +81,9 @@ class HpcEnvClient(EnvClient[HpcAction, HpcObservation, HpcState]):
         await super()._connect_async()
         if self._ws is not None:
             self._ws.close_timeout = CLOSE_TIMEOUT_S
+            sock = self._ws.transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                set_dead_peer_options(sock)
         return self
 
     async def _reset_async(self, **kwargs: Any) -> StepResult[HpcObservation]:

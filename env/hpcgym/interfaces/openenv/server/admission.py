@@ -20,11 +20,16 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import os
 import re
 from typing import Any
 
+from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
+
 from hpcgym.interfaces.openenv.server.auth import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 # 256 sessions fit one 2-core, 24 GiB host (each idle cluster is a few MiB of shells); resets, which
 # cost CPU, are what the reset limit bounds.
@@ -261,6 +266,10 @@ class _Connection:
     async def run(self) -> None:
         try:
             await self.guard.app(self.scope, self.receive, self.send)
+        except (WebSocketDisconnect, WebSocketDisconnected):
+            # The client left before its answer (OpenEnv's handler then fails to send its error too);
+            # the session was cleaned up on the way out, and there is nobody left to tell.
+            log.debug("a client left before the server answered it")
         finally:
             if self.holds_slot:
                 self.holds_slot = False
