@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hpcgym.runtime import Cluster, OverlayMode, Runtime
-from hpcgym.runtime.hostids import HostIds, reserved_id_ranges
+from hpcgym.runtime.hostids import USERNS_CACHE, HostIds, reserved_id_ranges
 from hpcgym.runtime.sandbox import descendants_of
 from hpcgym.runtime.unpack import ID_RANGE
 
@@ -307,3 +307,24 @@ def test_other_overlay_modes_get_their_own_range_too(
             assert owners_outside(cluster, where / "etc") == []
             views = list(cluster.lowers.values())
         assert not [v for v in views if v.exists()]
+
+
+def test_the_user_namespaces_kept_are_bounded(tmp_path: Path) -> None:
+    # A long-lived server uses ever more distinct slots as other processes take and free low ones;
+    # the namespaces of slots no longer held must not pile up with them.
+    if os.geteuid() != 0:
+        pytest.skip("making user namespaces with a map needs root")
+    ids = HostIds(1_000_000, tmp_path, reserved=[])
+    held = [ids.take() for _ in range(USERNS_CACHE + 8)]
+    for slot in held:
+        slot.idmap_fd()
+    assert ids.cached_namespaces == USERNS_CACHE + 8  # all held: all kept
+    for slot in held[1:]:
+        slot.release()
+    # The next slot never used before (another process freed it) makes room by closing the others.
+    fresh = ids.bases[USERNS_CACHE + 8]
+    ids.userns_fd(fresh)
+    assert ids.cached_namespaces == 2  # held[0]'s, which is still held, and the new one
+    assert os.readlink(f"/proc/self/fd/{held[0].idmap_fd()}").startswith("user:")
+    held[0].release()
+    ids.close()
