@@ -166,6 +166,39 @@ def bench(
 
 @task(
     help={
+        "sessions": "simultaneous resets, each its own session (default 256)",
+        "json": "also write the figures to this JSON file",
+        "images": f"the built images (default {DEFAULT_OUT.relative_to(REPO)})",
+    }
+)
+def burst(c: Context, sessions: int = 256, json: str = "", images: str = "") -> None:
+    """Send `sessions` resets to a fresh OpenEnv server at once: queued in order, none timing out.
+
+    Reports reset latency p50/p99 and how far the answers strayed from the order sent; every session
+    then steps once. Exits 1 if any reset or step failed.
+    """
+    import dataclasses
+    import json as jsonlib
+
+    from hpcgym.errors import HpcgymError
+    from hpcgym.interfaces.openenv.loadtest import run_bursttest
+
+    if sessions < 1:
+        raise Exit("error: --sessions must be at least 1", code=2)
+    try:
+        report = run_bursttest(_images(images), sessions)
+    except HpcgymError as e:
+        raise Exit(f"error: {e}", code=1) from None
+    _console().print(report.summary())
+    out = _json(json)
+    if out is not None:
+        out.write_text(jsonlib.dumps(dataclasses.asdict(report), indent=2, sort_keys=True) + "\n")
+    if report.errors:
+        raise Exit(f"error: {report.errors} of {sessions} sessions failed", code=1)
+
+
+@task(
+    help={
         "episodes": "how many episodes to run (default 200)",
         "sessions": "sessions open at once (default 4)",
         "out": "where soak.json, soak.md and server.log go (default build/soak)",

@@ -101,6 +101,27 @@ def test_failures_are_classified() -> None:
     assert classify_failure("Server error: the episode was lost (code: EPISODE_LOST)") is Failure.DRAINING
     assert classify_failure("Server error: Server at capacity (code: CAPACITY_REACHED)") is Failure.FULL
     assert classify_failure(ConnectionError("Connect call failed")) is Failure.DOWN
+    lost = "Server error: infrastructure failure, episode discarded: the init of compute-01 died (code: EXECUTION_ERROR)"
+    assert classify_failure(lost) is Failure.EPISODE
+
+
+def test_an_episode_the_server_discarded_leaves_the_server_in_service(fleet) -> None:
+    # One cluster's failure (a node crashed) is counted, not held against the server that reported it.
+    live = fleet(4)
+    pool = ServerPool([live.url], cooldown_s=60)
+    try:
+        url = pool.place()
+        lost = RuntimeError(
+            "Server error: infrastructure failure, episode discarded: the init of compute-01 died"
+        )
+        assert pool.report_failure(url, lost) is Failure.EPISODE
+        pool.release(url)
+        metrics = pool.metrics()
+        assert (metrics.episode_failures, metrics.server_failures, metrics.servers_down) == (1, 0, 0)
+        assert pool.place() == live.url
+        pool.release(live.url)
+    finally:
+        pool.close()
 
 
 def test_sessions_go_where_most_capacity_is_free(fleet) -> None:

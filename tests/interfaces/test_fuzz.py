@@ -291,11 +291,6 @@ def test_the_gym_env_answers_hostile_commands_as_observations(runtime) -> None:
         env.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TaskSession.step (session.py, not this room's) passes a lone surrogate down to the shell, "
-    "which raises UnicodeEncodeError; it should refuse it as an HpcgymError naming the character",
-)
 def test_the_gym_env_refuses_a_command_that_is_not_text_clearly(runtime) -> None:
     from hpcgym.errors import HpcgymError
 

@@ -85,3 +85,35 @@ def test_the_controller_raising_in_a_tool_is_an_infrastructure_failure(
         other.close()
     fresh_runtime.close()
     assert_nothing_left(scratch_dir)
+
+
+def test_the_openenv_state_names_the_infrastructure_failure(
+    fresh_runtime: Runtime, scratch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpcgym.episode.pool import EpisodePool
+    from hpcgym.interfaces.openenv.models import HpcAction
+    from hpcgym.interfaces.openenv.server.environment import Backend, HpcEnvironment
+    from hpcgym.interfaces.task import default_registry
+
+    def broken_date(context: object, argv: list[str]) -> Reply:
+        raise ZeroDivisionError("injected into the date handler")
+
+    pool = EpisodePool(fresh_runtime, 0)
+    env = HpcEnvironment(Backend(pool, default_registry(), ("explore",), 10))
+    try:
+        env.reset(seed=1)
+        env.step(HpcAction(command="hostname"))
+        assert env.state.infra_failure is None
+        monkeypatch.setitem(controller.TOOLS, "date", broken_date)
+        with pytest.raises(ControllerError):
+            env.step(HpcAction(command="date"))
+        reason = env.state.infra_failure
+        assert reason is not None and "\n" not in reason and "injected into the date handler" in reason
+        monkeypatch.undo()
+        env.reset(seed=2)
+        assert env.state.infra_failure is None
+    finally:
+        env.close()
+        pool.close()
+    fresh_runtime.close()
+    assert_nothing_left(scratch_dir)

@@ -29,6 +29,8 @@ from hpcgym.errors import HpcgymError
 DRAINING_CODE = "SERVER_DRAINING"  # the server's refusal while it drains (see server/drain.py)
 LOST_CODE = "EPISODE_LOST"  # the server's last frame to an episode its drain ended
 CAPACITY_CODE = "CAPACITY_REACHED"  # OpenEnv's refusal of a session over HPCGYM_MAX_SESSIONS
+# How the server's session layer words an episode it discarded (interfaces/session.py `_lost`).
+EPISODE_FAILURE_MARK = "infrastructure failure, episode discarded"
 
 
 class NoServerAvailable(HpcgymError):
@@ -41,6 +43,7 @@ class Failure(enum.StrEnum):
     DOWN = "down"  # went away or broke: left out for the cool-down
     DRAINING = "draining"  # refuses new sessions until it is gone (or a probe shows it serving again)
     FULL = "full"  # at its session limit: left out until the next probe
+    EPISODE = "episode"  # the server discarded this one episode (its cluster failed): the server serves on
 
 
 def classify_failure(error: BaseException | str) -> Failure:
@@ -50,6 +53,8 @@ def classify_failure(error: BaseException | str) -> Failure:
         return Failure.DRAINING
     if CAPACITY_CODE in text:
         return Failure.FULL
+    if EPISODE_FAILURE_MARK in text:
+        return Failure.EPISODE
     return Failure.DOWN
 
 
@@ -95,6 +100,7 @@ class PoolMetrics:
     server_failures: int
     drain_refusals: int
     capacity_refusals: int
+    episode_failures: int  # episodes a server discarded as infrastructure failures (masked, moved)
     episodes_moved: int
     episodes_lost: int
     servers_up: int
@@ -158,7 +164,16 @@ class ServerPool:
         self._lock = threading.Lock()
         self._cursor = 0
         self._counts = dict.fromkeys(
-            ("retries", "server_failures", "drain_refusals", "capacity_refusals", "moved", "lost"), 0
+            (
+                "retries",
+                "server_failures",
+                "drain_refusals",
+                "capacity_refusals",
+                "episode_failures",
+                "moved",
+                "lost",
+            ),
+            0,
         )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(headers=headers, timeout=timeout_s, follow_redirects=False)
@@ -319,6 +334,10 @@ class ServerPool:
                 # Full until the next probe says otherwise: the rest of its slots are others'.
                 server.others = max(server.others, server.max_sessions - server.held)
                 self._counts["capacity_refusals"] += 1
+            elif kind is Failure.EPISODE:
+                # One cluster failed, not the server: no cool-down, or one bad node would cost a
+                # whole server's sessions for the next placements.
+                self._counts["episode_failures"] += 1
             else:
                 server.down_until = self._clock() + self.cooldown_s
                 server.error = str(error)[:300]
@@ -347,6 +366,7 @@ class ServerPool:
                 server_failures=self._counts["server_failures"],
                 drain_refusals=self._counts["drain_refusals"],
                 capacity_refusals=self._counts["capacity_refusals"],
+                episode_failures=self._counts["episode_failures"],
                 episodes_moved=self._counts["moved"],
                 episodes_lost=self._counts["lost"],
                 servers_up=len(servers) - draining - down,

@@ -187,6 +187,7 @@ class TaskSession:
             raise HpcgymError("step before reset", hint="reset to start an episode")
         if self.incident.done:
             raise HpcgymError("this episode is over", hint="reset to start the next one")
+        refuse_untypable(command)
         try:
             step = self.incident.step(command)
         except INFRA_ERRORS as e:
@@ -251,3 +252,20 @@ def draw_seed(rng: np.random.Generator) -> int:
     """A seed from the train range, for a reset that is given none."""
     low, high = Seeds().train
     return int(rng.integers(low, high))
+
+
+def refuse_untypable(command: str) -> None:
+    """A command must be text a terminal can carry: an unpaired surrogate has no UTF-8 bytes.
+
+    JSON and Python strings can hold one (a lone U+D800 from a JSON escape), so every entry point
+    refuses it here, before it reaches the shell; the episode goes on as if the step was never asked.
+    """
+    try:
+        command.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = command[e.start]
+        raise HpcgymError(
+            f"the command holds an unpaired surrogate (U+{ord(char):04X} at character {e.start}), "
+            "which is not text",
+            hint="send the command as valid Unicode text",
+        ) from None

@@ -63,3 +63,7 @@ class HpcState(State):
     now_s: int | None = Field(default=None, description="the episode's virtual time (epoch seconds)")
     done: bool = Field(default=False, description="the episode is over")
     solved: bool = Field(default=False, description="the incident was resolved")
+    infra_failure: str | None = Field(
+        default=None,
+        description="why the last episode was discarded as an infrastructure failure (None if it was not)",
+    )

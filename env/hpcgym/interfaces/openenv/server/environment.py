@@ -128,6 +128,7 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
             now_s=info["now_s"],
             done=self.session.done,
             solved=self.session.solved,
+            infra_failure=info["infra_failure"],
         )
 
     def get_metadata(self) -> EnvironmentMetadata:
