@@ -28,6 +28,7 @@ from hpcgym.episode.nodefs import MAX_READ_BYTES, NodeFS
 from hpcgym.errors import SandboxError
 from hpcgym.runtime.cluster import SHARED_DIRS, Cluster, Node, ShareState
 from hpcgym.runtime.init import IO_NULL, IO_PIPE, InitError, SpawnFailed, Stdio
+from hpcgym.runtime.sandbox import children_of
 from hpcgym.runtime.unpack import ID_RANGE
 
 log = logging.getLogger(__name__)
@@ -358,7 +359,7 @@ class ClusterNodes:
             if _ns_pid(host_pid) == pid:
                 fields = _read_stat(host_pid)
                 return (host_pid, int(fields[19])) if fields else None
-            pending.extend(_children_of(host_pid))
+            pending.extend(children_of(host_pid))
         return None
 
     def is_alive(self, node: str, pid: int) -> bool:
@@ -390,17 +391,6 @@ def _read_stat(host_pid: int) -> list[str] | None:
 def _parent_of(host_pid: int) -> int | None:
     fields = _read_stat(host_pid)
     return int(fields[1]) if fields else None
-
-
-def _children_of(host_pid: int) -> list[int]:
-    children: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{host_pid}/task"):
-            with open(f"/proc/{host_pid}/task/{tid}/children") as f:
-                children.extend(int(c) for c in f.read().split())
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return children
 
 
 def _ns_pid(host_pid: int) -> int | None:
