@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from hpcgym.episode import Episode
+from hpcgym.episode import Episode, nodes
 from tests.conftest import REPO
 
 CAPTURES = REPO.parent / "shared" / "reference" / "slurm-22.05"
@@ -171,3 +171,16 @@ def test_closing_under_a_request_in_flight_starts_nothing_and_blames_no_one(runt
     assert not [r.getMessage() for r in caplog.records if "controller failed" in r.getMessage()]
     # A shell started in the teardown keeps the cluster's cgroup busy: it is never removed.
     assert [d for d in cgroups if d.exists()] == []
+
+
+def test_a_node_file_just_changed_has_no_version_until_its_ctime_settles(episode: Episode) -> None:
+    # A cache keyed on the version (Network's parsed /etc/hosts) must not trust a ctime a second
+    # same-size write could share on a coarse-clock kernel: a fresh change reads again.
+    assert episode.step("echo '10.9.9.9 extra' >> /etc/hosts").exit_code == 0
+    assert episode.nodes.version("login01", "/etc/hosts") is None
+    time.sleep(nodes.VERSION_SETTLE_NS / 1e9 + 0.2)
+    settled = episode.nodes.version("login01", "/etc/hosts")
+    assert settled is not None
+    assert episode.nodes.version("login01", "/etc/hosts") == settled
+    assert episode.step("sed -i 's/10.9.9.9/10.9.9.8/' /etc/hosts").exit_code == 0
+    assert episode.nodes.version("login01", "/etc/hosts") is None

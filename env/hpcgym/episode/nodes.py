@@ -33,6 +33,10 @@ from hpcgym.runtime.unpack import ID_RANGE
 
 log = logging.getLogger(__name__)
 
+# How long after its last change a file's ctime stops being able to hide a later change (well past
+# the kernel's coarse timestamp tick, 1-10 ms) and `ClusterNodes.version` gives one.
+VERSION_SETTLE_NS = 1_000_000_000
+
 DAEMON_DIR = "/usr/libexec/hpcgym/daemons"
 START_TIMEOUT_S = 3.0
 # What one control request (one `systemctl restart a b c`) may spend starting processes in nodes,
@@ -169,12 +173,16 @@ class ClusterNodes:
     def version(self, node: str, path: str) -> tuple[int, ...] | None:
         """The file's device, inode, size, mtime and ctime; None but for a regular file, no symlinks.
 
-        The node cannot change a file's contents without changing its ctime, nor set a ctime back
-        (two writes of one size within one tick of the kernel's coarse clock could share one).
+        The node cannot change a file's contents without changing its ctime, nor set a ctime back.
+        Two writes of one size within one tick of a kernel's coarse clock (before 6.13's fine-grained
+        timestamps) could still share one, so a file changed less than `VERSION_SETTLE_NS` ago has no
+        version yet: its readers read it again until its ctime is past any tick a later write shares.
         """
         fs = self._fs(node)
         st = fs.stat(path, follow_symlinks=False)
         if st is None or not stat_module.S_ISREG(st.st_mode):
+            return None
+        if time.time_ns() - st.st_ctime_ns < VERSION_SETTLE_NS:
             return None
         return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
