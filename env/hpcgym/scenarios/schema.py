@@ -290,6 +290,15 @@ class Scenario(Model):
     tier: int = Field(ge=1, le=5)
     alert: str
     notes: str = ""
+    # Where the failure is documented in the real world (a manual page, a FAQ, a mailing-list
+    # thread), what it teaches (one line for the README), the observation the agent needs to choose
+    # the right fix, and what the generic fix (restart, resume or reopen everything) would break.
+    source: str = ""
+    teaches: str = ""
+    observation: str = ""
+    generic_fix_breaks: str = ""
+    # The clue handed over at the shallowest clue depth (added to the alert): a difficulty knob.
+    hint: str = ""
     lite: bool = False
     max_steps: int = 30
     params: dict[str, Param] = Field(default_factory=dict)
