@@ -36,3 +36,24 @@ def test_sigterm_reads_as_sigterm_while_init_is_slow_to_reap(episode: Episode) -
     assert result.output == "inactive\n"
     assert "status=9/KILL" not in status
     assert "Active: inactive (dead)" in status
+
+
+def test_units_of_a_restarted_node_end_without_waiting_on_the_new_init(
+    runtime, caplog  # type: ignore[no-untyped-def]
+) -> None:
+    """`exit` on login01 starts its shell again: the old daemons died with the old init.
+
+    The new init never started them, so its word is not waited for (it cost a second per unit and
+    logged that init had said nothing, which was not the case). The new node's own daemons may get
+    the same pid numbers, once it has booted them.
+    """
+    with Episode(runtime) as episode:
+        old = episode.cluster.nodes["login01"].shell
+        assert old is not None and old.init is not None
+        pids = [int(episode.step(f"systemctl show -p MainPID --value {u}").output) for u in ("munge", "slurmctld")]
+        assert all(old.init.started(pid) for pid in pids)
+        with caplog.at_level("WARNING", logger="hpcgym.episode.nodes"):
+            episode.step("exit")
+        new = episode.cluster.nodes["login01"].shell
+        assert new is not None and new.init is not None and new.init is not old.init
+        assert "no exit status from init" not in caplog.text

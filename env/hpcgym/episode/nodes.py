@@ -323,6 +323,11 @@ class ClusterNodes:
         # ended: on a crowded host a SIGTERM'd munged read as SIGKILL 4 times in 40, and
         # Restart=on-abort brought it back. It is dead, so init's word is due: wait for it, a while.
         init = shell.init
+        if not init.started(pid):
+            # Not this init's child: the node was started again (the agent's `exit` on login01
+            # restarts its shell), so the process died with the old node and nobody will say more.
+            # Waiting for the word cost a second per unit.
+            return init.exit_status(pid)
         deadline = time.monotonic() + EXIT_WORD_TIMEOUT_S
         while (status := init.exit_status(pid)) is None:
             left = deadline - time.monotonic()

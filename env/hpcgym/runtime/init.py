@@ -76,6 +76,8 @@ class NodeInit:
         self._lock = threading.Lock()
         self._next_id = 0
         self._exits: OrderedDict[int, int] = OrderedDict()
+        # The pids this init started (its word is due for them alone), as bounded as its statuses.
+        self._started: OrderedDict[int, None] = OrderedDict()
         self._broken: str | None = None
         sock.setblocking(False)
         self._poller = select.poll()
@@ -134,6 +136,10 @@ class NodeInit:
                         pid, err = message[3], message[4]
                         if pid > 0:
                             self._exits.pop(pid, None)  # a status heard of an earlier process of that pid
+                            self._started[pid] = None
+                            self._started.move_to_end(pid)
+                            while len(self._started) > MAX_EXITS:
+                                self._started.popitem(last=False)
                             return pid
                         raise SpawnFailed(err if err > 0 else 0, os.strerror(err) if err > 0 else "failed")
             except InitError as e:
@@ -152,6 +158,11 @@ class NodeInit:
                 except InitError as e:
                     self._broken = e.message
             return dict(self._exits)
+
+    def started(self, pid: int) -> bool:
+        """Whether this init started `pid`: a node started again has a new init that never will."""
+        with self._lock:
+            return pid in self._started
 
     def exit_status(self, pid: int) -> int | None:
         """The raw wait status init reported for `pid`, or None (still running, or not heard)."""
