@@ -13,7 +13,10 @@ import os
 import signal
 import threading
 
+import pytest
+
 from hpcgym.episode import Episode
+from hpcgym.runtime import Runtime
 
 
 def test_sigterm_reads_as_sigterm_while_init_is_slow_to_reap(episode: Episode) -> None:
@@ -39,7 +42,7 @@ def test_sigterm_reads_as_sigterm_while_init_is_slow_to_reap(episode: Episode) -
 
 
 def test_units_of_a_restarted_node_end_without_waiting_on_the_new_init(
-    runtime, caplog  # type: ignore[no-untyped-def]
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`exit` on login01 starts its shell again: the old daemons died with the old init.
 
@@ -50,7 +53,9 @@ def test_units_of_a_restarted_node_end_without_waiting_on_the_new_init(
     with Episode(runtime) as episode:
         old = episode.cluster.nodes["login01"].shell
         assert old is not None and old.init is not None
-        pids = [int(episode.step(f"systemctl show -p MainPID --value {u}").output) for u in ("munge", "slurmctld")]
+        pids = [
+            int(episode.step(f"systemctl show -p MainPID --value {u}").output) for u in ("munge", "slurmctld")
+        ]
         assert all(old.init.started(pid) for pid in pids)
         with caplog.at_level("WARNING", logger="hpcgym.episode.nodes"):
             episode.step("exit")
