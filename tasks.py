@@ -256,15 +256,18 @@ def clean(c: Context, all: bool = False) -> None:
         "seeds": "N seeds from each scenario's test range (default 3), or a list: 800-804 / 1,5,9",
         "lite": "only the lite set (the quick CI check)",
         "images": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
+        "difficulty": "the knobs, e.g. red_herrings=2,chained=1,clue=deep (default: as each file is written)",
     }
 )
-def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, images: str = "") -> None:
+def gold(
+    c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, images: str = "", difficulty: str = ""
+) -> None:
     """Type every scenario's gold commands into the agent's real shell; fail unless all earn full reward."""
     from hpcgym.errors import HpcgymError
     from hpcgym.scenarios.evaluate import run_gold
 
     try:
-        summary = run_gold(_images(images), _ids(scenarios), seeds=seeds, lite=lite)
+        summary = run_gold(_images(images), _ids(scenarios), seeds=seeds, lite=lite, difficulty=difficulty or None)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     _console().print(summary)
@@ -285,6 +288,7 @@ def gold(c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, 
         "api_key": "the llm policy's key (default: $OPENAI_API_KEY or EMPTY)",
         "images": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
         "workers": "episodes played at once (default 1; each is the same bytes however many run)",
+        "difficulty": "the knobs, e.g. red_herrings=2,chained=1,clue=deep (default: as each file is written)",
     }
 )
 def eval(  # `invoke eval` is what users type, so it shadows the builtin here
@@ -300,6 +304,7 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
     api_key: str = "",
     images: str = "",
     workers: int = 1,
+    difficulty: str = "",
 ) -> None:
     """Play policies on scenarios x seeds; write a markdown leaderboard, a PNG plot and JSONL transcripts."""
     from hpcgym.errors import HpcgymError
@@ -316,6 +321,7 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
             json_path=_json(json),
             llm=LlmOptions(base_url, model, api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")),
             workers=workers,
+            difficulty=difficulty or None,
         )
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None

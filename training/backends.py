@@ -51,7 +51,7 @@ class Reply:
 class Backend(Protocol):
     name: str
 
-    def reset(self, scenario: str, seed: int) -> str: ...
+    def reset(self, scenario: str, seed: int, difficulty: str | None = None) -> str: ...
     def step(self, command: str) -> Reply: ...
     def finish(self) -> float: ...
     def release(self) -> None: ...
@@ -136,13 +136,13 @@ class LocalBackend:
         pool, registry = _LOCAL.get(*self.pool_key)
         self.session = TaskSession(pool, registry, max_steps=max_steps)
 
-    def reset(self, scenario: str, seed: int) -> str:
+    def reset(self, scenario: str, seed: int, difficulty: str | None = None) -> str:
         from hpcgym.errors import ControllerError, SandboxError
 
         self.session.discard_episode()
         self.session.pool, _ = _LOCAL.get(*self.pool_key)
         try:
-            return self.session.reset(seed, scenario).observation
+            return self.session.reset(seed, scenario, difficulty=difficulty).observation
         except (SandboxError, ControllerError) as e:
             raise EnvironmentUnavailable(f"the episode could not start: {e}") from e
 
@@ -256,6 +256,7 @@ class RemoteBackend:
         self.url: str | None = None
         self._placed: str | None = None  # the server the pool counts this session on
         self.task: tuple[str, int] | None = None
+        self.difficulty: str | None = None
         self.history: list[tuple[str, str]] = []
         self.node = ""
 
@@ -296,7 +297,8 @@ class RemoteBackend:
             raise
         scenario, seed = self.task
         budget = {} if self.max_steps is None else {"max_steps": self.max_steps}
-        result = self._call("reset", scenario=scenario, seed=seed, **budget)
+        knobs = {} if self.difficulty is None else {"difficulty": self.difficulty}
+        result = self._call("reset", scenario=scenario, seed=seed, **budget, **knobs)
         self.node = result.observation.node
         return str(result.observation.output)
 
@@ -333,8 +335,9 @@ class RemoteBackend:
                 log.warning("env server %s could not take the episode over: %s", url, e)
                 self._close_client()
 
-    def reset(self, scenario: str, seed: int) -> str:
+    def reset(self, scenario: str, seed: int, difficulty: str | None = None) -> str:
         self.task = (scenario, seed)
+        self.difficulty = difficulty
         self.history = []
         self._close_client()
         tried: set[str] = set()

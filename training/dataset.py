@@ -1,8 +1,10 @@
 """Dataset rows for GRPO: one row per (scenario, seed) from the scenario library's seed splits.
 
-A row is a conversational `prompt` plus the `scenario`, `seed` and `tier` that `HpcToolEnv.reset`
-reads, so that every member of a GRPO group (TRL repeats a row `num_generations` times) starts from
-the same cluster. Seeds come from each scenario's `seeds.train` / `seeds.test` ranges; the alert is
+A row is a conversational `prompt` plus the `scenario`, `seed`, `difficulty` and `tier` that
+`HpcToolEnv.reset` reads, so that every member of a GRPO group (TRL repeats a row `num_generations`
+times) starts from the same cluster. The curriculum order climbs both the tiers and the difficulty
+ladder (hpcgym.scenarios.difficulty.LADDER): a scenario's early seeds are played with its clue handed
+over, its late ones with red herrings, chained faults and no clue. Seeds come from each scenario's `seeds.train` / `seeds.test` ranges; the alert is
 not in the prompt, `reset` appends it. The system message also carries the task as `hpcgym_task`
 ("scenario:seed"), which chat templates ignore and `training.rollout` reads.
 """
@@ -19,6 +21,8 @@ from hpcgym.interfaces import chat
 # The conversation is hpcgym.interfaces.chat's, the same that `invoke eval --policies llm` and
 # training.evaluate score with.
 SYSTEM_PROMPT, USER_PROMPT = chat.SYSTEM_PROMPT, chat.USER_PROMPT
+# The scenario as its file writes it (`Difficulty().spec()`).
+DEFAULT_DIFFICULTY = "red_herrings=0,chained=0,clue=normal"
 
 
 class Split(enum.StrEnum):
@@ -29,7 +33,7 @@ class Split(enum.StrEnum):
 
 
 class Order(enum.StrEnum):
-    """How rows are ordered: shuffled, or a curriculum from the easiest tier up."""
+    """How rows are ordered: shuffled, or a curriculum from the easiest tier and rung up."""
 
     SHUFFLE = "shuffle"
     CURRICULUM = "curriculum"
@@ -75,12 +79,15 @@ def split_seeds(scenario: str, split: Split | str, count: int | None = None) -> 
     return list(range(low, stop))
 
 
-def make_row(scenario: str, seed: int, tier: int, split: Split | str) -> dict[str, Any]:
-    """One dataset row (see the module docstring)."""
+def make_row(
+    scenario: str, seed: int, tier: int, split: Split | str, difficulty: str = DEFAULT_DIFFICULTY
+) -> dict[str, Any]:
+    """One dataset row (see the module docstring); `difficulty` as `Difficulty.spec()` writes it."""
     return {
         "prompt": chat.opening(scenario, seed),
         "scenario": scenario,
         "seed": seed,
+        "difficulty": difficulty,
         "tier": tier,
         "split": str(Split(split)),
     }
@@ -92,6 +99,7 @@ def build_rows(
     seeds_per_scenario: int | None = 64,
     order: Order | str = Order.SHUFFLE,
     shuffle_seed: int = 0,
+    difficulty: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for every scenario and seed of the split, in the order asked for.
 
@@ -99,26 +107,29 @@ def build_rows(
         scenarios: ids, or `all`, `lite`, `tierN` (comma-separated lists are fine).
         split: the seed range to draw from.
         seeds_per_scenario: how many seeds per scenario (None: the whole range).
-        order: shuffle, or curriculum (tier 1 first; within a tier, seeds interleave across scenarios).
+        order: shuffle, or curriculum (stage = tier + rung of the difficulty ladder, the seeds of
+            each scenario spread over the ladder's rungs; within a stage, scenarios interleave).
         shuffle_seed: seeds the shuffle.
+        difficulty: every row at this setting (`knob=value,...`), instead of the curriculum's
+            rungs or the scenario as written.
     """
     from hpcgym.scenarios import load_scenario
+    from hpcgym.scenarios.difficulty import LADDER, Difficulty
 
-    per_scenario = {
-        scenario: [
-            make_row(scenario, seed, load_scenario(scenario).tier, split)
-            for seed in split_seeds(scenario, split, seeds_per_scenario)
-        ]
-        for scenario in resolve_scenarios(scenarios)
-    }
-    if Order(order) is Order.CURRICULUM:
-        rows = []
-        for tier in sorted({rows_[0]["tier"] for rows_ in per_scenario.values() if rows_}):
-            group = [r for r in per_scenario.values() if r and r[0]["tier"] == tier]
-            for index in range(max(len(r) for r in group)):
-                rows += [r[index] for r in group if index < len(r)]
-        return rows
-    rows = [row for rows_ in per_scenario.values() for row in rows_]
+    fixed = Difficulty.parse(difficulty).spec() if difficulty is not None else None
+    curriculum = Order(order) is Order.CURRICULUM
+    staged: list[tuple[int, int, int, dict[str, Any]]] = []
+    for number, scenario in enumerate(resolve_scenarios(scenarios)):
+        tier = load_scenario(scenario).tier
+        seeds = split_seeds(scenario, split, seeds_per_scenario)
+        for index, seed in enumerate(seeds):
+            rung = index * len(LADDER) // len(seeds)
+            spec = fixed or (LADDER[rung].spec() if curriculum else DEFAULT_DIFFICULTY)
+            stage = tier + (rung if curriculum and fixed is None else 0)
+            staged.append((stage, index, number, make_row(scenario, seed, tier, split, spec)))
+    if curriculum:
+        return [row for *_, row in sorted(staged, key=lambda item: item[:3])]
+    rows = [row for *_, row in staged]
     random.Random(shuffle_seed).shuffle(rows)
     return rows
 
@@ -129,11 +140,12 @@ def build_dataset(
     seeds_per_scenario: int | None = 64,
     order: Order | str = Order.SHUFFLE,
     shuffle_seed: int = 0,
+    difficulty: str | None = None,
 ) -> Any:
     """`build_rows` as a `datasets.Dataset` (for curriculum order, train with `shuffle_dataset=False`)."""
     from datasets import Dataset
 
-    return Dataset.from_list(build_rows(scenarios, split, seeds_per_scenario, order, shuffle_seed))
+    return Dataset.from_list(build_rows(scenarios, split, seeds_per_scenario, order, shuffle_seed, difficulty))
 
 
 def task_of(prompt: Sequence[dict[str, Any]]) -> tuple[str, int]:

@@ -153,8 +153,9 @@ class HpcToolEnv:
         """Start the row's incident on a fresh cluster and return the alert with the first prompt.
 
         Args:
-            **row: the dataset row; `scenario` and `seed` choose the start state (every member of a
-                GRPO group gets the same row, so the same cluster), other columns are ignored.
+            **row: the dataset row; `scenario`, `seed` and `difficulty` (optional) choose the start
+                state (every member of a GRPO group gets the same row, so the same cluster), other
+                columns are ignored.
         """
         if "scenario" not in row or "seed" not in row:
             raise ValueError("a dataset row needs `scenario` and `seed` columns (see training.dataset)")
@@ -168,7 +169,7 @@ class HpcToolEnv:
         self._scored = False
         self._tokens_used = 0
         try:
-            alert = self._backend.reset(scenario, seed)
+            alert = self._backend.reset(scenario, seed, row.get("difficulty") or None)
         except EnvironmentUnavailable as e:
             self._record.infra_failed = True
             self._done = True

@@ -146,18 +146,20 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
                 0-799, test 800-999); `info["seed"]` reports it. It picks the scenario unless
                 `options` names one; the scenario derives its variant and clock from it. None: a
                 seed drawn from the train range with the env's `np_random`.
-            options: `{"scenario": ID}` picks the scenario instead of drawing one.
+            options: `{"scenario": ID}` picks the scenario instead of drawing one;
+                `{"difficulty": {"red_herrings": 1, "chained": 0, "clue": "deep"}}` (or the text
+                `"red_herrings=1,clue=deep"`) plays it harder or easier (hpcgym.scenarios.difficulty).
 
         Returns:
             The alert followed by the first prompt, and `info`.
         """
         super().reset(seed=seed)
         options = options or {}
-        unknown = set(options) - {"scenario"}
+        unknown = set(options) - {"scenario", "difficulty"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; the only one is 'scenario'")
+            raise ValueError(f"unknown reset options {sorted(unknown)}; use 'scenario' and 'difficulty'")
         episode_seed = seed if seed is not None else draw_seed(self.np_random)
-        start = self.session.reset(episode_seed, options.get("scenario"))
+        start = self.session.reset(episode_seed, options.get("scenario"), difficulty=options.get("difficulty"))
         self._transcript = [start.observation]
         return start.observation, start.info
 

@@ -9,7 +9,7 @@ the incident's; this module only adds the first prompt, caps the text and turns 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from hpcgym.episode import Episode
 from hpcgym.episode.pool import EpisodePool
 from hpcgym.errors import ControllerError, HpcgymError, SandboxError, ScenarioError
 from hpcgym.interfaces.task import TaskRegistry
+from hpcgym.scenarios.difficulty import Difficulty
 from hpcgym.scenarios.incident import Incident, prompt
 
 __all__ = [
@@ -139,7 +140,12 @@ class TaskSession:
         return self.scenarios[int(np.random.default_rng(seed).integers(len(self.scenarios)))]
 
     def reset(
-        self, seed: int | None = None, scenario: str | None = None, *, max_steps: int | None = None
+        self,
+        seed: int | None = None,
+        scenario: str | None = None,
+        *,
+        max_steps: int | None = None,
+        difficulty: Difficulty | Mapping[str, Any] | str | None = None,
     ) -> Transition:
         """Close the running episode (in the background) and start the next on a fresh cluster.
 
@@ -148,6 +154,7 @@ class TaskSession:
                 range); with no `scenario`, it also picks the scenario.
             scenario: the scenario id to run.
             max_steps: this episode's step budget (None: the session's, else the task's own).
+            difficulty: the knobs (`hpcgym.scenarios.difficulty`; a mapping or `knob=value,...`).
 
         Raises:
             ScenarioError: `scenario` is not registered.
@@ -156,6 +163,7 @@ class TaskSession:
             seed = draw_seed(np.random.default_rng())
         if scenario is None:
             scenario = self.choose_scenario(seed)
+        chosen = Difficulty.parse(difficulty)
         task = self.registry.make(scenario)
         self.discard_episode()
         self.infra_failure = None
@@ -164,7 +172,9 @@ class TaskSession:
         except INFRA_ERRORS as e:
             raise self._lost(e) from None
         try:
-            incident = Incident(None, task, seed, episode=episode, max_steps=max_steps or self.max_steps)
+            incident = Incident(
+                None, task, seed, episode=episode, max_steps=max_steps or self.max_steps, difficulty=chosen
+            )
         except INFRA_ERRORS as e:
             self.pool.discard(episode)
             raise self._lost(e) from None

@@ -19,6 +19,7 @@ from typing import Any
 from hpcgym.errors import ConfigError, ControllerError, SandboxError, ScenarioError
 from hpcgym.interfaces import chat
 from hpcgym.runtime import Runtime
+from hpcgym.scenarios.difficulty import Difficulty
 from hpcgym.scenarios.grade import DIAGNOSIS_CREDIT, PROGRESS_CREDIT, SUCCESS_CREDIT
 from hpcgym.scenarios.incident import TOTAL_KEYS, Incident
 from hpcgym.scenarios.policies import expand_policy_names, make_policy
@@ -74,10 +75,16 @@ class LlmOptions:
 
 
 def run_episode(
-    runtime: Runtime, policy_name: str, scenario: str, seed: int, *, llm: LlmOptions = LlmOptions()
+    runtime: Runtime,
+    policy_name: str,
+    scenario: str,
+    seed: int,
+    *,
+    llm: LlmOptions = LlmOptions(),
+    difficulty: Difficulty | None = None,
 ) -> EpisodeRecord:
     """Play one episode: the policy types commands into the agent's real shell until it ends."""
-    with Incident(runtime, scenario, seed) as incident:
+    with Incident(runtime, scenario, seed, difficulty=difficulty) as incident:
         policy = make_policy(
             policy_name, incident.gold, base_url=llm.base_url, model=llm.model, api_key=llm.api_key
         )
@@ -142,6 +149,7 @@ def evaluate_grid(
     llm: LlmOptions = LlmOptions(),
     progress: bool = True,
     workers: int = 1,
+    difficulty: Difficulty | None = None,
 ) -> list[EpisodeRecord]:
     """Play each (policy, scenario, seed) of `grid`, with one progress bar (rich, on stderr).
 
@@ -166,7 +174,7 @@ def evaluate_grid(
 
         def play(item: tuple[str, str, int]) -> EpisodeRecord:
             policy, scenario, seed = item
-            record = _run_with_retries(runtime, policy, scenario, seed, llm)
+            record = _run_with_retries(runtime, policy, scenario, seed, llm, difficulty)
             bar.update(job, advance=1, description=f"{policy} {scenario} {seed}")
             return record
 
@@ -179,13 +187,13 @@ def evaluate_grid(
 
 
 def _run_with_retries(
-    runtime: Runtime, policy: str, scenario: str, seed: int, llm: LlmOptions
+    runtime: Runtime, policy: str, scenario: str, seed: int, llm: LlmOptions, difficulty: Difficulty | None
 ) -> EpisodeRecord:
     # An infrastructure failure (a sandbox that would not start a daemon) says nothing about the
     # policy: the episode is discarded and played again from scratch, never scored.
     for attempt in range(INFRA_RETRIES + 1):
         try:
-            return run_episode(runtime, policy, scenario, seed, llm=llm)
+            return run_episode(runtime, policy, scenario, seed, llm=llm, difficulty=difficulty)
         except (SandboxError, ControllerError):
             if attempt == INFRA_RETRIES:
                 raise
@@ -205,7 +213,11 @@ def full_reward(record: EpisodeRecord, has_diagnosis: bool) -> bool:
 
 
 def check_gold(
-    runtime: Runtime, grid: Sequence[tuple[str, int]], *, progress: bool = True
+    runtime: Runtime,
+    grid: Sequence[tuple[str, int]],
+    *,
+    progress: bool = True,
+    difficulty: Difficulty | None = None,
 ) -> list[EpisodeRecord]:
     """Run gold on each (scenario, seed); raise unless every run earns full reward.
 
@@ -214,7 +226,9 @@ def check_gold(
     """
     from hpcgym.scenarios.schema import load_scenario
 
-    records = evaluate_grid(runtime, [("gold", s, seed) for s, seed in grid], progress=progress)
+    records = evaluate_grid(
+        runtime, [("gold", s, seed) for s, seed in grid], progress=progress, difficulty=difficulty
+    )
     failures = [
         f"{r.scenario} seed {r.seed}: {r.outcome}, return {r.total_reward:.3f}, unsafe {r.unsafe}"
         for r in records
@@ -461,7 +475,12 @@ def resolve_scenarios(names: Sequence[str] | None, *, lite: bool = False) -> lis
 
 
 def run_gold(
-    images_dir: Path, scenarios: Sequence[str] | None = None, *, seeds: str = "3", lite: bool = False
+    images_dir: Path,
+    scenarios: Sequence[str] | None = None,
+    *,
+    seeds: str = "3",
+    lite: bool = False,
+    difficulty: str | None = None,
 ) -> str:
     """`invoke gold`: gold on every scenario x seed through the agent's real shell; full reward or raise.
 
@@ -471,11 +490,15 @@ def run_gold(
     Raises:
         ScenarioError: a gold run was not solved with full reward.
     """
+    knobs = Difficulty.parse(difficulty)
     ids = resolve_scenarios(scenarios, lite=lite)
     grid = _grid_seeds(ids, parse_seeds(seeds), "test")
     with Runtime(images_dir) as runtime:
-        records = check_gold(runtime, [(scenario, seed) for scenario in ids for seed in grid[scenario]])
-    return f"gold: {len(records)} episodes over {len(ids)} scenarios, all solved with full reward"
+        records = check_gold(
+            runtime, [(scenario, seed) for scenario in ids for seed in grid[scenario]], difficulty=knobs
+        )
+    at = "" if knobs.is_default else f" at {knobs.spec()}"
+    return f"gold: {len(records)} episodes over {len(ids)} scenarios{at}, all solved with full reward"
 
 
 def run_eval(
@@ -489,6 +512,7 @@ def run_eval(
     json_path: Path | None = None,
     llm: LlmOptions = LlmOptions(),
     workers: int = 1,
+    difficulty: str | None = None,
 ) -> dict[str, Path]:
     """`invoke eval`: every policy on every scenario x seed; write the leaderboard, plot and transcripts.
 
@@ -498,11 +522,14 @@ def run_eval(
     if "llm" in policies:
         # Its options are checked before the runtime starts and the progress bar is drawn.
         make_policy("llm", base_url=llm.base_url, model=llm.model, api_key=llm.api_key)
+    knobs = Difficulty.parse(difficulty)
     ids = resolve_scenarios(scenarios, lite=lite)
     grid = _grid_seeds(ids, parse_seeds(seeds), "test")
     plays = [(policy, scenario, seed) for policy in policies for scenario in ids for seed in grid[scenario]]
     with Runtime(images_dir) as runtime:
-        records = evaluate_grid(runtime, plays, llm=llm, progress=True, workers=workers)
+        records = evaluate_grid(
+            runtime, plays, llm=llm, progress=True, workers=workers, difficulty=knobs
+        )
     return write_report(records, out_dir, json_path)
 
 

@@ -28,7 +28,8 @@ from hpcgym.episode.site import Site
 from hpcgym.errors import ScenarioError
 from hpcgym.runtime import Runtime
 from hpcgym.scenarios import schema
-from hpcgym.scenarios.faults import inject_fault
+from hpcgym.scenarios.difficulty import CHAIN_STEPS, Difficulty, alert_text, chain, plant_red_herrings
+from hpcgym.scenarios.faults import disguise_injected_files, inject_fault
 from hpcgym.scenarios.grade import Grader, Outcome
 
 # A reset moves the virtual clock forward by up to this much (drawn from the seed), so that time stamps
@@ -154,12 +155,16 @@ class ScenarioTask:
 
     Args:
         scenario: a scenario id from the library, or a loaded `Scenario`.
+        difficulty: the knobs (see `hpcgym.scenarios.difficulty`); the default plays the file as
+            written. Chained faults are drawn at reset, from the seed.
     """
 
-    def __init__(self, scenario: str | schema.Scenario) -> None:
-        self.scenario = schema.load_scenario(scenario) if isinstance(scenario, str) else scenario
+    def __init__(self, scenario: str | schema.Scenario, difficulty: Difficulty | None = None) -> None:
+        self.written = schema.load_scenario(scenario) if isinstance(scenario, str) else scenario
+        self.scenario = self.written
+        self.difficulty = difficulty or Difficulty()
         self.id = self.scenario.id
-        self.max_steps = self.scenario.max_steps
+        self.max_steps = self.scenario.max_steps + CHAIN_STEPS * self.difficulty.chained
         self.grader: Grader | None = None
         self.params: dict[str, schema.Value] = {}
 
@@ -169,11 +174,15 @@ class ScenarioTask:
         Raises:
             ScenarioError: the variant does not apply, or the fault left nothing to fix.
         """
+        self.scenario = chain(self.written, seed, self.difficulty.chained)
         computes = [name for name in episode.cluster.nodes if name != episode.services.controller_host]
         self.params, site = variant_params(self.scenario, seed, episode.services.controller_host, computes)
         episode.apply_site(site)
         steps = self.scenario.inject_steps(self.params)
         inject_fault(episode, steps, random.Random(f"{self.id}:{seed}:inject"))
+        planted = plant_red_herrings(episode, self.scenario, self.params, seed, self.difficulty.red_herrings)
+        if planted:
+            disguise_injected_files(episode, frozenset(planted))
         episode.submit_site_jobs(site)
         self.grader = Grader(episode, self.scenario, self.params, self.max_steps)
         if self.grader.baseline == len(self.grader.checks):
@@ -181,7 +190,7 @@ class ScenarioTask:
                 f"{self.id} seed {seed} is solved before the agent starts",
                 hint="the inject steps do not break what the success checks test",
             )
-        return schema.render(self.scenario.alert, self.params).strip() + "\n"
+        return alert_text(self.scenario, self.params, self.difficulty)
 
     def gold(self) -> list[str]:
         """This variant's gold commands (for the gold policy and tests; never shown to the agent)."""
@@ -261,6 +270,7 @@ class Incident:
         step_seconds: virtual seconds per command (when the incident makes its episode).
         timeout_s: per-command wall-clock limit (when the incident makes its episode).
         max_steps: overrides the task's step budget.
+        difficulty: the knobs a library scenario is played at (default: as written).
     """
 
     def __init__(
@@ -273,8 +283,18 @@ class Incident:
         step_seconds: int = DEFAULT_STEP_SECONDS,
         timeout_s: float | None = None,
         max_steps: int | None = None,
+        difficulty: Difficulty | None = None,
     ) -> None:
-        self.task: Task = ScenarioTask(scenario) if isinstance(scenario, str | schema.Scenario) else scenario
+        if isinstance(scenario, ScenarioTask) and difficulty is not None and difficulty != scenario.difficulty:
+            scenario = ScenarioTask(scenario.written, difficulty)
+        elif not isinstance(scenario, str | schema.Scenario | ScenarioTask) and difficulty not in (None, Difficulty()):
+            raise ScenarioError(
+                f"{scenario.id} is not a library scenario", hint="difficulty knobs apply to library scenarios"
+            )
+        self.task: Task = (
+            ScenarioTask(scenario, difficulty) if isinstance(scenario, str | schema.Scenario) else scenario
+        )
+        self.difficulty = self.task.difficulty if isinstance(self.task, ScenarioTask) else Difficulty()
         self.scenario: schema.Scenario | None = (
             self.task.scenario if isinstance(self.task, ScenarioTask) else None
         )
@@ -339,7 +359,7 @@ class Incident:
     def info(self) -> dict[str, Any]:
         """Where the episode stands; what the agent's trainer may see: never the checks or the gold.
 
-        Keys: `scenario`, `tier`, `seed`, `node` (where the shell now is), `step`, `max_steps`, `now_s`
+        Keys: `scenario`, `tier`, `seed`, `difficulty` (the knobs, as `Difficulty.parse` reads them), `node` (where the shell now is), `step`, `max_steps`, `now_s`
         (virtual time), `outcome`, `solved`, `failed`, `unsafe` (every unsafe action so far, why),
         `reward_components`, `return` and `state_score` (the progress potential phi after the last
         step: the share of the success condition that holds, in order, 0 at the start, 1 solved).
@@ -349,6 +369,7 @@ class Incident:
             "scenario": self.task.id,
             "tier": self.tier,
             "seed": self.seed,
+            "difficulty": self.difficulty.spec(),
             "node": self.episode.current_node,
             "step": self.steps,
             "max_steps": self.max_steps,

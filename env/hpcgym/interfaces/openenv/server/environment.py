@@ -79,6 +79,7 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
         episode_id: str | None = None,
         scenario: str | None = None,
         max_steps: int | None = None,
+        difficulty: dict[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> HpcObservation:
         """Start a new episode on a fresh cluster.
@@ -91,6 +92,8 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
             scenario: the scenario id (default: drawn with `seed`).
             max_steps: this episode's step budget (default: the server's, else the scenario's), so a
                 remote trainer's episode is charged as its local one would be.
+            difficulty: the knobs (`{"red_herrings": 1, "chained": 0, "clue": "deep"}` or the text
+                `"red_herrings=1,clue=deep"`; see hpcgym.scenarios.difficulty); default as written.
             **kwargs: refused (OpenEnv passes every reset field through).
 
         Raises:
@@ -98,11 +101,11 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
         """
         if kwargs:
             raise ValueError(
-                f"unknown reset arguments {sorted(kwargs)}; use seed, episode_id, scenario, max_steps"
+                f"unknown reset arguments {sorted(kwargs)}; use seed, episode_id, scenario, max_steps, difficulty"
             )
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
             raise ValueError(f"max_steps must be a positive integer, not {max_steps!r}")
-        start = self.session.reset(seed, scenario, max_steps=max_steps)
+        start = self.session.reset(seed, scenario, max_steps=max_steps, difficulty=difficulty)
         self.episode_id = episode_id or str(uuid.uuid4())
         return finalize_observation(start, at_reset=True)
 
@@ -123,6 +126,7 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
             step_count=self.session.steps,
             scenario=info["scenario"],
             seed=info["seed"],
+            difficulty=info.get("difficulty"),
             node=info["node"],
             max_steps=info["max_steps"],
             now_s=info["now_s"],
