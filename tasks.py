@@ -260,14 +260,21 @@ def clean(c: Context, all: bool = False) -> None:
     }
 )
 def gold(
-    c: Context, scenarios: str = "", seeds: str = "3", lite: bool = False, images: str = "", difficulty: str = ""
+    c: Context,
+    scenarios: str = "",
+    seeds: str = "3",
+    lite: bool = False,
+    images: str = "",
+    difficulty: str = "",
 ) -> None:
     """Type every scenario's gold commands into the agent's real shell; fail unless all earn full reward."""
     from hpcgym.errors import HpcgymError
     from hpcgym.scenarios.evaluate import run_gold
 
     try:
-        summary = run_gold(_images(images), _ids(scenarios), seeds=seeds, lite=lite, difficulty=difficulty or None)
+        summary = run_gold(
+            _images(images), _ids(scenarios), seeds=seeds, lite=lite, difficulty=difficulty or None
+        )
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     _console().print(summary)

@@ -3,10 +3,11 @@
 A row is a conversational `prompt` plus the `scenario`, `seed`, `difficulty` and `tier` that
 `HpcToolEnv.reset` reads, so that every member of a GRPO group (TRL repeats a row `num_generations`
 times) starts from the same cluster. The curriculum order climbs both the tiers and the difficulty
-ladder (hpcgym.scenarios.difficulty.LADDER): a scenario's early seeds are played with its clue handed
-over, its late ones with red herrings, chained faults and no clue. Seeds come from each scenario's `seeds.train` / `seeds.test` ranges; the alert is
-not in the prompt, `reset` appends it. The system message also carries the task as `hpcgym_task`
-("scenario:seed"), which chat templates ignore and `training.rollout` reads.
+ladder (hpcgym.scenarios.difficulty.LADDER): a scenario's early seeds are played with its clue
+handed over, its late ones with red herrings, chained faults and no clue. Seeds come from each
+scenario's `seeds.train` / `seeds.test` ranges; the alert is not in the prompt, `reset` appends it.
+The system message also carries the task as `hpcgym_task` ("scenario:seed"), which chat templates
+ignore and `training.rollout` reads.
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def build_dataset(
     """`build_rows` as a `datasets.Dataset` (for curriculum order, train with `shuffle_dataset=False`)."""
     from datasets import Dataset
 
-    return Dataset.from_list(build_rows(scenarios, split, seeds_per_scenario, order, shuffle_seed, difficulty))
+    return Dataset.from_list(
+        build_rows(scenarios, split, seeds_per_scenario, order, shuffle_seed, difficulty)
+    )
 
 
 def task_of(prompt: Sequence[dict[str, Any]]) -> tuple[str, int]:

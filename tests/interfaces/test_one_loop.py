@@ -19,6 +19,7 @@ from hpcgym.interfaces.openenv.models import HpcAction
 from hpcgym.interfaces.openenv.server.environment import Backend, HpcEnvironment
 from hpcgym.interfaces.session import prompt
 from hpcgym.interfaces.task import default_registry
+from hpcgym.scenarios.difficulty import Difficulty
 from hpcgym.scenarios.incident import Incident
 
 SCENARIOS = ("hpc_munge", "hpc_slurmctld_down", "hpc_drain_forgotten")
@@ -108,3 +109,41 @@ def test_every_entry_point_plays_one_episode(
     assert play_gym(gym_env, scenario, seed, commands) == (seen, rewards)
     assert play_openenv(openenv_environment, scenario, seed, commands) == (seen, rewards)
     assert play_exec(capsys, images_dir, scenario, seed, commands) == (seen, rewards)
+
+
+def test_a_difficulty_is_one_episode_in_every_entry_point(
+    capsys, runtime, images_dir, gym_env, openenv_environment
+):
+    """The knobs travel with the seed: the same (scenario, seed, difficulty) is the same bytes."""
+    scenario, seed, knobs = "hpc_slurmd_down", 801, "red_herrings=2,chained=1,clue=deep"
+    with Incident(runtime, scenario, seed, difficulty=Difficulty.parse(knobs)) as incident:
+        assert incident.info()["difficulty"] == knobs
+        planned = [*PROBES, "journalctl -u slurmctld --no-pager | tail -4", *incident.gold]
+        seen, rewards, commands = [first_observation(incident.alert)], [], []
+        for command in planned:
+            if incident.done:
+                break
+            step = incident.step(command)
+            seen.append(step.result.output)
+            rewards.append(step.reward)
+            commands.append(command)
+        assert incident.solved
+    obs, info = gym_env.reset(seed=seed, options={"scenario": scenario, "difficulty": knobs})
+    assert info["difficulty"] == knobs
+    gym_seen, gym_rewards = [obs], []
+    for command in commands:
+        obs, reward, *_ = gym_env.step(command)
+        gym_seen.append(obs)
+        gym_rewards.append(float(reward))
+    assert (gym_seen, gym_rewards) == (seen, rewards)
+    start = openenv_environment.reset(
+        seed=seed, scenario=scenario, difficulty=Difficulty.parse(knobs).model_dump()
+    )
+    assert openenv_environment.state.difficulty == knobs
+    env_seen = [start.output] + [openenv_environment.step(HpcAction(command=c)).output for c in commands]
+    assert env_seen == seen
+    argv = ["exec", "--images", str(images_dir), "--scenario", scenario, "--seed", str(seed)]
+    assert main([*argv, "--difficulty", knobs, "--json", "--", *commands]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["difficulty"] == knobs
+    assert [first_observation(record["alert"])] + [s["output"] for s in record["steps"]] == seen

@@ -21,11 +21,13 @@ def test_rows_fix_scenario_and_seed_from_the_splits() -> None:
         assert task_of(row["prompt"]) == (row["scenario"], row["seed"])
 
 
-def test_curriculum_orders_by_tier() -> None:
+def test_curriculum_orders_by_tier_then_difficulty_rung() -> None:
+    from hpcgym.scenarios.difficulty import LADDER, Difficulty
+
     rows = build_rows(["all"], "train", seeds_per_scenario=2, order="curriculum")
-    tiers = [row["tier"] for row in rows]
-    assert tiers == sorted(tiers)
-    assert len({row["scenario"] for row in rows}) > 1
+    stages = [row["tier"] + LADDER.index(Difficulty.parse(row["difficulty"])) for row in rows]
+    assert stages == sorted(stages)
+    assert rows[0]["tier"] == 1 and len({row["scenario"] for row in rows}) > 1
 
 
 def test_only_reset_get_reward_and_run_are_public() -> None:

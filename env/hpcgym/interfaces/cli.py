@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the episode's seed, as gym's reset(seed=N) and `invoke eval` take it "
         "(default: the scenario's first test seed, 800)",
     )
+    run.add_argument(
+        "--difficulty",
+        help="with --scenario, the knobs: red_herrings=0-3,chained=0-2,clue=shallow|normal|deep "
+        "(default: the scenario as written)",
+    )
     run.add_argument("--node", help="start the session on this node instead of the login node")
     run.add_argument(
         "--step-seconds", type=int, default=5, help="virtual seconds per step (default: %(default)s)"
@@ -65,6 +70,8 @@ def exec_commands(args: argparse.Namespace) -> int:
 
     if args.scenario is not None:
         return play_incident(args)
+    if args.difficulty:
+        raise HpcgymError("--difficulty needs --scenario", hint="difficulty knobs apply to library scenarios")
     if not args.commands:
         raise HpcgymError("no command to run", hint="name at least one CMD, or an incident with --scenario")
     conf_text = read_slurm_conf(args.slurm_conf) if args.slurm_conf else None
@@ -109,6 +116,7 @@ def read_slurm_conf(path: Path) -> str:
 def play_incident(args: argparse.Namespace) -> int:
     from hpcgym.interfaces.task import default_registry
     from hpcgym.runtime import Runtime
+    from hpcgym.scenarios.difficulty import Difficulty
     from hpcgym.scenarios.incident import Incident, ScenarioTask
     from hpcgym.scenarios.schema import Seeds
 
@@ -117,10 +125,13 @@ def play_incident(args: argparse.Namespace) -> int:
     task = default_registry().make(args.scenario)
     seeds = task.scenario.seeds if isinstance(task, ScenarioTask) else Seeds()
     seed = args.seed if args.seed is not None else seeds.test[0]
+    knobs = Difficulty.parse(args.difficulty) if args.difficulty else None
     steps: list[dict[str, object]] = []
     with (
         Runtime(args.images) as runtime,
-        Incident(runtime, task, seed, step_seconds=args.step_seconds, timeout_s=args.timeout) as incident,
+        Incident(
+            runtime, task, seed, step_seconds=args.step_seconds, timeout_s=args.timeout, difficulty=knobs
+        ) as incident,
     ):
         if not args.json:
             sys.stdout.write(f"{incident.alert.rstrip()}\n\n")
@@ -154,7 +165,13 @@ def play_incident(args: argparse.Namespace) -> int:
             "unsafe": info["unsafe"],
         }
         if args.json:
-            record = {"scenario": info["scenario"], "seed": seed, "alert": incident.alert, "steps": steps}
+            record = {
+                "scenario": info["scenario"],
+                "seed": seed,
+                "difficulty": info["difficulty"],
+                "alert": incident.alert,
+                "steps": steps,
+            }
             json.dump({**record, "grade": grade}, sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:

@@ -159,7 +159,9 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; use 'scenario' and 'difficulty'")
         episode_seed = seed if seed is not None else draw_seed(self.np_random)
-        start = self.session.reset(episode_seed, options.get("scenario"), difficulty=options.get("difficulty"))
+        start = self.session.reset(
+            episode_seed, options.get("scenario"), difficulty=options.get("difficulty")
+        )
         self._transcript = [start.observation]
         return start.observation, start.info
 

@@ -7,8 +7,9 @@ harder or easier than its file says, without a second file:
   beside the live one, a munge key from before the site's rotation, a node that stopped responding
   minutes ago and recovered. Acting on one (copying the old file in, restarting the node) breaks
   something or does nothing; only reading them for what they are helps.
-- `chained` (0-2): that many more independent faults from tier-1 incidents, on nodes the first one
-  does not touch, each with its own ticket and success checks, all of which must hold.
+- `chained` (0-2): up to that many more independent faults from tier-1 and -2 incidents, on nodes
+  the first one does not touch, each with its own ticket and success checks, all of which must
+  hold (a scenario that needs most of the cluster gets fewer; `info["difficulty"]` says how many).
 - `clue`: `shallow` adds the scenario's `hint` to the alert, `normal` is the file's alert,
   `deep` replaces it with a pager line that names no symptom.
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hpcgym.controller.hostlist import expand_hostlist
 from hpcgym.errors import ScenarioError
 from hpcgym.scenarios import schema
 
@@ -47,8 +49,8 @@ class Difficulty(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    red_herrings: int = Field(0, ge=0, le=3)
-    chained: int = Field(0, ge=0, le=2)
+    red_herrings: int = Field(default=0, ge=0, le=3)
+    chained: int = Field(default=0, ge=0, le=2)
     clue: Clue = Clue.NORMAL
 
     @property
@@ -58,7 +60,12 @@ class Difficulty(BaseModel):
     @property
     def level(self) -> int:
         """A single number to order by: 0 for the shallowest setting, 7 for the hardest."""
-        return self.red_herrings + 2 * self.chained + {Clue.SHALLOW: -1, Clue.NORMAL: 0, Clue.DEEP: 1}[self.clue] + 1
+        return (
+            self.red_herrings
+            + 2 * self.chained
+            + {Clue.SHALLOW: -1, Clue.NORMAL: 0, Clue.DEEP: 1}[self.clue]
+            + 1
+        )
 
     def spec(self) -> str:
         """The text `parse` reads back (`red_herrings=1,chained=0,clue=deep`)."""
@@ -96,7 +103,7 @@ class Difficulty(BaseModel):
 
 # The pager line of a deep clue: it says something is wrong and nothing of what.
 DEEP_ALERT = (
-    "Page from the on-call rota: users say the cluster \"isn't working right\" and nobody has said "
+    'Page from the on-call rota: users say the cluster "isn\'t working right" and nobody has said '
     "more. Find out what is wrong and fix it, without breaking anything that works."
 )
 
@@ -113,15 +120,15 @@ def alert_text(scenario: schema.Scenario, params: dict[str, schema.Value], diffi
 
 # ---- chained faults ------------------------------------------------------------------------------
 
-# Tier-1 and -2 incidents that stand on their own: one node or one partition, fixed without
-# touching anything another fault needs.
+# Tier-1 and -2 incidents that stand on their own: one or two nodes, fixed without touching
+# anything another fault needs. (hpc_partition_down is not among them: its checks read slurm.conf on
+# every node, so the site would keep every node in service and have none left for maintenance.)
 CHAIN_POOL = (
     "hpc_slurmd_down",
     "hpc_ifdown",
     "hpc_slurmd_disabled",
     "hpc_hosts_entry",
     "hpc_drain_forgotten",
-    "hpc_partition_down",
 )
 # The steps each chained fault adds to the budget (the pool's own budgets are 20, gold ~5).
 CHAIN_STEPS = 15
@@ -140,6 +147,7 @@ def _raw(scenario: schema.Scenario) -> dict[str, Any]:
 
 # Checks that read a config file every node has a copy of: they name every node without needing it.
 _CONFIG_CHECKS = frozenset({"has_cluster_slurm_conf", "has_site_licenses"})
+_FILE_KINDS = frozenset({"write", "replace", "chmod", "chown", "delete", "random_bytes"})
 # The site's maintenance node is dressed up by the first fault's own steps (to look like its fault);
 # a chained fault's steps that touch it would undo or repeat that.
 _MAINTENANCE = "{site.maintenance}"
@@ -148,9 +156,29 @@ _MAINTENANCE = "{site.maintenance}"
 def _occupied(scenario: schema.Scenario, params: dict[str, schema.Value]) -> set[str]:
     """The compute nodes the fault breaks or needs (as `nodes_in_use`, less config-file checks)."""
     checks = [dict(c.model_extra or {}) for c in scenario.success if c.check not in _CONFIG_CHECKS]
-    named = schema.render_data([scenario.fault_nodes, scenario.in_service, checks, params], params)
-    text = repr(named)
-    return {node for node in _COMPUTES if f"'{node}'" in text}
+    # Reservations, node states and services name what a fault holds; a file edited on every
+    # node's copy (slurm.conf) does not hold the node.
+    held = [step for step in scenario.inject if step.get("kind") not in _FILE_KINDS]
+    named = schema.render_data([scenario.fault_nodes, scenario.in_service, checks, params, held], params)
+    found: set[str] = set()
+    for leaf in _leaves(named):
+        # A reservation or a partition names its nodes as a hostlist (compute-[01-02]).
+        for word in re.findall(r"compute-[0-9\[\],-]+", leaf):
+            try:
+                found.update(expand_hostlist(word))
+            except ValueError:
+                continue
+    return found & set(_COMPUTES)
+
+
+def _leaves(data: Any) -> list[str]:
+    if isinstance(data, str):
+        return [data]
+    if isinstance(data, dict):
+        return [text for item in data.values() for text in _leaves(item)]
+    if isinstance(data, list):
+        return [text for item in data for text in _leaves(item)]
+    return []
 
 
 def _without_maintenance(data: dict[str, Any]) -> dict[str, Any]:
@@ -171,17 +199,17 @@ def _partitions(scenario: schema.Scenario, params: dict[str, schema.Value]) -> s
     return found
 
 
-def chain(scenario: schema.Scenario, seed: int, count: int) -> schema.Scenario:
-    """`scenario` with `count` more faults from CHAIN_POOL, on nodes and partitions it leaves alone.
+def chain(scenario: schema.Scenario, seed: int, count: int) -> tuple[schema.Scenario, int]:
+    """`scenario` with up to `count` more faults from CHAIN_POOL, and how many it got.
 
-    Each chained fault is drawn (deterministically from the scenario, seed and count) and rendered
-    with its own parameters, all but the site's, which the episode fills in for all of them.
-
-    Raises:
-        ScenarioError: no fault of the pool fits beside this one.
+    Each chained fault goes on nodes and partitions the others leave alone, and one compute node is
+    always left for the site's maintenance node; a scenario that needs most of the cluster gets
+    fewer (the episode's `info["difficulty"]` says how many). Each is drawn deterministically from
+    the scenario, seed and count, and rendered with its own parameters, all but the site's, which
+    the episode fills in for all of them.
     """
     if count == 0:
-        return scenario
+        return scenario, 0
     rng = random.Random(f"{scenario.id}:{seed}:chain:{count}")
     params = scenario.draw_params(seed)
     busy_nodes = _occupied(scenario, params)
@@ -209,12 +237,13 @@ def chain(scenario: schema.Scenario, seed: int, count: int) -> schema.Scenario:
             used.add(sid)
             break
         else:
-            raise ScenarioError(
-                f"no chained fault fits beside {scenario.id}", hint="play it with chained=0 or fewer"
-            )
-    merged["alert"] = "\n\nA second ticket came in meanwhile:\n".join(tickets) + "\n"
+            break
+    got = len(used) - 1
+    if got == 0:
+        return scenario, 0
+    merged["alert"] = "\n\nAnother ticket came in meanwhile:\n".join(tickets) + "\n"
     merged["lite"] = False
-    return schema.Scenario.model_validate({**merged, "id": scenario.id})
+    return schema.Scenario.model_validate({**merged, "id": scenario.id}), got
 
 
 def _fit(
@@ -226,7 +255,8 @@ def _fit(
         params = {k: v for k, v in params.items() if k != "site"}
         nodes = _occupied(extra, params)
         parts = _partitions(extra, params)
-        if nodes and not nodes & busy_nodes and not parts & busy_parts:
+        room = len(_COMPUTES) - len(busy_nodes | nodes) >= 1  # the maintenance node's
+        if room and not nodes & busy_nodes and not parts & busy_parts:
             return params, nodes, parts
     return None
 
@@ -321,8 +351,6 @@ def plant_red_herrings(
     for plant in rng.sample(RED_HERRINGS, count):
         written += plant(episode, rng, spare)
     return written
-
-
 
 
 # ---- the ladder a trainer climbs -----------------------------------------------------------------

@@ -527,9 +527,7 @@ def run_eval(
     grid = _grid_seeds(ids, parse_seeds(seeds), "test")
     plays = [(policy, scenario, seed) for policy in policies for scenario in ids for seed in grid[scenario]]
     with Runtime(images_dir) as runtime:
-        records = evaluate_grid(
-            runtime, plays, llm=llm, progress=True, workers=workers, difficulty=knobs
-        )
+        records = evaluate_grid(runtime, plays, llm=llm, progress=True, workers=workers, difficulty=knobs)
     return write_report(records, out_dir, json_path)
 
 

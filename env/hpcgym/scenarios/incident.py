@@ -162,9 +162,11 @@ class ScenarioTask:
     def __init__(self, scenario: str | schema.Scenario, difficulty: Difficulty | None = None) -> None:
         self.written = schema.load_scenario(scenario) if isinstance(scenario, str) else scenario
         self.scenario = self.written
-        self.difficulty = difficulty or Difficulty()
+        # As asked for, and as played (a scenario may have room for fewer chained faults).
+        self.requested = difficulty or Difficulty()
+        self.difficulty = self.requested
         self.id = self.scenario.id
-        self.max_steps = self.scenario.max_steps + CHAIN_STEPS * self.difficulty.chained
+        self.max_steps = self.scenario.max_steps + CHAIN_STEPS * self.requested.chained
         self.grader: Grader | None = None
         self.params: dict[str, schema.Value] = {}
 
@@ -174,7 +176,8 @@ class ScenarioTask:
         Raises:
             ScenarioError: the variant does not apply, or the fault left nothing to fix.
         """
-        self.scenario = chain(self.written, seed, self.difficulty.chained)
+        self.scenario, chained = chain(self.written, seed, self.requested.chained)
+        self.difficulty = self.requested.model_copy(update={"chained": chained})
         computes = [name for name in episode.cluster.nodes if name != episode.services.controller_host]
         self.params, site = variant_params(self.scenario, seed, episode.services.controller_host, computes)
         episode.apply_site(site)
@@ -285,16 +288,18 @@ class Incident:
         max_steps: int | None = None,
         difficulty: Difficulty | None = None,
     ) -> None:
-        if isinstance(scenario, ScenarioTask) and difficulty is not None and difficulty != scenario.difficulty:
+        if isinstance(scenario, ScenarioTask) and difficulty is not None and difficulty != scenario.requested:
             scenario = ScenarioTask(scenario.written, difficulty)
-        elif not isinstance(scenario, str | schema.Scenario | ScenarioTask) and difficulty not in (None, Difficulty()):
+        elif not isinstance(scenario, str | schema.Scenario | ScenarioTask) and difficulty not in (
+            None,
+            Difficulty(),
+        ):
             raise ScenarioError(
                 f"{scenario.id} is not a library scenario", hint="difficulty knobs apply to library scenarios"
             )
         self.task: Task = (
             ScenarioTask(scenario, difficulty) if isinstance(scenario, str | schema.Scenario) else scenario
         )
-        self.difficulty = self.task.difficulty if isinstance(self.task, ScenarioTask) else Difficulty()
         self.scenario: schema.Scenario | None = (
             self.task.scenario if isinstance(self.task, ScenarioTask) else None
         )
@@ -325,6 +330,11 @@ class Incident:
     def first_observation(self) -> str:
         """The alert and the first prompt: the observation of reset, in every entry point."""
         return first_observation(self.alert, self.episode.current_node)
+
+    @property
+    def difficulty(self) -> Difficulty:
+        """The knobs as this episode plays them (see `hpcgym.scenarios.difficulty`)."""
+        return self.task.difficulty if isinstance(self.task, ScenarioTask) else Difficulty()
 
     @property
     def id(self) -> str:
@@ -359,8 +369,9 @@ class Incident:
     def info(self) -> dict[str, Any]:
         """Where the episode stands; what the agent's trainer may see: never the checks or the gold.
 
-        Keys: `scenario`, `tier`, `seed`, `difficulty` (the knobs, as `Difficulty.parse` reads them), `node` (where the shell now is), `step`, `max_steps`, `now_s`
-        (virtual time), `outcome`, `solved`, `failed`, `unsafe` (every unsafe action so far, why),
+        Keys: `scenario`, `tier`, `seed`, `difficulty` (the knobs as played, as `Difficulty.parse`
+        reads them), `node` (where the shell now is), `step`, `max_steps`, `now_s` (virtual time),
+        `outcome`, `solved`, `failed`, `unsafe` (every unsafe action so far, why),
         `reward_components`, `return` and `state_score` (the progress potential phi after the last
         step: the share of the success condition that holds, in order, 0 at the start, 1 solved).
         """

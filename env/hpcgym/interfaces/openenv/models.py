@@ -58,7 +58,9 @@ class HpcState(State):
 
     scenario: str | None = Field(default=None, description="the scenario id")
     seed: int | None = Field(default=None, description="the scenario's seed")
-    difficulty: str | None = Field(default=None, description="the difficulty knobs (red_herrings=..,chained=..,clue=..)")
+    difficulty: str | None = Field(
+        default=None, description="the difficulty knobs (red_herrings=..,chained=..,clue=..)"
+    )
     node: str | None = Field(default=None, description="the node the shell is on")
     max_steps: int = Field(default=0, ge=0, description="the step budget")
     now_s: int | None = Field(default=None, description="the episode's virtual time (epoch seconds)")

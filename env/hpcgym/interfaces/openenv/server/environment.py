@@ -101,7 +101,8 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
         """
         if kwargs:
             raise ValueError(
-                f"unknown reset arguments {sorted(kwargs)}; use seed, episode_id, scenario, max_steps, difficulty"
+                f"unknown reset arguments {sorted(kwargs)}; "
+                "use seed, episode_id, scenario, max_steps, difficulty"
             )
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
             raise ValueError(f"max_steps must be a positive integer, not {max_steps!r}")
