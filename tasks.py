@@ -337,6 +337,15 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
         _console().print(f"{kind}: {path}")
 
 
+@task
+def scenario_table(c: Context) -> None:
+    """Write the scenarios README's table (id, tier, what breaks, teaches, source) from the library."""
+    from hpcgym.scenarios.catalog import README, write_readme
+
+    changed = write_readme()
+    _console().print(f"{README.relative_to(REPO)}: {'updated' if changed else 'already up to date'}")
+
+
 @task(
     help={
         "path": "a transcripts.jsonl from invoke eval (default build/eval/transcripts.jsonl)",

@@ -45,6 +45,7 @@ class TrainSettings:
     max_output_chars: int = 4000
     seeds_per_scenario: int | None = 64
     order: str = "shuffle"
+    difficulty: str | None = None
     learning_rate: float = 1e-6
     temperature: float = 1.0
     beta: float = 0.0
@@ -80,7 +81,15 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
     parser.add_argument("--max-completion-length", type=int, help="tokens per rollout, tool output included")
     parser.add_argument("--max-output-chars", type=int, help="characters one tool call may return")
     parser.add_argument("--seeds-per-scenario", type=int, help="train seeds per scenario (default 64)")
-    parser.add_argument("--order", choices=[str(o) for o in Order], help="shuffle rows or a tier curriculum")
+    parser.add_argument(
+        "--order",
+        choices=[str(o) for o in Order],
+        help="shuffle rows or a curriculum over tiers and difficulty",
+    )
+    parser.add_argument(
+        "--difficulty",
+        help="every row at these knobs, e.g. red_herrings=1,chained=0,clue=deep (default: as written)",
+    )
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--beta", type=float, help="KL coefficient (0: no reference model)")
@@ -234,7 +243,12 @@ def build_trainer(
         transcript_every=settings.transcript_every,
     )
     dataset = build_dataset(
-        settings.scenarios, "train", settings.seeds_per_scenario, settings.order, settings.seed
+        settings.scenarios,
+        "train",
+        settings.seeds_per_scenario,
+        settings.order,
+        settings.seed,
+        settings.difficulty,
     )
     return GRPOTrainer(
         model=model,
