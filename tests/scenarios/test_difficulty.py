@@ -95,6 +95,8 @@ def test_red_herrings_are_planted_and_acting_on_them_fixes_nothing(play) -> None
     listing = incident.step("ls /etc/slurm/ && journalctl -u slurmctld --no-pager | tail -5").result.output
     assert "slurm.conf.rpmsave" in listing
     assert "not responding" in listing and "now responding" in listing
+    log = incident.step("tail -2 /var/log/slurm/slurmctld.log").result.output
+    assert "error: Nodes compute-" in log and "now responding" in log
     # Taking the upgrade's leftover for the real file breaks the cluster instead of fixing it.
     type_all(incident, ["cp /etc/slurm/slurm.conf.rpmsave /etc/slurm/slurm.conf", *incident.gold])
     assert not incident.solved

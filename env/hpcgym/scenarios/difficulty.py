@@ -19,7 +19,6 @@ is part of the episode's identity (with scenario and seed), reported as `info["d
 
 from __future__ import annotations
 
-import bisect
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -315,22 +314,30 @@ def _old_munge_key(episode: Episode, rng: random.Random, spare: list[str]) -> li
 
 
 def _recovered_node(episode: Episode, rng: random.Random, spare: list[str]) -> list[str]:
+    """A node whose pings slurmctld lost for a while, minutes ago, and has back: nothing to fix."""
+    from hpcgym.controller.services.daemon import append_log, iso_time, lookup_ids
     from hpcgym.controller.services.journal import Entry, Priority
+    from hpcgym.controller.services.slurm import read_conf
 
     node = rng.choice(spare)
-    login = episode.services.controller_host
-    unit = episode.services.unit(login, "slurmctld.service")
+    services = episode.services
+    login = services.controller_host
+    unit = services.unit(login, "slurmctld.service")
     pid = unit.main_pid if unit is not None and unit.main_pid else 0
-    journal = episode.services.journal(login)
-    now = episode.services.node_now_s(login)
-    first = journal.entries[0].time_s if journal.entries else now
-    start = max(first + 1, now - rng.randrange(300, 900))
-    for offset, text, priority in (
-        (0, f"error: Nodes {node} not responding", Priority.ERR),
-        (rng.randrange(100, 200), f"Node {node} now responding", Priority.INFO),
-    ):
-        entry = Entry(min(now, start + offset), "slurmctld", pid, "slurmctld.service", text, priority)
-        bisect.insort(journal.entries, entry, key=lambda e: e.time_s)
+    journal = services.journal(login)
+    now = services.node_now_s(login)
+    # In time order after what the journal holds, through `add` (so every sink sees them), and in
+    # SlurmctldLogFile, as slurmctld writes both.
+    last = journal.entries[-1].time_s if journal.entries else now
+    lost = min(now, max(last, now - rng.randrange(200, 400)))
+    back = min(now, max(lost + 1, now - rng.randrange(20, 90)))
+    lines = ((lost, f"error: Nodes {node} not responding"), (back, f"Node {node} now responding"))
+    for when, text in lines:
+        journal.add(Entry(when, "slurmctld", pid, "slurmctld.service", f"slurmctld: {text}", Priority.INFO))
+    conf = read_conf(services, login)
+    log_file = conf.options.get("slurmctldlogfile", "") if conf is not None else ""
+    uid, gid = lookup_ids(episode.nodes, login, "slurm")
+    append_log(episode.nodes, login, log_file, [f"[{iso_time(t)}.000] {text}" for t, text in lines], uid, gid)
     return []
 
 
