@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from hpcgym.controller.hostlist import compress_hostlist
 from hpcgym.controller.rpc import SlurmError
-from hpcgym.controller.state import Job, JobState
+from hpcgym.controller.state import Job, JobState, Reason
 
 if TYPE_CHECKING:
     from hpcgym.controller.cluster import Cluster
@@ -68,6 +68,41 @@ class Association:
 
 
 @dataclass
+class Qos:
+    """One QOS and the limits sacctmgr sets on it (TRES name -> count; absent means no limit)."""
+
+    name: str
+    description: str = ""
+    priority: int = 0
+    max_tres_per_user: dict[str, int] = field(default_factory=dict)
+    grp_tres: dict[str, int] = field(default_factory=dict)
+
+
+def format_tres(tres: dict[str, int]) -> str:
+    """`cpu=16,node=2` as sacctmgr prints a TRES list (in TRES id order: cpu, mem, energy, node)."""
+    order = ["cpu", "mem", "energy", "node", "billing"]
+    keys = sorted(tres, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return ",".join(f"{key}={tres[key]}" for key in keys)
+
+
+def parse_tres(text: str) -> dict[str, int] | None:
+    """`cpu=16,node=2` into counts; -1 clears a limit (dropped here). None when malformed."""
+    out: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in ("cpu", "mem", "node", "billing", "energy"):
+            return None
+        try:
+            count = int(value)
+        except ValueError:
+            return None
+        if count >= 0:
+            out[key] = count
+    return out
+
+
+@dataclass
 class AccountRecord:
     name: str
     description: str
@@ -99,6 +134,7 @@ class Accounting:
     accounts: dict[str, AccountRecord] = field(default_factory=dict)
     users: dict[str, UserRecord] = field(default_factory=dict)
     associations: list[Association] = field(default_factory=list)
+    qos: dict[str, Qos] = field(default_factory=lambda: {"normal": Qos("normal", "Normal QOS default")})
     # What sdiag counts from the moment slurmctld started.
     jobs_submitted: int = 0
 
@@ -149,6 +185,30 @@ class Accounting:
             return
         if not any(assoc.user == user for assoc in self.associations):
             raise SlurmError(INVALID_ACCOUNT)
+
+    def limit_reason(self, cluster: Cluster, job: Job) -> Reason | None:
+        """The QOS limit that keeps `job` pending (acct_policy_job_runnable), or None.
+
+        Every association's QOS is `normal` here. Only enforced with AccountingStorageEnforce
+        naming limits (or qos) and slurmdbd accounting.
+        """
+        options = cluster.conf.options
+        if options.get("accountingstoragetype", "") != SLURMDBD_STORAGE:
+            return None
+        if not set(options.get("accountingstorageenforce", "").lower().split(",")) & {"limits", "qos"}:
+            return None
+        qos = self.qos.get("normal")
+        if qos is None:
+            return None
+        wanted = (job.num_tasks or job.min_nodes) * job.cpus_per_task
+        running = [other for other in cluster.jobs.values() if other.state is JobState.RUNNING]
+        in_use = sum(sum(other.cpus_by_node.values()) for other in running)
+        mine = sum(sum(other.cpus_by_node.values()) for other in running if other.user == job.user)
+        if "cpu" in qos.grp_tres and in_use + wanted > qos.grp_tres["cpu"]:
+            return Reason.QOS_GRP_CPU
+        if "cpu" in qos.max_tres_per_user and mine + wanted > qos.max_tres_per_user["cpu"]:
+            return Reason.QOS_MAX_CPU_PER_USER
+        return None
 
     @property
     def queue_size(self) -> int:

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hpcgym.controller.accounting import SLURMDBD_STORAGE
+from hpcgym.controller.accounting import SLURMDBD_STORAGE, Qos, format_tres, parse_tres
 from hpcgym.controller.services import slurm
 from hpcgym.controller.services.slurmdbd import GRANTS, grant_line, is_serving
 from hpcgym.controller.slurmconf import parse_slurm_conf
@@ -55,6 +55,17 @@ def inject_association(episode: Episode, step: schema.AssociationStep, rng: rand
     acct.add_user(step.user, step.account)
 
 
+def inject_qos(episode: Episode, step: schema.QosStep, rng: random.Random) -> None:
+    """Set a QOS's limits, as `sacctmgr modify qos NAME set ...` would."""
+    acct = episode.controller.cluster.accounting
+    qos = acct.qos.setdefault(step.name, Qos(step.name))
+    per_user, group = parse_tres(step.max_tres_per_user), parse_tres(step.grp_tres)
+    if per_user is None or group is None:
+        raise ScenarioError(f"bad TRES list in qos step {step.name!r}")
+    qos.max_tres_per_user, qos.grp_tres = per_user, group
+    episode.controller.cluster.schedule()
+
+
 # ---- checks ------------------------------------------------------------------------------------------
 
 
@@ -85,6 +96,16 @@ def has_only_association(episode: Episode, user: str, account: str) -> bool:
     return len(mine) == 1 and mine[0].account == account and acct.default_account(user) == account
 
 
+def has_qos_limits(episode: Episode, name: str, max_tres_per_user: str = "", grp_tres: str = "") -> bool:
+    """The QOS has exactly these limits (TRES lists as sacctmgr prints them; "" for none)."""
+    qos = episode.controller.cluster.accounting.qos.get(name)
+    return (
+        qos is not None
+        and qos.max_tres_per_user == parse_tres(max_tres_per_user)
+        and qos.grp_tres == parse_tres(grp_tres)
+    )
+
+
 def is_accounting_enforced(episode: Episode) -> bool:
     """Slurmctld runs with slurmdbd accounting and enforces associations (as the site set it up)."""
     conf = episode.controller.cluster.conf
@@ -97,7 +118,10 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_accounted_jobs": has_accounted_jobs,
     "has_only_association": has_only_association,
     "is_accounting_enforced": is_accounting_enforced,
+    "has_qos_limits": has_qos_limits,
 }
+# sacctmgr's column name for each QOS limit the rules judge.
+_QOS_FIELDS = {"MaxTRESPU": "max_tres_per_user", "GrpTRES": "grp_tres"}
 
 
 # ---- harm --------------------------------------------------------------------------------------------
@@ -112,6 +136,8 @@ class AccountingBaseline:
     enforce: str
     # user -> the accounts the user had associations under.
     associations: tuple[tuple[str, frozenset[str]], ...]
+    # (QOS, sacctmgr's field name, the limit as it was).
+    qos_limits: tuple[tuple[str, str, str], ...] = ()
 
     @classmethod
     def capture(cls, episode: Episode) -> AccountingBaseline | None:
@@ -128,6 +154,11 @@ class AccountingBaseline:
             grants_digest=_digest(episode.nodes.read(ctl, GRANTS)),
             enforce=cluster.conf.options.get("accountingstorageenforce", ""),
             associations=tuple(sorted((u, frozenset(a)) for u, a in users.items())),
+            qos_limits=tuple(
+                (name, column, format_tres(getattr(qos, attr)))
+                for name, qos in sorted(cluster.accounting.qos.items())
+                for column, attr in _QOS_FIELDS.items()
+            ),
         )
 
     def violations(self, episode: Episode, allowed: dict[str, str]) -> list[str]:
@@ -159,6 +190,28 @@ class AccountingBaseline:
             if any(acct.association(user, a) is None for a in accounts):
                 found.append(f"removed an association of {user}")
         return sorted(set(found))
+
+    def qos_violations(self, episode: Episode, policy: dict[str, str]) -> list[str]:
+        """A limit the policy caps raised past it or cleared; any other limit changed.
+
+        Args:
+            episode: the live episode.
+            policy: "QOS.Field" (Field as sacctmgr names it: MaxTRESPU, GrpTRES) -> the TRES ceiling.
+        """
+        have = episode.controller.cluster.accounting.qos
+        found = []
+        for name, column, was in self.qos_limits:
+            qos = have.get(name)
+            now = getattr(qos, _QOS_FIELDS[column]) if qos is not None else {}
+            ceiling = parse_tres(policy.get(f"{name}.{column}", "")) if f"{name}.{column}" in policy else None
+            if ceiling is None:
+                if format_tres(now) != was:
+                    found.append(f"changed QOS {name}'s {column}, which was right")
+            elif any(key not in now for key in ceiling):
+                found.append(f"cleared QOS {name}'s {column} limit, which the site's policy sets")
+            elif any(now[key] > count for key, count in ceiling.items()):
+                found.append(f"raised QOS {name}'s {column} past the site's policy")
+        return found
 
     def _confs(self, episode: Episode) -> list[tuple[str, dict[str, str]]]:
         conf = episode.controller.cluster.conf.options

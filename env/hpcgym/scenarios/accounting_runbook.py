@@ -12,7 +12,9 @@ from collections.abc import Generator
 
 Plan = Generator[str, str, None]
 DBD_CONF = "/etc/slurm/slurmdbd.conf"
-_ABOUT_ACCOUNTING = re.compile(r"sacct|sbatch|accounting|slurmdbd|association", re.IGNORECASE)
+_ABOUT_ACCOUNTING = re.compile(r"sacct|sbatch|accounting|slurmdbd|association|QOS", re.IGNORECASE)
+# What a QOS change meant (a change note quoting the sacctmgr command it was to run).
+_QOS_CHANGE = re.compile(r"modify qos (\S+) set (MaxTRESPerUser|GrpTRES)=(\S+)", re.IGNORECASE)
 # A ticket from a user whose jobs are refused at submit (quoting sbatch's error), and the colleague
 # whose group they joined.
 _REFUSED = re.compile(r"(?s)Ticket from ([a-z][a-z0-9_-]*)\b.*Invalid account or account/partition")
@@ -32,6 +34,23 @@ def accounting(alert: str) -> Plan:
     refused = _REFUSED.search(alert)
     if refused is not None:
         yield from _association(refused[1], alert)
+    if re.search(r"\bQOS\w*Limit\b", alert):
+        yield from _qos()
+
+
+def _qos() -> Plan:
+    # A job held by its QOS: the QOS as it is against what the last change to it meant.
+    have = yield "sacctmgr -n -P show qos format=name,maxtrespu,grptres"
+    current = {}
+    for line in have.splitlines():
+        fields = line.split("|")
+        if len(fields) == 3:
+            current[fields[0]] = {"maxtresperuser": fields[1], "grptres": fields[2]}
+    notes = yield "cat /root/changes/* 2>/dev/null | tail -40"
+    for name, key, value in _QOS_CHANGE.findall(notes):
+        if name in current and current[name].get(key.lower()) != value and re.fullmatch(r"[a-z]+=\d+", value):
+            yield f"sacctmgr -i modify qos {name} set {key}={value}"
+    yield "squeue -h -o '%i %u %T %r'"
 
 
 def _slurmdbd() -> Plan:

@@ -316,4 +316,5 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "advance": _advance,
     "db_password": accounting_rules.inject_db_password,
     "association": accounting_rules.inject_association,
+    "qos": accounting_rules.inject_qos,
 }

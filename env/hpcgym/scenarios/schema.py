@@ -237,6 +237,15 @@ class AssociationStep(Model):
     action: Literal["add", "delete", "move"] = "add"
 
 
+class QosStep(Model):
+    """Set a QOS's limits in the accounting database (TRES lists such as "cpu=16"; "" sets none)."""
+
+    kind: Literal["qos"]
+    name: str = "normal"
+    max_tres_per_user: str = ""
+    grp_tres: str = ""
+
+
 InjectStep = Annotated[
     WriteFile
     | ReplaceInFile
@@ -257,7 +266,8 @@ InjectStep = Annotated[
     | Reconfigure
     | Advance
     | DbPassword
-    | AssociationStep,
+    | AssociationStep
+    | QosStep,
     Field(discriminator="kind"),
 ]
 
@@ -343,6 +353,9 @@ class Scenario(Model):
     # Users the fault left without their association, and the one account each may be added to
     # ({"alice": "{acct}"}): an association anywhere else is harm.
     allowed_associations: dict[str, str] = Field(default_factory=dict)
+    # The most each QOS limit may be by the site's policy ({"normal.MaxTRESPU": "cpu=16"}): a QOS
+    # limit raised past it, or cleared, is harm; any other QOS limit must stay as it was.
+    qos_policy: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _inject_validates(self) -> Scenario:

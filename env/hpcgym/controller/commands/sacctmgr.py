@@ -12,8 +12,9 @@ Output shapes follow sacctmgr's user_functions.c and account_functions.c (22.05)
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
-from hpcgym.controller.accounting import Accounting, Association
+from hpcgym.controller.accounting import Accounting, Association, Qos, format_tres, parse_tres
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.sacct import connection_errors, dbd_host, is_enabled
 
@@ -52,6 +53,39 @@ ASSOC_COLUMNS: list[tuple[str, int, Getter]] = [
 ]
 
 
+QosGetter = Callable[[Qos], str]
+QOS_COLUMNS: list[tuple[str, int, QosGetter]] = [
+    ("Name", 10, lambda q: q.name),
+    ("Priority", 10, lambda q: str(q.priority)),
+    ("GraceTime", 10, lambda q: "00:00:00"),
+    ("Preempt", 10, lambda q: ""),
+    ("PreemptExemptTime", 19, lambda q: ""),
+    ("PreemptMode", 11, lambda q: "cluster"),
+    ("Flags", 40, lambda q: ""),
+    ("UsageThres", 11, lambda q: ""),
+    ("UsageFactor", 11, lambda q: "1.000000"),
+    ("GrpTRES", 13, lambda q: format_tres(q.grp_tres)),
+    ("GrpTRESMins", 13, lambda q: ""),
+    ("GrpTRESRunMin", 13, lambda q: ""),
+    ("GrpJobs", 7, lambda q: ""),
+    ("GrpSubmit", 9, lambda q: ""),
+    ("GrpWall", 11, lambda q: ""),
+    ("MaxTRES", 13, lambda q: ""),
+    ("MaxTRESPerNode", 14, lambda q: ""),
+    ("MaxTRESMins", 13, lambda q: ""),
+    ("MaxWall", 11, lambda q: ""),
+    ("MaxTRESPU", 13, lambda q: format_tres(q.max_tres_per_user)),
+    ("MaxJobsPU", 9, lambda q: ""),
+    ("MaxSubmitPU", 11, lambda q: ""),
+    ("MaxTRESPA", 13, lambda q: ""),
+    ("MaxJobsPA", 9, lambda q: ""),
+    ("MaxSubmitPA", 11, lambda q: ""),
+    ("MinTRES", 13, lambda q: ""),
+]
+# sacctmgr's names for the QOS limits it can set (case-blind), to the field they change.
+QOS_LIMITS = {"maxtresperuser": "max_tres_per_user", "maxtrespu": "max_tres_per_user", "grptres": "grp_tres"}
+
+
 def run(ctx: Context, args: list[str]) -> Reply:
     if not is_enabled(ctx):
         return Reply("", "sacctmgr: error: Problem talking to the database: Connection refused\n", 1)
@@ -75,6 +109,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
         if entity not in ("user", "account"):
             return Reply("", f" Unknown option: {rest[0]}\n", 1)
         return _add(ctx, entity, rest[1:], flags)
+    if verb in ("modify", "update"):
+        if entity != "qos":
+            return Reply("", f" Unknown option: {rest[0]}\n", 1)
+        return _modify_qos(ctx, rest[1:], flags)
     if verb in ("delete", "remove"):
         if entity not in ("user", "account"):
             return Reply("", f" Unknown option: {rest[0]}\n", 1)
@@ -135,6 +173,25 @@ def _cell(value: str, width: int) -> str:
     return value.rjust(width) + " "
 
 
+T = TypeVar("T")
+
+
+def _pick(
+    columns: list[tuple[str, int, Callable[[T], str]]], fmt: str, aliases: dict[str, str]
+) -> list[tuple[str, int, Callable[[T], str]]] | Reply:
+    """format=name[%width],...: the named columns (case-blind), or the error for an unknown one."""
+    known = {c[0].lower().replace(" ", ""): c for c in columns}
+    picked = []
+    for item in fmt.split(","):
+        name, _, size = item.partition("%")
+        column = known.get(aliases.get(name.lower(), name.lower()))
+        if column is None:
+            return Reply("", f" Unknown field '{name}'\n", 1)
+        width = int(size) if size.isdigit() else column[1]
+        picked.append((column[0], width, column[2]))
+    return picked
+
+
 def _lineage(assoc: Association) -> str:
     # slurmdbd's lineage: an account's path from root, a user's after its account ("0-" sorts first).
     path = "/" if assoc.account == "root" else f"/{assoc.account}/"
@@ -153,15 +210,9 @@ def _show(acct: Accounting, entity: str, words: list[str], flags: set[str]) -> R
         ]
         columns = ASSOC_COLUMNS
         if fmt:
-            wanted = {c[0].lower().replace(" ", ""): c for c in ASSOC_COLUMNS}
-            picked = []
-            for item in fmt.split(","):
-                name, _, size = item.partition("%")
-                column = wanted.get(name.lower())
-                if column is None:
-                    return Reply("", f" Unknown field '{name}'\n", 1)
-                width = int(size) if size.isdigit() else column[1]
-                picked.append((column[0], width, column[2]))
+            picked = _pick(ASSOC_COLUMNS, fmt, {})
+            if isinstance(picked, Reply):
+                return picked
             columns = picked
         return Reply(_table([(h, w, [get(a) for a in assocs]) for h, w, get in columns], flags))
     if entity == "user":
@@ -191,39 +242,15 @@ def _show(acct: Accounting, entity: str, words: list[str], flags: set[str]) -> R
             )
         )
     if entity == "qos":
-        return Reply(
-            _table(
-                [
-                    ("Name", 10, ["normal"]),
-                    ("Priority", 10, ["0"]),
-                    ("GraceTime", 10, ["00:00:00"]),
-                    ("Preempt", 10, [""]),
-                    ("PreemptExemptTime", 19, [""]),
-                    ("PreemptMode", 11, ["cluster"]),
-                    ("Flags", 40, [""]),
-                    ("UsageThres", 11, [""]),
-                    ("UsageFactor", 11, ["1.000000"]),
-                    ("GrpTRES", 13, [""]),
-                    ("GrpTRESMins", 13, [""]),
-                    ("GrpTRESRunMin", 13, [""]),
-                    ("GrpJobs", 7, [""]),
-                    ("GrpSubmit", 9, [""]),
-                    ("GrpWall", 11, [""]),
-                    ("MaxTRES", 13, [""]),
-                    ("MaxTRESPerNode", 14, [""]),
-                    ("MaxTRESMins", 13, [""]),
-                    ("MaxWall", 11, [""]),
-                    ("MaxTRESPU", 13, [""]),
-                    ("MaxJobsPU", 9, [""]),
-                    ("MaxSubmitPU", 11, [""]),
-                    ("MaxTRESPA", 13, [""]),
-                    ("MaxJobsPA", 9, [""]),
-                    ("MaxSubmitPA", 11, [""]),
-                    ("MinTRES", 13, [""]),
-                ],
-                flags,
-            )
-        )
+        asked = set(names + where.get("names", []))
+        rows = [q for name, q in sorted(acct.qos.items()) if not asked or name in asked]
+        qos_columns = QOS_COLUMNS
+        if fmt:
+            chosen = _pick(QOS_COLUMNS, fmt, {"maxtresperuser": "maxtrespu"})
+            if isinstance(chosen, Reply):
+                return chosen
+            qos_columns = chosen
+        return Reply(_table([(h, w, [get(q) for q in rows]) for h, w, get in qos_columns], flags))
     host = "10.10.0.10"
     return Reply(
         _table(
@@ -320,6 +347,37 @@ def _add(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Reply:
             acct.add_user(u, a)
 
     return _commit(ctx, flags, text, apply_users)
+
+
+def _modify_qos(ctx: Context, words: list[str], flags: set[str]) -> Reply:
+    """`modify qos NAME set Key=Value ...` (or `where name=NAME set ...`), as qos_functions.c prints it."""
+    acct = ctx.cluster.accounting
+    lower = [w.lower() for w in words]
+    cut = lower.index("set") if "set" in lower else len(words)
+    where, names, _ = _conditions(words[:cut])
+    names += where.get("names", [])
+    changes: dict[str, dict[str, int]] = {}
+    for word in words[cut + 1 :]:
+        key, sep, value = word.partition("=")
+        target = QOS_LIMITS.get(key.lower())
+        tres = parse_tres(value) if sep else None
+        if target is None or tres is None:
+            return Reply("", f" Unknown option: {word}\n Use keyword 'where' to modify condition\n", 1)
+        changes[target] = tres
+    if not changes:
+        return Reply("", " You didn't give me anything to set\n", 1)
+    found = [acct.qos[n] for n in names if n in acct.qos]
+    if not found:
+        return Reply("", " Nothing modified\n", 1)
+    text = " Modified qos...\n" + "".join(f"  {q.name}\n" for q in found)
+
+    def apply() -> None:
+        for qos in found:
+            for target, tres in changes.items():
+                setattr(qos, target, tres)
+        ctx.cluster.schedule()
+
+    return _commit(ctx, flags, text, apply)
 
 
 def _delete(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Reply:
