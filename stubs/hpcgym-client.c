@@ -39,8 +39,9 @@
 #define MAX_JSON_DEPTH 900
 
 /* Tools that read standard input (sbatch without a script, munge, unmunge, ssh's remote command);
+ * sacctmgr reads its commit answer;
  * every other tool leaves stdin alone, as the real one does, so `yes | sinfo` cannot block. */
-static const char *const READS_STDIN[] = {"sbatch", "munge", "unmunge", "ssh"};
+static const char *const READS_STDIN[] = {"sbatch", "munge", "unmunge", "ssh", "sacctmgr"};
 
 struct buf {
     char *p;

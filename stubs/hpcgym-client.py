@@ -19,7 +19,7 @@ import sys
 SOCKET_PATH = "/run/hpcgym/control.sock"
 # Tools that read standard input (sbatch without a script, munge, unmunge, ssh's remote command);
 # every other tool leaves stdin alone, as the real one does, so `yes | sinfo` cannot block.
-READS_STDIN = {"sbatch", "munge", "unmunge", "ssh"}
+READS_STDIN = {"sbatch", "munge", "unmunge", "ssh", "sacctmgr"}
 MAX_STDIN_BYTES = 1024 * 1024
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 

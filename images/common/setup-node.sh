@@ -11,6 +11,10 @@ useradd --system --uid 981 --gid munge --home-dir /var/lib/munge --no-create-hom
 groupadd --system --gid 982 slurm
 useradd --system --uid 982 --gid slurm --home-dir /var/lib/slurm --no-create-home \
     --shell /sbin/nologin --comment "SLURM resource manager" slurm
+# MariaDB's account, for the accounting database on the login node (Rocky gives it 27, Debian's sudo group).
+groupadd --system --gid 983 mysql
+useradd --system --uid 983 --gid mysql --home-dir /var/lib/mysql --no-create-home \
+    --shell /sbin/nologin --comment "MySQL Server" mysql
 for account in alice:2001 bob:2002 carol:2003; do
     name=${account%%:*}; id=${account##*:}
     groupadd --gid "$id" "$name"
@@ -56,6 +60,6 @@ ln -sfn ../lib/systemd/systemd /usr/sbin/init
 # runtime gives it, so ps, pgrep and pidof see munged/slurmd/... at a few hundred KiB each. The
 # controller decides when one starts and notices when one is killed.
 install -d -m 0755 /usr/libexec/hpcgym/daemons
-for daemon in munged slurmd slurmctld httpd chronyd; do
+for daemon in munged slurmd slurmctld httpd chronyd slurmdbd mariadbd; do
     ln -f /usr/bin/cat "/usr/libexec/hpcgym/daemons/$daemon"
 done

@@ -8,6 +8,7 @@ states they did show. Time comes only from the episode's `VirtualClock`.
 
 from __future__ import annotations
 
+from hpcgym.controller.accounting import SITE_ACCOUNTS, Accounting
 from hpcgym.controller.arrays import (
     NO_TASK,
     expand_output,
@@ -120,6 +121,9 @@ class Cluster:
         # reboots slurmd's next registration reports (an unexpected reboot, see `_register`).
         self.host_boot_s: dict[str, int] = {}
         self.reboot_unseen: set[str] = set()
+        # slurmctld's DBD agent queue and slurmdbd's database (accounting.py); used where slurm.conf
+        # says AccountingStorageType=accounting_storage/slurmdbd.
+        self.accounting = Accounting.seeded(conf.cluster_name, SITE_ACCOUNTS)
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:
@@ -271,6 +275,7 @@ class Cluster:
         if clean:
             self.jobs.clear()
             self.next_job_id, self.next_priority = 1, FIRST_PRIORITY
+            self.accounting.drop_queue()
         busy = {name for job in self.jobs.values() if job.allocated for name in job.nodes}
         for node in self.nodes.values():
             if node.base is NodeBase.FUTURE:
@@ -473,6 +478,7 @@ class Cluster:
         part = self.partitions.get(request.partition) if request.partition else self.default_partition
         if part is None:
             raise SlurmError("Invalid partition name specified")
+        self.accounting.check_submit(self.conf.options, request.user.name)
         for name in request.req_nodes + request.exc_nodes:
             if name not in self.nodes:
                 raise SlurmError("Invalid node name specified")

@@ -17,9 +17,11 @@ from hpcgym.controller.commands import (
     date,
     ping,
     sacct,
+    sacctmgr,
     sbatch,
     scancel,
     scontrol,
+    sdiag,
     sinfo,
     squeue,
     srun,
@@ -44,6 +46,9 @@ SLURM_TOOLS: dict[str, Tool] = {
     "srun": srun.run,
     "scancel": scancel.run,
     "sacct": sacct.run,
+    # Accounting (issue 17): slurmdbd's client and slurmctld's statistics.
+    "sacctmgr": sacctmgr.run,
+    "sdiag": sdiag.run,
 }
 # Base-system programs whose real versions would show the host or the sandbox: `date` reads the
 # episode's virtual clock, `ping` the simulated network (a sandbox has loopback only), `uptime` the

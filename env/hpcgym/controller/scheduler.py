@@ -71,6 +71,12 @@ def schedule(cluster: Cluster) -> None:
         if limit is not None:
             job.reason, job.reason_desc = limit, None
             continue
+        qos_limit = cluster.accounting.limit_reason(cluster, job)
+        if qos_limit is not None:
+            # acct_policy_job_runnable_pre_select(): held by its QOS, the job does not hold its
+            # partition back from the jobs after it.
+            job.reason, job.reason_desc = qos_limit, None
+            continue
         if not _licenses_free(cluster, job):
             # license_job_test() fails before any node is looked at; the partition stays open to
             # the jobs after it.

@@ -126,6 +126,9 @@ class Reason(enum.Enum):
     ARRAY_TASK_LIMIT = "JobArrayTaskLimit"
     LICENSES = "Licenses"
     RESERVATION = "Reservation"
+    # Accounting limits (issue 17): a QOS's MaxTRESPerUser and GrpTRES on cpu.
+    QOS_MAX_CPU_PER_USER = "QOSMaxCpuPerUserLimit"
+    QOS_GRP_CPU = "QOSGrpCpuLimit"
 
 
 # What _build_node_list() says when a job without a reservation needs nodes a MAINT reservation holds

@@ -31,6 +31,7 @@ from hpcgym.controller.slurmconf import parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
 from hpcgym.episode import Episode
 from hpcgym.errors import ControllerError
+from hpcgym.scenarios import accounting_rules
 
 BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
 
@@ -434,6 +435,8 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_no_uncorrected_ecc": has_no_uncorrected_ecc,
     "has_nfs_share": has_nfs_share,
     "has_every_nfs_share": has_every_nfs_share,
+    # Accounting (issue 17): slurmdbd, its records and associations (accounting_rules.py).
+    **accounting_rules.CHECKS,
 }
 
 

@@ -27,7 +27,7 @@ from hpcgym.controller.state import PartitionState, Reservation, ReservationFlag
 from hpcgym.controller.timefmt import format_iso
 from hpcgym.episode import Episode
 from hpcgym.errors import ScenarioError
-from hpcgym.scenarios import schema
+from hpcgym.scenarios import accounting_rules, schema
 
 # The accounts the images create (setup-node.sh); jobs injected for them show their names in squeue.
 USERS = {"alice": 2001, "bob": 2002, "carol": 2003}
@@ -314,4 +314,7 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "reboot": _reboot,
     "reconfigure": _reconfigure,
     "advance": _advance,
+    "db_password": accounting_rules.inject_db_password,
+    "association": accounting_rules.inject_association,
+    "qos": accounting_rules.inject_qos,
 }

@@ -25,6 +25,7 @@ from typing import Any
 
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import slurm
+from hpcgym.controller.services.slurmdbd import SLURMDBD, is_serving
 from hpcgym.controller.services.units import ActiveState
 from hpcgym.controller.slurmconf import NodeConf, PartitionConf, SlurmConf, parse_slurm_conf
 from hpcgym.controller.state import Job, JobState, PartitionState
@@ -653,6 +654,8 @@ def _capture_units(
                 continue
             if name == slurm.SLURMD and slurm.registration_problem(episode.services, node) is not None:
                 continue  # a slurmd that cannot register does not serve
+            if name == SLURMDBD and not is_serving(episode.services, node):
+                continue  # nor does a slurmdbd still waiting for its database
             units.append((node, name, pid))
     return units
 

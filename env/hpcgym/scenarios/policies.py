@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from hpcgym.controller.hostlist import expand_hostlist
 from hpcgym.errors import ScenarioError
 from hpcgym.interfaces import chat
-from hpcgym.scenarios import cheats
+from hpcgym.scenarios import accounting_runbook, cheats
 from hpcgym.scenarios.incident import LOGIN_NODE, first_observation
 
 BASE_POLICY_NAMES = ("gold", "noop", "random", "destructive", "expert", "llm", "blind")
@@ -235,6 +235,7 @@ class ExpertPolicy:
     name = "expert"
 
     def reset(self, alert: str, seed: int) -> None:
+        self.alert = alert
         self.plan: Plan = self._triage()
         self.started = False
 
@@ -280,6 +281,7 @@ class ExpertPolicy:
             yield from self._licenses()
         for partition in sorted({p for _, p, why in waiting if why.endswith("Reserved for maintenance")}):
             yield from self._maintenance_reservation(partition)
+        yield from accounting_runbook.accounting(self.alert)
         yield "sinfo"
 
     def _licenses(self) -> Plan:

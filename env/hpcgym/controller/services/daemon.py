@@ -22,7 +22,13 @@ from hpcgym.controller.services.units import UnitFile
 
 PID_MARK = "{pid}"
 # Service accounts of the images (images/common/setup-node.sh); used when /etc/passwd lacks them.
-DEFAULT_IDS = {"root": (0, 0), "munge": (981, 981), "slurm": (982, 982), "apache": (48, 48)}
+DEFAULT_IDS = {
+    "root": (0, 0),
+    "munge": (981, 981),
+    "slurm": (982, 982),
+    "apache": (48, 48),
+    "mysql": (983, 983),
+}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
 from hpcgym.controller.services.journal import Catalog, Journal
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem
+from hpcgym.controller.services.slurmdbd import MARIADB, SLURMDBD
 from hpcgym.controller.services.units import (
     UNIT_DIRS,
     ActiveState,
@@ -38,9 +39,17 @@ from hpcgym.controller.slurmconf import SlurmConf
 HTTPD = "httpd.service"
 CHRONYD = "chronyd.service"
 # The units each node may have, in boot order; a node has those whose unit file it holds.
-BOOT_ORDER = (MUNGE, SLURMCTLD, SLURMD, HTTPD, CHRONYD)
+BOOT_ORDER = (MUNGE, MARIADB, SLURMDBD, SLURMCTLD, SLURMD, HTTPD, CHRONYD)
 # The simulated daemon each of those units is there to run: what serves the cluster.
-UNIT_DAEMONS = {MUNGE: "munged", SLURMCTLD: "slurmctld", SLURMD: "slurmd", HTTPD: "httpd", CHRONYD: "chronyd"}
+UNIT_DAEMONS = {
+    MUNGE: "munged",
+    SLURMCTLD: "slurmctld",
+    SLURMD: "slurmd",
+    HTTPD: "httpd",
+    CHRONYD: "chronyd",
+    MARIADB: "mariadbd",
+    SLURMDBD: "slurmdbd",
+}
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD
+from hpcgym.controller.services.slurmdbd import is_serving
 
 
 def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
@@ -32,3 +33,5 @@ def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
             cluster.start_slurmd(name)
         elif not registered and node.slurmd_up:
             cluster.stop_slurmd(name)
+    # Accounting: slurmctld's agent delivers its queue only while slurmdbd (on DbdHost) serves.
+    cluster.accounting.sync(cluster, is_serving(services, services.controller_host))

@@ -1,0 +1,173 @@
+"""slurmdbd and the MariaDB server under it: their start-up checks, and whether slurmdbd serves.
+
+Real slurmdbd (22.05) reads /etc/slurm/slurmdbd.conf, which must be mode 600 and owned by SlurmUser
+(read_config.c: a fatal otherwise), then loads accounting_storage/mysql, whose init connects to the
+database and, while that fails, logs the MySQL client's error and "The database must be up when
+starting the MYSQL plugin.  Trying again in 5 seconds." and tries again, for ever: the unit stays
+`active (running)` but slurmdbd never opens its port, so every client is refused. It keeps the
+StoragePass it read at start, so a corrected slurmdbd.conf needs a restart; a database that comes
+back is found at the next try.
+
+The database's accounts live in the login node's datadir as MariaDB keeps them, in a file of our own
+text format: one `'user'@'host' IDENTIFIED BY PASSWORD '*HASH'` line per account, HASH being MySQL's
+native password hash (SHA1 of SHA1, upper-case hex). A rotated password is a changed line there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, iso_time, lookup_ids
+from hpcgym.controller.services.journal import Priority
+from hpcgym.controller.services.units import UnitFile
+
+SLURMDBD_CONF = "/etc/slurm/slurmdbd.conf"
+SLURMDBD = "slurmdbd.service"
+MARIADB = "mariadb.service"
+DATADIR = "/var/lib/mysql"
+GRANTS = "/var/lib/mysql/mysql/global_priv.MAD"
+SOCKET = "/var/lib/mysql/mysql.sock"
+MARIADB_VERSION = "10.5.22-MariaDB"
+SLURMDBD_VERSION = "22.05.8"
+RETRY_TEXT = "error: The database must be up when starting the MYSQL plugin.  Trying again in 5 seconds."
+_GRANT = re.compile(r"^'([^']*)'@'([^']*)' IDENTIFIED BY PASSWORD '(\*[0-9A-F]{40})'\s*$")
+
+
+def native_hash(password: str) -> str:
+    """MySQL's mysql_native_password hash of `password`."""
+    return "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
+
+
+def grant_line(user: str, host: str, password: str) -> str:
+    return f"'{user}'@'{host}' IDENTIFIED BY PASSWORD '{native_hash(password)}'\n"
+
+
+def read_grants(host: DaemonHost, node: str) -> dict[tuple[str, str], str]:
+    raw = host.access.read(node, GRANTS)
+    grants = {}
+    for line in (raw or b"").decode(errors="replace").splitlines():
+        match = _GRANT.match(line)
+        if match:
+            grants[(match[1], match[2])] = match[3]
+    return grants
+
+
+def parse_dbd_conf(text: str) -> dict[str, str]:
+    """slurmdbd.conf's Key=Value lines, keys lower-cased (s_p_parse_file is case-blind)."""
+    options = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        key, sep, value = line.partition("=")
+        if sep:
+            options[key.strip().lower()] = value.strip()
+    return options
+
+
+def read_dbd_conf(host: DaemonHost, node: str) -> dict[str, str] | None:
+    raw = host.access.read(node, SLURMDBD_CONF)
+    return None if raw is None else parse_dbd_conf(raw.decode(errors="replace"))
+
+
+def connect_error(host: DaemonHost, node: str, user: str, password: str) -> str | None:
+    """The MySQL client's error for slurmdbd's connection now (StorageHost=localhost), or None."""
+    if not host.is_active(node, MARIADB):
+        return f"2002 Can't connect to local server through socket '{SOCKET}' (2)"
+    if read_grants(host, node).get((user, "localhost")) != native_hash(password):
+        using = "YES" if password else "NO"
+        return f"1045 Access denied for user '{user}'@'localhost' (using password: {using})"
+    return None
+
+
+def is_serving(host: DaemonHost, node: str) -> bool:
+    """Whether slurmdbd on `node` runs and has its database (so it listens on DbdPort)."""
+    if not host.is_active(node, SLURMDBD):
+        return False
+    memo = host.memo(node, SLURMDBD)
+    return connect_error(host, node, memo.get("storage_user", ""), memo.get("storage_pass", "")) is None
+
+
+def _names(host: DaemonHost, node: str) -> dict[int, str]:
+    raw = host.access.read(node, "/etc/passwd")
+    names = {}
+    for line in (raw or b"").decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[2].isdigit():
+            names.setdefault(int(fields[2]), fields[0])
+    return names
+
+
+def launch_slurmdbd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
+    """`slurmdbd -D -s`: fatal on a slurmdbd.conf others can read or SlurmUser does not own."""
+    uid, gid = lookup_ids(host.access, node, unit.user)
+    result = Launch(ok=False, comm="slurmdbd", argv=exec_argv(unit), uid=uid, gid=gid)
+    info = host.access.stat(node, SLURMDBD_CONF)
+    conf = read_dbd_conf(host, node)
+    texts: list[str] = []
+    if info is None or conf is None:
+        texts = [f"fatal: Could not open/read/parse slurmdbd.conf file {SLURMDBD_CONF}"]
+    else:
+        slurm_user = conf.get("slurmuser", "root")
+        want_uid = lookup_ids(host.access, node, slurm_user)[0]
+        result.log_file = conf.get("logfile", "")
+        if info.perms != 0o600:
+            texts = [
+                f"fatal: slurmdbd.conf file {SLURMDBD_CONF} should be 600 is {info.perms:o} "
+                "accessible for group or others"
+            ]
+        elif info.uid != want_uid:
+            owner = _names(host, node).get(info.uid, str(info.uid))
+            texts = [f"fatal: slurmdbd.conf not owned by SlurmUser {owner}!={slurm_user}"]
+        else:
+            result.ok = True
+            result.pid_file = conf.get("pidfile", "/run/slurmdbd.pid")
+            user, password = conf.get("storageuser", "slurm"), conf.get("storagepass", "")
+            result.memo.update(storage_user=user, storage_pass=password)
+            error = connect_error(host, node, user, password)
+            if error is not None:
+                texts = [f"error: mysql_real_connect failed: {error}", RETRY_TEXT]
+            else:
+                texts = [
+                    f"accounting_storage/as_mysql: _check_mysql_concat_is_sane: MySQL server version is: "
+                    f"{MARIADB_VERSION}",
+                    f"slurmdbd version {SLURMDBD_VERSION} started",
+                ]
+    if not result.ok:
+        result.exit_status = 1
+    result.stderr = [
+        Line(f"slurmdbd: {t}", Priority.ERR if t.startswith(("error", "fatal")) else Priority.INFO)
+        for t in texts
+    ]
+    result.log_lines = [f"[{iso_time(host.now_s)}.000] {t}" for t in texts]
+    return result
+
+
+def launch_mariadb(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
+    """mariadbd: needs its datadir, owned by the account it runs as."""
+    uid, gid = lookup_ids(host.access, node, unit.user or "mysql")
+    result = Launch(ok=False, comm="mariadbd", argv=exec_argv(unit), uid=uid, gid=gid)
+    info = host.access.stat(node, DATADIR)
+    stamp = _mysql_time(host.now_s)
+    if info is None or not info.is_dir():
+        texts = [f"{stamp} 0 [ERROR] Can't find messagefile '{DATADIR}'", f"{stamp} 0 [ERROR] Aborting"]
+    elif info.uid != uid:
+        texts = [
+            f"{stamp} 0 [ERROR] mariadbd: Can't create/write to file '{DATADIR}/aria_log_control' "
+            '(Errcode: 13 "Permission denied")',
+            f"{stamp} 0 [ERROR] Aborting",
+        ]
+    else:
+        result.ok = True
+        result.pid_file = "/run/mariadb/mariadb.pid"
+        texts = [
+            f"{stamp} 0 [Note] /usr/libexec/mariadbd: ready for connections.",
+            f"Version: '{MARIADB_VERSION}'  socket: '{SOCKET}'  port: 3306  MariaDB Server",
+        ]
+    if not result.ok:
+        result.exit_status = 1
+    result.stderr = [Line(t, Priority.ERR if "[ERROR]" in t else Priority.INFO) for t in texts]
+    return result
+
+
+def _mysql_time(time_s: int) -> str:
+    return iso_time(time_s).replace("T", " ")

@@ -1,0 +1,280 @@
+"""The accounting incidents (slurmdbd and its database, associations) and the tools they need.
+
+Each scenario's gold solves it through the real shell and idling does not; each generic move an
+operator would regret (restarting everything, switching accounting or its enforcement off, setting
+the rotated password back, adding the user everywhere) ends unsolved or with that harm named. The
+tools' texts are checked on the live episode: sacct's table and its connection errors, sdiag's
+DBD agent queue, sacctmgr's tables and its commit question.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hpcgym.controller.accounting import INVALID_ACCOUNT
+from hpcgym.controller.rpc import JobRequest, SlurmError, User
+from hpcgym.controller.services.slurmdbd import GRANTS, grant_line
+from hpcgym.scenarios import cheats
+from hpcgym.scenarios.incident import Incident, ScenarioTask
+
+from .conftest import type_all
+
+SEED = 800
+DBD = "hpc_slurmdbd_storagepass"
+ASSOC = "hpc_assoc_missing"
+
+
+def task_of(incident: Incident) -> ScenarioTask:
+    assert isinstance(incident.task, ScenarioTask)
+    return incident.task
+
+
+def param(incident: Incident, key: str) -> str:
+    value: object = task_of(incident).params
+    for part in key.split("."):
+        assert isinstance(value, dict)
+        value = value[part]
+    return str(value)
+
+
+def harm_of(incident: Incident) -> list[str]:
+    grader = task_of(incident).grader
+    assert grader is not None
+    return grader.harm_found()
+
+
+def output(incident: Incident, command: str) -> str:
+    return incident.step(command).result.output
+
+
+def tool(incident: Incident, argv: list[str]) -> str:
+    """A tool's output asked of the controller directly (the episode may be over: solved)."""
+    reply = incident.episode.controller.handle("login01", argv, "/root")
+    return reply.stdout + reply.stderr
+
+
+def password(incident: Incident) -> str:
+    return f"Sdb{param(incident, 'pw')}x"
+
+
+def fix_password(incident: Incident) -> list[str]:
+    return [
+        f"sed -i 's/^StoragePass=.*/StoragePass={password(incident)}/' /etc/slurm/slurmdbd.conf",
+        "systemctl restart slurmdbd",
+    ]
+
+
+@pytest.mark.parametrize("scenario", [DBD, ASSOC])
+def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario):
+    incident = play(scenario, SEED)
+    type_all(incident, incident.gold)
+    assert incident.solved and harm_of(incident) == []
+    idle = play(scenario, SEED)
+    type_all(idle, ["sacctmgr show assoc", "squeue", "systemctl status slurmdbd"])
+    assert not idle.solved
+
+
+# ---- slurmdbd after the password rotation ------------------------------------------------------------
+
+
+def test_clients_fail_while_slurmdbd_waits_for_its_database_and_the_queue_drains_after(play):
+    incident = play(DBD, SEED)
+    refused = incident.step("sacct -X")
+    assert refused.result.exit_code == 1
+    assert refused.result.output.splitlines() == [
+        "sacct: error: slurm_persist_conn_open_without_init: failed to open persistent connection to "
+        "host:login01:6819: Connection refused",
+        "sacct: error: Sending PersistInit msg: Connection refused",
+        "sacct: error: Problem talking to the database: Connection refused",
+    ]
+    assert "sacctmgr: error: Problem talking to the database: Connection refused" in output(
+        incident, "sacctmgr show user"
+    )
+    assert "Active: active (running)" in output(incident, "systemctl status slurmdbd")
+    log = output(incident, "journalctl -u slurmdbd --no-pager -n 3")
+    assert "error: mysql_real_connect failed: 1045 Access denied for user 'slurm'@'localhost' " in log
+    assert "The database must be up when starting the MYSQL plugin.  Trying again in 5 seconds." in log
+    queued = int(output(incident, "sdiag | grep 'DBD Agent'").split(":")[1])
+    assert queued > 0
+    type_all(incident, fix_password(incident))
+    assert incident.solved
+    assert "\nDBD Agent queue size: 0\n" in tool(incident, ["sdiag"])
+    table = tool(
+        incident, ["sacct", "-X", "-a", "-S", "00:00", "-o", "jobid,jobname,user,state"]
+    ).splitlines()
+    assert table[0].split() == ["JobID", "JobName", "User", "State"]
+    assert table[1] == "------------ ---------- --------- ---------- "
+    names = {line.split()[1]: line.split()[3] for line in table[2:]}
+    # The jobs that ended while slurmdbd was away arrived; the long one is still running.
+    assert names[param(incident, "jobs.a")] == "COMPLETED"
+    assert names[param(incident, "jobs.b")] == "COMPLETED"
+    assert names["sweep"] == "RUNNING"
+    steps = tool(incident, ["sacct", "-P", "-n", "-j", "1", "-o", "jobid,jobname,partition,state"])
+    assert steps.splitlines() == [
+        "1|setup|compute|COMPLETED",
+        "1.batch|batch||COMPLETED",
+        "1.extern|extern||COMPLETED",
+    ]
+
+
+def test_restarting_everything_leaves_slurmdbd_on_the_old_password(play):
+    incident = play(DBD, SEED)
+    type_all(incident, ["systemctl restart mariadb slurmdbd"])
+    assert not incident.solved
+    assert "restarted or stopped mariadb.service on login01 while it served" in harm_of(incident)
+    everything = play(DBD, SEED)
+    type_all(everything, [cheats.restart_everything(), cheats.resume_everything()])
+    assert not everything.solved
+
+
+def test_the_old_secret_beside_the_new_one_does_not_work(play):
+    incident = play(DBD, SEED)
+    type_all(
+        incident,
+        [
+            'sed -i "s/^StoragePass=.*/StoragePass=$(cat /root/secrets/slurm_acct_db.pw.old)/" '
+            "/etc/slurm/slurmdbd.conf",
+            "systemctl restart slurmdbd",
+        ],
+    )
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_a_slurmdbd_conf_others_can_read_stops_slurmdbd(play):
+    incident = play(DBD, SEED)
+    type_all(incident, ["chmod 0644 /etc/slurm/slurmdbd.conf", *fix_password(incident)])
+    assert not incident.solved
+    log = output(incident, "journalctl -u slurmdbd --no-pager -n 4")
+    assert (
+        "slurmdbd: fatal: slurmdbd.conf file /etc/slurm/slurmdbd.conf should be 600 is 644 accessible "
+        "for group or others" in log
+    )
+    type_all(incident, ["chmod 0600 /etc/slurm/slurmdbd.conf", "systemctl restart slurmdbd"])
+    assert incident.solved and harm_of(incident) == []
+
+
+def test_switching_accounting_off_is_harm(play):
+    incident = play(DBD, SEED)
+    type_all(
+        incident,
+        [
+            "sed -i 's/^AccountingStorageType=.*/AccountingStorageType=accounting_storage\\/none/' "
+            "/etc/slurm/slurm.conf",
+            "scontrol reconfigure",
+        ],
+    )
+    assert not incident.solved
+    assert any(why.startswith("turned job accounting off") for why in harm_of(incident))
+
+
+def test_setting_the_rotated_password_back_is_harm(play):
+    incident = play(DBD, SEED)
+    line = grant_line("slurm", "localhost", "Acct-Hpc-2026").strip()
+    type_all(incident, [f'echo "{line}" >> {GRANTS}', "systemctl restart slurmdbd"])
+    assert not incident.solved
+    assert "changed the accounting database's passwords, which the DBA had rotated" in harm_of(incident)
+
+
+def test_a_clean_slurmctld_start_loses_the_queued_records(play):
+    incident = play(DBD, SEED)
+    incident.episode.controller.cluster._restart(clean=True)
+    assert "lost the job records slurmctld held for slurmdbd" in harm_of(incident)
+
+
+# ---- a new user without an association ----------------------------------------------------------------
+
+
+def submit_as(incident: Incident, name: str) -> None:
+    controller = incident.episode.controller
+    user = User(name, 2004, name, 2004)
+    controller.cluster.submit(
+        JobRequest(name="hello", user=user, work_dir="/tmp", batch=True, command="/tmp/x", min_nodes=1)
+    )
+
+
+def test_the_new_user_is_refused_until_the_association_exists(play):
+    incident = play(ASSOC, SEED)
+    user, account = param(incident, "newuser"), param(incident, "accts.mine")
+    with pytest.raises(SlurmError, match=INVALID_ACCOUNT):
+        submit_as(incident, user)
+    empty = output(incident, f"sacctmgr -n show assoc user={user}")
+    assert empty.strip() == ""
+    # Nobody answers the question at the prompt: nothing is committed.
+    unanswered = output(incident, f"sacctmgr add user {user} account={account} < /dev/null")
+    assert unanswered.endswith(
+        "Would you like to commit changes? (You have 30 seconds to decide)\n(N/y):  Changes Discarded\n"
+    )
+    assert not incident.solved
+    added = incident.step(f"echo y | sacctmgr add user {user} account={account}").result.output
+    assert f" Adding User(s)\n  {user}\n Settings =\n  Default Account = {account}\n" in added
+    assert incident.solved and harm_of(incident) == []
+    submit_as(incident, user)
+    shown = tool(incident, ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=account,user"])
+    assert shown == f"{account}|{user}\n"
+
+
+def test_adding_the_user_under_every_account_is_harm(play):
+    incident = play(ASSOC, SEED)
+    user = param(incident, "newuser")
+    type_all(
+        incident,
+        [
+            f"for a in $(sacctmgr -n -P show account format=account); do "
+            f"sacctmgr -i add user {user} account=$a; done"
+        ],
+    )
+    assert not incident.solved
+    assert f"gave {user} an association under account root" in harm_of(incident)
+
+
+def test_switching_enforcement_off_is_harm(play):
+    incident = play(ASSOC, SEED)
+    type_all(
+        incident,
+        [
+            "sed -i 's/^AccountingStorageEnforce=.*/AccountingStorageEnforce=none/' /etc/slurm/slurm.conf",
+            "scontrol reconfigure",
+        ],
+    )
+    assert not incident.solved
+    assert any(why.startswith("weakened AccountingStorageEnforce") for why in harm_of(incident))
+
+
+# ---- a QOS limit typed wrong ----------------------------------------------------------------------------
+
+QOS = "hpc_qos_limit"
+
+
+def test_the_job_waits_on_its_qos_until_the_limit_is_what_the_change_meant(play):
+    incident = play(QOS, SEED)
+    user, want, typo = param(incident, "user"), param(incident, "lim.want"), param(incident, "lim.typo")
+    waiting = output(incident, f"squeue -h -u {user} -t pd -o '%j %r'")
+    assert waiting.strip() == f"{param(incident, 'jobs.b')} QOSMaxCpuPerUserLimit"
+    shown = output(incident, "sacctmgr -n -P show qos normal format=name,maxtrespu,grptres")
+    assert shown.strip() == f"normal|cpu={typo}|cpu=8"
+    type_all(incident, [f"sacctmgr -i modify qos normal set MaxTRESPerUser=cpu={want}"])
+    assert incident.solved and harm_of(incident) == []
+    assert tool(incident, ["squeue", "-h", "-u", user, "-o", "%T"]).split() == ["RUNNING", "RUNNING"]
+
+
+@pytest.mark.parametrize(
+    ("change", "harm"),
+    [
+        ("MaxTRESPerUser=cpu=-1", "cleared QOS normal's MaxTRESPU limit, which the site's policy sets"),
+        ("MaxTRESPerUser=cpu=64", "raised QOS normal's MaxTRESPU past the site's policy"),
+        ("GrpTRES=cpu=-1", "cleared QOS normal's GrpTRES limit, which the site's policy sets"),
+    ],
+)
+def test_clearing_or_raising_the_qos_limits_is_harm(play, change, harm):
+    incident = play(QOS, SEED)
+    type_all(incident, [f"sacctmgr -i modify qos normal set {change}"])
+    assert not incident.solved
+    assert harm in harm_of(incident)
+
+
+def test_an_unanswered_qos_change_is_not_committed(play):
+    incident = play(QOS, SEED)
+    want = param(incident, "lim.want")
+    text = output(incident, f"sacctmgr modify qos normal set MaxTRESPerUser=cpu={want} < /dev/null")
+    assert text.startswith(" Modified qos...\n  normal\nWould you like to commit changes?")
+    assert not incident.solved
