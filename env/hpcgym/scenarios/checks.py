@@ -31,6 +31,7 @@ from hpcgym.controller.slurmconf import parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
 from hpcgym.episode import Episode
 from hpcgym.errors import ControllerError
+from hpcgym.scenarios import nodehealth
 
 BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
 
@@ -435,6 +436,8 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_nfs_share": has_nfs_share,
     "has_every_nfs_share": has_every_nfs_share,
 }
+# Node hardware and node health (nodehealth.py).
+CHECKS.update(nodehealth.CHECKS)
 
 
 # What a predicate may meet in node data the agent made: unreadable, looping, huge, garbled, of the

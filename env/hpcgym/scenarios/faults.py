@@ -270,6 +270,21 @@ def _reconfigure(episode: Episode, step: schema.Reconfigure, rng: random.Random)
     episode.controller.cluster.reconfigure(parse_slurm_conf(raw.decode()))
 
 
+def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -> None:
+    hw = episode.services.hardware.get(step.node)
+    node = episode.controller.cluster.nodes.get(step.node)
+    if hw is None or node is None:
+        raise ScenarioError(f"no compute node {step.node!r}")
+    for name in ("real_memory_mb", "cpus", "cores_per_socket", "gpus"):
+        value = getattr(step, name)
+        if value is not None:
+            setattr(hw, name, value)
+    if step.failed_check is not None:
+        hw.failed_checks.append(step.failed_check.removeprefix("NHC: "))
+    if node.slurmd_up and node.registered:
+        episode.controller.cluster.validate_node_specs(node)
+
+
 def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
     gpus = episode.services.gpus.get(step.node, [])
     if step.index >= len(gpus):
@@ -313,5 +328,6 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "reservation": _reservation,
     "reboot": _reboot,
     "reconfigure": _reconfigure,
+    "hardware": _hardware,
     "advance": _advance,
 }

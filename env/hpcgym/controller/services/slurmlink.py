@@ -11,6 +11,7 @@ answers into it on every change, so neither side reaches into the other's state.
 from __future__ import annotations
 
 from hpcgym.controller.cluster import Cluster
+from hpcgym.controller.services import nhc
 from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD
 
@@ -32,3 +33,5 @@ def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
             cluster.start_slurmd(name)
         elif not registered and node.slurmd_up:
             cluster.stop_slurmd(name)
+    # slurmd runs HealthCheckProgram (NHC) on its interval; it drains and resumes through scontrol.
+    nhc.run_due(cluster, services)
