@@ -20,12 +20,19 @@ from .conftest import type_all
 
 SEED = 800
 CONF_LINE = "CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=4000"
-SCENARIOS = ["hpc_low_realmemory", "hpc_nhc_tmp_mode"]
+SCENARIOS = ["hpc_low_realmemory", "hpc_gres_mismatch", "hpc_nhc_tmp_mode"]
 
 
 def params(incident: Incident) -> dict[str, str]:
+    """The variant's parameters, nested ones as `g_n`."""
     assert isinstance(incident.task, ScenarioTask)
-    return {key: str(value) for key, value in incident.task.params.items() if not isinstance(value, dict)}
+    flat: dict[str, str] = {}
+    for key, value in incident.task.params.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{k}": str(v) for k, v in value.items() if not isinstance(v, dict)})
+        else:
+            flat[key] = str(value)
+    return flat
 
 
 def harm_of(incident: Incident) -> list[str]:
@@ -137,7 +144,7 @@ def test_resuming_without_the_fix_is_drained_again_at_the_next_registration(play
     assert out(again, f"sinfo -h -n {node} -o %t").strip() == "inval" and not again.solved
 
 
-def test_a_line_far_below_the_hardware_hides_memory_and_is_no_fix(play):
+def test_a_line_far_below_the_hardware_hides_memory_and_is_harm(play):
     incident = play("hpc_low_realmemory", SEED)
     node = params(incident)["node"]
     low = f"s/^\\(NodeName={node} .*RealMemory=\\)[0-9]*/\\11000/"
@@ -152,7 +159,62 @@ def test_a_line_far_below_the_hardware_hides_memory_and_is_no_fix(play):
             "sinfo",
         ],
     )
-    assert not incident.solved and harm_of(incident) == []
+    assert not incident.solved
+    assert harm_of(incident) == [f"configured {node} with less memory than it has (slurm.conf on login01)"]
+
+
+def test_a_gres_conf_short_of_gpus_drains_the_node_with_slurms_counts(play):
+    incident = play("hpc_gres_mismatch", SEED + 2)  # 4 GPUs, gres.conf names /dev/nvidia[0-2]
+    p = params(incident)
+    node = p["node"]
+    shown = out(incident, f"scontrol show node {node}")
+    assert "State=IDLE+DRAIN+INVALID_REG " in shown
+    assert "Reason=gres/gpu count reported lower than configured (3 < 4) [slurm@" in shown
+    assert len(re.findall(r"(?m)^GPU \d+: ", out(incident, f"ssh {node} nvidia-smi -L"))) == 4
+
+
+def test_lowering_gres_in_slurm_conf_hides_gpus(play):
+    incident = play("hpc_gres_mismatch", SEED)
+    p = params(incident)
+    lower = f"s/Gres=gpu:{p['g_n']}/Gres=gpu:0/"
+    type_all(
+        incident,
+        [
+            f"sed -i '{lower}' /etc/slurm/slurm.conf",
+            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{lower}' "
+            '/etc/slurm/slurm.conf"; done',
+            "scontrol reconfigure",
+            f"scontrol update nodename={p['node']} state=resume",
+        ],
+    )
+    assert not incident.solved
+    other = "compute-03" if p["node"] == "compute-04" else "compute-04"
+    assert f"configured {other} with fewer GPUs than it has (slurm.conf on login01)" in harm_of(incident)
+
+
+def test_a_line_of_its_own_with_fewer_gpus_is_no_fix(play):
+    # The node would register with Gres=gpu:0 on a line of its own, but its GPUs are lost to jobs.
+    incident = play("hpc_gres_mismatch", SEED)
+    p = params(incident)
+    node, other = p["node"], "compute-03" if p["node"] == "compute-04" else "compute-04"
+    n = p["g_n"]
+    split = (
+        f"s/^NodeName=compute-0\\[3-4\\] \\(.*\\) Gres=gpu:{n}/"
+        f"NodeName={other} \\1 Gres=gpu:{n}\\nNodeName={node} \\1 Gres=gpu:0/"
+    )
+    type_all(
+        incident,
+        [
+            f"sed -i '{split}' /etc/slurm/slurm.conf",
+            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{split}' "
+            '/etc/slurm/slurm.conf"; done',
+            "scontrol reconfigure",
+            f"scontrol update nodename={node} state=resume",
+            "sinfo",
+        ],
+    )
+    assert not incident.solved
+    assert harm_of(incident) == [f"configured {node} with fewer GPUs than it has (slurm.conf on login01)"]
 
 
 def test_nhc_drains_with_its_own_words_and_resumes_on_its_next_run(play):

@@ -22,6 +22,7 @@ from hpcgym.controller.cluster import INFINITE_RESV_S
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
 from hpcgym.controller.services.daemon import lookup_ids
+from hpcgym.controller.services.gpu import make_gpus
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import PartitionState, Reservation, ReservationFlag
 from hpcgym.controller.timefmt import format_iso
@@ -279,6 +280,10 @@ def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -
         value = getattr(step, name)
         if value is not None:
             setattr(hw, name, value)
+    if step.gpus is not None:
+        # nvidia-smi lists what the node has: GPUs it keeps stay as they were, new ones come clean.
+        have = episode.services.gpus.get(step.node, [])
+        episode.services.gpus[step.node] = (have + make_gpus(step.node, step.gpus)[len(have) :])[: step.gpus]
     if step.failed_check is not None:
         hw.failed_checks.append(step.failed_check.removeprefix("NHC: "))
     if node.slurmd_up and node.registered:

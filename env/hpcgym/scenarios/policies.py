@@ -455,6 +455,8 @@ class ExpertPolicy:
             yield from self._node_specs(node)
         if reason is not None and "check_file_test" in reason[1]:
             yield from self._scratch_dir(node, reason[1])
+        if reason is not None and "gres/gpu count reported lower than configured" in reason[1]:
+            yield from self._gres_conf(node)
         out = yield f"sinfo -h -n {node} -o %t"
         if not out.strip().startswith("idle") or reason is not None:
             yield f"scontrol update nodename={node} state=resume"
@@ -471,6 +473,19 @@ class ExpertPolicy:
         for other in getattr(self, "nodes", ()):
             yield f"ssh {other} {shlex.quote(edit)}"
         yield "scontrol reconfigure"
+
+    def _gres_conf(self, node: str) -> Plan:
+        # slurmd registered fewer GPUs than slurm.conf's Gres=: gres.conf names each GPU the node
+        # has (nvidia-smi -L) by its device file; slurm.conf, which counts them right, stays.
+        run = _on(node)
+        listed = yield run("nvidia-smi -L")
+        count = len(re.findall(r"(?m)^GPU \d+:", listed))
+        if not count:
+            return
+        yield run(f"cat {GRES_CONF}")
+        files = "/dev/nvidia0" if count == 1 else f"/dev/nvidia[0-{count - 1}]"
+        yield run(f"\"sed -i 's|^Name=gpu .*|Name=gpu File={files}|' {GRES_CONF}\"")
+        yield run("systemctl restart slurmd")
 
     def _scratch_dir(self, node: str, reason: str) -> Plan:
         # NHC failed a test on a scratch directory every job writes to: it must be 1777 again; NHC
@@ -559,6 +574,9 @@ _ROUTE = "/etc/sysconfig/network-scripts/route-eth0"
 
 def _answered(ping: str) -> bool:
     return re.search(r"\b[1-9]\d* received\b", ping) is not None
+
+
+GRES_CONF = "/etc/slurm/gres.conf"
 
 
 def _on(node: str) -> Callable[[str], str]:

@@ -61,6 +61,8 @@ def _file_test(services: ServiceManager, node: str, op: str, path: str) -> bool:
     # bash's `test OP FILE`, as root (NHC runs as root): read and write pass on anything that exists.
     if op == "-L" or op == "-h":
         return is_symlink(services.access, node, path)
+    if _is_stale_share(services, node, path):
+        return False  # every lookup there fails with ESTALE, `test` included
     try:
         st = services.access.stat(node, path)
     except NodeFileError:
@@ -86,6 +88,16 @@ def _file_test(services: ServiceManager, node: str, op: str, path: str) -> bool:
         "-G": st.gid == 0,
     }
     return tests.get(op, True)
+
+
+def _is_stale_share(services: ServiceManager, node: str, path: str) -> bool:
+    # The shared NFS mounts live in the node's kernel, not in its files: the episode's node access
+    # (ClusterNodes) says whether the handle there went stale; other accesses have no shares.
+    shares = getattr(services.access, "share_points", None)
+    if shares is None or path not in shares(node):
+        return False
+    access = services.access
+    return bool(access.is_share_mounted(node, path) and not access.sees_share(node, path))  # type: ignore[attr-defined]
 
 
 def check_file_test(services: ServiceManager, node: str, args: list[str]) -> str | None:
