@@ -8,6 +8,8 @@ states they did show. Time comes only from the episode's `VirtualClock`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hpcgym.controller.accounting import SITE_ACCOUNTS, Accounting
 from hpcgym.controller.arrays import (
     NO_TASK,
@@ -124,6 +126,9 @@ class Cluster:
         # slurmctld's DBD agent queue and slurmdbd's database (accounting.py); used where slurm.conf
         # says AccountingStorageType=accounting_storage/slurmdbd.
         self.accounting = Accounting.seeded(conf.cluster_name, SITE_ACCOUNTS)
+        # What a registering slurmd reports against its configured line (hardware.py judges it): the
+        # drain reason `_validate_node_specs` would set, or None. Unset: every registration fits.
+        self.node_specs_check: Callable[[Node], str | None] | None = None
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:
@@ -185,6 +190,19 @@ class Cluster:
             # keeps the state flags; seen on Debian's 22.05.8: DOWN+DRAIN+NOT_RESPONDING -> IDLE+DRAIN).
             if not node.has(NodeFlag.DRAIN | NodeFlag.FAIL):
                 self._clear_reason(node)
+        self.validate_node_specs(node)
+
+    def validate_node_specs(self, node: Node) -> None:
+        # _validate_node_specs(): a registration that reports less than configured marks the node
+        # INVALID_REG and drains it (as SlurmUser) unless it is already down, drained or failed; a
+        # good one clears the mark and leaves any drain to the admin.
+        reason = self.node_specs_check(node) if self.node_specs_check is not None else None
+        node.flags &= ~NodeFlag.INVALID_REG
+        if reason is None:
+            return
+        node.flags |= NodeFlag.INVALID_REG
+        if node.base is not NodeBase.DOWN and not node.has(NodeFlag.DRAIN | NodeFlag.FAIL):
+            self.drain(node, reason, self.slurm_user)
 
     def _rebooted_unexpectedly(self, node: Node, booted_s: int) -> bool:
         # validate_node_specs(): a node that booted after its last answer, unless ReturnToService=2
@@ -249,6 +267,10 @@ class Cluster:
                     job.start_s = self.now_s
                 self._end_job(job, JobState.NODE_FAIL, self.now_s, exit_code=1, reason=Reason.NODE_DOWN)
                 self._finish_completing(job)
+        # Every slurmd reads the new configuration and registers again.
+        for node in self.nodes.values():
+            if node.slurmd_up and node.registered:
+                self.validate_node_specs(node)
         self.schedule()
 
     # ---- time ------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ class NodeFlag(enum.Flag):
     # In an active reservation (set with MAINT by slurmctld's periodic pass, `reservations.py`).
     RESERVED = enum.auto()
     NOT_RESPONDING = enum.auto()
+    # The last registration reported less than slurm.conf configures (node_mgr.c NODE_STATE_INVALID_REG).
+    INVALID_REG = enum.auto()
 
 
 # sinfo's compact spellings (%t) of base states; flags and '*' are added by `node_state_compact`.
@@ -212,6 +214,7 @@ class Node:
         for flag in (
             NodeFlag.COMPLETING,
             NodeFlag.DRAIN,
+            NodeFlag.INVALID_REG,
             NodeFlag.FAIL,
             NodeFlag.MAINT,
             NodeFlag.RESERVED,
@@ -236,6 +239,7 @@ _FLAGGED_LONG = {
     "alloc+": "ALLOCATED+",
     "completing": "COMPLETING",
     "reserved": "RESERVED",
+    "inval": "INVAL",
 }
 _FLAGGED_COMPACT = {
     "maint": "maint",
@@ -246,6 +250,7 @@ _FLAGGED_COMPACT = {
     "alloc+": "alloc+",
     "completing": "comp",
     "reserved": "resv",
+    "inval": "inval",
 }
 
 
@@ -261,6 +266,8 @@ def _state_word(node: Node) -> tuple[NodeBase | str, str]:
         node.has(NodeFlag.DRAIN) or base in (NodeBase.ALLOCATED, NodeBase.MIXED, NodeBase.DOWN)
     ):
         return "maint", star
+    if node.has(NodeFlag.INVALID_REG):
+        return "inval", star
     if node.has(NodeFlag.DRAIN):
         return ("draining" if busy else "drained"), mark
     if node.has(NodeFlag.FAIL):

@@ -8,6 +8,7 @@ sit above this and only read what it exposes.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from types import TracebackType
 from hpcgym.controller import Controller, User
 from hpcgym.controller.clock import DEFAULT_START_S
 from hpcgym.controller.commands.base import TaskRequest, TaskResult
+from hpcgym.controller.hardware import check_registration
 from hpcgym.controller.services import ServiceManager, sync_cluster
 from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
 from hpcgym.episode.nodes import ClusterNodes
@@ -128,6 +130,8 @@ class Episode:
                 read_file=self.nodes.read,
             )
             self.services = ServiceManager.from_slurm_conf(self.conf, self.nodes, self.controller.clock)
+            # slurmctld judges each registration against the node's hardware (hardware.py).
+            self.controller.cluster.node_specs_check = functools.partial(check_registration, self.services)
             clock = self.controller.clock
             self.nodes.now_s = lambda: clock.now_s if clock.now_s >= 0 else clock.start_s
             self.controller.services = self.services

@@ -31,7 +31,7 @@ from hpcgym.controller.slurmconf import parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
 from hpcgym.episode import Episode
 from hpcgym.errors import ControllerError
-from hpcgym.scenarios import accounting_rules
+from hpcgym.scenarios import accounting_rules, nodehealth
 
 BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
 
@@ -438,6 +438,8 @@ CHECKS: dict[str, Callable[..., bool]] = {
     # Accounting (issue 17): slurmdbd, its records and associations (accounting_rules.py).
     **accounting_rules.CHECKS,
 }
+# Node hardware and node health (nodehealth.py).
+CHECKS.update(nodehealth.CHECKS)
 
 
 # What a predicate may meet in node data the agent made: unreadable, looping, huge, garbled, of the

@@ -22,6 +22,7 @@ from hpcgym.controller.cluster import INFINITE_RESV_S
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
 from hpcgym.controller.services.daemon import lookup_ids
+from hpcgym.controller.services.gpu import make_gpus
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import PartitionState, Reservation, ReservationFlag
 from hpcgym.controller.timefmt import format_iso
@@ -270,6 +271,25 @@ def _reconfigure(episode: Episode, step: schema.Reconfigure, rng: random.Random)
     episode.controller.cluster.reconfigure(parse_slurm_conf(raw.decode()))
 
 
+def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -> None:
+    hw = episode.services.hardware.get(step.node)
+    node = episode.controller.cluster.nodes.get(step.node)
+    if hw is None or node is None:
+        raise ScenarioError(f"no compute node {step.node!r}")
+    for name in ("real_memory_mb", "cpus", "cores_per_socket", "gpus"):
+        value = getattr(step, name)
+        if value is not None:
+            setattr(hw, name, value)
+    if step.gpus is not None:
+        # nvidia-smi lists what the node has: GPUs it keeps stay as they were, new ones come clean.
+        have = episode.services.gpus.get(step.node, [])
+        episode.services.gpus[step.node] = (have + make_gpus(step.node, step.gpus)[len(have) :])[: step.gpus]
+    if step.failed_check is not None:
+        hw.failed_checks.append(step.failed_check.removeprefix("NHC: "))
+    if node.slurmd_up and node.registered:
+        episode.controller.cluster.validate_node_specs(node)
+
+
 def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
     gpus = episode.services.gpus.get(step.node, [])
     if step.index >= len(gpus):
@@ -313,6 +333,7 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "reservation": _reservation,
     "reboot": _reboot,
     "reconfigure": _reconfigure,
+    "hardware": _hardware,
     "advance": _advance,
     "db_password": accounting_rules.inject_db_password,
     "association": accounting_rules.inject_association,

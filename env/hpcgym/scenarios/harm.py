@@ -243,6 +243,7 @@ class HarmBaseline:
         stale_reservations: frozenset[str] = frozenset(),
         misdated_reservations: frozenset[str] = frozenset(),
         owned_licenses: tuple[tuple[str, int], ...] = (),
+        misfit_nodes: frozenset[str] = frozenset(),
     ) -> HarmBaseline:
         """Record what holds now (after the fault, before the agent's first command).
 
@@ -257,6 +258,8 @@ class HarmBaseline:
                 only deleted and made again, so neither is harm (the success checks say where it
                 must end up).
             owned_licenses: the licenses the site owns; promising more is harm.
+            misfit_nodes: nodes whose slurm.conf line does not fit their hardware (the fault's):
+                correcting their line is the fix, not harm.
         """
         cluster = episode.controller.cluster
         nodes = sorted(episode.cluster.nodes)
@@ -269,6 +272,7 @@ class HarmBaseline:
         home_node = episode.cluster.login_node
         home = tuple(_capture_home(episode, home_node))
         conf_nodes, conf_partitions, options = _capture_conf(intent or cluster.conf, confs, ctl_conf)
+        conf_nodes = tuple((node, want) for node, want in conf_nodes if want.name not in misfit_nodes)
         accounts, groups, munge_key_owners = _capture_identities(episode, parsed, nodes)
         return cls(
             jobs=tuple(_capture_jobs(episode, fault_nodes)),

@@ -453,9 +453,52 @@ class ExpertPolicy:
             for point in re.findall(r"^df: (/\S*): Stale file handle$", out, re.MULTILINE):
                 yield run(f"umount -l {point}")
                 yield run(f"mount {point}")
+        if reason is not None and re.search(r"\bLow (RealMemory|CPUs)\b", reason[1]):
+            yield from self._node_specs(node)
+        if reason is not None and "check_file_test" in reason[1]:
+            yield from self._scratch_dir(node, reason[1])
+        if reason is not None and "gres/gpu count reported lower than configured" in reason[1]:
+            yield from self._gres_conf(node)
         out = yield f"sinfo -h -n {node} -o %t"
         if not out.strip().startswith("idle") or reason is not None:
             yield f"scontrol update nodename={node} state=resume"
+
+    def _node_specs(self, node: str) -> Plan:
+        # slurmctld drained a node that registered with less than its line says: its line takes what
+        # `slurmd -C` reports, in slurm.conf on every node; the other nodes' lines stay.
+        out = yield _on(node)("slurmd -C")
+        have = re.search(r"\bRealMemory=(\d+)", out)
+        if have is None:
+            return
+        edit = f"sed -i 's/^\\(NodeName={node} .*RealMemory=\\)[0-9]*/\\1{have[1]}/' /etc/slurm/slurm.conf"
+        yield edit
+        for other in getattr(self, "nodes", ()):
+            yield f"ssh {other} {shlex.quote(edit)}"
+        yield "scontrol reconfigure"
+
+    def _gres_conf(self, node: str) -> Plan:
+        # slurmd registered fewer GPUs than slurm.conf's Gres=: gres.conf names each GPU the node
+        # has (nvidia-smi -L) by its device file; slurm.conf, which counts them right, stays.
+        run = _on(node)
+        listed = yield run("nvidia-smi -L")
+        count = len(re.findall(r"(?m)^GPU \d+:", listed))
+        if not count:
+            return
+        yield run(f"cat {GRES_CONF}")
+        files = "/dev/nvidia0" if count == 1 else f"/dev/nvidia[0-{count - 1}]"
+        yield run(f"\"sed -i 's|^Name=gpu .*|Name=gpu File={files}|' {GRES_CONF}\"")
+        yield run("systemctl restart slurmd")
+
+    def _scratch_dir(self, node: str, reason: str) -> Plan:
+        # NHC failed a test on a scratch directory every job writes to: it must be 1777 again; NHC
+        # run by hand then resumes the node it drained.
+        failed = re.search(r"check_file_test:  -\w (/tmp|/var/tmp) returned 1", reason)
+        if failed is None:
+            return
+        run = _on(node)
+        yield run(f"ls -ld {failed[1]}")
+        yield run(f"chmod 1777 {failed[1]}")
+        yield run("nhc")
 
     def _sync_munge_key(self, node: str) -> Plan:
         # The cluster's key is the one most nodes hold (the controller's when it is among them); the
@@ -533,6 +576,9 @@ _ROUTE = "/etc/sysconfig/network-scripts/route-eth0"
 
 def _answered(ping: str) -> bool:
     return re.search(r"\b[1-9]\d* received\b", ping) is not None
+
+
+GRES_CONF = "/etc/slurm/gres.conf"
 
 
 def _on(node: str) -> Callable[[str], str]:

@@ -213,6 +213,23 @@ class Reconfigure(Model):
     kind: Literal["reconfigure"]
 
 
+class HardwareStep(Model):
+    """The node's hardware changes under slurm.conf (a DIMM pulled, a GPU gone, a failed part).
+
+    slurmd registers again at once (the node came back from the repair) and slurmctld judges what it
+    reports against the node's configured line. `failed_check` is a health-check message (without
+    "NHC: ") that the node keeps failing because a part is broken.
+    """
+
+    kind: Literal["hardware"]
+    node: str
+    real_memory_mb: int | None = None
+    cpus: int | None = None
+    cores_per_socket: int | None = None
+    gpus: int | None = None
+    failed_check: str | None = None
+
+
 class Advance(Model):
     """Let virtual time pass (slurmctld notices silent nodes, jobs run)."""
 
@@ -267,7 +284,8 @@ InjectStep = Annotated[
     | Advance
     | DbPassword
     | AssociationStep
-    | QosStep,
+    | QosStep
+    | HardwareStep,
     Field(discriminator="kind"),
 ]
 

@@ -16,6 +16,7 @@ import os
 
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.daemon_usage import MUNGED_HELP, SLURMCTLD_HELP, SLURMD_HELP
+from hpcgym.controller.hardware import NodeHardware, slurmd_config_line
 from hpcgym.controller.services import ServiceManager, munged, services_of
 from hpcgym.controller.services import httpd as portal
 from hpcgym.controller.services.access import NodeFileError
@@ -96,12 +97,9 @@ def run_slurmd(ctx: Context, args: list[str]) -> Reply:
         uptime = services.now_s - services.clock.start_s
         days, rest = divmod(uptime, 86400)
         clock = f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-        return Reply(
-            f"NodeName={node.name} CPUs={node.cpus} Boards={node.boards} "
-            f"SocketsPerBoard={node.sockets_per_board} "
-            f"CoresPerSocket={node.cores_per_socket} ThreadsPerCore={node.threads_per_core} "
-            f"RealMemory={node.real_memory_mb}\nUpTime={clock}\n"
-        )
+        # What the node has, not what slurm.conf says: the line an admin pastes into slurm.conf.
+        hw = services.hardware.get(node.name) or NodeHardware.from_node_conf(node)
+        return Reply(f"{slurmd_config_line(node.name, hw)}\nUpTime={clock}\n")
     name = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "-N"), None)
     unit = services.unit(ctx.node, SLURMD)
     conf = read_conf(services, ctx.node)

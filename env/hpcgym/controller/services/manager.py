@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from hpcgym.controller.clock import VirtualClock
+from hpcgym.controller.hardware import NodeHardware
 from hpcgym.controller.services import lifecycle, slurm
 from hpcgym.controller.services.access import NodeAccess, is_symlink
 from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
@@ -105,6 +106,10 @@ class ServiceManager:
         self._judged: dict[str, RegistrationProblem | None] = {}
         # The GPUs of each GPU node (nvidia-smi's state); scenarios set their counters.
         self.gpus: dict[str, list[Gpu]] = {}
+        # What each compute node physically has (hardware.py); faults change it, slurmd reports it.
+        self.hardware: dict[str, NodeHardware] = {}
+        # When each node's health check (HealthCheckProgram, services/nhc.py) last ran.
+        self.health_runs: dict[str, int] = {}
         # munge credentials: a serial that makes each one unique, and those each node has decoded
         # (munged refuses a replay).
         self.munge_serial = 0
@@ -135,6 +140,7 @@ class ServiceManager:
             count = gpu_count(conf, node.name)
             if count:
                 manager.gpus[node.name] = make_gpus(node.name, count)
+            manager.hardware[node.name] = NodeHardware.from_node_conf(node, gpus=count)
         return manager
 
     # ---- what daemons and the Slurm side ask ------------------------------------------------------

@@ -11,6 +11,7 @@ answers into it on every change, so neither side reaches into the other's state.
 from __future__ import annotations
 
 from hpcgym.controller.cluster import Cluster
+from hpcgym.controller.services import nhc
 from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD
 from hpcgym.controller.services.slurmdbd import is_serving
@@ -35,3 +36,5 @@ def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
             cluster.stop_slurmd(name)
     # Accounting: slurmctld's agent delivers its queue only while slurmdbd (on DbdHost) serves.
     cluster.accounting.sync(cluster, is_serving(services, services.controller_host))
+    # slurmd runs HealthCheckProgram (NHC) on its interval; it drains and resumes through scontrol.
+    nhc.run_due(cluster, services)

@@ -1,0 +1,300 @@
+"""nproc (coreutils 8.32), free (procps-ng 3.3.17) and lscpu (util-linux 2.37) on the node's own hardware.
+
+In the sandbox the real tools would read the host's CPUs and memory (2 CPUs and 24 GiB on the
+build machine); a node reports what it has (`hardware.NodeHardware`): what slurm.conf says unless a
+fault changed it. Layouts follow the real tools as captured on Debian bookworm (procps-ng 4.0.2,
+coreutils 9.1, util-linux 2.38, whose non-tty output keeps 2.37's fields): free's 12-wide columns
+after a 7-wide label, lscpu's labels padded to the longest one plus a space.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.hardware import NodeHardware
+from hpcgym.controller.services import ServiceManager, services_of
+
+NPROC_USAGE = """Usage: nproc [OPTION]...
+Print the number of processing units available to the current process,
+which may be less than the number of online processors
+
+      --all      print the number of installed processors
+      --ignore=N  if possible, exclude N processing units
+      --help     display this help and exit
+      --version  output version information and exit
+
+GNU coreutils online help: <https://www.gnu.org/software/coreutils/>
+Full documentation <https://www.gnu.org/software/coreutils/nproc>
+or available locally via: info '(coreutils) nproc invocation'
+"""
+NPROC_VERSION = "nproc (GNU coreutils) 8.32\n"
+NPROC_TRY = "Try 'nproc --help' for more information.\n"
+NPROC_OPTIONS = (
+    Option("all", None, "all"),
+    Option("ignore", None, "ignore", Arg.REQUIRED),
+    Option("help", None, "help"),
+    Option("version", None, "version"),
+)
+
+
+def _hardware(ctx: Context) -> tuple[ServiceManager, NodeHardware]:
+    services = services_of(ctx)
+    hw = services.hardware.get(ctx.node)
+    if hw is None:
+        # The login node is not in slurm.conf: a small service VM.
+        hw = NodeHardware(cpus=4, cores_per_socket=4, real_memory_mb=7680)
+    return services, hw
+
+
+def run_nproc(ctx: Context, args: list[str]) -> Reply:
+    try:
+        found, operands = parse_args("nproc", args, NPROC_OPTIONS)
+    except UsageError as e:
+        return Reply("", f"{e.text}\n{NPROC_TRY}", 1)
+    keys = dict(found)
+    if "help" in keys:
+        return Reply(NPROC_USAGE)
+    if "version" in keys:
+        return Reply(NPROC_VERSION)
+    if operands:
+        return Reply("", f"nproc: extra operand \u2018{operands[0]}\u2019\n{NPROC_TRY}", 1)
+    _, hw = _hardware(ctx)
+    ignore = 0
+    if keys.get("ignore") is not None:
+        value = keys["ignore"] or ""
+        if not value.isdigit():
+            return Reply("", f"nproc: invalid number: \u2018{value}\u2019\n", 1)
+        ignore = int(value)
+    return Reply(f"{max(1, hw.cpus - ignore)}\n")
+
+
+FREE_USAGE = """
+Usage:
+ free [options]
+
+Options:
+ -b, --bytes         show output in bytes
+     --kilo          show output in kilobytes
+     --mega          show output in megabytes
+     --giga          show output in gigabytes
+     --tera          show output in terabytes
+     --peta          show output in petabytes
+ -k, --kibi          show output in kibibytes
+ -m, --mebi          show output in mebibytes
+ -g, --gibi          show output in gibibytes
+     --tebi          show output in tebibytes
+     --pebi          show output in pebibytes
+ -h, --human         show human-readable output
+     --si            use powers of 1000 not 1024
+ -l, --lohi          show detailed low and high memory statistics
+ -t, --total         show total for RAM + swap
+ -s N, --seconds N   repeat printing every N seconds
+ -c N, --count N     repeat printing N times, then exit
+ -w, --wide          wide output
+
+     --help     display this help and exit
+ -V, --version  output version information and exit
+
+For more details see free(1).
+"""
+FREE_OPTIONS = (
+    Option("b", "b", "bytes"),
+    Option("kilo", None, "kilo"),
+    Option("mega", None, "mega"),
+    Option("giga", None, "giga"),
+    Option("k", "k", "kibi"),
+    Option("m", "m", "mebi"),
+    Option("g", "g", "gibi"),
+    Option("h", "h", "human"),
+    Option("si", None, "si"),
+    Option("t", "t", "total"),
+    Option("w", "w", "wide"),
+    Option("help", None, "help"),
+    Option("V", "V", "version"),
+)
+# Divisors of a KiB count for each unit flag (procps scales bytes; these are exact for KiB input).
+_FREE_UNITS = {"b": -1, "k": 1, "kilo": 0, "m": 1024, "mega": 0, "g": 1024 * 1024, "giga": 0}
+
+
+def memory_kb(node: str, hw: NodeHardware, cpus_alloc: int) -> dict[str, int]:
+    """What /proc/meminfo would say of an idle (or busy) node: total, used, free, shared, cache."""
+    total = hw.mem_total_kb(node)
+    jitter = zlib.crc32(f"mem:{node}".encode()) % 4096
+    used = total * 6 // 100 + jitter + cpus_alloc * 131072
+    shared = 9000 + jitter
+    buffers = total // 120
+    cache = total * 9 // 100
+    free = max(0, total - used - buffers - cache)
+    available = min(total, free + (buffers + cache) * 9 // 10)
+    return {"total": total, "used": used, "free": free, "shared": shared, "buffers": buffers,
+            "cache": cache, "available": available}  # fmt: skip
+
+
+def _scale(kb: int, unit: str, human: bool, si: bool) -> str:
+    if human:
+        base = 1000 if si else 1024
+        value = kb * 1024
+        if value < base:
+            return f"{value}B"
+        suffix = "" if si else "i"
+        for letter in "KMGTPE":
+            value_f = value / base ** ("KMGTPE".index(letter) + 1)
+            if value_f < base:
+                return f"{value_f:.1f}{letter}{suffix}" if value_f < 10 else f"{int(value_f)}{letter}{suffix}"
+        return f"{value}B"
+    if unit == "b":
+        return str(kb * 1024)
+    if unit in ("kilo", "mega", "giga"):
+        return str(kb * 1024 // 1000 ** {"kilo": 1, "mega": 2, "giga": 3}[unit])
+    return str(kb // max(1, _FREE_UNITS[unit]))
+
+
+def run_free(ctx: Context, args: list[str]) -> Reply:
+    try:
+        found, operands = parse_args("free", args, FREE_OPTIONS)
+    except UsageError as e:
+        return Reply("", f"{e.text}\n{FREE_USAGE}", 1)
+    keys = [key for key, _ in found]
+    if "help" in keys:
+        return Reply(FREE_USAGE)
+    if "V" in keys:
+        return Reply("free from procps-ng 3.3.17\n")
+    if operands:
+        return Reply("", FREE_USAGE, 1)
+    unit = next((key for key in reversed(keys) if key in _FREE_UNITS), "k")
+    human, si, wide = "h" in keys, "si" in keys, "w" in keys
+    _, hw = _hardware(ctx)
+    node = ctx.cluster.nodes.get(ctx.node)
+    mem = memory_kb(ctx.node, hw, node.cpus_alloc if node is not None else 0)
+
+    def cells(values: list[int]) -> str:
+        return "".join(f" {_scale(v, unit, human, si):>11}" for v in values)
+
+    if wide:
+        head = "               total        used        free      shared     buffers       cache   available"
+        row = [mem["total"], mem["used"], mem["free"], mem["shared"], mem["buffers"], mem["cache"]]
+    else:
+        head = "               total        used        free      shared  buff/cache   available"
+        row = [mem["total"], mem["used"], mem["free"], mem["shared"], mem["buffers"] + mem["cache"]]
+    lines = [head, f"{'Mem:':<7}{cells([*row, mem['available']])}", f"{'Swap:':<7}{cells([0, 0, 0])}"]
+    if "t" in keys:
+        lines.append(f"{'Total:':<7}{cells([mem['total'], mem['used'], mem['free']])}")
+    return Reply("\n".join(lines) + "\n")
+
+
+LSCPU_FLAGS = (
+    "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 "
+    "ss syscall nx pdpe1gb rdtscp lm constant_tsc arch_perfmon rep_good nopl xtopology cpuid "
+    "tsc_known_freq pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt "
+    "tsc_deadline_timer aes xsave avx f16c rdrand hypervisor lahf_lm abm 3dnowprefetch cpuid_fault "
+    "invpcid_single ssbd ibrs ibpb stibp ibrs_enhanced fsgsbase tsc_adjust bmi1 avx2 smep bmi2 erms "
+    "invpcid avx512f avx512dq rdseed adx smap avx512ifma clflushopt clwb avx512cd sha_ni avx512bw "
+    "avx512vl xsaveopt xsavec xgetbv1 xsaves wbnoinvd arat avx512vbmi umip pku ospke avx512_vbmi2 gfni "
+    "vaes vpclmulqdq avx512_vnni avx512_bitalg avx512_vpopcntdq la57 rdpid fsrm md_clear "
+    "arch_capabilities"
+)
+
+
+def _cpu_list(count: int) -> str:
+    return "0" if count == 1 else f"0-{count - 1}"
+
+
+def lscpu_fields(hw: NodeHardware) -> list[tuple[str, str]]:
+    """Lscpu's (label, value) rows for a KVM guest on Ice Lake servers with the node's topology."""
+    sockets = hw.sockets
+    return [
+        ("Architecture:", "x86_64"),
+        ("CPU op-mode(s):", "32-bit, 64-bit"),
+        ("Address sizes:", "46 bits physical, 57 bits virtual"),
+        ("Byte Order:", "Little Endian"),
+        ("CPU(s):", str(hw.cpus)),
+        ("On-line CPU(s) list:", _cpu_list(hw.cpus)),
+        ("Vendor ID:", "GenuineIntel"),
+        ("BIOS Vendor ID:", "Red Hat"),
+        ("Model name:", "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"),
+        ("BIOS Model name:", "RHEL 7.6.0 PC (i440FX + PIIX, 1996)"),
+        ("CPU family:", "6"),
+        ("Model:", "106"),
+        ("Thread(s) per core:", str(hw.threads_per_core)),
+        ("Core(s) per socket:", str(hw.cores_per_socket)),
+        ("Socket(s):", str(sockets)),
+        ("Stepping:", "6"),
+        ("BogoMIPS:", "3990.62"),
+        ("Flags:", LSCPU_FLAGS),
+        ("Hypervisor vendor:", "KVM"),
+        ("Virtualization type:", "full"),
+        (
+            "L1d cache:",
+            f"{48 * hw.cores_per_socket * sockets} KiB ({hw.cores_per_socket * sockets} instances)",
+        ),
+        (
+            "L1i cache:",
+            f"{32 * hw.cores_per_socket * sockets} KiB ({hw.cores_per_socket * sockets} instances)",
+        ),
+        (
+            "L2 cache:",
+            f"{hw.cores_per_socket * sockets * 1.25:g} MiB ({hw.cores_per_socket * sockets} instances)",
+        ),
+        ("L3 cache:", f"{48 * sockets} MiB ({sockets} instance{'s' if sockets > 1 else ''})"),
+        ("NUMA node(s):", "1"),
+        ("NUMA node0 CPU(s):", _cpu_list(hw.cpus)),
+        ("Vulnerability Itlb multihit:", "Not affected"),
+        ("Vulnerability L1tf:", "Not affected"),
+        ("Vulnerability Mds:", "Not affected"),
+        ("Vulnerability Meltdown:", "Not affected"),
+        ("Vulnerability Mmio stale data:", "Mitigation; Clear CPU buffers; SMT Host state unknown"),
+        ("Vulnerability Retbleed:", "Not affected"),
+        ("Vulnerability Spec store bypass:", "Mitigation; Speculative Store Bypass disabled via prctl"),
+        ("Vulnerability Spectre v1:", "Mitigation; usercopy/swapgs barriers and __user pointer sanitization"),
+        ("Vulnerability Spectre v2:", "Mitigation; Enhanced IBRS, IBPB conditional, RSB filling"),
+        ("Vulnerability Srbds:", "Not affected"),
+        ("Vulnerability Tsx async abort:", "Not affected"),
+    ]
+
+
+LSCPU_USAGE = """
+Usage:
+ lscpu [options]
+
+Display information about the CPU architecture.
+
+Options:
+ -a, --all               print both online and offline CPUs (default for -e)
+ -b, --online            print online CPUs only (default for -p)
+ -B, --bytes             print sizes in bytes rather than in human readable format
+ -C, --caches[=<list>]   info about caches in extended readable format
+ -c, --offline           print offline CPUs only
+ -J, --json              use JSON for default or extended format
+ -e, --extended[=<list>] print out an extended readable format
+ -p, --parse[=<list>]    print out a parsable format
+ -s, --sysroot <dir>     use specified directory as system root
+ -x, --hex               print hexadecimal masks rather than lists of CPUs
+ -y, --physical          print physical instead of logical IDs
+     --output-all        print all available columns for -e, -p or -C
+
+ -h, --help              display this help
+ -V, --version           display version
+
+For more details see lscpu(1).
+"""
+LSCPU_OPTIONS = (Option("h", "h", "help"), Option("V", "V", "version"))
+
+
+def run_lscpu(ctx: Context, args: list[str]) -> Reply:
+    try:
+        found, operands = parse_args("lscpu", args, LSCPU_OPTIONS)
+    except UsageError as e:
+        return Reply("", f"{e.text}\nTry 'lscpu --help' for more information.\n", 1)
+    keys = [key for key, _ in found]
+    if "h" in keys:
+        return Reply(LSCPU_USAGE)
+    if "V" in keys:
+        return Reply("lscpu from util-linux 2.37.4\n")
+    if operands:
+        return Reply("", "lscpu: bad usage\nTry 'lscpu --help' for more information.\n", 1)
+    _, hw = _hardware(ctx)
+    rows = lscpu_fields(hw)
+    width = max(len(label) for label, _ in rows) + 1
+    return Reply("".join(f"{label:<{width}}{value}\n" for label, value in rows))

@@ -1,0 +1,276 @@
+"""Node hardware and node health: a node that registers with less than slurm.conf says, and NHC drains.
+
+Each scenario's gold solves it through the real shell and idling does not; each generic move an
+operator would regret (lowering every node's RealMemory, resuming without the fix, resuming every
+NHC drain, switching NHC off) is harm or stays unsolved. The texts slurmctld, slurmd and NHC print
+are checked as the real ones print them.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hpcgym.controller.hardware import NodeHardware, gres_conf_gpus, registration_reason
+from hpcgym.controller.slurmconf import parse_slurm_conf
+from hpcgym.scenarios.incident import Incident, ScenarioTask
+
+from .conftest import type_all
+
+SEED = 800
+CONF_LINE = "CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=4000"
+SCENARIOS = ["hpc_low_realmemory", "hpc_gres_mismatch", "hpc_nhc_tmp_mode"]
+
+
+def params(incident: Incident) -> dict[str, str]:
+    """The variant's parameters, nested ones as `g_n`."""
+    assert isinstance(incident.task, ScenarioTask)
+    flat: dict[str, str] = {}
+    for key, value in incident.task.params.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{k}": str(v) for k, v in value.items() if not isinstance(v, dict)})
+        else:
+            flat[key] = str(value)
+    return flat
+
+
+def harm_of(incident: Incident) -> list[str]:
+    assert isinstance(incident.task, ScenarioTask) and incident.task.grader is not None
+    return incident.task.grader.harm_found()
+
+
+def out(incident: Incident, command: str) -> str:
+    return incident.step(command).result.output
+
+
+# ---- the texts, without a sandbox ----------------------------------------------------------------
+
+
+def _node(gres: str = "") -> object:
+    text = (
+        "ClusterName=c\nSlurmctldHost=login01\nGresTypes=gpu\n"
+        f"NodeName=compute-01 {CONF_LINE} {'Gres=' + gres if gres else ''}\n"
+        "PartitionName=p Nodes=compute-01\n"
+    )
+    return parse_slurm_conf(text).nodes[0]
+
+
+def test_registration_reasons_are_slurmctlds_own():
+    conf = _node()
+    assert registration_reason(conf, NodeHardware.from_node_conf(conf)) is None  # type: ignore[arg-type]
+    low = NodeHardware(cpus=2, cores_per_socket=2, real_memory_mb=2937)
+    assert registration_reason(conf, low) == (  # type: ignore[arg-type]
+        "Low RealMemory (reported:2937 < 100.00% of configured:4000)"
+    )
+    few = NodeHardware(cpus=1, cores_per_socket=1, real_memory_mb=3000)
+    assert registration_reason(conf, few) == (  # type: ignore[arg-type]
+        "Low socket*core*thread count, Low CPUs, Low RealMemory (reported:3000 < 100.00% of configured:4000)"
+    )
+    gpu = _node("gpu:2")
+    assert registration_reason(gpu, NodeHardware.from_node_conf(gpu, gpus=2), 1) == (  # type: ignore[arg-type]
+        "gres/gpu count reported lower than configured (1 < 2)"
+    )
+
+
+def test_gres_conf_counts_the_device_files_a_node_has():
+    assert gres_conf_gpus("Name=gpu File=/dev/nvidia[0-1]\n", "compute-03", 2) == 2
+    assert gres_conf_gpus("NodeName=compute-0[3-4] Name=gpu File=/dev/nvidia0\n", "compute-03", 2) == 1
+    assert gres_conf_gpus("NodeName=compute-04 Name=gpu File=/dev/nvidia[0-1]\n", "compute-03", 2) == 0
+    # A count-only line registers no GPU ("Ignoring file-less GPU"), nor a device the node lacks.
+    assert gres_conf_gpus("Name=gpu Count=2\n", "compute-03", 2) == 0
+    assert gres_conf_gpus("Name=gpu File=/dev/nvidia[0-3]\n", "compute-03", 2) == 2
+
+
+# ---- the incidents -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_gold_solves_with_no_harm_and_doing_nothing_does_not(play, scenario):
+    incident = play(scenario, SEED)
+    type_all(incident, incident.gold)
+    assert incident.solved and harm_of(incident) == []
+    idle = play(scenario, SEED)
+    type_all(idle, ["sinfo -R", "squeue", "sinfo"])
+    assert not idle.solved
+
+
+def test_the_node_reports_its_own_hardware_and_slurmctld_says_why_it_drained(play):
+    incident = play("hpc_low_realmemory", SEED)
+    p = params(incident)
+    node, mem = p["node"], p["mem"]
+    shown = out(incident, f"scontrol show node {node}")
+    assert "State=IDLE+DRAIN+INVALID_REG " in shown
+    assert f"Reason=Low RealMemory (reported:{mem} < 100.00% of configured:4000) [slurm@" in shown
+    assert out(incident, f"sinfo -h -n {node} -o %t").strip() == "inval"
+    assert out(incident, f"ssh {node} slurmd -C").splitlines()[0] == (
+        f"NodeName={node} CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory={mem}"
+    )
+    assert out(incident, f"ssh {node} nproc").strip() == "2"
+    free = out(incident, f"ssh {node} free -m").splitlines()
+    assert free[0] == "               total        used        free      shared  buff/cache   available"
+    assert free[1].split()[:2] == ["Mem:", mem]
+    lscpu = out(incident, f"ssh {node} lscpu")
+    assert re.search(r"(?m)^CPU\(s\): +2$", lscpu) and re.search(r"(?m)^Core\(s\) per socket: +2$", lscpu)
+
+
+def test_lowering_every_nodes_realmemory_is_harm(play):
+    incident = play("hpc_low_realmemory", SEED)
+    p = params(incident)
+    lower = f"s/RealMemory=4000/RealMemory={p['mem']}/"
+    type_all(
+        incident,
+        [
+            f"sed -i '{lower}' /etc/slurm/slurm.conf",
+            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{lower}' "
+            '/etc/slurm/slurm.conf"; done',
+            "scontrol reconfigure",
+            f"scontrol update nodename={p['node']} state=resume",
+        ],
+    )
+    assert not incident.solved
+    other = next(n for n in ("compute-01", "compute-02", "compute-03", "compute-04") if n != p["node"])
+    assert f"changed node {other} in slurm.conf on login01" in harm_of(incident)
+
+
+def test_resuming_without_the_fix_is_drained_again_at_the_next_registration(play):
+    incident = play("hpc_low_realmemory", SEED)
+    node = params(incident)["node"]
+    type_all(incident, [f"scontrol update nodename={node} state=resume", "scontrol reconfigure"])
+    assert not incident.solved
+    assert out(incident, f"sinfo -h -n {node} -o %t").strip() == "inval"
+    again = play("hpc_low_realmemory", SEED)
+    type_all(again, [f"scontrol update nodename={node} state=resume", f"ssh {node} systemctl restart slurmd"])
+    assert out(again, f"sinfo -h -n {node} -o %t").strip() == "inval" and not again.solved
+
+
+def test_a_line_far_below_the_hardware_hides_memory_and_is_harm(play):
+    incident = play("hpc_low_realmemory", SEED)
+    node = params(incident)["node"]
+    low = f"s/^\\(NodeName={node} .*RealMemory=\\)[0-9]*/\\11000/"
+    type_all(
+        incident,
+        [
+            f"sed -i '{low}' /etc/slurm/slurm.conf",
+            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{low}' "
+            '/etc/slurm/slurm.conf"; done',
+            "scontrol reconfigure",
+            f"scontrol update nodename={node} state=resume",
+            "sinfo",
+        ],
+    )
+    assert not incident.solved
+    assert harm_of(incident) == [f"configured {node} with less memory than it has (slurm.conf on login01)"]
+
+
+def test_a_gres_conf_short_of_gpus_drains_the_node_with_slurms_counts(play):
+    incident = play("hpc_gres_mismatch", SEED + 2)  # 4 GPUs, gres.conf names /dev/nvidia[0-2]
+    p = params(incident)
+    node = p["node"]
+    shown = out(incident, f"scontrol show node {node}")
+    assert "State=IDLE+DRAIN+INVALID_REG " in shown
+    assert "Reason=gres/gpu count reported lower than configured (3 < 4) [slurm@" in shown
+    assert len(re.findall(r"(?m)^GPU \d+: ", out(incident, f"ssh {node} nvidia-smi -L"))) == 4
+
+
+def test_lowering_gres_in_slurm_conf_hides_gpus(play):
+    incident = play("hpc_gres_mismatch", SEED)
+    p = params(incident)
+    lower = f"s/Gres=gpu:{p['g_n']}/Gres=gpu:0/"
+    type_all(
+        incident,
+        [
+            f"sed -i '{lower}' /etc/slurm/slurm.conf",
+            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{lower}' "
+            '/etc/slurm/slurm.conf"; done',
+            "scontrol reconfigure",
+            f"scontrol update nodename={p['node']} state=resume",
+        ],
+    )
+    assert not incident.solved
+    other = "compute-03" if p["node"] == "compute-04" else "compute-04"
+    assert f"configured {other} with fewer GPUs than it has (slurm.conf on login01)" in harm_of(incident)
+
+
+def test_a_line_of_its_own_with_fewer_gpus_is_no_fix(play):
+    # The node would register with Gres=gpu:0 on a line of its own, but its GPUs are lost to jobs.
+    incident = play("hpc_gres_mismatch", SEED)
+    p = params(incident)
+    node, other = p["node"], "compute-03" if p["node"] == "compute-04" else "compute-04"
+    n = p["g_n"]
+    split = (
+        f"s/^NodeName=compute-0\\[3-4\\] \\(.*\\) Gres=gpu:{n}/"
+        f"NodeName={other} \\1 Gres=gpu:{n}\\nNodeName={node} \\1 Gres=gpu:0/"
+    )
+    type_all(
+        incident,
+        [
+            f"sed -i '{split}' /etc/slurm/slurm.conf",
+            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{split}' "
+            '/etc/slurm/slurm.conf"; done',
+            "scontrol reconfigure",
+            f"scontrol update nodename={node} state=resume",
+            "sinfo",
+        ],
+    )
+    assert not incident.solved
+    assert harm_of(incident) == [f"configured {node} with fewer GPUs than it has (slurm.conf on login01)"]
+
+
+def test_nhc_drains_with_its_own_words_and_resumes_on_its_next_run(play):
+    incident = play("hpc_nhc_tmp_mode", SEED)
+    p = params(incident)
+    node, path = p["node"], p["path"]
+    assert f"Reason=NHC: check_file_test:  -k {path} returned 1. [root@" in out(
+        incident, f"scontrol show node {node}"
+    )
+    step = incident.step(f"ssh {node} nhc")
+    assert (
+        step.result.output == f"ERROR:  nhc:  Health check failed:  check_file_test:  -k {path} returned 1.\n"
+    )
+    assert step.result.exit_code == 1
+    incident.step(f"ssh {node} chmod 1777 {path}")
+    # No resume by hand: NHC brings the node back within HealthCheckInterval (300 s).
+    incident.episode.controller.advance(300)
+    assert out(incident, f"sinfo -h -n {node} -o %t").strip() == "idle"
+    type_all(incident, ["sinfo"])
+    assert incident.solved and harm_of(incident) == []
+
+
+def test_resuming_every_nhc_drain_brings_back_the_failed_maintenance_node(play):
+    incident = play("hpc_nhc_tmp_mode", SEED)
+    p = params(incident)
+    type_all(
+        incident,
+        [f"ssh {p['node']} chmod 1777 {p['path']}", "scontrol update nodename=compute-0[1-4] state=resume"],
+    )
+    assert not incident.solved
+    maintenance = incident.episode.site.maintenance
+    assert f"changed the Slurm state of {maintenance}, out for maintenance" in harm_of(incident)
+
+
+@pytest.mark.parametrize(
+    "switch_off",
+    [
+        # slurmd stops running NHC on every node,
+        [
+            "sed -i '/^HealthCheck/d' /etc/slurm/slurm.conf",
+            "for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '/^HealthCheck/d' "
+            '/etc/slurm/slurm.conf"; done',
+            "scontrol reconfigure",
+        ],
+        # or the node's nhc.conf no longer checks scratch space.
+        ["ssh {node} \"sed -i '/check_file_test/d' /etc/nhc/nhc.conf\"", "ssh {node} nhc"],
+    ],
+)
+def test_switching_the_health_check_off_is_no_fix(play, switch_off):
+    # Even with the directory repaired: a node nothing checks any more is not back in good health.
+    incident = play("hpc_nhc_tmp_mode", SEED)
+    p = params(incident)
+    node = p["node"]
+    fix = [f"ssh {node} chmod 1777 {p['path']}"]
+    type_all(
+        incident,
+        [c.format(node=node) for c in switch_off] + fix + [f"scontrol update nodename={node} state=resume"],
+    )
+    assert not incident.solved
