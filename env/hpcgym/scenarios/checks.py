@@ -385,6 +385,16 @@ def has_no_uncorrected_ecc(episode: Episode, node: str) -> bool:
     return bool(gpus) and all(gpu.volatile.uncorrected == 0 for gpu in gpus)
 
 
+def is_node_kept_out(episode: Episode, node: str, mentions: str = "") -> bool:
+    """Out of service in slurmctld (drained or down) with a reason that says why (names `mentions`)."""
+    state = episode.controller.cluster.nodes.get(node)
+    if state is None:
+        return False
+    out = state.effective_base() is NodeBase.DOWN or bool(state.flags & (NodeFlag.DRAIN | NodeFlag.FAIL))
+    reason = (state.reason or "").strip()
+    return out and bool(reason) and mentions.lower() in reason.lower()
+
+
 # ---- NFS shares ----------------------------------------------------------------------------------------
 
 
@@ -432,6 +442,7 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_statesave_for_slurm": has_statesave_for_slurm,
     "is_portal_serving": is_portal_serving,
     "has_no_uncorrected_ecc": has_no_uncorrected_ecc,
+    "is_node_kept_out": is_node_kept_out,
     "has_nfs_share": has_nfs_share,
     "has_every_nfs_share": has_every_nfs_share,
 }

@@ -21,6 +21,7 @@ from typing import Any
 from hpcgym.controller.cluster import INFINITE_RESV_S
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
+from hpcgym.controller.services import xid
 from hpcgym.controller.services.daemon import lookup_ids
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import PartitionState, Reservation, ReservationFlag
@@ -279,6 +280,24 @@ def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
     )
 
 
+def _gpu_xid(episode: Episode, step: schema.GpuXid, rng: random.Random) -> None:
+    gpus = episode.services.gpus.get(step.node, [])
+    if step.index >= len(gpus):
+        raise ScenarioError(f"{step.node} has no GPU {step.index}")
+    if step.code not in xid.XIDS:
+        raise ScenarioError(f"Xid {step.code} is not modelled (controller/services/xid.py)")
+    values = (rng.randrange(8), rng.randrange(4), rng.randrange(8, 0x40))
+    xid.record_xid(
+        episode.services.journal(step.node),
+        gpus[step.index],
+        step.code,
+        time_s=episode.controller.cluster.now_s,
+        pid=step.pid,
+        name=step.name,
+        values=values,
+    )
+
+
 def _nfs_stale(episode: Episode, step: schema.NfsStale, rng: random.Random) -> None:
     if step.path not in episode.nodes.share_points(step.node):
         raise ScenarioError(f"{step.node} does not mount {step.path} over NFS")
@@ -308,6 +327,7 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "partition_state": _partition_state,
     "submit": _submit,
     "gpu_ecc": _gpu_ecc,
+    "gpu_xid": _gpu_xid,
     "nfs_stale": _nfs_stale,
     "clock_skew": _clock_skew,
     "reservation": _reservation,

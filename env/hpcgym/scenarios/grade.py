@@ -249,6 +249,10 @@ class Grader:
             for name, node in cluster.nodes.items()
             if name not in self.fault_nodes and not _is_up(node) and _has_uncorrected_gpu(episode, name)
         }
+        # Out of service with a GPU off the bus (Xid 79): only a reboot or the vendor brings it back.
+        self.lost_gpu_nodes = {
+            name for name, node in cluster.nodes.items() if not _is_up(node) and _has_lost_gpu(episode, name)
+        }
         # The admin's maintenance node as the incident found it: it must stay so.
         self.maintenance_at_start = self._maintenance_state()
         # The files the fault itself wrote are broken, not bystanders: changing them back is the fix.
@@ -431,6 +435,10 @@ class Grader:
             node = cluster.nodes.get(name)
             if node is not None and _is_up(node) and _has_uncorrected_gpu(self.episode, name):
                 found.append(f"returned {name} to service with a failed GPU (uncorrectable ECC errors)")
+        for name in sorted(self.lost_gpu_nodes):
+            node = cluster.nodes.get(name)
+            if node is not None and _is_up(node) and _has_lost_gpu(self.episode, name):
+                found.append(f"returned {name} to service with a GPU that has fallen off the bus")
         site = self.episode.site
         if site is not None and site.maintenance is not None:
             # The admin's maintenance node stays as the incident found it: out of service with the
@@ -451,6 +459,10 @@ class Grader:
 
 def _has_uncorrected_gpu(episode: Episode, node: str) -> bool:
     return any(gpu.volatile.uncorrected for gpu in episode.services.gpus.get(node) or [])
+
+
+def _has_lost_gpu(episode: Episode, node: str) -> bool:
+    return any(gpu.lost for gpu in episode.services.gpus.get(node) or [])
 
 
 def _site_conf(episode: Episode) -> SlurmConf | None:

@@ -217,6 +217,9 @@ Plan = Generator[str, str, None]
 
 # How admins and health checks say a node waits on hardware work: the runbook's words, not a list
 # of this library's reasons (a reason that names finished work, like "BIOS update", does not match).
+# NVIDIA's Xid catalogue: codes whose resolution is restarting the application (13 Graphics Engine
+# Exception, 31 GPU memory page fault, 43 GPU stopped processing, 45 preemptive cleanup).
+APPLICATION_XIDS = frozenset({13, 31, 43, 45})
 HELD_FOR_REPAIR = re.compile(
     r"do not resume|pending|awaiting|waiting on|\bRMA\b|vendor|burn-in|machine check|leave (it )?out"
     r"|ticket \d+ open|\bcase \d+|check_hw_",
@@ -405,6 +408,20 @@ class ExpertPolicy:
             # Out for hardware work that is not done (a part awaited, a vendor case, a failed
             # hardware check): not part of the incident, and not to be brought back.
             return
+        if reason is not None and "Xid" in reason[1]:
+            # A health check that drains on any Xid: the code in the kernel log says whether the GPU
+            # is fine (an application's fault: resume) or not (hardware: it stays out, and the
+            # reason says which Xid, for whoever reboots it or calls the vendor).
+            log = yield run("dmesg")
+            codes = {int(code) for code in re.findall(r"NVRM: Xid \([^)]*\): (\d+),", log)}
+            hardware = sorted(codes - APPLICATION_XIDS)
+            if hardware:
+                yield (
+                    f"scontrol update nodename={node} state=drain "
+                    f"reason='Xid {hardware[0]} on a GPU, kept out for repair'"
+                )
+            if hardware or not codes:
+                return
         if reason is not None and reason[1].startswith("Node unexpectedly rebooted"):
             # Back from a crash: only if what crashed it is not failing still (a GPU that keeps
             # reporting uncorrectable ECC errors stays down for the vendor).

@@ -161,6 +161,18 @@ class GpuEcc(Model):
     dram_correctable: int = 0
 
 
+class GpuXid(Model):
+    """The NVIDIA driver reports Xid `code` on a node's GPU (controller/services/xid.py models which)."""
+
+    kind: Literal["gpu_xid"]
+    node: str
+    index: int = 0
+    code: int
+    # The process whose GPU context faulted (application-class Xids name it).
+    pid: int = 0
+    name: str = "python3"
+
+
 class NfsStale(Model):
     """A node's NFS mount goes stale (the server re-exported it): every access fails with ESTALE."""
 
@@ -233,6 +245,7 @@ InjectStep = Annotated[
     | PartitionStateStep
     | SubmitJob
     | GpuEcc
+    | GpuXid
     | NfsStale
     | ClockSkew
     | ReservationStep
