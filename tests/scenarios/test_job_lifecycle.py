@@ -1,4 +1,4 @@
-"""Job lifecycle and GPU triage incidents (issue 17): GPU Xid triage across two nodes.
+"""Job lifecycle and GPU triage incidents (issue 17): GPU Xid triage, a failing Prolog.
 
 Each scenario's gold solves it through the real shell and idling does not; each generic move an
 operator would regret (resuming every drained GPU node) ends its episode with that harm named, and
@@ -35,12 +35,21 @@ def harm_of(incident: Incident) -> list[str]:
     return grader.harm_found()
 
 
-@pytest.mark.parametrize("seed", [800, 801, 802])
-def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, seed):
-    incident = play("hpc_gpu_xid", seed)
+@pytest.mark.parametrize(
+    ("scenario", "seed"),
+    [
+        ("hpc_gpu_xid", 800),
+        ("hpc_gpu_xid", 801),
+        ("hpc_gpu_xid", 802),
+        ("hpc_prolog_mount", 800),  # /apps
+        ("hpc_prolog_mount", 806),  # /home
+    ],
+)
+def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario, seed):
+    incident = play(scenario, seed)
     type_all(incident, incident.gold)
     assert incident.solved and harm_of(incident) == []
-    idle = play("hpc_gpu_xid", seed)
+    idle = play(scenario, seed)
     type_all(idle, ["sinfo -R", "squeue"])
     assert not idle.solved and harm_of(idle) == []
 
@@ -103,3 +112,71 @@ def test_keeping_both_out_leaves_the_job_waiting(play):
         [f"scontrol update nodename={node} state=drain reason='Xid 79 hold'" for node in (app, hw)],
     )
     assert not incident.solved and harm_of(incident) == []
+
+
+# ---- hpc_prolog_mount ------------------------------------------------------------------------------
+
+
+def test_a_failed_prolog_drains_the_node_and_holds_the_job_as_slurm_does(play):
+    incident = play("hpc_prolog_mount", SEED)
+    out = incident.step("sinfo -R -h -o '%E|%u|%N'").result.output
+    assert "Prolog error|slurm|compute-[03-04]" in out
+    out = incident.step("squeue -h -o '%i %T %r' -t PD").result.output
+    assert "1 PENDING launch failed requeued held" in out and "2 PENDING launch failed requeued held" in out
+    out = incident.step("scontrol show job 1").result.output
+    assert "Priority=0 " in out and "JobState=PENDING Reason=launch_failed_requeued_held " in out
+    out = incident.step("ssh compute-03 journalctl -u slurmd --no-pager").result.output
+    assert "slurmd: error: [job 1] prolog failed status=1:0" in out
+    out = incident.step("grep 'Prolog or job env' /var/log/slurm/slurmctld.log").result.output
+    assert "error: validate_node_specs: Prolog or job env setup failure on node compute-04, draining" in out
+
+
+def test_resuming_and_releasing_without_the_share_fails_the_job_again(play):
+    incident = play("hpc_prolog_mount", SEED)
+    type_all(incident, ["scontrol update nodename=compute-0[3-4] state=resume", "scontrol release 1"])
+    # The prolog ran again on a node without its share: drained again, the job held again, and
+    # the user's job failed its launch a second time, which is the agent's doing.
+    assert not incident.solved
+    assert "killed or requeued user job 1 (alice)" in harm_of(incident)
+    cluster = incident.episode.controller.cluster
+    assert cluster.jobs[1].reason_text() == "launch failed requeued held"
+    assert any(node.reason == "Prolog error" for node in cluster.nodes.values())
+
+
+@pytest.mark.parametrize(
+    "silence",
+    [
+        "sed -i '/^Prolog=/d' /etc/slurm/slurm.conf",
+        "sed -i '2i exit 0' /etc/slurm/prolog.sh",
+    ],
+)
+def test_silencing_the_prolog_is_no_fix(play, silence):
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    nodes = ("compute-01", "compute-02", "compute-03", "compute-04")
+    type_all(
+        incident,
+        [
+            f"{silence}; " + "; ".join(f'ssh {n} "{silence}"' for n in nodes) + "; scontrol reconfigure",
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+            "scontrol release 1; scontrol release 2",
+            "squeue",
+        ],
+    )
+    # The jobs run and the shares are back, but the cluster's check is gone.
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_resuming_every_drained_node_brings_the_maintenance_node_back(play):
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    type_all(
+        incident,
+        [
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            "scontrol update nodename=compute-0[1-4] state=resume",
+        ],
+    )
+    assert not incident.solved
+    assert any("out for maintenance" in h for h in harm_of(incident))

@@ -395,6 +395,30 @@ def is_node_kept_out(episode: Episode, node: str, mentions: str = "") -> bool:
     return out and bool(reason) and mentions.lower() in reason.lower()
 
 
+def has_prolog(episode: Episode, node: str, path: str, needs: str) -> bool:
+    """The node's slurm.conf runs `path` as its Prolog, and the script still checks for `needs`.
+
+    A Prolog disabled, emptied or made to `exit 0` first thing no longer protects jobs from a node
+    without their filesystems: the fault is fixed where it is, not by silencing the check.
+    """
+    try:
+        conf = parse_slurm_conf((episode.nodes.read(node, slurm.SLURM_CONF) or b"").decode(errors="replace"))
+    except ControllerError:
+        return False  # a slurm.conf slurmd would refuse runs no Prolog
+    if conf.options.get("prolog", "").strip() != path:
+        return False
+    lines = [
+        line.strip()
+        for line in (episode.nodes.read(node, path) or b"").decode(errors="replace").splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    # The check must come before any unconditional exit.
+    first_exit = next(
+        (i for i, line in enumerate(lines) if line.split()[0] in ("exit", "return")), len(lines)
+    )
+    return any(needs in line for line in lines[:first_exit]) and "exit 1" in lines
+
+
 # ---- NFS shares ----------------------------------------------------------------------------------------
 
 
@@ -443,6 +467,7 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "is_portal_serving": is_portal_serving,
     "has_no_uncorrected_ecc": has_no_uncorrected_ecc,
     "is_node_kept_out": is_node_kept_out,
+    "has_prolog": has_prolog,
     "has_nfs_share": has_nfs_share,
     "has_every_nfs_share": has_every_nfs_share,
 }

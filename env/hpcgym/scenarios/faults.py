@@ -304,6 +304,12 @@ def _nfs_stale(episode: Episode, step: schema.NfsStale, rng: random.Random) -> N
     episode.nodes.make_share_stale(step.node, step.path)
 
 
+def _nfs_unmount(episode: Episode, step: schema.NfsUnmount, rng: random.Random) -> None:
+    if step.path not in episode.nodes.share_points(step.node):
+        raise ScenarioError(f"{step.node} does not mount {step.path} over NFS")
+    episode.nodes.unmount_share(step.node, step.path)
+
+
 def _clock_skew(episode: Episode, step: schema.ClockSkew, rng: random.Random) -> None:
     if step.node not in episode.services.nodes:
         raise ScenarioError(f"no node {step.node!r}")
@@ -329,6 +335,7 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "gpu_ecc": _gpu_ecc,
     "gpu_xid": _gpu_xid,
     "nfs_stale": _nfs_stale,
+    "nfs_unmount": _nfs_unmount,
     "clock_skew": _clock_skew,
     "reservation": _reservation,
     "reboot": _reboot,

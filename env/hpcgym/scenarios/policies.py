@@ -279,6 +279,11 @@ class ExpertPolicy:
         for _, partition, why in waiting:
             if why.strip("()") in ("PartitionDown", "PartitionInactive"):
                 yield from self._partition(partition)
+        for job_id, _, why in waiting:
+            # Requeued held after its launch failed on a node (a Prolog error): with the node
+            # repaired above, the hold is lifted.
+            if why.strip("()") == "launch failed requeued held":
+                yield f"scontrol release {job_id}"
         if any(why == "Licenses" for _, _, why in waiting):
             yield from self._licenses()
         for partition in sorted({p for _, p, why in waiting if why.endswith("Reserved for maintenance")}):
@@ -408,6 +413,20 @@ class ExpertPolicy:
             # Out for hardware work that is not done (a part awaited, a vendor case, a failed
             # hardware check): not part of the incident, and not to be brought back.
             return
+        if reason is not None and reason[1].startswith("Prolog error"):
+            # slurmd drained it when its Prolog failed: run the Prolog by hand; what it reports
+            # missing (a share that did not mount) is mounted from fstab, until it passes.
+            conf = yield run("grep -i '^Prolog=' /etc/slurm/slurm.conf")
+            found = re.search(r"(?im)^Prolog=(\S+)", conf)
+            script = found[1] if found is not None else None
+            for _ in range(3 if script is not None else 0):
+                out = yield run(f"'bash {script}; echo prolog-rc=$?'")
+                if "prolog-rc=0" in out:
+                    # It passes by hand now: slurmd itself was never the problem.
+                    yield f"scontrol update nodename={node} state=resume"
+                    return
+                for point in re.findall(r"(/\S+) is not mounted", out):
+                    yield run(f"mount {point}")
         if reason is not None and "Xid" in reason[1]:
             # A health check that drains on any Xid: the code in the kernel log says whether the GPU
             # is fine (an application's fault: resume) or not (hardware: it stays out, and the

@@ -181,6 +181,14 @@ class NfsStale(Model):
     path: Literal["/home", "/apps"]
 
 
+class NfsUnmount(Model):
+    """A node's NFS mount is gone (not mounted after its last boot): the mount point is an empty dir."""
+
+    kind: Literal["nfs_unmount"]
+    node: str
+    path: str
+
+
 class ClockSkew(Model):
     """A node's clock runs `seconds` off the cluster's (hardware clock drift with chronyd stopped)."""
 
@@ -247,6 +255,7 @@ InjectStep = Annotated[
     | GpuEcc
     | GpuXid
     | NfsStale
+    | NfsUnmount
     | ClockSkew
     | ReservationStep
     | Reboot
