@@ -1,4 +1,4 @@
-"""Job lifecycle and GPU triage incidents (issue 17): GPU Xid triage, a failing Prolog.
+"""Job lifecycle and GPU triage incidents (issue 17): GPU Xid triage, a failing Prolog and Epilog.
 
 Each scenario's gold solves it through the real shell and idling does not; each generic move an
 operator would regret (resuming every drained GPU node) ends its episode with that harm named, and
@@ -43,6 +43,9 @@ def harm_of(incident: Incident) -> list[str]:
         ("hpc_gpu_xid", 802),
         ("hpc_prolog_mount", 800),  # /apps
         ("hpc_prolog_mount", 806),  # /home
+        ("hpc_epilog_typo", 800),
+        ("hpc_epilog_typo", 801),
+        ("hpc_epilog_typo", 802),
     ],
 )
 def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario, seed):
@@ -180,3 +183,58 @@ def test_resuming_every_drained_node_brings_the_maintenance_node_back(play):
     )
     assert not incident.solved
     assert any("out for maintenance" in h for h in harm_of(incident))
+
+
+# ---- hpc_epilog_typo -------------------------------------------------------------------------------
+
+
+def test_a_failed_epilog_drains_the_node_and_keeps_the_jobs_record(play):
+    incident = play("hpc_epilog_typo", SEED)
+    typo = str(task_of(incident).params["typo"])
+    out = incident.step("sinfo -R -h -o '%E|%u|%N'").result.output
+    assert "Epilog error|slurm|compute-[03-04]" in out
+    out = incident.step("ssh compute-03 journalctl -u slurmd --no-pager").result.output
+    assert "slurmd: error: [job 1] epilog failed status=1:0" in out
+    out = incident.step("grep epilog /var/log/slurm/slurmctld.log").result.output
+    assert "] error: job_epilog_complete: JobId=2 epilog error on compute-04, draining the node" in out
+    out = incident.step("ssh compute-04 bash /etc/slurm/epilog.sh").result.output
+    assert f"/etc/slurm/epilog.sh: line 5: {typo}: No such file or directory" in out
+    cluster = incident.episode.controller.cluster
+    assert [job.state.value for job in (cluster.jobs[1], cluster.jobs[2])] == ["COMPLETED", "COMPLETED"]
+
+
+def test_resuming_without_fixing_the_epilog_is_no_fix(play):
+    incident = play("hpc_epilog_typo", SEED)
+    type_all(incident, ["scontrol update nodename=compute-0[3-4] state=resume", "squeue"])
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_fixing_only_the_drained_nodes_leaves_the_others_to_drain_next(play):
+    incident = play("hpc_epilog_typo", SEED)
+    typo = str(task_of(incident).params["typo"])
+    fix = f"sed -i 's|{typo} |/usr/local/sbin/scratch-clean |' /etc/slurm/epilog.sh"
+    type_all(
+        incident,
+        [
+            f'ssh compute-03 "{fix}"; ssh compute-04 "{fix}"',
+            "scontrol update nodename=compute-0[3-4] state=resume",
+        ],
+    )
+    assert not incident.solved and harm_of(incident) == []
+
+
+@pytest.mark.parametrize(
+    "silence", ["sed -i '/^Epilog=/d' /etc/slurm/slurm.conf", "sed -i '2i exit 0' /etc/slurm/epilog.sh"]
+)
+def test_silencing_the_epilog_is_no_fix(play, silence):
+    incident = play("hpc_epilog_typo", SEED)
+    nodes = ("compute-01", "compute-02", "compute-03", "compute-04")
+    type_all(
+        incident,
+        [
+            f"{silence}; " + "; ".join(f'ssh {n} "{silence}"' for n in nodes) + "; scontrol reconfigure",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+            "squeue",
+        ],
+    )
+    assert not incident.solved and harm_of(incident) == []

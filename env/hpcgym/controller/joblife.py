@@ -1,4 +1,4 @@
-"""The Prolog slurmd runs before a batch job: a real script in the node, and what its failure does.
+"""The Prolog and Epilog slurmd runs around a job: real scripts in the node, and what failure does.
 
 slurm.conf's `Prolog=` names a program slurmd runs as root on the batch host before the job's
 script starts. Here it is the node's own file, run by the node's init (`NodeAccess.start_process`),
@@ -7,6 +7,8 @@ A non-zero exit (or no exit within PrologEpilogTimeout) does what Slurm 23.x doe
 `[job N] prolog failed status=E:S` (src/slurmd/slurmd/req.c), slurmctld drains the node with the
 reason "Prolog error" in its slurm user's name (node_mgr.c, validate_node_specs), and requeues the
 batch job held, so squeue shows it pending "(launch failed requeued held)" until `scontrol release`.
+`Epilog=` runs on every node of a job once it has ended; a failure drains the node "Epilog error"
+(job_mgr.c, job_epilog_complete) and leaves the job's own record alone.
 
 What this module leaves to others: Slurm state (cluster.py: drain, requeue, hold), the node's
 processes (the runtime), and when to look (`sync_prologs` runs after every request and tick).
@@ -26,6 +28,7 @@ from hpcgym.controller.state import JobState, Reason
 from hpcgym.errors import ControllerError
 
 PROLOG_ERROR = "Prolog error"
+EPILOG_ERROR = "Epilog error"
 LAUNCH_FAILED_HELD = "launch failed requeued held"
 # How long one sync waits, in host seconds, for a prolog it has just started: a site's checks take
 # milliseconds; one that runs longer is looked at again at each later request, and killed once
@@ -44,26 +47,39 @@ class PrologRun:
     started_s: int
     # A program that could not be started at all: what the shell would have returned (126, 127).
     exec_status: int | None = None
+    epilog: bool = False
 
 
 @dataclass
 class JobLife:
-    """Per episode: the prolog runs slurmd has under way, and the job starts already seen."""
+    """Per episode: the Prolog and Epilog runs slurmd has under way, and the job starts and ends seen."""
 
     runs: list[PrologRun] = field(default_factory=list)
     seen: set[tuple[int, int]] = field(default_factory=set)
+    ended: set[tuple[int, int]] = field(default_factory=set)
 
 
 def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> None:
-    """Start the prolog of every batch job that started since the last look; act on those that end."""
-    path = cluster.conf.options.get("prolog", "").strip()
+    """Run the Prolog of each batch job started, and the Epilog of each job ended, since the last look.
+
+    Then act on the runs that have ended: a failure drains the node (and a Prolog's holds the job).
+    """
+    prolog = cluster.conf.options.get("prolog", "").strip()
+    epilog = cluster.conf.options.get("epilog", "").strip()
     for job in list(cluster.jobs.values()):
         key = (job.job_id, job.restarts)
-        if job.state is not JobState.RUNNING or not job.batch or key in life.seen:
-            continue
-        life.seen.add(key)
-        if path and job.batch_host:
-            life.runs.append(_start(services, job.job_id, job.batch_host, path, cluster.now_s))
+        if job.state is JobState.RUNNING and job.batch and key not in life.seen:
+            life.seen.add(key)
+            if prolog and job.batch_host:
+                life.runs.append(_start(services, job.job_id, job.batch_host, prolog, cluster.now_s))
+        elif job.state.is_finished() and job.nodes and key not in life.ended:
+            # slurmd runs the Epilog on every node of the allocation once the job's steps are gone.
+            life.ended.add(key)
+            for node in job.nodes if epilog else ():
+                run = _start(services, job.job_id, node, epilog, cluster.now_s)
+                life.runs.append(
+                    PrologRun(run.job_id, run.node, run.pid, run.started_s, run.exec_status, True)
+                )
     for run in list(life.runs):
         status = _status(services, run, cluster.now_s, _timeout_s(cluster))
         if status is None:
@@ -73,7 +89,24 @@ def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> N
         if code == "exited" and value == 0:
             continue
         exit_code, signal = (value, 0) if code == "exited" else (0, value)
-        _failed(cluster, services, run, exit_code, signal)
+        if run.epilog:
+            _epilog_failed(cluster, services, run, exit_code, signal)
+        else:
+            _failed(cluster, services, run, exit_code, signal)
+
+
+def _epilog_failed(
+    cluster: Cluster, services: ServiceManager, run: PrologRun, exit_code: int, signal: int
+) -> None:
+    # slurmd (req.c, _rpc_terminate_job) and slurmctld (job_mgr.c, job_epilog_complete): the job's
+    # record keeps its own end; only the node is drained.
+    text = f"error: [job {run.job_id}] epilog failed status={exit_code}:{signal}"
+    _log(cluster, services, run.node, "slurmd", text)
+    text = f"error: job_epilog_complete: JobId={run.job_id} epilog error on {run.node}, draining the node"
+    _log(cluster, services, services.controller_host, "slurmctld", text)
+    node = cluster.nodes.get(run.node)
+    if node is not None:
+        cluster.drain(node, EPILOG_ERROR, cluster.slurm_user)
 
 
 def _timeout_s(cluster: Cluster) -> int:

@@ -401,22 +401,34 @@ def has_prolog(episode: Episode, node: str, path: str, needs: str) -> bool:
     A Prolog disabled, emptied or made to `exit 0` first thing no longer protects jobs from a node
     without their filesystems: the fault is fixed where it is, not by silencing the check.
     """
+    lines = _slurmd_script(episode, node, "prolog", path)
+    return lines is not None and _before_exit(lines, needs) and "exit 1" in lines
+
+
+def has_epilog(episode: Episode, node: str, path: str, needs: str) -> bool:
+    """The node's slurm.conf runs `path` as its Epilog, and the script runs `needs` before any exit."""
+    lines = _slurmd_script(episode, node, "epilog", path)
+    return lines is not None and _before_exit(lines, needs)
+
+
+def _slurmd_script(episode: Episode, node: str, key: str, path: str) -> list[str] | None:
+    # The script's lines (stripped, no comments), where the node's slurm.conf names it for `key`.
     try:
         conf = parse_slurm_conf((episode.nodes.read(node, slurm.SLURM_CONF) or b"").decode(errors="replace"))
     except ControllerError:
-        return False  # a slurm.conf slurmd would refuse runs no Prolog
-    if conf.options.get("prolog", "").strip() != path:
-        return False
-    lines = [
-        line.strip()
-        for line in (episode.nodes.read(node, path) or b"").decode(errors="replace").splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    # The check must come before any unconditional exit.
+        return None  # a slurm.conf slurmd would refuse runs no script
+    if conf.options.get(key, "").strip() != path:
+        return None
+    text = (episode.nodes.read(node, path) or b"").decode(errors="replace")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def _before_exit(lines: list[str], needs: str) -> bool:
+    # What the script must do comes before its first exit (an `exit 0` put first silences it).
     first_exit = next(
         (i for i, line in enumerate(lines) if line.split()[0] in ("exit", "return")), len(lines)
     )
-    return any(needs in line for line in lines[:first_exit]) and "exit 1" in lines
+    return any(needs in line for line in lines[:first_exit])
 
 
 # ---- NFS shares ----------------------------------------------------------------------------------------
@@ -468,6 +480,7 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_no_uncorrected_ecc": has_no_uncorrected_ecc,
     "is_node_kept_out": is_node_kept_out,
     "has_prolog": has_prolog,
+    "has_epilog": has_epilog,
     "has_nfs_share": has_nfs_share,
     "has_every_nfs_share": has_every_nfs_share,
 }

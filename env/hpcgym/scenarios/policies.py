@@ -10,6 +10,7 @@ group name `cheats` stands for all of them (`expand_policy_names`).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import random
 import re
@@ -427,6 +428,9 @@ class ExpertPolicy:
                     return
                 for point in re.findall(r"(/\S+) is not mounted", out):
                     yield run(f"mount {point}")
+        if reason is not None and reason[1].startswith("Epilog error"):
+            yield from self._epilog(node)
+            return
         if reason is not None and "Xid" in reason[1]:
             # A health check that drains on any Xid: the code in the kernel log says whether the GPU
             # is fine (an application's fault: resume) or not (hardware: it stays out, and the
@@ -490,6 +494,36 @@ class ExpertPolicy:
         out = yield f"sinfo -h -n {node} -o %t"
         if not out.strip().startswith("idle") or reason is not None:
             yield f"scontrol update nodename={node} state=resume"
+
+    def _epilog(self, node: str) -> Plan:
+        # slurmd drained it when its Epilog failed: run the Epilog by hand; a command it cannot find
+        # is one its directories hold under a close name (a typo pushed to every node), fixed on
+        # every compute node, before the node resumes.
+        run = _on(node)
+        conf = yield run("grep -i '^Epilog=' /etc/slurm/slurm.conf")
+        found = re.search(r"(?im)^Epilog=(\S+)", conf)
+        script = found[1] if found is not None else None
+        for _ in range(3 if script is not None else 0):
+            out = yield run(f"'bash {script}; echo epilog-rc=$?'")
+            if "epilog-rc=0" in out:
+                yield f"scontrol update nodename={node} state=resume"
+                return
+            missing = re.search(r"line \d+: (/\S+): No such file or directory", out)
+            if missing is None:
+                return
+            listing = yield run("ls -1 /usr/local/sbin /usr/local/bin")
+            where, names = "", []
+            for line in listing.splitlines():
+                if line.endswith(":"):
+                    where = line[:-1]
+                elif line.strip() and where:
+                    names.append(f"{where}/{line.strip()}")
+            best = difflib.get_close_matches(missing[1], names, n=1, cutoff=0.8)
+            if not best:
+                return
+            fix = f"sed -i 's|{missing[1]} |{best[0]} |' {script}"
+            for host in getattr(self, "nodes", (node,)):
+                yield f"ssh {host} {shlex.quote(fix)}"
 
     def _sync_munge_key(self, node: str) -> Plan:
         # The cluster's key is the one most nodes hold (the controller's when it is among them); the
