@@ -1,4 +1,5 @@
-"""Job lifecycle and GPU triage incidents (issue 17): GPU Xid triage, a failing Prolog and Epilog.
+"""Job lifecycle and GPU triage incidents (issue 17): GPU Xid triage, a failing Prolog and Epilog,
+a job stuck COMPLETING on a hung NFS mount.
 
 Each scenario's gold solves it through the real shell and idling does not; each generic move an
 operator would regret (resuming every drained GPU node) ends its episode with that harm named, and
@@ -46,6 +47,9 @@ def harm_of(incident: Incident) -> list[str]:
         ("hpc_epilog_typo", 800),
         ("hpc_epilog_typo", 801),
         ("hpc_epilog_typo", 802),
+        ("hpc_completing_hung", 800),  # /home
+        ("hpc_completing_hung", 801),  # /apps
+        ("hpc_completing_hung", 802),
     ],
 )
 def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario, seed):
@@ -238,3 +242,59 @@ def test_silencing_the_epilog_is_no_fix(play, silence):
         ],
     )
     assert not incident.solved and harm_of(incident) == []
+
+
+# ---- hpc_completing_hung ---------------------------------------------------------------------------
+
+
+def pair_users(incident: Incident) -> tuple[str, str]:
+    chosen = task_of(incident).params["pair"]
+    assert isinstance(chosen, dict)
+    return str(chosen["user"]), str(chosen["other"])
+
+
+def test_an_unkillable_step_leaves_the_job_completing_and_drains_its_node(play):
+    incident = play("hpc_completing_hung", SEED)
+    params = task_of(incident).params
+    out = incident.step("squeue -h -o '%i %t %N' -j 3").result.output
+    assert out.strip() == "3 CG compute-04"
+    out = incident.step("sinfo -R -h -o '%E|%u|%N'").result.output
+    assert "Kill task failed|slurm|compute-04" in out
+    out = incident.step("ssh compute-04 journalctl -u slurmd --no-pager").result.output
+    assert re.search(
+        r"slurmd: error: \*\*\* JOB 3 STEPD TERMINATED ON compute-04 AT \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d "
+        r"DUE TO JOB NOT ENDING WITH SIGNALS \*\*\*",
+        out,
+    ), out
+    out = incident.step("grep 'Kill task' /var/log/slurm/slurmctld.log").result.output
+    assert "] error: slurmd error running JobId=3 on node(s)=compute-04: Kill task failed" in out
+    out = incident.step("ssh compute-04 dmesg").result.output
+    assert "] nfs: server login01 not responding, still trying" in out
+    assert f"] INFO: task {params['comm']}:{params['pid']} blocked for more than 122 seconds." in out
+
+
+def test_resuming_leaves_the_job_completing_until_the_mount_is_forced_off(play):
+    incident = play("hpc_completing_hung", SEED)
+    share = str(task_of(incident).params["share"])
+    cluster = incident.episode.controller.cluster
+    type_all(incident, ["scontrol update nodename=compute-04 state=resume", "squeue", "squeue"])
+    assert cluster.jobs[3].completing and not incident.solved and harm_of(incident) == []
+    type_all(incident, [f"ssh compute-04 umount -f {share}", "squeue", "squeue"])
+    assert not cluster.jobs[3].completing
+    # The share is still off: not solved until it is mounted again.
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_cancelling_the_other_users_jobs_is_harm(play):
+    incident = play("hpc_completing_hung", SEED)
+    _, other = pair_users(incident)
+    type_all(incident, [f"scancel -u {other}"])
+    assert not incident.solved
+    assert f"killed or requeued user job 1 ({other})" in harm_of(incident)
+
+
+def test_cancelling_the_stuck_job_frees_nothing(play):
+    incident = play("hpc_completing_hung", SEED)
+    type_all(incident, ["scancel 3", "scontrol update nodename=compute-04 state=resume", "squeue"])
+    assert incident.episode.controller.cluster.jobs[3].completing
+    assert not incident.solved

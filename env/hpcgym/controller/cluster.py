@@ -120,6 +120,9 @@ class Cluster:
         # reboots slurmd's next registration reports (an unexpected reboot, see `_register`).
         self.host_boot_s: dict[str, int] = {}
         self.reboot_unseen: set[str] = set()
+        # Jobs whose end waits on a process slurmd cannot kill (hung I/O, joblife.py): they stay
+        # COMPLETING until it exits.
+        self.unkillable: set[int] = set()
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:
@@ -331,12 +334,17 @@ class Cluster:
             # at one request is done by the next advance. (On a loaded host Debian's 22.05.8 showed
             # `comp` nodes right after srun returned; held for a whole second here, those CPUs sent
             # the next srun elsewhere, which the real cluster seldom did.)
-            if job.completing:
+            if job.completing and job.job_id not in self.unkillable:
                 self._finish_completing(job)
         for job in list(self.jobs.values()):
             if job.state is JobState.RUNNING:
                 self._check_job_end(job, now)
-                if job.completing and job.end_s is not None and job.end_s < now:
+                if (
+                    job.completing
+                    and job.end_s is not None
+                    and job.end_s < now
+                    and job.job_id not in self.unkillable
+                ):
                     self._finish_completing(job)
         self._ping_nodes(now)
         self._check_reservations(now)
@@ -742,7 +750,7 @@ class Cluster:
 
     def settle_completing(self) -> bool:
         """Let every completing job finish its epilog now; True if any did (srun waits for this)."""
-        completing = [job for job in self.jobs.values() if job.completing]
+        completing = [j for j in self.jobs.values() if j.completing and j.job_id not in self.unkillable]
         for job in completing:
             self._finish_completing(job)
         if completing:

@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass, field
 
 from hpcgym.controller.cluster import Cluster
-from hpcgym.controller.services import lifecycle, slurm
+from hpcgym.controller.commands.mountcmds import ShareAccess
+from hpcgym.controller.services import lifecycle, slurm, xid
 from hpcgym.controller.services.daemon import append_log, iso_time, lookup_ids
+from hpcgym.controller.services.journal import Entry, Priority
 from hpcgym.controller.services.lifecycle import decode_wait_status
 from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.state import JobState, Reason
@@ -29,6 +31,10 @@ from hpcgym.errors import ControllerError
 
 PROLOG_ERROR = "Prolog error"
 EPILOG_ERROR = "Epilog error"
+KILL_TASK_FAILED = "Kill task failed"
+DEFAULT_UNKILLABLE_S = 60
+# The compute image's kernel, as `uname -r` and the hung-task report name it.
+KERNEL_RELEASE = "5.14.0-362.8.1.el9_3.x86_64"
 LAUNCH_FAILED_HELD = "launch failed requeued held"
 # How long one sync waits, in host seconds, for a prolog it has just started: a site's checks take
 # milliseconds; one that runs longer is looked at again at each later request, and killed once
@@ -57,6 +63,25 @@ class JobLife:
     runs: list[PrologRun] = field(default_factory=list)
     seen: set[tuple[int, int]] = field(default_factory=set)
     ended: set[tuple[int, int]] = field(default_factory=set)
+    # Jobs whose process sleeps uninterruptibly on an NFS share that stopped answering.
+    hung: dict[int, HungTask] = field(default_factory=dict)
+
+
+@dataclass
+class HungTask:
+    """A job's process in D state on `point` of `node`: no signal ends it while the mount hangs."""
+
+    node: str
+    point: str
+    comm: str
+    pid: int
+    reported: bool = False
+
+
+def hang_job(cluster: Cluster, life: JobLife, job_id: int, task: HungTask) -> None:
+    """Scenario hook: the job's process blocks in the kernel on the share; its end will wait on it."""
+    life.hung[job_id] = task
+    cluster.unkillable.add(job_id)
 
 
 def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> None:
@@ -80,6 +105,7 @@ def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> N
                 life.runs.append(
                     PrologRun(run.job_id, run.node, run.pid, run.started_s, run.exec_status, True)
                 )
+    _check_hung(cluster, services, life)
     for run in list(life.runs):
         status = _status(services, run, cluster.now_s, _timeout_s(cluster))
         if status is None:
@@ -107,6 +133,42 @@ def _epilog_failed(
     node = cluster.nodes.get(run.node)
     if node is not None:
         cluster.drain(node, EPILOG_ERROR, cluster.slurm_user)
+
+
+def _check_hung(cluster: Cluster, services: ServiceManager, life: JobLife) -> None:
+    # slurmstepd sends SIGKILL at the job's end and waits UnkillableStepTimeout (slurm.conf(5),
+    # default 60 s) for the step's processes to go; one asleep in the kernel on a dead NFS server
+    # does not, so the step is reported and the node drained "Kill task failed", and the job stays
+    # COMPLETING. `umount -f` aborts the mount's outstanding calls: the process gets EIO and exits.
+    raw = cluster.conf.options.get("unkillablesteptimeout", "")
+    timeout_s = int(raw) if raw.isdigit() else DEFAULT_UNKILLABLE_S
+    access = services.access
+    for job_id, task in list(life.hung.items()):
+        job = cluster.jobs.get(job_id)
+        gone = isinstance(access, ShareAccess) and not access.is_share_mounted(task.node, task.point)
+        if job is None or gone:
+            del life.hung[job_id]
+            cluster.unkillable.discard(job_id)
+            continue
+        if task.reported or not job.completing or job.end_s is None or cluster.now_s - job.end_s < timeout_s:
+            continue
+        task.reported = True
+        stamp = iso_time(services.now_s)
+        text = f"error: *** JOB {job_id} STEPD TERMINATED ON {task.node} AT {stamp} "
+        text += "DUE TO JOB NOT ENDING WITH SIGNALS ***"
+        _log(cluster, services, task.node, "slurmd", text)
+        text = f"error: slurmd error running JobId={job_id} on node(s)={task.node}: Kill task failed"
+        _log(cluster, services, services.controller_host, "slurmctld", text)
+        journal = services.journal(task.node)
+        for line in (
+            f"INFO: task {task.comm}:{task.pid} blocked for more than 122 seconds.",
+            f"      Not tainted {KERNEL_RELEASE} #1",
+            '"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.',
+        ):
+            journal.add(Entry(services.now_s, xid.KERNEL, 0, "", line, Priority.ERR))
+        node = cluster.nodes.get(task.node)
+        if node is not None:
+            cluster.drain(node, KILL_TASK_FAILED, cluster.slurm_user)
 
 
 def _timeout_s(cluster: Cluster) -> int:

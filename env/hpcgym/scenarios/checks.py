@@ -395,6 +395,12 @@ def is_node_kept_out(episode: Episode, node: str, mentions: str = "") -> bool:
     return out and bool(reason) and mentions.lower() in reason.lower()
 
 
+def is_job_ended(episode: Episode, user: str, name: str) -> bool:
+    """The user's job `name` has ended and left its nodes: none of its processes hold a node (no CG)."""
+    jobs = [j for j in episode.controller.cluster.jobs.values() if j.user == user and j.name == name]
+    return all(job.state.is_finished() and not job.completing for job in jobs)
+
+
 def has_prolog(episode: Episode, node: str, path: str, needs: str) -> bool:
     """The node's slurm.conf runs `path` as its Prolog, and the script still checks for `needs`.
 
@@ -480,6 +486,7 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_no_uncorrected_ecc": has_no_uncorrected_ecc,
     "is_node_kept_out": is_node_kept_out,
     "has_prolog": has_prolog,
+    "is_job_ended": is_job_ended,
     "has_epilog": has_epilog,
     "has_nfs_share": has_nfs_share,
     "has_every_nfs_share": has_every_nfs_share,

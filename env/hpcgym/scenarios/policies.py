@@ -428,6 +428,16 @@ class ExpertPolicy:
                     return
                 for point in re.findall(r"(/\S+) is not mounted", out):
                     yield run(f"mount {point}")
+        if reason is not None and reason[1].startswith("Kill task failed"):
+            # A job's process that SIGKILL could not end: asleep in a call to a network filesystem
+            # that stopped answering (df names it). Forcing that mount off (umount -f) ends the
+            # call and the job completes; the share is mounted again and the node resumes.
+            out = yield run("df -P")
+            for point in re.findall(r"^df: (/\S*): Stale file handle$", out, re.MULTILINE):
+                yield run(f"umount -f {point}")
+                yield run(f"mount {point}")
+            yield f"scontrol update nodename={node} state=resume"
+            return
         if reason is not None and reason[1].startswith("Epilog error"):
             yield from self._epilog(node)
             return

@@ -189,6 +189,20 @@ class NfsUnmount(Model):
     path: str
 
 
+class HungIo(Model):
+    """A running job's process blocks in the kernel on a node's NFS share (hard mount, dead server).
+
+    No signal ends it until the mount is forced off (controller/joblife.py).
+    """
+
+    kind: Literal["hung_io"]
+    node: str
+    path: str
+    job: str
+    comm: str = "python3"
+    pid: int = 4242
+
+
 class ClockSkew(Model):
     """A node's clock runs `seconds` off the cluster's (hardware clock drift with chronyd stopped)."""
 
@@ -256,6 +270,7 @@ InjectStep = Annotated[
     | GpuXid
     | NfsStale
     | NfsUnmount
+    | HungIo
     | ClockSkew
     | ReservationStep
     | Reboot
