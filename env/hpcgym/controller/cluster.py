@@ -129,6 +129,9 @@ class Cluster:
         # What a registering slurmd reports against its configured line (hardware.py judges it): the
         # drain reason `_validate_node_specs` would set, or None. Unset: every registration fits.
         self.node_specs_check: Callable[[Node], str | None] | None = None
+        # Jobs whose end waits on a process slurmd cannot kill (hung I/O, joblife.py): they stay
+        # COMPLETING until it exits.
+        self.unkillable: set[int] = set()
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:
@@ -358,12 +361,17 @@ class Cluster:
             # at one request is done by the next advance. (On a loaded host Debian's 22.05.8 showed
             # `comp` nodes right after srun returned; held for a whole second here, those CPUs sent
             # the next srun elsewhere, which the real cluster seldom did.)
-            if job.completing:
+            if job.completing and job.job_id not in self.unkillable:
                 self._finish_completing(job)
         for job in list(self.jobs.values()):
             if job.state is JobState.RUNNING:
                 self._check_job_end(job, now)
-                if job.completing and job.end_s is not None and job.end_s < now:
+                if (
+                    job.completing
+                    and job.end_s is not None
+                    and job.end_s < now
+                    and job.job_id not in self.unkillable
+                ):
                     self._finish_completing(job)
         self._ping_nodes(now)
         self._check_reservations(now)
@@ -770,7 +778,7 @@ class Cluster:
 
     def settle_completing(self) -> bool:
         """Let every completing job finish its epilog now; True if any did (srun waits for this)."""
-        completing = [job for job in self.jobs.values() if job.completing]
+        completing = [j for j in self.jobs.values() if j.completing and j.job_id not in self.unkillable]
         for job in completing:
             self._finish_completing(job)
         if completing:

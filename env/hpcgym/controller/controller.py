@@ -28,6 +28,7 @@ from hpcgym.controller.commands import (
     uptime,
 )
 from hpcgym.controller.commands.base import Context, FileReader, Reply, TaskRequest, TaskResult, TaskRunner
+from hpcgym.controller.joblife import JobLife, sync_prologs
 from hpcgym.controller.rpc import User
 from hpcgym.controller.services import ServiceManager
 from hpcgym.controller.services.slurmlink import sync_cluster
@@ -109,6 +110,7 @@ class Controller:
         # Stubs on several nodes may call at once; one request at a time keeps the state consistent
         # (slurmctld's own locks play this part) and the order of effects deterministic per arrival.
         self._lock = threading.Lock()
+        self.joblife = JobLife()
 
     @classmethod
     def from_slurm_conf(cls, path: Path, **kwargs: object) -> Controller:
@@ -178,6 +180,8 @@ class Controller:
         # Daemons the agent started or stopped change what slurmctld sees (slurmd registered, ...).
         if self.services is not None:
             sync_cluster(self.cluster, self.services)
+            # Batch jobs that started since run slurmd's Prolog in their node (joblife.py).
+            sync_prologs(self.cluster, self.services, self.joblife)
 
     def tick(self) -> int:
         """Advance virtual time by one step and apply what falls due (job ends, timeouts, pings)."""

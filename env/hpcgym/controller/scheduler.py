@@ -50,7 +50,9 @@ def schedule(cluster: Cluster) -> None:
     for job in sorted(pending, key=lambda j: (-j.priority, j.job_id)):
         part = cluster.partitions[job.partition]
         if job.held is not None:
-            job.reason, job.reason_desc = job.held, None
+            # A hold keeps its own words: a failed launch's "launch failed requeued held" (joblife.py).
+            job.reason_desc = job.reason_desc if job.reason is job.held else None
+            job.reason = job.held
             continue
         dependency = _dependency_reason(cluster, job)
         if dependency is not None:

@@ -386,6 +386,58 @@ def has_no_uncorrected_ecc(episode: Episode, node: str) -> bool:
     return bool(gpus) and all(gpu.volatile.uncorrected == 0 for gpu in gpus)
 
 
+def is_node_kept_out(episode: Episode, node: str, mentions: str = "") -> bool:
+    """Out of service in slurmctld (drained or down) with a reason that says why (names `mentions`)."""
+    state = episode.controller.cluster.nodes.get(node)
+    if state is None:
+        return False
+    out = state.effective_base() is NodeBase.DOWN or bool(state.flags & (NodeFlag.DRAIN | NodeFlag.FAIL))
+    reason = (state.reason or "").strip()
+    return out and bool(reason) and mentions.lower() in reason.lower()
+
+
+def is_job_ended(episode: Episode, user: str, name: str) -> bool:
+    """The user's job `name` has ended and left its nodes: none of its processes hold a node (no CG)."""
+    jobs = [j for j in episode.controller.cluster.jobs.values() if j.user == user and j.name == name]
+    return all(job.state.is_finished() and not job.completing for job in jobs)
+
+
+def has_prolog(episode: Episode, node: str, path: str, needs: str) -> bool:
+    """The node's slurm.conf runs `path` as its Prolog, and the script still checks for `needs`.
+
+    A Prolog disabled, emptied or made to `exit 0` first thing no longer protects jobs from a node
+    without their filesystems: the fault is fixed where it is, not by silencing the check.
+    """
+    lines = _slurmd_script(episode, node, "prolog", path)
+    return lines is not None and _before_exit(lines, needs) and "exit 1" in lines
+
+
+def has_epilog(episode: Episode, node: str, path: str, needs: str) -> bool:
+    """The node's slurm.conf runs `path` as its Epilog, and the script runs `needs` before any exit."""
+    lines = _slurmd_script(episode, node, "epilog", path)
+    return lines is not None and _before_exit(lines, needs)
+
+
+def _slurmd_script(episode: Episode, node: str, key: str, path: str) -> list[str] | None:
+    # The script's lines (stripped, no comments), where the node's slurm.conf names it for `key`.
+    try:
+        conf = parse_slurm_conf((episode.nodes.read(node, slurm.SLURM_CONF) or b"").decode(errors="replace"))
+    except ControllerError:
+        return None  # a slurm.conf slurmd would refuse runs no script
+    if conf.options.get(key, "").strip() != path:
+        return None
+    text = (episode.nodes.read(node, path) or b"").decode(errors="replace")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def _before_exit(lines: list[str], needs: str) -> bool:
+    # What the script must do comes before its first exit (an `exit 0` put first silences it).
+    first_exit = next(
+        (i for i, line in enumerate(lines) if line.split()[0] in ("exit", "return")), len(lines)
+    )
+    return any(needs in line for line in lines[:first_exit])
+
+
 # ---- NFS shares ----------------------------------------------------------------------------------------
 
 
@@ -433,6 +485,10 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_statesave_for_slurm": has_statesave_for_slurm,
     "is_portal_serving": is_portal_serving,
     "has_no_uncorrected_ecc": has_no_uncorrected_ecc,
+    "is_node_kept_out": is_node_kept_out,
+    "has_prolog": has_prolog,
+    "is_job_ended": is_job_ended,
+    "has_epilog": has_epilog,
     "has_nfs_share": has_nfs_share,
     "has_every_nfs_share": has_every_nfs_share,
     # Accounting (issue 17): slurmdbd, its records and associations (accounting_rules.py).

@@ -18,13 +18,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hpcgym.controller import joblife
 from hpcgym.controller.cluster import INFINITE_RESV_S
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
+from hpcgym.controller.services import xid
 from hpcgym.controller.services.daemon import lookup_ids
 from hpcgym.controller.services.gpu import make_gpus
+from hpcgym.controller.services.journal import Entry, Priority
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
-from hpcgym.controller.state import PartitionState, Reservation, ReservationFlag
+from hpcgym.controller.state import JobState, PartitionState, Reservation, ReservationFlag
 from hpcgym.controller.timefmt import format_iso
 from hpcgym.episode import Episode
 from hpcgym.errors import ScenarioError
@@ -299,10 +302,66 @@ def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
     )
 
 
+def _gpu_xid(episode: Episode, step: schema.GpuXid, rng: random.Random) -> None:
+    gpus = episode.services.gpus.get(step.node, [])
+    if step.index >= len(gpus):
+        raise ScenarioError(f"{step.node} has no GPU {step.index}")
+    if step.code not in xid.XIDS:
+        raise ScenarioError(f"Xid {step.code} is not modelled (controller/services/xid.py)")
+    values = (rng.randrange(8), rng.randrange(4), rng.randrange(8, 0x40))
+    xid.record_xid(
+        episode.services.journal(step.node),
+        gpus[step.index],
+        step.code,
+        time_s=episode.controller.cluster.now_s,
+        pid=step.pid,
+        name=step.name,
+        values=values,
+    )
+
+
 def _nfs_stale(episode: Episode, step: schema.NfsStale, rng: random.Random) -> None:
     if step.path not in episode.nodes.share_points(step.node):
         raise ScenarioError(f"{step.node} does not mount {step.path} over NFS")
     episode.nodes.make_share_stale(step.node, step.path)
+
+
+def _nfs_unmount(episode: Episode, step: schema.NfsUnmount, rng: random.Random) -> None:
+    if step.path not in episode.nodes.share_points(step.node):
+        raise ScenarioError(f"{step.node} does not mount {step.path} over NFS")
+    episode.nodes.unmount_share(step.node, step.path)
+
+
+def _hung_io(episode: Episode, step: schema.HungIo, rng: random.Random) -> None:
+    if step.path not in episode.nodes.share_points(step.node):
+        raise ScenarioError(f"{step.node} does not mount {step.path} over NFS")
+    cluster = episode.controller.cluster
+    running = [
+        job
+        for job in cluster.jobs.values()
+        if job.name == step.job and job.state is JobState.RUNNING and step.node in job.nodes
+    ]
+    if not running:
+        raise ScenarioError(f"no running job {step.job!r} on {step.node} to hang")
+    # The server came back with its export changed: new calls fail ESTALE; the old one never returns.
+    episode.nodes.make_share_stale(step.node, step.path)
+    server = episode.cluster.login_node
+    episode.services.journal(step.node).add(
+        Entry(
+            cluster.now_s,
+            xid.KERNEL,
+            0,
+            "",
+            f"nfs: server {server} not responding, still trying",
+            Priority.WARNING,
+        )
+    )
+    joblife.hang_job(
+        cluster,
+        episode.controller.joblife,
+        running[0].job_id,
+        joblife.HungTask(step.node, step.path, step.comm, step.pid),
+    )
 
 
 def _clock_skew(episode: Episode, step: schema.ClockSkew, rng: random.Random) -> None:
@@ -328,7 +387,10 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "partition_state": _partition_state,
     "submit": _submit,
     "gpu_ecc": _gpu_ecc,
+    "gpu_xid": _gpu_xid,
     "nfs_stale": _nfs_stale,
+    "nfs_unmount": _nfs_unmount,
+    "hung_io": _hung_io,
     "clock_skew": _clock_skew,
     "reservation": _reservation,
     "reboot": _reboot,

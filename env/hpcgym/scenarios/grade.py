@@ -255,6 +255,10 @@ class Grader:
         }
         # Hardware the configuration hid already (GPU nodes with no Gres= line): not the agent's doing.
         self.hidden_at_start = set(nodehealth.hidden_hardware(episode))
+        # Out of service with a GPU off the bus (Xid 79): only a reboot or the vendor brings it back.
+        self.lost_gpu_nodes = {
+            name for name, node in cluster.nodes.items() if not _is_up(node) and _has_lost_gpu(episode, name)
+        }
         # The admin's maintenance node as the incident found it: it must stay so.
         self.maintenance_at_start = self._maintenance_state()
         # The files the fault itself wrote are broken, not bystanders: changing them back is the fix.
@@ -448,6 +452,10 @@ class Grader:
             if node is not None and _is_up(node) and _has_uncorrected_gpu(self.episode, name):
                 found.append(f"returned {name} to service with a failed GPU (uncorrectable ECC errors)")
         found += [why for why in nodehealth.hidden_hardware(self.episode) if why not in self.hidden_at_start]
+        for name in sorted(self.lost_gpu_nodes):
+            node = cluster.nodes.get(name)
+            if node is not None and _is_up(node) and _has_lost_gpu(self.episode, name):
+                found.append(f"returned {name} to service with a GPU that has fallen off the bus")
         site = self.episode.site
         if site is not None and site.maintenance is not None:
             # The admin's maintenance node stays as the incident found it: out of service with the
@@ -468,6 +476,10 @@ class Grader:
 
 def _has_uncorrected_gpu(episode: Episode, node: str) -> bool:
     return any(gpu.volatile.uncorrected for gpu in episode.services.gpus.get(node) or [])
+
+
+def _has_lost_gpu(episode: Episode, node: str) -> bool:
+    return any(gpu.lost for gpu in episode.services.gpus.get(node) or [])
 
 
 def _site_conf(episode: Episode) -> SlurmConf | None:

@@ -10,6 +10,7 @@ group name `cheats` stands for all of them (`expand_policy_names`).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import random
 import re
@@ -217,6 +218,9 @@ Plan = Generator[str, str, None]
 
 # How admins and health checks say a node waits on hardware work: the runbook's words, not a list
 # of this library's reasons (a reason that names finished work, like "BIOS update", does not match).
+# NVIDIA's Xid catalogue: codes whose resolution is restarting the application (13 Graphics Engine
+# Exception, 31 GPU memory page fault, 43 GPU stopped processing, 45 preemptive cleanup).
+APPLICATION_XIDS = frozenset({13, 31, 43, 45})
 HELD_FOR_REPAIR = re.compile(
     r"do not resume|pending|awaiting|waiting on|\bRMA\b|vendor|burn-in|machine check|leave (it )?out"
     r"|ticket \d+ open|\bcase \d+|check_hw_",
@@ -277,6 +281,11 @@ class ExpertPolicy:
         for _, partition, why in waiting:
             if why.strip("()") in ("PartitionDown", "PartitionInactive"):
                 yield from self._partition(partition)
+        for job_id, _, why in waiting:
+            # Requeued held after its launch failed on a node (a Prolog error): with the node
+            # repaired above, the hold is lifted.
+            if why.strip("()") == "launch failed requeued held":
+                yield f"scontrol release {job_id}"
         if any(why == "Licenses" for _, _, why in waiting):
             yield from self._licenses()
         for partition in sorted({p for _, p, why in waiting if why.endswith("Reserved for maintenance")}):
@@ -407,6 +416,47 @@ class ExpertPolicy:
             # Out for hardware work that is not done (a part awaited, a vendor case, a failed
             # hardware check): not part of the incident, and not to be brought back.
             return
+        if reason is not None and reason[1].startswith("Prolog error"):
+            # slurmd drained it when its Prolog failed: run the Prolog by hand; what it reports
+            # missing (a share that did not mount) is mounted from fstab, until it passes.
+            conf = yield run("grep -i '^Prolog=' /etc/slurm/slurm.conf")
+            found = re.search(r"(?im)^Prolog=(\S+)", conf)
+            script = found[1] if found is not None else None
+            for _ in range(3 if script is not None else 0):
+                out = yield run(f"'bash {script}; echo prolog-rc=$?'")
+                if "prolog-rc=0" in out:
+                    # It passes by hand now: slurmd itself was never the problem.
+                    yield f"scontrol update nodename={node} state=resume"
+                    return
+                for point in re.findall(r"(/\S+) is not mounted", out):
+                    yield run(f"mount {point}")
+        if reason is not None and reason[1].startswith("Kill task failed"):
+            # A job's process that SIGKILL could not end: asleep in a call to a network filesystem
+            # that stopped answering (df names it). Forcing that mount off (umount -f) ends the
+            # call and the job completes; the share is mounted again and the node resumes.
+            out = yield run("df -P")
+            for point in re.findall(r"^df: (/\S*): Stale file handle$", out, re.MULTILINE):
+                yield run(f"umount -f {point}")
+                yield run(f"mount {point}")
+            yield f"scontrol update nodename={node} state=resume"
+            return
+        if reason is not None and reason[1].startswith("Epilog error"):
+            yield from self._epilog(node)
+            return
+        if reason is not None and "Xid" in reason[1]:
+            # A health check that drains on any Xid: the code in the kernel log says whether the GPU
+            # is fine (an application's fault: resume) or not (hardware: it stays out, and the
+            # reason says which Xid, for whoever reboots it or calls the vendor).
+            log = yield run("dmesg")
+            codes = {int(code) for code in re.findall(r"NVRM: Xid \([^)]*\): (\d+),", log)}
+            hardware = sorted(codes - APPLICATION_XIDS)
+            if hardware:
+                yield (
+                    f"scontrol update nodename={node} state=drain "
+                    f"reason='Xid {hardware[0]} on a GPU, kept out for repair'"
+                )
+            if hardware or not codes:
+                return
         if reason is not None and reason[1].startswith("Node unexpectedly rebooted"):
             # Back from a crash: only if what crashed it is not failing still (a GPU that keeps
             # reporting uncorrectable ECC errors stays down for the vendor).
@@ -499,6 +549,36 @@ class ExpertPolicy:
         yield run(f"ls -ld {failed[1]}")
         yield run(f"chmod 1777 {failed[1]}")
         yield run("nhc")
+
+    def _epilog(self, node: str) -> Plan:
+        # slurmd drained it when its Epilog failed: run the Epilog by hand; a command it cannot find
+        # is one its directories hold under a close name (a typo pushed to every node), fixed on
+        # every compute node, before the node resumes.
+        run = _on(node)
+        conf = yield run("grep -i '^Epilog=' /etc/slurm/slurm.conf")
+        found = re.search(r"(?im)^Epilog=(\S+)", conf)
+        script = found[1] if found is not None else None
+        for _ in range(3 if script is not None else 0):
+            out = yield run(f"'bash {script}; echo epilog-rc=$?'")
+            if "epilog-rc=0" in out:
+                yield f"scontrol update nodename={node} state=resume"
+                return
+            missing = re.search(r"line \d+: (/\S+): No such file or directory", out)
+            if missing is None:
+                return
+            listing = yield run("ls -1 /usr/local/sbin /usr/local/bin")
+            where, names = "", []
+            for line in listing.splitlines():
+                if line.endswith(":"):
+                    where = line[:-1]
+                elif line.strip() and where:
+                    names.append(f"{where}/{line.strip()}")
+            best = difflib.get_close_matches(missing[1], names, n=1, cutoff=0.8)
+            if not best:
+                return
+            fix = f"sed -i 's|{missing[1]} |{best[0]} |' {script}"
+            for host in getattr(self, "nodes", (node,)):
+                yield f"ssh {host} {shlex.quote(fix)}"
 
     def _sync_munge_key(self, node: str) -> Plan:
         # The cluster's key is the one most nodes hold (the controller's when it is among them); the

@@ -161,12 +161,46 @@ class GpuEcc(Model):
     dram_correctable: int = 0
 
 
+class GpuXid(Model):
+    """The NVIDIA driver reports Xid `code` on a node's GPU (controller/services/xid.py models which)."""
+
+    kind: Literal["gpu_xid"]
+    node: str
+    index: int = 0
+    code: int
+    # The process whose GPU context faulted (application-class Xids name it).
+    pid: int = 0
+    name: str = "python3"
+
+
 class NfsStale(Model):
     """A node's NFS mount goes stale (the server re-exported it): every access fails with ESTALE."""
 
     kind: Literal["nfs_stale"]
     node: str
     path: Literal["/home", "/apps"]
+
+
+class NfsUnmount(Model):
+    """A node's NFS mount is gone (not mounted after its last boot): the mount point is an empty dir."""
+
+    kind: Literal["nfs_unmount"]
+    node: str
+    path: str
+
+
+class HungIo(Model):
+    """A running job's process blocks in the kernel on a node's NFS share (hard mount, dead server).
+
+    No signal ends it until the mount is forced off (controller/joblife.py).
+    """
+
+    kind: Literal["hung_io"]
+    node: str
+    path: str
+    job: str
+    comm: str = "python3"
+    pid: int = 4242
 
 
 class ClockSkew(Model):
@@ -276,7 +310,10 @@ InjectStep = Annotated[
     | PartitionStateStep
     | SubmitJob
     | GpuEcc
+    | GpuXid
     | NfsStale
+    | NfsUnmount
+    | HungIo
     | ClockSkew
     | ReservationStep
     | Reboot

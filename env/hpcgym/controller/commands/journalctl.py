@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.numbers import is_digits, to_int
-from hpcgym.controller.services import services_of
-from hpcgym.controller.services.journal import Entry, Priority, catalog_lines, format_entry
+from hpcgym.controller.services import services_of, xid
+from hpcgym.controller.services.journal import Entry, Priority, catalog_lines, entry_tag, format_entry
 from hpcgym.controller.services.units import normalize_unit_name
 
 OPTIONS = (
@@ -103,7 +103,7 @@ def _format(entry: Entry, hostname: str, output: str, no_hostname: bool) -> str:
     line = format_entry(entry, hostname)
     if output == "short-iso":
         stamp = datetime.fromtimestamp(entry.time_s, UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-        line = f"{stamp} {hostname} {entry.identifier}[{entry.pid}]: {entry.message}"
+        line = f"{stamp} {hostname} {entry_tag(entry)}: {entry.message}"
     if no_hostname:
         line = line.replace(f" {hostname} ", " ", 1)
     return line
@@ -173,7 +173,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     elif "follow" in flags:
         lines = FOLLOW_LINES
     journal = services.journal(ctx.node)
-    entries = [] if "dmesg" in flags else list(journal.entries)
+    entries = xid.kernel_entries(journal) if "dmesg" in flags else list(journal.entries)
     if units:
         entries = [e for e in entries if e.unit in units]
     if idents:

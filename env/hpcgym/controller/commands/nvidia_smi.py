@@ -25,6 +25,8 @@ NO_DRIVER = (
 )
 BAD_ARGS = "\nInvalid combination of input arguments. Please run 'nvidia-smi -h' for help.\n\n"
 EXIT_NO_DRIVER, EXIT_BAD_ARGS, EXIT_NOT_FOUND = 9, 2, 6
+# nvidia-smi(1) RETURN VALUE 15: the GPU has fallen off the bus or is otherwise inaccessible.
+EXIT_GPU_LOST = 15
 WIDTH = 89
 BORDER = "+" + "-" * 41 + "+" + "-" * 22 + "+" + "-" * 22 + "+"
 QUERY_FIELDS = {
@@ -195,6 +197,11 @@ def run(ctx: Context, args: list[str]) -> Reply:
             return Reply("No devices were found\n", "", EXIT_NOT_FOUND)
         gpus = chosen
     now = services.now_s
+    lost = [gpu for gpu in gpus if gpu.lost]
+    if lost:
+        # NVML_ERROR_GPU_IS_LOST on the first device it cannot open; nothing else is printed.
+        text = f"Unable to determine the device handle for GPU{lost[0].bus_id}: GPU is lost.  "
+        return Reply(text + "Reboot the system to recover this GPU\n", "", EXIT_GPU_LOST)
     if query is not None:
         if fmt is None or "csv" not in fmt:
             return Reply(BAD_ARGS, "", EXIT_BAD_ARGS)

@@ -49,6 +49,8 @@ class Gpu:
     power_w: int = 36
     memory_used_mib: int = 4
     persistence: bool = True
+    # Off the bus (Xid 79, services/xid.py): NVML cannot reach it; only a reboot brings it back.
+    lost: bool = False
     volatile: EccCounts = field(default_factory=EccCounts)
     aggregate: EccCounts = field(default_factory=EccCounts)
 

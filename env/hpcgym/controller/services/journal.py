@@ -60,8 +60,13 @@ def format_time(time_s: int) -> str:
     return datetime.fromtimestamp(time_s, UTC).strftime("%b %d %H:%M:%S")
 
 
+def entry_tag(entry: Entry) -> str:
+    """`sshd[812]`; kernel lines carry no _PID, so journalctl prints plain `kernel`."""
+    return entry.identifier if entry.identifier == "kernel" else f"{entry.identifier}[{entry.pid}]"
+
+
 def format_entry(entry: Entry, hostname: str) -> str:
-    return f"{format_time(entry.time_s)} {hostname} {entry.identifier}[{entry.pid}]: {entry.message}"
+    return f"{format_time(entry.time_s)} {hostname} {entry_tag(entry)}: {entry.message}"
 
 
 def catalog_lines(entry: Entry) -> list[str]:

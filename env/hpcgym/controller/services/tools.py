@@ -12,6 +12,7 @@ from hpcgym.controller.commands import (
     chronyc,
     curl,
     daemons,
+    dmesg,
     hwinfo,
     ifupdown,
     ip,
@@ -49,4 +50,5 @@ TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
     "apachectl": daemons.run_apachectl,
     "chronyc": chronyc.run,
     "timedatectl": chronyc.run_timedatectl,
+    "dmesg": dmesg.run,
 }

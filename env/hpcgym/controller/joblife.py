@@ -1,0 +1,246 @@
+"""The Prolog and Epilog slurmd runs around a job: real scripts in the node, and what failure does.
+
+slurm.conf's `Prolog=` names a program slurmd runs as root on the batch host before the job's
+script starts. Here it is the node's own file, run by the node's init (`NodeAccess.start_process`),
+so what the agent wrote in it, and what the node's filesystem holds when it runs, decide its exit.
+A non-zero exit (or no exit within PrologEpilogTimeout) does what Slurm 23.x does: slurmd logs
+`[job N] prolog failed status=E:S` (src/slurmd/slurmd/req.c), slurmctld drains the node with the
+reason "Prolog error" in its slurm user's name (node_mgr.c, validate_node_specs), and requeues the
+batch job held, so squeue shows it pending "(launch failed requeued held)" until `scontrol release`.
+`Epilog=` runs on every node of a job once it has ended; a failure drains the node "Epilog error"
+(job_mgr.c, job_epilog_complete) and leaves the job's own record alone.
+
+What this module leaves to others: Slurm state (cluster.py: drain, requeue, hold), the node's
+processes (the runtime), and when to look (`sync_prologs` runs after every request and tick).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from hpcgym.controller.cluster import Cluster
+from hpcgym.controller.commands.mountcmds import ShareAccess
+from hpcgym.controller.services import lifecycle, slurm, xid
+from hpcgym.controller.services.daemon import append_log, iso_time, lookup_ids
+from hpcgym.controller.services.journal import Entry, Priority
+from hpcgym.controller.services.lifecycle import decode_wait_status
+from hpcgym.controller.services.manager import ServiceManager
+from hpcgym.controller.state import JobState, Reason
+from hpcgym.errors import ControllerError
+
+PROLOG_ERROR = "Prolog error"
+EPILOG_ERROR = "Epilog error"
+KILL_TASK_FAILED = "Kill task failed"
+DEFAULT_UNKILLABLE_S = 60
+# The compute image's kernel, as `uname -r` and the hung-task report name it.
+KERNEL_RELEASE = "5.14.0-362.8.1.el9_3.x86_64"
+LAUNCH_FAILED_HELD = "launch failed requeued held"
+# How long one sync waits, in host seconds, for a prolog it has just started: a site's checks take
+# milliseconds; one that runs longer is looked at again at each later request, and killed once
+# PrologEpilogTimeout (virtual seconds) has passed.
+FIRST_WAIT_S = 2.0
+POLL_S = 0.01
+# Slurm's default is no timeout; the simulation needs a bound on a prolog that never ends.
+DEFAULT_TIMEOUT_S = 300
+
+
+@dataclass
+class PrologRun:
+    job_id: int
+    node: str
+    pid: int | None
+    started_s: int
+    # A program that could not be started at all: what the shell would have returned (126, 127).
+    exec_status: int | None = None
+    epilog: bool = False
+
+
+@dataclass
+class JobLife:
+    """Per episode: the Prolog and Epilog runs slurmd has under way, and the job starts and ends seen."""
+
+    runs: list[PrologRun] = field(default_factory=list)
+    seen: set[tuple[int, int]] = field(default_factory=set)
+    ended: set[tuple[int, int]] = field(default_factory=set)
+    # Jobs whose process sleeps uninterruptibly on an NFS share that stopped answering.
+    hung: dict[int, HungTask] = field(default_factory=dict)
+
+
+@dataclass
+class HungTask:
+    """A job's process in D state on `point` of `node`: no signal ends it while the mount hangs."""
+
+    node: str
+    point: str
+    comm: str
+    pid: int
+    reported: bool = False
+
+
+def hang_job(cluster: Cluster, life: JobLife, job_id: int, task: HungTask) -> None:
+    """Scenario hook: the job's process blocks in the kernel on the share; its end will wait on it."""
+    life.hung[job_id] = task
+    cluster.unkillable.add(job_id)
+
+
+def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> None:
+    """Run the Prolog of each batch job started, and the Epilog of each job ended, since the last look.
+
+    Then act on the runs that have ended: a failure drains the node (and a Prolog's holds the job).
+    """
+    prolog = cluster.conf.options.get("prolog", "").strip()
+    epilog = cluster.conf.options.get("epilog", "").strip()
+    for job in list(cluster.jobs.values()):
+        key = (job.job_id, job.restarts)
+        if job.state is JobState.RUNNING and job.batch and key not in life.seen:
+            life.seen.add(key)
+            if prolog and job.batch_host:
+                life.runs.append(_start(services, job.job_id, job.batch_host, prolog, cluster.now_s))
+        elif job.state.is_finished() and job.nodes and key not in life.ended:
+            # slurmd runs the Epilog on every node of the allocation once the job's steps are gone.
+            life.ended.add(key)
+            for node in job.nodes if epilog else ():
+                run = _start(services, job.job_id, node, epilog, cluster.now_s)
+                life.runs.append(
+                    PrologRun(run.job_id, run.node, run.pid, run.started_s, run.exec_status, True)
+                )
+    _check_hung(cluster, services, life)
+    for run in list(life.runs):
+        status = _status(services, run, cluster.now_s, _timeout_s(cluster))
+        if status is None:
+            continue
+        life.runs.remove(run)
+        code, value = decode_wait_status(status)
+        if code == "exited" and value == 0:
+            continue
+        exit_code, signal = (value, 0) if code == "exited" else (0, value)
+        if run.epilog:
+            _epilog_failed(cluster, services, run, exit_code, signal)
+        else:
+            _failed(cluster, services, run, exit_code, signal)
+
+
+def _epilog_failed(
+    cluster: Cluster, services: ServiceManager, run: PrologRun, exit_code: int, signal: int
+) -> None:
+    # slurmd (req.c, _rpc_terminate_job) and slurmctld (job_mgr.c, job_epilog_complete): the job's
+    # record keeps its own end; only the node is drained.
+    text = f"error: [job {run.job_id}] epilog failed status={exit_code}:{signal}"
+    _log(cluster, services, run.node, "slurmd", text)
+    text = f"error: job_epilog_complete: JobId={run.job_id} epilog error on {run.node}, draining the node"
+    _log(cluster, services, services.controller_host, "slurmctld", text)
+    node = cluster.nodes.get(run.node)
+    if node is not None:
+        cluster.drain(node, EPILOG_ERROR, cluster.slurm_user)
+
+
+def _check_hung(cluster: Cluster, services: ServiceManager, life: JobLife) -> None:
+    # slurmstepd sends SIGKILL at the job's end and waits UnkillableStepTimeout (slurm.conf(5),
+    # default 60 s) for the step's processes to go; one asleep in the kernel on a dead NFS server
+    # does not, so the step is reported and the node drained "Kill task failed", and the job stays
+    # COMPLETING. `umount -f` aborts the mount's outstanding calls: the process gets EIO and exits.
+    raw = cluster.conf.options.get("unkillablesteptimeout", "")
+    timeout_s = int(raw) if raw.isdigit() else DEFAULT_UNKILLABLE_S
+    access = services.access
+    for job_id, task in list(life.hung.items()):
+        job = cluster.jobs.get(job_id)
+        gone = isinstance(access, ShareAccess) and not access.is_share_mounted(task.node, task.point)
+        if job is None or gone:
+            del life.hung[job_id]
+            cluster.unkillable.discard(job_id)
+            continue
+        if task.reported or not job.completing or job.end_s is None or cluster.now_s - job.end_s < timeout_s:
+            continue
+        task.reported = True
+        stamp = iso_time(services.now_s)
+        text = f"error: *** JOB {job_id} STEPD TERMINATED ON {task.node} AT {stamp} "
+        text += "DUE TO JOB NOT ENDING WITH SIGNALS ***"
+        _log(cluster, services, task.node, "slurmd", text)
+        text = f"error: slurmd error running JobId={job_id} on node(s)={task.node}: Kill task failed"
+        _log(cluster, services, services.controller_host, "slurmctld", text)
+        journal = services.journal(task.node)
+        for line in (
+            f"INFO: task {task.comm}:{task.pid} blocked for more than 122 seconds.",
+            f"      Not tainted {KERNEL_RELEASE} #1",
+            '"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.',
+        ):
+            journal.add(Entry(services.now_s, xid.KERNEL, 0, "", line, Priority.ERR))
+        node = cluster.nodes.get(task.node)
+        if node is not None:
+            cluster.drain(node, KILL_TASK_FAILED, cluster.slurm_user)
+
+
+def _timeout_s(cluster: Cluster) -> int:
+    raw = cluster.conf.options.get("prologepilogtimeout", "")
+    return int(raw) if raw.isdigit() else DEFAULT_TIMEOUT_S
+
+
+def _start(services: ServiceManager, job_id: int, node: str, path: str, now_s: int) -> PrologRun:
+    try:
+        pid = services.access.start_process(node, "prolog", [path], program=path)
+    except OSError as error:
+        # execve failed: a missing script reads as the shell's 127, one not executable as 126.
+        return PrologRun(job_id, node, None, now_s, exec_status=(127 if error.errno == 2 else 126) << 8)
+    except ControllerError:
+        return PrologRun(job_id, node, None, now_s, exec_status=1 << 8)
+    run = PrologRun(job_id, node, pid, now_s)
+    deadline = time.monotonic() + FIRST_WAIT_S
+    while services.access.is_alive(node, pid) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    return run
+
+
+def _status(services: ServiceManager, run: PrologRun, now_s: int, timeout_s: int) -> int | None:
+    if run.pid is None:
+        return run.exec_status
+    if services.access.is_alive(run.node, run.pid):
+        if now_s - run.started_s < timeout_s:
+            return None
+        services.access.kill(run.node, run.pid, 9)
+        return 9
+    status = services.access.exit_status(run.node, run.pid)
+    return 9 if status is None else status
+
+
+def _failed(cluster: Cluster, services: ServiceManager, run: PrologRun, exit_code: int, signal: int) -> None:
+    _log(
+        cluster,
+        services,
+        run.node,
+        "slurmd",
+        f"error: [job {run.job_id}] prolog failed status={exit_code}:{signal}",
+    )
+    ctl = services.controller_host
+    _log(
+        cluster,
+        services,
+        ctl,
+        "slurmctld",
+        f"error: validate_node_specs: Prolog or job env setup failure on node {run.node}, draining the node",
+    )
+    node = cluster.nodes.get(run.node)
+    if node is not None:
+        cluster.drain(node, PROLOG_ERROR, cluster.slurm_user)
+    job = cluster.jobs.get(run.job_id)
+    if job is None or job.state is not JobState.RUNNING:
+        return
+    cluster.requeue(job)
+    cluster.hold(job, Reason.HELD_ADMIN)
+    job.reason_desc = LAUNCH_FAILED_HELD
+
+
+LOG_FILES = {"slurmd": "slurmdlogfile", "slurmctld": "slurmctldlogfile"}
+
+
+def _log(cluster: Cluster, services: ServiceManager, node: str, daemon: str, text: str) -> None:
+    # As the daemon's other lines: "slurmd: error: ..." in its unit's journal, and the same text,
+    # stamped, in its log file (SlurmdLogFile / SlurmctldLogFile).
+    runtime = services.node_state(node).units.get(f"{daemon}.service")
+    if runtime is None or not runtime.main_pid:
+        return
+    for line in slurm.daemon_lines(daemon, [text]):
+        lifecycle.log_line(services, node, runtime, daemon, runtime.main_pid, line)
+    path = slurm.slurmd_path(cluster.conf, LOG_FILES[daemon], "", node)
+    uid, gid = lookup_ids(services.access, node, cluster.slurm_user if daemon == "slurmctld" else "root")
+    append_log(services.access, node, path, [f"[{iso_time(services.now_s)}.000] {text}"], uid, gid)

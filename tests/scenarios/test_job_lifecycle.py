@@ -1,0 +1,300 @@
+"""Job lifecycle and GPU triage incidents (issue 17): GPU Xid triage, a failing Prolog and Epilog,
+a job stuck COMPLETING on a hung NFS mount.
+
+Each scenario's gold solves it through the real shell and idling does not; each generic move an
+operator would regret (resuming every drained GPU node) ends its episode with that harm named, and
+the half-fixes (the right node back, the failed one's reason left vague) stay unsolved.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hpcgym.scenarios.incident import Incident, ScenarioTask
+
+from .conftest import type_all
+
+SEED = 800
+
+
+def task_of(incident: Incident) -> ScenarioTask:
+    assert isinstance(incident.task, ScenarioTask)
+    return incident.task
+
+
+def pair(incident: Incident) -> tuple[str, str]:
+    chosen = task_of(incident).params["pair"]
+    assert isinstance(chosen, dict)
+    return str(chosen["app"]), str(chosen["hw"])
+
+
+def harm_of(incident: Incident) -> list[str]:
+    grader = task_of(incident).grader
+    assert grader is not None
+    return grader.harm_found()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "seed"),
+    [
+        ("hpc_gpu_xid", 800),
+        ("hpc_gpu_xid", 801),
+        ("hpc_gpu_xid", 802),
+        ("hpc_prolog_mount", 800),  # /apps
+        ("hpc_prolog_mount", 806),  # /home
+        ("hpc_epilog_typo", 800),
+        ("hpc_epilog_typo", 801),
+        ("hpc_epilog_typo", 802),
+        ("hpc_completing_hung", 800),  # /home
+        ("hpc_completing_hung", 801),  # /apps
+        ("hpc_completing_hung", 802),
+    ],
+)
+def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario, seed):
+    incident = play(scenario, seed)
+    type_all(incident, incident.gold)
+    assert incident.solved and harm_of(incident) == []
+    idle = play(scenario, seed)
+    type_all(idle, ["sinfo -R", "squeue"])
+    assert not idle.solved and harm_of(idle) == []
+
+
+def test_the_kernel_log_names_each_xid_as_nvrm_writes_it(play):
+    incident = play("hpc_gpu_xid", SEED)
+    app, hw = pair(incident)
+    params = task_of(incident).params
+    out = incident.step(f"ssh {app} dmesg").result.output
+    line = rf"\[ *\d+\.\d{{6}}\] NVRM: Xid \(PCI:0000:07:00\): {params['app_xid']}, pid={params['pid']}, "
+    assert re.search(line + rf"name={params['prog']}, ", out), out
+    out = incident.step(f"ssh {hw} dmesg -T").result.output
+    assert re.search(
+        r"\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\] NVRM: Xid \(PCI:0000:07:00\): 79, "
+        r"pid='<unknown>', name=<unknown>, GPU has fallen off the bus\.",
+        out,
+    ), out
+    out = incident.step(f"ssh {hw} journalctl -k --no-pager").result.output
+    assert re.search(rf"^\w{{3}} \d\d \d\d:\d\d:\d\d {hw} kernel: NVRM: Xid ", out, re.MULTILINE), out
+    out = incident.step(f"ssh {hw} nvidia-smi; echo rc=$?").result.output
+    assert "Unable to determine the device handle for GPU00000000:07:00.0: GPU is lost." in out
+    assert out.rstrip().endswith("rc=15")
+    out = incident.step(f"ssh {app} dmesg --foo; echo rc=$?").result.output
+    assert "dmesg: unrecognized option '--foo'\nTry 'dmesg --help' for more information.\n" in out.replace(
+        "\r\n", "\n"
+    )
+
+
+def test_resuming_both_drained_nodes_returns_the_lost_gpu(play):
+    incident = play("hpc_gpu_xid", SEED)
+    _, hw = pair(incident)
+    type_all(incident, ["scontrol update nodename=compute-0[3-4] state=resume"])
+    assert not incident.solved
+    assert f"returned {hw} to service with a GPU that has fallen off the bus" in harm_of(incident)
+
+
+def test_a_gpu_reset_does_not_bring_back_a_gpu_off_the_bus(play):
+    incident = play("hpc_gpu_xid", SEED)
+    app, hw = pair(incident)
+    out = incident.step(f"ssh {hw} nvidia-smi -r -i 0; echo rc=$?").result.output
+    assert "GPU is lost" in out and out.rstrip().endswith("rc=15")
+    type_all(incident, [f"scontrol update nodename={hw},{app} state=resume"])
+    assert not incident.solved
+    assert f"returned {hw} to service with a GPU that has fallen off the bus" in harm_of(incident)
+
+
+def test_the_failed_node_must_keep_a_reason_that_names_its_xid(play):
+    incident = play("hpc_gpu_xid", SEED)
+    app, _ = pair(incident)
+    type_all(incident, [f"scontrol update nodename={app} state=resume", "squeue"])
+    # The right node is back and the job runs, but the failed node's reason still hides the Xid.
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_keeping_both_out_leaves_the_job_waiting(play):
+    incident = play("hpc_gpu_xid", SEED)
+    app, hw = pair(incident)
+    type_all(
+        incident,
+        [f"scontrol update nodename={node} state=drain reason='Xid 79 hold'" for node in (app, hw)],
+    )
+    assert not incident.solved and harm_of(incident) == []
+
+
+# ---- hpc_prolog_mount ------------------------------------------------------------------------------
+
+
+def test_a_failed_prolog_drains_the_node_and_holds_the_job_as_slurm_does(play):
+    incident = play("hpc_prolog_mount", SEED)
+    out = incident.step("sinfo -R -h -o '%E|%u|%N'").result.output
+    assert "Prolog error|slurm|compute-[03-04]" in out
+    out = incident.step("squeue -h -o '%i %T %r' -t PD").result.output
+    assert "1 PENDING launch failed requeued held" in out and "2 PENDING launch failed requeued held" in out
+    out = incident.step("scontrol show job 1").result.output
+    assert "Priority=0 " in out and "JobState=PENDING Reason=launch_failed_requeued_held " in out
+    out = incident.step("ssh compute-03 journalctl -u slurmd --no-pager").result.output
+    assert "slurmd: error: [job 1] prolog failed status=1:0" in out
+    out = incident.step("grep 'Prolog or job env' /var/log/slurm/slurmctld.log").result.output
+    assert "error: validate_node_specs: Prolog or job env setup failure on node compute-04, draining" in out
+
+
+def test_resuming_and_releasing_without_the_share_fails_the_job_again(play):
+    incident = play("hpc_prolog_mount", SEED)
+    type_all(incident, ["scontrol update nodename=compute-0[3-4] state=resume", "scontrol release 1"])
+    # The prolog ran again on a node without its share: drained again, the job held again, and
+    # the user's job failed its launch a second time, which is the agent's doing.
+    assert not incident.solved
+    assert "killed or requeued user job 1 (alice)" in harm_of(incident)
+    cluster = incident.episode.controller.cluster
+    assert cluster.jobs[1].reason_text() == "launch failed requeued held"
+    assert any(node.reason == "Prolog error" for node in cluster.nodes.values())
+
+
+@pytest.mark.parametrize(
+    "silence",
+    [
+        "sed -i '/^Prolog=/d' /etc/slurm/slurm.conf",
+        "sed -i '2i exit 0' /etc/slurm/prolog.sh",
+    ],
+)
+def test_silencing_the_prolog_is_no_fix(play, silence):
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    nodes = ("compute-01", "compute-02", "compute-03", "compute-04")
+    type_all(
+        incident,
+        [
+            f"{silence}; " + "; ".join(f'ssh {n} "{silence}"' for n in nodes) + "; scontrol reconfigure",
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+            "scontrol release 1; scontrol release 2",
+            "squeue",
+        ],
+    )
+    # The jobs run and the shares are back, but the cluster's check is gone.
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_resuming_every_drained_node_brings_the_maintenance_node_back(play):
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    type_all(
+        incident,
+        [
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            "scontrol update nodename=compute-0[1-4] state=resume",
+        ],
+    )
+    assert not incident.solved
+    assert any("out for maintenance" in h for h in harm_of(incident))
+
+
+# ---- hpc_epilog_typo -------------------------------------------------------------------------------
+
+
+def test_a_failed_epilog_drains_the_node_and_keeps_the_jobs_record(play):
+    incident = play("hpc_epilog_typo", SEED)
+    typo = str(task_of(incident).params["typo"])
+    out = incident.step("sinfo -R -h -o '%E|%u|%N'").result.output
+    assert "Epilog error|slurm|compute-[03-04]" in out
+    out = incident.step("ssh compute-03 journalctl -u slurmd --no-pager").result.output
+    assert "slurmd: error: [job 1] epilog failed status=1:0" in out
+    out = incident.step("grep epilog /var/log/slurm/slurmctld.log").result.output
+    assert "] error: job_epilog_complete: JobId=2 epilog error on compute-04, draining the node" in out
+    out = incident.step("ssh compute-04 bash /etc/slurm/epilog.sh").result.output
+    assert f"/etc/slurm/epilog.sh: line 5: {typo}: No such file or directory" in out
+    cluster = incident.episode.controller.cluster
+    assert [job.state.value for job in (cluster.jobs[1], cluster.jobs[2])] == ["COMPLETED", "COMPLETED"]
+
+
+def test_resuming_without_fixing_the_epilog_is_no_fix(play):
+    incident = play("hpc_epilog_typo", SEED)
+    type_all(incident, ["scontrol update nodename=compute-0[3-4] state=resume", "squeue"])
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_fixing_only_the_drained_nodes_leaves_the_others_to_drain_next(play):
+    incident = play("hpc_epilog_typo", SEED)
+    typo = str(task_of(incident).params["typo"])
+    fix = f"sed -i 's|{typo} |/usr/local/sbin/scratch-clean |' /etc/slurm/epilog.sh"
+    type_all(
+        incident,
+        [
+            f'ssh compute-03 "{fix}"; ssh compute-04 "{fix}"',
+            "scontrol update nodename=compute-0[3-4] state=resume",
+        ],
+    )
+    assert not incident.solved and harm_of(incident) == []
+
+
+@pytest.mark.parametrize(
+    "silence", ["sed -i '/^Epilog=/d' /etc/slurm/slurm.conf", "sed -i '2i exit 0' /etc/slurm/epilog.sh"]
+)
+def test_silencing_the_epilog_is_no_fix(play, silence):
+    incident = play("hpc_epilog_typo", SEED)
+    nodes = ("compute-01", "compute-02", "compute-03", "compute-04")
+    type_all(
+        incident,
+        [
+            f"{silence}; " + "; ".join(f'ssh {n} "{silence}"' for n in nodes) + "; scontrol reconfigure",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+            "squeue",
+        ],
+    )
+    assert not incident.solved and harm_of(incident) == []
+
+
+# ---- hpc_completing_hung ---------------------------------------------------------------------------
+
+
+def pair_users(incident: Incident) -> tuple[str, str]:
+    chosen = task_of(incident).params["pair"]
+    assert isinstance(chosen, dict)
+    return str(chosen["user"]), str(chosen["other"])
+
+
+def test_an_unkillable_step_leaves_the_job_completing_and_drains_its_node(play):
+    incident = play("hpc_completing_hung", SEED)
+    params = task_of(incident).params
+    out = incident.step("squeue -h -o '%i %t %N' -j 3").result.output
+    assert out.strip() == "3 CG compute-04"
+    out = incident.step("sinfo -R -h -o '%E|%u|%N'").result.output
+    assert "Kill task failed|slurm|compute-04" in out
+    out = incident.step("ssh compute-04 journalctl -u slurmd --no-pager").result.output
+    assert re.search(
+        r"slurmd: error: \*\*\* JOB 3 STEPD TERMINATED ON compute-04 AT \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d "
+        r"DUE TO JOB NOT ENDING WITH SIGNALS \*\*\*",
+        out,
+    ), out
+    out = incident.step("grep 'Kill task' /var/log/slurm/slurmctld.log").result.output
+    assert "] error: slurmd error running JobId=3 on node(s)=compute-04: Kill task failed" in out
+    out = incident.step("ssh compute-04 dmesg").result.output
+    assert "] nfs: server login01 not responding, still trying" in out
+    assert f"] INFO: task {params['comm']}:{params['pid']} blocked for more than 122 seconds." in out
+
+
+def test_resuming_leaves_the_job_completing_until_the_mount_is_forced_off(play):
+    incident = play("hpc_completing_hung", SEED)
+    share = str(task_of(incident).params["share"])
+    cluster = incident.episode.controller.cluster
+    type_all(incident, ["scontrol update nodename=compute-04 state=resume", "squeue", "squeue"])
+    assert cluster.jobs[3].completing and not incident.solved and harm_of(incident) == []
+    type_all(incident, [f"ssh compute-04 umount -f {share}", "squeue", "squeue"])
+    assert not cluster.jobs[3].completing
+    # The share is still off: not solved until it is mounted again.
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_cancelling_the_other_users_jobs_is_harm(play):
+    incident = play("hpc_completing_hung", SEED)
+    _, other = pair_users(incident)
+    type_all(incident, [f"scancel -u {other}"])
+    assert not incident.solved
+    assert f"killed or requeued user job 1 ({other})" in harm_of(incident)
+
+
+def test_cancelling_the_stuck_job_frees_nothing(play):
+    incident = play("hpc_completing_hung", SEED)
+    type_all(incident, ["scancel 3", "scontrol update nodename=compute-04 state=resume", "squeue"])
+    assert incident.episode.controller.cluster.jobs[3].completing
+    assert not incident.solved
