@@ -59,3 +59,23 @@ install -d -m 0755 /usr/libexec/hpcgym/daemons
 for daemon in munged slurmd slurmctld httpd chronyd; do
     ln -f /usr/bin/cat "/usr/libexec/hpcgym/daemons/$daemon"
 done
+
+# The site's numerical libraries, as the Rocky packages lay them out (controller/services/packages.py
+# keeps their rpmdb): the versioned shared object and its soname link. Their bytes only stand in for
+# the real ones; what matters is that every node's copy equals the package's.
+install -d -m 0755 /usr/lib64 /etc/yum.repos.d
+for lib in libfftw3.so.3:libfftw3.so.3.5.8 libgsl.so.25:libgsl.so.25.0.0 \
+    libopenblaso.so.0:libopenblaso-r0.3.21.so; do
+    soname=${lib%%:*}; file=${lib##*:}
+    { printf '\177ELF\002\001\001\000'; head -c 16376 /dev/zero; printf '%s\n' "$soname"; } > "/usr/lib64/$file"
+    chmod 0755 "/usr/lib64/$file"
+    ln -sfn "$file" "/usr/lib64/$soname"
+done
+cat > /etc/yum.repos.d/site-appstream.repo <<'EOF'
+[site-appstream]
+name=Site AppStream mirror (login01:/apps/repo)
+baseurl=file:///apps/repo/rocky9/AppStream/x86_64/os/
+enabled=1
+gpgcheck=1
+gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-Rocky-9
+EOF

@@ -8,6 +8,8 @@ states they did show. Time comes only from the episode's `VirtualClock`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hpcgym.controller.arrays import (
     NO_TASK,
     expand_output,
@@ -120,6 +122,9 @@ class Cluster:
         # reboots slurmd's next registration reports (an unexpected reboot, see `_register`).
         self.host_boot_s: dict[str, int] = {}
         self.reboot_unseen: set[str] = set()
+        # Called with each job as it starts (its nodes placed): what the node's slurmd finds when it
+        # launches it (a library the job's program needs, say) may end it at once.
+        self.launch_hooks: list[Callable[[Job], None]] = []
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:

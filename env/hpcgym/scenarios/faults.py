@@ -22,6 +22,7 @@ from hpcgym.controller.cluster import INFINITE_RESV_S
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
 from hpcgym.controller.services.daemon import lookup_ids
+from hpcgym.controller.services.packages import BY_NAME
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import PartitionState, Reservation, ReservationFlag
 from hpcgym.controller.timefmt import format_iso
@@ -270,6 +271,44 @@ def _reconfigure(episode: Episode, step: schema.Reconfigure, rng: random.Random)
     episode.controller.cluster.reconfigure(parse_slurm_conf(raw.decode()))
 
 
+def _package_damage(episode: Episode, step: schema.PackageDamage, rng: random.Random) -> None:
+    packages = episode.services.packages
+    if packages is None or step.package not in BY_NAME or step.node not in episode.cluster.nodes:
+        raise ScenarioError(f"cannot damage {step.package!r} on {step.node!r}")
+    packages.damage(step.node, step.package, step.how)
+
+
+def _app_jobs(episode: Episode, step: schema.AppJobs, rng: random.Random) -> None:
+    packages = episode.services.packages
+    uid = USERS.get(step.user)
+    if packages is None or uid is None or step.package not in BY_NAME:
+        raise ScenarioError(f"app_jobs: no user {step.user!r} or package {step.package!r}")
+    user = User(step.user, uid, step.user, uid)
+    episode.controller.users.setdefault(step.user, user)
+    script = f"/home/{step.user}/{step.name}.sh"
+    text = (
+        f"#!/bin/bash\n#SBATCH -J {step.name}\n#SBATCH -N 1 -c 2\n"
+        f"cd $SLURM_SUBMIT_DIR\n{step.program} input.dat\n"
+    )
+    episode.nodes.write(episode.cluster.login_node, script, text.encode(), mode=0o755, uid=uid, gid=uid)
+    packages.require(step.user, step.name, step.program, step.package)
+    now = episode.controller.cluster.now_s
+    for index in range(step.count):
+        later = max(0, index - step.at_once + 1) * step.stagger_s
+        episode.controller.cluster.submit(
+            JobRequest(
+                name=step.name,
+                user=user,
+                work_dir=f"/home/{step.user}",
+                batch=True,
+                command=script,
+                cpus_per_task=2,
+                run_for_s=step.run_for_s,
+                begin_s=now + later if later else None,
+            )
+        )
+
+
 def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
     gpus = episode.services.gpus.get(step.node, [])
     if step.index >= len(gpus):
@@ -313,5 +352,7 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "reservation": _reservation,
     "reboot": _reboot,
     "reconfigure": _reconfigure,
+    "package_damage": _package_damage,
+    "app_jobs": _app_jobs,
     "advance": _advance,
 }

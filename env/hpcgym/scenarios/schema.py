@@ -220,6 +220,31 @@ class Advance(Model):
     seconds: int
 
 
+class PackageDamage(Model):
+    """A package's shared library lost or cut short on a node, behind rpm's back (rpmdb unchanged)."""
+
+    kind: Literal["package_damage"]
+    node: str
+    package: str
+    how: Literal["missing", "truncated"] = "missing"
+
+
+class AppJobs(Model):
+    """A user's queue of whole-node batch jobs whose program loads a package's library."""
+
+    kind: Literal["app_jobs"]
+    user: str = "alice"
+    name: str = "job"
+    program: str
+    package: str
+    count: int = Field(default=1, ge=1, le=200)
+    run_for_s: int = 14400
+    # The first `at_once` jobs may start now; each later one `stagger_s` after the one before
+    # (sbatch --begin), as a campaign a user's script submits.
+    at_once: int = 1
+    stagger_s: int = 0
+
+
 InjectStep = Annotated[
     WriteFile
     | ReplaceInFile
@@ -238,6 +263,8 @@ InjectStep = Annotated[
     | ReservationStep
     | Reboot
     | Reconfigure
+    | PackageDamage
+    | AppJobs
     | Advance,
     Field(discriminator="kind"),
 ]

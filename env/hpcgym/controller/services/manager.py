@@ -21,6 +21,7 @@ from hpcgym.controller.services.access import NodeAccess, is_symlink
 from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
 from hpcgym.controller.services.journal import Catalog, Journal
 from hpcgym.controller.services.network import Network
+from hpcgym.controller.services.packages import PackageDB
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem
 from hpcgym.controller.services.units import (
     UNIT_DIRS,
@@ -103,6 +104,8 @@ class ServiceManager:
         # How far each node's system clock is off the episode's clock (seconds; absent means 0): a
         # drifted hardware clock with chronyd stopped. Starting chronyd (or `chronyc makestep`) steps it.
         self.clock_offsets: dict[str, int] = {}
+        # Each node's RPM database and the site repository (packages.py); the episode sets it up.
+        self.packages: PackageDB | None = None
 
     @classmethod
     def from_slurm_conf(

@@ -12,12 +12,14 @@ from hpcgym.controller.commands import (
     chronyc,
     curl,
     daemons,
+    dnf,
     ifupdown,
     ip,
     journalctl,
     mountcmds,
     munge,
     nvidia_smi,
+    rpm,
     systemctl,
 )
 from hpcgym.controller.commands.base import Context, Reply
@@ -42,4 +44,7 @@ TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
     "apachectl": daemons.run_apachectl,
     "chronyc": chronyc.run,
     "timedatectl": chronyc.run_timedatectl,
+    # Family d: packages (services/packages.py).
+    "rpm": rpm.run,
+    "dnf": dnf.run,
 }
