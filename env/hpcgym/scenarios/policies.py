@@ -235,6 +235,7 @@ class ExpertPolicy:
     name = "expert"
 
     def reset(self, alert: str, seed: int) -> None:
+        self.alert = alert
         self.plan: Plan = self._triage()
         self.started = False
 
@@ -280,7 +281,42 @@ class ExpertPolicy:
             yield from self._licenses()
         for partition in sorted({p for _, p, why in waiting if why.endswith("Reserved for maintenance")}):
             yield from self._maintenance_reservation(partition)
+        if "exit code 127" in getattr(self, "alert", ""):
+            # A user's ticket about jobs that die at start: look at where they died.
+            yield from self._jobs_dying_at_start()
         yield "sinfo"
+
+    def _jobs_dying_at_start(self) -> Plan:
+        # Jobs that end at once with 127 on one host while the same jobs run elsewhere: that node's
+        # loader cannot map a library. The job's output names the soname; rpm on a healthy sibling
+        # names its package; rpm on the bad host says whether it is gone (install) or damaged
+        # (rpm -V lists files: reinstall).
+        out = yield "scontrol show job | grep -E 'JobId|JobState|ExitCode|BatchHost'"
+        hosts: list[str] = []
+        for record in out.split("JobId=")[1:]:
+            host = re.search(r"BatchHost=(\S+)", record)
+            if "JobState=FAILED" in record and "ExitCode=127:0" in record and host:
+                hosts.append(host[1])
+        if not hosts:
+            return
+        host = max(sorted(set(hosts)), key=hosts.count)
+        out = yield "cat /home/*/slurm-*.out | sort | uniq -c"
+        libs = sorted(set(re.findall(r"error while loading shared libraries: ([\w.+-]+):", out)))
+        siblings = [node for node in getattr(self, "healthy", ()) if node not in (host, LOGIN_NODE)]
+        for soname in libs:
+            owner = yield f"ssh {siblings[0] if siblings else host} rpm -qf /usr/lib64/{soname}"
+            found = re.match(r"(\S+?)-\d[^-]*-[^-]+\.\w+$", owner.strip())
+            if found is None:
+                continue
+            package = found[1]
+            state = yield f"ssh {host} rpm -q {package}"
+            if "is not installed" in state:
+                yield f"ssh {host} dnf -y install {package}"
+            else:
+                damage = yield f"ssh {host} rpm -V {package}"
+                if damage.strip():
+                    yield f"ssh {host} dnf -y reinstall {package}"
+            yield f"ssh {host} rpm -V {package}"
 
     def _licenses(self) -> Plan:
         # What slurm.conf counts against what the license server's file grants (FlexLM INCREMENT

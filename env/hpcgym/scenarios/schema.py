@@ -221,12 +221,12 @@ class Advance(Model):
 
 
 class PackageDamage(Model):
-    """A package's shared library lost or cut short on a node, behind rpm's back (rpmdb unchanged)."""
+    """A package's shared library lost or cut short on a node behind rpm's back, or the package erased."""
 
     kind: Literal["package_damage"]
     node: str
     package: str
-    how: Literal["missing", "truncated"] = "missing"
+    how: Literal["missing", "truncated", "erased"] = "missing"
 
 
 class AppJobs(Model):

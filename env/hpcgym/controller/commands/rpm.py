@@ -1,11 +1,12 @@
 """`rpm` on a node: queries and verification against the controller's rpmdb (services/packages.py).
 
 What it answers and how it prints follow rpm 4.16 (Rocky 9): `rpm -q NAME` prints the NEVRA or
-"package NAME is not installed" (exit 1 counting each one missing); `-qa` lists every installed
+"package NAME is not installed" (the exit status counts the names missing); `-qa` lists every installed
 package; `-ql` a package's files; `-qf PATH` the owner or "file PATH is not owned by any package";
 `-V` one line per file that differs, in lib/verify.c's layouts ("missing   %c %s" and
-"%s  %c %s" with the SM5DLUGTP flags), exit 1 when any differs. Checked against Debian's rpm 4.18
-for the query messages; installing and erasing are dnf's business here.
+"%s  %c %s" with the SM5DLUGTP flags), exit 1 when any differs. A query exits with the number of
+names that failed. The query messages and exit codes match Debian's rpm 4.18
+(tests/controller/captures/rpm-4.18); installing and erasing are dnf's business here.
 """
 
 from __future__ import annotations
@@ -63,12 +64,16 @@ def _query(ctx: Context, db: PackageDB, flags: set[str], names: list[str]) -> Re
     if not names:
         return Reply("", "rpm: no arguments given for query\n", 1)
     out: list[str] = []
+    err: list[str] = []
     missing = 0
     for name in names:
         if "f" in flags:
             owner = db.owner_of(name)
             if owner is None or not db.is_installed(ctx.node, owner.name):
-                out.append(f"file {name} is not owned by any package\n")
+                if not _exists(ctx, name):
+                    err.append(f"error: file {name}: No such file or directory\n")
+                else:
+                    out.append(f"file {name} is not owned by any package\n")
                 missing += 1
             else:
                 out.append(_describe(owner, flags - {"f"}))
@@ -79,7 +84,18 @@ def _query(ctx: Context, db: PackageDB, flags: set[str], names: list[str]) -> Re
             missing += 1
         else:
             out.append(_describe(package, flags))
-    return Reply("".join(out), "", 1 if missing else 0)
+    # rpm exits with the number of queries that failed (captures/rpm-4.18: two missing give 2).
+    return Reply("".join(out), "".join(err), min(missing, 255))
+
+
+def _exists(ctx: Context, path: str) -> bool:
+    services = ctx.services
+    if services is None:
+        return False
+    lstat = getattr(services.access, "lstat", None)
+    if lstat is not None:
+        return lstat(ctx.node, path) is not None
+    return services.access.stat(ctx.node, path) is not None
 
 
 def _describe(package: Package, flags: set[str]) -> str:

@@ -203,9 +203,12 @@ class PackageDB:
     # ---- what dnf does ----------------------------------------------------------------------------
 
     def lay_down(self, node: str, package: Package) -> None:
-        """Write the package's regular files from the repository (the image's bytes) and record it."""
+        """Write the package's files from the repository (the image's bytes) and record it."""
+        symlink = getattr(self.access, "symlink", None)
         for owned in package.files:
             if owned.link is not None:
+                if symlink is not None:
+                    symlink(node, owned.path, owned.link)
                 continue
             data = self.image_read(node, owned.path)
             if data is not None:
@@ -216,12 +219,19 @@ class PackageDB:
     # ---- faults -----------------------------------------------------------------------------------
 
     def damage(self, node: str, name: str, how: str) -> None:
-        """A package's library lost (`missing`) or cut short (`truncated`) behind rpm's back."""
+        """A package's library lost (`missing`) or cut short (`truncated`) behind rpm's back.
+
+        `erased` removes the package as rpm -e does: its files and its rpmdb entry.
+        """
         package = BY_NAME[name]
         target = package.library_file()
         if target is None:
             raise ValueError(f"{name} owns no library")
-        if how == "missing":
+        if how == "erased":
+            for owned in package.files:
+                self.access.remove(node, owned.path)
+            self.installed[node] = [p for p in self.installed.get(node, []) if p != name]
+        elif how == "missing":
             self.access.remove(node, target)
         else:
             whole = self.image_read(node, target) or b""

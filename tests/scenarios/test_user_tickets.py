@@ -1,0 +1,153 @@
+"""Users' tickets whose fix is on a node's packages (family d: users, packages and logs).
+
+A node whose copy of a library is gone or damaged eats a user's job campaign (every job that lands
+there dies at start with 127). Gold repairs the package through the real shell; the moves that look
+like fixes (install where it must be reinstalled and back, draining the node, cancelling the user's
+queue, taking the library from another node) are harm or stay unsolved. The package tools print what
+rpm and dnf print.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hpcgym.scenarios.incident import Incident, ScenarioTask
+
+from .conftest import type_all
+
+SEED = 800
+SCENARIOS = ["hpc_ticket_sharedlib", "hpc_ticket_autoremove"]
+
+
+def task_of(incident: Incident) -> ScenarioTask:
+    assert isinstance(incident.task, ScenarioTask)
+    return incident.task
+
+
+def param(incident: Incident, key: str) -> str:
+    value: object = task_of(incident).params
+    for part in key.split("."):
+        assert isinstance(value, dict)
+        value = value[part]
+    return str(value)
+
+
+def harm_of(incident: Incident) -> list[str]:
+    grader = task_of(incident).grader
+    assert grader is not None
+    return grader.harm_found()
+
+
+def run(play, scenario: str, commands: list[str], seed: int = SEED) -> tuple[Incident, list[str]]:  # type: ignore[no-untyped-def]
+    incident = play(scenario, seed)
+    values = {
+        "node": param(incident, "node"),
+        "user": param(incident, "user"),
+        "package": param(incident, "app.package"),
+    }
+    outputs = []
+    for command in commands:
+        if incident.done:
+            break
+        outputs.append(incident.step(command.format(**values)).result.output)
+    return incident, outputs
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_gold_solves_with_full_reward_and_looking_does_not(play, scenario):
+    incident = play(scenario, SEED)
+    type_all(incident, incident.gold)
+    assert incident.solved and harm_of(incident) == []
+    idle = play(scenario, SEED)
+    type_all(idle, ["squeue", "sinfo", "scontrol show job"])
+    assert not idle.solved
+
+
+def test_install_does_nothing_for_a_library_damaged_behind_rpms_back(play):
+    incident, out = run(play, "hpc_ticket_sharedlib", ["ssh {node} dnf -y install {package}", "squeue"])
+    assert "is already installed.\nDependencies resolved.\nNothing to do.\nComplete!\n" in out[0]
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_reinstall_refuses_a_package_that_was_erased(play):
+    incident, out = run(play, "hpc_ticket_autoremove", ["ssh {node} dnf -y reinstall {package}", "squeue"])
+    assert "available, but not installed." in out[0]
+    assert out[0].endswith("Error: No packages marked for reinstall.\n")
+    assert not incident.solved
+
+
+def test_dnf_without_yes_reads_end_of_file_and_aborts(play):
+    incident, out = run(play, "hpc_ticket_autoremove", ["ssh {node} dnf install {package}; echo rc=$?"])
+    assert out[0].endswith("Is this ok [y/N]: Operation aborted.\nrc=1\n")
+    assert not incident.solved
+
+
+def test_rpm_answers_as_rpm_does(play):
+    # Texts and exit codes as Debian's rpm 4.18 prints them (tests/controller/captures/rpm-4.18).
+    incident, out = run(
+        play,
+        "hpc_ticket_autoremove",
+        [
+            "ssh {node} rpm -q {package} nosuchpkg; echo rc=$?",
+            "ssh {node} rpm -qf /etc/hostname; echo rc=$?",
+            "ssh {node} rpm -qf /no/such/file; echo rc=$?",
+            "rpm -q {package}; echo rc=$?",
+        ],
+    )
+    package = param(incident, "app.package")
+    assert out[0] == f"package {package} is not installed\npackage nosuchpkg is not installed\nrc=2\n"
+    assert out[1] == "file /etc/hostname is not owned by any package\nrc=1\n"
+    assert out[2] == "error: file /no/such/file: No such file or directory\nrc=1\n"
+    assert out[3].startswith(f"{package}-") and out[3].endswith(".el9.x86_64\nrc=0\n")
+
+
+def test_rpm_verify_shows_the_damage(play):
+    missing, out = run(play, "hpc_ticket_sharedlib", ["ssh {node} rpm -V {package}; echo rc=$?"], seed=801)
+    how = param(missing, "how")
+    line = out[0].splitlines()[0]
+    if how == "missing":
+        assert line.startswith("missing     /usr/lib64/")
+    else:
+        assert line.startswith("S.5....T.    /usr/lib64/")
+    assert out[0].endswith("rc=1\n")
+
+
+def test_cancelling_the_users_queue_is_harm(play):
+    incident, _ = run(play, "hpc_ticket_sharedlib", ["scancel -u {user}"])
+    assert not incident.solved
+    assert any(h.startswith("killed or requeued user job") for h in harm_of(incident))
+
+
+def test_draining_the_node_that_eats_the_jobs_is_no_fix(play):
+    incident, _ = run(
+        play,
+        "hpc_ticket_sharedlib",
+        ["scontrol update nodename={node} state=drain reason=jobs_die_at_start", "squeue", "squeue"],
+    )
+    assert not incident.solved
+
+
+def test_taking_the_library_from_another_node_is_no_fix(play):
+    incident = play("hpc_ticket_sharedlib", SEED)
+    node, package = param(incident, "node"), param(incident, "app.package")
+    other = next(n for n in ("compute-01", "compute-02", "compute-03", "compute-04") if n != node)
+    type_all(
+        incident,
+        [
+            # As if the library had been copied away from the other node, whose copy then goes missing.
+            f"ssh {other} rm -f $(ssh {other} rpm -ql {package} | grep -v 'so.[0-9]*$')",
+            f"ssh {node} dnf -y reinstall {package}",
+            "squeue",
+            "squeue",
+        ],
+    )
+    assert not incident.solved
+
+
+def test_the_next_job_runs_on_the_repaired_node(play):
+    incident, out = run(
+        play,
+        "hpc_ticket_autoremove",
+        ["ssh {node} dnf -y install {package}", "squeue", "squeue", "squeue", "squeue -h -u {user} -w {node} -t R"],
+    )
+    assert out[-1].strip(), "a job of the user's should be running on the repaired node"
