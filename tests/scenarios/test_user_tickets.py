@@ -9,6 +9,8 @@ rpm and dnf print.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from hpcgym.scenarios.incident import Incident, ScenarioTask
@@ -145,9 +147,34 @@ def test_taking_the_library_from_another_node_is_no_fix(play):
 
 
 def test_the_next_job_runs_on_the_repaired_node(play):
-    incident, out = run(
+    _, out = run(
         play,
         "hpc_ticket_autoremove",
-        ["ssh {node} dnf -y install {package}", "squeue", "squeue", "squeue", "squeue -h -u {user} -w {node} -t R"],
+        [
+            "ssh {node} dnf -y install {package}",
+            "squeue",
+            "squeue",
+            "squeue",
+            "squeue -h -u {user} -w {node} -t R",
+        ],
     )
     assert out[-1].strip(), "a job of the user's should be running on the repaired node"
+
+
+def test_var_log_messages_carries_the_journal_in_rsyslogs_traditional_format(play):
+
+    incident, out = run(
+        play,
+        "hpc_ticket_sharedlib",
+        [
+            "ssh {node} systemctl restart slurmd",
+            "ssh {node} 'tail -n 3 /var/log/messages; stat -c %a:%U /var/log/messages'",
+        ],
+    )
+    node = param(incident, "node")
+    lines = out[1].splitlines()
+    assert lines[-1] == "600:root"
+    # `Nov 23 07:54:12 compute-02 slurmd[9]: ...`: the day padded with a space, the short host name.
+    stamp = r"[A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d"
+    assert all(re.fullmatch(rf"{stamp} {node} \S+\[\d+\]: .*", line) for line in lines[:-1]), lines
+    assert any(f" {node} slurmd[" in line and "started" in line for line in lines[:-1]), lines

@@ -294,9 +294,9 @@ class ExpertPolicy:
         out = yield "scontrol show job | grep -E 'JobId|JobState|ExitCode|BatchHost'"
         hosts: list[str] = []
         for record in out.split("JobId=")[1:]:
-            host = re.search(r"BatchHost=(\S+)", record)
-            if "JobState=FAILED" in record and "ExitCode=127:0" in record and host:
-                hosts.append(host[1])
+            batch_host = re.search(r"BatchHost=(\S+)", record)
+            if "JobState=FAILED" in record and "ExitCode=127:0" in record and batch_host:
+                hosts.append(batch_host[1])
         if not hosts:
             return
         host = max(sorted(set(hosts)), key=hosts.count)

@@ -23,6 +23,7 @@ from hpcgym.controller.services.journal import Catalog, Journal
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.packages import PackageDB
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem
+from hpcgym.controller.services.syslog import MessagesSink
 from hpcgym.controller.services.units import (
     UNIT_DIRS,
     ActiveState,
@@ -91,7 +92,9 @@ class ServiceManager:
         self._controller_host = controller_host
         self._controller_addr = controller_addr or controller_host
         names = list(nodes) if controller_host in nodes else [controller_host, *nodes]
-        self.nodes: dict[str, NodeServices] = {name: NodeServices(Journal(name)) for name in names}
+        self.nodes: dict[str, NodeServices] = {
+            name: NodeServices(Journal(name, sink=MessagesSink(access, name))) for name in names
+        }
         self._syncing = False
         # What the last sync judged of each node whose slurmd runs (`is_registered_as_synced`).
         self._judged: dict[str, RegistrationProblem | None] = {}
