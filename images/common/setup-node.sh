@@ -26,6 +26,7 @@ chmod 0400 /etc/munge/munge.key
 install -d -o root -g root -m 0755 /etc/slurm /var/spool/slurmd /apps
 install -d -o slurm -g slurm -m 0755 /var/log/slurm
 chmod 0644 /etc/slurm/slurm.conf
+chmod 0440 /etc/sudoers  # as sudo's package installs it; sudo refuses a writable one
 
 # Rocky keeps its release files under one name and links the generic ones to it.
 ln -sfn rocky-release /etc/redhat-release

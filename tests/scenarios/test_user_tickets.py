@@ -178,3 +178,26 @@ def test_var_log_messages_carries_the_journal_in_rsyslogs_traditional_format(pla
     stamp = r"[A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d"
     assert all(re.fullmatch(rf"{stamp} {node} \S+\[\d+\]: .*", line) for line in lines[:-1]), lines
     assert any(f" {node} slurmd[" in line and "started" in line for line in lines[:-1]), lines
+
+
+def test_sudo_runs_a_command_as_the_user_and_lists_roots_rules(play):
+    # Texts as Debian's sudo 1.9.13 prints them; the Defaults come from the node's /etc/sudoers.
+    _, out = run(
+        play,
+        "hpc_ticket_sharedlib",
+        [
+            "sudo -u {user} sh -c 'id -un; echo $HOME $SUDO_USER'; echo rc=$?",
+            "sudo -u nosuch id; echo rc=$?",
+            "sudo -u {user} nosuchcmd; echo rc=$?",
+            "sudo -l",
+            "ssh {node} sudo -i -u {user} pwd",
+        ],
+    )
+    assert out[0].splitlines()[1:] == [out[0].split()[0].join(["/home/", " root"]), "rc=0"]
+    assert out[1] == "sudo: unknown user nosuch\nsudo: error initializing audit plugin sudoers_audit\nrc=1\n"
+    assert out[2] == "sudo: nosuchcmd: command not found\nrc=1\n"
+    assert out[3].startswith(
+        "Matching Defaults entries for root on login01:\n    !visiblepw, always_set_home,"
+    )
+    assert out[3].endswith("\nUser root may run the following commands on login01:\n    (ALL) ALL\n")
+    assert out[4] == f"/home/{out[0].split()[0]}\n"

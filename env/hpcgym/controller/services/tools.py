@@ -20,6 +20,7 @@ from hpcgym.controller.commands import (
     munge,
     nvidia_smi,
     rpm,
+    sudo,
     systemctl,
 )
 from hpcgym.controller.commands.base import Context, Reply
@@ -47,4 +48,6 @@ TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
     # Family d: packages (services/packages.py).
     "rpm": rpm.run,
     "dnf": dnf.run,
+    # Family d: users (root runs commands as a user).
+    "sudo": sudo.run,
 }
