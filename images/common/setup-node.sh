@@ -17,6 +17,9 @@ for account in alice:2001 bob:2002 carol:2003; do
     useradd --uid "$id" --gid "$id" --create-home --shell /bin/bash "$name"
     chmod 0700 "/home/$name"  # as on Rocky (HOME_MODE 0700)
 done
+# A licensed application's group: only its members may read its tree under /apps.
+groupadd --gid 3001 ansys-users
+usermod -aG ansys-users carol
 
 # munged refuses to start unless its key and directories are private to the munge user.
 install -d -o munge -g munge -m 0700 /etc/munge /var/lib/munge /var/log/munge

@@ -18,7 +18,7 @@ from hpcgym.scenarios.incident import Incident, ScenarioTask
 from .conftest import type_all
 
 SEED = 800
-SCENARIOS = ["hpc_ticket_sharedlib", "hpc_ticket_autoremove"]
+SCENARIOS = ["hpc_ticket_sharedlib", "hpc_ticket_autoremove", "hpc_ticket_umask"]
 
 
 def task_of(incident: Incident) -> ScenarioTask:
@@ -42,11 +42,13 @@ def harm_of(incident: Incident) -> list[str]:
 
 def run(play, scenario: str, commands: list[str], seed: int = SEED) -> tuple[Incident, list[str]]:  # type: ignore[no-untyped-def]
     incident = play(scenario, seed)
-    values = {
-        "node": param(incident, "node"),
-        "user": param(incident, "user"),
-        "package": param(incident, "app.package"),
-    }
+    params = task_of(incident).params
+    values = {"user": param(incident, "user")}
+    if "node" in params:
+        values |= {"node": param(incident, "node"), "package": param(incident, "app.package")}
+    else:
+        root, version, exe = (param(incident, f"app.{key}") for key in ("root", "version", "exe"))
+        values |= {"program": f"{root}/{version}/bin/{exe}", "tree": f"{root}/{version}"}
     outputs = []
     for command in commands:
         if incident.done:
@@ -201,3 +203,21 @@ def test_sudo_runs_a_command_as_the_user_and_lists_roots_rules(play):
     )
     assert out[3].endswith("\nUser root may run the following commands on login01:\n    (ALL) ALL\n")
     assert out[4] == f"/home/{out[0].split()[0]}\n"
+
+
+def test_root_runs_the_closed_program_and_only_the_user_is_refused(play):
+    _, out = run(
+        play, "hpc_ticket_umask", ["{program}; echo rc=$?", "su - {user} -c '{program}'; echo rc=$?"]
+    )
+    assert out[0].endswith("\nrc=0\n")
+    assert out[1].endswith(": Permission denied\nrc=126\n") and out[1].startswith("-bash: line 1: /apps/")
+
+
+def test_opening_all_of_apps_opens_the_licensed_tree_and_is_no_fix(play):
+    incident, _ = run(play, "hpc_ticket_umask", ["chmod -R o+rX /apps", "squeue", "squeue", "squeue"])
+    assert not incident.solved
+
+
+def test_opening_the_closed_component_alone_fixes_it(play):
+    incident, _ = run(play, "hpc_ticket_umask", ["chmod -R go+rX {tree}", "squeue", "squeue", "squeue"])
+    assert incident.solved and harm_of(incident) == []

@@ -18,6 +18,7 @@ from hpcgym.controller.clock import DEFAULT_START_S
 from hpcgym.controller.commands.base import TaskRequest, TaskResult
 from hpcgym.controller.services import ServiceManager, sync_cluster
 from hpcgym.controller.services.packages import PackageDB
+from hpcgym.controller.services.users import LaunchChecks
 from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
 from hpcgym.episode.nodes import ClusterNodes
 from hpcgym.episode.site import ROUTE_FILE, Site
@@ -134,6 +135,8 @@ class Episode:
             self.controller.services = self.services
             self.services.packages = PackageDB(self.nodes, self._read_image, list(self.cluster.nodes))
             self.controller.cluster.launch_hooks.append(self.services.packages.on_launch)
+            self.services.users = LaunchChecks(self.nodes)
+            self.controller.cluster.launch_hooks.append(self.services.users.on_launch)
             with self._lock:
                 sync_cluster(self.controller.cluster, self.services)  # boots every node's services
         except BaseException:

@@ -21,7 +21,7 @@ from typing import Any
 
 from hpcgym.controller.commands import chronyc
 from hpcgym.controller.hostlist import expand_names
-from hpcgym.controller.services import chrony, httpd, munged, slurm
+from hpcgym.controller.services import chrony, httpd, munged, slurm, users
 from hpcgym.controller.services.access import FileStat
 from hpcgym.controller.services.daemon import lookup_ids
 from hpcgym.controller.services.manager import HTTPD
@@ -180,6 +180,41 @@ def has_user_job_running_on(episode: Episode, user: str, node: str) -> bool:
         job.user == user
         and job.state is JobState.RUNNING
         and node in job.nodes
+        and job.start_s is not None
+        and cluster.now_s > job.start_s
+        for job in cluster.jobs.values()
+    )
+
+
+def is_runnable_by(episode: Episode, node: str, user: str, program: str) -> bool:
+    """`user` (their uid and groups on that node) may reach and run `program` there."""
+    uid, gid = lookup_ids(episode.nodes, node, user)[:2]
+    groups = users.user_groups(episode.nodes, node, user, gid)
+    return uid != 0 and users.refusal(episode.nodes, node, program, uid, groups) is None
+
+
+def has_mode(episode: Episode, node: str, path: str, mode: int, group: str = "root") -> bool:
+    """The path (followed) is root's, of `group`, with exactly these bits: a tree kept closed stays so."""
+    found = episode.nodes.stat(node, path)
+    gid = 0 if group == "root" else _group_id(episode, node, group)
+    return found is not None and (found.perms, found.uid, found.gid) == (int(mode), 0, gid)
+
+
+def _group_id(episode: Episode, node: str, group: str) -> int:
+    raw = episode.nodes.read(node, "/etc/group") or b""
+    for line in raw.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == group and fields[2].isdigit():
+            return int(fields[2])
+    return -1
+
+
+def has_user_job_running(episode: Episode, user: str) -> bool:
+    """A job of `user` runs now and has run past the instant it started."""
+    cluster = episode.controller.cluster
+    return any(
+        job.user == user
+        and job.state is JobState.RUNNING
         and job.start_s is not None
         and cluster.now_s > job.start_s
         for job in cluster.jobs.values()
@@ -445,6 +480,9 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "is_package_intact": is_package_intact,
     "is_every_package_intact": is_every_package_intact,
     "has_user_job_running_on": has_user_job_running_on,
+    "is_runnable_by": is_runnable_by,
+    "has_mode": has_mode,
+    "has_user_job_running": has_user_job_running,
     "is_reservation_released": is_reservation_released,
     "has_reservation_window": has_reservation_window,
     "has_cluster_licenses": has_cluster_licenses,

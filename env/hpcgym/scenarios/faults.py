@@ -108,8 +108,18 @@ def _parents(path: str) -> list[str]:
 
 def _ids(episode: Episode, node: str, owner: str, group: str) -> tuple[int, int]:
     uid = lookup_ids(episode.nodes, node, owner)[0]
-    gid = lookup_ids(episode.nodes, node, group)[1]
-    return uid, gid
+    gid = _group_gid(episode, node, group)
+    return uid, gid if gid is not None else lookup_ids(episode.nodes, node, group)[1]
+
+
+def _group_gid(episode: Episode, node: str, group: str) -> int | None:
+    # A group that is no user's (ansys-users) is found in /etc/group, as chown(1) finds it.
+    raw = episode.nodes.read(node, "/etc/group") or b""
+    for line in raw.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == group and fields[2].isdigit():
+            return int(fields[2])
+    return None
 
 
 def _write(episode: Episode, step: schema.WriteFile, rng: random.Random) -> None:
@@ -278,10 +288,16 @@ def _package_damage(episode: Episode, step: schema.PackageDamage, rng: random.Ra
     packages.damage(step.node, step.package, step.how)
 
 
+def _app_perms(episode: Episode, step: schema.AppPerms, rng: random.Random) -> None:
+    exe = posixpath.join(step.path, step.exe)
+    target = {"version": step.path, "bin": posixpath.dirname(exe), "exe": exe}[step.where]
+    episode.nodes.chmod(step.node, target, step.mode)
+
+
 def _app_jobs(episode: Episode, step: schema.AppJobs, rng: random.Random) -> None:
-    packages = episode.services.packages
+    packages, launch = episode.services.packages, episode.services.users
     uid = USERS.get(step.user)
-    if packages is None or uid is None or step.package not in BY_NAME:
+    if packages is None or launch is None or uid is None or (step.package and step.package not in BY_NAME):
         raise ScenarioError(f"app_jobs: no user {step.user!r} or package {step.package!r}")
     user = User(step.user, uid, step.user, uid)
     episode.controller.users.setdefault(step.user, user)
@@ -291,7 +307,15 @@ def _app_jobs(episode: Episode, step: schema.AppJobs, rng: random.Random) -> Non
         f"cd $SLURM_SUBMIT_DIR\n{step.program} input.dat\n"
     )
     episode.nodes.write(episode.cluster.login_node, script, text.encode(), mode=0o755, uid=uid, gid=uid)
-    packages.require(step.user, step.name, step.program, step.package)
+    login = episode.cluster.login_node
+    if episode.nodes.lstat(login, step.program) is None:
+        # The site's application, installed under /apps (shared from the login node) if the
+        # scenario has not laid it out itself.
+        program = '#!/bin/sh\necho "$(basename "$0"): reading ${1:-input.dat}"\n'
+        episode.nodes.write(login, step.program, program.encode(), mode=0o755)
+    launch.require(step.user, step.name, step.program)
+    if step.package:
+        packages.require(step.user, step.name, step.program, step.package)
     now = episode.controller.cluster.now_s
     for index in range(step.count):
         later = max(0, index - step.at_once + 1) * step.stagger_s
@@ -353,6 +377,7 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "reboot": _reboot,
     "reconfigure": _reconfigure,
     "package_damage": _package_damage,
+    "app_perms": _app_perms,
     "app_jobs": _app_jobs,
     "advance": _advance,
 }

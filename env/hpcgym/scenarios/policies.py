@@ -11,6 +11,7 @@ group name `cheats` stands for all of them (`expand_policy_names`).
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import random
 import re
 import shlex
@@ -284,7 +285,38 @@ class ExpertPolicy:
         if "exit code 127" in getattr(self, "alert", ""):
             # A user's ticket about jobs that die at start: look at where they died.
             yield from self._jobs_dying_at_start()
+        if "exit code 126" in getattr(self, "alert", ""):
+            yield from self._program_closed_to_users()
         yield "sinfo"
+
+    def _program_closed_to_users(self) -> Plan:
+        # Exit 126 with "Permission denied" from the batch script: root can run the program, its user
+        # cannot. namei -l shows each component of its path; those that other users may not enter
+        # (directories without o+x) or run (the program without o+rx) are opened for group and
+        # others, and nothing else.
+        out = yield "grep -H 'Permission denied' /home/*/slurm-*.out | sort | head -n 3"
+        found = re.search(r"^/home/([\w.-]+)/slurm-\d+\.out:.*line \d+: (/\S+): Permission denied", out, re.M)
+        if found is None:
+            return
+        user, program = found[1], found[2]
+        yield f"su - {user} -c {shlex.quote(program)}"
+        listing = yield f"namei -l {program}"
+        here, closed = "", []
+        for line in listing.splitlines()[1:]:
+            fields = line.split(None, 3)
+            if len(fields) != 4 or len(fields[0]) != 10:
+                continue
+            mode, name = fields[0], fields[3]
+            here = "/" if name == "/" else posixpath.join(here or "/", name)
+            others = mode[7:10]
+            if (mode[0] == "d" and others[2] != "x") or (mode[0] == "-" and others[0::2] != "rx"):
+                closed.append(here)
+        if closed:
+            yield "chmod go+rx " + " ".join(shlex.quote(path) for path in closed)
+            yield f"su - {user} -c {shlex.quote(program)}"
+            # The user's next queued job should now start and keep running.
+            yield f"squeue -u {user}"
+            yield f"squeue -u {user} -t R"
 
     def _jobs_dying_at_start(self) -> Plan:
         # Jobs that end at once with 127 on one host while the same jobs run elsewhere: that node's

@@ -229,6 +229,18 @@ class PackageDamage(Model):
     how: Literal["missing", "truncated", "erased"] = "missing"
 
 
+class AppPerms(Model):
+    """One component of an installed application's tree left closed (made under a strict umask)."""
+
+    kind: Literal["app_perms"]
+    node: str
+    # The version directory; `exe` is the program's path below it.
+    path: str
+    exe: str
+    where: Literal["version", "bin", "exe"]
+    mode: int
+
+
 class AppJobs(Model):
     """A user's queue of whole-node batch jobs whose program loads a package's library."""
 
@@ -236,7 +248,8 @@ class AppJobs(Model):
     user: str = "alice"
     name: str = "job"
     program: str
-    package: str
+    # The package whose library the program loads (None: it needs none of the catalogue's).
+    package: str | None = None
     count: int = Field(default=1, ge=1, le=200)
     run_for_s: int = 14400
     # The first `at_once` jobs may start now; each later one `stagger_s` after the one before
@@ -264,6 +277,7 @@ InjectStep = Annotated[
     | Reboot
     | Reconfigure
     | PackageDamage
+    | AppPerms
     | AppJobs
     | Advance,
     Field(discriminator="kind"),

@@ -35,6 +35,7 @@ from hpcgym.controller.services.units import (
     UnitRuntime,
     parse_unit_file,
 )
+from hpcgym.controller.services.users import LaunchChecks
 from hpcgym.controller.slurmconf import SlurmConf
 
 HTTPD = "httpd.service"
@@ -109,6 +110,8 @@ class ServiceManager:
         self.clock_offsets: dict[str, int] = {}
         # Each node's RPM database and the site repository (packages.py); the episode sets it up.
         self.packages: PackageDB | None = None
+        # What a user's job may run on each node (users.py); the episode sets it up.
+        self.users: LaunchChecks | None = None
 
     @classmethod
     def from_slurm_conf(
