@@ -221,3 +221,17 @@ def test_opening_all_of_apps_opens_the_licensed_tree_and_is_no_fix(play):
 def test_opening_the_closed_component_alone_fixes_it(play):
     incident, _ = run(play, "hpc_ticket_umask", ["chmod -R go+rX {tree}", "squeue", "squeue", "squeue"])
     assert incident.solved and harm_of(incident) == []
+
+
+def test_a_path_in_the_packages_way_fails_the_transaction_not_the_episode(play):
+    incident, out = run(
+        play,
+        "hpc_ticket_autoremove",
+        [
+            "ssh {node} 'mkdir -p /usr/lib64/libfftw3.so.3.5.8 /usr/lib64/libgsl.so.25.0.0 "
+            "/usr/lib64/libopenblaso-r0.3.21.so/x'",
+            "ssh {node} dnf -y install {package}; echo rc=$?",
+        ],
+    )
+    assert "Error: Transaction failed\nrc=1\n" in out[-1]
+    assert not incident.solved

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.packages import BY_NAME, REPO_ID, Package, PackageDB
 
 RULE = "=" * 80 + "\n"
@@ -138,7 +139,17 @@ def _transaction(ctx: Context, db: PackageDB, command: str, names: list[str], as
     for package in todo:
         step += 1
         out.append(f"  {verb:<17}: {package.nevra:<50} {step}/{total}\n")
-        db.lay_down(ctx.node, package)
+        try:
+            db.lay_down(ctx.node, package)
+        except NodeFileError as error:
+            # What rpm says when a path it unpacks to is in the way (a directory, a full disk).
+            why = error.strerror or "Input/output error"
+            out.append(f"Error unpacking rpm package {package.nevra}\n")
+            failed = (
+                f"error: unpacking of archive failed on file {error.filename or package.nevra}: "
+                f"cpio: open failed - {why}\nerror: {package.nevra}: install failed\n"
+            )
+            return Reply("".join(out), failed + "\nError: Transaction failed\n", 1)
     if command == "reinstall":
         for package in todo:
             step += 1

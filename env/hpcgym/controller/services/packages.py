@@ -15,13 +15,14 @@ with exit code 127 and ld.so's message in its output file, as a real node does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import stat as statmod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from hpcgym.controller.services.access import NodeAccess
+from hpcgym.controller.services.access import NodeAccess, NodeFileError
 from hpcgym.controller.state import Job
 
 # The dynamic loader's exit code for a program it cannot load (`127`, as the shell's for "not found").
@@ -269,4 +270,6 @@ class PackageDB:
         job.run_for_s = 0
         job.run_exit_code = LOADER_EXIT
         out = job.stdout_path or f"{job.work_dir.rstrip('/')}/slurm-{job.job_id}.out"
-        self.access.write(job.batch_host, out, error.encode(), mode=0o644, uid=job.uid, gid=job.gid)
+        # The agent may have made the output path unwritable; the job dies all the same.
+        with contextlib.suppress(NodeFileError):
+            self.access.write(job.batch_host, out, error.encode(), mode=0o644, uid=job.uid, gid=job.gid)

@@ -11,10 +11,11 @@ output file, as a real node's slurmstepd leaves it (the script runs as
 
 from __future__ import annotations
 
+import contextlib
 import stat as statmod
 from dataclasses import dataclass, field
 
-from hpcgym.controller.services.access import FileStat, NodeAccess
+from hpcgym.controller.services.access import FileStat, NodeAccess, NodeFileError
 from hpcgym.controller.state import Job
 
 NOT_EXECUTABLE_EXIT = 126
@@ -87,4 +88,6 @@ class LaunchChecks:
         script = f"/var/spool/slurmd/job{job.job_id:05d}/slurm_script"
         text = f"{script}: line {PROGRAM_LINE}: {program}: {why}\n"
         out = job.stdout_path or f"{job.work_dir.rstrip('/')}/slurm-{job.job_id}.out"
-        self.access.write(host, out, text.encode(), mode=0o644, uid=job.uid, gid=job.gid)
+        # The agent may have made the output path unwritable; the job dies all the same.
+        with contextlib.suppress(NodeFileError):
+            self.access.write(host, out, text.encode(), mode=0o644, uid=job.uid, gid=job.gid)
