@@ -21,6 +21,9 @@ for account in alice:2001 bob:2002 carol:2003; do
     useradd --uid "$id" --gid "$id" --create-home --shell /bin/bash "$name"
     chmod 0700 "/home/$name"  # as on Rocky (HOME_MODE 0700)
 done
+# A licensed application's group: only its members may read its tree under /apps.
+groupadd --gid 3001 ansys-users
+usermod -aG ansys-users carol
 
 # munged refuses to start unless its key and directories are private to the munge user.
 install -d -o munge -g munge -m 0700 /etc/munge /var/lib/munge /var/log/munge
@@ -30,6 +33,7 @@ chmod 0400 /etc/munge/munge.key
 install -d -o root -g root -m 0755 /etc/slurm /var/spool/slurmd /apps
 install -d -o slurm -g slurm -m 0755 /var/log/slurm
 chmod 0644 /etc/slurm/slurm.conf
+chmod 0440 /etc/sudoers  # as sudo's package installs it; sudo refuses a writable one
 
 # Rocky keeps its release files under one name and links the generic ones to it.
 ln -sfn rocky-release /etc/redhat-release
@@ -63,3 +67,23 @@ install -d -m 0755 /usr/libexec/hpcgym/daemons
 for daemon in munged slurmd slurmctld httpd chronyd slurmdbd mariadbd; do
     ln -f /usr/bin/cat "/usr/libexec/hpcgym/daemons/$daemon"
 done
+
+# The site's numerical libraries, as the Rocky packages lay them out (controller/services/packages.py
+# keeps their rpmdb): the versioned shared object and its soname link. Their bytes only stand in for
+# the real ones; what matters is that every node's copy equals the package's.
+install -d -m 0755 /usr/lib64 /etc/yum.repos.d
+for lib in libfftw3.so.3:libfftw3.so.3.5.8 libgsl.so.25:libgsl.so.25.0.0 \
+    libopenblaso.so.0:libopenblaso-r0.3.21.so; do
+    soname=${lib%%:*}; file=${lib##*:}
+    { printf '\177ELF\002\001\001\000'; head -c 16376 /dev/zero; printf '%s\n' "$soname"; } > "/usr/lib64/$file"
+    chmod 0755 "/usr/lib64/$file"
+    ln -sfn "$file" "/usr/lib64/$soname"
+done
+cat > /etc/yum.repos.d/site-appstream.repo <<'EOF'
+[site-appstream]
+name=Site AppStream mirror (login01:/apps/repo)
+baseurl=file:///apps/repo/rocky9/AppStream/x86_64/os/
+enabled=1
+gpgcheck=1
+gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-Rocky-9
+EOF

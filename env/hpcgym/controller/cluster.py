@@ -132,6 +132,9 @@ class Cluster:
         # Jobs whose end waits on a process slurmd cannot kill (hung I/O, joblife.py): they stay
         # COMPLETING until it exits.
         self.unkillable: set[int] = set()
+        # Called with each job as it starts (its nodes placed): what the node's slurmd finds when it
+        # launches it (a library the job's program needs, say) may end it at once.
+        self.launch_hooks: list[Callable[[Job], None]] = []
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:

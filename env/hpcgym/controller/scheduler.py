@@ -327,3 +327,5 @@ def _start(cluster: Cluster, job: Job, placement: dict[str, int]) -> None:
     else:
         tasks = job.num_tasks or len(job.nodes)
         job.steps = [Step(f"{job.job_id}.0", job.name, now, list(job.nodes), job.cpus, tasks)]
+    for hook in cluster.launch_hooks:
+        hook(job)

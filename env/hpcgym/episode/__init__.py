@@ -19,6 +19,8 @@ from hpcgym.controller.clock import DEFAULT_START_S
 from hpcgym.controller.commands.base import TaskRequest, TaskResult
 from hpcgym.controller.hardware import check_registration
 from hpcgym.controller.services import ServiceManager, sync_cluster
+from hpcgym.controller.services.packages import PackageDB
+from hpcgym.controller.services.users import LaunchChecks
 from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
 from hpcgym.episode.nodes import ClusterNodes
 from hpcgym.episode.site import ROUTE_FILE, Site
@@ -135,6 +137,10 @@ class Episode:
             clock = self.controller.clock
             self.nodes.now_s = lambda: clock.now_s if clock.now_s >= 0 else clock.start_s
             self.controller.services = self.services
+            self.services.packages = PackageDB(self.nodes, self._read_image, list(self.cluster.nodes))
+            self.controller.cluster.launch_hooks.append(self.services.packages.on_launch)
+            self.services.users = LaunchChecks(self.nodes)
+            self.controller.cluster.launch_hooks.append(self.services.users.on_launch)
             with self._lock:
                 sync_cluster(self.controller.cluster, self.services)  # boots every node's services
         except BaseException:
@@ -246,6 +252,15 @@ class Episode:
         return TaskResult(
             stdout=done.stdout, stderr=done.stderr, exit_code=done.exit_code, timed_out=done.timed_out
         )
+
+    def _read_image(self, node: str, path: str) -> bytes | None:
+        # The node's pristine image (the read-only lower dir this process unpacked and verified),
+        # never the node's own tree: what a package's file should be.
+        lower = self.cluster.config.lowers[self.cluster.nodes[node].role]
+        target = lower / path.lstrip("/")
+        if ".." in path.split("/") or target.is_symlink() or not target.is_file():
+            return None
+        return target.read_bytes()
 
     # --- lifetime ---------------------------------------------------------------------------------
 

@@ -540,6 +540,28 @@ class NodeFS:
                 return None
             raise
 
+    def symlink(self, path: str, target: str, *, uid: int = 0, gid: int = 0) -> None:
+        """Replace `path` with a symlink to `target` (a package's soname link).
+
+        Made by name inside its directory and renamed over the old entry, never following one.
+        """
+        owners = self._host_id(uid), self._host_id(gid)
+        dir_fd, name = self._parent(path, create=True)
+        tmp = f".{name[:200]}.{secrets.token_hex(6)}.hpcgym-tmp"
+        try:
+            os.symlink(target, tmp, dir_fd=dir_fd)
+            try:
+                os.chown(tmp, *owners, dir_fd=dir_fd, follow_symlinks=False)
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+        except OSError as e:
+            raise _node_error(e, path) from None
+        finally:
+            os.close(dir_fd)
+
     def remove(self, path: str) -> None:
         """Unlink a file (or symlink) by name inside its directory; missing is fine."""
         if (found := self._existing_parent(path)) is None:

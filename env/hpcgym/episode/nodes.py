@@ -211,6 +211,10 @@ class ClusterNodes:
     def remove(self, node: str, path: str) -> None:
         self._fs(node, start=True).remove(path)
 
+    def symlink(self, node: str, path: str, target: str) -> None:
+        """Make `path` a symlink to `target` (root-owned), as a package's soname link is."""
+        self._fs(node, start=True).symlink(path, target)
+
     # Scenario injects (added for scenarios/faults.py): change what the agent will find, in place.
 
     def rewrite(self, node: str, path: str, mtime_s: int) -> bool:

@@ -21,11 +21,12 @@ from typing import Any
 
 from hpcgym.controller.commands import chronyc
 from hpcgym.controller.hostlist import expand_names
-from hpcgym.controller.services import chrony, httpd, munged, slurm
+from hpcgym.controller.services import chrony, httpd, munged, slurm, users
 from hpcgym.controller.services.access import FileStat
 from hpcgym.controller.services.daemon import lookup_ids
 from hpcgym.controller.services.manager import HTTPD
 from hpcgym.controller.services.network import RouteFileError, parse_hosts, parse_route_file
+from hpcgym.controller.services.packages import CATALOGUE
 from hpcgym.controller.services.units import UnitFileState
 from hpcgym.controller.slurmconf import parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
@@ -154,6 +155,71 @@ def has_site_licenses(episode: Episode, node: str, licenses: str) -> bool:
     except ControllerError:
         return False  # a file slurmd would refuse to read counts nothing
     return dict(conf.licenses) == _license_counts(licenses)
+
+
+# ---- packages (controller/services/packages.py) ------------------------------------------------------
+
+
+def is_package_intact(episode: Episode, node: str, package: str) -> bool:
+    """The package is installed on the node and every file it owns is the package's (rpm -V clean)."""
+    db = episode.services.packages
+    return db is not None and db.is_intact(node, package)
+
+
+def is_every_package_intact(episode: Episode) -> bool:
+    """No node has a package missing or damaged: what one node needed is not taken from another."""
+    db = episode.services.packages
+    return db is not None and all(
+        db.is_intact(node, package.name) for node in sorted(episode.cluster.nodes) for package in CATALOGUE
+    )
+
+
+def has_user_job_running_on(episode: Episode, user: str, node: str) -> bool:
+    """A job of `user` runs on `node` now and has run there past the instant it started."""
+    cluster = episode.controller.cluster
+    return any(
+        job.user == user
+        and job.state is JobState.RUNNING
+        and node in job.nodes
+        and job.start_s is not None
+        and cluster.now_s > job.start_s
+        for job in cluster.jobs.values()
+    )
+
+
+def is_runnable_by(episode: Episode, node: str, user: str, program: str) -> bool:
+    """`user` (their uid and groups on that node) may reach and run `program` there."""
+    uid, gid = lookup_ids(episode.nodes, node, user)[:2]
+    groups = users.user_groups(episode.nodes, node, user, gid)
+    return uid != 0 and users.refusal(episode.nodes, node, program, uid, groups) is None
+
+
+def has_mode(episode: Episode, node: str, path: str, mode: int, group: str = "root") -> bool:
+    """The path (followed) is root's, of `group`, with exactly these bits: a tree kept closed stays so."""
+    found = episode.nodes.stat(node, path)
+    gid = 0 if group == "root" else _group_id(episode, node, group)
+    return found is not None and (found.perms, found.uid, found.gid) == (int(mode), 0, gid)
+
+
+def _group_id(episode: Episode, node: str, group: str) -> int:
+    raw = episode.nodes.read(node, "/etc/group") or b""
+    for line in raw.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == group and fields[2].isdigit():
+            return int(fields[2])
+    return -1
+
+
+def has_user_job_running(episode: Episode, user: str) -> bool:
+    """A job of `user` runs now and has run past the instant it started."""
+    cluster = episode.controller.cluster
+    return any(
+        job.user == user
+        and job.state is JobState.RUNNING
+        and job.start_s is not None
+        and cluster.now_s > job.start_s
+        for job in cluster.jobs.values()
+    )
 
 
 # ---- systemd units ---------------------------------------------------------------------------------
@@ -464,6 +530,12 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "is_every_node_healthy": is_every_node_healthy,
     "is_partition_up": is_partition_up,
     "has_jobs_running": has_jobs_running,
+    "is_package_intact": is_package_intact,
+    "is_every_package_intact": is_every_package_intact,
+    "has_user_job_running_on": has_user_job_running_on,
+    "is_runnable_by": is_runnable_by,
+    "has_mode": has_mode,
+    "has_user_job_running": has_user_job_running,
     "is_reservation_released": is_reservation_released,
     "has_reservation_window": has_reservation_window,
     "has_cluster_licenses": has_cluster_licenses,

@@ -26,6 +26,7 @@ from hpcgym.controller.services import xid
 from hpcgym.controller.services.daemon import lookup_ids
 from hpcgym.controller.services.gpu import make_gpus
 from hpcgym.controller.services.journal import Entry, Priority
+from hpcgym.controller.services.packages import BY_NAME
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import JobState, PartitionState, Reservation, ReservationFlag
 from hpcgym.controller.timefmt import format_iso
@@ -111,8 +112,18 @@ def _parents(path: str) -> list[str]:
 
 def _ids(episode: Episode, node: str, owner: str, group: str) -> tuple[int, int]:
     uid = lookup_ids(episode.nodes, node, owner)[0]
-    gid = lookup_ids(episode.nodes, node, group)[1]
-    return uid, gid
+    gid = _group_gid(episode, node, group)
+    return uid, gid if gid is not None else lookup_ids(episode.nodes, node, group)[1]
+
+
+def _group_gid(episode: Episode, node: str, group: str) -> int | None:
+    # A group that is no user's (ansys-users) is found in /etc/group, as chown(1) finds it.
+    raw = episode.nodes.read(node, "/etc/group") or b""
+    for line in raw.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == group and fields[2].isdigit():
+            return int(fields[2])
+    return None
 
 
 def _write(episode: Episode, step: schema.WriteFile, rng: random.Random) -> None:
@@ -293,6 +304,58 @@ def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -
         episode.controller.cluster.validate_node_specs(node)
 
 
+def _package_damage(episode: Episode, step: schema.PackageDamage, rng: random.Random) -> None:
+    packages = episode.services.packages
+    if packages is None or step.package not in BY_NAME or step.node not in episode.cluster.nodes:
+        raise ScenarioError(f"cannot damage {step.package!r} on {step.node!r}")
+    packages.damage(step.node, step.package, step.how)
+
+
+def _app_perms(episode: Episode, step: schema.AppPerms, rng: random.Random) -> None:
+    exe = posixpath.join(step.path, step.exe)
+    target = {"version": step.path, "bin": posixpath.dirname(exe), "exe": exe}[step.where]
+    episode.nodes.chmod(step.node, target, step.mode)
+
+
+def _app_jobs(episode: Episode, step: schema.AppJobs, rng: random.Random) -> None:
+    packages, launch = episode.services.packages, episode.services.users
+    uid = USERS.get(step.user)
+    if packages is None or launch is None or uid is None or (step.package and step.package not in BY_NAME):
+        raise ScenarioError(f"app_jobs: no user {step.user!r} or package {step.package!r}")
+    user = User(step.user, uid, step.user, uid)
+    episode.controller.users.setdefault(step.user, user)
+    script = f"/home/{step.user}/{step.name}.sh"
+    text = (
+        f"#!/bin/bash\n#SBATCH -J {step.name}\n#SBATCH -N 1 -c 2\n"
+        f"cd $SLURM_SUBMIT_DIR\n{step.program} input.dat\n"
+    )
+    episode.nodes.write(episode.cluster.login_node, script, text.encode(), mode=0o755, uid=uid, gid=uid)
+    login = episode.cluster.login_node
+    if episode.nodes.lstat(login, step.program) is None:
+        # The site's application, installed under /apps (shared from the login node) if the
+        # scenario has not laid it out itself.
+        program = '#!/bin/sh\necho "$(basename "$0"): reading ${1:-input.dat}"\n'
+        episode.nodes.write(login, step.program, program.encode(), mode=0o755)
+    launch.require(step.user, step.name, step.program)
+    if step.package:
+        packages.require(step.user, step.name, step.program, step.package)
+    now = episode.controller.cluster.now_s
+    for index in range(step.count):
+        later = max(0, index - step.at_once + 1) * step.stagger_s
+        episode.controller.cluster.submit(
+            JobRequest(
+                name=step.name,
+                user=user,
+                work_dir=f"/home/{step.user}",
+                batch=True,
+                command=script,
+                cpus_per_task=2,
+                run_for_s=step.run_for_s,
+                begin_s=now + later if later else None,
+            )
+        )
+
+
 def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
     gpus = episode.services.gpus.get(step.node, [])
     if step.index >= len(gpus):
@@ -396,6 +459,9 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "reboot": _reboot,
     "reconfigure": _reconfigure,
     "hardware": _hardware,
+    "package_damage": _package_damage,
+    "app_perms": _app_perms,
+    "app_jobs": _app_jobs,
     "advance": _advance,
     "db_password": accounting_rules.inject_db_password,
     "association": accounting_rules.inject_association,

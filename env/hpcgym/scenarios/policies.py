@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import posixpath
 import random
 import re
 import shlex
@@ -291,7 +292,73 @@ class ExpertPolicy:
         for partition in sorted({p for _, p, why in waiting if why.endswith("Reserved for maintenance")}):
             yield from self._maintenance_reservation(partition)
         yield from accounting_runbook.accounting(self.alert)
+        if "exit code 127" in getattr(self, "alert", ""):
+            # A user's ticket about jobs that die at start: look at where they died.
+            yield from self._jobs_dying_at_start()
+        if "exit code 126" in getattr(self, "alert", ""):
+            yield from self._program_closed_to_users()
         yield "sinfo"
+
+    def _program_closed_to_users(self) -> Plan:
+        # Exit 126 with "Permission denied" from the batch script: root can run the program, its user
+        # cannot. namei -l shows each component of its path; those that other users may not enter
+        # (directories without o+x) or run (the program without o+rx) are opened for group and
+        # others, and nothing else.
+        out = yield "grep -H 'Permission denied' /home/*/slurm-*.out | sort | head -n 3"
+        found = re.search(r"^/home/([\w.-]+)/slurm-\d+\.out:.*line \d+: (/\S+): Permission denied", out, re.M)
+        if found is None:
+            return
+        user, program = found[1], found[2]
+        yield f"su - {user} -c {shlex.quote(program)}"
+        listing = yield f"namei -l {program}"
+        here, closed = "", []
+        for line in listing.splitlines()[1:]:
+            fields = line.split(None, 3)
+            if len(fields) != 4 or len(fields[0]) != 10:
+                continue
+            mode, name = fields[0], fields[3]
+            here = "/" if name == "/" else posixpath.join(here or "/", name)
+            others = mode[7:10]
+            if (mode[0] == "d" and others[2] != "x") or (mode[0] == "-" and others[0::2] != "rx"):
+                closed.append(here)
+        if closed:
+            yield "chmod go+rx " + " ".join(shlex.quote(path) for path in closed)
+            yield f"su - {user} -c {shlex.quote(program)}"
+            # The user's next queued job should now start and keep running.
+            yield f"squeue -u {user}"
+            yield f"squeue -u {user} -t R"
+
+    def _jobs_dying_at_start(self) -> Plan:
+        # Jobs that end at once with 127 on one host while the same jobs run elsewhere: that node's
+        # loader cannot map a library. The job's output names the soname; rpm on a healthy sibling
+        # names its package; rpm on the bad host says whether it is gone (install) or damaged
+        # (rpm -V lists files: reinstall).
+        out = yield "scontrol show job | grep -E 'JobId|JobState|ExitCode|BatchHost'"
+        hosts: list[str] = []
+        for record in out.split("JobId=")[1:]:
+            batch_host = re.search(r"BatchHost=(\S+)", record)
+            if "JobState=FAILED" in record and "ExitCode=127:0" in record and batch_host:
+                hosts.append(batch_host[1])
+        if not hosts:
+            return
+        host = max(sorted(set(hosts)), key=hosts.count)
+        out = yield "cat /home/*/slurm-*.out | sort | uniq -c"
+        libs = sorted(set(re.findall(r"error while loading shared libraries: ([\w.+-]+):", out)))
+        siblings = [node for node in getattr(self, "healthy", ()) if node not in (host, LOGIN_NODE)]
+        for soname in libs:
+            owner = yield f"ssh {siblings[0] if siblings else host} rpm -qf /usr/lib64/{soname}"
+            found = re.match(r"(\S+?)-\d[^-]*-[^-]+\.\w+$", owner.strip())
+            if found is None:
+                continue
+            package = found[1]
+            state = yield f"ssh {host} rpm -q {package}"
+            if "is not installed" in state:
+                yield f"ssh {host} dnf -y install {package}"
+            else:
+                damage = yield f"ssh {host} rpm -V {package}"
+                if damage.strip():
+                    yield f"ssh {host} dnf -y reinstall {package}"
+            yield f"ssh {host} rpm -V {package}"
 
     def _licenses(self) -> Plan:
         # What slurm.conf counts against what the license server's file grants (FlexLM INCREMENT

@@ -297,6 +297,44 @@ class QosStep(Model):
     grp_tres: str = ""
 
 
+class PackageDamage(Model):
+    """A package's shared library lost or cut short on a node behind rpm's back, or the package erased."""
+
+    kind: Literal["package_damage"]
+    node: str
+    package: str
+    how: Literal["missing", "truncated", "erased"] = "missing"
+
+
+class AppPerms(Model):
+    """One component of an installed application's tree left closed (made under a strict umask)."""
+
+    kind: Literal["app_perms"]
+    node: str
+    # The version directory; `exe` is the program's path below it.
+    path: str
+    exe: str
+    where: Literal["version", "bin", "exe"]
+    mode: int
+
+
+class AppJobs(Model):
+    """A user's queue of whole-node batch jobs whose program loads a package's library."""
+
+    kind: Literal["app_jobs"]
+    user: str = "alice"
+    name: str = "job"
+    program: str
+    # The package whose library the program loads (None: it needs none of the catalogue's).
+    package: str | None = None
+    count: int = Field(default=1, ge=1, le=200)
+    run_for_s: int = 14400
+    # The first `at_once` jobs may start now; each later one `stagger_s` after the one before
+    # (sbatch --begin), as a campaign a user's script submits.
+    at_once: int = 1
+    stagger_s: int = 0
+
+
 InjectStep = Annotated[
     WriteFile
     | ReplaceInFile
@@ -322,7 +360,10 @@ InjectStep = Annotated[
     | DbPassword
     | AssociationStep
     | QosStep
-    | HardwareStep,
+    | HardwareStep
+    | PackageDamage
+    | AppPerms
+    | AppJobs,
     Field(discriminator="kind"),
 ]
 

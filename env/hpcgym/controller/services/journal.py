@@ -8,6 +8,7 @@ systemd messages that have one, so `journalctl -x` can print the explanation blo
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -129,9 +130,13 @@ class Journal:
 
     hostname: str
     entries: list[Entry] = field(default_factory=list)
+    # Where each new entry goes besides the journal (rsyslog's /var/log/messages, syslog.py).
+    sink: Callable[[Entry], None] | None = field(default=None, repr=False, compare=False)
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)
+        if self.sink is not None:
+            self.sink(entry)
 
     def for_unit(self, unit: str) -> list[Entry]:
         return [entry for entry in self.entries if entry.unit == unit]

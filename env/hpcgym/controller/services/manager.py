@@ -22,8 +22,10 @@ from hpcgym.controller.services.access import NodeAccess, is_symlink
 from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
 from hpcgym.controller.services.journal import Catalog, Journal
 from hpcgym.controller.services.network import Network
+from hpcgym.controller.services.packages import PackageDB
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem
 from hpcgym.controller.services.slurmdbd import MARIADB, SLURMDBD
+from hpcgym.controller.services.syslog import MessagesSink
 from hpcgym.controller.services.units import (
     UNIT_DIRS,
     ActiveState,
@@ -35,6 +37,7 @@ from hpcgym.controller.services.units import (
     UnitRuntime,
     parse_unit_file,
 )
+from hpcgym.controller.services.users import LaunchChecks
 from hpcgym.controller.slurmconf import SlurmConf
 
 HTTPD = "httpd.service"
@@ -100,7 +103,9 @@ class ServiceManager:
         self._controller_host = controller_host
         self._controller_addr = controller_addr or controller_host
         names = list(nodes) if controller_host in nodes else [controller_host, *nodes]
-        self.nodes: dict[str, NodeServices] = {name: NodeServices(Journal(name)) for name in names}
+        self.nodes: dict[str, NodeServices] = {
+            name: NodeServices(Journal(name, sink=MessagesSink(access, name))) for name in names
+        }
         self._syncing = False
         # What the last sync judged of each node whose slurmd runs (`is_registered_as_synced`).
         self._judged: dict[str, RegistrationProblem | None] = {}
@@ -117,6 +122,10 @@ class ServiceManager:
         # How far each node's system clock is off the episode's clock (seconds; absent means 0): a
         # drifted hardware clock with chronyd stopped. Starting chronyd (or `chronyc makestep`) steps it.
         self.clock_offsets: dict[str, int] = {}
+        # Each node's RPM database and the site repository (packages.py); the episode sets it up.
+        self.packages: PackageDB | None = None
+        # What a user's job may run on each node (users.py); the episode sets it up.
+        self.users: LaunchChecks | None = None
 
     @classmethod
     def from_slurm_conf(

@@ -13,6 +13,7 @@ from hpcgym.controller.commands import (
     curl,
     daemons,
     dmesg,
+    dnf,
     hwinfo,
     ifupdown,
     ip,
@@ -21,6 +22,8 @@ from hpcgym.controller.commands import (
     munge,
     nhc,
     nvidia_smi,
+    rpm,
+    sudo,
     systemctl,
 )
 from hpcgym.controller.commands.base import Context, Reply
@@ -51,4 +54,9 @@ TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
     "chronyc": chronyc.run,
     "timedatectl": chronyc.run_timedatectl,
     "dmesg": dmesg.run,
+    # Family d: packages (services/packages.py).
+    "rpm": rpm.run,
+    "dnf": dnf.run,
+    # Family d: users (root runs commands as a user).
+    "sudo": sudo.run,
 }
