@@ -222,6 +222,7 @@ def test_info_never_carries_the_fix(play):
         "scenario",
         "tier",
         "seed",
+        "difficulty",
         "node",
         "step",
         "max_steps",

@@ -7,6 +7,7 @@ and Port); what the values mean for node and job state is `cluster.py`'s busines
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,8 +214,19 @@ def parse_slurm_conf(text: str) -> SlurmConf:
     """Parse slurm.conf text.
 
     Raises:
-        ControllerError: a line is malformed, or ClusterName/SlurmctldHost/nodes are missing.
+        ControllerError: a line is malformed, a number is not one, or ClusterName/SlurmctldHost/nodes
+            are missing. Every caller treats it as a file slurmctld or slurmd would refuse.
     """
+    try:
+        return _parse_slurm_conf(text)
+    except ValueError as e:
+        # int() of a value the agent wrote (SlurmdTimeout=x, CPUs=²): s_p_parse's words for it.
+        found = re.search(r"with base 10: '(.*)'$", str(e))
+        value = found[1] if found else "?"
+        raise ControllerError(f'slurm.conf: "{value}" is not a valid number') from None
+
+
+def _parse_slurm_conf(text: str) -> SlurmConf:
     options: dict[str, str] = {}
     node_defaults: dict[str, str] = {}
     part_defaults: dict[str, str] = {}
