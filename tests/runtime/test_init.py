@@ -30,6 +30,7 @@ from hpcgym.runtime.init import (
     MAGIC,
     REP_SPAWNED,
     InitError,
+    InitTimeout,
     NodeInit,
     SpawnFailed,
     Stdio,
@@ -217,3 +218,19 @@ def test_daemon_start_needs_no_starter_process(episode) -> None:  # type: ignore
     # A daemon is init's own child: no bwrap, bash or setpriv starts it (what issue 16 saw killed).
     result = episode.step("systemctl restart munge; ps -o ppid=,user=,args= -C munged")
     assert result.output.split() == ["1", "munge", "/usr/sbin/munged"]
+
+
+def test_a_request_init_answers_late_is_a_timeout_and_the_next_goes_on(
+    init: tuple[NodeInit, subprocess.Popen[bytes]],
+) -> None:
+    """A starved host: init stopped past the deadline of one start. That start fails as a timeout,
+    init is not written off, and its late reply (another request's id) is passed over."""
+    client, proc = init
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(InitTimeout):
+            client.spawn("/bin/sh", ["sh", "-c", "exit 4"], ENV, timeout_s=0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    pid = client.spawn("/bin/sh", ["sh", "-c", "exit 5"], ENV)
+    assert os.WEXITSTATUS(wait_status(client, pid)) == 5

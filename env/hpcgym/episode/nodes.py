@@ -47,6 +47,8 @@ REQUEST_WORK_S = 5.0
 # (`exit_status`): init reaps at once, unless the host is starved or init is gone. At a load of 15
 # on 2 cores (a soak beside four test runs) 1 s was sometimes too short, and a SIGTERM read as KILL.
 EXIT_WORD_TIMEOUT_S = 3.0
+# The least time init is given to answer a start, however little of its request is left.
+SPAWN_FLOOR_S = 1.0
 
 # What systemd gives a service's process (systemd.exec(5): "Environment variables in spawned
 # processes"; PATH as systemd 252 on Rocky 9 sets it), and its default WorkingDirectory, the root.
@@ -306,7 +308,9 @@ class ClusterNodes:
                 uid=uid,
                 gid=uid,
                 stdio=Stdio(IO_PIPE, IO_NULL, IO_NULL),
-                timeout_s=time_left,
+                # A request nearly out of time still gives init a moment to fork: on a starved host
+                # a spawn with milliseconds left timed out (an infrastructure failure).
+                timeout_s=max(time_left, SPAWN_FLOOR_S),
             )
         except SpawnFailed as e:
             # The node's own program is missing or not executable (the agent's doing): no daemon.

@@ -54,6 +54,13 @@ class InitError(SandboxError):
     """A node's init is gone, silent past a deadline, or said something malformed (infrastructure)."""
 
 
+class InitTimeout(InitError):
+    """One request went unanswered in time: a starved host, not a broken init.
+
+    Its late reply carries the request's id and is passed over, so the next request goes on.
+    """
+
+
 @dataclass(frozen=True)
 class Stdio:
     """How init sets up a child's fds 0-2."""
@@ -142,6 +149,8 @@ class NodeInit:
                                 self._started.popitem(last=False)
                             return pid
                         raise SpawnFailed(err if err > 0 else 0, os.strerror(err) if err > 0 else "failed")
+            except InitTimeout:
+                raise
             except InitError as e:
                 self._broken = e.message
                 raise
@@ -189,7 +198,7 @@ class NodeInit:
         poller.register(self.sock.fileno(), events)
         left = deadline - time.monotonic()
         if left <= 0 or not poller.poll(math.ceil(left * 1000)):
-            raise InitError(f"the init of {self.node} did not answer in time")
+            raise InitTimeout(f"the init of {self.node} did not answer in time")
 
     def _receive(self, deadline: float) -> tuple[int, int, int, int, int]:
         while True:
