@@ -3,12 +3,14 @@
 slurm.conf's `Prolog=` names a program slurmd runs as root on the batch host before the job's
 script starts. Here it is the node's own file, run by the node's init (`NodeAccess.start_process`),
 so what the agent wrote in it, and what the node's filesystem holds when it runs, decide its exit.
-A non-zero exit (or no exit within PrologEpilogTimeout) does what Slurm 23.x does: slurmd logs
+A non-zero exit (or no exit within PrologEpilogTimeout) does what Slurm (22.05 to 24.x) does: slurmd logs
 `[job N] prolog failed status=E:S` (src/slurmd/slurmd/req.c), slurmctld drains the node with the
 reason "Prolog error" in its slurm user's name (node_mgr.c, validate_node_specs), and requeues the
 batch job held, so squeue shows it pending "(launch failed requeued held)" until `scontrol release`.
 `Epilog=` runs on every node of a job once it has ended; a failure drains the node "Epilog error"
-(job_mgr.c, job_epilog_complete) and leaves the job's own record alone.
+(job_mgr.c, job_epilog_complete) and leaves the job's own record alone. A job whose process sleeps
+uninterruptibly on a hung NFS mount (`hang_job`) stays COMPLETING; after UnkillableStepTimeout its
+node is drained "Kill task failed", until the mount is forced off.
 
 What this module leaves to others: Slurm state (cluster.py: drain, requeue, hold), the node's
 processes (the runtime), and when to look (`sync_prologs` runs after every request and tick).
@@ -27,7 +29,6 @@ from hpcgym.controller.services.journal import Entry, Priority
 from hpcgym.controller.services.lifecycle import decode_wait_status
 from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.state import JobState, Reason
-from hpcgym.errors import ControllerError
 
 PROLOG_ERROR = "Prolog error"
 EPILOG_ERROR = "Epilog error"
@@ -97,7 +98,12 @@ def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> N
             life.seen.add(key)
             if prolog and job.batch_host:
                 life.runs.append(_start(services, job.job_id, job.batch_host, prolog, cluster.now_s))
-        elif job.state.is_finished() and job.nodes and key not in life.ended:
+        elif (
+            job.state.is_finished()
+            and job.nodes
+            and key not in life.ended
+            and job.job_id not in cluster.unkillable
+        ):
             # slurmd runs the Epilog on every node of the allocation once the job's steps are gone.
             life.ended.add(key)
             for node in job.nodes if epilog else ():
@@ -181,10 +187,11 @@ def _start(services: ServiceManager, job_id: int, node: str, path: str, now_s: i
         pid = services.access.start_process(node, "prolog", [path], program=path)
     except OSError as error:
         # execve failed: a missing script reads as the shell's 127, one not executable as 126.
+        # (A node whose init cannot be reached raises on: the episode is broken, not the script.)
         return PrologRun(job_id, node, None, now_s, exec_status=(127 if error.errno == 2 else 126) << 8)
-    except ControllerError:
-        return PrologRun(job_id, node, None, now_s, exec_status=1 << 8)
     run = PrologRun(job_id, node, pid, now_s)
+    # The controller's lock is held here, so the wait is short and bounded: a script that calls a
+    # cluster tool (whose request waits on that lock) is simply looked at again next time.
     deadline = time.monotonic() + FIRST_WAIT_S
     while services.access.is_alive(node, pid) and time.monotonic() < deadline:
         time.sleep(POLL_S)
@@ -228,6 +235,9 @@ def _failed(cluster: Cluster, services: ServiceManager, run: PrologRun, exit_cod
     cluster.requeue(job)
     cluster.hold(job, Reason.HELD_ADMIN)
     job.reason_desc = LAUNCH_FAILED_HELD
+    # As Debian's 22.05.8 shows such a job (fidelity state prolog-fails): SubmitTime is the requeue,
+    # it is eligible from its new BeginTime, and it accrues nothing while held.
+    job.eligible_s, job.accrue_s = job.begin_s, None
 
 
 LOG_FILES = {"slurmd": "slurmdlogfile", "slurmctld": "slurmctldlogfile"}
