@@ -56,6 +56,8 @@ def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario,
     incident = play(scenario, seed)
     type_all(incident, incident.gold)
     assert incident.solved and harm_of(incident) == []
+    grader = task_of(incident).grader
+    assert grader is not None and grader.components.diagnosis > 0  # the evidence a tool printed
     idle = play(scenario, seed)
     type_all(idle, ["sinfo -R", "squeue"])
     assert not idle.solved and harm_of(idle) == []

@@ -74,7 +74,7 @@ TRACKED_FILES = (
 EVIDENCE_TOOLS = frozenset(
     {
         "systemctl", "journalctl", "sinfo", "scontrol", "squeue", "sacct", "nvidia-smi", "curl",
-        "httpd", "apachectl", "munged", "slurmd", "slurmctld", "ifup", "ifdown",
+        "httpd", "apachectl", "munged", "slurmd", "slurmctld", "ifup", "ifdown", "dmesg",
     }
 )  # fmt: skip
 # Commands that can plant text into Slurm's own output (a drain reason, a job name).
