@@ -300,3 +300,25 @@ def test_cancelling_the_stuck_job_frees_nothing(play):
     type_all(incident, ["scancel 3", "scontrol update nodename=compute-04 state=resume", "squeue"])
     assert incident.episode.controller.cluster.jobs[3].completing
     assert not incident.solved
+
+
+def test_a_prolog_past_prolog_epilog_timeout_is_killed_and_fails(play):
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    hang = "sed -i '2i sleep 600' /etc/slurm/prolog.sh"
+    type_all(
+        incident,
+        [
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            f'ssh compute-03 "{hang}"; ssh compute-04 "{hang}"',
+            "scontrol update nodename=compute-0[3-4] state=resume",
+            "scontrol release 1",
+        ],
+    )
+    controller = incident.episode.controller
+    # Still running its prolog: the job shows as started, the node is not drained yet.
+    assert controller.cluster.jobs[1].state.value == "RUNNING"
+    controller.advance(130)  # past PrologEpilogTimeout=120
+    journal = incident.step("ssh compute-03 journalctl -u slurmd --no-pager").result.output
+    assert "slurmd: error: [job 1] prolog failed status=0:9" in journal
+    assert controller.cluster.jobs[1].reason_text() == "launch failed requeued held"
