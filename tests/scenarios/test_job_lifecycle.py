@@ -406,6 +406,28 @@ def test_a_slow_prolog_holds_no_request_for_long(play, monkeypatch):
     assert not any(node.reason == "Prolog error" for node in cluster.nodes.values())
 
 
+def test_scripts_past_the_per_sync_cap_start_on_later_syncs(play, monkeypatch):
+    from hpcgym.controller import joblife
+
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    type_all(
+        incident,
+        [
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+        ],
+    )
+    monkeypatch.setattr(joblife, "MAX_STARTS_PER_SYNC", 1)
+    incident.step("scontrol release 1,2")
+    life = incident.episode.controller.joblife
+    cluster = incident.episode.controller.cluster
+    for _ in range(4):
+        incident.episode.controller.advance(1)
+    assert life.runs == [] and not any(node.reason == "Prolog error" for node in cluster.nodes.values())
+    assert all(cluster.jobs[j].state.value == "RUNNING" for j in (1, 2))
+
+
 def test_a_request_out_of_time_defers_the_prolog_and_fails_nothing(play, monkeypatch):
     incident = play("hpc_prolog_mount", SEED)
     share = str(task_of(incident).params["share"])

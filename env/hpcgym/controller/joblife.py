@@ -45,6 +45,10 @@ LAUNCH_FAILED_HELD = "launch failed requeued held"
 # each later sync, and killed once PrologEpilogTimeout (virtual seconds) has passed. The node
 # controls how long its scripts run, so no request waits longer than this for them, however many.
 WAIT_BUDGET_S = 0.25
+# At most this many scripts are started per sync (each start is a round trip to the node's init,
+# and a tick or `advance` has no request deadline to stop at): a job array ending at once starts
+# its Epilogs over the next syncs. A run's PrologEpilogTimeout counts from its own start.
+MAX_STARTS_PER_SYNC = 16
 POLL_S = 0.01
 # Slurm's default is no timeout; the simulation needs a bound on a prolog that never ends.
 DEFAULT_TIMEOUT_S = 300
@@ -115,7 +119,10 @@ def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> N
             life.ended.add(key)
             for node in job.nodes if epilog else ():
                 life.runs.append(PrologRun(job.job_id, node, epilog, cluster.now_s, epilog=True))
-    started = [run for run in life.runs if run.pending and _start(services, run)]
+    started: list[PrologRun] = []
+    for run in [run for run in life.runs if run.pending][:MAX_STARTS_PER_SYNC]:
+        if _start(services, run, cluster.now_s):
+            started.append(run)
     _wait(services, started)
     _check_hung(cluster, services, life)
     for run in list(life.runs):
@@ -193,7 +200,7 @@ def _conf_seconds(cluster: Cluster, key: str, default: int) -> int:
     return default if value is None else value
 
 
-def _start(services: ServiceManager, run: PrologRun) -> bool:
+def _start(services: ServiceManager, run: PrologRun, now_s: int) -> bool:
     """Ask the node's init to start the run's script; False if it is left for a later sync."""
     try:
         run.pid = services.access.start_process(run.node, "prolog", [run.path], program=run.path)
@@ -205,7 +212,7 @@ def _start(services: ServiceManager, run: PrologRun) -> bool:
         # execve failed: a missing script reads as the shell's 127, one not executable as 126.
         # (A node whose init cannot be reached raises on: the episode is broken, not the script.)
         run.exec_status = (127 if error.errno == errno.ENOENT else 126) << 8
-    run.pending = False
+    run.pending, run.started_s = False, now_s
     return True
 
 
