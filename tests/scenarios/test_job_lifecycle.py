@@ -56,6 +56,8 @@ def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario,
     incident = play(scenario, seed)
     type_all(incident, incident.gold)
     assert incident.solved and harm_of(incident) == []
+    grader = task_of(incident).grader
+    assert grader is not None and grader.components.diagnosis > 0  # the evidence a tool printed
     idle = play(scenario, seed)
     type_all(idle, ["sinfo -R", "squeue"])
     assert not idle.solved and harm_of(idle) == []
@@ -298,3 +300,240 @@ def test_cancelling_the_stuck_job_frees_nothing(play):
     type_all(incident, ["scancel 3", "scontrol update nodename=compute-04 state=resume", "squeue"])
     assert incident.episode.controller.cluster.jobs[3].completing
     assert not incident.solved
+
+
+def test_a_prolog_past_prolog_epilog_timeout_is_killed_and_fails(play):
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    hang = "sed -i '2i sleep 600' /etc/slurm/prolog.sh"
+    type_all(
+        incident,
+        [
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            f'ssh compute-03 "{hang}"; ssh compute-04 "{hang}"',
+            "scontrol update nodename=compute-0[3-4] state=resume",
+            "scontrol release 1",
+        ],
+    )
+    controller = incident.episode.controller
+    # Still running its prolog: the job shows as started, the node is not drained yet.
+    assert controller.cluster.jobs[1].state.value == "RUNNING"
+    controller.advance(130)  # past PrologEpilogTimeout=120
+    journal = incident.step("ssh compute-03 journalctl -u slurmd --no-pager").result.output
+    assert "slurmd: error: [job 1] prolog failed status=0:9" in journal
+    assert controller.cluster.jobs[1].reason_text() == "launch failed requeued held"
+
+
+# ---- security review: node-written numbers, the lock, behaviour checks, an empty record ----------
+
+
+ODD_NUMBERS = ["²", "٣", "9" * 5000]
+
+
+@pytest.mark.parametrize("value", ODD_NUMBERS)
+def test_an_odd_unkillable_step_timeout_is_read_as_unset_not_a_crash(play, value):
+    incident = play("hpc_completing_hung", SEED)
+    controller = incident.episode.controller
+    # However slurm.conf came to hold it (main's parser refuses some), the sync that reads it
+    # must not raise: an exception there throws the episode away as an infrastructure failure.
+    controller.cluster.conf.options["unkillablesteptimeout"] = value
+    out = incident.step("squeue -h -o '%i %t' -j 3").result.output
+    assert out.strip() == "3 CG"
+    controller.advance(30)
+    assert controller.cluster.jobs[3].completing
+
+
+@pytest.mark.parametrize("value", ODD_NUMBERS)
+def test_an_odd_prolog_epilog_timeout_is_read_as_unset_not_a_crash(play, value):
+    incident = play("hpc_prolog_mount", SEED)
+    controller = incident.episode.controller
+    controller.cluster.conf.options["prologepilogtimeout"] = value
+    # A prolog in flight (the share is still off: it fails, and that harm ends the episode) makes
+    # each sync read the timeout; the commands after it still get their answers.
+    step = incident.step(
+        "scontrol update nodename=compute-03 state=resume; scontrol release 1; squeue -h -j 1"
+    )
+    assert re.match(r" *1 +gpu ", step.result.output.splitlines()[-1]), step.result.output
+    controller.advance(5)
+
+
+def test_a_slurm_conf_that_raises_value_error_reads_as_no_script(play, monkeypatch):
+    from hpcgym.scenarios import checks
+
+    incident = play("hpc_epilog_typo", SEED)
+
+    def refuse(text: str) -> None:
+        raise ValueError("invalid literal for int() with base 10: '²'")
+
+    monkeypatch.setattr(checks, "parse_slurm_conf", refuse)
+    assert checks.has_epilog(incident.episode, "compute-03", "/etc/slurm/epilog.sh") is False
+    assert checks.has_prolog(incident.episode, "compute-03", "/etc/slurm/prolog.sh", "/apps") is False
+
+
+def test_a_slow_prolog_holds_no_request_for_long(play, monkeypatch):
+    import time
+
+    from hpcgym.controller import controller as controller_module
+
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    slow = "sed -i '2i sleep 600' /etc/slurm/prolog.sh"
+    type_all(
+        incident,
+        [
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            f'ssh compute-03 "{slow}"; ssh compute-04 "{slow}"',
+            "scontrol update nodename=compute-0[3-4] state=resume",
+        ],
+    )
+    held: list[float] = []
+    sync = controller_module.sync_prologs
+
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        sync(*args, **kwargs)
+        held.append(time.monotonic() - started)
+
+    # sync_prologs runs with the controller's lock held: time what it holds it for.
+    monkeypatch.setattr(controller_module, "sync_prologs", timed)
+    incident.step("sbatch -p gpu --array=1-12 -n 1 --wrap 'sleep 1000'; scontrol release 1,2")
+    cluster = incident.episode.controller.cluster
+    running = [job for job in cluster.jobs.values() if job.state.value == "RUNNING"]
+    # The two released jobs and two array tasks start, each with a prolog that sleeps: each start
+    # used to wait 2 host s under the lock (8 s for this one command, and no cap for more).
+    assert len(running) >= 4 and len(incident.episode.controller.joblife.runs) >= 4
+    assert max(held) < 1.0 and sum(held) < 2.0, held
+    assert not any(node.reason == "Prolog error" for node in cluster.nodes.values())
+
+
+def test_scripts_past_the_per_sync_cap_start_on_later_syncs(play, monkeypatch):
+    from hpcgym.controller import joblife
+
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    type_all(
+        incident,
+        [
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+        ],
+    )
+    monkeypatch.setattr(joblife, "MAX_STARTS_PER_SYNC", 1)
+    incident.step("scontrol release 1,2")
+    life = incident.episode.controller.joblife
+    cluster = incident.episode.controller.cluster
+    for _ in range(4):
+        incident.episode.controller.advance(1)
+    assert life.runs == [] and not any(node.reason == "Prolog error" for node in cluster.nodes.values())
+    assert all(cluster.jobs[j].state.value == "RUNNING" for j in (1, 2))
+
+
+def test_a_request_out_of_time_defers_the_prolog_and_fails_nothing(play, monkeypatch):
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    type_all(
+        incident,
+        [
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+        ],
+    )
+    access = incident.episode.nodes
+    # The request's time is spent by the time slurmd would start the prolog: start_process says ETIME.
+    monkeypatch.setattr(access, "_time_left", lambda: 0.0)
+    incident.step("scontrol release 1")
+    monkeypatch.undo()
+    cluster = incident.episode.controller.cluster
+    assert not any(node.reason == "Prolog error" for node in cluster.nodes.values())
+    incident.step("squeue")
+    incident.episode.controller.advance(5)
+    assert cluster.jobs[1].state.value == "RUNNING" and cluster.jobs[1].restarts == 1
+    assert not any(node.reason == "Prolog error" for node in cluster.nodes.values())
+
+
+@pytest.mark.parametrize(
+    "silence",
+    [
+        "sed -i '2i if true; then exit 0; fi' /etc/slurm/prolog.sh",
+        "sed -i '2i true && exit 0' /etc/slurm/prolog.sh",
+        "sed -i '2i [ -n x ] \\&\\& exit 0' /etc/slurm/prolog.sh",
+    ],
+)
+def test_a_prolog_that_succeeds_early_is_no_fix(play, silence):
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    type_all(
+        incident,
+        [
+            f'ssh compute-03 "{silence}"; ssh compute-04 "{silence}"',
+            "ssh compute-03 head -3 /etc/slurm/prolog.sh",
+            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+            "scontrol release 1; scontrol release 2",
+            "squeue",
+        ],
+    )
+    assert not incident.solved and harm_of(incident) == []
+    grader = task_of(incident).grader
+    assert grader is not None
+    # Everything but the Prolog's guard holds: the shares, the nodes, the jobs.
+    assert grader.checks[grader.count_holding()][0] == "has_prolog"
+
+
+def test_a_prolog_that_dropped_the_missing_shares_check_is_no_fix(play):
+    incident = play("hpc_prolog_mount", 806)  # /home
+    assert task_of(incident).params["share"] == "/home"
+    drop = "sed -i '/ls -A .home/,/^fi/d' /etc/slurm/prolog.sh"
+    type_all(
+        incident,
+        [
+            f'ssh compute-03 "{drop}"; ssh compute-04 "{drop}"',
+            "ssh compute-03 mount /home; ssh compute-04 mount /home",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+            "scontrol release 1; scontrol release 2",
+            "squeue",
+        ],
+    )
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_an_epilog_that_names_the_cleaner_but_never_runs_it_is_no_fix(play):
+    incident = play("hpc_epilog_typo", SEED)
+    fake = "printf ': /usr/local/sbin/scratch-clean --all\\nexit 0\\n' > /etc/slurm/epilog.sh"
+    nodes = ("compute-01", "compute-02", "compute-03", "compute-04")
+    type_all(
+        incident,
+        [
+            "; ".join(f'ssh {n} "{fake}"' for n in nodes),
+            "ssh compute-03 cat /etc/slurm/epilog.sh",
+            "scontrol update nodename=compute-0[3-4] state=resume",
+            "squeue",
+        ],
+    )
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_the_epilog_check_cleans_up_its_plant_and_keeps_the_scratch_a_script_left(play):
+    from hpcgym.scenarios import checks
+
+    incident = play("hpc_epilog_typo", SEED)
+    typo = str(task_of(incident).params["typo"])
+    fix = f"sed -i 's|{typo} |/usr/local/sbin/scratch-clean |' /etc/slurm/epilog.sh"
+    incident.step(f'ssh compute-03 "{fix}"')
+    nodes = incident.episode.nodes
+    assert checks.has_epilog(incident.episode, "compute-03", "/etc/slurm/epilog.sh")
+    assert not checks.has_epilog(incident.episode, "compute-04", "/etc/slurm/epilog.sh")
+    # The planted file is gone either way: grading leaves no trace the agent would find.
+    for node in ("compute-03", "compute-04"):
+        assert nodes.stat(node, f"{checks.SCRATCH_DIR}/{checks.SCRATCH_PLANT.split('/')[0]}") is None
+
+
+def test_a_job_missing_from_the_record_has_not_ended(play):
+    from hpcgym.scenarios import checks
+
+    incident = play("hpc_completing_hung", SEED)
+    user, _ = pair_users(incident)
+    cluster = incident.episode.controller.cluster
+    assert not checks.is_job_ended(incident.episode, user, "sim")  # CG
+    cluster.jobs.clear()  # as slurmctld -c leaves it
+    assert not checks.is_job_ended(incident.episode, user, "sim")

@@ -180,7 +180,12 @@ class Controller:
         # Daemons the agent started or stopped change what slurmctld sees (slurmd registered, ...).
         if self.services is not None:
             sync_cluster(self.cluster, self.services)
-            # Batch jobs that started since run slurmd's Prolog in their node (joblife.py).
+            self._sync_joblife()
+
+    def _sync_joblife(self) -> None:
+        # Jobs that started or ended since run slurmd's Prolog or Epilog in their nodes (joblife.py),
+        # also right after the clock moved: a script that fails at once drains its node at once.
+        if self.services is not None:
             sync_prologs(self.cluster, self.services, self.joblife)
 
     def tick(self) -> int:
@@ -190,6 +195,7 @@ class Controller:
             self._forget_files()
             self._sync_services()
             self.cluster.advance()
+            self._sync_joblife()
             return now
 
     def advance(self, seconds: int) -> int:
@@ -199,4 +205,5 @@ class Controller:
             self._forget_files()
             self._sync_services()
             self.cluster.advance()
+            self._sync_joblife()
             return now

@@ -3,12 +3,14 @@
 slurm.conf's `Prolog=` names a program slurmd runs as root on the batch host before the job's
 script starts. Here it is the node's own file, run by the node's init (`NodeAccess.start_process`),
 so what the agent wrote in it, and what the node's filesystem holds when it runs, decide its exit.
-A non-zero exit (or no exit within PrologEpilogTimeout) does what Slurm 23.x does: slurmd logs
+A non-zero exit (or no exit within PrologEpilogTimeout) does what Slurm (22.05 to 24.x) does: slurmd logs
 `[job N] prolog failed status=E:S` (src/slurmd/slurmd/req.c), slurmctld drains the node with the
 reason "Prolog error" in its slurm user's name (node_mgr.c, validate_node_specs), and requeues the
 batch job held, so squeue shows it pending "(launch failed requeued held)" until `scontrol release`.
 `Epilog=` runs on every node of a job once it has ended; a failure drains the node "Epilog error"
-(job_mgr.c, job_epilog_complete) and leaves the job's own record alone.
+(job_mgr.c, job_epilog_complete) and leaves the job's own record alone. A job whose process sleeps
+uninterruptibly on a hung NFS mount (`hang_job`) stays COMPLETING; after UnkillableStepTimeout its
+node is drained "Kill task failed", until the mount is forced off.
 
 What this module leaves to others: Slurm state (cluster.py: drain, requeue, hold), the node's
 processes (the runtime), and when to look (`sync_prologs` runs after every request and tick).
@@ -16,9 +18,11 @@ processes (the runtime), and when to look (`sync_prologs` runs after every reque
 
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass, field
 
+from hpcgym.controller import numbers
 from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands.mountcmds import ShareAccess
 from hpcgym.controller.services import lifecycle, slurm, xid
@@ -27,7 +31,6 @@ from hpcgym.controller.services.journal import Entry, Priority
 from hpcgym.controller.services.lifecycle import decode_wait_status
 from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.state import JobState, Reason
-from hpcgym.errors import ControllerError
 
 PROLOG_ERROR = "Prolog error"
 EPILOG_ERROR = "Epilog error"
@@ -36,10 +39,16 @@ DEFAULT_UNKILLABLE_S = 60
 # The compute image's kernel, as `uname -r` and the hung-task report name it.
 KERNEL_RELEASE = "5.14.0-362.8.1.el9_3.x86_64"
 LAUNCH_FAILED_HELD = "launch failed requeued held"
-# How long one sync waits, in host seconds, for a prolog it has just started: a site's checks take
-# milliseconds; one that runs longer is looked at again at each later request, and killed once
-# PrologEpilogTimeout (virtual seconds) has passed.
-FIRST_WAIT_S = 2.0
+# How long one sync waits in all, in host seconds and under the controller's lock, for the scripts
+# it has just started (together, not each): a site's checks take milliseconds, so one that fails at
+# once drains its node before the next command looks; one that runs longer is looked at again at
+# each later sync, and killed once PrologEpilogTimeout (virtual seconds) has passed. The node
+# controls how long its scripts run, so no request waits longer than this for them, however many.
+WAIT_BUDGET_S = 0.25
+# At most this many scripts are started per sync (each start is a round trip to the node's init,
+# and a tick or `advance` has no request deadline to stop at): a job array ending at once starts
+# its Epilogs over the next syncs. A run's PrologEpilogTimeout counts from its own start.
+MAX_STARTS_PER_SYNC = 16
 POLL_S = 0.01
 # Slurm's default is no timeout; the simulation needs a bound on a prolog that never ends.
 DEFAULT_TIMEOUT_S = 300
@@ -49,11 +58,14 @@ DEFAULT_TIMEOUT_S = 300
 class PrologRun:
     job_id: int
     node: str
-    pid: int | None
+    path: str
     started_s: int
+    epilog: bool = False
+    pid: int | None = None
     # A program that could not be started at all: what the shell would have returned (126, 127).
     exec_status: int | None = None
-    epilog: bool = False
+    # Not started yet: the request that asked ran out of time first; a later sync starts it.
+    pending: bool = True
 
 
 @dataclass
@@ -96,15 +108,22 @@ def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> N
         if job.state is JobState.RUNNING and job.batch and key not in life.seen:
             life.seen.add(key)
             if prolog and job.batch_host:
-                life.runs.append(_start(services, job.job_id, job.batch_host, prolog, cluster.now_s))
-        elif job.state.is_finished() and job.nodes and key not in life.ended:
+                life.runs.append(PrologRun(job.job_id, job.batch_host, prolog, cluster.now_s))
+        elif (
+            job.state.is_finished()
+            and job.nodes
+            and key not in life.ended
+            and job.job_id not in cluster.unkillable
+        ):
             # slurmd runs the Epilog on every node of the allocation once the job's steps are gone.
             life.ended.add(key)
             for node in job.nodes if epilog else ():
-                run = _start(services, job.job_id, node, epilog, cluster.now_s)
-                life.runs.append(
-                    PrologRun(run.job_id, run.node, run.pid, run.started_s, run.exec_status, True)
-                )
+                life.runs.append(PrologRun(job.job_id, node, epilog, cluster.now_s, epilog=True))
+    started: list[PrologRun] = []
+    for run in [run for run in life.runs if run.pending][:MAX_STARTS_PER_SYNC]:
+        if _start(services, run, cluster.now_s):
+            started.append(run)
+    _wait(services, started)
     _check_hung(cluster, services, life)
     for run in list(life.runs):
         status = _status(services, run, cluster.now_s, _timeout_s(cluster))
@@ -140,8 +159,7 @@ def _check_hung(cluster: Cluster, services: ServiceManager, life: JobLife) -> No
     # default 60 s) for the step's processes to go; one asleep in the kernel on a dead NFS server
     # does not, so the step is reported and the node drained "Kill task failed", and the job stays
     # COMPLETING. `umount -f` aborts the mount's outstanding calls: the process gets EIO and exits.
-    raw = cluster.conf.options.get("unkillablesteptimeout", "")
-    timeout_s = int(raw) if raw.isdigit() else DEFAULT_UNKILLABLE_S
+    timeout_s = _conf_seconds(cluster, "unkillablesteptimeout", DEFAULT_UNKILLABLE_S)
     access = services.access
     for job_id, task in list(life.hung.items()):
         job = cluster.jobs.get(job_id)
@@ -172,26 +190,46 @@ def _check_hung(cluster: Cluster, services: ServiceManager, life: JobLife) -> No
 
 
 def _timeout_s(cluster: Cluster) -> int:
-    raw = cluster.conf.options.get("prologepilogtimeout", "")
-    return int(raw) if raw.isdigit() else DEFAULT_TIMEOUT_S
+    return _conf_seconds(cluster, "prologepilogtimeout", DEFAULT_TIMEOUT_S)
 
 
-def _start(services: ServiceManager, job_id: int, node: str, path: str, now_s: int) -> PrologRun:
+def _conf_seconds(cluster: Cluster, key: str, default: int) -> int:
+    # The agent writes slurm.conf: a value that is not plain ASCII digits ("²", "٣", a 5,000-digit
+    # number) is read as unset, as the default, and never raises.
+    value = numbers.to_int(cluster.conf.options.get(key, "").strip())
+    return default if value is None else value
+
+
+def _start(services: ServiceManager, run: PrologRun, now_s: int) -> bool:
+    """Ask the node's init to start the run's script; False if it is left for a later sync."""
     try:
-        pid = services.access.start_process(node, "prolog", [path], program=path)
+        run.pid = services.access.start_process(run.node, "prolog", [run.path], program=run.path)
     except OSError as error:
+        if error.errno == errno.ETIME:
+            # This request's time is spent (many starts, or a slow node): nothing failed, so the
+            # script is started on a later sync, not read as an exit of 126.
+            return False
         # execve failed: a missing script reads as the shell's 127, one not executable as 126.
-        return PrologRun(job_id, node, None, now_s, exec_status=(127 if error.errno == 2 else 126) << 8)
-    except ControllerError:
-        return PrologRun(job_id, node, None, now_s, exec_status=1 << 8)
-    run = PrologRun(job_id, node, pid, now_s)
-    deadline = time.monotonic() + FIRST_WAIT_S
-    while services.access.is_alive(node, pid) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    return run
+        # (A node whose init cannot be reached raises on: the episode is broken, not the script.)
+        run.exec_status = (127 if error.errno == errno.ENOENT else 126) << 8
+    run.pending, run.started_s = False, now_s
+    return True
+
+
+def _wait(services: ServiceManager, runs: list[PrologRun]) -> None:
+    # The controller's lock is held here, so the wait is short and bounded in all: a script that
+    # calls a cluster tool (whose request waits on that lock), or sleeps, is looked at next time.
+    deadline = time.monotonic() + WAIT_BUDGET_S
+    waiting = [(run.node, run.pid) for run in runs if run.pid is not None]
+    while waiting and time.monotonic() < deadline:
+        waiting = [(node, pid) for node, pid in waiting if services.access.is_alive(node, pid)]
+        if waiting:
+            time.sleep(POLL_S)
 
 
 def _status(services: ServiceManager, run: PrologRun, now_s: int, timeout_s: int) -> int | None:
+    if run.pending:
+        return None
     if run.pid is None:
         return run.exec_status
     if services.access.is_alive(run.node, run.pid):
@@ -228,6 +266,9 @@ def _failed(cluster: Cluster, services: ServiceManager, run: PrologRun, exit_cod
     cluster.requeue(job)
     cluster.hold(job, Reason.HELD_ADMIN)
     job.reason_desc = LAUNCH_FAILED_HELD
+    # As Debian's 22.05.8 shows such a job (fidelity state prolog-fails): SubmitTime is the requeue,
+    # it is eligible from its new BeginTime, and it accrues nothing while held.
+    job.eligible_s, job.accrue_s = job.begin_s, None
 
 
 LOG_FILES = {"slurmd": "slurmdlogfile", "slurmctld": "slurmctldlogfile"}

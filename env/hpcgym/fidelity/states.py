@@ -544,6 +544,23 @@ STATES: tuple[State, ...] = (
         "scontrol show partition compute",
         ci=True,
     ),
+    # Job lifecycle (issue 17): slurmd's Prolog and Epilog failing (joblife.py).
+    _state(
+        "prolog-fails",
+        "a batch job whose Prolog (/bin/false) fails: its node drained Prolog error, the job requeued held",
+        SLEEP_JOB,
+        Wait(4),
+        look=(*GLANCE, "sinfo -o '%N %T %E %u'", "squeue -o '%i %T %r %N %p'", "scontrol show job 1"),
+        options=(("Prolog", "/bin/false"),),
+    ),
+    _state(
+        "epilog-fails",
+        "a short batch job whose Epilog (/bin/false) fails: its node drained Epilog error",
+        "sbatch --wrap true",
+        Wait(4),
+        look=(*GLANCE, "sinfo -o '%N %T %E %u'", "squeue -t all -o '%i %T %r %N'"),
+        options=(("Epilog", "/bin/false"),),
+    ),
 )
 
 

@@ -463,45 +463,94 @@ def is_node_kept_out(episode: Episode, node: str, mentions: str = "") -> bool:
 
 
 def is_job_ended(episode: Episode, user: str, name: str) -> bool:
-    """The user's job `name` has ended and left its nodes: none of its processes hold a node (no CG)."""
-    jobs = [j for j in episode.controller.cluster.jobs.values() if j.user == user and j.name == name]
-    return all(job.state.is_finished() and not job.completing for job in jobs)
+    """The user's job `name` is in slurmctld's record, has ended and left its nodes (no CG).
 
-
-def has_prolog(episode: Episode, node: str, path: str, needs: str) -> bool:
-    """The node's slurm.conf runs `path` as its Prolog, and the script still checks for `needs`.
-
-    A Prolog disabled, emptied or made to `exit 0` first thing no longer protects jobs from a node
-    without their filesystems: the fault is fixed where it is, not by silencing the check.
+    A record without the job (slurmctld started afresh with -c, say) proves nothing ended: False.
     """
-    lines = _slurmd_script(episode, node, "prolog", path)
-    return lines is not None and _before_exit(lines, needs) and "exit 1" in lines
+    jobs = [j for j in episode.controller.cluster.jobs.values() if j.user == user and j.name == name]
+    return bool(jobs) and all(job.state.is_finished() and not job.completing for job in jobs)
 
 
-def has_epilog(episode: Episode, node: str, path: str, needs: str) -> bool:
-    """The node's slurm.conf runs `path` as its Epilog, and the script runs `needs` before any exit."""
-    lines = _slurmd_script(episode, node, "epilog", path)
-    return lines is not None and _before_exit(lines, needs)
+# How long one check waits in all, in host seconds, for the node's Prolog or Epilog runs it makes
+# (a site's script takes milliseconds); one still running then is killed, as slurmd kills one past
+# PrologEpilogTimeout, and reads as a failure. The node decides how long its script runs: the
+# budget keeps what one step's grading costs small, whatever the agent wrote.
+SCRIPT_BUDGET_S = 1.0
+SCRIPT_POLL_S = 0.01
+# What has_epilog plants in the node's scratch area for the Epilog to clean.
+SCRATCH_DIR = "/var/tmp/scratch"
+SCRATCH_PLANT = "job4242/output.dat"
 
 
-def _slurmd_script(episode: Episode, node: str, key: str, path: str) -> list[str] | None:
-    # The script's lines (stripped, no comments), where the node's slurm.conf names it for `key`.
+def has_prolog(episode: Episode, node: str, path: str, shares: str) -> bool:
+    """The node's slurm.conf runs `path` as its Prolog, and it still guards jobs from a bare node.
+
+    Judged by what the script does, not by its text: run in the node as slurmd runs it, it passes
+    (exits 0) with every share there, and refuses (fails) with each of `shares` (space separated)
+    hidden in turn. A Prolog disabled, emptied or made to succeed early no longer refuses.
+    """
+    if _slurmd_script(episode, node, "prolog", path) is None:
+        return False
+    points = shares.split()
+    if not all(episode.nodes.sees_share(node, point) for point in points):
+        return False
+    deadline = time.monotonic() + SCRIPT_BUDGET_S
+    if _run_script(episode, node, path, deadline) != 0:
+        return False
+    for point in points:
+        episode.nodes.unmount_share(node, point)
+        try:
+            status = _run_script(episode, node, path, deadline)
+        finally:
+            episode.nodes.mount_share(node, point)
+        if status is None or status == 0:
+            return False  # it ran its job with the share gone (or could not be judged)
+    return True
+
+
+def has_epilog(episode: Episode, node: str, path: str) -> bool:
+    """The node's slurm.conf runs `path` as its Epilog, and running it empties the node's scratch.
+
+    Judged by what the script does: a file is planted under /var/tmp/scratch, the Epilog is run in
+    the node as slurmd runs it, and it must exit 0 with the file gone (the plant is removed after).
+    """
+    if _slurmd_script(episode, node, "epilog", path) is None:
+        return False
+    plant = f"{SCRATCH_DIR}/{SCRATCH_PLANT}"
+    episode.nodes.mkdir(node, plant.rsplit("/", 1)[0])
+    episode.nodes.write(node, plant, b"scratch left by a job\n")
+    try:
+        status = _run_script(episode, node, path, time.monotonic() + SCRIPT_BUDGET_S)
+        return status == 0 and episode.nodes.stat(node, plant) is None
+    finally:
+        episode.nodes.remove_tree(node, f"{SCRATCH_DIR}/{SCRATCH_PLANT.split('/')[0]}")
+
+
+def _run_script(episode: Episode, node: str, path: str, deadline: float) -> int | None:
+    # Run the node's script as joblife does for slurmd (its init starts it, as root); its raw wait
+    # status, 9 (SIGKILL) if it ran past `deadline`; None if it could not be started, or init gave
+    # no word of its end (nothing to judge it by).
+    try:
+        pid = episode.nodes.start_process(node, "prolog", [path], program=path)
+    except OSError:
+        return None
+    while episode.nodes.is_alive(node, pid):
+        if time.monotonic() >= deadline:
+            episode.nodes.kill(node, pid, 9)
+            return 9
+        time.sleep(SCRIPT_POLL_S)
+    return episode.nodes.exit_status(node, pid)
+
+
+def _slurmd_script(episode: Episode, node: str, key: str, path: str) -> bytes | None:
+    # The script, where the node's slurm.conf names it for `key` (None where it names another).
     try:
         conf = parse_slurm_conf((episode.nodes.read(node, slurm.SLURM_CONF) or b"").decode(errors="replace"))
-    except ControllerError:
+    except (ControllerError, ValueError):
         return None  # a slurm.conf slurmd would refuse runs no script
     if conf.options.get(key, "").strip() != path:
         return None
-    text = (episode.nodes.read(node, path) or b"").decode(errors="replace")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-
-
-def _before_exit(lines: list[str], needs: str) -> bool:
-    # What the script must do comes before its first exit (an `exit 0` put first silences it).
-    first_exit = next(
-        (i for i, line in enumerate(lines) if line.split()[0] in ("exit", "return")), len(lines)
-    )
-    return any(needs in line for line in lines[:first_exit])
+    return episode.nodes.read(node, path)
 
 
 # ---- NFS shares ----------------------------------------------------------------------------------------

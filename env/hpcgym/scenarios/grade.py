@@ -74,7 +74,7 @@ TRACKED_FILES = (
 EVIDENCE_TOOLS = frozenset(
     {
         "systemctl", "journalctl", "sinfo", "scontrol", "squeue", "sacct", "nvidia-smi", "curl",
-        "httpd", "apachectl", "munged", "slurmd", "slurmctld", "ifup", "ifdown", "nhc",
+        "httpd", "apachectl", "munged", "slurmd", "slurmctld", "ifup", "ifdown", "nhc", "dmesg",
     }
 )  # fmt: skip
 # Commands that can plant text into Slurm's own output (a drain reason, a job name).
