@@ -10,6 +10,7 @@ rpm and dnf print.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +236,28 @@ def test_a_path_in_the_packages_way_fails_the_transaction_not_the_episode(play):
     )
     assert "Error: Transaction failed\nrc=1\n" in out[-1]
     assert not incident.solved
+
+
+CAPTURES = Path(__file__).resolve().parents[1] / "controller" / "captures"
+
+
+def captured(name: str) -> tuple[str, str, int]:
+    text = (CAPTURES / name).read_text()
+    stdout = text.split("--- stdout\n", 1)[1].split("--- stderr\n", 1)[0]
+    stderr, rc = text.split("--- stderr\n", 1)[1].split("--- rc ", 1)
+    return stdout, stderr, int(rc)
+
+
+def test_sudo_and_rpm_errors_match_the_captures(play):
+    _, out = run(
+        play,
+        "hpc_ticket_umask",
+        ["sudo; echo rc=$?", "sudo -u nosuch id; echo rc=$?", "rpm -qf /etc/hostname; echo rc=$?"],
+    )
+    for output, name in zip(
+        out,
+        ["sudo-1.9.13/sudo.out", "sudo-1.9.13/sudo_-u_nosuch_id.out", "rpm-4.18/rpm_-qf__etc_hostname.out"],
+        strict=True,
+    ):
+        stdout, stderr, rc = captured(name)
+        assert output == f"{stdout}{stderr}rc={rc}\n"
