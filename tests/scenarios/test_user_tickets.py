@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from hpcgym.controller.commands import sudo
 from hpcgym.scenarios import checks
 from hpcgym.scenarios.incident import Incident, ScenarioTask
 
@@ -302,3 +304,24 @@ def test_a_new_gid_0_group_naming_the_user_is_no_fix_and_is_harm(play):
     )
     assert checks.is_runnable_by(episode, "login01", param(incident, "user"), program)
     assert grader is not None and grader.count_holding() < len(grader.checks)
+
+
+def test_sudo_searches_a_bounded_secure_path_whatever_the_nodes_sudoers_says():
+    # sudo runs under the controller's lock: a million ":/x" in secure_path is not a million stats.
+    stats: list[str] = []
+    sudoers = ("Defaults secure_path=/usr/bin" + ":/x" * 1_000_000 + "\n").encode()
+    sudoers += b"".join(b"Defaults env_keep += X%d\n" % n for n in range(100_000))
+    access = SimpleNamespace(stat=lambda node, path: stats.append(path))
+    ctx = SimpleNamespace(
+        node="login01",
+        cwd="/root",
+        user=SimpleNamespace(name="root", uid=0, gid=0),
+        read_file=lambda node, path: (
+            sudoers if path == sudo.SUDOERS else b"alice:x:1001:1001::/home/alice:/bin/bash\n"
+        ),
+        services=SimpleNamespace(access=access),
+    )
+    reply = sudo.run(ctx, ["-u", "alice", "nosuchcmd"])  # type: ignore[arg-type]
+    assert (reply.stderr, reply.exit_code) == ("sudo: nosuchcmd: command not found\n", 1)
+    assert len(stats) <= 64  # sudo.MAX_PATH_ENTRIES
+    assert sudo.run(ctx, ["-l"]).stdout.count("env_keep") <= 1024  # type: ignore[arg-type]
