@@ -31,7 +31,7 @@ from hpcgym.controller.services.packages import CATALOGUE
 from hpcgym.controller.services.units import UnitFileState
 from hpcgym.controller.slurmconf import parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
-from hpcgym.episode import Episode
+from hpcgym.episode import Episode, read_image
 from hpcgym.errors import ControllerError
 
 BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
@@ -45,10 +45,7 @@ class ImageFiles:
 
     def read(self, node: str, path: str) -> bytes | None:
         spec = self.episode.cluster.nodes[node]
-        target = self.episode.cluster.config.lowers[spec.role] / path.lstrip("/")
-        if target.is_symlink() or not target.is_file():
-            return None
-        return target.read_bytes()
+        return read_image(self.episode.cluster.config.lowers[spec.role], path)
 
     def stat(self, node: str, path: str) -> FileStat | None:
         return None
