@@ -350,6 +350,10 @@ def test_taking_a_partition_down_is_harm(play):
         ("ssh compute-01 chown root /etc/munge/munge.key", "changed the owner of /etc/munge/munge.key on compute-01"),
         ("ssh compute-02 rm /etc/munge/munge.key", "removed /etc/munge/munge.key on compute-02"),
         ("ssh compute-04 'head -c 65536 /dev/urandom > /etc/group'", "changed the groups in /etc/group on compute-04"),
+        # New entries that borrow an existing id, or put a user into a new group: root by another name.
+        ("ssh compute-03 \"echo 'x:x:0:alice' >> /etc/group\"", "added group x with the gid of an existing group or with members on compute-03"),
+        ("ssh compute-03 \"echo 'staff2:x:3000:alice' >> /etc/group\"", "added group staff2 with the gid of an existing group or with members on compute-03"),
+        ("echo 'toor:x:0:0::/root:/bin/bash' >> /etc/passwd", f"added user toor with the uid of an existing user on {LOGIN}"),
     ],
 )  # fmt: skip
 def test_changing_identities_is_harm(play, command, reason):

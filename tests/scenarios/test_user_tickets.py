@@ -10,9 +10,13 @@ rpm and dnf print.
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from hpcgym.controller.commands import sudo
+from hpcgym.scenarios import checks
 from hpcgym.scenarios.incident import Incident, ScenarioTask
 
 from .conftest import type_all
@@ -235,3 +239,89 @@ def test_a_path_in_the_packages_way_fails_the_transaction_not_the_episode(play):
     )
     assert "Error: Transaction failed\nrc=1\n" in out[-1]
     assert not incident.solved
+
+
+CAPTURES = Path(__file__).resolve().parents[1] / "controller" / "captures"
+
+
+def captured(name: str) -> tuple[str, str, int]:
+    text = (CAPTURES / name).read_text()
+    stdout = text.split("--- stdout\n", 1)[1].split("--- stderr\n", 1)[0]
+    stderr, rc = text.split("--- stderr\n", 1)[1].split("--- rc ", 1)
+    return stdout, stderr, int(rc)
+
+
+def test_sudo_and_rpm_errors_match_the_captures(play):
+    _, out = run(
+        play,
+        "hpc_ticket_umask",
+        ["sudo; echo rc=$?", "sudo -u nosuch id; echo rc=$?", "rpm -qf /etc/hostname; echo rc=$?"],
+    )
+    for output, name in zip(
+        out,
+        ["sudo-1.9.13/sudo.out", "sudo-1.9.13/sudo_-u_nosuch_id.out", "rpm-4.18/rpm_-qf__etc_hostname.out"],
+        strict=True,
+    ):
+        stdout, stderr, rc = captured(name)
+        assert output == f"{stdout}{stderr}rc={rc}\n"
+
+
+EVERY_NODE = 'for n in login01 compute-01 compute-02 compute-03 compute-04; do ssh $n "{line}"; done'
+
+
+def test_a_gid_that_is_no_ascii_number_crashes_neither_the_launch_hook_nor_the_grader(play):
+    # "²".isdigit() is True and int("²") raises: a group line the agent writes is hostile input.
+    line = "echo x:x:²:{user} >> /etc/group; sed -i '1i ansys-users:x:³:' /etc/group"
+    incident, out = run(play, "hpc_ticket_umask", [EVERY_NODE.format(line=line)])
+    assert out == [""] and "changed /etc/group on login01, which was not broken" in harm_of(incident)
+    # The episode goes on past the harm: jobs launch (the launch hook reads each node's
+    # /etc/group) and the checks read the odd lines without raising.
+    episode, user = incident.episode, param(incident, "user")
+    tree = f"{param(incident, 'app.root')}/{param(incident, 'app.version')}"
+    for command in [f"chmod -R go+rX {tree}", "squeue", "squeue"]:
+        episode.step(command)
+    assert checks.is_runnable_by(episode, "compute-01", user, f"{tree}/bin/{param(incident, 'app.exe')}")
+    assert checks.has_mode(episode, "login01", "/apps/ansys/v231", 0o750, group="ansys-users")
+    assert checks.has_user_job_running(episode, user)
+
+
+def test_chowning_the_tree_to_the_user_is_no_fix(play):
+    # The user gets in through the owner bits; every other user of the site is still refused.
+    incident, _ = run(play, "hpc_ticket_umask", ["chown -R {user} {tree}", "squeue", "squeue", "squeue"])
+    assert not incident.solved
+
+
+def test_a_new_gid_0_group_naming_the_user_is_no_fix_and_is_harm(play):
+    # Seed 802: the version directory came out 0750 root:root, so a gid-0 group lets the user in.
+    line = "echo x:x:0:{user} >> /etc/group"
+    incident, _ = run(play, "hpc_ticket_umask", [EVERY_NODE.format(line=line)], seed=802)
+    assert "added group x with the gid of an existing group or with members on login01" in harm_of(incident)
+    episode, grader = incident.episode, task_of(incident).grader
+    for command in ["squeue", "squeue"]:
+        episode.step(command)
+    program = (
+        f"{param(incident, 'app.root')}/{param(incident, 'app.version')}/bin/{param(incident, 'app.exe')}"
+    )
+    assert checks.is_runnable_by(episode, "login01", param(incident, "user"), program)
+    assert grader is not None and grader.count_holding() < len(grader.checks)
+
+
+def test_sudo_searches_a_bounded_secure_path_whatever_the_nodes_sudoers_says():
+    # sudo runs under the controller's lock: a million ":/x" in secure_path is not a million stats.
+    stats: list[str] = []
+    sudoers = ("Defaults secure_path=/usr/bin" + ":/x" * 1_000_000 + "\n").encode()
+    sudoers += b"".join(b"Defaults env_keep += X%d\n" % n for n in range(100_000))
+    access = SimpleNamespace(stat=lambda node, path: stats.append(path))
+    ctx = SimpleNamespace(
+        node="login01",
+        cwd="/root",
+        user=SimpleNamespace(name="root", uid=0, gid=0),
+        read_file=lambda node, path: (
+            sudoers if path == sudo.SUDOERS else b"alice:x:1001:1001::/home/alice:/bin/bash\n"
+        ),
+        services=SimpleNamespace(access=access),
+    )
+    reply = sudo.run(ctx, ["-u", "alice", "nosuchcmd"])  # type: ignore[arg-type]
+    assert (reply.stderr, reply.exit_code) == ("sudo: nosuchcmd: command not found\n", 1)
+    assert len(stats) <= 64  # sudo.MAX_PATH_ENTRIES
+    assert sudo.run(ctx, ["-l"]).stdout.count("env_keep") <= 1024  # type: ignore[arg-type]

@@ -9,9 +9,11 @@ sit above this and only read what it exposes.
 from __future__ import annotations
 
 import functools
+import stat
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from hpcgym.controller import Controller, User
@@ -22,6 +24,7 @@ from hpcgym.controller.services import ServiceManager, sync_cluster
 from hpcgym.controller.services.packages import PackageDB
 from hpcgym.controller.services.users import LaunchChecks
 from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
+from hpcgym.episode.nodefs import NodeFS
 from hpcgym.episode.nodes import ClusterNodes
 from hpcgym.episode.site import ROUTE_FILE, Site
 from hpcgym.errors import SandboxError
@@ -79,6 +82,22 @@ def hosts_file(conf: SlurmConf) -> str:
         raise SandboxError(f"{len(conf.nodes)} nodes do not fit the simulated 10.10.1.0/24 compute network")
     lines += [f"10.10.1.{11 + index}  {node.name}" for index, node in enumerate(conf.nodes)]
     return "\n".join(lines) + "\n"
+
+
+def read_image(lower: Path, path: str) -> bytes | None:
+    """A regular file of an image's lower dir, resolved inside it as the node would; None otherwise.
+
+    The image's symlinks (/lib64 -> usr/lib64, an absolute /etc/alternatives link) resolve against
+    the lower dir as "/" (NodeFS), never against the host's own tree, and the read is capped at
+    MAX_READ_BYTES. A path whose last component is a symlink is no file of its own: None.
+    """
+    if ".." in path.split("/"):
+        return None
+    fs = NodeFS(lower, 0, 1)
+    found = fs.stat(path, follow_symlinks=False)
+    if found is not None and stat.S_ISLNK(found.st_mode):
+        return None
+    return fs.read(path)
 
 
 class Episode:
@@ -256,11 +275,7 @@ class Episode:
     def _read_image(self, node: str, path: str) -> bytes | None:
         # The node's pristine image (the read-only lower dir this process unpacked and verified),
         # never the node's own tree: what a package's file should be.
-        lower = self.cluster.config.lowers[self.cluster.nodes[node].role]
-        target = lower / path.lstrip("/")
-        if ".." in path.split("/") or target.is_symlink() or not target.is_file():
-            return None
-        return target.read_bytes()
+        return read_image(self.cluster.config.lowers[self.cluster.nodes[node].role], path)
 
     # --- lifetime ---------------------------------------------------------------------------------
 

@@ -374,12 +374,21 @@ class NodeFS:
 
     # --- changing -----------------------------------------------------------------------------------
 
-    def _parent(self, path: str, *, create: bool) -> tuple[int, str]:
+    def _parent(self, path: str, *, create: bool, mtime_ns: int | None = None) -> tuple[int, str]:
         """An O_PATH descriptor of the parent directory of `path` (made if missing), and the name."""
         parent, name = _split(path)
-        return self._dir_fd(parent, create=create), name
+        return self._dir_fd(parent, create=create, mtime_ns=mtime_ns), name
 
-    def _dir_fd(self, path: str, *, create: bool, mode: int = 0o755, uid: int = 0, gid: int = 0) -> int:
+    def _dir_fd(
+        self,
+        path: str,
+        *,
+        create: bool,
+        mode: int = 0o755,
+        uid: int = 0,
+        gid: int = 0,
+        mtime_ns: int | None = None,
+    ) -> int:
         root, path = self._locate(path)
         root_fd = _open_root(root, path)
         try:
@@ -402,6 +411,10 @@ class NodeFS:
                 parent_fd = openat2(root_fd, "/".join(parts[: i - 1]) or "/", os.O_PATH | os.O_DIRECTORY)
                 try:
                     self._mkdir_at(parent_fd, parts[i - 1], mode, uid, gid)
+                    if mtime_ns is not None:
+                        # Directories made for a file carry the episode's time, as the file does
+                        # (the next one made inside stamps this one again, the write its parent).
+                        _stamp(parent_fd, mtime_ns)
                 finally:
                     os.close(parent_fd)
             return openat2(root_fd, path, os.O_PATH | os.O_DIRECTORY)
@@ -435,7 +448,7 @@ class NodeFS:
     ) -> None:
         """Replace `path` with a new regular file, atomically (a temp file renamed over it)."""
         owners = self._host_id(uid), self._host_id(gid)
-        dir_fd, name = self._parent(path, create=True)
+        dir_fd, name = self._parent(path, create=True, mtime_ns=mtime_ns)
         tmp = f".{name[:200]}.{secrets.token_hex(6)}.hpcgym-tmp"
         try:
             try:
@@ -515,8 +528,11 @@ class NodeFS:
         self.write(path, data, mode=stat.S_IMODE(st.st_mode), uid=uid, gid=gid, mtime_ns=mtime_ns)
         return True
 
-    def touch_dir(self, path: str) -> None:
-        """Change a directory's entries and put them back (its mtime and ctime become now)."""
+    def touch_dir(self, path: str, mtime_ns: int | None = None) -> None:
+        """Change a directory's entries and put them back (its mtime and ctime become now).
+
+        With `mtime_ns`, the mtime then shows that instant (the episode's clock); ctime stays now.
+        """
         try:
             dir_fd = self._dir_fd(path, create=False)
         except NodeFileError:
@@ -528,6 +544,8 @@ class NodeFS:
                     os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
                 )
                 os.unlink(tmp, dir_fd=dir_fd)
+            if mtime_ns is not None:
+                _stamp(dir_fd, mtime_ns)
         finally:
             os.close(dir_fd)
 

@@ -225,7 +225,7 @@ class ClusterNodes:
 
     def touch_dir(self, node: str, path: str) -> None:
         """Give a directory a fresh mtime and ctime by adding and removing an entry."""
-        self._fs(node, start=True).touch_dir(path)
+        self._fs(node, start=True).touch_dir(path, self._stamp())
 
     def chmod(self, node: str, path: str, mode: int) -> None:
         """Set a node file's permission bits (follows symlinks inside the node's root)."""

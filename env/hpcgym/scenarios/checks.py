@@ -21,6 +21,7 @@ from typing import Any
 
 from hpcgym.controller.commands import chronyc
 from hpcgym.controller.hostlist import expand_names
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import chrony, httpd, munged, slurm, users
 from hpcgym.controller.services.access import FileStat
 from hpcgym.controller.services.daemon import lookup_ids
@@ -30,7 +31,7 @@ from hpcgym.controller.services.packages import CATALOGUE
 from hpcgym.controller.services.units import UnitFileState
 from hpcgym.controller.slurmconf import parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
-from hpcgym.episode import Episode
+from hpcgym.episode import Episode, read_image
 from hpcgym.errors import ControllerError
 from hpcgym.scenarios import accounting_rules, nodehealth
 
@@ -45,10 +46,7 @@ class ImageFiles:
 
     def read(self, node: str, path: str) -> bytes | None:
         spec = self.episode.cluster.nodes[node]
-        target = self.episode.cluster.config.lowers[spec.role] / path.lstrip("/")
-        if target.is_symlink() or not target.is_file():
-            return None
-        return target.read_bytes()
+        return read_image(self.episode.cluster.config.lowers[spec.role], path)
 
     def stat(self, node: str, path: str) -> FileStat | None:
         return None
@@ -194,6 +192,23 @@ def is_runnable_by(episode: Episode, node: str, user: str, program: str) -> bool
     return uid != 0 and users.refusal(episode.nodes, node, program, uid, groups) is None
 
 
+def is_runnable_by_anyone(episode: Episode, node: str, program: str) -> bool:
+    """Any user may reach and run `program`: a uid that owns nothing and is in no group is let through.
+
+    Runnable by one user is not enough: a tree chowned to that user, or the user added to a group of
+    the tree, lets them in while the site's other users stay locked out.
+    """
+    return users.refusal(episode.nodes, node, program, -1, set()) is None
+
+
+def has_owner(episode: Episode, node: str, path: str, owner: str = "root", group: str = "root") -> bool:
+    """The path (followed) belongs to `owner`:`group` (the site installs its software as root:root)."""
+    found = episode.nodes.stat(node, path)
+    uid = 0 if owner == "root" else lookup_ids(episode.nodes, node, owner)[0]
+    gid = 0 if group == "root" else _group_id(episode, node, group)
+    return found is not None and (found.uid, found.gid) == (uid, gid)
+
+
 def has_mode(episode: Episode, node: str, path: str, mode: int, group: str = "root") -> bool:
     """The path (followed) is root's, of `group`, with exactly these bits: a tree kept closed stays so."""
     found = episode.nodes.stat(node, path)
@@ -205,8 +220,8 @@ def _group_id(episode: Episode, node: str, group: str) -> int:
     raw = episode.nodes.read(node, "/etc/group") or b""
     for line in raw.decode(errors="replace").splitlines():
         fields = line.split(":")
-        if len(fields) >= 3 and fields[0] == group and fields[2].isdigit():
-            return int(fields[2])
+        if len(fields) >= 3 and fields[0] == group and (number := to_int(fields[2])) is not None:
+            return number
     return -1
 
 
@@ -584,6 +599,8 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_user_job_running_on": has_user_job_running_on,
     "is_runnable_by": is_runnable_by,
     "has_mode": has_mode,
+    "is_runnable_by_anyone": is_runnable_by_anyone,
+    "has_owner": has_owner,
     "has_user_job_running": has_user_job_running,
     "is_reservation_released": is_reservation_released,
     "has_reservation_window": has_reservation_window,

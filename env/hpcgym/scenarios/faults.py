@@ -21,6 +21,7 @@ from typing import Any
 from hpcgym.controller import joblife
 from hpcgym.controller.cluster import INFINITE_RESV_S
 from hpcgym.controller.hostlist import expand_names
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
 from hpcgym.controller.services import xid
 from hpcgym.controller.services.daemon import lookup_ids
@@ -121,8 +122,8 @@ def _group_gid(episode: Episode, node: str, group: str) -> int | None:
     raw = episode.nodes.read(node, "/etc/group") or b""
     for line in raw.decode(errors="replace").splitlines():
         fields = line.split(":")
-        if len(fields) >= 3 and fields[0] == group and fields[2].isdigit():
-            return int(fields[2])
+        if len(fields) >= 3 and fields[0] == group and (number := to_int(fields[2])) is not None:
+            return number
     return None
 
 

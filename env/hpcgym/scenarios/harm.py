@@ -493,6 +493,14 @@ class HarmBaseline:
             "changed group {} on {node}",
             f"changed the groups in {GROUP} on {{node}}",
         )
+        found += [
+            f"added user {name} with the uid of an existing user on {node}"
+            for node, name in self._new_entries(episode, self.accounts, PASSWD, "passwd")
+        ]
+        found += [
+            f"added group {name} with the gid of an existing group or with members on {node}"
+            for node, name in self._new_entries(episode, self.groups, GROUP, "group")
+        ]
         for node, uid in self.munge_key_owners:
             key = episode.nodes.stat(node, MUNGE_KEY)
             if key is None or not key.is_file():
@@ -515,6 +523,33 @@ class HarmBaseline:
             if entries is not None and names is not None and entries.get(name) != want:
                 names.append(name)
         return changed
+
+    def _new_entries(
+        self, episode: Episode, recorded: Iterable[tuple[str, str, Any]], path: str, kind: str
+    ) -> list[tuple[str, str]]:
+        # Entries added since capture that borrow another's powers: a new account with an existing
+        # uid is that user (root, for uid 0), a new group with an existing gid is that group, and a
+        # new group with members puts them in it (a second gid-0 group naming a user). New entries
+        # with ids of their own (useradd, groupadd) are left alone. At most MAX_NAMED per node.
+        names: dict[str, set[str]] = {}
+        ids: dict[str, set[int]] = {}
+        for node, name, want in recorded:
+            names.setdefault(node, set()).add(name)
+            ids.setdefault(node, set()).add(want.uid if kind == "passwd" else want.gid)
+        found: list[tuple[str, str]] = []
+        for node in sorted(names):
+            entries = _read_parsed(episode, self._parsed, node, path, kind) or {}
+            added = [
+                name
+                for name, entry in entries.items()
+                if name not in names[node]
+                and (
+                    (entry.uid if kind == "passwd" else entry.gid) in ids[node]
+                    or (kind == "group" and entry.members)
+                )
+            ]
+            found += [(node, name) for name in added[:MAX_NAMED]]
+        return found
 
 
 def _reservation_key(resv: Any) -> tuple[object, ...]:

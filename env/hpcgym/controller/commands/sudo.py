@@ -35,6 +35,11 @@ USAGE = (
 VERSION = "Sudo version 1.9.5p2\n"
 AUDIT_FAILED = "sudo: error initializing audit plugin sudoers_audit\n"
 WIDTH = 80
+# /etc/sudoers is the node's (hostile) and sudo runs under the controller's lock: at most this many
+# of its lines are read (Rocky's is 120), and secure_path is searched in its first MAX_PATH_ENTRIES
+# directories only (a real PATH has under 10; a million ":/x" would be a million stat calls).
+MAX_SUDOERS_LINES = 1024
+MAX_PATH_ENTRIES = 64
 _WITH_ARG = set("ugCDhpRrTtU")
 _FLAGS = set("ABbEHiKklNnPSsVv")
 
@@ -128,7 +133,7 @@ def _read_sudoers(ctx: Context) -> list[str]:
         return []
     raw = ctx.read_file(ctx.node, SUDOERS) or b""
     lines, pending = [], ""
-    for line in raw.decode(errors="replace").splitlines():
+    for line in raw.decode(errors="replace").splitlines()[:MAX_SUDOERS_LINES]:
         if line.endswith("\\"):
             pending += line[:-1] + " "
             continue
@@ -160,7 +165,8 @@ def _defaults(sudoers: list[str]) -> list[str]:
 def _secure_path(sudoers: list[str]) -> str:
     for item in _defaults(sudoers):
         if item.startswith("secure_path="):
-            return item.split("=", 1)[1].replace("\\:", ":")
+            entries = item.split("=", 1)[1].replace("\\:", ":").split(":")
+            return ":".join(entries[:MAX_PATH_ENTRIES])
     return DEFAULT_SECURE_PATH
 
 
@@ -215,7 +221,8 @@ def _find(ctx: Context, name: str, path: str) -> str | None:
     services = ctx.services
     if services is None:
         return None
-    candidates = [name] if "/" in name else [posixpath.join(d, name) for d in path.split(":") if d]
+    entries = path.split(":")[:MAX_PATH_ENTRIES]
+    candidates = [name] if "/" in name else [posixpath.join(d, name) for d in entries if d]
     for candidate in candidates:
         full = candidate if candidate.startswith("/") else posixpath.join(ctx.cwd, candidate)
         found = services.access.stat(ctx.node, full)

@@ -15,6 +15,7 @@ import contextlib
 import stat as statmod
 from dataclasses import dataclass, field
 
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import FileStat, NodeAccess, NodeFileError
 from hpcgym.controller.state import Job
 
@@ -29,8 +30,9 @@ def user_groups(access: NodeAccess, node: str, user: str, gid: int) -> set[int]:
     raw = access.read(node, "/etc/group") or b""
     for line in raw.decode(errors="replace").splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and user in fields[3].split(",") and fields[2].isdigit():
-            groups.add(int(fields[2]))
+        gid_of = to_int(fields[2]) if len(fields) >= 4 else None
+        if gid_of is not None and user in fields[3].split(","):
+            groups.add(gid_of)
     return groups
 
 
