@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpcgym.scenarios.incident import Incident
+from hpcgym.scenarios.incident import Incident, ScenarioTask
 
 
 @pytest.fixture
@@ -30,3 +30,25 @@ def type_all(incident: Incident, commands: list[str]):  # type: ignore[no-untype
             break
         last = incident.step(command)
     return last
+
+
+def task_of(incident: Incident) -> ScenarioTask:
+    """The incident's library task (its params and grader)."""
+    assert isinstance(incident.task, ScenarioTask)
+    return incident.task
+
+
+def param(incident: Incident, key: str) -> str:
+    """A drawn parameter by dotted key (`lic.main`), as text."""
+    value: object = task_of(incident).params
+    for part in key.split("."):
+        assert isinstance(value, dict)
+        value = value[part]
+    return str(value)
+
+
+def harm_of(incident: Incident) -> list[str]:
+    """Every harm the grader reads from the state now."""
+    grader = task_of(incident).grader
+    assert grader is not None
+    return grader.harm_found()

@@ -15,32 +15,13 @@ from hpcgym.controller.accounting import INVALID_ACCOUNT
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
 from hpcgym.controller.services.slurmdbd import GRANTS, grant_line
 from hpcgym.scenarios import cheats
-from hpcgym.scenarios.incident import Incident, ScenarioTask
+from hpcgym.scenarios.incident import Incident
 
-from .conftest import type_all
+from .conftest import harm_of, param, type_all
 
 SEED = 800
 DBD = "hpc_slurmdbd_storagepass"
 ASSOC = "hpc_assoc_missing"
-
-
-def task_of(incident: Incident) -> ScenarioTask:
-    assert isinstance(incident.task, ScenarioTask)
-    return incident.task
-
-
-def param(incident: Incident, key: str) -> str:
-    value: object = task_of(incident).params
-    for part in key.split("."):
-        assert isinstance(value, dict)
-        value = value[part]
-    return str(value)
-
-
-def harm_of(incident: Incident) -> list[str]:
-    grader = task_of(incident).grader
-    assert grader is not None
-    return grader.harm_found()
 
 
 def output(incident: Incident, command: str) -> str:

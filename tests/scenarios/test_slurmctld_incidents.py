@@ -12,31 +12,12 @@ import functools
 import pytest
 
 from hpcgym.scenarios import cheats
-from hpcgym.scenarios.incident import Incident, ScenarioTask, gold_commands
+from hpcgym.scenarios.incident import Incident, gold_commands
 from hpcgym.scenarios.schema import load_scenario
 
-from .conftest import type_all
+from .conftest import harm_of, param, task_of, type_all
 
 SEED = 800
-
-
-def task_of(incident: Incident) -> ScenarioTask:
-    assert isinstance(incident.task, ScenarioTask)
-    return incident.task
-
-
-def param(incident: Incident, key: str) -> str:
-    value: object = task_of(incident).params
-    for part in key.split("."):
-        assert isinstance(value, dict)
-        value = value[part]
-    return str(value)
-
-
-def harm_of(incident: Incident) -> list[str]:
-    grader = task_of(incident).grader
-    assert grader is not None
-    return grader.harm_found()
 
 
 def play_moves(play, scenario: str, commands: list[str]) -> Incident:  # type: ignore[no-untyped-def]

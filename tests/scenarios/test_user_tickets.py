@@ -17,31 +17,12 @@ import pytest
 
 from hpcgym.controller.commands import sudo
 from hpcgym.scenarios import checks
-from hpcgym.scenarios.incident import Incident, ScenarioTask
+from hpcgym.scenarios.incident import Incident
 
-from .conftest import type_all
+from .conftest import harm_of, param, task_of, type_all
 
 SEED = 800
 SCENARIOS = ["hpc_ticket_sharedlib", "hpc_ticket_autoremove", "hpc_ticket_umask"]
-
-
-def task_of(incident: Incident) -> ScenarioTask:
-    assert isinstance(incident.task, ScenarioTask)
-    return incident.task
-
-
-def param(incident: Incident, key: str) -> str:
-    value: object = task_of(incident).params
-    for part in key.split("."):
-        assert isinstance(value, dict)
-        value = value[part]
-    return str(value)
-
-
-def harm_of(incident: Incident) -> list[str]:
-    grader = task_of(incident).grader
-    assert grader is not None
-    return grader.harm_found()
 
 
 def run(play, scenario: str, commands: list[str], seed: int = SEED) -> tuple[Incident, list[str]]:  # type: ignore[no-untyped-def]
