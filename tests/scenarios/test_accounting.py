@@ -9,6 +9,8 @@ DBD agent queue, sacctmgr's tables and its commit question.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hpcgym.controller.accounting import INVALID_ACCOUNT
@@ -20,6 +22,7 @@ from hpcgym.scenarios.incident import Incident, ScenarioTask
 from .conftest import type_all
 
 SEED = 800
+FIDELITY = Path(__file__).parents[1] / "fidelity" / "accounting"
 DBD = "hpc_slurmdbd_storagepass"
 ASSOC = "hpc_assoc_missing"
 
@@ -87,9 +90,12 @@ def test_clients_fail_while_slurmdbd_waits_for_its_database_and_the_queue_drains
         "sacct: error: Sending PersistInit msg: Connection refused",
         "sacct: error: Problem talking to the database: Connection refused",
     ]
-    assert "sacctmgr: error: Problem talking to the database: Connection refused" in output(
-        incident, "sacctmgr show user"
-    )
+    # As Debian's 22.05.8 sacct and sacctmgr print them with slurmdbd stopped (tests/fidelity/accounting).
+    down = output(incident, "sacctmgr show user").splitlines()
+    real = (FIDELITY / "dbd-down-sacctmgr.txt").read_text().replace("localhost:16819", "login01:6819")
+    assert down == real.splitlines()[:-1]
+    real_sacct = (FIDELITY / "dbd-down-sacct.txt").read_text().replace("localhost:16819", "login01:6819")
+    assert refused.result.output.splitlines() == real_sacct.splitlines()[:-1]
     assert "Active: active (running)" in output(incident, "systemctl status slurmdbd")
     log = output(incident, "journalctl -u slurmdbd --no-pager -n 3")
     assert "error: mysql_real_connect failed: 1045 Access denied for user 'slurm'@'localhost' " in log
@@ -206,7 +212,11 @@ def test_the_new_user_is_refused_until_the_association_exists(play):
     )
     assert not incident.solved
     added = incident.step(f"echo y | sacctmgr add user {user} account={account}").result.output
-    assert f" Adding User(s)\n  {user}\n Settings =\n  Default Account = {account}\n" in added
+    # The layout of Debian's 22.05.8 (tests/fidelity/accounting/add-user.txt), with this user.
+    real = (FIDELITY / "add-user.txt").read_text().splitlines()[:-1]
+    real[1] = f"  {user}"
+    real[3] = f"  U = {user:<9.9} A = {account:<10.10} C = {'hpc':<10.10}"
+    assert added.splitlines()[: len(real)] == real
     assert incident.solved and harm_of(incident) == []
     submit_as(incident, user)
     shown = tool(incident, ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=account,user"])

@@ -96,7 +96,9 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if words[0] in ("-V", "--version", "version"):
         return Reply("slurm 22.05.8\n")
     if not ctx.cluster.accounting.serving:
-        return Reply("", connection_errors(PROG, dbd_host(ctx)), 1)
+        # sacctmgr stops after the first two of sacct's three lines (tests/fidelity/accounting).
+        lines = connection_errors(PROG, dbd_host(ctx)).splitlines(keepends=True)
+        return Reply("", "".join(lines[:2]), 1)
     verb, rest = words[0].lower(), words[1:]
     if not rest:
         return Reply("", f"sacctmgr: error: No command given for {verb}\n", 1)
@@ -335,10 +337,12 @@ def _add(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Reply:
     text = ""
     if new_users:
         text += " Adding User(s)\n" + "".join(f"  {u}\n" for u in new_users)
-        text += f" Settings =\n  Default Account = {default}\n"
+        if where.get("defaultaccount"):
+            text += f" Settings =\n  Default Account = {default}\n"
     text += " Associations =\n" + "".join(
         f"  U = {u:<9.9} A = {a:<10.10} C = {acct.cluster_name:<10.10}\n" for u, a in pairs
     )
+    text += " Non Default Settings\n"
 
     def apply_users() -> None:
         for u, a in pairs:
