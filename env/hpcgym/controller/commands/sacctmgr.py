@@ -5,7 +5,9 @@ than its column cut with '+', one space after each column; -P/-p `|`-separated; 
 header). `add`/`delete` print what they will change and then ask "Would you like to commit changes?
 (You have 30 seconds to decide)"; `-i` commits at once. The question is answered from standard input
 where the shell pipes one (`echo y | sacctmgr ...`); at a terminal nobody answers the stub, so it
-ends as the real one does after its 30 seconds: "timeout", and nothing changes.
+ends as the real one does after its 30 seconds: "timeout", and nothing changes. With standard input
+at end of file (`< /dev/null`) Debian's 22.05.8 prints "(N/y): " again and again without end (it
+filled a disk in the capture session); the stub prints one and discards the change instead.
 Output shapes follow sacctmgr's user_functions.c and account_functions.c (22.05).
 """
 

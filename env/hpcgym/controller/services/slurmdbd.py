@@ -89,7 +89,7 @@ def is_serving(host: DaemonHost, node: str) -> bool:
 
 def _names(host: DaemonHost, node: str) -> dict[int, str]:
     raw = host.access.read(node, "/etc/passwd")
-    names = {}
+    names: dict[int, str] = {}
     for line in (raw or b"").decode(errors="replace").splitlines():
         fields = line.split(":")
         if len(fields) >= 3 and fields[2].isdigit():
