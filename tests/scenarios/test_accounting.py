@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hpcgym.controller.accounting import INVALID_ACCOUNT
+from hpcgym.controller.commands.base import MAX_FIELD_WIDTH, MAX_LINE_CHARS
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
 from hpcgym.controller.services.slurmdbd import GRANTS, grant_line
 from hpcgym.scenarios import cheats
@@ -288,3 +289,62 @@ def test_an_unanswered_qos_change_is_not_committed(play):
     text = output(incident, f"sacctmgr modify qos normal set MaxTRESPerUser=cpu={want} < /dev/null")
     assert text.startswith(" Modified qos...\n  normal\nWould you like to commit changes?")
     assert not incident.solved
+
+
+# ---- the agent's widths and numbers (security review) ----------------------------------------------
+
+
+@pytest.mark.parametrize("width", ["99999", "4000000000", "99999999999999999999"])
+def test_a_huge_column_width_is_capped(play, width):
+    # Real sacct/sacctmgr atoi() the width into a C int and pad to it; here a width is capped at
+    # MAX_FIELD_WIDTH so that `%4000000000` cannot build gigabytes on the host.
+    incident = play(QOS, SEED)
+    table = tool(incident, ["sacct", "-X", "-a", "-S", "00:00", "-o", f"jobid%{width},jobname%{width}"])
+    lines = table.splitlines()
+    assert len(lines) > 2
+    assert lines[1] == ("-" * MAX_FIELD_WIDTH + " ") * 2
+    assert all(len(line) == 2 * (MAX_FIELD_WIDTH + 1) for line in lines)
+    shown = tool(incident, ["sacctmgr", "show", "qos", f"format=name%{width}"]).splitlines()
+    assert shown[1] == "-" * MAX_FIELD_WIDTH + " "
+    assert shown[2] == "normal".rjust(MAX_FIELD_WIDTH) + " "
+
+
+def test_many_columns_cut_the_line(play):
+    incident = play(QOS, SEED)
+    spec = ",".join(["jobid%1000"] * 200)
+    for line in tool(incident, ["sacct", "-X", "-a", "-S", "00:00", "-o", spec]).splitlines():
+        assert len(line) == MAX_LINE_CHARS
+
+
+@pytest.mark.parametrize("width", ["²", "٣", "x", ""])
+def test_a_width_that_is_not_ascii_digits_keeps_the_default(play, width):
+    # atoi() reads no digit in "²" or "٣": the column keeps its width, as `format=name` does.
+    incident = play(QOS, SEED)
+    plain = tool(incident, ["sacctmgr", "show", "qos", "format=name"])
+    assert tool(incident, ["sacctmgr", "show", "qos", f"format=name%{width}"]) == plain
+    default = tool(incident, ["sacct", "-X", "-a", "-S", "00:00", "-o", "jobid,jobname"])
+    assert tool(incident, ["sacct", "-X", "-a", "-S", "00:00", "-o", f"jobid%{width},jobname"]) == default
+
+
+@pytest.mark.parametrize("count", ["٣", "+3", " 3", "1_0", "3" * 40])
+def test_a_tres_count_that_is_not_ascii_digits_is_refused(play, count):
+    incident = play(QOS, SEED)
+    word = f"MaxTRESPerUser=cpu={count}"
+    reply = tool(incident, ["sacctmgr", "-i", "modify", "qos", "normal", "set", word])
+    assert reply == f" Unknown option: {word}\n Use keyword 'where' to modify condition\n"
+    assert not incident.solved
+
+
+def test_an_odd_uid_in_etc_passwd_does_not_break_slurmdbd(play):
+    # slurmdbd names the owner of a slurmdbd.conf it refuses from /etc/passwd, which root writes.
+    incident = play(DBD, SEED)
+    nodes = incident.episode.nodes
+    passwd = nodes.read("login01", "/etc/passwd")
+    assert passwd is not None
+    nodes.write("login01", "/etc/passwd", passwd + "odd:x:²:0::/:/sbin/nologin\n".encode())
+    conf = nodes.read("login01", "/etc/slurm/slurmdbd.conf")
+    assert conf is not None
+    nodes.write("login01", "/etc/slurm/slurmdbd.conf", conf, mode=0o600, uid=4321)
+    incident.step("systemctl restart slurmdbd")
+    log = tool(incident, ["journalctl", "-u", "slurmdbd", "--no-pager", "-n", "5"])
+    assert "fatal: slurmdbd.conf not owned by SlurmUser 4321!=slurm" in log

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from hpcgym.controller.accounting import Accounting, Association, Qos, format_tres, parse_tres
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, Reply, atoi_width, join_cells
 from hpcgym.controller.commands.sacct import connection_errors, dbd_host, is_enabled
 
 PROG = "sacctmgr"
@@ -156,14 +156,14 @@ def _table(columns: list[tuple[str, int, list[str]]], flags: set[str]) -> str:
         if parsable:
             out.append(_bar([h for h, _, _ in columns], "parsable" in flags))
         else:
-            out.append("".join(h[:w].rjust(w) + " " for h, w, _ in columns) + "\n")
-            out.append("".join("-" * w + " " for _, w, _ in columns) + "\n")
+            out.append(join_cells([h[:w].rjust(w) + " " for h, w, _ in columns]))
+            out.append(join_cells(["-" * w + " " for _, w, _ in columns]))
     for i in range(rows):
         cells = [values[i] for _, _, values in columns]
         if parsable:
             out.append(_bar(cells, "parsable" in flags))
         else:
-            out.append("".join(_cell(c, w) for c, (_, w, _) in zip(cells, columns, strict=True)) + "\n")
+            out.append(join_cells([_cell(c, w) for c, (_, w, _) in zip(cells, columns, strict=True)]))
     return "".join(out)
 
 
@@ -191,7 +191,9 @@ def _pick(
         column = known.get(aliases.get(name.lower(), name.lower()))
         if column is None:
             return Reply("", f" Unknown field '{name}'\n", 1)
-        width = int(size) if size.isdigit() else column[1]
+        # `if (newlen > 0) field->len = newlen;` after atoi(), capped (base.atoi_width).
+        number = atoi_width(size)
+        width = number if number > 0 else column[1]
         picked.append((column[0], width, column[2]))
     return picked
 
