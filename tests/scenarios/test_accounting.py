@@ -348,3 +348,38 @@ def test_an_odd_uid_in_etc_passwd_does_not_break_slurmdbd(play):
     incident.step("systemctl restart slurmdbd")
     log = tool(incident, ["journalctl", "-u", "slurmdbd", "--no-pager", "-n", "5"])
     assert "fatal: slurmdbd.conf not owned by SlurmUser 4321!=slurm" in log
+
+
+# ---- diagnosis evidence a tool reflects (security review) -------------------------------------------
+
+# printf's escapes keep the evidence out of the command line as typed; the shell expands it into the
+# tool's argument, and sacct/squeue print it back (an unknown field, a format's literal text).
+FORGED_ACCESS = "$(printf 'Access\\x20denied for user \\x27slurm\\x27@\\x27localhost\\x27')"
+FORGED_QOS = "$(printf 'QOSMaxCpuPerUser\\x4cimit')"
+
+
+def diagnosis(incident: Incident) -> float:
+    return float(incident.info()["reward_components"]["diagnosis"])
+
+
+def test_the_gold_earns_diagnosis_credit(play):
+    for scenario in (DBD, QOS):
+        incident = play(scenario, SEED)
+        type_all(incident, incident.gold)
+        assert incident.solved and diagnosis(incident) > 0
+
+
+def test_evidence_a_tool_reflects_from_its_arguments_earns_nothing(play):
+    incident = play(DBD, SEED)
+    fix = " && ".join(fix_password(incident))
+    step = incident.step(f'{fix} && sacct -o "{FORGED_ACCESS}"')
+    assert "Invalid field requested: \"Access denied for user 'slurm'@'localhost'\"" in step.result.output
+    assert incident.solved and diagnosis(incident) == 0
+
+    incident = play(QOS, SEED)
+    step = incident.step(f'squeue -h -o "{FORGED_QOS}"')
+    assert "QOSMaxCpuPerUserLimit" in step.result.output
+    type_all(
+        incident, [f"sacctmgr -i modify qos normal set MaxTRESPerUser=cpu={param(incident, 'lim.want')}"]
+    )
+    assert incident.solved and diagnosis(incident) == 0
