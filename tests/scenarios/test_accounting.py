@@ -9,9 +9,12 @@ DBD agent queue, sacctmgr's tables and its commit question.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hpcgym.controller.accounting import INVALID_ACCOUNT
+from hpcgym.controller.commands.base import MAX_FIELD_WIDTH, MAX_LINE_CHARS
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
 from hpcgym.controller.services.slurmdbd import GRANTS, grant_line
 from hpcgym.scenarios import cheats
@@ -20,6 +23,7 @@ from hpcgym.scenarios.incident import Incident
 from .conftest import harm_of, param, type_all
 
 SEED = 800
+FIDELITY = Path(__file__).parents[1] / "fidelity" / "accounting"
 DBD = "hpc_slurmdbd_storagepass"
 ASSOC = "hpc_assoc_missing"
 
@@ -68,9 +72,12 @@ def test_clients_fail_while_slurmdbd_waits_for_its_database_and_the_queue_drains
         "sacct: error: Sending PersistInit msg: Connection refused",
         "sacct: error: Problem talking to the database: Connection refused",
     ]
-    assert "sacctmgr: error: Problem talking to the database: Connection refused" in output(
-        incident, "sacctmgr show user"
-    )
+    # As Debian's 22.05.8 sacct and sacctmgr print them with slurmdbd stopped (tests/fidelity/accounting).
+    down = output(incident, "sacctmgr show user").splitlines()
+    real = (FIDELITY / "dbd-down-sacctmgr.txt").read_text().replace("localhost:16819", "login01:6819")
+    assert down == real.splitlines()[:-1]
+    real_sacct = (FIDELITY / "dbd-down-sacct.txt").read_text().replace("localhost:16819", "login01:6819")
+    assert refused.result.output.splitlines() == real_sacct.splitlines()[:-1]
     assert "Active: active (running)" in output(incident, "systemctl status slurmdbd")
     log = output(incident, "journalctl -u slurmdbd --no-pager -n 3")
     assert "error: mysql_real_connect failed: 1045 Access denied for user 'slurm'@'localhost' " in log
@@ -187,7 +194,11 @@ def test_the_new_user_is_refused_until_the_association_exists(play):
     )
     assert not incident.solved
     added = incident.step(f"echo y | sacctmgr add user {user} account={account}").result.output
-    assert f" Adding User(s)\n  {user}\n Settings =\n  Default Account = {account}\n" in added
+    # The layout of Debian's 22.05.8 (tests/fidelity/accounting/add-user.txt), with this user.
+    real = (FIDELITY / "add-user.txt").read_text().splitlines()[:-1]
+    real[1] = f"  {user}"
+    real[3] = f"  U = {user:<9.9} A = {account:<10.10} C = {'hpc':<10.10}"
+    assert added.splitlines()[: len(real)] == real
     assert incident.solved and harm_of(incident) == []
     submit_as(incident, user)
     shown = tool(incident, ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=account,user"])
@@ -259,3 +270,97 @@ def test_an_unanswered_qos_change_is_not_committed(play):
     text = output(incident, f"sacctmgr modify qos normal set MaxTRESPerUser=cpu={want} < /dev/null")
     assert text.startswith(" Modified qos...\n  normal\nWould you like to commit changes?")
     assert not incident.solved
+
+
+# ---- the agent's widths and numbers (security review) ----------------------------------------------
+
+
+@pytest.mark.parametrize("width", ["99999", "4000000000", "99999999999999999999"])
+def test_a_huge_column_width_is_capped(play, width):
+    # Real sacct/sacctmgr atoi() the width into a C int and pad to it; here a width is capped at
+    # MAX_FIELD_WIDTH so that `%4000000000` cannot build gigabytes on the host.
+    incident = play(QOS, SEED)
+    table = tool(incident, ["sacct", "-X", "-a", "-S", "00:00", "-o", f"jobid%{width},jobname%{width}"])
+    lines = table.splitlines()
+    assert len(lines) > 2
+    assert lines[1] == ("-" * MAX_FIELD_WIDTH + " ") * 2
+    assert all(len(line) == 2 * (MAX_FIELD_WIDTH + 1) for line in lines)
+    shown = tool(incident, ["sacctmgr", "show", "qos", f"format=name%{width}"]).splitlines()
+    assert shown[1] == "-" * MAX_FIELD_WIDTH + " "
+    assert shown[2] == "normal".rjust(MAX_FIELD_WIDTH) + " "
+
+
+def test_many_columns_cut_the_line(play):
+    incident = play(QOS, SEED)
+    spec = ",".join(["jobid%1000"] * 200)
+    for line in tool(incident, ["sacct", "-X", "-a", "-S", "00:00", "-o", spec]).splitlines():
+        assert len(line) == MAX_LINE_CHARS
+
+
+@pytest.mark.parametrize("width", ["²", "٣", "x", ""])
+def test_a_width_that_is_not_ascii_digits_keeps_the_default(play, width):
+    # atoi() reads no digit in "²" or "٣": the column keeps its width, as `format=name` does.
+    incident = play(QOS, SEED)
+    plain = tool(incident, ["sacctmgr", "show", "qos", "format=name"])
+    assert tool(incident, ["sacctmgr", "show", "qos", f"format=name%{width}"]) == plain
+    default = tool(incident, ["sacct", "-X", "-a", "-S", "00:00", "-o", "jobid,jobname"])
+    assert tool(incident, ["sacct", "-X", "-a", "-S", "00:00", "-o", f"jobid%{width},jobname"]) == default
+
+
+@pytest.mark.parametrize("count", ["٣", "+3", " 3", "1_0", "3" * 40])
+def test_a_tres_count_that_is_not_ascii_digits_is_refused(play, count):
+    incident = play(QOS, SEED)
+    word = f"MaxTRESPerUser=cpu={count}"
+    reply = tool(incident, ["sacctmgr", "-i", "modify", "qos", "normal", "set", word])
+    assert reply == f" Unknown option: {word}\n Use keyword 'where' to modify condition\n"
+    assert not incident.solved
+
+
+def test_an_odd_uid_in_etc_passwd_does_not_break_slurmdbd(play):
+    # slurmdbd names the owner of a slurmdbd.conf it refuses from /etc/passwd, which root writes.
+    incident = play(DBD, SEED)
+    nodes = incident.episode.nodes
+    passwd = nodes.read("login01", "/etc/passwd")
+    assert passwd is not None
+    nodes.write("login01", "/etc/passwd", passwd + "odd:x:²:0::/:/sbin/nologin\n".encode())
+    conf = nodes.read("login01", "/etc/slurm/slurmdbd.conf")
+    assert conf is not None
+    nodes.write("login01", "/etc/slurm/slurmdbd.conf", conf, mode=0o600, uid=4321)
+    incident.step("systemctl restart slurmdbd")
+    log = tool(incident, ["journalctl", "-u", "slurmdbd", "--no-pager", "-n", "5"])
+    assert "fatal: slurmdbd.conf not owned by SlurmUser 4321!=slurm" in log
+
+
+# ---- diagnosis evidence a tool reflects (security review) -------------------------------------------
+
+# printf's escapes keep the evidence out of the command line as typed; the shell expands it into the
+# tool's argument, and sacct/squeue print it back (an unknown field, a format's literal text).
+FORGED_ACCESS = "$(printf 'Access\\x20denied for user \\x27slurm\\x27@\\x27localhost\\x27')"
+FORGED_QOS = "$(printf 'QOSMaxCpuPerUser\\x4cimit')"
+
+
+def diagnosis(incident: Incident) -> float:
+    return float(incident.info()["reward_components"]["diagnosis"])
+
+
+def test_the_gold_earns_diagnosis_credit(play):
+    for scenario in (DBD, QOS):
+        incident = play(scenario, SEED)
+        type_all(incident, incident.gold)
+        assert incident.solved and diagnosis(incident) > 0
+
+
+def test_evidence_a_tool_reflects_from_its_arguments_earns_nothing(play):
+    incident = play(DBD, SEED)
+    fix = " && ".join(fix_password(incident))
+    step = incident.step(f'{fix} && sacct -o "{FORGED_ACCESS}"')
+    assert "Invalid field requested: \"Access denied for user 'slurm'@'localhost'\"" in step.result.output
+    assert incident.solved and diagnosis(incident) == 0
+
+    incident = play(QOS, SEED)
+    step = incident.step(f'squeue -h -o "{FORGED_QOS}"')
+    assert "QOSMaxCpuPerUserLimit" in step.result.output
+    type_all(
+        incident, [f"sacctmgr -i modify qos normal set MaxTRESPerUser=cpu={param(incident, 'lim.want')}"]
+    )
+    assert incident.solved and diagnosis(incident) == 0

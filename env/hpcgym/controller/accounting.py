@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hpcgym.controller.hostlist import compress_hostlist
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.state import Job, JobState, Reason
 
@@ -93,12 +94,13 @@ def parse_tres(text: str) -> dict[str, int] | None:
         key = key.strip().lower()
         if not sep or key not in ("cpu", "mem", "node", "billing", "energy"):
             return None
-        try:
-            count = int(value)
-        except ValueError:
+        # ASCII digits only (numbers.to_int): int() would also read " 3", "+3", "1_0" and "٣".
+        if value == "-1":
+            continue
+        count = to_int(value)
+        if count is None:
             return None
-        if count >= 0:
-            out[key] = count
+        out[key] = count
     return out
 
 

@@ -200,6 +200,36 @@ def _field_width(digits: str) -> int:
     return MAX_FIELD_WIDTH if value is None else min(value, MAX_FIELD_WIDTH)
 
 
+_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
+
+
+def atoi_width(text: str) -> int:
+    """The width after a `%` in sacct's -o or sacctmgr's format=, read as their atoi() reads it.
+
+    Leading blanks, a sign and ASCII digits; 0 where there are none (`%x`, `%²`: the tool keeps
+    the column's default width). The value is capped at MAX_FIELD_WIDTH either way: the real tool
+    puts it in a C int (4000000000 wraps) and pads to it, and a width of billions here would build
+    strings of gigabytes on the host.
+    """
+    match = _ATOI.match(text)
+    if match is None:
+        return 0
+    value = to_int(match.group(2))
+    value = MAX_FIELD_WIDTH if value is None else min(value, MAX_FIELD_WIDTH)
+    return -value if match.group(1) == "-" else value
+
+
+def join_cells(cells: list[str]) -> str:
+    """A table row of already padded cells, cut at MAX_LINE_CHARS (`-o jobid%1000,jobid%1000,...`)."""
+    parts, size = [], 0
+    for cell in cells:
+        parts.append(cell)
+        size += len(cell)
+        if size > MAX_LINE_CHARS:
+            break
+    return "".join(parts)[:MAX_LINE_CHARS] + "\n"
+
+
 def pad(value: str, width: int, right: bool, *, cut: bool = True) -> str:
     """Slurm's `_print_str`: a width pads and (with `cut`) truncates; width 0 prints the value as is."""
     if width <= 0:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hpcgym.controller.accounting import DBD_PORT, SLURMDBD_STORAGE, JobRecord
-from hpcgym.controller.commands.base import Context, Reply, usage_error
+from hpcgym.controller.commands.base import Context, Reply, atoi_width, join_cells, usage_error
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.timefmt import format_duration, format_iso, parse_begin_time
@@ -172,14 +172,14 @@ def run(ctx: Context, args: list[str]) -> Reply:
         if parsable:
             out.append(_join(headers, "parsable" in keys))
         else:
-            out.append("".join(_cell(h, w, cut=False) for h, w, _ in fields) + "\n")
-            out.append("".join("-" * abs(w) + " " for _, w, _ in fields) + "\n")
+            out.append(join_cells([_cell(h, w, cut=False) for h, w, _ in fields]))
+            out.append(join_cells(["-" * abs(w) + " " for _, w, _ in fields]))
     for row in rows:
         cells = [get(row, now) for _, _, get in fields]
         if parsable:
             out.append(_join(cells, "parsable" in keys))
         else:
-            out.append("".join(_cell(c, w) for c, (_, w, _) in zip(cells, fields, strict=True)) + "\n")
+            out.append(join_cells([_cell(c, w) for c, (_, w, _) in zip(cells, fields, strict=True)]))
     return Reply("".join(out))
 
 
@@ -202,10 +202,12 @@ def _fields(spec: str) -> tuple[list[tuple[str, int, Getter]], str]:
         if entry is None:
             return [], f'{PROG}: error: Invalid field requested: "{name}"\n'
         header, width, get = entry
-        if size:
-            number = to_int(size)
-            if number is not None:
-                width = -number if width < 0 else number
+        # sacct's `if (newlen) fields[i].len = newlen;` after atoi(): a minus left-justifies.
+        number = atoi_width(size)
+        if number < 0:
+            width = number
+        elif number > 0:
+            width = -number if width < 0 else number
         fields.append((header, width, get))
     return fields, ""
 

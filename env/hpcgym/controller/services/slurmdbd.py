@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, iso_time, lookup_ids
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.units import UnitFile
@@ -89,11 +90,12 @@ def is_serving(host: DaemonHost, node: str) -> bool:
 
 def _names(host: DaemonHost, node: str) -> dict[int, str]:
     raw = host.access.read(node, "/etc/passwd")
-    names = {}
+    names: dict[int, str] = {}
     for line in (raw or b"").decode(errors="replace").splitlines():
         fields = line.split(":")
-        if len(fields) >= 3 and fields[2].isdigit():
-            names.setdefault(int(fields[2]), fields[0])
+        uid = to_int(fields[2]) if len(fields) >= 3 else None  # "²".isdigit() is True; int() raises
+        if uid is not None:
+            names.setdefault(uid, fields[0])
     return names
 
 
