@@ -274,3 +274,18 @@ def test_switching_the_health_check_off_is_no_fix(play, switch_off):
         [c.format(node=node) for c in switch_off] + fix + [f"scontrol update nodename={node} state=resume"],
     )
     assert not incident.solved
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_same_seed_and_commands_give_the_same_bytes(play, scenario):
+    looks = ["sinfo -R", "scontrol show node compute-03", "ssh compute-03 free", "ssh compute-03 lscpu"]
+    seen = []
+    for _ in range(2):
+        incident = play(scenario, SEED + 1)
+        outputs = []
+        for command in looks + incident.gold:
+            if incident.done:
+                break
+            outputs.append(incident.step(command).result.output)
+        seen.append(outputs)
+    assert seen[0] == seen[1]
