@@ -110,6 +110,11 @@ def test_the_node_reports_its_own_hardware_and_slurmctld_says_why_it_drained(pla
     free = out(incident, f"ssh {node} free -m").splitlines()
     assert free[0] == "               total        used        free      shared  buff/cache   available"
     assert free[1].split()[:2] == ["Mem:", mem]
+    assert [line.split()[0] for line in out(incident, f"ssh {node} free -l").splitlines()[1:]] == [
+        "Mem:", "Low:", "High:", "Swap:"
+    ]  # fmt: skip
+    assert out(incident, f"ssh {node} free -c 2").count("total") == 2
+    assert out(incident, f"ssh {node} free -h").splitlines()[1].split()[1] in ("2.9Gi", "3.6Gi", "3.7Gi")
     lscpu = out(incident, f"ssh {node} lscpu")
     assert re.search(r"(?m)^CPU\(s\): +2$", lscpu) and re.search(r"(?m)^Core\(s\) per socket: +2$", lscpu)
 

@@ -104,6 +104,13 @@ FREE_OPTIONS = (
     Option("kilo", None, "kilo"),
     Option("mega", None, "mega"),
     Option("giga", None, "giga"),
+    Option("tera", None, "tera"),
+    Option("peta", None, "peta"),
+    Option("tebi", None, "tebi"),
+    Option("pebi", None, "pebi"),
+    Option("l", "l", "lohi"),
+    Option("s", "s", "seconds", Arg.REQUIRED),
+    Option("c", "c", "count", Arg.REQUIRED),
     Option("k", "k", "kibi"),
     Option("m", "m", "mebi"),
     Option("g", "g", "gibi"),
@@ -115,7 +122,11 @@ FREE_OPTIONS = (
     Option("V", "V", "version"),
 )
 # Divisors of a KiB count for each unit flag (procps scales bytes; these are exact for KiB input).
-_FREE_UNITS = {"b": -1, "k": 1, "kilo": 0, "m": 1024, "mega": 0, "g": 1024 * 1024, "giga": 0}
+_FREE_UNITS = {
+    "b": -1, "k": 1, "kilo": 0, "m": 1024, "mega": 0, "g": 1024**2, "giga": 0,
+    "tebi": 1024**3, "pebi": 1024**4, "tera": 0, "peta": 0,
+}  # fmt: skip
+_SI_POWERS = {"kilo": 1, "mega": 2, "giga": 3, "tera": 4, "peta": 5}
 
 
 def memory_kb(node: str, hw: NodeHardware, cpus_alloc: int) -> dict[str, int]:
@@ -146,8 +157,8 @@ def _scale(kb: int, unit: str, human: bool, si: bool) -> str:
         return f"{value}B"
     if unit == "b":
         return str(kb * 1024)
-    if unit in ("kilo", "mega", "giga"):
-        return str(kb * 1024 // 1000 ** {"kilo": 1, "mega": 2, "giga": 3}[unit])
+    if unit in _SI_POWERS:
+        return str(kb * 1024 // 1000 ** _SI_POWERS[unit])
     return str(kb // max(1, _FREE_UNITS[unit]))
 
 
@@ -157,12 +168,21 @@ def run_free(ctx: Context, args: list[str]) -> Reply:
     except UsageError as e:
         return Reply("", f"{e.text}\n{FREE_USAGE}", 1)
     keys = [key for key, _ in found]
+    values = dict(found)
     if "help" in keys:
         return Reply(FREE_USAGE)
     if "V" in keys:
         return Reply("free from procps-ng 3.3.17\n")
     if operands:
         return Reply("", FREE_USAGE, 1)
+    seconds, count = values.get("s"), values.get("c")
+    if seconds is not None and not _is_number(seconds):
+        return Reply("", f"free: seconds argument `{seconds}' failed\n", 1)
+    if count is not None and not (count.isdigit() and int(count) > 0):
+        return Reply("", f"free: failed to parse count argument: '{count}'\n", 1)
+    # With -s and no -c the real free repeats until interrupted; the episode's clock does not pass
+    # while one command runs, so each repeat would be the same: it prints once.
+    repeats = int(count) if count is not None else 1
     unit = next((key for key in reversed(keys) if key in _FREE_UNITS), "k")
     human, si, wide = "h" in keys, "si" in keys, "w" in keys
     _, hw = _hardware(ctx)
@@ -178,10 +198,25 @@ def run_free(ctx: Context, args: list[str]) -> Reply:
     else:
         head = "               total        used        free      shared  buff/cache   available"
         row = [mem["total"], mem["used"], mem["free"], mem["shared"], mem["buffers"] + mem["cache"]]
-    lines = [head, f"{'Mem:':<7}{cells([*row, mem['available']])}", f"{'Swap:':<7}{cells([0, 0, 0])}"]
+    lines = [head, f"{'Mem:':<7}{cells([*row, mem['available']])}"]
+    if "l" in keys:
+        low_used = mem["total"] - mem["free"]
+        lines += [
+            f"{'Low:':<7}{cells([mem['total'], low_used, mem['free']])}",
+            f"{'High:':<7}{cells([0, 0, 0])}",
+        ]
+    lines.append(f"{'Swap:':<7}{cells([0, 0, 0])}")
     if "t" in keys:
         lines.append(f"{'Total:':<7}{cells([mem['total'], mem['used'], mem['free']])}")
-    return Reply("\n".join(lines) + "\n")
+    table = "\n".join(lines) + "\n"
+    return Reply("\n".join([table] * repeats))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
 
 
 LSCPU_FLAGS = (
