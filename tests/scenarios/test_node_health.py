@@ -115,6 +115,15 @@ def test_the_node_reports_its_own_hardware_and_slurmctld_says_why_it_drained(pla
     ]  # fmt: skip
     assert out(incident, f"ssh {node} free -c 2").count("total") == 2
     assert out(incident, f"ssh {node} free -h").splitlines()[1].split()[1] in ("2.9Gi", "3.6Gi", "3.7Gi")
+    # /proc says the same as free, read-only, as LXCFS shows a container its own; a healthy node has all.
+    meminfo = out(incident, f"ssh {node} grep MemTotal /proc/meminfo")
+    assert meminfo.startswith("MemTotal:   ") and int(meminfo.split()[1]) // 1024 == int(mem)
+    assert int(out(incident, "ssh compute-01 grep MemTotal /proc/meminfo").split()[1]) // 1024 in (
+        4000,
+        int(mem),
+    )
+    assert out(incident, f"ssh {node} grep -c ^processor /proc/cpuinfo").strip() == "2"
+    assert "Read-only file system" in out(incident, f"ssh {node} 'echo 1 > /proc/meminfo'")
     lscpu = out(incident, f"ssh {node} lscpu")
     assert re.search(r"(?m)^CPU\(s\): +2$", lscpu) and re.search(r"(?m)^Core\(s\) per socket: +2$", lscpu)
 

@@ -9,11 +9,9 @@ after a 7-wide label, lscpu's labels padded to the longest one plus a space.
 
 from __future__ import annotations
 
-import zlib
-
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
-from hpcgym.controller.hardware import NodeHardware
+from hpcgym.controller.hardware import CPU_FLAGS, CPU_MODEL, NodeHardware, memory_kb
 from hpcgym.controller.services import ServiceManager, services_of
 
 NPROC_USAGE = """Usage: nproc [OPTION]...
@@ -129,20 +127,6 @@ _FREE_UNITS = {
 _SI_POWERS = {"kilo": 1, "mega": 2, "giga": 3, "tera": 4, "peta": 5}
 
 
-def memory_kb(node: str, hw: NodeHardware, cpus_alloc: int) -> dict[str, int]:
-    """What /proc/meminfo would say of an idle (or busy) node: total, used, free, shared, cache."""
-    total = hw.mem_total_kb(node)
-    jitter = zlib.crc32(f"mem:{node}".encode()) % 4096
-    used = total * 6 // 100 + jitter + cpus_alloc * 131072
-    shared = 9000 + jitter
-    buffers = total // 120
-    cache = total * 9 // 100
-    free = max(0, total - used - buffers - cache)
-    available = min(total, free + (buffers + cache) * 9 // 10)
-    return {"total": total, "used": used, "free": free, "shared": shared, "buffers": buffers,
-            "cache": cache, "available": available}  # fmt: skip
-
-
 def _scale(kb: int, unit: str, human: bool, si: bool) -> str:
     if human:
         base = 1000 if si else 1024
@@ -219,19 +203,6 @@ def _is_number(text: str) -> bool:
         return False
 
 
-LSCPU_FLAGS = (
-    "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 "
-    "ss syscall nx pdpe1gb rdtscp lm constant_tsc arch_perfmon rep_good nopl xtopology cpuid "
-    "tsc_known_freq pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt "
-    "tsc_deadline_timer aes xsave avx f16c rdrand hypervisor lahf_lm abm 3dnowprefetch cpuid_fault "
-    "invpcid_single ssbd ibrs ibpb stibp ibrs_enhanced fsgsbase tsc_adjust bmi1 avx2 smep bmi2 erms "
-    "invpcid avx512f avx512dq rdseed adx smap avx512ifma clflushopt clwb avx512cd sha_ni avx512bw "
-    "avx512vl xsaveopt xsavec xgetbv1 xsaves wbnoinvd arat avx512vbmi umip pku ospke avx512_vbmi2 gfni "
-    "vaes vpclmulqdq avx512_vnni avx512_bitalg avx512_vpopcntdq la57 rdpid fsrm md_clear "
-    "arch_capabilities"
-)
-
-
 def _cpu_list(count: int) -> str:
     return "0" if count == 1 else f"0-{count - 1}"
 
@@ -248,7 +219,7 @@ def lscpu_fields(hw: NodeHardware) -> list[tuple[str, str]]:
         ("On-line CPU(s) list:", _cpu_list(hw.cpus)),
         ("Vendor ID:", "GenuineIntel"),
         ("BIOS Vendor ID:", "Red Hat"),
-        ("Model name:", "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"),
+        ("Model name:", CPU_MODEL),
         ("BIOS Model name:", "RHEL 7.6.0 PC (i440FX + PIIX, 1996)"),
         ("CPU family:", "6"),
         ("Model:", "106"),
@@ -257,7 +228,7 @@ def lscpu_fields(hw: NodeHardware) -> list[tuple[str, str]]:
         ("Socket(s):", str(sockets)),
         ("Stepping:", "6"),
         ("BogoMIPS:", "3990.62"),
-        ("Flags:", LSCPU_FLAGS),
+        ("Flags:", CPU_FLAGS),
         ("Hypervisor vendor:", "KVM"),
         ("Virtualization type:", "full"),
         (
