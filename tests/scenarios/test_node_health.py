@@ -108,7 +108,7 @@ def test_the_node_reports_its_own_hardware_and_slurmctld_says_why_it_drained(pla
     )
     assert out(incident, f"ssh {node} nproc").strip() == "2"
     free = out(incident, f"ssh {node} free -m").splitlines()
-    assert free[0] == "               total        used        free      shared  buff/cache   available"
+    assert free[0] == "              total        used        free      shared  buff/cache   available"
     assert free[1].split()[:2] == ["Mem:", mem]
     assert [line.split()[0] for line in out(incident, f"ssh {node} free -l").splitlines()[1:]] == [
         "Mem:", "Low:", "High:", "Swap:"

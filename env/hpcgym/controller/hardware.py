@@ -83,6 +83,11 @@ def memory_kb(node: str, hw: NodeHardware, cpus_alloc: int) -> dict[str, int]:
             "cache": cache, "available": available}  # fmt: skip
 
 
+def meminfo_line(name: str, value: int, *, kb: bool = True) -> str:
+    """One /proc/meminfo line: the label padded to 16 columns, the value right-aligned in 8."""
+    return f"{name + ':':<16}{value:>8}" + (" kB" if kb else "")
+
+
 def meminfo_text(node: str, hw: NodeHardware, cpus_alloc: int = 0) -> str:
     """/proc/meminfo of the node: the kernel's labels padded to 16 columns, values 8 wide in kB."""
     mem = memory_kb(node, hw, cpus_alloc)
@@ -104,14 +109,13 @@ def meminfo_text(node: str, hw: NodeHardware, cpus_alloc: int = 0) -> str:
         ("HardwareCorrupted", 0), ("AnonHugePages", 0), ("ShmemHugePages", 0), ("ShmemPmdMapped", 0),
         ("FileHugePages", 0), ("FilePmdMapped", 0),
     ]  # fmt: skip
-    lines = [f"{name + ':':<16}{value:>8} kB" for name, value in rows]
+    lines = [meminfo_line(name, value) for name, value in rows]
     lines += [
-        f"{name + ':':<16}{value:>8}"
+        meminfo_line(name, 0, kb=False)
         for name in ("HugePages_Total", "HugePages_Free", "HugePages_Rsvd", "HugePages_Surp")
-        for value in (0,)
     ]
-    lines += [f"{'Hugepagesize:':<16}{2048:>8} kB", f"{'Hugetlb:':<16}{0:>8} kB"]
-    lines += [f"{'DirectMap4k:':<16}{167936:>8} kB", f"{'DirectMap2M:':<16}{total - 167936:>8} kB"]
+    lines += [meminfo_line("Hugepagesize", 2048), meminfo_line("Hugetlb", 0)]
+    lines += [meminfo_line("DirectMap4k", 167936), meminfo_line("DirectMap2M", total - 167936)]
     return "\n".join(lines) + "\n"
 
 

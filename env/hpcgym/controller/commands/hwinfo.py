@@ -4,7 +4,8 @@ In the sandbox the real tools would read the host's CPUs and memory (2 CPUs and 
 build machine); a node reports what it has (`hardware.NodeHardware`): what slurm.conf says unless a
 fault changed it. Layouts follow the real tools as captured on Debian bookworm (procps-ng 4.0.2,
 coreutils 9.1, util-linux 2.38, whose non-tty output keeps 2.37's fields): free's 12-wide columns
-after a 7-wide label, lscpu's labels padded to the longest one plus a space.
+after a 7-wide label (procps-ng 4.0 widened that label column by one; 3.3.17 keeps the RHEL 8
+layout, whose header starts with 14 spaces), lscpu's labels padded to the longest one plus a space.
 """
 
 from __future__ import annotations
@@ -173,27 +174,42 @@ def run_free(ctx: Context, args: list[str]) -> Reply:
     node = ctx.cluster.nodes.get(ctx.node)
     mem = memory_kb(ctx.node, hw, node.cpus_alloc if node is not None else 0)
 
+    table = free_table(mem, unit, human=human, si=si, wide=wide, lohi="l" in keys, total="t" in keys)
+    return Reply("\n".join([table] * repeats))
+
+
+def free_table(
+    mem: dict[str, int],
+    unit: str = "k",
+    *,
+    human: bool = False,
+    si: bool = False,
+    wide: bool = False,
+    lohi: bool = False,
+    total: bool = False,
+) -> str:
+    """The table free prints for these KiB counts: a 7-wide label, then a 12-wide column per value."""
+
     def cells(values: list[int]) -> str:
         return "".join(f" {_scale(v, unit, human, si):>11}" for v in values)
 
     if wide:
-        head = "               total        used        free      shared     buffers       cache   available"
+        head = "              total        used        free      shared     buffers       cache   available"
         row = [mem["total"], mem["used"], mem["free"], mem["shared"], mem["buffers"], mem["cache"]]
     else:
-        head = "               total        used        free      shared  buff/cache   available"
+        head = "              total        used        free      shared  buff/cache   available"
         row = [mem["total"], mem["used"], mem["free"], mem["shared"], mem["buffers"] + mem["cache"]]
     lines = [head, f"{'Mem:':<7}{cells([*row, mem['available']])}"]
-    if "l" in keys:
+    if lohi:
         low_used = mem["total"] - mem["free"]
         lines += [
             f"{'Low:':<7}{cells([mem['total'], low_used, mem['free']])}",
             f"{'High:':<7}{cells([0, 0, 0])}",
         ]
     lines.append(f"{'Swap:':<7}{cells([0, 0, 0])}")
-    if "t" in keys:
+    if total:
         lines.append(f"{'Total:':<7}{cells([mem['total'], mem['used'], mem['free']])}")
-    table = "\n".join(lines) + "\n"
-    return Reply("\n".join([table] * repeats))
+    return "\n".join(lines) + "\n"
 
 
 def _is_number(text: str) -> bool:
