@@ -150,7 +150,11 @@ def test_lowering_every_nodes_realmemory_is_harm(play):
 def test_resuming_without_the_fix_is_drained_again_at_the_next_registration(play):
     incident = play("hpc_low_realmemory", SEED)
     node = params(incident)["node"]
-    type_all(incident, [f"scontrol update nodename={node} state=resume", "scontrol reconfigure"])
+    # After RESUME slurmctld asks the node to register again: it reports the same and drains again.
+    type_all(incident, [f"scontrol update nodename={node} state=resume", f"sbatch -w {node} --wrap hostname"])
+    assert "State=IDLE+DRAIN+INVALID_REG " in out(incident, f"scontrol show node {node}")
+    assert out(incident, "squeue -h -u root -o %T").split() == ["PENDING"]
+    type_all(incident, ["scontrol reconfigure"])
     assert not incident.solved
     assert out(incident, f"sinfo -h -n {node} -o %t").strip() == "inval"
     again = play("hpc_low_realmemory", SEED)

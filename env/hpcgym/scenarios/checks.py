@@ -33,7 +33,7 @@ from hpcgym.episode import Episode
 from hpcgym.errors import ControllerError
 from hpcgym.scenarios import nodehealth
 
-BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
+BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT | NodeFlag.INVALID_REG
 
 
 @dataclass(frozen=True)
