@@ -12,7 +12,12 @@ import re
 
 import pytest
 
-from hpcgym.controller.hardware import NodeHardware, gres_conf_gpus, registration_reason
+from hpcgym.controller.hardware import (
+    NodeHardware,
+    configured_gpus,
+    gres_conf_gpus,
+    registration_reason,
+)
 from hpcgym.controller.slurmconf import parse_slurm_conf
 from hpcgym.scenarios.incident import Incident, ScenarioTask
 
@@ -80,6 +85,15 @@ def test_gres_conf_counts_the_device_files_a_node_has():
     # A count-only line registers no GPU ("Ignoring file-less GPU"), nor a device the node lacks.
     assert gres_conf_gpus("Name=gpu Count=2\n", "compute-03", 2) == 0
     assert gres_conf_gpus("Name=gpu File=/dev/nvidia[0-3]\n", "compute-03", 2) == 2
+
+
+def test_node_written_numbers_that_python_but_not_c_calls_digits_take_the_ordinary_path():
+    # "²".isdigit() is True and int("²") raises: each is a number slurmd would not read.
+    assert configured_gpus(_node("gpu:²")) == 1  # type: ignore[arg-type]
+    assert configured_gpus(_node("gpu:\u0663")) == 1  # type: ignore[arg-type]
+    assert gres_conf_gpus("Name=gpu File=/dev/nvidia²\n", "compute-03", 2) == 0
+    assert gres_conf_gpus("Name=gpu File=/dev/nvidia\u0661\n", "compute-03", 2) == 0
+    assert gres_conf_gpus("Name=gpu File=/dev/nvidia[0-1]\n", "compute-03", 2) == 2
 
 
 # ---- the incidents -------------------------------------------------------------------------------
@@ -307,3 +321,25 @@ def test_same_seed_and_commands_give_the_same_bytes(play, scenario):
             outputs.append(incident.step(command).result.output)
         seen.append(outputs)
     assert seen[0] == seen[1]
+
+
+def test_odd_numbers_from_the_agent_are_the_tools_own_errors(play):
+    incident = play("hpc_low_realmemory", SEED)
+    assert out(incident, "ssh compute-01 nproc --ignore=²") == "nproc: invalid number: \u2018²\u2019\n"
+    assert out(incident, "ssh compute-01 free -c ²") == "free: failed to parse count argument: '²'\n"
+    assert "Mem:" in out(incident, "ssh compute-01 free -c 1000000000000")
+    # A Gres= count the grader reads in every node's slurm.conf.
+    incident.step("ssh compute-01 \"sed -i '/^NodeName=/s/$/ Gres=gpu:²/' /etc/slurm/slurm.conf\"")
+    assert "changed node compute-01 in slurm.conf on compute-01" in harm_of(incident)
+    # A gres.conf device slurmctld judges at every registration.
+    incident = play("hpc_gres_mismatch", SEED)
+    node, n = params(incident)["node"], params(incident)["g_n"]
+    type_all(
+        incident,
+        [
+            f"ssh {node} \"echo 'Name=gpu File=/dev/nvidia²' > /etc/slurm/gres.conf\"",
+            f"ssh {node} systemctl restart slurmd",
+        ],
+    )
+    assert f"count reported lower than configured (0 < {n})" in out(incident, f"scontrol show node {node}")
+    assert not incident.solved and harm_of(incident) == []

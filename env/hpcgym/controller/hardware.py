@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.slurmconf import NodeConf
 
 if TYPE_CHECKING:
@@ -171,7 +172,8 @@ def configured_gpus(conf: NodeConf) -> int:
         if parts[0] != "gpu":
             continue
         count = parts[-1] if len(parts) > 1 else "1"
-        total += int(count) if count.isdigit() else 1
+        value = to_int(count)
+        total += value if value is not None else 1
     return total
 
 
@@ -232,10 +234,9 @@ def gres_conf_gpus(text: str | None, node: str, present: int) -> int:
         except ValueError:
             continue
         for path in files:
-            if path.startswith("/dev/nvidia") and path[len("/dev/nvidia") :].isdigit():
-                index = int(path[len("/dev/nvidia") :])
-                if index < present:
-                    found.add(index)
+            index = to_int(path[len("/dev/nvidia") :]) if path.startswith("/dev/nvidia") else None
+            if index is not None and index < present:
+                found.add(index)
     return len(found)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hardware import CPU_FLAGS, CPU_MODEL, NodeHardware, memory_kb
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import ServiceManager, services_of
 
 NPROC_USAGE = """Usage: nproc [OPTION]...
@@ -63,11 +64,15 @@ def run_nproc(ctx: Context, args: list[str]) -> Reply:
     ignore = 0
     if keys.get("ignore") is not None:
         value = keys["ignore"] or ""
-        if not value.isdigit():
+        number = to_int(value)
+        if number is None:
             return Reply("", f"nproc: invalid number: \u2018{value}\u2019\n", 1)
-        ignore = int(value)
+        ignore = number
     return Reply(f"{max(1, hw.cpus - ignore)}\n")
 
+
+# free -c N prints N tables a second apart; no command runs longer than this many seconds.
+MAX_FREE_REPEATS = 600
 
 FREE_USAGE = """
 Usage:
@@ -163,11 +168,13 @@ def run_free(ctx: Context, args: list[str]) -> Reply:
     seconds, count = values.get("s"), values.get("c")
     if seconds is not None and not _is_number(seconds):
         return Reply("", f"free: seconds argument `{seconds}' failed\n", 1)
-    if count is not None and not (count.isdigit() and int(count) > 0):
+    repeats = to_int(count) if count is not None else 1
+    if repeats is None or repeats <= 0:
         return Reply("", f"free: failed to parse count argument: '{count}'\n", 1)
     # With -s and no -c the real free repeats until interrupted; the episode's clock does not pass
-    # while one command runs, so each repeat would be the same: it prints once.
-    repeats = int(count) if count is not None else 1
+    # while one command runs, so each repeat would be the same: it prints once. The real one waits
+    # a second between repeats; a count past what a command's time allows prints MAX_FREE_REPEATS.
+    repeats = min(repeats, MAX_FREE_REPEATS)
     unit = next((key for key in reversed(keys) if key in _FREE_UNITS), "k")
     human, si, wide = "h" in keys, "si" in keys, "w" in keys
     _, hw = _hardware(ctx)

@@ -18,6 +18,7 @@ import shlex
 import stat as statmod
 
 from hpcgym.controller.cluster import Cluster
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import NodeFileError, is_symlink
 from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.state import NodeBase, NodeFlag
@@ -168,11 +169,8 @@ def run_on_node(cluster: Cluster, services: ServiceManager, name: str) -> str | 
 def health_check(cluster: Cluster) -> tuple[str, int] | None:
     """slurm.conf's HealthCheckProgram and HealthCheckInterval, or None when no check runs."""
     program = cluster.conf.options.get("healthcheckprogram", "")
-    try:
-        interval = int(cluster.conf.options.get("healthcheckinterval", "0"))
-    except ValueError:
-        return None
-    return (program, interval) if program and interval > 0 else None
+    interval = to_int(cluster.conf.options.get("healthcheckinterval", "0"))
+    return (program, interval) if program and interval is not None and interval > 0 else None
 
 
 def run_due(cluster: Cluster, services: ServiceManager) -> None:
