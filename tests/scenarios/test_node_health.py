@@ -9,10 +9,15 @@ are checked as the real ones print them.
 from __future__ import annotations
 
 import re
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from hpcgym.controller.hardware import (
+    MAX_NODE_GPUS,
     NodeHardware,
     configured_gpus,
     gres_conf_gpus,
@@ -87,6 +92,22 @@ def test_gres_conf_counts_the_device_files_a_node_has():
     assert gres_conf_gpus("Name=gpu File=/dev/nvidia[0-3]\n", "compute-03", 2) == 2
 
 
+@contextmanager
+def within(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging) when the block runs longer than `seconds`; re checks for signals."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise AssertionError(f"took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_node_written_numbers_that_python_but_not_c_calls_digits_take_the_ordinary_path():
     # "²".isdigit() is True and int("²") raises: each is a number slurmd would not read.
     assert configured_gpus(_node("gpu:²")) == 1  # type: ignore[arg-type]
@@ -94,6 +115,21 @@ def test_node_written_numbers_that_python_but_not_c_calls_digits_take_the_ordina
     assert gres_conf_gpus("Name=gpu File=/dev/nvidia²\n", "compute-03", 2) == 0
     assert gres_conf_gpus("Name=gpu File=/dev/nvidia\u0661\n", "compute-03", 2) == 0
     assert gres_conf_gpus("Name=gpu File=/dev/nvidia[0-1]\n", "compute-03", 2) == 2
+
+
+def test_gres_conf_expansion_is_bounded_and_a_file_past_it_registers_no_gpu():
+    huge = "Name=gpu File=/dev/nvidia[0-65535]\n" * 2000
+    started = time.monotonic()
+    with within(20):
+        assert gres_conf_gpus(huge, "compute-03", 65536) == 0
+        assert gres_conf_gpus("NodeName=c[0-65535] Name=gpu File=/dev/nvidia0\n" * 2000, "c1", 1) == 0
+    assert time.monotonic() - started < 2
+    # Up to MAX_NODE_GPUS devices register; one more is a bad file.
+    most = f"Name=gpu File=/dev/nvidia[0-{MAX_NODE_GPUS - 1}]\n"
+    assert gres_conf_gpus(most, "compute-03", 1000) == MAX_NODE_GPUS
+    assert gres_conf_gpus(f"Name=gpu File=/dev/nvidia[0-{MAX_NODE_GPUS}]\n", "compute-03", 1000) == 0
+    assert gres_conf_gpus("# c\n" * 5000 + "Name=gpu File=/dev/nvidia0\n", "compute-03", 1) == 1
+    assert gres_conf_gpus("Name=mps Count=1\n" * 1025 + "Name=gpu File=/dev/nvidia0\n", "compute-03", 1) == 0
 
 
 # ---- the incidents -------------------------------------------------------------------------------

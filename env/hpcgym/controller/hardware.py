@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 
 # slurmctld's default registration tolerance for memory (NodeRegMemPercent is not set: 100 %).
 NODE_REG_MEM_PERCENT = 100.0
+# gres.conf is node-written: at most this many configuration lines, this many names expanded from
+# all of its NodeName= and File= hostlists together, and this many GPUs for one node. Past any bound
+# the file is a bad gres.conf, which slurmd registers no GPU from.
+MAX_GRES_LINES = 1024
+MAX_GRES_NAMES = 4096
+MAX_NODE_GPUS = 64
 
 
 @dataclass
@@ -210,33 +216,41 @@ def gres_conf_gpus(text: str | None, node: str, present: int) -> int:
 
     Lines may start with `NodeName=` (a hostlist); lines without one apply to every node. A GPU needs
     its device file: a count-only line registers none (slurmd logs "Ignoring file-less GPU"). Devices
-    /dev/nvidia0 .. /dev/nvidia{present-1} exist.
+    /dev/nvidia0 .. /dev/nvidia{present-1} exist. A file past MAX_GRES_LINES, MAX_GRES_NAMES or
+    MAX_NODE_GPUS registers none.
     """
     from hpcgym.controller.hostlist import expand_names
 
     found: set[int] = set()
+    lines = names = 0
     for raw in (text or "").splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
+        lines += 1
+        if lines > MAX_GRES_LINES:
+            return 0
         fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
         fields = {key.lower(): value for key, value in fields.items()}
         if fields.get("name") != "gpu":
             continue
         if "nodename" in fields:
-            try:
-                if node not in expand_names(fields["nodename"]):
-                    continue
-            except ValueError:
+            hosts = expand_names(fields["nodename"])
+            names += len(hosts)
+            if names > MAX_GRES_NAMES:
+                return 0
+            if node not in hosts:
                 continue
-        try:
-            files = expand_names(fields.get("file", ""))
-        except ValueError:
-            continue
+        files = expand_names(fields.get("file", ""))
+        names += len(files)
+        if names > MAX_GRES_NAMES:
+            return 0
         for path in files:
             index = to_int(path[len("/dev/nvidia") :]) if path.startswith("/dev/nvidia") else None
             if index is not None and index < present:
                 found.add(index)
+        if len(found) > MAX_NODE_GPUS:
+            return 0
     return len(found)
 
 
