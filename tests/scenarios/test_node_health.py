@@ -23,6 +23,7 @@ from hpcgym.controller.hardware import (
     gres_conf_gpus,
     registration_reason,
 )
+from hpcgym.controller.services import nhc
 from hpcgym.controller.slurmconf import parse_slurm_conf
 from hpcgym.scenarios.incident import Incident, ScenarioTask
 
@@ -130,6 +131,27 @@ def test_gres_conf_expansion_is_bounded_and_a_file_past_it_registers_no_gpu():
     assert gres_conf_gpus(f"Name=gpu File=/dev/nvidia[0-{MAX_NODE_GPUS}]\n", "compute-03", 1000) == 0
     assert gres_conf_gpus("# c\n" * 5000 + "Name=gpu File=/dev/nvidia0\n", "compute-03", 1) == 1
     assert gres_conf_gpus("Name=mps Count=1\n" * 1025 + "Name=gpu File=/dev/nvidia0\n", "compute-03", 1) == 0
+
+
+def test_nhc_host_regexes_cannot_backtrack_and_its_runs_are_bounded():
+    evil = "/" + "(.*)" * 40 + "Z/ || check_file_test -e /\n"
+    started = time.monotonic()
+    with within(20):
+        assert nhc.parse_nhc_conf(evil, "compute-03") == []
+        assert nhc.parse_nhc_conf("/" + ".*" * 30 + "Z/ || check_file_test -e /\n", "compute-03") == []
+    assert time.monotonic() - started < 1
+    # NHC's ordinary host patterns still select the node.
+    for target in ("*", "compute-03", "compute-0*", "compute-0[34]", "/^compute-0[34]$/", "/compute/"):
+        assert nhc.parse_nhc_conf(f"{target} || check_file_test -e /\n", "compute-03") == [
+            ["check_file_test", "-e", "/"]
+        ], target
+    assert nhc.parse_nhc_conf("/^login/ || check_file_test -e /\n", "compute-03") == []
+    # Past a bound the whole run is NHC's timeout, not millions of checks.
+    line = "* || check_file_test -e /\n"
+    assert nhc.parse_nhc_conf(line * nhc.MAX_CHECKS, "compute-03") is not None
+    assert nhc.parse_nhc_conf(line * (nhc.MAX_CHECKS + 1), "compute-03") is None
+    assert nhc.parse_nhc_conf("#\n" * (nhc.MAX_CONF_LINES + 1), "compute-03") is None
+    assert nhc.parse_nhc_conf("#" * (nhc.MAX_CONF_CHARS + 1), "compute-03") is None
 
 
 # ---- the incidents -------------------------------------------------------------------------------
@@ -359,7 +381,7 @@ def test_same_seed_and_commands_give_the_same_bytes(play, scenario):
     assert seen[0] == seen[1]
 
 
-def test_odd_numbers_from_the_agent_are_the_tools_own_errors(play):
+def test_odd_numbers_and_huge_files_from_the_agent_are_the_tools_own_errors(play):
     incident = play("hpc_low_realmemory", SEED)
     assert out(incident, "ssh compute-01 nproc --ignore=²") == "nproc: invalid number: \u2018²\u2019\n"
     assert out(incident, "ssh compute-01 free -c ²") == "free: failed to parse count argument: '²'\n"
@@ -379,3 +401,20 @@ def test_odd_numbers_from_the_agent_are_the_tools_own_errors(play):
     )
     assert f"count reported lower than configured (0 < {n})" in out(incident, f"scontrol show node {node}")
     assert not incident.solved and harm_of(incident) == []
+    # An nhc.conf past NHC's bounds is its timeout.
+    incident = play("hpc_nhc_tmp_mode", SEED)
+    busy = {params(incident)["node"], incident.episode.site.maintenance}
+    node = next(n for n in ("compute-01", "compute-02", "compute-03", "compute-04") if n not in busy)
+    assert out(incident, f"ssh {node} nhc") == ""
+    files = "/ " * (nhc.MAX_FILE_TESTS + 1)
+    step = incident.step(f"ssh {node} 'echo \"* || check_file_test -e {files}\" >> /etc/nhc/nhc.conf; nhc'")
+    assert step.result.output == "ERROR:  nhc:  Health check failed:  Script timed out.\n"
+    # (NHC drained a healthy node: that episode is over.)
+    incident = play("hpc_nhc_tmp_mode", SEED)
+    node = params(incident)["node"]
+    step = incident.step(
+        f'ssh {node} \'for i in $(seq 300); do echo "* || check_file_test -e /"; done >> /etc/nhc/nhc.conf'
+        "; nhc'"
+    )
+    assert step.result.output == "ERROR:  nhc:  Health check failed:  Script timed out.\n"
+    assert not incident.solved
