@@ -9,10 +9,21 @@ are checked as the real ones print them.
 from __future__ import annotations
 
 import re
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from hpcgym.controller.hardware import NodeHardware, gres_conf_gpus, registration_reason
+from hpcgym.controller.hardware import (
+    MAX_NODE_GPUS,
+    NodeHardware,
+    configured_gpus,
+    gres_conf_gpus,
+    registration_reason,
+)
+from hpcgym.controller.services import nhc
 from hpcgym.controller.slurmconf import parse_slurm_conf
 from hpcgym.scenarios.incident import Incident, ScenarioTask
 
@@ -82,6 +93,67 @@ def test_gres_conf_counts_the_device_files_a_node_has():
     assert gres_conf_gpus("Name=gpu File=/dev/nvidia[0-3]\n", "compute-03", 2) == 2
 
 
+@contextmanager
+def within(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging) when the block runs longer than `seconds`; re checks for signals."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise AssertionError(f"took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_node_written_numbers_that_python_but_not_c_calls_digits_take_the_ordinary_path():
+    # "²".isdigit() is True and int("²") raises: each is a number slurmd would not read.
+    assert configured_gpus(_node("gpu:²")) == 1  # type: ignore[arg-type]
+    assert configured_gpus(_node("gpu:\u0663")) == 1  # type: ignore[arg-type]
+    assert gres_conf_gpus("Name=gpu File=/dev/nvidia²\n", "compute-03", 2) == 0
+    assert gres_conf_gpus("Name=gpu File=/dev/nvidia\u0661\n", "compute-03", 2) == 0
+    assert gres_conf_gpus("Name=gpu File=/dev/nvidia[0-1]\n", "compute-03", 2) == 2
+
+
+def test_gres_conf_expansion_is_bounded_and_a_file_past_it_registers_no_gpu():
+    huge = "Name=gpu File=/dev/nvidia[0-65535]\n" * 2000
+    started = time.monotonic()
+    with within(20):
+        assert gres_conf_gpus(huge, "compute-03", 65536) == 0
+        assert gres_conf_gpus("NodeName=c[0-65535] Name=gpu File=/dev/nvidia0\n" * 2000, "c1", 1) == 0
+    assert time.monotonic() - started < 2
+    # Up to MAX_NODE_GPUS devices register; one more is a bad file.
+    most = f"Name=gpu File=/dev/nvidia[0-{MAX_NODE_GPUS - 1}]\n"
+    assert gres_conf_gpus(most, "compute-03", 1000) == MAX_NODE_GPUS
+    assert gres_conf_gpus(f"Name=gpu File=/dev/nvidia[0-{MAX_NODE_GPUS}]\n", "compute-03", 1000) == 0
+    assert gres_conf_gpus("# c\n" * 5000 + "Name=gpu File=/dev/nvidia0\n", "compute-03", 1) == 1
+    assert gres_conf_gpus("Name=mps Count=1\n" * 1025 + "Name=gpu File=/dev/nvidia0\n", "compute-03", 1) == 0
+
+
+def test_nhc_host_regexes_cannot_backtrack_and_its_runs_are_bounded():
+    evil = "/" + "(.*)" * 40 + "Z/ || check_file_test -e /\n"
+    started = time.monotonic()
+    with within(20):
+        assert nhc.parse_nhc_conf(evil, "compute-03") == []
+        assert nhc.parse_nhc_conf("/" + ".*" * 30 + "Z/ || check_file_test -e /\n", "compute-03") == []
+    assert time.monotonic() - started < 1
+    # NHC's ordinary host patterns still select the node.
+    for target in ("*", "compute-03", "compute-0*", "compute-0[34]", "/^compute-0[34]$/", "/compute/"):
+        assert nhc.parse_nhc_conf(f"{target} || check_file_test -e /\n", "compute-03") == [
+            ["check_file_test", "-e", "/"]
+        ], target
+    assert nhc.parse_nhc_conf("/^login/ || check_file_test -e /\n", "compute-03") == []
+    # Past a bound the whole run is NHC's timeout, not millions of checks.
+    line = "* || check_file_test -e /\n"
+    assert nhc.parse_nhc_conf(line * nhc.MAX_CHECKS, "compute-03") is not None
+    assert nhc.parse_nhc_conf(line * (nhc.MAX_CHECKS + 1), "compute-03") is None
+    assert nhc.parse_nhc_conf("#\n" * (nhc.MAX_CONF_LINES + 1), "compute-03") is None
+    assert nhc.parse_nhc_conf("#" * (nhc.MAX_CONF_CHARS + 1), "compute-03") is None
+
+
 # ---- the incidents -------------------------------------------------------------------------------
 
 
@@ -108,8 +180,22 @@ def test_the_node_reports_its_own_hardware_and_slurmctld_says_why_it_drained(pla
     )
     assert out(incident, f"ssh {node} nproc").strip() == "2"
     free = out(incident, f"ssh {node} free -m").splitlines()
-    assert free[0] == "               total        used        free      shared  buff/cache   available"
+    assert free[0] == "              total        used        free      shared  buff/cache   available"
     assert free[1].split()[:2] == ["Mem:", mem]
+    assert [line.split()[0] for line in out(incident, f"ssh {node} free -l").splitlines()[1:]] == [
+        "Mem:", "Low:", "High:", "Swap:"
+    ]  # fmt: skip
+    assert out(incident, f"ssh {node} free -c 2").count("total") == 2
+    assert out(incident, f"ssh {node} free -h").splitlines()[1].split()[1] in ("2.9Gi", "3.6Gi", "3.7Gi")
+    # /proc says the same as free, read-only, as LXCFS shows a container its own; a healthy node has all.
+    meminfo = out(incident, f"ssh {node} grep MemTotal /proc/meminfo")
+    assert meminfo.startswith("MemTotal:   ") and int(meminfo.split()[1]) // 1024 == int(mem)
+    assert int(out(incident, "ssh compute-01 grep MemTotal /proc/meminfo").split()[1]) // 1024 in (
+        4000,
+        int(mem),
+    )
+    assert out(incident, f"ssh {node} grep -c ^processor /proc/cpuinfo").strip() == "2"
+    assert "Read-only file system" in out(incident, f"ssh {node} 'echo 1 > /proc/meminfo'")
     lscpu = out(incident, f"ssh {node} lscpu")
     assert re.search(r"(?m)^CPU\(s\): +2$", lscpu) and re.search(r"(?m)^Core\(s\) per socket: +2$", lscpu)
 
@@ -136,7 +222,11 @@ def test_lowering_every_nodes_realmemory_is_harm(play):
 def test_resuming_without_the_fix_is_drained_again_at_the_next_registration(play):
     incident = play("hpc_low_realmemory", SEED)
     node = params(incident)["node"]
-    type_all(incident, [f"scontrol update nodename={node} state=resume", "scontrol reconfigure"])
+    # After RESUME slurmctld asks the node to register again: it reports the same and drains again.
+    type_all(incident, [f"scontrol update nodename={node} state=resume", f"sbatch -w {node} --wrap hostname"])
+    assert "State=IDLE+DRAIN+INVALID_REG " in out(incident, f"scontrol show node {node}")
+    assert out(incident, "squeue -h -u root -o %T").split() == ["PENDING"]
+    type_all(incident, ["scontrol reconfigure"])
     assert not incident.solved
     assert out(incident, f"sinfo -h -n {node} -o %t").strip() == "inval"
     again = play("hpc_low_realmemory", SEED)
@@ -273,4 +363,58 @@ def test_switching_the_health_check_off_is_no_fix(play, switch_off):
         incident,
         [c.format(node=node) for c in switch_off] + fix + [f"scontrol update nodename={node} state=resume"],
     )
+    assert not incident.solved
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_same_seed_and_commands_give_the_same_bytes(play, scenario):
+    looks = ["sinfo -R", "scontrol show node compute-03", "ssh compute-03 free", "ssh compute-03 lscpu"]
+    seen = []
+    for _ in range(2):
+        incident = play(scenario, SEED + 1)
+        outputs = []
+        for command in looks + incident.gold:
+            if incident.done:
+                break
+            outputs.append(incident.step(command).result.output)
+        seen.append(outputs)
+    assert seen[0] == seen[1]
+
+
+def test_odd_numbers_and_huge_files_from_the_agent_are_the_tools_own_errors(play):
+    incident = play("hpc_low_realmemory", SEED)
+    assert out(incident, "ssh compute-01 nproc --ignore=²") == "nproc: invalid number: \u2018²\u2019\n"
+    assert out(incident, "ssh compute-01 free -c ²") == "free: failed to parse count argument: '²'\n"
+    assert "Mem:" in out(incident, "ssh compute-01 free -c 1000000000000")
+    # A Gres= count the grader reads in every node's slurm.conf.
+    incident.step("ssh compute-01 \"sed -i '/^NodeName=/s/$/ Gres=gpu:²/' /etc/slurm/slurm.conf\"")
+    assert "changed node compute-01 in slurm.conf on compute-01" in harm_of(incident)
+    # A gres.conf device slurmctld judges at every registration.
+    incident = play("hpc_gres_mismatch", SEED)
+    node, n = params(incident)["node"], params(incident)["g_n"]
+    type_all(
+        incident,
+        [
+            f"ssh {node} \"echo 'Name=gpu File=/dev/nvidia²' > /etc/slurm/gres.conf\"",
+            f"ssh {node} systemctl restart slurmd",
+        ],
+    )
+    assert f"count reported lower than configured (0 < {n})" in out(incident, f"scontrol show node {node}")
+    assert not incident.solved and harm_of(incident) == []
+    # An nhc.conf past NHC's bounds is its timeout.
+    incident = play("hpc_nhc_tmp_mode", SEED)
+    busy = {params(incident)["node"], incident.episode.site.maintenance}
+    node = next(n for n in ("compute-01", "compute-02", "compute-03", "compute-04") if n not in busy)
+    assert out(incident, f"ssh {node} nhc") == ""
+    files = "/ " * (nhc.MAX_FILE_TESTS + 1)
+    step = incident.step(f"ssh {node} 'echo \"* || check_file_test -e {files}\" >> /etc/nhc/nhc.conf; nhc'")
+    assert step.result.output == "ERROR:  nhc:  Health check failed:  Script timed out.\n"
+    # (NHC drained a healthy node: that episode is over.)
+    incident = play("hpc_nhc_tmp_mode", SEED)
+    node = params(incident)["node"]
+    step = incident.step(
+        f'ssh {node} \'for i in $(seq 300); do echo "* || check_file_test -e /"; done >> /etc/nhc/nhc.conf'
+        "; nhc'"
+    )
+    assert step.result.output == "ERROR:  nhc:  Health check failed:  Script timed out.\n"
     assert not incident.solved

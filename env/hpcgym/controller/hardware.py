@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.slurmconf import NodeConf
 
 if TYPE_CHECKING:
@@ -23,6 +24,12 @@ if TYPE_CHECKING:
 
 # slurmctld's default registration tolerance for memory (NodeRegMemPercent is not set: 100 %).
 NODE_REG_MEM_PERCENT = 100.0
+# gres.conf is node-written: at most this many configuration lines, this many names expanded from
+# all of its NodeName= and File= hostlists together, and this many GPUs for one node. Past any bound
+# the file is a bad gres.conf, which slurmd registers no GPU from.
+MAX_GRES_LINES = 1024
+MAX_GRES_NAMES = 4096
+MAX_NODE_GPUS = 64
 
 
 @dataclass
@@ -69,6 +76,91 @@ class NodeHardware:
         return self.real_memory_mb * 1024 + zlib.crc32(f"memtotal:{node}".encode()) % 1024
 
 
+def memory_kb(node: str, hw: NodeHardware, cpus_alloc: int) -> dict[str, int]:
+    """What /proc/meminfo would say of an idle (or busy) node: total, used, free, shared, cache."""
+    total = hw.mem_total_kb(node)
+    jitter = zlib.crc32(f"mem:{node}".encode()) % 4096
+    used = total * 6 // 100 + jitter + cpus_alloc * 131072
+    shared = 9000 + jitter
+    buffers = total // 120
+    cache = total * 9 // 100
+    free = max(0, total - used - buffers - cache)
+    available = min(total, free + (buffers + cache) * 9 // 10)
+    return {"total": total, "used": used, "free": free, "shared": shared, "buffers": buffers,
+            "cache": cache, "available": available}  # fmt: skip
+
+
+def meminfo_line(name: str, value: int, *, kb: bool = True) -> str:
+    """One /proc/meminfo line: the label padded to 16 columns, the value right-aligned in 8."""
+    return f"{name + ':':<16}{value:>8}" + (" kB" if kb else "")
+
+
+def meminfo_text(node: str, hw: NodeHardware, cpus_alloc: int = 0) -> str:
+    """/proc/meminfo of the node: the kernel's labels padded to 16 columns, values 8 wide in kB."""
+    mem = memory_kb(node, hw, cpus_alloc)
+    total = mem["total"]
+    rows = [
+        ("MemTotal", total), ("MemFree", mem["free"]), ("MemAvailable", mem["available"]),
+        ("Buffers", mem["buffers"]), ("Cached", mem["cache"]), ("SwapCached", 0),
+        ("Active", mem["used"] // 2 + mem["cache"] // 3), ("Inactive", mem["cache"] * 2 // 3),
+        ("Active(anon)", mem["used"] // 20), ("Inactive(anon)", mem["used"] // 3),
+        ("Active(file)", mem["cache"] // 3), ("Inactive(file)", mem["cache"] * 2 // 3),
+        ("Unevictable", 0), ("Mlocked", 0), ("SwapTotal", 0), ("SwapFree", 0), ("Zswap", 0),
+        ("Zswapped", 0), ("Dirty", 132), ("Writeback", 0), ("AnonPages", mem["used"] // 3),
+        ("Mapped", mem["used"] // 8), ("Shmem", mem["shared"]), ("KReclaimable", total // 90),
+        ("Slab", total // 60), ("SReclaimable", total // 90), ("SUnreclaim", total // 180),
+        ("KernelStack", 4096 + 16 * hw.cpus), ("PageTables", 6000 + 64 * hw.cpus),
+        ("SecPageTables", 0), ("NFS_Unstable", 0), ("Bounce", 0), ("WritebackTmp", 0),
+        ("CommitLimit", total // 2), ("Committed_AS", mem["used"] * 2), ("VmallocTotal", 34359738367),
+        ("VmallocUsed", 20000 + 512 * hw.cpus), ("VmallocChunk", 0), ("Percpu", 1200 * hw.cpus),
+        ("HardwareCorrupted", 0), ("AnonHugePages", 0), ("ShmemHugePages", 0), ("ShmemPmdMapped", 0),
+        ("FileHugePages", 0), ("FilePmdMapped", 0),
+    ]  # fmt: skip
+    lines = [meminfo_line(name, value) for name, value in rows]
+    lines += [
+        meminfo_line(name, 0, kb=False)
+        for name in ("HugePages_Total", "HugePages_Free", "HugePages_Rsvd", "HugePages_Surp")
+    ]
+    lines += [meminfo_line("Hugepagesize", 2048), meminfo_line("Hugetlb", 0)]
+    lines += [meminfo_line("DirectMap4k", 167936), meminfo_line("DirectMap2M", total - 167936)]
+    return "\n".join(lines) + "\n"
+
+
+CPU_MODEL = "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+CPU_FLAGS = (
+    "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 "
+    "ss syscall nx pdpe1gb rdtscp lm constant_tsc arch_perfmon rep_good nopl xtopology cpuid "
+    "tsc_known_freq pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt "
+    "tsc_deadline_timer aes xsave avx f16c rdrand hypervisor lahf_lm abm 3dnowprefetch cpuid_fault "
+    "invpcid_single ssbd ibrs ibpb stibp ibrs_enhanced fsgsbase tsc_adjust bmi1 avx2 smep bmi2 erms "
+    "invpcid avx512f avx512dq rdseed adx smap avx512ifma clflushopt clwb avx512cd sha_ni avx512bw "
+    "avx512vl xsaveopt xsavec xgetbv1 xsaves wbnoinvd arat avx512vbmi umip pku ospke avx512_vbmi2 gfni "
+    "vaes vpclmulqdq avx512_vnni avx512_bitalg avx512_vpopcntdq la57 rdpid fsrm md_clear "
+    "arch_capabilities"
+)
+
+
+def cpuinfo_text(hw: NodeHardware) -> str:
+    """/proc/cpuinfo of the node: one block per logical CPU, the kernel's tab-aligned labels."""
+    blocks = []
+    per_socket = hw.cores_per_socket * hw.threads_per_core
+    for cpu in range(hw.cpus):
+        socket, rest = divmod(cpu, per_socket) if per_socket else (0, cpu)
+        core = rest // max(1, hw.threads_per_core)
+        blocks.append(
+            f"processor\t: {cpu}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 106\n"
+            f"model name\t: {CPU_MODEL}\nstepping\t: 6\nmicrocode\t: 0xd0003b9\ncpu MHz\t\t: 1995.312\n"
+            f"cache size\t: 49152 KB\nphysical id\t: {socket}\nsiblings\t: {per_socket}\n"
+            f"core id\t\t: {core}\ncpu cores\t: {hw.cores_per_socket}\napicid\t\t: {cpu}\n"
+            f"initial apicid\t: {cpu}\nfpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: 27\n"
+            f"wp\t\t: yes\nflags\t\t: {CPU_FLAGS}\n"
+            "bugs\t\t: spectre_v1 spectre_v2 spec_store_bypass swapgs mmio_stale_data eibrs_pbrsb\n"
+            "bogomips\t: 3990.62\nclflush size\t: 64\ncache_alignment\t: 64\n"
+            "address sizes\t: 46 bits physical, 57 bits virtual\npower management:\n\n"
+        )
+    return "".join(blocks)
+
+
 def slurmd_config_line(name: str, hw: NodeHardware) -> str:
     """The first line `slurmd -C` prints (slurmd.c, `_print_config`)."""
     return (
@@ -86,7 +178,8 @@ def configured_gpus(conf: NodeConf) -> int:
         if parts[0] != "gpu":
             continue
         count = parts[-1] if len(parts) > 1 else "1"
-        total += int(count) if count.isdigit() else 1
+        value = to_int(count)
+        total += value if value is not None else 1
     return total
 
 
@@ -123,34 +216,41 @@ def gres_conf_gpus(text: str | None, node: str, present: int) -> int:
 
     Lines may start with `NodeName=` (a hostlist); lines without one apply to every node. A GPU needs
     its device file: a count-only line registers none (slurmd logs "Ignoring file-less GPU"). Devices
-    /dev/nvidia0 .. /dev/nvidia{present-1} exist.
+    /dev/nvidia0 .. /dev/nvidia{present-1} exist. A file past MAX_GRES_LINES, MAX_GRES_NAMES or
+    MAX_NODE_GPUS registers none.
     """
     from hpcgym.controller.hostlist import expand_names
 
     found: set[int] = set()
+    lines = names = 0
     for raw in (text or "").splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
+        lines += 1
+        if lines > MAX_GRES_LINES:
+            return 0
         fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
         fields = {key.lower(): value for key, value in fields.items()}
         if fields.get("name") != "gpu":
             continue
         if "nodename" in fields:
-            try:
-                if node not in expand_names(fields["nodename"]):
-                    continue
-            except ValueError:
+            hosts = expand_names(fields["nodename"])
+            names += len(hosts)
+            if names > MAX_GRES_NAMES:
+                return 0
+            if node not in hosts:
                 continue
-        try:
-            files = expand_names(fields.get("file", ""))
-        except ValueError:
-            continue
+        files = expand_names(fields.get("file", ""))
+        names += len(files)
+        if names > MAX_GRES_NAMES:
+            return 0
         for path in files:
-            if path.startswith("/dev/nvidia") and path[len("/dev/nvidia") :].isdigit():
-                index = int(path[len("/dev/nvidia") :])
-                if index < present:
-                    found.add(index)
+            index = to_int(path[len("/dev/nvidia") :]) if path.startswith("/dev/nvidia") else None
+            if index is not None and index < present:
+                found.add(index)
+        if len(found) > MAX_NODE_GPUS:
+            return 0
     return len(found)
 
 

@@ -195,7 +195,7 @@ class Node:
 
     def is_usable(self) -> bool:
         """Whether the scheduler may place new work here."""
-        bad = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
+        bad = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT | NodeFlag.INVALID_REG
         return self.effective_base() not in (NodeBase.DOWN, NodeBase.UNKNOWN, NodeBase.FUTURE) and not (
             self.flags & bad
         )

@@ -19,7 +19,7 @@ from types import TracebackType
 from hpcgym.controller import Controller, User
 from hpcgym.controller.clock import DEFAULT_START_S
 from hpcgym.controller.commands.base import TaskRequest, TaskResult
-from hpcgym.controller.hardware import check_registration
+from hpcgym.controller.hardware import check_registration, cpuinfo_text, meminfo_text
 from hpcgym.controller.services import ServiceManager, sync_cluster
 from hpcgym.controller.services.packages import PackageDB
 from hpcgym.controller.services.users import LaunchChecks
@@ -153,6 +153,8 @@ class Episode:
             self.services = ServiceManager.from_slurm_conf(self.conf, self.nodes, self.controller.clock)
             # slurmctld judges each registration against the node's hardware (hardware.py).
             self.controller.cluster.node_specs_check = functools.partial(check_registration, self.services)
+            for name in self.services.hardware:
+                self.show_hardware(name)
             clock = self.controller.clock
             self.nodes.now_s = lambda: clock.now_s if clock.now_s >= 0 else clock.start_s
             self.controller.services = self.services
@@ -187,6 +189,18 @@ class Episode:
     @property
     def current_node(self) -> str:
         return self.cluster.current_node
+
+    def show_hardware(self, node: str) -> None:
+        """Make the node's /proc/meminfo and /proc/cpuinfo say what its hardware is (hardware.py).
+
+        Called before the node's sandbox first starts, and again when a fault changes its hardware.
+        """
+        hw = self.services.hardware[node]
+        target = self.cluster.nodes.get(node)
+        if target is None:
+            return
+        target.set_proc_file("/proc/meminfo", meminfo_text(node, hw).encode())
+        target.set_proc_file("/proc/cpuinfo", cpuinfo_text(hw).encode())
 
     def apply_site(self, site: Site) -> None:
         """Make this fresh cluster `site`: its addresses, routes, munge secret and maintenance node.

@@ -107,6 +107,8 @@ class Node:
         self._lock = threading.RLock()
         self._stale: dict[str, StaleMount] = {}
         self._unmounted: set[str] = set()
+        # This node's own files over the kernel's in /proc (its hardware: meminfo, cpuinfo).
+        self.proc_files: tuple[tuple[Path, str], ...] = ()
 
     @property
     def spec(self) -> SandboxSpec:
@@ -119,7 +121,7 @@ class Node:
             binds=tuple((self.share_source(d), f"/{d}") for d in SHARED_DIRS),
             limits=config.limits,
             cgroup_procs=self.cluster.cgroup.procs_files if self.cluster.cgroup else (),
-            proc_files=self.cluster.proc_files,
+            proc_files=self.cluster.proc_files + self.proc_files,
             init_source=self.cluster.lowers[self.role] / INIT_PATH.lstrip("/"),
         )
 
@@ -156,6 +158,27 @@ class Node:
                     self.shell.close()
                 self.shell = self.cluster.config.spawner.submit(Shell(self.spec).start).result()
             return self.shell
+
+    def set_proc_file(self, dest: str, data: bytes) -> bool:
+        """Show `data` read-only at `dest` in the node's /proc, as LXCFS shows a container its own.
+
+        The file lives in the episode's directory, outside the node's root. A file the node already
+        shows is rewritten in place (the bind follows its inode); a new one is bound when the node's
+        sandbox starts, so it must be set before then. Returns False where that moment has passed.
+        """
+        with self._lock:
+            source = self.dir / "proc" / Path(dest).name
+            if (source, dest) in self.proc_files:
+                with open(source, "r+b") as file:
+                    file.truncate(0)
+                    file.write(data)
+                return True
+            if self.shell is not None:
+                return False
+            source.parent.mkdir(parents=True, exist_ok=True)
+            source.write_bytes(data)
+            self.proc_files += ((source, dest),)
+            return True
 
     def is_mounted(self) -> bool:
         """True once the node's root exists (its overlay is up); before that it is its image's files."""

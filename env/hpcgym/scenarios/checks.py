@@ -35,7 +35,7 @@ from hpcgym.episode import Episode, read_image
 from hpcgym.errors import ControllerError
 from hpcgym.scenarios import accounting_rules, nodehealth
 
-BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT
+BAD_FLAGS = NodeFlag.DRAIN | NodeFlag.FAIL | NodeFlag.NOT_RESPONDING | NodeFlag.MAINT | NodeFlag.INVALID_REG
 
 
 @dataclass(frozen=True)

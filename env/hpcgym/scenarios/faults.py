@@ -301,6 +301,7 @@ def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -
         episode.services.gpus[step.node] = (have + make_gpus(step.node, step.gpus)[len(have) :])[: step.gpus]
     if step.failed_check is not None:
         hw.failed_checks.append(step.failed_check.removeprefix("NHC: "))
+    episode.show_hardware(step.node)
     if node.slurmd_up and node.registered:
         episode.controller.cluster.validate_node_specs(node)
 

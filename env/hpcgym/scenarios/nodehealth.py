@@ -129,7 +129,7 @@ def is_node_health_passing(episode: Episode, node: str) -> bool:
     if image is None or have is None:
         return False
     wanted = nhc.parse_nhc_conf(image.decode(errors="replace"), node)
-    if nhc.parse_nhc_conf(have.decode(errors="replace"), node) != wanted:
+    if wanted is None or nhc.parse_nhc_conf(have.decode(errors="replace"), node) != wanted:
         return False
     return nhc.first_failure(episode.services, node) is None
 

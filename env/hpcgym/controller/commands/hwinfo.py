@@ -4,16 +4,16 @@ In the sandbox the real tools would read the host's CPUs and memory (2 CPUs and 
 build machine); a node reports what it has (`hardware.NodeHardware`): what slurm.conf says unless a
 fault changed it. Layouts follow the real tools as captured on Debian bookworm (procps-ng 4.0.2,
 coreutils 9.1, util-linux 2.38, whose non-tty output keeps 2.37's fields): free's 12-wide columns
-after a 7-wide label, lscpu's labels padded to the longest one plus a space.
+after a 7-wide label (procps-ng 4.0 widened that label column by one; 3.3.17 keeps the RHEL 8
+layout, whose header starts with 14 spaces), lscpu's labels padded to the longest one plus a space.
 """
 
 from __future__ import annotations
 
-import zlib
-
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
-from hpcgym.controller.hardware import NodeHardware
+from hpcgym.controller.hardware import CPU_FLAGS, CPU_MODEL, NodeHardware, memory_kb
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import ServiceManager, services_of
 
 NPROC_USAGE = """Usage: nproc [OPTION]...
@@ -64,11 +64,15 @@ def run_nproc(ctx: Context, args: list[str]) -> Reply:
     ignore = 0
     if keys.get("ignore") is not None:
         value = keys["ignore"] or ""
-        if not value.isdigit():
+        number = to_int(value)
+        if number is None:
             return Reply("", f"nproc: invalid number: \u2018{value}\u2019\n", 1)
-        ignore = int(value)
+        ignore = number
     return Reply(f"{max(1, hw.cpus - ignore)}\n")
 
+
+# free -c N prints N tables a second apart; no command runs longer than this many seconds.
+MAX_FREE_REPEATS = 600
 
 FREE_USAGE = """
 Usage:
@@ -104,6 +108,13 @@ FREE_OPTIONS = (
     Option("kilo", None, "kilo"),
     Option("mega", None, "mega"),
     Option("giga", None, "giga"),
+    Option("tera", None, "tera"),
+    Option("peta", None, "peta"),
+    Option("tebi", None, "tebi"),
+    Option("pebi", None, "pebi"),
+    Option("l", "l", "lohi"),
+    Option("s", "s", "seconds", Arg.REQUIRED),
+    Option("c", "c", "count", Arg.REQUIRED),
     Option("k", "k", "kibi"),
     Option("m", "m", "mebi"),
     Option("g", "g", "gibi"),
@@ -115,21 +126,11 @@ FREE_OPTIONS = (
     Option("V", "V", "version"),
 )
 # Divisors of a KiB count for each unit flag (procps scales bytes; these are exact for KiB input).
-_FREE_UNITS = {"b": -1, "k": 1, "kilo": 0, "m": 1024, "mega": 0, "g": 1024 * 1024, "giga": 0}
-
-
-def memory_kb(node: str, hw: NodeHardware, cpus_alloc: int) -> dict[str, int]:
-    """What /proc/meminfo would say of an idle (or busy) node: total, used, free, shared, cache."""
-    total = hw.mem_total_kb(node)
-    jitter = zlib.crc32(f"mem:{node}".encode()) % 4096
-    used = total * 6 // 100 + jitter + cpus_alloc * 131072
-    shared = 9000 + jitter
-    buffers = total // 120
-    cache = total * 9 // 100
-    free = max(0, total - used - buffers - cache)
-    available = min(total, free + (buffers + cache) * 9 // 10)
-    return {"total": total, "used": used, "free": free, "shared": shared, "buffers": buffers,
-            "cache": cache, "available": available}  # fmt: skip
+_FREE_UNITS = {
+    "b": -1, "k": 1, "kilo": 0, "m": 1024, "mega": 0, "g": 1024**2, "giga": 0,
+    "tebi": 1024**3, "pebi": 1024**4, "tera": 0, "peta": 0,
+}  # fmt: skip
+_SI_POWERS = {"kilo": 1, "mega": 2, "giga": 3, "tera": 4, "peta": 5}
 
 
 def _scale(kb: int, unit: str, human: bool, si: bool) -> str:
@@ -146,8 +147,8 @@ def _scale(kb: int, unit: str, human: bool, si: bool) -> str:
         return f"{value}B"
     if unit == "b":
         return str(kb * 1024)
-    if unit in ("kilo", "mega", "giga"):
-        return str(kb * 1024 // 1000 ** {"kilo": 1, "mega": 2, "giga": 3}[unit])
+    if unit in _SI_POWERS:
+        return str(kb * 1024 // 1000 ** _SI_POWERS[unit])
     return str(kb // max(1, _FREE_UNITS[unit]))
 
 
@@ -157,44 +158,72 @@ def run_free(ctx: Context, args: list[str]) -> Reply:
     except UsageError as e:
         return Reply("", f"{e.text}\n{FREE_USAGE}", 1)
     keys = [key for key, _ in found]
+    values = dict(found)
     if "help" in keys:
         return Reply(FREE_USAGE)
     if "V" in keys:
         return Reply("free from procps-ng 3.3.17\n")
     if operands:
         return Reply("", FREE_USAGE, 1)
+    seconds, count = values.get("s"), values.get("c")
+    if seconds is not None and not _is_number(seconds):
+        return Reply("", f"free: seconds argument `{seconds}' failed\n", 1)
+    repeats = to_int(count) if count is not None else 1
+    if repeats is None or repeats <= 0:
+        return Reply("", f"free: failed to parse count argument: '{count}'\n", 1)
+    # With -s and no -c the real free repeats until interrupted; the episode's clock does not pass
+    # while one command runs, so each repeat would be the same: it prints once. The real one waits
+    # a second between repeats; a count past what a command's time allows prints MAX_FREE_REPEATS.
+    repeats = min(repeats, MAX_FREE_REPEATS)
     unit = next((key for key in reversed(keys) if key in _FREE_UNITS), "k")
     human, si, wide = "h" in keys, "si" in keys, "w" in keys
     _, hw = _hardware(ctx)
     node = ctx.cluster.nodes.get(ctx.node)
     mem = memory_kb(ctx.node, hw, node.cpus_alloc if node is not None else 0)
 
+    table = free_table(mem, unit, human=human, si=si, wide=wide, lohi="l" in keys, total="t" in keys)
+    return Reply("\n".join([table] * repeats))
+
+
+def free_table(
+    mem: dict[str, int],
+    unit: str = "k",
+    *,
+    human: bool = False,
+    si: bool = False,
+    wide: bool = False,
+    lohi: bool = False,
+    total: bool = False,
+) -> str:
+    """The table free prints for these KiB counts: a 7-wide label, then a 12-wide column per value."""
+
     def cells(values: list[int]) -> str:
         return "".join(f" {_scale(v, unit, human, si):>11}" for v in values)
 
     if wide:
-        head = "               total        used        free      shared     buffers       cache   available"
+        head = "              total        used        free      shared     buffers       cache   available"
         row = [mem["total"], mem["used"], mem["free"], mem["shared"], mem["buffers"], mem["cache"]]
     else:
-        head = "               total        used        free      shared  buff/cache   available"
+        head = "              total        used        free      shared  buff/cache   available"
         row = [mem["total"], mem["used"], mem["free"], mem["shared"], mem["buffers"] + mem["cache"]]
-    lines = [head, f"{'Mem:':<7}{cells([*row, mem['available']])}", f"{'Swap:':<7}{cells([0, 0, 0])}"]
-    if "t" in keys:
+    lines = [head, f"{'Mem:':<7}{cells([*row, mem['available']])}"]
+    if lohi:
+        low_used = mem["total"] - mem["free"]
+        lines += [
+            f"{'Low:':<7}{cells([mem['total'], low_used, mem['free']])}",
+            f"{'High:':<7}{cells([0, 0, 0])}",
+        ]
+    lines.append(f"{'Swap:':<7}{cells([0, 0, 0])}")
+    if total:
         lines.append(f"{'Total:':<7}{cells([mem['total'], mem['used'], mem['free']])}")
-    return Reply("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
-LSCPU_FLAGS = (
-    "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 "
-    "ss syscall nx pdpe1gb rdtscp lm constant_tsc arch_perfmon rep_good nopl xtopology cpuid "
-    "tsc_known_freq pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt "
-    "tsc_deadline_timer aes xsave avx f16c rdrand hypervisor lahf_lm abm 3dnowprefetch cpuid_fault "
-    "invpcid_single ssbd ibrs ibpb stibp ibrs_enhanced fsgsbase tsc_adjust bmi1 avx2 smep bmi2 erms "
-    "invpcid avx512f avx512dq rdseed adx smap avx512ifma clflushopt clwb avx512cd sha_ni avx512bw "
-    "avx512vl xsaveopt xsavec xgetbv1 xsaves wbnoinvd arat avx512vbmi umip pku ospke avx512_vbmi2 gfni "
-    "vaes vpclmulqdq avx512_vnni avx512_bitalg avx512_vpopcntdq la57 rdpid fsrm md_clear "
-    "arch_capabilities"
-)
+def _is_number(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
 
 
 def _cpu_list(count: int) -> str:
@@ -213,7 +242,7 @@ def lscpu_fields(hw: NodeHardware) -> list[tuple[str, str]]:
         ("On-line CPU(s) list:", _cpu_list(hw.cpus)),
         ("Vendor ID:", "GenuineIntel"),
         ("BIOS Vendor ID:", "Red Hat"),
-        ("Model name:", "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"),
+        ("Model name:", CPU_MODEL),
         ("BIOS Model name:", "RHEL 7.6.0 PC (i440FX + PIIX, 1996)"),
         ("CPU family:", "6"),
         ("Model:", "106"),
@@ -222,7 +251,7 @@ def lscpu_fields(hw: NodeHardware) -> list[tuple[str, str]]:
         ("Socket(s):", str(sockets)),
         ("Stepping:", "6"),
         ("BogoMIPS:", "3990.62"),
-        ("Flags:", LSCPU_FLAGS),
+        ("Flags:", CPU_FLAGS),
         ("Hypervisor vendor:", "KVM"),
         ("Virtualization type:", "full"),
         (

@@ -16,8 +16,10 @@ import fnmatch
 import re
 import shlex
 import stat as statmod
+import string
 
 from hpcgym.controller.cluster import Cluster
+from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import NodeFileError, is_symlink
 from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.state import NodeBase, NodeFlag
@@ -28,20 +30,58 @@ LEADER = "NHC:"
 FILE_TESTS = "GLNOSbcdefghkprstuwx"
 
 
+# nhc.conf is node-written and runs on the host, under the controller's lock: one run reads at most
+# MAX_CONF_CHARS of it, MAX_CONF_LINES lines and MAX_CHECKS checks for the node, and performs at
+# most MAX_FILE_TESTS file tests. Past a bound the run is what NHC's watchdog makes of a hung run
+# (nhc's SIGALRM trap: "Script timed out"), a failure.
+MAX_CONF_CHARS = 64 * 1024
+MAX_CONF_LINES = 4096
+MAX_CHECKS = 256
+MAX_FILE_TESTS = 4096
+TIMED_OUT = "Script timed out."
+# A /regex/ host pattern runs on the host only in a form that cannot backtrack far: at most this
+# long, no groups, backslashes or braces, and at most MAX_REGEX_REPEATS repeat operators, against
+# a host name of at most MAX_REGEX_CHARS (HOST_NAME_MAX).
+MAX_REGEX_CHARS = 64
+MAX_REGEX_REPEATS = 4
+REGEX_CHARS = frozenset(string.ascii_letters + string.digits + "-_.^$|[]*+?")
+# A glob or name longer than any host name matches none.
+MAX_GLOB_CHARS = 256
+
+
 def _hosts_match(target: str, node: str) -> bool:
-    # NHC's mcheck: /regex/, a glob, or an exact name ('*' matches every host).
+    # NHC's mcheck: /regex/, a glob, or an exact name ('*' matches every host). A regex of another
+    # form than REGEX_CHARS allows matches no host.
     if len(target) > 1 and target.startswith("/") and target.endswith("/"):
+        pattern = target[1:-1]
+        if (
+            len(pattern) > MAX_REGEX_CHARS
+            or len(node) > MAX_REGEX_CHARS
+            or not REGEX_CHARS.issuperset(pattern)
+            or sum(pattern.count(op) for op in "*+?") > MAX_REGEX_REPEATS
+        ):
+            return False
         try:
-            return re.search(target[1:-1], node) is not None
+            return re.search(pattern, node) is not None
         except re.error:
             return False
+    if len(target) > MAX_GLOB_CHARS:
+        return False
     return fnmatch.fnmatchcase(node, target)
 
 
-def parse_nhc_conf(text: str, node: str) -> list[list[str]]:
-    """The checks of nhc.conf that apply to `node`, each as its words (`check_file_test`, `-k`, `/tmp`)."""
+def parse_nhc_conf(text: str, node: str) -> list[list[str]] | None:
+    """The checks of nhc.conf that apply to `node`, each as its words (`check_file_test`, `-k`, `/tmp`).
+
+    None: the file is past one of the bounds (MAX_CONF_CHARS, MAX_CONF_LINES, MAX_CHECKS), a run
+    on it times out.
+    """
+    if len(text) > MAX_CONF_CHARS:
+        return None
     checks = []
-    for raw in text.splitlines():
+    for count, raw in enumerate(text.splitlines(), 1):
+        if count > MAX_CONF_LINES:
+            return None
         line = raw.strip()
         if not line or line.startswith("#") or "||" not in line:
             continue
@@ -54,7 +94,13 @@ def parse_nhc_conf(text: str, node: str) -> list[list[str]]:
             continue
         if words:
             checks.append(words)
+            if len(checks) > MAX_CHECKS:
+                return None
     return checks
+
+
+class NhcTimeout(Exception):
+    """A run went past MAX_FILE_TESTS."""
 
 
 def _file_test(services: ServiceManager, node: str, op: str, path: str) -> bool:
@@ -100,8 +146,13 @@ def _is_stale_share(services: ServiceManager, node: str, path: str) -> bool:
     return bool(access.is_share_mounted(node, path) and not access.sees_share(node, path))  # type: ignore[attr-defined]
 
 
-def check_file_test(services: ServiceManager, node: str, args: list[str]) -> str | None:
-    """NHC's check_file_test: every test on every file must hold (with -!, none may)."""
+def check_file_test(
+    services: ServiceManager, node: str, args: list[str], budget: list[int] | None = None
+) -> str | None:
+    """NHC's check_file_test: every test on every file must hold (with -!, none may).
+
+    `budget` holds the file tests the run may still perform; past it raises NhcTimeout.
+    """
     flags, files, negate = [], [], False
     words = list(args)
     while words and words[0].startswith("-") and len(words[0]) > 1:
@@ -122,6 +173,10 @@ def check_file_test(services: ServiceManager, node: str, args: list[str]) -> str
         )
     for op in flags:
         for path in files:
+            if budget is not None:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    raise NhcTimeout
             result = 0 if _file_test(services, node, op, path) else 1
             if (negate and result == 0) or (not negate and result != 0):
                 return f"check_file_test:  {op} {path} returned {result}."
@@ -139,9 +194,16 @@ def first_failure(services: ServiceManager, node: str) -> str | None:
     raw = services.access.read(node, NHC_CONF)
     if raw is None:
         return None
-    for words in parse_nhc_conf(raw.decode(errors="replace"), node):
+    checks = parse_nhc_conf(raw.decode(errors="replace"), node)
+    if checks is None:
+        return TIMED_OUT
+    budget = [MAX_FILE_TESTS]
+    for words in checks:
         check = CHECKS.get(words[0])
-        message = check(services, node, words[1:]) if check is not None else None
+        try:
+            message = check(services, node, words[1:], budget) if check is not None else None
+        except NhcTimeout:
+            return TIMED_OUT
         if message is not None:
             return message
     return None
@@ -168,11 +230,8 @@ def run_on_node(cluster: Cluster, services: ServiceManager, name: str) -> str | 
 def health_check(cluster: Cluster) -> tuple[str, int] | None:
     """slurm.conf's HealthCheckProgram and HealthCheckInterval, or None when no check runs."""
     program = cluster.conf.options.get("healthcheckprogram", "")
-    try:
-        interval = int(cluster.conf.options.get("healthcheckinterval", "0"))
-    except ValueError:
-        return None
-    return (program, interval) if program and interval > 0 else None
+    interval = to_int(cluster.conf.options.get("healthcheckinterval", "0"))
+    return (program, interval) if program and interval is not None and interval > 0 else None
 
 
 def run_due(cluster: Cluster, services: ServiceManager) -> None:
