@@ -19,7 +19,7 @@ from typing import Any
 from hpcgym.errors import HpcgymError
 from hpcgym.interfaces import chat
 from training.backends import EnvironmentUnavailable, close_local_episodes
-from training.dataset import build_rows, task_of
+from training.dataset import DEFAULT_DIFFICULTY, build_rows, task_of
 from training.env import EnvSettings, EpisodeOverError, HpcToolEnv
 from training.models import model_name, resolve_model
 
@@ -124,7 +124,9 @@ def evaluate(
     env = HpcToolEnv(settings)
     records = []
     try:
-        for row in build_rows(scenarios, "test", seeds_per_scenario, "curriculum"):
+        # Tier order, every scenario as written (the curriculum's rungs are for training).
+        rows = build_rows(scenarios, "test", seeds_per_scenario, "curriculum", difficulty=DEFAULT_DIFFICULTY)
+        for row in rows:
             record = play(env, row, act, max_turns)
             if env._stats() is not None and env._stats().infra_failed:  # type: ignore[union-attr]
                 print(
