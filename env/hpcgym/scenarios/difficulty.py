@@ -160,7 +160,7 @@ def _occupied(scenario: schema.Scenario, params: dict[str, schema.Value]) -> set
     held = [step for step in scenario.inject if step.get("kind") not in _FILE_KINDS]
     named = schema.render_data([scenario.fault_nodes, scenario.in_service, checks, params, held], params)
     found: set[str] = set()
-    for leaf in _leaves(named):
+    for leaf in schema.string_leaves(named):
         # A reservation or a partition names its nodes as a hostlist (compute-[01-02]).
         for word in re.findall(r"compute-[0-9\[\],-]+", leaf):
             try:
@@ -168,16 +168,6 @@ def _occupied(scenario: schema.Scenario, params: dict[str, schema.Value]) -> set
             except ValueError:
                 continue
     return found & set(_COMPUTES)
-
-
-def _leaves(data: Any) -> list[str]:
-    if isinstance(data, str):
-        return [data]
-    if isinstance(data, dict):
-        return [text for item in data.values() for text in _leaves(item)]
-    if isinstance(data, list):
-        return [text for item in data for text in _leaves(item)]
-    return []
 
 
 def _without_maintenance(data: dict[str, Any]) -> dict[str, Any]:

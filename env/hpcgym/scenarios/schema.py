@@ -471,17 +471,18 @@ class Scenario(Model):
         """The nodes this variant's fault, checks or parameters name: the site keeps them in service."""
         checks = [dict(c.model_extra or {}) for c in self.success]
         named = render_data([self.fault_nodes, self.in_service, checks], params)
-        leaves = set(_strings(named)) | set(_strings(params))
+        leaves = set(string_leaves(named)) | set(string_leaves(params))
         return frozenset(node for node in nodes if node in leaves)
 
 
-def _strings(data: Any) -> list[str]:
+def string_leaves(data: Any) -> list[str]:
+    """Every string inside a parsed structure (dict values and list items, depth first)."""
     if isinstance(data, str):
         return [data]
     if isinstance(data, dict):
-        return [text for item in data.values() for text in _strings(item)]
+        return [text for item in data.values() for text in string_leaves(item)]
     if isinstance(data, list):
-        return [text for item in data for text in _strings(item)]
+        return [text for item in data for text in string_leaves(item)]
     return []
 
 
