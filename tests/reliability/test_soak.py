@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,3 +47,33 @@ def test_a_short_soak_leaves_nothing(images_dir: Path, tmp_path: Path) -> None:
     assert report.after_exit["mounts"] == report.after_exit["processes"] == report.after_exit["shm_dirs"] == 0
     assert report.server_exit_code == 0
     assert (tmp_path / "soak.json").is_file() and "**Leaks: 0**" in (tmp_path / "soak.md").read_text()
+
+
+def test_a_soak_killed_outright_takes_its_server_with_it(tmp_path: Path) -> None:
+    # SIGKILL runs no `finally`; the server (here a stand-in) must still not outlive the soak.
+    script = (
+        "import subprocess, sys\n"
+        "from hpcgym.soak.run import _die_with_parent\n"
+        "p = subprocess.Popen(['sleep', '300'], preexec_fn=_die_with_parent)\n"
+        "print(p.pid, flush=True)\n"
+        "subprocess.run(['sleep', '300'])\n"
+    )
+    soak = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert soak.stdout is not None
+    server = int(soak.stdout.readline())
+    assert Path(f"/proc/{server}").exists()
+    soak.kill()
+    soak.wait()
+    deadline = time.monotonic() + 10
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(server)
+
+
+def _alive(pid: int) -> bool:
+    # The stand-in is re-parented to init once the soak dies, which reaps it: gone, or a zombie.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -190,6 +190,11 @@ class Episode:
     def current_node(self) -> str:
         return self.cluster.current_node
 
+    @property
+    def current_user(self) -> str:
+        """Whose shell the agent types into: root, or the user `su -`/`sudo -i` made it."""
+        return self.cluster.current_user
+
     def show_hardware(self, node: str) -> None:
         """Make the node's /proc/meminfo and /proc/cpuinfo say what its hardware is (hardware.py).
 

@@ -177,7 +177,7 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         step = self.session.step(action)
         self._transcript.append(f"{action}\n{step.observation}")
         if not step.info["ended"]:
-            self._transcript.append(prompt(step.info["node"]))
+            self._transcript.append(prompt(step.info["node"], step.info.get("user", "root")))
         return step.observation, step.reward, step.terminated, step.truncated, step.info
 
     def render(self) -> str | None:

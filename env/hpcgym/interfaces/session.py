@@ -228,6 +228,7 @@ class TaskSession:
                 "scenario": None,
                 "seed": None,
                 "node": None,
+                "user": None,
                 "step": 0,
                 "max_steps": 0,
                 "now_s": None,

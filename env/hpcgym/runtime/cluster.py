@@ -5,7 +5,8 @@ holding every node's upper and work dirs, the shared `/home` and `/apps`, and th
 unmounting it at close frees everything at once, and a crashed owner's leftovers are recognisable by
 name (`sweep.py`). Nodes start lazily: the login node when the cluster is made, a compute node on the
 first `ssh` to it. The agent's shell is on one node at a time (`current_node`); `ssh NODE` moves it,
-`exit` on a compute node moves it back, `exit` on the login node ends the episode.
+`exit` on a compute node moves it back, `exit` on the login node ends the episode. `su - alice` (or
+`sudo -i -u alice`) stacks alice's own shell on the node (`current_user`); its `exit` comes back.
 
 Controller logic stays out: requests from the stubs go to the `handler` given at creation (except
 `ssh`, which is the cluster's own business).
@@ -26,14 +27,14 @@ from types import TracebackType
 
 from hpcgym.errors import ClusterClosedError, ControllerError, NodeCrashedError, SandboxError
 from hpcgym.run import require_tool
-from hpcgym.runtime import hostids, overlay, sandbox, sweep
+from hpcgym.runtime import hostids, overlay, sandbox, su, sweep
 from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
 from hpcgym.runtime.channel import ControlChannel, Handler, Reply, Request, echo_handler
 from hpcgym.runtime.hostids import HostIdSlot
 from hpcgym.runtime.init import INIT_PATH
 from hpcgym.runtime.overlay import OverlayMode
 from hpcgym.runtime.sandbox import Limits, SandboxSpec
-from hpcgym.runtime.shell import DEFAULT_MAX_OUTPUT_BYTES, Shell, ShellResult
+from hpcgym.runtime.shell import DEFAULT_MAX_OUTPUT_BYTES, JoinedShell, Shell, ShellResult
 from hpcgym.runtime.ssh import parse_ssh_args, unknown_host_message
 from hpcgym.runtime.stalefs import StaleMount
 
@@ -53,6 +54,25 @@ class ShareState(enum.StrEnum):
 
 
 _EXIT = re.compile(r"^\s*(?:exit|logout)(?:\s+(\d+))?\s*;?\s*$")
+# Shells stacked on one another by su and ssh; past this, su and sudo are the node's own.
+MAX_SEATS = 16
+
+
+@dataclass
+class _Seat:
+    """One shell of the agent's stack: a node's own root shell, or a user's shell stacked on it."""
+
+    node: str
+    shell: JoinedShell | None = None
+    via_ssh: bool = False
+
+    @property
+    def uid(self) -> int:
+        return 0 if self.shell is None else self.shell.account.uid
+
+    @property
+    def user(self) -> str:
+        return "root" if self.shell is None else self.shell.account.name
 
 
 @dataclass(frozen=True)
@@ -324,7 +344,7 @@ class Cluster:
         self.login_node = login_node
         self.handler: Handler = echo_handler
         self.nodes: dict[str, Node] = {login_node: Node(self, login_node, config.login_role)}
-        self._stack: list[str] = [login_node]
+        self._stack: list[_Seat] = [_Seat(login_node)]
         self._pending_move: str | None = None
         self._failure: BaseException | None = None
         self._closed = False
@@ -396,6 +416,9 @@ class Cluster:
         if self._closed:
             return
         self._closed = True
+        for seat in self._stack:
+            if seat.shell is not None:
+                seat.shell.close()
         for node in self.nodes.values():
             node.stop()
             node.release_shares()
@@ -434,7 +457,12 @@ class Cluster:
     @property
     def current_node(self) -> str:
         """The node the agent's shell is on now."""
-        return self._stack[-1]
+        return self._stack[-1].node
+
+    @property
+    def current_user(self) -> str:
+        """Whose shell the agent types into now: root, or the user `su` made it."""
+        return self._stack[-1].user
 
     def execute(self, command: str, timeout_s: float | None = None) -> CommandResult:
         """Type one command line into the agent's shell and return what it printed.
@@ -448,14 +476,55 @@ class Cluster:
         self._raise_failure()
         self._raise_crash()
         timeout_s = self.config.default_timeout_s if timeout_s is None else timeout_s
-        node = self.nodes[self.current_node]
-        exit_match = _EXIT.match(command)
-        if exit_match and len(self._stack) > 1:
-            # Leaving an ssh session; only the first login shell's `exit` ends the episode.
-            return self._leave(node, int(exit_match.group(1) or 0), "logout\n")
-        result = node.ensure_started().run(command, timeout_s, self.config.max_output_bytes)
+        while (top := self._stack[-1]).shell is not None and not top.shell.is_alive:
+            # A user's shell ended from outside (killed from root's shell below, say): gone.
+            self._stack.pop()
+        seat = self._stack[-1]
+        node = self.nodes[seat.node]
+        if seat.shell is None:
+            exit_match = _EXIT.match(command)
+            if exit_match and len(self._stack) > 1:
+                # Leaving an ssh session; only the first login shell's `exit` ends the episode.
+                return self._leave(node, int(exit_match.group(1) or 0), "logout\n")
+            root_shell = runner = node.ensure_started()
+        else:
+            root_shell, runner = seat.shell.below, seat.shell
+        switch = su.parse_switch_user(command)
+        if (
+            switch is not None
+            and (opened := self._switch_user(seat, root_shell, switch, timeout_s)) is not None
+        ):
+            return opened
+        result = runner.run(command, timeout_s, self.config.max_output_bytes)
         self._raise_failure()
-        return self._after(node, result)
+        return self._after(seat, node, result)
+
+    def _switch_user(
+        self, seat: _Seat, shell: Shell, switch: su.SwitchUser, timeout_s: float
+    ) -> CommandResult | None:
+        """Open `switch`'s shell over root's on this node; None leaves the line to the node's su."""
+        if seat.uid != 0 or len(self._stack) >= MAX_SEATS or shell.init is None:
+            return None
+        account = su.lookup_account(shell.init, switch.user)
+        if account is None or not su.can_log_in(account):
+            return None
+        joined = JoinedShell(shell, account, switch.login, "/" if switch.login else self._cwd_of(shell))
+        opened = joined.open(timeout_s)
+        if not opened.exited:
+            self._stack.append(_Seat(seat.node, joined))
+        return CommandResult(
+            opened.output, opened.exit_code, opened.wall_s, opened.timed_out, opened.truncated, seat.node
+        )
+
+    @staticmethod
+    def _cwd_of(shell: Shell) -> str:
+        # Where root's shell is, for a non-login su that stays there; the kernel's answer, as the
+        # node sees it (the node's root is the reader's here, in no other namespace's view).
+        try:
+            path = os.readlink(f"/proc/{shell.shell_pid}/cwd")
+        except OSError:
+            return "/"
+        return path if path.startswith("/") and "\0" not in path and not path.endswith(" (deleted)") else "/"
 
     def _raise_crash(self) -> None:
         # A node whose init died without its shell ending first was killed from outside (see
@@ -465,8 +534,22 @@ class Cluster:
             if shell is not None and not shell.is_alive and (reason := shell.crash_reason()) is not None:
                 raise NodeCrashedError(reason, hint="discard this episode")
 
-    def _after(self, node: Node, result: ShellResult) -> CommandResult:
+    def _after(self, seat: _Seat, node: Node, result: ShellResult) -> CommandResult:
         output = result.output
+        if seat.shell is not None and result.exited:
+            # The user's shell ended (`exit`, or it would not come back): the shell below is next,
+            # and its `$?` is what su returned.
+            self._stack.pop()
+            below = self._stack[-1].shell or self.nodes[self._stack[-1].node].shell
+            if below is not None:
+                below.next_status = result.exit_code
+            if result.timed_out:
+                output += "[the shell did not respond and was closed]\n"
+            elif seat.via_ssh:
+                output += f"Connection to {node.name} closed.\n"
+            return CommandResult(
+                output, result.exit_code, result.wall_s, result.timed_out, result.truncated, node.name
+            )
         if result.exited and result.timed_out:
             # The shell would not come back from an interrupt and was replaced; the node lives on.
             node.ensure_started()
@@ -480,12 +563,24 @@ class Cluster:
             return self._leave(node, result.exit_code, output, result)
         if self._pending_move is not None:
             target, self._pending_move = self._pending_move, None
-            self._stack.append(target)
-            # A new ssh session starts in the home directory, whatever the node's shell did before.
-            self.nodes[target].ensure_started().run("cd ~", self.config.default_timeout_s)
+            output += self._move(seat, target)
         return CommandResult(
             output, result.exit_code, result.wall_s, result.timed_out, result.truncated, node.name
         )
+
+    def _move(self, seat: _Seat, target: str) -> str:
+        """Put the agent's shell on `target` after `ssh TARGET`, as the user it was; what it printed."""
+        shell = self.nodes[target].ensure_started()
+        if seat.shell is None:
+            # A new ssh session starts in the home directory, whatever the node's shell did before.
+            self._stack.append(_Seat(target, via_ssh=True))
+            shell.run("cd ~", self.config.default_timeout_s)
+            return ""
+        joined = JoinedShell(shell, seat.shell.account, login=True)
+        opened = joined.open(self.config.default_timeout_s)
+        if not opened.exited:
+            self._stack.append(_Seat(target, joined, via_ssh=True))
+        return opened.output
 
     def _leave(
         self, node: Node, exit_code: int, output: str, result: ShellResult | None = None

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import math
 import os
 import platform
@@ -54,6 +55,7 @@ import termios
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pexpect
@@ -62,8 +64,17 @@ import ptyprocess
 from hpcgym.errors import NodeCrashedError, SandboxError
 from hpcgym.run import require_tool
 from hpcgym.runtime import sandbox
-from hpcgym.runtime.init import INIT_ARGV, INIT_PATH, IO_INHERIT, NodeInit, SpawnFailed, Stdio
-from hpcgym.runtime.sandbox import SandboxSpec
+from hpcgym.runtime.init import (
+    INIT_ARGV,
+    INIT_PATH,
+    IO_INHERIT,
+    IO_PASSED,
+    InitError,
+    NodeInit,
+    SpawnFailed,
+    Stdio,
+)
+from hpcgym.runtime.sandbox import Limits, SandboxSpec
 from hpcgym.runtime.seccomp import seccomp_fd
 
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024
@@ -204,6 +215,8 @@ class Shell:
     def __init__(self, spec: SandboxSpec) -> None:
         self.spec = spec
         self.child: pexpect.spawn | None = None
+        # The host's end of the shell's pty: the pexpect child's here, a pty of its own in JoinedShell.
+        self._fd = -1
         self.pid1 = 0
         self.shell_pid = 0
         self._reports: socket.socket | None = None
@@ -226,11 +239,34 @@ class Shell:
         self._io_lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._closed = False
+        # The `$?` the next command starts with, when a shell stacked on this one ended with it.
+        self.next_status: int | None = None
 
     @property
     def is_alive(self) -> bool:
         child = self.child
         return child is not None and not self._closed and child.isalive()
+
+    @staticmethod
+    def first_prompt(limits: Limits, prelude: str = "") -> str:
+        """The shell's first PROMPT_COMMAND: `prelude`, then the per-command report hook installed.
+
+        The node's process limit is set by the shell itself, once, before its first prompt: we may
+        not prlimit a process of another uid without CAP_SYS_RESOURCE, and bwrap must keep a high
+        limit (see `drop_to_host_range`). Builtins and a function run from PROMPT_COMMAND cost no
+        process. init hands the shell the report socket at REPORT_FD and nothing else of the host's.
+        The hook draws the prompt marker's number after each command, so no command can know it,
+        and sets PS1 itself, so a command that changes PS1 changes nothing. It forgets the line's
+        number once it has reported, so a trap run at the prompt cannot report after it.
+        """
+        return (
+            f"ulimit -u {limits.max_processes}; export -n PS1 PS2 PROMPT_COMMAND; {prelude}"
+            "__hpcgym_set() { return $1; }; "
+            "__hpcgym_step=0; __hpcgym_report() { __hpcgym_nonce=$SRANDOM; "
+            "PS1=$'\\x1e'$__hpcgym_nonce$'\\x1f'; printf '%s %s %s' "
+            f'"$__hpcgym_step" "${{__hpcgym_rc:-0}}" "$__hpcgym_nonce" >&{REPORT_FD}; __hpcgym_step=0; }}; '
+            "PROMPT_COMMAND=__hpcgym_report; __hpcgym_report"
+        )
 
     def start(self) -> Shell:
         init_source = self.spec.init_source
@@ -249,21 +285,7 @@ class Shell:
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         filter_fd = seccomp_fd()
-        # The node's process limit is set by the shell itself, once, before its first prompt: we may
-        # not prlimit a process of another uid without CAP_SYS_RESOURCE, and bwrap must keep a high
-        # limit (see `drop_to_host_range`). Builtins and a function run from PROMPT_COMMAND cost no
-        # process. init hands the shell the report socket at REPORT_FD and nothing else of the host's.
-        # The hook draws the prompt marker's number after each command, so no command can know it,
-        # and sets PS1 itself, so a command that changes PS1 changes nothing. It forgets the line's
-        # number once it has reported, so a trap run at the prompt cannot report after it.
-        first_prompt = (
-            f"ulimit -u {self.spec.limits.max_processes}; export -n PS1 PS2 PROMPT_COMMAND; "
-            "__hpcgym_set() { return $1; }; "
-            "__hpcgym_step=0; __hpcgym_report() { __hpcgym_nonce=$SRANDOM; "
-            "PS1=$'\\x1e'$__hpcgym_nonce$'\\x1f'; printf '%s %s %s' "
-            f'"$__hpcgym_step" "${{__hpcgym_rc:-0}}" "$__hpcgym_nonce" >&{REPORT_FD}; __hpcgym_step=0; }}; '
-            "PROMPT_COMMAND=__hpcgym_report; __hpcgym_report"
-        )
+        first_prompt = self.first_prompt(self.spec.limits)
         env_spec = dataclasses.replace(
             self.spec,
             env={
@@ -304,6 +326,7 @@ class Shell:
         self.child.delayafterterminate = 0
         self.child.ptyproc.delayafterclose = 0
         self.child.ptyproc.delayafterterminate = 0
+        self._fd = self.child.child_fd
         try:
             try:
                 self.pid1 = sandbox.finish_handshake(info_r, block_w, self.spec.uid_base)
@@ -352,8 +375,7 @@ class Shell:
             return "(no message)"
 
     def _make_raw(self) -> None:
-        assert self.child is not None
-        fd = self.child.child_fd
+        fd = self._fd
         attrs = termios.tcgetattr(fd)
         attrs[1] &= ~termios.OPOST  # no CRLF translation
         attrs[3] &= ~(termios.ECHO | termios.ICANON | termios.ISIG | termios.IEXTEN)
@@ -372,7 +394,10 @@ class Shell:
             if time.monotonic() > deadline:
                 raise SandboxError(f"the shell of {self.spec.hostname} has no process")
             time.sleep(0.001)
-        self.shell_pid = kids[0]
+        self._hold(kids[0])
+
+    def _hold(self, pid: int) -> None:
+        self.shell_pid = pid
         try:
             self._proc_fd = os.open(f"/proc/{self.shell_pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             self._syscall_fd = os.open("syscall", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._proc_fd)
@@ -444,8 +469,7 @@ class Shell:
 
     def _wait(self, timeout_s: float, capture: _Capture) -> bool:
         """Wait once for output or close(), and keep what the shell printed; return whether it did."""
-        assert self.child is not None
-        fd = self.child.child_fd
+        fd = self._fd
         events = self._poller.poll(max(0, math.ceil(timeout_s * 1000)))
         printed = False
         for ready, mask in events:
@@ -465,8 +489,7 @@ class Shell:
         return printed
 
     def _write_line(self, line: bytes, deadline: float, capture: _Capture) -> bool:
-        assert self.child is not None
-        fd = self.child.child_fd
+        fd = self._fd
         view = memoryview(line)
         waiting = False
         try:
@@ -529,24 +552,25 @@ class Shell:
         # that carry it count: a report sent before the shell read the line (from a trap run at the
         # prompt, say) cannot end a command that has not started.
         step = str(secrets.randbits(32))
+        status, self.next_status = self.next_status, None
+        carried = "" if status is None else f"__hpcgym_rc={status}; "
         line = (
-            f"__hpcgym_step={step}; __hpcgym_prev=$__hpcgym_rc; __hpcgym_rc=2; "
+            f"{carried}__hpcgym_step={step}; __hpcgym_prev=$__hpcgym_rc; __hpcgym_rc=2; "
             "\\__hpcgym_set $__hpcgym_prev; "
             f"\\eval {quote_ansi_c(command)} </dev/null {REPORT_FD}>&-; __hpcgym_rc=$?\n"
         ).encode()
         if len(line) > MAX_COMMAND_BYTES:
             return ShellResult(f"bash: command too long ({len(line)} bytes)\n", 126, 0.0, False, False, False)
         with self._io_lock:
-            if self.child is None or self._closed:
+            if self._fd < 0 or self._closed:
                 raise SandboxError(f"the shell of {self.spec.hostname} is not running")
             return self._run_line(line, step.encode(), timeout_s, max_output_bytes)
 
     def _run_line(self, line: bytes, step: bytes, timeout_s: float, max_output_bytes: int) -> ShellResult:
-        assert self.child is not None
         capture = _Capture(max_output_bytes, self._carry)
         self._carry = b""
         self._step, self._report = step, None
-        termios.tcsetattr(self.child.child_fd, termios.TCSANOW, self._raw)
+        termios.tcsetattr(self._fd, termios.TCSANOW, self._raw)
         before = set(self._shell_children())
         start = time.perf_counter()
         deadline = time.monotonic() + timeout_s
@@ -566,7 +590,7 @@ class Shell:
             self.close()
             if crash is not None:
                 raise NodeCrashedError(crash, hint="discard this episode") from None
-            exit_code = self._report[0] if self._report else 0
+            exit_code = self._exit_code_at_end()
             return ShellResult(output, exit_code, time.perf_counter() - start, False, truncated, True)
         wall_s = time.perf_counter() - start
         output, truncated = capture.result()
@@ -575,6 +599,10 @@ class Shell:
             output += f"\n[command timed out after {timeout_s:g} s and was stopped]\n"
         exit_code = 124 if timed_out or self._report is None else self._report[0]
         return ShellResult(output, exit_code, wall_s, timed_out, truncated, exited)
+
+    def _exit_code_at_end(self) -> int:
+        # `exit N` of the node's shell: its last report (a login shell's exit ends the episode).
+        return self._report[0] if self._report else 0
 
     def crash_reason(self) -> str | None:
         """Why the node is gone when its init did not see its shell end first; None if it did.
@@ -626,6 +654,7 @@ class Shell:
             self._release()
 
     def _release(self) -> None:
+        self._fd = -1
         child, self.child = self.child, None
         if child is not None:
             try:
@@ -647,3 +676,212 @@ class Shell:
                 if fd >= 0:
                     os.close(fd)
             self._wake_r = self._wake_w = -1
+
+
+# What bash -i says on a terminal that is not its controlling one (init starts every child in a
+# session of its own); the node's first shell says it too, before anything is shown.
+_NO_JOB_CONTROL = re.compile(
+    r"bash: cannot set terminal process group \(-?\d+\): Inappropriate ioctl for device\n"
+    r"|bash: no job control in this shell\n"
+)
+# su's PATH for the target (util-linux su reads login.defs' ENV_SUPATH and ENV_PATH; Rocky's values).
+SU_PATH_ROOT = "/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin"
+SU_PATH_USER = "/usr/local/bin:/usr/bin"
+EXIT_STATUS_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class Account:
+    """One passwd entry of a node, as the node's own `getent passwd` printed it."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+
+class JoinedShell(Shell):
+    """A second interactive bash in a running node, as one of its users: the shell `su - alice` opens.
+
+    It is the node's init's child like any daemon, so it lives in the node's namespaces, cgroup and
+    seccomp filter and dies with the node, on a pty of its own that the host opens; the node's first
+    shell waits untouched underneath and takes over again when this one ends. Its commands end the
+    way the first shell's do (its own pid's report, its own prompt read). setpriv(1) in the node
+    takes the user's ids and groups (initgroups), as su does. Whatever the node makes of its start
+    (a profile that loops, exits or floods) is the agent's doing: `open` reports it as the step's
+    result, never as a broken sandbox.
+    """
+
+    def __init__(self, below: Shell, account: Account, login: bool, cwd: str = "/") -> None:
+        super().__init__(below.spec)
+        self.below = below
+        self.account = account
+        self.login = login
+        self._cwd = cwd
+        self._ns_pid = 0
+        self._pidfd = -1
+
+    @property
+    def is_alive(self) -> bool:
+        init = self.below.init
+        if self._closed or self._fd < 0 or init is None or not self.below.is_alive:
+            return False
+        return init.exit_status(self._ns_pid) is None
+
+    def environment(self) -> dict[str, str]:
+        """The environment su gives the target: reset for a login shell, the caller's otherwise."""
+        a = self.account
+        base = sandbox.finalize_env(self.spec)
+        if self.login:
+            kept: tuple[str, ...] = ("TERM", "LANG", "HOSTNAME", "PAGER", "LESS")
+            keep = {k: base[k] for k in kept if k in base}
+            env: dict[str, str] = {**keep, "PATH": SU_PATH_ROOT if a.uid == 0 else SU_PATH_USER}
+            env["MAIL"] = f"/var/spool/mail/{a.name}"
+        else:
+            env = dict(base)
+        env.update(HOME=a.home, SHELL=a.shell)
+        if a.uid != 0 or self.login:
+            env.update(USER=a.name, LOGNAME=a.name)
+        prelude = ""
+        if self.login:
+            # A login shell starts in the user's home (as the user: a home they may not enter is
+            # su's warning), then reads the profiles, all before the first prompt.
+            prelude = (
+                "\\cd ~ 2>/dev/null || { printf 'su: warning: cannot change directory to %s: "
+                'No such file or directory\\n\' "$HOME" >&2; \\cd /; }; '
+                "[ -r /etc/profile ] && . /etc/profile; "
+                "if [ -r ~/.bash_profile ]; then . ~/.bash_profile; "
+                "elif [ -r ~/.profile ]; then . ~/.profile; fi; "
+            )
+        env.update(
+            PS1="", PS2="", HISTFILE="/dev/null", PROMPT_COMMAND=self.first_prompt(self.spec.limits, prelude)
+        )
+        return env
+
+    def open(self, timeout_s: float) -> ShellResult:
+        """Start the shell and wait for its first prompt; `exited` says it is not there to use.
+
+        Raises:
+            SandboxError: the node's init is gone or does not answer (infrastructure).
+        """
+        init = self.below.init
+        if init is None or not self.below.is_alive:
+            raise SandboxError(f"the shell of {self.spec.hostname} is not running")
+        start = time.perf_counter()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        host_end, shell_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        host_end.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        host_end.setblocking(False)
+        self._reports = host_end
+        master, slave = os.openpty()
+        os.set_inheritable(master, False)
+        self._fd = master
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", TERMINAL_ROWS, TERMINAL_COLUMNS, 0, 0))
+        a = self.account
+        argv = [
+            "setpriv", f"--reuid={a.uid}", f"--regid={a.gid}", "--init-groups", "--",
+            "/bin/bash", *(("--login",) if self.login else ()), "--noprofile", "--norc", "--noediting", "-i",
+        ]  # fmt: skip
+        try:
+            try:
+                self._ns_pid = init.spawn(
+                    "/usr/bin/setpriv",
+                    argv,
+                    self.environment(),
+                    cwd=self._cwd,
+                    stdio=Stdio(IO_PASSED, IO_PASSED, IO_PASSED),
+                    fds=[slave, slave, slave, shell_end.fileno()],
+                    targets=[REPORT_FD],
+                )
+            finally:
+                os.close(slave)
+                shell_end.close()
+        except SpawnFailed as e:
+            self.close()
+            return ShellResult(f"su: failed to execute /bin/bash: {e.strerror}\n", 1, 0.0, False, False, True)
+        except (InitError, ValueError):
+            self.close()
+            raise
+        deadline = time.monotonic() + timeout_s
+        self._make_raw()
+        capture = _Capture(DEFAULT_MAX_OUTPUT_BYTES)
+        try:
+            self._find_joined(deadline)
+            reached = self._await_prompt(deadline, capture)
+        except EOFError:
+            reached = False
+        output, truncated = capture.result()
+        output = _NO_JOB_CONTROL.sub("", output)
+        wall_s = time.perf_counter() - start
+        if not reached:
+            ended = not self.is_alive
+            code = self._exit_code_at_end() if ended else 124
+            self.close()
+            if not ended:
+                output += f"\n[command timed out after {timeout_s:g} s and was stopped]\n"
+            return ShellResult(output, code, wall_s, not ended, truncated, True)
+        self._carry = capture.rest or b""
+        return ShellResult(output, 0, wall_s, False, truncated, False)
+
+    def _find_joined(self, deadline: float) -> None:
+        # The host pid of init's child whose innermost pid is the one init reported.
+        while True:
+            for pid in sandbox.children_of(self.below.pid1):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                line = next((x for x in status.splitlines() if x.startswith("NSpid:")), "")
+                if line.split()[-1:] == [str(self._ns_pid)]:
+                    with contextlib.suppress(OSError):
+                        self._pidfd = os.pidfd_open(pid)
+                    self._hold(pid)
+                    return
+            if time.monotonic() > deadline or self.below.init is None:
+                raise EOFError
+            if self.below.init.exit_status(self._ns_pid) is not None:
+                raise EOFError
+            time.sleep(0.001)
+
+    def _exit_code_at_end(self) -> int:
+        # su returns its shell's status: `exit 3` there is 3 for the root shell underneath.
+        init = self.below.init
+        until = time.monotonic() + EXIT_STATUS_WAIT_S
+        while init is not None and self._ns_pid:
+            status = init.exit_status(self._ns_pid)
+            if status is not None:
+                code = os.waitstatus_to_exitcode(status)
+                return code if code >= 0 else 128 - code
+            if time.monotonic() > until:
+                break
+            time.sleep(0.005)
+        return self._report[0] if self._report else 0
+
+    def crash_reason(self) -> str | None:
+        # This shell's end is the user's logout; the node's crash is its first shell's to report.
+        return None
+
+    def close(self) -> None:
+        """End the shell and what it started (a hangup, as a closed terminal gives), from any thread."""
+        with self._state_lock:
+            first, self._closed = not self._closed, True
+            if first and self._wake_w >= 0:
+                os.write(self._wake_w, b"\0")
+        if first and self.shell_pid:
+            victims = sandbox.descendants_of(self.shell_pid)
+            if self._pidfd >= 0:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            sandbox.signal_pids(victims, signal.SIGKILL)
+        with self._io_lock:
+            self._release()
+
+    def _release(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        super()._release()

@@ -50,9 +50,9 @@ LOGIN_NODE = "login01"
 COMPUTE_NODES = ("compute-01", "compute-02", "compute-03", "compute-04")
 
 
-def prompt(node: str) -> str:
-    """The prompt the agent sees on `node` (root's, in its home directory)."""
-    return f"[root@{node} ~]# "
+def prompt(node: str, user: str = "root") -> str:
+    """The prompt the agent sees on `node` as `user` (bash's default PS1 at home: `#` for root)."""
+    return f"[{user}@{node} ~]{'#' if user == 'root' else '$'} "
 
 
 def first_observation(alert: str, node: str = LOGIN_NODE) -> str:
@@ -370,7 +370,8 @@ class Incident:
         """Where the episode stands; what the agent's trainer may see: never the checks or the gold.
 
         Keys: `scenario`, `tier`, `seed`, `difficulty` (the knobs as played, as `Difficulty.parse`
-        reads them), `node` (where the shell now is), `step`, `max_steps`, `now_s` (virtual time),
+        reads them), `node` (where the shell now is), `user` (whose shell it is), `step`,
+        `max_steps`, `now_s` (virtual time),
         `outcome`, `solved`, `failed`, `unsafe` (every unsafe action so far, why),
         `reward_components`, `return` and `state_score` (the progress potential phi after the last
         step: the share of the success condition that holds, in order, 0 at the start, 1 solved).
@@ -382,6 +383,7 @@ class Incident:
             "seed": self.seed,
             "difficulty": self.difficulty.spec(),
             "node": self.episode.current_node,
+            "user": self.episode.current_user,
             "step": self.steps,
             "max_steps": self.max_steps,
             "now_s": self.episode.controller.clock.now_s,

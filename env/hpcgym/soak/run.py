@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -48,6 +49,8 @@ SETTLE_TIMEOUT_S = 60.0
 # Flat memory: after warm-up, RSS may rise by at most this much per 1,000 episodes.
 MAX_SLOPE_BYTES_PER_1000 = 4 << 20
 MIN_SLOPE_SAMPLES = 4
+# prctl(2) option: the signal this process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,9 @@ def soak_server(
     argv = [sys.executable, "-m", "hpcgym.interfaces.openenv.server.app", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--log-level", "warning"]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        process = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, SERVER_START_TIMEOUT_S, process, episodes_ready=plan.pool_size)
@@ -255,6 +260,13 @@ def soak_server(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def _die_with_parent() -> None:
+    # A soak stopped by SIGTERM or SIGKILL runs no `finally`: its server gets SIGTERM from the
+    # kernel instead (PR_SET_PDEATHSIG), and shuts down as it would for the soak's own end.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _quiet(pid: int, url: str, plan: Plan) -> Snapshot:
@@ -295,6 +307,8 @@ def run_soak(images_dir: Path, plan: Plan, out_dir: Path, console: Console | Non
     """
     console = console or Console(stderr=True)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Each soak's figures are its own: a rerun into the same directory starts the record afresh.
+    (out_dir / "progress.jsonl").unlink(missing_ok=True)
     warmup = min(plan.finalize_warmup(), plan.episodes)
     report = Report(episodes=plan.episodes, sessions=plan.sessions)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -6,8 +6,9 @@ the node, as the user, through runuser(1) in the node's own root (the srun task 
 environment sudoers' env_reset leaves: secure_path, the target's HOME (always_set_home), and the
 SUDO_* variables. `sudo -l` prints the node's /etc/sudoers Defaults and root's rules in sudo's
 layout (items wrapped at 80 columns under a 4-space indent). Messages match Debian's sudo 1.9.13
-(unknown user, command not found, usage); an interactive `sudo -i`/`-s` without a command gets an
-empty stdin here and so returns at once, as su does.
+(unknown user, command not found, usage). `sudo -i`/`-s` without a command, typed as the whole line,
+never gets here: the cluster opens the user's shell itself (`runtime/su.py`); inside a longer line it
+gets an empty stdin and returns at once.
 """
 
 from __future__ import annotations

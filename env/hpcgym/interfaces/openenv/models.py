@@ -33,6 +33,7 @@ class HpcObservation(Observation):
     output: str = Field(default="", description="the command's output (stdout and stderr interleaved)")
     exit_code: int = Field(default=0, description="the command's exit status ($?)")
     node: str = Field(default="", description="the node the shell is on now")
+    user: str = Field(default="root", description="whose shell it is now (su - alice makes it alice)")
     scenario: str | None = Field(default=None, description="the scenario id of this episode")
     step: int = Field(default=0, ge=0, description="steps taken in this episode")
     max_steps: int = Field(default=0, ge=0, description="the step budget")
@@ -62,6 +63,7 @@ class HpcState(State):
         default=None, description="the difficulty knobs (red_herrings=..,chained=..,clue=..)"
     )
     node: str | None = Field(default=None, description="the node the shell is on")
+    user: str | None = Field(default=None, description="whose shell it is (root, or the user su made it)")
     max_steps: int = Field(default=0, ge=0, description="the step budget")
     now_s: int | None = Field(default=None, description="the episode's virtual time (epoch seconds)")
     done: bool = Field(default=False, description="the episode is over")
