@@ -100,7 +100,7 @@ def test_many_concurrent_clients(channel) -> None:
 def test_stub_reaches_the_handler_from_every_node(runtime: Runtime) -> None:
     calls: list[tuple[str, list[str], str]] = []
 
-    def handler(node: str, argv: list[str], cwd: str, stdin: str | None) -> Reply:
+    def handler(node: str, argv: list[str], cwd: str, stdin: str | None, uid: int) -> Reply:
         calls.append((node, argv, cwd))
         return Reply(stdout=f"answer from {node}\n", stderr="warn\n", exit_code=2)
 
@@ -115,7 +115,7 @@ def test_stub_reaches_the_handler_from_every_node(runtime: Runtime) -> None:
 
 
 def test_controller_failure_discards_the_episode(runtime: Runtime) -> None:
-    def broken(node: str, argv: list[str], cwd: str) -> Reply:
+    def broken(node: str, argv: list[str], cwd: str, stdin: str | None, uid: int) -> Reply:
         raise RuntimeError("controller bug")
 
     with runtime.new_cluster(handler=broken) as cluster, pytest.raises(ControllerError):

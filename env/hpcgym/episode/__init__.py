@@ -274,9 +274,9 @@ class Episode:
 
     # --- the stubs' side (called on the runtime's channel threads) ------------------------------
 
-    def _handle(self, node: str, argv: list[str], cwd: str, stdin: str | None) -> Reply:
+    def _handle(self, node: str, argv: list[str], cwd: str, stdin: str | None, uid: int = 0) -> Reply:
         with self.nodes.request():
-            reply = self.controller.handle(node, argv, cwd, stdin)
+            reply = self.controller.handle(node, argv, cwd, stdin, uid)
         return Reply(stdout=reply.stdout, stderr=reply.stderr, exit_code=reply.exit_code)
 
     def _run_task(self, task: TaskRequest) -> TaskResult:

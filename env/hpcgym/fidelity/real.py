@@ -56,6 +56,7 @@ def play(state: State, scratch: Path | None = None) -> Run:
             node_extra=NODE_HARDWARE,
             graceful=False,
         ) as cluster:
+            _open_to_users(root)
             work = root / "work"
             work.mkdir()
             shell = RealShell({**cluster.env, "TZ": "UTC"}, work, root / "out")
@@ -65,6 +66,17 @@ def play(state: State, scratch: Path | None = None) -> Run:
                 shell.close()
             run.facts = Facts(run.facts.start_s, str(root / "slurm"), str(work), socket.gethostname())
             return run
+
+
+def _open_to_users(root: Path) -> None:
+    # A state may play a command as a user who is not root (`runuser -u nobody -- scancel 1`): the
+    # client must reach the private cluster's config and munge socket, as on a real node, where
+    # /etc/slurm and /run/munge are open to every user. The munge key stays root's.
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir():
+            path.chmod(path.stat().st_mode | 0o055)
+        elif path.suffix == ".conf":
+            path.chmod(0o644)
 
 
 def _play_steps(state: State, cluster: LocalSlurm, shell: RealShell) -> Run:

@@ -561,6 +561,20 @@ STATES: tuple[State, ...] = (
         look=(*GLANCE, "sinfo -o '%N %T %E %u'", "squeue -t all -o '%i %T %r %N'"),
         options=(("Epilog", "/bin/false"),),
     ),
+    _state(
+        "as-a-user",
+        "a user who is not root: refused what only root or an operator may do, allowed her own",
+        SLEEP_JOB,
+        Wait(3),
+        "runuser -u nobody -- scontrol update nodename=compute-02 state=drain reason=mine",
+        "runuser -u nobody -- scontrol reconfigure",
+        "runuser -u nobody -- scancel 1",
+        "runuser -u nobody -- scontrol hold 1",
+        "runuser -u nobody -- squeue -o '%i %u %T'",
+        "runuser -u nobody -- sinfo -o '%N %T'",
+        look=(*GLANCE, "squeue -o '%i %u %T'"),
+        ci=True,
+    ),
 )
 
 

@@ -79,6 +79,9 @@ class Reply:
 
 BUSY = Reply(stderr="hpcgym: too many requests in flight\n", exit_code=1)
 
+# struct ucred (pid, uid, gid), as SO_PEERCRED fills it.
+_PEERCRED = struct.Struct("3i")
+
 
 @dataclass(frozen=True)
 class Request:
@@ -89,6 +92,15 @@ class Request:
     cwd: str
     conn: socket.socket
     stdin: str | None = None
+
+    @property
+    def peer_uid(self) -> int | None:
+        """The host uid of the process that connected, as the kernel recorded it (SO_PEERCRED)."""
+        try:
+            creds = self.conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        except OSError:
+            return None
+        return int(_PEERCRED.unpack(creds)[1])
 
     def is_cancelled(self) -> bool:
         """True once the tool has gone away (killed by a time limit, say); its answer is moot."""
@@ -105,13 +117,13 @@ class Request:
             return True
 
 
-# The controller's entry point: (node, argv, cwd, stdin) -> Reply; stdin is None unless the tool
-# forwards what it read (sbatch, munge, unmunge).
-Handler = Callable[[str, list[str], str, str | None], Reply]
+# The controller's entry point: (node, argv, cwd, stdin, uid) -> Reply; stdin is None unless the tool
+# forwards what it read (sbatch, munge, unmunge); uid is the caller's in the node (root: 0).
+Handler = Callable[[str, list[str], str, str | None, int], Reply]
 Dispatch = Callable[[Request], Reply]
 
 
-def echo_handler(node: str, argv: list[str], cwd: str, stdin: str | None = None) -> Reply:
+def echo_handler(node: str, argv: list[str], cwd: str, stdin: str | None = None, uid: int = 0) -> Reply:
     """A stand-in controller that proves the path works: it says who asked, from where, and what."""
     return Reply(stdout=f"{node} {cwd} {json.dumps(argv)}\n")
 

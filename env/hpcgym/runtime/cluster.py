@@ -54,6 +54,7 @@ class ShareState(enum.StrEnum):
 
 
 _EXIT = re.compile(r"^\s*(?:exit|logout)(?:\s+(\d+))?\s*;?\s*$")
+NOBODY_UID = 65534
 # Shells stacked on one another by su and ssh; past this, su and sudo are the node's own.
 MAX_SEATS = 16
 
@@ -595,7 +596,18 @@ class Cluster:
     def dispatch(self, request: Request) -> Reply:
         if os.path.basename(request.argv[0]) == "ssh":
             return self._ssh(request)
-        return self.handler(request.node, request.argv, request.cwd, request.stdin)
+        return self.handler(request.node, request.argv, request.cwd, request.stdin, self.caller_uid(request))
+
+    def caller_uid(self, request: Request) -> int:
+        """The uid in the node of the process that called: its host uid less this cluster's base.
+
+        Every process of a node runs in the cluster's own uid range; a uid outside it (which no
+        node process has) counts as nobody, never as root.
+        """
+        host_uid = request.peer_uid
+        if host_uid is None or not 0 <= host_uid - self.uid_base < sandbox.ID_RANGE:
+            return NOBODY_UID
+        return host_uid - self.uid_base
 
     def record_failure(self, error: BaseException) -> None:
         self._failure = error

@@ -106,6 +106,23 @@ class Context:
         return None
 
 
+# slurmctld's answers to a caller who may not (ESLURM_USER_ID_MISSING, ESLURM_ACCESS_DENIED), and
+# what a client exits with for the second: the Slurm errno cut to 8 bits (2002 & 0xff).
+INVALID_USER = "Invalid user id"
+ACCESS_DENIED = "Access/permission denied"
+ACCESS_DENIED_EXIT = 210
+
+
+def is_super_user(ctx: Context) -> bool:
+    """Whether the caller passes slurmctld's validate_super_user: root or SlurmUser (no AdminLevel)."""
+    return ctx.user.uid == 0 or ctx.user.name == ctx.cluster.slurm_user
+
+
+def may_act_on(ctx: Context, job_user: str) -> bool:
+    """Whether the caller may signal, hold or change a job of `job_user`: its owner or an operator."""
+    return is_super_user(ctx) or job_user == ctx.user.name
+
+
 def _parse_passwd(text: str) -> list[User]:
     users = []
     for line in text.splitlines():

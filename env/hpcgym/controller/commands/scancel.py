@@ -10,9 +10,12 @@ import re
 
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
+    ACCESS_DENIED,
+    ACCESS_DENIED_EXIT,
     Context,
     Reply,
     check_rpc,
+    may_act_on,
     usage_error,
     usage_or_version,
 )
@@ -113,6 +116,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
             if verbose and job is None:
                 stderr.append(f"scancel: error: Kill job error on job id {text}: Invalid job id specified\n")
             continue
+        if not may_act_on(ctx, job.user):
+            stderr.append(f"scancel: error: Kill job error on job id {text}: {ACCESS_DENIED}\n")
+            code = ACCESS_DENIED_EXIT
+            continue
         try:
             cluster.cancel(job)
         except SlurmError as error:
@@ -123,6 +130,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
             if job.is_active() and not job.completing and _matches(ctx, job, values, keys):
                 if verbose:
                     stderr.append(f"scancel: Terminating job {job.job_id}\n")
+                if not may_act_on(ctx, job.user):
+                    stderr.append(f"scancel: error: Kill job error on job id {job.job_id}: {ACCESS_DENIED}\n")
+                    code = ACCESS_DENIED_EXIT
+                    continue
                 cluster.cancel(job)
     return Reply("", "".join(stderr), code)
 

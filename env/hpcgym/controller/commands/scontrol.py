@@ -10,7 +10,17 @@ from dataclasses import replace
 
 from hpcgym.controller.commands import scontrol_config, scontrol_resv, usage
 from hpcgym.controller.commands import scontrol_show as show
-from hpcgym.controller.commands.base import SLURM_VERSION, Context, Reply, check_rpc, usage_error
+from hpcgym.controller.commands.base import (
+    ACCESS_DENIED,
+    INVALID_USER,
+    SLURM_VERSION,
+    Context,
+    Reply,
+    check_rpc,
+    is_super_user,
+    may_act_on,
+    usage_error,
+)
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.numbers import is_digits, to_int
@@ -257,6 +267,9 @@ def _update(ctx: Context, words: list[str]) -> Reply:
     if not pairs:
         return Reply("", "No changes specified\n", 1)
     first = pairs[0][0].lower()
+    if first not in ("jobid", "job") and not is_super_user(ctx):
+        # Nodes, partitions and reservations are slurmctld's operators' alone.
+        return Reply("", f"slurm_update error: {INVALID_USER}\n", 1)
     if first in ("nodename", "node"):
         return _update_node(ctx, pairs, words)
     if first in ("jobid", "job"):
@@ -339,6 +352,8 @@ def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
     job = cluster.jobs.get(to_int(job_text) or 0)
     if job is None:
         return Reply("", f"Invalid job id specified for job {job_text}\n", 1)
+    if not may_act_on(ctx, job.user):
+        return Reply("", f"{INVALID_USER} for job {job_text}\n", 1)
     for key, value in pairs[1:]:
         lower = key.lower()
         if lower == "timelimit":
@@ -385,6 +400,13 @@ def _job_action(ctx: Context, keyword: str, words: list[str]) -> Reply:
         if job is None:
             errors.append(f"Invalid job id specified for job {text}\n")
             continue
+        if not may_act_on(ctx, job.user):
+            # Debian's 22.05.8: hold and release report through slurm_suspend's perror as well.
+            if keyword == "requeue":
+                errors.append(f"{ACCESS_DENIED} for job {text}\n")
+            else:
+                errors.append(f"{INVALID_USER} for job {text}\nslurm_suspend error: {INVALID_USER}\n")
+            continue
         try:
             if keyword == "hold":
                 cluster.hold(job, Reason.HELD_ADMIN)
@@ -409,6 +431,8 @@ def _create(ctx: Context, words: list[str]) -> Reply:
     failure = check_rpc(ctx, "scontrol", "REQUEST_CREATE_RESERVATION")
     if failure is not None:
         return Reply("", f"{failure.preamble}Error creating the reservation: {failure.error}\n", 1)
+    if not is_super_user(ctx):
+        return Reply("", f"Error creating the reservation: {INVALID_USER}\n", 1)
     return scontrol_resv.create(ctx, words)
 
 
@@ -426,6 +450,8 @@ def _delete(ctx: Context, words: list[str]) -> Reply:
     failure = check_rpc(ctx, "scontrol", "REQUEST_DELETE_RESERVATION")
     if failure is not None:
         return Reply("", f"{failure.preamble}delete_reservation {words[0]}: {failure.error}\n", 1)
+    if not is_super_user(ctx):
+        return Reply("", f"delete_reservation {words[0]}: {INVALID_USER}\n", 1)
     return scontrol_resv.delete(ctx, words[0], value)
 
 
@@ -434,6 +460,8 @@ def _reconfigure(ctx: Context) -> Reply:
     failure = check_rpc(ctx, "scontrol", "REQUEST_RECONFIGURE")
     if failure:
         return Reply("", f"{failure.preamble}slurm_reconfigure error: {failure.error}\n", 1)
+    if not is_super_user(ctx):
+        return Reply("", f"slurm_reconfigure error: {INVALID_USER}\n", 1)
     cluster = ctx.cluster
     data = ctx.read_file(cluster.conf.controller_host, SLURM_CONF_PATH) if ctx.read_file else None
     if data is not None:

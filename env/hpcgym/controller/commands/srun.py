@@ -18,6 +18,7 @@ from hpcgym.controller.commands.base import (
 )
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
+from hpcgym.controller.commands.sudo import RUNUSER
 from hpcgym.controller.hostlist import compress_hostlist
 from hpcgym.controller.rpc import AUTH_ERROR, SlurmError
 from hpcgym.controller.state import Job, JobState, Reason
@@ -123,7 +124,9 @@ def _run_tasks(ctx: Context, job: Job, command: list[str], *, label: bool) -> Re
             "SLURMD_NODENAME": name,
             "SLURM_CPUS_ON_NODE": str(job.cpus_by_node[name]),
         }
-        result = ctx.run_task(TaskRequest(name, list(command), env, job.work_dir))
+        # slurmstepd runs the task as the job's user: runuser in the node, as sudo's tasks do.
+        argv = list(command) if job.user == "root" else [RUNUSER, "-u", job.user, "--", *command]
+        result = ctx.run_task(TaskRequest(name, argv, env, job.work_dir))
         prefix = f"{rank}: " if label else ""
         stdout += [prefix + line for line in result.stdout.splitlines(keepends=True)]
         stderr += [prefix + line for line in result.stderr.splitlines(keepends=True)]

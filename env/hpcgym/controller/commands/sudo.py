@@ -35,6 +35,10 @@ USAGE = (
 )
 VERSION = "Sudo version 1.9.5p2\n"
 AUDIT_FAILED = "sudo: error initializing audit plugin sudoers_audit\n"
+PASSWORD_REQUIRED = (
+    "sudo: a terminal is required to read the password; either use the -S option to read from "
+    "standard input or configure an askpass helper\nsudo: a password is required\n"
+)
 WIDTH = 80
 # /etc/sudoers is the node's (hostile) and sudo runs under the controller's lock: at most this many
 # of its lines are read (Rocky's is 120), and secure_path is searched in its first MAX_PATH_ENTRIES
@@ -88,6 +92,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply(VERSION)
     if "k" in options or "K" in options:
         return Reply()
+    if ctx.user.uid != 0:
+        # A user with no NOPASSWD rule (Rocky's sudoers gives her none) must type her password,
+        # and a tool's stdin here is no terminal.
+        return Reply("", PASSWORD_REQUIRED, 1)
     sudoers = _read_sudoers(ctx)
     if "l" in options:
         if command:
