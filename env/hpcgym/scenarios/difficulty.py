@@ -131,6 +131,11 @@ CHAIN_POOL = (
 )
 # The steps each chained fault adds to the budget (the pool's own budgets are 20, gold ~5).
 CHAIN_STEPS = 15
+# What the gold of a chained episode ends with: a look at the queue and the drains once every fault
+# is fixed. Work held back by a later fault (users' jobs waiting for the nodes it broke) starts only
+# after that fix, so the first fault's own last look came too early to see it (a step of virtual
+# time lets the scheduler place it).
+CHAIN_GOLD_TAIL = ("sinfo -R", "squeue", "sinfo", "squeue")
 _COMPUTES = ["compute-01", "compute-02", "compute-03", "compute-04"]
 # Scenario fields whose lists add up when two faults share an episode.
 _SUMMED = ("inject", "gold", "success", "diagnosis", "fault_nodes", "in_service", "unsafe",
@@ -188,12 +193,21 @@ def _partitions(scenario: schema.Scenario, params: dict[str, schema.Value]) -> s
     return found
 
 
+# Checks that users' jobs run: a fault that needs its own user's jobs placed cannot share a cluster
+# with another whose users' queue may fill every node it leaves (carol's one job behind bob's forty).
+_JOB_CHECKS = frozenset({"has_jobs_running", "has_user_job_running_on"})
+
+
+def _runs_jobs(scenario: schema.Scenario) -> bool:
+    return any(c.check in _JOB_CHECKS for c in scenario.success)
+
+
 def chain(scenario: schema.Scenario, seed: int, count: int) -> tuple[schema.Scenario, int]:
     """`scenario` with up to `count` more faults from CHAIN_POOL, and how many it got.
 
-    Each chained fault goes on nodes and partitions the others leave alone, and one compute node is
-    always left for the site's maintenance node; a scenario that needs most of the cluster gets
-    fewer (the episode's `info["difficulty"]` says how many). Each is drawn deterministically from
+    Each chained fault goes on nodes and partitions the others leave alone, one compute node is
+    always left for the site's maintenance node, and at most one of them needs users' jobs to run;
+    a scenario that needs most of the cluster gets fewer (the episode's `info["difficulty"]` says how many). Each is drawn deterministically from
     the scenario, seed and count, and rendered with its own parameters, all but the site's, which
     the episode fills in for all of them.
     """
@@ -203,6 +217,7 @@ def chain(scenario: schema.Scenario, seed: int, count: int) -> tuple[schema.Scen
     params = scenario.draw_params(seed)
     busy_nodes = _occupied(scenario, params)
     busy_parts = _partitions(scenario, params)
+    jobs_busy = _runs_jobs(scenario)
     merged = _raw(scenario)
     tickets = [merged["alert"].rstrip()]
     used = {scenario.id}
@@ -211,6 +226,8 @@ def chain(scenario: schema.Scenario, seed: int, count: int) -> tuple[schema.Scen
         rng.shuffle(pool)
         for sid in pool:
             extra = schema.load_scenario(sid)
+            if jobs_busy and _runs_jobs(extra):
+                continue
             fitted = _fit(extra, rng, busy_nodes, busy_parts)
             if fitted is None:
                 continue
@@ -223,6 +240,7 @@ def chain(scenario: schema.Scenario, seed: int, count: int) -> tuple[schema.Scen
             tickets.append(rendered["alert"].rstrip())
             busy_nodes |= nodes
             busy_parts |= parts
+            jobs_busy = jobs_busy or _runs_jobs(extra)
             used.add(sid)
             break
         else:
@@ -230,6 +248,7 @@ def chain(scenario: schema.Scenario, seed: int, count: int) -> tuple[schema.Scen
     got = len(used) - 1
     if got == 0:
         return scenario, 0
+    merged["gold"] = [*merged["gold"], *CHAIN_GOLD_TAIL]
     merged["alert"] = "\n\nAnother ticket came in meanwhile:\n".join(tickets) + "\n"
     merged["lite"] = False
     return schema.Scenario.model_validate({**merged, "id": scenario.id}), got
