@@ -42,11 +42,12 @@ def test_every_spelling_of_slurmd_is_slurmd_with_its_checks(episode, setup, exec
     if setup:
         assert episode.step(setup).exit_code == 0
     use_exec_start(episode, "slurmd.service", exec_start)
-    # slurmd's own start-up check still runs: no spool dir, no slurmd.
-    result = episode.step("rm -rf /var/spool/slurmd; systemctl restart slurmd; systemctl is-active slurmd")
+    # slurmd's own start-up check still runs: no spool dir nor its parent, no slurmd.
+    result = episode.step("rm -rf /var/spool; systemctl restart slurmd; systemctl is-active slurmd")
     assert result.output.endswith("failed\n")
     journal = episode.step("journalctl -u slurmd -n 8 --no-pager").output
     assert "Domain socket directory /var/spool/slurmd: No such file or directory" in journal
+    assert "fatal: mkdir(/var/spool/slurmd): No such file or directory" in journal
     assert episode.services.daemon_of(NODE, "slurmd.service") is None
     result = episode.step("mkdir -p /var/spool/slurmd; systemctl restart slurmd; systemctl is-active slurmd")
     assert result.output == "active\n"
@@ -78,8 +79,8 @@ def test_another_program_in_slurmd_service_runs_and_is_not_slurmd(episode, setup
     if setup:
         assert episode.step(setup).exit_code == 0, setup
     use_exec_start(episode, "slurmd.service", exec_start)
-    # No spool dir: the real slurmd would fail, the stand-in does not care.
-    result = episode.step("rm -rf /var/spool/slurmd; systemctl restart slurmd; systemctl is-active slurmd")
+    # No spool dir nor its parent: the real slurmd would fail, the stand-in does not care.
+    result = episode.step("rm -rf /var/spool; systemctl restart slurmd; systemctl is-active slurmd")
     assert result.output == "active\n"  # systemd runs what ExecStart names, and it runs
     pid = episode.services.unit(NODE, "slurmd.service").main_pid
     assert episode.step(f"ps -o comm= -p {pid}").output == f"{comm}\n"
@@ -179,3 +180,12 @@ def test_what_lies_under_a_units_name_in_etc(episode, make, runs):
         1,
     )
     assert episode.services.daemon_of(NODE, "slurmd.service") is None
+
+
+def test_slurmd_makes_a_missing_spool_dir_itself_as_the_real_one_does(episode):
+    # Debian's 22.05.8: a missing SlurmdSpoolDir whose parent is there is made at init (0755, root).
+    episode.step(f"ssh {NODE}")
+    result = episode.step("rm -rf /var/spool/slurmd; systemctl restart slurmd; systemctl is-active slurmd")
+    assert result.output == "active\n"
+    assert episode.step("stat -c '%a %U' /var/spool/slurmd").output == "755 root\n"
+    assert "Domain socket directory" not in episode.step("journalctl -u slurmd -n 8 --no-pager").output

@@ -207,9 +207,9 @@ def chain(scenario: schema.Scenario, seed: int, count: int) -> tuple[schema.Scen
 
     Each chained fault goes on nodes and partitions the others leave alone, one compute node is
     always left for the site's maintenance node, and at most one of them needs users' jobs to run;
-    a scenario that needs most of the cluster gets fewer (the episode's `info["difficulty"]` says how many). Each is drawn deterministically from
-    the scenario, seed and count, and rendered with its own parameters, all but the site's, which
-    the episode fills in for all of them.
+    a scenario that needs most of the cluster gets fewer (the episode's `info["difficulty"]` says
+    how many). Each is drawn deterministically from the scenario, seed and count, and rendered with
+    its own parameters, all but the site's, which the episode fills in for all of them.
     """
     if count == 0:
         return scenario, 0

@@ -179,20 +179,30 @@ def _started_on(time_s: int) -> str:
     return datetime.fromtimestamp(time_s, UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
 
 
+MKDIR = "/usr/bin/mkdir"
+
+
 def slurmd_path(conf: SlurmConf, key: str, default: str, name: str) -> str:
     """A slurmd path option with Slurm's `%n` (node name) and `%h` (host name) expanded."""
     return conf.options.get(key, default).replace("%n", name).replace("%h", name)
 
 
 def slurmd_init_errors(host: DaemonHost, node: str, conf: SlurmConf, name: str) -> list[str]:
-    """What slurmd 22.05 logs before `slurmd initialization failed` (capture 60-errors, slurmd -N)."""
+    """What slurmd 22.05 logs before it gives up at init (capture 60-errors, slurmd -N); [] if it starts."""
     errors = []
     spool = slurmd_path(conf, "slurmdspooldir", "/var/spool/slurmd", name)
     info = host.access.stat(node, spool)
-    if info is None or not info.is_dir():
+    parent = host.access.stat(node, posixpath.dirname(spool.rstrip("/")) or "/")
+    if info is None and parent is not None and parent.is_dir():
+        # _slurmd_init makes a missing SlurmdSpoolDir itself (mode 0755): in the node, as its root.
+        with contextlib.suppress(NodeFileError):
+            host.access.start_process(node, "mkdir", ["mkdir", "-m", "0755", spool], program=MKDIR)
+    elif info is None:
+        # Its parent is gone too (Debian's 22.05.8 with the spool dir's parent removed).
         errors += [
             f"error: Domain socket directory {spool}: No such file or directory",
             "error: xcpuinfo_hwloc_topo_load: failed (load will be required after read failures).",
+            f"fatal: mkdir({spool}): No such file or directory",
         ]
     if conf.node(name) is None:
         # The "hardware" of a simulated node is what slurm.conf says of it (or of the first node).
