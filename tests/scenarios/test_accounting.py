@@ -344,7 +344,7 @@ def diagnosis(incident: Incident) -> float:
 
 
 def test_the_gold_earns_diagnosis_credit(play):
-    for scenario in (DBD, QOS):
+    for scenario in (DBD, QOS, ASSOC):
         incident = play(scenario, SEED)
         type_all(incident, incident.gold)
         assert incident.solved and diagnosis(incident) > 0
@@ -364,3 +364,27 @@ def test_evidence_a_tool_reflects_from_its_arguments_earns_nothing(play):
         incident, [f"sacctmgr -i modify qos normal set MaxTRESPerUser=cpu={param(incident, 'lim.want')}"]
     )
     assert incident.solved and diagnosis(incident) == 0
+
+
+def test_the_new_users_own_refused_submit_is_evidence(play):
+    # As the user (su -), her sbatch is refused at submit: that is the diagnosis, as is the sponsor's
+    # association; the fix itself (typed by the agent) is not.
+    incident = play(ASSOC, SEED)
+    newuser, mine = param(incident, "newuser"), param(incident, "accts.mine")
+    incident.step(f"su - {newuser}")
+    refused = incident.step("sbatch --wrap 'sleep 60'").result.output
+    assert "Invalid account or account/partition combination specified" in refused
+    incident.step("exit")
+    type_all(incident, [f"sacctmgr -i add user {newuser} account={mine}"])
+    assert incident.solved and diagnosis(incident) > 0
+
+
+def test_an_association_planted_through_sacctmgr_earns_nothing(play):
+    # A description the agent wrote is printed back by sacctmgr later: planted, not evidence.
+    incident = play(ASSOC, SEED)
+    newuser, mine, sponsor = (param(incident, k) for k in ("newuser", "accts.mine", "sponsor"))
+    incident.step(f"sacctmgr -i add account decoy description=\"$(printf '{mine}\\x20{sponsor}')\"")
+    listed = incident.step("sacctmgr -P show account format=account,description").result.output
+    assert f"{mine} {sponsor}" in listed
+    type_all(incident, [f"sacctmgr -i add user {newuser} account={mine}"])
+    assert diagnosis(incident) == 0

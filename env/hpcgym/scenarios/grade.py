@@ -76,10 +76,13 @@ EVIDENCE_TOOLS = frozenset(
     {
         "systemctl", "journalctl", "sinfo", "scontrol", "squeue", "sacct", "nvidia-smi", "curl",
         "httpd", "apachectl", "munged", "slurmd", "slurmctld", "ifup", "ifdown", "nhc", "dmesg",
+        "sacctmgr", "sdiag", "sbatch",
     }
 )  # fmt: skip
-# Commands that can plant text into Slurm's own output (a drain reason, a job name).
-PLANTING = re.compile(r"\b(scontrol\s+update|sbatch|srun|salloc)\b")
+# Commands that can plant text into Slurm's own output (a drain reason, a job name, an account's
+# description), and the tools whose output that text can then appear in.
+PLANTING = re.compile(r"\b(scontrol\s+update|sbatch|srun|salloc|sacctmgr\b.*\b(add|create|modify|update))\b")
+PLANTED_IN = ("sinfo", "scontrol", "squeue", "sacct", "sacctmgr")
 
 _SYSTEM_PATHS = (
     r"(/|/etc|/usr|/var|/bin|/sbin|/lib|/lib64|/boot|/root|/home|/opt|/run|/var/spool|/etc/slurm|/etc/munge"
@@ -412,7 +415,7 @@ class Grader:
         for program, text, given in replies:
             if program not in EVIDENCE_TOOLS:
                 continue
-            if self.planted and program in ("sinfo", "scontrol", "squeue", "sacct"):
+            if self.planted and program in PLANTED_IN:
                 continue
             seen, handed = _squash(text), _squash(given)
             for evidence in self.evidence:
