@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -312,10 +311,3 @@ def _unknown_connection(cfg: str) -> IfResult:
         NMCLI_NOT_FOUND,
     )
 
-
-def is_address(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True

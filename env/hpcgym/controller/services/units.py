@@ -139,10 +139,6 @@ class UnitFile:
         first = self.exec_start.split()[0] if self.exec_start.split() else ""
         return first.lstrip("-@:+!")
 
-    @property
-    def default_file_state(self) -> UnitFileState:
-        return UnitFileState.DISABLED if self.wanted_by else UnitFileState.STATIC
-
 
 @dataclass
 class UnitRuntime:
