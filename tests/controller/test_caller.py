@@ -43,7 +43,11 @@ def test_a_users_job_is_hers_and_squeue_me_shows_it() -> None:
     # Her own job she may cancel; root's she may not, and it runs on.
     assert call(c, ALICE, "scancel", "2") == ("", "", 0)
     out, err, code = call(c, ALICE, "scancel", "1")
-    assert (out, err, code) == ("", "scancel: error: Kill job error on job id 1: Access/permission denied\n", 210)
+    assert (out, err, code) == (
+        "",
+        "scancel: error: Kill job error on job id 1: Access/permission denied\n",
+        210,
+    )
     assert call(c, ROOT, "squeue", "-h", "-o", "%i %T")[0] == "1 RUNNING\n"
 
 
@@ -68,7 +72,12 @@ def test_what_only_an_operator_may_do_is_refused_to_a_user() -> None:
         ("scontrol", "update", "nodename=compute-02", "state=drain", "reason=mine"): (
             "slurm_update error: Invalid user id\n"
         ),
-        ("scontrol", "update", "partitionname=compute", "state=down"): "slurm_update error: Invalid user id\n",
+        (
+            "scontrol",
+            "update",
+            "partitionname=compute",
+            "state=down",
+        ): "slurm_update error: Invalid user id\n",
         ("scontrol", "reconfigure"): "slurm_reconfigure error: Invalid user id\n",
         ("scontrol", "hold", "1"): "Invalid user id for job 1\nslurm_suspend error: Invalid user id\n",
         ("scontrol", "release", "1"): "Invalid user id for job 1\nslurm_suspend error: Invalid user id\n",
@@ -94,13 +103,19 @@ def test_what_only_an_operator_may_do_is_refused_to_a_user() -> None:
     assert not c.cluster.reservations
     assert call(c, ROOT, "squeue", "-h", "-o", "%i %T %l")[0] == "1 RUNNING UNLIMITED\n"
     # Root may, as before.
-    assert call(c, ROOT, "scontrol", "update", "nodename=compute-02", "state=drain", "reason=ops") == ("", "", 0)
+    assert call(c, ROOT, "scontrol", "update", "nodename=compute-02", "state=drain", "reason=ops") == (
+        "",
+        "",
+        0,
+    )
     assert NodeFlag.DRAIN in c.cluster.nodes["compute-02"].flags
 
 
 def test_a_uid_the_node_does_not_know_is_that_number_and_no_operator() -> None:
     c = make()
-    assert call(c, User("4242", 4242, "4242", 4242), "sbatch", "--wrap", "true")[0] == "Submitted batch job 1\n"
+    assert (
+        call(c, User("4242", 4242, "4242", 4242), "sbatch", "--wrap", "true")[0] == "Submitted batch job 1\n"
+    )
     assert call(c, ROOT, "squeue", "-h", "-t", "all", "-o", "%i %u")[0].startswith("1 4242")
     assert call(c, User("4242", 4242, "4242", 4242), "scontrol", "reconfigure")[1] == (
         "slurm_reconfigure error: Invalid user id\n"

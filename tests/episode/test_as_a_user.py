@@ -29,7 +29,7 @@ def test_a_forged_uid_in_the_request_changes_nothing(episode):
     # The stub's wire format has no uid; a request that adds one is still the caller's own.
     episode.step("su - bob")
     forged = (
-        "python3 -c \"import json,socket,struct; s=socket.socket(socket.AF_UNIX); "
+        'python3 -c "import json,socket,struct; s=socket.socket(socket.AF_UNIX); '
         "s.connect('/run/hpcgym/control.sock'); "
         "m=json.dumps({'v':1,'argv':['scontrol','reconfigure'],'cwd':'/','uid':0}).encode(); "
         "s.sendall(struct.pack('>I',len(m))+m); print(s.recv(65536)[4:].decode())\""

@@ -310,4 +310,3 @@ def _unknown_connection(cfg: str) -> IfResult:
         f"Could not load file '{cfg}'\nError: unknown connection '{cfg}'.\n",
         NMCLI_NOT_FOUND,
     )
-
