@@ -390,16 +390,18 @@ def _update_partition(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
     part = ctx.cluster.partitions.get(pairs[0][1])
     if part is None:
         return Reply("", "slurm_update error: Invalid partition name specified\n", 1)
-    changes = {}
+    state: PartitionState | None = None
+    # The new MaxTime, if one was given (None itself is UNLIMITED).
+    max_time: tuple[TimeLimit, ...] = ()
     for arg_key, value in pairs[1:]:
         key = arg_key.lower()
         if key == "state" and value.upper() in PartitionState.__members__:
-            changes["state"] = PartitionState[value.upper()]
+            state = PartitionState[value.upper()]
         elif len(key) >= 4 and "maxtime".startswith(key):
             # scontrol_parse_part_options(): time_str2mins(), checked before anything is sent;
             # the caller then reports the (unset) errno too (Debian's 22.05.8).
             try:
-                changes["max_time_min"] = parse_time_limit(value)
+                max_time = (parse_time_limit(value),)
             except ValueError:
                 return Reply(
                     "", f"scontrol: error: Invalid input {arg_key}={value}\nslurm_update error: No error\n", 1
@@ -410,10 +412,10 @@ def _update_partition(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
             )
     if not _is_operator(ctx):
         return Reply("", "slurm_update error: Access/permission denied\n", 1)
-    if "state" in changes:
-        part.state = changes["state"]
-    if "max_time_min" in changes:
-        part.conf = replace(part.conf, max_time_min=changes["max_time_min"])
+    if state is not None:
+        part.state = state
+    if max_time:
+        part.conf = replace(part.conf, max_time_min=max_time[0])
     ctx.cluster.schedule()
     return Reply()
 
