@@ -13,6 +13,7 @@ import functools
 import pytest
 
 from hpcgym.scenarios import cheats, schema
+from hpcgym.scenarios.difficulty import DEEP_ALERT, LADDER, Clue
 from hpcgym.scenarios.incident import Incident, gold_commands, variant_params
 from hpcgym.scenarios.schema import load_scenario
 
@@ -297,3 +298,14 @@ def test_the_familys_own_fixes_typed_blind_do_harm(play, scenario, harm):
     type_all(incident, list(family_blind()))
     assert not incident.solved
     assert any(harm in found for found in harm_of(incident))
+
+
+@pytest.mark.parametrize("rung", range(len(LADDER)))
+def test_maxtime_plays_at_every_rung_of_the_ladder(play, rung):
+    # Red herrings, a chained fault and the clue depth change what the agent meets, never the fix.
+    knobs = LADDER[rung]
+    incident = play("hpc_partition_maxtime", MAXTIME_SEED, difficulty=knobs)
+    assert (DEEP_ALERT in incident.alert) == (knobs.clue is Clue.DEEP)
+    assert ("Hint: Compare each waiting partition" in incident.alert) == (knobs.clue is Clue.SHALLOW)
+    type_all(incident, incident.gold)
+    assert incident.solved and harm_of(incident) == []
