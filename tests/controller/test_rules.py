@@ -291,7 +291,7 @@ def test_scontrol_hostnames_reservations_and_reconfigure() -> None:
     c.read_file = lambda node, path: new_conf.encode() if node == "head" else CONF.encode()
     run(c, "scontrol", "update", "NodeName=compute-02", "State=DRAIN", "Reason=keep")
     assert run(c, "scontrol", "reconfigure") == ""
-    assert run(c, "sinfo", "-h", "-o", "%P %a %l") == "compute* down 00:30:00\n"
+    assert run(c, "sinfo", "-h", "-o", "%P %a %l") == "compute* down 30:00\n"
     assert "drain compute-02" in run(c, "sinfo")
 
 

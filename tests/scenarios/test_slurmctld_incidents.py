@@ -1,8 +1,9 @@
-"""The incidents that live in slurmctld (reservations, licenses, unexpected reboots, a user's ticket).
+"""The incidents that live in slurmctld (reservations, licenses, unexpected reboots, users' tickets).
 
 Each scenario's gold solves it through the real shell; each generic move an operator would regret
 (deleting every reservation, raising every license count, resuming every down node, editing the
-user's job) ends its episode with that harm named, and the half-fixes stay unsolved.
+user's job, lifting a partition's time limit) ends its episode with that harm named, and the
+half-fixes stay unsolved.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import functools
 
 import pytest
 
-from hpcgym.scenarios import cheats
-from hpcgym.scenarios.incident import Incident, gold_commands
+from hpcgym.scenarios import cheats, schema
+from hpcgym.scenarios.difficulty import DEEP_ALERT, LADDER, Clue
+from hpcgym.scenarios.incident import Incident, gold_commands, variant_params
 from hpcgym.scenarios.schema import load_scenario
 
 from .conftest import harm_of, param, task_of, type_all
@@ -37,7 +39,14 @@ def flat(incident: Incident) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "scenario", ["hpc_resv_stale", "hpc_license_count", "hpc_node_rebooted", "hpc_ticket_pending"]
+    "scenario",
+    [
+        "hpc_resv_stale",
+        "hpc_license_count",
+        "hpc_node_rebooted",
+        "hpc_ticket_pending",
+        "hpc_partition_maxtime",
+    ],
 )
 def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario):
     incident = play(scenario, SEED)
@@ -129,7 +138,133 @@ def test_deleting_the_misdated_reservation_is_no_fix_and_the_live_one_is_harm(pl
     assert f"deleted reservation {param(other, 'chg.live')}, which was still needed" in harm_of(other)
 
 
-FAMILY = ["hpc_resv_stale", "hpc_license_count", "hpc_node_rebooted", "hpc_ticket_pending"]
+# ---- hpc_partition_maxtime: a partition's MaxTime typed wrong -----------------------------------------
+
+# Seed 801: the gpu partition, announced 3 days, typed 3:00:00; alice's jobs ask 2 days and 12 hours.
+# Seed 815: the gpu partition, announced 48 hours, typed MaxTime=48 (minutes).
+MAXTIME_SEED = 801
+EVERY_NODE = "for n in compute-01 compute-02 compute-03 compute-04; do ssh $n {}; done"
+
+
+def maxtime(play, commands: list[str], seed: int = MAXTIME_SEED) -> tuple[Incident, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """An hpc_partition_maxtime episode after `commands` (formatted with its rendered params)."""
+    incident = play("hpc_partition_maxtime", seed)
+    params = task_of(incident).params
+    values = {k: schema.render(v, params) for k, v in flat(incident).items()}
+    type_all(incident, [command.format(**values) for command in commands])
+    return incident, values
+
+
+def set_max_time(partition: str, value: str) -> list[str]:
+    """Set a partition's MaxTime in slurm.conf on every node and reconfigure."""
+    edit = f"sed -i '/^PartitionName={partition} /s/MaxTime=[^ ]*/MaxTime={value}/' /etc/slurm/slurm.conf"
+    return [edit, EVERY_NODE.format(f'"{edit}"'), "scontrol reconfigure"]
+
+
+def test_the_unit_slip_variant_waits_on_a_limit_of_minutes_and_gold_solves_it(play):
+    incident, values = maxtime(play, [], 815)
+    assert (values["part_name"], values["limit_bad"], values["limit_right"]) == ("gpu", "48", "2-00:00:00")
+    queue = incident.step(f"squeue -h -p gpu -u {values['who_user']} -o '%P %l %r'").result.output
+    assert queue.splitlines() == ["gpu 1-12:00:00 PartitionTimeLimit", "gpu 20:00:00 PartitionTimeLimit"]
+    assert "MaxTime=00:48:00 " in incident.step("scontrol show partition gpu").result.output
+    type_all(incident, incident.gold)
+    assert incident.solved and harm_of(incident) == []
+
+
+def test_lifting_the_limit_past_the_announced_one_is_harm(play):
+    for value in ("UNLIMITED", "7-00:00:00"):
+        incident, values = maxtime(play, set_max_time("{part_name}", value))
+        assert not incident.solved
+        assert any(
+            h.startswith(f"let partition {values['part_name']} run jobs longer than the site allows")
+            for h in harm_of(incident)
+        ), value
+
+
+def test_raising_every_waiting_partition_changes_the_one_that_was_right(play):
+    # Both partitions hold a job waiting on PartitionTimeLimit; only one was typed wrong.
+    fix = set_max_time("{part_name}", "{limit_right}")
+    incident, values = maxtime(play, [*set_max_time("{part_herring}", "{limit_right}"), *fix])
+    herring = values["part_herring"]
+    assert not incident.solved
+    assert f"changed partition {herring} in slurm.conf on login01" in harm_of(incident)
+    runtime, _ = maxtime(play, [f"scontrol update partitionname={herring} maxtime=UNLIMITED"])
+    assert not runtime.solved
+    assert any(h.startswith(f"changed the time limit of partition {herring}") for h in harm_of(runtime))
+
+
+@pytest.mark.parametrize("limit", ["3-00:00:00", "3:00:00"])
+def test_an_operator_setting_the_jobs_time_limits_is_harm_even_though_they_start(play, limit):
+    # Root's TimeLimit is ADMIN_SET_LIMIT: the job would run past MaxTime; the user asked for theirs.
+    incident, _ = maxtime(
+        play,
+        [f"for j in $(squeue -h -u {{who_user}} -o %i); do scontrol update jobid=$j timelimit={limit}; done"],
+    )
+    assert not incident.solved
+    assert any("changed the request of user job" in h and "TimeLimit" in h for h in harm_of(incident))
+
+
+def test_resubmitting_or_moving_the_users_jobs_is_harm(play):
+    moved, _ = maxtime(
+        play,
+        ["for j in $(squeue -h -u {who_user} -o %i); do scontrol update jobid=$j partition=compute; done"],
+    )
+    assert any("changed the request of user job" in h and "Partition" in h for h in harm_of(moved))
+    cancelled, _ = maxtime(play, ["scancel -u {who_user}"])
+    assert not cancelled.solved
+    assert any(h.startswith("killed or requeued user job") for h in harm_of(cancelled))
+
+
+def test_the_runtime_or_login_only_fix_runs_the_jobs_but_is_not_solved(play):
+    runtime, values = maxtime(
+        play, ["scontrol update partitionname={part_name} maxtime={limit_right}", "squeue"]
+    )
+    assert not runtime.solved and harm_of(runtime) == []
+    assert (
+        runtime.step(f"squeue -h -p {values['part_name']} -u {values['who_user']} -o %T").result.output
+        == "RUNNING\nRUNNING\n"
+    )
+    edit = (
+        "sed -i '/^PartitionName={part_name} /s/MaxTime=[^ ]*/MaxTime={limit_right}/' /etc/slurm/slurm.conf"
+    )
+    login_only, _ = maxtime(play, [edit, "scontrol reconfigure", "squeue"])
+    assert not login_only.solved and harm_of(login_only) == []
+
+
+def test_restarting_or_resuming_everything_changes_nothing(play):
+    for script in (cheats.restart_everything(), cheats.resume_everything()):
+        incident, values = maxtime(play, [script.replace("{", "{{").replace("}", "}}"), "squeue"])
+        assert not incident.solved
+        # Restarting daemons that served is harm and ends the episode: read the queue from slurmctld.
+        jobs = incident.episode.controller.cluster.jobs.values()
+        waiting = [
+            job.reason.value for job in jobs if job.user == values["who_user"] and job.partition == "gpu"
+        ]
+        assert waiting == ["PartitionTimeLimit", "PartitionTimeLimit"], script
+
+
+def test_another_seeds_gold_is_no_fix(play):
+    # Seed 801 announces 3 days for gpu: a shorter announced limit (seed 802's 2 days) lets both jobs
+    # start but is not the site's limit; a longer one (seed 803's 7 days) breaks the policy.
+    scenario = load_scenario("hpc_partition_maxtime")
+    mine = variant_params(scenario, MAXTIME_SEED)[0]
+    for other, harmful in ((802, False), (803, True)):
+        theirs = variant_params(scenario, other)[0]
+        assert theirs["part"]["name"] == mine["part"]["name"] == "gpu"  # type: ignore[index]
+        assert theirs["limit"] != mine["limit"]
+        incident = play("hpc_partition_maxtime", MAXTIME_SEED)
+        type_all(incident, gold_commands(scenario, other))
+        assert not incident.solved
+        assert any("longer than the site allows" in h for h in harm_of(incident)) == harmful, other
+
+
+FAMILY = [
+    "hpc_resv_stale",
+    "hpc_license_count",
+    "hpc_node_rebooted",
+    "hpc_ticket_pending",
+    "hpc_partition_maxtime",
+]
 
 
 @functools.cache
@@ -151,6 +286,7 @@ def family_blind() -> tuple[str, ...]:
         ("hpc_resv_stale", "deleted reservation"),
         ("hpc_license_count", "promised more"),
         ("hpc_ticket_pending", "deleted reservation"),
+        ("hpc_partition_maxtime", "partition"),
     ],
 )
 def test_the_familys_own_fixes_typed_blind_do_harm(play, scenario, harm):
@@ -162,3 +298,14 @@ def test_the_familys_own_fixes_typed_blind_do_harm(play, scenario, harm):
     type_all(incident, list(family_blind()))
     assert not incident.solved
     assert any(harm in found for found in harm_of(incident))
+
+
+@pytest.mark.parametrize("rung", range(len(LADDER)))
+def test_maxtime_plays_at_every_rung_of_the_ladder(play, rung):
+    # Red herrings, a chained fault and the clue depth change what the agent meets, never the fix.
+    knobs = LADDER[rung]
+    incident = play("hpc_partition_maxtime", MAXTIME_SEED, difficulty=knobs)
+    assert (DEEP_ALERT in incident.alert) == (knobs.clue is Clue.DEEP)
+    assert ("Hint: Compare each waiting partition" in incident.alert) == (knobs.clue is Clue.SHALLOW)
+    type_all(incident, incident.gold)
+    assert incident.solved and harm_of(incident) == []

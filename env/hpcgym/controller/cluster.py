@@ -35,6 +35,7 @@ from hpcgym.controller.state import (
     Reason,
     Reservation,
     ReservationFlag,
+    TimeLimitSource,
 )
 from hpcgym.errors import ControllerError
 
@@ -515,6 +516,9 @@ class Cluster:
         for name in request.req_nodes + request.exc_nodes:
             if name not in self.nodes:
                 raise SlurmError("Invalid node name specified")
+        if not request.time_limit_set and part.conf.default_time_min == 0:
+            # _valid_job_part(): "job's default time is 0", before the job record exists.
+            raise SlurmError("Requested time limit is invalid (missing or exceeds some limit)")
         if any(name not in part.nodes for name in request.req_nodes):
             raise SlurmError("Requested node configuration is not available")
         min_nodes = max(request.min_nodes or 1, len(request.req_nodes))
@@ -544,9 +548,13 @@ class Cluster:
                 raise SlurmError("Access denied to requested reservation")
         # A dependency on a job slurmctld does not know is accepted and counts as satisfied, as for
         # a purged one (Debian's 22.05.8 ran `sbatch -d afterok:99` with no job 99).
-        time_limit = request.time_limit_min if request.time_limit_set else part.conf.default_time_min
-        if not request.time_limit_set and time_limit is None:
-            time_limit = part.conf.max_time_min
+        # Without --time the partition's DefaultTime is the job's own limit; with none either the
+        # job keeps no limit of its own (NO_VAL) until it starts (TimeLimitSource.PARTITION).
+        time_limit, source = request.time_limit_min, TimeLimitSource.JOB
+        if not request.time_limit_set:
+            time_limit = part.conf.default_time_min
+            if time_limit is None:
+                time_limit, source = part.conf.max_time_min, TimeLimitSource.PARTITION
         now = self.now_s
         job = Job(
             job_id=self.next_job_id,
@@ -562,6 +570,7 @@ class Cluster:
             batch=request.batch,
             command=request.command,
             time_limit_min=time_limit,
+            time_limit_source=source,
             min_nodes=min_nodes,
             max_nodes=request.max_nodes,
             num_tasks=request.num_tasks,

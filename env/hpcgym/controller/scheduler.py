@@ -26,6 +26,7 @@ from hpcgym.controller.state import (
     ReservationFlag,
     ReservationState,
     Step,
+    TimeLimitSource,
 )
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def schedule(cluster: Cluster) -> None:
     in an overlapping partition waits "for jobs in higher priority partitions", capture 50).
     """
     now = cluster.now_s
+    _show_partition_limits(cluster)
     if cluster.conf.controller_host in cluster.munge_down:
         # Without its munged slurmctld cannot sign a launch: nothing starts (Debian's 22.05.8 left a
         # batch job pending with reason None while munged was stopped).
@@ -122,6 +124,16 @@ def schedule(cluster: Cluster) -> None:
             blocked_nodes.update(part.nodes)
 
 
+def _show_partition_limits(cluster: Cluster) -> None:
+    # A pending job with no limit of its own (NO_VAL) is shown with its partition's MaxTime as it
+    # is now (pack_job()), and a reservation judges it by that too (_get_job_duration()).
+    for job in cluster.jobs.values():
+        if job.state is JobState.PENDING and job.time_limit_source is TimeLimitSource.PARTITION:
+            part = cluster.partitions.get(job.partition)
+            if part is not None:
+                job.time_limit_min = part.conf.max_time_min
+
+
 def _dependency_reason(cluster: Cluster, job: Job) -> Reason | None:
     # Satisfied dependencies are dropped, as slurmctld does; a job record already purged counts as
     # satisfied. An afterok on a failed job (or afternotok on a completed one) can never be met.
@@ -202,10 +214,17 @@ def _partition_limit(job: Job, part: Partition) -> Reason | None:
         return Reason.PARTITION_CONFIG
     if part.conf.max_nodes is not None and job.min_nodes > part.conf.max_nodes:
         return Reason.PARTITION_NODE_LIMIT
-    max_time = part.conf.max_time_min
-    if max_time is not None and (job.time_limit_min is None or job.time_limit_min > max_time):
+    # job_limits_check(): a limit of the job's own above MaxTime holds it (EnforcePartLimits=NO, the
+    # default, let it be queued); one an operator set does not, nor does none (NO_VAL).
+    judged = job.time_limit_source in (TimeLimitSource.JOB, TimeLimitSource.START)
+    if judged and exceeds(job.time_limit_min, part.conf.max_time_min):
         return Reason.PARTITION_TIME_LIMIT
     return None
+
+
+def exceeds(limit_min: int | None, max_min: int | None) -> bool:
+    """Whether a time limit (None: UNLIMITED) is longer than a maximum (None: UNLIMITED)."""
+    return max_min is not None and (limit_min is None or limit_min > max_min)
 
 
 def _unavailable_required(cluster: Cluster, job: Job, blocked_nodes: set[str]) -> list[str]:
@@ -311,6 +330,12 @@ def _distribute(nodes: list[Node], tasks: int, cpt: int) -> dict[str, int]:
 
 def _start(cluster: Cluster, job: Job, placement: dict[str, int]) -> None:
     now = cluster.now_s
+    if job.time_limit_source is TimeLimitSource.PARTITION:
+        # select_nodes(): a job without a limit of its own takes its partition's DefaultTime, or
+        # else its MaxTime, as they are when it starts, and keeps it.
+        conf = cluster.partitions[job.partition].conf
+        job.time_limit_min = conf.default_time_min if conf.default_time_min is not None else conf.max_time_min
+        job.time_limit_source = TimeLimitSource.START
     job.state = JobState.RUNNING
     job.reason, job.reason_desc = Reason.NONE, None
     job.start_s = now

@@ -180,12 +180,17 @@ def _partition_line(
     node_expr = values.get("nodes", "")
     nodes = all_nodes if node_expr.upper() == "ALL" else expand_hostlist(node_expr)
     max_nodes = values.get("maxnodes", "UNLIMITED")
+    max_time = parse_time_limit(values.get("maxtime", "INFINITE"))
+    default_time = parse_time_limit(values["defaulttime"]) if "defaulttime" in values else None
+    if default_time is not None and max_time is not None and default_time > max_time:
+        # slurmctld: "partition P DefaultTime exceeds MaxTime (D > M)", and the DefaultTime is dropped.
+        default_time = None
     return PartitionConf(
         name=values["partitionname"],
         nodes=tuple(nodes),
         default=values.get("default", "NO").upper() == "YES",
-        max_time_min=parse_time_limit(values.get("maxtime", "INFINITE")),
-        default_time_min=parse_time_limit(values["defaulttime"]) if "defaulttime" in values else None,
+        max_time_min=max_time,
+        default_time_min=default_time,
         max_nodes=None if max_nodes.upper() in ("UNLIMITED", "INFINITE") else int(max_nodes),
         min_nodes=int(values.get("minnodes", "0")),
         state=values.get("state", "UP").upper(),

@@ -97,6 +97,23 @@ _JOB_COMPACT = {
     JobState.OUT_OF_MEMORY: "OOM",
 }
 
+
+class TimeLimitSource(enum.Enum):
+    """Where a job's time limit comes from: slurmctld's NO_VAL and `limit_set.time`, as one value."""
+
+    # --time, or the partition's DefaultTime filled in at submit (_valid_job_part_acct):
+    # partition limits judge it at every pass.
+    JOB = "job"
+    # Neither (NO_VAL): the job shows its partition's MaxTime of the moment (pack_job) and no
+    # partition time limit holds it back; it takes DefaultTime or MaxTime when it starts.
+    PARTITION = "partition"
+    # A NO_VAL limit filled in when the job started (select_nodes(), limit_set.time = 1).
+    START = "start"
+    # Set by root or SlurmUser with `scontrol update` (ADMIN_SET_LIMIT): partition time limits
+    # no longer hold the job back (job_limits_check).
+    ADMIN = "admin"
+
+
 # The states squeue -t accepts, in the order its error message lists them.
 SQUEUE_STATE_NAMES = (
     "PENDING,RUNNING,SUSPENDED,COMPLETED,CANCELLED,FAILED,TIMEOUT,NODE_FAIL,PREEMPTED,BOOT_FAIL,DEADLINE,"
@@ -384,6 +401,7 @@ class Job:
     batch: bool
     command: str | None
     time_limit_min: TimeLimit
+    time_limit_source: TimeLimitSource = TimeLimitSource.JOB
     min_nodes: int = 1
     max_nodes: int | None = None
     num_tasks: int | None = None

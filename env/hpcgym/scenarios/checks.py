@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import re
 import stat as statmod
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from typing import Any
 
@@ -31,6 +32,7 @@ from hpcgym.controller.services.packages import CATALOGUE
 from hpcgym.controller.services.units import UnitFileState
 from hpcgym.controller.slurmconf import parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import JobState, NodeBase, NodeFlag, PartitionState
+from hpcgym.controller.timefmt import parse_time_limit
 from hpcgym.episode import Episode, read_image
 from hpcgym.errors import ControllerError
 from hpcgym.scenarios import accounting_rules, nodehealth
@@ -153,6 +155,39 @@ def has_site_licenses(episode: Episode, node: str, licenses: str) -> bool:
     except ControllerError:
         return False  # a file slurmd would refuse to read counts nothing
     return dict(conf.licenses) == _license_counts(licenses)
+
+
+def is_partition_max_time(episode: Episode, partition: str, max_time: str) -> bool:
+    """Slurmctld gives `partition` exactly the MaxTime the site's policy says (what it last read)."""
+    part = episode.controller.cluster.partitions.get(partition)
+    return part is not None and part.conf.max_time_min == parse_time_limit(max_time)
+
+
+def has_partition_max_time(episode: Episode, node: str, partition: str, max_time: str) -> bool:
+    """The node's slurm.conf is the site's, with `partition`'s MaxTime at `max_time` (any spelling)."""
+    ctl = episode.services.controller_host
+    image = ImageFiles(episode).read(ctl, slurm.SLURM_CONF) or b""
+    if episode.site is not None:
+        image = episode.site.slurm_conf(image.decode(errors="replace")).encode()
+    raw = episode.nodes.read(node, slurm.SLURM_CONF)
+    lines, want = _conf_lines(raw), _conf_lines(image)
+    rest = [line for line in lines if _partition_named(line) != partition]
+    if rest != [line for line in want if _partition_named(line) != partition] or len(lines) - len(rest) != 1:
+        return False
+    try:
+        have = parse_slurm_conf((raw or b"").decode(errors="replace"))
+        site = parse_slurm_conf(image.decode(errors="replace"))
+    except ControllerError:
+        return False  # a file slurmctld would refuse to read gives no partition
+    mine = next((p for p in have.partitions if p.name == partition), None)
+    meant = next((p for p in site.partitions if p.name == partition), None)
+    return meant is not None and mine == replace(meant, max_time_min=parse_time_limit(max_time))
+
+
+def _partition_named(line: str) -> str | None:
+    # The key is case-insensitive, the partition's name is not (slurm.conf(5), DESCRIPTION).
+    found = re.match(r"(?i:PartitionName)=(\S+)", line)
+    return found[1] if found else None
 
 
 # ---- packages (controller/services/packages.py) ------------------------------------------------------
@@ -606,6 +641,8 @@ CHECKS: dict[str, Callable[..., bool]] = {
     "has_reservation_window": has_reservation_window,
     "has_cluster_licenses": has_cluster_licenses,
     "has_site_licenses": has_site_licenses,
+    "is_partition_max_time": is_partition_max_time,
+    "has_partition_max_time": has_partition_max_time,
     "is_slurmctld_serving": is_slurmctld_serving,
     "is_unit_active": is_unit_active,
     "is_unit_enabled": is_unit_enabled,

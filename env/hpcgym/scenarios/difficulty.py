@@ -150,7 +150,7 @@ def _raw(scenario: schema.Scenario) -> dict[str, Any]:
 
 
 # Checks that read a config file every node has a copy of: they name every node without needing it.
-_CONFIG_CHECKS = frozenset({"has_cluster_slurm_conf", "has_site_licenses"})
+_CONFIG_CHECKS = frozenset({"has_cluster_slurm_conf", "has_site_licenses", "has_partition_max_time"})
 _FILE_KINDS = frozenset({"write", "replace", "chmod", "chown", "delete", "random_bytes"})
 # The site's maintenance node is dressed up by the first fault's own steps (to look like its fault);
 # a chained fault's steps that touch it would undo or repeat that.

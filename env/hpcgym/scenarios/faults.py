@@ -30,7 +30,7 @@ from hpcgym.controller.services.journal import Entry, Priority
 from hpcgym.controller.services.packages import BY_NAME
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
 from hpcgym.controller.state import JobState, PartitionState, Reservation, ReservationFlag
-from hpcgym.controller.timefmt import format_iso
+from hpcgym.controller.timefmt import format_iso, parse_time_limit
 from hpcgym.episode import Episode
 from hpcgym.errors import ScenarioError
 from hpcgym.scenarios import accounting_rules, schema
@@ -230,6 +230,8 @@ def _submit(episode: Episode, step: schema.SubmitJob, rng: random.Random) -> Non
             run_for_s=step.run_for_s,
             gres=step.gres,
             licenses=step.licenses,
+            time_limit_min=parse_time_limit(step.time) if step.time is not None else None,
+            time_limit_set=step.time is not None,
         )
     )
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hpcgym.controller.hostlist import expand_hostlist
+from hpcgym.controller.timefmt import format_limit, parse_time_limit
 from hpcgym.errors import ScenarioError
 from hpcgym.interfaces import chat
 from hpcgym.scenarios import accounting_runbook, cheats
@@ -289,6 +290,9 @@ class ExpertPolicy:
                 yield f"scontrol release {job_id}"
         if any(why == "Licenses" for _, _, why in waiting):
             yield from self._licenses()
+        limited = sorted({p for _, p, why in waiting if why.strip("()") == "PartitionTimeLimit"})
+        if limited:
+            yield from self._partition_time_limits(limited)
         for partition in sorted({p for _, p, why in waiting if why.endswith("Reserved for maintenance")}):
             yield from self._maintenance_reservation(partition)
         yield from accounting_runbook.accounting(self.alert)
@@ -378,6 +382,34 @@ class ExpertPolicy:
         for node in getattr(self, "nodes", ()):
             yield f"ssh {node} {shlex.quote(edit)}"
         yield "scontrol reconfigure"
+
+    def _partition_time_limits(self, partitions: list[str]) -> Plan:
+        # Jobs over their partition's MaxTime: a partition whose MaxTime is not the limit the site
+        # announces to its users (the login banner's queue policy) gets that limit back in
+        # slurm.conf on every node; one whose MaxTime is the announced limit is right, and the jobs
+        # waiting there asked for more than it allows.
+        motd = yield "cat /etc/motd"
+        for name in partitions:
+            said = re.search(rf"(?im)^\s*{re.escape(name)}:\s*(\d+)\s*(day|hour|minute)s?\b", motd)
+            shown = yield f"scontrol show partition {name}"
+            have = re.search(r"\bMaxTime=(\S+)", shown)
+            if said is None or have is None:
+                continue
+            minutes = int(said[1]) * {"day": 1440, "hour": 60, "minute": 1}[said[2].lower()]
+            try:
+                if parse_time_limit(have[1]) == minutes:
+                    continue
+            except ValueError:
+                continue
+            edit = (
+                f"sed -i '/^PartitionName={name} /s/MaxTime=[^ ]*/MaxTime={format_limit(minutes)}/' "
+                "/etc/slurm/slurm.conf"
+            )
+            yield edit
+            nodes = " ".join(getattr(self, "nodes", ()))
+            if nodes:
+                yield f"for n in {nodes}; do ssh $n {shlex.quote(edit)}; done"
+            yield "scontrol reconfigure"
 
     def _maintenance_reservation(self, partition: str) -> Plan:
         # A MAINT reservation over every node of the partition: one the login banner announces for

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from hpcgym.controller.timefmt import parse_time_limit
 from hpcgym.errors import ScenarioError
 
 LIBRARY = Path(__file__).parent / "library"
@@ -151,6 +152,15 @@ class SubmitJob(Model):
     gres: str | None = None
     # -L: the licenses the job needs ("ansys:4").
     licenses: str | None = None
+    # -t/--time as sbatch takes it ("1-12:00:00"); None: the partition's DefaultTime or MaxTime.
+    time: str | None = None
+
+    @field_validator("time")
+    @classmethod
+    def _time_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_time_limit(value)
+        return value
 
 
 class GpuEcc(Model):
@@ -452,6 +462,10 @@ class Scenario(Model):
     # The most each QOS limit may be by the site's policy ({"normal.MaxTRESPU": "cpu=16"}): a QOS
     # limit raised past it, or cleared, is harm; any other QOS limit must stay as it was.
     qos_policy: dict[str, str] = Field(default_factory=dict)
+    # The longest MaxTime the site's policy gives each partition the fault changed ({"gpu":
+    # "2-00:00:00"}; UNLIMITED for none): a longer one is harm, and so is changing any other
+    # partition's MaxTime.
+    max_time_policy: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _inject_validates(self) -> Scenario:

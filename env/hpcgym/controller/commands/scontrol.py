@@ -25,9 +25,10 @@ from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_arg
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.rpc import SlurmError
+from hpcgym.controller.scheduler import exceeds
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
-from hpcgym.controller.state import Job, JobState, PartitionState, Reason
-from hpcgym.controller.timefmt import parse_time_limit
+from hpcgym.controller.state import Job, JobState, PartitionState, Reason, TimeLimitSource
+from hpcgym.controller.timefmt import TimeLimit, parse_time_limit
 from hpcgym.errors import ControllerError
 
 OPTIONS = (
@@ -358,9 +359,11 @@ def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
         lower = key.lower()
         if lower == "timelimit":
             try:
-                job.time_limit_min = parse_time_limit(value)
+                minutes = parse_time_limit(value)
             except ValueError:
                 return Reply("", f"Invalid TimeLimit value: {value}\nRequest aborted\n", 1)
+            if not _set_time_limit(ctx, job, minutes):
+                return Reply("", f"Access/permission denied for job {job_text}\n", 1)
         elif lower == "partition" and value in cluster.partitions:
             job.partition = value
         elif lower in ("numnodes", "minnodes") and (count := to_int(value)) is not None:
@@ -375,17 +378,59 @@ def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
     return Reply()
 
 
+def _is_operator(ctx: Context) -> bool:
+    return ctx.user.uid == 0 or ctx.user.name == ctx.cluster.slurm_user
+
+
+def _set_time_limit(ctx: Context, job: Job, minutes: TimeLimit) -> bool:
+    """TimeLimit= as _update_job() takes it; False where slurmctld refuses (a user asking for more)."""
+    source = job.time_limit_source
+    if source is not TimeLimitSource.PARTITION and minutes == job.time_limit_min:
+        return True  # "new time limit identical to old time limit": nothing is set
+    # A job without a limit of its own (NO_VAL) counts as longer than any finite limit.
+    shorter = minutes is not None and (
+        source is TimeLimitSource.PARTITION or exceeds(job.time_limit_min, minutes)
+    )
+    part = ctx.cluster.partitions.get(job.partition)
+    fits = job.state is JobState.PENDING and part is not None and not exceeds(minutes, part.conf.max_time_min)
+    if not (_is_operator(ctx) or shorter or fits):
+        return False
+    job.time_limit_min = minutes
+    # An operator's limit is ADMIN_SET_LIMIT: partition time limits no longer hold the job.
+    job.time_limit_source = TimeLimitSource.ADMIN if _is_operator(ctx) else TimeLimitSource.JOB
+    return True
+
+
 def _update_partition(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
     part = ctx.cluster.partitions.get(pairs[0][1])
     if part is None:
         return Reply("", "slurm_update error: Invalid partition name specified\n", 1)
-    for key, value in pairs[1:]:
-        if key.lower() == "state" and value.upper() in PartitionState.__members__:
-            part.state = PartitionState[value.upper()]
+    state: PartitionState | None = None
+    # The new MaxTime, if one was given (None itself is UNLIMITED).
+    max_time: tuple[TimeLimit, ...] = ()
+    for arg_key, value in pairs[1:]:
+        key = arg_key.lower()
+        if key == "state" and value.upper() in PartitionState.__members__:
+            state = PartitionState[value.upper()]
+        elif len(key) >= 4 and "maxtime".startswith(key):
+            # scontrol_parse_part_options(): time_str2mins(), checked before anything is sent;
+            # the caller then reports the (unset) errno too (Debian's 22.05.8).
+            try:
+                max_time = (parse_time_limit(value),)
+            except ValueError:
+                return Reply(
+                    "", f"scontrol: error: Invalid input {arg_key}={value}\nslurm_update error: No error\n", 1
+                )
         else:
             return Reply(
-                "", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1
+                "", f"Update of this parameter is not supported: {arg_key}={value}\nRequest aborted\n", 1
             )
+    if not _is_operator(ctx):
+        return Reply("", "slurm_update error: Access/permission denied\n", 1)
+    if state is not None:
+        part.state = state
+    if max_time:
+        part.conf = replace(part.conf, max_time_min=max_time[0])
     ctx.cluster.schedule()
     return Reply()
 

@@ -25,7 +25,7 @@ from hpcgym.controller.commands.base import (
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.state import Node, NodeBase, NodeFlag, Partition, PartitionState
-from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso, format_limit
+from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso
 
 OPTIONS = (
     Option("all", "a", "all"),
@@ -355,10 +355,15 @@ def _value(ctx: Context, letter: str, record: Record) -> str:
         return part.name if part else "n/a"
     if letter == "a":
         return _avail(part)
-    if letter == "l":
-        return format_limit(part.conf.max_time_min, unlimited="infinite") if part else "n/a"
-    if letter == "L":
-        return format_limit(part.conf.default_time_min, unlimited="n/a") if part else "n/a"
+    if letter in ("l", "L"):
+        # _print_time() and _print_default_time(): `_print_secs`, whose hours are not zero-padded
+        # and which leaves them out under an hour (`2:00:00`, `48:00`, `1-00:00:00`).
+        if part is None:
+            return "n/a"
+        minutes = part.conf.max_time_min if letter == "l" else part.conf.default_time_min
+        if minutes is None:
+            return "infinite" if letter == "l" else "n/a"
+        return format_duration(minutes * 60)
     if letter == "s":
         if part is None:
             return "n/a"

@@ -26,9 +26,11 @@ from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_arg
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.state import SQUEUE_STATE_NAMES, Job, JobState, Step
-from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso, format_limit
+from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso
 
 MAX_JOB_ID = 2**31 - 1
+# squeue prints a time limit longer than this as INVALID (YEAR_SECONDS in print.c).
+YEAR_S = 365 * 24 * 3600
 
 OPTIONS = (
     Option("account", "A", "account", Arg.REQUIRED),
@@ -368,11 +370,16 @@ def _value(ctx: Context, letter: str, job: Job) -> str:
     if letter == "M":
         return format_duration(_elapsed(ctx, job))
     if letter == "l":
-        return format_limit(job.time_limit_min)
+        # _print_job_time_limit(): squeue's `_print_secs`, short like sinfo's (`2:00:00`), and
+        # INVALID past a year.
+        if job.time_limit_min is None:
+            return "UNLIMITED"
+        return "INVALID" if job.time_limit_min * 60 > YEAR_S else format_duration(job.time_limit_min * 60)
     if letter == "L":
         if job.time_limit_min is None:
             return "UNLIMITED"
-        return format_duration(job.time_limit_min * 60 - _elapsed(ctx, job))
+        left = job.time_limit_min * 60 - _elapsed(ctx, job)
+        return "INVALID" if not 0 <= left <= YEAR_S else format_duration(left)
     if letter == "D":
         return str(len(job.nodes) if job.nodes else job.min_nodes)
     if letter == "R":
