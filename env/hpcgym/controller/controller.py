@@ -117,7 +117,9 @@ class Controller:
         """Build a controller from a slurm.conf file (keyword arguments as for the constructor)."""
         return cls(load_slurm_conf(path), **kwargs)  # type: ignore[arg-type]
 
-    def handle(self, node: str, argv: list[str], cwd: str, stdin: str | None = None, uid: int = 0) -> Reply:
+    def handle(
+        self, node: str, argv: list[str], cwd: str, stdin: str | None = None, uid: int | None = None
+    ) -> Reply:
         """Run one tool invocation as the given node's user would see it.
 
         Args:
@@ -126,7 +128,8 @@ class Controller:
             cwd: the stub's working directory on that node.
             stdin: what the tool read on standard input, where the client forwards it.
             uid: the caller's uid in the node (the kernel's word for it, never the request's); a
-                user su made the agent is who submits, cancels and is refused, as in Slurm.
+                user su made the agent is who submits, cancels and is refused, as in Slurm. None:
+                the controller's own caller (its first user, root unless told otherwise).
 
         Returns:
             The stdout, stderr and exit code the real tool would produce.
@@ -154,7 +157,7 @@ class Controller:
             stdin=stdin,
             services=self.services,
         )
-        if uid != self.caller.uid:
+        if uid is not None and uid != self.caller.uid:
             ctx.user = ctx.find_user(str(uid)) or User(str(uid), uid, str(uid), uid)
         with self._lock:
             self._forget_files()

@@ -178,7 +178,9 @@ class ReplyLog:
         self.replies: list[tuple[str, str, str]] = []
         handle = episode.controller.handle
 
-        def recording(node: str, argv: list[str], cwd: str, stdin: str | None = None, uid: int = 0) -> Reply:
+        def recording(
+            node: str, argv: list[str], cwd: str, stdin: str | None = None, uid: int | None = None
+        ) -> Reply:
             reply = handle(node, argv, cwd, stdin, uid)
             program = argv[0].rsplit("/", 1)[-1] if argv else ""
             given = " ".join(argv[1:]) + " " + (stdin or "")
