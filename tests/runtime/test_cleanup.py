@@ -58,6 +58,23 @@ def test_many_clusters_leave_nothing_behind(runtime: Runtime) -> None:
     assert not [c for c in cgroups if c.exists()]
     # Only the warm pool's ready clusters remain.
     assert len(set(os.listdir(runtime.scratch_dir)) - before) <= runtime.pool.size
+    # Every bwrap this process started was waited for: none is left a zombie (the soak's server
+    # once kept one for every other episode it closed).
+    assert _zombie_children() == []
+
+
+def _zombie_children() -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[:2] == ["Z", str(os.getpid())]:
+            found.append(int(name))
+    return found
 
 
 def test_exception_inside_with_block_cleans_up(runtime: Runtime) -> None:

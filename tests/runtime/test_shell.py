@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+
+import pytest
 
 from hpcgym.runtime import Cluster
 
@@ -106,3 +110,23 @@ def test_sigpipe_has_its_default_action(cluster: Cluster) -> None:
     # hpcgym's Python ignores SIGPIPE; the node's programs must not inherit that.
     result = cluster.execute("yes | head -1; ssh compute-01 'yes | head -1'")
     assert (result.output, result.exit_code) == ("y\ny\n", 0)
+
+
+def test_a_child_that_is_slow_to_die_is_still_reaped() -> None:
+    # pexpect with zero delays gives up on a child still dying after SIGKILL; close_child waits.
+    import pexpect
+
+    from hpcgym.runtime.shell import close_child
+
+    children = []
+    for _ in range(10):
+        child = pexpect.spawn("/bin/bash", ["-c", "trap '' HUP INT; sleep 100"], use_poll=True)
+        child.delayafterclose = child.delayafterterminate = 0
+        child.ptyproc.delayafterclose = child.ptyproc.delayafterterminate = 0
+        children.append(child)
+    time.sleep(0.3)  # the traps are set
+    codes = [close_child(child) for child in children]
+    assert all(code == 128 + signal.SIGKILL for code in codes), codes
+    for child in children:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child.pid, os.WNOHANG)

@@ -41,6 +41,8 @@ class Snapshot:
     threads: int
     unix_sockets: int
     rss_bytes: int
+    # The owner's children that exited and were never waited for: each keeps a pid for good.
+    zombies: int = 0
     closed: list[str] = field(default_factory=list)  # what still refers to a cluster already closed
     examples: dict[str, list[str]] = field(default_factory=dict)
 
@@ -100,6 +102,18 @@ def _processes(tag: str, owner: int | None) -> list[str]:
         cmdline = _read(f"/proc/{pid}/cmdline").replace("\0", " ")
         if tag in cmdline or tag in _read(f"/proc/{pid}/cgroup"):
             found.append(f"{pid} {cmdline[:120]}")
+    return found
+
+
+def _zombies(owner: int) -> list[str]:
+    """The owner's children that have exited and wait to be reaped (state Z in /proc/PID/stat)."""
+    found = []
+    for pid in _pids():
+        stat = _read(f"/proc/{pid}/stat")
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'.
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) >= 2 and fields[0] == "Z" and fields[1] == str(owner):
+            found.append(f"{pid} {stat.partition(' ')[2].rpartition(')')[0]})")
     return found
 
 
@@ -196,6 +210,7 @@ def take_snapshot(pid: int, tag: str | None = None) -> Snapshot:
     host_points = _mount_points(Path("/proc/self/mountinfo"), tag)
     ns_total, namespaces, ns_examples = _namespace_mounts(tag, own_ns)
     processes = _processes(tag, pid if alive else None)
+    zombies = _zombies(pid) if alive else []
     cgroups = _cgroups(tag)
     shm = sorted(p.name for p in SHM_DIR.iterdir() if p.name.startswith(tag)) if SHM_DIR.is_dir() else []
     fds, sockets, userns, fd_kinds = _fd_facts(pid) if alive else (0, 0, 0, [])
@@ -217,10 +232,12 @@ def take_snapshot(pid: int, tag: str | None = None) -> Snapshot:
         threads=threads,
         unix_sockets=sockets,
         rss_bytes=rss,
+        zombies=len(zombies),
         closed=closed,
         examples={
             "mounts": host_points[:3] + ns_examples[:3],
             "processes": processes[:3],
+            "zombies": zombies[:3],
             "cgroups": cgroups[:3],
             "shm_dirs": shm[:3],
             "fd_kinds": fd_kinds,
@@ -283,7 +300,7 @@ def _closed_references(owner: int | None, tag: str, live: set[str], mounts: list
 # Counts compared between two quiet moments with the same ready pool. Other mount namespaces are
 # judged by what they name (`closed`) alone: a sandbox being set up holds a copy of the host's
 # table for a moment, live clusters included.
-HELD = ("mounts", "processes", "cgroups", "shm_dirs", "fds", "threads", "unix_sockets")
+HELD = ("mounts", "processes", "zombies", "cgroups", "shm_dirs", "fds", "threads", "unix_sockets")
 
 
 def find_leaks(baseline: Snapshot, now: Snapshot) -> list[str]:
