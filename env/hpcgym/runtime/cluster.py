@@ -350,6 +350,8 @@ class Cluster:
         self._failure: BaseException | None = None
         self._closed = False
         self.ended = False
+        # Whether the warm pool has handed this cluster to an episode (it never does so twice).
+        self.handed_out = False
         self.cgroup: EpisodeCgroup | None = None
         self.proc_files: tuple[tuple[Path, str], ...] = ()
         self._prepare()

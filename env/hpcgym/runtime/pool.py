@@ -23,7 +23,6 @@ class WarmPool:
         self._make = make
         self.size = size
         self._ready: collections.deque[Cluster] = collections.deque()
-        self._handed_out: set[str] = set()  # cluster dir names are unique per runtime
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._stopped = False
@@ -38,9 +37,11 @@ class WarmPool:
         with self._lock:
             cluster = self._ready.popleft() if self._ready else None
             if cluster is not None:
-                if cluster.dir.name in self._handed_out:  # defence in depth; a deque pop cannot repeat
+                # Defence in depth (a deque pop cannot repeat), kept on the cluster itself: a set of
+                # every name handed out would grow by one per episode for the server's life.
+                if cluster.handed_out:
                     raise HpcgymError("the warm pool tried to hand out a cluster twice")
-                self._handed_out.add(cluster.dir.name)
+                cluster.handed_out = True
         self._wanted.set()
         if cluster is not None and not cluster.nodes[cluster.login_node].is_running:
             cluster.close()  # its shell died while it waited (say the host killed it); never hand out
