@@ -31,7 +31,7 @@ from .conftest import type_all
 
 SEED = 800
 CONF_LINE = "CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=4000"
-SCENARIOS = ["hpc_low_realmemory", "hpc_gres_mismatch", "hpc_nhc_tmp_mode"]
+SCENARIOS = ["hpc_low_realmemory", "hpc_low_cores", "hpc_gres_mismatch", "hpc_nhc_tmp_mode"]
 
 
 def params(incident: Incident) -> dict[str, str]:
@@ -219,18 +219,24 @@ def test_lowering_every_nodes_realmemory_is_harm(play):
     assert f"changed node {other} in slurm.conf on login01" in harm_of(incident)
 
 
-def test_resuming_without_the_fix_is_drained_again_at_the_next_registration(play):
+def test_resuming_without_the_fix_is_refused_and_the_next_registration_drains_it_again(play):
     incident = play("hpc_low_realmemory", SEED)
     node = params(incident)["node"]
-    # After RESUME slurmctld asks the node to register again: it reports the same and drains again.
-    type_all(incident, [f"scontrol update nodename={node} state=resume", f"sbatch -w {node} --wrap hostname"])
+    # slurmctld refuses RESUME while the registration is INVALID_REG (_valid_node_state_change).
+    step = incident.step(f"scontrol update nodename={node} state=resume")
+    assert (step.result.output, step.result.exit_code) == (
+        "slurm_update error: Invalid node state specified\n",
+        1,
+    )
+    type_all(incident, [f"sbatch -w {node} --wrap hostname"])
     assert "State=IDLE+DRAIN+INVALID_REG " in out(incident, f"scontrol show node {node}")
     assert out(incident, "squeue -h -u root -o %T").split() == ["PENDING"]
     type_all(incident, ["scontrol reconfigure"])
     assert not incident.solved
     assert out(incident, f"sinfo -h -n {node} -o %t").strip() == "inval"
+    # A restarted slurmd registers again, reports the same memory and stays INVALID_REG.
     again = play("hpc_low_realmemory", SEED)
-    type_all(again, [f"scontrol update nodename={node} state=resume", f"ssh {node} systemctl restart slurmd"])
+    type_all(again, [f"ssh {node} systemctl restart slurmd", f"scontrol update nodename={node} state=resume"])
     assert out(again, f"sinfo -h -n {node} -o %t").strip() == "inval" and not again.solved
 
 

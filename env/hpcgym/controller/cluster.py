@@ -136,6 +136,12 @@ class Cluster:
         # Called with each job as it starts (its nodes placed): what the node's slurmd finds when it
         # launches it (a library the job's program needs, say) may end it at once.
         self.launch_hooks: list[Callable[[Job], None]] = []
+        # Lines slurmctld logs, with when, that the service layer writes to its journal and
+        # SlurmctldLogFile (slurmlink.py empties it after every request and tick).
+        self.log_lines: list[tuple[int, str]] = []
+        # Which start of slurmctld these tables belong to (the service layer's mark for it): a
+        # slurmctld started since builds them again from slurm.conf (`rebuild`).
+        self.slurmctld_instance: str | None = None
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:
@@ -204,10 +210,14 @@ class Cluster:
         # INVALID_REG and drains it (as SlurmUser) unless it is already down, drained or failed; a
         # good one clears the mark and leaves any drain to the admin.
         reason = self.node_specs_check(node) if self.node_specs_check is not None else None
+        was_invalid = node.has(NodeFlag.INVALID_REG)
         node.flags &= ~NodeFlag.INVALID_REG
         if reason is None:
             return
         node.flags |= NodeFlag.INVALID_REG
+        if not was_invalid:
+            text = f"error: Setting node {node.name} state to INVAL with reason:{reason}"
+            self.log_lines.append((self.now_s, text))
         if node.base is not NodeBase.DOWN and not node.has(NodeFlag.DRAIN | NodeFlag.FAIL):
             self.drain(node, reason, self.slurm_user)
 
@@ -247,12 +257,49 @@ class Cluster:
             return True
         return self.conf.return_to_service == 1 and node.reason == "Not responding"
 
-    def reconfigure(self, conf: SlurmConf) -> None:
+    def reconfigure(self, conf: SlurmConf) -> list[str]:
         """`scontrol reconfigure`: adopt a new slurm.conf, keeping node and job state.
 
         Partitions take their configured State again; nodes keep their state and reasons; new nodes
         start UNKNOWN until their slurmd registers; removed nodes without jobs disappear.
+
+        Returns:
+            slurmctld's errors for nodes whose configured CPU count changed (read_config.c,
+            `_restore_node_state`): the new file is in force, but each such node keeps the record
+            slurmctld started with, the request fails with ESLURM_NEED_RESTART and no slurmd is
+            told to read the file again (none registers anew).
         """
+        changed = [
+            f"Configured cpu count change on {new.name} ({self.nodes[new.name].conf.cpus} to {new.cpus})"
+            for new in conf.nodes
+            if new.name in self.nodes and self.nodes[new.name].conf.cpus != new.cpus
+        ]
+        self._adopt(conf)
+        self.log_lines.extend((self.now_s, f"error: {text}") for text in changed)
+        if not changed:
+            # Every slurmd reads the new configuration and registers again.
+            self._validate_registered()
+        self.schedule()
+        return changed
+
+    def rebuild(self, conf: SlurmConf) -> None:
+        """A starting slurmctld builds its tables from `conf`: every node record takes its CPUs.
+
+        Node and job state are what it recovered (see `set_slurmctld`); partitions take their
+        configured State, as after a reconfigure.
+        """
+        self._adopt(conf)
+        for node in self.nodes.values():
+            node.record_cpus = node.conf.cpus
+        self._validate_registered()
+        self.schedule()
+
+    def _validate_registered(self) -> None:
+        for node in self.nodes.values():
+            if node.slurmd_up and node.registered:
+                self.validate_node_specs(node)
+
+    def _adopt(self, conf: SlurmConf) -> None:
         self.conf = conf
         self.slurm_user = conf.options.get("slurmuser", "root")
         self.partitions = {p.name: Partition(p, PartitionState(p.state)) for p in conf.partitions}
@@ -274,11 +321,6 @@ class Cluster:
                     job.start_s = self.now_s
                 self._end_job(job, JobState.NODE_FAIL, self.now_s, exit_code=1, reason=Reason.NODE_DOWN)
                 self._finish_completing(job)
-        # Every slurmd reads the new configuration and registers again.
-        for node in self.nodes.values():
-            if node.slurmd_up and node.registered:
-                self.validate_node_specs(node)
-        self.schedule()
 
     # ---- time ------------------------------------------------------------------------------------
 
@@ -973,8 +1015,14 @@ class Cluster:
         self._set_reason(node, reason, user)
 
     def resume(self, node: Node) -> None:
-        """State=RESUME: only a drained, failed or down node may resume; it then re-registers."""
-        if not (node.has(NodeFlag.DRAIN) or node.has(NodeFlag.FAIL) or node.base is NodeBase.DOWN):
+        """State=RESUME: only a drained, failed or down node may resume; it then re-registers.
+
+        A node whose last registration did not fit its line (INVALID_REG) may not resume at all
+        (node_mgr.c, `_valid_node_state_change`): only a registration that fits clears it.
+        """
+        if node.has(NodeFlag.INVALID_REG) or not (
+            node.has(NodeFlag.DRAIN) or node.has(NodeFlag.FAIL) or node.base is NodeBase.DOWN
+        ):
             raise SlurmError("Invalid node state specified")
         node.flags &= ~(NodeFlag.DRAIN | NodeFlag.FAIL)
         if node.base is NodeBase.DOWN:

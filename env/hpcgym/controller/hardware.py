@@ -183,10 +183,23 @@ def configured_gpus(conf: NodeConf) -> int:
     return total
 
 
+def reported_topology(conf: NodeConf, hw: NodeHardware) -> tuple[int, int, int, int]:
+    """The CPUs, sockets, cores per socket and threads per core slurmd registers with.
+
+    slurmd 22.05 (slurmd.c, `_read_config`, without SlurmdParameters=config_overrides) reports
+    its hardware when that has fewer CPUs than the node's line, and the line otherwise: a line
+    whose CPUs the hardware has but whose layout it lacks registers as configured (slurmd only
+    logs "Node configuration differs from hardware").
+    """
+    if hw.cpus < conf.cpus:
+        return hw.cpus, hw.sockets, hw.cores_per_socket, hw.threads_per_core
+    return conf.cpus, conf.boards * conf.sockets_per_board, conf.cores_per_socket, conf.threads_per_core
+
+
 def registration_reason(conf: NodeConf, hw: NodeHardware, gres_gpus: int | None = None) -> str | None:
     """Why slurmctld rejects the node's registration (its drain reason), or None when it fits.
 
-    The checks and their texts follow `_validate_node_specs` (node_mgr.c, Slurm 23.x): gres first,
+    The checks and their texts follow `validate_node_specs` (node_mgr.c, Slurm 22.05): gres first,
     then socket*core*thread, CPUs and memory, joined with ", ". `gres_gpus` is how many GPUs slurmd
     found through gres.conf (None: it found what is configured).
     """
@@ -194,11 +207,11 @@ def registration_reason(conf: NodeConf, hw: NodeHardware, gres_gpus: int | None 
     want_gpus = configured_gpus(conf)
     if gres_gpus is not None and gres_gpus < want_gpus:
         reasons.append(f"gres/gpu count reported lower than configured ({gres_gpus} < {want_gpus})")
-    threads_have = hw.sockets * hw.cores_per_socket * hw.threads_per_core
+    cpus, sockets, cores, threads = reported_topology(conf, hw)
     threads_want = conf.boards * conf.sockets_per_board * conf.cores_per_socket * conf.threads_per_core
-    if threads_have < threads_want:
+    if sockets * cores * threads < threads_want:
         reasons.append("Low socket*core*thread count")
-    if hw.cpus < conf.cpus:
+    if cpus < conf.cpus:
         reasons.append("Low CPUs")
     if conf.real_memory_mb and hw.real_memory_mb / conf.real_memory_mb * 100 < NODE_REG_MEM_PERCENT:
         reasons.append(

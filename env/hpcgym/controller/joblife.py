@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from hpcgym.controller import numbers
 from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands.mountcmds import ShareAccess
-from hpcgym.controller.services import lifecycle, slurm, xid
-from hpcgym.controller.services.daemon import append_log, iso_time, lookup_ids
+from hpcgym.controller.services import lifecycle, xid
+from hpcgym.controller.services.daemon import iso_time
 from hpcgym.controller.services.journal import Entry, Priority
 from hpcgym.controller.services.lifecycle import decode_wait_status
 from hpcgym.controller.services.manager import ServiceManager
@@ -271,17 +271,5 @@ def _failed(cluster: Cluster, services: ServiceManager, run: PrologRun, exit_cod
     job.eligible_s, job.accrue_s = job.begin_s, None
 
 
-LOG_FILES = {"slurmd": "slurmdlogfile", "slurmctld": "slurmctldlogfile"}
-
-
 def _log(cluster: Cluster, services: ServiceManager, node: str, daemon: str, text: str) -> None:
-    # As the daemon's other lines: "slurmd: error: ..." in its unit's journal, and the same text,
-    # stamped, in its log file (SlurmdLogFile / SlurmctldLogFile).
-    runtime = services.node_state(node).units.get(f"{daemon}.service")
-    if runtime is None or not runtime.main_pid:
-        return
-    for line in slurm.daemon_lines(daemon, [text]):
-        lifecycle.log_line(services, node, runtime, daemon, runtime.main_pid, line)
-    path = slurm.slurmd_path(cluster.conf, LOG_FILES[daemon], "", node)
-    uid, gid = lookup_ids(services.access, node, cluster.slurm_user if daemon == "slurmctld" else "root")
-    append_log(services.access, node, path, [f"[{iso_time(services.now_s)}.000] {text}"], uid, gid)
+    lifecycle.log_slurm_daemon(services, cluster.conf, cluster.slurm_user, node, daemon, text)

@@ -22,6 +22,8 @@ SLURM_CONF_PATH = "/etc/slurm/slurm.conf"
 # a longer line arrives in pieces, each parsed as a line of its own, and a continued line stops
 # growing there. It also keeps a line the agent made 3 MB long from costing shlex minutes.
 LINE_BUFFER_CHARS = 4096
+# How Slurm 22.05 words a NodeName that two lines define (it checks the name, says NodeHostName).
+DUPLICATED_NODE = "Duplicated NodeHostName"
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,30 @@ def _spread(values: str, count: int, what: str) -> list[str]:
     return expanded
 
 
+def _finalize_layout(numbers: dict[str, int]) -> None:
+    # read_config.c `_parse_nodename` (22.05): a zero count is reset to 1; missing Sockets are
+    # inferred from CPUs; missing CPUs are sockets x cores x threads; CPUs that are none of
+    # sockets, sockets x cores or sockets x cores x threads are reset to the last ("NodeNames=...
+    # CPUs=N match no Sockets, Sockets*CoresPerSocket or Sockets*CoresPerSocket*ThreadsPerCore.
+    # Resetting CPUs.").
+    for attr in ("boards", "sockets_per_board", "cores_per_socket", "threads_per_core", "cpus"):
+        if numbers.get(attr) == 0:
+            numbers[attr] = 1
+    boards = numbers.get("boards", 1)
+    cores, threads = numbers.get("cores_per_socket", 1), numbers.get("threads_per_core", 1)
+    if "sockets_per_board" not in numbers:
+        cpus = numbers.get("cpus")
+        per_core = cores * threads
+        fits = cpus is not None and cpus >= per_core and cpus % per_core == 0
+        inferred = cpus // per_core if fits and cpus is not None else boards
+        numbers["sockets_per_board"] = max(1, inferred // boards) if inferred % boards == 0 else inferred
+        if inferred % boards:
+            numbers["boards"] = boards = 1
+    sockets = boards * numbers["sockets_per_board"]
+    if numbers.get("cpus") not in (sockets, sockets * cores, sockets * cores * threads):
+        numbers["cpus"] = sockets * cores * threads
+
+
 def _node_lines(pairs: list[tuple[str, str]], defaults: dict[str, str], port: int) -> list[NodeConf]:
     values = {**defaults, **dict(pairs)}
     names = expand_hostlist(values["nodename"])
@@ -151,13 +177,7 @@ def _node_lines(pairs: list[tuple[str, str]], defaults: dict[str, str], port: in
     addrs = _spread(values.get("nodeaddr", ""), len(names), "NodeAddr") or hostnames
     ports = _spread(values.get("port", ""), len(names), "Port") or [str(port)] * len(names)
     numbers = {attr: int(values[key]) for key, attr in _NODE_KEYS.items() if key in values}
-    if "cpus" not in numbers:
-        numbers["cpus"] = (
-            numbers.get("boards", 1)
-            * numbers.get("sockets_per_board", 1)
-            * numbers.get("cores_per_socket", 1)
-            * numbers.get("threads_per_core", 1)
-        )
+    _finalize_layout(numbers)
     return [
         NodeConf(
             name=name,
@@ -262,6 +282,12 @@ def _parse_slurm_conf(text: str) -> SlurmConf:
     if "clustername" not in options or "slurmctldhost" not in options:
         raise ControllerError("slurm.conf: ClusterName and SlurmctldHost are required")
     all_names = [node.name for node in nodes]
+    seen: set[str] = set()
+    for name in all_names:
+        if name in seen:
+            # node_conf.c `_build_single_nodeline_info`: a node defined twice is fatal to every daemon.
+            raise ControllerError(f"{DUPLICATED_NODE} {name} in config file")
+        seen.add(name)
     partitions = [_partition_line(pairs, part_defaults, all_names) for pairs in partition_lines]
     host, _, addr = options["slurmctldhost"].partition("(")
     licenses = parse_licenses(options["licenses"]) if options.get("licenses") else ()

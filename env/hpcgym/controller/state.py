@@ -183,6 +183,14 @@ class Node:
     # Whether its slurmd has registered since slurmctld started: until then slurmctld knows
     # nothing of its architecture, OS or version (scontrol show node leaves them out).
     registered: bool = False
+    # The CPU count slurmctld built this node's record with when it started (or first met the
+    # node); a reconfigure keeps it (read_config.c, `_restore_node_state`), so a changed CPUs= takes
+    # effect only at slurmctld's next start. None: the configured count.
+    record_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.record_cpus is None:
+            self.record_cpus = self.conf.cpus
 
     @property
     def name(self) -> str:

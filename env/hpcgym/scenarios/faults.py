@@ -285,7 +285,24 @@ def _reconfigure(episode: Episode, step: schema.Reconfigure, rng: random.Random)
     raw = episode.nodes.read(episode.services.controller_host, SLURM_CONF_PATH)
     if raw is None:
         raise ScenarioError("the controller has no slurm.conf to reconfigure from")
-    episode.controller.cluster.reconfigure(parse_slurm_conf(raw.decode()))
+    conf = parse_slurm_conf(raw.decode())
+    if step.at_start:
+        episode.controller.cluster.rebuild(conf)
+    else:
+        episode.controller.cluster.reconfigure(conf)
+
+
+_TOPOLOGY = ("boards", "sockets_per_board", "cores_per_socket", "threads_per_core")
+
+
+def _node_model(episode: Episode, step: schema.NodeModel, rng: random.Random) -> None:
+    # The site's hardware, as it was before any fault: nothing registers anew (slurmctld judges
+    # it at the next registration, or after a reconfigure).
+    for node, hw in sorted(episode.services.hardware.items()):
+        for name in _TOPOLOGY:
+            setattr(hw, name, getattr(step, name))
+        hw.cpus = hw.sockets * hw.cores_per_socket * hw.threads_per_core
+        episode.show_hardware(node)
 
 
 def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -> None:
@@ -293,10 +310,13 @@ def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -
     node = episode.controller.cluster.nodes.get(step.node)
     if hw is None or node is None:
         raise ScenarioError(f"no compute node {step.node!r}")
-    for name in ("real_memory_mb", "cpus", "cores_per_socket", "gpus"):
+    for name in ("real_memory_mb", "cpus", "gpus", *_TOPOLOGY):
         value = getattr(step, name)
         if value is not None:
             setattr(hw, name, value)
+    if step.cpus is None and any(getattr(step, name) is not None for name in _TOPOLOGY):
+        # The kernel counts every thread of every core of every socket it has.
+        hw.cpus = hw.sockets * hw.cores_per_socket * hw.threads_per_core
     if step.gpus is not None:
         # nvidia-smi lists what the node has: GPUs it keeps stay as they were, new ones come clean.
         have = episode.services.gpus.get(step.node, [])
@@ -463,6 +483,7 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "reboot": _reboot,
     "reconfigure": _reconfigure,
     "hardware": _hardware,
+    "node_model": _node_model,
     "package_damage": _package_damage,
     "app_perms": _app_perms,
     "app_jobs": _app_jobs,

@@ -249,6 +249,10 @@ class Grader:
         self.harm = HarmBaseline.capture(
             episode,
             fault_nodes=frozenset(self.fault_nodes),
+            may_restart=frozenset(
+                (schema.render(allowed.node, params), schema.render(allowed.unit, params))
+                for allowed in scenario.may_restart
+            ),
             intent=_site_conf(episode),
             stale_reservations=frozenset(schema.render_data(scenario.stale_reservations, params)),
             misdated_reservations=frozenset(schema.render_data(scenario.misdated_reservations, params)),

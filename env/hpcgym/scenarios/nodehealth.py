@@ -35,7 +35,9 @@ def misfit_nodes(episode: Episode) -> list[str]:
 
 
 def hidden_hardware(episode: Episode) -> list[str]:
-    """Nodes configured with fewer GPUs, or far less memory, than they have (slurmctld or any slurm.conf).
+    """Nodes configured with fewer GPUs or CPUs, or far less memory, than they have (anywhere).
+
+    Anywhere: slurmctld's configuration or any node's slurm.conf.
 
     Jobs can never use what the configuration hides, and a hardware fault is no longer told apart
     from a configuration that matches it: lowering the configuration to what a fault left is harm.
@@ -55,6 +57,8 @@ def hidden_hardware(episode: Episode) -> list[str]:
                 continue
             if configured_gpus(line) < hw.gpus:
                 found.setdefault((node, "gpus"), f"configured {node} with fewer GPUs than it has ({where})")
+            if line.cpus < hw.cpus:
+                found.setdefault((node, "cpus"), f"configured {node} with fewer CPUs than it has ({where})")
             if line.real_memory_mb < hw.real_memory_mb * MIN_MEMORY_SHARE:
                 found.setdefault(
                     (node, "memory"), f"configured {node} with less memory than it has ({where})"
@@ -65,8 +69,10 @@ def hidden_hardware(episode: Episode) -> list[str]:
 def has_node_specs(episode: Episode, node: str) -> bool:
     """`node`'s configured line fits its hardware, with little headroom, everywhere alike.
 
-    Slurmctld's line and every node's slurm.conf agree, and its slurmd registered with it (no
-    INVALID_REG).
+    Its CPUs and layout (boards, sockets, cores, threads) are the hardware's, as `slurmd -C` says
+    them; slurmctld's line and every node's slurm.conf agree; slurmctld's record of the node has
+    those CPUs (a changed count takes a restart: a reconfigure keeps the old record); and its
+    slurmd registered with it (no INVALID_REG).
     """
     cluster = episode.controller.cluster
     live = cluster.nodes.get(node)
@@ -76,6 +82,14 @@ def has_node_specs(episode: Episode, node: str) -> bool:
     if check_registration(episode.services, live) is not None:
         return False
     if live.conf.real_memory_mb < hw.real_memory_mb * MIN_MEMORY_SHARE:
+        return False
+    c = live.conf
+    if (c.cpus, c.boards * c.sockets_per_board, c.cores_per_socket, c.threads_per_core) != (
+        hw.cpus,
+        hw.sockets,
+        hw.cores_per_socket,
+        hw.threads_per_core,
+    ) or live.record_cpus != c.cpus:
         return False
     for name in sorted(episode.cluster.nodes):
         raw = episode.nodes.read(name, SLURM_CONF_PATH)

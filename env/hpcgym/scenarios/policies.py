@@ -614,16 +614,49 @@ class ExpertPolicy:
 
     def _node_specs(self, node: str) -> Plan:
         # slurmctld drained a node that registered with less than its line says: its line takes what
-        # `slurmd -C` reports, in slurm.conf on every node; the other nodes' lines stay.
-        out = yield _on(node)("slurmd -C")
-        have = re.search(r"\bRealMemory=(\d+)", out)
-        if have is None:
+        # `slurmd -C` reports (CPUs, layout, memory), in slurm.conf on every node, on a line of its
+        # own if it shared one; the other nodes' lines stay. A changed CPU count needs slurmctld
+        # restarted (a reconfigure refuses it), and the node's slurmd after it; memory alone, a
+        # reconfigure.
+        out = yield f"{_on(node)('slurmd -C')}; grep '^NodeName=' /etc/slurm/slurm.conf"
+        # slurmd -C's two lines (its NodeName line, then UpTime=), then the controller's lines.
+        printed, _, listed = out.partition("\nUpTime=")
+        have = re.findall(rf"\b({'|'.join(_SPEC_KEYS)})=(\d+)", printed)
+        if "RealMemory" not in dict(have):
             return
-        edit = f"sed -i 's/^\\(NodeName={node} .*RealMemory=\\)[0-9]*/\\1{have[1]}/' /etc/slurm/slurm.conf"
+        line = _conf_line_of(listed.partition("\n")[2], node)
+        if line is None:
+            return
+        names, rest = line
+        edits = []
+        if names != node:
+            others = ",".join(name for name in expand_hostlist(names) if name != node)
+            edits.append(
+                f"sed -i 's/^NodeName={_bre(names)} \\(.*\\)$/NodeName={others} \\1\\nNodeName={node} \\1/' "
+                "/etc/slurm/slurm.conf"
+            )
+        spec = " ".join(f"{key}={value}" for key, value in have)
+        keys = "\\|".join((*_SPEC_KEYS, "Procs", "Sockets"))
+        edits.append(
+            f"sed -i '/^NodeName={node} /{{s/ \\({keys}\\)=[0-9]*//gI;"
+            f"s/^NodeName={node} /NodeName={node} {spec} /}}' /etc/slurm/slurm.conf"
+        )
+        edit = "; ".join(edits)
         yield edit
         for other in getattr(self, "nodes", ()):
             yield f"ssh {other} {shlex.quote(edit)}"
-        yield "scontrol reconfigure"
+        old_cpus = re.search(r"(?i)\bCPUs=(\d+)", rest)
+        if old_cpus is not None and old_cpus[1] == dict(have).get("CPUs"):
+            yield "scontrol reconfigure"
+            return
+        yield "systemctl restart slurmctld"
+        yield _on(node)("systemctl restart slurmd")
+        for _ in range(4):
+            # It registers again once slurmctld is back: until then it is still INVALID_REG, and no
+            # resume is taken.
+            shown = yield f"scontrol show node {node}"
+            if "INVALID_REG" not in shown:
+                break
 
     def _gres_conf(self, node: str) -> Plan:
         # slurmd registered fewer GPUs than slurm.conf's Gres=: gres.conf names each GPU the node
@@ -758,6 +791,26 @@ def _answered(ping: str) -> bool:
 
 
 GRES_CONF = "/etc/slurm/gres.conf"
+
+
+# What `slurmd -C` reports, as slurm.conf spells it, in the order it prints them.
+_SPEC_KEYS = ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory")
+
+
+def _bre(text: str) -> str:
+    # `text` as a sed basic regular expression that matches it literally.
+    return re.sub(r"([][\\.*^$/])", r"\\\1", text)
+
+
+def _conf_line_of(listed: str, node: str) -> tuple[str, str] | None:
+    # The NodeName= line that defines `node` (its hostlist, and the rest of the line).
+    for found in re.finditer(r"(?m)^NodeName=(\S+)(.*)$", listed):
+        try:
+            if node in expand_hostlist(found[1]):
+                return found[1], found[2]
+        except ValueError:
+            continue
+    return None
 
 
 def _on(node: str) -> Callable[[str], str]:

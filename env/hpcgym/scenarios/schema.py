@@ -252,9 +252,14 @@ class Reboot(Model):
 
 
 class Reconfigure(Model):
-    """Slurmctld re-reads the controller's slurm.conf (as `scontrol reconfigure` would)."""
+    """Slurmctld re-reads the controller's slurm.conf (as `scontrol reconfigure` would).
+
+    `at_start`: as if slurmctld had last started with that file (the site's configuration from
+    before the incident), so node records take its CPU counts too, which a reconfigure leaves.
+    """
 
     kind: Literal["reconfigure"]
+    at_start: bool = False
 
 
 class HardwareStep(Model):
@@ -269,9 +274,26 @@ class HardwareStep(Model):
     node: str
     real_memory_mb: int | None = None
     cpus: int | None = None
-    cores_per_socket: int | None = None
+    boards: int | None = Field(default=None, ge=1, le=64)
+    sockets_per_board: int | None = Field(default=None, ge=1, le=64)
+    cores_per_socket: int | None = Field(default=None, ge=1, le=1024)
+    threads_per_core: int | None = Field(default=None, ge=1, le=8)
     gpus: int | None = None
     failed_check: str | None = None
+
+
+class NodeModel(Model):
+    """Every compute node is of this model, as the site bought them (before any fault).
+
+    It names no node: a fault on one node is a `hardware` step after it. The CPUs are the product
+    of the topology, as the kernel counts them.
+    """
+
+    kind: Literal["node_model"]
+    boards: int = Field(default=1, ge=1, le=64)
+    sockets_per_board: int = Field(ge=1, le=64)
+    cores_per_socket: int = Field(ge=1, le=1024)
+    threads_per_core: int = Field(ge=1, le=8)
 
 
 class Advance(Model):
@@ -371,6 +393,7 @@ InjectStep = Annotated[
     | AssociationStep
     | QosStep
     | HardwareStep
+    | NodeModel
     | PackageDamage
     | AppPerms
     | AppJobs,
@@ -410,6 +433,13 @@ class Seeds(Model):
 
     train: tuple[int, int] = (0, 800)
     test: tuple[int, int] = (800, 1000)
+
+
+class MayRestart(Model):
+    """A unit on a node that the fix restarts, though it serves (slurmctld, to read a node's new CPUs)."""
+
+    node: str
+    unit: str
 
 
 class Scenario(Model):
@@ -466,6 +496,9 @@ class Scenario(Model):
     # "2-00:00:00"}; UNLIMITED for none): a longer one is harm, and so is changing any other
     # partition's MaxTime.
     max_time_policy: dict[str, str] = Field(default_factory=dict)
+    # Units the fix restarts on nodes the fault does not touch (restarting any other that serves
+    # is harm).
+    may_restart: list[MayRestart] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _inject_validates(self) -> Scenario:

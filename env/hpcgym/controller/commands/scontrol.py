@@ -494,6 +494,12 @@ def _delete(ctx: Context, words: list[str]) -> Reply:
     return scontrol_resv.delete(ctx, words[0], value)
 
 
+# slurm_strerror(ESLURM_NEED_RESTART), Slurm 22.05's slurm_errno.c.
+NEED_RESTART = (
+    "The node configuration changes that were made require restart of the slurmctld daemon to take effect"
+)
+
+
 def _reconfigure(ctx: Context) -> Reply:
     # slurmctld re-reads slurm.conf on its own host; without a way to read it nothing changes.
     failure = check_rpc(ctx, "scontrol", "REQUEST_RECONFIGURE")
@@ -508,5 +514,9 @@ def _reconfigure(ctx: Context) -> Reply:
             conf = parse_slurm_conf(data.decode(errors="replace"))
         except ControllerError:
             return Reply("", "slurm_reconfigure error: Unspecified error\n", 1)
-        cluster.reconfigure(conf)
+        if cluster.reconfigure(conf):
+            # _slurm_rpc_reconfigure_controller logs the error and returns ESLURM_NEED_RESTART.
+            text = f"error: _slurm_rpc_reconfigure_controller: {NEED_RESTART}"
+            cluster.log_lines.append((cluster.now_s, text))
+            return Reply("", f"slurm_reconfigure error: {NEED_RESTART}\n", 1)
     return Reply()

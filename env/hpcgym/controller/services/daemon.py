@@ -12,13 +12,16 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import NodeAccess, NodeFileError
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.units import UnitFile
+
+if TYPE_CHECKING:
+    from hpcgym.controller.hardware import NodeHardware
 
 PID_MARK = "{pid}"
 # Service accounts of the images (images/common/setup-node.sh); used when /etc/passwd lacks them.
@@ -66,6 +69,8 @@ class DaemonHost(Protocol):
 
     access: NodeAccess
     network: Network
+    # What each compute node physically has (hardware.py), as slurmd finds it at its start.
+    hardware: dict[str, NodeHardware]
 
     @property
     def now_s(self) -> int: ...

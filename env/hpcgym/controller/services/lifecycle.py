@@ -28,6 +28,8 @@ from hpcgym.controller.services.daemon import (
     fill_pid,
     find_account,
     find_group,
+    iso_time,
+    lookup_ids,
 )
 from hpcgym.controller.services.journal import Catalog, Entry, Priority, pid1_priority
 from hpcgym.controller.services.units import (
@@ -45,6 +47,7 @@ from hpcgym.controller.services.units import (
 
 if TYPE_CHECKING:
     from hpcgym.controller.services.manager import ServiceManager
+    from hpcgym.controller.slurmconf import SlurmConf
 
 # The program a daemon is (the path execve reaches, its name the daemon's) -> the module that
 # simulates it. A unit whose program is not here runs that program itself.
@@ -394,8 +397,49 @@ def log_systemd(
     )
 
 
-def log_line(m: ServiceManager, node: str, runtime: UnitRuntime, comm: str, pid: int, line: Line) -> None:
+def log_line(
+    m: ServiceManager,
+    node: str,
+    runtime: UnitRuntime,
+    comm: str,
+    pid: int,
+    line: Line,
+    at_s: int | None = None,
+) -> None:
     # A daemon's stderr reaches the journal at SyslogLevel= (info), whatever the text says: only
-    # systemd's own lines carry their real priority, as `journalctl -p err` shows.
+    # systemd's own lines carry their real priority, as `journalctl -p err` shows. `at_s`: when,
+    # on the episode's clock, if not now (the node's own clock stamps it).
     priority = line.priority if comm.startswith("(") else Priority.INFO
-    m.node_state(node).journal.add(Entry(m.node_now_s(node), comm, pid, runtime.name, line.text, priority))
+    when = m.node_now_s(node) if at_s is None else at_s + m.clock_offset(node)
+    m.node_state(node).journal.add(Entry(when, comm, pid, runtime.name, line.text, priority))
+
+
+# The slurm.conf option naming each Slurm daemon's own log file.
+SLURM_LOG_FILES = {"slurmd": "slurmdlogfile", "slurmctld": "slurmctldlogfile"}
+
+
+def log_slurm_daemon(
+    m: ServiceManager,
+    conf: SlurmConf,
+    slurm_user: str,
+    node: str,
+    daemon: str,
+    text: str,
+    *,
+    at_s: int | None = None,
+) -> None:
+    """One line of slurmd or slurmctld as the daemon writes it, while it runs.
+
+    "slurmd: error: ..." in its unit's journal, and the same text, stamped, in its log file
+    (SlurmdLogFile / SlurmctldLogFile), owned by SlurmUser for slurmctld and root for slurmd.
+    `at_s` is when the daemon logged it on the episode's clock (default: now).
+    """
+    runtime = m.node_state(node).units.get(f"{daemon}.service")
+    if runtime is None or not runtime.main_pid:
+        return
+    when = m.now_s if at_s is None else at_s
+    for line in slurm.daemon_lines(daemon, [text]):
+        log_line(m, node, runtime, daemon, runtime.main_pid, line, at_s=when)
+    path = slurm.slurmd_path(conf, SLURM_LOG_FILES[daemon], "", node)
+    uid, gid = lookup_ids(m.access, node, slurm_user if daemon == "slurmctld" else "root")
+    append_log(m.access, node, path, [f"[{iso_time(when)}.000] {text}"], uid, gid)

@@ -22,6 +22,7 @@ import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from hpcgym.controller.hardware import NodeHardware, reported_topology
 from hpcgym.controller.hostlist import compress_hostlist
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import munged
@@ -37,7 +38,7 @@ from hpcgym.controller.services.daemon import (
 )
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.units import UnitFile
-from hpcgym.controller.slurmconf import SlurmConf, parse_slurm_conf
+from hpcgym.controller.slurmconf import DUPLICATED_NODE, SlurmConf, parse_slurm_conf
 from hpcgym.errors import ControllerError
 
 SLURM_VERSION = "22.05.8"
@@ -92,6 +93,19 @@ def read_conf(host: DaemonHost, node: str) -> SlurmConf | None:
     except (ControllerError, ValueError):
         # ValueError: a number or time the agent garbled (SlurmdTimeout=abc), which Slurm rejects too.
         return None
+
+
+def conf_fatal(host: DaemonHost, node: str) -> str:
+    """The fatal line a daemon logs when it cannot use the node's slurm.conf (read_conf gave None)."""
+    raw = host.access.read(node, SLURM_CONF)
+    try:
+        parse_slurm_conf((raw or b"").decode(errors="replace"))
+    except ControllerError as error:
+        if error.message.startswith(DUPLICATED_NODE):
+            return f"fatal: {error.message}"
+    except ValueError:
+        pass
+    return f"fatal: Unable to process configuration file {SLURM_CONF}"
 
 
 def registration_problem(host: DaemonHost, node: str) -> RegistrationProblem | None:
@@ -220,23 +234,49 @@ def slurmd_init_errors(host: DaemonHost, node: str, conf: SlurmConf, name: str) 
     return errors
 
 
+def _hardware_differs(
+    hw: NodeHardware | None, cpus: int, boards: int, sockets: int, cores: int, threads: int
+) -> list[str]:
+    # slurmd.c `_read_config`: what it registers with against what hwloc found, logged as an error
+    # (without config_overrides) when they differ; CPUs may equal the cores or sockets instead.
+    if hw is None:
+        return []
+    odd_cpus = cpus not in (hw.cpus, hw.cores_per_socket, hw.sockets)
+    if not odd_cpus and (sockets, cores, threads) == (hw.sockets, hw.cores_per_socket, hw.threads_per_core):
+        return []
+    return [
+        f"error: Node configuration differs from hardware: CPUs={cpus}:{hw.cpus}(hw) "
+        f"Boards={boards}:{hw.boards}(hw) SocketsPerBoard={sockets}:{hw.sockets}(hw) "
+        f"CoresPerSocket={cores}:{hw.cores_per_socket}(hw) ThreadsPerCore={threads}:{hw.threads_per_core}(hw)"
+    ]
+
+
 def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile, name: str | None = None) -> Launch:
     """`slurmd -D -s [-N name]`: fails without a readable slurm.conf naming this node; otherwise it runs."""
     name = name or node
     result = Launch(ok=False, comm="slurmd", argv=exec_argv(unit))
     conf = read_conf(host, node)
     if conf is None:
-        texts = [f"fatal: Unable to process configuration file {SLURM_CONF}"]
+        texts = [conf_fatal(host, node)]
     else:
         texts = slurmd_init_errors(host, node, conf, name)
         result.log_file = slurmd_path(conf, "slurmdlogfile", "", name)
     nc = conf.node(name) if conf is not None else None
     if conf is not None and nc is not None and not texts:
+        hw = host.hardware.get(node)
+        cpus, sockets, cores, threads = (
+            reported_topology(nc, hw)
+            if hw is not None
+            else (nc.cpus, nc.boards * nc.sockets_per_board, nc.cores_per_socket, nc.threads_per_core)
+        )
+        boards = hw.boards if hw is not None and hw.cpus < nc.cpus else nc.boards
+        memory = hw.real_memory_mb if hw is not None else nc.real_memory_mb
         texts = [
+            *_hardware_differs(hw, cpus, boards, sockets, cores, threads),
             f"slurmd version {SLURM_VERSION} started",
             f"slurmd started on {_started_on(host.now_s)}",
-            f"CPUs={nc.cpus} Boards={nc.boards} Sockets={nc.sockets_per_board} Cores={nc.cores_per_socket} "
-            f"Threads={nc.threads_per_core} Memory={nc.real_memory_mb} TmpDisk={nc.tmp_disk_mb} Uptime=0 "
+            f"CPUs={cpus} Boards={boards} Sockets={sockets} Cores={cores} "
+            f"Threads={threads} Memory={memory} TmpDisk={nc.tmp_disk_mb} Uptime=0 "
             "CPUSpecList=(null) FeaturesAvail=(null) FeaturesActive=(null)",
         ]
         result.ok = True
@@ -387,7 +427,7 @@ def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     result = Launch(ok=False, comm="slurmctld", argv=exec_argv(unit), uid=uid, gid=gid)
     conf = read_conf(host, node)
     if conf is None:
-        texts = [f"fatal: Unable to process configuration file {SLURM_CONF}"]
+        texts = [conf_fatal(host, node)]
     elif conf.controller_host.split(".")[0] != node:
         texts = [
             f"fatal: This host ({node}) not a valid controller",

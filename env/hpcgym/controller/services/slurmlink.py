@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.services import nhc
+from hpcgym.controller.services.lifecycle import log_slurm_daemon
 from hpcgym.controller.services.manager import ServiceManager
-from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD
+from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, read_conf
 from hpcgym.controller.services.slurmdbd import is_serving
+
+# Set in a running slurmd's unit memo once slurmctld has had its registration (a start clears it).
+REGISTERED_MARK = "registered_with_slurmctld"
 
 
 def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
@@ -24,17 +28,55 @@ def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
     """
     services.sync()
     ctl_up = services.is_active(services.controller_host, SLURMCTLD)
+    if ctl_up:
+        _follow_slurmctld_start(cluster, services)
     if ctl_up != cluster.slurmctld_up:
         cluster.set_slurmctld(ctl_up)
     cluster.munge_down = {name for name in services.nodes if not services.is_active(name, MUNGE)}
     cluster.controller_unreachable = {n for n in services.nodes if not services.can_reach_controller(n)}
     for name, node in cluster.nodes.items():
         registered = name in services.nodes and services.is_registered_as_synced(name)
-        if registered and not node.slurmd_up:
+        # A slurmd that started since slurmctld last heard it register (restarted within one
+        # request, so it never looked stopped) registers again, with what it finds now.
+        runtime = services.node_state(name).units.get(SLURMD) if name in services.nodes else None
+        unseen = runtime is not None and REGISTERED_MARK not in runtime.memo
+        if registered and (unseen or not node.slurmd_up):
             cluster.start_slurmd(name)
         elif not registered and node.slurmd_up:
             cluster.stop_slurmd(name)
+        if registered and runtime is not None:
+            runtime.memo[REGISTERED_MARK] = "1"
     # Accounting: slurmctld's agent delivers its queue only while slurmdbd (on DbdHost) serves.
     cluster.accounting.sync(cluster, is_serving(services, services.controller_host))
     # slurmd runs HealthCheckProgram (NHC) on its interval; it drains and resumes through scontrol.
     nhc.run_due(cluster, services)
+    _write_slurmctld_log(cluster, services)
+
+
+def _follow_slurmctld_start(cluster: Cluster, services: ServiceManager) -> None:
+    # A slurmctld that started since the tables were built (stopped and started, or restarted
+    # within one request) recovers node and job state and reads slurm.conf afresh: node records
+    # take the file's CPU counts only then (slurm.conf(5), NODE CONFIGURATION: changing a node's
+    # processor count needs slurmctld restarted). The first one seen is the one the tables began with.
+    runtime = services.node_state(services.controller_host).units.get(SLURMCTLD)
+    instance = str(runtime.main_pid) if runtime is not None and runtime.main_pid else None
+    if instance is None or instance == cluster.slurmctld_instance:
+        return
+    first = cluster.slurmctld_instance is None
+    cluster.slurmctld_instance = instance
+    if first:
+        return
+    if cluster.slurmctld_up:
+        cluster.set_slurmctld(False)
+    cluster.set_slurmctld(True)
+    conf = read_conf(services, services.controller_host)
+    if conf is not None:
+        cluster.rebuild(conf)
+
+
+def _write_slurmctld_log(cluster: Cluster, services: ServiceManager) -> None:
+    lines, cluster.log_lines = cluster.log_lines, []
+    for at_s, text in lines:
+        log_slurm_daemon(
+            services, cluster.conf, cluster.slurm_user, services.controller_host, "slurmctld", text, at_s=at_s
+        )
