@@ -189,3 +189,13 @@ def test_slurmd_makes_a_missing_spool_dir_itself_as_the_real_one_does(episode):
     assert result.output == "active\n"
     assert episode.step("stat -c '%a %U' /var/spool/slurmd").output == "755 root\n"
     assert "Domain socket directory" not in episode.step("journalctl -u slurmd -n 8 --no-pager").output
+
+
+def test_the_spool_check_only_looks(episode):
+    # Only a starting slurmd makes its spool dir: the grader's check that reads the same rules
+    # must not make it on its way (a check that repaired the fault would solve it).
+    from hpcgym.scenarios import checks
+
+    episode.step(f"ssh {NODE} rm -rf /var/spool/slurmd")
+    assert not checks.run_check(episode, "has_slurmd_spool", {"node": NODE})
+    assert episode.step(f"ssh {NODE} ls -d /var/spool/slurmd").exit_code == 2

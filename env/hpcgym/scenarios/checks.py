@@ -434,7 +434,12 @@ def has_slurmd_spool(episode: Episode, node: str) -> bool:
         return False
     spool = slurm.slurmd_path(conf, "slurmdspooldir", "/var/spool/slurmd", node)
     info = episode.nodes.stat(node, spool)
-    return info is not None and info.uid == 0 and not info.perms & (statmod.S_IWOTH | statmod.S_IWGRP)
+    return (
+        info is not None
+        and info.is_dir()
+        and info.uid == 0
+        and not info.perms & (statmod.S_IWOTH | statmod.S_IWGRP)
+    )
 
 
 def has_statesave_for_slurm(episode: Episode) -> bool:

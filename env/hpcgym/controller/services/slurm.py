@@ -196,6 +196,15 @@ def _started_on(time_s: int) -> str:
 MKDIR = "/usr/bin/mkdir"
 
 
+def spool_to_make(host: DaemonHost, node: str, conf: SlurmConf, name: str) -> str | None:
+    """The missing SlurmdSpoolDir slurmd's init makes itself (its parent is there), or None."""
+    spool = slurmd_path(conf, "slurmdspooldir", "/var/spool/slurmd", name)
+    if host.access.stat(node, spool) is not None:
+        return None
+    parent = host.access.stat(node, posixpath.dirname(spool.rstrip("/")) or "/")
+    return spool if parent is not None and parent.is_dir() else None
+
+
 def slurmd_path(conf: SlurmConf, key: str, default: str, name: str) -> str:
     """A slurmd path option with Slurm's `%n` (node name) and `%h` (host name) expanded."""
     return conf.options.get(key, default).replace("%n", name).replace("%h", name)
@@ -206,12 +215,7 @@ def slurmd_init_errors(host: DaemonHost, node: str, conf: SlurmConf, name: str) 
     errors = []
     spool = slurmd_path(conf, "slurmdspooldir", "/var/spool/slurmd", name)
     info = host.access.stat(node, spool)
-    parent = host.access.stat(node, posixpath.dirname(spool.rstrip("/")) or "/")
-    if info is None and parent is not None and parent.is_dir():
-        # _slurmd_init makes a missing SlurmdSpoolDir itself (mode 0755): in the node, as its root.
-        with contextlib.suppress(NodeFileError):
-            host.access.start_process(node, "mkdir", ["mkdir", "-m", "0755", spool], program=MKDIR)
-    elif info is None:
+    if info is None and spool_to_make(host, node, conf, name) is None:
         # Its parent is gone too (Debian's 22.05.8 with the spool dir's parent removed).
         errors += [
             f"error: Domain socket directory {spool}: No such file or directory",
@@ -261,6 +265,10 @@ def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile, name: str | None 
     else:
         texts = slurmd_init_errors(host, node, conf, name)
         result.log_file = slurmd_path(conf, "slurmdlogfile", "", name)
+        if not texts and (spool := spool_to_make(host, node, conf, name)) is not None:
+            # _slurmd_init makes it (mode 0755): in the node, by the node's own mkdir, as its root.
+            with contextlib.suppress(NodeFileError):
+                host.access.start_process(node, "mkdir", ["mkdir", "-m", "0755", spool], program=MKDIR)
     nc = conf.node(name) if conf is not None else None
     if conf is not None and nc is not None and not texts:
         hw = host.hardware.get(node)
