@@ -224,6 +224,7 @@ def test_info_never_carries_the_fix(play):
         "seed",
         "difficulty",
         "node",
+        "user",
         "step",
         "max_steps",
         "now_s",
