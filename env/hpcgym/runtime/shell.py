@@ -132,6 +132,12 @@ class _PassFdsSpawn(pexpect.spawn):
         return ptyprocess.PtyProcess.spawn(args, pass_fds=self._pass_fds, **kwargs)  # type: ignore[arg-type]
 
 
+def shell_status(status: int) -> int:
+    """A raw wait status as a shell's `$?` gives it: the exit code, or 128 + the signal."""
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
 def close_child(child: pexpect.spawn) -> int | None:
     """Close bwrap's pty, kill it if it lives, and reap it; its exit code (128 + signal), if known.
 
@@ -152,8 +158,7 @@ def close_child(child: pexpect.spawn) -> int | None:
         except ChildProcessError:
             return None  # reaped already
         if pid:
-            code = os.waitstatus_to_exitcode(status)
-            return code if code >= 0 else 128 - code
+            return shell_status(status)
         if time.monotonic() > deadline:
             return None
         time.sleep(0.002)
@@ -676,10 +681,14 @@ class Shell:
             first, self._closed = not self._closed, True
             if first and self._wake_w >= 0:
                 os.write(self._wake_w, b"\0")
-        if first and self.pid1:
-            sandbox.kill_tree(self.pid1)
+        if first:
+            self._kill()
         with self._io_lock:
             self._release()
+
+    def _kill(self) -> None:
+        if self.pid1:
+            sandbox.kill_tree(self.pid1)
 
     def _release(self) -> None:
         self._fd = -1
@@ -876,8 +885,7 @@ class JoinedShell(Shell):
         while init is not None and self._ns_pid:
             status = init.exit_status(self._ns_pid)
             if status is not None:
-                code = os.waitstatus_to_exitcode(status)
-                return code if code >= 0 else 128 - code
+                return shell_status(status)
             if time.monotonic() > until:
                 break
             time.sleep(0.005)
@@ -887,20 +895,14 @@ class JoinedShell(Shell):
         # This shell's end is the user's logout; the node's crash is its first shell's to report.
         return None
 
-    def close(self) -> None:
-        """End the shell and what it started (a hangup, as a closed terminal gives), from any thread."""
-        with self._state_lock:
-            first, self._closed = not self._closed, True
-            if first and self._wake_w >= 0:
-                os.write(self._wake_w, b"\0")
-        if first and self.shell_pid:
+    def _kill(self) -> None:
+        # This shell and what it started (a hangup, as a closed terminal gives), not the node.
+        if self.shell_pid:
             victims = sandbox.descendants_of(self.shell_pid)
             if self._pidfd >= 0:
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
             sandbox.signal_pids(victims, signal.SIGKILL)
-        with self._io_lock:
-            self._release()
 
     def _release(self) -> None:
         fd, self._fd = self._fd, -1
