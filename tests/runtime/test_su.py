@@ -9,6 +9,7 @@ result of the step, never a broken episode.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,24 @@ def _uid_of(pid: str) -> int | None:
     except OSError:
         return None
     return int(next(x for x in status.splitlines() if x.startswith("Uid:")).split()[1])
+
+
+@pytest.mark.parametrize(
+    "getent",
+    [
+        "#!/bin/sh\nhead -c 3000000 /dev/zero | tr '\\\\0' a\n",  # a flood, no colon
+        "#!/bin/sh\nprintf 'alice:x:-5:zz::relative:/bin/bash\\\\n'\n",  # ids and home that are no ids
+        "#!/bin/sh\nsleep 60\n",  # never answers
+        "#!/bin/sh\nprintf 'bob:x:0:0::/root:/bin/bash\\\\n'\n",  # another name than asked
+    ],
+    ids=["flood", "malformed", "silent", "other-name"],
+)
+def test_a_hostile_getent_leaves_su_to_the_node(cluster: Cluster, getent: str) -> None:
+    # The host reads what the node's getent prints; nothing it prints (or withholds) opens a shell
+    # the node's passwd would not, and the step still ends with the node's own su answering.
+    cluster.execute(f"printf '{getent}' > /usr/bin/getent; chmod 755 /usr/bin/getent")
+    started = time.monotonic()
+    result = cluster.execute("su - alice")
+    assert time.monotonic() - started < 8
+    assert cluster.current_user == "root" and not result.timed_out
+    assert cluster.execute("whoami").output == "root\n"
