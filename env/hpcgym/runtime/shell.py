@@ -840,16 +840,17 @@ class JoinedShell(Shell):
         deadline = time.monotonic() + timeout_s
         self._make_raw()
         capture = _Capture(DEFAULT_MAX_OUTPUT_BYTES)
+        hung_up = False
         try:
             self._find_joined(deadline)
             reached = self._await_prompt(deadline, capture)
         except EOFError:
-            reached = False
+            reached, hung_up = False, True
         output, truncated = capture.result()
         output = _NO_JOB_CONTROL.sub("", output)
         wall_s = time.perf_counter() - start
         if not reached:
-            ended = not self.is_alive
+            ended = self._gone_after_hangup() if hung_up else not self.is_alive
             code = self._exit_code_at_end() if ended else 124
             self.close()
             if not ended:
@@ -877,6 +878,16 @@ class JoinedShell(Shell):
             if self.below.init.exit_status(self._ns_pid) is not None:
                 raise EOFError
             time.sleep(0.001)
+
+    def _gone_after_hangup(self) -> bool:
+        # The terminal closes as the shell exits, a moment before init's report of it arrives: a
+        # loaded host must not read that moment as a shell still running (and call it a timeout).
+        until = time.monotonic() + EXIT_STATUS_WAIT_S
+        while self.is_alive:
+            if time.monotonic() > until:
+                return False
+            time.sleep(0.002)
+        return True
 
     def _exit_code_at_end(self) -> int:
         # su returns its shell's status: `exit 3` there is 3 for the root shell underneath.
