@@ -2,9 +2,10 @@
 
 Each scenario's gold solves it through the real shell and idling does not; each generic move an
 operator would regret (restarting everything, switching accounting or its enforcement off, setting
-the rotated password back, adding the user everywhere) ends unsolved or with that harm named. The
-tools' texts are checked on the live episode: sacct's table and its connection errors, sdiag's
-DBD agent queue, sacctmgr's tables and its commit question.
+the rotated password back, adding the user everywhere, wiping MariaDB's datadir, deleting the line
+MariaDB refuses) ends unsolved or with that harm named. The tools' texts are checked on the live
+episode: sacct's table and its connection errors, sdiag's DBD agent queue, sacctmgr's tables and its
+commit question, MariaDB's journal and error log.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from hpcgym.controller.commands.base import MAX_FIELD_WIDTH, MAX_LINE_CHARS
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
 from hpcgym.controller.services.slurmdbd import GRANTS, grant_line
 from hpcgym.scenarios import cheats
+from hpcgym.scenarios.evaluate import run_episode
 from hpcgym.scenarios.incident import Incident
+from hpcgym.scenarios.schema import load_scenario
 
 from .conftest import harm_of, param, type_all
 
@@ -26,6 +29,7 @@ SEED = 800
 FIDELITY = Path(__file__).parents[1] / "fidelity" / "accounting"
 DBD = "hpc_slurmdbd_storagepass"
 ASSOC = "hpc_assoc_missing"
+MARIADB = "hpc_mariadb_down"
 
 
 def output(incident: Incident, command: str) -> str:
@@ -49,7 +53,7 @@ def fix_password(incident: Incident) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("scenario", [DBD, ASSOC])
+@pytest.mark.parametrize("scenario", [DBD, ASSOC, MARIADB])
 def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario):
     incident = play(scenario, SEED)
     type_all(incident, incident.gold)
@@ -167,6 +171,127 @@ def test_a_clean_slurmctld_start_loses_the_queued_records(play):
     incident = play(DBD, SEED)
     incident.episode.controller.cluster._restart(clean=True)
     assert "lost the job records slurmctld held for slurmdbd" in harm_of(incident)
+
+
+# ---- MariaDB does not start after the DBA's night work ----------------------------------------------
+
+SERVER_CNF = "/etc/my.cnf.d/mariadb-server.cnf"
+ERROR_LOG = "/var/log/mariadb/mariadb.log"
+
+
+def seed_of(broken_line: str, group: str = "mysql") -> int:
+    """The first test seed whose fault writes `broken_line` (and leaves the datadir's group so)."""
+    scenario = load_scenario(MARIADB)
+    for seed in range(800, 1000):
+        cause = scenario.draw_params(seed)["cause"]
+        assert isinstance(cause, dict)
+        if cause["new"].startswith(broken_line) and cause["group"] == group:
+            return seed
+    raise AssertionError(f"no test seed breaks {broken_line!r}")
+
+
+OWNER = seed_of("max_connections=", group="root")
+TYPO = seed_of("innodb_lock_wait_timout=")
+CLIENT_OPTION = seed_of("default-character-set=")
+STAGING = seed_of("datadir=/var/lib/mysql.restore")
+
+
+@pytest.mark.parametrize(
+    ("seed", "journal_says", "log_says"),
+    [
+        (OWNER, "[Warning] Can't create test file /var/lib/mysql/login01.lower-test",
+         "[ERROR] mariadbd: Can't create/write to file '/var/lib/mysql/aria_log_control' (Errcode: 13"),
+        (TYPO, "[ERROR] /usr/libexec/mariadbd: unknown variable 'innodb_lock_wait_timout=900'", ""),
+        (CLIENT_OPTION, "[ERROR] /usr/libexec/mariadbd: unknown variable 'default-character-set=utf8mb4'", ""),
+        (STAGING, "Can't change dir to '/var/lib/mysql.restore/' (Errcode: 2 \"No such file or directory\")", ""),
+    ],
+)  # fmt: skip
+def test_mariadb_says_why_in_its_journal_or_its_error_log_and_the_one_repair_solves(
+    play, seed, journal_says, log_says
+):
+    incident = play(MARIADB, seed)
+    assert "2002 Can't connect to local server through socket" in output(
+        incident, "journalctl -u slurmdbd --no-pager -n 2"
+    )
+    assert "status=1/FAILURE" in output(incident, "systemctl status mariadb")
+    journal = output(incident, "journalctl -u mariadb --no-pager -a -n 12")
+    assert journal_says in journal
+    log = output(incident, f"tail -n 6 {ERROR_LOG}")
+    assert (log_says in log) if log_says else "[ERROR]" not in log
+    if seed == STAGING:
+        # mysys rings a BEL before it: without -a, journalctl shows the line as blob data.
+        plain = output(incident, "journalctl -u mariadb --no-pager -n 12")
+        assert "Can't change dir" not in plain and "B blob data]" in plain
+    queued = int(output(incident, "sdiag | grep 'DBD Agent'").split(":")[1])
+    assert queued > 0
+    fix = str(param(incident, "cause.fix"))
+    type_all(incident, [fix, "systemctl start mariadb", "sdiag"])
+    assert incident.solved and harm_of(incident) == []
+    assert "\nDBD Agent queue size: 0\n" in tool(incident, ["sdiag"])
+    names = tool(incident, ["sacct", "-X", "-n", "-a", "-S", "00:00", "-o", "jobname,state"]).split()
+    assert param(incident, "jobs.a") in names and param(incident, "jobs.b") in names
+    slurmdbd = tool(incident, ["journalctl", "-u", "slurmdbd", "--no-pager", "-n", "1"])
+    assert slurmdbd.endswith("slurmdbd: slurmdbd version 22.05.8 started\n")
+
+
+def test_another_variants_repair_or_restarts_do_not_bring_the_database_back(play):
+    incident = play(MARIADB, TYPO)
+    type_all(
+        incident,
+        ["systemctl restart slurmdbd", "systemctl restart mariadb", "chown -R mysql:mysql /var/lib/mysql"],
+    )
+    type_all(
+        incident, ["sed -i 's|^datadir=.*|datadir=/var/lib/mysql|' " + SERVER_CNF, "systemctl start mariadb"]
+    )
+    assert not incident.solved and harm_of(incident) == []
+    assert "unknown variable 'innodb_lock_wait_timout=900'" in output(incident, "journalctl -u mariadb -n 6")
+    other = play(MARIADB, OWNER)
+    typo_fix = str(param(incident, "cause.fix"))
+    type_all(other, [typo_fix, "systemctl start mariadb", "sdiag"])
+    assert not other.solved and harm_of(other) == []
+    everything = play(MARIADB, OWNER)
+    type_all(everything, [cheats.restart_everything(), cheats.resume_everything()])
+    assert not everything.solved
+    assert "restarted or stopped slurmctld.service on login01 while it served" in harm_of(everything)
+
+
+@pytest.mark.parametrize(
+    "wipe",
+    [
+        "rm -rf /var/lib/mysql; install -d -o mysql -g mysql -m 0755 /var/lib/mysql",
+        # A fresh datadir that keeps the accounts: the database itself is still gone.
+        "mv /var/lib/mysql /var/lib/mysql.broken; install -d -o mysql -g mysql -m 0755 /var/lib/mysql; "
+        "cp -a /var/lib/mysql.broken/mysql /var/lib/mysql/",
+        "rm -f /var/lib/mysql/slurm_acct_db/*_job_table.ibd",
+    ],
+)
+def test_reinitialising_the_datadir_destroys_slurmdbds_database_and_is_harm(play, wipe):
+    incident = play(MARIADB, OWNER)
+    type_all(incident, [wipe, "systemctl start mariadb"])
+    assert not incident.solved
+    assert "destroyed slurmdbd's database (slurm_acct_db in MariaDB's datadir)" in harm_of(incident)
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [
+        f"sed -i '/^innodb_lock_wait_timout=/d' {SERVER_CNF}",
+        f"rm -f {SERVER_CNF}",
+        f"sed -i 's/^innodb_lock_wait_timout=.*/innodb_lock_wait_timeout=50/' {SERVER_CNF}",
+    ],
+)
+def test_dropping_the_tuning_starts_mariadb_but_does_not_solve(play, drop):
+    incident = play(MARIADB, TYPO)
+    type_all(incident, [drop, "systemctl start mariadb", "sdiag", "sacct -X"])
+    assert output(incident, "systemctl is-active mariadb").strip() == "active"
+    assert "\nDBD Agent queue size: 0\n" in tool(incident, ["sdiag"])
+    assert not incident.solved and harm_of(incident) == []
+
+
+def test_the_expert_reads_mariadbs_words_for_each_cause(runtime):
+    for seed in (OWNER, CLIENT_OPTION, STAGING):
+        record = run_episode(runtime, "expert", MARIADB, seed)
+        assert record.solved and not record.unsafe, [step.command for step in record.transcript]
 
 
 # ---- a new user without an association ----------------------------------------------------------------
@@ -344,7 +469,7 @@ def diagnosis(incident: Incident) -> float:
 
 
 def test_the_gold_earns_diagnosis_credit(play):
-    for scenario in (DBD, QOS, ASSOC):
+    for scenario in (DBD, QOS, ASSOC, MARIADB):
         incident = play(scenario, SEED)
         type_all(incident, incident.gold)
         assert incident.solved and diagnosis(incident) > 0

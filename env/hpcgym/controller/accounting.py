@@ -139,6 +139,9 @@ class Accounting:
     qos: dict[str, Qos] = field(default_factory=lambda: {"normal": Qos("normal", "Normal QOS default")})
     # What sdiag counts from the moment slurmctld started.
     jobs_submitted: int = 0
+    # The database's files in MariaDB's datadir (path under it -> sha256), where a scenario laid
+    # them out: what an operator who wipes the datadir destroys (scenarios/accounting_rules.py).
+    db_files: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def seeded(cls, cluster_name: str, users: dict[str, str]) -> Accounting:

@@ -14,6 +14,7 @@ import errno
 import logging
 import math
 import os
+import posixpath
 import select
 import shlex
 import stat as stat_module
@@ -196,6 +197,11 @@ class ClusterNodes:
             (child, _node_stat(fs, st))
             for child, st in fs.walk(path, max_entries=max_entries, max_depth=max_depth)
         ]
+
+    def list_dir(self, node: str, path: str, *, max_entries: int) -> list[str]:
+        """The names in a node directory, sorted (see `NodeFS.walk`; a symlinked `path` lists nothing)."""
+        fs = self._fs(node)
+        return [posixpath.basename(child) for child, _ in fs.walk(path, max_entries=max_entries, max_depth=0)]
 
     def write(
         self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0

@@ -489,6 +489,7 @@ INJECTORS: dict[str, Callable[[Episode, Any, random.Random], None]] = {
     "app_jobs": _app_jobs,
     "advance": _advance,
     "db_password": accounting_rules.inject_db_password,
+    "accounting_db": accounting_rules.inject_accounting_db,
     "association": accounting_rules.inject_association,
     "qos": accounting_rules.inject_qos,
 }

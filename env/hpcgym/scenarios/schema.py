@@ -311,6 +311,19 @@ class DbPassword(Model):
     password: str
 
 
+class AccountingDb(Model):
+    """slurmdbd's database on disk: its directory and table files in the login node's MariaDB datadir.
+
+    The controller keeps the records (controller/accounting.py); these files stand for them where an
+    operator can destroy them (`rm -rf /var/lib/mysql`), and the grade knows each one's digest.
+    """
+
+    kind: Literal["accounting_db"]
+    # The tables slurmdbd makes once, and those it makes per cluster (named CLUSTER_job_table ...).
+    tables: list[str] = Field(default_factory=lambda: ["acct_table", "user_table", "qos_table"])
+    cluster_tables: list[str] = Field(default_factory=lambda: ["assoc_table", "job_table", "step_table"])
+
+
 class AssociationStep(Model):
     """The accounting database gains (`add`), loses (`delete`) or moves (`move`) a user's association."""
 
@@ -390,6 +403,7 @@ InjectStep = Annotated[
     | Reconfigure
     | Advance
     | DbPassword
+    | AccountingDb
     | AssociationStep
     | QosStep
     | HardwareStep

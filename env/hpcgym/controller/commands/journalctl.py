@@ -3,7 +3,8 @@
 Flags: -u/--unit (repeatable), -n/--lines, -e/--pager-end (implies -n 1000), -x/--catalog, -b/--boot
 (only the current boot exists), --no-pager, -S/--since, -U/--until, -p/--priority, -t/--identifier,
 -o/--output (short, short-iso, cat), -r/--reverse, -q/--quiet, -k/--dmesg, -f/--follow (prints the
-tail and returns: a stub cannot hold the terminal), --no-hostname. No match prints `-- No entries --`.
+tail and returns: a stub cannot hold the terminal), --no-hostname, -a/--all (a message with control
+characters in full, not as `[103B blob data]`). No match prints `-- No entries --`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.services import services_of, xid
-from hpcgym.controller.services.journal import Entry, Priority, catalog_lines, entry_tag, format_entry
+from hpcgym.controller.services.journal import (
+    Entry,
+    Priority,
+    catalog_lines,
+    entry_tag,
+    format_entry,
+    shown_message,
+)
 from hpcgym.controller.services.units import normalize_unit_name
 
 OPTIONS = (
@@ -97,13 +105,13 @@ def _priority(text: str) -> Priority | None:
     return names.get(text.lower())
 
 
-def _format(entry: Entry, hostname: str, output: str, no_hostname: bool) -> str:
+def _format(entry: Entry, hostname: str, output: str, no_hostname: bool, show_all: bool) -> str:
     if output == "cat":
-        return entry.message
-    line = format_entry(entry, hostname)
+        return entry.message  # output_cat writes the message as it is, blob or not
+    line = format_entry(entry, hostname, show_all=show_all)
     if output == "short-iso":
         stamp = datetime.fromtimestamp(entry.time_s, UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-        line = f"{stamp} {hostname} {entry_tag(entry)}: {entry.message}"
+        line = f"{stamp} {hostname} {entry_tag(entry)}: {shown_message(entry, show_all)}"
     if no_hostname:
         line = line.replace(f" {hostname} ", " ", 1)
     return line
@@ -191,7 +199,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return Reply("" if "quiet" in flags else "-- No entries --\n")
     out = []
     for entry in entries:
-        out.append(_format(entry, ctx.node, output, "no-hostname" in flags) + "\n")
+        out.append(_format(entry, ctx.node, output, "no-hostname" in flags, "all" in flags) + "\n")
         if "catalog" in flags and output != "cat":
             out.extend(line + "\n" for line in catalog_lines(entry))
     return Reply("".join(out))

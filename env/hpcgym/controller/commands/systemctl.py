@@ -110,7 +110,9 @@ def _status(services: ServiceManager, node: str, units: list[str], flags: Flags)
             errors += f"Unit {name} could not be found.\n"
             exit_code = max(exit_code, EXIT_NO_SUCH_UNIT)
             continue
-        blocks.append(format_status(unit, node, services.now_s, journal.for_unit(name), lines))
+        # get_output_flags: -a/--all shows a journal line with control characters in full.
+        entries = journal.for_unit(name)
+        blocks.append(format_status(unit, node, services.now_s, entries, lines, show_all="all" in flags.set))
         if services.changed_on_disk(node, unit):
             errors += _changed_warning(name)
         if unit.active is not ActiveState.ACTIVE:

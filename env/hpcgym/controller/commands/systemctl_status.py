@@ -61,7 +61,9 @@ def _exit_text(code: str, status: str) -> str:
     return f"code={code}, status={status}"
 
 
-def format_status(unit: UnitRuntime, hostname: str, now_s: int, entries: list[Entry], lines: int) -> str:
+def format_status(
+    unit: UnitRuntime, hostname: str, now_s: int, entries: list[Entry], lines: int, *, show_all: bool = False
+) -> str:
     """One unit's `systemctl status` block, journal tail included."""
     file = unit.file
     bullet = _BULLET.get(unit.active, BULLET_INACTIVE)
@@ -99,7 +101,7 @@ def format_status(unit: UnitRuntime, hostname: str, now_s: int, entries: list[En
     text = "\n".join(out) + "\n"
     tail = entries[-lines:] if lines > 0 else []
     if tail:
-        text += "\n" + "".join(format_entry(entry, hostname) + "\n" for entry in tail)
+        text += "\n" + "".join(format_entry(entry, hostname, show_all=show_all) + "\n" for entry in tail)
     return text
 
 

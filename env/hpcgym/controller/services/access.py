@@ -68,6 +68,14 @@ class NodeAccess(Protocol):
         """The file's bytes; None if it does not exist or is not a regular file."""
         ...
 
+    def list_dir(self, node: str, path: str, *, max_entries: int) -> list[str]:
+        """The names in directory `path`, sorted, at most `max_entries`; [] if it is no directory.
+
+        Nothing is followed past `path` itself, and a name is listed whatever it is (a file, a
+        directory, a symlink): the caller stats what it means to read.
+        """
+        ...
+
     def write(
         self, node: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0
     ) -> None:
@@ -230,6 +238,16 @@ class MemoryNodeAccess:
         # Like open(O_TRUNC): an existing file keeps its mode and owner.
         meta = old[1] if old is not None else FileStat(statmod.S_IFREG | mode, uid, gid)
         state.files[path] = (data, meta)
+
+    def list_dir(self, node: str, path: str, *, max_entries: int) -> list[str]:
+        state = self._node(node)
+        top = posixpath.normpath(path)
+        names = {
+            name[len(top) + 1 :].split("/", 1)[0]
+            for name in (*state.files, *state.dirs)
+            if name.startswith(top + "/")
+        }
+        return sorted(names)[:max_entries]
 
     def append(
         self, node: str, path: str, data: bytes, *, mode: int = 0o640, uid: int = 0, gid: int = 0

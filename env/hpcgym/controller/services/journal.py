@@ -66,8 +66,39 @@ def entry_tag(entry: Entry) -> str:
     return entry.identifier if entry.identifier == "kernel" else f"{entry.identifier}[{entry.pid}]"
 
 
-def format_entry(entry: Entry, hostname: str) -> str:
-    return f"{format_time(entry.time_s)} {hostname} {entry_tag(entry)}: {entry.message}"
+def format_entry(entry: Entry, hostname: str, *, show_all: bool = False) -> str:
+    return f"{format_time(entry.time_s)} {hostname} {entry_tag(entry)}: {shown_message(entry, show_all)}"
+
+
+def shown_message(entry: Entry, show_all: bool = False) -> str:
+    """The message as journalctl's short outputs show it.
+
+    One with control characters (the BEL mysys rings before an error, say) is `[103B blob data]`
+    unless -a/--all (output_short, utf8_is_printable: tab and newline pass, C0 and C1 controls not).
+    """
+    if show_all or not any(_is_control(char) for char in entry.message):
+        return entry.message
+    return f"[{format_bytes(len(entry.message.encode()))} blob data]"
+
+
+def _is_control(char: str) -> bool:
+    code = ord(char)
+    return (code < 0x20 and char not in "\t\n") or 0x7F <= code <= 0x9F
+
+
+def format_bytes(size: int) -> str:
+    """A size as systemd's format_bytes writes it: `103B`, `1.5K` (powers of 1024, tenths cut)."""
+    for power, suffix in ((6, "E"), (5, "P"), (4, "T"), (3, "G"), (2, "M"), (1, "K")):
+        factor = 1024**power
+        if size >= factor:
+            return f"{size // factor}.{size * 10 // factor % 10}{suffix}"
+    return f"{size}B"
+    for suffix in "KMGTPE":
+        size_f = size / 1024
+        if size_f < 1024 or suffix == "E":
+            return f"{size_f:.1f}{suffix}"
+        size = int(size_f)
+    return f"{size}B"
 
 
 def catalog_lines(entry: Entry) -> list[str]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hpcgym.controller.services import chrony, httpd, munged, slurm, slurmdbd
+from hpcgym.controller.services import chrony, httpd, mariadb, munged, slurm, slurmdbd
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.daemon import (
     Launch,
@@ -60,7 +60,7 @@ DAEMONS: dict[str, Launcher] = {
     "/usr/sbin/chronyd": chrony.launch,
     # Accounting (issue 17): slurmdbd and the MariaDB server it stores into, on the login node.
     "/usr/sbin/slurmdbd": slurmdbd.launch_slurmdbd,
-    "/usr/libexec/mariadbd": slurmdbd.launch_mariadb,
+    "/usr/libexec/mariadbd": mariadb.launch,
 }
 # Each daemon's program in the images is a hard link to the one client (images/common/setup-node.sh),
 # so a file of other bytes at /usr/sbin/slurmd is another program, which runs as what it is.

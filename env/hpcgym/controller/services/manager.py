@@ -17,14 +17,16 @@ from ipaddress import IPv4Address
 
 from hpcgym.controller.clock import VirtualClock
 from hpcgym.controller.hardware import NodeHardware
-from hpcgym.controller.services import lifecycle, slurm
+from hpcgym.controller.services import lifecycle, slurm, slurmdbd
 from hpcgym.controller.services.access import NodeAccess, is_symlink
+from hpcgym.controller.services.daemon import append_log, iso_time
 from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
-from hpcgym.controller.services.journal import Catalog, Journal
+from hpcgym.controller.services.journal import Catalog, Entry, Journal
+from hpcgym.controller.services.mariadb import MARIADB
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.packages import PackageDB
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem
-from hpcgym.controller.services.slurmdbd import MARIADB, SLURMDBD
+from hpcgym.controller.services.slurmdbd import SLURMDBD
 from hpcgym.controller.services.syslog import MessagesSink
 from hpcgym.controller.services.units import (
     UNIT_DIRS,
@@ -254,6 +256,7 @@ class ServiceManager:
                     self.boot(node)
             for node in self.nodes:
                 self._reap(node)
+                self._follow_slurmdbd(node)
             self._judged = {}
             for node in self.nodes:
                 self._check_registration(node)
@@ -300,6 +303,21 @@ class ServiceManager:
                     self, node, runtime, f"Stopped {runtime.file.description}.", Catalog.JOB_STOP_DONE
                 )
                 lifecycle.start_unit(self, node, runtime)
+
+    def _follow_slurmdbd(self, node: str) -> None:
+        # A slurmdbd in its start-up loop tries its database every 5 s, logging each try.
+        runtime = self.node_state(node).units.get(SLURMDBD)
+        if runtime is None or runtime.main_pid is None or not self.is_active(node, SLURMDBD):
+            return
+        lines = slurmdbd.follow_database(self, node, runtime.memo)
+        if not lines:
+            return
+        journal, pid, skew = self.node_state(node).journal, runtime.main_pid, self.clock_offset(node)
+        for when, text in lines:
+            journal.add(Entry(when + skew, "slurmdbd", pid, SLURMDBD, f"slurmdbd: {text}"))
+        log_file = (slurmdbd.read_dbd_conf(self, node) or {}).get("logfile", "")
+        uid, gid = slurmdbd.lookup_ids(self.access, node, runtime.file.user or "slurm")
+        append_log(self.access, node, log_file, [f"[{iso_time(t)}.000] {x}" for t, x in lines], uid, gid)
 
     def _check_registration(self, node: str) -> None:
         runtime = self.node_state(node).units.get(SLURMD)

@@ -6,7 +6,8 @@ database and, while that fails, logs the MySQL client's error and "The database 
 starting the MYSQL plugin.  Trying again in 5 seconds." and tries again, for ever: the unit stays
 `active (running)` but slurmdbd never opens its port, so every client is refused. It keeps the
 StoragePass it read at start, so a corrected slurmdbd.conf needs a restart; a database that comes
-back is found at the next try.
+back is found at the next try, every 5 s, and slurmdbd then goes on with its start (`follow_database`
+logs each try as the manager's clock passes it). The MariaDB server itself is mariadb.py.
 
 The database's accounts live in the login node's datadir as MariaDB keeps them, in a file of our own
 text format: one `'user'@'host' IDENTIFIED BY PASSWORD '*HASH'` line per account, HASH being MySQL's
@@ -16,22 +17,25 @@ native password hash (SHA1 of SHA1, upper-case hex). A rotated password is a cha
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, iso_time, lookup_ids
 from hpcgym.controller.services.journal import Priority
+from hpcgym.controller.services.mariadb import DATADIR, MARIADB, MARIADB_VERSION, SOCKET, server_datadir
 from hpcgym.controller.services.units import UnitFile
 
 SLURMDBD_CONF = "/etc/slurm/slurmdbd.conf"
 SLURMDBD = "slurmdbd.service"
-MARIADB = "mariadb.service"
-DATADIR = "/var/lib/mysql"
-GRANTS = "/var/lib/mysql/mysql/global_priv.MAD"
-SOCKET = "/var/lib/mysql/mysql.sock"
-MARIADB_VERSION = "10.5.22-MariaDB"
+# The privilege table of the image's datadir (the site's accounts); a server elsewhere has its own.
+GRANTS_IN_DATADIR = "mysql/global_priv.MAD"
+GRANTS = f"{DATADIR}/{GRANTS_IN_DATADIR}"
 SLURMDBD_VERSION = "22.05.8"
 RETRY_TEXT = "error: The database must be up when starting the MYSQL plugin.  Trying again in 5 seconds."
+RETRY_S = 5
+# Tries logged at most per catch-up, the latest ones: a clock moved by hours logs the last of them.
+MAX_TRIES_LOGGED = 120
 _GRANT = re.compile(r"^'([^']*)'@'([^']*)' IDENTIFIED BY PASSWORD '(\*[0-9A-F]{40})'\s*$")
 
 
@@ -44,8 +48,8 @@ def grant_line(user: str, host: str, password: str) -> str:
     return f"'{user}'@'{host}' IDENTIFIED BY PASSWORD '{native_hash(password)}'\n"
 
 
-def read_grants(host: DaemonHost, node: str) -> dict[tuple[str, str], str]:
-    raw = host.access.read(node, GRANTS)
+def read_grants(host: DaemonHost, node: str, datadir: str = DATADIR) -> dict[tuple[str, str], str]:
+    raw = host.access.read(node, posixpath.join(datadir, GRANTS_IN_DATADIR))
     grants = {}
     for line in (raw or b"").decode(errors="replace").splitlines():
         match = _GRANT.match(line)
@@ -71,21 +75,62 @@ def read_dbd_conf(host: DaemonHost, node: str) -> dict[str, str] | None:
 
 
 def connect_error(host: DaemonHost, node: str, user: str, password: str) -> str | None:
-    """The MySQL client's error for slurmdbd's connection now (StorageHost=localhost), or None."""
-    if not host.is_active(node, MARIADB):
+    """The MySQL client's error for slurmdbd's connection now (StorageHost=localhost), or None.
+
+    The client knows one socket, the compiled-in one: a server that listens on another (its
+    `socket=` changed) is as absent as one that does not run.
+    """
+    datadir = server_datadir(host, node)
+    if datadir is None or host.memo(node, MARIADB).get("socket", SOCKET) != SOCKET:
         return f"2002 Can't connect to local server through socket '{SOCKET}' (2)"
-    if read_grants(host, node).get((user, "localhost")) != native_hash(password):
+    if read_grants(host, node, datadir).get((user, "localhost")) != native_hash(password):
         using = "YES" if password else "NO"
         return f"1045 Access denied for user '{user}'@'localhost' (using password: {using})"
     return None
 
 
 def is_serving(host: DaemonHost, node: str) -> bool:
-    """Whether slurmdbd on `node` runs and has its database (so it listens on DbdPort)."""
+    """Whether slurmdbd on `node` runs and has its database (so it listens on DbdPort).
+
+    One still in its start-up loop serves from the try that reaches the database on.
+    """
     if not host.is_active(node, SLURMDBD):
         return False
     memo = host.memo(node, SLURMDBD)
+    if memo.get("waiting"):
+        return False
     return connect_error(host, node, memo.get("storage_user", ""), memo.get("storage_pass", "")) is None
+
+
+def follow_database(host: DaemonHost, node: str, memo: dict[str, str]) -> list[tuple[int, str]]:
+    """The tries a waiting slurmdbd made since it was last followed, as (time, log text) lines.
+
+    Each try that fails logs the client's error and the plugin's "Trying again"; the one that
+    succeeds logs slurmdbd's start and ends the wait. The database's state is read once, now: a
+    server that came back between two follows is found at the first try due.
+    """
+    if not memo.get("waiting"):
+        return []
+    due = to_int(memo.get("next_try_s", "")) or host.now_s
+    if due > host.now_s:
+        return []
+    error = connect_error(host, node, memo.get("storage_user", ""), memo.get("storage_pass", ""))
+    if error is None:
+        memo.pop("waiting", None)
+        memo.pop("next_try_s", None)
+        return [(due, text) for text in started_texts()]
+    tries = list(range(due, host.now_s + 1, RETRY_S))[-MAX_TRIES_LOGGED:]
+    memo["next_try_s"] = str(tries[-1] + RETRY_S)
+    failed = (f"error: mysql_real_connect failed: {error}", RETRY_TEXT)
+    return [(when, text) for when in tries for text in failed]
+
+
+def started_texts() -> list[str]:
+    return [
+        "accounting_storage/as_mysql: _check_mysql_concat_is_sane: MySQL server version is: "
+        f"{MARIADB_VERSION}",
+        f"slurmdbd version {SLURMDBD_VERSION} started",
+    ]
 
 
 def _names(host: DaemonHost, node: str) -> dict[int, str]:
@@ -128,12 +173,9 @@ def launch_slurmdbd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
             error = connect_error(host, node, user, password)
             if error is not None:
                 texts = [f"error: mysql_real_connect failed: {error}", RETRY_TEXT]
+                result.memo.update(waiting="1", next_try_s=str(host.now_s + RETRY_S))
             else:
-                texts = [
-                    f"accounting_storage/as_mysql: _check_mysql_concat_is_sane: MySQL server version is: "
-                    f"{MARIADB_VERSION}",
-                    f"slurmdbd version {SLURMDBD_VERSION} started",
-                ]
+                texts = started_texts()
     if not result.ok:
         result.exit_status = 1
     result.stderr = [
@@ -142,34 +184,3 @@ def launch_slurmdbd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     ]
     result.log_lines = [f"[{iso_time(host.now_s)}.000] {t}" for t in texts]
     return result
-
-
-def launch_mariadb(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
-    """mariadbd: needs its datadir, owned by the account it runs as."""
-    uid, gid = lookup_ids(host.access, node, unit.user or "mysql")
-    result = Launch(ok=False, comm="mariadbd", argv=exec_argv(unit), uid=uid, gid=gid)
-    info = host.access.stat(node, DATADIR)
-    stamp = _mysql_time(host.now_s)
-    if info is None or not info.is_dir():
-        texts = [f"{stamp} 0 [ERROR] Can't find messagefile '{DATADIR}'", f"{stamp} 0 [ERROR] Aborting"]
-    elif info.uid != uid:
-        texts = [
-            f"{stamp} 0 [ERROR] mariadbd: Can't create/write to file '{DATADIR}/aria_log_control' "
-            '(Errcode: 13 "Permission denied")',
-            f"{stamp} 0 [ERROR] Aborting",
-        ]
-    else:
-        result.ok = True
-        result.pid_file = "/run/mariadb/mariadb.pid"
-        texts = [
-            f"{stamp} 0 [Note] /usr/libexec/mariadbd: ready for connections.",
-            f"Version: '{MARIADB_VERSION}'  socket: '{SOCKET}'  port: 3306  MariaDB Server",
-        ]
-    if not result.ok:
-        result.exit_status = 1
-    result.stderr = [Line(t, Priority.ERR if "[ERROR]" in t else Priority.INFO) for t in texts]
-    return result
-
-
-def _mysql_time(time_s: int) -> str:
-    return iso_time(time_s).replace("T", " ")
