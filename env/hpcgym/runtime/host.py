@@ -20,6 +20,7 @@ from types import TracebackType
 
 from hpcgym.errors import SandboxError
 from hpcgym.run import require_tool
+from hpcgym.runtime import heap
 from hpcgym.runtime.cgroup import Cgroups, remove_cgroup_tree
 from hpcgym.runtime.channel import ControlChannel, Handler
 from hpcgym.runtime.cluster import Cluster, ClusterConfig
@@ -122,6 +123,7 @@ class Runtime:
             )
         require_tool("bwrap")
         raise_open_file_limit()
+        heap.limit_arenas()
         if not scratch_dir.is_dir() or scratch_dir.stat().st_mode & 0o001 == 0:
             raise SandboxError(
                 f"scratch dir {scratch_dir} is missing or not searchable by other users",
@@ -224,6 +226,7 @@ class Runtime:
             self._live.discard(cluster)
             if self._room is not None:
                 self._room.release()
+            heap.give_back()
 
     def new_cluster(
         self, compute_nodes: Sequence[str] | None = None, handler: Handler | None = None
