@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hpcgym.controller.cluster import Cluster
-from hpcgym.controller.commands.getopt import UsageError
 from hpcgym.controller.numbers import is_digits, to_int
 
 if TYPE_CHECKING:
@@ -158,19 +157,6 @@ def check_rpc(ctx: Context, prog: str, rpc: str) -> RpcFailure | None:
     if not ctx.cluster.slurmctld_up or ctx.node in ctx.cluster.controller_unreachable:
         return RpcFailure("", CONTROLLER_DOWN)
     return None
-
-
-def usage_or_version(keys: set[str], usage_text: str) -> Reply | None:
-    """The answer to --help/--usage (the tool's usage) or --version, which come before anything else."""
-    if "help" in keys or "usage" in keys:
-        return Reply(usage_text)
-    if "version" in keys:
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
-    return None
-
-
-def usage_error(error: UsageError, prog: str, exit_code: int = 1) -> Reply:
-    return Reply("", f'{error.text}\nTry "{prog} --help" for more information\n', exit_code)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass, field
 
 from hpcgym.controller.commands.base import Context, Reply
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import ServiceManager, services_of
 from hpcgym.controller.services.access import NodeFileError
@@ -44,6 +45,18 @@ OPTIONS = (
     Option("ipv4", "4", "ipv4"),
     Option("noproxy", None, "noproxy", Arg.REQUIRED),
 )
+
+
+def _unknown_option(text: str) -> str:
+    """Curl names a flag it does not know in its own words, not getopt's."""
+    if "unrecognized option" not in text and "invalid option" not in text:
+        return text
+    flag = text.split("'")[1] if "'" in text else text.rsplit(" ", 1)[-1]
+    flag = flag if flag.startswith("-") else f"-{flag}"
+    return f"curl: option {flag}: is unknown"
+
+
+PROLOGUE = Prologue("curl", OPTIONS, hint=HINT, error_exit=2, reword=_unknown_option)
 _URL = re.compile(
     r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<host>[^/:?#]*)(?::(?P<port>[0-9]*))?(?P<path>[^?#]*)"
 )
@@ -170,17 +183,10 @@ def _write_out(fmt: str, transfer: Transfer) -> tuple[str, str]:
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found, urls = parse_args("curl", args, OPTIONS)
-    except UsageError as error:
-        text = error.text
-        if "unrecognized option" in text or "invalid option" in text:
-            flag = text.split("'")[1] if "'" in text else text.rsplit(" ", 1)[-1]
-            flag = flag if flag.startswith("-") else f"-{flag}"
-            text = f"curl: option {flag}: is unknown"
-        return Reply("", f"{text}\n{HINT}", 2)
-    flags = {key for key, _ in found}
-    values = {key: value for key, value in found}
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    flags, values, urls = parsed.keys, dict(parsed.found), parsed.operands
     silent = "silent" in flags and "show-error" not in flags
     if not urls:
         return Reply("", "" if silent else f"curl: no URL specified!\n{HINT}", 2)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hpcgym.controller.commands.base import MAX_FIELD_WIDTH, MAX_LINE_CHARS, Context, Reply
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.numbers import to_int
 
 VERSION = """date (GNU coreutils) 8.32
@@ -83,6 +84,9 @@ OPTIONS = (
 )
 MAX_REPLY_CHARS = 2 * MAX_LINE_CHARS
 TRY_HELP = "Try 'date --help' for more information.\n"
+PROLOGUE = Prologue(
+    "date", OPTIONS, answers=(("help", Reply(USAGE)), ("version", Reply(VERSION))), hint=TRY_HELP
+)
 DEFAULT_FORMAT = "%a %b %e %H:%M:%S %Z %Y"
 ISO_FORMATS = {
     "date": "%Y-%m-%d",
@@ -104,17 +108,11 @@ class DateError(Exception):
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
     try:
-        found, operands = parse_args("date", args, OPTIONS)
-    except UsageError as e:
-        return Reply("", f"{e.text}\n{TRY_HELP}", 1)
-    keys = {key for key, _ in found}
-    if "help" in keys:
-        return Reply(USAGE)
-    if "version" in keys:
-        return Reply(VERSION)
-    try:
-        return _run(ctx, found, operands)
+        return _run(ctx, parsed.found, parsed.operands)
     except DateError as e:
         return Reply("", f"date: {e}\n", 1)
 

@@ -14,7 +14,8 @@ import time
 import zlib
 
 from hpcgym.controller.commands.base import Context, Reply
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.uptime import boot_time
 from hpcgym.controller.services import services_of, xid
 from hpcgym.controller.services.journal import Priority
@@ -31,6 +32,7 @@ OPTIONS = (
     Option("buffer-size", "s", "buffer-size", Arg.REQUIRED),
     Option("version", "V", "version"),
 )
+PROLOGUE = Prologue("dmesg", OPTIONS, answers=(("version", Reply(VERSION)),), hint=HINT)
 LEVELS = {
     Priority.EMERG: "emerg",
     Priority.ALERT: "alert",
@@ -44,13 +46,10 @@ LEVELS = {
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found, operands = parse_args("dmesg", args, OPTIONS)
-    except UsageError as e:
-        return Reply("", f"{e.text}\n{HINT}", 1)
-    keys = {key for key, _ in found}
-    if "version" in keys:
-        return Reply(VERSION)
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    keys, operands = parsed.keys, parsed.operands
     if operands:
         return Reply("", f"dmesg: bad usage\n{HINT}", 1)
     boot_s = boot_time(ctx)

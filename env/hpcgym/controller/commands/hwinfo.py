@@ -11,7 +11,8 @@ layout, whose header starts with 14 spaces), lscpu's labels padded to the longes
 from __future__ import annotations
 
 from hpcgym.controller.commands.base import Context, Reply
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.hardware import CPU_FLAGS, CPU_MODEL, NodeHardware, memory_kb
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import ServiceManager, services_of
@@ -37,6 +38,12 @@ NPROC_OPTIONS = (
     Option("help", None, "help"),
     Option("version", None, "version"),
 )
+NPROC = Prologue(
+    "nproc",
+    NPROC_OPTIONS,
+    answers=(("help", Reply(NPROC_USAGE)), ("version", Reply(NPROC_VERSION))),
+    hint=NPROC_TRY,
+)
 
 
 def _hardware(ctx: Context) -> tuple[ServiceManager, NodeHardware]:
@@ -49,15 +56,10 @@ def _hardware(ctx: Context) -> tuple[ServiceManager, NodeHardware]:
 
 
 def run_nproc(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found, operands = parse_args("nproc", args, NPROC_OPTIONS)
-    except UsageError as e:
-        return Reply("", f"{e.text}\n{NPROC_TRY}", 1)
-    keys = dict(found)
-    if "help" in keys:
-        return Reply(NPROC_USAGE)
-    if "version" in keys:
-        return Reply(NPROC_VERSION)
+    parsed = NPROC.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    keys, operands = dict(parsed.found), parsed.operands
     if operands:
         return Reply("", f"nproc: extra operand \u2018{operands[0]}\u2019\n{NPROC_TRY}", 1)
     _, hw = _hardware(ctx)
@@ -125,6 +127,12 @@ FREE_OPTIONS = (
     Option("help", None, "help"),
     Option("V", "V", "version"),
 )
+FREE = Prologue(
+    "free",
+    FREE_OPTIONS,
+    answers=(("help", Reply(FREE_USAGE)), ("V", Reply("free from procps-ng 3.3.17\n"))),
+    hint=FREE_USAGE,
+)
 # Divisors of a KiB count for each unit flag (procps scales bytes; these are exact for KiB input).
 _FREE_UNITS = {
     "b": -1, "k": 1, "kilo": 0, "m": 1024, "mega": 0, "g": 1024**2, "giga": 0,
@@ -153,16 +161,12 @@ def _scale(kb: int, unit: str, human: bool, si: bool) -> str:
 
 
 def run_free(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found, operands = parse_args("free", args, FREE_OPTIONS)
-    except UsageError as e:
-        return Reply("", f"{e.text}\n{FREE_USAGE}", 1)
+    parsed = FREE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    found, operands = parsed.found, parsed.operands
     keys = [key for key, _ in found]
     values = dict(found)
-    if "help" in keys:
-        return Reply(FREE_USAGE)
-    if "V" in keys:
-        return Reply("free from procps-ng 3.3.17\n")
     if operands:
         return Reply("", FREE_USAGE, 1)
     seconds, count = values.get("s"), values.get("c")
@@ -308,21 +312,21 @@ Options:
 
 For more details see lscpu(1).
 """
-LSCPU_OPTIONS = (Option("h", "h", "help"), Option("V", "V", "version"))
+LSCPU_TRY = "Try 'lscpu --help' for more information.\n"
+LSCPU = Prologue(
+    "lscpu",
+    (Option("h", "h", "help"), Option("V", "V", "version")),
+    answers=(("h", Reply(LSCPU_USAGE)), ("V", Reply("lscpu from util-linux 2.37.4\n"))),
+    hint=LSCPU_TRY,
+)
 
 
 def run_lscpu(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found, operands = parse_args("lscpu", args, LSCPU_OPTIONS)
-    except UsageError as e:
-        return Reply("", f"{e.text}\nTry 'lscpu --help' for more information.\n", 1)
-    keys = [key for key, _ in found]
-    if "h" in keys:
-        return Reply(LSCPU_USAGE)
-    if "V" in keys:
-        return Reply("lscpu from util-linux 2.37.4\n")
-    if operands:
-        return Reply("", "lscpu: bad usage\nTry 'lscpu --help' for more information.\n", 1)
+    parsed = LSCPU.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    if parsed.operands:
+        return Reply("", f"lscpu: bad usage\n{LSCPU_TRY}", 1)
     _, hw = _hardware(ctx)
     rows = lscpu_fields(hw)
     width = max(len(label) for label, _ in rows) + 1

@@ -13,7 +13,8 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from hpcgym.controller.commands.base import Context, Reply
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.services import services_of, xid
 from hpcgym.controller.services.journal import (
@@ -47,6 +48,7 @@ OPTIONS = (
     Option("full", "l", "full"),
     Option("system", None, "system"),
 )
+PROLOGUE = Prologue("journalctl", OPTIONS)
 OUTPUTS = ("short", "short-iso", "short-precise", "cat", "with-unit")
 FOLLOW_LINES = 10
 PAGER_END_LINES = 1000
@@ -135,10 +137,10 @@ def _join_lines_value(args: list[str]) -> list[str]:
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found, operands = parse_args("journalctl", _join_lines_value(args), OPTIONS)
-    except UsageError as error:
-        return Reply("", error.text + "\n", 1)
+    parsed = PROLOGUE.parse(_join_lines_value(args))
+    if isinstance(parsed, Reply):
+        return parsed
+    found, operands = parsed.found, parsed.operands
     services = services_of(ctx)
     now = services.node_now_s(ctx.node)
     flags = {key for key, _ in found}
@@ -165,10 +167,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
     since, until = bounds
     max_priority = Priority.DEBUG
     if values.get("priority") is not None:
-        parsed = _priority(values["priority"] or "")
-        if parsed is None:
+        level = _priority(values["priority"] or "")
+        if level is None:
             return Reply("", f"Failed to parse log level: {values['priority']}\n", 1)
-        max_priority = parsed
+        max_priority = level
     lines: int | None = None
     if "lines" in flags:
         raw = values.get("lines")

@@ -18,7 +18,8 @@ import zlib
 from ipaddress import IPv4Address
 
 from hpcgym.controller.commands.base import Context, Reply
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.services.network import Path
 
 VERSION = "ping from iputils 20210202\n"
@@ -76,6 +77,10 @@ OPTIONS = (
     *(Option(letter, letter) for letter in _FLAGS),
     *(Option(letter, letter, arg=Arg.REQUIRED) for letter in _VALUED),
 )
+# ping -h prints its usage on stderr and exits 2, as a bad flag does.
+PROLOGUE = Prologue(
+    "ping", OPTIONS, answers=(("h", Reply("", USAGE, 2)), ("V", Reply(VERSION))), hint=USAGE, error_exit=2
+)
 LOCALHOST_V6 = "::1"
 
 
@@ -87,17 +92,11 @@ class PingError(Exception):
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
     try:
-        found, operands = parse_args("ping", args, OPTIONS)
-    except UsageError as e:
-        return Reply("", f"{e.text}\n{USAGE}", 2)
-    options = dict(found)
-    if "h" in options:
-        return Reply("", USAGE, 2)
-    if "V" in options:
-        return Reply(VERSION)
-    try:
-        return _ping(ctx, options, operands)
+        return _ping(ctx, dict(parsed.found), parsed.operands)
     except PingError as e:
         return Reply("", e.text, e.code)
 

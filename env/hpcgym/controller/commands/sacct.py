@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hpcgym.controller.accounting import DBD_PORT, SLURMDBD_STORAGE, JobRecord
-from hpcgym.controller.commands.base import Context, Reply, atoi_width, join_cells, usage_error
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.base import Context, Reply, atoi_width, join_cells
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import Prologue, slurm_hint
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.timefmt import format_duration, format_iso, parse_begin_time
 
@@ -44,6 +45,8 @@ OPTIONS = (
     Option("version", "V", "version"),
     Option("helpformat", "e", "helpformat"),
 )
+# Only -V is answered first; --help and --usage are not modelled (they list jobs as plain sacct does).
+PROLOGUE = Prologue(PROG, OPTIONS, answers=(("version", Reply("slurm 22.05.8\n")),), hint=slurm_hint(PROG))
 
 
 @dataclass(frozen=True)
@@ -142,14 +145,10 @@ def is_enabled(ctx: Context) -> bool:
 def run(ctx: Context, args: list[str]) -> Reply:
     if not is_enabled(ctx):
         return Reply("", DISABLED, 1)
-    try:
-        opts, _ = parse_args(PROG, args, OPTIONS)
-    except UsageError as error:
-        return usage_error(error, PROG)
-    keys = {key for key, _ in opts}
-    values = {key: value for key, value in opts if value is not None}
-    if "version" in keys:
-        return Reply("slurm 22.05.8\n")
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    keys, values = parsed.keys, parsed.values
     if "helpformat" in keys:
         names = sorted(header for header, _, _ in FIELDS.values())
         return Reply(

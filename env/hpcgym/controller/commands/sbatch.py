@@ -16,11 +16,10 @@ from hpcgym.controller.commands.base import (
     Context,
     Reply,
     check_rpc,
-    usage_error,
-    usage_or_version,
 )
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
+from hpcgym.controller.commands.prologue import SLURM_VERSION_REPLY, Prologue, slurm_hint
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.rpc import SlurmError
 
@@ -30,6 +29,15 @@ OPTIONS = (
     Option("parsable", None, "parsable"),
     Option("array", "a", "array", Arg.REQUIRED),
     Option("wait", "W", "wait"),
+)
+USAGE = Reply(usage.SBATCH_USAGE)
+PROLOGUE = Prologue(
+    "sbatch",
+    OPTIONS,
+    answers=(("help", USAGE), ("usage", USAGE), ("version", SLURM_VERSION_REPLY)),
+    hint=slurm_hint("sbatch"),
+    error_exit=255,
+    stop_at_operand=True,
 )
 
 NO_SHEBANG = (
@@ -44,14 +52,10 @@ MAX_SLEEP_S = 10**10
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        opts, operands = parse_args("sbatch", args, OPTIONS, stop_at_operand=True)
-    except UsageError as error:
-        return usage_error(error, "sbatch", exit_code=255)
-    keys = {key for key, _ in opts}
-    fixed = usage_or_version(keys, usage.SBATCH_USAGE)
-    if fixed is not None:
-        return fixed
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    opts, operands, keys = parsed.found, parsed.operands, parsed.keys
     wrap = next((value for key, value in reversed(opts) if key == "wrap"), None)
     if wrap is not None:
         script, name, command = (
@@ -75,7 +79,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     try:
         directives, _ = parse_args("sbatch", _directives(script), OPTIONS)
     except UsageError as error:
-        return usage_error(error, "sbatch", exit_code=255)
+        return PROLOGUE.rejected(error)
     try:
         request = build_request("sbatch", ctx, directives + opts, batch=True)
     except BadOption as bad:

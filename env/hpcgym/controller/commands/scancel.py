@@ -16,10 +16,9 @@ from hpcgym.controller.commands.base import (
     Reply,
     check_rpc,
     may_act_on,
-    usage_error,
-    usage_or_version,
 )
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import SLURM_VERSION_REPLY, Prologue, slurm_hint
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.rpc import AUTH_ERROR, SlurmError
@@ -48,21 +47,23 @@ OPTIONS = (
     Option("help", None, "help"),
     Option("usage", None, "usage"),
 )
+USAGE = Reply(usage.SCANCEL_USAGE)
+PROLOGUE = Prologue(
+    "scancel",
+    OPTIONS,
+    answers=(("help", USAGE), ("usage", USAGE), ("version", SLURM_VERSION_REPLY)),
+    hint=slurm_hint("scancel"),
+)
 
 _JOB_ID = re.compile(r"^([0-9]+)(?:_([0-9]+))?(?:\.([0-9]+|batch))?$")
 _FILTERS = ("name", "partition", "state", "user", "nodelist", "account", "qos", "me")
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        opts, operands = parse_args("scancel", args, OPTIONS)
-    except UsageError as error:
-        return usage_error(error, "scancel")
-    keys = {key for key, _ in opts}
-    values = {key: value for key, value in opts if value is not None}
-    fixed = usage_or_version(keys, usage.SCANCEL_USAGE)
-    if fixed is not None:
-        return fixed
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    operands, keys, values = parsed.operands, parsed.keys, parsed.values
     if "user" in values:
         for name in values["user"].split(","):
             if ctx.find_user(name) is None:

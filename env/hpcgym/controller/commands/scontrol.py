@@ -13,15 +13,14 @@ from hpcgym.controller.commands import scontrol_show as show
 from hpcgym.controller.commands.base import (
     ACCESS_DENIED,
     INVALID_USER,
-    SLURM_VERSION,
     Context,
     Reply,
     check_rpc,
     is_super_user,
     may_act_on,
-    usage_error,
 )
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import SLURM_VERSION_REPLY, Prologue, slurm_hint
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.rpc import SlurmError
@@ -50,6 +49,13 @@ OPTIONS = (
     Option("json", None, "json", Arg.OPTIONAL),
     Option("yaml", None, "yaml", Arg.OPTIONAL),
 )
+HELP_REPLY = Reply(usage.SCONTROL_HELP)
+PROLOGUE = Prologue(
+    "scontrol",
+    OPTIONS,
+    answers=(("help", HELP_REPLY), ("usage", HELP_REPLY), ("version", SLURM_VERSION_REPLY)),
+    hint=slurm_hint("scontrol"),
+)
 
 VALID_NODE_STATES = "NoResp DRAIN FAIL FUTURE RESUME POWER_DOWN POWER_UP UNDRAIN"
 _ENTITIES = (
@@ -71,24 +77,19 @@ _HOST_ENTITIES = ("hostnames", "hostlist", "hostlistsorted")
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        opts, words = parse_args("scontrol", args, OPTIONS)
-    except UsageError as error:
-        return usage_error(error, "scontrol")
-    flags = {key for key, _ in opts}
-    if "help" in flags or "usage" in flags:
-        return Reply(usage.SCONTROL_HELP)
-    if "version" in flags:
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    flags, words = parsed.keys, parsed.operands
     if not words:
         # Interactive mode needs a terminal the controller does not have; real scontrol reads stdin.
         return Reply()
     keyword, rest = words[0].lower(), words[1:]
     details, oneliner = "details" in flags, "oneliner" in flags
     if keyword == "help":
-        return Reply(usage.SCONTROL_HELP)
+        return HELP_REPLY
     if keyword == "version":
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+        return SLURM_VERSION_REPLY
     if keyword == "ping":
         return _ping(ctx)
     if keyword in ("show", "update", "hold", "uhold", "release", "requeue"):

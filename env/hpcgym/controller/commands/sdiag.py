@@ -7,8 +7,9 @@ does. The scheduler's timings are fixed small numbers: the simulation has no cyc
 
 from __future__ import annotations
 
-from hpcgym.controller.commands.base import Context, Reply, check_rpc, usage_error
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.base import Context, Reply, check_rpc
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import Prologue, slurm_hint
 from hpcgym.controller.state import JobState
 from hpcgym.controller.timefmt import format_ctime
 
@@ -24,7 +25,13 @@ OPTIONS = (
     Option("usage", None, "usage"),
     Option("version", "V", "version"),
 )
-USAGE = "Usage: sdiag [-M cluster] [-aritT]\n"
+USAGE = Reply("Usage: sdiag [-M cluster] [-aritT]\n")
+PROLOGUE = Prologue(
+    PROG,
+    OPTIONS,
+    answers=(("help", USAGE), ("usage", USAGE), ("version", Reply("slurm 22.05.8\n"))),
+    hint=slurm_hint(PROG),
+)
 _STARS = "*" * 55
 
 
@@ -35,15 +42,10 @@ def _stamp(epoch_s: int) -> str:
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        opts, _ = parse_args(PROG, args, OPTIONS)
-    except UsageError as error:
-        return usage_error(error, PROG)
-    keys = {key for key, _ in opts}
-    if "help" in keys or "usage" in keys:
-        return Reply(USAGE)
-    if "version" in keys:
-        return Reply("slurm 22.05.8\n")
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    keys = parsed.keys
     failure = check_rpc(ctx, PROG, "REQUEST_STATS_INFO")
     if failure is not None:
         return Reply("", f"{failure.preamble}slurm_get_statistics: {failure.error}\n", 1)

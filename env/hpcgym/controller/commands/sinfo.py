@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from hpcgym.controller.commands import slurm_json, usage
 from hpcgym.controller.commands.base import (
-    SLURM_VERSION,
     Context,
     Field,
     Reply,
@@ -20,9 +19,9 @@ from hpcgym.controller.commands.base import (
     parse_format,
     parse_long_format,
     render_line,
-    usage_error,
 )
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import SLURM_VERSION_REPLY, Prologue, slurm_hint
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.state import Node, NodeBase, NodeFlag, Partition, PartitionState
 from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso
@@ -57,6 +56,16 @@ OPTIONS = (
     Option("noconvert", None, "noconvert"),
     Option("json", None, "json", Arg.OPTIONAL),
     Option("yaml", None, "yaml", Arg.OPTIONAL),
+)
+PROLOGUE = Prologue(
+    "sinfo",
+    OPTIONS,
+    answers=(
+        ("help", Reply(usage.SINFO_HELP)),
+        ("usage", Reply(usage.SINFO_USAGE)),
+        ("version", SLURM_VERSION_REPLY),
+    ),
+    hint=slurm_hint("sinfo"),
 )
 
 DEFAULT_FORMAT = "%#P %.5a %.10l %.6D %.6t %N"
@@ -114,18 +123,10 @@ class Record:
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        opts, _operands = parse_args("sinfo", args, OPTIONS)
-    except UsageError as error:
-        return usage_error(error, "sinfo")
-    flags = {key for key, _ in opts}
-    values = {key: value for key, value in opts if value is not None}
-    if "help" in flags:
-        return Reply(usage.SINFO_HELP)
-    if "usage" in flags:
-        return Reply(usage.SINFO_USAGE)
-    if "version" in flags:
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    flags, values = parsed.keys, parsed.values
     failure = check_rpc(ctx, "sinfo", "REQUEST_PARTITION_INFO")
     if failure:
         return Reply("", f"{failure.preamble}slurm_load_partitions: {failure.error}\n", 1)

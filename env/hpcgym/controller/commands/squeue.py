@@ -13,16 +13,15 @@ from dataclasses import replace
 from hpcgym.controller.arrays import NO_TASK, is_meta, label, task_field
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
-    SLURM_VERSION,
     Context,
     Reply,
     check_rpc,
     parse_format,
     parse_long_format,
     render_line,
-    usage_error,
 )
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import SLURM_VERSION_REPLY, Prologue, slurm_hint
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.state import SQUEUE_STATE_NAMES, Job, JobState, Step
@@ -66,6 +65,16 @@ OPTIONS = (
     Option("sibling", None, "sibling"),
     Option("json", None, "json", Arg.OPTIONAL),
     Option("yaml", None, "yaml", Arg.OPTIONAL),
+)
+PROLOGUE = Prologue(
+    "squeue",
+    OPTIONS,
+    answers=(
+        ("help", Reply(usage.SQUEUE_HELP)),
+        ("usage", Reply(usage.SQUEUE_USAGE)),
+        ("version", SLURM_VERSION_REPLY),
+    ),
+    hint=slurm_hint("squeue"),
 )
 
 DEFAULT_FORMAT = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R"
@@ -154,18 +163,10 @@ UNCUT = "iAMlLSeVDCQUG"
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        opts, _operands = parse_args("squeue", args, OPTIONS)
-    except UsageError as error:
-        return usage_error(error, "squeue")
-    flags = {key for key, _ in opts}
-    values = {key: value for key, value in opts if value is not None}
-    if "help" in flags:
-        return Reply(usage.SQUEUE_HELP)
-    if "usage" in flags:
-        return Reply(usage.SQUEUE_USAGE)
-    if "version" in flags:
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    flags, values = parsed.keys, parsed.values
     cluster = ctx.cluster
     failure = check_rpc(ctx, "squeue", "REQUEST_JOB_STEP_INFO" if "steps" in flags else "REQUEST_JOB_INFO")
     if failure:

@@ -13,11 +13,10 @@ from hpcgym.controller.commands.base import (
     Reply,
     TaskRequest,
     check_rpc,
-    usage_error,
-    usage_or_version,
 )
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.jobopts import SHARED_OPTIONS, BadOption, build_request, submit_failed
+from hpcgym.controller.commands.prologue import SLURM_VERSION_REPLY, Prologue, slurm_hint
 from hpcgym.controller.commands.sudo import RUNUSER
 from hpcgym.controller.hostlist import compress_hostlist
 from hpcgym.controller.rpc import AUTH_ERROR, SlurmError
@@ -32,6 +31,15 @@ OPTIONS = (
     Option("unbuffered", "u", "unbuffered"),
     Option("kill-on-bad-exit", "K", "kill-on-bad-exit", Arg.OPTIONAL),
     Option("overlap", None, "overlap"),
+)
+USAGE = Reply(usage.SRUN_USAGE)
+PROLOGUE = Prologue(
+    "srun",
+    OPTIONS,
+    answers=(("help", USAGE), ("usage", USAGE), ("version", SLURM_VERSION_REPLY)),
+    hint=slurm_hint("srun"),
+    error_exit=255,
+    stop_at_operand=True,
 )
 
 AUTH_TRIES = 5
@@ -49,14 +57,10 @@ _WAITING = {
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        opts, command = parse_args("srun", args, OPTIONS, stop_at_operand=True)
-    except UsageError as error:
-        return usage_error(error, "srun", exit_code=255)
-    keys = {key for key, _ in opts}
-    fixed = usage_or_version(keys, usage.SRUN_USAGE)
-    if fixed is not None:
-        return fixed
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    opts, command, keys = parsed.found, parsed.operands, parsed.keys
     if not command:
         return Reply("", "srun: fatal: No command given to execute.\n", 1)
     try:

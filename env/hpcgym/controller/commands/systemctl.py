@@ -9,7 +9,8 @@ status of an inactive unit, 4 for one that does not exist, 5 for a job on a unit
 from __future__ import annotations
 
 from hpcgym.controller.commands.base import Context, Reply
-from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Arg, Option
+from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.systemctl_status import (
     BULLET_ACTIVE,
     BULLET_FAILED,
@@ -38,6 +39,7 @@ OPTIONS = (
     Option("output", "o", "output", Arg.REQUIRED),
     Option("force", "f", "force"),
 )
+PROLOGUE = Prologue("systemctl", OPTIONS)
 JOB_VERBS = {"start", "stop", "restart", "try-restart", "reload", "reload-or-restart", "condrestart"}
 NEEDS_UNITS = JOB_VERBS | {"enable", "disable", "is-active", "is-enabled", "is-failed"}
 # systemctl's exit codes (LSB for status, then its own).
@@ -59,11 +61,10 @@ class Flags:
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found, operands = parse_args("systemctl", args, OPTIONS)
-    except UsageError as error:
-        return Reply("", error.text + "\n", 1)
-    flags = Flags(found)
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    flags, operands = Flags(parsed.found), parsed.operands
     verb = operands[0] if operands else "list-units"
     units = [normalize_unit_name(name) for name in operands[1:]]
     services = services_of(ctx)

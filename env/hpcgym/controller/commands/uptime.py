@@ -12,7 +12,8 @@ import time
 import zlib
 
 from hpcgym.controller.commands.base import Context, Reply
-from hpcgym.controller.commands.getopt import Option, UsageError, parse_args
+from hpcgym.controller.commands.getopt import Option
+from hpcgym.controller.commands.prologue import Prologue
 
 VERSION = "uptime from procps-ng 3.3.17\n"
 USAGE = """
@@ -33,21 +34,19 @@ OPTIONS = (
     Option("since", "s", "since"),
     Option("version", "V", "version"),
 )
+PROLOGUE = Prologue(
+    "uptime", OPTIONS, answers=(("help", Reply(USAGE)), ("version", Reply(VERSION))), hint=USAGE
+)
 DAY_S = 86400
 # The login node came up 19 days before the episode; the compute nodes were rebooted later.
 LOGIN_UP_S = 19 * DAY_S + 3 * 3600 + 17 * 60
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
-    try:
-        found, operands = parse_args("uptime", args, OPTIONS)
-    except UsageError as e:
-        return Reply("", f"{e.text}\n{USAGE}", 1)
-    keys = {key for key, _ in found}
-    if "help" in keys:
-        return Reply(USAGE)
-    if "version" in keys:
-        return Reply(VERSION)
+    parsed = PROLOGUE.parse(args)
+    if isinstance(parsed, Reply):
+        return parsed
+    keys, operands = parsed.keys, parsed.operands
     if operands:
         return Reply("", USAGE, 1)
     boot_s = boot_time(ctx)
