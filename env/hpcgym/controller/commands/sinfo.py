@@ -346,138 +346,139 @@ def _cpu_counts(record: Record) -> tuple[int, int, int, int]:
     return alloc, idle, other, total
 
 
-def _value(ctx: Context, letter: str, record: Record) -> str:
-    nodes = record.nodes
-    part = record.partition
-    first = nodes[0] if nodes else None
-    if letter == "P":
-        return _partition_name(ctx, part)
-    if letter == "R":
-        return part.name if part else "n/a"
-    if letter == "a":
-        return _avail(part)
-    if letter in ("l", "L"):
-        # _print_time() and _print_default_time(): `_print_secs`, whose hours are not zero-padded
-        # and which leaves them out under an hour (`2:00:00`, `48:00`, `1-00:00:00`).
-        if part is None:
-            return "n/a"
-        minutes = part.conf.max_time_min if letter == "l" else part.conf.default_time_min
-        if minutes is None:
-            return "infinite" if letter == "l" else "n/a"
-        return format_duration(minutes * 60)
-    if letter == "s":
-        if part is None:
-            return "n/a"
-        high = "infinite" if part.conf.max_nodes is None else str(part.conf.max_nodes)
-        return f"{max(part.conf.min_nodes, 1)}-{high}"
-    if letter == "r":
-        return ("yes" if part.conf.root_only else "no") if part else "n/a"
-    if letter == "h":
-        return "NO"
-    if letter == "g":
-        return "all"
-    if letter == "D":
-        return str(len(nodes))
-    if letter == "N":
-        return compress_hostlist([n.name for n in nodes])
-    if letter == "n":
-        return compress_hostlist([n.conf.hostname for n in nodes])
-    if letter == "o":
-        return compress_hostlist([n.conf.addr for n in nodes])
-    if letter == "A":
-        alloc, idle, _, _ = _counts(record)
-        return f"{alloc}/{idle}"
-    if letter == "F":
-        return "/".join(str(count) for count in _counts(record))
-    if letter == "C":
-        return "/".join(str(count) for count in _cpu_counts(record))
-    if first is None:
+def _max_time(ctx: Context, record: Record) -> str:
+    # _print_time() and _print_default_time(): `_print_secs`, whose hours are not zero-padded and
+    # which leaves them out under an hour (`2:00:00`, `48:00`, `1-00:00:00`).
+    if record.partition is None:
         return "n/a"
-    if letter == "t":
-        return first.state_compact()
-    if letter == "T":
-        return first.state_long()
-    if letter == "E":
-        return first.reason or "none"
-    if letter == "u":
-        return first.reason_user or "Unknown"
-    if letter == "U":
-        # %U is the name and the uid of who set the reason (`root(0)`), %u the name alone.
-        if first.reason_user is None:
-            return "Unknown"
-        who = ctx.users.get(first.reason_user)
-        return f"{first.reason_user}({who.uid})" if who is not None else first.reason_user
-    if letter == "H":
-        return format_iso(first.reason_s)
-    if letter == "c":
-        return _range([n.conf.cpus for n in nodes], plus=True)
-    if letter == "z":
-        c = first.conf
-        return f"{c.boards * c.sockets_per_board}:{c.cores_per_socket}:{c.threads_per_core}"
-    if letter == "m":
-        return _range([n.conf.real_memory_mb for n in nodes], plus=True)
-    if letter == "d":
-        return _range([n.conf.tmp_disk_mb for n in nodes], plus=True)
-    if letter == "w":
-        return _range([n.conf.weight for n in nodes], plus=True)
-    if letter in "fb":
-        return first.conf.features or "(null)"
-    if letter == "G":
-        return first.conf.gres or "(null)"
-    if letter == "X":
-        return str(first.conf.boards * first.conf.sockets_per_board)
-    if letter == "Y":
-        return str(first.conf.cores_per_socket)
-    if letter == "Z":
-        return str(first.conf.threads_per_core)
-    if letter == "e":
-        return _range([n.free_mem_mb() for n in nodes], plus=False)
-    if letter == "O":
-        loads = [n.cpu_load_centi() for n in nodes]
-        lowest, highest = min(loads), max(loads)
-        if lowest == highest:
-            return f"{lowest / 100:.2f}"
-        return f"{lowest / 100:.2f}-{highest / 100:.2f}"
-    return ""
+    minutes = record.partition.conf.max_time_min
+    return "infinite" if minutes is None else format_duration(minutes * 60)
 
 
-_HEADERS = {
-    "A": "NODES(A/I)",
-    "P": "PARTITION",
-    "R": "PARTITION",
-    "a": "AVAIL",
-    "l": "TIMELIMIT",
-    "L": "DEFAULTTIME",
-    "s": "JOB_SIZE",
-    "r": "ROOT",
-    "h": "OVERSUBSCRIBE",
-    "g": "GROUPS",
-    "D": "NODES",
-    "N": "NODELIST",
-    "n": "HOSTNAMES",
-    "o": "NODE_ADDR",
-    "F": "NODES(A/I/O/T)",
-    "C": "CPUS(A/I/O/T)",
-    "t": "STATE",
-    "T": "STATE",
-    "E": "REASON",
-    "U": "USER",
-    "u": "USER",
-    "H": "TIMESTAMP",
-    "c": "CPUS",
-    "z": "S:C:T",
-    "m": "MEMORY",
-    "d": "TMP_DISK",
-    "w": "WEIGHT",
-    "f": "AVAIL_FEATURES",
-    "b": "ACTIVE_FEATURES",
-    "G": "GRES",
-    "X": "SOCKETS",
-    "Y": "CORES",
-    "Z": "THREADS",
-    "e": "FREE_MEM",
-    "O": "CPU_LOAD",
-}
+def _default_time(ctx: Context, record: Record) -> str:
+    if record.partition is None:
+        return "n/a"
+    minutes = record.partition.conf.default_time_min
+    return "n/a" if minutes is None else format_duration(minutes * 60)
+
+
+def _job_size(ctx: Context, record: Record) -> str:
+    part = record.partition
+    if part is None:
+        return "n/a"
+    high = "infinite" if part.conf.max_nodes is None else str(part.conf.max_nodes)
+    return f"{max(part.conf.min_nodes, 1)}-{high}"
+
+
+def _root(ctx: Context, record: Record) -> str:
+    part = record.partition
+    return ("yes" if part.conf.root_only else "no") if part else "n/a"
+
+
+def _allocated_idle(ctx: Context, record: Record) -> str:
+    alloc, idle, _, _ = _counts(record)
+    return f"{alloc}/{idle}"
+
+
+def _reason_user_uid(ctx: Context, record: Record) -> str:
+    # %U is the name and the uid of who set the reason (`root(0)`), %u the name alone.
+    first = record.nodes[0]
+    if first.reason_user is None:
+        return "Unknown"
+    who = ctx.users.get(first.reason_user)
+    return f"{first.reason_user}({who.uid})" if who is not None else first.reason_user
+
+
+def _socket_core_thread(node: Node) -> str:
+    c = node.conf
+    return f"{c.boards * c.sockets_per_board}:{c.cores_per_socket}:{c.threads_per_core}"
+
+
+def _cpu_load(ctx: Context, record: Record) -> str:
+    loads = [n.cpu_load_centi() for n in record.nodes]
+    lowest, highest = min(loads), max(loads)
+    if lowest == highest:
+        return f"{lowest / 100:.2f}"
+    return f"{lowest / 100:.2f}-{highest / 100:.2f}"
+
+
+def _features(node: Node) -> str:
+    return node.conf.features or "(null)"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One `%X` field, as a row of the table in Slurm's src/sinfo/print.h: its header and its value.
+
+    `per_node` fields print from a record's nodes (most from its first), so "n/a" for a record with
+    none. Slurm's default widths live in the default format strings here; -O's is 20 for every field.
+    """
+
+    letter: str
+    header: str
+    value: Callable[[Context, Record], str]
+    per_node: bool = False
+
+
+def _first(letter: str, header: str, value: Callable[[Node], str]) -> Column:
+    """A field printed from the record's first node."""
+    return Column(letter, header, lambda ctx, record: value(record.nodes[0]), per_node=True)
+
+
+def _spread(letter: str, header: str, number: Callable[[Node], int], *, plus: bool = True) -> Column:
+    """A field printed as the range of a number over the record's nodes (`4`, `4+` or `4-8`)."""
+    return Column(
+        letter, header, lambda ctx, record: _range([number(n) for n in record.nodes], plus=plus), True
+    )
+
+
+COLUMNS = (
+    Column("P", "PARTITION", lambda ctx, r: _partition_name(ctx, r.partition)),
+    Column("R", "PARTITION", lambda ctx, r: r.partition.name if r.partition else "n/a"),
+    Column("a", "AVAIL", lambda ctx, r: _avail(r.partition)),
+    Column("l", "TIMELIMIT", _max_time),
+    Column("L", "DEFAULTTIME", _default_time),
+    Column("s", "JOB_SIZE", _job_size),
+    Column("r", "ROOT", _root),
+    Column("h", "OVERSUBSCRIBE", lambda ctx, r: "NO"),
+    Column("g", "GROUPS", lambda ctx, r: "all"),
+    Column("D", "NODES", lambda ctx, r: str(len(r.nodes))),
+    Column("N", "NODELIST", lambda ctx, r: compress_hostlist([n.name for n in r.nodes])),
+    Column("n", "HOSTNAMES", lambda ctx, r: compress_hostlist([n.conf.hostname for n in r.nodes])),
+    Column("o", "NODE_ADDR", lambda ctx, r: compress_hostlist([n.conf.addr for n in r.nodes])),
+    Column("A", "NODES(A/I)", _allocated_idle),
+    Column("F", "NODES(A/I/O/T)", lambda ctx, r: "/".join(str(count) for count in _counts(r))),
+    Column("C", "CPUS(A/I/O/T)", lambda ctx, r: "/".join(str(count) for count in _cpu_counts(r))),
+    _first("t", "STATE", lambda n: n.state_compact()),
+    _first("T", "STATE", lambda n: n.state_long()),
+    _first("E", "REASON", lambda n: n.reason or "none"),
+    _first("u", "USER", lambda n: n.reason_user or "Unknown"),
+    Column("U", "USER", _reason_user_uid, per_node=True),
+    _first("H", "TIMESTAMP", lambda n: format_iso(n.reason_s)),
+    _spread("c", "CPUS", lambda n: n.conf.cpus),
+    _first("z", "S:C:T", _socket_core_thread),
+    _spread("m", "MEMORY", lambda n: n.conf.real_memory_mb),
+    _spread("d", "TMP_DISK", lambda n: n.conf.tmp_disk_mb),
+    _spread("w", "WEIGHT", lambda n: n.conf.weight),
+    _first("f", "AVAIL_FEATURES", _features),
+    _first("b", "ACTIVE_FEATURES", _features),
+    _first("G", "GRES", lambda n: n.conf.gres or "(null)"),
+    _first("X", "SOCKETS", lambda n: str(n.conf.boards * n.conf.sockets_per_board)),
+    _first("Y", "CORES", lambda n: str(n.conf.cores_per_socket)),
+    _first("Z", "THREADS", lambda n: str(n.conf.threads_per_core)),
+    _spread("e", "FREE_MEM", lambda n: n.free_mem_mb(), plus=False),
+    Column("O", "CPU_LOAD", _cpu_load, per_node=True),
+)
+_COLUMNS = {column.letter: column for column in COLUMNS}
+_HEADERS = {column.letter: column.header for column in COLUMNS}
+
+
+def _value(ctx: Context, letter: str, record: Record) -> str:
+    column = _COLUMNS.get(letter)
+    if not record.nodes and (column is None or column.per_node):
+        return "n/a"
+    return column.value(ctx, record) if column is not None else ""
+
 
 # sinfo -O names -> the equivalent -o letter.
 _LONG_FIELDS = {

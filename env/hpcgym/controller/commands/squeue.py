@@ -7,8 +7,8 @@ parentheses where running rows print their nodes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 from hpcgym.controller.arrays import NO_TASK, is_meta, label, task_field
 from hpcgym.controller.commands import usage
@@ -82,44 +82,6 @@ LONG_FORMAT = "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R"
 START_FORMAT = "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %20Y %R"
 STEP_FORMAT = "%.15i %.8j %.9P %.8u %.9M %N"
 
-_HEADERS = {
-    "i": "JOBID",
-    "A": "JOBID",
-    "F": "ARRAY_JOB_ID",
-    "K": "ARRAY_TASK_ID",
-    "j": "NAME",
-    "u": "USER",
-    "t": "ST",
-    "T": "STATE",
-    "M": "TIME",
-    "l": "TIME_LIMIT",
-    "L": "TIME_LEFT",
-    "D": "NODES",
-    "R": "NODELIST(REASON)",
-    "r": "REASON",
-    "N": "NODELIST",
-    "P": "PARTITION",
-    "S": "START_TIME",
-    "e": "END_TIME",
-    "V": "SUBMIT_TIME",
-    "Y": "SCHEDNODES",
-    "C": "CPUS",
-    "Q": "PRIORITY",
-    "Z": "WORK_DIR",
-    "o": "COMMAND",
-    "U": "UID",
-    "g": "GROUP",
-    "G": "GID",
-    "a": "ACCOUNT",
-    "q": "QOS",
-    "B": "EXEC_HOST",
-    "E": "DEPENDENCY",
-    "n": "REQ_NODES",
-    "x": "EXC_NODES",
-    "W": "LICENSES",
-    "v": "RESERVATION",
-}
-
 # squeue -O names -> the equivalent -o letter.
 _LONG_FIELDS = {
     "jobid": "i",
@@ -158,8 +120,6 @@ _LONG_FIELDS = {
     "licenses": "W",
     "reservation": "v",
 }
-# squeue prints times and numbers whole even when they overflow the column (TIME_LIMI "1-00:00:00").
-UNCUT = "iAMlLSeVDCQUG"
 
 
 def run(ctx: Context, args: list[str]) -> Reply:
@@ -351,87 +311,97 @@ def _elapsed(ctx: Context, job: Job) -> int:
     return end - job.start_s
 
 
+def _time_limit(ctx: Context, job: Job) -> str:
+    # _print_job_time_limit(): squeue's `_print_secs`, short like sinfo's (`2:00:00`), and INVALID
+    # past a year.
+    if job.time_limit_min is None:
+        return "UNLIMITED"
+    return "INVALID" if job.time_limit_min * 60 > YEAR_S else format_duration(job.time_limit_min * 60)
+
+
+def _time_left(ctx: Context, job: Job) -> str:
+    if job.time_limit_min is None:
+        return "UNLIMITED"
+    left = job.time_limit_min * 60 - _elapsed(ctx, job)
+    return "INVALID" if not 0 <= left <= YEAR_S else format_duration(left)
+
+
+def _nodes_or_reason(ctx: Context, job: Job) -> str:
+    # Pending, failed and timed-out jobs show why, once they are no longer completing.
+    shows_reason = job.state in (JobState.PENDING, JobState.FAILED, JobState.TIMEOUT)
+    if shows_reason and not job.completing:
+        return f"({job.reason_text()})"
+    return compress_hostlist(job.nodes)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One `%X` field, as a row of the table in Slurm's src/squeue/print.h: its header and its value.
+
+    `whole` fields (times and numbers) overflow their width instead of being cut (TIME_LIMI prints
+    "1-00:00:00"). Slurm's default widths live in the default format strings; -O's is 20 for every field.
+    """
+
+    letter: str
+    header: str
+    value: Callable[[Context, Job], str]
+    whole: bool = False
+
+
+def _attr(letter: str, header: str, value: Callable[[Job], str], *, whole: bool = False) -> Column:
+    """A field that needs only the job."""
+    return Column(letter, header, lambda ctx, job: value(job), whole=whole)
+
+
+COLUMNS = (
+    _attr("i", "JOBID", label, whole=True),
+    _attr("A", "JOBID", lambda job: str(job.job_id), whole=True),
+    _attr(
+        "F", "ARRAY_JOB_ID", lambda job: str(job.array_job_id if job.array_job_id is not None else job.job_id)
+    ),
+    _attr("K", "ARRAY_TASK_ID", lambda job: task_field(job) if job.array_job_id is not None else "N/A"),
+    _attr("j", "NAME", lambda job: job.name),
+    _attr("u", "USER", lambda job: job.user),
+    _attr("t", "ST", lambda job: job.state_compact),
+    _attr("T", "STATE", lambda job: job.state_long),
+    Column("M", "TIME", lambda ctx, job: format_duration(_elapsed(ctx, job)), whole=True),
+    Column("l", "TIME_LIMIT", _time_limit, whole=True),
+    Column("L", "TIME_LEFT", _time_left, whole=True),
+    _attr("D", "NODES", lambda job: str(len(job.nodes) if job.nodes else job.min_nodes), whole=True),
+    Column("R", "NODELIST(REASON)", _nodes_or_reason),
+    _attr("r", "REASON", lambda job: job.reason_text()),
+    _attr("N", "NODELIST", lambda job: compress_hostlist(job.nodes)),
+    _attr("P", "PARTITION", lambda job: job.partition),
+    _attr("S", "START_TIME", lambda job: format_iso(_expected_start(job), none="N/A"), whole=True),
+    _attr("e", "END_TIME", lambda job: format_iso(job.end_s, none="N/A"), whole=True),
+    _attr("V", "SUBMIT_TIME", lambda job: format_iso(job.submit_s), whole=True),
+    _attr("Y", "SCHEDNODES", lambda job: "(null)"),
+    _attr("C", "CPUS", lambda job: str(job.cpus), whole=True),
+    _attr("Q", "PRIORITY", lambda job: str(job.priority), whole=True),
+    _attr("Z", "WORK_DIR", lambda job: job.work_dir),
+    _attr("o", "COMMAND", lambda job: job.command or "(null)"),
+    _attr("U", "UID", lambda job: str(job.uid), whole=True),
+    _attr("g", "GROUP", lambda job: job.group),
+    _attr("G", "GID", lambda job: str(job.gid), whole=True),
+    _attr("a", "ACCOUNT", lambda job: "(null)"),
+    _attr("q", "QOS", lambda job: "(null)"),
+    _attr("B", "EXEC_HOST", lambda job: job.batch_host or "n/a"),
+    _attr(
+        "E", "DEPENDENCY", lambda job: ",".join(f"{kind}:{dep}" for kind, dep in job.dependency) or "(null)"
+    ),
+    _attr("n", "REQ_NODES", lambda job: compress_hostlist(job.req_nodes)),
+    _attr("x", "EXC_NODES", lambda job: compress_hostlist(job.exc_nodes)),
+    _attr("W", "LICENSES", lambda job: job.licenses or "(null)"),
+    _attr("v", "RESERVATION", lambda job: job.reservation or "(null)"),
+)
+_COLUMNS = {column.letter: column for column in COLUMNS}
+_HEADERS = {column.letter: column.header for column in COLUMNS}
+UNCUT = "".join(column.letter for column in COLUMNS if column.whole)
+
+
 def _value(ctx: Context, letter: str, job: Job) -> str:
-    if letter == "i":
-        return label(job)
-    if letter == "A":
-        return str(job.job_id)
-    if letter == "F":
-        return str(job.array_job_id if job.array_job_id is not None else job.job_id)
-    if letter == "K":
-        return task_field(job) if job.array_job_id is not None else "N/A"
-    if letter == "j":
-        return job.name
-    if letter == "u":
-        return job.user
-    if letter == "t":
-        return job.state_compact
-    if letter == "T":
-        return job.state_long
-    if letter == "M":
-        return format_duration(_elapsed(ctx, job))
-    if letter == "l":
-        # _print_job_time_limit(): squeue's `_print_secs`, short like sinfo's (`2:00:00`), and
-        # INVALID past a year.
-        if job.time_limit_min is None:
-            return "UNLIMITED"
-        return "INVALID" if job.time_limit_min * 60 > YEAR_S else format_duration(job.time_limit_min * 60)
-    if letter == "L":
-        if job.time_limit_min is None:
-            return "UNLIMITED"
-        left = job.time_limit_min * 60 - _elapsed(ctx, job)
-        return "INVALID" if not 0 <= left <= YEAR_S else format_duration(left)
-    if letter == "D":
-        return str(len(job.nodes) if job.nodes else job.min_nodes)
-    if letter == "R":
-        # Pending, failed and timed-out jobs show why, once they are no longer completing.
-        shows_reason = job.state in (JobState.PENDING, JobState.FAILED, JobState.TIMEOUT)
-        if shows_reason and not job.completing:
-            return f"({job.reason_text()})"
-        return compress_hostlist(job.nodes)
-    if letter == "r":
-        return job.reason_text()
-    if letter == "W":
-        return job.licenses or "(null)"
-    if letter == "v":
-        return job.reservation or "(null)"
-    if letter == "N":
-        return compress_hostlist(job.nodes)
-    if letter == "P":
-        return job.partition
-    if letter == "S":
-        return format_iso(_expected_start(job), none="N/A")
-    if letter == "e":
-        return format_iso(job.end_s, none="N/A")
-    if letter == "V":
-        return format_iso(job.submit_s)
-    if letter == "Y":
-        return "(null)"
-    if letter == "C":
-        return str(job.cpus)
-    if letter == "Q":
-        return str(job.priority)
-    if letter == "Z":
-        return job.work_dir
-    if letter == "o":
-        return job.command or "(null)"
-    if letter == "U":
-        return str(job.uid)
-    if letter == "g":
-        return job.group
-    if letter == "G":
-        return str(job.gid)
-    if letter in "aq":
-        return "(null)"
-    if letter == "E":
-        return ",".join(f"{kind}:{dep_id}" for kind, dep_id in job.dependency) or "(null)"
-    if letter == "B":
-        return job.batch_host or "n/a"
-    if letter == "n":
-        return compress_hostlist(job.req_nodes)
-    if letter == "x":
-        return compress_hostlist(job.exc_nodes)
-    return ""
+    column = _COLUMNS.get(letter)
+    return column.value(ctx, job) if column is not None else ""
 
 
 def _steps(ctx: Context, jobs: list[Job], noheader: bool, stderr: str) -> Reply:
