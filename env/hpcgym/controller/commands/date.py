@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from hpcgym.controller.commands.base import MAX_FIELD_WIDTH, MAX_LINE_CHARS, Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
+from hpcgym.controller.commands.usage import read_help
 from hpcgym.controller.numbers import to_int
 
 VERSION = """date (GNU coreutils) 8.32
@@ -29,41 +30,7 @@ There is NO WARRANTY, to the extent permitted by law.
 Written by David MacKenzie.
 """
 
-USAGE = """Usage: date [OPTION]... [+FORMAT]
-  or:  date [-u|--utc|--universal] [MMDDhhmm[[CC]YY][.ss]]
-Display the current time in the given FORMAT, or set the system date.
-
-Mandatory arguments to long options are mandatory for short options too.
-  -d, --date=STRING          display time described by STRING, not 'now'
-      --debug                annotate the parsed date,
-                              and warn about questionable usage to stderr
-  -f, --file=DATEFILE        like --date; once for each line of DATEFILE
-  -I[FMT], --iso-8601[=FMT]  output date/time in ISO 8601 format.
-                               FMT='date' for date only (the default),
-                               'hours', 'minutes', 'seconds', or 'ns'
-                               for date and time to the indicated precision.
-                               Example: 2006-08-14T02:34:56-06:00
-  -R, --rfc-email            output date and time in RFC 5322 format.
-                               Example: Mon, 14 Aug 2006 02:34:56 -0600
-      --rfc-3339=FMT         output date/time in RFC 3339 format.
-                               FMT='date', 'seconds', or 'ns'
-                               for date and time to the indicated precision.
-                               Example: 2006-08-14 02:34:56-06:00
-  -r, --reference=FILE       display the last modification time of FILE
-  -s, --set=STRING           set time described by STRING
-  -u, --utc, --universal     print or set Coordinated Universal Time (UTC)
-      --help     display this help and exit
-      --version  output version information and exit
-
-FORMAT controls the output.  Interpreted sequences are the conversions of strftime(3), and:
-  %N   nanoseconds (000000000..999999999)
-  %s   seconds since 1970-01-01 00:00:00 UTC
-  %:z  +hh:mm numeric time zone (e.g., -04:00)
-
-GNU coreutils online help: <https://www.gnu.org/software/coreutils/>
-Full documentation <https://www.gnu.org/software/coreutils/date>
-or available locally via: info '(coreutils) date invocation'
-"""
+USAGE = read_help("date-help.txt")
 
 OPTIONS = (
     Option("date", "d", "date", Arg.REQUIRED),

@@ -13,23 +13,12 @@ from __future__ import annotations
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
+from hpcgym.controller.commands.usage import read_help
 from hpcgym.controller.hardware import CPU_FLAGS, CPU_MODEL, NodeHardware, memory_kb
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import ServiceManager, services_of
 
-NPROC_USAGE = """Usage: nproc [OPTION]...
-Print the number of processing units available to the current process,
-which may be less than the number of online processors
-
-      --all      print the number of installed processors
-      --ignore=N  if possible, exclude N processing units
-      --help     display this help and exit
-      --version  output version information and exit
-
-GNU coreutils online help: <https://www.gnu.org/software/coreutils/>
-Full documentation <https://www.gnu.org/software/coreutils/nproc>
-or available locally via: info '(coreutils) nproc invocation'
-"""
+NPROC_USAGE = read_help("nproc-help.txt")
 NPROC_VERSION = "nproc (GNU coreutils) 8.32\n"
 NPROC_TRY = "Try 'nproc --help' for more information.\n"
 NPROC_OPTIONS = (
@@ -76,35 +65,7 @@ def run_nproc(ctx: Context, args: list[str]) -> Reply:
 # free -c N prints N tables a second apart; no command runs longer than this many seconds.
 MAX_FREE_REPEATS = 600
 
-FREE_USAGE = """
-Usage:
- free [options]
-
-Options:
- -b, --bytes         show output in bytes
-     --kilo          show output in kilobytes
-     --mega          show output in megabytes
-     --giga          show output in gigabytes
-     --tera          show output in terabytes
-     --peta          show output in petabytes
- -k, --kibi          show output in kibibytes
- -m, --mebi          show output in mebibytes
- -g, --gibi          show output in gibibytes
-     --tebi          show output in tebibytes
-     --pebi          show output in pebibytes
- -h, --human         show human-readable output
-     --si            use powers of 1000 not 1024
- -l, --lohi          show detailed low and high memory statistics
- -t, --total         show total for RAM + swap
- -s N, --seconds N   repeat printing every N seconds
- -c N, --count N     repeat printing N times, then exit
- -w, --wide          wide output
-
-     --help     display this help and exit
- -V, --version  output version information and exit
-
-For more details see free(1).
-"""
+FREE_USAGE = read_help("free-help.txt")
 FREE_OPTIONS = (
     Option("b", "b", "bytes"),
     Option("kilo", None, "kilo"),
@@ -287,31 +248,7 @@ def lscpu_fields(hw: NodeHardware) -> list[tuple[str, str]]:
     ]
 
 
-LSCPU_USAGE = """
-Usage:
- lscpu [options]
-
-Display information about the CPU architecture.
-
-Options:
- -a, --all               print both online and offline CPUs (default for -e)
- -b, --online            print online CPUs only (default for -p)
- -B, --bytes             print sizes in bytes rather than in human readable format
- -C, --caches[=<list>]   info about caches in extended readable format
- -c, --offline           print offline CPUs only
- -J, --json              use JSON for default or extended format
- -e, --extended[=<list>] print out an extended readable format
- -p, --parse[=<list>]    print out a parsable format
- -s, --sysroot <dir>     use specified directory as system root
- -x, --hex               print hexadecimal masks rather than lists of CPUs
- -y, --physical          print physical instead of logical IDs
-     --output-all        print all available columns for -e, -p or -C
-
- -h, --help              display this help
- -V, --version           display version
-
-For more details see lscpu(1).
-"""
+LSCPU_USAGE = read_help("lscpu-help.txt")
 LSCPU_TRY = "Try 'lscpu --help' for more information.\n"
 LSCPU = Prologue(
     "lscpu",

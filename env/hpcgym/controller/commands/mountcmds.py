@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.usage import read_help
 from hpcgym.controller.services import services_of
 from hpcgym.errors import ControllerError
 
@@ -234,18 +235,7 @@ def _path(ctx: Context, arg: str) -> str:
 
 # ---- mount --------------------------------------------------------------------------------------
 
-MOUNT_USAGE = """
-Usage:
- mount [-lhV]
- mount -a [options]
- mount [options] [--source] <source> | [--target] <directory>
- mount [options] <source> <directory>
- mount <operation> <mountpoint> [<target>]
-
-Mount a filesystem.
-
-For more details see mount(8).
-"""
+MOUNT_USAGE = read_help("mount-help.txt")
 
 
 def run_mount(ctx: Context, args: list[str]) -> Reply:
@@ -331,16 +321,7 @@ def _mount_entry(ctx: Context, entry: FstabEntry, opts: Options) -> Reply:
 
 # ---- umount -------------------------------------------------------------------------------------
 
-UMOUNT_USAGE = """
-Usage:
- umount [-hV]
- umount -a [options]
- umount [options] <source> | <directory>
-
-Unmount filesystems.
-
-For more details see umount(8).
-"""
+UMOUNT_USAGE = read_help("umount-help.txt")
 
 
 def run_umount(ctx: Context, args: list[str]) -> Reply:

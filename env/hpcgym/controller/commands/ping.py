@@ -20,57 +20,12 @@ from ipaddress import IPv4Address
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
+from hpcgym.controller.commands.usage import read_help
 from hpcgym.controller.services.network import Path
 
 VERSION = "ping from iputils 20210202\n"
 UNBOUNDED_COUNT = 4
-USAGE = """
-Usage
-  ping [options] <destination>
-
-Options:
-  <destination>      dns name or ip address
-  -a                 use audible ping
-  -A                 use adaptive ping
-  -B                 sticky source address
-  -c <count>         stop after <count> replies
-  -D                 print timestamps
-  -d                 use SO_DEBUG socket option
-  -f                 flood ping
-  -h                 print help and exit
-  -I <interface>     either interface name or address
-  -i <interval>      seconds between sending each packet
-  -L                 suppress loopback of multicast packets
-  -l <preload>       send <preload> number of packages while waiting replies
-  -m <mark>          tag the packets going out
-  -M <pmtud opt>     define mtu discovery, can be one of <do|dont|want>
-  -n                 no dns name resolution
-  -O                 report outstanding replies
-  -p <pattern>       contents of padding byte
-  -q                 quiet output
-  -Q <tclass>        use quality of service <tclass> bits
-  -s <size>          use <size> as number of data bytes to be sent
-  -S <size>          use <size> as SO_SNDBUF socket option value
-  -t <ttl>           define time to live
-  -U                 print user-to-user latency
-  -v                 verbose output
-  -V                 print version and exit
-  -w <deadline>      reply wait <deadline> in seconds
-  -W <timeout>       time to wait for response
-
-IPv4 options:
-  -4                 use IPv4
-  -b                 allow pinging broadcast
-  -R                 record route
-  -T <timestamp>     define timestamp, can be one of <tsonly|tsandaddr|tsprespec>
-
-IPv6 options:
-  -6                 use IPv6
-  -F <flowlabel>     define flow label, default is random
-  -N <nodeinfo opt>  use icmp6 node info query, try <help> as argument
-
-For more details see ping(8).
-"""
+USAGE = read_help("ping-help.txt")
 _FLAGS = "aABdfhLnOqUvVR4b6"
 _VALUED = "cIilmMpQsStwWTFN"
 OPTIONS = (

@@ -19,6 +19,7 @@ from typing import TypeVar
 from hpcgym.controller.accounting import Accounting, Association, Qos, format_tres, parse_tres
 from hpcgym.controller.commands.base import Context, Reply, atoi_width, join_cells
 from hpcgym.controller.commands.sacct import connection_errors, dbd_host, is_enabled
+from hpcgym.controller.commands.usage import read_help
 
 PROG = "sacctmgr"
 COMMIT_QUESTION = "Would you like to commit changes? (You have 30 seconds to decide)\n(N/y): "
@@ -419,24 +420,4 @@ def _delete(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Rep
     return _commit(ctx, flags, text, apply)
 
 
-USAGE = """sacctmgr [<OPTION>] [<COMMAND>]
-    Valid <OPTION> values are:
-     -h or --help: equivalent to "help" command
-     -i or --immediate: commit changes immediately
-     -n or --noheader: no header will be added to the beginning of output
-     -p or --parsable: output will be '|' delimited with a '|' at the end
-     -P or --parsable2: output will be '|' delimited without a '|' at the end
-     -Q or --quiet: equivalent to "quiet" command
-     -V or --version: equivalent to "version" command
-
-  <keyword> may be omitted from the execute line and sacctmgr will execute
-  in interactive mode. It will process commands as entered until explicitly
-  terminated.
-
-    Valid <COMMAND> values are:
-     add <ENTITY> <SPECS>     add entity
-     delete <ENTITY> where <SPECS> delete the specified entity(s)
-     list <ENTITY> [<SPECS>]  display info of identified entity, default
-                              is display all.
-     show                     same as list
-"""
+USAGE = read_help("sacctmgr-help.txt")

@@ -18,21 +18,12 @@ import re
 import shlex
 
 from hpcgym.controller.commands.base import Context, Reply, TaskRequest
+from hpcgym.controller.commands.usage import read_help
 
 SUDOERS = "/etc/sudoers"
 DEFAULT_SECURE_PATH = "/sbin:/bin:/usr/sbin:/usr/bin"
 RUNUSER = "/usr/sbin/runuser"
-USAGE = (
-    "usage: sudo -h | -K | -k | -V\n"
-    "usage: sudo -v [-ABkNnS] [-g group] [-h host] [-p prompt] [-u user]\n"
-    "usage: sudo -l [-ABkNnS] [-g group] [-h host] [-p prompt] [-U user] [-u user]\n"
-    "            [command [arg ...]]\n"
-    "usage: sudo [-ABbEHkNnPS] [-r role] [-t type] [-C num] [-D directory] [-g\n"
-    "            group] [-h host] [-p prompt] [-R directory] [-T timeout] [-u user]\n"
-    "            [VAR=value] [-i | -s] [command [arg ...]]\n"
-    "usage: sudo -e [-ABkNnS] [-r role] [-t type] [-C num] [-D directory] [-g group]\n"
-    "            [-h host] [-p prompt] [-R directory] [-T timeout] [-u user] file ...\n"
-)
+USAGE = read_help("sudo-usage.txt")
 VERSION = "Sudo version 1.9.5p2\n"
 AUDIT_FAILED = "sudo: error initializing audit plugin sudoers_audit\n"
 PASSWORD_REQUIRED = (

@@ -14,20 +14,10 @@ import zlib
 from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.commands.getopt import Option
 from hpcgym.controller.commands.prologue import Prologue
+from hpcgym.controller.commands.usage import read_help
 
 VERSION = "uptime from procps-ng 3.3.17\n"
-USAGE = """
-Usage:
- uptime [options]
-
-Options:
- -p, --pretty   show uptime in pretty format
- -h, --help     display this help and exit
- -s, --since    system up since
- -V, --version  output version information and exit
-
-For more details see uptime(1).
-"""
+USAGE = read_help("uptime-help.txt")
 OPTIONS = (
     Option("pretty", "p", "pretty"),
     Option("help", "h", "help"),
