@@ -58,9 +58,8 @@ def build_images(
     """
     from rich.table import Table
 
-    from hpcgym.build.pipeline import BuildOptions, Reporter, build_images
-    from hpcgym.build.spec import Backend, BaseSpec, Role
     from hpcgym.errors import HpcgymError
+    from hpcgym.imagebuild import Backend, BaseSpec, BuildOptions, Reporter, Role, build_images
 
     console = _console()
     try:
