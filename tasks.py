@@ -136,9 +136,8 @@ def bench(
     The Python and the native tool client run side by side on the same episodes (steps, steps/s, boot,
     density). Needs root and the built images. Prints markdown tables; every figure is also a ratio.
     """
-    from hpcgym.bench import run_bench
+    from hpcgym.bench import run_bench, run_loadtest
     from hpcgym.errors import HpcgymError
-    from hpcgym.interfaces.openenv.loadtest import run_loadtest
 
     images_dir = _images(images)
     concurrencies = (
@@ -179,8 +178,8 @@ def burst(c: Context, sessions: int = 256, json: str = "", images: str = "") -> 
     import dataclasses
     import json as jsonlib
 
+    from hpcgym.bench import run_bursttest
     from hpcgym.errors import HpcgymError
-    from hpcgym.interfaces.openenv.loadtest import run_bursttest
 
     if sessions < 1:
         raise Exit("error: --sessions must be at least 1", code=2)
@@ -646,24 +645,25 @@ def fleet_bench(
     """
     from rich.console import Console
 
+    from hpcgym.bench import FleetBenchOptions, bench_launched_fleet, bench_local_fleet, fleet_report_tables
     from hpcgym.errors import HpcgymError
     from hpcgym.fleet import launcher
-    from training import fleet_bench as bench
+    from training.fleet_bench import run_fleet_bench
 
     console = _console()
     try:
-        options = bench.BenchOptions(sessions=sessions, steps=steps)
+        options = FleetBenchOptions(sessions=sessions, steps=steps)
         if local_slurm:
             paths = launcher.Paths.for_repo(REPO)
-            report = bench.bench_local_fleet(
-                paths, servers, sessions_per_server, options, kill_one, console.print
+            report = bench_local_fleet(
+                run_fleet_bench, paths, servers, sessions_per_server, options, kill_one, console.print
             )
         else:
             coord = launcher.find_coord(coord_dir, DEFAULT_FLEETS)
-            report = bench.bench_launched_fleet(coord, options, kill_one, console.print)
+            report = bench_launched_fleet(run_fleet_bench, coord, options, kill_one, console.print)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
-    for table in bench.report_tables(report):
+    for table in fleet_report_tables(report):
         Console(highlight=False).print(table)
     if json:
         Path(json).write_text(report.to_json())
