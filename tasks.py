@@ -338,7 +338,7 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
 @task
 def scenario_table(c: Context) -> None:
     """Write the scenarios README's table (id, tier, what breaks, teaches, source) from the library."""
-    from hpcgym.scenarios.catalog import README, write_readme
+    from hpcgym.scenarios import README, write_readme
 
     changed = write_readme()
     _console().print(f"{README.relative_to(REPO)}: {'updated' if changed else 'already up to date'}")
