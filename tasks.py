@@ -58,9 +58,8 @@ def build_images(
     """
     from rich.table import Table
 
-    from hpcgym.build.pipeline import BuildOptions, Reporter, build_images
-    from hpcgym.build.spec import Backend, BaseSpec, Role
     from hpcgym.errors import HpcgymError
+    from hpcgym.imagebuild import Backend, BaseSpec, BuildOptions, Reporter, Role, build_images
 
     console = _console()
     try:
@@ -137,9 +136,8 @@ def bench(
     The Python and the native tool client run side by side on the same episodes (steps, steps/s, boot,
     density). Needs root and the built images. Prints markdown tables; every figure is also a ratio.
     """
-    from hpcgym.bench import run_bench
+    from hpcgym.bench import run_bench, run_loadtest
     from hpcgym.errors import HpcgymError
-    from hpcgym.interfaces.openenv.loadtest import run_loadtest
 
     images_dir = _images(images)
     concurrencies = (
@@ -180,8 +178,8 @@ def burst(c: Context, sessions: int = 256, json: str = "", images: str = "") -> 
     import dataclasses
     import json as jsonlib
 
+    from hpcgym.bench import run_bursttest
     from hpcgym.errors import HpcgymError
-    from hpcgym.interfaces.openenv.loadtest import run_bursttest
 
     if sessions < 1:
         raise Exit("error: --sessions must be at least 1", code=2)
@@ -217,7 +215,7 @@ def soak(
     fits the server's RSS over episodes. Exits 1 on any leak or failed episode.
     """
     from hpcgym.errors import HpcgymError
-    from hpcgym.soak.run import Plan, run_soak
+    from hpcgym.soak import Plan, run_soak
 
     if episodes < 1 or sessions < 1 or rss_every < 1:
         raise Exit("error: --episodes, --sessions and --rss-every must be at least 1", code=2)
@@ -340,7 +338,7 @@ def eval(  # `invoke eval` is what users type, so it shadows the builtin here
 @task
 def scenario_table(c: Context) -> None:
     """Write the scenarios README's table (id, tier, what breaks, teaches, source) from the library."""
-    from hpcgym.scenarios.catalog import README, write_readme
+    from hpcgym.scenarios import README, write_readme
 
     changed = write_readme()
     _console().print(f"{README.relative_to(REPO)}: {'updated' if changed else 'already up to date'}")
@@ -514,21 +512,23 @@ def fleet_up(
     dry_run: bool = False,
 ) -> None:
     """Submit N OpenEnv env servers to Slurm as one job array, each announcing itself once healthy."""
+    from hpcgym import fleet
     from hpcgym.errors import HpcgymError
-    from hpcgym.fleet import launcher
-    from hpcgym.fleet.config import load_config
 
     try:
-        fleet_config = launcher.with_overrides(
-            load_config(config), partition=partition, sessions_per_server=sessions_per_server, time_limit=time
+        fleet_config = fleet.with_overrides(
+            fleet.load_config(config),
+            partition=partition,
+            sessions_per_server=sessions_per_server,
+            time_limit=time,
         )
-        root = Path(coord_dir) if coord_dir else DEFAULT_FLEETS / launcher.new_launch_id()
-        paths = launcher.Paths.for_repo(REPO, Path(images) if images else None)
-        plan = launcher.plan_up(fleet_config, servers, root, paths)
+        root = Path(coord_dir) if coord_dir else DEFAULT_FLEETS / fleet.new_launch_id()
+        paths = fleet.Paths.for_repo(REPO, Path(images) if images else None)
+        plan = fleet.plan_up(fleet_config, servers, root, paths)
         if dry_run:
             print(plan.describe(), end="")
             return
-        launch = launcher.up(plan)
+        launch = fleet.up(plan)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     _console().print(
@@ -557,23 +557,22 @@ def fleet_train(
     dry_run: bool = False,
 ) -> None:
     """Submit GRPO training that starts after the fleet and trains on its ready servers' URLs."""
+    from hpcgym import fleet
     from hpcgym.errors import HpcgymError
-    from hpcgym.fleet import launcher
-    from hpcgym.fleet.config import load_config
 
     try:
-        coord = launcher.find_coord(coord_dir, DEFAULT_FLEETS)
-        fleet_config = launcher.with_overrides(
-            load_config(config or coord.config_file),
+        coord = fleet.find_coord(coord_dir, DEFAULT_FLEETS)
+        fleet_config = fleet.with_overrides(
+            fleet.load_config(config or coord.config_file),
             trainer_partition=partition,
             trainer_time=time,
             gpus=gpus if gpus >= 0 else None,
         )
-        plan = launcher.plan_train(coord, launcher.Paths.for_repo(REPO), fleet_config)
+        plan = fleet.plan_train(coord, fleet.Paths.for_repo(REPO), fleet_config)
         if dry_run:
             print(plan.describe(), end="")
             return
-        launch = launcher.train(plan)
+        launch = fleet.train(plan)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     _console().print(
@@ -586,14 +585,14 @@ def fleet_status(c: Context, coord_dir: str = "") -> None:
     """Show a fleet's array tasks, their Slurm states, which servers are ready and their URLs."""
     from rich.console import Console
 
+    from hpcgym import fleet
     from hpcgym.errors import HpcgymError
-    from hpcgym.fleet import launcher
 
     try:
-        fleet = launcher.status(launcher.find_coord(coord_dir, DEFAULT_FLEETS))
+        state = fleet.status(fleet.find_coord(coord_dir, DEFAULT_FLEETS))
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
-    Console(highlight=False).print(launcher.status_table(fleet))
+    Console(highlight=False).print(fleet.status_table(state))
 
 
 @task(
@@ -604,11 +603,11 @@ def fleet_status(c: Context, coord_dir: str = "") -> None:
 )
 def fleet_down(c: Context, coord_dir: str = "", drain_timeout_s: float = 120.0) -> None:
     """Stop a fleet and its trainer, wait until Slurm has no job of it left, delete its coordination dir."""
+    from hpcgym import fleet
     from hpcgym.errors import HpcgymError
-    from hpcgym.fleet import launcher
 
     try:
-        report = launcher.down(launcher.find_coord(coord_dir, DEFAULT_FLEETS), drain_timeout_s)
+        report = fleet.down(fleet.find_coord(coord_dir, DEFAULT_FLEETS), drain_timeout_s)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     how = "drained" if report.graceful else "cancelled after the drain timeout"
@@ -647,24 +646,25 @@ def fleet_bench(
     """
     from rich.console import Console
 
+    from hpcgym import fleet
+    from hpcgym.bench import FleetBenchOptions, bench_launched_fleet, bench_local_fleet, fleet_report_tables
     from hpcgym.errors import HpcgymError
-    from hpcgym.fleet import launcher
-    from training import fleet_bench as bench
+    from training.fleet_bench import run_fleet_bench
 
     console = _console()
     try:
-        options = bench.BenchOptions(sessions=sessions, steps=steps)
+        options = FleetBenchOptions(sessions=sessions, steps=steps)
         if local_slurm:
-            paths = launcher.Paths.for_repo(REPO)
-            report = bench.bench_local_fleet(
-                paths, servers, sessions_per_server, options, kill_one, console.print
+            paths = fleet.Paths.for_repo(REPO)
+            report = bench_local_fleet(
+                run_fleet_bench, paths, servers, sessions_per_server, options, kill_one, console.print
             )
         else:
-            coord = launcher.find_coord(coord_dir, DEFAULT_FLEETS)
-            report = bench.bench_launched_fleet(coord, options, kill_one, console.print)
+            coord = fleet.find_coord(coord_dir, DEFAULT_FLEETS)
+            report = bench_launched_fleet(run_fleet_bench, coord, options, kill_one, console.print)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
-    for table in bench.report_tables(report):
+    for table in fleet_report_tables(report):
         Console(highlight=False).print(table)
     if json:
         Path(json).write_text(report.to_json())
@@ -691,16 +691,15 @@ def fidelity(
     one section per cluster state, every difference as a diff.
     """
     from hpcgym.errors import HpcgymError
-    from hpcgym.fidelity import harness
-    from hpcgym.fidelity import states as library
+    from hpcgym.fidelity import choose_states, run_fidelity, write_report
 
     console = _console()
     try:
-        chosen = library.choose(states, ci=ci)
+        chosen = choose_states(states, ci=ci)
         out_dir = Path(out) if out else REPO / "build" / "fidelity"
         images_dir = Path(images) if images else DEFAULT_OUT
-        report = harness.run_fidelity(chosen, images_dir, console.print, out=out_dir)
-        md, js = harness.write_report(report, out_dir)
+        report = run_fidelity(chosen, images_dir, console.print, out=out_dir)
+        md, js = write_report(report, out_dir)
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     console.print(report.summary())

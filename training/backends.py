@@ -69,14 +69,14 @@ class _LocalShared:
     def get(self, images_dir: str | None, pool_size: int, step_timeout_s: float | None) -> tuple[Any, Any]:
         from hpcgym.episode.pool import EpisodeOptions, EpisodePool
         from hpcgym.interfaces import default_images_dir
-        from hpcgym.interfaces.gym import RUNTIMES
+        from hpcgym.interfaces.gym import acquire_runtime
         from hpcgym.interfaces.task import default_registry
 
         images = Path(images_dir) if images_dir else default_images_dir()
         key = (str(images.resolve()), pool_size, step_timeout_s)
         with self._lock:
             if key not in self._entries:
-                runtime = RUNTIMES.acquire(images)
+                runtime = acquire_runtime(images)
                 options = EpisodeOptions(timeout_s=step_timeout_s)
                 self._entries[key] = (
                     runtime,
@@ -101,13 +101,13 @@ class _LocalShared:
             stale, self._stale = self._stale, []
         if not entries:
             return
-        from hpcgym.interfaces.gym import RUNTIMES
+        from hpcgym.interfaces.gym import release_runtime
 
         for pool in stale:
             pool.close()
         for runtime, pool, _ in entries:
             pool.close()
-            RUNTIMES.release(runtime)
+            release_runtime(runtime)
 
 
 _LOCAL = _LocalShared()
@@ -212,7 +212,7 @@ def server_pool(env_urls: Sequence[str], api_key: str | None = None) -> ServerPo
         env_urls: the servers.
         api_key: their key (default: `$OPENENV_API_KEY_FILE`'s content, else `$OPENENV_API_KEY`).
     """
-    from hpcgym.interfaces.openenv.server.auth import api_key_from_environ
+    from hpcgym.interfaces.openenv import api_key_from_environ
 
     return _POOLS.get(env_urls, api_key if api_key is not None else api_key_from_environ())
 
@@ -304,7 +304,7 @@ class RemoteBackend:
 
     def _failover(self, error: BaseException) -> None:
         """Move the episode to another server by replaying its commands; raise if none can take it."""
-        from hpcgym.interfaces.openenv.models import HpcAction
+        from hpcgym.interfaces.openenv import HpcAction
 
         failed = self.url
         tried: set[str] = set()
@@ -357,7 +357,7 @@ class RemoteBackend:
                 self._close_client()
 
     def step(self, command: str) -> Reply:
-        from hpcgym.interfaces.openenv.models import HpcAction
+        from hpcgym.interfaces.openenv import HpcAction
 
         node = self.node
         for attempt in range(2):
@@ -388,7 +388,7 @@ class RemoteBackend:
 
     def finish(self) -> float:
         """End the episode on its server where the model stopped; the reward of ending."""
-        from hpcgym.interfaces.openenv.models import HpcAction
+        from hpcgym.interfaces.openenv import HpcAction
 
         try:
             result = self._call("step", HpcAction(command="", stop=True))

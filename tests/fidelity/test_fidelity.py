@@ -27,7 +27,7 @@ def test_ci_states_are_identical_on_real_slurm_and_the_simulator(images_dir: Pat
         pytest.skip(f"Slurm is not installed ({', '.join(missing)}): apt-get install slurm-wlm munge")
     if os.geteuid() != 0 or shutil.which("bwrap") is None:
         pytest.skip("the Slurm daemons and the episodes need root and bubblewrap")
-    chosen = states.choose(ci=True)
+    chosen = states.choose_states(ci=True)
     report = harness.run_fidelity(chosen, images_dir, out=tmp_path)
     assert not [s.name for s in report.states if s.error], [f"{s.name}: {s.error}" for s in report.states]
     assert report.outputs >= 150

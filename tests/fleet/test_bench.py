@@ -12,10 +12,11 @@ import json
 import pytest
 from rich.console import Console
 
+from hpcgym.bench.fleet import FleetBenchOptions, fleet_report_tables, percentile, ratios
 from hpcgym.fleet.config import FleetError
 from hpcgym.interfaces.openenv.server.app import ServerSettings, build_app
 from tests.fleet.test_pool import running
-from training.fleet_bench import BenchOptions, percentile, ratios, report_tables, run_fleet_bench
+from training.fleet_bench import run_fleet_bench
 
 
 def test_percentiles_are_nearest_rank_and_ratios_skip_counts() -> None:
@@ -25,7 +26,7 @@ def test_percentiles_are_nearest_rank_and_ratios_skip_counts() -> None:
         percentile([], 50)
     assert ratios({"n": 4, "p50": 10.0, "max": 0.0}, {"n": 8, "p50": 25.0, "max": 3.0}) == {"p50": 2.5}
     with pytest.raises(FleetError, match="--steps"):
-        BenchOptions(steps=1)
+        FleetBenchOptions(steps=1)
 
 
 def test_a_tiny_fleet_is_measured_and_a_drained_servers_episodes_move(runtime) -> None:
@@ -42,7 +43,7 @@ def test_a_tiny_fleet_is_measured_and_a_drained_servers_episodes_move(runtime) -
             a.wait_drained()
             return a.url
 
-        options = BenchOptions(sessions=4, steps=4, scenarios=("hpc_munge",), reset_concurrency=2)
+        options = FleetBenchOptions(sessions=4, steps=4, scenarios=("hpc_munge",), reset_concurrency=2)
         report = run_fleet_bench([a.url, b.url], "", options, kill=kill)
 
     assert report.errors == []
@@ -61,7 +62,7 @@ def test_a_tiny_fleet_is_measured_and_a_drained_servers_episodes_move(runtime) -
         "max",
     }
     console = Console(record=True, width=160)
-    for table in report_tables(report):
+    for table in fleet_report_tables(report):
         console.print(table)
     text = console.export_text()
     assert "episodes moved to another server" in text and "after / before" in text

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from hpcgym.fleet.pool import Failure, NoServerAvailable, ServerPool, check_urls, classify_failure
 from hpcgym.interfaces.openenv.client import HpcEnvClient
-from hpcgym.interfaces.openenv.loadtest import free_port
+from hpcgym.interfaces.openenv.probe import free_port
 from hpcgym.interfaces.openenv.server.app import ServerSettings, build_app
 from hpcgym.interfaces.openenv.server.drain import Drain, DrainingServer, draining_config
 from training.backends import EnvironmentUnavailable, server_pool

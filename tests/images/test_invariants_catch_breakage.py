@@ -9,7 +9,7 @@ import sys
 import pytest
 import zstandard
 
-from hpcgym.build.tarball import write_canonical_tar
+from hpcgym.imagebuild.tarball import write_canonical_tar
 from tests.conftest import REPO, ROLES, unpack_image
 
 

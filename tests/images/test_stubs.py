@@ -2,8 +2,8 @@
 
 import pytest
 
-from hpcgym.build.client import compile_client, toolchain_version
 from hpcgym.errors import MissingTool
+from hpcgym.imagebuild.client import compile_client, toolchain_version
 from tests.conftest import REPO
 
 TOOLS = [line for line in (REPO / "stubs" / "tools.list").read_text().splitlines() if line.startswith("/")]

@@ -12,8 +12,8 @@ import time
 import pytest
 import requests
 
+from hpcgym.bench.loadtest import run_burst
 from hpcgym.interfaces.openenv.client import HpcEnvClient
-from hpcgym.interfaces.openenv.loadtest import run_burst
 from hpcgym.interfaces.openenv.server.admission import Admission
 from hpcgym.interfaces.openenv.server.app import ServerSettings, build_app
 from hpcgym.interfaces.openenv.server.local import serve

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from hpcgym.interfaces.openenv.client import HpcEnvClient
-from hpcgym.interfaces.openenv.loadtest import free_port, wait_healthy
 from hpcgym.interfaces.openenv.models import HpcAction
+from hpcgym.interfaces.openenv.probe import free_port, wait_healthy
 
 IMAGE = "hpcgym-server"
 KEY = "container-key"

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from hpcgym.interfaces.openenv.client import HpcEnvClient
-from hpcgym.interfaces.openenv.loadtest import free_port
 from hpcgym.interfaces.openenv.models import HpcAction
+from hpcgym.interfaces.openenv.probe import free_port
 from hpcgym.interfaces.openenv.server.admission import DEFAULT_MAX_SESSIONS, default_max_resets
 from hpcgym.interfaces.openenv.server.auth import ApiKeyError, api_key_from_environ, read_api_key_file
 from hpcgym.interfaces.openenv.server.drain import DRAINING_CODE, LOST_CODE

@@ -151,7 +151,7 @@ def test_vector_env_runs_isolated_envs(runtime):
 
 
 def test_envs_without_a_runtime_share_one_closed_with_the_last(images_dir):
-    from hpcgym.interfaces.gym import RUNTIMES
+    from hpcgym.interfaces.gym import _RUNTIMES
 
     first = gymnasium.make("EnterpriseHPC-v0", images_dir=images_dir, pool_size=0)
     second = gymnasium.make("EnterpriseHPC-v0", images_dir=images_dir, pool_size=0)
@@ -163,4 +163,4 @@ def test_envs_without_a_runtime_share_one_closed_with_the_last(images_dir):
     finally:
         first.close()
         second.close()
-    assert RUNTIMES._entries == {}
+    assert _RUNTIMES._entries == {}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from hpcgym.bench import CLIENT_COMMANDS, host_delta_text, run_bench, run_client_bench, use_client
+from hpcgym.bench.episodes import CLIENT_COMMANDS, host_delta_text, run_bench, run_client_bench, use_client
 from hpcgym.episode import Episode
 from hpcgym.runtime import Runtime
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcgym.build.client import INIT_BINARY, INIT_SOURCE, compile_client, toolchain_version
 from hpcgym.errors import MissingTool
+from hpcgym.imagebuild.client import INIT_BINARY, INIT_SOURCE, compile_client, toolchain_version
 from hpcgym.runtime.init import (
     _MESSAGE,
     EV_EXITED,

@@ -606,7 +606,7 @@ STATES: tuple[State, ...] = (
 )
 
 
-def choose(names: str = "", ci: bool = False) -> list[State]:
+def choose_states(names: str = "", ci: bool = False) -> list[State]:
     """States by comma-separated names (all by default), or only the CI-sized set."""
     chosen = [s for s in STATES if s.ci] if ci else list(STATES)
     if names:

@@ -58,7 +58,22 @@ class SharedRuntimes:
         runtime.close()
 
 
-RUNTIMES = SharedRuntimes()
+_RUNTIMES = SharedRuntimes()
+
+
+def acquire_runtime(images_dir: Path) -> Runtime:
+    """The runtime every user over `images_dir` in this process shares (made by the first).
+
+    The gym envs made without a `runtime` use it, and so may anything else that runs episodes in this
+    process (training's in-process backend): one `Runtime` per process, whoever asks. Pair each call
+    with `release_runtime`.
+    """
+    return _RUNTIMES.acquire(images_dir)
+
+
+def release_runtime(runtime: Runtime) -> None:
+    """Let go of a runtime from `acquire_runtime`; the last user's release closes it."""
+    _RUNTIMES.release(runtime)
 
 
 class EnterpriseHPCEnv(gymnasium.Env[str, str]):
@@ -119,7 +134,7 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
         self.render_mode = render_mode
         self._shares_runtime = runtime is None
         images = Path(images_dir) if images_dir is not None else default_images_dir()
-        self.runtime = runtime or RUNTIMES.acquire(images)
+        self.runtime = runtime or acquire_runtime(images)
         self.pool: EpisodePool | None = None
         try:
             max_chars = self.runtime.config.max_output_bytes + 256  # head, tail and the cut/timeout notes
@@ -195,6 +210,9 @@ class EnterpriseHPCEnv(gymnasium.Env[str, str]):
             pool.close()
             self.pool = None
         if getattr(self, "_shares_runtime", False):
-            RUNTIMES.release(self.runtime)
+            release_runtime(self.runtime)
             self._shares_runtime = False
         super().close()
+
+
+__all__ = ["ENV_ID", "EnterpriseHPCEnv", "SharedRuntimes", "acquire_runtime", "release_runtime"]

@@ -1,6 +1,6 @@
 """IMAGE -> lower dir: unpack each image once into a cache keyed by its digest.
 
-An image is `rootfs.tar.zst` plus `manifest.json` (written by `hpcgym.build`). The artifact's sha256
+An image is `rootfs.tar.zst` plus `manifest.json` (written by `hpcgym.imagebuild`). The artifact's sha256
 is checked before anything is extracted, and the digest of the uncompressed tar is computed while
 extracting into a temporary dir, which is renamed into place only when both match. A lock file
 serialises processes that unpack the same digest; a `<key>.complete` marker says an entry is whole, so a

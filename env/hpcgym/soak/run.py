@@ -32,8 +32,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hpcgym.errors import HpcgymError
 from hpcgym.interfaces.openenv.client import HpcEnvClient
-from hpcgym.interfaces.openenv.loadtest import free_port, wait_healthy
 from hpcgym.interfaces.openenv.models import HpcAction
+from hpcgym.interfaces.openenv.probe import free_port, wait_healthy
 from hpcgym.scenarios.incident import gold_commands
 from hpcgym.scenarios.policies import Policy, make_policy
 from hpcgym.soak.leaks import Snapshot, find_leaks, find_remains, held_uid_slots, take_snapshot

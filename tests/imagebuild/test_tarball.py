@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from hpcgym.build.tarball import write_canonical_tar
+from hpcgym.imagebuild.tarball import write_canonical_tar
 
 EPOCH = 1700000000
 

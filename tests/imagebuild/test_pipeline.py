@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from hpcgym.build import base as base_step
-from hpcgym.build.pipeline import BuildOptions, Reporter, build_images, decompress
-from hpcgym.build.spec import Backend, BaseKind, BaseSpec, Role
 from hpcgym.errors import BuildError, MissingTool
+from hpcgym.imagebuild import base as base_step
+from hpcgym.imagebuild.pipeline import BuildOptions, Reporter, build_images, decompress
+from hpcgym.imagebuild.spec import Backend, BaseKind, BaseSpec, Role
 from tests.conftest import REPO, STORE
 
 pytestmark = pytest.mark.slow
@@ -149,7 +149,7 @@ def test_unreachable_mirror_is_a_clear_error(tmp_path):
 def test_missing_builder_names_its_package(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr("hpcgym.run.DEFAULT_PATH", "/nonexistent")
-    from hpcgym.build.backends import open_builder
+    from hpcgym.imagebuild.backends import open_builder
 
     with pytest.raises(MissingTool, match="buildah is not installed") as caught:
         open_builder(Backend.BUILDAH)
@@ -158,7 +158,7 @@ def test_missing_builder_names_its_package(monkeypatch):
 
 def test_docker_engine_not_running_says_how_to_start_it(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    from hpcgym.build.backends import open_builder
+    from hpcgym.imagebuild.backends import open_builder
 
     with pytest.raises(MissingTool) as caught:
         open_builder(Backend.DOCKER)

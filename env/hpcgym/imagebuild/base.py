@@ -1,6 +1,6 @@
 """The base root filesystem: Debian minbase from mmdebstrap, or a rootfs tarball the user supplies.
 
-Both end as a directory that `build.tarball` turns into the canonical base tar. An OCI base needs no
+Both end as a directory that `imagebuild.tarball` turns into the canonical base tar. An OCI base needs no
 step here: the builder pulls it by its pinned digest.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hpcgym.build.spec import DPKG_EXCLUDES, BaseKind, BaseSpec
 from hpcgym.errors import BuildError
+from hpcgym.imagebuild.spec import DPKG_EXCLUDES, BaseKind, BaseSpec
 from hpcgym.run import CommandFailed, require_tool, run
 
 # mmdebstrap/apt phrases that mean the mirror, not the recipe, is the problem.

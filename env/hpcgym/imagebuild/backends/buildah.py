@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from hpcgym.build.backends import iter_build_errors
-from hpcgym.build.spec import Backend
 from hpcgym.errors import BuildError
+from hpcgym.imagebuild.backends import iter_build_errors
+from hpcgym.imagebuild.spec import Backend
 from hpcgym.run import CommandFailed, require_tool, run
 
 

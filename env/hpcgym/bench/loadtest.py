@@ -4,7 +4,7 @@
 would meet it: another process, over the socket) and stops it after. Every session resets, then steps
 through a mix of plain and stub-backed commands, checking that its step count goes up by one each
 time; latencies are per step, measured at the client. `invoke bench` calls `run_loadtest`; run this
-module to drive a server by hand (`python -m hpcgym.interfaces.openenv.loadtest --url ...`), which also
+module to drive a server by hand (`python -m hpcgym.bench.loadtest --url ...`), which also
 makes a smoke episode for a deployed container (`--sessions 1 --steps 3`).
 
 `run_burst` is the admission test: it opens N sessions, then sends all N resets at once, ungated, and
@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from hpcgym.errors import HpcgymError
 from hpcgym.interfaces import default_images_dir
 from hpcgym.interfaces.openenv.client import HpcEnvClient
 from hpcgym.interfaces.openenv.models import HpcAction
+from hpcgym.interfaces.openenv.probe import free_port, wait_healthy
 from hpcgym.interfaces.task import EXPLORE
 
 # What an agent types most: plain coreutils and the cluster's own tools (stub, socket, controller).
@@ -317,28 +317,6 @@ def run_burst(
         The figures; failures are counted in `errors`, not raised.
     """
     return asyncio.run(run_burst_async(url, sessions, api_key, scenario, message_timeout_s))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(
-    url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None, episodes_ready: int = 0
-) -> None:
-    """Poll `url`/health until it is healthy with `episodes_ready` episodes prepared (or raise)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise HpcgymError(f"the server exited with code {process.returncode} before it was healthy")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            health = json.load(response)
-            if health.get("status") == "healthy" and health.get("episodes_ready", 0) >= episodes_ready:
-                return
-        time.sleep(0.2)
-    raise HpcgymError(f"the server at {url} was not healthy after {timeout_s:g} s")
 
 
 @contextlib.contextmanager

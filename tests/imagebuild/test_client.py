@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcgym.build.client import (
+from hpcgym.errors import BuildError, MissingTool
+from hpcgym.imagebuild.client import (
     BINARY,
     INIT_SOURCE,
     PYTHON_CLIENT,
@@ -29,7 +30,6 @@ from hpcgym.build.client import (
     toolchain_version,
     zig_target,
 )
-from hpcgym.errors import BuildError, MissingTool
 from tests.conftest import REPO
 
 STUBS = REPO / "stubs"
@@ -266,12 +266,12 @@ def test_flags_are_fixed_and_relative() -> None:
 
 def test_a_missing_toolchain_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(
-        "hpcgym.build.client.zig_cmd", lambda: [str(tmp_path / "no-such-python"), "-m", "ziglang"]
+        "hpcgym.imagebuild.client.zig_cmd", lambda: [str(tmp_path / "no-such-python"), "-m", "ziglang"]
     )
     with pytest.raises(MissingTool, match="zig compiler") as caught:
         compile_client(STUBS, tmp_path / "out")
     assert "pip install" in str(caught.value)
-    monkeypatch.setattr("hpcgym.build.client.zig_cmd", lambda: ["/bin/echo"])
+    monkeypatch.setattr("hpcgym.imagebuild.client.zig_cmd", lambda: ["/bin/echo"])
     with pytest.raises(BuildError, match="pinned to zig"):
         toolchain_version()
 
@@ -298,7 +298,7 @@ def test_a_missing_toolchain_fails_the_init_build_clearly(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(
-        "hpcgym.build.client.zig_cmd", lambda: [str(tmp_path / "no-such-python"), "-m", "ziglang"]
+        "hpcgym.imagebuild.client.zig_cmd", lambda: [str(tmp_path / "no-such-python"), "-m", "ziglang"]
     )
     with pytest.raises(MissingTool, match="zig compiler"):
         compile_client(STUBS, tmp_path / "out", source=INIT_SOURCE, what="node init")

@@ -1,7 +1,7 @@
 """Builder backends: two small classes behind one interface.
 
 A backend only assembles: it imports the base, runs the role's Containerfile with the network cut, and
-exposes the result as a directory. The artifact and its digest come from `build.tarball`, so every
+exposes the result as a directory. The artifact and its digest come from `imagebuild.tarball`, so every
 backend gives the same bytes for the same inputs.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from hpcgym.build.spec import Backend
+from hpcgym.imagebuild.spec import Backend
 
 
 class Builder(Protocol):
@@ -43,10 +43,10 @@ def open_builder(backend: Backend) -> Builder:
     """Connect to a backend; raises `MissingTool` with a hint when it is not installed or not running."""
     # Imported here so that using one backend never needs the other's dependencies.
     if backend is Backend.BUILDAH:
-        from hpcgym.build.backends.buildah import BuildahBuilder
+        from hpcgym.imagebuild.backends.buildah import BuildahBuilder
 
         return BuildahBuilder()
-    from hpcgym.build.backends.docker import DockerBuilder
+    from hpcgym.imagebuild.backends.docker import DockerBuilder
 
     return DockerBuilder()
 

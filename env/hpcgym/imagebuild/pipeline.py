@@ -19,10 +19,11 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from hpcgym.build import base as base_step
-from hpcgym.build.backends import Builder, open_builder
-from hpcgym.build.client import ensure_stubs
-from hpcgym.build.spec import (
+from hpcgym.errors import BuildError
+from hpcgym.imagebuild import base as base_step
+from hpcgym.imagebuild.backends import Builder, open_builder
+from hpcgym.imagebuild.client import ensure_stubs
+from hpcgym.imagebuild.spec import (
     DEFAULT_SOURCE_DATE_EPOCH,
     PERSONA,
     Backend,
@@ -35,9 +36,8 @@ from hpcgym.build.spec import (
     normalized_mode,
     sha256_file,
 )
-from hpcgym.build.store import ARTIFACT, MANIFEST, Store, StoreEntry, dump_manifest
-from hpcgym.build.tarball import WRITER_VERSION, TarSummary, write_canonical_tar
-from hpcgym.errors import BuildError
+from hpcgym.imagebuild.store import ARTIFACT, MANIFEST, Store, StoreEntry, dump_manifest
+from hpcgym.imagebuild.tarball import WRITER_VERSION, TarSummary, write_canonical_tar
 
 # Files a container engine bind-mounts during a build, so what a Containerfile writes there is lost;
 # the writer pins them to the role's own copies instead.

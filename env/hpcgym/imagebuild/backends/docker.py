@@ -9,9 +9,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from hpcgym.build.backends import iter_build_errors
-from hpcgym.build.spec import Backend
 from hpcgym.errors import BuildError, MissingTool
+from hpcgym.imagebuild.backends import iter_build_errors
+from hpcgym.imagebuild.spec import Backend
 from hpcgym.run import run
 
 

@@ -22,9 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hpcgym.build.spec import finalize_cache_key, hash_tree, sha256_file
-from hpcgym.build.store import MANIFEST, Store, dump_manifest
 from hpcgym.errors import BuildError, MissingTool
+from hpcgym.imagebuild.spec import finalize_cache_key, hash_tree, sha256_file
+from hpcgym.imagebuild.store import MANIFEST, Store, dump_manifest
 from hpcgym.run import CommandFailed, run
 
 SOURCE = "hpcgym-client.c"

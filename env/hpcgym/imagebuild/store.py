@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcgym.build.spec import sha256_file
 from hpcgym.errors import DigestMismatch
+from hpcgym.imagebuild.spec import sha256_file
 
 ARTIFACT = "rootfs.tar.zst"
 MANIFEST = "manifest.json"

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from hpcgym.build.spec import sha256_file
-from hpcgym.build.store import Store
 from hpcgym.errors import DigestMismatch
+from hpcgym.imagebuild.spec import sha256_file
+from hpcgym.imagebuild.store import Store
 
 
 def stage_entry(store, staged, payload=b"tar"):
@@ -52,7 +52,7 @@ def test_sweep_removes_only_leftovers_of_dead_processes(tmp_path):
     store = Store(tmp_path / "store")
     # A process that stages and is killed before it can clean up.
     code = (
-        "import os, sys; sys.path.insert(0, 'env'); from pathlib import Path; from hpcgym.build.store import Store; "
+        "import os, sys; sys.path.insert(0, 'env'); from pathlib import Path; from hpcgym.imagebuild.store import Store; "
         f"s = Store(Path({str(tmp_path / 'store')!r})); cm = s.staging(); p = cm.__enter__(); "
         "print(p, flush=True); os.kill(os.getpid(), 9)"
     )
