@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from typing import Any
 
-from hpcgym.controller.commands import chronyc
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import chrony, httpd, munged, slurm, users
@@ -302,7 +301,7 @@ def is_clock_synchronized(episode: Episode, node: str) -> bool:
     return (
         services.clock_offset(node) == services.clock_offset(services.controller_host)
         and is_unit_active(episode, node, chrony.UNIT)
-        and chronyc.is_synchronized(services, node)
+        and chrony.is_synchronized(services, node)
     )
 
 
