@@ -12,19 +12,22 @@ with it, are decided here once, for chronyd, chronyc and timedatectl, and the gr
 from __future__ import annotations
 
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, lookup_ids
 from hpcgym.controller.services.units import UnitFile
-
-if TYPE_CHECKING:
-    from hpcgym.controller.services.manager import ServiceManager
 
 VERSION = "4.5"
 FEATURES = "+CMDMON +NTP +REFCLOCK +RTC +PRIVDROP +SCFILTER +SIGND +ASYNCDNS +NTS +SECHASH +IPV6 +DEBUG"
 CONF = "/etc/chrony.conf"
 PID_FILE = "/run/chrony/chronyd.pid"
 UNIT = "chronyd.service"
+
+
+class ClockHost(DaemonHost, Protocol):
+    """What chronyd asks of the cluster beyond a daemon's checks: to step its node's clock."""
+
+    def set_clock_offset(self, node: str, seconds: int) -> None: ...
 
 
 def conf_directives(host: DaemonHost, node: str) -> list[list[str]]:
@@ -88,23 +91,23 @@ def step_lines(correction_s: int) -> list[Line]:
     ]
 
 
-def launch(m: ServiceManager, node: str, unit: UnitFile) -> Launch:
+def launch(host: ClockHost, node: str, unit: UnitFile) -> Launch:
     """Start chronyd: it picks its source and, if chrony.conf lets it, steps a skewed clock to it."""
-    uid, gid = lookup_ids(m.access, node, "root")
+    uid, gid = lookup_ids(host.access, node, "root")
     result = Launch(ok=True, comm="chronyd", argv=exec_argv(unit), uid=uid, gid=gid, pid_file=PID_FILE)
     result.stderr = [
         Line(f"chronyd version {VERSION} starting ({FEATURES})"),
         Line("Using right/UTC timezone to obtain leap second data"),
         Line("Loaded seccomp filter (level 2)"),
     ]
-    found = source(m, node)
+    found = source(host, node)
     if found is None:
         return result
     name, addr = found
     result.stderr.append(Line(f"Selected source {addr} ({name})"))
-    offset = skew(m, node)
-    threshold = step_threshold(m, node)
+    offset = skew(host, node)
+    threshold = step_threshold(host, node)
     if offset and threshold is not None and abs(offset) > threshold:
         result.stderr += step_lines(-offset)
-        m.set_clock_offset(node, m.clock_offset(m.controller_host))
+        host.set_clock_offset(node, host.clock_offset(host.controller_host))
     return result
