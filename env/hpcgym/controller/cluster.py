@@ -9,6 +9,7 @@ states they did show. Time comes only from the episode's `VirtualClock`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from hpcgym.controller.accounting import SITE_ACCOUNTS, Accounting
 from hpcgym.controller.arrays import (
@@ -37,6 +38,7 @@ from hpcgym.controller.state import (
     ReservationFlag,
     TimeLimitSource,
 )
+from hpcgym.controller.timefmt import TimeLimit
 from hpcgym.errors import ControllerError
 
 # priority/basic hands out 0xFFFEFFFF to the first job and one less to each later one (capture 50).
@@ -704,6 +706,10 @@ class Cluster:
         self.jobs.update(ordered)
         return task
 
+    def drop_pending_task(self, meta: Job, task: int) -> None:
+        """`scancel ID_TASK` of a task still in the array's record with others: it leaves the record."""
+        meta.array_pending = [t for t in meta.array_pending if t != task]
+
     def first_pass_s(self, job: Job) -> int:
         """When the main scheduler first looks at a batch job.
 
@@ -773,6 +779,28 @@ class Cluster:
             self._release_nodes(job)
         self._back_to_pending(job)
         self.schedule()
+
+    def update_job(
+        self, job: Job, *, name: str | None = None, partition: str | None = None, min_nodes: int | None = None
+    ) -> None:
+        """`scontrol update JobId=`: set the fields given (the command checks them, as scontrol does)."""
+        if name is not None:
+            job.name = name
+        if partition is not None:
+            job.partition = partition
+        if min_nodes is not None:
+            job.min_nodes = min_nodes
+
+    def set_time_limit(self, job: Job, minutes: TimeLimit, source: TimeLimitSource) -> None:
+        """`scontrol update TimeLimit=`: the job's limit (None: UNLIMITED), and who set it."""
+        job.time_limit_min, job.time_limit_source = minutes, source
+
+    def let_step_run(self, job: Job, run_for_s: int | None, exit_code: int) -> None:
+        """An srun job's only step outlived srun: it ends `run_for_s` after the job's start.
+
+        None runs it until the job's TimeLimit; either way the job then ends with `exit_code`.
+        """
+        job.run_for_s, job.run_exit_code = run_for_s, exit_code
 
     def _back_to_pending(self, job: Job) -> None:
         job.state = JobState.PENDING
@@ -964,6 +992,16 @@ class Cluster:
                         used[name] += count
         return used
 
+    # ---- partitions ------------------------------------------------------------------------------
+
+    def set_partition_state(self, part: Partition, state: PartitionState) -> None:
+        """`scontrol update PartitionName= State=`."""
+        part.state = state
+
+    def set_partition_max_time(self, part: Partition, minutes: TimeLimit) -> None:
+        """`scontrol update PartitionName= MaxTime=` (None: UNLIMITED); slurm.conf is not rewritten."""
+        part.conf = replace(part.conf, max_time_min=minutes)
+
     # ---- scheduling ------------------------------------------------------------------------------
 
     def schedule(self) -> None:
@@ -1040,6 +1078,14 @@ class Cluster:
         for job in self.jobs.values():
             if job.state is JobState.PENDING and job.unseen_until_s is not None:
                 job.unseen_until_s = self.now_s
+
+    def rewrite_reason(self, node: Node, reason: str) -> None:
+        """`scontrol update NodeName= Reason=` alone: a new text for the node's reason.
+
+        Its user and time stay; a node without a reason keeps none.
+        """
+        if node.reason is not None:
+            node.reason = reason
 
     def _set_reason(self, node: Node, reason: str, user: str) -> None:
         node.reason, node.reason_user, node.reason_s = reason, user, self.now_s

@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from typing import Any
 
-from hpcgym.controller.commands import chronyc
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import chrony, httpd, munged, slurm, users
@@ -302,7 +301,7 @@ def is_clock_synchronized(episode: Episode, node: str) -> bool:
     return (
         services.clock_offset(node) == services.clock_offset(services.controller_host)
         and is_unit_active(episode, node, chrony.UNIT)
-        and chronyc.is_synchronized(services, node)
+        and chrony.is_synchronized(services, node)
     )
 
 
@@ -323,7 +322,13 @@ def is_munge_healthy(episode: Episode, node: str) -> bool:
     if not is_unit_active(episode, node, slurm.MUNGE) or not is_munge_key_secure(episode, node):
         return False
     key = episode.nodes.read(node, munged.KEY_FILE) or b""
-    return episode.services.memo(node, slurm.MUNGE).get("key_sha256") == hashlib.sha256(key).hexdigest()
+    return _running_key_sha256(episode, node) == hashlib.sha256(key).hexdigest()
+
+
+def _running_key_sha256(episode: Episode, node: str) -> str | None:
+    """The digest of the key munged on `node` runs with (read at its start), or None."""
+    running = episode.services.facts(node, slurm.MUNGE, munged.MungedFacts)
+    return running.key_sha256 if running is not None else None
 
 
 def has_one_munge_key(episode: Episode) -> bool:
@@ -337,7 +342,7 @@ def has_one_munge_key(episode: Episode) -> bool:
     for node in episode.services.nodes:
         if not is_munge_healthy(episode, node):
             return False
-        digests.add(episode.services.memo(node, slurm.MUNGE).get("key_sha256"))
+        digests.add(_running_key_sha256(episode, node))
     if site is not None:
         return digests == {hashlib.sha256(site.munge_key).hexdigest()}
     return len(digests) == 1
@@ -482,13 +487,14 @@ def is_portal_serving(episode: Episode) -> bool:
     if isinstance(want, httpd.ConfigError) or have != want:
         return False
     # httpd answers from the config it started with: that one must mean the same too.
-    memo = services.memo(ctl, HTTPD)
-    if memo.get("root_redirect", "") != (want.root_redirect or "") or memo.get(
-        "auth_prefixes", ""
-    ) != ",".join(want.auth_prefixes):
+    running = services.facts(ctl, HTTPD, httpd.HttpdFacts)
+    if running is None or (running.config.root_redirect, running.config.auth_prefixes) != (
+        want.root_redirect,
+        want.auth_prefixes,
+    ):
         return False
     page = httpd.respond(
-        memo,
+        running.config,
         path="/pun/sys/dashboard",
         host_header=ctl,
         upstream_ok=services.is_portal_upstream_healthy(),

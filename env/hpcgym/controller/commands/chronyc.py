@@ -10,10 +10,9 @@ synced chronyd prints (offsets, frequency, delay) are fixed, plausible values fo
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from ipaddress import IPv4Address
 
 from hpcgym.controller.commands.base import Context, Reply
-from hpcgym.controller.services import ServiceManager, services_of
+from hpcgym.controller.services import ServiceManager, chrony, services_of
 from hpcgym.controller.services.chrony import UNIT, server, step_lines
 from hpcgym.controller.services.journal import Entry
 
@@ -28,38 +27,13 @@ WITH_VALUE = ("-h", "-p", "-f")
 COMMANDS = ("tracking", "sources", "activity", "makestep")
 
 
-def _source(services: ServiceManager, node: str) -> tuple[str, IPv4Address] | None:
-    """The source chronyd reaches on `node` (name, address), or None (none configured or reachable)."""
-    name = server(services, node)
-    if name is None:
-        return None
-    addr = services.network.resolve(node, name)
-    if addr is None or not services.network.can_reach(node, addr):
-        return None
-    return name, addr
-
-
-def _skew(services: ServiceManager, node: str) -> int:
-    """How far `node`'s clock is ahead of the time it serves or follows (the controller's)."""
-    return services.clock_offset(node) - services.clock_offset(services.controller_host)
-
-
-def is_synchronized(services: ServiceManager, node: str) -> bool:
-    """Whether chronyd runs and the node's clock agrees with its source (the login node is its own)."""
-    if not services.is_active(node, UNIT):
-        return False
-    if server(services, node) is None:
-        return True
-    return _source(services, node) is not None and _skew(services, node) == 0
-
-
 def _ctime(time_s: int) -> str:
     return datetime.fromtimestamp(time_s, UTC).strftime("%a %b %d %H:%M:%S %Y")
 
 
 def _tracking(services: ServiceManager, node: str) -> str:
     now = services.node_now_s(node)
-    source = _source(services, node)
+    source = chrony.source(services, node)
     local = server(services, node) is None
     if local:
         ref_id, stratum, ref_time = "7F7F0101 ()", LOCAL_STRATUM, now
@@ -68,7 +42,7 @@ def _tracking(services: ServiceManager, node: str) -> str:
         ref_id, stratum, ref_time = f"{int(addr):08X} ({name})", LOCAL_STRATUM + 1, now - 35
     else:
         ref_id, stratum, ref_time = "00000000 ()", 0, 0
-    skew = _skew(services, node) if source is not None else 0
+    skew = chrony.skew(services, node) if source is not None else 0
     system = f"{abs(skew):.9f} seconds {'fast' if skew >= 0 else 'slow'} of NTP time"
     if local or source is None:
         system = "0.000000000 seconds fast of NTP time"
@@ -99,12 +73,12 @@ def _sources(services: ServiceManager, node: str) -> str:
     name = server(services, node)
     if name is None:
         return SOURCES_HEADER
-    source = _source(services, node)
+    source = chrony.source(services, node)
     if source is None:
         row = f"^? {name:<27} {0:>2} {6:>3} {'0':>5} {'-':>5}  {'+0ns':>7}[{'+0ns':>7}] +/- {'0ns':>6}\n"
         return SOURCES_HEADER + row
     # The sample is how far the source is from this clock: a node ahead sees its source behind.
-    sample = _sample(-_skew(services, node))
+    sample = _sample(-chrony.skew(services, node))
     last = "-25us" if sample == "-21us" else sample
     row = f"^* {name:<27} {LOCAL_STRATUM:>2} {6:>3} {'377':>5} {35:>5}  {sample:>7}[{last:>7}] +/- "
     row += f"{'160us':>6}\n"
@@ -121,8 +95,8 @@ def _activity(services: ServiceManager, node: str) -> str:
 
 def _makestep(services: ServiceManager, node: str) -> str:
     """Step the clock to the source now, as `chronyc makestep` asks chronyd to; logged like a start step."""
-    skew = _skew(services, node)
-    if _source(services, node) is not None and skew:
+    skew = chrony.skew(services, node)
+    if chrony.source(services, node) is not None and skew:
         runtime = services.unit(node, UNIT)
         services.set_clock_offset(node, services.clock_offset(services.controller_host))
         if runtime is not None and runtime.main_pid is not None:
@@ -178,7 +152,7 @@ def run_timedatectl(ctx: Context, args: list[str]) -> Reply:
         return Reply("", f"Unknown command verb {verb}.\n", 1)
     now = services.node_now_s(ctx.node)
     ntp = services.is_active(ctx.node, UNIT)
-    synced = is_synchronized(services, ctx.node)
+    synced = chrony.is_synchronized(services, ctx.node)
     if verb == "status":
         rows = [
             ("Local time", _stamp(now)),

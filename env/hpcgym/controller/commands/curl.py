@@ -20,7 +20,7 @@ from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services import ServiceManager, services_of
 from hpcgym.controller.services.access import NodeFileError
-from hpcgym.controller.services.httpd import HttpResponse, respond
+from hpcgym.controller.services.httpd import HttpdFacts, HttpResponse, respond
 from hpcgym.controller.services.manager import HTTPD
 
 VERSION = "7.76.1"
@@ -107,9 +107,12 @@ def _fetch(services: ServiceManager, node: str, transfer: Transfer, method: str,
         transfer.verbose.append(f"* connect to {shown} port {port} failed: Network is unreachable")
         raise CurlError(7, f"Failed to connect to {host} port {port}: Network is unreachable")
     target = node if addr.is_loopback else services.node_at(addr)
-    memo = services.memo(target, HTTPD) if target is not None and services.is_active(target, HTTPD) else {}
-    ports = [int(p) for p in memo.get("ports", "").split(",") if p]
-    if port not in ports or scheme == "https":
+    httpd = (
+        services.facts(target, HTTPD, HttpdFacts)
+        if target is not None and services.is_active(target, HTTPD)
+        else None
+    )
+    if httpd is None or port not in httpd.config.ports or scheme == "https":
         transfer.verbose.append(f"* connect to {shown} port {port} failed: Connection refused")
         if host == "localhost":
             # localhost is ::1 and 127.0.0.1 in /etc/hosts; curl tries both before giving up.
@@ -118,7 +121,7 @@ def _fetch(services: ServiceManager, node: str, transfer: Transfer, method: str,
         raise CurlError(7, f"Failed to connect to {host} port {port}: Connection refused")
     host_header = host if port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
     response = respond(
-        memo,
+        httpd.config,
         path=path,
         host_header=host_header,
         upstream_ok=services.is_portal_upstream_healthy(),

@@ -28,7 +28,7 @@ from hpcgym.controller.commands.base import Context, Reply
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.services import ServiceManager, services_of
 from hpcgym.controller.services.access import NodeFileError
-from hpcgym.controller.services.munged import SOCKET, VERSION
+from hpcgym.controller.services.munged import SOCKET, VERSION, MungedFacts
 from hpcgym.controller.services.slurm import MUNGE
 
 # A node fault that strikes once the output file is open (the others stop the open itself).
@@ -281,7 +281,7 @@ def run_munge(ctx: Context, args: list[str]) -> Reply:
         "gid": ids.get("gid", ctx.user.gid),
         "ruid": ids.get("restrict-uid"),
         "rgid": ids.get("restrict-gid"),
-        "key": services.memo(ctx.node, MUNGE).get("key_sha256", "")[:16],
+        "key": _key_tag(services, ctx.node),
         "payload": payload,
         "serial": services.munge_serial,
     }
@@ -303,6 +303,12 @@ class Decoded:
     status: int
     text: str
     body: dict[str, object]
+
+
+def _key_tag(services: ServiceManager, node: str) -> str:
+    """What a credential carries of the key `node`'s munged runs with ("" where none runs)."""
+    running = services.facts(node, MUNGE, MungedFacts)
+    return running.key_sha256[:16] if running is not None else ""
 
 
 def _is_credential_body(body: object) -> bool:
@@ -327,7 +333,7 @@ def _decode(services: ServiceManager, node: str, cred: str) -> Decoded | Reply:
         body = json.loads(_seal(raw[len(HEADER) :]))
     except (ValueError, binascii.Error, RecursionError):
         return Reply("", "unmunge: Error: Truncated cipher IV\n", EXIT_BAD_CRED)
-    if not _is_credential_body(body) or body["key"] != services.memo(node, MUNGE).get("key_sha256", "")[:16]:
+    if not _is_credential_body(body) or body["key"] != _key_tag(services, node):
         return Reply("", "unmunge: Error: Invalid credential\n", EXIT_CRED_INVALID)
     # The replay hash keeps a digest of each credential (munged keys it on the MAC), not the
     # credential, which can be most of a megabyte of the agent's choosing.

@@ -88,7 +88,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
             meta = next((j for j in array if task in j.array_pending), None)
             if job is None and meta is not None and len(meta.array_pending) > 1:
                 # A pending task leaves the array's record; the others still wait (22.05.8).
-                meta.array_pending = [t for t in meta.array_pending if t != task]
+                cluster.drop_pending_task(meta, task)
                 continue
             targets.append((text, job or meta, None))
             continue

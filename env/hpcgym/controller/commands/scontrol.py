@@ -330,8 +330,8 @@ def _update_node(ctx: Context, pairs: list[tuple[str, str]], words: list[str]) -
                 cluster.undrain(node)
             elif action == "NORESP":
                 cluster.mark_not_responding(node)
-            elif reason is not None and node.reason is not None:
-                node.reason = reason
+            elif reason is not None:
+                cluster.rewrite_reason(node, reason)
         except SlurmError as error:
             failed = error
     cluster.schedule()
@@ -366,11 +366,11 @@ def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
             if not _set_time_limit(ctx, job, minutes):
                 return Reply("", f"Access/permission denied for job {job_text}\n", 1)
         elif lower == "partition" and value in cluster.partitions:
-            job.partition = value
+            cluster.update_job(job, partition=value)
         elif lower in ("numnodes", "minnodes") and (count := to_int(value)) is not None:
-            job.min_nodes = count
+            cluster.update_job(job, min_nodes=count)
         elif lower == "name" or lower == "jobname":
-            job.name = value
+            cluster.update_job(job, name=value)
         else:
             return Reply(
                 "", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1
@@ -392,9 +392,9 @@ def _set_time_limit(ctx: Context, job: Job, minutes: TimeLimit) -> bool:
     fits = job.state is JobState.PENDING and part is not None and not exceeds(minutes, part.conf.max_time_min)
     if not (is_super_user(ctx) or shorter or fits):
         return False
-    job.time_limit_min = minutes
     # An operator's limit is ADMIN_SET_LIMIT: partition time limits no longer hold the job.
-    job.time_limit_source = TimeLimitSource.ADMIN if is_super_user(ctx) else TimeLimitSource.JOB
+    source = TimeLimitSource.ADMIN if is_super_user(ctx) else TimeLimitSource.JOB
+    ctx.cluster.set_time_limit(job, minutes, source)
     return True
 
 
@@ -423,9 +423,9 @@ def _update_partition(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
                 "", f"Update of this parameter is not supported: {arg_key}={value}\nRequest aborted\n", 1
             )
     if state is not None:
-        part.state = state
+        ctx.cluster.set_partition_state(part, state)
     if max_time:
-        part.conf = replace(part.conf, max_time_min=max_time[0])
+        ctx.cluster.set_partition_max_time(part, max_time[0])
     ctx.cluster.schedule()
     return Reply()
 

@@ -148,12 +148,10 @@ def _run_tasks(ctx: Context, job: Job, command: list[str], *, label: bool) -> Re
         # or its node failing (NODE_FAIL), as on Debian's slurmctld 22.05.8.
         # TODO(runtime): the real srun also stays until then and prints the step's end; until the
         # runtime can hold a command open past its bound, srun returns now with what the tasks printed.
-        job.run_for_s = None
-        job.run_exit_code = worst
+        ctx.cluster.let_step_run(job, None, worst)
     elif run_for > 0:
         # A backgrounded step (`srun ... &`): the job keeps its nodes until the step would end.
-        job.run_for_s = run_for
-        job.run_exit_code = worst
+        ctx.cluster.let_step_run(job, run_for, worst)
     else:
         ctx.cluster.finish_step(job, worst)
     return Reply("".join(stdout), "".join(stderr), worst)

@@ -75,16 +75,16 @@ def format_status(
     if unit.state_since_s is not None:
         active += f" since {timestamp(unit.state_since_s)}; {relative(now_s - unit.state_since_s)}"
     out.append(f"     Active: {active}")
-    if "condition" in unit.memo and unit.active is not ActiveState.ACTIVE:
-        when = int(unit.memo["condition_s"])
+    if unit.skipped is not None and unit.active is not ActiveState.ACTIVE:
+        when = unit.skipped.at_s
         out.append(f"  Condition: start condition failed at {timestamp(when)}; {relative(now_s - when)}")
-        out.append(f"             └─ {unit.memo['condition']} was not met")
+        out.append(f"             └─ {unit.skipped.condition} was not met")
     for index, doc in enumerate(file.documentation):
         out.append(f"       Docs: {doc}" if index == 0 else f"             {doc}")
     if unit.control_exit is not None:
         pid, code, status = unit.control_exit
         out.append(f"    Process: {pid} ExecStart={file.exec_start} ({_exit_text(code, status)})")
-    comm = unit.memo.get("comm", "")
+    comm = unit.process.comm if unit.process is not None else ""
     if unit.main_pid is not None:
         out.append(f"   Main PID: {unit.main_pid} ({comm})")
         tasks, memory, cpu = RESOURCES.get(comm, ("1", "1.0M", "5ms"))
@@ -92,7 +92,9 @@ def format_status(
         out.append(f"     Memory: {memory}")
         out.append(f"        CPU: {cpu}")
         out.append(f"     CGroup: /system.slice/{unit.name}")
-        out.append(f"             └─{unit.main_pid} {unit.memo.get('cmdline', comm)}")
+        out.append(
+            f"             └─{unit.main_pid} {unit.process.cmdline if unit.process is not None else comm}"
+        )
     elif unit.state_since_s is not None:
         if unit.main_exit is not None:
             pid, code, status = unit.main_exit

@@ -5,18 +5,17 @@ chronyd was stopped. Starting chronyd corrects it only when chrony.conf allows a
 as Rocky's default does: `makestep 1.0 3` steps during the first updates); without one chronyd would
 slew at most 83 ms per second, so a skew of minutes stays for hours, which this model keeps as is.
 `chronyc makestep` steps whenever chronyd runs. Compute nodes follow `server login01`; the login node
-serves its own clock (`local stratum 10`).
+serves its own clock (`local stratum 10`). Which source chronyd reaches, and whether the clock agrees
+with it, are decided here once, for chronyd, chronyc and timedatectl, and the grader.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from ipaddress import IPv4Address
+from typing import Protocol
 
-from hpcgym.controller.services.daemon import Launch, Line, exec_argv, lookup_ids
+from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, lookup_ids
 from hpcgym.controller.services.units import UnitFile
-
-if TYPE_CHECKING:
-    from hpcgym.controller.services.manager import ServiceManager
 
 VERSION = "4.5"
 FEATURES = "+CMDMON +NTP +REFCLOCK +RTC +PRIVDROP +SCFILTER +SIGND +ASYNCDNS +NTS +SECHASH +IPV6 +DEBUG"
@@ -25,16 +24,22 @@ PID_FILE = "/run/chrony/chronyd.pid"
 UNIT = "chronyd.service"
 
 
-def conf_directives(m: ServiceManager, node: str) -> list[list[str]]:
+class ClockHost(DaemonHost, Protocol):
+    """What chronyd asks of the cluster beyond a daemon's checks: to step its node's clock."""
+
+    def set_clock_offset(self, node: str, seconds: int) -> None: ...
+
+
+def conf_directives(host: DaemonHost, node: str) -> list[list[str]]:
     """chrony.conf's directives as word lists (comments and blank lines dropped)."""
-    raw = m.access.read(node, CONF) or b""
+    raw = host.access.read(node, CONF) or b""
     lines = (line.split("#", 1)[0].split() for line in raw.decode(errors="replace").splitlines())
     return [words for words in lines if words]
 
 
-def step_threshold(m: ServiceManager, node: str) -> float | None:
+def step_threshold(host: DaemonHost, node: str) -> float | None:
     """`makestep THRESHOLD LIMIT`'s threshold in seconds, or None when chronyd may not step at start."""
-    for words in conf_directives(m, node):
+    for words in conf_directives(host, node):
         if words[0] == "makestep" and len(words) >= 3:
             try:
                 threshold, limit = float(words[1]), int(words[2])
@@ -44,12 +49,37 @@ def step_threshold(m: ServiceManager, node: str) -> float | None:
     return None
 
 
-def server(m: ServiceManager, node: str) -> str | None:
+def server(host: DaemonHost, node: str) -> str | None:
     """The first `server`/`pool` name in chrony.conf, or None for a node that serves its own clock."""
-    for words in conf_directives(m, node):
+    for words in conf_directives(host, node):
         if words[0] in ("server", "pool") and len(words) >= 2:
             return words[1]
     return None
+
+
+def source(host: DaemonHost, node: str) -> tuple[str, IPv4Address] | None:
+    """The source chronyd reaches on `node` (name, address), or None (none configured or reachable)."""
+    name = server(host, node)
+    if name is None:
+        return None
+    addr = host.network.resolve(node, name)
+    if addr is None or not host.network.can_reach(node, addr):
+        return None
+    return name, addr
+
+
+def skew(host: DaemonHost, node: str) -> int:
+    """How far `node`'s clock is ahead of the time it serves or follows (the controller's)."""
+    return host.clock_offset(node) - host.clock_offset(host.controller_host)
+
+
+def is_synchronized(host: DaemonHost, node: str) -> bool:
+    """Whether chronyd runs and the node's clock agrees with its source (the login node is its own)."""
+    if not host.is_active(node, UNIT):
+        return False
+    if server(host, node) is None:
+        return True
+    return source(host, node) is not None and skew(host, node) == 0
 
 
 def step_lines(correction_s: int) -> list[Line]:
@@ -61,25 +91,23 @@ def step_lines(correction_s: int) -> list[Line]:
     ]
 
 
-def launch(m: ServiceManager, node: str, unit: UnitFile) -> Launch:
+def launch(host: ClockHost, node: str, unit: UnitFile) -> Launch:
     """Start chronyd: it picks its source and, if chrony.conf lets it, steps a skewed clock to it."""
-    uid, gid = lookup_ids(m.access, node, "root")
+    uid, gid = lookup_ids(host.access, node, "root")
     result = Launch(ok=True, comm="chronyd", argv=exec_argv(unit), uid=uid, gid=gid, pid_file=PID_FILE)
     result.stderr = [
         Line(f"chronyd version {VERSION} starting ({FEATURES})"),
         Line("Using right/UTC timezone to obtain leap second data"),
         Line("Loaded seccomp filter (level 2)"),
     ]
-    source = server(m, node)
-    if source is None:
+    found = source(host, node)
+    if found is None:
         return result
-    addr = m.network.resolve(node, source)
-    if addr is None or not m.network.can_reach(node, addr):
-        return result
-    result.stderr.append(Line(f"Selected source {addr} ({source})"))
-    offset = m.clock_offset(node) - m.clock_offset(m.controller_host)
-    threshold = step_threshold(m, node)
+    name, addr = found
+    result.stderr.append(Line(f"Selected source {addr} ({name})"))
+    offset = skew(host, node)
+    threshold = step_threshold(host, node)
     if offset and threshold is not None and abs(offset) > threshold:
         result.stderr += step_lines(-offset)
-        m.set_clock_offset(node, m.clock_offset(m.controller_host))
+        host.set_clock_offset(node, host.clock_offset(host.controller_host))
     return result

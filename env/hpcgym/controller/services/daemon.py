@@ -2,8 +2,9 @@
 
 Each daemon module (`munged.py`, `slurm.py`, `httpd.py`) has one `launch(host, node, unit)` that
 runs the checks the real program runs at start-up, against the node's own files, and returns a
-`Launch`: whether it came up, what it wrote to stderr (the journal) and to its own log file, and what
-the manager should remember about it. The manager turns that into unit states and systemd's lines.
+`Launch`: whether it came up, what it wrote to stderr (the journal) and to its own log file, and the
+facts the manager keeps while it runs (facts.py). The manager turns that into unit states and
+systemd's lines.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import NodeAccess, NodeFileError
+from hpcgym.controller.services.facts import DaemonFacts, Facts
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.units import UnitFile
@@ -57,8 +59,8 @@ class Launch:
     log_file: str = ""
     # Lines for the daemon's own log file; PID_MARK stands for the pid, known only once it runs.
     log_lines: list[str] = field(default_factory=list)
-    # What the manager remembers while it runs (munged's key digest, for example).
-    memo: dict[str, str] = field(default_factory=dict)
+    # What the manager keeps while it runs (munged's key digest, for example).
+    facts: DaemonFacts | None = None
     # The node path of a program that runs as itself (a unit's ExecStart that is no simulated
     # daemon); "" for a simulated daemon, which runs as its stand-in process named `comm`.
     program: str = ""
@@ -80,7 +82,7 @@ class DaemonHost(Protocol):
 
     def is_active(self, node: str, unit: str) -> bool: ...
 
-    def memo(self, node: str, unit: str) -> dict[str, str]: ...
+    def facts(self, node: str, unit: str, kind: type[Facts]) -> Facts | None: ...
 
     def controller_addr(self, node: str) -> IPv4Address | None: ...
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import NodeAccess
 from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv
+from hpcgym.controller.services.facts import DaemonFacts
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.units import UnitFile
 
@@ -69,6 +70,13 @@ class PortalConfig:
     root_redirect_status: int = 301
     auth_prefixes: tuple[str, ...] = ()
     has_global_servername: bool = False
+
+
+@dataclass(frozen=True)
+class HttpdFacts(DaemonFacts):
+    """The config a running httpd started with: it answers from that one until it restarts."""
+
+    config: PortalConfig
 
 
 def check_file(path: str, text: str) -> ConfigError | None:
@@ -170,10 +178,7 @@ def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
         )
     ports = ", ".join(f"port {port}" for port in config.ports)
     result.stderr.append(Line(f"Server configured, listening on: {ports}", Priority.NOTICE))
-    result.memo["ports"] = ",".join(str(port) for port in config.ports)
-    result.memo["root_redirect"] = config.root_redirect or ""
-    result.memo["root_redirect_status"] = str(config.root_redirect_status)
-    result.memo["auth_prefixes"] = ",".join(config.auth_prefixes)
+    result.facts = HttpdFacts(config)
     return result
 
 
@@ -233,14 +238,14 @@ def http_date(time_s: int) -> str:
 
 
 def respond(
-    memo: dict[str, str], *, path: str, host_header: str, upstream_ok: bool, authorized: bool, now_s: int
+    config: PortalConfig, *, path: str, host_header: str, upstream_ok: bool, authorized: bool, now_s: int
 ) -> HttpResponse:
-    """What the running portal answers to one request (memo: what `launch` remembered of its config)."""
+    """What the running portal answers to one request (config: the one it started with, `HttpdFacts`)."""
     headers = [("Date", http_date(now_s)), ("Server", SERVER)]
     if not upstream_ok:
         status = 502
-    elif path in ("", "/") and memo.get("root_redirect"):
-        target = memo["root_redirect"]
+    elif path in ("", "/") and config.root_redirect:
+        target = config.root_redirect
         location = target if "://" in target else f"http://{host_header}{target}"
         title = "301 Moved Permanently"
         body = _PAGE.format(
@@ -249,10 +254,8 @@ def respond(
             body=f'<p>The document has moved <a href="{location}">here</a>.</p>',
         )
         headers += [("X-Content-Type-Options", "nosniff"), ("Location", location)]
-        return _with_body(
-            HttpResponse(int(memo.get("root_redirect_status", "301")), headers), body, "iso-8859-1"
-        )
-    elif any(path.startswith(prefix) for prefix in memo.get("auth_prefixes", "").split(",") if prefix):
+        return _with_body(HttpResponse(config.root_redirect_status, headers), body, "iso-8859-1")
+    elif any(path.startswith(prefix) for prefix in config.auth_prefixes):
         if not authorized:
             headers += [
                 ("X-Content-Type-Options", "nosniff"),

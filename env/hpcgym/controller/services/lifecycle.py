@@ -35,8 +35,10 @@ from hpcgym.controller.services.journal import Catalog, Entry, Priority, pid1_pr
 from hpcgym.controller.services.units import (
     ActiveState,
     JobResult,
+    MainProcess,
     Result,
     ServiceType,
+    SkippedStart,
     SubState,
     UnitFile,
     UnitRuntime,
@@ -146,9 +148,7 @@ def launch_program(m: ServiceManager, node: str, file: UnitFile, program: Progra
     """Run the unit's program: the simulated daemon with its checks, or the program itself."""
     launcher = DAEMONS.get(program.path) if program.daemon else None
     if launcher is not None:
-        launch = launcher(m, node, file)
-        launch.memo["daemon"] = program.daemon
-        return launch
+        return launcher(m, node, file)
     uid, gid = find_account(m.access, node, file.user) or (0, 0)
     # The kernel names a process after the file it executes, cut to 15 bytes (TASK_COMM_LEN).
     comm = posixpath.basename(program.path)[:15] or "sh"
@@ -175,7 +175,7 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
         log_systemd(
             m, node, runtime, f"{desc} was skipped because of an unmet condition check ({condition})."
         )
-        runtime.memo = {"condition": condition, "condition_s": str(now)}
+        runtime.process, runtime.skipped = None, SkippedStart(condition, now)
         return JobResult.DONE
     if not file.exec_start:
         log_systemd(
@@ -255,12 +255,10 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
     runtime.main_pid, runtime.main_exit = pid, None
     runtime.control_exit = (parent, "exited", "0/SUCCESS") if forking and parent is not None else None
     runtime.state_since_s = runtime.active_enter_s = now
-    runtime.memo = {
-        **launch.memo,
-        "comm": launch.comm,
-        "cmdline": " ".join(launch.argv),
-        "pid_file": launch.pid_file,
-    }
+    runtime.process = MainProcess(
+        program.daemon, launch.comm, " ".join(launch.argv), launch.pid_file, launch.facts
+    )
+    runtime.skipped = None
     if not simple:
         log_systemd(m, node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
     return JobResult.DONE
@@ -304,17 +302,21 @@ def stop_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> None:
     desc, job, pid = runtime.file.description, next_job(m, node), runtime.main_pid
     log_systemd(m, node, runtime, f"Stopping {desc}...", Catalog.JOB_STOP_BEGUN, job=job)
     m.access.kill(node, pid, 15)
-    # The daemons we simulate remove their pid file on a clean exit.
-    pid_file = runtime.file.pid_file or runtime.memo.get("pid_file", "")
-    if pid_file:
-        with contextlib.suppress(NodeFileError):
-            m.access.remove(node, pid_file)
+    remove_pid_file(m, node, runtime)
     log_systemd(m, node, runtime, f"{runtime.name}: Deactivated successfully.", Catalog.UNIT_SUCCEEDED)
     log_systemd(m, node, runtime, f"Stopped {desc}.", Catalog.JOB_STOP_DONE, job=job)
     runtime.active, runtime.sub, runtime.result = ActiveState.INACTIVE, SubState.DEAD, Result.SUCCESS
     runtime.main_pid, runtime.main_exit = None, (pid, "exited", "0/SUCCESS")
     runtime.state_since_s = m.now_s
-    runtime.memo = {}
+    runtime.process, runtime.skipped = None, None
+
+
+def remove_pid_file(m: ServiceManager, node: str, runtime: UnitRuntime) -> None:
+    """The daemons we simulate remove their pid file (PIDFile=, else their own) when they end cleanly."""
+    pid_file = runtime.file.pid_file or (runtime.process.pid_file if runtime.process is not None else "")
+    if pid_file:
+        with contextlib.suppress(NodeFileError):
+            m.access.remove(node, pid_file)
 
 
 def main_exited(
@@ -356,16 +358,12 @@ def main_ended(
         main_exited(m, node, runtime, pid, code, status, result)
         return result
     text = f"{status}/{SIGNAL_NAMES.get(status, str(status))}" if code == "killed" else "0/SUCCESS"
-    # The daemons we simulate remove their pid file when they end cleanly.
-    pid_file = runtime.file.pid_file or runtime.memo.get("pid_file", "")
-    if pid_file:
-        with contextlib.suppress(NodeFileError):
-            m.access.remove(node, pid_file)
+    remove_pid_file(m, node, runtime)
     log_systemd(m, node, runtime, f"{runtime.name}: Deactivated successfully.", Catalog.UNIT_SUCCEEDED)
     runtime.active, runtime.sub, runtime.result = ActiveState.INACTIVE, SubState.DEAD, Result.SUCCESS
     runtime.main_pid, runtime.main_exit = None, (pid, code, text)
     runtime.state_since_s = m.now_s
-    runtime.memo = {}
+    runtime.process, runtime.skipped = None, None
     return Result.SUCCESS
 
 
@@ -377,7 +375,7 @@ def set_failed(m: ServiceManager, node: str, runtime: UnitRuntime, result: Resul
     runtime.active, runtime.sub, runtime.result = ActiveState.FAILED, SubState.FAILED, result
     runtime.main_pid = None
     runtime.state_since_s = m.now_s
-    runtime.memo = {}
+    runtime.process, runtime.skipped = None, None
 
 
 # ---- journal -----------------------------------------------------------------------------------

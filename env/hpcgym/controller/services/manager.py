@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from hpcgym.controller.clock import VirtualClock
@@ -20,13 +20,14 @@ from hpcgym.controller.hardware import NodeHardware
 from hpcgym.controller.services import lifecycle, slurm, slurmdbd
 from hpcgym.controller.services.access import NodeAccess, is_symlink
 from hpcgym.controller.services.daemon import append_log, iso_time
+from hpcgym.controller.services.facts import Facts
 from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
 from hpcgym.controller.services.journal import Catalog, Entry, Journal
 from hpcgym.controller.services.mariadb import MARIADB
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.packages import PackageDB
-from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem
-from hpcgym.controller.services.slurmdbd import SLURMDBD
+from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem, SlurmdFacts
+from hpcgym.controller.services.slurmdbd import SLURMDBD, SlurmdbdFacts
 from hpcgym.controller.services.syslog import MessagesSink
 from hpcgym.controller.services.units import (
     UNIT_DIRS,
@@ -197,7 +198,7 @@ class ServiceManager:
         if runtime is None or runtime.active is not ActiveState.ACTIVE:
             return False
         wanted = UNIT_DAEMONS.get(unit)
-        return wanted is None or runtime.memo.get("daemon") == wanted
+        return wanted is None or (runtime.process is not None and runtime.process.daemon == wanted)
 
     def daemon_of(self, node: str, unit: str) -> str | None:
         """The simulated daemon (`munged`, `slurmd`, ...) that `unit`'s live main process is, or None.
@@ -212,11 +213,12 @@ class ServiceManager:
             return None
         if not self.access.is_alive(node, runtime.main_pid):
             return None
-        return runtime.memo.get("daemon") or None
+        return (runtime.process.daemon if runtime.process is not None else "") or None
 
-    def memo(self, node: str, unit: str) -> dict[str, str]:
+    def facts(self, node: str, unit: str, kind: type[Facts]) -> Facts | None:
+        """The facts of `kind` that `unit`'s running daemon on `node` left (no sync), or None."""
         runtime = self.nodes[node].units.get(unit) if node in self.nodes else None
-        return runtime.memo if runtime is not None else {}
+        return runtime.facts(kind) if runtime is not None else None
 
     def can_reach_controller(self, node: str) -> bool:
         """Whether `node` has a network path to SlurmctldHost (its routes and /etc/hosts)."""
@@ -309,7 +311,11 @@ class ServiceManager:
         runtime = self.node_state(node).units.get(SLURMDBD)
         if runtime is None or runtime.main_pid is None or not self.is_active(node, SLURMDBD):
             return
-        lines = slurmdbd.follow_database(self, node, runtime.memo)
+        facts = runtime.facts(SlurmdbdFacts)
+        if facts is None:
+            return
+        facts, lines = slurmdbd.follow_database(self, node, facts)
+        runtime.set_facts(facts)
         if not lines:
             return
         journal, pid, skew = self.node_state(node).journal, runtime.main_pid, self.clock_offset(node)
@@ -325,10 +331,10 @@ class ServiceManager:
             return
         problem = slurm.registration_problem(self, node)
         self._judged[node] = problem
-        name = problem.name if problem is not None else ""
-        if runtime.memo.get("registration", "") == name:
+        facts = runtime.facts(SlurmdFacts) or SlurmdFacts()
+        if facts.registration is problem:
             return
-        runtime.memo["registration"] = name
+        runtime.set_facts(replace(facts, registration=problem))
         if problem is not None:
             for line in slurm.log_registration_failure(self, node, problem):
                 lifecycle.log_line(self, node, runtime, "slurmd", runtime.main_pid, line)

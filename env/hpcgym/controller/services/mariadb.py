@@ -8,8 +8,8 @@ name it does not know, and that is no unique prefix of one it knows, is "unknown
 the server aborts. Then it changes into its datadir ("Can't change dir to ..." when it cannot). All
 of this goes to stderr, the journal; only then does it open its error log (`log-error`) and start
 its storage engines, of which Aria writes `aria_log_control` into the datadir first: a datadir
-mysql may not write fails there, in the error log. What the server runs with is remembered in its
-unit's memo (datadir, socket, options), and slurmdbd's connection asks it (slurmdbd.py).
+mysql may not write fails there, in the error log. What the server runs with is kept as its
+`MariadbFacts` (datadir, socket, options), and slurmdbd's connection asks it (slurmdbd.py).
 
 Not modelled: InnoDB's own start-up lines and failures, option values (a size or a number is
 taken as written), ~/.my.cnf, and most of the 600-odd server variables: `KNOWN_OPTIONS` holds the
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from hpcgym.controller.services.access import FileStat, NodeAccess
 from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, iso_time, lookup_ids
+from hpcgym.controller.services.facts import DaemonFacts
 from hpcgym.controller.services.units import UnitFile
 
 MARIADB = "mariadb.service"
@@ -270,6 +271,16 @@ def _may(info: FileStat, uid: int, gid: int, user_bit: int) -> bool:
     return bool(info.perms & (user_bit >> 6))
 
 
+@dataclass(frozen=True)
+class MariadbFacts(DaemonFacts):
+    """What a running server took at its start: clients find it, and read its options, by these."""
+
+    datadir: str  # with its trailing slash
+    socket: str
+    # Option name (underscore spelling) -> the value it took ("ON" for a bare switch).
+    options: dict[str, str]
+
+
 def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     """The start-up of mariadbd, in its order: option files, options, datadir, error log, Aria."""
     uid, gid = lookup_ids(host.access, node, unit.user or "mysql")
@@ -281,7 +292,7 @@ def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
 
 
 def _start(host: DaemonHost, node: str, result: Launch) -> list[str]:
-    """Run the checks into `result` (log file, memo); return what goes to stderr (the journal)."""
+    """Run the checks into `result` (log file, facts); return what goes to stderr (the journal)."""
     stamp = log_time(host.now_s)
     config = read_config(host.access, node)
     journal = list(config.stderr)
@@ -327,9 +338,8 @@ def _start(host: DaemonHost, node: str, result: Launch) -> list[str]:
             f"Version: '{MARIADB_VERSION}'  socket: '{socket}'  port: {config.value('port', PORT)}  "
             "MariaDB Server",
         ]
-        result.memo.update(datadir=datadir, socket=socket)
-        for name, value in config.options:
-            result.memo[f"option.{normalize(name)}"] = value if value is not None else "ON"
+        options = {normalize(name): value if value is not None else "ON" for name, value in config.options}
+        result.facts = MariadbFacts(datadir, socket, options)
     if not log_error:
         return journal + log
     result.log_file, result.log_lines = log_error, log
@@ -343,15 +353,18 @@ def log_time(time_s: int) -> str:
     return f"{day} {int(hour):2d}:{rest}"
 
 
+def running_server(host: DaemonHost, node: str) -> MariadbFacts | None:
+    """What the server running on `node` took at its start, or None while none runs."""
+    return host.facts(node, MARIADB, MariadbFacts) if host.is_active(node, MARIADB) else None
+
+
 def server_option(host: DaemonHost, node: str, name: str) -> str | None:
     """The value the running server took for option `name` (underscore spelling), or None."""
-    if not host.is_active(node, MARIADB):
-        return None
-    return host.memo(node, MARIADB).get(f"option.{normalize(name)}")
+    running = running_server(host, node)
+    return running.options.get(normalize(name)) if running is not None else None
 
 
 def server_datadir(host: DaemonHost, node: str) -> str | None:
     """The datadir of the running server (with its trailing slash), or None while none runs."""
-    if not host.is_active(node, MARIADB):
-        return None
-    return host.memo(node, MARIADB).get("datadir", DATADIR + "/")
+    running = running_server(host, node)
+    return running.datadir if running is not None else None

@@ -15,10 +15,12 @@ import hashlib
 import os
 import posixpath
 import stat as statmod
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hpcgym.controller.services.access import FileStat, NodeAccess, NodeFileError, is_symlink
 from hpcgym.controller.services.daemon import PID_MARK, DaemonHost, Launch, Line, exec_argv, lookup_ids
+from hpcgym.controller.services.facts import DaemonFacts
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.units import UnitFile
 
@@ -124,6 +126,13 @@ def _log_line(time_s: int, level: str, text: str) -> str:
     return f"{stamp} {level + ':':<11}{text}"
 
 
+@dataclass(frozen=True)
+class MungedFacts(DaemonFacts):
+    """The key a running munged read at its start: it signs and checks credentials with that one."""
+
+    key_sha256: str
+
+
 def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     """Start munged as its unit's User= would (daemon mode: only errors reach stderr and the journal)."""
     euid, egid = lookup_ids(host.access, node, unit.user)
@@ -158,5 +167,5 @@ def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     result.ok = True
     result.pid_file = PID_FILE
     result.log_lines = [_log_line(now, level, text) for level, text in steps]
-    result.memo["key_sha256"] = hashlib.sha256(key).hexdigest()
+    result.facts = MungedFacts(hashlib.sha256(key).hexdigest())
     return result

@@ -36,6 +36,7 @@ from hpcgym.controller.services.daemon import (
     iso_time,
     lookup_ids,
 )
+from hpcgym.controller.services.facts import DaemonFacts
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.units import UnitFile
 from hpcgym.controller.slurmconf import DUPLICATED_NODE, SlurmConf, parse_slurm_conf
@@ -64,6 +65,16 @@ class RegistrationProblem(enum.Enum):
     def text(self) -> str:
         """Slurm's error text (`slurm_strerror`) for the failed registration."""
         return _PROBLEM_TEXT[self]
+
+
+@dataclass(frozen=True)
+class SlurmdFacts(DaemonFacts):
+    """A running slurmd's registration: the problem it last logged, and whether slurmctld had it."""
+
+    # Set by its start and each sync (services/manager.py), which logs a change.
+    registration: RegistrationProblem | None = None
+    # Set once slurmctld has had its registration (slurmlink.py): a start clears it.
+    registered: bool = False
 
 
 # What Slurm's auth/munge plugin logs when libmunge cannot reach munged (auth_munge.c, `_encode`).
@@ -118,8 +129,8 @@ def registration_problem(host: DaemonHost, node: str) -> RegistrationProblem | N
         return RegistrationProblem.CONTROLLER_UNREACHABLE
     if not host.is_active(ctl, MUNGE):
         return RegistrationProblem.KEY_MISMATCH
-    mine, theirs = host.memo(node, MUNGE).get("key_sha256"), host.memo(ctl, MUNGE).get("key_sha256")
-    if mine != theirs:
+    # The same key on both sides: the facts of the two munged compare equal.
+    if host.facts(node, MUNGE, munged.MungedFacts) != host.facts(ctl, MUNGE, munged.MungedFacts):
         return RegistrationProblem.KEY_MISMATCH
     return clock_problem(host.clock_offset(node) - host.clock_offset(ctl))
 
@@ -292,7 +303,7 @@ def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile, name: str | None 
         problem = registration_problem(host, node)
         if problem is not None:
             texts += registration_errors(problem)
-            result.memo["registration"] = problem.name
+        result.facts = SlurmdFacts(registration=problem)
     if not result.ok:
         result.exit_status = 1
     result.stderr = daemon_lines("slurmd", texts)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+from dataclasses import dataclass, replace
 
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, iso_time, lookup_ids
+from hpcgym.controller.services.facts import DaemonFacts
 from hpcgym.controller.services.journal import Priority
-from hpcgym.controller.services.mariadb import DATADIR, MARIADB, MARIADB_VERSION, SOCKET, server_datadir
+from hpcgym.controller.services.mariadb import DATADIR, MARIADB_VERSION, SOCKET, running_server
 from hpcgym.controller.services.units import UnitFile
 
 SLURMDBD_CONF = "/etc/slurm/slurmdbd.conf"
@@ -37,6 +39,16 @@ RETRY_S = 5
 # Tries logged at most per catch-up, the latest ones: a clock moved by hours logs the last of them.
 MAX_TRIES_LOGGED = 120
 _GRANT = re.compile(r"^'([^']*)'@'([^']*)' IDENTIFIED BY PASSWORD '(\*[0-9A-F]{40})'\s*$")
+
+
+@dataclass(frozen=True)
+class SlurmdbdFacts(DaemonFacts):
+    """A running slurmdbd's database login, and its start-up wait for the database."""
+
+    storage_user: str = ""
+    storage_pass: str = ""
+    # When its next try at the database is due, while it still waits for one (else None).
+    next_try_s: int | None = None
 
 
 def native_hash(password: str) -> str:
@@ -80,10 +92,10 @@ def connect_error(host: DaemonHost, node: str, user: str, password: str) -> str 
     The client knows one socket, the compiled-in one: a server that listens on another (its
     `socket=` changed) is as absent as one that does not run.
     """
-    datadir = server_datadir(host, node)
-    if datadir is None or host.memo(node, MARIADB).get("socket", SOCKET) != SOCKET:
+    server = running_server(host, node)
+    if server is None or server.socket != SOCKET:
         return f"2002 Can't connect to local server through socket '{SOCKET}' (2)"
-    if read_grants(host, node, datadir).get((user, "localhost")) != native_hash(password):
+    if read_grants(host, node, server.datadir).get((user, "localhost")) != native_hash(password):
         using = "YES" if password else "NO"
         return f"1045 Access denied for user '{user}'@'localhost' (using password: {using})"
     return None
@@ -96,33 +108,34 @@ def is_serving(host: DaemonHost, node: str) -> bool:
     """
     if not host.is_active(node, SLURMDBD):
         return False
-    memo = host.memo(node, SLURMDBD)
-    if memo.get("waiting"):
+    running = host.facts(node, SLURMDBD, SlurmdbdFacts) or SlurmdbdFacts()
+    if running.next_try_s is not None:
         return False
-    return connect_error(host, node, memo.get("storage_user", ""), memo.get("storage_pass", "")) is None
+    return connect_error(host, node, running.storage_user, running.storage_pass) is None
 
 
-def follow_database(host: DaemonHost, node: str, memo: dict[str, str]) -> list[tuple[int, str]]:
+def follow_database(
+    host: DaemonHost, node: str, running: SlurmdbdFacts
+) -> tuple[SlurmdbdFacts, list[tuple[int, str]]]:
     """The tries a waiting slurmdbd made since it was last followed, as (time, log text) lines.
 
     Each try that fails logs the client's error and the plugin's "Trying again"; the one that
     succeeds logs slurmdbd's start and ends the wait. The database's state is read once, now: a
-    server that came back between two follows is found at the first try due.
+    server that came back between two follows is found at the first try due. Returns the facts
+    with the wait moved on, and the lines.
     """
-    if not memo.get("waiting"):
-        return []
-    due = to_int(memo.get("next_try_s", "")) or host.now_s
+    if running.next_try_s is None:
+        return running, []
+    due = running.next_try_s
     if due > host.now_s:
-        return []
-    error = connect_error(host, node, memo.get("storage_user", ""), memo.get("storage_pass", ""))
+        return running, []
+    error = connect_error(host, node, running.storage_user, running.storage_pass)
     if error is None:
-        memo.pop("waiting", None)
-        memo.pop("next_try_s", None)
-        return [(due, text) for text in started_texts()]
+        return replace(running, next_try_s=None), [(due, text) for text in started_texts()]
     tries = list(range(due, host.now_s + 1, RETRY_S))[-MAX_TRIES_LOGGED:]
-    memo["next_try_s"] = str(tries[-1] + RETRY_S)
     failed = (f"error: mysql_real_connect failed: {error}", RETRY_TEXT)
-    return [(when, text) for when in tries for text in failed]
+    lines = [(when, text) for when in tries for text in failed]
+    return replace(running, next_try_s=tries[-1] + RETRY_S), lines
 
 
 def started_texts() -> list[str]:
@@ -169,13 +182,13 @@ def launch_slurmdbd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
             result.ok = True
             result.pid_file = conf.get("pidfile", "/run/slurmdbd.pid")
             user, password = conf.get("storageuser", "slurm"), conf.get("storagepass", "")
-            result.memo.update(storage_user=user, storage_pass=password)
             error = connect_error(host, node, user, password)
             if error is not None:
                 texts = [f"error: mysql_real_connect failed: {error}", RETRY_TEXT]
-                result.memo.update(waiting="1", next_try_s=str(host.now_s + RETRY_S))
+                result.facts = SlurmdbdFacts(user, password, next_try_s=host.now_s + RETRY_S)
             else:
                 texts = started_texts()
+                result.facts = SlurmdbdFacts(user, password)
     if not result.ok:
         result.exit_status = 1
     result.stderr = [

@@ -10,15 +10,14 @@ answers into it on every change, so neither side reaches into the other's state.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.services import nhc
 from hpcgym.controller.services.lifecycle import log_slurm_daemon
 from hpcgym.controller.services.manager import ServiceManager
-from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, read_conf
+from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, SlurmdFacts, read_conf
 from hpcgym.controller.services.slurmdbd import is_serving
-
-# Set in a running slurmd's unit memo once slurmctld has had its registration (a start clears it).
-REGISTERED_MARK = "registered_with_slurmctld"
 
 
 def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
@@ -39,13 +38,14 @@ def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
         # A slurmd that started since slurmctld last heard it register (restarted within one
         # request, so it never looked stopped) registers again, with what it finds now.
         runtime = services.node_state(name).units.get(SLURMD) if name in services.nodes else None
-        unseen = runtime is not None and REGISTERED_MARK not in runtime.memo
+        slurmd = (runtime.facts(SlurmdFacts) if runtime is not None else None) or SlurmdFacts()
+        unseen = runtime is not None and not slurmd.registered
         if registered and (unseen or not node.slurmd_up):
             cluster.start_slurmd(name)
         elif not registered and node.slurmd_up:
             cluster.stop_slurmd(name)
         if registered and runtime is not None:
-            runtime.memo[REGISTERED_MARK] = "1"
+            runtime.set_facts(replace(slurmd, registered=True))
     # Accounting: slurmctld's agent delivers its queue only while slurmdbd (on DbdHost) serves.
     cluster.accounting.sync(cluster, is_serving(services, services.controller_host))
     # slurmd runs HealthCheckProgram (NHC) on its interval; it drains and resumes through scontrol.

@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hpcgym.controller.services.facts import DaemonFacts, Facts
+
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system")
 # systemd's DefaultStartLimitIntervalSec= and DefaultStartLimitBurst=.
 START_LIMIT_INTERVAL_S = 10
@@ -141,6 +143,26 @@ class UnitFile:
 
 
 @dataclass
+class MainProcess:
+    """What the manager knows of a started unit's main process, from its launch."""
+
+    # The simulated daemon it is (`munged`), or "" for a program that runs as itself.
+    daemon: str
+    comm: str
+    cmdline: str
+    pid_file: str
+    facts: DaemonFacts | None = None
+
+
+@dataclass(frozen=True)
+class SkippedStart:
+    """The unmet Condition...= that skipped a unit's last start, and when (status shows it)."""
+
+    condition: str
+    at_s: int
+
+
+@dataclass
 class UnitRuntime:
     """A loaded unit's live state on one node."""
 
@@ -158,13 +180,26 @@ class UnitRuntime:
     active_enter_s: int | None = None
     exec_main_status: int = 0
     n_restarts: int = 0
-    memo: dict[str, str] = field(default_factory=dict)
+    # Set by a start that launched a process, or by one a condition skipped; a stop or failure
+    # forgets both.
+    process: MainProcess | None = None
+    skipped: SkippedStart | None = None
     # When each recent start happened, for StartLimitBurst= within StartLimitIntervalSec=.
     start_times_s: list[int] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.file.name
+
+    def facts(self, kind: type[Facts]) -> Facts | None:
+        """The facts of `kind` its main process left, or None (none runs, or another program does)."""
+        facts = self.process.facts if self.process is not None else None
+        return facts if isinstance(facts, kind) else None
+
+    def set_facts(self, facts: DaemonFacts) -> None:
+        """Replace what its running main process knows (a daemon's state that moves on as it runs)."""
+        if self.process is not None:
+            self.process.facts = facts
 
 
 def normalize_unit_name(name: str) -> str:
