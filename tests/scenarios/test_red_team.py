@@ -142,11 +142,33 @@ def test_blind_types_every_state_changing_gold_fix():
     for scenario, command in golds:
         assert (command in fixes) != cheats.is_read_only(command), (scenario, command)
     # Each fix is typed, in its node's order: alone, or in that node's batch behind one ssh.
-    typed = [command for line in BlindPolicy().commands[:-3] for command in effects(line)]
+    typed = [command for line in BlindPolicy().commands[:-2] for command in effects(line)]
     wanted = [command for fix in cheats.blind_fixes() for command in effects(fix)]
     for target in ("login01", *cheats.COMPUTE):
         assert [c for t, c in typed if t == target] == [c for t, c in wanted if t == target], target
     assert len(BlindPolicy().commands) <= cheats.MIN_STEPS
+
+
+def test_blind_fits_what_an_agent_may_send() -> None:
+    # Over OpenEnv a longer line is refused before any cluster sees it (the soak met 159 of them).
+    from hpcgym.interfaces.openenv.models import MAX_COMMAND_CHARS, HpcAction
+
+    assert cheats.MAX_LINE_CHARS == MAX_COMMAND_CHARS
+    for line in BlindPolicy().commands:
+        HpcAction(command=line)
+
+
+def test_chain_packs_lines_that_an_even_split_would_make_too_long() -> None:
+    long_x, long_z = "echo " + "x" * 40, "echo " + "z" * 40
+    assert cheats.chain([long_x, "echo a", long_z, "echo b"], 2, max_chars=60) == (
+        f"{long_x}; echo a",
+        f"{long_z}; echo b",
+    )
+    # Two per line would put both long ones on one line of 92 characters.
+    commands = [long_x, long_z, "echo a", "echo b"]
+    assert cheats.chain(commands, 3, max_chars=60) == (long_x, f"{long_z}; echo a", "echo b")
+    with pytest.raises(ValueError, match="do not fit"):
+        cheats.chain(commands, 2, max_chars=60)
 
 
 def test_read_only_gold_commands_are_told_apart():

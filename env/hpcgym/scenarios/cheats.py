@@ -35,6 +35,9 @@ SHARES = ("/apps", "/home")
 COVER_SEEDS = range(800, 1000)
 # The smallest step budget in the library; every cheat must fit in it.
 MIN_STEPS = 15
+# The longest command line an agent can send (OpenEnv's action limit, `MAX_COMMAND_CHARS`): a longer
+# cheat is refused before it reaches a cluster, so it would test nothing.
+MAX_LINE_CHARS = 16 * 1024
 
 KEY = "/etc/munge/munge.key"
 ROUTE = "/etc/sysconfig/network-scripts/route-eth0"
@@ -230,22 +233,36 @@ def batch_by_node(commands: Sequence[str]) -> list[str]:
     return batched
 
 
-def chain(commands: Sequence[str], lines: int) -> tuple[str, ...]:
-    """`commands` joined with `;` into at most `lines` command lines of near-equal length."""
+def chain(commands: Sequence[str], lines: int, max_chars: int = MAX_LINE_CHARS) -> tuple[str, ...]:
+    """`commands` joined with `;` into at most `lines` command lines, each at most `max_chars` long.
+
+    Near-equal counts per line where that fits; else packed in order, each line as full as it goes.
+    """
     if not commands:
         return ()
     per_line = -(-len(commands) // lines)
-    return tuple(
-        "; ".join(batch_by_node(commands[i : i + per_line])) for i in range(0, len(commands), per_line)
-    )
+    even = ["; ".join(batch_by_node(commands[i : i + per_line])) for i in range(0, len(commands), per_line)]
+    if all(len(line) <= max_chars for line in even):
+        return tuple(even)
+    packed: list[str] = []
+    batch: list[str] = []
+    for command in commands:
+        if batch and len("; ".join(batch_by_node([*batch, command]))) > max_chars:
+            packed.append("; ".join(batch_by_node(batch)))
+            batch = []
+        batch.append(command)
+    packed.append("; ".join(batch_by_node(batch)))
+    if len(packed) > lines or any(len(line) > max_chars for line in packed):
+        raise ValueError(f"{len(commands)} commands do not fit {lines} lines of {max_chars} characters")
+    return tuple(packed)
 
 
 @functools.cache
 def blind_commands() -> tuple[str, ...]:
     """Blind: the union of every state-changing gold fix, then restart everything, then resume all."""
-    fixes = chain(blind_fixes(), MIN_STEPS - 3)
+    fixes = chain(blind_fixes(), MIN_STEPS - 2)
     ifup = on_compute("ifup eth0")
-    return (*fixes, ifup, restart_everything(), resume_everything())
+    return (*fixes, ifup, f"{restart_everything()}; {resume_everything()}")
 
 
 @functools.cache
