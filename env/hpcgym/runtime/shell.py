@@ -879,27 +879,27 @@ class JoinedShell(Shell):
                 raise EOFError
             time.sleep(0.001)
 
-    def _gone_after_hangup(self) -> bool:
-        # The terminal closes as the shell exits, a moment before init's report of it arrives: a
-        # loaded host must not read that moment as a shell still running (and call it a timeout).
-        until = time.monotonic() + EXIT_STATUS_WAIT_S
-        while self.is_alive:
-            if time.monotonic() > until:
-                return False
-            time.sleep(0.002)
-        return True
-
-    def _exit_code_at_end(self) -> int:
-        # su returns its shell's status: `exit 3` there is 3 for the root shell underneath.
+    def _awaited_exit_status(self) -> int | None:
+        # init's report of this shell's end, waited for a bounded moment: the terminal closes as the
+        # shell exits, a little before the report arrives, and a loaded host widens that gap.
         init = self.below.init
         until = time.monotonic() + EXIT_STATUS_WAIT_S
         while init is not None and self._ns_pid:
             status = init.exit_status(self._ns_pid)
-            if status is not None:
-                return shell_status(status)
-            if time.monotonic() > until:
-                break
-            time.sleep(0.005)
+            if status is not None or time.monotonic() > until or not self.below.is_alive:
+                return status
+            time.sleep(0.002)
+        return None
+
+    def _gone_after_hangup(self) -> bool:
+        # Not a shell still running (a timeout) only because its end has not been reported yet.
+        return self._awaited_exit_status() is not None or not self.is_alive
+
+    def _exit_code_at_end(self) -> int:
+        # su returns its shell's status: `exit 3` there is 3 for the root shell underneath.
+        status = self._awaited_exit_status()
+        if status is not None:
+            return shell_status(status)
         return self._report[0] if self._report else 0
 
     def crash_reason(self) -> str | None:
