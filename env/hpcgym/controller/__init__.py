@@ -1,7 +1,7 @@
 """The per-episode cluster controller: simulated Slurm state and the tools that show and change it.
 
 Public surface: `Controller` (build it from a slurm.conf, call `handle` per stub invocation and `tick`
-per agent command), `Reply`, `TaskRequest`/`TaskResult` for srun's task runner, and `parse_slurm_conf`.
+per agent command), `ToolReply`, `TaskRequest`/`TaskResult` for srun's task runner, and `parse_slurm_conf`.
 """
 
 from hpcgym.controller.commands.base import TaskRequest, TaskResult, ToolReply

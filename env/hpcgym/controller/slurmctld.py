@@ -1,7 +1,7 @@
 """The rules slurmctld applies: node state changes, job submission, scheduling, time-driven events.
 
 Commands (`commands/*.py`) only parse flags and format; every change of cluster state goes through a
-`Cluster` method here, so a state the reference captures never showed (a node draining under running
+`SlurmState` method here, so a state the reference captures never showed (a node draining under running
 jobs, a node that stops answering pings, a job hitting its time limit) follows the same rules as the
 states they did show. Time comes only from the episode's `VirtualClock`.
 """

@@ -2,7 +2,7 @@
 
 Inject steps run outside the agent's shell, before the first prompt, through the same hands the
 controller uses (`episode.nodes` for files and processes, `episode.services` for units, the Slurm
-`Cluster` for node and partition state). After the last step the controller syncs, so what the
+`SlurmState` for node and partition state). After the last step the controller syncs, so what the
 agent first sees is what the broken cluster would show. Grading never reads anything written here as
 evidence of a fix: checks look at the live state and at root causes (checks.py).
 """

@@ -117,7 +117,7 @@ def run_slurmctld(ctx: Context, args: list[str]) -> ToolReply:
         return ToolReply("", SLURMCTLD_HELP)
     services = services_of(ctx)
     if "-c" in args and not services.is_active(ctx.node, SLURMCTLD):
-        # A clean start: the controller recovers none of its saved state (Cluster._restart).
+        # A clean start: the controller recovers none of its saved state (SlurmState._restart).
         ctx.slurm.clean_start_pending = True
     reply = _start_by_hand(services, ctx.node, SLURMCTLD, "slurmctld", 6817)
     if not services.is_active(ctx.node, SLURMCTLD):

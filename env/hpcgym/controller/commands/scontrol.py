@@ -1,7 +1,7 @@
 """scontrol: show, update, ping, hold/release/requeue (captures */scontrol_*.out, 60-errors).
 
 The argument grammar and every error text follow scontrol 22.05; what an update does to the cluster
-is `Cluster`'s business (for instance RESUME is refused for a node that is not drained or down).
+is `SlurmState`'s business (for instance RESUME is refused for a node that is not drained or down).
 """
 
 from __future__ import annotations

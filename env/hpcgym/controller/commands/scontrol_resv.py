@@ -2,7 +2,7 @@
 
 Arguments are parsed as `_parse_res_options` does (a tag matches by a unique prefix, a bare word
 starting with `res` is skipped), with its error texts; what a reservation does to nodes and jobs is
-`Cluster`'s business. Texts checked against Debian's 22.05.8 (fidelity states `reservation-*`,
+`SlurmState`'s business. Texts checked against Debian's 22.05.8 (fidelity states `reservation-*`,
 `licenses`).
 """
 

@@ -23,7 +23,7 @@ from hpcgym.controller.slurmctld import SlurmState
 def sync_cluster(cluster: SlurmState, services: ServiceManager) -> None:
     """Bring `cluster`'s view of slurmctld, munged and every slurmd in line with `services`.
 
-    Call it after every tool request and before `Cluster.advance()` on every tick.
+    Call it after every tool request and before `SlurmState.advance()` on every tick.
     """
     services.sync()
     ctl_up = services.is_active(services.controller_host, SLURMCTLD)
