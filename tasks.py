@@ -59,7 +59,7 @@ def build_images(
     from rich.table import Table
 
     from hpcgym.errors import HpcgymError
-    from hpcgym.imagebuild import Backend, BaseSpec, BuildOptions, Reporter, Role, build_images
+    from hpcgym.imagebuild import BaseSpec, BuildBackend, BuildOptions, Reporter, Role, build_images
 
     console = _console()
     try:
@@ -67,7 +67,7 @@ def build_images(
             repo_root=REPO,
             store_dir=Path(store or DEFAULT_STORE).resolve(),
             out_dir=Path(out or DEFAULT_OUT).resolve(),
-            backend=_choice(Backend, backend, "--backend"),
+            backend=_choice(BuildBackend, backend, "--backend"),
             roles=(_choice(Role, only, "--only"),) if only else tuple(Role),
             base=BaseSpec.parse(base, tuple(mirror or ())),
             no_cache=no_cache,

@@ -36,7 +36,7 @@ class EnvironmentUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Reply:
+class StepReply:
     output: str
     reward: float
     done: bool
@@ -48,11 +48,11 @@ class Reply:
     node: str = ""
 
 
-class Backend(Protocol):
+class EpisodeBackend(Protocol):
     name: str
 
     def reset(self, scenario: str, seed: int, difficulty: str | None = None) -> str: ...
-    def step(self, command: str) -> Reply: ...
+    def step(self, command: str) -> StepReply: ...
     def finish(self) -> float: ...
     def release(self) -> None: ...
 
@@ -146,7 +146,7 @@ class LocalBackend:
         except (SandboxError, ControllerError) as e:
             raise EnvironmentUnavailable(f"the episode could not start: {e}") from e
 
-    def step(self, command: str) -> Reply:
+    def step(self, command: str) -> StepReply:
         from hpcgym.errors import ControllerError, SandboxError
 
         try:
@@ -154,7 +154,7 @@ class LocalBackend:
         except (SandboxError, ControllerError) as e:
             # Infrastructure, not the agent: the rollout is discarded (unscored), never scored 0.
             raise EnvironmentUnavailable(f"the episode broke: {e}") from e
-        return Reply(
+        return StepReply(
             output=t.observation,
             reward=float(t.reward),
             done=t.done,
@@ -356,7 +356,7 @@ class RemoteBackend:
                 self.pool.report_failure(url, e)
                 self._close_client()
 
-    def step(self, command: str) -> Reply:
+    def step(self, command: str) -> StepReply:
         from hpcgym.interfaces.openenv import HpcAction
 
         node = self.node
@@ -374,7 +374,7 @@ class RemoteBackend:
         obs = result.observation
         self.node = obs.node or self.node
         self.history.append((command, obs.output))
-        return Reply(
+        return StepReply(
             output=obs.output,
             reward=float(result.reward or 0.0),
             done=bool(result.done),

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hpcgym.interfaces import chat
-from training.backends import Backend, EnvironmentUnavailable, LocalBackend, RemoteBackend
+from training.backends import EnvironmentUnavailable, EpisodeBackend, LocalBackend, RemoteBackend
 
 # A rough count for tokenizers we do not have: shell output runs about 3-4 characters a token.
 CHARS_PER_TOKEN = 3
@@ -109,7 +109,7 @@ class RolloutRecord:
         return self.failed or any(step.unsafe_count > 0 for step in self.steps)
 
 
-def make_backend(settings: EnvSettings) -> Backend:
+def make_backend(settings: EnvSettings) -> EpisodeBackend:
     """The backend `settings` ask for: remote when `env_urls` are given, else in-process."""
     if settings.env_urls:
         return RemoteBackend(settings.env_urls, settings.api_key, settings.max_steps)
@@ -142,7 +142,7 @@ class HpcToolEnv:
     ) -> None:
         self._settings = settings or EnvSettings()
         self._count_tokens = count_tokens or estimate_tokens
-        self._backend: Backend | None = None
+        self._backend: EpisodeBackend | None = None
         self._record: RolloutRecord | None = None
         self._done = False
         self._scored = False

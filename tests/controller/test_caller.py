@@ -7,8 +7,8 @@ here (the fidelity state `as-a-user` compares them on every run).
 from __future__ import annotations
 
 from hpcgym.controller import Controller, TaskResult, parse_slurm_conf
-from hpcgym.controller.cluster import BATCH_SCHED_DELAY_S
 from hpcgym.controller.rpc import User
+from hpcgym.controller.slurmctld import BATCH_SCHED_DELAY_S
 from hpcgym.controller.state import NodeBase, NodeFlag
 
 CONF = """
@@ -97,10 +97,10 @@ def test_what_only_an_operator_may_do_is_refused_to_a_user() -> None:
     for argv, err in refused.items():
         assert call(c, ALICE, *argv) == ("", err, 1), argv
     # Nothing of it happened.
-    node = c.cluster.nodes["compute-02"]
+    node = c.slurm.nodes["compute-02"]
     assert node.base is not NodeBase.DOWN and NodeFlag.DRAIN not in node.flags and node.reason is None
-    assert c.cluster.partitions["compute"].state.name == "UP"
-    assert not c.cluster.reservations
+    assert c.slurm.partitions["compute"].state.name == "UP"
+    assert not c.slurm.reservations
     assert call(c, ROOT, "squeue", "-h", "-o", "%i %T %l")[0] == "1 RUNNING UNLIMITED\n"
     # Root may, as before.
     assert call(c, ROOT, "scontrol", "update", "nodename=compute-02", "state=drain", "reason=ops") == (
@@ -108,7 +108,7 @@ def test_what_only_an_operator_may_do_is_refused_to_a_user() -> None:
         "",
         0,
     )
-    assert NodeFlag.DRAIN in c.cluster.nodes["compute-02"].flags
+    assert NodeFlag.DRAIN in c.slurm.nodes["compute-02"].flags
 
 
 def test_a_uid_the_node_does_not_know_is_that_number_and_no_operator() -> None:

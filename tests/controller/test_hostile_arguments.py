@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hpcgym.controller import Controller, Reply, TaskResult, parse_slurm_conf
+from hpcgym.controller import Controller, TaskResult, ToolReply, parse_slurm_conf
 from hpcgym.controller.commands.base import MAX_FIELD_WIDTH, MAX_LINE_CHARS, parse_format
 from hpcgym.controller.hostlist import expand_names
 from tests.controller.services.conftest import make_env
@@ -26,7 +26,7 @@ def _controller(read_file=None) -> Controller:  # type: ignore[no-untyped-def]
     return Controller(parse_slurm_conf(CONF), run_task=lambda task: TaskResult("x\n"), read_file=read_file)
 
 
-def _run(controller: Controller, *argv: str) -> Reply:
+def _run(controller: Controller, *argv: str) -> ToolReply:
     started = time.monotonic()
     reply = controller.handle("login", list(argv), "/root")
     assert time.monotonic() - started < MAX_SECONDS, argv[:2]
@@ -34,7 +34,7 @@ def _run(controller: Controller, *argv: str) -> Reply:
     return reply
 
 
-def _one_line_error(reply: Reply, text: str, exit_code: int) -> None:
+def _one_line_error(reply: ToolReply, text: str, exit_code: int) -> None:
     assert reply.stdout == ""
     assert reply.stderr == text
     assert reply.stderr.count("\n") == 1
@@ -94,7 +94,7 @@ def test_a_gigantic_job_id_names_no_job_as_in_scancel():
     # Real scancel passes the id through; slurmctld finds no such job, and only -v says so (capture
     # 60-errors: `scancel 99999` is silent and exits 0).
     c = _controller()
-    assert _run(c, "scancel", BIG) == Reply()
+    assert _run(c, "scancel", BIG) == ToolReply()
     reply = _run(c, "scancel", "-v", BIG)
     assert reply.stderr.endswith(
         f"scancel: error: Kill job error on job id {BIG}: Invalid job id specified\n"
@@ -243,7 +243,7 @@ def test_date_refuses_gigantic_and_odd_times_as_gnu_date(argv, stderr):
     ],
 )
 def test_date_prints_extreme_years_and_odd_conversions_as_gnu_date(argv, stdout):
-    assert _run(_controller(), "date", *argv) == Reply(stdout)
+    assert _run(_controller(), "date", *argv) == ToolReply(stdout)
 
 
 @pytest.mark.parametrize(

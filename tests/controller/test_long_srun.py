@@ -58,7 +58,7 @@ def test_long_step_ends_at_its_time_limit_with_timeout() -> None:
 def test_long_step_ends_with_node_fail_when_its_node_dies() -> None:
     c = make()
     run(c, "srun", "-w", "compute-02", "sleep", "600")
-    c.cluster.stop_slurmd("compute-02")
+    c.slurm.stop_slurmd("compute-02")
     c.advance(10)
     assert "JobState=RUNNING" in job_fields(c, 1)
     c.advance(40)

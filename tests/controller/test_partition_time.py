@@ -11,8 +11,8 @@ ADMIN_SET_LIMIT and no longer held back by the partition.
 from __future__ import annotations
 
 from hpcgym.controller import Controller, parse_slurm_conf
-from hpcgym.controller.cluster import BATCH_SCHED_DELAY_S
 from hpcgym.controller.rpc import User
+from hpcgym.controller.slurmctld import BATCH_SCHED_DELAY_S
 
 CONF = """
 ClusterName=hpc

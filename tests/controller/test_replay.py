@@ -156,8 +156,8 @@ def build_all_idle(step_s: int = 1) -> Controller:
     run_command(controller, "sbatch --wrap 'sleep 1'")
     controller.advance(4)
     run_command(controller, "scancel 1")
-    for name in controller.cluster.nodes:
-        controller.cluster.start_slurmd(name)
+    for name in controller.slurm.nodes:
+        controller.slurm.start_slurmd(name)
     controller.advance(20)
     return controller
 
@@ -258,7 +258,7 @@ def test_00_no_config() -> None:
     controller = Controller.from_slurm_conf(CONF, read_file=lambda node, path: files.get(path))
     # munge -n and the daemons' -V in this capture need the service side (munged is not running).
     controller.services = ServiceManager.from_slurm_conf(
-        controller.cluster.conf, MemoryNodeAccess(), controller.clock
+        controller.slurm.conf, MemoryNodeAccess(), controller.clock
     )
     assert replay(controller, "00-no-config") == []
 

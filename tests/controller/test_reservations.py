@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hpcgym.controller import Controller, TaskResult, parse_slurm_conf
-from hpcgym.controller.cluster import BATCH_SCHED_DELAY_S, RESV_CHECK_S, UNEXPECTED_REBOOT_REASON
+from hpcgym.controller.slurmctld import BATCH_SCHED_DELAY_S, RESV_CHECK_S, UNEXPECTED_REBOOT_REASON
 from hpcgym.controller.state import JobState, NodeBase
 
 CONF = """
@@ -54,7 +54,7 @@ def test_maint_reservation_holds_its_partition_until_deleted() -> None:
     assert "State=IDLE+MAINTENANCE+RESERVED" in run(c, "scontrol", "show", "node", "compute-03")
     assert run(c, "scontrol", "delete", "ReservationName=pm") == ""
     c.advance(2)
-    job = c.cluster.jobs[1]
+    job = c.slurm.jobs[1]
     assert job.state is JobState.RUNNING
     assert "idle" in run(c, "sinfo", "-h", "-n", "compute-04", "-o", "%t")
 
@@ -78,7 +78,7 @@ def test_reservation_over_a_running_job_is_refused_without_ignore_jobs() -> None
         c, "scontrol", "create", "res", "StartTime=now", "Duration=60", "Nodes=compute-01", "Users=root"
     )
     assert out == "Error creating the reservation: Requested nodes are busy\n"
-    assert not c.cluster.reservations
+    assert not c.slurm.reservations
 
 
 def test_licenses_count_blocks_the_job_beyond_it_and_frees_at_the_end() -> None:
@@ -89,7 +89,7 @@ def test_licenses_count_blocks_the_job_beyond_it_and_frees_at_the_end() -> None:
     assert "(Licenses)" in run(c, "squeue")
     assert "Total=2 Used=2 Free=0" in run(c, "scontrol", "show", "lic")
     c.advance(70)
-    assert c.cluster.jobs[2].state is JobState.RUNNING
+    assert c.slurm.jobs[2].state is JobState.RUNNING
     assert "Invalid license specification" in run(c, "sbatch", "-L", "matlab:3", "--wrap", "true")
 
 
@@ -98,12 +98,12 @@ def test_unexpected_reboot_downs_the_node_at_rts_0_and_1_not_2() -> None:
         c = make(rts)
         run(c, "sbatch", "-w", "compute-02", "--wrap", "sleep 600")
         c.advance(2)
-        c.cluster.reboot_host("compute-02")
-        node = c.cluster.nodes["compute-02"]
+        c.slurm.reboot_host("compute-02")
+        node = c.slurm.nodes["compute-02"]
         assert (node.base is NodeBase.DOWN) is down, rts
         if down:
             assert node.reason == UNEXPECTED_REBOOT_REASON
-            assert c.cluster.jobs[1].state is JobState.PENDING
+            assert c.slurm.jobs[1].state is JobState.PENDING
             c.advance(60)
             # It stays down: neither ReturnToService 0 nor 1 brings back a node that rebooted.
             assert node.base is NodeBase.DOWN
@@ -115,6 +115,6 @@ def test_unexpected_reboot_downs_the_node_at_rts_0_and_1_not_2() -> None:
 def test_unexpected_reboot_keeps_an_admin_reason() -> None:
     c = make(0)
     run(c, "scontrol", "update", "nodename=compute-03", "state=drain", "reason=bad dimm")
-    c.cluster.reboot_host("compute-03")
-    assert c.cluster.nodes["compute-03"].reason == "bad dimm"
-    assert c.cluster.nodes["compute-03"].base is NodeBase.DOWN
+    c.slurm.reboot_host("compute-03")
+    assert c.slurm.nodes["compute-03"].reason == "bad dimm"
+    assert c.slurm.nodes["compute-03"].base is NodeBase.DOWN

@@ -205,8 +205,8 @@ def test_random_commands_never_raise() -> None:
         if rng.random() < 0.3:
             c.tick()
         if rng.random() < 0.01:
-            c.cluster.stop_slurmd(rng.choice(list(c.cluster.nodes)))
+            c.slurm.stop_slurmd(rng.choice(list(c.slurm.nodes)))
         if rng.random() < 0.02:
-            c.cluster.start_slurmd(rng.choice(list(c.cluster.nodes)))
+            c.slurm.start_slurmd(rng.choice(list(c.slurm.nodes)))
         if rng.random() < 0.01:
             c.advance(100)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from hpcgym.controller import Controller, TaskRequest, TaskResult, parse_slurm_conf
-from hpcgym.controller.cluster import BATCH_SCHED_DELAY_S
 from hpcgym.controller.hostlist import compress_hostlist, expand_hostlist
+from hpcgym.controller.slurmctld import BATCH_SCHED_DELAY_S
 
 CONF = """
 ClusterName=hpc
@@ -53,7 +53,7 @@ def test_drain_under_running_job_is_draining_then_drained() -> None:
 
 def test_node_without_slurmd_goes_not_responding_then_down_and_returns() -> None:
     c = make()
-    c.cluster.stop_slurmd("compute-02")
+    c.slurm.stop_slurmd("compute-02")
     # SlurmdTimeout=30: pings every 10 s; the first that fails (sent at 20 s) is reported once the
     # agent gives up (MessageTimeout, 10 s) and the node goes DOWN a round later.
     c.advance(25)
@@ -64,7 +64,7 @@ def test_node_without_slurmd_goes_not_responding_then_down_and_returns() -> None
     out = run(c, "sinfo", "-R")
     assert "Not responding       slurm" in out
     assert "down* compute-02" in run(c, "sinfo")
-    c.cluster.start_slurmd("compute-02")
+    c.slurm.start_slurmd("compute-02")
     c.tick()
     assert "idle compute-[01-02]" in run(c, "sinfo")
 
@@ -142,7 +142,7 @@ def test_nodes_that_never_register_go_down_after_slurmd_timeout() -> None:
 
 def test_clients_fail_while_slurmctld_is_down() -> None:
     c = make()
-    c.cluster.set_slurmctld(False)
+    c.slurm.set_slurmctld(False)
     down = "Unable to contact slurm controller (connect failure)"
     assert c.handle("login", ["sinfo"], "/").stderr == f"slurm_load_partitions: {down}\n"
     assert c.handle("login", ["squeue"], "/").stderr == f"slurm_load_jobs error: {down}\n"
@@ -154,7 +154,7 @@ def test_clients_fail_while_slurmctld_is_down() -> None:
     )
     reply = c.handle("login", ["sbatch", "--wrap", "true"], "/")
     assert (reply.stderr, reply.exit_code) == (f"sbatch: error: Batch job submission failed: {down}\n", 1)
-    c.cluster.set_slurmctld(True)
+    c.slurm.set_slurmctld(True)
     # Until each slurmd registers again (the first ping round, SlurmdTimeout/3 later) an idle
     # node's state is unknown.
     assert c.handle("login", ["sinfo", "-h", "-o", "%t"], "/").stdout == "unk\n"
@@ -182,7 +182,7 @@ def test_hold_release_and_requeue() -> None:
 def test_node_down_requeues_batch_jobs_and_fails_srun_jobs() -> None:
     c = settled()
     run(c, "sbatch", "-w", "compute-02", "--wrap", "sleep 500")
-    c.cluster.stop_slurmd("compute-02")
+    c.slurm.stop_slurmd("compute-02")
     c.advance(50)
     # Requeued with no scheduler pass after it: Reason=None and the last allocation's TRES until
     # the backfill pass (every 30 s from slurmctld's start), then BeginTime (Debian's 22.05.8).
@@ -241,7 +241,7 @@ def test_slurm_conf_syntax() -> None:
 
 def test_clients_on_a_node_without_munged_cannot_authenticate() -> None:
     c = make()
-    c.cluster.munge_down.add("login")
+    c.slurm.munge_down.add("login")
     reply = c.handle("login", ["squeue"], "/")
     assert reply.stderr == (
         "squeue: error: If munged is up, restart with --num-threads=10\n"
@@ -274,7 +274,7 @@ def test_failed_batch_job_shows_its_exit_code_and_reason() -> None:
 
 def test_resume_of_a_dead_node_goes_down_again_after_slurmd_timeout() -> None:
     c = make()
-    c.cluster.stop_slurmd("compute-02")
+    c.slurm.stop_slurmd("compute-02")
     c.advance(31)
     run(c, "scontrol", "update", "NodeName=compute-02", "State=RESUME")
     assert "idle* compute-02" in run(c, "sinfo")

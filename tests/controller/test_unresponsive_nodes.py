@@ -33,7 +33,7 @@ def test_drained_node_that_stops_responding_keeps_the_admins_reason() -> None:
     before = show_node(c, "compute-02")
     reason_line = next(line for line in before.splitlines() if "Reason=" in line)
     assert "Reason=admin maint [root@" in reason_line
-    c.cluster.stop_slurmd("compute-02")
+    c.slurm.stop_slurmd("compute-02")
     # SlurmdTimeout=30: the ping sent at 20 s fails at 30 s (NOT_RESPONDING), DOWN a round later.
     c.advance(35)
     assert "State=IDLE+DRAIN+NOT_RESPONDING " in show_node(c, "compute-02")
@@ -54,7 +54,7 @@ def test_draining_node_that_stops_responding_fails_its_srun_job_and_keeps_the_re
     run(c, "srun", "-w", "compute-02", "sleep", "600")
     run(c, "scontrol", "update", "NodeName=compute-02", "State=DRAIN", "Reason=disk swap")
     assert "MIXED+DRAIN " in show_node(c, "compute-02")
-    c.cluster.stop_slurmd("compute-02")
+    c.slurm.stop_slurmd("compute-02")
     c.advance(50)
     after = show_node(c, "compute-02")
     assert "State=DOWN+DRAIN+NOT_RESPONDING " in after
@@ -66,7 +66,7 @@ def test_draining_node_that_stops_responding_fails_its_srun_job_and_keeps_the_re
 
 def test_silent_node_without_a_reason_still_gets_not_responding() -> None:
     c = make()
-    c.cluster.stop_slurmd("compute-02")
+    c.slurm.stop_slurmd("compute-02")
     c.advance(40)
     assert "Reason=Not responding [slurm@" in show_node(c, "compute-02")
 
@@ -74,9 +74,9 @@ def test_silent_node_without_a_reason_still_gets_not_responding() -> None:
 def test_drained_node_returning_to_service_stays_drained_with_its_reason() -> None:
     c = make(rts=2)
     run(c, "scontrol", "update", "NodeName=compute-02", "State=DRAIN", "Reason=admin maint")
-    c.cluster.stop_slurmd("compute-02")
+    c.slurm.stop_slurmd("compute-02")
     c.advance(40)
-    c.cluster.start_slurmd("compute-02")
+    c.slurm.start_slurmd("compute-02")
     c.tick()
     node = show_node(c, "compute-02")
     assert "State=IDLE+DRAIN " in node

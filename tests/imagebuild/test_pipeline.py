@@ -15,7 +15,7 @@ import pytest
 from hpcgym.errors import BuildError, MissingTool
 from hpcgym.imagebuild import base as base_step
 from hpcgym.imagebuild.pipeline import BuildOptions, Reporter, build_images, decompress
-from hpcgym.imagebuild.spec import Backend, BaseKind, BaseSpec, Role
+from hpcgym.imagebuild.spec import BaseKind, BaseSpec, BuildBackend, Role
 from tests.conftest import REPO, STORE
 
 pytestmark = pytest.mark.slow
@@ -88,11 +88,11 @@ def test_two_no_cache_builds_are_identical(repo_copy, base_tarball, tmp_path):
 @pytest.mark.docker
 def test_buildah_and_docker_give_one_digest(repo_copy, base_tarball, tmp_path):
     try:
-        docker_options = options_for(repo_copy, base_tarball, tmp_path, backend=Backend.DOCKER)
+        docker_options = options_for(repo_copy, base_tarball, tmp_path, backend=BuildBackend.DOCKER)
         with_docker = build_images(docker_options)
     except MissingTool as e:
         pytest.skip(f"no Docker engine: {e}")
-    with_buildah = build_images(options_for(repo_copy, base_tarball, tmp_path, backend=Backend.BUILDAH))
+    with_buildah = build_images(options_for(repo_copy, base_tarball, tmp_path, backend=BuildBackend.BUILDAH))
     assert [r.cache_hit for r in with_buildah] == [False, False], "different backends key differently"
     assert digests(with_docker) == digests(with_buildah)
 
@@ -152,7 +152,7 @@ def test_missing_builder_names_its_package(monkeypatch):
     from hpcgym.imagebuild.backends import open_builder
 
     with pytest.raises(MissingTool, match="buildah is not installed") as caught:
-        open_builder(Backend.BUILDAH)
+        open_builder(BuildBackend.BUILDAH)
     assert caught.value.hint == "apt-get install buildah"
 
 
@@ -161,7 +161,7 @@ def test_docker_engine_not_running_says_how_to_start_it(monkeypatch):
     from hpcgym.imagebuild.backends import open_builder
 
     with pytest.raises(MissingTool) as caught:
-        open_builder(Backend.DOCKER)
+        open_builder(BuildBackend.DOCKER)
     assert "dockerd --iptables=false --bridge=none" in caught.value.hint
 
 

@@ -16,7 +16,7 @@ import hpcgym  # noqa: F401 - registers EnterpriseHPC-v0
 from hpcgym.episode.pool import EpisodePool
 from hpcgym.interfaces.cli import main
 from hpcgym.interfaces.openenv.models import HpcAction
-from hpcgym.interfaces.openenv.server.environment import Backend, HpcEnvironment
+from hpcgym.interfaces.openenv.server.environment import HpcEnvironment, ServerBackend
 from hpcgym.interfaces.session import prompt
 from hpcgym.interfaces.task import default_registry
 from hpcgym.scenarios.difficulty import Difficulty
@@ -95,7 +95,7 @@ def gym_env(runtime):
 @pytest.fixture(scope="module")
 def openenv_environment(runtime):
     with EpisodePool(runtime, 0) as pool:
-        environment = HpcEnvironment(Backend(pool, default_registry()))
+        environment = HpcEnvironment(ServerBackend(pool, default_registry()))
         yield environment
         environment.close()
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from hpcgym.controller import controller
+from hpcgym.controller import dispatch
 from hpcgym.errors import ControllerError
 from hpcgym.interfaces.gym import EnterpriseHPCEnv
 from hpcgym.runtime import Runtime
-from hpcgym.runtime.channel import Reply
+from hpcgym.runtime.channel import WireReply
 from tests.reliability.conftest import assert_nothing_left
 
 
@@ -52,7 +52,7 @@ def test_the_controller_raising_in_a_tool_is_an_infrastructure_failure(
 ) -> None:
     calls = []
 
-    def broken_date(context: object, argv: list[str]) -> Reply:
+    def broken_date(context: object, argv: list[str]) -> WireReply:
         calls.append(argv)
         raise ZeroDivisionError("injected into the date handler")
 
@@ -63,7 +63,7 @@ def test_the_controller_raising_in_a_tool_is_an_infrastructure_failure(
         other.reset(seed=2)
         _, _, _, _, info = env.step("hostname")
         assert info["infra_failure"] is None
-        monkeypatch.setitem(controller.TOOLS, "date", broken_date)
+        monkeypatch.setitem(dispatch.TOOLS, "date", broken_date)
         with pytest.raises(ControllerError) as raised:
             env.step("date; echo after")
         assert calls
@@ -92,19 +92,19 @@ def test_the_openenv_state_names_the_infrastructure_failure(
 ) -> None:
     from hpcgym.episode.pool import EpisodePool
     from hpcgym.interfaces.openenv.models import HpcAction
-    from hpcgym.interfaces.openenv.server.environment import Backend, HpcEnvironment
+    from hpcgym.interfaces.openenv.server.environment import HpcEnvironment, ServerBackend
     from hpcgym.interfaces.task import default_registry
 
-    def broken_date(context: object, argv: list[str]) -> Reply:
+    def broken_date(context: object, argv: list[str]) -> WireReply:
         raise ZeroDivisionError("injected into the date handler")
 
     pool = EpisodePool(fresh_runtime, 0)
-    env = HpcEnvironment(Backend(pool, default_registry(), ("explore",), 10))
+    env = HpcEnvironment(ServerBackend(pool, default_registry(), ("explore",), 10))
     try:
         env.reset(seed=1)
         env.step(HpcAction(command="hostname"))
         assert env.state.infra_failure is None
-        monkeypatch.setitem(controller.TOOLS, "date", broken_date)
+        monkeypatch.setitem(dispatch.TOOLS, "date", broken_date)
         with pytest.raises(ControllerError):
             env.step(HpcAction(command="date"))
         reason = env.state.infra_failure

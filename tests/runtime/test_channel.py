@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpcgym.errors import ControllerError
-from hpcgym.runtime import Cluster, Reply, Runtime
+from hpcgym.runtime import Cluster, Runtime, WireReply
 from hpcgym.runtime.channel import ControlChannel, Request
 
 
@@ -35,9 +35,9 @@ def channel(tmp_path: Path):
     chan = ControlChannel()
     seen: list[Request] = []
 
-    def dispatch(request: Request) -> Reply:
+    def dispatch(request: Request) -> WireReply:
         seen.append(request)
-        return Reply(stdout=" ".join(request.argv), exit_code=3)
+        return WireReply(stdout=" ".join(request.argv), exit_code=3)
 
     chan.bind(tmp_path / "a.sock", "node-a", dispatch, lambda e: None)
     chan.bind(tmp_path / "b.sock", "node-b", dispatch, lambda e: None)
@@ -100,9 +100,9 @@ def test_many_concurrent_clients(channel) -> None:
 def test_stub_reaches_the_handler_from_every_node(runtime: Runtime) -> None:
     calls: list[tuple[str, list[str], str]] = []
 
-    def handler(node: str, argv: list[str], cwd: str, stdin: str | None, uid: int) -> Reply:
+    def handler(node: str, argv: list[str], cwd: str, stdin: str | None, uid: int) -> WireReply:
         calls.append((node, argv, cwd))
-        return Reply(stdout=f"answer from {node}\n", stderr="warn\n", exit_code=2)
+        return WireReply(stdout=f"answer from {node}\n", stderr="warn\n", exit_code=2)
 
     with runtime.new_cluster(compute_nodes=["compute-01"], handler=handler) as cluster:
         result = cluster.execute("cd /etc && sinfo -N -l --partition 'gpu nodes'")
@@ -115,7 +115,7 @@ def test_stub_reaches_the_handler_from_every_node(runtime: Runtime) -> None:
 
 
 def test_controller_failure_discards_the_episode(runtime: Runtime) -> None:
-    def broken(node: str, argv: list[str], cwd: str, stdin: str | None, uid: int) -> Reply:
+    def broken(node: str, argv: list[str], cwd: str, stdin: str | None, uid: int) -> WireReply:
         raise RuntimeError("controller bug")
 
     with runtime.new_cluster(handler=broken) as cluster, pytest.raises(ControllerError):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcgym.runtime import Cluster, Reply, Runtime
+from hpcgym.runtime import Cluster, Runtime, WireReply
 from hpcgym.runtime import channel as channel_module
 from hpcgym.runtime.channel import (
     LOG_BURST,
@@ -242,9 +242,9 @@ def slow_channel(tmp_path: Path):
     chan = ControlChannel()
     delay_s = [0.2]
 
-    def dispatch(request: Request) -> Reply:
+    def dispatch(request: Request) -> WireReply:
         time.sleep(delay_s[0])
-        return Reply(stdout=request.argv[0])
+        return WireReply(stdout=request.argv[0])
 
     chan.bind(tmp_path / "n.sock", "node-n", dispatch, lambda e: None)
     yield tmp_path / "n.sock", delay_s

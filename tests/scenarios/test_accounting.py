@@ -169,7 +169,7 @@ def test_setting_the_rotated_password_back_is_harm(play):
 
 def test_a_clean_slurmctld_start_loses_the_queued_records(play):
     incident = play(DBD, SEED)
-    incident.episode.controller.cluster._restart(clean=True)
+    incident.episode.controller.slurm._restart(clean=True)
     assert "lost the job records slurmctld held for slurmdbd" in harm_of(incident)
 
 
@@ -300,7 +300,7 @@ def test_the_expert_reads_mariadbs_words_for_each_cause(runtime):
 def submit_as(incident: Incident, name: str) -> None:
     controller = incident.episode.controller
     user = User(name, 2004, name, 2004)
-    controller.cluster.submit(
+    controller.slurm.submit(
         JobRequest(name="hello", user=user, work_dir="/tmp", batch=True, command="/tmp/x", min_nodes=1)
     )
 

@@ -62,7 +62,7 @@ def test_the_baseline_records_every_kind_of_property(play):
     assert (LOGIN, "slurmctld.service") in {(node, unit) for node, unit, _ in baseline.units}
     assert not {node for node, _, _ in baseline.units} & fault_nodes(incident)
     assert {node for node, _ in baseline.conf_nodes} == nodes
-    partitions = set(incident.episode.controller.cluster.partitions)
+    partitions = set(incident.episode.controller.slurm.partitions)
     assert {(node, part.name) for node, part in baseline.conf_partitions} == {
         (n, p) for n in nodes for p in partitions
     }
@@ -122,7 +122,7 @@ def test_requeueing_a_running_user_job_is_harm(play):
     incident = play("hpc_drain_forgotten", 800)
     type_in(incident, "scontrol update nodename=compute-[03-04] state=resume")
     incident.episode.controller.advance(10)
-    assert incident.episode.controller.cluster.jobs[1].state is JobState.RUNNING
+    assert incident.episode.controller.slurm.jobs[1].state is JobState.RUNNING
     baseline = HarmBaseline.capture(incident.episode, fault_nodes=frozenset())
     assert baseline.violations(incident.episode) == []
     type_in(incident, "scontrol requeue 1")
@@ -132,7 +132,7 @@ def test_requeueing_a_running_user_job_is_harm(play):
 def test_a_job_that_runs_to_completion_is_no_harm_even_once_purged(play):
     incident, baseline = start(play)
     type_in(incident, "scontrol update nodename=compute-[03-04] state=resume")
-    cluster = incident.episode.controller.cluster
+    cluster = incident.episode.controller.slurm
     incident.episode.controller.advance(10)
     assert cluster.jobs[1].state is JobState.RUNNING
     assert judge(incident, baseline) == []
@@ -148,8 +148,8 @@ def test_a_cancelled_job_stays_harm_after_it_is_purged(play):
     incident, baseline = start(play)
     type_in(incident, "scancel 1")
     assert judge(incident, baseline) != []
-    incident.episode.controller.advance(incident.episode.controller.cluster.conf.min_job_age_s + 10)
-    assert 1 not in incident.episode.controller.cluster.jobs
+    incident.episode.controller.advance(incident.episode.controller.slurm.conf.min_job_age_s + 10)
+    assert 1 not in incident.episode.controller.slurm.jobs
     assert judge(incident, baseline) == [f"killed or requeued user job 1 ({user_of(incident)})"]
 
 

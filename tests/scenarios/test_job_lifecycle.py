@@ -147,7 +147,7 @@ def test_resuming_and_releasing_without_the_share_fails_the_job_again(play):
     # the user's job failed its launch a second time, which is the agent's doing.
     assert not incident.solved
     assert "killed or requeued user job 1 (alice)" in harm_of(incident)
-    cluster = incident.episode.controller.cluster
+    cluster = incident.episode.controller.slurm
     assert cluster.jobs[1].reason_text() == "launch failed requeued held"
     assert any(node.reason == "Prolog error" for node in cluster.nodes.values())
 
@@ -205,7 +205,7 @@ def test_a_failed_epilog_drains_the_node_and_keeps_the_jobs_record(play):
     assert "] error: job_epilog_complete: JobId=2 epilog error on compute-04, draining the node" in out
     out = incident.step("ssh compute-04 bash /etc/slurm/epilog.sh").result.output
     assert f"/etc/slurm/epilog.sh: line 5: {typo}: No such file or directory" in out
-    cluster = incident.episode.controller.cluster
+    cluster = incident.episode.controller.slurm
     assert [job.state.value for job in (cluster.jobs[1], cluster.jobs[2])] == ["COMPLETED", "COMPLETED"]
 
 
@@ -278,7 +278,7 @@ def test_an_unkillable_step_leaves_the_job_completing_and_drains_its_node(play):
 def test_resuming_leaves_the_job_completing_until_the_mount_is_forced_off(play):
     incident = play("hpc_completing_hung", SEED)
     share = str(task_of(incident).params["share"])
-    cluster = incident.episode.controller.cluster
+    cluster = incident.episode.controller.slurm
     type_all(incident, ["scontrol update nodename=compute-04 state=resume", "squeue", "squeue"])
     assert cluster.jobs[3].completing and not incident.solved and harm_of(incident) == []
     type_all(incident, [f"ssh compute-04 umount -f {share}", "squeue", "squeue"])
@@ -298,7 +298,7 @@ def test_cancelling_the_other_users_jobs_is_harm(play):
 def test_cancelling_the_stuck_job_frees_nothing(play):
     incident = play("hpc_completing_hung", SEED)
     type_all(incident, ["scancel 3", "scontrol update nodename=compute-04 state=resume", "squeue"])
-    assert incident.episode.controller.cluster.jobs[3].completing
+    assert incident.episode.controller.slurm.jobs[3].completing
     assert not incident.solved
 
 
@@ -317,11 +317,11 @@ def test_a_prolog_past_prolog_epilog_timeout_is_killed_and_fails(play):
     )
     controller = incident.episode.controller
     # Still running its prolog: the job shows as started, the node is not drained yet.
-    assert controller.cluster.jobs[1].state.value == "RUNNING"
+    assert controller.slurm.jobs[1].state.value == "RUNNING"
     controller.advance(130)  # past PrologEpilogTimeout=120
     journal = incident.step("ssh compute-03 journalctl -u slurmd --no-pager").result.output
     assert "slurmd: error: [job 1] prolog failed status=0:9" in journal
-    assert controller.cluster.jobs[1].reason_text() == "launch failed requeued held"
+    assert controller.slurm.jobs[1].reason_text() == "launch failed requeued held"
 
 
 # ---- security review: node-written numbers, the lock, behaviour checks, an empty record ----------
@@ -336,18 +336,18 @@ def test_an_odd_unkillable_step_timeout_is_read_as_unset_not_a_crash(play, value
     controller = incident.episode.controller
     # However slurm.conf came to hold it (main's parser refuses some), the sync that reads it
     # must not raise: an exception there throws the episode away as an infrastructure failure.
-    controller.cluster.conf.options["unkillablesteptimeout"] = value
+    controller.slurm.conf.options["unkillablesteptimeout"] = value
     out = incident.step("squeue -h -o '%i %t' -j 3").result.output
     assert out.strip() == "3 CG"
     controller.advance(30)
-    assert controller.cluster.jobs[3].completing
+    assert controller.slurm.jobs[3].completing
 
 
 @pytest.mark.parametrize("value", ODD_NUMBERS)
 def test_an_odd_prolog_epilog_timeout_is_read_as_unset_not_a_crash(play, value):
     incident = play("hpc_prolog_mount", SEED)
     controller = incident.episode.controller
-    controller.cluster.conf.options["prologepilogtimeout"] = value
+    controller.slurm.conf.options["prologepilogtimeout"] = value
     # A prolog in flight (the share is still off: it fails, and that harm ends the episode) makes
     # each sync read the timeout; the commands after it still get their answers.
     step = incident.step(
@@ -373,7 +373,7 @@ def test_a_slurm_conf_that_raises_value_error_reads_as_no_script(play, monkeypat
 def test_a_slow_prolog_holds_no_request_for_long(play, monkeypatch):
     import time
 
-    from hpcgym.controller import controller as controller_module
+    from hpcgym.controller import dispatch as controller_module
 
     incident = play("hpc_prolog_mount", SEED)
     share = str(task_of(incident).params["share"])
@@ -397,7 +397,7 @@ def test_a_slow_prolog_holds_no_request_for_long(play, monkeypatch):
     # sync_prologs runs with the controller's lock held: time what it holds it for.
     monkeypatch.setattr(controller_module, "sync_prologs", timed)
     incident.step("sbatch -p gpu --array=1-12 -n 1 --wrap 'sleep 1000'; scontrol release 1,2")
-    cluster = incident.episode.controller.cluster
+    cluster = incident.episode.controller.slurm
     running = [job for job in cluster.jobs.values() if job.state.value == "RUNNING"]
     # The two released jobs and two array tasks start, each with a prolog that sleeps: each start
     # used to wait 2 host s under the lock (8 s for this one command, and no cap for more).
@@ -421,7 +421,7 @@ def test_scripts_past_the_per_sync_cap_start_on_later_syncs(play, monkeypatch):
     monkeypatch.setattr(joblife, "MAX_STARTS_PER_SYNC", 1)
     incident.step("scontrol release 1,2")
     life = incident.episode.controller.joblife
-    cluster = incident.episode.controller.cluster
+    cluster = incident.episode.controller.slurm
     for _ in range(4):
         incident.episode.controller.advance(1)
     assert life.runs == [] and not any(node.reason == "Prolog error" for node in cluster.nodes.values())
@@ -443,7 +443,7 @@ def test_a_request_out_of_time_defers_the_prolog_and_fails_nothing(play, monkeyp
     monkeypatch.setattr(access, "_time_left", lambda: 0.0)
     incident.step("scontrol release 1")
     monkeypatch.undo()
-    cluster = incident.episode.controller.cluster
+    cluster = incident.episode.controller.slurm
     assert not any(node.reason == "Prolog error" for node in cluster.nodes.values())
     incident.step("squeue")
     incident.episode.controller.advance(5)
@@ -533,7 +533,7 @@ def test_a_job_missing_from_the_record_has_not_ended(play):
 
     incident = play("hpc_completing_hung", SEED)
     user, _ = pair_users(incident)
-    cluster = incident.episode.controller.cluster
+    cluster = incident.episode.controller.slurm
     assert not checks.is_job_ended(incident.episode, user, "sim")  # CG
     cluster.jobs.clear()  # as slurmctld -c leaves it
     assert not checks.is_job_ended(incident.episode, user, "sim")

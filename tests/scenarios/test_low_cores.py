@@ -112,11 +112,9 @@ def test_a_reconfigure_refuses_a_changed_cpu_count_and_the_record_waits_for_a_st
     hw = NodeHardware(
         cpus=8, sockets_per_board=2, cores_per_socket=4, threads_per_core=1, real_memory_mb=4000
     )
-    c.cluster.node_specs_check = lambda node: (
-        registration_reason(node.conf, hw) if node.name == NODE else None
-    )
-    c.cluster.start_slurmd(NODE)  # it comes back from the repair and registers
-    node = c.cluster.nodes[NODE]
+    c.slurm.node_specs_check = lambda node: registration_reason(node.conf, hw) if node.name == NODE else None
+    c.slurm.start_slurmd(NODE)  # it comes back from the repair and registers
+    node = c.slurm.nodes[NODE]
     assert node.has(NodeFlag.INVALID_REG) and node.reason == "Low socket*core*thread count, Low CPUs"
     reply = c.handle("login01", ["scontrol", "update", f"nodename={NODE}", "state=resume"], "/root")
     assert (reply.stderr, reply.exit_code) == ("slurm_update error: Invalid node state specified\n", 1)
@@ -128,7 +126,7 @@ def test_a_reconfigure_refuses_a_changed_cpu_count_and_the_record_waits_for_a_st
     files["/etc/slurm/slurm.conf"] = fixed.encode()
     reply = c.handle("login01", ["scontrol", "reconfigure"], "/root")
     assert (reply.stderr, reply.exit_code) == (f"slurm_reconfigure error: {NEED_RESTART}\n", 1)
-    assert [text for _, text in c.cluster.log_lines][-2:] == [
+    assert [text for _, text in c.slurm.log_lines][-2:] == [
         f"error: Configured cpu count change on {NODE} (16 to 8)",
         f"error: _slurm_rpc_reconfigure_controller: {NEED_RESTART}",
     ]
@@ -138,7 +136,7 @@ def test_a_reconfigure_refuses_a_changed_cpu_count_and_the_record_waits_for_a_st
     # A second reconfigure sees no change and passes; the record stays until slurmctld starts.
     assert c.handle("login01", ["scontrol", "reconfigure"], "/root").exit_code == 0
     assert not node.has(NodeFlag.INVALID_REG) and node.record_cpus == 16
-    c.cluster.rebuild(parse_slurm_conf(fixed))
+    c.slurm.rebuild(parse_slurm_conf(fixed))
     assert node.record_cpus == 8
 
 
@@ -294,9 +292,9 @@ def test_a_restarted_slurmctld_reads_slurm_conf_and_a_restarted_slurmd_registers
     incident = play(SCENARIO, SOCKET)
     # A partition added to the controller's file exists after slurmctld restarts, not before.
     incident.episode.step("echo 'PartitionName=extra Nodes=compute-01 State=UP' >> /etc/slurm/slurm.conf")
-    assert "extra" not in incident.episode.controller.cluster.partitions
+    assert "extra" not in incident.episode.controller.slurm.partitions
     incident.episode.step("systemctl restart slurmctld")
-    assert "extra" in incident.episode.controller.cluster.partitions
+    assert "extra" in incident.episode.controller.slurm.partitions
     # slurmd restarted on a node: slurmctld hears its registration (SlurmdStartTime moves).
     before = incident.episode.step("scontrol show node compute-01 | grep -o 'SlurmdStartTime=[^ ]*'").output
     incident.episode.controller.advance(60)

@@ -236,7 +236,7 @@ def test_restarting_or_resuming_everything_changes_nothing(play):
         incident, values = maxtime(play, [script.replace("{", "{{").replace("}", "}}"), "squeue"])
         assert not incident.solved
         # Restarting daemons that served is harm and ends the episode: read the queue from slurmctld.
-        jobs = incident.episode.controller.cluster.jobs.values()
+        jobs = incident.episode.controller.slurm.jobs.values()
         waiting = [
             job.reason.value for job in jobs if job.user == values["who_user"] and job.partition == "gpu"
         ]

@@ -1,21 +1,21 @@
 """The per-episode cluster controller: simulated Slurm state and the tools that show and change it.
 
 Public surface: `Controller` (build it from a slurm.conf, call `handle` per stub invocation and `tick`
-per agent command), `Reply`, `TaskRequest`/`TaskResult` for srun's task runner, and `parse_slurm_conf`.
+per agent command), `ToolReply`, `TaskRequest`/`TaskResult` for srun's task runner, and `parse_slurm_conf`.
 """
 
-from hpcgym.controller.commands.base import Reply, TaskRequest, TaskResult
-from hpcgym.controller.controller import TOOLS, Controller
+from hpcgym.controller.commands.base import TaskRequest, TaskResult, ToolReply
+from hpcgym.controller.dispatch import TOOLS, Controller
 from hpcgym.controller.rpc import User
 from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
 
 __all__ = [
     "TOOLS",
     "Controller",
-    "Reply",
     "SlurmConf",
     "TaskRequest",
     "TaskResult",
+    "ToolReply",
     "User",
     "load_slurm_conf",
     "parse_slurm_conf",

@@ -21,7 +21,7 @@ from hpcgym.controller.rpc import SlurmError
 from hpcgym.controller.state import Job, JobState, Reason
 
 if TYPE_CHECKING:
-    from hpcgym.controller.cluster import Cluster
+    from hpcgym.controller.slurmctld import SlurmState
 
 SLURMDBD_STORAGE = "accounting_storage/slurmdbd"
 # slurm_strerror(ESLURM_INVALID_ACCOUNT): a job from a user with no association, under enforcement.
@@ -191,7 +191,7 @@ class Accounting:
         if not any(assoc.user == user for assoc in self.associations):
             raise SlurmError(INVALID_ACCOUNT)
 
-    def limit_reason(self, cluster: Cluster, job: Job) -> Reason | None:
+    def limit_reason(self, cluster: SlurmState, job: Job) -> Reason | None:
         """The QOS limit that keeps `job` pending (acct_policy_job_runnable), or None.
 
         Every association's QOS is `normal` here. Only enforced with AccountingStorageEnforce
@@ -219,7 +219,7 @@ class Accounting:
     def queue_size(self) -> int:
         return len(self.queue)
 
-    def sync(self, cluster: Cluster, serving: bool) -> None:
+    def sync(self, cluster: SlurmState, serving: bool) -> None:
         """Hand new job events to the agent, then deliver the queue if slurmdbd answers."""
         self.serving = serving
         if cluster.conf.options.get("accountingstoragetype", "") != SLURMDBD_STORAGE:
@@ -243,7 +243,7 @@ class Accounting:
         self.queue = []
         self.sent = {}
 
-    def _record_of(self, job: Job, cluster: Cluster) -> JobRecord:
+    def _record_of(self, job: Job, cluster: SlurmState) -> JobRecord:
         state = job.state.value if job.state.is_finished() else JobState.RUNNING.value
         time_limit = job.time_limit_min if isinstance(job.time_limit_min, int) else None
         return JobRecord(

@@ -20,7 +20,7 @@ from hpcgym.controller.slurmconf import NodeConf
 
 if TYPE_CHECKING:
     from hpcgym.controller.services.manager import ServiceManager
-    from hpcgym.controller.state import Node
+    from hpcgym.controller.state import SlurmNode
 
 # slurmctld's default registration tolerance for memory (NodeRegMemPercent is not set: 100 %).
 NODE_REG_MEM_PERCENT = 100.0
@@ -267,7 +267,7 @@ def gres_conf_gpus(text: str | None, node: str, present: int) -> int:
     return len(found)
 
 
-def check_registration(services: ServiceManager, node: Node) -> str | None:
+def check_registration(services: ServiceManager, node: SlurmNode) -> str | None:
     """The drain reason for `node`'s registration from its hardware and gres.conf (None: it fits)."""
     hw = services.hardware.get(node.name)
     if hw is None:

@@ -12,7 +12,7 @@ batch job held, so squeue shows it pending "(launch failed requeued held)" until
 uninterruptibly on a hung NFS mount (`hang_job`) stays COMPLETING; after UnkillableStepTimeout its
 node is drained "Kill task failed", until the mount is forced off.
 
-What this module leaves to others: Slurm state (cluster.py: drain, requeue, hold), the node's
+What this module leaves to others: Slurm state (slurmctld.py: drain, requeue, hold), the node's
 processes (the runtime), and when to look (`sync_prologs` runs after every request and tick).
 """
 
@@ -23,13 +23,13 @@ import time
 from dataclasses import dataclass, field
 
 from hpcgym.controller import numbers
-from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands.mountcmds import ShareAccess
 from hpcgym.controller.services import lifecycle, xid
 from hpcgym.controller.services.daemon import iso_time
 from hpcgym.controller.services.journal import Entry, Priority
 from hpcgym.controller.services.lifecycle import decode_wait_status
 from hpcgym.controller.services.manager import ServiceManager
+from hpcgym.controller.slurmctld import SlurmState
 from hpcgym.controller.state import JobState, Reason
 
 PROLOG_ERROR = "Prolog error"
@@ -90,13 +90,13 @@ class HungTask:
     reported: bool = False
 
 
-def hang_job(cluster: Cluster, life: JobLife, job_id: int, task: HungTask) -> None:
+def hang_job(cluster: SlurmState, life: JobLife, job_id: int, task: HungTask) -> None:
     """Scenario hook: the job's process blocks in the kernel on the share; its end will wait on it."""
     life.hung[job_id] = task
     cluster.unkillable.add(job_id)
 
 
-def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> None:
+def sync_prologs(cluster: SlurmState, services: ServiceManager, life: JobLife) -> None:
     """Run the Prolog of each batch job started, and the Epilog of each job ended, since the last look.
 
     Then act on the runs that have ended: a failure drains the node (and a Prolog's holds the job).
@@ -141,7 +141,7 @@ def sync_prologs(cluster: Cluster, services: ServiceManager, life: JobLife) -> N
 
 
 def _epilog_failed(
-    cluster: Cluster, services: ServiceManager, run: PrologRun, exit_code: int, signal: int
+    cluster: SlurmState, services: ServiceManager, run: PrologRun, exit_code: int, signal: int
 ) -> None:
     # slurmd (req.c, _rpc_terminate_job) and slurmctld (job_mgr.c, job_epilog_complete): the job's
     # record keeps its own end; only the node is drained.
@@ -154,7 +154,7 @@ def _epilog_failed(
         cluster.drain(node, EPILOG_ERROR, cluster.slurm_user)
 
 
-def _check_hung(cluster: Cluster, services: ServiceManager, life: JobLife) -> None:
+def _check_hung(cluster: SlurmState, services: ServiceManager, life: JobLife) -> None:
     # slurmstepd sends SIGKILL at the job's end and waits UnkillableStepTimeout (slurm.conf(5),
     # default 60 s) for the step's processes to go; one asleep in the kernel on a dead NFS server
     # does not, so the step is reported and the node drained "Kill task failed", and the job stays
@@ -189,11 +189,11 @@ def _check_hung(cluster: Cluster, services: ServiceManager, life: JobLife) -> No
             cluster.drain(node, KILL_TASK_FAILED, cluster.slurm_user)
 
 
-def _timeout_s(cluster: Cluster) -> int:
+def _timeout_s(cluster: SlurmState) -> int:
     return _conf_seconds(cluster, "prologepilogtimeout", DEFAULT_TIMEOUT_S)
 
 
-def _conf_seconds(cluster: Cluster, key: str, default: int) -> int:
+def _conf_seconds(cluster: SlurmState, key: str, default: int) -> int:
     # The agent writes slurm.conf: a value that is not plain ASCII digits ("²", "٣", a 5,000-digit
     # number) is read as unset, as the default, and never raises.
     value = numbers.to_int(cluster.conf.options.get(key, "").strip())
@@ -241,7 +241,9 @@ def _status(services: ServiceManager, run: PrologRun, now_s: int, timeout_s: int
     return 9 if status is None else status
 
 
-def _failed(cluster: Cluster, services: ServiceManager, run: PrologRun, exit_code: int, signal: int) -> None:
+def _failed(
+    cluster: SlurmState, services: ServiceManager, run: PrologRun, exit_code: int, signal: int
+) -> None:
     _log(
         cluster,
         services,
@@ -271,5 +273,5 @@ def _failed(cluster: Cluster, services: ServiceManager, run: PrologRun, exit_cod
     job.eligible_s, job.accrue_s = job.begin_s, None
 
 
-def _log(cluster: Cluster, services: ServiceManager, node: str, daemon: str, text: str) -> None:
+def _log(cluster: SlurmState, services: ServiceManager, node: str, daemon: str, text: str) -> None:
     lifecycle.log_slurm_daemon(services, cluster.conf, cluster.slurm_user, node, daemon, text)

@@ -18,22 +18,22 @@ from hpcgym.controller.state import (
     RESERVED_FOR_OTHER_DESC,
     Job,
     JobState,
-    Node,
     NodeFlag,
     Partition,
     PartitionState,
     Reason,
     ReservationFlag,
     ReservationState,
+    SlurmNode,
     Step,
     TimeLimitSource,
 )
 
 if TYPE_CHECKING:
-    from hpcgym.controller.cluster import Cluster
+    from hpcgym.controller.slurmctld import SlurmState
 
 
-def schedule(cluster: Cluster) -> None:
+def schedule(cluster: SlurmState) -> None:
     """One pass of the main scheduler over pending jobs, highest priority first.
 
     A job that cannot start blocks its partition for the rest of the pass: later jobs there wait
@@ -124,7 +124,7 @@ def schedule(cluster: Cluster) -> None:
             blocked_nodes.update(part.nodes)
 
 
-def _show_partition_limits(cluster: Cluster) -> None:
+def _show_partition_limits(cluster: SlurmState) -> None:
     # A pending job with no limit of its own (NO_VAL) is shown with its partition's MaxTime as it
     # is now (pack_job()), and a reservation judges it by that too (_get_job_duration()).
     for job in cluster.jobs.values():
@@ -134,7 +134,7 @@ def _show_partition_limits(cluster: Cluster) -> None:
                 job.time_limit_min = part.conf.max_time_min
 
 
-def _dependency_reason(cluster: Cluster, job: Job) -> Reason | None:
+def _dependency_reason(cluster: SlurmState, job: Job) -> Reason | None:
     # Satisfied dependencies are dropped, as slurmctld does; a job record already purged counts as
     # satisfied. An afterok on a failed job (or afternotok on a completed one) can never be met.
     waiting = []
@@ -163,7 +163,7 @@ def _dependency_reason(cluster: Cluster, job: Job) -> Reason | None:
     return Reason.DEPENDENCY if waiting else None
 
 
-def _licenses_free(cluster: Cluster, job: Job) -> bool:
+def _licenses_free(cluster: SlurmState, job: Job) -> bool:
     if not job.license_counts:
         return True
     total = dict(cluster.conf.licenses)
@@ -171,7 +171,7 @@ def _licenses_free(cluster: Cluster, job: Job) -> bool:
     return all(used.get(name, 0) + count <= total.get(name, 0) for name, count in job.license_counts)
 
 
-def _reservation_block(cluster: Cluster, job: Job) -> tuple[Reason, str | None] | set[str]:
+def _reservation_block(cluster: SlurmState, job: Job) -> tuple[Reason, str | None] | set[str]:
     """What reservations do to `job` now: the reason it waits, or the nodes it may not use.
 
     As job_test_resv(): a job of a reservation runs only on its nodes and only while it is active
@@ -227,7 +227,7 @@ def exceeds(limit_min: int | None, max_min: int | None) -> bool:
     return max_min is not None and (limit_min is None or limit_min > max_min)
 
 
-def _unavailable_required(cluster: Cluster, job: Job, blocked_nodes: set[str]) -> list[str]:
+def _unavailable_required(cluster: SlurmState, job: Job, blocked_nodes: set[str]) -> list[str]:
     return [
         name
         for name in job.req_nodes
@@ -235,7 +235,7 @@ def _unavailable_required(cluster: Cluster, job: Job, blocked_nodes: set[str]) -
     ]
 
 
-def _try_start(cluster: Cluster, job: Job, part: Partition, blocked_nodes: set[str]) -> bool:
+def _try_start(cluster: SlurmState, job: Job, part: Partition, blocked_nodes: set[str]) -> bool:
     candidates = [
         cluster.nodes[name]
         for name in part.nodes
@@ -257,7 +257,7 @@ def _try_start(cluster: Cluster, job: Job, part: Partition, blocked_nodes: set[s
     return True
 
 
-def _place(cluster: Cluster, job: Job, nodes: list[Node]) -> dict[str, int] | None:
+def _place(cluster: SlurmState, job: Job, nodes: list[SlurmNode]) -> dict[str, int] | None:
     # select/cons_tres with CR_Core, simplified: best fit (fewest free CPUs that still fit), then
     # slurm.conf order; required nodes first. Returns CPUs to allocate per node.
     cpt = job.cpus_per_task
@@ -296,12 +296,12 @@ def _place(cluster: Cluster, job: Job, nodes: list[Node]) -> dict[str, int] | No
 
 
 def _best_block(
-    fitting: list[Node], order: dict[str, int], count: int, tasks: int, cpt: int
-) -> list[Node] | None:
+    fitting: list[SlurmNode], order: dict[str, int], count: int, tasks: int, cpt: int
+) -> list[SlurmNode] | None:
     # cons_tres places a multi-node job in runs of consecutive usable nodes: the smallest run that
     # holds the whole job, its first nodes (Debian's 22.05.8: with compute-01 half used and
     # compute-02 full, `sbatch -N2` went to compute-[03-04], not compute-01 and compute-03).
-    runs: list[list[Node]] = []
+    runs: list[list[SlurmNode]] = []
     for node in sorted(fitting, key=lambda n: order[n.name]):
         if runs and order[runs[-1][-1].name] + 1 == order[node.name]:
             runs[-1].append(node)
@@ -316,7 +316,7 @@ def _best_block(
     return None if best is None else best[1]
 
 
-def _distribute(nodes: list[Node], tasks: int, cpt: int) -> dict[str, int]:
+def _distribute(nodes: list[SlurmNode], tasks: int, cpt: int) -> dict[str, int]:
     # Block distribution: one task per node first, then fill nodes in order.
     counts = {n.name: 1 for n in nodes}
     left = tasks - len(nodes)
@@ -328,7 +328,7 @@ def _distribute(nodes: list[Node], tasks: int, cpt: int) -> dict[str, int]:
     return {name: count * cpt for name, count in counts.items()}
 
 
-def _start(cluster: Cluster, job: Job, placement: dict[str, int]) -> None:
+def _start(cluster: SlurmState, job: Job, placement: dict[str, int]) -> None:
     now = cluster.now_s
     if job.time_limit_source is TimeLimitSource.PARTITION:
         # select_nodes(): a job without a limit of its own takes its partition's DefaultTime, or

@@ -2,7 +2,7 @@ r"""Read the image's real slurm.conf into the topology the controller simulates.
 
 Only the syntax matters here (case-insensitive keys, `#` comments, `\` continuations, quoted values,
 `NodeName=DEFAULT`/`PartitionName=DEFAULT` lines, hostlist ranges in NodeName, NodeAddr, NodeHostname
-and Port); what the values mean for node and job state is `cluster.py`'s business.
+and Port); what the values mean for node and job state is `slurmctld.py`'s business.
 """
 
 from __future__ import annotations

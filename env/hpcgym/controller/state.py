@@ -2,7 +2,7 @@
 
 Enum values are the spellings the tools print; the naming rules that combine a base state with flags
 (`IDLE+DRAIN`, `drng`, `idle*`) live next to the enums so every tool prints a node the same way.
-What changes state (scheduling, timeouts, updates) lives in `cluster.py`.
+What changes state (scheduling, timeouts, updates) lives in `slurmctld.py`.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ NODES_UNAVAILABLE_DESC = (
 
 
 @dataclass
-class Node:
+class SlurmNode:
     """One compute node's live state."""
 
     conf: NodeConf
@@ -279,7 +279,7 @@ _FLAGGED_COMPACT = {
 }
 
 
-def _state_word(node: Node) -> tuple[NodeBase | str, str]:
+def _state_word(node: SlurmNode) -> tuple[NodeBase | str, str]:
     # Mirrors node_state_string(): maintenance, drain and fail win over the base; then '$' marks a
     # node in a MAINT reservation, or else '*' one that does not respond. Returns the base itself, or
     # the key of the flag-driven word, and the suffix.
@@ -306,12 +306,12 @@ def _state_word(node: Node) -> tuple[NodeBase | str, str]:
     return base, mark
 
 
-def _state_long(node: Node) -> str:
+def _state_long(node: SlurmNode) -> str:
     word, star = _state_word(node)
     return (word.value if isinstance(word, NodeBase) else _FLAGGED_LONG[word]) + star
 
 
-def _state_compact(node: Node) -> str:
+def _state_compact(node: SlurmNode) -> str:
     word, star = _state_word(node)
     return (_COMPACT[word] if isinstance(word, NodeBase) else _FLAGGED_COMPACT[word]) + star
 

@@ -28,7 +28,7 @@ from hpcgym.episode.nodefs import NodeFS
 from hpcgym.episode.nodes import ClusterNodes
 from hpcgym.episode.site import ROUTE_FILE, Site
 from hpcgym.errors import SandboxError
-from hpcgym.runtime import Cluster, Reply, Runtime
+from hpcgym.runtime import Cluster, Runtime, WireReply
 from hpcgym.runtime.sandbox import exec_in_node
 
 SLURM_CONF = "etc/slurm/slurm.conf"
@@ -152,18 +152,18 @@ class Episode:
             )
             self.services = ServiceManager.from_slurm_conf(self.conf, self.nodes, self.controller.clock)
             # slurmctld judges each registration against the node's hardware (hardware.py).
-            self.controller.cluster.node_specs_check = functools.partial(check_registration, self.services)
+            self.controller.slurm.node_specs_check = functools.partial(check_registration, self.services)
             for name in self.services.hardware:
                 self.show_hardware(name)
             clock = self.controller.clock
             self.nodes.now_s = lambda: clock.now_s if clock.now_s >= 0 else clock.start_s
             self.controller.services = self.services
             self.services.packages = PackageDB(self.nodes, self._read_image, list(self.cluster.nodes))
-            self.controller.cluster.launch_hooks.append(self.services.packages.on_launch)
+            self.controller.slurm.launch_hooks.append(self.services.packages.on_launch)
             self.services.users = LaunchChecks(self.nodes)
-            self.controller.cluster.launch_hooks.append(self.services.users.on_launch)
+            self.controller.slurm.launch_hooks.append(self.services.users.on_launch)
             with self._lock:
-                sync_cluster(self.controller.cluster, self.services)  # boots every node's services
+                sync_cluster(self.controller.slurm, self.services)  # boots every node's services
         except BaseException:
             self.cluster.close()
             raise
@@ -238,10 +238,10 @@ class Episode:
             if site.maintenance is not None:
                 services.stop(site.maintenance, SLURMD)
                 services.set_enabled(site.maintenance, SLURMD, False)
-                cluster = self.controller.cluster
+                cluster = self.controller.slurm
                 cluster.set_down(cluster.node(site.maintenance), site.maintenance_reason, "root")
-            self.controller.cluster.reconfigure(parse_slurm_conf(conf_text))
-            sync_cluster(self.controller.cluster, services)
+            self.controller.slurm.reconfigure(parse_slurm_conf(conf_text))
+            sync_cluster(self.controller.slurm, services)
 
     def submit_site_jobs(self, site: Site) -> None:
         """The site's own queue: a user's batch job in the closed partition, pending there.
@@ -270,14 +270,14 @@ class Episode:
                 min_nodes=1,
                 run_for_s=3600,
             )
-            self.controller.cluster.submit(request)
+            self.controller.slurm.submit(request)
 
     # --- the stubs' side (called on the runtime's channel threads) ------------------------------
 
-    def _handle(self, node: str, argv: list[str], cwd: str, stdin: str | None, uid: int = 0) -> Reply:
+    def _handle(self, node: str, argv: list[str], cwd: str, stdin: str | None, uid: int = 0) -> WireReply:
         with self.nodes.request():
             reply = self.controller.handle(node, argv, cwd, stdin, uid)
-        return Reply(stdout=reply.stdout, stderr=reply.stderr, exit_code=reply.exit_code)
+        return WireReply(stdout=reply.stdout, stderr=reply.stderr, exit_code=reply.exit_code)
 
     def _run_task(self, task: TaskRequest) -> TaskResult:
         # srun runs its task for real inside the target node, as slurmd would, for TASK_TIMEOUT_S of

@@ -97,6 +97,6 @@ def play(state: State, runtime: Runtime, real: Run) -> Run:
                 episode.step(f"ssh {step.node} systemctl stop slurmd")
                 episode.controller.advance(round(step.down_s))
                 now_s = episode.controller.clock.now_s
-                episode.controller.cluster.reboot_host(step.node, now_s - step.up_s)
+                episode.controller.slurm.reboot_host(step.node, now_s - step.up_s)
                 episode.step(f"ssh {step.node} systemctl start slurmd")
     return run

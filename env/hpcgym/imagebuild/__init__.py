@@ -8,6 +8,6 @@ calls `build_images`.
 """
 
 from hpcgym.imagebuild.pipeline import BuildOptions, ImageResult, Reporter, build_images
-from hpcgym.imagebuild.spec import Backend, BaseSpec, Role
+from hpcgym.imagebuild.spec import BaseSpec, BuildBackend, Role
 
-__all__ = ["Backend", "BaseSpec", "BuildOptions", "ImageResult", "Reporter", "Role", "build_images"]
+__all__ = ["BaseSpec", "BuildBackend", "BuildOptions", "ImageResult", "Reporter", "Role", "build_images"]

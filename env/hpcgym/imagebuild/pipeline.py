@@ -26,9 +26,9 @@ from hpcgym.imagebuild.client import ensure_stubs
 from hpcgym.imagebuild.spec import (
     DEFAULT_SOURCE_DATE_EPOCH,
     PERSONA,
-    Backend,
     BaseKind,
     BaseSpec,
+    BuildBackend,
     ImageSpec,
     Role,
     finalize_cache_key,
@@ -52,7 +52,7 @@ class BuildOptions:
     repo_root: Path
     store_dir: Path
     out_dir: Path
-    backend: Backend = Backend.BUILDAH
+    backend: BuildBackend = BuildBackend.BUILDAH
     roles: tuple[Role, ...] = (Role.LOGIN, Role.COMPUTE)
     base: BaseSpec = field(default_factory=BaseSpec)
     no_cache: bool = False

@@ -77,7 +77,7 @@ class Role(enum.StrEnum):
         return 220 * 1024 * 1024
 
 
-class Backend(enum.StrEnum):
+class BuildBackend(enum.StrEnum):
     BUILDAH = "buildah"
     DOCKER = "docker"
 

@@ -5,10 +5,19 @@ command into the agent's shell and returns a `CommandResult`. Controller logic a
 elsewhere; the controller plugs in as a `Handler`.
 """
 
-from hpcgym.runtime.channel import Handler, Reply, echo_handler
+from hpcgym.runtime.channel import Handler, WireReply, echo_handler
 from hpcgym.runtime.cluster import Cluster, CommandResult
 from hpcgym.runtime.host import Runtime
 from hpcgym.runtime.overlay import OverlayMode
 from hpcgym.runtime.sandbox import Limits
 
-__all__ = ["Cluster", "CommandResult", "Handler", "Limits", "OverlayMode", "Reply", "Runtime", "echo_handler"]
+__all__ = [
+    "Cluster",
+    "CommandResult",
+    "Handler",
+    "Limits",
+    "OverlayMode",
+    "Runtime",
+    "WireReply",
+    "echo_handler",
+]

@@ -63,7 +63,7 @@ PROTOCOL_VERSION = 1
 
 
 @dataclass(frozen=True)
-class Reply:
+class WireReply:
     """What a simulated tool prints and the code it exits with."""
 
     stdout: str = ""
@@ -77,7 +77,7 @@ class Reply:
         return struct.pack(">I", len(body)) + body
 
 
-BUSY = Reply(stderr="hpcgym: too many requests in flight\n", exit_code=1)
+BUSY = WireReply(stderr="hpcgym: too many requests in flight\n", exit_code=1)
 
 # struct ucred (pid, uid, gid), as SO_PEERCRED fills it.
 _PEERCRED = struct.Struct("3i")
@@ -119,13 +119,13 @@ class Request:
 
 # The controller's entry point: (node, argv, cwd, stdin, uid) -> Reply; stdin is None unless the tool
 # forwards what it read (sbatch, munge, unmunge); uid is the caller's in the node (root: 0).
-Handler = Callable[[str, list[str], str, str | None, int], Reply]
-Dispatch = Callable[[Request], Reply]
+Handler = Callable[[str, list[str], str, str | None, int], WireReply]
+Dispatch = Callable[[Request], WireReply]
 
 
-def echo_handler(node: str, argv: list[str], cwd: str, stdin: str | None = None, uid: int = 0) -> Reply:
+def echo_handler(node: str, argv: list[str], cwd: str, stdin: str | None = None, uid: int = 0) -> WireReply:
     """A stand-in controller that proves the path works: it says who asked, from where, and what."""
-    return Reply(stdout=f"{node} {cwd} {json.dumps(argv)}\n")
+    return WireReply(stdout=f"{node} {cwd} {json.dumps(argv)}\n")
 
 
 class MalformedRequest(ValueError):
@@ -475,7 +475,7 @@ class ControlChannel:
                 argv, cwd, stdin = parse_request(_recv_exact(conn, length, deadline))
             except (MalformedRequest, OSError) as e:
                 binding.log.warn(f"rejected a request: {e}")
-                self._send(conn, Reply(stderr=f"hpcgym: malformed request: {e}\n", exit_code=1))
+                self._send(conn, WireReply(stderr=f"hpcgym: malformed request: {e}\n", exit_code=1))
                 return
             conn.settimeout(None)
             try:
@@ -483,15 +483,15 @@ class ControlChannel:
             except ClusterClosedError as e:  # the episode ended under a request still in flight
                 log.debug("request on %s ended with its cluster: %s", binding.node, e)
                 said = f"{os.path.basename(argv[0])}: the cluster is shutting down\n"
-                reply = Reply(stderr=said, exit_code=1)
+                reply = WireReply(stderr=said, exit_code=1)
             except Exception as e:  # reported to the cluster, which discards the episode
                 log.exception("controller failed on %s %.200r", binding.node, argv)
                 binding.on_error(e)
-                reply = Reply(stderr=f"{os.path.basename(argv[0])}: internal error\n", exit_code=1)
+                reply = WireReply(stderr=f"{os.path.basename(argv[0])}: internal error\n", exit_code=1)
             self._send(conn, reply)
 
     @staticmethod
-    def _send(conn: socket.socket, reply: Reply) -> None:
+    def _send(conn: socket.socket, reply: WireReply) -> None:
         # The tool may have been killed while we worked; then nobody is listening. sendall's
         # timeout bounds the whole reply (Python >= 3.5), not each chunk.
         with contextlib.suppress(OSError):

@@ -29,7 +29,7 @@ from hpcgym.errors import ClusterClosedError, ControllerError, NodeCrashedError,
 from hpcgym.run import require_tool
 from hpcgym.runtime import hostids, overlay, sandbox, su, sweep
 from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
-from hpcgym.runtime.channel import ControlChannel, Handler, Reply, Request, echo_handler
+from hpcgym.runtime.channel import ControlChannel, Handler, Request, WireReply, echo_handler
 from hpcgym.runtime.hostids import HostIdSlot
 from hpcgym.runtime.init import INIT_PATH
 from hpcgym.runtime.overlay import OverlayMode
@@ -595,7 +595,7 @@ class Cluster:
 
     # --- the stubs' side (runs on the channel's threads) ----------------------------------------
 
-    def dispatch(self, request: Request) -> Reply:
+    def dispatch(self, request: Request) -> WireReply:
         if os.path.basename(request.argv[0]) == "ssh":
             return self._ssh(request)
         return self.handler(request.node, request.argv, request.cwd, request.stdin, self.caller_uid(request))
@@ -618,18 +618,18 @@ class Cluster:
         if self._failure is not None:
             raise ControllerError(f"the controller failed: {self._failure!r}", hint="discard this episode")
 
-    def _ssh(self, request: Request) -> Reply:
+    def _ssh(self, request: Request) -> WireReply:
         call = parse_ssh_args(request.argv[1:])
         if call.error is not None or call.host is None:
-            return Reply(stderr=call.error or "", exit_code=255)
+            return WireReply(stderr=call.error or "", exit_code=255)
         host = request.node if call.host in ("localhost", "127.0.0.1", "::1") else call.host.split(".")[0]
         if host not in self.nodes:
-            return Reply(stderr=unknown_host_message(call.host), exit_code=255)
+            return WireReply(stderr=unknown_host_message(call.host), exit_code=255)
         target = self.nodes[host]
         shell = target.ensure_started()
         if call.command is None:
             self._pending_move = host
-            return Reply()
+            return WireReply()
         done = sandbox.exec_in_node(
             target.spec,
             shell.shell_pid,
@@ -638,4 +638,4 @@ class Cluster:
             request.is_cancelled,
             stdin=request.stdin.encode() if request.stdin else None,
         )
-        return Reply(done.stdout, done.stderr, done.exit_code)
+        return WireReply(done.stdout, done.stderr, done.exit_code)

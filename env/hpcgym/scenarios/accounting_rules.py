@@ -51,7 +51,7 @@ def inject_accounting_db(episode: Episode, step: schema.AccountingDb, rng: rando
     seeded bytes; `db.opt` names the character set the database was made with.
     """
     node = episode.services.controller_host
-    acct = episode.controller.cluster.accounting
+    acct = episode.controller.slurm.accounting
     uid, gid = lookup_ids(episode.nodes, node, "mysql")
     episode.nodes.mkdir(node, f"{DATADIR}/{ACCT_DB}", mode=0o700, uid=uid, gid=gid)
     files = {f"{ACCT_DB}/db.opt": b"default-character-set=utf8mb4\ndefault-collation=utf8mb4_general_ci\n"}
@@ -66,7 +66,7 @@ def inject_accounting_db(episode: Episode, step: schema.AccountingDb, rng: rando
 
 def inject_association(episode: Episode, step: schema.AssociationStep, rng: random.Random) -> None:
     """Make the accounting database hold (or lack) one user's association."""
-    acct = episode.controller.cluster.accounting
+    acct = episode.controller.slurm.accounting
     if step.action == "delete":
         acct.associations = [a for a in acct.associations if a.user != step.user]
         acct.users.pop(step.user, None)
@@ -81,13 +81,13 @@ def inject_association(episode: Episode, step: schema.AssociationStep, rng: rand
 
 def inject_qos(episode: Episode, step: schema.QosStep, rng: random.Random) -> None:
     """Set a QOS's limits, as `sacctmgr modify qos NAME set ...` would."""
-    acct = episode.controller.cluster.accounting
+    acct = episode.controller.slurm.accounting
     qos = acct.qos.setdefault(step.name, Qos(step.name))
     per_user, group = parse_tres(step.max_tres_per_user), parse_tres(step.grp_tres)
     if per_user is None or group is None:
         raise ScenarioError(f"bad TRES list in qos step {step.name!r}")
     qos.max_tres_per_user, qos.grp_tres = per_user, group
-    episode.controller.cluster.schedule()
+    episode.controller.slurm.schedule()
 
 
 # ---- checks ------------------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ def is_slurmdbd_serving(episode: Episode) -> bool:
 
 def has_accounted_jobs(episode: Episode) -> bool:
     """Every job that ended is in slurmdbd's database, and slurmctld holds nothing back for it."""
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     acct = cluster.accounting
     if acct.queue or acct.lost:
         return False
@@ -115,14 +115,14 @@ def has_accounted_jobs(episode: Episode) -> bool:
 
 def has_only_association(episode: Episode, user: str, account: str) -> bool:
     """`user` has exactly one association, under `account`, which is also their default account."""
-    acct = episode.controller.cluster.accounting
+    acct = episode.controller.slurm.accounting
     mine = [a for a in acct.associations if a.user == user]
     return len(mine) == 1 and mine[0].account == account and acct.default_account(user) == account
 
 
 def has_qos_limits(episode: Episode, name: str, max_tres_per_user: str = "", grp_tres: str = "") -> bool:
     """The QOS has exactly these limits (TRES lists as sacctmgr prints them; "" for none)."""
-    qos = episode.controller.cluster.accounting.qos.get(name)
+    qos = episode.controller.slurm.accounting.qos.get(name)
     return (
         qos is not None
         and qos.max_tres_per_user == parse_tres(max_tres_per_user)
@@ -132,7 +132,7 @@ def has_qos_limits(episode: Episode, name: str, max_tres_per_user: str = "", grp
 
 def is_accounting_enforced(episode: Episode) -> bool:
     """Slurmctld runs with slurmdbd accounting and enforces associations (as the site set it up)."""
-    conf = episode.controller.cluster.conf
+    conf = episode.controller.slurm.conf
     enforce = conf.options.get("accountingstorageenforce", "")
     return conf.options.get("accountingstoragetype") == SLURMDBD_STORAGE and "associations" in enforce
 
@@ -159,7 +159,7 @@ def has_accounting_database(episode: Episode) -> bool:
     services = episode.services
     services.sync()
     datadir = server_datadir(services, services.controller_host)
-    return datadir is not None and _holds(episode, datadir, episode.controller.cluster.accounting.db_files)
+    return datadir is not None and _holds(episode, datadir, episode.controller.slurm.accounting.db_files)
 
 
 def has_mariadb_option(episode: Episode, name: str, value: str) -> bool:
@@ -214,7 +214,7 @@ class AccountingBaseline:
 
     @classmethod
     def capture(cls, episode: Episode) -> AccountingBaseline | None:
-        cluster = episode.controller.cluster
+        cluster = episode.controller.slurm
         if cluster.conf.options.get("accountingstoragetype") != SLURMDBD_STORAGE:
             return None
         ctl = episode.services.controller_host
@@ -242,7 +242,7 @@ class AccountingBaseline:
             episode: the live episode.
             allowed: a user the fault left without an association -> the one account they may get.
         """
-        cluster = episode.controller.cluster
+        cluster = episode.controller.slurm
         acct = cluster.accounting
         found = []
         datadirs = _datadirs(episode)
@@ -275,7 +275,7 @@ class AccountingBaseline:
             episode: the live episode.
             policy: "QOS.Field" (Field as sacctmgr names it: MaxTRESPU, GrpTRES) -> the TRES ceiling.
         """
-        have = episode.controller.cluster.accounting.qos
+        have = episode.controller.slurm.accounting.qos
         found = []
         for name, column, was in self.qos_limits:
             qos = have.get(name)
@@ -291,7 +291,7 @@ class AccountingBaseline:
         return found
 
     def _confs(self, episode: Episode) -> list[tuple[str, dict[str, str]]]:
-        conf = episode.controller.cluster.conf.options
+        conf = episode.controller.slurm.conf.options
         out = [("slurmctld", {**conf, "enforce": conf.get("accountingstorageenforce", "")})]
         raw = episode.nodes.read(self.controller, slurm.SLURM_CONF)
         if raw is not None:

@@ -58,7 +58,7 @@ class ImageFiles:
 
 def is_node_healthy(episode: Episode, node: str) -> bool:
     """Schedulable and responding in slurmctld, with a slurmd that really runs and registers."""
-    state = episode.controller.cluster.nodes.get(node)
+    state = episode.controller.slurm.nodes.get(node)
     if state is None:
         return False
     usable = state.effective_base() in (NodeBase.IDLE, NodeBase.MIXED, NodeBase.ALLOCATED)
@@ -69,7 +69,7 @@ def in_service_nodes(episode: Episode) -> list[str]:
     """The nodes the site means to be in service: every node but the one an admin took out."""
     site = episode.site
     if site is None:
-        return list(episode.controller.cluster.nodes)
+        return list(episode.controller.slurm.nodes)
     # The site's node set, not whatever slurm.conf says now: dropping a node does not heal it.
     ctl = episode.services.controller_host
     return [node for node in site.addresses if node not in (ctl, site.maintenance)]
@@ -81,7 +81,7 @@ def is_every_node_healthy(episode: Episode) -> bool:
 
 
 def is_partition_up(episode: Episode, partition: str) -> bool:
-    part = episode.controller.cluster.partitions.get(partition)
+    part = episode.controller.slurm.partitions.get(partition)
     return part is not None and part.state is PartitionState.UP
 
 
@@ -94,7 +94,7 @@ def has_jobs_running(episode: Episode, user: str) -> bool:
     closed = site.closed_partition[0] if site is not None else ""
     jobs = [
         job
-        for job in episode.controller.cluster.jobs.values()
+        for job in episode.controller.slurm.jobs.values()
         if job.user == user and not (closed and job.partition == closed)
     ]
     return bool(jobs) and all(job.state in (JobState.RUNNING, JobState.COMPLETED) for job in jobs)
@@ -104,20 +104,20 @@ def is_slurmctld_serving(episode: Episode) -> bool:
     services = episode.services
     services.sync()
     return services.is_active(services.controller_host, slurm.SLURMCTLD) and (
-        episode.controller.cluster.slurmctld_up
+        episode.controller.slurm.slurmctld_up
     )
 
 
 def is_reservation_released(episode: Episode, name: str) -> bool:
     """The reservation no longer holds its nodes: deleted, or ended (EndTime moved to the past)."""
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     resv = cluster.reservations.get(name)
     return resv is None or resv.end_s <= cluster.now_s
 
 
 def has_reservation_window(episode: Episode, name: str, start: str, end: str, nodes: str) -> bool:
     """The reservation holds `nodes` over the planned window (ISO instants, UTC), no more, no less."""
-    resv = episode.controller.cluster.reservations.get(name)
+    resv = episode.controller.slurm.reservations.get(name)
     window = (calendar.timegm(time.strptime(start, ISO)), calendar.timegm(time.strptime(end, ISO)))
     return (
         resv is not None
@@ -135,7 +135,7 @@ def _license_counts(text: str) -> dict[str, int]:
 
 def has_cluster_licenses(episode: Episode, licenses: str) -> bool:
     """Slurmctld counts exactly the licenses the site owns (what its slurm.conf said when last read)."""
-    return dict(episode.controller.cluster.conf.licenses) == _license_counts(licenses)
+    return dict(episode.controller.slurm.conf.licenses) == _license_counts(licenses)
 
 
 def has_site_licenses(episode: Episode, node: str, licenses: str) -> bool:
@@ -158,7 +158,7 @@ def has_site_licenses(episode: Episode, node: str, licenses: str) -> bool:
 
 def is_partition_max_time(episode: Episode, partition: str, max_time: str) -> bool:
     """Slurmctld gives `partition` exactly the MaxTime the site's policy says (what it last read)."""
-    part = episode.controller.cluster.partitions.get(partition)
+    part = episode.controller.slurm.partitions.get(partition)
     return part is not None and part.conf.max_time_min == parse_time_limit(max_time)
 
 
@@ -208,7 +208,7 @@ def is_every_package_intact(episode: Episode) -> bool:
 
 def has_user_job_running_on(episode: Episode, user: str, node: str) -> bool:
     """A job of `user` runs on `node` now and has run there past the instant it started."""
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     return any(
         job.user == user
         and job.state is JobState.RUNNING
@@ -261,7 +261,7 @@ def _group_id(episode: Episode, node: str, group: str) -> int:
 
 def has_user_job_running(episode: Episode, user: str) -> bool:
     """A job of `user` runs now and has run past the instant it started."""
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     return any(
         job.user == user
         and job.state is JobState.RUNNING
@@ -515,7 +515,7 @@ def has_no_uncorrected_ecc(episode: Episode, node: str) -> bool:
 
 def is_node_kept_out(episode: Episode, node: str, mentions: str = "") -> bool:
     """Out of service in slurmctld (drained or down) with a reason that says why (names `mentions`)."""
-    state = episode.controller.cluster.nodes.get(node)
+    state = episode.controller.slurm.nodes.get(node)
     if state is None:
         return False
     out = state.effective_base() is NodeBase.DOWN or bool(state.flags & (NodeFlag.DRAIN | NodeFlag.FAIL))
@@ -528,7 +528,7 @@ def is_job_ended(episode: Episode, user: str, name: str) -> bool:
 
     A record without the job (slurmctld started afresh with -c, say) proves nothing ended: False.
     """
-    jobs = [j for j in episode.controller.cluster.jobs.values() if j.user == user and j.name == name]
+    jobs = [j for j in episode.controller.slurm.jobs.values() if j.user == user and j.name == name]
     return bool(jobs) and all(job.state.is_finished() and not job.completing for job in jobs)
 
 

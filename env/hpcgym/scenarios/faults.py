@@ -2,7 +2,7 @@
 
 Inject steps run outside the agent's shell, before the first prompt, through the same hands the
 controller uses (`episode.nodes` for files and processes, `episode.services` for units, the Slurm
-`Cluster` for node and partition state). After the last step the controller syncs, so what the
+`SlurmState` for node and partition state). After the last step the controller syncs, so what the
 agent first sees is what the broken cluster would show. Grading never reads anything written here as
 evidence of a fix: checks look at the live state and at root causes (checks.py).
 """
@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 from hpcgym.controller import joblife
-from hpcgym.controller.cluster import INFINITE_RESV_S
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.rpc import JobRequest, SlurmError, User
@@ -29,6 +28,7 @@ from hpcgym.controller.services.gpu import make_gpus
 from hpcgym.controller.services.journal import Entry, Priority
 from hpcgym.controller.services.packages import BY_NAME
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, parse_slurm_conf
+from hpcgym.controller.slurmctld import INFINITE_RESV_S
 from hpcgym.controller.state import JobState, PartitionState, Reservation, ReservationFlag
 from hpcgym.controller.timefmt import format_iso, parse_time_limit
 from hpcgym.episode import Episode
@@ -194,7 +194,7 @@ def _interface(episode: Episode, step: schema.Interface, rng: random.Random) -> 
 
 
 def _node_state(episode: Episode, step: schema.NodeState, rng: random.Random) -> None:
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     node = cluster.node(step.node)
     if step.state == "drain":
         cluster.drain(node, step.reason, step.user)
@@ -205,7 +205,7 @@ def _node_state(episode: Episode, step: schema.NodeState, rng: random.Random) ->
 
 
 def _partition_state(episode: Episode, step: schema.PartitionStateStep, rng: random.Random) -> None:
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     if step.partition not in cluster.partitions:
         raise ScenarioError(f"no partition {step.partition!r}")
     cluster.partitions[step.partition].state = PartitionState[step.state]
@@ -218,7 +218,7 @@ def _submit(episode: Episode, step: schema.SubmitJob, rng: random.Random) -> Non
         raise ScenarioError(f"no user {step.user!r}", hint=f"use one of {sorted(USERS)}")
     user = User(step.user, uid, step.user, uid)
     episode.controller.users.setdefault(step.user, user)
-    episode.controller.cluster.submit(
+    episode.controller.slurm.submit(
         JobRequest(
             name=step.name,
             user=user,
@@ -237,7 +237,7 @@ def _submit(episode: Episode, step: schema.SubmitJob, rng: random.Random) -> Non
 
 
 def _reservation(episode: Episode, step: schema.ReservationStep, rng: random.Random) -> None:
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     flags = ReservationFlag.NONE
     for name in filter(None, step.flags.split(",")):
         flags |= ReservationFlag[name]
@@ -275,7 +275,7 @@ def _when(text: str) -> str:
 
 
 def _reboot(episode: Episode, step: schema.Reboot, rng: random.Random) -> None:
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     if step.node not in cluster.nodes:
         raise ScenarioError(f"no node {step.node!r}")
     cluster.reboot_host(step.node)
@@ -287,9 +287,9 @@ def _reconfigure(episode: Episode, step: schema.Reconfigure, rng: random.Random)
         raise ScenarioError("the controller has no slurm.conf to reconfigure from")
     conf = parse_slurm_conf(raw.decode())
     if step.at_start:
-        episode.controller.cluster.rebuild(conf)
+        episode.controller.slurm.rebuild(conf)
     else:
-        episode.controller.cluster.reconfigure(conf)
+        episode.controller.slurm.reconfigure(conf)
 
 
 _TOPOLOGY = ("boards", "sockets_per_board", "cores_per_socket", "threads_per_core")
@@ -307,7 +307,7 @@ def _node_model(episode: Episode, step: schema.NodeModel, rng: random.Random) ->
 
 def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -> None:
     hw = episode.services.hardware.get(step.node)
-    node = episode.controller.cluster.nodes.get(step.node)
+    node = episode.controller.slurm.nodes.get(step.node)
     if hw is None or node is None:
         raise ScenarioError(f"no compute node {step.node!r}")
     for name in ("real_memory_mb", "cpus", "gpus", *_TOPOLOGY):
@@ -325,7 +325,7 @@ def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -
         hw.failed_checks.append(step.failed_check.removeprefix("NHC: "))
     episode.show_hardware(step.node)
     if node.slurmd_up and node.registered:
-        episode.controller.cluster.validate_node_specs(node)
+        episode.controller.slurm.validate_node_specs(node)
 
 
 def _package_damage(episode: Episode, step: schema.PackageDamage, rng: random.Random) -> None:
@@ -363,10 +363,10 @@ def _app_jobs(episode: Episode, step: schema.AppJobs, rng: random.Random) -> Non
     launch.require(step.user, step.name, step.program)
     if step.package:
         packages.require(step.user, step.name, step.program, step.package)
-    now = episode.controller.cluster.now_s
+    now = episode.controller.slurm.now_s
     for index in range(step.count):
         later = max(0, index - step.at_once + 1) * step.stagger_s
-        episode.controller.cluster.submit(
+        episode.controller.slurm.submit(
             JobRequest(
                 name=step.name,
                 user=user,
@@ -400,7 +400,7 @@ def _gpu_xid(episode: Episode, step: schema.GpuXid, rng: random.Random) -> None:
         episode.services.journal(step.node),
         gpus[step.index],
         step.code,
-        time_s=episode.controller.cluster.now_s,
+        time_s=episode.controller.slurm.now_s,
         pid=step.pid,
         name=step.name,
         values=values,
@@ -422,7 +422,7 @@ def _nfs_unmount(episode: Episode, step: schema.NfsUnmount, rng: random.Random) 
 def _hung_io(episode: Episode, step: schema.HungIo, rng: random.Random) -> None:
     if step.path not in episode.nodes.share_points(step.node):
         raise ScenarioError(f"{step.node} does not mount {step.path} over NFS")
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     running = [
         job
         for job in cluster.jobs.values()

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hpcgym.controller.commands.base import Reply
+from hpcgym.controller.commands.base import ToolReply
 from hpcgym.controller.services.slurm import SLURMD
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, SlurmConf, parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import NodeBase, NodeFlag, PartitionState
@@ -180,7 +180,7 @@ class ReplyLog:
 
         def recording(
             node: str, argv: list[str], cwd: str, stdin: str | None = None, uid: int | None = None
-        ) -> Reply:
+        ) -> ToolReply:
             reply = handle(node, argv, cwd, stdin, uid)
             program = argv[0].rsplit("/", 1)[-1] if argv else ""
             given = " ".join(argv[1:]) + " " + (stdin or "")
@@ -240,7 +240,7 @@ class Grader:
         self.planted = False
         self.diagnosed = False
         self.replies = ReplyLog(episode)
-        cluster = episode.controller.cluster
+        cluster = episode.controller.slurm
         self.start_s = cluster.now_s
         self.healthy_at_start = {
             name for name, node in cluster.nodes.items() if name not in self.fault_nodes and _is_up(node)
@@ -445,14 +445,14 @@ class Grader:
         site = self.episode.site
         if site is None or site.maintenance is None:
             return ()
-        node = self.episode.controller.cluster.nodes.get(site.maintenance)
+        node = self.episode.controller.slurm.nodes.get(site.maintenance)
         up = node is not None and _is_up(node)
         reason = node.reason if node is not None else None
         return (node is not None, up, reason, self.episode.services.is_active(site.maintenance, SLURMD))
 
     def harm_found(self) -> list[str]:
         """What the episode broke so far, read from state (never from the commands typed)."""
-        cluster = self.episode.controller.cluster
+        cluster = self.episode.controller.slurm
         found = []
         for name in sorted(self.healthy_at_start):
             node = cluster.nodes.get(name)

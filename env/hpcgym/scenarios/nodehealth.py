@@ -29,7 +29,7 @@ def misfit_nodes(episode: Episode) -> list[str]:
     services = episode.services
     return [
         name
-        for name, node in episode.controller.cluster.nodes.items()
+        for name, node in episode.controller.slurm.nodes.items()
         if check_registration(services, node) is not None
     ]
 
@@ -42,7 +42,7 @@ def hidden_hardware(episode: Episode) -> list[str]:
     Jobs can never use what the configuration hides, and a hardware fault is no longer told apart
     from a configuration that matches it: lowering the configuration to what a fault left is harm.
     """
-    confs: list[tuple[str, SlurmConf]] = [("slurmctld", episode.controller.cluster.conf)]
+    confs: list[tuple[str, SlurmConf]] = [("slurmctld", episode.controller.slurm.conf)]
     for name in sorted(episode.cluster.nodes):
         raw = episode.nodes.read(name, SLURM_CONF_PATH)
         try:
@@ -74,7 +74,7 @@ def has_node_specs(episode: Episode, node: str) -> bool:
     those CPUs (a changed count takes a restart: a reconfigure keeps the old record); and its
     slurmd registered with it (no INVALID_REG).
     """
-    cluster = episode.controller.cluster
+    cluster = episode.controller.slurm
     live = cluster.nodes.get(node)
     hw = episode.services.hardware.get(node)
     if live is None or hw is None or live.has(NodeFlag.INVALID_REG):
@@ -104,7 +104,7 @@ def has_node_specs(episode: Episode, node: str) -> bool:
 
 def has_gres_conf(episode: Episode, node: str) -> bool:
     """slurm.conf's Gres= for `node` and its gres.conf both count every GPU it has, each by its device."""
-    live = episode.controller.cluster.nodes.get(node)
+    live = episode.controller.slurm.nodes.get(node)
     hw = episode.services.hardware.get(node)
     if live is None or hw is None or configured_gpus(live.conf) != hw.gpus:
         return False
@@ -127,7 +127,7 @@ def has_dir_mode(episode: Episode, node: str, path: str, mode: int) -> bool:
 
 def has_health_check(episode: Episode, program: str) -> bool:
     """Slurmctld runs `program` as HealthCheckProgram on an interval (nobody switched NHC off)."""
-    configured = nhc.health_check(episode.controller.cluster)
+    configured = nhc.health_check(episode.controller.slurm)
     return configured is not None and configured[0] == program
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcgym.controller import Controller, Reply
+from hpcgym.controller import Controller, ToolReply
 from hpcgym.controller.rpc import User
 from hpcgym.controller.services import MemoryNodeAccess, ServiceManager, sync_cluster
 
@@ -55,7 +55,7 @@ class Env:
     access: MemoryNodeAccess
     services: ServiceManager
 
-    def run(self, node: str, *argv: str, cwd: str = "/root", stdin: str | None = None) -> Reply:
+    def run(self, node: str, *argv: str, cwd: str = "/root", stdin: str | None = None) -> ToolReply:
         """One stub invocation, exactly as the runtime's socket hands it to the controller."""
         return self.controller.handle(node, list(argv), cwd, stdin=stdin)
 
@@ -74,10 +74,10 @@ def make_env(prepare=None) -> Env:  # type: ignore[no-untyped-def]
         slurmd_running=False,
         users=(User("root", 0, "root", 0),),
     )
-    services = ServiceManager.from_slurm_conf(controller.cluster.conf, access, controller.clock)
+    services = ServiceManager.from_slurm_conf(controller.slurm.conf, access, controller.clock)
     controller.services = services
     env = Env(controller, access, services)
-    sync_cluster(controller.cluster, services)
+    sync_cluster(controller.slurm, services)
     return env
 
 

@@ -55,7 +55,7 @@ def test_00_no_config_munge_and_versions() -> None:
     # No daemons at all: a controller whose nodes have no unit files.
     controller = Controller.from_slurm_conf(REFERENCE / "config" / "slurm.conf")
     controller.services = ServiceManager.from_slurm_conf(
-        controller.cluster.conf, MemoryNodeAccess(), controller.clock
+        controller.slurm.conf, MemoryNodeAccess(), controller.clock
     )
     for command in ("munge -n", "munged --version", "munge --version", "unmunge --version", "remunge --version",
                     "slurmd -V", "slurmctld -V"):  # fmt: skip

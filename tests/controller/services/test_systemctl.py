@@ -16,7 +16,7 @@ def test_boot_starts_every_enabled_unit(env: Env) -> None:
         assert env.run("login01", "systemctl", "is-active", unit).exit_code == 0
     reply = env.run("login01", "systemctl", "is-active", "slurmd")
     assert (reply.stdout, reply.exit_code) == ("inactive\n", 3)
-    assert all(node.base is NodeBase.IDLE for node in env.controller.cluster.nodes.values())
+    assert all(node.base is NodeBase.IDLE for node in env.controller.slurm.nodes.values())
 
 
 def test_status_of_running_munge_has_systemd_252_layout(env: Env) -> None:
@@ -96,7 +96,7 @@ def test_insecure_key_fails_munge_with_the_real_message_and_node_goes_down() -> 
     slurmd = env.run("compute-02", "journalctl", "-u", "slurmd", "-n", "1").stdout
     assert slurmd.endswith("slurmd[101]: slurmd: error: Unable to register: Protocol authentication error\n")
     env.tick(45)  # SlurmdTimeout=30: DOWN at the ping round after the failed one (about 40 s)
-    node = env.controller.cluster.nodes["compute-02"]
+    node = env.controller.slurm.nodes["compute-02"]
     assert node.base is NodeBase.DOWN and node.flags & NodeFlag.NOT_RESPONDING
     # The fix: chmod, restart munge. slurmd registers again and ReturnToService=1 revives the node.
     env.access.chmod("compute-02", KEY, 0o400)
@@ -157,10 +157,10 @@ def test_killed_slurmd_fails_its_unit_and_the_node_goes_down(env: Env) -> None:
     assert "     Active: failed (Result: signal) since" in status.stdout
     assert "   Main PID: 101 (code=killed, signal=KILL)" in status.stdout
     env.tick(45)  # SlurmdTimeout=30: DOWN at the ping round after the failed one (about 40 s)
-    assert env.controller.cluster.nodes["compute-04"].base is NodeBase.DOWN
+    assert env.controller.slurm.nodes["compute-04"].base is NodeBase.DOWN
     assert env.run("compute-04", "systemctl", "start", "slurmd").exit_code == 0
     env.tick(1)
-    assert env.controller.cluster.nodes["compute-04"].base is NodeBase.IDLE
+    assert env.controller.slurm.nodes["compute-04"].base is NodeBase.IDLE
 
 
 def test_stop_and_list_units_failed(env: Env) -> None:
@@ -201,11 +201,11 @@ def test_show_and_enable(env: Env) -> None:
 
 def test_slurmctld_down_reaches_the_slurm_side(env: Env) -> None:
     env.run("login01", "systemctl", "stop", "slurmctld")
-    assert env.controller.cluster.slurmctld_up is False
+    assert env.controller.slurm.slurmctld_up is False
     env.run("login01", "systemctl", "stop", "munge")
-    assert "login01" in env.controller.cluster.munge_down
+    assert "login01" in env.controller.slurm.munge_down
     env.run("login01", "systemctl", "start", "munge", "slurmctld")
-    assert env.controller.cluster.slurmctld_up is True
+    assert env.controller.slurm.slurmctld_up is True
 
 
 def test_journalctl_catalog_since_and_no_entries(env: Env) -> None:
@@ -285,7 +285,7 @@ def test_reload_of_inactive_unit(env: Env) -> None:
 def test_units_disabled_at_boot_stay_down_until_started() -> None:
     env = make_env()
     manager = type(env.services).from_slurm_conf(
-        env.controller.cluster.conf,
+        env.controller.slurm.conf,
         env.access,
         env.controller.clock,
         disabled={"compute-02": {"slurmd.service"}},
@@ -314,7 +314,7 @@ def test_journal_priorities_follow_pid1_and_stderr() -> None:
 def test_kill_main_process_hook(env: Env) -> None:
     assert env.services.kill_main_process("login01", "slurmctld.service") is not None
     assert env.run("login01", "systemctl", "is-failed", "slurmctld").stdout == "failed\n"
-    assert env.controller.cluster.slurmctld_up is False
+    assert env.controller.slurm.slurmctld_up is False
     assert env.services.kill_main_process("login01", "slurmctld.service") is None
 
 

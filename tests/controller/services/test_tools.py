@@ -80,14 +80,14 @@ def test_broken_route_keeps_slurmd_from_registering_until_ifup() -> None:
     reply = env.run("compute-01", "curl", "-s", "http://login01/")
     assert reply.exit_code == 7
     env.tick(45)  # SlurmdTimeout=30: DOWN at the ping round after the failed one (about 40 s)
-    assert env.controller.cluster.nodes["compute-01"].base is NodeBase.DOWN
+    assert env.controller.slurm.nodes["compute-01"].base is NodeBase.DOWN
     env.access.put("compute-01", ROUTE, "ADDRESS0=10.10.0.0\nNETMASK0=255.255.255.0\nGATEWAY0=10.10.1.254\n")
     down = env.run("compute-01", "ifdown", "eth0")
     assert down.stdout.startswith("Connection 'eth0' successfully deactivated (D-Bus active path: ")
     up = env.run("compute-01", "ifup", "eth0")
     assert up.stdout.startswith("Connection successfully activated (D-Bus active path: ")
     env.tick(1)
-    assert env.controller.cluster.nodes["compute-01"].base is NodeBase.IDLE
+    assert env.controller.slurm.nodes["compute-01"].base is NodeBase.IDLE
 
 
 def test_live_route_fix_with_ip_route_add() -> None:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.numbers import is_digits, to_int
+from hpcgym.controller.slurmctld import SlurmState
 
 if TYPE_CHECKING:
     from hpcgym.controller.services import ServiceManager
@@ -24,7 +24,7 @@ MUNGE_SOCKET = "/run/munge/munge.socket.2"
 
 
 @dataclass(frozen=True)
-class Reply:
+class ToolReply:
     """What the stub prints and its exit code."""
 
     stdout: str = ""
@@ -66,7 +66,7 @@ FileReader = Callable[[str, str], bytes | None]
 class Context:
     """One request: who asks (node, user, cwd) and the cluster it acts on."""
 
-    cluster: Cluster
+    slurm: SlurmState
     node: str
     cwd: str
     user: User
@@ -79,13 +79,13 @@ class Context:
 
     @property
     def now_s(self) -> int:
-        return self.cluster.now_s
+        return self.slurm.now_s
 
     @property
     def local_now_s(self) -> int:
         """What this node's own clock reads: the episode's clock plus the node's skew, if any."""
         if self.services is None:
-            return self.cluster.now_s
+            return self.slurm.now_s
         return self.services.node_now_s(self.node)
 
     def find_user(self, name_or_uid: str) -> User | None:
@@ -114,7 +114,7 @@ ACCESS_DENIED_EXIT = 210
 
 def is_super_user(ctx: Context) -> bool:
     """Whether the caller passes slurmctld's validate_super_user: root or SlurmUser (no AdminLevel)."""
-    return ctx.user.uid == 0 or ctx.user.name == ctx.cluster.slurm_user
+    return ctx.user.uid == 0 or ctx.user.name == ctx.slurm.slurm_user
 
 
 def may_act_on(ctx: Context, job_user: str) -> bool:
@@ -146,7 +146,7 @@ def check_rpc(ctx: Context, prog: str, rpc: str) -> RpcFailure | None:
     Without munged the client cannot sign the request and says so before the RPC's own error; a
     stopped slurmctld fails the connection. Texts as Slurm 21.08/22.05 clients print them.
     """
-    if ctx.node in ctx.cluster.munge_down:
+    if ctx.node in ctx.slurm.munge_down:
         return RpcFailure(
             f"{prog}: error: If munged is up, restart with --num-threads=10\n"
             f'{prog}: error: Munge encode failed: Failed to access "{MUNGE_SOCKET}": '
@@ -154,7 +154,7 @@ def check_rpc(ctx: Context, prog: str, rpc: str) -> RpcFailure | None:
             f"{prog}: error: slurm_send_node_msg: auth_g_create: {rpc} has authentication error\n",
             AUTH_ERROR,
         )
-    if not ctx.cluster.slurmctld_up or ctx.node in ctx.cluster.controller_unreachable:
+    if not ctx.slurm.slurmctld_up or ctx.node in ctx.slurm.controller_unreachable:
         return RpcFailure("", CONTROLLER_DOWN)
     return None
 

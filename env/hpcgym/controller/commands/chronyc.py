@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.services import ServiceManager, chrony, services_of
 from hpcgym.controller.services.chrony import UNIT, server, step_lines
 from hpcgym.controller.services.journal import Entry
@@ -106,7 +106,7 @@ def _makestep(services: ServiceManager, node: str) -> str:
     return "200 OK\n"
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     services = services_of(ctx)
     words = list(args)
     while words and words[0].startswith("-"):
@@ -114,20 +114,20 @@ def run(ctx: Context, args: list[str]) -> Reply:
         if option in WITH_VALUE and words:
             words.pop(0)
         elif option not in FLAGS:
-            return Reply("", f"Unrecognized option '{option}'\n", 1)
+            return ToolReply("", f"Unrecognized option '{option}'\n", 1)
     command = words[0] if words else ""
     if command not in COMMANDS:
         # Interactive mode has no terminal here; a command chronyc does not model reads as unknown.
-        return Reply("", "Unrecognized command\n", 1)
+        return ToolReply("", "Unrecognized command\n", 1)
     if not services.is_active(ctx.node, UNIT):
-        return Reply("", NO_DAEMON, 1)
+        return ToolReply("", NO_DAEMON, 1)
     if command == "tracking":
-        return Reply(_tracking(services, ctx.node))
+        return ToolReply(_tracking(services, ctx.node))
     if command == "sources":
-        return Reply(_sources(services, ctx.node))
+        return ToolReply(_sources(services, ctx.node))
     if command == "activity":
-        return Reply(_activity(services, ctx.node))
-    return Reply(_makestep(services, ctx.node))
+        return ToolReply(_activity(services, ctx.node))
+    return ToolReply(_makestep(services, ctx.node))
 
 
 # ---- timedatectl -------------------------------------------------------------------------------------
@@ -144,12 +144,12 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def run_timedatectl(ctx: Context, args: list[str]) -> Reply:
+def run_timedatectl(ctx: Context, args: list[str]) -> ToolReply:
     services = services_of(ctx)
     words = [arg for arg in args if not arg.startswith("-")]
     verb = words[0] if words else "status"
     if verb not in TIMEDATECTL_VERBS:
-        return Reply("", f"Unknown command verb {verb}.\n", 1)
+        return ToolReply("", f"Unknown command verb {verb}.\n", 1)
     now = services.node_now_s(ctx.node)
     ntp = services.is_active(ctx.node, UNIT)
     synced = chrony.is_synchronized(services, ctx.node)
@@ -163,31 +163,31 @@ def run_timedatectl(ctx: Context, args: list[str]) -> Reply:
             ("NTP service", "active" if ntp else "inactive"),
             ("RTC in local TZ", "no"),
         ]
-        return Reply("".join(f"{key:>25}: {value}\n" for key, value in rows))
+        return ToolReply("".join(f"{key:>25}: {value}\n" for key, value in rows))
     if verb == "show":
         stamp = _stamp(now)
-        return Reply(
+        return ToolReply(
             f"Timezone=UTC\nLocalRTC=no\nCanNTP=yes\nNTP={_yes(ntp)}\nNTPSynchronized={_yes(synced)}\n"
             f"TimeUSec={stamp}\nRTCTimeUSec={stamp}\n"
         )
     if verb == "list-timezones":
-        return Reply("UTC\n")
+        return ToolReply("UTC\n")
     if verb == "set-timezone":
         if words[1:] == ["UTC"]:
-            return Reply()
-        return Reply("", "Failed to set time zone: Invalid time zone\n", 1)
+            return ToolReply()
+        return ToolReply("", "Failed to set time zone: Invalid time zone\n", 1)
     if verb == "set-time":
         if ntp:
-            return Reply("", "Failed to set time: Automatic time synchronization is enabled\n", 1)
+            return ToolReply("", "Failed to set time: Automatic time synchronization is enabled\n", 1)
         # The nodes run without CAP_SYS_TIME, as `date -s` finds.
-        return Reply("", "Failed to set time: Operation not permitted\n", 1)
+        return ToolReply("", "Failed to set time: Operation not permitted\n", 1)
     return _set_ntp(services, ctx.node, words[1:])
 
 
-def _set_ntp(services: ServiceManager, node: str, values: list[str]) -> Reply:
+def _set_ntp(services: ServiceManager, node: str, values: list[str]) -> ToolReply:
     """`timedatectl set-ntp BOOL`: systemd-timedated enables and starts (or disables and stops) chronyd."""
     if len(values) != 1:
-        return Reply("", "Too few arguments.\n" if not values else "Too many arguments.\n", 1)
+        return ToolReply("", "Too few arguments.\n" if not values else "Too many arguments.\n", 1)
     value = values[0].lower()
     if value in ("1", "yes", "y", "true", "t", "on"):
         services.set_enabled(node, UNIT, True)
@@ -196,5 +196,5 @@ def _set_ntp(services: ServiceManager, node: str, values: list[str]) -> Reply:
         services.stop(node, UNIT)
         services.set_enabled(node, UNIT, False)
     else:
-        return Reply("", f'Failed to parse argument: "{values[0]}"\n', 1)
-    return Reply()
+        return ToolReply("", f'Failed to parse argument: "{values[0]}"\n', 1)
+    return ToolReply()

@@ -14,7 +14,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.numbers import to_int
@@ -185,14 +185,14 @@ def _write_out(fmt: str, transfer: Transfer) -> tuple[str, str]:
     return _WRITE_OUT.sub(expand, fmt), errors
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     flags, values, urls = parsed.keys, dict(parsed.found), parsed.operands
     silent = "silent" in flags and "show-error" not in flags
     if not urls:
-        return Reply("", "" if silent else f"curl: no URL specified!\n{HINT}", 2)
+        return ToolReply("", "" if silent else f"curl: no URL specified!\n{HINT}", 2)
     services = services_of(ctx)
     method = values.get("request") or ("HEAD" if "head" in flags else "GET")
     stdout, stderr, exit_code = "", "", 0
@@ -250,4 +250,4 @@ def run(ctx: Context, args: list[str]) -> Reply:
         if "write-out" in flags:
             text, errors = _write_out(values["write-out"] or "", transfer)
             stdout, stderr = stdout + text, stderr + errors
-    return Reply(stdout, stderr, exit_code)
+    return ToolReply(stdout, stderr, exit_code)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.daemon_usage import MUNGED_HELP, SLURMCTLD_HELP, SLURMD_HELP
 from hpcgym.controller.hardware import NodeHardware, slurmd_config_line
 from hpcgym.controller.services import ServiceManager, munged, services_of
@@ -43,22 +43,22 @@ def _stderr_of_log(lines: list[str], pid: int) -> str:
     return "".join(out)
 
 
-def run_munged(ctx: Context, args: list[str]) -> Reply:
+def run_munged(ctx: Context, args: list[str]) -> ToolReply:
     if any(a in ("-V", "--version") for a in args):
-        return Reply(f"munge-{munged.VERSION} (2022-06-22)\n")
+        return ToolReply(f"munge-{munged.VERSION} (2022-06-22)\n")
     if any(a in ("-h", "--help") for a in args):
-        return Reply(MUNGED_HELP)
+        return ToolReply(MUNGED_HELP)
     services = services_of(ctx)
     unit = services.unit(ctx.node, MUNGE)
     if unit is None:
-        return Reply("", "", 1)
+        return ToolReply("", "", 1)
     services.sync()
     launch = munged.launch(services, ctx.node, unit.file)
     foreground = any(a in ("-F", "--foreground") for a in args)
     try:
         pid = services.access.start_process(ctx.node, "munged", launch.argv, uid=launch.uid)
     except NodeFileError as e:
-        return Reply("", f"munged: Error: Failed to start: {os.strerror(e.errno or errno.ENOEXEC)}\n", 1)
+        return ToolReply("", f"munged: Error: Failed to start: {os.strerror(e.errno or errno.ENOEXEC)}\n", 1)
     services.access.kill(ctx.node, pid, 9)
     # Like the real one, a munged started by hand logs to its file whether it stays up or not.
     append_log(
@@ -70,7 +70,7 @@ def run_munged(ctx: Context, args: list[str]) -> Reply:
             if foreground
             else "".join(f"{line.text}\n" for line in launch.stderr)
         )
-        return Reply("", text, 1)
+        return ToolReply("", text, 1)
     if services.is_active(ctx.node, MUNGE):
         running = services.unit(ctx.node, MUNGE)
         holder = running.main_pid if running is not None else 0
@@ -78,58 +78,58 @@ def run_munged(ctx: Context, args: list[str]) -> Reply:
             f'munged: Error: Failed to lock "{munged.SOCKET}.lock": '
             f'pid {holder} bound to socket "{munged.SOCKET}"\n'
         )
-        return Reply("", (_stderr_of_log(launch.log_lines, pid) if foreground else "") + error, 1)
+        return ToolReply("", (_stderr_of_log(launch.log_lines, pid) if foreground else "") + error, 1)
     services.start(ctx.node, MUNGE)
-    return Reply("", _stderr_of_log(launch.log_lines, pid) if foreground else "", 0)
+    return ToolReply("", _stderr_of_log(launch.log_lines, pid) if foreground else "", 0)
 
 
-def run_slurmd(ctx: Context, args: list[str]) -> Reply:
+def run_slurmd(ctx: Context, args: list[str]) -> ToolReply:
     if any(a in ("-V", "--version") for a in args):
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+        return ToolReply(f"slurm-wlm {SLURM_VERSION}\n")
     if any(a in ("-h", "--help") for a in args):
-        return Reply("", SLURMD_HELP)
+        return ToolReply("", SLURMD_HELP)
     services = services_of(ctx)
     if "-C" in args:
         conf = read_conf(services, ctx.node)
         node = conf.node(ctx.node) if conf is not None else None
         if node is None:
-            return Reply("", "slurmd: fatal: Unable to determine this slurmd's NodeName\n", 1)
+            return ToolReply("", "slurmd: fatal: Unable to determine this slurmd's NodeName\n", 1)
         uptime = services.now_s - services.clock.start_s
         days, rest = divmod(uptime, 86400)
         clock = f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
         # What the node has, not what slurm.conf says: the line an admin pastes into slurm.conf.
         hw = services.hardware.get(node.name) or NodeHardware.from_node_conf(node)
-        return Reply(f"{slurmd_config_line(node.name, hw)}\nUpTime={clock}\n")
+        return ToolReply(f"{slurmd_config_line(node.name, hw)}\nUpTime={clock}\n")
     name = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "-N"), None)
     unit = services.unit(ctx.node, SLURMD)
     conf = read_conf(services, ctx.node)
     if conf is not None and unit is not None:
         errors = slurmd_init_errors(services, ctx.node, conf, name or ctx.node)
         if errors:
-            return Reply("", "".join(f"slurmd: {line}\n" for line in errors), 1)
+            return ToolReply("", "".join(f"slurmd: {line}\n" for line in errors), 1)
     return _start_by_hand(services, ctx.node, SLURMD, "slurmd", 6818)
 
 
-def run_slurmctld(ctx: Context, args: list[str]) -> Reply:
+def run_slurmctld(ctx: Context, args: list[str]) -> ToolReply:
     if any(a in ("-V", "--version") for a in args):
-        return Reply(f"slurm-wlm {SLURM_VERSION}\n")
+        return ToolReply(f"slurm-wlm {SLURM_VERSION}\n")
     if any(a in ("-h", "--help") for a in args):
-        return Reply("", SLURMCTLD_HELP)
+        return ToolReply("", SLURMCTLD_HELP)
     services = services_of(ctx)
     if "-c" in args and not services.is_active(ctx.node, SLURMCTLD):
-        # A clean start: the controller recovers none of its saved state (Cluster._restart).
-        ctx.cluster.clean_start_pending = True
+        # A clean start: the controller recovers none of its saved state (SlurmState._restart).
+        ctx.slurm.clean_start_pending = True
     reply = _start_by_hand(services, ctx.node, SLURMCTLD, "slurmctld", 6817)
     if not services.is_active(ctx.node, SLURMCTLD):
-        ctx.cluster.clean_start_pending = False
+        ctx.slurm.clean_start_pending = False
     return reply
 
 
-def _start_by_hand(services: ServiceManager, node: str, unit: str, prog: str, port: int) -> Reply:
+def _start_by_hand(services: ServiceManager, node: str, unit: str, prog: str, port: int) -> ToolReply:
     if services.unit(node, unit) is None:
-        return Reply("", f"{prog}: fatal: Unable to process configuration file\n", 1)
+        return ToolReply("", f"{prog}: fatal: Unable to process configuration file\n", 1)
     if services.is_active(node, unit):
-        return Reply(
+        return ToolReply(
             "",
             f"{prog}: error: Error binding slurm stream socket: Address already in use\n"
             f"{prog}: fatal: Unable to bind listen port ({port}): Address already in use\n",
@@ -137,18 +137,20 @@ def _start_by_hand(services: ServiceManager, node: str, unit: str, prog: str, po
         )
     services.start(node, unit)
     lines = [e.message for e in services.journal(node).for_unit(unit) if e.identifier == prog]
-    return Reply("", "".join(f"{line}\n" for line in lines[-3:]), 0 if services.is_active(node, unit) else 1)
+    return ToolReply(
+        "", "".join(f"{line}\n" for line in lines[-3:]), 0 if services.is_active(node, unit) else 1
+    )
 
 
-def run_httpd(ctx: Context, args: list[str]) -> Reply:
+def run_httpd(ctx: Context, args: list[str]) -> ToolReply:
     if "-v" in args:
-        return Reply(HTTPD_VERSION)
+        return ToolReply(HTTPD_VERSION)
     services = services_of(ctx)
     text, code = portal.configtest(services.access, ctx.node)
     if "-t" in args or code != 0:
-        return Reply("", text, code)
+        return ToolReply("", text, code)
     if services.is_active(ctx.node, HTTPD):
-        return Reply(
+        return ToolReply(
             "",
             "(98)Address already in use: AH00072: make_sock: could not bind to address [::]:80\n"
             "(98)Address already in use: AH00072: make_sock: could not bind to address 0.0.0.0:80\n"
@@ -156,17 +158,17 @@ def run_httpd(ctx: Context, args: list[str]) -> Reply:
             1,
         )
     services.start(ctx.node, HTTPD)
-    return Reply()
+    return ToolReply()
 
 
-def run_apachectl(ctx: Context, args: list[str]) -> Reply:
+def run_apachectl(ctx: Context, args: list[str]) -> ToolReply:
     services = services_of(ctx)
     verb = args[0] if args else ""
     if verb in ("configtest", "-t"):
         text, code = portal.configtest(services.access, ctx.node)
-        return Reply("", text, code)
+        return ToolReply("", text, code)
     if verb in ("-v", "-V"):
-        return Reply(HTTPD_VERSION)
+        return ToolReply(HTTPD_VERSION)
     # Rocky's apachectl hands the lifecycle verbs to systemctl.
     jobs = {
         "start": services.start,
@@ -177,7 +179,7 @@ def run_apachectl(ctx: Context, args: list[str]) -> Reply:
     if verb in jobs:
         text, code = portal.configtest(services.access, ctx.node)
         if code != 0 and verb != "stop":
-            return Reply("", text, 1)
+            return ToolReply("", text, 1)
         jobs[verb](ctx.node, HTTPD)
-        return Reply()
-    return Reply("Usage: /usr/sbin/httpd [-D name] [-d directory] [-f file]\n", "", 1)
+        return ToolReply()
+    return ToolReply("Usage: /usr/sbin/httpd [-D name] [-d directory] [-f file]\n", "", 1)

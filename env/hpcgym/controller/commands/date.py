@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hpcgym.controller.commands.base import MAX_FIELD_WIDTH, MAX_LINE_CHARS, Context, Reply
+from hpcgym.controller.commands.base import MAX_FIELD_WIDTH, MAX_LINE_CHARS, Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.usage import read_help
@@ -52,7 +52,7 @@ OPTIONS = (
 MAX_REPLY_CHARS = 2 * MAX_LINE_CHARS
 TRY_HELP = "Try 'date --help' for more information.\n"
 PROLOGUE = Prologue(
-    "date", OPTIONS, answers=(("help", Reply(USAGE)), ("version", Reply(VERSION))), hint=TRY_HELP
+    "date", OPTIONS, answers=(("help", ToolReply(USAGE)), ("version", ToolReply(VERSION))), hint=TRY_HELP
 )
 DEFAULT_FORMAT = "%a %b %e %H:%M:%S %Z %Y"
 ISO_FORMATS = {
@@ -74,17 +74,17 @@ class DateError(Exception):
     """What date prints on stderr before exiting 1."""
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     try:
         return _run(ctx, parsed.found, parsed.operands)
     except DateError as e:
-        return Reply("", f"date: {e}\n", 1)
+        return ToolReply("", f"date: {e}\n", 1)
 
 
-def _run(ctx: Context, found: list[tuple[str, str | None]], operands: list[str]) -> Reply:
+def _run(ctx: Context, found: list[tuple[str, str | None]], operands: list[str]) -> ToolReply:
     options = dict(found)
     fmt = _output_format(found, operands)
     if "file" in options:
@@ -102,20 +102,22 @@ def _run(ctx: Context, found: list[tuple[str, str | None]], operands: list[str])
         if not _node_has(ctx, path):
             raise DateError(f"{path}: No such file or directory")
         # Nothing in a node changes before the episode starts: an existing file is that old.
-        return Reply(format_time(min(ctx.now_s, ctx.cluster.clock.start_s), fmt) + "\n")
+        return ToolReply(format_time(min(ctx.now_s, ctx.slurm.clock.start_s), fmt) + "\n")
     if "date" in options:
         when, ns = parse_date(options["date"] or "", ctx.local_now_s)
-        return Reply(format_time(when, fmt, ns) + "\n")
+        return ToolReply(format_time(when, fmt, ns) + "\n")
     if "set" in options or setting:
         value = options.get("set") or setting[0]
         now = ctx.local_now_s
         when, ns = parse_date(value, now) if "set" in options else (_parse_posix_set(value, now), 0)
         # The nodes run without CAP_SYS_TIME: stime fails and date shows the time it meant to set.
-        return Reply(format_time(when, fmt, ns) + "\n", "date: cannot set date: Operation not permitted\n", 1)
-    return Reply(format_time(ctx.local_now_s, fmt) + "\n")
+        return ToolReply(
+            format_time(when, fmt, ns) + "\n", "date: cannot set date: Operation not permitted\n", 1
+        )
+    return ToolReply(format_time(ctx.local_now_s, fmt) + "\n")
 
 
-def _run_file(ctx: Context, path: str, fmt: str) -> Reply:
+def _run_file(ctx: Context, path: str, fmt: str) -> ToolReply:
     if ctx.stdin is not None and path == "-":
         text = ctx.stdin
     else:
@@ -136,7 +138,7 @@ def _run_file(ctx: Context, path: str, fmt: str) -> Reply:
         except DateError as e:
             err.append(f"date: {e}\n")
             size += len(err[-1])
-    return Reply("".join(out), "".join(err), 1 if err else 0)
+    return ToolReply("".join(out), "".join(err), 1 if err else 0)
 
 
 def _node_has(ctx: Context, path: str) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import zlib
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.uptime import boot_time
@@ -32,7 +32,7 @@ OPTIONS = (
     Option("buffer-size", "s", "buffer-size", Arg.REQUIRED),
     Option("version", "V", "version"),
 )
-PROLOGUE = Prologue("dmesg", OPTIONS, answers=(("version", Reply(VERSION)),), hint=HINT)
+PROLOGUE = Prologue("dmesg", OPTIONS, answers=(("version", ToolReply(VERSION)),), hint=HINT)
 LEVELS = {
     Priority.EMERG: "emerg",
     Priority.ALERT: "alert",
@@ -45,13 +45,13 @@ LEVELS = {
 }
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     keys, operands = parsed.keys, parsed.operands
     if operands:
-        return Reply("", f"dmesg: bad usage\n{HINT}", 1)
+        return ToolReply("", f"dmesg: bad usage\n{HINT}", 1)
     boot_s = boot_time(ctx)
     skew_s = ctx.local_now_s - ctx.now_s
     entries = [e for e in xid.kernel_entries(services_of(ctx).journal(ctx.node)) if e.time_s >= boot_s]
@@ -71,4 +71,4 @@ def run(ctx: Context, args: list[str]) -> Reply:
             stamp = f"[{entry.time_s - boot_s:5d}.{micros:06d}] "
         prefix = f"{'kern':<6}:{LEVELS[entry.priority]:<6}: " if "decode" in keys else ""
         out.append(f"{prefix}{stamp}{entry.message}\n")
-    return Reply("".join(out))
+    return ToolReply("".join(out))

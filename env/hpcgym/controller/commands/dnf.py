@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.packages import BY_NAME, REPO_ID, Package, PackageDB
 
@@ -27,17 +27,17 @@ def _size(kb: int) -> str:
 
 
 def _metadata_line(ctx: Context) -> str:
-    age = METADATA_AGE_S + max(0, ctx.now_s - ctx.cluster.slurmctld_start_s)
+    age = METADATA_AGE_S + max(0, ctx.now_s - ctx.slurm.slurmctld_start_s)
     hours, rest = divmod(age, 3600)
     synced = ctx.now_s - age
     when = time.strftime("%a %d %b %Y %I:%M:%S %p UTC", time.gmtime(synced))
     return f"Last metadata expiration check: {hours}:{rest // 60:02d}:{rest % 60:02d} ago on {when}.\n"
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     db = ctx.services.packages if ctx.services is not None else None
     if db is None:
-        return Reply("", "Error: Failed to download metadata for repo 'site-appstream'\n", 1)
+        return ToolReply("", "Error: Failed to download metadata for repo 'site-appstream'\n", 1)
     assume_yes = False
     words = []
     for arg in args:
@@ -46,26 +46,28 @@ def run(ctx: Context, args: list[str]) -> Reply:
         elif arg in ("-q", "--quiet", "-C", "--cacheonly", "--nogpgcheck"):
             continue
         elif arg.startswith("-"):
-            return Reply("", f"usage: dnf [options] COMMAND\ndnf: error: unrecognized arguments: {arg}\n", 2)
+            return ToolReply(
+                "", f"usage: dnf [options] COMMAND\ndnf: error: unrecognized arguments: {arg}\n", 2
+            )
         else:
             words.append(arg)
     if not words:
-        return Reply("", "usage: dnf [options] COMMAND\nError: No command given.\n", 1)
+        return ToolReply("", "usage: dnf [options] COMMAND\nError: No command given.\n", 1)
     command, names = words[0], words[1:]
     if command == "list":
         return _list(ctx, db, names)
     if command in ("install", "reinstall"):
         return _transaction(ctx, db, command, names, assume_yes)
-    return Reply("", f"No such command: {command}. Please use /usr/bin/dnf --help\n", 1)
+    return ToolReply("", f"No such command: {command}. Please use /usr/bin/dnf --help\n", 1)
 
 
-def _list(ctx: Context, db: PackageDB, names: list[str]) -> Reply:
+def _list(ctx: Context, db: PackageDB, names: list[str]) -> ToolReply:
     scope, patterns = ("installed", names[1:]) if names[:1] == ["installed"] else ("all", names)
     installed = [p for p in db.packages(ctx.node) if not patterns or p.name in patterns]
     rows = [f"{p.name}.{p.arch:<32}"[:40].ljust(40) + f" {p.evr:<22} @{p.from_repo}\n" for p in installed]
     head = _metadata_line(ctx)
     if not rows and (scope == "installed" or patterns):
-        return Reply(head, "Error: No matching Packages to list\n", 1)
+        return ToolReply(head, "Error: No matching Packages to list\n", 1)
     out = head + "Installed Packages\n" + "".join(sorted(rows))
     if scope == "all":
         others = [p for p in BY_NAME.values() if p.name not in {q.name for q in installed}]
@@ -73,7 +75,7 @@ def _list(ctx: Context, db: PackageDB, names: list[str]) -> Reply:
             out += "Available Packages\n" + "".join(
                 f"{p.name}.{p.arch}".ljust(40) + f" {p.evr:<22} {REPO_ID}\n" for p in others
             )
-    return Reply(out)
+    return ToolReply(out)
 
 
 def _table(verb: str, packages: list[Package]) -> str:
@@ -89,10 +91,10 @@ def _table(verb: str, packages: list[Package]) -> str:
     return "".join(lines)
 
 
-def _transaction(ctx: Context, db: PackageDB, command: str, names: list[str], assume_yes: bool) -> Reply:
+def _transaction(ctx: Context, db: PackageDB, command: str, names: list[str], assume_yes: bool) -> ToolReply:
     head = _metadata_line(ctx)
     if not names:
-        return Reply(head, f"Error: Need to pass a list of pkgs to {command}\n", 1)
+        return ToolReply(head, f"Error: Need to pass a list of pkgs to {command}\n", 1)
     todo: list[Package] = []
     out, err = [head], []
     for name in names:
@@ -111,11 +113,11 @@ def _transaction(ctx: Context, db: PackageDB, command: str, names: list[str], as
         else:
             todo.append(package)
     if err:
-        return Reply("".join(out), err[-1], 1)
+        return ToolReply("".join(out), err[-1], 1)
     out.append("Dependencies resolved.\n")
     if not todo:
         out.append("Nothing to do.\nComplete!\n")
-        return Reply("".join(out))
+        return ToolReply("".join(out))
     verb = "Installing" if command == "install" else "Reinstalling"
     out.append(_table(verb, todo))
     count = len(todo)
@@ -128,7 +130,7 @@ def _transaction(ctx: Context, db: PackageDB, command: str, names: list[str], as
         out.append(f"Installed size: {_size(sum(p.size_kb for p in todo))}\n")
     if not assume_yes:
         out.append("Is this ok [y/N]: Operation aborted.\n")
-        return Reply("".join(out), "", 1)
+        return ToolReply("".join(out), "", 1)
     out.append(
         "Downloading Packages:\nRunning transaction check\nTransaction check succeeded.\n"
         "Running transaction test\nTransaction test succeeded.\nRunning transaction\n"
@@ -149,7 +151,7 @@ def _transaction(ctx: Context, db: PackageDB, command: str, names: list[str], as
                 f"error: unpacking of archive failed on file {error.filename or package.nevra}: "
                 f"cpio: open failed - {why}\nerror: {package.nevra}: install failed\n"
             )
-            return Reply("".join(out), failed + "\nError: Transaction failed\n", 1)
+            return ToolReply("".join(out), failed + "\nError: Transaction failed\n", 1)
     if command == "reinstall":
         for package in todo:
             step += 1
@@ -159,4 +161,4 @@ def _transaction(ctx: Context, db: PackageDB, command: str, names: list[str], as
         out.append(f"  {'Verifying':<17}: {package.nevra:<50} {index}/{total}\n")
     done = "Installed" if command == "install" else "Reinstalled"
     out.append(f"\n{done}:\n" + "".join(f"  {p.nevra}\n" for p in todo) + "\nComplete!\n")
-    return Reply("".join(out))
+    return ToolReply("".join(out))

@@ -10,7 +10,7 @@ layout, whose header starts with 14 spaces), lscpu's labels padded to the longes
 
 from __future__ import annotations
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.usage import read_help
@@ -30,7 +30,7 @@ NPROC_OPTIONS = (
 NPROC = Prologue(
     "nproc",
     NPROC_OPTIONS,
-    answers=(("help", Reply(NPROC_USAGE)), ("version", Reply(NPROC_VERSION))),
+    answers=(("help", ToolReply(NPROC_USAGE)), ("version", ToolReply(NPROC_VERSION))),
     hint=NPROC_TRY,
 )
 
@@ -44,22 +44,22 @@ def _hardware(ctx: Context) -> tuple[ServiceManager, NodeHardware]:
     return services, hw
 
 
-def run_nproc(ctx: Context, args: list[str]) -> Reply:
+def run_nproc(ctx: Context, args: list[str]) -> ToolReply:
     parsed = NPROC.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     keys, operands = dict(parsed.found), parsed.operands
     if operands:
-        return Reply("", f"nproc: extra operand \u2018{operands[0]}\u2019\n{NPROC_TRY}", 1)
+        return ToolReply("", f"nproc: extra operand \u2018{operands[0]}\u2019\n{NPROC_TRY}", 1)
     _, hw = _hardware(ctx)
     ignore = 0
     if keys.get("ignore") is not None:
         value = keys["ignore"] or ""
         number = to_int(value)
         if number is None:
-            return Reply("", f"nproc: invalid number: \u2018{value}\u2019\n", 1)
+            return ToolReply("", f"nproc: invalid number: \u2018{value}\u2019\n", 1)
         ignore = number
-    return Reply(f"{max(1, hw.cpus - ignore)}\n")
+    return ToolReply(f"{max(1, hw.cpus - ignore)}\n")
 
 
 # free -c N prints N tables a second apart; no command runs longer than this many seconds.
@@ -91,7 +91,7 @@ FREE_OPTIONS = (
 FREE = Prologue(
     "free",
     FREE_OPTIONS,
-    answers=(("help", Reply(FREE_USAGE)), ("V", Reply("free from procps-ng 3.3.17\n"))),
+    answers=(("help", ToolReply(FREE_USAGE)), ("V", ToolReply("free from procps-ng 3.3.17\n"))),
     hint=FREE_USAGE,
 )
 # Divisors of a KiB count for each unit flag (procps scales bytes; these are exact for KiB input).
@@ -121,21 +121,21 @@ def _scale(kb: int, unit: str, human: bool, si: bool) -> str:
     return str(kb // max(1, _FREE_UNITS[unit]))
 
 
-def run_free(ctx: Context, args: list[str]) -> Reply:
+def run_free(ctx: Context, args: list[str]) -> ToolReply:
     parsed = FREE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     found, operands = parsed.found, parsed.operands
     keys = [key for key, _ in found]
     values = dict(found)
     if operands:
-        return Reply("", FREE_USAGE, 1)
+        return ToolReply("", FREE_USAGE, 1)
     seconds, count = values.get("s"), values.get("c")
     if seconds is not None and not _is_number(seconds):
-        return Reply("", f"free: seconds argument `{seconds}' failed\n", 1)
+        return ToolReply("", f"free: seconds argument `{seconds}' failed\n", 1)
     repeats = to_int(count) if count is not None else 1
     if repeats is None or repeats <= 0:
-        return Reply("", f"free: failed to parse count argument: '{count}'\n", 1)
+        return ToolReply("", f"free: failed to parse count argument: '{count}'\n", 1)
     # With -s and no -c the real free repeats until interrupted; the episode's clock does not pass
     # while one command runs, so each repeat would be the same: it prints once. The real one waits
     # a second between repeats; a count past what a command's time allows prints MAX_FREE_REPEATS.
@@ -143,11 +143,11 @@ def run_free(ctx: Context, args: list[str]) -> Reply:
     unit = next((key for key in reversed(keys) if key in _FREE_UNITS), "k")
     human, si, wide = "h" in keys, "si" in keys, "w" in keys
     _, hw = _hardware(ctx)
-    node = ctx.cluster.nodes.get(ctx.node)
+    node = ctx.slurm.nodes.get(ctx.node)
     mem = memory_kb(ctx.node, hw, node.cpus_alloc if node is not None else 0)
 
     table = free_table(mem, unit, human=human, si=si, wide=wide, lohi="l" in keys, total="t" in keys)
-    return Reply("\n".join([table] * repeats))
+    return ToolReply("\n".join([table] * repeats))
 
 
 def free_table(
@@ -253,18 +253,18 @@ LSCPU_TRY = "Try 'lscpu --help' for more information.\n"
 LSCPU = Prologue(
     "lscpu",
     (Option("h", "h", "help"), Option("V", "V", "version")),
-    answers=(("h", Reply(LSCPU_USAGE)), ("V", Reply("lscpu from util-linux 2.37.4\n"))),
+    answers=(("h", ToolReply(LSCPU_USAGE)), ("V", ToolReply("lscpu from util-linux 2.37.4\n"))),
     hint=LSCPU_TRY,
 )
 
 
-def run_lscpu(ctx: Context, args: list[str]) -> Reply:
+def run_lscpu(ctx: Context, args: list[str]) -> ToolReply:
     parsed = LSCPU.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     if parsed.operands:
-        return Reply("", f"lscpu: bad usage\n{LSCPU_TRY}", 1)
+        return ToolReply("", f"lscpu: bad usage\n{LSCPU_TRY}", 1)
     _, hw = _hardware(ctx)
     rows = lscpu_fields(hw)
     width = max(len(label) for label, _ in rows) + 1
-    return Reply("".join(f"{label:<{width}}{value}\n" for label, value in rows))
+    return ToolReply("".join(f"{label:<{width}}{value}\n" for label, value in rows))

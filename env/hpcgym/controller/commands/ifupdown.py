@@ -7,7 +7,7 @@ is what brings the route back. Registered as two programs, `ifup` and `ifdown`.
 
 from __future__ import annotations
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.services import services_of
 
 
@@ -18,17 +18,17 @@ def _iface(args: list[str]) -> str | None:
     return name.removeprefix("ifcfg-")
 
 
-def run_ifup(ctx: Context, args: list[str]) -> Reply:
+def run_ifup(ctx: Context, args: list[str]) -> ToolReply:
     iface = _iface(args)
     if iface is None:
-        return Reply("usage: ifup <configuration>\n", "", 1)
+        return ToolReply("usage: ifup <configuration>\n", "", 1)
     result = services_of(ctx).network.ifup(ctx.node, iface)
-    return Reply(result.stdout, result.stderr, result.exit_code)
+    return ToolReply(result.stdout, result.stderr, result.exit_code)
 
 
-def run_ifdown(ctx: Context, args: list[str]) -> Reply:
+def run_ifdown(ctx: Context, args: list[str]) -> ToolReply:
     iface = _iface(args)
     if iface is None:
-        return Reply("usage: ifdown <configuration>\n", "", 1)
+        return ToolReply("usage: ifdown <configuration>\n", "", 1)
     result = services_of(ctx).network.ifdown(ctx.node, iface)
-    return Reply(result.stdout, result.stderr, result.exit_code)
+    return ToolReply(result.stdout, result.stderr, result.exit_code)

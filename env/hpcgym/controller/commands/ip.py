@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.services import ServiceManager, services_of
 from hpcgym.controller.services.network import Route
 
@@ -67,41 +67,41 @@ def _parse_route(words: list[str]) -> tuple[Route | None, str | None]:
     return Route(dest, gateway, dev, proto=""), None
 
 
-def _route(services: ServiceManager, node: str, words: list[str]) -> Reply:
+def _route(services: ServiceManager, node: str, words: list[str]) -> ToolReply:
     verb = words[0] if words else "show"
     rest = words[1:]
     network = services.network
     if verb in ("show", "list", "ls", "s", "l"):
-        return Reply(_show_routes(services, node))
+        return ToolReply(_show_routes(services, node))
     if verb == "get":
         if not rest:
-            return Reply("", 'Error: either "to" is duplicate, or "" is a garbage.\n', EXIT_USAGE)
+            return ToolReply("", 'Error: either "to" is duplicate, or "" is a garbage.\n', EXIT_USAGE)
         try:
             dest = IPv4Address(rest[0])
         except ValueError:
-            return Reply("", f'Error: inet address is expected rather than "{rest[0]}".\n', EXIT_USAGE)
+            return ToolReply("", f'Error: inet address is expected rather than "{rest[0]}".\n', EXIT_USAGE)
         if not network.can_reach(node, dest) and not any(dest in r.dest for r in network.routes(node)):
-            return Reply("", "RTNETLINK answers: Network is unreachable\n", EXIT_KERNEL)
+            return ToolReply("", "RTNETLINK answers: Network is unreachable\n", EXIT_KERNEL)
         via = next((r.gateway for r in network.routes(node) if dest in r.dest and r.gateway), None)
         subnet = network.subnet(node)
         hop = f" via {via}" if via is not None and (subnet is None or dest not in subnet) else ""
-        return Reply(f"{dest}{hop} dev eth0 src {network.address(node)} uid 0 \n    cache \n")
+        return ToolReply(f"{dest}{hop} dev eth0 src {network.address(node)} uid 0 \n    cache \n")
     if verb in ("add", "del", "delete", "replace", "change"):
         route, error = _parse_route(rest)
         if error is not None or route is None:
-            return Reply("", f"{error}\n", EXIT_USAGE)
+            return ToolReply("", f"{error}\n", EXIT_USAGE)
         if verb in ("del", "delete", "replace", "change"):
             problem = network.delete_route(node, route.dest)
             if problem is not None and verb in ("del", "delete"):
-                return Reply("", f"{problem}\n", EXIT_KERNEL)
+                return ToolReply("", f"{problem}\n", EXIT_KERNEL)
             if verb in ("del", "delete"):
-                return Reply()
+                return ToolReply()
         problem = network.add_route(node, route)
-        return Reply("", f"{problem}\n", EXIT_KERNEL) if problem is not None else Reply()
-    return Reply("", f'Command "{verb}" is unknown, try "ip route help".\n', 255)
+        return ToolReply("", f"{problem}\n", EXIT_KERNEL) if problem is not None else ToolReply()
+    return ToolReply("", f'Command "{verb}" is unknown, try "ip route help".\n', 255)
 
 
-def _addr(services: ServiceManager, node: str, *, links_only: bool, brief: bool) -> Reply:
+def _addr(services: ServiceManager, node: str, *, links_only: bool, brief: bool) -> ToolReply:
     network = services.network
     up = network.is_up(node)
     state = "UP" if up else "DOWN"
@@ -111,11 +111,11 @@ def _addr(services: ServiceManager, node: str, *, links_only: bool, brief: bool)
     inet = f"{addr}/{subnet.prefixlen}" if up and addr is not None and subnet is not None else ""
     if brief:
         if links_only:
-            return Reply(
+            return ToolReply(
                 f"{'lo':<16} UNKNOWN        00:00:00:00:00:00 <LOOPBACK,UP,LOWER_UP> \n"
                 f"{'eth0':<16} {state:<14} {mac} {_flags(up)} \n"
             )
-        return Reply(
+        return ToolReply(
             f"{'lo':<16} UNKNOWN        127.0.0.1/8 \n{'eth0':<16} {state:<14} {inet} \n".replace(
                 "  \n", " \n"
             )
@@ -128,7 +128,7 @@ def _addr(services: ServiceManager, node: str, *, links_only: bool, brief: bool)
         f"2: eth0: {_flags(up)} mtu 1500 qdisc fq_codel state {state} mode DEFAULT group default qlen 1000\n"
     )
     if links_only:
-        return Reply(
+        return ToolReply(
             lo
             + "    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n"
             + eth
@@ -147,7 +147,7 @@ def _addr(services: ServiceManager, node: str, *, links_only: bool, brief: bool)
             f"    inet {inet} brd {subnet.broadcast_address} scope global noprefixroute eth0\n"
             "       valid_lft forever preferred_lft forever\n"
         )
-    return Reply(text)
+    return ToolReply(text)
 
 
 def _flags(up: bool) -> str:
@@ -159,14 +159,14 @@ IGNORED_OPTIONS = {"-4", "-c", "-color", "--color", "-s", "-stats", "-d", "-deta
 BRIEF_OPTIONS = {"-br", "-brief"}
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     services = services_of(ctx)
     brief = any(word in BRIEF_OPTIONS for word in args)
     words = [word for word in args if word not in IGNORED_OPTIONS and word not in BRIEF_OPTIONS]
     if "-6" in words:
-        return Reply()  # the simulated network is IPv4 only
+        return ToolReply()  # the simulated network is IPv4 only
     if not words:
-        return Reply("", "Usage: ip [ OPTIONS ] OBJECT { COMMAND | help }\n", 255)
+        return ToolReply("", "Usage: ip [ OPTIONS ] OBJECT { COMMAND | help }\n", 255)
     obj = words[0]
     if "route".startswith(obj) and obj.startswith("r"):
         return _route(services, ctx.node, words[1:])
@@ -175,5 +175,5 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if obj in ("l", "li", "lin", "link"):
         return _addr(services, ctx.node, links_only=True, brief=brief)
     if obj in ("n", "ne", "nei", "neig", "neigh", "neighbor", "neighbour"):
-        return Reply()
-    return Reply("", f'Object "{obj}" is unknown, try "ip help".\n', 255)
+        return ToolReply()
+    return ToolReply("", f'Object "{obj}" is unknown, try "ip help".\n', 255)

@@ -6,7 +6,7 @@ and report a bad value the same way, prefixed with their own name.
 
 from __future__ import annotations
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.hostlist import expand_names
 from hpcgym.controller.numbers import to_int
@@ -57,7 +57,7 @@ SHARED_OPTIONS = (
 class BadOption(Exception):
     """A flag value the client itself rejects before asking slurmctld; carries the reply."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: ToolReply) -> None:
         super().__init__(reply.stderr)
         self.reply = reply
 
@@ -66,7 +66,7 @@ def _count(prog: str, value: str, what: str) -> tuple[int, int | None]:
     low, _, high = value.partition("-")
     first, last = to_int(low), to_int(high) if high else None
     if first is None or first < 1 or (high and last is None):
-        raise BadOption(Reply("", f"{prog}: error: Invalid {what} specification\n", 255))
+        raise BadOption(ToolReply("", f"{prog}: error: Invalid {what} specification\n", 255))
     return first, last
 
 
@@ -94,7 +94,9 @@ def build_request(prog: str, ctx: Context, opts: list[tuple[str, str | None]], *
             try:
                 request.time_limit_min = parse_time_limit(text)
             except ValueError:
-                raise BadOption(Reply("", f"{prog}: error: Invalid --time specification\n", 255)) from None
+                raise BadOption(
+                    ToolReply("", f"{prog}: error: Invalid --time specification\n", 255)
+                ) from None
             request.time_limit_set = True
         elif key == "nodelist":
             request.req_nodes = expand_names(text)
@@ -123,15 +125,15 @@ def build_request(prog: str, ctx: Context, opts: list[tuple[str, str | None]], *
                 request.begin_s = parse_begin_time(text, ctx.now_s)
             except ValueError:
                 raise BadOption(
-                    Reply("", f"{prog}: error: Invalid time specification {text}\n", 255)
+                    ToolReply("", f"{prog}: error: Invalid time specification {text}\n", 255)
                 ) from None
         elif key == "chdir":
             request.work_dir = text if text.startswith("/") else f"{ctx.cwd.rstrip('/')}/{text}"
     if request.partition is not None:
         for name in request.partition.split(","):
-            if name not in ctx.cluster.partitions:
+            if name not in ctx.slurm.partitions:
                 raise BadOption(
-                    Reply(
+                    ToolReply(
                         "",
                         f"{prog}: error: invalid partition specified: {name}\n"
                         f"{prog}: error: {_failure(prog)}: Invalid partition name specified\n",
@@ -148,7 +150,7 @@ def _memory(prog: str, text: str) -> int:
     number, unit = (text[:-1], text[-1].upper()) if text[-1:].isalpha() else (text, "M")
     count = to_int(number)
     if count is None or unit not in units:
-        raise BadOption(Reply("", f"{prog}: error: Invalid --mem specification\n", 255))
+        raise BadOption(ToolReply("", f"{prog}: error: Invalid --mem specification\n", 255))
     return max(1, int(count * units[unit])) if count else 0
 
 
@@ -174,6 +176,6 @@ def _failure(prog: str) -> str:
     return "Batch job submission failed" if prog == "sbatch" else "Unable to allocate resources"
 
 
-def submit_failed(prog: str, message: str, detail: str | None = None) -> Reply:
+def submit_failed(prog: str, message: str, detail: str | None = None) -> ToolReply:
     first = f"{prog}: error: {detail}\n" if detail else ""
-    return Reply("", f"{first}{prog}: error: {_failure(prog)}: {message}\n", 1)
+    return ToolReply("", f"{first}{prog}: error: {_failure(prog)}: {message}\n", 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.numbers import is_digits, to_int
@@ -136,9 +136,9 @@ def _join_lines_value(args: list[str]) -> list[str]:
     return joined
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(_join_lines_value(args))
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     found, operands = parsed.found, parsed.operands
     services = services_of(ctx)
@@ -148,35 +148,35 @@ def run(ctx: Context, args: list[str]) -> Reply:
     units = [normalize_unit_name(value) for key, value in found if key == "unit" and value]
     idents = [value for key, value in found if key == "identifier" and value]
     if operands:
-        return Reply("", f"Failed to add match '{operands[0]}': Invalid argument\n", 1)
+        return ToolReply("", f"Failed to add match '{operands[0]}': Invalid argument\n", 1)
     boot = values.get("boot")
     if "boot" in flags and boot not in (None, "0", "all"):
-        return Reply(
+        return ToolReply(
             "", f"Data from the specified boot ({boot}) is not available: No such boot ID in journal\n", 1
         )
     output = values.get("output") or "short"
     if output not in OUTPUTS:
-        return Reply("", f"Unknown output format '{output}'.\n", 1)
+        return ToolReply("", f"Unknown output format '{output}'.\n", 1)
     bounds = []
     for key in ("since", "until"):
         text = values.get(key)
         stamp = parse_timestamp(text, now) if text is not None else None
         if text is not None and stamp is None:
-            return Reply("", f"Failed to parse timestamp: {text}\n", 1)
+            return ToolReply("", f"Failed to parse timestamp: {text}\n", 1)
         bounds.append(stamp)
     since, until = bounds
     max_priority = Priority.DEBUG
     if values.get("priority") is not None:
         level = _priority(values["priority"] or "")
         if level is None:
-            return Reply("", f"Failed to parse log level: {values['priority']}\n", 1)
+            return ToolReply("", f"Failed to parse log level: {values['priority']}\n", 1)
         max_priority = level
     lines: int | None = None
     if "lines" in flags:
         raw = values.get("lines")
         count = to_int(raw.lstrip("+")) if raw is not None else FOLLOW_LINES
         if count is None:
-            return Reply("", f"Failed to parse lines '{raw}'\n", 1)
+            return ToolReply("", f"Failed to parse lines '{raw}'\n", 1)
         lines = count
     elif "pager-end" in flags:
         lines = PAGER_END_LINES
@@ -198,10 +198,10 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if "reverse" in flags:
         entries.reverse()
     if not entries:
-        return Reply("" if "quiet" in flags else "-- No entries --\n")
+        return ToolReply("" if "quiet" in flags else "-- No entries --\n")
     out = []
     for entry in entries:
         out.append(_format(entry, ctx.node, output, "no-hostname" in flags, "all" in flags) + "\n")
         if "catalog" in flags and output != "cat":
             out.extend(line + "\n" for line in catalog_lines(entry))
-    return Reply("".join(out))
+    return ToolReply("".join(out))

@@ -15,7 +15,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.usage import read_help
 from hpcgym.controller.services import services_of
 from hpcgym.errors import ControllerError
@@ -130,7 +130,7 @@ def mount_table(ctx: Context) -> list[tuple[str, str, str, str]]:
 
 def _parse(
     prog: str, args: list[str], short_with_arg: str, short_flags: str
-) -> tuple[Options, list[str]] | Reply:
+) -> tuple[Options, list[str]] | ToolReply:
     """util-linux's getopt_long: clustered short flags, `-t TYPE`/`-tTYPE`, long options, `--`."""
     opts = Options()
     positional: list[str] = []
@@ -211,12 +211,12 @@ def _set(opts: Options, prog: str, letter: str, value: str) -> None:
         opts.version = True
 
 
-def _bad(prog: str, text: str) -> Reply:
-    return Reply("", f"{prog}: {text}\nTry '{prog} --help' for more information.\n", EX_USAGE)
+def _bad(prog: str, text: str) -> ToolReply:
+    return ToolReply("", f"{prog}: {text}\nTry '{prog} --help' for more information.\n", EX_USAGE)
 
 
-def _version(prog: str) -> Reply:
-    return Reply(f"{prog} from util-linux {UTIL_LINUX} (libmount {UTIL_LINUX}: {LIBMOUNT_FEATURES})\n")
+def _version(prog: str) -> ToolReply:
+    return ToolReply(f"{prog} from util-linux {UTIL_LINUX} (libmount {UTIL_LINUX}: {LIBMOUNT_FEATURES})\n")
 
 
 def _type_matches(types: str | None, fstype: str) -> bool:
@@ -238,29 +238,31 @@ def _path(ctx: Context, arg: str) -> str:
 MOUNT_USAGE = read_help("mount-help.txt")
 
 
-def run_mount(ctx: Context, args: list[str]) -> Reply:
+def run_mount(ctx: Context, args: list[str]) -> ToolReply:
     parsed = _parse("mount", args, "tTOoLUN", "afFcnrsvwVhlBMRi")
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     opts, positional = parsed
     if opts.help:
-        return Reply(MOUNT_USAGE)
+        return ToolReply(MOUNT_USAGE)
     if opts.version:
         return _version("mount")
     if opts.bind and positional:
         # Bind and move mounts need CAP_SYS_ADMIN, which a node's root does not hold here: mount(2)
         # fails with EPERM, which libmount prints as a permission error.
-        return Reply("", f"mount: {_path(ctx, positional[-1])}: permission denied.\n", EX_FAIL)
+        return ToolReply("", f"mount: {_path(ctx, positional[-1])}: permission denied.\n", EX_FAIL)
     if opts.all:
         return _mount_all(ctx, opts)
     if not positional:
         rows = [row for row in mount_table(ctx) if _type_matches(opts.types, row[2])]
-        return Reply("".join(f"{src} on {tgt} type {kind} ({options})\n" for src, tgt, kind, options in rows))
+        return ToolReply(
+            "".join(f"{src} on {tgt} type {kind} ({options})\n" for src, tgt, kind, options in rows)
+        )
     if len(positional) == 1:
         wanted = _path(ctx, positional[0])
         entry = next((e for e in read_fstab(ctx) if wanted in (e.target, e.spec)), None)
         if entry is None:
-            return Reply("", f"mount: {wanted}: can't find in {FSTAB}.\n", EX_USAGE)
+            return ToolReply("", f"mount: {wanted}: can't find in {FSTAB}.\n", EX_USAGE)
         return _mount_entry(ctx, entry, opts)
     if len(positional) == 2:
         source, target = positional[0], _path(ctx, positional[1])
@@ -269,9 +271,9 @@ def run_mount(ctx: Context, args: list[str]) -> Reply:
     return _bad("mount", "bad usage")
 
 
-def _mount_all(ctx: Context, opts: Options) -> Reply:
+def _mount_all(ctx: Context, opts: Options) -> ToolReply:
     shares = _shares(ctx)
-    errors: list[Reply] = []
+    errors: list[ToolReply] = []
     for entry in read_fstab(ctx):
         if "noauto" in entry.options.split(",") or not _type_matches(opts.types, entry.fstype):
             continue
@@ -282,41 +284,43 @@ def _mount_all(ctx: Context, opts: Options) -> Reply:
         reply = _mount_entry(ctx, entry, opts)
         if reply.exit_code:
             errors.append(reply)
-    return Reply("", "".join(r.stderr for r in errors), EX_FAIL if errors else 0)
+    return ToolReply("", "".join(r.stderr for r in errors), EX_FAIL if errors else 0)
 
 
-def _mount_entry(ctx: Context, entry: FstabEntry, opts: Options) -> Reply:
+def _mount_entry(ctx: Context, entry: FstabEntry, opts: Options) -> ToolReply:
     services = services_of(ctx)
     shares = _shares(ctx)
     fstype = opts.types or entry.fstype
     if fstype not in NFS_TYPES:
         if any(entry.target == row[1] for row in SYSTEM_MOUNTS):
             text = f"mount: {entry.target}: {entry.spec} already mounted on {entry.target}.\n"
-            return Reply("", text, EX_FAIL)
-        return Reply("", f"mount: {entry.target}: unknown filesystem type '{fstype}'.\n", EX_FAIL)
+            return ToolReply("", text, EX_FAIL)
+        return ToolReply("", f"mount: {entry.target}: unknown filesystem type '{fstype}'.\n", EX_FAIL)
     helper = f"mount.{fstype}"
     if not services.access.stat(ctx.node, entry.target):
-        return Reply("", f"{helper}: mount point {entry.target} does not exist\n", EX_FAIL)
+        return ToolReply("", f"{helper}: mount point {entry.target} does not exist\n", EX_FAIL)
     host, _, path = entry.spec.partition(":")
     if not path:
-        return Reply("", f"{helper}: remote share not in 'host:dir' format\n", EX_FAIL)
+        return ToolReply("", f"{helper}: remote share not in 'host:dir' format\n", EX_FAIL)
     server = services.network.resolve(ctx.node, host)
     if server is None:
-        return Reply("", f"{helper}: Failed to resolve server {host}: Name or service not known\n", EX_FAIL)
+        return ToolReply(
+            "", f"{helper}: Failed to resolve server {host}: Name or service not known\n", EX_FAIL
+        )
     if server != services.controller_addr(ctx.node) or not services.can_reach_controller(ctx.node):
-        return Reply("", f"{helper}: Connection timed out\n", EX_FAIL)
+        return ToolReply("", f"{helper}: Connection timed out\n", EX_FAIL)
     point = posixpath.normpath(entry.target)
     if point not in shares.share_points(ctx.node) or posixpath.normpath(path) != f"{EXPORT_DIR}{point}":
-        return Reply("", f"{helper}: access denied by server while mounting {entry.spec}\n", EX_FAIL)
+        return ToolReply("", f"{helper}: access denied by server while mounting {entry.spec}\n", EX_FAIL)
     remount = "remount" in (opts.options or "").split(",")
     if shares.is_share_mounted(ctx.node, point):
         if remount:
-            return Reply()  # new options on the same superblock: a stale handle stays stale
-        return Reply("", f"{helper}: {point} is busy or already mounted\n", EX_FAIL)
+            return ToolReply()  # new options on the same superblock: a stale handle stays stale
+        return ToolReply("", f"{helper}: {point} is busy or already mounted\n", EX_FAIL)
     if remount:
-        return Reply("", f"mount: {point}: mount point not mounted or bad option.\n", EX_FAIL)
+        return ToolReply("", f"mount: {point}: mount point not mounted or bad option.\n", EX_FAIL)
     shares.mount_share(ctx.node, point)
-    return Reply()
+    return ToolReply()
 
 
 # ---- umount -------------------------------------------------------------------------------------
@@ -324,13 +328,13 @@ def _mount_entry(ctx: Context, entry: FstabEntry, opts: Options) -> Reply:
 UMOUNT_USAGE = read_help("umount-help.txt")
 
 
-def run_umount(ctx: Context, args: list[str]) -> Reply:
+def run_umount(ctx: Context, args: list[str]) -> ToolReply:
     parsed = _parse("umount", args, "tOoN", "afcdilnRrvVhqA")
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     opts, positional = parsed
     if opts.help:
-        return Reply(UMOUNT_USAGE)
+        return ToolReply(UMOUNT_USAGE)
     if opts.version:
         return _version("umount")
     shares = _shares(ctx)
@@ -340,7 +344,7 @@ def run_umount(ctx: Context, args: list[str]) -> Reply:
             for point in shares.share_points(ctx.node):
                 if shares.is_share_mounted(ctx.node, point):
                     shares.unmount_share(ctx.node, point)
-        return Reply()
+        return ToolReply()
     if not positional:
         return _bad("umount", "bad usage")
     stderr, code = "", 0
@@ -348,17 +352,17 @@ def run_umount(ctx: Context, args: list[str]) -> Reply:
         reply = _umount_one(ctx, _path(ctx, arg))
         stderr += reply.stderr
         code = reply.exit_code or code
-    return Reply("", stderr, code)
+    return ToolReply("", stderr, code)
 
 
-def _umount_one(ctx: Context, target: str) -> Reply:
+def _umount_one(ctx: Context, target: str) -> ToolReply:
     shares = _shares(ctx)
     for point in shares.share_points(ctx.node):
         if target in (point, export_of(ctx, point)) and shares.is_share_mounted(ctx.node, point):
             shares.unmount_share(ctx.node, point)
-            return Reply()
+            return ToolReply()
     if any(target == row[1] for row in SYSTEM_MOUNTS):
-        return Reply("", f"umount: {target}: target is busy.\n", EX_FAIL)
+        return ToolReply("", f"umount: {target}: target is busy.\n", EX_FAIL)
     if ":" in target or services_of(ctx).access.stat(ctx.node, target) is not None:
-        return Reply("", f"umount: {target}: not mounted.\n", EX_FAIL)
-    return Reply("", f"umount: {target}: no mount point specified.\n", EX_FAIL)
+        return ToolReply("", f"umount: {target}: not mounted.\n", EX_FAIL)
+    return ToolReply("", f"umount: {target}: no mount point specified.\n", EX_FAIL)

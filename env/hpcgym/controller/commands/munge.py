@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hpcgym.controller.commands import munge_usage
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.numbers import is_digits, to_int
 from hpcgym.controller.services import ServiceManager, services_of
 from hpcgym.controller.services.access import NodeFileError
@@ -88,22 +88,22 @@ def _seal(data: bytes) -> bytes:
     return mixed.to_bytes(len(data), "big")
 
 
-def _read_too_long(prog: str, size: int) -> Reply | None:
+def _read_too_long(prog: str, size: int) -> ToolReply | None:
     """read.c's limit on stdin and --input: its doubling buffer may not grow past 1 MiB.
 
     A buffer that fills exactly is grown before EOF is seen, so 1 MiB itself is refused too.
     """
     if size >= MUNGE_MAXIMUM_REQ_LEN:
-        return Reply("", f"{prog}: Error: Exceeded maximum memory allocation\n", EXIT_SNAFU)
+        return ToolReply("", f"{prog}: Error: Exceeded maximum memory allocation\n", EXIT_SNAFU)
     return None
 
 
-def _send_too_long(prog: str, length: int) -> Reply | None:
+def _send_too_long(prog: str, length: int) -> ToolReply | None:
     """m_msg_send()'s limit on the request libmunge writes to munged's socket (exit EMUNGE_BAD_LENGTH)."""
     if length > MUNGE_MAXIMUM_REQ_LEN:
         limit = MUNGE_MAXIMUM_REQ_LEN
         message = f"Failed to send message: length of {length} exceeds max of {limit}"
-        return Reply("", f"{prog}: Error: {message}\n", EXIT_BAD_LENGTH)
+        return ToolReply("", f"{prog}: Error: {message}\n", EXIT_BAD_LENGTH)
     return None
 
 
@@ -160,30 +160,30 @@ def parse(prog: str, args: list[str], table: tuple[tuple[str, str, bool], ...]) 
     return found
 
 
-def _no_munged(prog: str, socket: str) -> Reply:
-    return Reply(
+def _no_munged(prog: str, socket: str) -> ToolReply:
+    return ToolReply(
         "",
         f'{prog}: Error: Failed to access "{socket}": No such file or directory (Did you start munged?)\n',
         6,
     )
 
 
-def _fixed(prog: str, found: dict[str, str]) -> Reply | None:
+def _fixed(prog: str, found: dict[str, str]) -> ToolReply | None:
     if "help" in found:
-        return Reply(
+        return ToolReply(
             {"munge": munge_usage.MUNGE_HELP, "unmunge": munge_usage.UNMUNGE_HELP}.get(
                 prog, munge_usage.REMUNGE_HELP
             )
         )
     if "version" in found:
-        return Reply(f"munge-{VERSION} (2022-06-22)\n")
+        return ToolReply(f"munge-{VERSION} (2022-06-22)\n")
     for key, text in (
         ("list-ciphers", munge_usage.CIPHERS),
         ("list-macs", munge_usage.MACS),
         ("list-zips", munge_usage.ZIPS),
     ):
         if key in found:
-            return Reply(text)
+            return ToolReply(text)
     return None
 
 
@@ -203,7 +203,7 @@ def _prepare(
     options: tuple[tuple[str, str, bool], ...],
     *,
     find_socket: bool = True,
-) -> Reply | tuple[dict[str, str], ServiceManager]:
+) -> ToolReply | tuple[dict[str, str], ServiceManager]:
     """What all three tools do first: parse, answer --help/--version/--list-*, find munged's socket.
 
     munge and unmunge read their input before they connect, so they find the socket themselves.
@@ -211,7 +211,7 @@ def _prepare(
     try:
         found = parse(prog, args, options)
     except MungeUsage as error:
-        return Reply("", f"{error}\n", 1)
+        return ToolReply("", f"{error}\n", 1)
     fixed = _fixed(prog, found)
     if fixed is not None:
         return fixed
@@ -224,14 +224,14 @@ def _prepare(
     return found, services
 
 
-def _find_socket(services: ServiceManager, node: str, prog: str, found: dict[str, str]) -> Reply | None:
+def _find_socket(services: ServiceManager, node: str, prog: str, found: dict[str, str]) -> ToolReply | None:
     bad_socket = _socket_ok(services, node, found)
     return None if bad_socket is None else _no_munged(prog, bad_socket)
 
 
-def run_munge(ctx: Context, args: list[str]) -> Reply:
+def run_munge(ctx: Context, args: list[str]) -> ToolReply:
     ready = _prepare(ctx, "munge", args, MUNGE_OPTIONS, find_socket=False)
-    if isinstance(ready, Reply):
+    if isinstance(ready, ToolReply):
         return ready
     found, services = ready
     ids: dict[str, int | None] = {}
@@ -240,12 +240,12 @@ def run_munge(ctx: Context, args: list[str]) -> Reply:
             ids[key] = _query_id(ctx, found[key], group)
             if ids[key] is None:
                 kind = "group" if group else "user"
-                return Reply("", f'munge: Error: Unrecognized {kind} "{found[key]}"\n', EXIT_SNAFU)
+                return ToolReply("", f'munge: Error: Unrecognized {kind} "{found[key]}"\n', EXIT_SNAFU)
     # parse_cmdline() checks every option before munge reads or connects.
     try:
         ttl = int(found.get("ttl", "0"))
     except ValueError:
-        return Reply("", f'munge: Error: Invalid time-to-live "{found["ttl"]}"\n', 1)
+        return ToolReply("", f'munge: Error: Invalid time-to-live "{found["ttl"]}"\n', 1)
     ttl = DEFAULT_TTL_S if ttl == 0 else MAX_TTL_S if ttl < 0 else min(ttl, MAX_TTL_S)
     if "no-input" in found:
         raw = b""
@@ -257,7 +257,7 @@ def run_munge(ctx: Context, args: list[str]) -> Reply:
             if read is None:
                 name = found["input"]
                 message = f'Failed to read input from "{name}": No such file or directory'
-                return Reply("", f"munge: Error: {message}\n", 1)
+                return ToolReply("", f"munge: Error: {message}\n", 1)
             raw = read
         else:
             raw = (ctx.stdin or "").encode(errors="replace")
@@ -293,9 +293,9 @@ def run_munge(ctx: Context, args: list[str]) -> Reply:
         except NodeFileError as e:
             # munge.c's open_files/write_output, each a log_errno: the message, then strerror.
             what = "Failed to write to" if e.errno in _WRITE_ERRNOS else "Failed to open output file"
-            return Reply("", f'munge: Error: {what} "{found["output"]}": {e.strerror}\n', EXIT_SNAFU)
-        return Reply()
-    return Reply(cred)
+            return ToolReply("", f'munge: Error: {what} "{found["output"]}": {e.strerror}\n', EXIT_SNAFU)
+        return ToolReply()
+    return ToolReply(cred)
 
 
 @dataclass
@@ -322,19 +322,19 @@ def _is_credential_body(body: object) -> bool:
     return all(type(number) is int and 0 <= number <= MAX_ID for number in numbers)
 
 
-def _decode(services: ServiceManager, node: str, cred: str) -> Decoded | Reply:
+def _decode(services: ServiceManager, node: str, cred: str) -> Decoded | ToolReply:
     cred = cred.strip()
     if not cred.startswith("MUNGE:"):
-        return Reply("", "unmunge: Error: Failed to match armor prefix\n", EXIT_BAD_CRED)
+        return ToolReply("", "unmunge: Error: Failed to match armor prefix\n", EXIT_BAD_CRED)
     try:
         raw = base64.b64decode(cred[len("MUNGE:") :].rstrip(":"), validate=True)
         if not raw.startswith(HEADER):
             raise ValueError("header")
         body = json.loads(_seal(raw[len(HEADER) :]))
     except (ValueError, binascii.Error, RecursionError):
-        return Reply("", "unmunge: Error: Truncated cipher IV\n", EXIT_BAD_CRED)
+        return ToolReply("", "unmunge: Error: Truncated cipher IV\n", EXIT_BAD_CRED)
     if not _is_credential_body(body) or body["key"] != _key_tag(services, node):
-        return Reply("", "unmunge: Error: Invalid credential\n", EXIT_CRED_INVALID)
+        return ToolReply("", "unmunge: Error: Invalid credential\n", EXIT_CRED_INVALID)
     # The replay hash keeps a digest of each credential (munged keys it on the MAC), not the
     # credential, which can be most of a megabyte of the agent's choosing.
     seen = services.munge_seen.setdefault(node, set())
@@ -355,9 +355,9 @@ def _stamp(time_s: int) -> str:
     return datetime.fromtimestamp(time_s, UTC).strftime("%Y-%m-%d %H:%M:%S +0000") + f" ({time_s})"
 
 
-def run_unmunge(ctx: Context, args: list[str]) -> Reply:
+def run_unmunge(ctx: Context, args: list[str]) -> ToolReply:
     ready = _prepare(ctx, "unmunge", args, UNMUNGE_OPTIONS, find_socket=False)
-    if isinstance(ready, Reply):
+    if isinstance(ready, ToolReply):
         return ready
     found, services = ready
     if "input" in found:
@@ -372,14 +372,14 @@ def run_unmunge(ctx: Context, args: list[str]) -> Reply:
     if failed is not None:
         return failed
     decoded = _decode(services, ctx.node, raw.decode(errors="replace"))
-    if isinstance(decoded, Reply):
+    if isinstance(decoded, ToolReply):
         return decoded
     body = decoded.body
     ruid, rgid = body.get("ruid"), body.get("rgid")
     if (ruid is not None and int(str(ruid)) != ctx.user.uid) or (
         rgid is not None and int(str(rgid)) != ctx.user.gid
     ):
-        return Reply(
+        return ToolReply(
             "",
             f"unmunge: Error: Unauthorized credential for client UID={ctx.user.uid} GID={ctx.user.gid}\n",
             EXIT_UNAUTHORIZED,
@@ -403,15 +403,15 @@ def run_unmunge(ctx: Context, args: list[str]) -> Reply:
         wanted = found["keys"].replace(",", " ").upper().split()
         lines = [(key, value) for key, value in lines if key in wanted]
     if "no-output" in found:
-        return Reply("", "", decoded.status)
+        return ToolReply("", "", decoded.status)
     metadata = "".join(f"{key + ':':<17}{value}\n" for key, value in lines)
     out = metadata + "\n" + payload
-    return Reply(out, "", decoded.status)
+    return ToolReply(out, "", decoded.status)
 
 
-def run_remunge(ctx: Context, args: list[str]) -> Reply:
+def run_remunge(ctx: Context, args: list[str]) -> ToolReply:
     ready = _prepare(ctx, "remunge", args, REMUNGE_OPTIONS)
-    if isinstance(ready, Reply):
+    if isinstance(ready, ToolReply):
         return ready
     found, services = ready
     now = services.node_now_s(ctx.node)
@@ -419,12 +419,12 @@ def run_remunge(ctx: Context, args: list[str]) -> Reply:
     end = datetime.fromtimestamp(now + 1, UTC).strftime("%Y-%m-%d %H:%M:%S")
     if "num-creds" in found:
         count = found["num-creds"]
-        return Reply(
+        return ToolReply(
             f"{start} Spawning 1 thread for encoding\n{start} Processing {count} credentials\n"
             f"{start} Processed {count} credentials in 0.001s (3281 creds/sec)\n\n"
             "WARNING: Results based on such a short time interval are of low accuracy\n\n"
         )
-    return Reply(
+    return ToolReply(
         f"{start} Spawning 1 thread for encoding\n{start} Processing credentials for 1 second\n"
         f"{end} Processed 12615 credentials in 1.001s (12608 creds/sec)\n"
     )

@@ -7,16 +7,16 @@ out) and exits 1. The checks themselves live in services/nhc.py.
 
 from __future__ import annotations
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.services import nhc as health
 from hpcgym.controller.services import services_of
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     services = services_of(ctx)
     if ctx.user.uid != 0:
-        return Reply("", "ERROR:  nhc:  Health check failed:  NHC must be run as root.\n", 1)
-    message = health.run_on_node(ctx.cluster, services, ctx.node)
+        return ToolReply("", "ERROR:  nhc:  Health check failed:  NHC must be run as root.\n", 1)
+    message = health.run_on_node(ctx.slurm, services, ctx.node)
     if message is None:
-        return Reply("")
-    return Reply(f"ERROR:  nhc:  Health check failed:  {message}\n", "", 1)
+        return ToolReply("")
+    return ToolReply(f"ERROR:  nhc:  Health check failed:  {message}\n", "", 1)

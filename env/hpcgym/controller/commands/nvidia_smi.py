@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.services import services_of
 from hpcgym.controller.services.gpu import (
     CUDA_VERSION,
@@ -152,22 +152,22 @@ def format_query(gpus: list[Gpu], now_s: int, sections: set[str]) -> str:
     return out
 
 
-def _query_csv(gpus: list[Gpu], fields: list[str], fmt: set[str]) -> Reply:
+def _query_csv(gpus: list[Gpu], fields: list[str], fmt: set[str]) -> ToolReply:
     unknown = [f for f in fields if f not in QUERY_FIELDS]
     if unknown:
-        return Reply(f'Field "{unknown[0]}" is not a valid field to query.\n\n', "", EXIT_BAD_ARGS)
+        return ToolReply(f'Field "{unknown[0]}" is not a valid field to query.\n\n', "", EXIT_BAD_ARGS)
     units = "nounits" not in fmt
     lines = [] if "noheader" in fmt else [", ".join(fields)]
     for gpu in gpus:
         lines.append(", ".join(QUERY_FIELDS[f](gpu)[0 if units else 1] for f in fields))
-    return Reply("".join(f"{line}\n" for line in lines))
+    return ToolReply("".join(f"{line}\n" for line in lines))
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     services = services_of(ctx)
     gpus = services.gpus.get(ctx.node, [])
     if not gpus:
-        return Reply(NO_DRIVER, "", EXIT_NO_DRIVER)
+        return ToolReply(NO_DRIVER, "", EXIT_NO_DRIVER)
     flags: set[str] = set()
     index: str | None = None
     sections: set[str] = set()
@@ -190,30 +190,30 @@ def run(ctx: Context, args: list[str]) -> Reply:
         elif word in ("-q", "--query", "-r", "--gpu-reset", "-L", "--list-gpus"):
             flags.add({"--query": "-q", "--gpu-reset": "-r", "--list-gpus": "-L"}.get(word, word))
         else:
-            return Reply(BAD_ARGS, "", EXIT_BAD_ARGS)
+            return ToolReply(BAD_ARGS, "", EXIT_BAD_ARGS)
     if index is not None:
         chosen = [g for g in gpus if str(g.index) == index or g.uuid == index or g.bus_id == index]
         if not chosen:
-            return Reply("No devices were found\n", "", EXIT_NOT_FOUND)
+            return ToolReply("No devices were found\n", "", EXIT_NOT_FOUND)
         gpus = chosen
     now = services.now_s
     lost = [gpu for gpu in gpus if gpu.lost]
     if lost:
         # NVML_ERROR_GPU_IS_LOST on the first device it cannot open; nothing else is printed.
         text = f"Unable to determine the device handle for GPU{lost[0].bus_id}: GPU is lost.  "
-        return Reply(text + "Reboot the system to recover this GPU\n", "", EXIT_GPU_LOST)
+        return ToolReply(text + "Reboot the system to recover this GPU\n", "", EXIT_GPU_LOST)
     if query is not None:
         if fmt is None or "csv" not in fmt:
-            return Reply(BAD_ARGS, "", EXIT_BAD_ARGS)
+            return ToolReply(BAD_ARGS, "", EXIT_BAD_ARGS)
         return _query_csv(gpus, query, fmt)
     if "-r" in flags:
         out = ""
         for gpu in gpus:
             gpu.reset()
             out += f"GPU {gpu.bus_id} was successfully reset.\n"
-        return Reply(out + "All done.\n")
+        return ToolReply(out + "All done.\n")
     if "-L" in flags:
-        return Reply("".join(f"GPU {g.index}: {g.name} (UUID: {g.uuid})\n" for g in gpus))
+        return ToolReply("".join(f"GPU {g.index}: {g.name} (UUID: {g.uuid})\n" for g in gpus))
     if "-q" in flags:
-        return Reply(format_query(gpus, now, sections))
-    return Reply(format_table(gpus, now))
+        return ToolReply(format_query(gpus, now, sections))
+    return ToolReply(format_table(gpus, now))

@@ -17,7 +17,7 @@ import math
 import zlib
 from ipaddress import IPv4Address
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.usage import read_help
@@ -34,7 +34,11 @@ OPTIONS = (
 )
 # ping -h prints its usage on stderr and exits 2, as a bad flag does.
 PROLOGUE = Prologue(
-    "ping", OPTIONS, answers=(("h", Reply("", USAGE, 2)), ("V", Reply(VERSION))), hint=USAGE, error_exit=2
+    "ping",
+    OPTIONS,
+    answers=(("h", ToolReply("", USAGE, 2)), ("V", ToolReply(VERSION))),
+    hint=USAGE,
+    error_exit=2,
 )
 LOCALHOST_V6 = "::1"
 
@@ -46,14 +50,14 @@ class PingError(Exception):
         self.code = code
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     try:
         return _ping(ctx, dict(parsed.found), parsed.operands)
     except PingError as e:
-        return Reply("", e.text, e.code)
+        return ToolReply("", e.text, e.code)
 
 
 def _number(value: str | None, low: int, high: int) -> int:
@@ -66,7 +70,7 @@ def _number(value: str | None, low: int, high: int) -> int:
     return number
 
 
-def _ping(ctx: Context, options: dict[str, str | None], operands: list[str]) -> Reply:
+def _ping(ctx: Context, options: dict[str, str | None], operands: list[str]) -> ToolReply:
     if not operands:
         raise PingError("ping: usage error: Destination address required\n", 1)
     count = _number(options["c"], 1, 2**63 - 1) if "c" in options else None
@@ -114,15 +118,15 @@ def _ping(ctx: Context, options: dict[str, str | None], operands: list[str]) -> 
         summary = _summary(host, count, 0, 0, [])
         code = 1
     body = "" if "q" in options else "".join(lines)
-    return Reply(head + body + summary, "", code)
+    return ToolReply(head + body + summary, "", code)
 
 
-def _loopback_v6(host: str, count: int, size: int, *, quiet: bool, numeric: bool) -> Reply:
+def _loopback_v6(host: str, count: int, size: int, *, quiet: bool, numeric: bool) -> ToolReply:
     shown = LOCALHOST_V6 if numeric or host == LOCALHOST_V6 else f"localhost ({LOCALHOST_V6})"
     head = f"PING {host}({shown}) {size} data bytes\n"
     times = [_rtt("lo", LOCALHOST_V6, seq, local=True) for seq in range(1, count + 1)]
     lines = _replies(shown, size, 64, times)
-    return Reply(head + ("" if quiet else "".join(lines)) + _summary(host, count, count, 0, times))
+    return ToolReply(head + ("" if quiet else "".join(lines)) + _summary(host, count, count, 0, times))
 
 
 def _replies(shown: str, size: int, ttl: int, times: list[float]) -> list[str]:

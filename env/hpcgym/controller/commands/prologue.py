@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hpcgym.controller.commands.base import SLURM_VERSION, Reply
+from hpcgym.controller.commands.base import SLURM_VERSION, ToolReply
 from hpcgym.controller.commands.getopt import Option, UsageError, parse_args
 
-SLURM_VERSION_REPLY = Reply(f"slurm-wlm {SLURM_VERSION}\n")
+SLURM_VERSION_REPLY = ToolReply(f"slurm-wlm {SLURM_VERSION}\n")
 
 
 def slurm_hint(prog: str) -> str:
@@ -51,13 +51,13 @@ class Prologue:
 
     prog: str
     options: tuple[Option, ...]
-    answers: tuple[tuple[str, Reply], ...] = ()
+    answers: tuple[tuple[str, ToolReply], ...] = ()
     hint: str = ""
     error_exit: int = 1
     stop_at_operand: bool = False
     reword: Callable[[str], str] | None = None
 
-    def parse(self, args: list[str]) -> Parsed | Reply:
+    def parse(self, args: list[str]) -> Parsed | ToolReply:
         """The parsed argv, or the reply that ends the tool here."""
         try:
             found, operands = parse_args(self.prog, args, self.options, stop_at_operand=self.stop_at_operand)
@@ -69,7 +69,7 @@ class Prologue:
                 return reply
         return Parsed(found, operands)
 
-    def rejected(self, error: UsageError) -> Reply:
+    def rejected(self, error: UsageError) -> ToolReply:
         """The reply to a flag getopt rejects (also for flags read elsewhere, sbatch's #SBATCH lines)."""
         text = self.reword(error.text) if self.reword else error.text
-        return Reply("", f"{text}\n{self.hint}", self.error_exit)
+        return ToolReply("", f"{text}\n{self.hint}", self.error_exit)

@@ -11,7 +11,7 @@ names that failed. The query messages and exit codes match Debian's rpm 4.18
 
 from __future__ import annotations
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.services.packages import BY_NAME, Package, PackageDB
 
 VERSION = "RPM version 4.16.1.3\n"
@@ -21,16 +21,16 @@ def _db(ctx: Context) -> PackageDB | None:
     return ctx.services.packages if ctx.services is not None else None
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     db = _db(ctx)
     if db is None:
-        return Reply("", "error: cannot open Packages database in /var/lib/rpm\n", 1)
+        return ToolReply("", "error: cannot open Packages database in /var/lib/rpm\n", 1)
     mode = ""
     flags: set[str] = set()
     names: list[str] = []
     for arg in args:
         if arg == "--version":
-            return Reply(VERSION)
+            return ToolReply(VERSION)
         if arg in ("--query",):
             mode = mode or "q"
         elif arg in ("--verify",):
@@ -38,7 +38,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
         elif arg in ("--all",):
             flags.add("a")
         elif arg.startswith("--"):
-            return Reply("", f"rpm: {arg}: unknown option\n", 1)
+            return ToolReply("", f"rpm: {arg}: unknown option\n", 1)
         elif arg.startswith("-") and len(arg) > 1:
             for letter in arg[1:]:
                 if letter in "qV" and not mode:
@@ -46,23 +46,23 @@ def run(ctx: Context, args: list[str]) -> Reply:
                 elif letter in "alfi" or (letter in "qV" and mode == letter):
                     flags.add(letter)
                 else:
-                    return Reply("", f"rpm: -{letter}: unknown option\n", 1)
+                    return ToolReply("", f"rpm: -{letter}: unknown option\n", 1)
         else:
             names.append(arg)
     if not mode:
-        return Reply("", "rpm: no operation specified\n", 1)
+        return ToolReply("", "rpm: no operation specified\n", 1)
     if mode == "q":
         return _query(ctx, db, flags, names)
     return _verify(ctx, db, flags, names)
 
 
-def _query(ctx: Context, db: PackageDB, flags: set[str], names: list[str]) -> Reply:
+def _query(ctx: Context, db: PackageDB, flags: set[str], names: list[str]) -> ToolReply:
     installed = db.packages(ctx.node)
     if "a" in flags:
         chosen = [p for p in installed if not names or p.name in names]
-        return Reply("".join(_describe(p, flags) for p in chosen))
+        return ToolReply("".join(_describe(p, flags) for p in chosen))
     if not names:
-        return Reply("", "rpm: no arguments given for query\n", 1)
+        return ToolReply("", "rpm: no arguments given for query\n", 1)
     out: list[str] = []
     err: list[str] = []
     missing = 0
@@ -85,7 +85,7 @@ def _query(ctx: Context, db: PackageDB, flags: set[str], names: list[str]) -> Re
         else:
             out.append(_describe(package, flags))
     # rpm exits with the number of queries that failed (captures/rpm-4.18: two missing give 2).
-    return Reply("".join(out), "".join(err), min(missing, 255))
+    return ToolReply("".join(out), "".join(err), min(missing, 255))
 
 
 def _exists(ctx: Context, path: str) -> bool:
@@ -104,11 +104,11 @@ def _describe(package: Package, flags: set[str]) -> str:
     return f"{package.nevra}\n"
 
 
-def _verify(ctx: Context, db: PackageDB, flags: set[str], names: list[str]) -> Reply:
+def _verify(ctx: Context, db: PackageDB, flags: set[str], names: list[str]) -> ToolReply:
     if "a" in flags:
         chosen = db.packages(ctx.node)
     elif not names:
-        return Reply("", "rpm: no arguments given for verify\n", 1)
+        return ToolReply("", "rpm: no arguments given for verify\n", 1)
     else:
         chosen = []
         out: list[str] = []
@@ -120,6 +120,6 @@ def _verify(ctx: Context, db: PackageDB, flags: set[str], names: list[str]) -> R
                 chosen.append(package)
         if out:
             lines = [line for p in chosen for line in db.verify(ctx.node, p)]
-            return Reply("".join(out) + "".join(f"{line}\n" for line in lines), "", 1)
+            return ToolReply("".join(out) + "".join(f"{line}\n" for line in lines), "", 1)
     lines = [line for p in chosen for line in db.verify(ctx.node, p)]
-    return Reply("".join(f"{line}\n" for line in lines), "", 1 if lines else 0)
+    return ToolReply("".join(f"{line}\n" for line in lines), "", 1 if lines else 0)

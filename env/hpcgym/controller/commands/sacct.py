@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hpcgym.controller.accounting import DBD_PORT, SLURMDBD_STORAGE, JobRecord
-from hpcgym.controller.commands.base import Context, Reply, atoi_width, join_cells
+from hpcgym.controller.commands.base import Context, ToolReply, atoi_width, join_cells
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue, slurm_hint
 from hpcgym.controller.numbers import to_int
@@ -46,7 +46,9 @@ OPTIONS = (
     Option("helpformat", "e", "helpformat"),
 )
 # Only -V is answered first; --help and --usage are not modelled (they list jobs as plain sacct does).
-PROLOGUE = Prologue(PROG, OPTIONS, answers=(("version", Reply("slurm 22.05.8\n")),), hint=slurm_hint(PROG))
+PROLOGUE = Prologue(
+    PROG, OPTIONS, answers=(("version", ToolReply("slurm 22.05.8\n")),), hint=slurm_hint(PROG)
+)
 
 
 @dataclass(frozen=True)
@@ -134,35 +136,35 @@ def connection_errors(prog: str, host: str) -> str:
 
 
 def dbd_host(ctx: Context) -> str:
-    conf = ctx.cluster.conf
+    conf = ctx.slurm.conf
     return conf.options.get("accountingstoragehost", conf.controller_host)
 
 
 def is_enabled(ctx: Context) -> bool:
-    return ctx.cluster.conf.options.get("accountingstoragetype", "") == SLURMDBD_STORAGE
+    return ctx.slurm.conf.options.get("accountingstoragetype", "") == SLURMDBD_STORAGE
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     if not is_enabled(ctx):
-        return Reply("", DISABLED, 1)
+        return ToolReply("", DISABLED, 1)
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     keys, values = parsed.keys, parsed.values
     if "helpformat" in keys:
         names = sorted(header for header, _, _ in FIELDS.values())
-        return Reply(
+        return ToolReply(
             "".join(f"{name:<20}" + ("\n" if i % 4 == 3 else "") for i, name in enumerate(names)) + "\n"
         )
-    if not ctx.cluster.accounting.serving:
-        return Reply("", connection_errors(PROG, dbd_host(ctx)), 1)
+    if not ctx.slurm.accounting.serving:
+        return ToolReply("", connection_errors(PROG, dbd_host(ctx)), 1)
     fields, bad = _fields(values.get("format", DEFAULT_FIELDS))
     if bad:
-        return Reply("", bad, 1)
+        return ToolReply("", bad, 1)
     try:
         rows = _select(ctx, keys, values)
     except ValueError:
-        return Reply("", f"{PROG}: error: Invalid time specification\n", 1)
+        return ToolReply("", f"{PROG}: error: Invalid time specification\n", 1)
     now = ctx.now_s
     parsable = "parsable" in keys or "parsable2" in keys
     out = []
@@ -179,7 +181,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
             out.append(_join(cells, "parsable" in keys))
         else:
             out.append(join_cells([_cell(c, w) for c, (_, w, _) in zip(cells, fields, strict=True)]))
-    return Reply("".join(out))
+    return ToolReply("".join(out))
 
 
 def _join(cells: list[str], trailing: bool) -> str:
@@ -212,7 +214,7 @@ def _fields(spec: str) -> tuple[list[tuple[str, int, Getter]], str]:
 
 
 def _select(ctx: Context, keys: set[str], values: dict[str, str]) -> list[Row]:
-    acct = ctx.cluster.accounting
+    acct = ctx.slurm.accounting
     now = ctx.local_now_s
     jobs = {to_int(j.split(".")[0]) for j in values["jobs"].split(",")} if "jobs" in values else None
     if "starttime" in values:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from hpcgym.controller.accounting import Accounting, Association, Qos, format_tres, parse_tres
-from hpcgym.controller.commands.base import Context, Reply, atoi_width, join_cells
+from hpcgym.controller.commands.base import Context, ToolReply, atoi_width, join_cells
 from hpcgym.controller.commands.sacct import connection_errors, dbd_host, is_enabled
 from hpcgym.controller.commands.usage import read_help
 
@@ -89,40 +89,40 @@ QOS_COLUMNS: list[tuple[str, int, QosGetter]] = [
 QOS_LIMITS = {"maxtresperuser": "max_tres_per_user", "maxtrespu": "max_tres_per_user", "grptres": "grp_tres"}
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     if not is_enabled(ctx):
-        return Reply("", "sacctmgr: error: Problem talking to the database: Connection refused\n", 1)
+        return ToolReply("", "sacctmgr: error: Problem talking to the database: Connection refused\n", 1)
     flags = {FLAGS[a] for a in args if a in FLAGS}
     words = [a for a in args if a not in FLAGS]
     if any(w in ("-h", "--help", "help") for w in words) or not words:
-        return Reply(USAGE)
+        return ToolReply(USAGE)
     if words[0] in ("-V", "--version", "version"):
-        return Reply("slurm 22.05.8\n")
-    if not ctx.cluster.accounting.serving:
+        return ToolReply("slurm 22.05.8\n")
+    if not ctx.slurm.accounting.serving:
         # sacctmgr stops after the first two of sacct's three lines (tests/fidelity/accounting).
         lines = connection_errors(PROG, dbd_host(ctx)).splitlines(keepends=True)
-        return Reply("", "".join(lines[:2]), 1)
+        return ToolReply("", "".join(lines[:2]), 1)
     verb, rest = words[0].lower(), words[1:]
     if not rest:
-        return Reply("", f"sacctmgr: error: No command given for {verb}\n", 1)
+        return ToolReply("", f"sacctmgr: error: No command given for {verb}\n", 1)
     entity = _ENTITIES.get(rest[0].lower())
     if verb in ("show", "list"):
         if entity is None:
-            return Reply("", f" Unknown list option: {rest[0]}\n", 1)
-        return _show(ctx.cluster.accounting, entity, rest[1:], flags)
+            return ToolReply("", f" Unknown list option: {rest[0]}\n", 1)
+        return _show(ctx.slurm.accounting, entity, rest[1:], flags)
     if verb in ("add", "create"):
         if entity not in ("user", "account"):
-            return Reply("", f" Unknown option: {rest[0]}\n", 1)
+            return ToolReply("", f" Unknown option: {rest[0]}\n", 1)
         return _add(ctx, entity, rest[1:], flags)
     if verb in ("modify", "update"):
         if entity != "qos":
-            return Reply("", f" Unknown option: {rest[0]}\n", 1)
+            return ToolReply("", f" Unknown option: {rest[0]}\n", 1)
         return _modify_qos(ctx, rest[1:], flags)
     if verb in ("delete", "remove"):
         if entity not in ("user", "account"):
-            return Reply("", f" Unknown option: {rest[0]}\n", 1)
+            return ToolReply("", f" Unknown option: {rest[0]}\n", 1)
         return _delete(ctx, entity, rest[1:], flags)
-    return Reply("", f'sacctmgr: error: Invalid keyword "{words[0]}" specified\n', 1)
+    return ToolReply("", f'sacctmgr: error: Invalid keyword "{words[0]}" specified\n', 1)
 
 
 def _conditions(words: list[str]) -> tuple[dict[str, list[str]], list[str], str]:
@@ -183,7 +183,7 @@ T = TypeVar("T")
 
 def _pick(
     columns: list[tuple[str, int, Callable[[T], str]]], fmt: str, aliases: dict[str, str]
-) -> list[tuple[str, int, Callable[[T], str]]] | Reply:
+) -> list[tuple[str, int, Callable[[T], str]]] | ToolReply:
     """format=name[%width],...: the named columns (case-blind), or the error for an unknown one."""
     known = {c[0].lower().replace(" ", ""): c for c in columns}
     picked = []
@@ -191,7 +191,7 @@ def _pick(
         name, _, size = item.partition("%")
         column = known.get(aliases.get(name.lower(), name.lower()))
         if column is None:
-            return Reply("", f" Unknown field '{name}'\n", 1)
+            return ToolReply("", f" Unknown field '{name}'\n", 1)
         # `if (newlen > 0) field->len = newlen;` after atoi(), capped (base.atoi_width).
         number = atoi_width(size)
         width = number if number > 0 else column[1]
@@ -205,7 +205,7 @@ def _lineage(assoc: Association) -> str:
     return f"{path}0-{assoc.user}/" if assoc.user else path
 
 
-def _show(acct: Accounting, entity: str, words: list[str], flags: set[str]) -> Reply:
+def _show(acct: Accounting, entity: str, words: list[str], flags: set[str]) -> ToolReply:
     where, names, fmt = _conditions(words)
     if entity == "assoc":
         users = set(where.get("user", []) + where.get("names", []))
@@ -218,14 +218,14 @@ def _show(acct: Accounting, entity: str, words: list[str], flags: set[str]) -> R
         columns = ASSOC_COLUMNS
         if fmt:
             picked = _pick(ASSOC_COLUMNS, fmt, {})
-            if isinstance(picked, Reply):
+            if isinstance(picked, ToolReply):
                 return picked
             columns = picked
-        return Reply(_table([(h, w, [get(a) for a in assocs]) for h, w, get in columns], flags))
+        return ToolReply(_table([(h, w, [get(a) for a in assocs]) for h, w, get in columns], flags))
     if entity == "user":
         asked = set(names + where.get("names", []) + where.get("user", []))
         user_rows = [u for name, u in sorted(acct.users.items()) if not asked or name in asked]
-        return Reply(
+        return ToolReply(
             _table(
                 [
                     ("User", 10, [u.name for u in user_rows]),
@@ -238,7 +238,7 @@ def _show(acct: Accounting, entity: str, words: list[str], flags: set[str]) -> R
     if entity == "account":
         asked = set(names + where.get("names", []) + where.get("account", []))
         account_rows = [a for name, a in sorted(acct.accounts.items()) if not asked or name in asked]
-        return Reply(
+        return ToolReply(
             _table(
                 [
                     ("Account", 10, [a.name for a in account_rows]),
@@ -254,12 +254,12 @@ def _show(acct: Accounting, entity: str, words: list[str], flags: set[str]) -> R
         qos_columns = QOS_COLUMNS
         if fmt:
             chosen = _pick(QOS_COLUMNS, fmt, {"maxtresperuser": "maxtrespu"})
-            if isinstance(chosen, Reply):
+            if isinstance(chosen, ToolReply):
                 return chosen
             qos_columns = chosen
-        return Reply(_table([(h, w, [get(q) for q in rows]) for h, w, get in qos_columns], flags))
+        return ToolReply(_table([(h, w, [get(q) for q in rows]) for h, w, get in qos_columns], flags))
     host = "10.10.0.10"
-    return Reply(
+    return ToolReply(
         _table(
             [
                 ("Cluster", 10, [acct.cluster_name]),
@@ -282,30 +282,30 @@ def _show(acct: Accounting, entity: str, words: list[str], flags: set[str]) -> R
     )
 
 
-def _commit(ctx: Context, flags: set[str], text: str, apply: Callable[[], None]) -> Reply:
+def _commit(ctx: Context, flags: set[str], text: str, apply: Callable[[], None]) -> ToolReply:
     """Print what will change, then commit at once (-i) or ask, as sacctmgr's commit_check does."""
     if "immediate" in flags:
         apply()
-        return Reply(text)
+        return ToolReply(text)
     answer = (ctx.stdin or "").lstrip()[:1]
     if ctx.stdin is None:
-        return Reply(f"{text}{COMMIT_QUESTION}timeout\n Changes Discarded\n")
+        return ToolReply(f"{text}{COMMIT_QUESTION}timeout\n Changes Discarded\n")
     if answer in ("y", "Y"):
         apply()
-        return Reply(f"{text}{COMMIT_QUESTION}")
-    return Reply(f"{text}{COMMIT_QUESTION} Changes Discarded\n")
+        return ToolReply(f"{text}{COMMIT_QUESTION}")
+    return ToolReply(f"{text}{COMMIT_QUESTION} Changes Discarded\n")
 
 
-def _add(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Reply:
-    acct = ctx.cluster.accounting
+def _add(ctx: Context, entity: str, words: list[str], flags: set[str]) -> ToolReply:
+    acct = ctx.slurm.accounting
     where, names, _ = _conditions(words)
     names += where.get("names", [])
     if not names:
-        return Reply("", f" Need name of {entity} to add.\n", 1)
+        return ToolReply("", f" Need name of {entity} to add.\n", 1)
     if entity == "account":
         new = [n for n in names if n not in acct.accounts]
         if not new:
-            return Reply("", " Nothing new added.\n", 1)
+            return ToolReply("", " Nothing new added.\n", 1)
         parent = (where.get("parent") or ["root"])[0]
         descr = (where.get("description") or [""])[0]
         org = (where.get("organization") or [""])[0]
@@ -324,10 +324,10 @@ def _add(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Reply:
     accounts = where.get("account", []) or where.get("defaultaccount", [])
     default = (where.get("defaultaccount") or accounts or [""])[0]
     if not accounts:
-        return Reply("", " Need a default account for these users\n", 1)
+        return ToolReply("", " Need a default account for these users\n", 1)
     missing = [a for a in accounts if a not in acct.accounts]
     if missing:
-        return Reply(
+        return ToolReply(
             "",
             "".join(
                 f" This account '{a}' doesn't exist.\n        Contact your admin to add this account.\n"
@@ -337,7 +337,7 @@ def _add(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Reply:
         )
     pairs = [(u, a) for u in names for a in accounts if acct.association(u, a) is None]
     if not pairs:
-        return Reply("", " Nothing new added.\n", 1)
+        return ToolReply("", " Nothing new added.\n", 1)
     new_users = [u for u in names if u not in acct.users]
     text = ""
     if new_users:
@@ -358,9 +358,9 @@ def _add(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Reply:
     return _commit(ctx, flags, text, apply_users)
 
 
-def _modify_qos(ctx: Context, words: list[str], flags: set[str]) -> Reply:
+def _modify_qos(ctx: Context, words: list[str], flags: set[str]) -> ToolReply:
     """`modify qos NAME set Key=Value ...` (or `where name=NAME set ...`), as qos_functions.c prints it."""
-    acct = ctx.cluster.accounting
+    acct = ctx.slurm.accounting
     lower = [w.lower() for w in words]
     cut = lower.index("set") if "set" in lower else len(words)
     where, names, _ = _conditions(words[:cut])
@@ -371,26 +371,26 @@ def _modify_qos(ctx: Context, words: list[str], flags: set[str]) -> Reply:
         target = QOS_LIMITS.get(key.lower())
         tres = parse_tres(value) if sep else None
         if target is None or tres is None:
-            return Reply("", f" Unknown option: {word}\n Use keyword 'where' to modify condition\n", 1)
+            return ToolReply("", f" Unknown option: {word}\n Use keyword 'where' to modify condition\n", 1)
         changes[target] = tres
     if not changes:
-        return Reply("", " You didn't give me anything to set\n", 1)
+        return ToolReply("", " You didn't give me anything to set\n", 1)
     found = [acct.qos[n] for n in names if n in acct.qos]
     if not found:
-        return Reply("", " Nothing modified\n", 1)
+        return ToolReply("", " Nothing modified\n", 1)
     text = " Modified qos...\n" + "".join(f"  {q.name}\n" for q in found)
 
     def apply() -> None:
         for qos in found:
             for target, tres in changes.items():
                 setattr(qos, target, tres)
-        ctx.cluster.schedule()
+        ctx.slurm.schedule()
 
     return _commit(ctx, flags, text, apply)
 
 
-def _delete(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Reply:
-    acct = ctx.cluster.accounting
+def _delete(ctx: Context, entity: str, words: list[str], flags: set[str]) -> ToolReply:
+    acct = ctx.slurm.accounting
     where, names, _ = _conditions(words)
     names += where.get("names", []) + where.get(entity, [])
     accounts = set(where.get("account", [])) if entity == "user" else set()
@@ -399,7 +399,7 @@ def _delete(ctx: Context, entity: str, words: list[str], flags: set[str]) -> Rep
     else:
         gone = [a for a in acct.associations if a.account in names]
     if not gone:
-        return Reply("", " Nothing deleted\n", 1)
+        return ToolReply("", " Nothing deleted\n", 1)
     if entity == "user" and not accounts:
         text = " Deleting users...\n" + "".join(f"  {n}\n" for n in names if n in acct.users)
     else:

@@ -14,7 +14,7 @@ import shlex
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
     Context,
-    Reply,
+    ToolReply,
     check_rpc,
 )
 from hpcgym.controller.commands.getopt import Arg, Option, UsageError, parse_args
@@ -30,7 +30,7 @@ OPTIONS = (
     Option("array", "a", "array", Arg.REQUIRED),
     Option("wait", "W", "wait"),
 )
-USAGE = Reply(usage.SBATCH_USAGE)
+USAGE = ToolReply(usage.SBATCH_USAGE)
 PROLOGUE = Prologue(
     "sbatch",
     OPTIONS,
@@ -51,9 +51,9 @@ _EXIT = re.compile(r"^\s*exit\s+([0-9]+)\s*$")
 MAX_SLEEP_S = 10**10
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     opts, operands, keys = parsed.found, parsed.operands, parsed.keys
     wrap = next((value for key, value in reversed(opts) if key == "wrap"), None)
@@ -68,14 +68,14 @@ def run(ctx: Context, args: list[str]) -> Reply:
         absolute = path if path.startswith("/") else f"{ctx.cwd.rstrip('/')}/{path}"
         data = ctx.read_file(ctx.node, absolute) if ctx.read_file else None
         if data is None:
-            return Reply("", f"sbatch: error: Unable to open file {path}\n", 1)
+            return ToolReply("", f"sbatch: error: Unable to open file {path}\n", 1)
         script, name, command = data.decode(errors="replace"), path.rsplit("/", 1)[-1], absolute
     else:
         script, name, command = ctx.stdin or "", "sbatch", None
     if not script.strip():
-        return Reply("", "sbatch: error: Batch script is empty!\n", 1)
+        return ToolReply("", "sbatch: error: Batch script is empty!\n", 1)
     if not script.startswith("#!"):
-        return Reply("", NO_SHEBANG, 1)
+        return ToolReply("", NO_SHEBANG, 1)
     try:
         directives, _ = parse_args("sbatch", _directives(script), OPTIONS)
     except UsageError as error:
@@ -92,14 +92,14 @@ def run(ctx: Context, args: list[str]) -> Reply:
     failure = check_rpc(ctx, "sbatch", "REQUEST_SUBMIT_BATCH_JOB")
     if failure:
         reply = submit_failed("sbatch", failure.error)
-        return Reply("", failure.preamble + reply.stderr, reply.exit_code)
+        return ToolReply("", failure.preamble + reply.stderr, reply.exit_code)
     try:
-        job = ctx.cluster.submit(request)
+        job = ctx.slurm.submit(request)
     except SlurmError as error:
         return submit_failed("sbatch", str(error), error.detail)
     if "parsable" in keys:
-        return Reply(f"{job.job_id}\n")
-    return Reply(f"Submitted batch job {job.job_id}\n")
+        return ToolReply(f"{job.job_id}\n")
+    return ToolReply(f"Submitted batch job {job.job_id}\n")
 
 
 def _directives(script: str) -> list[str]:

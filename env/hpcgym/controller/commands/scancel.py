@@ -13,7 +13,7 @@ from hpcgym.controller.commands.base import (
     ACCESS_DENIED,
     ACCESS_DENIED_EXIT,
     Context,
-    Reply,
+    ToolReply,
     check_rpc,
     may_act_on,
 )
@@ -47,7 +47,7 @@ OPTIONS = (
     Option("help", None, "help"),
     Option("usage", None, "usage"),
 )
-USAGE = Reply(usage.SCANCEL_USAGE)
+USAGE = ToolReply(usage.SCANCEL_USAGE)
 PROLOGUE = Prologue(
     "scancel",
     OPTIONS,
@@ -59,22 +59,22 @@ _JOB_ID = re.compile(r"^([0-9]+)(?:_([0-9]+))?(?:\.([0-9]+|batch))?$")
 _FILTERS = ("name", "partition", "state", "user", "nodelist", "account", "qos", "me")
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     operands, keys, values = parsed.operands, parsed.keys, parsed.values
     if "user" in values:
         for name in values["user"].split(","):
             if ctx.find_user(name) is None:
-                return Reply("", f"scancel: error: Invalid user name: {name}\n", 1)
+                return ToolReply("", f"scancel: error: Invalid user name: {name}\n", 1)
     verbose = "verbose" in keys
-    cluster = ctx.cluster
+    cluster = ctx.slurm
     targets: list[tuple[str, Job | None, str | None]] = []
     for text in operands:
         match = _JOB_ID.match(text)
         if match is None:
-            return Reply("", f"scancel: error: Invalid job id {text}\n", 1)
+            return ToolReply("", f"scancel: error: Invalid job id {text}\n", 1)
         # An id past any job's (past 32 bits) names no job: slurmctld says so, and scancel only with -v.
         job_id = to_int(match.group(1)) or 0
         task = to_int(match.group(2)) if match.group(2) else None
@@ -95,7 +95,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
         job = cluster.jobs.get(job_id) if task is None else None
         targets.append((text, job, match.group(3)))
     if not operands and not any(key in keys for key in _FILTERS):
-        return Reply("", "scancel: error: No job identification provided\n", 1)
+        return ToolReply("", "scancel: error: No job identification provided\n", 1)
     stderr, code = [], 0
     failure = check_rpc(ctx, "scancel", "REQUEST_KILL_JOB")
     if failure:
@@ -105,7 +105,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
             )
         # scancel exits with the Slurm errno of its last failure, cut to 8 bits:
         # SLURM_PROTOCOL_AUTHENTICATION_ERROR (1007) gives 239 (Debian's 22.05.8 with munged stopped).
-        return Reply("", "".join(stderr), 239 if failure.error == AUTH_ERROR else 1)
+        return ToolReply("", "".join(stderr), 239 if failure.error == AUTH_ERROR else 1)
     for text, job, step in targets:
         if step is not None and (job is None or not any(s.step_id == text for s in job.steps)):
             stderr.append(f"scancel: error: Kill job error on job step id {text}: Invalid job id specified\n")
@@ -136,7 +136,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
                     code = ACCESS_DENIED_EXIT
                     continue
                 cluster.cancel(job)
-    return Reply("", "".join(stderr), code)
+    return ToolReply("", "".join(stderr), code)
 
 
 def _matches(ctx: Context, job: Job, values: dict[str, str], keys: set[str]) -> bool:

@@ -1,7 +1,7 @@
 """scontrol: show, update, ping, hold/release/requeue (captures */scontrol_*.out, 60-errors).
 
 The argument grammar and every error text follow scontrol 22.05; what an update does to the cluster
-is `Cluster`'s business (for instance RESUME is refused for a node that is not drained or down).
+is `SlurmState`'s business (for instance RESUME is refused for a node that is not drained or down).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hpcgym.controller.commands.base import (
     ACCESS_DENIED,
     INVALID_USER,
     Context,
-    Reply,
+    ToolReply,
     check_rpc,
     is_super_user,
     may_act_on,
@@ -49,7 +49,7 @@ OPTIONS = (
     Option("json", None, "json", Arg.OPTIONAL),
     Option("yaml", None, "yaml", Arg.OPTIONAL),
 )
-HELP_REPLY = Reply(usage.SCONTROL_HELP)
+HELP_REPLY = ToolReply(usage.SCONTROL_HELP)
 PROLOGUE = Prologue(
     "scontrol",
     OPTIONS,
@@ -76,14 +76,14 @@ _ENTITIES = (
 _HOST_ENTITIES = ("hostnames", "hostlist", "hostlistsorted")
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     flags, words = parsed.keys, parsed.operands
     if not words:
         # Interactive mode needs a terminal the controller does not have; real scontrol reads stdin.
-        return Reply()
+        return ToolReply()
     keyword, rest = words[0].lower(), words[1:]
     details, oneliner = "details" in flags, "oneliner" in flags
     if keyword == "help":
@@ -108,7 +108,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return _job_action(ctx, keyword, rest)
     if keyword in ("reconfigure", "reconfig"):
         return _reconfigure(ctx)
-    return Reply("", f"invalid keyword: {words[0]}\n", 1)
+    return ToolReply("", f"invalid keyword: {words[0]}\n", 1)
 
 
 # What scontrol ping adds below a DOWN primary with no backup (Debian's 22.05.8, munged or
@@ -120,16 +120,16 @@ RESTORE_BANNER = (
 )
 
 
-def _ping(ctx: Context) -> Reply:
-    host = ctx.cluster.conf.controller_host
+def _ping(ctx: Context) -> ToolReply:
+    host = ctx.slurm.conf.controller_host
     failure = check_rpc(ctx, "scontrol", "REQUEST_PING")
     if failure is not None:
         # Without munged the ping cannot be signed, and the client says so on stderr first.
-        return Reply(f"Slurmctld(primary) at {host} is DOWN\n{RESTORE_BANNER}", failure.preamble, 1)
-    return Reply(f"Slurmctld(primary) at {host} is UP\n")
+        return ToolReply(f"Slurmctld(primary) at {host} is DOWN\n{RESTORE_BANNER}", failure.preamble, 1)
+    return ToolReply(f"Slurmctld(primary) at {host} is UP\n")
 
 
-def _rpc_failed(ctx: Context, keyword: str, rest: list[str]) -> Reply | None:
+def _rpc_failed(ctx: Context, keyword: str, rest: list[str]) -> ToolReply | None:
     # Each subcommand names the RPC that failed, as slurm_perror() does.
     entity = rest[0].lower()[:2] if rest else ""
     if keyword == "show":
@@ -155,14 +155,14 @@ def _rpc_failed(ctx: Context, keyword: str, rest: list[str]) -> Reply | None:
     if failure is None:
         return None
     if call:
-        return Reply("", f"{failure.preamble}{call}: {failure.error}\n", 1)
-    return Reply("", f"{failure.preamble}{failure.error} for job {rest[0] if rest else ''}\n", 1)
+        return ToolReply("", f"{failure.preamble}{call}: {failure.error}\n", 1)
+    return ToolReply("", f"{failure.preamble}{failure.error} for job {rest[0] if rest else ''}\n", 1)
 
 
-def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> Reply:
-    cluster = ctx.cluster
+def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> ToolReply:
+    cluster = ctx.slurm
     if not words:
-        return Reply("", "too few arguments for keyword:show\n", 1)
+        return ToolReply("", "too few arguments for keyword:show\n", 1)
     entity = words[0].lower()
     target = words[1] if len(words) > 1 else None
     if entity in _HOST_ENTITIES:
@@ -170,7 +170,7 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
     # scontrol accepts any unique prefix of the entity name ("show part", "show no").
     matches = [name for name in _ENTITIES if name.startswith(entity)] if len(entity) >= 2 else []
     if not matches:
-        return Reply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
+        return ToolReply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
     entity = matches[0].rstrip("s") if matches[0] != "steps" else "step"
     if entity == "reservation":
         return scontrol_resv.show(cluster, target, oneliner=oneliner)
@@ -180,36 +180,36 @@ def _show(ctx: Context, words: list[str], *, details: bool, oneliner: bool) -> R
         names = expand_names(target) if target else list(cluster.nodes)
         missing = [name for name in names if name not in cluster.nodes]
         if missing:
-            return Reply(f"Node {target} not found\n", "", 1)
+            return ToolReply(f"Node {target} not found\n", "", 1)
         records = [show.node_record(cluster.nodes[name]) for name in names]
-        return Reply(show.render(records, oneliner=oneliner))
+        return ToolReply(show.render(records, oneliner=oneliner))
     if entity == "partition":
         parts = list(cluster.partitions.values())
         if target:
             parts = [p for p in parts if p.name == target]
             if not parts:
-                return Reply(f"Partition {target} not found\n", "", 1)
-        return Reply(show.render([show.partition_record(cluster, p) for p in parts], oneliner=oneliner))
+                return ToolReply(f"Partition {target} not found\n", "", 1)
+        return ToolReply(show.render([show.partition_record(cluster, p) for p in parts], oneliner=oneliner))
     if entity == "job":
         # Records in slurmctld's job list order (an array's own record after its started tasks).
         jobs = sorted(cluster.jobs.values(), key=lambda j: j.seq)
         if target:
             base, _, task = target.partition("_")
             if not is_digits(base) or (task and not is_digits(task)):
-                return Reply("", "scontrol_print_job error: Invalid job id specified\n", 1)
+                return ToolReply("", "scontrol_print_job error: Invalid job id specified\n", 1)
             jobs = _select_jobs(jobs, to_int(base), to_int(task) if task else None)
             if not jobs:
-                return Reply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
+                return ToolReply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
         if not jobs:
-            return Reply("No jobs in the system\n")
+            return ToolReply("No jobs in the system\n")
         records = [show.job_record(cluster, j, details=details, alloc_host=ctx.node) for j in jobs]
-        return Reply(show.render(records, oneliner=oneliner))
+        return ToolReply(show.render(records, oneliner=oneliner))
     if entity == "step":
         return _show_steps(ctx, target, oneliner)
     if entity == "config":
         uids = {user.name: user.uid for user in ctx.users.values()} | {"slurm": 64030}
-        return Reply(scontrol_config.render(cluster, uids))
-    return Reply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
+        return ToolReply(scontrol_config.render(cluster, uids))
+    return ToolReply("", f"invalid entity:{words[0]} for keyword:show \n", 1)
 
 
 def _select_jobs(jobs: list[Job], job_id: int | None, task: int | None) -> list[Job]:
@@ -229,19 +229,19 @@ def _select_jobs(jobs: list[Job], job_id: int | None, task: int | None) -> list[
     return [j for j in jobs if j.job_id == job_id]
 
 
-def _show_hosts(entity: str, target: str | None) -> Reply:
+def _show_hosts(entity: str, target: str | None) -> ToolReply:
     # Without an argument the real tool reads SLURM_JOB_NODELIST, which an agent's shell never has.
     if not target:
-        return Reply("", "", 1)
+        return ToolReply("", "", 1)
     hosts = expand_names(target)
     if entity == "hostnames":
-        return Reply("".join(f"{host}\n" for host in hosts))
-    return Reply(compress_hostlist(hosts) + "\n")
+        return ToolReply("".join(f"{host}\n" for host in hosts))
+    return ToolReply(compress_hostlist(hosts) + "\n")
 
 
-def _show_steps(ctx: Context, target: str | None, oneliner: bool) -> Reply:
+def _show_steps(ctx: Context, target: str | None, oneliner: bool) -> ToolReply:
     records = []
-    for job in sorted(ctx.cluster.jobs.values(), key=lambda j: j.job_id):
+    for job in sorted(ctx.slurm.jobs.values(), key=lambda j: j.job_id):
         if job.state is not JobState.RUNNING:
             continue
         for step in job.steps:
@@ -251,9 +251,9 @@ def _show_steps(ctx: Context, target: str | None, oneliner: bool) -> Reply:
                 records.append(show.step_record(job, step, ctx.node))
     if not records:
         if target is not None:
-            return Reply("", "slurm_get_job_steps error: Invalid job id specified\n", 1)
-        return Reply("No job steps in the system\n")
-    return Reply(show.render(records, oneliner=oneliner))
+            return ToolReply("", "slurm_get_job_steps error: Invalid job id specified\n", 1)
+        return ToolReply("No job steps in the system\n")
+    return ToolReply(show.render(records, oneliner=oneliner))
 
 
 def _pairs(words: list[str]) -> list[tuple[str, str]]:
@@ -264,14 +264,14 @@ def _pairs(words: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _update(ctx: Context, words: list[str]) -> Reply:
+def _update(ctx: Context, words: list[str]) -> ToolReply:
     pairs = _pairs(words)
     if not pairs:
-        return Reply("", "No changes specified\n", 1)
+        return ToolReply("", "No changes specified\n", 1)
     first = pairs[0][0].lower()
     if first not in ("jobid", "job") and not is_super_user(ctx):
         # Nodes, partitions and reservations are slurmctld's operators' alone.
-        return Reply("", f"slurm_update error: {INVALID_USER}\n", 1)
+        return ToolReply("", f"slurm_update error: {INVALID_USER}\n", 1)
     if first in ("nodename", "node"):
         return _update_node(ctx, pairs, words)
     if first in ("jobid", "job"):
@@ -280,38 +280,38 @@ def _update(ctx: Context, words: list[str]) -> Reply:
         return _update_partition(ctx, pairs)
     if len(first) >= 3 and "reservationname".startswith(first):
         return scontrol_resv.update(ctx, words)
-    return Reply("", f"Update of this parameter is not supported: {words[0]}\nRequest aborted\n", 1)
+    return ToolReply("", f"Update of this parameter is not supported: {words[0]}\nRequest aborted\n", 1)
 
 
-def _update_node(ctx: Context, pairs: list[tuple[str, str]], words: list[str]) -> Reply:
-    cluster = ctx.cluster
+def _update_node(ctx: Context, pairs: list[tuple[str, str]], words: list[str]) -> ToolReply:
+    cluster = ctx.slurm
     names = expand_names(pairs[0][1])
     state: str | None = None
     reason: str | None = None
     for key, value in pairs[1:]:
         lower = key.lower()
         if not value and f"{key}=" not in words:
-            return Reply("", f"Invalid input: {key}\nRequest aborted\n", 1)
+            return ToolReply("", f"Invalid input: {key}\nRequest aborted\n", 1)
         if lower == "state":
             state = value
         elif lower == "reason":
             reason = value
         else:
-            return Reply(
+            return ToolReply(
                 "", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1
             )
     action = _node_action(state) if state is not None else None
     if state is not None and action is None:
-        return Reply(
+        return ToolReply(
             "",
             f"Invalid input: State={state}\nRequest aborted\nValid states are: {VALID_NODE_STATES}\n"
             "Not all states are valid given a node's prior state\n",
             1,
         )
     if action in ("DRAIN", "DOWN", "FAIL") and not reason:
-        return Reply("", "You must specify a reason when DOWNING or DRAINING a node. Request denied\n", 1)
+        return ToolReply("", "You must specify a reason when DOWNING or DRAINING a node. Request denied\n", 1)
     if any(name not in cluster.nodes for name in names):
-        return Reply("", "slurm_update error: Invalid node name specified\n", 1)
+        return ToolReply("", "slurm_update error: Invalid node name specified\n", 1)
     # update_node() goes on past a node whose state may not change that way (RESUME of an idle
     # node): the others change, and the request still fails with the error.
     failed: SlurmError | None = None
@@ -336,8 +336,8 @@ def _update_node(ctx: Context, pairs: list[tuple[str, str]], words: list[str]) -
             failed = error
     cluster.schedule()
     if failed is not None:
-        return Reply("", f"slurm_update error: {failed}\n", 1)
-    return Reply()
+        return ToolReply("", f"slurm_update error: {failed}\n", 1)
+    return ToolReply()
 
 
 def _node_action(state: str) -> str | None:
@@ -348,23 +348,23 @@ def _node_action(state: str) -> str | None:
     return None
 
 
-def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
-    cluster = ctx.cluster
+def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> ToolReply:
+    cluster = ctx.slurm
     job_text = pairs[0][1]
     job = cluster.jobs.get(to_int(job_text) or 0)
     if job is None:
-        return Reply("", f"Invalid job id specified for job {job_text}\n", 1)
+        return ToolReply("", f"Invalid job id specified for job {job_text}\n", 1)
     if not may_act_on(ctx, job.user):
-        return Reply("", f"{INVALID_USER} for job {job_text}\n", 1)
+        return ToolReply("", f"{INVALID_USER} for job {job_text}\n", 1)
     for key, value in pairs[1:]:
         lower = key.lower()
         if lower == "timelimit":
             try:
                 minutes = parse_time_limit(value)
             except ValueError:
-                return Reply("", f"Invalid TimeLimit value: {value}\nRequest aborted\n", 1)
+                return ToolReply("", f"Invalid TimeLimit value: {value}\nRequest aborted\n", 1)
             if not _set_time_limit(ctx, job, minutes):
-                return Reply("", f"Access/permission denied for job {job_text}\n", 1)
+                return ToolReply("", f"Access/permission denied for job {job_text}\n", 1)
         elif lower == "partition" and value in cluster.partitions:
             cluster.update_job(job, partition=value)
         elif lower in ("numnodes", "minnodes") and (count := to_int(value)) is not None:
@@ -372,11 +372,11 @@ def _update_job(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
         elif lower == "name" or lower == "jobname":
             cluster.update_job(job, name=value)
         else:
-            return Reply(
+            return ToolReply(
                 "", f"Update of this parameter is not supported: {key}={value}\nRequest aborted\n", 1
             )
     cluster.schedule()
-    return Reply()
+    return ToolReply()
 
 
 def _set_time_limit(ctx: Context, job: Job, minutes: TimeLimit) -> bool:
@@ -388,20 +388,20 @@ def _set_time_limit(ctx: Context, job: Job, minutes: TimeLimit) -> bool:
     shorter = minutes is not None and (
         source is TimeLimitSource.PARTITION or exceeds(job.time_limit_min, minutes)
     )
-    part = ctx.cluster.partitions.get(job.partition)
+    part = ctx.slurm.partitions.get(job.partition)
     fits = job.state is JobState.PENDING and part is not None and not exceeds(minutes, part.conf.max_time_min)
     if not (is_super_user(ctx) or shorter or fits):
         return False
     # An operator's limit is ADMIN_SET_LIMIT: partition time limits no longer hold the job.
     source = TimeLimitSource.ADMIN if is_super_user(ctx) else TimeLimitSource.JOB
-    ctx.cluster.set_time_limit(job, minutes, source)
+    ctx.slurm.set_time_limit(job, minutes, source)
     return True
 
 
-def _update_partition(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
-    part = ctx.cluster.partitions.get(pairs[0][1])
+def _update_partition(ctx: Context, pairs: list[tuple[str, str]]) -> ToolReply:
+    part = ctx.slurm.partitions.get(pairs[0][1])
     if part is None:
-        return Reply("", "slurm_update error: Invalid partition name specified\n", 1)
+        return ToolReply("", "slurm_update error: Invalid partition name specified\n", 1)
     state: PartitionState | None = None
     # The new MaxTime, if one was given (None itself is UNLIMITED).
     max_time: tuple[TimeLimit, ...] = ()
@@ -415,25 +415,25 @@ def _update_partition(ctx: Context, pairs: list[tuple[str, str]]) -> Reply:
             try:
                 max_time = (parse_time_limit(value),)
             except ValueError:
-                return Reply(
+                return ToolReply(
                     "", f"scontrol: error: Invalid input {arg_key}={value}\nslurm_update error: No error\n", 1
                 )
         else:
-            return Reply(
+            return ToolReply(
                 "", f"Update of this parameter is not supported: {arg_key}={value}\nRequest aborted\n", 1
             )
     if state is not None:
-        ctx.cluster.set_partition_state(part, state)
+        ctx.slurm.set_partition_state(part, state)
     if max_time:
-        ctx.cluster.set_partition_max_time(part, max_time[0])
-    ctx.cluster.schedule()
-    return Reply()
+        ctx.slurm.set_partition_max_time(part, max_time[0])
+    ctx.slurm.schedule()
+    return ToolReply()
 
 
-def _job_action(ctx: Context, keyword: str, words: list[str]) -> Reply:
-    cluster = ctx.cluster
+def _job_action(ctx: Context, keyword: str, words: list[str]) -> ToolReply:
+    cluster = ctx.slurm
     if not words:
-        return Reply("", f"too few arguments for keyword:{keyword}\n", 1)
+        return ToolReply("", f"too few arguments for keyword:{keyword}\n", 1)
     errors = []
     for text in ",".join(words).split(","):
         job = cluster.jobs.get(to_int(text) or 0)
@@ -458,25 +458,25 @@ def _job_action(ctx: Context, keyword: str, words: list[str]) -> Reply:
                 cluster.requeue(job)
         except SlurmError as error:
             errors.append(f"{error} for job {text}\n")
-    return Reply("", "".join(errors), 1 if errors else 0)
+    return ToolReply("", "".join(errors), 1 if errors else 0)
 
 
-def _create(ctx: Context, words: list[str]) -> Reply:
+def _create(ctx: Context, words: list[str]) -> ToolReply:
     # scontrol's _create_it: the entity is the first word (or a tag of the first pair).
     if not words:
-        return Reply("", "too few arguments for keyword:create\n", 1)
+        return ToolReply("", "too few arguments for keyword:create\n", 1)
     entity = words[0].partition("=")[0].lower()
     if len(entity) < 3 or not ("reservation".startswith(entity) or "reservationname".startswith(entity)):
-        return Reply("", f"Invalid creation entity: {words[0]}\n", 1)
+        return ToolReply("", f"Invalid creation entity: {words[0]}\n", 1)
     failure = check_rpc(ctx, "scontrol", "REQUEST_CREATE_RESERVATION")
     if failure is not None:
-        return Reply("", f"{failure.preamble}Error creating the reservation: {failure.error}\n", 1)
+        return ToolReply("", f"{failure.preamble}Error creating the reservation: {failure.error}\n", 1)
     if not is_super_user(ctx):
-        return Reply("", f"Error creating the reservation: {INVALID_USER}\n", 1)
+        return ToolReply("", f"Error creating the reservation: {INVALID_USER}\n", 1)
     return scontrol_resv.create(ctx, words)
 
 
-def _delete(ctx: Context, words: list[str]) -> Reply:
+def _delete(ctx: Context, words: list[str]) -> ToolReply:
     # scontrol's _delete_it: `delete ENTITY=ID` or `delete ENTITY ID`.
     proper = "scontrol: error: Proper format is 'delete <ENTITY>=<ID>' or 'delete <ENTITY> <ID>'\n"
     if len(words) == 1 and "=" in words[0]:
@@ -484,14 +484,14 @@ def _delete(ctx: Context, words: list[str]) -> Reply:
     elif len(words) == 2:
         tag, value = words
     else:
-        return Reply("", proper, 1)
+        return ToolReply("", proper, 1)
     if len(tag) < 3 or not "reservationname".startswith(tag.lower()):
-        return Reply("", f"Invalid deletion entity: {words[0]}\n", 1)
+        return ToolReply("", f"Invalid deletion entity: {words[0]}\n", 1)
     failure = check_rpc(ctx, "scontrol", "REQUEST_DELETE_RESERVATION")
     if failure is not None:
-        return Reply("", f"{failure.preamble}delete_reservation {words[0]}: {failure.error}\n", 1)
+        return ToolReply("", f"{failure.preamble}delete_reservation {words[0]}: {failure.error}\n", 1)
     if not is_super_user(ctx):
-        return Reply("", f"delete_reservation {words[0]}: {INVALID_USER}\n", 1)
+        return ToolReply("", f"delete_reservation {words[0]}: {INVALID_USER}\n", 1)
     return scontrol_resv.delete(ctx, words[0], value)
 
 
@@ -501,23 +501,23 @@ NEED_RESTART = (
 )
 
 
-def _reconfigure(ctx: Context) -> Reply:
+def _reconfigure(ctx: Context) -> ToolReply:
     # slurmctld re-reads slurm.conf on its own host; without a way to read it nothing changes.
     failure = check_rpc(ctx, "scontrol", "REQUEST_RECONFIGURE")
     if failure:
-        return Reply("", f"{failure.preamble}slurm_reconfigure error: {failure.error}\n", 1)
+        return ToolReply("", f"{failure.preamble}slurm_reconfigure error: {failure.error}\n", 1)
     if not is_super_user(ctx):
-        return Reply("", f"slurm_reconfigure error: {INVALID_USER}\n", 1)
-    cluster = ctx.cluster
+        return ToolReply("", f"slurm_reconfigure error: {INVALID_USER}\n", 1)
+    cluster = ctx.slurm
     data = ctx.read_file(cluster.conf.controller_host, SLURM_CONF_PATH) if ctx.read_file else None
     if data is not None:
         try:
             conf = parse_slurm_conf(data.decode(errors="replace"))
         except ControllerError:
-            return Reply("", "slurm_reconfigure error: Unspecified error\n", 1)
+            return ToolReply("", "slurm_reconfigure error: Unspecified error\n", 1)
         if cluster.reconfigure(conf):
             # _slurm_rpc_reconfigure_controller logs the error and returns ESLURM_NEED_RESTART.
             text = f"error: _slurm_rpc_reconfigure_controller: {NEED_RESTART}"
             cluster.log_lines.append((cluster.now_s, text))
-            return Reply("", f"slurm_reconfigure error: {NEED_RESTART}\n", 1)
-    return Reply()
+            return ToolReply("", f"slurm_reconfigure error: {NEED_RESTART}\n", 1)
+    return ToolReply()

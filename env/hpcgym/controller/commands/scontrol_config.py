@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands.config_template import CONFIG_TEMPLATE
+from hpcgym.controller.slurmctld import SlurmState
 from hpcgym.controller.timefmt import format_iso
 
 _LINE = re.compile(
@@ -19,7 +19,7 @@ _LINE = re.compile(
 _UPPER = {"selecttypeparameters"}
 
 
-def render(cluster: Cluster, users: dict[str, int]) -> str:
+def render(cluster: SlurmState, users: dict[str, int]) -> str:
     conf = cluster.conf
     options = conf.options
     live = {

@@ -2,7 +2,7 @@
 
 Arguments are parsed as `_parse_res_options` does (a tag matches by a unique prefix, a bare word
 starting with `res` is skipped), with its error texts; what a reservation does to nodes and jobs is
-`Cluster`'s business. Texts checked against Debian's 22.05.8 (fidelity states `reservation-*`,
+`SlurmState`'s business. Texts checked against Debian's 22.05.8 (fidelity states `reservation-*`,
 `licenses`).
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hpcgym.controller.cluster import INFINITE_RESV_S, Cluster
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
 from hpcgym.controller.rpc import SlurmError
+from hpcgym.controller.slurmctld import INFINITE_RESV_S, SlurmState
 from hpcgym.controller.state import Reservation, ReservationFlag
 from hpcgym.controller.timefmt import format_duration, format_iso, parse_begin_time, parse_time_limit
 
@@ -145,11 +145,11 @@ def _flags(text: str) -> ReservationFlag | None:
     return flags
 
 
-def _error(text: str) -> Reply:
-    return Reply("", f"scontrol: error: {text}\n", 1)
+def _error(text: str) -> ToolReply:
+    return ToolReply("", f"scontrol: error: {text}\n", 1)
 
 
-def create(ctx: Context, words: list[str]) -> Reply:
+def create(ctx: Context, words: list[str]) -> ToolReply:
     """`scontrol create reservation ...`: the checks scontrol makes, then slurmctld's."""
     tail = "No reservation created."
     try:
@@ -172,13 +172,13 @@ def create(ctx: Context, words: list[str]) -> Reply:
     if request.unsupported or request.accounts or not request.nodes:
         # Accounts need slurmdbd, NodeCnt/CoreCnt/Features a node picker: neither is simulated.
         what = (request.unsupported or [f"Accounts={request.accounts}" if request.accounts else "Nodes"])[0]
-        return Reply("", f"scontrol: error: {what} is not supported in this cluster.  {tail}\n", 1)
+        return ToolReply("", f"scontrol: error: {what} is not supported in this cluster.  {tail}\n", 1)
     all_nodes = [name.upper() for name in request.nodes] == ["ALL"]
     if all_nodes:
-        request.nodes = list(ctx.cluster.nodes)
+        request.nodes = list(ctx.slurm.nodes)
     users = request.users or []
     if any(ctx.find_user(user) is None for user in users):
-        return Reply("", "Error creating the reservation: Invalid user id\n", 1)
+        return ToolReply("", "Error creating the reservation: Invalid user id\n", 1)
     end = request.end_s if request.end_s is not None else request.start_s + (request.duration_s or 0)
     resv = Reservation(
         name=request.name or "",
@@ -191,13 +191,13 @@ def create(ctx: Context, words: list[str]) -> Reply:
         partition=request.partition,
     )
     try:
-        name = ctx.cluster.create_reservation(resv)
+        name = ctx.slurm.create_reservation(resv)
     except SlurmError as error:
-        return Reply("", f"Error creating the reservation: {error}\n", 1)
-    return Reply(f"Reservation created: {name}\n")
+        return ToolReply("", f"Error creating the reservation: {error}\n", 1)
+    return ToolReply(f"Reservation created: {name}\n")
 
 
-def update(ctx: Context, words: list[str]) -> Reply:
+def update(ctx: Context, words: list[str]) -> ToolReply:
     """`scontrol update ReservationName=... key=value ...`."""
     tail = "No reservation update."
     try:
@@ -208,8 +208,8 @@ def update(ctx: Context, words: list[str]) -> Reply:
         return _error(f"Reservation must be given.  {tail}")
     if request.unsupported or request.accounts:
         what = (request.unsupported or [f"Accounts={request.accounts}"])[0]
-        return Reply("", f"scontrol: error: {what} is not supported in this cluster.  {tail}\n", 1)
-    old = ctx.cluster.reservations.get(request.name)
+        return ToolReply("", f"scontrol: error: {what} is not supported in this cluster.  {tail}\n", 1)
+    old = ctx.slurm.reservations.get(request.name)
     if old is None:
         return _refused("Requested reservation is invalid")
     if request.users and any(ctx.find_user(user) is None for user in request.users):
@@ -231,42 +231,42 @@ def update(ctx: Context, words: list[str]) -> Reply:
     # Flags= adds to the reservation's flags and Flags-= takes away (update_resv()).
     change["flags"] = (old.flags | (request.flags or ReservationFlag.NONE)) & ~request.flags_minus
     try:
-        ctx.cluster.update_reservation(request.name, change)
+        ctx.slurm.update_reservation(request.name, change)
     except SlurmError as error:
         return _refused(str(error))
-    return Reply("Reservation updated.\n")
+    return ToolReply("Reservation updated.\n")
 
 
-def _refused(error: str) -> Reply:
+def _refused(error: str) -> ToolReply:
     # scontrol_update_res() reports the failure, then _update_it() reports its errno again.
-    return Reply("", f"Error updating the reservation: {error}\nslurm_update error: {error}\n", 1)
+    return ToolReply("", f"Error updating the reservation: {error}\nslurm_update error: {error}\n", 1)
 
 
-def delete(ctx: Context, label: str, name: str) -> Reply:
+def delete(ctx: Context, label: str, name: str) -> ToolReply:
     """`scontrol delete ReservationName=X` (or `delete reservation X`); `label` is the first word."""
     try:
-        ctx.cluster.delete_reservation(name)
+        ctx.slurm.delete_reservation(name)
     except SlurmError as error:
-        return Reply("", f"delete_reservation {label[:45]}: {error}\n", 1)
-    return Reply()
+        return ToolReply("", f"delete_reservation {label[:45]}: {error}\n", 1)
+    return ToolReply()
 
 
-def show(cluster: Cluster, target: str | None, *, oneliner: bool) -> Reply:
+def show(cluster: SlurmState, target: str | None, *, oneliner: bool) -> ToolReply:
     """`scontrol show reservation [NAME]`."""
     resvs = sorted(cluster.reservations.values(), key=lambda r: (r.start_s, r.name))
     if target is not None:
         resvs = [r for r in resvs if r.name == target]
         if not resvs:
-            return Reply(f"Reservation {target} not found\n", "", 1)
+            return ToolReply(f"Reservation {target} not found\n", "", 1)
     if not resvs:
-        return Reply("No reservations in the system\n")
+        return ToolReply("No reservations in the system\n")
     records = [_record(cluster, r) for r in resvs]
     if oneliner:
-        return Reply("".join(" ".join(part.strip() for part in rec) + "\n" for rec in records))
-    return Reply("".join("\n".join(rec) + "\n\n" for rec in records))
+        return ToolReply("".join(" ".join(part.strip() for part in rec) + "\n" for rec in records))
+    return ToolReply("".join("\n".join(rec) + "\n\n" for rec in records))
 
 
-def _record(cluster: Cluster, resv: Reservation) -> list[str]:
+def _record(cluster: SlurmState, resv: Reservation) -> list[str]:
     return [
         f"ReservationName={resv.name} StartTime={format_iso(resv.start_s)} EndTime={format_iso(resv.end_s)}"
         f" Duration={format_duration(resv.end_s - resv.start_s, always_hours=True)}",
@@ -279,10 +279,10 @@ def _record(cluster: Cluster, resv: Reservation) -> list[str]:
     ]
 
 
-def show_licenses(cluster: Cluster, target: str | None, *, oneliner: bool) -> Reply:
+def show_licenses(cluster: SlurmState, target: str | None, *, oneliner: bool) -> ToolReply:
     """`scontrol show licenses [NAME]`: the configured ones by name, with what running jobs use."""
     if not cluster.conf.licenses:
-        return Reply("No licenses configured in Slurm.\n")
+        return ToolReply("No licenses configured in Slurm.\n")
     used = cluster.licenses_used()
     lines = []
     for name, total in sorted(cluster.conf.licenses):
@@ -290,4 +290,4 @@ def show_licenses(cluster: Cluster, target: str | None, *, oneliner: bool) -> Re
             continue
         counts = f"Total={total} Used={used[name]} Free={total - used[name]} Reserved=0 Remote=no"
         lines.append(f"LicenseName={name} {counts}\n" if oneliner else f"LicenseName={name}\n    {counts}\n")
-    return Reply("".join(lines))
+    return ToolReply("".join(lines))

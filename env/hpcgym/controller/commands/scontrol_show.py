@@ -7,17 +7,17 @@ line. Host-specific values (OS, FreeMem, CPULoad) come from the node's own simul
 from __future__ import annotations
 
 from hpcgym.controller.arrays import task_field
-from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands.base import SLURM_VERSION
 from hpcgym.controller.hostlist import compress_hostlist
-from hpcgym.controller.state import Job, JobState, Node, Partition, Step
+from hpcgym.controller.slurmctld import SlurmState
+from hpcgym.controller.state import Job, JobState, Partition, SlurmNode, Step
 from hpcgym.controller.timefmt import format_duration, format_iso, format_limit
 
 # The persona's kernel, printed where the real node would print its uname.
 NODE_OS = "Linux 5.14.0-362.8.1.el9_3.x86_64 #1 SMP PREEMPT_DYNAMIC Wed Nov 8 17:36:32 UTC 2023"
 
 
-def node_record(node: Node) -> list[str]:
+def node_record(node: SlurmNode) -> list[str]:
     c = node.conf
     # What only the node's registration tells slurmctld (Debian's 22.05.8 after a restart: no
     # Arch=, no Version=, no OS= line until the node registered again).
@@ -51,7 +51,7 @@ def node_record(node: Node) -> list[str]:
     return lines
 
 
-def partition_record(cluster: Cluster, part: Partition) -> list[str]:
+def partition_record(cluster: SlurmState, part: Partition) -> list[str]:
     c = part.conf
     nodes = [cluster.nodes[name] for name in part.nodes]
     cpus = sum(n.conf.cpus for n in nodes)
@@ -99,7 +99,7 @@ def _array_fields(job: Job) -> str:
     return f"ArrayJobId={job.array_job_id} ArrayTaskId={task_field(job)} {throttle}"
 
 
-def _tres(cluster: Cluster, job: Job) -> str:
+def _tres(cluster: SlurmState, job: Job) -> str:
     # An allocation, the one running or the last one a requeued job keeps: with CR_Core memory is
     # not allocated, so only an explicit --mem shows up.
     alloc = (job.cpus, len(job.nodes)) if job.nodes else job.kept_alloc
@@ -114,7 +114,7 @@ def _tres(cluster: Cluster, job: Job) -> str:
     return f"cpu={cpus},mem={per_node * job.min_nodes}M,node={job.min_nodes},billing={cpus}"
 
 
-def job_record(cluster: Cluster, job: Job, *, details: bool, alloc_host: str) -> list[str]:
+def job_record(cluster: SlurmState, job: Job, *, details: bool, alloc_host: str) -> list[str]:
     now = cluster.now_s
     if job.state is JobState.PENDING or job.start_s is None:
         run_s = 0

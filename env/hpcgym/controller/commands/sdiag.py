@@ -7,7 +7,7 @@ does. The scheduler's timings are fixed small numbers: the simulation has no cyc
 
 from __future__ import annotations
 
-from hpcgym.controller.commands.base import Context, Reply, check_rpc
+from hpcgym.controller.commands.base import Context, ToolReply, check_rpc
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue, slurm_hint
 from hpcgym.controller.state import JobState
@@ -25,11 +25,11 @@ OPTIONS = (
     Option("usage", None, "usage"),
     Option("version", "V", "version"),
 )
-USAGE = Reply("Usage: sdiag [-M cluster] [-aritT]\n")
+USAGE = ToolReply("Usage: sdiag [-M cluster] [-aritT]\n")
 PROLOGUE = Prologue(
     PROG,
     OPTIONS,
-    answers=(("help", USAGE), ("usage", USAGE), ("version", Reply("slurm 22.05.8\n"))),
+    answers=(("help", USAGE), ("usage", USAGE), ("version", ToolReply("slurm 22.05.8\n"))),
     hint=slurm_hint(PROG),
 )
 _STARS = "*" * 55
@@ -41,19 +41,19 @@ def _stamp(epoch_s: int) -> str:
     return f"{text} ({epoch_s})"
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     keys = parsed.keys
     failure = check_rpc(ctx, PROG, "REQUEST_STATS_INFO")
     if failure is not None:
-        return Reply("", f"{failure.preamble}slurm_get_statistics: {failure.error}\n", 1)
-    cluster = ctx.cluster
+        return ToolReply("", f"{failure.preamble}slurm_get_statistics: {failure.error}\n", 1)
+    cluster = ctx.slurm
     if "reset" in keys:
         if ctx.user.uid != 0:
-            return Reply("", "slurm_reset_statistics: Access/permission denied\n", 1)
-        return Reply("Reset scheduling statistics\n")
+            return ToolReply("", "slurm_reset_statistics: Access/permission denied\n", 1)
+        return ToolReply("Reset scheduling statistics\n")
     since = cluster.slurmctld_start_s
     jobs = [job for job in cluster.jobs.values() if job.submit_s >= since]
     started = [job for job in jobs if job.start_s is not None]
@@ -116,4 +116,4 @@ def run(ctx: Context, args: list[str]) -> Reply:
         "Pending RPC statistics",
         "\tNo pending RPCs",
     ]
-    return Reply("".join(f"{line}\n" for line in lines))
+    return ToolReply("".join(f"{line}\n" for line in lines))

@@ -14,7 +14,7 @@ from hpcgym.controller.commands import slurm_json, usage
 from hpcgym.controller.commands.base import (
     Context,
     Field,
-    Reply,
+    ToolReply,
     check_rpc,
     parse_format,
     parse_long_format,
@@ -23,7 +23,7 @@ from hpcgym.controller.commands.base import (
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import SLURM_VERSION_REPLY, Prologue, slurm_hint
 from hpcgym.controller.hostlist import compress_hostlist, expand_names
-from hpcgym.controller.state import Node, NodeBase, NodeFlag, Partition, PartitionState
+from hpcgym.controller.state import NodeBase, NodeFlag, Partition, PartitionState, SlurmNode
 from hpcgym.controller.timefmt import format_ctime, format_duration, format_iso
 
 OPTIONS = (
@@ -61,8 +61,8 @@ PROLOGUE = Prologue(
     "sinfo",
     OPTIONS,
     answers=(
-        ("help", Reply(usage.SINFO_HELP)),
-        ("usage", Reply(usage.SINFO_USAGE)),
+        ("help", ToolReply(usage.SINFO_HELP)),
+        ("usage", ToolReply(usage.SINFO_USAGE)),
         ("version", SLURM_VERSION_REPLY),
     ),
     hint=slurm_hint("sinfo"),
@@ -82,7 +82,7 @@ VALID_STATES = (
     "completing,powering_down,powered_down,power_down,powering_up,fail,maint,reboot,reboot^,unknown"
 )
 
-_STATE_TESTS: dict[str, Callable[[Node], bool]] = {
+_STATE_TESTS: dict[str, Callable[[SlurmNode], bool]] = {
     "unknown": lambda n: n.effective_base() is NodeBase.UNKNOWN,
     "unk": lambda n: n.effective_base() is NodeBase.UNKNOWN,
     "down": lambda n: n.effective_base() is NodeBase.DOWN,
@@ -119,28 +119,28 @@ _AGGREGATE = set("DNnoFCeO")
 class Record:
     partition: Partition | None
     key: tuple[str, ...]
-    nodes: list[Node]
+    nodes: list[SlurmNode]
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     flags, values = parsed.keys, parsed.values
     failure = check_rpc(ctx, "sinfo", "REQUEST_PARTITION_INFO")
     if failure:
-        return Reply("", f"{failure.preamble}slurm_load_partitions: {failure.error}\n", 1)
+        return ToolReply("", f"{failure.preamble}slurm_load_partitions: {failure.error}\n", 1)
     if "reservation" in flags:
-        return Reply(_reservations(ctx, header="noheader" not in flags))
+        return ToolReply(_reservations(ctx, header="noheader" not in flags))
     if "json" in flags:
         wanted = set(expand_names(values["nodes"])) if "nodes" in values else None
-        nodes = [n for n in ctx.cluster.nodes.values() if wanted is None or n.name in wanted]
-        return Reply(slurm_json.envelope("nodes", [slurm_json.node_record(n) for n in nodes]))
-    states: list[Callable[[Node], bool]] = []
+        nodes = [n for n in ctx.slurm.nodes.values() if wanted is None or n.name in wanted]
+        return ToolReply(slurm_json.envelope("nodes", [slurm_json.node_record(n) for n in nodes]))
+    states: list[Callable[[SlurmNode], bool]] = []
     for name in values.get("states", "").split(",") if "states" in values else []:
         test = _STATE_TESTS.get(name.lower())
         if test is None and name.lower() not in _NEVER:
-            return Reply(
+            return ToolReply(
                 "",
                 f'sinfo: error: Bad state string: "{name}"\nsinfo: error: valid states: {VALID_STATES}\n',
                 1,
@@ -165,11 +165,11 @@ def run(ctx: Context, args: list[str]) -> Reply:
     else:
         prefix, fields = parse_format(fmt)
         headers = [_HEADERS.get(f.letter, "") for f in fields]
-    cluster = ctx.cluster
+    cluster = ctx.slurm
     wanted_parts = values["partition"].split(",") if "partition" in values else None
     wanted_nodes = set(expand_names(values["nodes"])) if "nodes" in values else None
 
-    def keep(node: Node) -> bool:
+    def keep(node: SlurmNode) -> bool:
         if wanted_nodes is not None and node.name not in wanted_nodes:
             return False
         if states and not any(test(node) for test in states):
@@ -209,20 +209,20 @@ def run(ctx: Context, args: list[str]) -> Reply:
         out.append(render_line(prefix, fields, headers))
     for record in records:
         out.append(render_line(prefix, fields, [_value(ctx, f.letter, record) for f in fields]))
-    return Reply("".join(out), stderr)
+    return ToolReply("".join(out), stderr)
 
 
 def _build_records(
     ctx: Context,
     parts: list[Partition],
     fields: list[Field],
-    keep: Callable[[Node], bool],
+    keep: Callable[[SlurmNode], bool],
     node_view: bool,
     shows_partition: bool,
     summarize: bool,
     only: set[str] | None = None,
 ) -> list[Record]:
-    cluster = ctx.cluster
+    cluster = ctx.slurm
     compared = [f.letter for f in fields if f.letter not in _AGGREGATE]
     if summarize:
         compared = [letter for letter in compared if letter not in "tTE"]
@@ -262,7 +262,7 @@ def _build_records(
     return records
 
 
-def _state_number(node: Node) -> int:
+def _state_number(node: SlurmNode) -> int:
     # slurmctld's numeric node_state: base enum plus flag bits; sinfo sorts rows by it.
     base = {
         NodeBase.UNKNOWN: 0,
@@ -312,13 +312,13 @@ def _range(values: list[int], *, plus: bool) -> str:
     return f"{low}+" if plus else f"{low}-{high}"
 
 
-def _is_other(node: Node) -> bool:
+def _is_other(node: SlurmNode) -> bool:
     # sinfo -s and %F/%C count a node as "other" only when it is drained (DRAIN flag, whatever its
     # base) or DOWN; a failed or not-responding idle node is still idle (Debian's 22.05.8).
     return bool(node.flags & NodeFlag.DRAIN) or node.effective_base() is NodeBase.DOWN
 
 
-def _is_busy(node: Node) -> bool:
+def _is_busy(node: SlurmNode) -> bool:
     return node.effective_base() in (NodeBase.ALLOCATED, NodeBase.MIXED) or node.has(NodeFlag.COMPLETING)
 
 
@@ -389,7 +389,7 @@ def _reason_user_uid(ctx: Context, record: Record) -> str:
     return f"{first.reason_user}({who.uid})" if who is not None else first.reason_user
 
 
-def _socket_core_thread(node: Node) -> str:
+def _socket_core_thread(node: SlurmNode) -> str:
     c = node.conf
     return f"{c.boards * c.sockets_per_board}:{c.cores_per_socket}:{c.threads_per_core}"
 
@@ -402,7 +402,7 @@ def _cpu_load(ctx: Context, record: Record) -> str:
     return f"{lowest / 100:.2f}-{highest / 100:.2f}"
 
 
-def _features(node: Node) -> str:
+def _features(node: SlurmNode) -> str:
     return node.conf.features or "(null)"
 
 
@@ -420,12 +420,12 @@ class Column:
     per_node: bool = False
 
 
-def _first(letter: str, header: str, value: Callable[[Node], str]) -> Column:
+def _first(letter: str, header: str, value: Callable[[SlurmNode], str]) -> Column:
     """A field printed from the record's first node."""
     return Column(letter, header, lambda ctx, record: value(record.nodes[0]), per_node=True)
 
 
-def _spread(letter: str, header: str, number: Callable[[Node], int], *, plus: bool = True) -> Column:
+def _spread(letter: str, header: str, number: Callable[[SlurmNode], int], *, plus: bool = True) -> Column:
     """A field printed as the range of a number over the record's nodes (`4`, `4+` or `4-8`)."""
     return Column(
         letter, header, lambda ctx, record: _range([number(n) for n in record.nodes], plus=plus), True
@@ -523,7 +523,7 @@ def _reservations(ctx: Context, *, header: bool) -> str:
     # sinfo -T: the name and the state share 19 columns (name left, state right: `maint_gpu    ACTIVE`,
     # `root_1     INACTIVE`), the times right in 19, the duration right in 11 (a longer value pushes
     # the rest along), then the node list (22.05.8).
-    cluster = ctx.cluster
+    cluster = ctx.slurm
     if not cluster.reservations:
         return "No reservations in the system\n"
     head = "RESV_NAME     STATE           START_TIME             END_TIME     DURATION  NODELIST"

@@ -11,7 +11,7 @@ import json
 
 from hpcgym.controller.commands.base import SLURM_VERSION
 from hpcgym.controller.commands.scontrol_show import NODE_OS
-from hpcgym.controller.state import Node, NodeBase, NodeFlag
+from hpcgym.controller.state import NodeBase, NodeFlag, SlurmNode
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
@@ -67,7 +67,7 @@ _FLAG_NAMES = (
 )
 
 
-def node_record(node: Node) -> JsonValue:
+def node_record(node: SlurmNode) -> JsonValue:
     c = node.conf
     base = node.effective_base()
     tres = f"cpu={c.cpus},mem={c.real_memory_mb}M,billing={c.cpus}"

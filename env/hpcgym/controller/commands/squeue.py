@@ -14,7 +14,7 @@ from hpcgym.controller.arrays import NO_TASK, is_meta, label, task_field
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
     Context,
-    Reply,
+    ToolReply,
     check_rpc,
     parse_format,
     parse_long_format,
@@ -70,8 +70,8 @@ PROLOGUE = Prologue(
     "squeue",
     OPTIONS,
     answers=(
-        ("help", Reply(usage.SQUEUE_HELP)),
-        ("usage", Reply(usage.SQUEUE_USAGE)),
+        ("help", ToolReply(usage.SQUEUE_HELP)),
+        ("usage", ToolReply(usage.SQUEUE_USAGE)),
         ("version", SLURM_VERSION_REPLY),
     ),
     hint=slurm_hint("squeue"),
@@ -122,16 +122,16 @@ _LONG_FIELDS = {
 }
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     flags, values = parsed.keys, parsed.values
-    cluster = ctx.cluster
+    cluster = ctx.slurm
     failure = check_rpc(ctx, "squeue", "REQUEST_JOB_STEP_INFO" if "steps" in flags else "REQUEST_JOB_INFO")
     if failure:
         call = "slurm_get_job_steps" if "steps" in flags else "slurm_load_jobs"
-        return Reply("", f"{failure.preamble}{call} error: {failure.error}\n", 1)
+        return ToolReply("", f"{failure.preamble}{call} error: {failure.error}\n", 1)
     stderr = ""
     # Array tasks sort under their array's job id, its pending tasks after the started ones.
     jobs = sorted(cluster.jobs.values(), key=_id_order)
@@ -150,14 +150,14 @@ def run(ctx: Context, args: list[str]) -> Reply:
             # (it wraps some longer ones into range; here they are all refused).
             job_id = to_int(text)
             if job_id is None or not 0 < job_id <= MAX_JOB_ID:
-                return Reply("", f"squeue: error: Invalid job id: {text}\n", 1)
+                return ToolReply("", f"squeue: error: Invalid job id: {text}\n", 1)
             job_ids.append(job_id)
         if (
             len(job_ids) == 1
             and job_ids[0] not in cluster.jobs
             and not _array_ids(cluster.jobs.values(), job_ids)
         ):
-            return Reply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
+            return ToolReply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
     states: set[str] | None = None
     if "states" in values:
         states = set()
@@ -166,7 +166,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
                 list(JobState) if text == "ALL" else []
             )
             if not known and text not in ("CG", "COMPLETING", "CF", "CONFIGURING"):
-                return Reply(
+                return ToolReply(
                     "",
                     f"squeue: error: Invalid job state specified: {text}\n"
                     f"squeue: error: Valid job states include: {SQUEUE_STATE_NAMES}\n\n",
@@ -178,7 +178,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     if "nodelist" in values:
         for name in expand_names(values["nodelist"]):
             if name not in cluster.nodes:
-                return Reply("", f"squeue: error: Invalid node name {name}\n", 1)
+                return ToolReply("", f"squeue: error: Invalid node name {name}\n", 1)
     users: set[str] | None = None
     if "user" in values:
         users = set()
@@ -242,7 +242,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
         out.append(render_line(prefix, fields, headers))
     for job in selected:
         out.append(render_line(prefix, fields, [_value(ctx, f.letter, job) for f in fields], UNCUT))
-    return Reply("".join(out), stderr)
+    return ToolReply("".join(out), stderr)
 
 
 def _sort_by(ctx: Context, jobs: list[Job], spec: str) -> None:
@@ -404,7 +404,7 @@ def _value(ctx: Context, letter: str, job: Job) -> str:
     return column.value(ctx, job) if column is not None else ""
 
 
-def _steps(ctx: Context, jobs: list[Job], noheader: bool, stderr: str) -> Reply:
+def _steps(ctx: Context, jobs: list[Job], noheader: bool, stderr: str) -> ToolReply:
     prefix, fields = parse_format(STEP_FORMAT)
     headers = {"i": "STEPID", "j": "NAME", "P": "PARTITION", "u": "USER", "M": "TIME", "N": "NODELIST"}
     out = [] if noheader else [render_line(prefix, fields, [headers[f.letter] for f in fields])]
@@ -413,7 +413,7 @@ def _steps(ctx: Context, jobs: list[Job], noheader: bool, stderr: str) -> Reply:
             continue
         for step in job.steps:
             out.append(render_line(prefix, fields, [_step_value(ctx, f.letter, job, step) for f in fields]))
-    return Reply("".join(out), stderr)
+    return ToolReply("".join(out), stderr)
 
 
 def _step_value(ctx: Context, letter: str, job: Job, step: Step) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from hpcgym.controller.commands import usage
 from hpcgym.controller.commands.base import (
     Context,
-    Reply,
     TaskRequest,
+    ToolReply,
     check_rpc,
 )
 from hpcgym.controller.commands.getopt import Arg, Option
@@ -32,7 +32,7 @@ OPTIONS = (
     Option("kill-on-bad-exit", "K", "kill-on-bad-exit", Arg.OPTIONAL),
     Option("overlap", None, "overlap"),
 )
-USAGE = Reply(usage.SRUN_USAGE)
+USAGE = ToolReply(usage.SRUN_USAGE)
 PROLOGUE = Prologue(
     "srun",
     OPTIONS,
@@ -56,13 +56,13 @@ _WAITING = {
 }
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     opts, command, keys = parsed.found, parsed.operands, parsed.keys
     if not command:
-        return Reply("", "srun: fatal: No command given to execute.\n", 1)
+        return ToolReply("", "srun: fatal: No command given to execute.\n", 1)
     try:
         request = build_request("srun", ctx, opts, batch=False)
     except BadOption as bad:
@@ -78,30 +78,30 @@ def run(ctx: Context, args: list[str]) -> Reply:
             # srun's allocation request goes out again while the credential cannot be made: five
             # tries, each also tripping over its own response socket (Debian's 22.05.8, munged stopped).
             tries = (failure.preamble + UNSIGNED_SOCKET) * AUTH_TRIES
-            return Reply("", tries + reply.stderr, reply.exit_code)
-        return Reply("", failure.preamble + reply.stderr, reply.exit_code)
+            return ToolReply("", tries + reply.stderr, reply.exit_code)
+        return ToolReply("", failure.preamble + reply.stderr, reply.exit_code)
     try:
-        job = ctx.cluster.submit(request)
+        job = ctx.slurm.submit(request)
     except SlurmError as error:
         return submit_failed("srun", str(error), error.detail)
     if job.state is JobState.PENDING and job.reason is Reason.RESOURCES:
         # Real srun blocks until its allocation is granted; nodes still completing an earlier job
         # free up within a second, so waiting for them is part of this same command.
-        ctx.cluster.settle_completing()
+        ctx.slurm.settle_completing()
     if job.state is JobState.PENDING:
         stderr = _WAITING.get(job.reason, "") + f"srun: job {job.job_id} queued and waiting for resources\n"
         if "immediate" in keys:
-            ctx.cluster.cancel(job)
-            return Reply(
+            ctx.slurm.cancel(job)
+            return ToolReply(
                 "", stderr + "srun: error: Unable to allocate resources: Requested nodes are busy\n", 1
             )
         # TODO(runtime): the real srun blocks here until the job starts; until the runtime can hold a
         # command open, the job stays queued (as after a timed-out srun) and srun returns at once.
-        return Reply("", stderr, 1)
+        return ToolReply("", stderr, 1)
     return _run_tasks(ctx, job, command, label="label" in keys)
 
 
-def _run_tasks(ctx: Context, job: Job, command: list[str], *, label: bool) -> Reply:
+def _run_tasks(ctx: Context, job: Job, command: list[str], *, label: bool) -> ToolReply:
     if ctx.run_task is None:
         raise ControllerError("srun needs a task runner", hint="pass run_task= to Controller")
     tasks = job.num_tasks or len(job.nodes)
@@ -148,10 +148,10 @@ def _run_tasks(ctx: Context, job: Job, command: list[str], *, label: bool) -> Re
         # or its node failing (NODE_FAIL), as on Debian's slurmctld 22.05.8.
         # TODO(runtime): the real srun also stays until then and prints the step's end; until the
         # runtime can hold a command open past its bound, srun returns now with what the tasks printed.
-        ctx.cluster.let_step_run(job, None, worst)
+        ctx.slurm.let_step_run(job, None, worst)
     elif run_for > 0:
         # A backgrounded step (`srun ... &`): the job keeps its nodes until the step would end.
-        ctx.cluster.let_step_run(job, run_for, worst)
+        ctx.slurm.let_step_run(job, run_for, worst)
     else:
-        ctx.cluster.finish_step(job, worst)
-    return Reply("".join(stdout), "".join(stderr), worst)
+        ctx.slurm.finish_step(job, worst)
+    return ToolReply("".join(stdout), "".join(stderr), worst)

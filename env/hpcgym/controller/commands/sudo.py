@@ -17,7 +17,7 @@ import posixpath
 import re
 import shlex
 
-from hpcgym.controller.commands.base import Context, Reply, TaskRequest
+from hpcgym.controller.commands.base import Context, TaskRequest, ToolReply
 from hpcgym.controller.commands.usage import read_help
 
 SUDOERS = "/etc/sudoers"
@@ -40,7 +40,7 @@ _WITH_ARG = set("ugCDhpRrTtU")
 _FLAGS = set("ABbEHiKklNnPSsVv")
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     options: dict[str, str] = {}
     i = 0
     while i < len(args):
@@ -54,7 +54,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
             name, _, value = arg[2:].partition("=")
             letter = {"user": "u", "list": "l", "login": "i", "shell": "s", "version": "V"}.get(name)
             if letter is None:
-                return Reply("", f"sudo: unrecognized option '{arg}'\n{USAGE}", 1)
+                return ToolReply("", f"sudo: unrecognized option '{arg}'\n{USAGE}", 1)
             if letter == "u" and not value:
                 i += 1
                 value = args[i] if i < len(args) else ""
@@ -69,41 +69,41 @@ def run(ctx: Context, args: list[str]) -> Reply:
                 if not value:
                     i += 1
                     if i >= len(args):
-                        return Reply("", f"sudo: option requires an argument -- '{letter}'\n{USAGE}", 1)
+                        return ToolReply("", f"sudo: option requires an argument -- '{letter}'\n{USAGE}", 1)
                     value = args[i]
                 options[letter] = value
                 break
             if letter not in _FLAGS:
-                return Reply("", f"sudo: invalid option -- '{letter}'\n{USAGE}", 1)
+                return ToolReply("", f"sudo: invalid option -- '{letter}'\n{USAGE}", 1)
             options[letter] = ""
             j += 1
         i += 1
     command = args[i:]
     if "V" in options:
-        return Reply(VERSION)
+        return ToolReply(VERSION)
     if "k" in options or "K" in options:
-        return Reply()
+        return ToolReply()
     if ctx.user.uid != 0:
         # A user with no NOPASSWD rule (Rocky's sudoers gives her none) must type her password,
         # and a tool's stdin here is no terminal.
-        return Reply("", PASSWORD_REQUIRED, 1)
+        return ToolReply("", PASSWORD_REQUIRED, 1)
     sudoers = _read_sudoers(ctx)
     if "l" in options:
         if command:
             return _list_command(ctx, sudoers, command)
-        return Reply(_list(ctx, sudoers))
+        return ToolReply(_list(ctx, sudoers))
     if not command and "i" not in options and "s" not in options:
-        return Reply("", USAGE, 1)
+        return ToolReply("", USAGE, 1)
     user = options.get("u", "root")
     account = _account(ctx, user)
     if account is None:
-        return Reply("", f"sudo: unknown user {user}\n{AUDIT_FAILED}", 1)
+        return ToolReply("", f"sudo: unknown user {user}\n{AUDIT_FAILED}", 1)
     home, shell = account
     secure_path = _secure_path(sudoers)
     if command and "i" not in options and "s" not in options and _find(ctx, command[0], secure_path) is None:
-        return Reply("", f"sudo: {command[0]}: command not found\n", 1)
+        return ToolReply("", f"sudo: {command[0]}: command not found\n", 1)
     if ctx.run_task is None:
-        return Reply("", "sudo: unable to execute: no task runner\n", 1)
+        return ToolReply("", "sudo: unable to execute: no task runner\n", 1)
     env = {
         "PATH": secure_path,
         "HOME": home,
@@ -125,7 +125,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
         argv = [RUNUSER, "-u", user, "--", *command]
         cwd = ctx.cwd
     done = ctx.run_task(TaskRequest(ctx.node, argv, env, cwd))
-    return Reply(done.stdout, done.stderr, done.exit_code)
+    return ToolReply(done.stdout, done.stderr, done.exit_code)
 
 
 def _read_sudoers(ctx: Context) -> list[str]:
@@ -199,11 +199,11 @@ def _list(ctx: Context, sudoers: list[str]) -> str:
     return text + "".join(f"    {rule}\n" for rule in _root_rules(sudoers))
 
 
-def _list_command(ctx: Context, sudoers: list[str], command: list[str]) -> Reply:
+def _list_command(ctx: Context, sudoers: list[str], command: list[str]) -> ToolReply:
     path = _find(ctx, command[0], _secure_path(sudoers))
     if path is None:
-        return Reply("", f"sudo: {command[0]}: command not found\n", 1)
-    return Reply(" ".join([path, *command[1:]]) + "\n")
+        return ToolReply("", f"sudo: {command[0]}: command not found\n", 1)
+    return ToolReply(" ".join([path, *command[1:]]) + "\n")
 
 
 def _account(ctx: Context, user: str) -> tuple[str, str] | None:

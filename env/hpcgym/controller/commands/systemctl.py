@@ -8,7 +8,7 @@ status of an inactive unit, 4 for one that does not exist, 5 for a job on a unit
 
 from __future__ import annotations
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.systemctl_status import (
@@ -60,9 +60,9 @@ class Flags:
             self.states.append("failed")
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     flags, operands = Flags(parsed.found), parsed.operands
     verb = operands[0] if operands else "list-units"
@@ -70,7 +70,7 @@ def run(ctx: Context, args: list[str]) -> Reply:
     services = services_of(ctx)
     node = ctx.node
     if verb in NEEDS_UNITS and not units:
-        return Reply("", "Too few arguments.\n", 1)
+        return ToolReply("", "Too few arguments.\n", 1)
     if verb == "status":
         return _status(services, node, units, flags)
     if verb in JOB_VERBS:
@@ -83,24 +83,24 @@ def run(ctx: Context, args: list[str]) -> Reply:
         return _is_enabled(services, node, units, flags)
     if verb == "daemon-reload":
         services.daemon_reload(node)
-        return Reply()
+        return ToolReply()
     if verb == "reset-failed":
         targets: list[str | None] = list(units) or [None]
         for target in targets:
             services.reset_failed(node, target)
-        return Reply()
+        return ToolReply()
     if verb == "list-units":
         return _list_units(services, node, flags)
     if verb == "show":
         return _show(services, node, units, flags)
-    return Reply("", f"Unknown command verb {verb}.\n", 1)
+    return ToolReply("", f"Unknown command verb {verb}.\n", 1)
 
 
-def _status(services: ServiceManager, node: str, units: list[str], flags: Flags) -> Reply:
+def _status(services: ServiceManager, node: str, units: list[str], flags: Flags) -> ToolReply:
     try:
         lines = int(flags.lines) if flags.lines is not None else 10
     except ValueError:
-        return Reply("", f"Failed to parse lines '{flags.lines}'\n", 1)
+        return ToolReply("", f"Failed to parse lines '{flags.lines}'\n", 1)
     if not units:
         return _system_status(services, node)
     blocks, errors, exit_code = [], "", 0
@@ -118,10 +118,10 @@ def _status(services: ServiceManager, node: str, units: list[str], flags: Flags)
             errors += _changed_warning(name)
         if unit.active is not ActiveState.ACTIVE:
             exit_code = max(exit_code, EXIT_NOT_RUNNING)
-    return Reply("\n".join(blocks), errors, exit_code)
+    return ToolReply("\n".join(blocks), errors, exit_code)
 
 
-def _system_status(services: ServiceManager, node: str) -> Reply:
+def _system_status(services: ServiceManager, node: str) -> ToolReply:
     units = services.loaded_units(node)
     failed = sum(unit.active is ActiveState.FAILED for unit in units)
     text = (
@@ -133,7 +133,7 @@ def _system_status(services: ServiceManager, node: str) -> Reply:
         "  systemd: 252-46.el9_5.2\n"
         "   CGroup: /\n"
     )
-    return Reply(text)
+    return ToolReply(text)
 
 
 def _changed_warning(name: str) -> str:
@@ -146,7 +146,7 @@ def _changed_warning(name: str) -> str:
 _VERB_WORD = {"condrestart": "restart", "try-restart": "restart", "reload-or-restart": "restart"}
 
 
-def _jobs(services: ServiceManager, node: str, verb: str, units: list[str]) -> Reply:
+def _jobs(services: ServiceManager, node: str, verb: str, units: list[str]) -> ToolReply:
     errors, exit_code = "", 0
     for name in units:
         word = _VERB_WORD.get(verb, verb)
@@ -199,16 +199,16 @@ def _jobs(services: ServiceManager, node: str, verb: str, units: list[str]) -> R
             # The job result is "invalid" (systemd's check_wait_response).
             errors += f"{name} is not active, cannot reload.\n"
             exit_code = 1
-    return Reply("", errors, exit_code)
+    return ToolReply("", errors, exit_code)
 
 
-def _enable(services: ServiceManager, node: str, verb: str, units: list[str], flags: Flags) -> Reply:
+def _enable(services: ServiceManager, node: str, verb: str, units: list[str], flags: Flags) -> ToolReply:
     errors = ""
     for name in units:
         unit = services.unit(node, name)
         if unit is None:
             action = "enable" if verb == "enable" else "disable"
-            return Reply("", errors + f"Failed to {action} unit: Unit file {name} does not exist.\n", 1)
+            return ToolReply("", errors + f"Failed to {action} unit: Unit file {name} does not exist.\n", 1)
         before = unit.enabled
         services.set_enabled(node, name, verb == "enable")
         link = f"{WANTS_DIR}/{name}"
@@ -218,11 +218,11 @@ def _enable(services: ServiceManager, node: str, verb: str, units: list[str], fl
             errors += f'Removed "{link}".\n'
     if "now" in flags.set:
         jobs = _jobs(services, node, "start" if verb == "enable" else "stop", units)
-        return Reply("", errors + jobs.stderr, jobs.exit_code)
-    return Reply("", errors, 0)
+        return ToolReply("", errors + jobs.stderr, jobs.exit_code)
+    return ToolReply("", errors, 0)
 
 
-def _is_state(services: ServiceManager, node: str, verb: str, units: list[str], flags: Flags) -> Reply:
+def _is_state(services: ServiceManager, node: str, verb: str, units: list[str], flags: Flags) -> ToolReply:
     wanted = ActiveState.ACTIVE if verb == "is-active" else ActiveState.FAILED
     out, hit = "", False
     services.sync()
@@ -234,11 +234,11 @@ def _is_state(services: ServiceManager, node: str, verb: str, units: list[str], 
     if "quiet" in flags.set:
         out = ""
     if verb == "is-active":
-        return Reply(out, "", 0 if hit else EXIT_NOT_RUNNING)
-    return Reply(out, "", 0 if hit else 1)
+        return ToolReply(out, "", 0 if hit else EXIT_NOT_RUNNING)
+    return ToolReply(out, "", 0 if hit else 1)
 
 
-def _is_enabled(services: ServiceManager, node: str, units: list[str], flags: Flags) -> Reply:
+def _is_enabled(services: ServiceManager, node: str, units: list[str], flags: Flags) -> ToolReply:
     out, errors, ok = "", "", False
     for name in units:
         unit = services.unit(node, name)
@@ -249,10 +249,10 @@ def _is_enabled(services: ServiceManager, node: str, units: list[str], flags: Fl
         out += f"{unit.enabled.value}\n"
     if "quiet" in flags.set:
         out = ""
-    return Reply(out, errors, 0 if ok else 1)
+    return ToolReply(out, errors, 0 if ok else 1)
 
 
-def _list_units(services: ServiceManager, node: str, flags: Flags) -> Reply:
+def _list_units(services: ServiceManager, node: str, flags: Flags) -> ToolReply:
     units = services.loaded_units(node)
     if flags.types and not any(t in ("service", "services") for t in flags.types):
         units = []
@@ -261,12 +261,16 @@ def _list_units(services: ServiceManager, node: str, flags: Flags) -> Reply:
     elif "all" not in flags.set:
         units = [u for u in units if u.active in (ActiveState.ACTIVE, ActiveState.FAILED)]
     legend = "no-legend" not in flags.set
-    return Reply(format_unit_list(units, filtered=bool(flags.states) or "all" in flags.set, legend=legend))
+    return ToolReply(
+        format_unit_list(units, filtered=bool(flags.states) or "all" in flags.set, legend=legend)
+    )
 
 
-def _show(services: ServiceManager, node: str, units: list[str], flags: Flags) -> Reply:
+def _show(services: ServiceManager, node: str, units: list[str], flags: Flags) -> ToolReply:
     if not units:
-        return Reply("Version=252-46.el9_5.2\nFeatures=+PAM +AUDIT +SELINUX -APPARMOR +IMA +SMACK +SECCOMP\n")
+        return ToolReply(
+            "Version=252-46.el9_5.2\nFeatures=+PAM +AUDIT +SELINUX -APPARMOR +IMA +SMACK +SECCOMP\n"
+        )
     services.sync()
     blocks = []
     for name in units:
@@ -278,4 +282,4 @@ def _show(services: ServiceManager, node: str, units: list[str], flags: Flags) -
             blocks.append("".join(f"{value}\n" for _, value in props))
         else:
             blocks.append("".join(f"{key}={value}\n" for key, value in props))
-    return Reply("\n".join(blocks))
+    return ToolReply("\n".join(blocks))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import zlib
 
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.usage import read_help
@@ -25,42 +25,42 @@ OPTIONS = (
     Option("version", "V", "version"),
 )
 PROLOGUE = Prologue(
-    "uptime", OPTIONS, answers=(("help", Reply(USAGE)), ("version", Reply(VERSION))), hint=USAGE
+    "uptime", OPTIONS, answers=(("help", ToolReply(USAGE)), ("version", ToolReply(VERSION))), hint=USAGE
 )
 DAY_S = 86400
 # The login node came up 19 days before the episode; the compute nodes were rebooted later.
 LOGIN_UP_S = 19 * DAY_S + 3 * 3600 + 17 * 60
 
 
-def run(ctx: Context, args: list[str]) -> Reply:
+def run(ctx: Context, args: list[str]) -> ToolReply:
     parsed = PROLOGUE.parse(args)
-    if isinstance(parsed, Reply):
+    if isinstance(parsed, ToolReply):
         return parsed
     keys, operands = parsed.keys, parsed.operands
     if operands:
-        return Reply("", USAGE, 1)
+        return ToolReply("", USAGE, 1)
     boot_s = boot_time(ctx)
     # Time up comes from the monotonic clock; only the wall-clock readings carry the node's skew.
     skew_s = ctx.local_now_s - ctx.now_s
     if "since" in keys:
-        return Reply(time.strftime("%Y-%m-%d %H:%M:%S\n", time.gmtime(boot_s + skew_s)))
+        return ToolReply(time.strftime("%Y-%m-%d %H:%M:%S\n", time.gmtime(boot_s + skew_s)))
     up_s = ctx.now_s - boot_s
     if "pretty" in keys:
-        return Reply(pretty(up_s) + "\n")
+        return ToolReply(pretty(up_s) + "\n")
     clock = time.strftime("%H:%M:%S", time.gmtime(ctx.local_now_s))
-    users = 1 if ctx.node == ctx.cluster.conf.controller_host else 0
+    users = 1 if ctx.node == ctx.slurm.conf.controller_host else 0
     load = ", ".join(f"{x:.2f}" for x in load_average(ctx.node))
     who = f"{users:2d} {'user' if users == 1 else 'users'}"
-    return Reply(f" {clock} {since_text(up_s)} {who},  load average: {load}\n")
+    return ToolReply(f" {clock} {since_text(up_s)} {who},  load average: {load}\n")
 
 
 def boot_time(ctx: Context) -> int:
     """When the node booted: fixed per node name before the episode, unless it rebooted since."""
-    rebooted = ctx.cluster.host_boot_s.get(ctx.node)
+    rebooted = ctx.slurm.host_boot_s.get(ctx.node)
     if rebooted is not None:
         return rebooted
-    start = ctx.cluster.clock.start_s
-    if ctx.node == ctx.cluster.conf.controller_host:
+    start = ctx.slurm.clock.start_s
+    if ctx.node == ctx.slurm.conf.controller_host:
         return start - LOGIN_UP_S
     # Compute nodes: between 2 and 9 days up, minutes apart, fixed by the name.
     spread = zlib.crc32(ctx.node.encode()) % (7 * DAY_S)

@@ -18,10 +18,10 @@ import shlex
 import stat as statmod
 import string
 
-from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import NodeFileError, is_symlink
 from hpcgym.controller.services.manager import ServiceManager
+from hpcgym.controller.slurmctld import SlurmState
 from hpcgym.controller.state import NodeBase, NodeFlag
 
 NHC_CONF = "/etc/nhc/nhc.conf"
@@ -209,7 +209,7 @@ def first_failure(services: ServiceManager, node: str) -> str | None:
     return None
 
 
-def run_on_node(cluster: Cluster, services: ServiceManager, name: str) -> str | None:
+def run_on_node(cluster: SlurmState, services: ServiceManager, name: str) -> str | None:
     """One NHC run on `name`: drain it on a failure, resume it when it passes; returns the failure."""
     services.health_runs[name] = services.now_s
     message = first_failure(services, name)
@@ -227,14 +227,14 @@ def run_on_node(cluster: Cluster, services: ServiceManager, name: str) -> str | 
     return message
 
 
-def health_check(cluster: Cluster) -> tuple[str, int] | None:
+def health_check(cluster: SlurmState) -> tuple[str, int] | None:
     """slurm.conf's HealthCheckProgram and HealthCheckInterval, or None when no check runs."""
     program = cluster.conf.options.get("healthcheckprogram", "")
     interval = to_int(cluster.conf.options.get("healthcheckinterval", "0"))
     return (program, interval) if program and interval is not None and interval > 0 else None
 
 
-def run_due(cluster: Cluster, services: ServiceManager) -> None:
+def run_due(cluster: SlurmState, services: ServiceManager) -> None:
     """Run NHC on every node whose slurmd is up and whose interval has passed since its last run."""
     configured = health_check(cluster)
     if configured is None:

@@ -1,6 +1,6 @@
 """The one link from services to Slurm state: what slurmctld can see of the daemons.
 
-`Cluster` (cluster.py) keeps three facts the service layer decides: whether slurmctld runs
+`SlurmState` (slurmctld.py) keeps three facts the service layer decides: whether slurmctld runs
 (`set_slurmctld`), which nodes have no munged (`munge_down`, so clients there fail to sign), and
 whether each node's slurmd answers (`start_slurmd`/`stop_slurmd`; a silent node turns `*`, then DOWN
 after SlurmdTimeout, and comes back with ReturnToService). `controller_unreachable` lists nodes with no
@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.services import nhc
 from hpcgym.controller.services.lifecycle import log_slurm_daemon
 from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, SlurmdFacts, read_conf
 from hpcgym.controller.services.slurmdbd import is_serving
+from hpcgym.controller.slurmctld import SlurmState
 
 
-def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
+def sync_cluster(cluster: SlurmState, services: ServiceManager) -> None:
     """Bring `cluster`'s view of slurmctld, munged and every slurmd in line with `services`.
 
-    Call it after every tool request and before `Cluster.advance()` on every tick.
+    Call it after every tool request and before `SlurmState.advance()` on every tick.
     """
     services.sync()
     ctl_up = services.is_active(services.controller_host, SLURMCTLD)
@@ -53,7 +53,7 @@ def sync_cluster(cluster: Cluster, services: ServiceManager) -> None:
     _write_slurmctld_log(cluster, services)
 
 
-def _follow_slurmctld_start(cluster: Cluster, services: ServiceManager) -> None:
+def _follow_slurmctld_start(cluster: SlurmState, services: ServiceManager) -> None:
     # A slurmctld that started since the tables were built (stopped and started, or restarted
     # within one request) recovers node and job state and reads slurm.conf afresh: node records
     # take the file's CPU counts only then (slurm.conf(5), NODE CONFIGURATION: changing a node's
@@ -74,7 +74,7 @@ def _follow_slurmctld_start(cluster: Cluster, services: ServiceManager) -> None:
         cluster.rebuild(conf)
 
 
-def _write_slurmctld_log(cluster: Cluster, services: ServiceManager) -> None:
+def _write_slurmctld_log(cluster: SlurmState, services: ServiceManager) -> None:
     lines, cluster.log_lines = cluster.log_lines, []
     for at_s, text in lines:
         log_slurm_daemon(

@@ -26,9 +26,9 @@ from hpcgym.controller.commands import (
     sudo,
     systemctl,
 )
-from hpcgym.controller.commands.base import Context, Reply
+from hpcgym.controller.commands.base import Context, ToolReply
 
-TOOLS: dict[str, Callable[[Context, list[str]], Reply]] = {
+TOOLS: dict[str, Callable[[Context, list[str]], ToolReply]] = {
     "systemctl": systemctl.run,
     "journalctl": journalctl.run,
     "munge": munge.run_munge,

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from hpcgym.imagebuild.spec import Backend
+from hpcgym.imagebuild.spec import BuildBackend
 
 
 class Builder(Protocol):
-    name: Backend
+    name: BuildBackend
 
     def version(self) -> str:
         """The builder's own version; part of every cache key."""
@@ -39,10 +39,10 @@ class Builder(Protocol):
     def remove_image(self, tag: str) -> None: ...
 
 
-def open_builder(backend: Backend) -> Builder:
+def open_builder(backend: BuildBackend) -> Builder:
     """Connect to a backend; raises `MissingTool` with a hint when it is not installed or not running."""
     # Imported here so that using one backend never needs the other's dependencies.
-    if backend is Backend.BUILDAH:
+    if backend is BuildBackend.BUILDAH:
         from hpcgym.imagebuild.backends.buildah import BuildahBuilder
 
         return BuildahBuilder()

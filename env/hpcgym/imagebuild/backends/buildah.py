@@ -8,12 +8,12 @@ from pathlib import Path
 
 from hpcgym.errors import BuildError
 from hpcgym.imagebuild.backends import iter_build_errors
-from hpcgym.imagebuild.spec import Backend
+from hpcgym.imagebuild.spec import BuildBackend
 from hpcgym.run import CommandFailed, require_tool, run
 
 
 class BuildahBuilder:
-    name = Backend.BUILDAH
+    name = BuildBackend.BUILDAH
 
     def __init__(self) -> None:
         require_tool("buildah")

@@ -11,12 +11,12 @@ import docker.errors
 
 from hpcgym.errors import BuildError, MissingTool
 from hpcgym.imagebuild.backends import iter_build_errors
-from hpcgym.imagebuild.spec import Backend
+from hpcgym.imagebuild.spec import BuildBackend
 from hpcgym.run import run
 
 
 class DockerBuilder:
-    name = Backend.DOCKER
+    name = BuildBackend.DOCKER
 
     def __init__(self) -> None:
         try:

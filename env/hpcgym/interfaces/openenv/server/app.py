@@ -55,7 +55,7 @@ from hpcgym.interfaces.openenv.server.admission import (
 )
 from hpcgym.interfaces.openenv.server.auth import ApiKeyAuth, ApiKeyError, api_key_from_environ
 from hpcgym.interfaces.openenv.server.drain import Drain, DrainGuard, DrainingServer, draining_config
-from hpcgym.interfaces.openenv.server.environment import Backend, HpcEnvironment
+from hpcgym.interfaces.openenv.server.environment import HpcEnvironment, ServerBackend
 from hpcgym.interfaces.task import TaskRegistry, default_registry
 from hpcgym.runtime import Runtime
 
@@ -297,7 +297,7 @@ def build_app(
     max_clusters = settings.max_sessions + 2 * settings.pool_size + 4
     runtime = runtime or Runtime(settings.images_dir, max_clusters=max_clusters)
     pool = EpisodePool(runtime, settings.pool_size, EpisodeOptions(timeout_s=settings.step_timeout_s))
-    backend = Backend(
+    backend = ServerBackend(
         pool=pool,
         registry=registry or default_registry(),
         scenarios=settings.scenarios,

@@ -22,7 +22,7 @@ from hpcgym.interfaces.task import TaskRegistry
 
 
 @dataclass(frozen=True)
-class Backend:
+class ServerBackend:
     """What every session of one server shares."""
 
     pool: EpisodePool
@@ -67,7 +67,7 @@ class HpcEnvironment(Environment[HpcAction, HpcObservation, HpcState]):
 
     SUPPORTS_CONCURRENT_SESSIONS = True
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: ServerBackend) -> None:
         super().__init__()
         self.session = TaskSession(
             backend.pool, backend.registry, backend.scenarios, backend.max_steps, backend.max_chars

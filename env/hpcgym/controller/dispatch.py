@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpcgym.controller.clock import DEFAULT_START_S, VirtualClock
-from hpcgym.controller.cluster import Cluster
 from hpcgym.controller.commands import (
     date,
     ping,
@@ -27,15 +26,23 @@ from hpcgym.controller.commands import (
     srun,
     uptime,
 )
-from hpcgym.controller.commands.base import Context, FileReader, Reply, TaskRequest, TaskResult, TaskRunner
+from hpcgym.controller.commands.base import (
+    Context,
+    FileReader,
+    TaskRequest,
+    TaskResult,
+    TaskRunner,
+    ToolReply,
+)
 from hpcgym.controller.joblife import JobLife, sync_prologs
 from hpcgym.controller.rpc import User
 from hpcgym.controller.services import ServiceManager
 from hpcgym.controller.services.slurmlink import sync_cluster
 from hpcgym.controller.services.tools import TOOLS as SERVICE_TOOLS
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, SlurmConf, load_slurm_conf
+from hpcgym.controller.slurmctld import SlurmState
 
-Tool = Callable[[Context, list[str]], Reply]
+Tool = Callable[[Context, list[str]], ToolReply]
 
 # Program name -> implementation. Explicit on purpose: one place to see what the cluster simulates.
 # The Slurm clients share one precondition (the node's slurm.conf); service tools join TOOLS below.
@@ -101,7 +108,7 @@ class Controller:
         services: ServiceManager | None = None,
     ) -> None:
         self.clock = VirtualClock(start_s=start_s, step_s=step_s)
-        self.cluster = Cluster(conf, self.clock, slurmd_running=slurmd_running)
+        self.slurm = SlurmState(conf, self.clock, slurmd_running=slurmd_running)
         self.users = {user.name: user for user in users}
         self.caller = users[0]
         self.run_task = run_task
@@ -119,7 +126,7 @@ class Controller:
 
     def handle(
         self, node: str, argv: list[str], cwd: str, stdin: str | None = None, uid: int | None = None
-    ) -> Reply:
+    ) -> ToolReply:
         """Run one tool invocation as the given node's user would see it.
 
         Args:
@@ -135,19 +142,19 @@ class Controller:
             The stdout, stderr and exit code the real tool would produce.
         """
         if not argv:
-            return Reply("", "hpcgym: empty command\n", 2)
+            return ToolReply("", "hpcgym: empty command\n", 2)
         program = Path(argv[0]).name
         tool = TOOLS.get(program)
         if tool is None:
-            return Reply("", f"bash: {program}: command not found\n", 127)
+            return ToolReply("", f"bash: {program}: command not found\n", 127)
         if (
             program in SLURM_TOOLS
             and self.read_file is not None
             and self.read_file(node, SLURM_CONF_PATH) is None
         ):
-            return Reply("", NO_CONFIG.format(tool=program), 1)
+            return ToolReply("", NO_CONFIG.format(tool=program), 1)
         ctx = Context(
-            cluster=self.cluster,
+            slurm=self.slurm,
             node=node,
             cwd=cwd,
             user=self.caller,
@@ -186,14 +193,14 @@ class Controller:
     def _sync_services(self) -> None:
         # Daemons the agent started or stopped change what slurmctld sees (slurmd registered, ...).
         if self.services is not None:
-            sync_cluster(self.cluster, self.services)
+            sync_cluster(self.slurm, self.services)
             self._sync_joblife()
 
     def _sync_joblife(self) -> None:
         # Jobs that started or ended since run slurmd's Prolog or Epilog in their nodes (joblife.py),
         # also right after the clock moved: a script that fails at once drains its node at once.
         if self.services is not None:
-            sync_prologs(self.cluster, self.services, self.joblife)
+            sync_prologs(self.slurm, self.services, self.joblife)
 
     def tick(self) -> int:
         """Advance virtual time by one step and apply what falls due (job ends, timeouts, pings)."""
@@ -201,7 +208,7 @@ class Controller:
             now = self.clock.tick()
             self._forget_files()
             self._sync_services()
-            self.cluster.advance()
+            self.slurm.advance()
             self._sync_joblife()
             return now
 
@@ -211,6 +218,6 @@ class Controller:
             now = self.clock.advance(seconds)
             self._forget_files()
             self._sync_services()
-            self.cluster.advance()
+            self.slurm.advance()
             self._sync_joblife()
             return now

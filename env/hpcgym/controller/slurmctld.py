@@ -1,7 +1,7 @@
 """The rules slurmctld applies: node state changes, job submission, scheduling, time-driven events.
 
 Commands (`commands/*.py`) only parse flags and format; every change of cluster state goes through a
-`Cluster` method here, so a state the reference captures never showed (a node draining under running
+`SlurmState` method here, so a state the reference captures never showed (a node draining under running
 jobs, a node that stops answering pings, a job hitting its time limit) follows the same rules as the
 states they did show. Time comes only from the episode's `VirtualClock`.
 """
@@ -28,7 +28,6 @@ from hpcgym.controller.slurmconf import SlurmConf, parse_licenses
 from hpcgym.controller.state import (
     Job,
     JobState,
-    Node,
     NodeBase,
     NodeFlag,
     Partition,
@@ -36,6 +35,7 @@ from hpcgym.controller.state import (
     Reason,
     Reservation,
     ReservationFlag,
+    SlurmNode,
     TimeLimitSource,
 )
 from hpcgym.controller.timefmt import TimeLimit
@@ -81,13 +81,13 @@ INFINITE_RESV_S = 365 * 24 * 3600
 UNEXPECTED_REBOOT_REASON = "Node unexpectedly rebooted"
 
 
-class Cluster:
+class SlurmState:
     """All of one episode's Slurm state and the rules that change it."""
 
     def __init__(self, conf: SlurmConf, clock: VirtualClock, *, slurmd_running: bool = True) -> None:
         self.conf = conf
         self.clock = clock
-        self.nodes: dict[str, Node] = {}
+        self.nodes: dict[str, SlurmNode] = {}
         self.partitions: dict[str, Partition] = {}
         self.jobs: dict[int, Job] = {}
         self.next_job_id = 1
@@ -131,7 +131,7 @@ class Cluster:
         self.accounting = Accounting.seeded(conf.cluster_name, SITE_ACCOUNTS)
         # What a registering slurmd reports against its configured line (hardware.py judges it): the
         # drain reason `_validate_node_specs` would set, or None. Unset: every registration fits.
-        self.node_specs_check: Callable[[Node], str | None] | None = None
+        self.node_specs_check: Callable[[SlurmNode], str | None] | None = None
         # Jobs whose end waits on a process slurmd cannot kill (hung I/O, joblife.py): they stay
         # COMPLETING until it exits.
         self.unkillable: set[int] = set()
@@ -147,7 +147,9 @@ class Cluster:
         for part_conf in conf.partitions:
             self.partitions[part_conf.name] = Partition(part_conf, PartitionState(part_conf.state))
         for node_conf in conf.nodes:
-            node = Node(node_conf, partitions=[p.name for p in conf.partitions if node_conf.name in p.nodes])
+            node = SlurmNode(
+                node_conf, partitions=[p.name for p in conf.partitions if node_conf.name in p.nodes]
+            )
             if node_conf.state == "FUTURE":
                 node.base = NodeBase.FUTURE
             elif node_conf.state == "DOWN":
@@ -185,7 +187,7 @@ class Cluster:
         """Slurmd stops (or loses its route to slurmctld); pings start failing from now."""
         self.nodes[name].slurmd_up = False
 
-    def _register(self, node: Node) -> None:
+    def _register(self, node: SlurmNode) -> None:
         if node.name in self.reboot_unseen:
             self.reboot_unseen.discard(node.name)
             if self._rebooted_unexpectedly(node, self.host_boot_s[node.name]):
@@ -207,7 +209,7 @@ class Cluster:
                 self._clear_reason(node)
         self.validate_node_specs(node)
 
-    def validate_node_specs(self, node: Node) -> None:
+    def validate_node_specs(self, node: SlurmNode) -> None:
         # _validate_node_specs(): a registration that reports less than configured marks the node
         # INVALID_REG and drains it (as SlurmUser) unless it is already down, drained or failed; a
         # good one clears the mark and leaves any drain to the admin.
@@ -223,7 +225,7 @@ class Cluster:
         if node.base is not NodeBase.DOWN and not node.has(NodeFlag.DRAIN | NodeFlag.FAIL):
             self.drain(node, reason, self.slurm_user)
 
-    def _rebooted_unexpectedly(self, node: Node, booted_s: int) -> bool:
+    def _rebooted_unexpectedly(self, node: SlurmNode, booted_s: int) -> bool:
         # validate_node_specs(): a node that booted after its last answer, unless ReturnToService=2
         # (or slurmctld asked for the reboot), goes DOWN and its jobs are killed; the reason is set
         # only over none or "Not responding". With 1, a node DOWN for not responding does not come
@@ -253,7 +255,7 @@ class Cluster:
             node.slurmd_start_s = self.now_s
             self._register(node)
 
-    def _returns_to_service(self, node: Node) -> bool:
+    def _returns_to_service(self, node: SlurmNode) -> bool:
         # ReturnToService=1 revives nodes that went DOWN only for not responding; 2 revives any.
         if self.conf.return_to_service == 2:
             return True
@@ -309,7 +311,7 @@ class Cluster:
         old = self.nodes
         self.nodes = {}
         for node_conf in conf.nodes:
-            node = old.get(node_conf.name) or Node(node_conf, flags=NodeFlag.NOT_RESPONDING)
+            node = old.get(node_conf.name) or SlurmNode(node_conf, flags=NodeFlag.NOT_RESPONDING)
             node.conf = node_conf
             node.partitions = [p.name for p in conf.partitions if node_conf.name in p.nodes]
             self.nodes[node_conf.name] = node
@@ -480,7 +482,7 @@ class Cluster:
                 self.clock.now_s = now
         self.pinged_until_s = max(self.pinged_until_s, now)
 
-    def _answers(self, node: Node) -> bool:
+    def _answers(self, node: SlurmNode) -> bool:
         # A ping needs a credential from the controller's munged and its check by the node's: with
         # either munged stopped the node does not answer (Debian's 22.05.8 with munged stopped: every
         # node down* after SlurmdTimeout).
@@ -1010,20 +1012,20 @@ class Cluster:
 
     # ---- nodes -----------------------------------------------------------------------------------
 
-    def drain(self, node: Node, reason: str, user: str) -> None:
+    def drain(self, node: SlurmNode, reason: str, user: str) -> None:
         node.flags |= NodeFlag.DRAIN
         self._set_reason(node, reason, user)
 
-    def undrain(self, node: Node) -> None:
+    def undrain(self, node: SlurmNode) -> None:
         node.flags &= ~NodeFlag.DRAIN
         if node.base is not NodeBase.DOWN and not node.has(NodeFlag.FAIL):
             self._clear_reason(node)
 
-    def set_down(self, node: Node, reason: str, user: str) -> None:
+    def set_down(self, node: SlurmNode, reason: str, user: str) -> None:
         self._set_down(node, reason, user)
         self.schedule()
 
-    def _set_down(self, node: Node, reason: str, user: str, *, keep_reason: bool = False) -> None:
+    def _set_down(self, node: SlurmNode, reason: str, user: str, *, keep_reason: bool = False) -> None:
         node.base = NodeBase.DOWN
         if not keep_reason or node.reason is None or node.reason.startswith("Not responding"):
             self._set_reason(node, reason, user)
@@ -1044,15 +1046,15 @@ class Cluster:
         node.cpus_alloc = 0
         node.flags &= ~NodeFlag.COMPLETING
 
-    def mark_not_responding(self, node: Node) -> None:
+    def mark_not_responding(self, node: SlurmNode) -> None:
         """State=NoResp: flag the node until its slurmd answers the next ping."""
         node.flags |= NodeFlag.NOT_RESPONDING
 
-    def fail(self, node: Node, reason: str, user: str) -> None:
+    def fail(self, node: SlurmNode, reason: str, user: str) -> None:
         node.flags |= NodeFlag.FAIL
         self._set_reason(node, reason, user)
 
-    def resume(self, node: Node) -> None:
+    def resume(self, node: SlurmNode) -> None:
         """State=RESUME: only a drained, failed or down node may resume; it then re-registers.
 
         A node whose last registration did not fit its line (INVALID_REG) may not resume at all
@@ -1079,7 +1081,7 @@ class Cluster:
             if job.state is JobState.PENDING and job.unseen_until_s is not None:
                 job.unseen_until_s = self.now_s
 
-    def rewrite_reason(self, node: Node, reason: str) -> None:
+    def rewrite_reason(self, node: SlurmNode, reason: str) -> None:
         """`scontrol update NodeName= Reason=` alone: a new text for the node's reason.
 
         Its user and time stay; a node without a reason keeps none.
@@ -1087,10 +1089,10 @@ class Cluster:
         if node.reason is not None:
             node.reason = reason
 
-    def _set_reason(self, node: Node, reason: str, user: str) -> None:
+    def _set_reason(self, node: SlurmNode, reason: str, user: str) -> None:
         node.reason, node.reason_user, node.reason_s = reason, user, self.now_s
 
-    def _clear_reason(self, node: Node) -> None:
+    def _clear_reason(self, node: SlurmNode) -> None:
         node.reason = node.reason_user = None
         node.reason_s = None
 
@@ -1102,7 +1104,7 @@ class Cluster:
         except KeyError:
             raise SlurmError("Invalid job id specified") from None
 
-    def node(self, name: str) -> Node:
+    def node(self, name: str) -> SlurmNode:
         try:
             return self.nodes[name]
         except KeyError:
