@@ -293,10 +293,10 @@ def test_a_request_that_waits_too_long_is_told_so(slow_channel, monkeypatch: pyt
 EMFILE = textwrap.dedent(
     """
     import json, os, resource, socket, struct, sys, time
-    from hpcgym.runtime.channel import ControlChannel, Reply
+    from hpcgym.runtime.channel import ControlChannel, WireReply
     path = sys.argv[1]
     chan = ControlChannel()
-    chan.bind(path, "node-e", lambda request: Reply(stdout="ok"), lambda e: None)
+    chan.bind(path, "node-e", lambda request: WireReply(stdout="ok"), lambda e: None)
     time.sleep(0.2)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
