@@ -153,7 +153,7 @@ class Episode:
             self.services = ServiceManager.from_slurm_conf(self.conf, self.nodes, self.controller.clock)
             # slurmctld judges each registration against the node's hardware (hardware.py).
             self.controller.slurm.node_specs_check = functools.partial(check_registration, self.services)
-            for name in self.services.hardware:
+            for name in self.services.hardware.nodes:
                 self.show_hardware(name)
             clock = self.controller.clock
             self.nodes.now_s = lambda: clock.now_s if clock.now_s >= 0 else clock.start_s
@@ -200,7 +200,7 @@ class Episode:
 
         Called before the node's sandbox first starts, and again when a fault changes its hardware.
         """
-        hw = self.services.hardware[node]
+        hw = self.services.hardware.nodes[node]
         target = self.cluster.nodes.get(node)
         if target is None:
             return

@@ -299,7 +299,7 @@ def is_clock_synchronized(episode: Episode, node: str) -> bool:
     services = episode.services
     services.sync()
     return (
-        services.clock_offset(node) == services.clock_offset(services.controller_host)
+        services.clocks.offset(node) == services.clocks.offset(services.controller_host)
         and is_unit_active(episode, node, chrony.UNIT)
         and chrony.is_synchronized(services, node)
     )
@@ -499,7 +499,7 @@ def is_portal_serving(episode: Episode) -> bool:
         host_header=ctl,
         upstream_ok=services.is_portal_upstream_healthy(),
         authorized=True,
-        now_s=services.now_s,
+        now_s=services.clocks.now_s,
     )
     return page.status == 200
 
@@ -509,7 +509,7 @@ def is_portal_serving(episode: Episode) -> bool:
 
 def has_no_uncorrected_ecc(episode: Episode, node: str) -> bool:
     """No GPU of the node has had an uncorrectable ECC error since its last reset."""
-    gpus = episode.services.gpus.get(node) or []
+    gpus = episode.services.hardware.gpus.get(node) or []
     return bool(gpus) and all(gpu.volatile.uncorrected == 0 for gpu in gpus)
 
 

@@ -334,7 +334,7 @@ def _recovered_node(episode: Episode, rng: random.Random, spare: list[str]) -> l
     unit = services.unit(login, "slurmctld.service")
     pid = unit.main_pid if unit is not None and unit.main_pid else 0
     journal = services.journal(login)
-    now = services.node_now_s(login)
+    now = services.clocks.node_now_s(login)
     # In time order after what the journal holds, through `add` (so every sink sees them), and in
     # SlurmctldLogFile, as slurmctld writes both.
     last = journal.entries[-1].time_s if journal.entries else now

@@ -497,11 +497,11 @@ class Grader:
 
 
 def _has_uncorrected_gpu(episode: Episode, node: str) -> bool:
-    return any(gpu.volatile.uncorrected for gpu in episode.services.gpus.get(node) or [])
+    return any(gpu.volatile.uncorrected for gpu in episode.services.hardware.gpus.get(node) or [])
 
 
 def _has_lost_gpu(episode: Episode, node: str) -> bool:
-    return any(gpu.lost for gpu in episode.services.gpus.get(node) or [])
+    return any(gpu.lost for gpu in episode.services.hardware.gpus.get(node) or [])
 
 
 def _max_time_policy(

@@ -86,7 +86,7 @@ class Context:
         """What this node's own clock reads: the episode's clock plus the node's skew, if any."""
         if self.services is None:
             return self.slurm.now_s
-        return self.services.node_now_s(self.node)
+        return self.services.clocks.node_now_s(self.node)
 
     def find_user(self, name_or_uid: str) -> User | None:
         """Look a user up as getpwnam/getpwuid would on the calling node.

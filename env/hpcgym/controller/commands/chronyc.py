@@ -2,7 +2,7 @@
 
 Both answer from the controller's model, not the host: whether chronyd runs on the node
 (services/chrony.py), its source (chrony.conf's `server`, or the login node's own `local stratum`),
-and the node's clock skew (`ServiceManager.clock_offsets`). chronyc talks to chronyd over its command
+and the node's clock skew (`NodeClocks.offsets`). chronyc talks to chronyd over its command
 socket, so with chronyd stopped every command fails `506 Cannot talk to daemon`. The small numbers a
 synced chronyd prints (offsets, frequency, delay) are fixed, plausible values for a LAN source.
 """
@@ -32,7 +32,7 @@ def _ctime(time_s: int) -> str:
 
 
 def _tracking(services: ServiceManager, node: str) -> str:
-    now = services.node_now_s(node)
+    now = services.clocks.node_now_s(node)
     source = chrony.source(services, node)
     local = server(services, node) is None
     if local:
@@ -98,11 +98,12 @@ def _makestep(services: ServiceManager, node: str) -> str:
     skew = chrony.skew(services, node)
     if chrony.source(services, node) is not None and skew:
         runtime = services.unit(node, UNIT)
-        services.set_clock_offset(node, services.clock_offset(services.controller_host))
+        services.clocks.set_offset(node, services.clocks.offset(services.controller_host))
         if runtime is not None and runtime.main_pid is not None:
             journal = services.node_state(node).journal
             for line in step_lines(-skew):
-                journal.add(Entry(services.node_now_s(node), "chronyd", runtime.main_pid, UNIT, line.text))
+                when = services.clocks.node_now_s(node)
+                journal.add(Entry(when, "chronyd", runtime.main_pid, UNIT, line.text))
     return "200 OK\n"
 
 
@@ -150,7 +151,7 @@ def run_timedatectl(ctx: Context, args: list[str]) -> ToolReply:
     verb = words[0] if words else "status"
     if verb not in TIMEDATECTL_VERBS:
         return ToolReply("", f"Unknown command verb {verb}.\n", 1)
-    now = services.node_now_s(ctx.node)
+    now = services.clocks.node_now_s(ctx.node)
     ntp = services.is_active(ctx.node, UNIT)
     synced = chrony.is_synchronized(services, ctx.node)
     if verb == "status":

@@ -126,7 +126,7 @@ def _fetch(services: ServiceManager, node: str, transfer: Transfer, method: str,
         host_header=host_header,
         upstream_ok=services.is_portal_upstream_healthy(),
         authorized=authorized,
-        now_s=services.now_s,
+        now_s=services.clocks.now_s,
     )
     transfer.verbose += [
         f"* Connected to {host} ({shown}) port {port} (#0)",

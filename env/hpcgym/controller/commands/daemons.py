@@ -94,11 +94,11 @@ def run_slurmd(ctx: Context, args: list[str]) -> ToolReply:
         node = conf.node(ctx.node) if conf is not None else None
         if node is None:
             return ToolReply("", "slurmd: fatal: Unable to determine this slurmd's NodeName\n", 1)
-        uptime = services.now_s - services.clock.start_s
+        uptime = services.clocks.now_s - services.clocks.episode.start_s
         days, rest = divmod(uptime, 86400)
         clock = f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
         # What the node has, not what slurm.conf says: the line an admin pastes into slurm.conf.
-        hw = services.hardware.get(node.name) or NodeHardware.from_node_conf(node)
+        hw = services.hardware.nodes.get(node.name) or NodeHardware.from_node_conf(node)
         return ToolReply(f"{slurmd_config_line(node.name, hw)}\nUpTime={clock}\n")
     name = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "-N"), None)
     unit = services.unit(ctx.node, SLURMD)

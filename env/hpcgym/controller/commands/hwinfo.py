@@ -37,7 +37,7 @@ NPROC = Prologue(
 
 def _hardware(ctx: Context) -> tuple[ServiceManager, NodeHardware]:
     services = services_of(ctx)
-    hw = services.hardware.get(ctx.node)
+    hw = services.hardware.nodes.get(ctx.node)
     if hw is None:
         # The login node is not in slurm.conf: a small service VM.
         hw = NodeHardware(cpus=4, cores_per_socket=4, real_memory_mb=7680)

@@ -142,7 +142,7 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
         return parsed
     found, operands = parsed.found, parsed.operands
     services = services_of(ctx)
-    now = services.node_now_s(ctx.node)
+    now = services.clocks.node_now_s(ctx.node)
     flags = {key for key, _ in found}
     values = dict(found)
     units = [normalize_unit_name(value) for key, value in found if key == "unit" and value]

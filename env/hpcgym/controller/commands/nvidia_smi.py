@@ -165,7 +165,7 @@ def _query_csv(gpus: list[Gpu], fields: list[str], fmt: set[str]) -> ToolReply:
 
 def run(ctx: Context, args: list[str]) -> ToolReply:
     services = services_of(ctx)
-    gpus = services.gpus.get(ctx.node, [])
+    gpus = services.hardware.gpus.get(ctx.node, [])
     if not gpus:
         return ToolReply(NO_DRIVER, "", EXIT_NO_DRIVER)
     flags: set[str] = set()
@@ -196,7 +196,7 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
         if not chosen:
             return ToolReply("No devices were found\n", "", EXIT_NOT_FOUND)
         gpus = chosen
-    now = services.now_s
+    now = services.clocks.now_s
     lost = [gpu for gpu in gpus if gpu.lost]
     if lost:
         # NVML_ERROR_GPU_IS_LOST on the first device it cannot open; nothing else is printed.

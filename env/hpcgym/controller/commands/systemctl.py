@@ -113,7 +113,8 @@ def _status(services: ServiceManager, node: str, units: list[str], flags: Flags)
             continue
         # get_output_flags: -a/--all shows a journal line with control characters in full.
         entries = journal.for_unit(name)
-        blocks.append(format_status(unit, node, services.now_s, entries, lines, show_all="all" in flags.set))
+        now = services.clocks.now_s
+        blocks.append(format_status(unit, node, now, entries, lines, show_all="all" in flags.set))
         if services.changed_on_disk(node, unit):
             errors += _changed_warning(name)
         if unit.active is not ActiveState.ACTIVE:

@@ -1,6 +1,6 @@
 """chronyd (chrony 4.5, Rocky 9.5): the daemon that keeps a node's clock on the cluster's time.
 
-A node's clock can be skewed (`ServiceManager.clock_offsets`): its hardware clock drifted while
+A node's clock can be skewed (`NodeClocks.offsets`, services/peers.py): its hardware clock drifted while
 chronyd was stopped. Starting chronyd corrects it only when chrony.conf allows a step (`makestep`,
 as Rocky's default does: `makestep 1.0 3` steps during the first updates); without one chronyd would
 slew at most 83 ms per second, so a skew of minutes stays for hours, which this model keeps as is.
@@ -12,7 +12,6 @@ with it, are decided here once, for chronyd, chronyc and timedatectl, and the gr
 from __future__ import annotations
 
 from ipaddress import IPv4Address
-from typing import Protocol
 
 from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, lookup_ids
 from hpcgym.controller.services.units import UnitFile
@@ -22,12 +21,6 @@ FEATURES = "+CMDMON +NTP +REFCLOCK +RTC +PRIVDROP +SCFILTER +SIGND +ASYNCDNS +NT
 CONF = "/etc/chrony.conf"
 PID_FILE = "/run/chrony/chronyd.pid"
 UNIT = "chronyd.service"
-
-
-class ClockHost(DaemonHost, Protocol):
-    """What chronyd asks of the cluster beyond a daemon's checks: to step its node's clock."""
-
-    def set_clock_offset(self, node: str, seconds: int) -> None: ...
 
 
 def conf_directives(host: DaemonHost, node: str) -> list[list[str]]:
@@ -70,7 +63,7 @@ def source(host: DaemonHost, node: str) -> tuple[str, IPv4Address] | None:
 
 def skew(host: DaemonHost, node: str) -> int:
     """How far `node`'s clock is ahead of the time it serves or follows (the controller's)."""
-    return host.clock_offset(node) - host.clock_offset(host.controller_host)
+    return host.clocks.offset(node) - host.clocks.offset(host.controller_host)
 
 
 def is_synchronized(host: DaemonHost, node: str) -> bool:
@@ -91,7 +84,7 @@ def step_lines(correction_s: int) -> list[Line]:
     ]
 
 
-def launch(host: ClockHost, node: str, unit: UnitFile) -> Launch:
+def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     """Start chronyd: it picks its source and, if chrony.conf lets it, steps a skewed clock to it."""
     uid, gid = lookup_ids(host.access, node, "root")
     result = Launch(ok=True, comm="chronyd", argv=exec_argv(unit), uid=uid, gid=gid, pid_file=PID_FILE)
@@ -109,5 +102,5 @@ def launch(host: ClockHost, node: str, unit: UnitFile) -> Launch:
     threshold = step_threshold(host, node)
     if offset and threshold is not None and abs(offset) > threshold:
         result.stderr += step_lines(-offset)
-        host.set_clock_offset(node, host.clock_offset(host.controller_host))
+        host.clocks.set_offset(node, host.clocks.offset(host.controller_host))
     return result

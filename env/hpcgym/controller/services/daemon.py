@@ -23,7 +23,7 @@ from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.units import UnitFile
 
 if TYPE_CHECKING:
-    from hpcgym.controller.hardware import NodeHardware
+    from hpcgym.controller.services.peers import Hardware, NodeClocks
 
 PID_MARK = "{pid}"
 # Service accounts of the images (images/common/setup-node.sh); used when /etc/passwd lacks them.
@@ -71,11 +71,10 @@ class DaemonHost(Protocol):
 
     access: NodeAccess
     network: Network
+    # The episode's time and each node's skew.
+    clocks: NodeClocks
     # What each compute node physically has (hardware.py), as slurmd finds it at its start.
-    hardware: dict[str, NodeHardware]
-
-    @property
-    def now_s(self) -> int: ...
+    hardware: Hardware
 
     @property
     def controller_host(self) -> str: ...
@@ -85,8 +84,6 @@ class DaemonHost(Protocol):
     def facts(self, node: str, unit: str, kind: type[Facts]) -> Facts | None: ...
 
     def controller_addr(self, node: str) -> IPv4Address | None: ...
-
-    def clock_offset(self, node: str) -> int: ...
 
 
 def lookup_ids(access: NodeAccess, node: str, user: str) -> tuple[int, int]:

@@ -162,7 +162,7 @@ def next_job(m: ServiceManager, node: str) -> str:
 
 
 def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
-    file, now = runtime.file, m.now_s
+    file, now = runtime.file, m.clocks.now_s
     desc = file.description
     job = next_job(m, node)
     if hits_start_limit(runtime, now):
@@ -307,7 +307,7 @@ def stop_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> None:
     log_systemd(m, node, runtime, f"Stopped {desc}.", Catalog.JOB_STOP_DONE, job=job)
     runtime.active, runtime.sub, runtime.result = ActiveState.INACTIVE, SubState.DEAD, Result.SUCCESS
     runtime.main_pid, runtime.main_exit = None, (pid, "exited", "0/SUCCESS")
-    runtime.state_since_s = m.now_s
+    runtime.state_since_s = m.clocks.now_s
     runtime.process, runtime.skipped = None, None
 
 
@@ -362,7 +362,7 @@ def main_ended(
     log_systemd(m, node, runtime, f"{runtime.name}: Deactivated successfully.", Catalog.UNIT_SUCCEEDED)
     runtime.active, runtime.sub, runtime.result = ActiveState.INACTIVE, SubState.DEAD, Result.SUCCESS
     runtime.main_pid, runtime.main_exit = None, (pid, code, text)
-    runtime.state_since_s = m.now_s
+    runtime.state_since_s = m.clocks.now_s
     runtime.process, runtime.skipped = None, None
     return Result.SUCCESS
 
@@ -374,7 +374,7 @@ def set_failed(m: ServiceManager, node: str, runtime: UnitRuntime, result: Resul
     )  # fmt: skip
     runtime.active, runtime.sub, runtime.result = ActiveState.FAILED, SubState.FAILED, result
     runtime.main_pid = None
-    runtime.state_since_s = m.now_s
+    runtime.state_since_s = m.clocks.now_s
     runtime.process, runtime.skipped = None, None
 
 
@@ -389,7 +389,7 @@ def log_systemd(
     catalog: Catalog | None = None,
     **fields: str,
 ) -> None:
-    now = m.node_now_s(node)
+    now = m.clocks.node_now_s(node)
     m.node_state(node).journal.add(
         Entry(now, "systemd", 1, runtime.name, text, pid1_priority(text), catalog, dict(fields))
     )
@@ -408,7 +408,7 @@ def log_line(
     # systemd's own lines carry their real priority, as `journalctl -p err` shows. `at_s`: when,
     # on the episode's clock, if not now (the node's own clock stamps it).
     priority = line.priority if comm.startswith("(") else Priority.INFO
-    when = m.node_now_s(node) if at_s is None else at_s + m.clock_offset(node)
+    when = m.clocks.node_now_s(node) if at_s is None else at_s + m.clocks.offset(node)
     m.node_state(node).journal.add(Entry(when, comm, pid, runtime.name, line.text, priority))
 
 
@@ -435,7 +435,7 @@ def log_slurm_daemon(
     runtime = m.node_state(node).units.get(f"{daemon}.service")
     if runtime is None or not runtime.main_pid:
         return
-    when = m.now_s if at_s is None else at_s
+    when = m.clocks.now_s if at_s is None else at_s
     for line in slurm.daemon_lines(daemon, [text]):
         log_line(m, node, runtime, daemon, runtime.main_pid, line, at_s=when)
     path = slurm.slurmd_path(conf, SLURM_LOG_FILES[daemon], "", node)

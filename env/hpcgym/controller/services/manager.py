@@ -21,11 +21,12 @@ from hpcgym.controller.services import lifecycle, slurm, slurmdbd
 from hpcgym.controller.services.access import NodeAccess, is_symlink
 from hpcgym.controller.services.daemon import append_log, iso_time
 from hpcgym.controller.services.facts import Facts
-from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
+from hpcgym.controller.services.gpu import gpu_count, make_gpus
 from hpcgym.controller.services.journal import Catalog, Entry, Journal
 from hpcgym.controller.services.mariadb import MARIADB
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.packages import PackageDB
+from hpcgym.controller.services.peers import Hardware, MungeCredentials, NodeClocks
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem, SlurmdFacts
 from hpcgym.controller.services.slurmdbd import SLURMDBD, SlurmdbdFacts
 from hpcgym.controller.services.syslog import MessagesSink
@@ -101,7 +102,7 @@ class ServiceManager:
         self.access = access
         # Scenario set-up: units (per node) that are disabled, so that boot does not start them.
         self.disabled = {node: set(units) for node, units in (disabled or {}).items()}
-        self.clock = clock
+        self.clocks = NodeClocks(clock)
         self.network = Network(access)
         self._controller_host = controller_host
         self._controller_addr = controller_addr or controller_host
@@ -112,19 +113,11 @@ class ServiceManager:
         self._syncing = False
         # What the last sync judged of each node whose slurmd runs (`is_registered_as_synced`).
         self._judged: dict[str, RegistrationProblem | None] = {}
-        # The GPUs of each GPU node (nvidia-smi's state); scenarios set their counters.
-        self.gpus: dict[str, list[Gpu]] = {}
-        # What each compute node physically has (hardware.py); faults change it, slurmd reports it.
-        self.hardware: dict[str, NodeHardware] = {}
+        # What each compute node physically has and its GPUs; from_slurm_conf fills it from slurm.conf.
+        self.hardware = Hardware()
         # When each node's health check (HealthCheckProgram, services/nhc.py) last ran.
         self.health_runs: dict[str, int] = {}
-        # munge credentials: a serial that makes each one unique, and those each node has decoded
-        # (munged refuses a replay).
-        self.munge_serial = 0
-        self.munge_seen: dict[str, set[str]] = {}
-        # How far each node's system clock is off the episode's clock (seconds; absent means 0): a
-        # drifted hardware clock with chronyd stopped. Starting chronyd (or `chronyc makestep`) steps it.
-        self.clock_offsets: dict[str, int] = {}
+        self.munge = MungeCredentials()
         # Each node's RPM database and the site repository (packages.py); the episode sets it up.
         self.packages: PackageDB | None = None
         # What a user's job may run on each node (users.py); the episode sets it up.
@@ -151,29 +144,11 @@ class ServiceManager:
         for node in conf.nodes:
             count = gpu_count(conf, node.name)
             if count:
-                manager.gpus[node.name] = make_gpus(node.name, count)
-            manager.hardware[node.name] = NodeHardware.from_node_conf(node, gpus=count)
+                manager.hardware.gpus[node.name] = make_gpus(node.name, count)
+            manager.hardware.nodes[node.name] = NodeHardware.from_node_conf(node, gpus=count)
         return manager
 
     # ---- what daemons and the Slurm side ask ------------------------------------------------------
-
-    @property
-    def now_s(self) -> int:
-        return self.clock.now_s
-
-    def node_now_s(self, node: str) -> int:
-        """The time `node`'s own clock shows: the episode's clock plus that node's skew."""
-        return self.clock.now_s + self.clock_offsets.get(node, 0)
-
-    def clock_offset(self, node: str) -> int:
-        return self.clock_offsets.get(node, 0)
-
-    def set_clock_offset(self, node: str, seconds: int) -> None:
-        """Skew (or, with 0, correct) a node's clock; registration is re-judged at the next sync."""
-        if seconds:
-            self.clock_offsets[node] = seconds
-        else:
-            self.clock_offsets.pop(node, None)
 
     @property
     def controller_host(self) -> str:
@@ -318,7 +293,7 @@ class ServiceManager:
         runtime.set_facts(facts)
         if not lines:
             return
-        journal, pid, skew = self.node_state(node).journal, runtime.main_pid, self.clock_offset(node)
+        journal, pid, skew = self.node_state(node).journal, runtime.main_pid, self.clocks.offset(node)
         for when, text in lines:
             journal.add(Entry(when + skew, "slurmdbd", pid, SLURMDBD, f"slurmdbd: {text}"))
         log_file = (slurmdbd.read_dbd_conf(self, node) or {}).get("logfile", "")
@@ -346,7 +321,7 @@ class ServiceManager:
         ctl = self.node_state(self._controller_host).units.get(SLURMCTLD)
         if ctl is None or ctl.main_pid is None or not self.is_active(self._controller_host, SLURMCTLD):
             return
-        encoded, decoded = self.node_now_s(node), self.node_now_s(self._controller_host)
+        encoded, decoded = self.clocks.node_now_s(node), self.clocks.node_now_s(self._controller_host)
         texts = slurm.slurmctld_decode_errors(problem, encoded, decoded)
         for line in slurm.daemon_lines("slurmctld", texts):
             lifecycle.log_line(self, self._controller_host, ctl, "slurmctld", ctl.main_pid, line)

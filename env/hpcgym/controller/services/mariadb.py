@@ -293,7 +293,7 @@ def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
 
 def _start(host: DaemonHost, node: str, result: Launch) -> list[str]:
     """Run the checks into `result` (log file, facts); return what goes to stderr (the journal)."""
-    stamp = log_time(host.now_s)
+    stamp = log_time(host.clocks.now_s)
     config = read_config(host.access, node)
     journal = list(config.stderr)
     if config.fatal:

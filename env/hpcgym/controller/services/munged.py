@@ -136,7 +136,7 @@ class MungedFacts(DaemonFacts):
 def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     """Start munged as its unit's User= would (daemon mode: only errors reach stderr and the journal)."""
     euid, egid = lookup_ids(host.access, node, unit.user)
-    now = host.now_s
+    now = host.clocks.now_s
     addr = host.network.address(node)
     origin = f"{addr} (eth0)" if addr is not None else "127.0.0.1 (lo)"
     steps = [

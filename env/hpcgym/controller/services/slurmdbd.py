@@ -127,12 +127,12 @@ def follow_database(
     if running.next_try_s is None:
         return running, []
     due = running.next_try_s
-    if due > host.now_s:
+    if due > host.clocks.now_s:
         return running, []
     error = connect_error(host, node, running.storage_user, running.storage_pass)
     if error is None:
         return replace(running, next_try_s=None), [(due, text) for text in started_texts()]
-    tries = list(range(due, host.now_s + 1, RETRY_S))[-MAX_TRIES_LOGGED:]
+    tries = list(range(due, host.clocks.now_s + 1, RETRY_S))[-MAX_TRIES_LOGGED:]
     failed = (f"error: mysql_real_connect failed: {error}", RETRY_TEXT)
     lines = [(when, text) for when in tries for text in failed]
     return replace(running, next_try_s=tries[-1] + RETRY_S), lines
@@ -185,7 +185,7 @@ def launch_slurmdbd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
             error = connect_error(host, node, user, password)
             if error is not None:
                 texts = [f"error: mysql_real_connect failed: {error}", RETRY_TEXT]
-                result.facts = SlurmdbdFacts(user, password, next_try_s=host.now_s + RETRY_S)
+                result.facts = SlurmdbdFacts(user, password, next_try_s=host.clocks.now_s + RETRY_S)
             else:
                 texts = started_texts()
                 result.facts = SlurmdbdFacts(user, password)
@@ -195,5 +195,5 @@ def launch_slurmdbd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
         Line(f"slurmdbd: {t}", Priority.ERR if t.startswith(("error", "fatal")) else Priority.INFO)
         for t in texts
     ]
-    result.log_lines = [f"[{iso_time(host.now_s)}.000] {t}" for t in texts]
+    result.log_lines = [f"[{iso_time(host.clocks.now_s)}.000] {t}" for t in texts]
     return result
