@@ -177,7 +177,7 @@ def _check_hung(cluster: SlurmState, services: ServiceManager, life: JobLife) ->
         _log(cluster, services, task.node, "slurmd", text)
         text = f"error: slurmd error running JobId={job_id} on node(s)={task.node}: Kill task failed"
         _log(cluster, services, services.controller_host, "slurmctld", text)
-        journal = services.journal(task.node)
+        journal = services.systemd.journal(task.node)
         for line in (
             f"INFO: task {task.comm}:{task.pid} blocked for more than 122 seconds.",
             f"      Not tainted {KERNEL_RELEASE} #1",

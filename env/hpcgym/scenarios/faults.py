@@ -161,17 +161,17 @@ def _random_bytes(episode: Episode, step: schema.RandomBytes, rng: random.Random
 
 def _service(episode: Episode, step: schema.Service, rng: random.Random) -> None:
     services = episode.services
-    if services.unit(step.node, step.unit) is None:
+    if services.systemd.unit(step.node, step.unit) is None:
         raise ScenarioError(f"{step.node} has no unit {step.unit}")
     if step.action == "kill":
-        runtime = services.unit(step.node, step.unit)
+        runtime = services.systemd.unit(step.node, step.unit)
         if runtime is not None and runtime.main_pid is not None:
             _kill_and_wait(episode, step.node, runtime.main_pid)
-        services.sync()
+        services.systemd.sync()
     elif step.action in ("enable", "disable"):
-        services.set_enabled(step.node, step.unit, step.action == "enable")
+        services.systemd.set_enabled(step.node, step.unit, step.action == "enable")
     else:
-        getattr(services, step.action)(step.node, step.unit)
+        getattr(services.systemd, step.action)(step.node, step.unit)
 
 
 def _kill_and_wait(episode: Episode, node: str, pid: int) -> None:
@@ -398,7 +398,7 @@ def _gpu_xid(episode: Episode, step: schema.GpuXid, rng: random.Random) -> None:
         raise ScenarioError(f"Xid {step.code} is not modelled (controller/services/xid.py)")
     values = (rng.randrange(8), rng.randrange(4), rng.randrange(8, 0x40))
     xid.record_xid(
-        episode.services.journal(step.node),
+        episode.services.systemd.journal(step.node),
         gpus[step.index],
         step.code,
         time_s=episode.controller.slurm.now_s,
@@ -434,7 +434,7 @@ def _hung_io(episode: Episode, step: schema.HungIo, rng: random.Random) -> None:
     # The server came back with its export changed: new calls fail ESTALE; the old one never returns.
     episode.nodes.make_share_stale(step.node, step.path)
     server = episode.cluster.login_node
-    episode.services.journal(step.node).add(
+    episode.services.systemd.journal(step.node).add(
         Entry(
             cluster.now_s,
             xid.KERNEL,
@@ -453,7 +453,7 @@ def _hung_io(episode: Episode, step: schema.HungIo, rng: random.Random) -> None:
 
 
 def _clock_skew(episode: Episode, step: schema.ClockSkew, rng: random.Random) -> None:
-    if step.node not in episode.services.nodes:
+    if step.node not in episode.services.systemd.nodes:
         raise ScenarioError(f"no node {step.node!r}")
     episode.services.clocks.set_offset(step.node, step.seconds)
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from hpcgym.controller.commands import munge_usage
 from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.numbers import is_digits, to_int
-from hpcgym.controller.services import ServiceManager, services_of
+from hpcgym.controller.services import ServiceManager
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.munged import SOCKET, VERSION, MungedFacts
 from hpcgym.controller.services.slurm import MUNGE
@@ -193,7 +193,7 @@ def _path(ctx: Context, path: str) -> str:
 
 def _socket_ok(services: ServiceManager, node: str, found: dict[str, str]) -> str | None:
     socket = found.get("socket", SOCKET)
-    return None if socket == SOCKET and services.is_active(node, MUNGE) else socket
+    return None if socket == SOCKET and services.systemd.is_active(node, MUNGE) else socket
 
 
 def _prepare(
@@ -215,8 +215,8 @@ def _prepare(
     fixed = _fixed(prog, found)
     if fixed is not None:
         return fixed
-    services = services_of(ctx)
-    services.sync()
+    services = ctx.services
+    services.systemd.sync()
     if find_socket:
         no_munged = _find_socket(services, ctx.node, prog, found)
         if no_munged is not None:
@@ -307,7 +307,7 @@ class Decoded:
 
 def _key_tag(services: ServiceManager, node: str) -> str:
     """What a credential carries of the key `node`'s munged runs with ("" where none runs)."""
-    running = services.facts(node, MUNGE, MungedFacts)
+    running = services.systemd.facts(node, MUNGE, MungedFacts)
     return running.key_sha256[:16] if running is not None else ""
 
 

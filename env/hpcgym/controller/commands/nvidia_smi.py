@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from hpcgym.controller.commands.base import Context, ToolReply
-from hpcgym.controller.services import services_of
 from hpcgym.controller.services.gpu import (
     CUDA_VERSION,
     DRIVER_VERSION,
@@ -164,7 +163,7 @@ def _query_csv(gpus: list[Gpu], fields: list[str], fmt: set[str]) -> ToolReply:
 
 
 def run(ctx: Context, args: list[str]) -> ToolReply:
-    services = services_of(ctx)
+    services = ctx.services
     gpus = services.hardware.gpus.get(ctx.node, [])
     if not gpus:
         return ToolReply(NO_DRIVER, "", EXIT_NO_DRIVER)

@@ -66,8 +66,20 @@ class Launch:
     program: str = ""
 
 
+class RunningUnits(Protocol):
+    """What a daemon's checks may ask of the node's systemd: what serves, and what it left."""
+
+    def is_active(self, node: str, unit: str) -> bool: ...
+
+    def facts(self, node: str, unit: str, kind: type[Facts]) -> Facts | None: ...
+
+
 class DaemonHost(Protocol):
-    """What a daemon's checks may ask of the rest of the cluster (the service manager provides it)."""
+    """Everything a daemon's checks may ask of the rest of the cluster (`ServiceManager` provides it).
+
+    slurmd and slurmctld (slurm.py) ask all of it; each other launcher names the part it uses
+    (munged.MungedHost, httpd.HttpdHost, chrony.ClockHost, mariadb.MariadbHost, slurmdbd.SlurmdbdHost).
+    """
 
     access: NodeAccess
     network: Network
@@ -79,9 +91,8 @@ class DaemonHost(Protocol):
     @property
     def controller_host(self) -> str: ...
 
-    def is_active(self, node: str, unit: str) -> bool: ...
-
-    def facts(self, node: str, unit: str, kind: type[Facts]) -> Facts | None: ...
+    @property
+    def systemd(self) -> RunningUnits: ...
 
     def controller_addr(self, node: str) -> IPv4Address | None: ...
 

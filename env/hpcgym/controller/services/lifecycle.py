@@ -1,6 +1,6 @@
 """What systemd does when a job runs: start and stop a unit, notice its end, write the journal lines.
 
-The `ServiceManager` (manager.py) keeps the state and decides when; these functions are the
+`Systemd` (manager.py) keeps the state and decides when; these functions are the
 transitions, each logging what pid 1 and the daemon print, in their order, on the virtual clock.
 Which program a unit runs is what the node's kernel reaches through its ExecStart path (`//`, `.`,
 `..` and symlinks resolved in the node); if that is one in `DAEMONS`, the simulated daemon starts,
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from hpcgym.controller.services import chrony, httpd, mariadb, munged, slurm, slurmdbd
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.daemon import (
+    DaemonHost,
     Launch,
     Line,
     append_log,
@@ -53,7 +54,8 @@ if TYPE_CHECKING:
 
 # The program a daemon is (the path execve reaches, its name the daemon's) -> the module that
 # simulates it. A unit whose program is not here runs that program itself.
-Launcher = Callable[["ServiceManager", str, UnitFile], Launch]
+# Each launcher takes the narrow host protocol its module names (munged.MungedHost, ...).
+Launcher = Callable[[DaemonHost, str, UnitFile], Launch]
 DAEMONS: dict[str, Launcher] = {
     "/usr/sbin/munged": munged.launch,
     "/usr/sbin/slurmd": slurm.launch_slurmd,
@@ -156,7 +158,7 @@ def launch_program(m: ServiceManager, node: str, file: UnitFile, program: Progra
 
 
 def next_job(m: ServiceManager, node: str) -> str:
-    state = m.node_state(node)
+    state = m.systemd.node_state(node)
     state.next_job_id += 1
     return str(state.next_job_id)
 
@@ -390,7 +392,7 @@ def log_systemd(
     **fields: str,
 ) -> None:
     now = m.clocks.node_now_s(node)
-    m.node_state(node).journal.add(
+    m.systemd.node_state(node).journal.add(
         Entry(now, "systemd", 1, runtime.name, text, pid1_priority(text), catalog, dict(fields))
     )
 
@@ -409,7 +411,7 @@ def log_line(
     # on the episode's clock, if not now (the node's own clock stamps it).
     priority = line.priority if comm.startswith("(") else Priority.INFO
     when = m.clocks.node_now_s(node) if at_s is None else at_s + m.clocks.offset(node)
-    m.node_state(node).journal.add(Entry(when, comm, pid, runtime.name, line.text, priority))
+    m.systemd.node_state(node).journal.add(Entry(when, comm, pid, runtime.name, line.text, priority))
 
 
 # The slurm.conf option naming each Slurm daemon's own log file.
@@ -432,7 +434,7 @@ def log_slurm_daemon(
     (SlurmdLogFile / SlurmctldLogFile), owned by SlurmUser for slurmctld and root for slurmd.
     `at_s` is when the daemon logged it on the episode's clock (default: now).
     """
-    runtime = m.node_state(node).units.get(f"{daemon}.service")
+    runtime = m.systemd.node_state(node).units.get(f"{daemon}.service")
     if runtime is None or not runtime.main_pid:
         return
     when = m.clocks.now_s if at_s is None else at_s

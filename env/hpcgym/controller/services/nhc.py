@@ -241,7 +241,7 @@ def run_due(cluster: SlurmState, services: ServiceManager) -> None:
         return
     _, interval = configured
     for name, node in cluster.nodes.items():
-        if name not in services.nodes or not node.slurmd_up:
+        if name not in services.systemd.nodes or not node.slurmd_up:
             continue
         last = services.health_runs.get(name)
         if last is None or services.clocks.now_s - last >= interval:

@@ -121,16 +121,18 @@ def conf_fatal(host: DaemonHost, node: str) -> str:
 
 def registration_problem(host: DaemonHost, node: str) -> RegistrationProblem | None:
     """Why `node`'s slurmd cannot reach slurmctld right now, or None if it can."""
-    if not host.is_active(node, MUNGE):
+    if not host.systemd.is_active(node, MUNGE):
         return RegistrationProblem.MUNGE_DOWN
     ctl = host.controller_host
     addr = host.controller_addr(node)
-    if addr is None or not host.network.can_reach(node, addr) or not host.is_active(ctl, SLURMCTLD):
+    if addr is None or not host.network.can_reach(node, addr) or not host.systemd.is_active(ctl, SLURMCTLD):
         return RegistrationProblem.CONTROLLER_UNREACHABLE
-    if not host.is_active(ctl, MUNGE):
+    if not host.systemd.is_active(ctl, MUNGE):
         return RegistrationProblem.KEY_MISMATCH
     # The same key on both sides: the facts of the two munged compare equal.
-    if host.facts(node, MUNGE, munged.MungedFacts) != host.facts(ctl, MUNGE, munged.MungedFacts):
+    if host.systemd.facts(node, MUNGE, munged.MungedFacts) != host.systemd.facts(
+        ctl, MUNGE, munged.MungedFacts
+    ):
         return RegistrationProblem.KEY_MISMATCH
     return clock_problem(host.clocks.offset(node) - host.clocks.offset(ctl))
 
@@ -463,7 +465,7 @@ def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
             texts = [f"fatal: {unreadable}{_LOSS}"]
         else:
             texts = [f"slurmctld version {SLURM_VERSION} started on cluster {conf.cluster_name}"]
-            if not host.is_active(node, MUNGE):
+            if not host.systemd.is_active(node, MUNGE):
                 texts += MUNGE_DOWN_ERRORS
             result.ok = True
             result.pid_file = conf.options.get("slurmctldpidfile", "/run/slurmctld.pid")
