@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hpcgym.controller import TOOLS, Controller, TaskRequest, TaskResult
-from hpcgym.controller.services import MemoryNodeAccess, ServiceManager
+from hpcgym.controller.services import MemoryNodeAccess
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "slurm-22.05"
 CONF = REFERENCE / "config" / "slurm.conf"
@@ -255,10 +255,9 @@ def test_60_errors() -> None:
 def test_00_no_config() -> None:
     # The node has no /etc/slurm/slurm.conf: every Slurm client fails before doing anything.
     files = {path: data for path, data in FILES.items() if path != "/etc/slurm/slurm.conf"}
-    controller = Controller.from_slurm_conf(CONF, read_file=lambda node, path: files.get(path))
     # munge -n and the daemons' -V in this capture need the service side (munged is not running).
-    controller.services = ServiceManager.from_slurm_conf(
-        controller.slurm.conf, MemoryNodeAccess(), controller.clock
+    controller = Controller.from_slurm_conf(
+        CONF, read_file=lambda node, path: files.get(path), nodes=MemoryNodeAccess()
     )
     assert replay(controller, "00-no-config") == []
 

@@ -35,4 +35,4 @@ def test_munged_refuses_a_key_file_it_would_refuse(episode, make, error):
     assert episode.step("systemctl restart munge").exit_code == 1
     journal = episode.step("journalctl -u munge -o cat --no-pager").output.splitlines()
     assert f"munged: Error: {error}" in journal
-    assert episode.services.daemon_of("login01", "munge.service") is None
+    assert episode.services.systemd.daemon_of("login01", "munge.service") is None

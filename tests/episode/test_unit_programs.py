@@ -2,7 +2,7 @@
 
 Any spelling of a daemon's program (`//`, `.`, `..`, the image's /sbin symlink, a symlink of one's
 own) starts the simulated daemon with all its start-up checks; any other program runs as itself,
-is `active` to systemctl, and is no daemon: `ServiceManager.daemon_of` says None, and nothing that
+is `active` to systemctl, and is no daemon: `Systemd.daemon_of` says None, and nothing that
 needs the daemon (slurmd's registration, munge's socket) counts it.
 """
 
@@ -48,11 +48,11 @@ def test_every_spelling_of_slurmd_is_slurmd_with_its_checks(episode, setup, exec
     journal = episode.step("journalctl -u slurmd -n 8 --no-pager").output
     assert "Domain socket directory /var/spool/slurmd: No such file or directory" in journal
     assert "fatal: mkdir(/var/spool/slurmd): No such file or directory" in journal
-    assert episode.services.daemon_of(NODE, "slurmd.service") is None
+    assert episode.services.systemd.daemon_of(NODE, "slurmd.service") is None
     result = episode.step("mkdir -p /var/spool/slurmd; systemctl restart slurmd; systemctl is-active slurmd")
     assert result.output == "active\n"
     assert episode.step("pgrep -x slurmd").exit_code == 0
-    assert episode.services.daemon_of(NODE, "slurmd.service") == "slurmd"
+    assert episode.services.systemd.daemon_of(NODE, "slurmd.service") == "slurmd"
     assert episode.services.is_slurmd_registered(NODE)
 
 
@@ -82,10 +82,10 @@ def test_another_program_in_slurmd_service_runs_and_is_not_slurmd(episode, setup
     # No spool dir nor its parent: the real slurmd would fail, the stand-in does not care.
     result = episode.step("rm -rf /var/spool; systemctl restart slurmd; systemctl is-active slurmd")
     assert result.output == "active\n"  # systemd runs what ExecStart names, and it runs
-    pid = episode.services.unit(NODE, "slurmd.service").main_pid
+    pid = episode.services.systemd.unit(NODE, "slurmd.service").main_pid
     assert episode.step(f"ps -o comm= -p {pid}").output == f"{comm}\n"
-    assert episode.services.daemon_of(NODE, "slurmd.service") is None
-    assert not episode.services.is_active(NODE, "slurmd.service")
+    assert episode.services.systemd.daemon_of(NODE, "slurmd.service") is None
+    assert not episode.services.systemd.is_active(NODE, "slurmd.service")
     assert not episode.services.is_slurmd_registered(NODE)
     assert "Domain socket directory" not in episode.step("journalctl -u slurmd -n 8 --no-pager").output
 
@@ -95,12 +95,12 @@ def test_sleep_as_munged_serves_no_credentials(episode):
     use_exec_start(episode, "munge.service", "/bin/sleep infinity")
     # Type=forking with sleep never forking is beyond this model; it runs and systemd calls it active.
     assert episode.step("systemctl restart munge; systemctl is-active munge").output == "active\n"
-    assert episode.services.daemon_of(NODE, "munge.service") is None
+    assert episode.services.systemd.daemon_of(NODE, "munge.service") is None
     assert episode.step("munge -n").exit_code != 0
     assert episode.services.registration_problem(NODE) is not None
     # The image's ExecStart again: the real munged, and slurmd registers.
     episode.step("rm /etc/systemd/system/munge.service; systemctl daemon-reload; systemctl restart munge")
-    assert episode.services.daemon_of(NODE, "munge.service") == "munged"
+    assert episode.services.systemd.daemon_of(NODE, "munge.service") == "munged"
     assert episode.services.registration_problem(NODE) is None
 
 
@@ -149,7 +149,7 @@ def test_user_and_group_come_from_the_nodes_files(episode, edit, step, what, sta
         f"munge.service: Failed at step {step} spawning /usr/sbin/munged: No such process",
         f"munge.service: Main process exited, code=exited, status={status}/{step}",
     ]
-    assert episode.services.daemon_of(NODE, "munge.service") is None
+    assert episode.services.systemd.daemon_of(NODE, "munge.service") is None
 
 
 @pytest.mark.parametrize(
@@ -172,14 +172,14 @@ def test_what_lies_under_a_units_name_in_etc(episode, make, runs):
     result = episode.step("systemctl daemon-reload; systemctl restart slurmd")
     if runs:
         assert result.exit_code == 0
-        assert episode.services.daemon_of(NODE, "slurmd.service") == "slurmd"
+        assert episode.services.systemd.daemon_of(NODE, "slurmd.service") == "slurmd"
         return
     assert (result.output, result.exit_code) == (
         "Failed to restart slurmd.service: Unit slurmd.service has a bad unit file setting.\n"
         "See system logs and 'systemctl status slurmd.service' for details.\n",
         1,
     )
-    assert episode.services.daemon_of(NODE, "slurmd.service") is None
+    assert episode.services.systemd.daemon_of(NODE, "slurmd.service") is None
 
 
 def test_slurmd_makes_a_missing_spool_dir_itself_as_the_real_one_does(episode):

@@ -37,14 +37,14 @@ def test_restarts_resume_date_set_and_forged_files_do_not_solve(play):
         ],
     )
     assert_unsolved(incident)
-    assert incident.episode.services.clock_offset(node) == int(incident.task.params["skew"])
+    assert incident.episode.services.clocks.offset(node) == int(incident.task.params["skew"])
 
 
 def test_starting_chronyd_without_enabling_it_is_not_enough(play):
     incident = play("hpc_clock_skew", SEED)
     node = node_of(incident)
     type_all(incident, [f"ssh {node} systemctl start chronyd", f"sinfo -n {node}"])
-    assert incident.episode.services.clock_offset(node) == 0
+    assert incident.episode.services.clocks.offset(node) == 0
     assert_unsolved(incident)
     type_all(incident, [f"ssh {node} systemctl enable chronyd", f"sinfo -n {node}"])
     assert_unsolved(incident)  # NHC drained the node: it waits for an admin to resume it

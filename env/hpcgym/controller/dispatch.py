@@ -36,7 +36,7 @@ from hpcgym.controller.commands.base import (
 )
 from hpcgym.controller.joblife import JobLife, sync_prologs
 from hpcgym.controller.rpc import User
-from hpcgym.controller.services import ServiceManager
+from hpcgym.controller.services import MemoryNodeAccess, NodeAccess, ServiceManager
 from hpcgym.controller.services.slurmlink import sync_cluster
 from hpcgym.controller.services.tools import TOOLS as SERVICE_TOOLS
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, SlurmConf, load_slurm_conf
@@ -93,6 +93,9 @@ class Controller:
         users: accounts the cluster knows (squeue -u checks them); the first is the caller.
         run_task: runs one srun task on a node and returns its output (the runtime provides it).
         read_file: reads a file from a node's filesystem (sbatch reads its script through it).
+        nodes: the nodes' files and processes, which the services (systemd units, network, clocks,
+            ...) run on; slurmctld's view follows their daemons. None: Slurm alone (unit tests),
+            with services over empty in-memory nodes that slurmctld's view does not follow.
     """
 
     def __init__(
@@ -105,7 +108,7 @@ class Controller:
         users: tuple[User, ...] = DEFAULT_USERS,
         run_task: TaskRunner | None = None,
         read_file: FileReader | None = None,
-        services: ServiceManager | None = None,
+        nodes: NodeAccess | None = None,
     ) -> None:
         self.clock = VirtualClock(start_s=start_s, step_s=step_s)
         self.slurm = SlurmState(conf, self.clock, slurmd_running=slurmd_running)
@@ -113,7 +116,11 @@ class Controller:
         self.caller = users[0]
         self.run_task = run_task
         self.read_file = read_file
-        self.services = services
+        # The episode's services, built once with the controller and passed to every tool.
+        access = nodes if nodes is not None else MemoryNodeAccess()
+        self.services = ServiceManager.from_slurm_conf(conf, access, self.clock)
+        # Whether slurmctld's view (slurmd registered, munged up, prologs) follows the daemons.
+        self.slurm_follows_services = nodes is not None
         # Stubs on several nodes may call at once; one request at a time keeps the state consistent
         # (slurmctld's own locks play this part) and the order of effects deterministic per arrival.
         self._lock = threading.Lock()
@@ -187,19 +194,18 @@ class Controller:
     def _forget_files(self) -> None:
         # Node files the services parsed are trusted for one request or tick at most: the agent may
         # have changed any of them since.
-        if self.services is not None:
-            self.services.network.forget()
+        self.services.network.forget()
 
     def _sync_services(self) -> None:
         # Daemons the agent started or stopped change what slurmctld sees (slurmd registered, ...).
-        if self.services is not None:
+        if self.slurm_follows_services:
             sync_cluster(self.slurm, self.services)
             self._sync_joblife()
 
     def _sync_joblife(self) -> None:
         # Jobs that started or ended since run slurmd's Prolog or Epilog in their nodes (joblife.py),
         # also right after the clock moved: a script that fails at once drains its node at once.
-        if self.services is not None:
+        if self.slurm_follows_services:
             sync_prologs(self.slurm, self.services, self.joblife)
 
     def tick(self) -> int:

@@ -269,7 +269,7 @@ def gres_conf_gpus(text: str | None, node: str, present: int) -> int:
 
 def check_registration(services: ServiceManager, node: SlurmNode) -> str | None:
     """The drain reason for `node`'s registration from its hardware and gres.conf (None: it fits)."""
-    hw = services.hardware.get(node.name)
+    hw = services.hardware.nodes.get(node.name)
     if hw is None:
         return None
     gres = None

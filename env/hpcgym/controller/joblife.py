@@ -171,19 +171,19 @@ def _check_hung(cluster: SlurmState, services: ServiceManager, life: JobLife) ->
         if task.reported or not job.completing or job.end_s is None or cluster.now_s - job.end_s < timeout_s:
             continue
         task.reported = True
-        stamp = iso_time(services.now_s)
+        stamp = iso_time(services.clocks.now_s)
         text = f"error: *** JOB {job_id} STEPD TERMINATED ON {task.node} AT {stamp} "
         text += "DUE TO JOB NOT ENDING WITH SIGNALS ***"
         _log(cluster, services, task.node, "slurmd", text)
         text = f"error: slurmd error running JobId={job_id} on node(s)={task.node}: Kill task failed"
         _log(cluster, services, services.controller_host, "slurmctld", text)
-        journal = services.journal(task.node)
+        journal = services.systemd.journal(task.node)
         for line in (
             f"INFO: task {task.comm}:{task.pid} blocked for more than 122 seconds.",
             f"      Not tainted {KERNEL_RELEASE} #1",
             '"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.',
         ):
-            journal.add(Entry(services.now_s, xid.KERNEL, 0, "", line, Priority.ERR))
+            journal.add(Entry(services.clocks.now_s, xid.KERNEL, 0, "", line, Priority.ERR))
         node = cluster.nodes.get(task.node)
         if node is not None:
             cluster.drain(node, KILL_TASK_FAILED, cluster.slurm_user)

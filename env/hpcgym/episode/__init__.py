@@ -20,7 +20,7 @@ from hpcgym.controller import Controller, User
 from hpcgym.controller.clock import DEFAULT_START_S
 from hpcgym.controller.commands.base import TaskRequest, TaskResult
 from hpcgym.controller.hardware import check_registration, cpuinfo_text, meminfo_text
-from hpcgym.controller.services import ServiceManager, sync_cluster
+from hpcgym.controller.services import sync_cluster
 from hpcgym.controller.services.packages import PackageDB
 from hpcgym.controller.services.users import LaunchChecks
 from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
@@ -149,15 +149,15 @@ class Episode:
                 users=(User("root", 0, "root", 0),),
                 run_task=self._run_task,
                 read_file=self.nodes.read,
+                nodes=self.nodes,
             )
-            self.services = ServiceManager.from_slurm_conf(self.conf, self.nodes, self.controller.clock)
+            self.services = self.controller.services
             # slurmctld judges each registration against the node's hardware (hardware.py).
             self.controller.slurm.node_specs_check = functools.partial(check_registration, self.services)
-            for name in self.services.hardware:
+            for name in self.services.hardware.nodes:
                 self.show_hardware(name)
             clock = self.controller.clock
             self.nodes.now_s = lambda: clock.now_s if clock.now_s >= 0 else clock.start_s
-            self.controller.services = self.services
             self.services.packages = PackageDB(self.nodes, self._read_image, list(self.cluster.nodes))
             self.controller.slurm.launch_hooks.append(self.services.packages.on_launch)
             self.services.users = LaunchChecks(self.nodes)
@@ -200,7 +200,7 @@ class Episode:
 
         Called before the node's sandbox first starts, and again when a fault changes its hardware.
         """
-        hw = self.services.hardware[node]
+        hw = self.services.hardware.nodes[node]
         target = self.cluster.nodes.get(node)
         if target is None:
             return
@@ -234,10 +234,10 @@ class Episode:
             services.network.forget()
             for name in self.cluster.nodes:
                 services.network.boot(name)
-                services.restart(name, MUNGE)
+                services.systemd.restart(name, MUNGE)
             if site.maintenance is not None:
-                services.stop(site.maintenance, SLURMD)
-                services.set_enabled(site.maintenance, SLURMD, False)
+                services.systemd.stop(site.maintenance, SLURMD)
+                services.systemd.set_enabled(site.maintenance, SLURMD, False)
                 cluster = self.controller.slurm
                 cluster.set_down(cluster.node(site.maintenance), site.maintenance_reason, "root")
             self.controller.slurm.reconfigure(parse_slurm_conf(conf_text))

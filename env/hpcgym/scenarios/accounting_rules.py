@@ -96,7 +96,7 @@ def inject_qos(episode: Episode, step: schema.QosStep, rng: random.Random) -> No
 def is_slurmdbd_serving(episode: Episode) -> bool:
     """Slurmdbd runs on the login node with its database: clients and slurmctld reach it."""
     services = episode.services
-    services.sync()
+    services.systemd.sync()
     return is_serving(services, services.controller_host)
 
 
@@ -157,7 +157,7 @@ def _holds(episode: Episode, datadir: str, files: dict[str, str]) -> bool:
 def has_accounting_database(episode: Episode) -> bool:
     """MariaDB runs on the login node over a datadir that holds slurmdbd's database as it was."""
     services = episode.services
-    services.sync()
+    services.systemd.sync()
     datadir = server_datadir(services, services.controller_host)
     return datadir is not None and _holds(episode, datadir, episode.controller.slurm.accounting.db_files)
 
@@ -165,7 +165,7 @@ def has_accounting_database(episode: Episode) -> bool:
 def has_mariadb_option(episode: Episode, name: str, value: str) -> bool:
     """The running MariaDB server took `value` for option `name` (sizes compared as sizes: 8G, 8192M)."""
     services = episode.services
-    services.sync()
+    services.systemd.sync()
     have = mariadb.server_option(services, services.controller_host, name)
     if have is None:
         return False

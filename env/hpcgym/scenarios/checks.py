@@ -102,8 +102,8 @@ def has_jobs_running(episode: Episode, user: str) -> bool:
 
 def is_slurmctld_serving(episode: Episode) -> bool:
     services = episode.services
-    services.sync()
-    return services.is_active(services.controller_host, slurm.SLURMCTLD) and (
+    services.systemd.sync()
+    return services.systemd.is_active(services.controller_host, slurm.SLURMCTLD) and (
         episode.controller.slurm.slurmctld_up
     )
 
@@ -276,18 +276,18 @@ def has_user_job_running(episode: Episode, user: str) -> bool:
 
 def is_unit_active(episode: Episode, node: str, unit: str) -> bool:
     """Systemd says active and the daemon's process is alive (sync reaps a killed one first)."""
-    episode.services.sync()
-    runtime = episode.services.unit(node, unit)
+    episode.services.systemd.sync()
+    runtime = episode.services.systemd.unit(node, unit)
     return (
         runtime is not None
-        and episode.services.is_active(node, unit)
+        and episode.services.systemd.is_active(node, unit)
         and runtime.main_pid is not None
         and episode.nodes.is_alive(node, runtime.main_pid)
     )
 
 
 def is_unit_enabled(episode: Episode, node: str, unit: str) -> bool:
-    runtime = episode.services.unit(node, unit)
+    runtime = episode.services.systemd.unit(node, unit)
     return runtime is not None and runtime.enabled is UnitFileState.ENABLED
 
 
@@ -297,9 +297,9 @@ def is_unit_enabled(episode: Episode, node: str, unit: str) -> bool:
 def is_clock_synchronized(episode: Episode, node: str) -> bool:
     """The node's clock agrees with the controller's and chronyd runs to keep it so."""
     services = episode.services
-    services.sync()
+    services.systemd.sync()
     return (
-        services.clock_offset(node) == services.clock_offset(services.controller_host)
+        services.clocks.offset(node) == services.clocks.offset(services.controller_host)
         and is_unit_active(episode, node, chrony.UNIT)
         and chrony.is_synchronized(services, node)
     )
@@ -327,7 +327,7 @@ def is_munge_healthy(episode: Episode, node: str) -> bool:
 
 def _running_key_sha256(episode: Episode, node: str) -> str | None:
     """The digest of the key munged on `node` runs with (read at its start), or None."""
-    running = episode.services.facts(node, slurm.MUNGE, munged.MungedFacts)
+    running = episode.services.systemd.facts(node, slurm.MUNGE, munged.MungedFacts)
     return running.key_sha256 if running is not None else None
 
 
@@ -339,7 +339,7 @@ def has_one_munge_key(episode: Episode) -> bool:
     """
     site = episode.site
     digests = set()
-    for node in episode.services.nodes:
+    for node in episode.services.systemd.nodes:
         if not is_munge_healthy(episode, node):
             return False
         digests.add(_running_key_sha256(episode, node))
@@ -487,7 +487,7 @@ def is_portal_serving(episode: Episode) -> bool:
     if isinstance(want, httpd.ConfigError) or have != want:
         return False
     # httpd answers from the config it started with: that one must mean the same too.
-    running = services.facts(ctl, HTTPD, httpd.HttpdFacts)
+    running = services.systemd.facts(ctl, HTTPD, httpd.HttpdFacts)
     if running is None or (running.config.root_redirect, running.config.auth_prefixes) != (
         want.root_redirect,
         want.auth_prefixes,
@@ -499,7 +499,7 @@ def is_portal_serving(episode: Episode) -> bool:
         host_header=ctl,
         upstream_ok=services.is_portal_upstream_healthy(),
         authorized=True,
-        now_s=services.now_s,
+        now_s=services.clocks.now_s,
     )
     return page.status == 200
 
@@ -509,7 +509,7 @@ def is_portal_serving(episode: Episode) -> bool:
 
 def has_no_uncorrected_ecc(episode: Episode, node: str) -> bool:
     """No GPU of the node has had an uncorrectable ECC error since its last reset."""
-    gpus = episode.services.gpus.get(node) or []
+    gpus = episode.services.hardware.gpus.get(node) or []
     return bool(gpus) and all(gpu.volatile.uncorrected == 0 for gpu in gpus)
 
 

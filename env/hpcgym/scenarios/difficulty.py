@@ -331,10 +331,10 @@ def _recovered_node(episode: Episode, rng: random.Random, spare: list[str]) -> l
     node = rng.choice(spare)
     services = episode.services
     login = services.controller_host
-    unit = services.unit(login, "slurmctld.service")
+    unit = services.systemd.unit(login, "slurmctld.service")
     pid = unit.main_pid if unit is not None and unit.main_pid else 0
-    journal = services.journal(login)
-    now = services.node_now_s(login)
+    journal = services.systemd.journal(login)
+    now = services.clocks.node_now_s(login)
     # In time order after what the journal holds, through `add` (so every sink sees them), and in
     # SlurmctldLogFile, as slurmctld writes both.
     last = journal.entries[-1].time_s if journal.entries else now

@@ -161,17 +161,17 @@ def _random_bytes(episode: Episode, step: schema.RandomBytes, rng: random.Random
 
 def _service(episode: Episode, step: schema.Service, rng: random.Random) -> None:
     services = episode.services
-    if services.unit(step.node, step.unit) is None:
+    if services.systemd.unit(step.node, step.unit) is None:
         raise ScenarioError(f"{step.node} has no unit {step.unit}")
     if step.action == "kill":
-        runtime = services.unit(step.node, step.unit)
+        runtime = services.systemd.unit(step.node, step.unit)
         if runtime is not None and runtime.main_pid is not None:
             _kill_and_wait(episode, step.node, runtime.main_pid)
-        services.sync()
+        services.systemd.sync()
     elif step.action in ("enable", "disable"):
-        services.set_enabled(step.node, step.unit, step.action == "enable")
+        services.systemd.set_enabled(step.node, step.unit, step.action == "enable")
     else:
-        getattr(services, step.action)(step.node, step.unit)
+        getattr(services.systemd, step.action)(step.node, step.unit)
 
 
 def _kill_and_wait(episode: Episode, node: str, pid: int) -> None:
@@ -298,7 +298,7 @@ _TOPOLOGY = ("boards", "sockets_per_board", "cores_per_socket", "threads_per_cor
 def _node_model(episode: Episode, step: schema.NodeModel, rng: random.Random) -> None:
     # The site's hardware, as it was before any fault: nothing registers anew (slurmctld judges
     # it at the next registration, or after a reconfigure).
-    for node, hw in sorted(episode.services.hardware.items()):
+    for node, hw in sorted(episode.services.hardware.nodes.items()):
         for name in _TOPOLOGY:
             setattr(hw, name, getattr(step, name))
         hw.cpus = hw.sockets * hw.cores_per_socket * hw.threads_per_core
@@ -306,7 +306,7 @@ def _node_model(episode: Episode, step: schema.NodeModel, rng: random.Random) ->
 
 
 def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -> None:
-    hw = episode.services.hardware.get(step.node)
+    hw = episode.services.hardware.nodes.get(step.node)
     node = episode.controller.slurm.nodes.get(step.node)
     if hw is None or node is None:
         raise ScenarioError(f"no compute node {step.node!r}")
@@ -319,8 +319,9 @@ def _hardware(episode: Episode, step: schema.HardwareStep, rng: random.Random) -
         hw.cpus = hw.sockets * hw.cores_per_socket * hw.threads_per_core
     if step.gpus is not None:
         # nvidia-smi lists what the node has: GPUs it keeps stay as they were, new ones come clean.
-        have = episode.services.gpus.get(step.node, [])
-        episode.services.gpus[step.node] = (have + make_gpus(step.node, step.gpus)[len(have) :])[: step.gpus]
+        gpus = episode.services.hardware.gpus
+        have = gpus.get(step.node, [])
+        gpus[step.node] = (have + make_gpus(step.node, step.gpus)[len(have) :])[: step.gpus]
     if step.failed_check is not None:
         hw.failed_checks.append(step.failed_check.removeprefix("NHC: "))
     episode.show_hardware(step.node)
@@ -381,7 +382,7 @@ def _app_jobs(episode: Episode, step: schema.AppJobs, rng: random.Random) -> Non
 
 
 def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
-    gpus = episode.services.gpus.get(step.node, [])
+    gpus = episode.services.hardware.gpus.get(step.node, [])
     if step.index >= len(gpus):
         raise ScenarioError(f"{step.node} has no GPU {step.index}")
     gpus[step.index].add_ecc_errors(
@@ -390,14 +391,14 @@ def _gpu_ecc(episode: Episode, step: schema.GpuEcc, rng: random.Random) -> None:
 
 
 def _gpu_xid(episode: Episode, step: schema.GpuXid, rng: random.Random) -> None:
-    gpus = episode.services.gpus.get(step.node, [])
+    gpus = episode.services.hardware.gpus.get(step.node, [])
     if step.index >= len(gpus):
         raise ScenarioError(f"{step.node} has no GPU {step.index}")
     if step.code not in xid.XIDS:
         raise ScenarioError(f"Xid {step.code} is not modelled (controller/services/xid.py)")
     values = (rng.randrange(8), rng.randrange(4), rng.randrange(8, 0x40))
     xid.record_xid(
-        episode.services.journal(step.node),
+        episode.services.systemd.journal(step.node),
         gpus[step.index],
         step.code,
         time_s=episode.controller.slurm.now_s,
@@ -433,7 +434,7 @@ def _hung_io(episode: Episode, step: schema.HungIo, rng: random.Random) -> None:
     # The server came back with its export changed: new calls fail ESTALE; the old one never returns.
     episode.nodes.make_share_stale(step.node, step.path)
     server = episode.cluster.login_node
-    episode.services.journal(step.node).add(
+    episode.services.systemd.journal(step.node).add(
         Entry(
             cluster.now_s,
             xid.KERNEL,
@@ -452,9 +453,9 @@ def _hung_io(episode: Episode, step: schema.HungIo, rng: random.Random) -> None:
 
 
 def _clock_skew(episode: Episode, step: schema.ClockSkew, rng: random.Random) -> None:
-    if step.node not in episode.services.nodes:
+    if step.node not in episode.services.systemd.nodes:
         raise ScenarioError(f"no node {step.node!r}")
-    episode.services.set_clock_offset(step.node, step.seconds)
+    episode.services.clocks.set_offset(step.node, step.seconds)
 
 
 def _advance(episode: Episode, step: schema.Advance, rng: random.Random) -> None:

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hpcgym.controller.commands.base import ToolReply
+from hpcgym.controller import ToolReply
 from hpcgym.controller.services.slurm import SLURMD
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, SlurmConf, parse_licenses, parse_slurm_conf
 from hpcgym.controller.state import NodeBase, NodeFlag, PartitionState
@@ -448,7 +448,12 @@ class Grader:
         node = self.episode.controller.slurm.nodes.get(site.maintenance)
         up = node is not None and _is_up(node)
         reason = node.reason if node is not None else None
-        return (node is not None, up, reason, self.episode.services.is_active(site.maintenance, SLURMD))
+        return (
+            node is not None,
+            up,
+            reason,
+            self.episode.services.systemd.is_active(site.maintenance, SLURMD),
+        )
 
     def harm_found(self) -> list[str]:
         """What the episode broke so far, read from state (never from the commands typed)."""
@@ -497,11 +502,11 @@ class Grader:
 
 
 def _has_uncorrected_gpu(episode: Episode, node: str) -> bool:
-    return any(gpu.volatile.uncorrected for gpu in episode.services.gpus.get(node) or [])
+    return any(gpu.volatile.uncorrected for gpu in episode.services.hardware.gpus.get(node) or [])
 
 
 def _has_lost_gpu(episode: Episode, node: str) -> bool:
-    return any(gpu.lost for gpu in episode.services.gpus.get(node) or [])
+    return any(gpu.lost for gpu in episode.services.hardware.gpus.get(node) or [])
 
 
 def _max_time_policy(

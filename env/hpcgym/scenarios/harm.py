@@ -474,7 +474,7 @@ class HarmBaseline:
     def _unit_violations(self, episode: Episode) -> list[str]:
         found = []
         for node, name, pid in self.units:
-            node_services = episode.services.nodes.get(node)
+            node_services = episode.services.systemd.nodes.get(node)
             runtime = node_services.units.get(name) if node_services is not None else None
             if runtime is None or runtime.main_pid != pid or not episode.nodes.is_alive(node, pid):
                 found.append(f"restarted or stopped {name} on {node} while it served")
@@ -731,7 +731,7 @@ def _capture_units(
     allowed = {(node, _unit_name(unit)) for node, unit in may_restart}
     units = []
     for node in nodes:
-        node_services = episode.services.nodes.get(node)
+        node_services = episode.services.systemd.nodes.get(node)
         if node in fault_nodes or node_services is None:
             continue
         for name, runtime in sorted(node_services.units.items()):

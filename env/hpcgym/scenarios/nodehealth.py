@@ -50,7 +50,7 @@ def hidden_hardware(episode: Episode) -> list[str]:
         except (ControllerError, ValueError):
             continue
     found: dict[tuple[str, str], str] = {}
-    for node, hw in sorted(episode.services.hardware.items()):
+    for node, hw in sorted(episode.services.hardware.nodes.items()):
         for where, conf in confs:
             line = conf.node(node)
             if line is None:
@@ -76,7 +76,7 @@ def has_node_specs(episode: Episode, node: str) -> bool:
     """
     cluster = episode.controller.slurm
     live = cluster.nodes.get(node)
-    hw = episode.services.hardware.get(node)
+    hw = episode.services.hardware.nodes.get(node)
     if live is None or hw is None or live.has(NodeFlag.INVALID_REG):
         return False
     if check_registration(episode.services, live) is not None:
@@ -105,7 +105,7 @@ def has_node_specs(episode: Episode, node: str) -> bool:
 def has_gres_conf(episode: Episode, node: str) -> bool:
     """slurm.conf's Gres= for `node` and its gres.conf both count every GPU it has, each by its device."""
     live = episode.controller.slurm.nodes.get(node)
-    hw = episode.services.hardware.get(node)
+    hw = episode.services.hardware.nodes.get(node)
     if live is None or hw is None or configured_gpus(live.conf) != hw.gpus:
         return False
     raw = episode.nodes.read(node, GRES_CONF)

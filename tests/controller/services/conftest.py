@@ -73,11 +73,10 @@ def make_env(prepare=None) -> Env:  # type: ignore[no-untyped-def]
         IMAGES / "common" / "files" / "etc" / "slurm" / "slurm.conf",
         slurmd_running=False,
         users=(User("root", 0, "root", 0),),
+        nodes=access,
     )
-    services = ServiceManager.from_slurm_conf(controller.slurm.conf, access, controller.clock)
-    controller.services = services
-    env = Env(controller, access, services)
-    sync_cluster(controller.slurm, services)
+    env = Env(controller, access, controller.services)
+    sync_cluster(controller.slurm, controller.services)
     return env
 
 

@@ -16,7 +16,7 @@ def skewed(seconds: int) -> Env:
     """An env whose NODE lost chronyd and then drifted by `seconds`, past SlurmdTimeout."""
     env = make_env()
     env.run(NODE, "systemctl", "disable", "--now", "chronyd")
-    env.services.set_clock_offset(NODE, seconds)
+    env.services.clocks.set_offset(NODE, seconds)
     env.tick(60)
     return env
 
@@ -29,11 +29,11 @@ def test_date_and_uptime_show_the_node_clock() -> None:
     assert env.run(NODE, "uptime").stdout.startswith(" 08:02:05 up ")
     # Time up is monotonic: the same on both clocks.
     up_login = env.run("compute-01", "uptime", "-p").stdout
-    env.services.set_clock_offset("compute-01", -600)
+    env.services.clocks.set_offset("compute-01", -600)
     assert env.run("compute-01", "uptime", "-p").stdout == up_login
     refused = env.run(NODE, "date", "-s", "07:47:05")
     assert refused.exit_code == 1 and "Operation not permitted" in refused.stderr
-    assert env.services.clock_offset(NODE) == 900
+    assert env.services.clocks.offset(NODE) == 900
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_date_and_uptime_show_the_node_clock() -> None:
 )
 def test_unmunge_across_skewed_clocks(decoder_ahead_s: int, status: str) -> None:
     env = make_env()
-    env.services.set_clock_offset(NODE, decoder_ahead_s)
+    env.services.clocks.set_offset(NODE, decoder_ahead_s)
     cred = env.run("login01", "munge", "-n").stdout
     out = env.run(NODE, "unmunge", stdin=cred)
     assert out.stdout.splitlines()[0] == f"STATUS:          {status}"
@@ -82,7 +82,7 @@ def test_skewed_node_cannot_register_and_slurmctld_says_why(skew: int, status: s
 def test_starting_chronyd_steps_the_clock_and_the_node_registers() -> None:
     env = skewed(-1260)
     assert env.run(NODE, "systemctl", "enable", "--now", "chronyd").exit_code == 0
-    assert env.services.clock_offset(NODE) == 0
+    assert env.services.clocks.offset(NODE) == 0
     journal = env.run(NODE, "journalctl", "-u", "chronyd", "-o", "cat").stdout.splitlines()
     assert journal[-5:-1] == [
         "Selected source 10.10.0.10 (login01)",
@@ -99,12 +99,12 @@ def test_without_makestep_chronyd_only_slews_and_makestep_fixes_it() -> None:
     env = skewed(600)
     env.access.put(NODE, "/etc/chrony.conf", NO_STEP_CONF)
     env.run(NODE, "systemctl", "start", "chronyd")
-    assert env.services.clock_offset(NODE) == 600
+    assert env.services.clocks.offset(NODE) == 600
     tracking = env.run(NODE, "chronyc", "tracking").stdout
     assert "System time     : 600.000000000 seconds fast of NTP time\n" in tracking
     assert env.run(NODE, "timedatectl").stdout.splitlines()[4] == "System clock synchronized: no"
     assert env.run(NODE, "chronyc", "makestep").stdout == "200 OK\n"
-    assert env.services.clock_offset(NODE) == 0
+    assert env.services.clocks.offset(NODE) == 0
     assert env.run(NODE, "timedatectl").stdout.splitlines()[4] == "System clock synchronized: yes"
 
 
@@ -138,9 +138,9 @@ def test_timedatectl_status_and_set_ntp() -> None:
         "          RTC in local TZ: no\n"
     )
     refused = env.run(NODE, "timedatectl", "set-time", "07:47:05")
-    assert refused.exit_code == 1 and env.services.clock_offset(NODE) == -720
+    assert refused.exit_code == 1 and env.services.clocks.offset(NODE) == -720
     assert env.run(NODE, "timedatectl", "set-ntp", "true").exit_code == 0
-    assert env.services.clock_offset(NODE) == 0
+    assert env.services.clocks.offset(NODE) == 0
     assert env.run(NODE, "systemctl", "is-enabled", "chronyd").stdout == "enabled\n"
     assert "NTPSynchronized=yes\n" in env.run(NODE, "timedatectl", "show").stdout
     assert env.run(NODE, "timedatectl", "nope").stderr == "Unknown command verb nope.\n"

@@ -59,7 +59,7 @@ def error_log(env: Env) -> str:
 
 def test_without_option_files_the_server_starts_on_its_defaults_and_logs_to_the_journal() -> None:
     env = mariadb_env(server_cnf=None)
-    assert env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     shown = journal(env)
     assert "0 [Note] /usr/libexec/mariadbd: ready for connections.\n" in shown
     assert "mariadbd: Version: '10.5.22-MariaDB'  socket: '/var/lib/mysql/mysql.sock'  port: 3306" in shown
@@ -68,7 +68,7 @@ def test_without_option_files_the_server_starts_on_its_defaults_and_logs_to_the_
 
 def test_the_site_config_sends_the_servers_words_to_its_error_log_and_keeps_its_options() -> None:
     env = mariadb_env()
-    assert env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     log = error_log(env).splitlines()
     assert log[0].endswith(" 0 [Note] /usr/libexec/mariadbd: ready for connections.")
     assert (
@@ -103,7 +103,7 @@ def test_an_option_the_server_does_not_know_stops_it_in_the_journal(
     line: str, typed: str, words: str
 ) -> None:
     env = mariadb_env(SITE_CNF.replace(line, typed))
-    assert not env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert not env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     shown = journal(env)
     said = f" 0 [ERROR] /usr/libexec/mariadbd: {words}\n"
     assert said in shown
@@ -114,14 +114,14 @@ def test_an_option_the_server_does_not_know_stops_it_in_the_journal(
 def test_a_unique_prefix_a_loose_option_and_dashes_are_taken() -> None:
     cnf = SITE_CNF.replace("max_connections=400", "max-connections = 500\nloose-no_such_plugin_option=1")
     env = mariadb_env(cnf.replace("innodb_buffer_pool_size=8G", "innodb_buffer_pool_s=6G"))
-    assert env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     assert mariadb.server_option(env.services, LOGIN, "max_connections") == "500"
     assert mariadb.server_option(env.services, LOGIN, "innodb_buffer_pool_s") == "6G"
 
 
 def test_a_missing_datadir_is_reported_before_the_error_log_opens_and_shown_as_blob_data() -> None:
     env = mariadb_env(SITE_CNF.replace("datadir=/var/lib/mysql", "datadir=/var/lib/myslq"))
-    assert not env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert not env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     hidden = journal(env)
     assert "0 [Warning] Can't create test file /var/lib/myslq/login01.lower-test\n" in hidden
     assert "mariadbd: [102B blob data]\n" in hidden
@@ -135,7 +135,7 @@ def test_a_missing_datadir_is_reported_before_the_error_log_opens_and_shown_as_b
 
 def test_a_datadir_mysql_may_not_write_fails_in_aria_in_the_error_log() -> None:
     env = mariadb_env(datadir_uid=0)
-    assert not env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert not env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     assert "0 [Warning] Can't create test file /var/lib/mysql/login01.lower-test" in journal(env)
     assert [line.split(" 0 ", 1)[1] for line in error_log(env).splitlines()] == [
         "[ERROR] mariadbd: Can't create/write to file '/var/lib/mysql/aria_log_control' "
@@ -149,13 +149,13 @@ def test_a_datadir_mysql_may_not_write_fails_in_aria_in_the_error_log() -> None:
     # chown mysql:mysql /var/lib/mysql, and it starts.
     env.access.mkdir(LOGIN, "/var/lib/mysql", mode=0o755, uid=MYSQL_UID, gid=MYSQL_UID)
     assert env.run(LOGIN, "systemctl", "start", "mariadb").exit_code == 0
-    assert env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
 
 
 def test_a_malformed_option_file_stops_the_server_but_one_it_includes_does_not() -> None:
     env = mariadb_env("datadir=/var/lib/mysql\n")
     # The included file is read only up to its error: the server goes on with the others.
-    assert env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     assert f"error: Found option without preceding group in config file: {SERVER_CNF} at line: 1" in journal(
         env
     )
@@ -169,17 +169,17 @@ def test_a_malformed_option_file_stops_the_server_but_one_it_includes_does_not()
     assert "mariadbd: Can't read dir of '/etc/nowhere' (Errcode: 2 \"No such file or directory\")" in journal(
         env
     )
-    assert not env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert not env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
 
 
 def test_a_world_writable_option_file_is_ignored_with_a_warning() -> None:
     env = mariadb_env(SITE_CNF.replace("innodb_buffer_pool_size=8G", "innodb_bufer_pool_size=8G"))
-    assert not env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert not env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     env.access.chmod(LOGIN, SERVER_CNF, 0o666)
     env.run(LOGIN, "systemctl", "start", "mariadb")
     assert f"Warning: World-writable config file '{SERVER_CNF}' is ignored" in journal(env)
     # Started on the defaults: none of the site's tuning, and its errors on stderr.
-    assert env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     assert mariadb.server_option(env.services, LOGIN, "innodb_buffer_pool_size") is None
 
 
@@ -212,7 +212,7 @@ def test_slurmdbd_tries_every_five_seconds_and_serves_from_the_try_that_reaches_
 
 def test_a_server_on_another_socket_is_not_found_by_slurmdbd() -> None:
     env = mariadb_env(SITE_CNF.replace("socket=/var/lib/mysql/mysql.sock", "socket=/run/mariadb/mysql.sock"))
-    assert env.services.is_active(LOGIN, mariadb.MARIADB)
+    assert env.services.systemd.is_active(LOGIN, mariadb.MARIADB)
     assert "socket: '/run/mariadb/mysql.sock'" in error_log(env)
     assert not is_serving(env.services, LOGIN)
 

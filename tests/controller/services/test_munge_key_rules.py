@@ -42,7 +42,7 @@ def test_munged_refuses_the_key_with_its_own_error(env: Env, data: bytes, mode: 
     assert journal[-1] == "Failed to start MUNGE authentication service."
     log = env.access.read(NODE, "/var/log/munge/munged.log")
     assert log is not None and log.decode().endswith(f"+0000 Error:     {error}\n")
-    assert env.services.daemon_of(NODE, "munge.service") is None
+    assert env.services.systemd.daemon_of(NODE, "munge.service") is None
     # By hand, the same words.
     assert env.run(NODE, "munged", "-F").stderr.splitlines()[-1] == f"munged: Error: {error}"
 
@@ -51,4 +51,4 @@ def test_munged_refuses_the_key_with_its_own_error(env: Env, data: bytes, mode: 
 def test_munged_takes_any_key_of_32_bytes_or_more(env: Env, size: int) -> None:
     put_key(env, b"k" * size)
     assert env.run(NODE, "systemctl", "restart", "munge").exit_code == 0
-    assert env.services.daemon_of(NODE, "munge.service") == "munged"
+    assert env.services.systemd.daemon_of(NODE, "munge.service") == "munged"

@@ -169,4 +169,4 @@ def test_the_replay_hash_holds_digests_not_credentials(menv: Env) -> None:
     cred = menv.run(NODE, "munge", stdin="q" * 100_000).stdout
     assert menv.run(NODE, "unmunge", stdin=cred).exit_code == 0
     assert menv.run(NODE, "unmunge", stdin=cred).exit_code == munge.EXIT_REPLAYED
-    assert all(len(entry) == 64 for entry in menv.services.munge_seen[NODE])
+    assert all(len(entry) == 64 for entry in menv.services.munge.seen[NODE])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hpcgym.controller import Controller
-from hpcgym.controller.services import MemoryNodeAccess, ServiceManager
+from hpcgym.controller.services import MemoryNodeAccess
 
 from .conftest import Env, make_env
 
@@ -53,10 +53,7 @@ def pipeline(env: Env, commands: list[list[str]], stdin: str | None = None) -> t
 
 def test_00_no_config_munge_and_versions() -> None:
     # No daemons at all: a controller whose nodes have no unit files.
-    controller = Controller.from_slurm_conf(REFERENCE / "config" / "slurm.conf")
-    controller.services = ServiceManager.from_slurm_conf(
-        controller.slurm.conf, MemoryNodeAccess(), controller.clock
-    )
+    controller = Controller.from_slurm_conf(REFERENCE / "config" / "slurm.conf", nodes=MemoryNodeAccess())
     for command in ("munge -n", "munged --version", "munge --version", "unmunge --version", "remunge --version",
                     "slurmd -V", "slurmctld -V"):  # fmt: skip
         reply = controller.handle("vm", command.split(), "/root")

@@ -290,10 +290,12 @@ def test_units_disabled_at_boot_stay_down_until_started() -> None:
         env.controller.clock,
         disabled={"compute-02": {"slurmd.service"}},
     )
-    assert manager.is_active("compute-01", "slurmd.service") is False  # nothing booted before the first sync
+    assert (
+        manager.systemd.is_active("compute-01", "slurmd.service") is False
+    )  # nothing booted before the first sync
     assert manager.is_slurmd_registered("compute-01")
     assert not manager.is_slurmd_registered("compute-02")
-    assert manager.unit("compute-02", "slurmd.service").enabled.value == "disabled"  # type: ignore[union-attr]
+    assert manager.systemd.unit("compute-02", "slurmd.service").enabled.value == "disabled"  # type: ignore[union-attr]
 
 
 def test_journal_priorities_follow_pid1_and_stderr() -> None:
@@ -312,10 +314,10 @@ def test_journal_priorities_follow_pid1_and_stderr() -> None:
 
 
 def test_kill_main_process_hook(env: Env) -> None:
-    assert env.services.kill_main_process("login01", "slurmctld.service") is not None
+    assert env.services.systemd.kill_main_process("login01", "slurmctld.service") is not None
     assert env.run("login01", "systemctl", "is-failed", "slurmctld").stdout == "failed\n"
     assert env.controller.slurm.slurmctld_up is False
-    assert env.services.kill_main_process("login01", "slurmctld.service") is None
+    assert env.services.systemd.kill_main_process("login01", "slurmctld.service") is None
 
 
 def test_slurmd_without_slurm_conf_is_skipped_by_its_condition() -> None:

@@ -171,7 +171,7 @@ def test_nvidia_smi(env: Env) -> None:
     assert none.stdout.startswith(
         "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
     )
-    env.services.gpus["compute-04"][0].add_ecc_errors(dram_uncorrectable=2)
+    env.services.hardware.gpus["compute-04"][0].add_ecc_errors(dram_uncorrectable=2)
     ecc = env.run("compute-04", "nvidia-smi", "-q", "-d", "ECC").stdout
     assert "            DRAM Uncorrectable            : 2\n" in ecc
     assert "|                    2 |" in env.run("compute-04", "nvidia-smi").stdout

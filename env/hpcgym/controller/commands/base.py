@@ -71,11 +71,11 @@ class Context:
     cwd: str
     user: User
     users: dict[str, User]
+    # The episode's services: systemd units and journals, network, clocks, hardware, munge, ...
+    services: ServiceManager
     run_task: TaskRunner | None = None
     read_file: FileReader | None = None
     stdin: str | None = None
-    # The episode's systemd/munge/network simulation; the service tools (systemctl, ...) need it.
-    services: ServiceManager | None = None
 
     @property
     def now_s(self) -> int:
@@ -84,9 +84,7 @@ class Context:
     @property
     def local_now_s(self) -> int:
         """What this node's own clock reads: the episode's clock plus the node's skew, if any."""
-        if self.services is None:
-            return self.slurm.now_s
-        return self.services.node_now_s(self.node)
+        return self.services.clocks.node_now_s(self.node)
 
     def find_user(self, name_or_uid: str) -> User | None:
         """Look a user up as getpwnam/getpwuid would on the calling node.

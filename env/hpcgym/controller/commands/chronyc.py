@@ -2,7 +2,7 @@
 
 Both answer from the controller's model, not the host: whether chronyd runs on the node
 (services/chrony.py), its source (chrony.conf's `server`, or the login node's own `local stratum`),
-and the node's clock skew (`ServiceManager.clock_offsets`). chronyc talks to chronyd over its command
+and the node's clock skew (`NodeClocks.offsets`). chronyc talks to chronyd over its command
 socket, so with chronyd stopped every command fails `506 Cannot talk to daemon`. The small numbers a
 synced chronyd prints (offsets, frequency, delay) are fixed, plausible values for a LAN source.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from hpcgym.controller.commands.base import Context, ToolReply
-from hpcgym.controller.services import ServiceManager, chrony, services_of
+from hpcgym.controller.services import ServiceManager, chrony
 from hpcgym.controller.services.chrony import UNIT, server, step_lines
 from hpcgym.controller.services.journal import Entry
 
@@ -32,7 +32,7 @@ def _ctime(time_s: int) -> str:
 
 
 def _tracking(services: ServiceManager, node: str) -> str:
-    now = services.node_now_s(node)
+    now = services.clocks.node_now_s(node)
     source = chrony.source(services, node)
     local = server(services, node) is None
     if local:
@@ -97,17 +97,18 @@ def _makestep(services: ServiceManager, node: str) -> str:
     """Step the clock to the source now, as `chronyc makestep` asks chronyd to; logged like a start step."""
     skew = chrony.skew(services, node)
     if chrony.source(services, node) is not None and skew:
-        runtime = services.unit(node, UNIT)
-        services.set_clock_offset(node, services.clock_offset(services.controller_host))
+        runtime = services.systemd.unit(node, UNIT)
+        services.clocks.set_offset(node, services.clocks.offset(services.controller_host))
         if runtime is not None and runtime.main_pid is not None:
-            journal = services.node_state(node).journal
+            journal = services.systemd.node_state(node).journal
             for line in step_lines(-skew):
-                journal.add(Entry(services.node_now_s(node), "chronyd", runtime.main_pid, UNIT, line.text))
+                when = services.clocks.node_now_s(node)
+                journal.add(Entry(when, "chronyd", runtime.main_pid, UNIT, line.text))
     return "200 OK\n"
 
 
 def run(ctx: Context, args: list[str]) -> ToolReply:
-    services = services_of(ctx)
+    services = ctx.services
     words = list(args)
     while words and words[0].startswith("-"):
         option = words.pop(0)
@@ -119,7 +120,7 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
     if command not in COMMANDS:
         # Interactive mode has no terminal here; a command chronyc does not model reads as unknown.
         return ToolReply("", "Unrecognized command\n", 1)
-    if not services.is_active(ctx.node, UNIT):
+    if not services.systemd.is_active(ctx.node, UNIT):
         return ToolReply("", NO_DAEMON, 1)
     if command == "tracking":
         return ToolReply(_tracking(services, ctx.node))
@@ -145,13 +146,13 @@ def _yes(flag: bool) -> str:
 
 
 def run_timedatectl(ctx: Context, args: list[str]) -> ToolReply:
-    services = services_of(ctx)
+    services = ctx.services
     words = [arg for arg in args if not arg.startswith("-")]
     verb = words[0] if words else "status"
     if verb not in TIMEDATECTL_VERBS:
         return ToolReply("", f"Unknown command verb {verb}.\n", 1)
-    now = services.node_now_s(ctx.node)
-    ntp = services.is_active(ctx.node, UNIT)
+    now = services.clocks.node_now_s(ctx.node)
+    ntp = services.systemd.is_active(ctx.node, UNIT)
     synced = chrony.is_synchronized(services, ctx.node)
     if verb == "status":
         rows = [
@@ -190,11 +191,11 @@ def _set_ntp(services: ServiceManager, node: str, values: list[str]) -> ToolRepl
         return ToolReply("", "Too few arguments.\n" if not values else "Too many arguments.\n", 1)
     value = values[0].lower()
     if value in ("1", "yes", "y", "true", "t", "on"):
-        services.set_enabled(node, UNIT, True)
-        services.start(node, UNIT)
+        services.systemd.set_enabled(node, UNIT, True)
+        services.systemd.start(node, UNIT)
     elif value in ("0", "no", "n", "false", "f", "off"):
-        services.stop(node, UNIT)
-        services.set_enabled(node, UNIT, False)
+        services.systemd.stop(node, UNIT)
+        services.systemd.set_enabled(node, UNIT, False)
     else:
         return ToolReply("", f'Failed to parse argument: "{values[0]}"\n', 1)
     return ToolReply()

@@ -18,7 +18,7 @@ from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.numbers import to_int
-from hpcgym.controller.services import ServiceManager, services_of
+from hpcgym.controller.services import ServiceManager
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.httpd import HttpdFacts, HttpResponse, respond
 from hpcgym.controller.services.manager import HTTPD
@@ -108,8 +108,8 @@ def _fetch(services: ServiceManager, node: str, transfer: Transfer, method: str,
         raise CurlError(7, f"Failed to connect to {host} port {port}: Network is unreachable")
     target = node if addr.is_loopback else services.node_at(addr)
     httpd = (
-        services.facts(target, HTTPD, HttpdFacts)
-        if target is not None and services.is_active(target, HTTPD)
+        services.systemd.facts(target, HTTPD, HttpdFacts)
+        if target is not None and services.systemd.is_active(target, HTTPD)
         else None
     )
     if httpd is None or port not in httpd.config.ports or scheme == "https":
@@ -126,7 +126,7 @@ def _fetch(services: ServiceManager, node: str, transfer: Transfer, method: str,
         host_header=host_header,
         upstream_ok=services.is_portal_upstream_healthy(),
         authorized=authorized,
-        now_s=services.now_s,
+        now_s=services.clocks.now_s,
     )
     transfer.verbose += [
         f"* Connected to {host} ({shown}) port {port} (#0)",
@@ -193,7 +193,7 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
     silent = "silent" in flags and "show-error" not in flags
     if not urls:
         return ToolReply("", "" if silent else f"curl: no URL specified!\n{HINT}", 2)
-    services = services_of(ctx)
+    services = ctx.services
     method = values.get("request") or ("HEAD" if "head" in flags else "GET")
     stdout, stderr, exit_code = "", "", 0
     for url in urls:

@@ -17,7 +17,7 @@ import os
 from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.daemon_usage import MUNGED_HELP, SLURMCTLD_HELP, SLURMD_HELP
 from hpcgym.controller.hardware import NodeHardware, slurmd_config_line
-from hpcgym.controller.services import ServiceManager, munged, services_of
+from hpcgym.controller.services import ServiceManager, munged
 from hpcgym.controller.services import httpd as portal
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.daemon import PID_MARK, append_log, fill_pid
@@ -48,11 +48,11 @@ def run_munged(ctx: Context, args: list[str]) -> ToolReply:
         return ToolReply(f"munge-{munged.VERSION} (2022-06-22)\n")
     if any(a in ("-h", "--help") for a in args):
         return ToolReply(MUNGED_HELP)
-    services = services_of(ctx)
-    unit = services.unit(ctx.node, MUNGE)
+    services = ctx.services
+    unit = services.systemd.unit(ctx.node, MUNGE)
     if unit is None:
         return ToolReply("", "", 1)
-    services.sync()
+    services.systemd.sync()
     launch = munged.launch(services, ctx.node, unit.file)
     foreground = any(a in ("-F", "--foreground") for a in args)
     try:
@@ -71,15 +71,15 @@ def run_munged(ctx: Context, args: list[str]) -> ToolReply:
             else "".join(f"{line.text}\n" for line in launch.stderr)
         )
         return ToolReply("", text, 1)
-    if services.is_active(ctx.node, MUNGE):
-        running = services.unit(ctx.node, MUNGE)
+    if services.systemd.is_active(ctx.node, MUNGE):
+        running = services.systemd.unit(ctx.node, MUNGE)
         holder = running.main_pid if running is not None else 0
         error = (
             f'munged: Error: Failed to lock "{munged.SOCKET}.lock": '
             f'pid {holder} bound to socket "{munged.SOCKET}"\n'
         )
         return ToolReply("", (_stderr_of_log(launch.log_lines, pid) if foreground else "") + error, 1)
-    services.start(ctx.node, MUNGE)
+    services.systemd.start(ctx.node, MUNGE)
     return ToolReply("", _stderr_of_log(launch.log_lines, pid) if foreground else "", 0)
 
 
@@ -88,20 +88,20 @@ def run_slurmd(ctx: Context, args: list[str]) -> ToolReply:
         return ToolReply(f"slurm-wlm {SLURM_VERSION}\n")
     if any(a in ("-h", "--help") for a in args):
         return ToolReply("", SLURMD_HELP)
-    services = services_of(ctx)
+    services = ctx.services
     if "-C" in args:
         conf = read_conf(services, ctx.node)
         node = conf.node(ctx.node) if conf is not None else None
         if node is None:
             return ToolReply("", "slurmd: fatal: Unable to determine this slurmd's NodeName\n", 1)
-        uptime = services.now_s - services.clock.start_s
+        uptime = services.clocks.now_s - services.clocks.episode.start_s
         days, rest = divmod(uptime, 86400)
         clock = f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
         # What the node has, not what slurm.conf says: the line an admin pastes into slurm.conf.
-        hw = services.hardware.get(node.name) or NodeHardware.from_node_conf(node)
+        hw = services.hardware.nodes.get(node.name) or NodeHardware.from_node_conf(node)
         return ToolReply(f"{slurmd_config_line(node.name, hw)}\nUpTime={clock}\n")
     name = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "-N"), None)
-    unit = services.unit(ctx.node, SLURMD)
+    unit = services.systemd.unit(ctx.node, SLURMD)
     conf = read_conf(services, ctx.node)
     if conf is not None and unit is not None:
         errors = slurmd_init_errors(services, ctx.node, conf, name or ctx.node)
@@ -115,41 +115,41 @@ def run_slurmctld(ctx: Context, args: list[str]) -> ToolReply:
         return ToolReply(f"slurm-wlm {SLURM_VERSION}\n")
     if any(a in ("-h", "--help") for a in args):
         return ToolReply("", SLURMCTLD_HELP)
-    services = services_of(ctx)
-    if "-c" in args and not services.is_active(ctx.node, SLURMCTLD):
+    services = ctx.services
+    if "-c" in args and not services.systemd.is_active(ctx.node, SLURMCTLD):
         # A clean start: the controller recovers none of its saved state (SlurmState._restart).
         ctx.slurm.clean_start_pending = True
     reply = _start_by_hand(services, ctx.node, SLURMCTLD, "slurmctld", 6817)
-    if not services.is_active(ctx.node, SLURMCTLD):
+    if not services.systemd.is_active(ctx.node, SLURMCTLD):
         ctx.slurm.clean_start_pending = False
     return reply
 
 
 def _start_by_hand(services: ServiceManager, node: str, unit: str, prog: str, port: int) -> ToolReply:
-    if services.unit(node, unit) is None:
+    if services.systemd.unit(node, unit) is None:
         return ToolReply("", f"{prog}: fatal: Unable to process configuration file\n", 1)
-    if services.is_active(node, unit):
+    if services.systemd.is_active(node, unit):
         return ToolReply(
             "",
             f"{prog}: error: Error binding slurm stream socket: Address already in use\n"
             f"{prog}: fatal: Unable to bind listen port ({port}): Address already in use\n",
             1,
         )
-    services.start(node, unit)
-    lines = [e.message for e in services.journal(node).for_unit(unit) if e.identifier == prog]
+    services.systemd.start(node, unit)
+    lines = [e.message for e in services.systemd.journal(node).for_unit(unit) if e.identifier == prog]
     return ToolReply(
-        "", "".join(f"{line}\n" for line in lines[-3:]), 0 if services.is_active(node, unit) else 1
+        "", "".join(f"{line}\n" for line in lines[-3:]), 0 if services.systemd.is_active(node, unit) else 1
     )
 
 
 def run_httpd(ctx: Context, args: list[str]) -> ToolReply:
     if "-v" in args:
         return ToolReply(HTTPD_VERSION)
-    services = services_of(ctx)
+    services = ctx.services
     text, code = portal.configtest(services.access, ctx.node)
     if "-t" in args or code != 0:
         return ToolReply("", text, code)
-    if services.is_active(ctx.node, HTTPD):
+    if services.systemd.is_active(ctx.node, HTTPD):
         return ToolReply(
             "",
             "(98)Address already in use: AH00072: make_sock: could not bind to address [::]:80\n"
@@ -157,12 +157,12 @@ def run_httpd(ctx: Context, args: list[str]) -> ToolReply:
             "no listening sockets available, shutting down\nAH00015: Unable to open logs\n",
             1,
         )
-    services.start(ctx.node, HTTPD)
+    services.systemd.start(ctx.node, HTTPD)
     return ToolReply()
 
 
 def run_apachectl(ctx: Context, args: list[str]) -> ToolReply:
-    services = services_of(ctx)
+    services = ctx.services
     verb = args[0] if args else ""
     if verb in ("configtest", "-t"):
         text, code = portal.configtest(services.access, ctx.node)
@@ -171,10 +171,10 @@ def run_apachectl(ctx: Context, args: list[str]) -> ToolReply:
         return ToolReply(HTTPD_VERSION)
     # Rocky's apachectl hands the lifecycle verbs to systemctl.
     jobs = {
-        "start": services.start,
-        "stop": services.stop,
-        "restart": services.restart,
-        "graceful": services.reload,
+        "start": services.systemd.start,
+        "stop": services.systemd.stop,
+        "restart": services.systemd.restart,
+        "graceful": services.systemd.reload,
     }
     if verb in jobs:
         text, code = portal.configtest(services.access, ctx.node)

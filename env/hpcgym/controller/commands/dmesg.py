@@ -17,7 +17,7 @@ from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.uptime import boot_time
-from hpcgym.controller.services import services_of, xid
+from hpcgym.controller.services import xid
 from hpcgym.controller.services.journal import Priority
 
 VERSION = "dmesg from util-linux 2.37.4\n"
@@ -54,7 +54,7 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
         return ToolReply("", f"dmesg: bad usage\n{HINT}", 1)
     boot_s = boot_time(ctx)
     skew_s = ctx.local_now_s - ctx.now_s
-    entries = [e for e in xid.kernel_entries(services_of(ctx).journal(ctx.node)) if e.time_s >= boot_s]
+    entries = [e for e in xid.kernel_entries(ctx.services.systemd.journal(ctx.node)) if e.time_s >= boot_s]
     out = []
     seen_in_second: dict[int, int] = {}
     for entry in entries:

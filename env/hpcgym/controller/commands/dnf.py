@@ -35,7 +35,7 @@ def _metadata_line(ctx: Context) -> str:
 
 
 def run(ctx: Context, args: list[str]) -> ToolReply:
-    db = ctx.services.packages if ctx.services is not None else None
+    db = ctx.services.packages
     if db is None:
         return ToolReply("", "Error: Failed to download metadata for repo 'site-appstream'\n", 1)
     assume_yes = False

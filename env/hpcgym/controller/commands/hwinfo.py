@@ -16,7 +16,7 @@ from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.commands.usage import read_help
 from hpcgym.controller.hardware import CPU_FLAGS, CPU_MODEL, NodeHardware, memory_kb
 from hpcgym.controller.numbers import to_int
-from hpcgym.controller.services import ServiceManager, services_of
+from hpcgym.controller.services import ServiceManager
 
 NPROC_USAGE = read_help("nproc-help.txt")
 NPROC_VERSION = "nproc (GNU coreutils) 8.32\n"
@@ -36,8 +36,8 @@ NPROC = Prologue(
 
 
 def _hardware(ctx: Context) -> tuple[ServiceManager, NodeHardware]:
-    services = services_of(ctx)
-    hw = services.hardware.get(ctx.node)
+    services = ctx.services
+    hw = services.hardware.nodes.get(ctx.node)
     if hw is None:
         # The login node is not in slurm.conf: a small service VM.
         hw = NodeHardware(cpus=4, cores_per_socket=4, real_memory_mb=7680)

@@ -8,7 +8,6 @@ is what brings the route back. Registered as two programs, `ifup` and `ifdown`.
 from __future__ import annotations
 
 from hpcgym.controller.commands.base import Context, ToolReply
-from hpcgym.controller.services import services_of
 
 
 def _iface(args: list[str]) -> str | None:
@@ -22,7 +21,7 @@ def run_ifup(ctx: Context, args: list[str]) -> ToolReply:
     iface = _iface(args)
     if iface is None:
         return ToolReply("usage: ifup <configuration>\n", "", 1)
-    result = services_of(ctx).network.ifup(ctx.node, iface)
+    result = ctx.services.network.ifup(ctx.node, iface)
     return ToolReply(result.stdout, result.stderr, result.exit_code)
 
 
@@ -30,5 +29,5 @@ def run_ifdown(ctx: Context, args: list[str]) -> ToolReply:
     iface = _iface(args)
     if iface is None:
         return ToolReply("usage: ifdown <configuration>\n", "", 1)
-    result = services_of(ctx).network.ifdown(ctx.node, iface)
+    result = ctx.services.network.ifdown(ctx.node, iface)
     return ToolReply(result.stdout, result.stderr, result.exit_code)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from hpcgym.controller.commands.base import Context, ToolReply
-from hpcgym.controller.services import ServiceManager, services_of
+from hpcgym.controller.services import ServiceManager
 from hpcgym.controller.services.network import Route
 
 # iproute2 exits 1 for a usage error and 2 for an error from the kernel.
@@ -160,7 +160,7 @@ BRIEF_OPTIONS = {"-br", "-brief"}
 
 
 def run(ctx: Context, args: list[str]) -> ToolReply:
-    services = services_of(ctx)
+    services = ctx.services
     brief = any(word in BRIEF_OPTIONS for word in args)
     words = [word for word in args if word not in IGNORED_OPTIONS and word not in BRIEF_OPTIONS]
     if "-6" in words:

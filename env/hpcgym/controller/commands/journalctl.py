@@ -16,7 +16,7 @@ from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.getopt import Arg, Option
 from hpcgym.controller.commands.prologue import Prologue
 from hpcgym.controller.numbers import is_digits, to_int
-from hpcgym.controller.services import services_of, xid
+from hpcgym.controller.services import xid
 from hpcgym.controller.services.journal import (
     Entry,
     Priority,
@@ -141,8 +141,8 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
     if isinstance(parsed, ToolReply):
         return parsed
     found, operands = parsed.found, parsed.operands
-    services = services_of(ctx)
-    now = services.node_now_s(ctx.node)
+    services = ctx.services
+    now = services.clocks.node_now_s(ctx.node)
     flags = {key for key, _ in found}
     values = dict(found)
     units = [normalize_unit_name(value) for key, value in found if key == "unit" and value]
@@ -182,7 +182,7 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
         lines = PAGER_END_LINES
     elif "follow" in flags:
         lines = FOLLOW_LINES
-    journal = services.journal(ctx.node)
+    journal = services.systemd.journal(ctx.node)
     entries = xid.kernel_entries(journal) if "dmesg" in flags else list(journal.entries)
     if units:
         entries = [e for e in entries if e.unit in units]

@@ -17,7 +17,6 @@ from typing import Protocol, runtime_checkable
 
 from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.commands.usage import read_help
-from hpcgym.controller.services import services_of
 from hpcgym.errors import ControllerError
 
 UTIL_LINUX = "2.37.4"
@@ -91,7 +90,7 @@ class Options:
 
 
 def _shares(ctx: Context) -> ShareAccess:
-    access = services_of(ctx).access
+    access = ctx.services.access
     if not isinstance(access, ShareAccess):
         raise ControllerError(
             "this node access cannot change NFS mounts",
@@ -101,7 +100,7 @@ def _shares(ctx: Context) -> ShareAccess:
 
 
 def read_fstab(ctx: Context) -> list[FstabEntry]:
-    raw = services_of(ctx).access.read(ctx.node, FSTAB) or b""
+    raw = ctx.services.access.read(ctx.node, FSTAB) or b""
     entries = []
     for line in raw.decode(errors="replace").splitlines():
         fields = line.split("#", 1)[0].split()
@@ -111,12 +110,12 @@ def read_fstab(ctx: Context) -> list[FstabEntry]:
 
 
 def export_of(ctx: Context, point: str) -> str:
-    return f"{services_of(ctx).controller_host}:{EXPORT_DIR}{point}"
+    return f"{ctx.services.controller_host}:{EXPORT_DIR}{point}"
 
 
 def mount_table(ctx: Context) -> list[tuple[str, str, str, str]]:
     """(source, target, type, options) of every mount on the node, in mount order."""
-    services = services_of(ctx)
+    services = ctx.services
     shares = _shares(ctx)
     client = services.network.address(ctx.node)
     server = services.controller_addr(ctx.node)
@@ -288,7 +287,7 @@ def _mount_all(ctx: Context, opts: Options) -> ToolReply:
 
 
 def _mount_entry(ctx: Context, entry: FstabEntry, opts: Options) -> ToolReply:
-    services = services_of(ctx)
+    services = ctx.services
     shares = _shares(ctx)
     fstype = opts.types or entry.fstype
     if fstype not in NFS_TYPES:
@@ -363,6 +362,6 @@ def _umount_one(ctx: Context, target: str) -> ToolReply:
             return ToolReply()
     if any(target == row[1] for row in SYSTEM_MOUNTS):
         return ToolReply("", f"umount: {target}: target is busy.\n", EX_FAIL)
-    if ":" in target or services_of(ctx).access.stat(ctx.node, target) is not None:
+    if ":" in target or ctx.services.access.stat(ctx.node, target) is not None:
         return ToolReply("", f"umount: {target}: not mounted.\n", EX_FAIL)
     return ToolReply("", f"umount: {target}: no mount point specified.\n", EX_FAIL)

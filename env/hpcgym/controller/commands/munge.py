@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from hpcgym.controller.commands import munge_usage
 from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.numbers import is_digits, to_int
-from hpcgym.controller.services import ServiceManager, services_of
+from hpcgym.controller.services import ServiceManager
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.munged import SOCKET, VERSION, MungedFacts
 from hpcgym.controller.services.slurm import MUNGE
@@ -193,7 +193,7 @@ def _path(ctx: Context, path: str) -> str:
 
 def _socket_ok(services: ServiceManager, node: str, found: dict[str, str]) -> str | None:
     socket = found.get("socket", SOCKET)
-    return None if socket == SOCKET and services.is_active(node, MUNGE) else socket
+    return None if socket == SOCKET and services.systemd.is_active(node, MUNGE) else socket
 
 
 def _prepare(
@@ -215,8 +215,8 @@ def _prepare(
     fixed = _fixed(prog, found)
     if fixed is not None:
         return fixed
-    services = services_of(ctx)
-    services.sync()
+    services = ctx.services
+    services.systemd.sync()
     if find_socket:
         no_munged = _find_socket(services, ctx.node, prog, found)
         if no_munged is not None:
@@ -271,11 +271,11 @@ def run_munge(ctx: Context, args: list[str]) -> ToolReply:
     if failed is not None:
         return failed
     payload = raw.decode(errors="replace")
-    services.munge_serial += 1
+    services.munge.serial += 1
     body = {
         "host": ctx.node,
         "addr": str(services.network.address(ctx.node) or "127.0.0.1"),
-        "time": services.node_now_s(ctx.node),
+        "time": services.clocks.node_now_s(ctx.node),
         "ttl": ttl,
         "uid": ids.get("uid", ctx.user.uid),
         "gid": ids.get("gid", ctx.user.gid),
@@ -283,7 +283,7 @@ def run_munge(ctx: Context, args: list[str]) -> ToolReply:
         "rgid": ids.get("restrict-gid"),
         "key": _key_tag(services, ctx.node),
         "payload": payload,
-        "serial": services.munge_serial,
+        "serial": services.munge.serial,
     }
     sealed = _seal(json.dumps(body, sort_keys=True).encode())
     cred = "MUNGE:" + base64.b64encode(HEADER + sealed).decode() + ":\n"
@@ -307,7 +307,7 @@ class Decoded:
 
 def _key_tag(services: ServiceManager, node: str) -> str:
     """What a credential carries of the key `node`'s munged runs with ("" where none runs)."""
-    running = services.facts(node, MUNGE, MungedFacts)
+    running = services.systemd.facts(node, MUNGE, MungedFacts)
     return running.key_sha256[:16] if running is not None else ""
 
 
@@ -337,10 +337,10 @@ def _decode(services: ServiceManager, node: str, cred: str) -> Decoded | ToolRep
         return ToolReply("", "unmunge: Error: Invalid credential\n", EXIT_CRED_INVALID)
     # The replay hash keeps a digest of each credential (munged keys it on the MAC), not the
     # credential, which can be most of a megabyte of the agent's choosing.
-    seen = services.munge_seen.setdefault(node, set())
+    seen = services.munge.seen.setdefault(node, set())
     digest = hashlib.sha256(cred.encode(errors="replace")).hexdigest()
     # munged's window (dec.c): decode time within [encode - ttl, encode + ttl] of the decoder's clock.
-    now, encoded, ttl = services.node_now_s(node), int(body["time"]), int(body["ttl"])
+    now, encoded, ttl = services.clocks.node_now_s(node), int(body["time"]), int(body["ttl"])
     if now < encoded - ttl:
         return Decoded(EXIT_REWOUND, "Rewound credential", body)
     if encoded + ttl < now:
@@ -390,7 +390,7 @@ def run_unmunge(ctx: Context, args: list[str]) -> ToolReply:
         ("STATUS", f"{decoded.text} ({decoded.status})"),
         ("ENCODE_HOST", f"{body['host']} ({body['addr']})"),
         ("ENCODE_TIME", _stamp(int(str(body["time"])))),
-        ("DECODE_TIME", _stamp(services.node_now_s(ctx.node))),
+        ("DECODE_TIME", _stamp(services.clocks.node_now_s(ctx.node))),
         ("TTL", str(body["ttl"])),
         ("CIPHER", "aes128 (4)"),
         ("MAC", "sha256 (5)"),
@@ -414,7 +414,7 @@ def run_remunge(ctx: Context, args: list[str]) -> ToolReply:
     if isinstance(ready, ToolReply):
         return ready
     found, services = ready
-    now = services.node_now_s(ctx.node)
+    now = services.clocks.node_now_s(ctx.node)
     start = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S")
     end = datetime.fromtimestamp(now + 1, UTC).strftime("%Y-%m-%d %H:%M:%S")
     if "num-creds" in found:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from hpcgym.controller.commands.base import Context, ToolReply
 from hpcgym.controller.services import nhc as health
-from hpcgym.controller.services import services_of
 
 
 def run(ctx: Context, args: list[str]) -> ToolReply:
-    services = services_of(ctx)
+    services = ctx.services
     if ctx.user.uid != 0:
         return ToolReply("", "ERROR:  nhc:  Health check failed:  NHC must be run as root.\n", 1)
     message = health.run_on_node(ctx.slurm, services, ctx.node)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from hpcgym.controller.commands.base import Context, ToolReply
-from hpcgym.controller.services import services_of
 from hpcgym.controller.services.gpu import (
     CUDA_VERSION,
     DRIVER_VERSION,
@@ -164,8 +163,8 @@ def _query_csv(gpus: list[Gpu], fields: list[str], fmt: set[str]) -> ToolReply:
 
 
 def run(ctx: Context, args: list[str]) -> ToolReply:
-    services = services_of(ctx)
-    gpus = services.gpus.get(ctx.node, [])
+    services = ctx.services
+    gpus = services.hardware.gpus.get(ctx.node, [])
     if not gpus:
         return ToolReply(NO_DRIVER, "", EXIT_NO_DRIVER)
     flags: set[str] = set()
@@ -196,7 +195,7 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
         if not chosen:
             return ToolReply("No devices were found\n", "", EXIT_NOT_FOUND)
         gpus = chosen
-    now = services.now_s
+    now = services.clocks.now_s
     lost = [gpu for gpu in gpus if gpu.lost]
     if lost:
         # NVML_ERROR_GPU_IS_LOST on the first device it cannot open; nothing else is printed.

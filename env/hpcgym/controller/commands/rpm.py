@@ -18,7 +18,7 @@ VERSION = "RPM version 4.16.1.3\n"
 
 
 def _db(ctx: Context) -> PackageDB | None:
-    return ctx.services.packages if ctx.services is not None else None
+    return ctx.services.packages
 
 
 def run(ctx: Context, args: list[str]) -> ToolReply:
@@ -90,8 +90,6 @@ def _query(ctx: Context, db: PackageDB, flags: set[str], names: list[str]) -> To
 
 def _exists(ctx: Context, path: str) -> bool:
     services = ctx.services
-    if services is None:
-        return False
     lstat = getattr(services.access, "lstat", None)
     if lstat is not None:
         return lstat(ctx.node, path) is not None

@@ -219,8 +219,6 @@ def _account(ctx: Context, user: str) -> tuple[str, str] | None:
 
 def _find(ctx: Context, name: str, path: str) -> str | None:
     services = ctx.services
-    if services is None:
-        return None
     entries = path.split(":")[:MAX_PATH_ENTRIES]
     candidates = [name] if "/" in name else [posixpath.join(d, name) for d in entries if d]
     for candidate in candidates:

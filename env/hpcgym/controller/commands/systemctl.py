@@ -18,7 +18,7 @@ from hpcgym.controller.commands.systemctl_status import (
     format_unit_list,
     unit_properties,
 )
-from hpcgym.controller.services import JobResult, ServiceManager, services_of
+from hpcgym.controller.services import JobResult, ServiceManager
 from hpcgym.controller.services.units import ActiveState, UnitFileState, normalize_unit_name
 
 OPTIONS = (
@@ -67,7 +67,7 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
     flags, operands = Flags(parsed.found), parsed.operands
     verb = operands[0] if operands else "list-units"
     units = [normalize_unit_name(name) for name in operands[1:]]
-    services = services_of(ctx)
+    services = ctx.services
     node = ctx.node
     if verb in NEEDS_UNITS and not units:
         return ToolReply("", "Too few arguments.\n", 1)
@@ -82,12 +82,12 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
     if verb == "is-enabled":
         return _is_enabled(services, node, units, flags)
     if verb == "daemon-reload":
-        services.daemon_reload(node)
+        services.systemd.daemon_reload(node)
         return ToolReply()
     if verb == "reset-failed":
         targets: list[str | None] = list(units) or [None]
         for target in targets:
-            services.reset_failed(node, target)
+            services.systemd.reset_failed(node, target)
         return ToolReply()
     if verb == "list-units":
         return _list_units(services, node, flags)
@@ -104,17 +104,18 @@ def _status(services: ServiceManager, node: str, units: list[str], flags: Flags)
     if not units:
         return _system_status(services, node)
     blocks, errors, exit_code = [], "", 0
-    journal = services.journal(node)
+    journal = services.systemd.journal(node)
     for name in units:
-        unit = services.unit(node, name)
+        unit = services.systemd.unit(node, name)
         if unit is None:
             errors += f"Unit {name} could not be found.\n"
             exit_code = max(exit_code, EXIT_NO_SUCH_UNIT)
             continue
         # get_output_flags: -a/--all shows a journal line with control characters in full.
         entries = journal.for_unit(name)
-        blocks.append(format_status(unit, node, services.now_s, entries, lines, show_all="all" in flags.set))
-        if services.changed_on_disk(node, unit):
+        now = services.clocks.now_s
+        blocks.append(format_status(unit, node, now, entries, lines, show_all="all" in flags.set))
+        if services.systemd.changed_on_disk(node, unit):
             errors += _changed_warning(name)
         if unit.active is not ActiveState.ACTIVE:
             exit_code = max(exit_code, EXIT_NOT_RUNNING)
@@ -122,7 +123,7 @@ def _status(services: ServiceManager, node: str, units: list[str], flags: Flags)
 
 
 def _system_status(services: ServiceManager, node: str) -> ToolReply:
-    units = services.loaded_units(node)
+    units = services.systemd.loaded_units(node)
     failed = sum(unit.active is ActiveState.FAILED for unit in units)
     text = (
         f"{BULLET_FAILED if failed else BULLET_ACTIVE} {node}\n"
@@ -150,24 +151,24 @@ def _jobs(services: ServiceManager, node: str, verb: str, units: list[str]) -> T
     errors, exit_code = "", 0
     for name in units:
         word = _VERB_WORD.get(verb, verb)
-        unit = services.unit(node, name)
-        if unit is not None and services.changed_on_disk(node, unit):
+        unit = services.systemd.unit(node, name)
+        if unit is not None and services.systemd.changed_on_disk(node, unit):
             errors += _changed_warning(name)
         if verb in ("try-restart", "condrestart") and (unit is None or unit.active is not ActiveState.ACTIVE):
             continue
         if verb == "start":
-            result = services.start(node, name)
+            result = services.systemd.start(node, name)
         elif verb == "stop":
-            result = services.stop(node, name)
+            result = services.systemd.stop(node, name)
         elif verb == "reload" or (
             verb == "reload-or-restart"
             and unit is not None
             and unit.file.exec_reload
             and unit.active is ActiveState.ACTIVE
         ):
-            result = services.reload(node, name)
+            result = services.systemd.reload(node, name)
         else:
-            result = services.restart(node, name)
+            result = services.systemd.restart(node, name)
         if result is JobResult.NOT_FOUND:
             reason = "not loaded" if verb == "stop" else "not found"
             errors += f"Failed to {word} {name}: Unit {name} {reason}.\n"
@@ -205,12 +206,12 @@ def _jobs(services: ServiceManager, node: str, verb: str, units: list[str]) -> T
 def _enable(services: ServiceManager, node: str, verb: str, units: list[str], flags: Flags) -> ToolReply:
     errors = ""
     for name in units:
-        unit = services.unit(node, name)
+        unit = services.systemd.unit(node, name)
         if unit is None:
             action = "enable" if verb == "enable" else "disable"
             return ToolReply("", errors + f"Failed to {action} unit: Unit file {name} does not exist.\n", 1)
         before = unit.enabled
-        services.set_enabled(node, name, verb == "enable")
+        services.systemd.set_enabled(node, name, verb == "enable")
         link = f"{WANTS_DIR}/{name}"
         if verb == "enable" and before is UnitFileState.DISABLED:
             errors += f"Created symlink {link} → {unit.file.path}.\n"
@@ -225,9 +226,9 @@ def _enable(services: ServiceManager, node: str, verb: str, units: list[str], fl
 def _is_state(services: ServiceManager, node: str, verb: str, units: list[str], flags: Flags) -> ToolReply:
     wanted = ActiveState.ACTIVE if verb == "is-active" else ActiveState.FAILED
     out, hit = "", False
-    services.sync()
+    services.systemd.sync()
     for name in units:
-        unit = services.unit(node, name)
+        unit = services.systemd.unit(node, name)
         state = unit.active if unit is not None else ActiveState.INACTIVE
         hit = hit or state is wanted
         out += f"{state.value}\n"
@@ -241,7 +242,7 @@ def _is_state(services: ServiceManager, node: str, verb: str, units: list[str], 
 def _is_enabled(services: ServiceManager, node: str, units: list[str], flags: Flags) -> ToolReply:
     out, errors, ok = "", "", False
     for name in units:
-        unit = services.unit(node, name)
+        unit = services.systemd.unit(node, name)
         if unit is None:
             errors += f"Failed to get unit file state for {name}: No such file or directory\n"
             continue
@@ -253,7 +254,7 @@ def _is_enabled(services: ServiceManager, node: str, units: list[str], flags: Fl
 
 
 def _list_units(services: ServiceManager, node: str, flags: Flags) -> ToolReply:
-    units = services.loaded_units(node)
+    units = services.systemd.loaded_units(node)
     if flags.types and not any(t in ("service", "services") for t in flags.types):
         units = []
     if flags.states:
@@ -271,10 +272,10 @@ def _show(services: ServiceManager, node: str, units: list[str], flags: Flags) -
         return ToolReply(
             "Version=252-46.el9_5.2\nFeatures=+PAM +AUDIT +SELINUX -APPARMOR +IMA +SMACK +SECCOMP\n"
         )
-    services.sync()
+    services.systemd.sync()
     blocks = []
     for name in units:
-        props = unit_properties(services.unit(node, name), name)
+        props = unit_properties(services.systemd.unit(node, name), name)
         if flags.properties:
             wanted = {key: value for key, value in props}
             props = [(key, wanted[key]) for key in flags.properties if key in wanted]

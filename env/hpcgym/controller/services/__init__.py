@@ -1,6 +1,7 @@
 """The cluster's services: systemd units per node, their journals, the daemons' real start-up checks.
 
-Public surface: `ServiceManager` (one per episode; the service tools act on it and the Slurm side asks
+Public surface: `ServiceManager` (one per episode, built with the controller: the peers, each node's
+`systemd`, `network`, `clocks`, `hardware`, `munge`, that the service tools act on; the Slurm side asks
 it `is_slurmd_registered(node)`), `NodeAccess` (what the runtime implements so that daemons read the
 node's real files and run as real processes), `MemoryNodeAccess` (the in-memory stand-in), and
 `sync_cluster` (pushes slurmctld, munged and slurmd state into the Slurm side).
@@ -13,7 +14,6 @@ from hpcgym.controller.services.manager import ServiceManager
 from hpcgym.controller.services.slurm import RegistrationProblem
 from hpcgym.controller.services.slurmlink import sync_cluster
 from hpcgym.controller.services.units import JobResult
-from hpcgym.errors import ControllerError
 
 __all__ = [
     "FileStat",
@@ -22,21 +22,5 @@ __all__ = [
     "NodeAccess",
     "RegistrationProblem",
     "ServiceManager",
-    "services_of",
     "sync_cluster",
 ]
-
-
-def services_of(ctx: object) -> ServiceManager:
-    """The episode's `ServiceManager` from a tool's request context.
-
-    Raises:
-        ControllerError: the controller built the context without one.
-    """
-    manager = getattr(ctx, "services", None)
-    if not isinstance(manager, ServiceManager):
-        raise ControllerError(
-            "this request context carries no ServiceManager",
-            hint="build Context with services=<the episode's ServiceManager>",
-        )
-    return manager

@@ -1,6 +1,6 @@
 """chronyd (chrony 4.5, Rocky 9.5): the daemon that keeps a node's clock on the cluster's time.
 
-A node's clock can be skewed (`ServiceManager.clock_offsets`): its hardware clock drifted while
+A node's clock can be skewed (`NodeClocks.offsets`, services/peers.py): its hardware clock drifted while
 chronyd was stopped. Starting chronyd corrects it only when chrony.conf allows a step (`makestep`,
 as Rocky's default does: `makestep 1.0 3` steps during the first updates); without one chronyd would
 slew at most 83 ms per second, so a skew of minutes stays for hours, which this model keeps as is.
@@ -12,10 +12,15 @@ with it, are decided here once, for chronyd, chronyc and timedatectl, and the gr
 from __future__ import annotations
 
 from ipaddress import IPv4Address
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, lookup_ids
+from hpcgym.controller.services.daemon import Launch, Line, RunningUnits, exec_argv, lookup_ids
 from hpcgym.controller.services.units import UnitFile
+
+if TYPE_CHECKING:
+    from hpcgym.controller.services.access import NodeAccess
+    from hpcgym.controller.services.network import Network
+    from hpcgym.controller.services.peers import NodeClocks
 
 VERSION = "4.5"
 FEATURES = "+CMDMON +NTP +REFCLOCK +RTC +PRIVDROP +SCFILTER +SIGND +ASYNCDNS +NTS +SECHASH +IPV6 +DEBUG"
@@ -24,20 +29,32 @@ PID_FILE = "/run/chrony/chronyd.pid"
 UNIT = "chronyd.service"
 
 
-class ClockHost(DaemonHost, Protocol):
-    """What chronyd asks of the cluster beyond a daemon's checks: to step its node's clock."""
+class ClockHost(Protocol):
+    """What chronyd asks of the cluster: its files, its source, each node's clock, what runs.
 
-    def set_clock_offset(self, node: str, seconds: int) -> None: ...
+    chronyd reads chrony.conf, resolves and reaches its source, steps its node's clock to the
+    controller's, and chronyc and the grader ask whether chronyd is active.
+    """
+
+    access: NodeAccess
+    network: Network
+    clocks: NodeClocks
+
+    @property
+    def controller_host(self) -> str: ...
+
+    @property
+    def systemd(self) -> RunningUnits: ...
 
 
-def conf_directives(host: DaemonHost, node: str) -> list[list[str]]:
+def conf_directives(host: ClockHost, node: str) -> list[list[str]]:
     """chrony.conf's directives as word lists (comments and blank lines dropped)."""
     raw = host.access.read(node, CONF) or b""
     lines = (line.split("#", 1)[0].split() for line in raw.decode(errors="replace").splitlines())
     return [words for words in lines if words]
 
 
-def step_threshold(host: DaemonHost, node: str) -> float | None:
+def step_threshold(host: ClockHost, node: str) -> float | None:
     """`makestep THRESHOLD LIMIT`'s threshold in seconds, or None when chronyd may not step at start."""
     for words in conf_directives(host, node):
         if words[0] == "makestep" and len(words) >= 3:
@@ -49,7 +66,7 @@ def step_threshold(host: DaemonHost, node: str) -> float | None:
     return None
 
 
-def server(host: DaemonHost, node: str) -> str | None:
+def server(host: ClockHost, node: str) -> str | None:
     """The first `server`/`pool` name in chrony.conf, or None for a node that serves its own clock."""
     for words in conf_directives(host, node):
         if words[0] in ("server", "pool") and len(words) >= 2:
@@ -57,7 +74,7 @@ def server(host: DaemonHost, node: str) -> str | None:
     return None
 
 
-def source(host: DaemonHost, node: str) -> tuple[str, IPv4Address] | None:
+def source(host: ClockHost, node: str) -> tuple[str, IPv4Address] | None:
     """The source chronyd reaches on `node` (name, address), or None (none configured or reachable)."""
     name = server(host, node)
     if name is None:
@@ -68,14 +85,14 @@ def source(host: DaemonHost, node: str) -> tuple[str, IPv4Address] | None:
     return name, addr
 
 
-def skew(host: DaemonHost, node: str) -> int:
+def skew(host: ClockHost, node: str) -> int:
     """How far `node`'s clock is ahead of the time it serves or follows (the controller's)."""
-    return host.clock_offset(node) - host.clock_offset(host.controller_host)
+    return host.clocks.offset(node) - host.clocks.offset(host.controller_host)
 
 
-def is_synchronized(host: DaemonHost, node: str) -> bool:
+def is_synchronized(host: ClockHost, node: str) -> bool:
     """Whether chronyd runs and the node's clock agrees with its source (the login node is its own)."""
-    if not host.is_active(node, UNIT):
+    if not host.systemd.is_active(node, UNIT):
         return False
     if server(host, node) is None:
         return True
@@ -109,5 +126,5 @@ def launch(host: ClockHost, node: str, unit: UnitFile) -> Launch:
     threshold = step_threshold(host, node)
     if offset and threshold is not None and abs(offset) > threshold:
         result.stderr += step_lines(-offset)
-        host.set_clock_offset(node, host.clock_offset(host.controller_host))
+        host.clocks.set_offset(node, host.clocks.offset(host.controller_host))
     return result

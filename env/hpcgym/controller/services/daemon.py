@@ -23,7 +23,7 @@ from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.units import UnitFile
 
 if TYPE_CHECKING:
-    from hpcgym.controller.hardware import NodeHardware
+    from hpcgym.controller.services.peers import Hardware, NodeClocks
 
 PID_MARK = "{pid}"
 # Service accounts of the images (images/common/setup-node.sh); used when /etc/passwd lacks them.
@@ -66,27 +66,35 @@ class Launch:
     program: str = ""
 
 
-class DaemonHost(Protocol):
-    """What a daemon's checks may ask of the rest of the cluster (the service manager provides it)."""
-
-    access: NodeAccess
-    network: Network
-    # What each compute node physically has (hardware.py), as slurmd finds it at its start.
-    hardware: dict[str, NodeHardware]
-
-    @property
-    def now_s(self) -> int: ...
-
-    @property
-    def controller_host(self) -> str: ...
+class RunningUnits(Protocol):
+    """What a daemon's checks may ask of the node's systemd: what serves, and what it left."""
 
     def is_active(self, node: str, unit: str) -> bool: ...
 
     def facts(self, node: str, unit: str, kind: type[Facts]) -> Facts | None: ...
 
-    def controller_addr(self, node: str) -> IPv4Address | None: ...
 
-    def clock_offset(self, node: str) -> int: ...
+class DaemonHost(Protocol):
+    """Everything a daemon's checks may ask of the rest of the cluster (`ServiceManager` provides it).
+
+    slurmd and slurmctld (slurm.py) ask all of it; each other launcher names the part it uses
+    (munged.MungedHost, httpd.HttpdHost, chrony.ClockHost, mariadb.MariadbHost, slurmdbd.SlurmdbdHost).
+    """
+
+    access: NodeAccess
+    network: Network
+    # The episode's time and each node's skew.
+    clocks: NodeClocks
+    # What each compute node physically has (hardware.py), as slurmd finds it at its start.
+    hardware: Hardware
+
+    @property
+    def controller_host(self) -> str: ...
+
+    @property
+    def systemd(self) -> RunningUnits: ...
+
+    def controller_addr(self, node: str) -> IPv4Address | None: ...
 
 
 def lookup_ids(access: NodeAccess, node: str, user: str) -> tuple[int, int]:

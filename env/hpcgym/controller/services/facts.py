@@ -2,7 +2,7 @@
 
 munged's key digest, httpd's config, the options MariaDB took: each daemon module subclasses
 `DaemonFacts` with the attributes it sets, its launch returns them, and its unit keeps them while
-the daemon runs. A reader names the kind it wants (`services.facts(node, MUNGE, MungedFacts)`), so
+the daemon runs. A reader names the kind it wants (`services.systemd.facts(node, MUNGE, MungedFacts)`), so
 every attribute read is one the type checker knows, not a string key a typo silently misses.
 """
 

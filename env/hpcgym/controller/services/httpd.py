@@ -13,13 +13,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
 from hpcgym.controller.numbers import to_int
 from hpcgym.controller.services.access import NodeAccess
-from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv
+from hpcgym.controller.services.daemon import Launch, Line, exec_argv
 from hpcgym.controller.services.facts import DaemonFacts
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.units import UnitFile
+
+if TYPE_CHECKING:
+    from hpcgym.controller.services.network import Network
 
 SERVER = "Apache/2.4.62 (Rocky Linux)"
 MAIN_CONF = "/etc/httpd/conf/httpd.conf"
@@ -158,7 +162,14 @@ def check_config(access: NodeAccess, node: str) -> PortalConfig | ConfigError:
     )
 
 
-def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
+class HttpdHost(Protocol):
+    """What httpd's start-up asks of the cluster: the node's files, and the address Listen binds."""
+
+    access: NodeAccess
+    network: Network
+
+
+def launch(host: HttpdHost, node: str, unit: UnitFile) -> Launch:
     result = Launch(ok=False, comm="httpd", argv=[*exec_argv(unit)])
     config = check_config(host.access, node)
     if isinstance(config, ConfigError):

@@ -1,6 +1,6 @@
 """What systemd does when a job runs: start and stop a unit, notice its end, write the journal lines.
 
-The `ServiceManager` (manager.py) keeps the state and decides when; these functions are the
+`Systemd` (manager.py) keeps the state and decides when; these functions are the
 transitions, each logging what pid 1 and the daemon print, in their order, on the virtual clock.
 Which program a unit runs is what the node's kernel reaches through its ExecStart path (`//`, `.`,
 `..` and symlinks resolved in the node); if that is one in `DAEMONS`, the simulated daemon starts,
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from hpcgym.controller.services import chrony, httpd, mariadb, munged, slurm, slurmdbd
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.daemon import (
+    DaemonHost,
     Launch,
     Line,
     append_log,
@@ -53,7 +54,8 @@ if TYPE_CHECKING:
 
 # The program a daemon is (the path execve reaches, its name the daemon's) -> the module that
 # simulates it. A unit whose program is not here runs that program itself.
-Launcher = Callable[["ServiceManager", str, UnitFile], Launch]
+# Each launcher takes the narrow host protocol its module names (munged.MungedHost, ...).
+Launcher = Callable[[DaemonHost, str, UnitFile], Launch]
 DAEMONS: dict[str, Launcher] = {
     "/usr/sbin/munged": munged.launch,
     "/usr/sbin/slurmd": slurm.launch_slurmd,
@@ -156,13 +158,13 @@ def launch_program(m: ServiceManager, node: str, file: UnitFile, program: Progra
 
 
 def next_job(m: ServiceManager, node: str) -> str:
-    state = m.node_state(node)
+    state = m.systemd.node_state(node)
     state.next_job_id += 1
     return str(state.next_job_id)
 
 
 def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
-    file, now = runtime.file, m.now_s
+    file, now = runtime.file, m.clocks.now_s
     desc = file.description
     job = next_job(m, node)
     if hits_start_limit(runtime, now):
@@ -307,7 +309,7 @@ def stop_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> None:
     log_systemd(m, node, runtime, f"Stopped {desc}.", Catalog.JOB_STOP_DONE, job=job)
     runtime.active, runtime.sub, runtime.result = ActiveState.INACTIVE, SubState.DEAD, Result.SUCCESS
     runtime.main_pid, runtime.main_exit = None, (pid, "exited", "0/SUCCESS")
-    runtime.state_since_s = m.now_s
+    runtime.state_since_s = m.clocks.now_s
     runtime.process, runtime.skipped = None, None
 
 
@@ -362,7 +364,7 @@ def main_ended(
     log_systemd(m, node, runtime, f"{runtime.name}: Deactivated successfully.", Catalog.UNIT_SUCCEEDED)
     runtime.active, runtime.sub, runtime.result = ActiveState.INACTIVE, SubState.DEAD, Result.SUCCESS
     runtime.main_pid, runtime.main_exit = None, (pid, code, text)
-    runtime.state_since_s = m.now_s
+    runtime.state_since_s = m.clocks.now_s
     runtime.process, runtime.skipped = None, None
     return Result.SUCCESS
 
@@ -374,7 +376,7 @@ def set_failed(m: ServiceManager, node: str, runtime: UnitRuntime, result: Resul
     )  # fmt: skip
     runtime.active, runtime.sub, runtime.result = ActiveState.FAILED, SubState.FAILED, result
     runtime.main_pid = None
-    runtime.state_since_s = m.now_s
+    runtime.state_since_s = m.clocks.now_s
     runtime.process, runtime.skipped = None, None
 
 
@@ -389,8 +391,8 @@ def log_systemd(
     catalog: Catalog | None = None,
     **fields: str,
 ) -> None:
-    now = m.node_now_s(node)
-    m.node_state(node).journal.add(
+    now = m.clocks.node_now_s(node)
+    m.systemd.node_state(node).journal.add(
         Entry(now, "systemd", 1, runtime.name, text, pid1_priority(text), catalog, dict(fields))
     )
 
@@ -408,8 +410,8 @@ def log_line(
     # systemd's own lines carry their real priority, as `journalctl -p err` shows. `at_s`: when,
     # on the episode's clock, if not now (the node's own clock stamps it).
     priority = line.priority if comm.startswith("(") else Priority.INFO
-    when = m.node_now_s(node) if at_s is None else at_s + m.clock_offset(node)
-    m.node_state(node).journal.add(Entry(when, comm, pid, runtime.name, line.text, priority))
+    when = m.clocks.node_now_s(node) if at_s is None else at_s + m.clocks.offset(node)
+    m.systemd.node_state(node).journal.add(Entry(when, comm, pid, runtime.name, line.text, priority))
 
 
 # The slurm.conf option naming each Slurm daemon's own log file.
@@ -432,10 +434,10 @@ def log_slurm_daemon(
     (SlurmdLogFile / SlurmctldLogFile), owned by SlurmUser for slurmctld and root for slurmd.
     `at_s` is when the daemon logged it on the episode's clock (default: now).
     """
-    runtime = m.node_state(node).units.get(f"{daemon}.service")
+    runtime = m.systemd.node_state(node).units.get(f"{daemon}.service")
     if runtime is None or not runtime.main_pid:
         return
-    when = m.now_s if at_s is None else at_s
+    when = m.clocks.now_s if at_s is None else at_s
     for line in slurm.daemon_lines(daemon, [text]):
         log_line(m, node, runtime, daemon, runtime.main_pid, line, at_s=when)
     path = slurm.slurmd_path(conf, SLURM_LOG_FILES[daemon], "", node)

@@ -1,11 +1,14 @@
-"""The simulated systemd of every node: loaded units, their states, the journals, and the queries.
+"""The episode's services as peers (`ServiceManager`), and the simulated systemd of every node (`Systemd`).
 
-One `ServiceManager` per episode; the transitions a job makes (and the lines they log) are in
-lifecycle.py. Everything it prints or decides comes from the node's own files
-(through `NodeAccess`), the virtual clock, and the state it keeps; nothing from the host. Each public
-call first brings the cluster up to date (`sync`): it boots nodes not yet booted, notices daemons that
-died (a killed process makes its unit fail, and `Restart=` may start it again), and lets each slurmd
-log why its registration fails when that changes. The Slurm side asks `is_slurmd_registered(node)`.
+One `ServiceManager` per episode, built with the controller: it holds each peer once (`systemd`,
+`network`, `clocks`, `hardware`, `munge`, `packages`, `users`; peers.py) and answers what spans them.
+`Systemd` keeps the loaded units, their states and the journals; the transitions a job makes (and
+the lines they log) are in lifecycle.py. Everything it prints or decides comes from the node's own
+files (through `NodeAccess`), the virtual clock, and the state it keeps; nothing from the host. Each
+public call first brings the cluster up to date (`Systemd.sync`): it boots nodes not yet booted,
+notices daemons that died (a killed process makes its unit fail, and `Restart=` may start it again),
+and lets each slurmd log why its registration fails when that changes. The Slurm side asks
+`is_slurmd_registered(node)`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from hpcgym.controller.services import lifecycle, slurm, slurmdbd
 from hpcgym.controller.services.access import NodeAccess, is_symlink
 from hpcgym.controller.services.daemon import append_log, iso_time
 from hpcgym.controller.services.facts import Facts
-from hpcgym.controller.services.gpu import Gpu, gpu_count, make_gpus
+from hpcgym.controller.services.gpu import gpu_count, make_gpus
 from hpcgym.controller.services.journal import Catalog, Entry, Journal
 from hpcgym.controller.services.mariadb import MARIADB
 from hpcgym.controller.services.network import Network
 from hpcgym.controller.services.packages import PackageDB
+from hpcgym.controller.services.peers import Hardware, MungeCredentials, NodeClocks
 from hpcgym.controller.services.slurm import MUNGE, SLURMCTLD, SLURMD, RegistrationProblem, SlurmdFacts
 from hpcgym.controller.services.slurmdbd import SLURMDBD, SlurmdbdFacts
 from hpcgym.controller.services.syslog import MessagesSink
@@ -70,13 +74,18 @@ class NodeServices:
 
 
 class ServiceManager:
-    """Every node's services, on one virtual clock.
+    """The episode's services, as peers: each node's systemd, the network, clocks, hardware, munge.
+
+    One per episode, built once and passed explicitly; callers reach the peer they need
+    (`services.systemd.start(node, unit)`, `services.network`, `services.clocks.node_now_s(node)`).
+    What it answers itself are the questions that span peers: whether a node's slurmd is registered,
+    whether a node reaches SlurmctldHost, whether the portal's upstream runs.
 
     Example:
         >>> from hpcgym.controller.services.access import MemoryNodeAccess
-        >>> manager = ServiceManager(MemoryNodeAccess(), VirtualClock(), nodes=["login01"],
-        ...                          controller_host="login01")
-        >>> manager.is_active("login01", "munge.service")
+        >>> services = ServiceManager(MemoryNodeAccess(), VirtualClock(), nodes=["login01"],
+        ...                           controller_host="login01")
+        >>> services.systemd.is_active("login01", "munge.service")
         False
 
     Args:
@@ -99,36 +108,21 @@ class ServiceManager:
         disabled: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         self.access = access
-        # Scenario set-up: units (per node) that are disabled, so that boot does not start them.
-        self.disabled = {node: set(units) for node, units in (disabled or {}).items()}
-        self.clock = clock
+        self.clocks = NodeClocks(clock)
         self.network = Network(access)
         self._controller_host = controller_host
         self._controller_addr = controller_addr or controller_host
-        names = list(nodes) if controller_host in nodes else [controller_host, *nodes]
-        self.nodes: dict[str, NodeServices] = {
-            name: NodeServices(Journal(name, sink=MessagesSink(access, name))) for name in names
-        }
-        self._syncing = False
-        # What the last sync judged of each node whose slurmd runs (`is_registered_as_synced`).
-        self._judged: dict[str, RegistrationProblem | None] = {}
-        # The GPUs of each GPU node (nvidia-smi's state); scenarios set their counters.
-        self.gpus: dict[str, list[Gpu]] = {}
-        # What each compute node physically has (hardware.py); faults change it, slurmd reports it.
-        self.hardware: dict[str, NodeHardware] = {}
+        # What each compute node physically has and its GPUs; from_slurm_conf fills it from slurm.conf.
+        self.hardware = Hardware()
         # When each node's health check (HealthCheckProgram, services/nhc.py) last ran.
         self.health_runs: dict[str, int] = {}
-        # munge credentials: a serial that makes each one unique, and those each node has decoded
-        # (munged refuses a replay).
-        self.munge_serial = 0
-        self.munge_seen: dict[str, set[str]] = {}
-        # How far each node's system clock is off the episode's clock (seconds; absent means 0): a
-        # drifted hardware clock with chronyd stopped. Starting chronyd (or `chronyc makestep`) steps it.
-        self.clock_offsets: dict[str, int] = {}
+        self.munge = MungeCredentials()
         # Each node's RPM database and the site repository (packages.py); the episode sets it up.
         self.packages: PackageDB | None = None
         # What a user's job may run on each node (users.py); the episode sets it up.
         self.users: LaunchChecks | None = None
+        names = list(nodes) if controller_host in nodes else [controller_host, *nodes]
+        self.systemd = Systemd(self, names, disabled or {})
 
     @classmethod
     def from_slurm_conf(
@@ -151,29 +145,11 @@ class ServiceManager:
         for node in conf.nodes:
             count = gpu_count(conf, node.name)
             if count:
-                manager.gpus[node.name] = make_gpus(node.name, count)
-            manager.hardware[node.name] = NodeHardware.from_node_conf(node, gpus=count)
+                manager.hardware.gpus[node.name] = make_gpus(node.name, count)
+            manager.hardware.nodes[node.name] = NodeHardware.from_node_conf(node, gpus=count)
         return manager
 
-    # ---- what daemons and the Slurm side ask ------------------------------------------------------
-
-    @property
-    def now_s(self) -> int:
-        return self.clock.now_s
-
-    def node_now_s(self, node: str) -> int:
-        """The time `node`'s own clock shows: the episode's clock plus that node's skew."""
-        return self.clock.now_s + self.clock_offsets.get(node, 0)
-
-    def clock_offset(self, node: str) -> int:
-        return self.clock_offsets.get(node, 0)
-
-    def set_clock_offset(self, node: str, seconds: int) -> None:
-        """Skew (or, with 0, correct) a node's clock; registration is re-judged at the next sync."""
-        if seconds:
-            self.clock_offsets[node] = seconds
-        else:
-            self.clock_offsets.pop(node, None)
+    # ---- questions that span peers ------------------------------------------------------------------
 
     @property
     def controller_host(self) -> str:
@@ -181,10 +157,65 @@ class ServiceManager:
 
     def node_at(self, addr: IPv4Address) -> str | None:
         """The node whose eth0 holds `addr` (by its own /etc/hosts), if any: who answers a packet."""
-        return next((name for name in self.nodes if self.network.address(name) == addr), None)
+        return next((name for name in self.systemd.nodes if self.network.address(name) == addr), None)
 
     def controller_addr(self, node: str) -> IPv4Address | None:
         return self.network.resolve(node, self._controller_addr)
+
+    def can_reach_controller(self, node: str) -> bool:
+        """Whether `node` has a network path to SlurmctldHost (its routes and /etc/hosts)."""
+        addr = self.controller_addr(node)
+        return node == self._controller_host or (addr is not None and self.network.can_reach(node, addr))
+
+    def is_slurmd_registered(self, node: str, *, sync: bool = True) -> bool:
+        """Whether `node`'s slurmd runs and can talk to slurmctld now (what node state should follow).
+
+        `sync=False` skips bringing the cluster up to date first, for a caller that just did.
+        """
+        if sync:
+            self.systemd.sync()
+        return self.systemd.is_active(node, SLURMD) and slurm.registration_problem(self, node) is None
+
+    def registration_problem(self, node: str) -> RegistrationProblem | None:
+        """Why `node`'s slurmd (or a Slurm client there) cannot talk to slurmctld now, or None."""
+        self.systemd.sync()
+        return slurm.registration_problem(self, node)
+
+    def is_portal_upstream_healthy(self) -> bool:
+        """The portal's dashboard can reach Slurm: slurmctld and munged run on the controller host."""
+        self.systemd.sync()
+        ctl = self._controller_host
+        return self.systemd.is_active(ctl, SLURMCTLD) and self.systemd.is_active(ctl, MUNGE)
+
+
+class Systemd:
+    """Every node's systemd: its loaded units and their states, its journal, and the jobs it runs.
+
+    Each public call first brings the cluster up to date (`sync`). A unit's daemon starts against
+    `services` (the episode's other peers: files, network, clocks, hardware), as lifecycle.py does it.
+
+    Args:
+        services: the episode's services, which this systemd is one of.
+        names: every node name (the login/controller host included).
+        disabled: node -> units that are disabled at boot (scenario set-up; `systemctl enable` undoes it).
+    """
+
+    def __init__(
+        self, services: ServiceManager, names: Sequence[str], disabled: Mapping[str, Collection[str]]
+    ) -> None:
+        self.services = services
+        # The peers systemd itself reads: the nodes' files and processes, and their clocks.
+        self._access, self._clocks = services.access, services.clocks
+        # Scenario set-up: units (per node) that are disabled, so that boot does not start them.
+        self.disabled = {node: set(units) for node, units in disabled.items()}
+        self.nodes: dict[str, NodeServices] = {
+            name: NodeServices(Journal(name, sink=MessagesSink(self._access, name))) for name in names
+        }
+        self._syncing = False
+        # What the last sync judged of each node whose slurmd runs (`is_registered_as_synced`).
+        self._judged: dict[str, RegistrationProblem | None] = {}
+
+    # ---- what daemons and the Slurm side ask ------------------------------------------------------
 
     def is_active(self, node: str, unit: str) -> bool:
         """Whether `unit` serves on `node` (no sync: daemons call this mid-sync).
@@ -211,7 +242,7 @@ class ServiceManager:
         runtime = self.unit(node, unit)
         if runtime is None or runtime.active is not ActiveState.ACTIVE or runtime.main_pid is None:
             return None
-        if not self.access.is_alive(node, runtime.main_pid):
+        if not self._access.is_alive(node, runtime.main_pid):
             return None
         return (runtime.process.daemon if runtime.process is not None else "") or None
 
@@ -219,31 +250,6 @@ class ServiceManager:
         """The facts of `kind` that `unit`'s running daemon on `node` left (no sync), or None."""
         runtime = self.nodes[node].units.get(unit) if node in self.nodes else None
         return runtime.facts(kind) if runtime is not None else None
-
-    def can_reach_controller(self, node: str) -> bool:
-        """Whether `node` has a network path to SlurmctldHost (its routes and /etc/hosts)."""
-        addr = self.controller_addr(node)
-        return node == self._controller_host or (addr is not None and self.network.can_reach(node, addr))
-
-    def is_slurmd_registered(self, node: str, *, sync: bool = True) -> bool:
-        """Whether `node`'s slurmd runs and can talk to slurmctld now (what node state should follow).
-
-        `sync=False` skips bringing the cluster up to date first, for a caller that just did.
-        """
-        if sync:
-            self.sync()
-        return self.is_active(node, SLURMD) and slurm.registration_problem(self, node) is None
-
-    def registration_problem(self, node: str) -> RegistrationProblem | None:
-        """Why `node`'s slurmd (or a Slurm client there) cannot talk to slurmctld now, or None."""
-        self.sync()
-        return slurm.registration_problem(self, node)
-
-    def is_portal_upstream_healthy(self) -> bool:
-        """The portal's dashboard can reach Slurm: slurmctld and munged run on the controller host."""
-        self.sync()
-        ctl = self._controller_host
-        return self.is_active(ctl, SLURMCTLD) and self.is_active(ctl, MUNGE)
 
     # ---- time --------------------------------------------------------------------------------------
 
@@ -273,38 +279,42 @@ class ServiceManager:
         """
         if node in self._judged:
             return self._judged[node] is None
-        return self.is_slurmd_registered(node, sync=False)
+        return self.services.is_slurmd_registered(node, sync=False)
 
     def boot(self, node: str) -> None:
         """Bring the node up: eth0, then every enabled unit it has, in boot order."""
         state = self.node_state(node)
         state.booted = True
-        self.network.boot(node)
+        self.services.network.boot(node)
         for name in BOOT_ORDER:
             runtime = self.unit(node, name)
             if runtime is not None and runtime.enabled is UnitFileState.ENABLED:
-                lifecycle.start_unit(self, node, runtime)
+                lifecycle.start_unit(self.services, node, runtime)
 
     def _reap(self, node: str) -> None:
         for runtime in list(self.node_state(node).units.values()):
             pid = runtime.main_pid
-            if runtime.active is not ActiveState.ACTIVE or pid is None or self.access.is_alive(node, pid):
+            if runtime.active is not ActiveState.ACTIVE or pid is None or self._access.is_alive(node, pid):
                 continue
             # The node's init says how it ended; the host has already seen that it did.
-            code, status = lifecycle.decode_wait_status(self.access.exit_status(node, pid))
-            result = lifecycle.main_ended(self, node, runtime, pid, code, status)
+            code, status = lifecycle.decode_wait_status(self._access.exit_status(node, pid))
+            result = lifecycle.main_ended(self.services, node, runtime, pid, code, status)
             if runtime.file.restart.restarts_after(result):
                 runtime.n_restarts += 1
                 lifecycle.log_systemd(
-                    self,
+                    self.services,
                     node,
                     runtime,
                     f"{runtime.name}: Scheduled restart job, restart counter is at {runtime.n_restarts}.",
                 )
                 lifecycle.log_systemd(
-                    self, node, runtime, f"Stopped {runtime.file.description}.", Catalog.JOB_STOP_DONE
+                    self.services,
+                    node,
+                    runtime,
+                    f"Stopped {runtime.file.description}.",
+                    Catalog.JOB_STOP_DONE,
                 )
-                lifecycle.start_unit(self, node, runtime)
+                lifecycle.start_unit(self.services, node, runtime)
 
     def _follow_slurmdbd(self, node: str) -> None:
         # A slurmdbd in its start-up loop tries its database every 5 s, logging each try.
@@ -314,42 +324,43 @@ class ServiceManager:
         facts = runtime.facts(SlurmdbdFacts)
         if facts is None:
             return
-        facts, lines = slurmdbd.follow_database(self, node, facts)
+        facts, lines = slurmdbd.follow_database(self.services, node, facts)
         runtime.set_facts(facts)
         if not lines:
             return
-        journal, pid, skew = self.node_state(node).journal, runtime.main_pid, self.clock_offset(node)
+        journal, pid, skew = self.node_state(node).journal, runtime.main_pid, self._clocks.offset(node)
         for when, text in lines:
             journal.add(Entry(when + skew, "slurmdbd", pid, SLURMDBD, f"slurmdbd: {text}"))
-        log_file = (slurmdbd.read_dbd_conf(self, node) or {}).get("logfile", "")
-        uid, gid = slurmdbd.lookup_ids(self.access, node, runtime.file.user or "slurm")
-        append_log(self.access, node, log_file, [f"[{iso_time(t)}.000] {x}" for t, x in lines], uid, gid)
+        log_file = (slurmdbd.read_dbd_conf(self.services, node) or {}).get("logfile", "")
+        uid, gid = slurmdbd.lookup_ids(self._access, node, runtime.file.user or "slurm")
+        append_log(self._access, node, log_file, [f"[{iso_time(t)}.000] {x}" for t, x in lines], uid, gid)
 
     def _check_registration(self, node: str) -> None:
         runtime = self.node_state(node).units.get(SLURMD)
         if runtime is None or not self.is_active(node, SLURMD) or runtime.main_pid is None:
             return
-        problem = slurm.registration_problem(self, node)
+        problem = slurm.registration_problem(self.services, node)
         self._judged[node] = problem
         facts = runtime.facts(SlurmdFacts) or SlurmdFacts()
         if facts.registration is problem:
             return
         runtime.set_facts(replace(facts, registration=problem))
         if problem is not None:
-            for line in slurm.log_registration_failure(self, node, problem):
-                lifecycle.log_line(self, node, runtime, "slurmd", runtime.main_pid, line)
+            for line in slurm.log_registration_failure(self.services, node, problem):
+                lifecycle.log_line(self.services, node, runtime, "slurmd", runtime.main_pid, line)
         if problem in (RegistrationProblem.CLOCK_REWOUND, RegistrationProblem.CLOCK_EXPIRED):
             self._log_decode_failure(node, problem)
 
     def _log_decode_failure(self, node: str, problem: RegistrationProblem) -> None:
         # The other side of a skewed registration: slurmctld's munged rejects the node's credential.
-        ctl = self.node_state(self._controller_host).units.get(SLURMCTLD)
-        if ctl is None or ctl.main_pid is None or not self.is_active(self._controller_host, SLURMCTLD):
+        ctl_host = self.services.controller_host
+        ctl = self.node_state(ctl_host).units.get(SLURMCTLD)
+        if ctl is None or ctl.main_pid is None or not self.is_active(ctl_host, SLURMCTLD):
             return
-        encoded, decoded = self.node_now_s(node), self.node_now_s(self._controller_host)
+        encoded, decoded = self._clocks.node_now_s(node), self._clocks.node_now_s(ctl_host)
         texts = slurm.slurmctld_decode_errors(problem, encoded, decoded)
         for line in slurm.daemon_lines("slurmctld", texts):
-            lifecycle.log_line(self, self._controller_host, ctl, "slurmctld", ctl.main_pid, line)
+            lifecycle.log_line(self.services, ctl_host, ctl, "slurmctld", ctl.main_pid, line)
 
     # ---- units -------------------------------------------------------------------------------------
 
@@ -375,10 +386,10 @@ class ServiceManager:
         # and so does a file too big for us to read.
         for directory in UNIT_DIRS:
             path = posixpath.join(directory, name)
-            info = self.access.stat(node, path)
+            info = self._access.stat(node, path)
             if info is not None and info.is_file():
-                return parse_unit_file(name, path, self.access.read(node, path) or b"")
-            if is_symlink(self.access, node, path):
+                return parse_unit_file(name, path, self._access.read(node, path) or b"")
+            if is_symlink(self._access, node, path):
                 return parse_unit_file(name, path, b"")
         return None
 
@@ -399,7 +410,7 @@ class ServiceManager:
         return sorted(self.node_state(node).units.values(), key=lambda unit: unit.name)
 
     def changed_on_disk(self, node: str, runtime: UnitRuntime) -> bool:
-        return (self.access.read(node, runtime.file.path) or b"") != runtime.file.raw
+        return (self._access.read(node, runtime.file.path) or b"") != runtime.file.raw
 
     def daemon_reload(self, node: str) -> None:
         for runtime in self.node_state(node).units.values():
@@ -420,14 +431,14 @@ class ServiceManager:
             return JobResult.NOT_FOUND
         if runtime.active is ActiveState.ACTIVE:
             return JobResult.DONE
-        return lifecycle.start_unit(self, node, runtime)
+        return lifecycle.start_unit(self.services, node, runtime)
 
     def stop(self, node: str, name: str) -> JobResult:
         self.sync()
         runtime = self.unit(node, name)
         if runtime is None:
             return JobResult.NOT_FOUND
-        lifecycle.stop_unit(self, node, runtime)
+        lifecycle.stop_unit(self.services, node, runtime)
         return JobResult.DONE
 
     def restart(self, node: str, name: str) -> JobResult:
@@ -435,8 +446,8 @@ class ServiceManager:
         runtime = self.unit(node, name)
         if runtime is None:
             return JobResult.NOT_FOUND
-        lifecycle.stop_unit(self, node, runtime)
-        return lifecycle.start_unit(self, node, runtime)
+        lifecycle.stop_unit(self.services, node, runtime)
+        return lifecycle.start_unit(self.services, node, runtime)
 
     def reload(self, node: str, name: str) -> JobResult:
         self.sync()
@@ -447,8 +458,8 @@ class ServiceManager:
             return JobResult.NOT_RELOADABLE
         if runtime.active is not ActiveState.ACTIVE:
             return JobResult.INACTIVE
-        lifecycle.log_systemd(self, node, runtime, f"Reloading {runtime.file.description}...")
-        lifecycle.log_systemd(self, node, runtime, f"Reloaded {runtime.file.description}.")
+        lifecycle.log_systemd(self.services, node, runtime, f"Reloading {runtime.file.description}...")
+        lifecycle.log_systemd(self.services, node, runtime, f"Reloaded {runtime.file.description}.")
         return JobResult.DONE
 
     def reset_failed(self, node: str, name: str | None = None) -> None:
@@ -473,7 +484,7 @@ class ServiceManager:
         runtime = self.unit(node, name)
         pid = runtime.main_pid if runtime is not None else None
         if pid is not None:
-            self.access.kill(node, pid, signal)
+            self._access.kill(node, pid, signal)
         return pid
 
     def set_enabled(self, node: str, name: str, enabled: bool) -> JobResult:

@@ -21,11 +21,15 @@ from __future__ import annotations
 import posixpath
 import stat as statmod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from hpcgym.controller.services.access import FileStat, NodeAccess
-from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, iso_time, lookup_ids
+from hpcgym.controller.services.daemon import Launch, Line, RunningUnits, exec_argv, iso_time, lookup_ids
 from hpcgym.controller.services.facts import DaemonFacts
 from hpcgym.controller.services.units import UnitFile
+
+if TYPE_CHECKING:
+    from hpcgym.controller.services.peers import NodeClocks
 
 MARIADB = "mariadb.service"
 MARIADBD = "/usr/libexec/mariadbd"
@@ -281,7 +285,17 @@ class MariadbFacts(DaemonFacts):
     options: dict[str, str]
 
 
-def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
+class MariadbHost(Protocol):
+    """What mariadbd's start-up (and its clients) ask of the cluster: files, the time, what runs."""
+
+    access: NodeAccess
+    clocks: NodeClocks
+
+    @property
+    def systemd(self) -> RunningUnits: ...
+
+
+def launch(host: MariadbHost, node: str, unit: UnitFile) -> Launch:
     """The start-up of mariadbd, in its order: option files, options, datadir, error log, Aria."""
     uid, gid = lookup_ids(host.access, node, unit.user or "mysql")
     result = Launch(ok=False, comm="mariadbd", argv=exec_argv(unit), uid=uid, gid=gid)
@@ -291,9 +305,9 @@ def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     return result
 
 
-def _start(host: DaemonHost, node: str, result: Launch) -> list[str]:
+def _start(host: MariadbHost, node: str, result: Launch) -> list[str]:
     """Run the checks into `result` (log file, facts); return what goes to stderr (the journal)."""
-    stamp = log_time(host.now_s)
+    stamp = log_time(host.clocks.now_s)
     config = read_config(host.access, node)
     journal = list(config.stderr)
     if config.fatal:
@@ -353,18 +367,18 @@ def log_time(time_s: int) -> str:
     return f"{day} {int(hour):2d}:{rest}"
 
 
-def running_server(host: DaemonHost, node: str) -> MariadbFacts | None:
+def running_server(host: MariadbHost, node: str) -> MariadbFacts | None:
     """What the server running on `node` took at its start, or None while none runs."""
-    return host.facts(node, MARIADB, MariadbFacts) if host.is_active(node, MARIADB) else None
+    return host.systemd.facts(node, MARIADB, MariadbFacts) if host.systemd.is_active(node, MARIADB) else None
 
 
-def server_option(host: DaemonHost, node: str, name: str) -> str | None:
+def server_option(host: MariadbHost, node: str, name: str) -> str | None:
     """The value the running server took for option `name` (underscore spelling), or None."""
     running = running_server(host, node)
     return running.options.get(normalize(name)) if running is not None else None
 
 
-def server_datadir(host: DaemonHost, node: str) -> str | None:
+def server_datadir(host: MariadbHost, node: str) -> str | None:
     """The datadir of the running server (with its trailing slash), or None while none runs."""
     running = running_server(host, node)
     return running.datadir if running is not None else None

@@ -17,12 +17,17 @@ import posixpath
 import stat as statmod
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
 from hpcgym.controller.services.access import FileStat, NodeAccess, NodeFileError, is_symlink
-from hpcgym.controller.services.daemon import PID_MARK, DaemonHost, Launch, Line, exec_argv, lookup_ids
+from hpcgym.controller.services.daemon import PID_MARK, Launch, Line, exec_argv, lookup_ids
 from hpcgym.controller.services.facts import DaemonFacts
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.units import UnitFile
+
+if TYPE_CHECKING:
+    from hpcgym.controller.services.network import Network
+    from hpcgym.controller.services.peers import NodeClocks
 
 VERSION = "0.5.15"
 KEY_FILE = "/etc/munge/munge.key"
@@ -133,10 +138,18 @@ class MungedFacts(DaemonFacts):
     key_sha256: str
 
 
-def launch(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
+class MungedHost(Protocol):
+    """What munged's start-up asks of the cluster: the node's files, its address, the time."""
+
+    access: NodeAccess
+    network: Network
+    clocks: NodeClocks
+
+
+def launch(host: MungedHost, node: str, unit: UnitFile) -> Launch:
     """Start munged as its unit's User= would (daemon mode: only errors reach stderr and the journal)."""
     euid, egid = lookup_ids(host.access, node, unit.user)
-    now = host.now_s
+    now = host.clocks.now_s
     addr = host.network.address(node)
     origin = f"{addr} (eth0)" if addr is not None else "127.0.0.1 (lo)"
     steps = [

@@ -188,7 +188,7 @@ CHECKS = {"check_file_test": check_file_test}
 
 def first_failure(services: ServiceManager, node: str) -> str | None:
     """The message of the first check that fails on `node` (without the "NHC: " leader), or None."""
-    hw = services.hardware.get(node)
+    hw = services.hardware.nodes.get(node)
     if hw is not None and hw.failed_checks:
         return hw.failed_checks[0]
     raw = services.access.read(node, NHC_CONF)
@@ -211,7 +211,7 @@ def first_failure(services: ServiceManager, node: str) -> str | None:
 
 def run_on_node(cluster: SlurmState, services: ServiceManager, name: str) -> str | None:
     """One NHC run on `name`: drain it on a failure, resume it when it passes; returns the failure."""
-    services.health_runs[name] = services.now_s
+    services.health_runs[name] = services.clocks.now_s
     message = first_failure(services, name)
     node = cluster.nodes.get(name)
     if node is None or not cluster.slurmctld_up:
@@ -241,8 +241,8 @@ def run_due(cluster: SlurmState, services: ServiceManager) -> None:
         return
     _, interval = configured
     for name, node in cluster.nodes.items():
-        if name not in services.nodes or not node.slurmd_up:
+        if name not in services.systemd.nodes or not node.slurmd_up:
             continue
         last = services.health_runs.get(name)
-        if last is None or services.now_s - last >= interval:
+        if last is None or services.clocks.now_s - last >= interval:
             run_on_node(cluster, services, name)

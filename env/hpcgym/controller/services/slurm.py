@@ -121,18 +121,20 @@ def conf_fatal(host: DaemonHost, node: str) -> str:
 
 def registration_problem(host: DaemonHost, node: str) -> RegistrationProblem | None:
     """Why `node`'s slurmd cannot reach slurmctld right now, or None if it can."""
-    if not host.is_active(node, MUNGE):
+    if not host.systemd.is_active(node, MUNGE):
         return RegistrationProblem.MUNGE_DOWN
     ctl = host.controller_host
     addr = host.controller_addr(node)
-    if addr is None or not host.network.can_reach(node, addr) or not host.is_active(ctl, SLURMCTLD):
+    if addr is None or not host.network.can_reach(node, addr) or not host.systemd.is_active(ctl, SLURMCTLD):
         return RegistrationProblem.CONTROLLER_UNREACHABLE
-    if not host.is_active(ctl, MUNGE):
+    if not host.systemd.is_active(ctl, MUNGE):
         return RegistrationProblem.KEY_MISMATCH
     # The same key on both sides: the facts of the two munged compare equal.
-    if host.facts(node, MUNGE, munged.MungedFacts) != host.facts(ctl, MUNGE, munged.MungedFacts):
+    if host.systemd.facts(node, MUNGE, munged.MungedFacts) != host.systemd.facts(
+        ctl, MUNGE, munged.MungedFacts
+    ):
         return RegistrationProblem.KEY_MISMATCH
-    return clock_problem(host.clock_offset(node) - host.clock_offset(ctl))
+    return clock_problem(host.clocks.offset(node) - host.clocks.offset(ctl))
 
 
 def clock_problem(ahead_s: int) -> RegistrationProblem | None:
@@ -196,7 +198,8 @@ def log_registration_failure(host: DaemonHost, node: str, problem: RegistrationP
     conf = read_conf(host, node)
     log_file = slurmd_path(conf, "slurmdlogfile", "", node) if conf is not None else ""
     uid, gid = lookup_ids(host.access, node, "root")
-    append_log(host.access, node, log_file, [f"[{iso_time(host.now_s)}.000] {t}" for t in texts], uid, gid)
+    stamp = iso_time(host.clocks.now_s)
+    append_log(host.access, node, log_file, [f"[{stamp}.000] {t}" for t in texts], uid, gid)
     return daemon_lines("slurmd", texts)
 
 
@@ -282,7 +285,7 @@ def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile, name: str | None 
                 host.access.start_process(node, "mkdir", ["mkdir", "-m", "0755", spool], program=MKDIR)
     nc = conf.node(name) if conf is not None else None
     if conf is not None and nc is not None and not texts:
-        hw = host.hardware.get(node)
+        hw = host.hardware.nodes.get(node)
         cpus, sockets, cores, threads = (
             reported_topology(nc, hw)
             if hw is not None
@@ -293,7 +296,7 @@ def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile, name: str | None 
         texts = [
             *_hardware_differs(hw, cpus, boards, sockets, cores, threads),
             f"slurmd version {SLURM_VERSION} started",
-            f"slurmd started on {_started_on(host.now_s)}",
+            f"slurmd started on {_started_on(host.clocks.now_s)}",
             f"CPUs={cpus} Boards={boards} Sockets={sockets} Cores={cores} "
             f"Threads={threads} Memory={memory} TmpDisk={nc.tmp_disk_mb} Uptime=0 "
             "CPUSpecList=(null) FeaturesAvail=(null) FeaturesActive=(null)",
@@ -307,7 +310,7 @@ def launch_slurmd(host: DaemonHost, node: str, unit: UnitFile, name: str | None 
     if not result.ok:
         result.exit_status = 1
     result.stderr = daemon_lines("slurmd", texts)
-    now = host.now_s
+    now = host.clocks.now_s
     result.log_lines = [f"[{iso_time(now)}.000] {text}" for text in texts]
     return result
 
@@ -407,7 +410,7 @@ def save_state(host: DaemonHost, node: str, conf: SlurmConf, uid: int, gid: int)
         current = host.access.read(node, path)
         recovered = parse_state_file(current) or parse_state_file(host.access.read(node, f"{path}.old"))
         if recovered is None:
-            seed = f"{conf.cluster_name}:{name}:{host.now_s}".encode()
+            seed = f"{conf.cluster_name}:{name}:{host.clocks.now_s}".encode()
             saved = SavedState(hashlib.sha256(seed).hexdigest()[:16], 1)
         else:
             saved = SavedState(recovered.lineage, recovered.generation + 1)
@@ -415,7 +418,7 @@ def save_state(host: DaemonHost, node: str, conf: SlurmConf, uid: int, gid: int)
             with contextlib.suppress(NodeFileError):
                 host.access.write(node, f"{path}.old", current, mode=0o600, uid=uid, gid=gid)
         with contextlib.suppress(NodeFileError):
-            data = state_file_bytes(name, conf, saved, host.now_s)
+            data = state_file_bytes(name, conf, saved, host.clocks.now_s)
             host.access.write(node, path, data, mode=0o600, uid=uid, gid=gid)
     cluster_file = posixpath.join(directory, CLUSTER_NAME_FILE)
     if host.access.read(node, cluster_file) is None:
@@ -462,7 +465,7 @@ def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
             texts = [f"fatal: {unreadable}{_LOSS}"]
         else:
             texts = [f"slurmctld version {SLURM_VERSION} started on cluster {conf.cluster_name}"]
-            if not host.is_active(node, MUNGE):
+            if not host.systemd.is_active(node, MUNGE):
                 texts += MUNGE_DOWN_ERRORS
             result.ok = True
             result.pid_file = conf.options.get("slurmctldpidfile", "/run/slurmctld.pid")
@@ -472,6 +475,6 @@ def launch_slurmctld(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
     if not result.ok:
         result.exit_status = 1
     result.stderr = daemon_lines("slurmctld", texts)
-    now = host.now_s
+    now = host.clocks.now_s
     result.log_lines = [f"[{iso_time(now)}.000] {text}" for text in texts]
     return result

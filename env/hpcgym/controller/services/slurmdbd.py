@@ -20,13 +20,18 @@ import hashlib
 import posixpath
 import re
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 
 from hpcgym.controller.numbers import to_int
-from hpcgym.controller.services.daemon import DaemonHost, Launch, Line, exec_argv, iso_time, lookup_ids
+from hpcgym.controller.services.daemon import Launch, Line, RunningUnits, exec_argv, iso_time, lookup_ids
 from hpcgym.controller.services.facts import DaemonFacts
 from hpcgym.controller.services.journal import Priority
 from hpcgym.controller.services.mariadb import DATADIR, MARIADB_VERSION, SOCKET, running_server
 from hpcgym.controller.services.units import UnitFile
+
+if TYPE_CHECKING:
+    from hpcgym.controller.services.access import NodeAccess
+    from hpcgym.controller.services.peers import NodeClocks
 
 SLURMDBD_CONF = "/etc/slurm/slurmdbd.conf"
 SLURMDBD = "slurmdbd.service"
@@ -60,7 +65,20 @@ def grant_line(user: str, host: str, password: str) -> str:
     return f"'{user}'@'{host}' IDENTIFIED BY PASSWORD '{native_hash(password)}'\n"
 
 
-def read_grants(host: DaemonHost, node: str, datadir: str = DATADIR) -> dict[tuple[str, str], str]:
+class SlurmdbdHost(Protocol):
+    """What slurmdbd's start-up (and its clients) ask of the cluster: files, the time, what runs.
+
+    The same as mariadbd's (`MariadbHost`): slurmdbd reaches its database through it.
+    """
+
+    access: NodeAccess
+    clocks: NodeClocks
+
+    @property
+    def systemd(self) -> RunningUnits: ...
+
+
+def read_grants(host: SlurmdbdHost, node: str, datadir: str = DATADIR) -> dict[tuple[str, str], str]:
     raw = host.access.read(node, posixpath.join(datadir, GRANTS_IN_DATADIR))
     grants = {}
     for line in (raw or b"").decode(errors="replace").splitlines():
@@ -81,12 +99,12 @@ def parse_dbd_conf(text: str) -> dict[str, str]:
     return options
 
 
-def read_dbd_conf(host: DaemonHost, node: str) -> dict[str, str] | None:
+def read_dbd_conf(host: SlurmdbdHost, node: str) -> dict[str, str] | None:
     raw = host.access.read(node, SLURMDBD_CONF)
     return None if raw is None else parse_dbd_conf(raw.decode(errors="replace"))
 
 
-def connect_error(host: DaemonHost, node: str, user: str, password: str) -> str | None:
+def connect_error(host: SlurmdbdHost, node: str, user: str, password: str) -> str | None:
     """The MySQL client's error for slurmdbd's connection now (StorageHost=localhost), or None.
 
     The client knows one socket, the compiled-in one: a server that listens on another (its
@@ -101,21 +119,21 @@ def connect_error(host: DaemonHost, node: str, user: str, password: str) -> str 
     return None
 
 
-def is_serving(host: DaemonHost, node: str) -> bool:
+def is_serving(host: SlurmdbdHost, node: str) -> bool:
     """Whether slurmdbd on `node` runs and has its database (so it listens on DbdPort).
 
     One still in its start-up loop serves from the try that reaches the database on.
     """
-    if not host.is_active(node, SLURMDBD):
+    if not host.systemd.is_active(node, SLURMDBD):
         return False
-    running = host.facts(node, SLURMDBD, SlurmdbdFacts) or SlurmdbdFacts()
+    running = host.systemd.facts(node, SLURMDBD, SlurmdbdFacts) or SlurmdbdFacts()
     if running.next_try_s is not None:
         return False
     return connect_error(host, node, running.storage_user, running.storage_pass) is None
 
 
 def follow_database(
-    host: DaemonHost, node: str, running: SlurmdbdFacts
+    host: SlurmdbdHost, node: str, running: SlurmdbdFacts
 ) -> tuple[SlurmdbdFacts, list[tuple[int, str]]]:
     """The tries a waiting slurmdbd made since it was last followed, as (time, log text) lines.
 
@@ -127,12 +145,12 @@ def follow_database(
     if running.next_try_s is None:
         return running, []
     due = running.next_try_s
-    if due > host.now_s:
+    if due > host.clocks.now_s:
         return running, []
     error = connect_error(host, node, running.storage_user, running.storage_pass)
     if error is None:
         return replace(running, next_try_s=None), [(due, text) for text in started_texts()]
-    tries = list(range(due, host.now_s + 1, RETRY_S))[-MAX_TRIES_LOGGED:]
+    tries = list(range(due, host.clocks.now_s + 1, RETRY_S))[-MAX_TRIES_LOGGED:]
     failed = (f"error: mysql_real_connect failed: {error}", RETRY_TEXT)
     lines = [(when, text) for when in tries for text in failed]
     return replace(running, next_try_s=tries[-1] + RETRY_S), lines
@@ -146,7 +164,7 @@ def started_texts() -> list[str]:
     ]
 
 
-def _names(host: DaemonHost, node: str) -> dict[int, str]:
+def _names(host: SlurmdbdHost, node: str) -> dict[int, str]:
     raw = host.access.read(node, "/etc/passwd")
     names: dict[int, str] = {}
     for line in (raw or b"").decode(errors="replace").splitlines():
@@ -157,7 +175,7 @@ def _names(host: DaemonHost, node: str) -> dict[int, str]:
     return names
 
 
-def launch_slurmdbd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
+def launch_slurmdbd(host: SlurmdbdHost, node: str, unit: UnitFile) -> Launch:
     """`slurmdbd -D -s`: fatal on a slurmdbd.conf others can read or SlurmUser does not own."""
     uid, gid = lookup_ids(host.access, node, unit.user)
     result = Launch(ok=False, comm="slurmdbd", argv=exec_argv(unit), uid=uid, gid=gid)
@@ -185,7 +203,7 @@ def launch_slurmdbd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
             error = connect_error(host, node, user, password)
             if error is not None:
                 texts = [f"error: mysql_real_connect failed: {error}", RETRY_TEXT]
-                result.facts = SlurmdbdFacts(user, password, next_try_s=host.now_s + RETRY_S)
+                result.facts = SlurmdbdFacts(user, password, next_try_s=host.clocks.now_s + RETRY_S)
             else:
                 texts = started_texts()
                 result.facts = SlurmdbdFacts(user, password)
@@ -195,5 +213,5 @@ def launch_slurmdbd(host: DaemonHost, node: str, unit: UnitFile) -> Launch:
         Line(f"slurmdbd: {t}", Priority.ERR if t.startswith(("error", "fatal")) else Priority.INFO)
         for t in texts
     ]
-    result.log_lines = [f"[{iso_time(host.now_s)}.000] {t}" for t in texts]
+    result.log_lines = [f"[{iso_time(host.clocks.now_s)}.000] {t}" for t in texts]
     return result

@@ -25,19 +25,25 @@ def sync_cluster(cluster: SlurmState, services: ServiceManager) -> None:
 
     Call it after every tool request and before `SlurmState.advance()` on every tick.
     """
-    services.sync()
-    ctl_up = services.is_active(services.controller_host, SLURMCTLD)
+    services.systemd.sync()
+    ctl_up = services.systemd.is_active(services.controller_host, SLURMCTLD)
     if ctl_up:
         _follow_slurmctld_start(cluster, services)
     if ctl_up != cluster.slurmctld_up:
         cluster.set_slurmctld(ctl_up)
-    cluster.munge_down = {name for name in services.nodes if not services.is_active(name, MUNGE)}
-    cluster.controller_unreachable = {n for n in services.nodes if not services.can_reach_controller(n)}
+    cluster.munge_down = {
+        name for name in services.systemd.nodes if not services.systemd.is_active(name, MUNGE)
+    }
+    cluster.controller_unreachable = {
+        n for n in services.systemd.nodes if not services.can_reach_controller(n)
+    }
     for name, node in cluster.nodes.items():
-        registered = name in services.nodes and services.is_registered_as_synced(name)
+        registered = name in services.systemd.nodes and services.systemd.is_registered_as_synced(name)
         # A slurmd that started since slurmctld last heard it register (restarted within one
         # request, so it never looked stopped) registers again, with what it finds now.
-        runtime = services.node_state(name).units.get(SLURMD) if name in services.nodes else None
+        runtime = (
+            services.systemd.node_state(name).units.get(SLURMD) if name in services.systemd.nodes else None
+        )
         slurmd = (runtime.facts(SlurmdFacts) if runtime is not None else None) or SlurmdFacts()
         unseen = runtime is not None and not slurmd.registered
         if registered and (unseen or not node.slurmd_up):
@@ -58,7 +64,7 @@ def _follow_slurmctld_start(cluster: SlurmState, services: ServiceManager) -> No
     # within one request) recovers node and job state and reads slurm.conf afresh: node records
     # take the file's CPU counts only then (slurm.conf(5), NODE CONFIGURATION: changing a node's
     # processor count needs slurmctld restarted). The first one seen is the one the tables began with.
-    runtime = services.node_state(services.controller_host).units.get(SLURMCTLD)
+    runtime = services.systemd.node_state(services.controller_host).units.get(SLURMCTLD)
     instance = str(runtime.main_pid) if runtime is not None and runtime.main_pid else None
     if instance is None or instance == cluster.slurmctld_instance:
         return
