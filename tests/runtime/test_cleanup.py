@@ -23,6 +23,10 @@ def mounts_under(path: Path) -> list[Path]:
     return [p for p in mount_points() if p == path or path in p.parents]
 
 
+def mount_ns(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/mnt")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -45,7 +49,9 @@ def test_many_clusters_leave_nothing_behind(runtime: Runtime) -> None:
             cluster.execute("sleep 300 & echo x > /home/f")
             if i % 3 == 0:
                 cluster.execute("ssh compute-01 'sleep 300 >/dev/null 2>&1 &'")
-            dirs.append(cluster.dir)
+            dirs.append(cluster.host_dir)
+            if cluster.mounts is not None:
+                pids.append(cluster.mounts.pid)  # the holder of the cluster's mount namespace
             cgroups += list(cluster.cgroup.dirs) if cluster.cgroup else []
             for node in cluster.nodes.values():
                 if node.shell is not None:
@@ -82,7 +88,7 @@ def test_exception_inside_with_block_cleans_up(runtime: Runtime) -> None:
         cluster.execute("true")
         shell = cluster.nodes["login01"].shell
         assert shell is not None
-        pid, where = shell.shell_pid, cluster.dir
+        pid, where = shell.shell_pid, cluster.host_dir
         raise ZeroDivisionError
     assert not alive(pid)
     assert not where.exists() and not mounts_under(where)
@@ -98,6 +104,7 @@ OWNER = textwrap.dedent(
     clusters[0].execute("ssh compute-01 true")
     rt.pool.wait_full()
     pids = [n.shell.shell_pid for c in clusters for n in c.nodes.values() if n.shell]
+    pids += [c.mounts.pid for c in clusters]  # each holds its cluster's mount namespace
     print(" ".join(map(str, pids)), flush=True)
     time.sleep(600)
     """
@@ -119,8 +126,10 @@ def test_sigkill_of_the_owner_then_sweep_leaves_nothing(images_dir: Path, tmp_pa
         )
         assert owner.stdout is not None
         pids = [int(p) for p in owner.stdout.readline().split()]
-        assert len(pids) >= 4
-        assert mounts_under(scratch)
+        assert len(pids) >= 7
+        # Every cluster's mounts are in a namespace of its own, none in the host's table.
+        assert not mounts_under(scratch)
+        assert all(mount_ns(p) != mount_ns(os.getpid()) for p in pids[-3:])
         owner.send_signal(signal.SIGKILL)
         owner.wait()
         deadline = time.monotonic() + 5
@@ -145,7 +154,7 @@ def test_sigkill_of_the_owner_then_sweep_leaves_nothing(images_dir: Path, tmp_pa
 def test_sweep_leaves_live_owners_alone(runtime: Runtime) -> None:
     with runtime.new_cluster() as cluster:
         sweep_stale(runtime.scratch_dir)
-        assert cluster.dir.exists()
+        assert cluster.host_dir.exists() and cluster.dir.exists()
         assert cluster.execute("echo ok").output == "ok\n"
 
 

@@ -35,9 +35,10 @@ def assert_nothing_left(episode: Episode, pids: list[int]) -> None:
     cgroups = list(cluster.cgroup.dirs) if cluster.cgroup else []
     episode.close()
     time.sleep(0.2)
-    assert not [p for p in pids if alive(p)]
-    assert not cluster.dir.exists()
-    assert not mounts_under(cluster.dir)
+    holders = [cluster.mounts.pid] if cluster.mounts is not None else []
+    assert not [p for p in pids + holders if alive(p)]
+    assert not cluster.host_dir.exists()
+    assert not mounts_under(cluster.host_dir)
     assert not [c for c in cgroups if c.exists()]
 
 

@@ -25,7 +25,7 @@ def test_other_overlay_modes_work_and_clean_up(
             assert cluster.execute("touch /etc/x && stat -c %A /usr/bin/passwd").output == "-rwsr-xr-x\n"
             cluster.execute("echo shared > /home/f")
             assert cluster.execute("ssh compute-01 cat /home/f").output == "shared\n"
-            where = cluster.dir
+            where = cluster.host_dir
     assert not where.exists()
     assert not [p for p in mount_points() if where in p.parents or p == where]
 
@@ -59,6 +59,6 @@ def test_copy_mode_closes_a_cluster_with_a_very_deep_tree(images_dir: Path, scra
         deep = "import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n"
         made = cluster.execute(f"cd /root && python3 -c {shlex.quote(deep)} && echo made")
         assert made.output == "made\n"
-        directory = cluster.dir
+        directory = cluster.host_dir
         cluster.close()  # Python's rmtree raised RecursionError here
         assert not directory.exists()

@@ -297,8 +297,10 @@ def test_mount_tables_name_no_host_path_digest_or_pid(mode_cluster: Cluster, ima
                 # A cgroup namespace rooted at the cluster's own cgroup: every hierarchy shows `/`.
                 assert all(line.endswith(":/") for line in result.output.splitlines()), result.output
         assert " / / " in run("cat /proc/self/mountinfo").output  # the tables were really read
-    # The host's side of the same mounts does name the cluster dir: the probe can see a leak.
-    host_view = Path("/proc/self/mountinfo").read_text()
+    # The host's side of the same mounts (the cluster's own mount namespace, where a mount mode
+    # keeps them) does name the cluster dir: the probe can see a leak.
+    holder = cluster.mounts.pid if cluster.mounts is not None else os.getpid()
+    host_view = Path(f"/proc/{holder}/mountinfo").read_text()
     assert cluster.dir.name in host_view
 
 

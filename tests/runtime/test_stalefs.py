@@ -82,7 +82,7 @@ def test_close_removes_the_stale_layer_and_its_thread(runtime) -> None:  # type:
     with runtime.new_cluster(compute_nodes=["compute-01"]) as cluster:
         cluster.nodes["compute-01"].make_share_stale("home")
         assert stalefs_threads()
-        directory = cluster.dir
+        directory = cluster.host_dir
     assert not stalefs_threads()
     assert not directory.exists()
     assert not [p for p in mount_points() if directory in p.parents or p == directory]

@@ -22,8 +22,10 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from hpcgym.errors import ClusterClosedError, ControllerError, NodeCrashedError, SandboxError
 from hpcgym.run import require_tool
@@ -32,6 +34,7 @@ from hpcgym.runtime.cgroup import Cgroups, EpisodeCgroup
 from hpcgym.runtime.channel import ControlChannel, Handler, Request, WireReply, echo_handler
 from hpcgym.runtime.hostids import HostIdSlot
 from hpcgym.runtime.init import INIT_PATH
+from hpcgym.runtime.mountns import MountNamespace
 from hpcgym.runtime.overlay import OverlayMode
 from hpcgym.runtime.sandbox import Limits, SandboxSpec
 from hpcgym.runtime.shell import DEFAULT_MAX_OUTPUT_BYTES, JoinedShell, Shell, ShellResult
@@ -39,6 +42,7 @@ from hpcgym.runtime.ssh import parse_ssh_args, unknown_host_message
 from hpcgym.runtime.stalefs import StaleMount
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SHARED_DIRS = ("home", "apps")
 # Where each shared dir comes from, as a compute node's NFS client names it (the login node exports).
@@ -120,9 +124,6 @@ class Node:
         self.cluster = cluster
         self.name = name
         self.role = role
-        self.dir = cluster.dir / "nodes" / name
-        self.root = self.dir / "root"
-        self.control_dir = self.dir / "run"
         self.shell: Shell | None = None
         self._mounted = False
         self._lock = threading.RLock()
@@ -132,18 +133,34 @@ class Node:
         self.proc_files: tuple[tuple[Path, str], ...] = ()
 
     @property
+    def dir(self) -> Path:
+        """This node's dir in the episode's tmpfs, as the host reaches it."""
+        return self.cluster.dir / "nodes" / self.name
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def control_dir(self) -> Path:
+        return self.dir / "run"
+
+    @property
     def spec(self) -> SandboxSpec:
-        config = self.cluster.config
+        cluster, config = self.cluster, self.cluster.config
+        # bwrap starts inside the cluster's mount namespace: its paths are as that namespace sees them.
+        inner = cluster.inner
         return SandboxSpec(
             hostname=self.name,
-            root=self.root,
-            uid_base=self.cluster.uid_base,
-            control_dir=self.control_dir,
-            binds=tuple((self.share_source(d), f"/{d}") for d in SHARED_DIRS),
+            root=inner(self.root),
+            uid_base=cluster.uid_base,
+            control_dir=inner(self.control_dir),
+            binds=tuple((inner(self.share_source(d)), f"/{d}") for d in SHARED_DIRS),
             limits=config.limits,
-            cgroup_procs=self.cluster.cgroup.procs_files if self.cluster.cgroup else (),
-            proc_files=self.cluster.proc_files + self.proc_files,
-            init_source=self.cluster.lowers[self.role] / INIT_PATH.lstrip("/"),
+            cgroup_procs=cluster.cgroup.procs_files if cluster.cgroup else (),
+            proc_files=tuple((inner(source), dest) for source, dest in cluster.proc_files + self.proc_files),
+            init_source=cluster.lowers[self.role] / INIT_PATH.lstrip("/"),
+            mount_ns=cluster.mounts.ns_path if cluster.mounts is not None else None,
         )
 
     def ensure_started(self) -> Shell:
@@ -158,16 +175,16 @@ class Node:
                     (self.dir / sub).mkdir(parents=True, exist_ok=True)
                 # The root of the merged tree takes its owner from the upper dir: root inside.
                 os.chown(self.dir / "upper", self.cluster.uid_base, self.cluster.uid_base)
-                overlay.mount_overlay(
-                    config.overlay_mode,
-                    self.cluster.lowers[self.role],
-                    self.dir / "upper",
-                    self.dir / "work",
-                    self.root,
+                lower = self.cluster.lowers[self.role]
+                mode = config.overlay_mode
+                self.cluster.mount(
+                    partial(
+                        overlay.mount_overlay, mode, lower, self.dir / "upper", self.dir / "work", self.root
+                    )
                 )
                 self._mounted = True
                 if config.overlay_mode.is_mount():
-                    self._mount_share_points()
+                    self.cluster.mount(self._mount_share_points)
                 config.channel.bind(
                     self.control_dir / "control.sock",
                     self.name,
@@ -245,7 +262,10 @@ class Node:
                 raise SandboxError(f"{self.name}:/{name} is {self.share_state(name)}, not mounted")
             source = f"{self.cluster.login_node}:{EXPORT_DIR}/{name}"
             binder = Path(require_tool("bwrap"))
-            self._stale[name] = StaleMount(self.share_source(name), source=source, binder=binder).mount()
+            stale = StaleMount(
+                self.share_source(name), source=source, binder=binder, in_namespace=self.cluster.mount
+            )
+            self._stale[name] = stale.mount()
 
     def unmount_share(self, name: str) -> None:
         """What `umount` does on the node: the mount goes, its empty local mount point shows."""
@@ -255,7 +275,9 @@ class Node:
             if stale is not None:
                 stale.close()
             if name not in self._unmounted:
-                overlay.bind_mount(self.dir / "local" / name, self.share_source(name))
+                self.cluster.mount(
+                    partial(overlay.bind_mount, self.dir / "local" / name, self.share_source(name))
+                )
                 self._unmounted.add(name)
 
     def mount_share(self, name: str) -> None:
@@ -263,7 +285,7 @@ class Node:
         with self._lock:
             self._check_share(name)
             if name in self._unmounted:
-                overlay.unmount(self.share_source(name))
+                self.cluster.mount(partial(overlay.unmount, self.share_source(name)))
                 self._unmounted.discard(name)
 
     def sees_share(self, name: str) -> bool:
@@ -294,15 +316,10 @@ class Node:
         self.ensure_started()
 
     def release_shares(self) -> None:
-        """Take this node's share mounts down (the stale layer, its thread, the node's mount points)."""
-        for stale in self._stale.values():
+        """End this node's stale layers and their threads (its mounts end with the cluster's namespace)."""
+        stales, self._stale = list(self._stale.values()), {}
+        for stale in stales:
             stale.close()
-        self._stale.clear()
-        if self._mounted and self.cluster.config.overlay_mode.is_mount():
-            for name in SHARED_DIRS:
-                if name in self._unmounted:
-                    overlay.unmount(self.share_source(name))
-                overlay.unmount(self.share_source(name))
         self._unmounted.clear()
 
     @property
@@ -341,7 +358,11 @@ class Cluster:
         self.lowers: dict[str, Path] = dict(config.lowers)
         self._views: list[Path] = []
         self._on_close = on_close
+        # Where the episode's tmpfs is mounted, and where the host reaches it: the same path in copy
+        # mode; in a mount mode the tmpfs is in the cluster's own mount namespace (`mountns.py`).
+        self.host_dir = episode_dir
         self.dir = episode_dir
+        self.mounts: MountNamespace | None = None
         self.login_node = login_node
         self.handler: Handler = echo_handler
         self.nodes: dict[str, Node] = {login_node: Node(self, login_node, config.login_role)}
@@ -360,10 +381,12 @@ class Cluster:
 
     def _prepare(self) -> None:
         config = self.config
-        self.dir.mkdir(mode=0o755)
+        self.host_dir.mkdir(mode=0o755)
         try:
             if config.overlay_mode.is_mount():
-                overlay.mount_tmpfs(self.dir, config.limits.episode_tmpfs_bytes)
+                self.mounts = MountNamespace(config.spawner)
+                self.mount(partial(overlay.mount_tmpfs, self.host_dir, config.limits.episode_tmpfs_bytes))
+                self.dir = self.mounts.view(self.host_dir)
             (self.dir / "proc").mkdir()
             files = []
             for dest, data in sandbox.node_proc_files().items():
@@ -387,8 +410,16 @@ class Cluster:
                 lower = login_lower / name
                 if lower.is_dir() and not lower.is_symlink():
                     # One overlay per episode: every node's /home is this one tree.
-                    overlay.mount_overlay(
-                        config.overlay_mode, lower, shared / "upper", shared / "work", shared / "root"
+                    mode = config.overlay_mode
+                    self.mount(
+                        partial(
+                            overlay.mount_overlay,
+                            mode,
+                            lower,
+                            shared / "upper",
+                            shared / "work",
+                            shared / "root",
+                        )
                     )
                 else:
                     os.chown(shared / "root", self.uid_base, self.uid_base)
@@ -401,9 +432,17 @@ class Cluster:
         for role in dict.fromkeys((self.config.login_role, self.config.compute_role)):
             view = self.dir / "lower" / role
             view.mkdir(parents=True)
-            hostids.mount_idmapped(self.config.lowers[role], view, ids.idmap_fd())
+            self.mount(partial(hostids.mount_idmapped, self.config.lowers[role], view, ids.idmap_fd()))
             self._views.append(view)
             self.lowers[role] = view
+
+    def mount(self, action: Callable[[], T]) -> T:
+        """Call `action`, a change to mounts, where this cluster's mounts live."""
+        return action() if self.mounts is None else self.mounts.run(action)
+
+    def inner(self, path: Path) -> Path:
+        """`path` (a host path into this cluster's dir) as the cluster's mount namespace names it."""
+        return path if self.mounts is None else self.mounts.inner(path)
 
     def configure(self, compute_nodes: list[str] | tuple[str, ...], handler: Handler | None) -> None:
         """Name the compute nodes and plug in the controller (done at hand-off, before any command)."""
@@ -424,17 +463,20 @@ class Cluster:
                 seat.shell.close()
         for node in self.nodes.values():
             node.stop()
-            node.release_shares()
+            try:
+                node.release_shares()
+            except SandboxError as e:  # the namespace's holder is gone: so are the mounts
+                log.warning("%s: %s", node.name, e)
             if node._mounted:
                 self.config.channel.unbind(node.control_dir / "control.sock")
-                overlay.remove_overlay(self.config.overlay_mode, node.root)
-        for name in SHARED_DIRS:
-            overlay.remove_overlay(self.config.overlay_mode, self.dir / "shared" / name / "root")
-        for view in self._views:
-            overlay.unmount(view)
-        if self.config.overlay_mode.is_mount():
-            overlay.unmount(self.dir)
-        sweep.remove_tree(self.dir)
+        if self.mounts is not None:
+            # Every mount of the cluster is in its namespace, which ends with its holder (the
+            # nodes' processes are gone): one step frees the tmpfs, overlays, views and shares.
+            self.mounts.close()
+        else:
+            for view in self._views:
+                overlay.unmount(view)
+        sweep.remove_tree(self.host_dir)
         if self.cgroup is not None:
             self.cgroup.remove()
         if self.ids is not None:

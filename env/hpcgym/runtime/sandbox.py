@@ -29,6 +29,7 @@ from pathlib import Path
 
 from hpcgym.errors import SandboxError, SandboxForkError
 from hpcgym.run import require_tool
+from hpcgym.runtime import mountns
 from hpcgym.runtime.cgroup import join_cgroup
 from hpcgym.runtime.init import FD_ENV
 from hpcgym.runtime.seccomp import seccomp_fd
@@ -107,6 +108,8 @@ class SandboxSpec:
     # The image's own init (its lower dir's copy), checked for before a node starts. The node runs
     # its own copy at that path: a bind of this one would show a host path in /proc/self/mountinfo.
     init_source: Path | None = None
+    # The cluster's own mount namespace (`mountns.py`), where the paths above resolve; None: the host's.
+    mount_ns: str | None = None
 
 
 def node_proc_files() -> dict[str, bytes]:
@@ -225,11 +228,13 @@ def args_pipe(args: Sequence[str]) -> int:
 
 
 def drop_to_host_range(
-    uid_base: int, limits: Limits, cgroup_procs: tuple[Path, ...] = ()
+    uid_base: int, limits: Limits, cgroup_procs: tuple[Path, ...] = (), mount_ns: str | None = None
 ) -> Callable[[], None]:
-    """Return a preexec function: join the cluster's cgroup, set rlimits, become host uid `uid_base`."""
+    """Return a preexec function: join the cluster's mount namespace and cgroup, set rlimits, drop ids."""
 
     def preexec() -> None:
+        if mount_ns is not None:
+            mountns.enter(mount_ns)
         join_cgroup(cgroup_procs)
         # Python ignores SIGPIPE and a pty spawn does not undo it; a node's programs must get the
         # default, or `yes | head` prints "Broken pipe" where a real shell prints nothing.
@@ -379,7 +384,7 @@ def exec_in_node(
         *bwrap_options(spec, filter_fd),
     ]
     args_fd = args_pipe(args)
-    drop = drop_to_host_range(spec.uid_base, spec.limits, spec.cgroup_procs)
+    drop = drop_to_host_range(spec.uid_base, spec.limits, spec.cgroup_procs, spec.mount_ns)
 
     def preexec() -> None:
         # Join the namespaces bwrap has no option for while still root, then become the node's root.

@@ -343,7 +343,7 @@ class Shell:
                 env={},
                 echo=False,
                 preexec_fn=sandbox.drop_to_host_range(
-                    self.spec.uid_base, self.spec.limits, self.spec.cgroup_procs
+                    self.spec.uid_base, self.spec.limits, self.spec.cgroup_procs, self.spec.mount_ns
                 ),
                 pass_fds=passed,
                 # A very tall terminal: pagers (less -F, more) print everything and quit at once.

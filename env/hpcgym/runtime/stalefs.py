@@ -25,6 +25,7 @@ import os
 import select
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -80,9 +81,18 @@ class StaleMount:
     """
 
     def __init__(
-        self, target: Path, *, source: str, fstype: str = "nfs4", binder: Path | None = None
+        self,
+        target: Path,
+        *,
+        source: str,
+        fstype: str = "nfs4",
+        binder: Path | None = None,
+        in_namespace: Callable[[Callable[[], int]], int] | None = None,
     ) -> None:
         self.target = target
+        # Where the mount(2) and umount2(2) calls run (a cluster's mount namespace); the thread
+        # that answers stays one of ours, since a thread born there would share that one's fs.
+        self._in_namespace = in_namespace or (lambda call: call())
         self.source = source
         self.fstype = fstype
         self._binder = _file_id(binder) if binder is not None else None
@@ -108,15 +118,19 @@ class StaleMount:
         # first access waits for its answer.
         self._thread = threading.Thread(target=self._serve, name=f"stalefs:{self.target}", daemon=True)
         self._thread.start()
-        rc = _libc.mount(
-            self.source.encode(),
-            os.fsencode(self.target),
-            f"fuse.{self.fstype}".encode(),
-            MS_NOSUID | MS_NODEV,
-            options.encode(),
-        )
-        if rc != 0:
-            err = ctypes.get_errno()
+
+        def attach() -> int:
+            rc = _libc.mount(
+                self.source.encode(),
+                os.fsencode(self.target),
+                f"fuse.{self.fstype}".encode(),
+                MS_NOSUID | MS_NODEV,
+                options.encode(),
+            )
+            return 0 if rc == 0 else ctypes.get_errno()
+
+        err = self._in_namespace(attach)
+        if err:
             self.close()
             raise SandboxError(
                 f"mount -t fuse.{self.fstype} {self.source} {self.target}: {os.strerror(err)}",
@@ -133,10 +147,15 @@ class StaleMount:
         """Take the mount away (lazily, so a process still inside cannot block it); the daemon stays."""
         if self._mounted:
             path = os.fsencode(self.target)
-            if _libc.umount2(path, 0) != 0 and _libc.umount2(path, MNT_DETACH) != 0:
-                err = ctypes.get_errno()
-                if err != errno.EINVAL:  # EINVAL: nothing mounted there any more
-                    raise SandboxError(f"umount {self.target}: {os.strerror(err)}")
+
+            def detach() -> int:
+                if _libc.umount2(path, 0) != 0 and _libc.umount2(path, MNT_DETACH) != 0:
+                    return ctypes.get_errno()
+                return 0
+
+            err = self._in_namespace(detach)
+            if err and err != errno.EINVAL:  # EINVAL: nothing mounted there any more
+                raise SandboxError(f"umount {self.target}: {os.strerror(err)}")
             self._mounted = False
 
     def close(self) -> None:
