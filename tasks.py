@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import json as json_module
 import os
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +126,8 @@ def test(c: Context, pytest_args: str = "", skip_build: bool = False) -> None:
         "json": "also write the figures to this JSON file",
         "images": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
         "quick": "fewer samples and 64 idle episodes instead of 256 (a smoke run)",
-        "density": "full episodes to hold alive at once (default 256, --quick 16; 0 skips)",
-        "sessions": "comma-separated sessions stepping at once for the clients' steps/s (default 1,8,64)",
+        "density": "full episodes to hold alive at once (default 1000, --quick 16; 0 skips)",
+        "sessions": "comma-separated sessions stepping at once, in-process and over the WebSocket (default 1,8,64,256)",
     }
 )
 def bench(
@@ -136,29 +138,41 @@ def bench(
     The Python and the native tool client run side by side on the same episodes (steps, steps/s, boot,
     density). Needs root and the built images. Prints markdown tables; every figure is also a ratio.
     """
-    from hpcgym.bench import run_bench, run_loadtest
+    from hpcgym.bench import check_targets, print_targets, run_bench, run_loadtest
     from hpcgym.errors import HpcgymError
 
     images_dir = _images(images)
     concurrencies = (
-        tuple(int(n) for n in sessions.split(",")) if sessions else ((1, 8) if quick else (1, 8, 64))
+        tuple(int(n) for n in sessions.split(",")) if sessions else ((1, 8) if quick else (1, 8, 64, 256))
     )
     clients: dict[str, Any] = {
         "client_steps": 30 if quick else 100,
         "client_concurrencies": concurrencies,
-        "density": density if density >= 0 else (16 if quick else 256),
+        "density": density if density >= 0 else (16 if quick else 1000),
     }
+    console = _console()
+    loads = {}
     try:
         if quick:
-            run_bench(images_dir, _json(json), resets=10, steps=60, idle=64, **clients)
+            figures = run_bench(images_dir, None, resets=10, steps=60, idle=64, **clients)
         else:
-            run_bench(images_dir, _json(json), **clients)
-        # Sessions over the OpenEnv server's WebSocket, all at once, as trainers hold them.
+            figures = run_bench(images_dir, None, **clients)
+        # Sessions over the OpenEnv server's WebSocket, all at once, as trainers hold them: the mix
+        # of commands an agent types, then `sinfo` alone at each number of sessions.
         load = run_loadtest(images_dir, sessions=8 if quick else 64, steps=20 if quick else 100)
+        console.print("mixed commands: " + load.summary())
+        for n in concurrencies:
+            loads[n] = run_loadtest(images_dir, sessions=n, steps=20 if quick else 100, commands=("sinfo",))
+            console.print("`sinfo` only: " + loads[n].summary())
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
-    _console().print(load.summary())
-    if load.errors:
+    targets = check_targets(figures, loads)
+    print_targets(console, targets)
+    if json:
+        figures["websocket"] = {"mixed": asdict(load), "sinfo": {n: asdict(r) for n, r in loads.items()}}
+        figures["targets"] = [{**asdict(t), "met": t.met} for t in targets]
+        Path(json).write_text(json_module.dumps(figures, indent=2) + "\n")
+    if load.errors or any(r.errors for r in loads.values()):
         raise Exit("error: some load-test sessions failed", code=1)
 
 

@@ -2,9 +2,10 @@
 
 `episodes.py` measures episodes in this process (`invoke bench`: resets, steps, idle capacity,
 density, the controller, the two tool clients, beside a copy-mode baseline); `loadtest.py` loads an
-OpenEnv server over its WebSocket (`invoke bench`'s load figures, `invoke burst`); `fleet.py` measures
-a fleet of servers on Slurm and what losing one costs (`invoke fleet-bench`, with the sessions driven
-by training's client, which the caller passes in). Nothing outside the benchmarks imports from here.
+OpenEnv server over its WebSocket (`invoke bench`'s load figures, `invoke burst`); `targets.py` checks
+one run's figures against the project's targets; `fleet.py` measures a fleet of servers on Slurm
+and what losing one costs (`invoke fleet-bench`, with the sessions driven by training's client,
+which the caller passes in). Nothing outside the benchmarks imports from here.
 """
 
 from hpcgym.bench.episodes import run_bench
@@ -17,6 +18,7 @@ from hpcgym.bench.fleet import (
     fleet_report_tables,
 )
 from hpcgym.bench.loadtest import BurstReport, LoadReport, run_burst, run_bursttest, run_load, run_loadtest
+from hpcgym.bench.targets import Target, check_targets, print_targets
 
 __all__ = [
     "BurstReport",
@@ -24,9 +26,12 @@ __all__ = [
     "FleetBenchOptions",
     "FleetBenchReport",
     "LoadReport",
+    "Target",
     "bench_launched_fleet",
     "bench_local_fleet",
+    "check_targets",
     "fleet_report_tables",
+    "print_targets",
     "run_bench",
     "run_burst",
     "run_bursttest",

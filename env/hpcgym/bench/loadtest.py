@@ -93,6 +93,7 @@ class _Plan:
     api_key: str | None
     steps: int
     scenario: str
+    commands: tuple[str, ...] = COMMANDS
 
 
 async def _open(plan: _Plan, index: int, gate: asyncio.Semaphore, resets: list[float]) -> HpcEnvClient:
@@ -113,7 +114,7 @@ async def _open(plan: _Plan, index: int, gate: asyncio.Semaphore, resets: list[f
 async def _drive(plan: _Plan, index: int, client: HpcEnvClient, latencies: list[float]) -> None:
     try:
         for n in range(1, plan.steps + 1):
-            command = COMMANDS[(index + n) % len(COMMANDS)]
+            command = plan.commands[(index + n) % len(plan.commands)]
             start = time.perf_counter()
             result = await client.step(HpcAction(command=command))
             latencies.append(time.perf_counter() - start)
@@ -138,8 +139,9 @@ async def run_load_async(
     api_key: str | None = None,
     scenario: str = EXPLORE,
     reset_concurrency: int = 4,
+    commands: tuple[str, ...] = COMMANDS,
 ) -> LoadReport:
-    plan = _Plan(url, api_key, steps, scenario)
+    plan = _Plan(url, api_key, steps, scenario, commands)
     resets: list[float] = []
     latencies: list[float] = []
     # Sessions join a few at a time, as trainers' workers do, then all of them step at once.
@@ -173,7 +175,12 @@ async def run_load_async(
 
 
 def run_load(
-    url: str, sessions: int = 64, steps: int = 100, api_key: str | None = None, scenario: str = EXPLORE
+    url: str,
+    sessions: int = 64,
+    steps: int = 100,
+    api_key: str | None = None,
+    scenario: str = EXPLORE,
+    commands: tuple[str, ...] = COMMANDS,
 ) -> LoadReport:
     """Hold `sessions` WebSocket sessions at once on the server at `url`, `steps` steps each.
 
@@ -184,11 +191,12 @@ def run_load(
         api_key: the server's key, if it needs one.
         scenario: what every session resets into (default `explore`, the healthy cluster, so that
             the figures measure the environment rather than one incident's faults).
+        commands: what the sessions type, in turn (default: a mix of tools, shell builtins and files).
 
     Returns:
         The figures; failures are counted in `errors`, not raised.
     """
-    return asyncio.run(run_load_async(url, sessions, steps, api_key, scenario))
+    return asyncio.run(run_load_async(url, sessions, steps, api_key, scenario, commands=commands))
 
 
 @dataclass(frozen=True)
@@ -363,13 +371,14 @@ def run_loadtest(
     steps: int = 100,
     pool_size: int = 8,
     log_path: Path | None = None,
+    commands: tuple[str, ...] = COMMANDS,
 ) -> LoadReport:
     """Start a server over `images_dir` in a child process, load it with `run_load`, stop it.
 
     Needs root and the built images, like the server itself.
     """
     with server_process(images_dir, sessions, steps, pool_size, log_path) as url:
-        return run_load(url, sessions, steps)
+        return run_load(url, sessions, steps, commands=commands)
 
 
 def run_bursttest(
