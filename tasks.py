@@ -127,7 +127,7 @@ def test(c: Context, pytest_args: str = "", skip_build: bool = False) -> None:
         "images": f"the images to run (default {DEFAULT_OUT.relative_to(REPO)})",
         "quick": "fewer samples and 64 idle episodes instead of 256 (a smoke run)",
         "density": "full episodes to hold alive at once (default 1000, --quick 16; 0 skips)",
-        "sessions": "comma-separated sessions stepping at once, in-process and over the WebSocket (default 1,8,64,256)",
+        "sessions": "sessions stepping at once, in-process and over the WebSocket (default 1,8,64,256)",
     }
 )
 def bench(
@@ -138,6 +138,8 @@ def bench(
     The Python and the native tool client run side by side on the same episodes (steps, steps/s, boot,
     density). Needs root and the built images. Prints markdown tables; every figure is also a ratio.
     """
+    from rich.console import Console
+
     from hpcgym.bench import check_targets, print_targets, run_bench, run_loadtest
     from hpcgym.errors import HpcgymError
 
@@ -167,7 +169,7 @@ def bench(
     except HpcgymError as e:
         raise Exit(f"error: {e}", code=1) from None
     targets = check_targets(figures, loads)
-    print_targets(console, targets)
+    print_targets(Console(width=160), targets)
     if json:
         figures["websocket"] = {"mixed": asdict(load), "sinfo": {n: asdict(r) for n, r in loads.items()}}
         figures["targets"] = [{**asdict(t), "met": t.met} for t in targets]

@@ -74,7 +74,8 @@ def print_targets(console: Console, targets: list[Target]) -> None:
     for column in ("target", "measured", "bound", "met"):
         table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
     for t in targets:
-        measured = "not measured" if t.measured is None else f"{t.measured:,.2f} {t.unit}".rstrip()
+        digits = 2 if t.unit in ("ms", "MB") else 0
+        measured = "not measured" if t.measured is None else f"{t.measured:,.{digits}f} {t.unit}".rstrip()
         bound = f"{'<=' if t.at_most else '>='} {t.bound:,.0f} {t.unit}".rstrip()
         table.add_row(t.what, measured, bound, {True: "yes", False: "**no**", None: "-"}[t.met])
     console.print(table)
