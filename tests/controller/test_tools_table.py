@@ -10,8 +10,9 @@ from __future__ import annotations
 import inspect
 from pathlib import Path, PurePosixPath
 
-from hpcgym.controller import TOOLS, dispatch
-from hpcgym.controller.tools import RUNTIME_TOOLS, SLURM_CLIENTS
+import hpcgym.controller
+from hpcgym.controller import dispatch
+from hpcgym.controller.tools import RUNTIME_TOOLS, SLURM_CLIENTS, TOOLS
 from hpcgym.runtime.cluster import Cluster
 
 TOOLS_LIST = Path(__file__).resolve().parents[2] / "stubs" / "tools.list"
@@ -40,7 +41,9 @@ def test_the_reader_follows_setup_nodes_loop() -> None:
 
 
 def test_dispatch_uses_the_one_table_and_its_slurm_clients_are_in_it() -> None:
+    # No second table: what dispatch looks programs up in, and what the package exports, is this one.
     assert dispatch.TOOLS is TOOLS
+    assert hpcgym.controller.TOOLS is TOOLS
     assert set(TOOLS) >= SLURM_CLIENTS, sorted(SLURM_CLIENTS - set(TOOLS))
 
 
