@@ -12,15 +12,11 @@ from rich.console import Console
 from hpcgym.bench.episodes import CLIENT_COMMANDS, host_delta_text, run_bench, run_client_bench, use_client
 from hpcgym.episode import Episode
 from hpcgym.runtime import Runtime
-from tests.runtime.conftest import runtime, scratch_dir  # noqa: F401  (the fixtures it had in tests/runtime/)
 
 
 @pytest.mark.slow
 def test_bench_prints_table_and_writes_json(
-    runtime: Runtime,  # noqa: F811
-    images_dir: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    runtime: Runtime, images_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = io.StringIO()
     figures = run_bench(
@@ -50,7 +46,7 @@ def first_bytes_of_sinfo(episode: Episode) -> str:
     return episode.cluster.execute("head -c 4 /usr/bin/sinfo | od -An -c | tr -d ' '").output.strip()
 
 
-def test_use_client_points_the_tools_at_either_client(runtime: Runtime) -> None:  # noqa: F811
+def test_use_client_points_the_tools_at_either_client(runtime: Runtime) -> None:
     with Episode(runtime) as episode:
         assert first_bytes_of_sinfo(episode) == "177ELF"  # the image's own: the native client
         use_client(episode, "python")
