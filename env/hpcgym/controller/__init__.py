@@ -5,9 +5,10 @@ per agent command), `ToolReply`, `TaskRequest`/`TaskResult` for srun's task runn
 """
 
 from hpcgym.controller.commands.base import TaskRequest, TaskResult, ToolReply
-from hpcgym.controller.dispatch import TOOLS, Controller
+from hpcgym.controller.dispatch import Controller
 from hpcgym.controller.rpc import User
 from hpcgym.controller.slurmconf import SlurmConf, load_slurm_conf, parse_slurm_conf
+from hpcgym.controller.tools import TOOLS
 
 __all__ = [
     "TOOLS",

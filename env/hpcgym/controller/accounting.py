@@ -27,8 +27,6 @@ SLURMDBD_STORAGE = "accounting_storage/slurmdbd"
 # slurm_strerror(ESLURM_INVALID_ACCOUNT): a job from a user with no association, under enforcement.
 INVALID_ACCOUNT = "Invalid account or account/partition combination specified"
 DBD_PORT = 6819
-# slurmctld's default MaxDBDMsgs floor (10000); past it the agent drops step records first.
-MAX_DBD_MSGS = 10000
 
 
 @dataclass
@@ -137,8 +135,6 @@ class Accounting:
     users: dict[str, UserRecord] = field(default_factory=dict)
     associations: list[Association] = field(default_factory=list)
     qos: dict[str, Qos] = field(default_factory=lambda: {"normal": Qos("normal", "Normal QOS default")})
-    # What sdiag counts from the moment slurmctld started.
-    jobs_submitted: int = 0
     # The database's files in MariaDB's datadir (path under it -> sha256), where a scenario laid
     # them out: what an operator who wipes the datadir destroys (scenarios/accounting_rules.py).
     db_files: dict[str, str] = field(default_factory=dict)

@@ -1,31 +1,16 @@
 """The per-episode controller: one entry point, `handle`, for every simulated tool.
 
 The runtime's control socket calls `Controller.handle(node, argv, cwd)` for each stub invocation and
-`Controller.tick()` once per agent command. Tools are looked up in one explicit table, `TOOLS`; the
-service tools (systemctl, journalctl, munge, curl, ...) join it as their modules are written.
+`Controller.tick()` once per agent command. Tools are looked up in one explicit table, `TOOLS`
+(controller/tools.py), the programs the images link to the client (stubs/tools.list).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from hpcgym.controller.clock import DEFAULT_START_S, VirtualClock
-from hpcgym.controller.commands import (
-    date,
-    ping,
-    sacct,
-    sacctmgr,
-    sbatch,
-    scancel,
-    scontrol,
-    sdiag,
-    sinfo,
-    squeue,
-    srun,
-    uptime,
-)
 from hpcgym.controller.commands.base import (
     Context,
     FileReader,
@@ -38,31 +23,9 @@ from hpcgym.controller.joblife import JobLife, sync_prologs
 from hpcgym.controller.rpc import User
 from hpcgym.controller.services import MemoryNodeAccess, NodeAccess, ServiceManager
 from hpcgym.controller.services.slurmlink import sync_cluster
-from hpcgym.controller.services.tools import TOOLS as SERVICE_TOOLS
 from hpcgym.controller.slurmconf import SLURM_CONF_PATH, SlurmConf, load_slurm_conf
 from hpcgym.controller.slurmctld import SlurmState
-
-Tool = Callable[[Context, list[str]], ToolReply]
-
-# Program name -> implementation. Explicit on purpose: one place to see what the cluster simulates.
-# The Slurm clients share one precondition (the node's slurm.conf); service tools join TOOLS below.
-SLURM_TOOLS: dict[str, Tool] = {
-    "sinfo": sinfo.run,
-    "squeue": squeue.run,
-    "scontrol": scontrol.run,
-    "sbatch": sbatch.run,
-    "srun": srun.run,
-    "scancel": scancel.run,
-    "sacct": sacct.run,
-    # Accounting (issue 17): slurmdbd's client and slurmctld's statistics.
-    "sacctmgr": sacctmgr.run,
-    "sdiag": sdiag.run,
-}
-# Base-system programs whose real versions would show the host or the sandbox: `date` reads the
-# episode's virtual clock, `ping` the simulated network (a sandbox has loopback only), `uptime` the
-# node's own boot on the virtual clock.
-SYSTEM_TOOLS: dict[str, Tool] = {"date": date.run, "ping": ping.run, "uptime": uptime.run}
-TOOLS: dict[str, Tool] = {**SLURM_TOOLS, **SERVICE_TOOLS, **SYSTEM_TOOLS}
+from hpcgym.controller.tools import SLURM_CLIENTS, TOOLS
 
 DEFAULT_USERS = (User("root", 0, "root", 0),)
 
@@ -155,7 +118,7 @@ class Controller:
         if tool is None:
             return ToolReply("", f"bash: {program}: command not found\n", 127)
         if (
-            program in SLURM_TOOLS
+            program in SLURM_CLIENTS
             and self.read_file is not None
             and self.read_file(node, SLURM_CONF_PATH) is None
         ):

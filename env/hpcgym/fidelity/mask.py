@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import calendar
 import re
-import time
 from dataclasses import dataclass
 
 from hpcgym.fidelity.shell import Output
@@ -105,7 +104,3 @@ def same_within_tolerance(real: str, sim: str) -> bool:
     return all(
         a.group(1) == b.group(1) and abs(int(a.group(2)) - int(b.group(2))) <= TOLERANCE_S for a, b in pairs
     )
-
-
-def utc_now() -> float:
-    return time.time()

@@ -388,13 +388,7 @@ def exec_in_node(
 
     def preexec() -> None:
         # Join the namespaces bwrap has no option for while still root, then become the node's root.
-        joined = (
-            ("net", CLONE_NEWNET),
-            ("uts", CLONE_NEWUTS),
-            ("ipc", CLONE_NEWIPC),
-            ("cgroup", CLONE_NEWCGROUP),
-        )
-        for name, flag in joined:
+        for name, flag in JOINED_NAMESPACES:
             if _libc.setns(ns_fds[name], flag) != 0:
                 os._exit(126)
         drop()

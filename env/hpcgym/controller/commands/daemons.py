@@ -1,4 +1,4 @@
-"""The daemons' own binaries as operators run them by hand: munged, slurmd, slurmctld, httpd, apachectl.
+"""The daemons' binaries run by hand: munged, slurmd, slurmctld, slurmdbd, mariadbd, httpd, apachectl.
 
 Version and help flags print what the real programs print (captures 00-no-config, 90-help-usage).
 Running a daemon by hand runs the same start-up checks as its unit (services/), so `munged -F` shows
@@ -7,6 +7,11 @@ cannot tell who called it, so munged is checked as its unit's user (what `runuse
 does; a bare `munged` run as root would first trip over the seed dir's owner); and a daemon that
 passes its checks with no copy running starts as its systemd unit would and the command returns,
 where the real foreground daemon would hold the terminal.
+
+slurmdbd reads slurmdbd.conf before its options, as Debian's slurmdbd 22.05.8 does (even -V fails
+without one), and one run while another is up SIGTERMs it and takes its place (slurmdbd.c,
+_kill_old_slurmdbd). mariadbd run as root without an account to run as refuses, as mysqld.cc does;
+its version line is Rocky 9's MariaDB 10.5.
 """
 
 from __future__ import annotations
@@ -15,13 +20,20 @@ import errno
 import os
 
 from hpcgym.controller.commands.base import Context, ToolReply
-from hpcgym.controller.commands.daemon_usage import MUNGED_HELP, SLURMCTLD_HELP, SLURMD_HELP
+from hpcgym.controller.commands.daemon_usage import (
+    MARIADBD_HELP,
+    MUNGED_HELP,
+    SLURMCTLD_HELP,
+    SLURMD_HELP,
+    SLURMDBD_HELP,
+)
 from hpcgym.controller.hardware import NodeHardware, slurmd_config_line
 from hpcgym.controller.services import ServiceManager, munged
 from hpcgym.controller.services import httpd as portal
 from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.daemon import PID_MARK, append_log, fill_pid
 from hpcgym.controller.services.manager import HTTPD
+from hpcgym.controller.services.mariadb import MARIADB, MARIADB_VERSION, MARIADBD, log_time
 from hpcgym.controller.services.slurm import (
     MUNGE,
     SLURM_VERSION,
@@ -30,6 +42,7 @@ from hpcgym.controller.services.slurm import (
     read_conf,
     slurmd_init_errors,
 )
+from hpcgym.controller.services.slurmdbd import SLURMDBD, SLURMDBD_CONF, read_dbd_conf
 
 HTTPD_VERSION = "Server version: Apache/2.4.62 (Rocky Linux)\nServer built:   Jan 29 2025 00:00:00\n"
 
@@ -183,3 +196,83 @@ def run_apachectl(ctx: Context, args: list[str]) -> ToolReply:
         jobs[verb](ctx.node, HTTPD)
         return ToolReply()
     return ToolReply("Usage: /usr/sbin/httpd [-D name] [-d directory] [-f file]\n", "", 1)
+
+
+def _slurmdbd_conf_errors(services: ServiceManager, node: str) -> list[str]:
+    # slurmdbd reads slurmdbd.conf before it looks at its options, so even -V and -h stop here
+    # (Debian's slurmdbd 22.05.8, run without and with a slurmdbd.conf).
+    info = services.access.stat(node, SLURMDBD_CONF)
+    conf = read_dbd_conf(services, node)
+    if info is None or conf is None:
+        return [
+            f"No slurmdbd.conf file ({SLURMDBD_CONF})",
+            "error: slurmdbd.conf lacks DbdHost parameter, using 'localhost'",
+            "fatal: StorageType must be specified",
+        ]
+    if info.perms & 0o077:
+        return [
+            f"fatal: slurmdbd.conf file {SLURMDBD_CONF} should be 600 is {info.perms:o} "
+            "accessible for group or others"
+        ]
+    lines = [] if "dbdhost" in conf else ["error: slurmdbd.conf lacks DbdHost parameter, using 'localhost'"]
+    if "storagetype" not in conf:
+        lines.append("fatal: StorageType must be specified")
+    return lines
+
+
+def run_slurmdbd(ctx: Context, args: list[str]) -> ToolReply:
+    services = services_of(ctx)
+    errors = _slurmdbd_conf_errors(services, ctx.node)
+    if any(line.startswith("fatal:") for line in errors):
+        return ToolReply("", "".join(f"slurmdbd: {line}\n" for line in errors), 1)
+    warnings = "".join(f"slurmdbd: {line}\n" for line in errors)
+    if "-V" in args:
+        return ToolReply(f"slurm-wlm {SLURM_VERSION}\n", warnings)
+    if "-h" in args:
+        return ToolReply("", warnings + SLURMDBD_HELP)
+    if services.unit(ctx.node, SLURMDBD) is None:
+        return ToolReply("", warnings + "slurmdbd: fatal: Unable to process configuration file\n", 1)
+    # A second slurmdbd does not refuse: it reads the PidFile, SIGTERMs the old one and takes over
+    # (slurmdbd.c, _kill_old_slurmdbd); the unit's start-up checks then decide, as for the unit.
+    running = services.unit(ctx.node, SLURMDBD)
+    killed = ""
+    if services.is_active(ctx.node, SLURMDBD) and running is not None and running.main_pid:
+        killed = f"slurmdbd: Killing old slurmdbd[{running.main_pid}]\n"
+        services.stop(ctx.node, SLURMDBD)
+    services.start(ctx.node, SLURMDBD)
+    lines = [e.message for e in services.journal(ctx.node).for_unit(SLURMDBD) if e.identifier == "slurmdbd"]
+    code = 0 if services.is_active(ctx.node, SLURMDBD) else 1
+    return ToolReply("", warnings + killed + "".join(f"{line}\n" for line in lines[-2:]), code)
+
+
+def run_mariadbd(ctx: Context, args: list[str]) -> ToolReply:
+    if any(a in ("-V", "--version") for a in args):
+        return ToolReply(f"{MARIADBD}  Ver {MARIADB_VERSION} for Linux on x86_64 (MariaDB Server)\n")
+    if any(a in ("-?", "--help") for a in args):
+        return ToolReply(MARIADBD_HELP)
+    services = services_of(ctx)
+    stamp = log_time(services.now_s)
+    as_user = any(a.startswith(("--user", "-u")) for a in args)
+    if ctx.user.uid == 0 and not as_user:
+        # mysqld.cc: root must name the account to run as (--user=mysql, or user= in my.cnf, which
+        # the site's server.cnf leaves out: the unit's User=mysql does it).
+        return ToolReply(
+            "",
+            f"{MARIADBD}: Please consult the Knowledge Base to find out how to run mysqld as root!\n"
+            f"{stamp} 0 [ERROR] Aborting\n",
+            1,
+        )
+    if services.unit(ctx.node, MARIADB) is None:
+        return ToolReply("", f"{stamp} 0 [ERROR] Aborting\n", 1)
+    if services.is_active(ctx.node, MARIADB):
+        return ToolReply(
+            "",
+            f"{stamp} 0 [ERROR] Can't start server: Bind on TCP/IP port. "
+            "Got error: 98: Address already in use\n"
+            f"{stamp} 0 [ERROR] Do you already have another mysqld server running on port: 3306 ?\n"
+            f"{stamp} 0 [ERROR] Aborting\n",
+            1,
+        )
+    # With an account to run as and no server up, it starts as its unit would (the module's header).
+    services.start(ctx.node, MARIADB)
+    return ToolReply("", "", 0 if services.is_active(ctx.node, MARIADB) else 1)

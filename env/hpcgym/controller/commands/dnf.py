@@ -17,7 +17,6 @@ from hpcgym.controller.services.access import NodeFileError
 from hpcgym.controller.services.packages import BY_NAME, REPO_ID, Package, PackageDB
 
 RULE = "=" * 80 + "\n"
-DASH = "-" * 80 + "\n"
 # dnf checks metadata hourly; the mirror was last synced this long before the episode's first instant.
 METADATA_AGE_S = 2 * 3600 + 17 * 60 + 4
 

@@ -9,7 +9,6 @@ from openenv.core.env_server.types import Action, Observation, State
 from pydantic import ConfigDict, Field
 
 ENV_NAME = "EnterpriseHPC"
-ENV_VERSION = "0"
 MAX_COMMAND_CHARS = 16 * 1024
 
 
