@@ -221,7 +221,7 @@ def _slurmdbd_conf_errors(services: ServiceManager, node: str) -> list[str]:
 
 
 def run_slurmdbd(ctx: Context, args: list[str]) -> ToolReply:
-    services = services_of(ctx)
+    services = ctx.services
     errors = _slurmdbd_conf_errors(services, ctx.node)
     if any(line.startswith("fatal:") for line in errors):
         return ToolReply("", "".join(f"slurmdbd: {line}\n" for line in errors), 1)
@@ -230,18 +230,20 @@ def run_slurmdbd(ctx: Context, args: list[str]) -> ToolReply:
         return ToolReply(f"slurm-wlm {SLURM_VERSION}\n", warnings)
     if "-h" in args:
         return ToolReply("", warnings + SLURMDBD_HELP)
-    if services.unit(ctx.node, SLURMDBD) is None:
+    if services.systemd.unit(ctx.node, SLURMDBD) is None:
         return ToolReply("", warnings + "slurmdbd: fatal: Unable to process configuration file\n", 1)
     # A second slurmdbd does not refuse: it reads the PidFile, SIGTERMs the old one and takes over
     # (slurmdbd.c, _kill_old_slurmdbd); the unit's start-up checks then decide, as for the unit.
-    running = services.unit(ctx.node, SLURMDBD)
+    running = services.systemd.unit(ctx.node, SLURMDBD)
     killed = ""
-    if services.is_active(ctx.node, SLURMDBD) and running is not None and running.main_pid:
+    if services.systemd.is_active(ctx.node, SLURMDBD) and running is not None and running.main_pid:
         killed = f"slurmdbd: Killing old slurmdbd[{running.main_pid}]\n"
-        services.stop(ctx.node, SLURMDBD)
-    services.start(ctx.node, SLURMDBD)
-    lines = [e.message for e in services.journal(ctx.node).for_unit(SLURMDBD) if e.identifier == "slurmdbd"]
-    code = 0 if services.is_active(ctx.node, SLURMDBD) else 1
+        services.systemd.stop(ctx.node, SLURMDBD)
+    services.systemd.start(ctx.node, SLURMDBD)
+    lines = [
+        e.message for e in services.systemd.journal(ctx.node).for_unit(SLURMDBD) if e.identifier == "slurmdbd"
+    ]
+    code = 0 if services.systemd.is_active(ctx.node, SLURMDBD) else 1
     return ToolReply("", warnings + killed + "".join(f"{line}\n" for line in lines[-2:]), code)
 
 
@@ -250,8 +252,8 @@ def run_mariadbd(ctx: Context, args: list[str]) -> ToolReply:
         return ToolReply(f"{MARIADBD}  Ver {MARIADB_VERSION} for Linux on x86_64 (MariaDB Server)\n")
     if any(a in ("-?", "--help") for a in args):
         return ToolReply(MARIADBD_HELP)
-    services = services_of(ctx)
-    stamp = log_time(services.now_s)
+    services = ctx.services
+    stamp = log_time(services.clocks.now_s)
     as_user = any(a.startswith(("--user", "-u")) for a in args)
     if ctx.user.uid == 0 and not as_user:
         # mysqld.cc: root must name the account to run as (--user=mysql, or user= in my.cnf, which
@@ -262,9 +264,9 @@ def run_mariadbd(ctx: Context, args: list[str]) -> ToolReply:
             f"{stamp} 0 [ERROR] Aborting\n",
             1,
         )
-    if services.unit(ctx.node, MARIADB) is None:
+    if services.systemd.unit(ctx.node, MARIADB) is None:
         return ToolReply("", f"{stamp} 0 [ERROR] Aborting\n", 1)
-    if services.is_active(ctx.node, MARIADB):
+    if services.systemd.is_active(ctx.node, MARIADB):
         return ToolReply(
             "",
             f"{stamp} 0 [ERROR] Can't start server: Bind on TCP/IP port. "
@@ -274,5 +276,5 @@ def run_mariadbd(ctx: Context, args: list[str]) -> ToolReply:
             1,
         )
     # With an account to run as and no server up, it starts as its unit would (the module's header).
-    services.start(ctx.node, MARIADB)
-    return ToolReply("", "", 0 if services.is_active(ctx.node, MARIADB) else 1)
+    services.systemd.start(ctx.node, MARIADB)
+    return ToolReply("", "", 0 if services.systemd.is_active(ctx.node, MARIADB) else 1)
