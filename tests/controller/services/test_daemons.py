@@ -93,19 +93,19 @@ def test_slurmdbd_version_and_help_with_the_sites_conf() -> None:
 def test_slurmdbd_by_hand_takes_over_from_the_running_one() -> None:
     env = make_env(_site_dbd_conf)
     env.run(LOGIN, "systemctl", "stop", "slurmdbd")
-    assert not env.services.is_active(LOGIN, SLURMDBD)
+    assert not env.services.systemd.is_active(LOGIN, SLURMDBD)
     first = env.run(LOGIN, "slurmdbd", "-D")
-    assert env.services.is_active(LOGIN, SLURMDBD)
+    assert env.services.systemd.is_active(LOGIN, SLURMDBD)
     assert "Killing old" not in first.stderr
-    old = env.services.unit(LOGIN, SLURMDBD)
+    old = env.services.systemd.unit(LOGIN, SLURMDBD)
     assert old is not None and old.main_pid
     old_pid = old.main_pid
     second = env.run(LOGIN, "slurmdbd", "-D")
     # slurmdbd.c (_kill_old_slurmdbd): it SIGTERMs the PidFile's slurmdbd and starts in its place.
     assert second.stderr.startswith(f"slurmdbd: Killing old slurmdbd[{old_pid}]\n")
-    new = env.services.unit(LOGIN, SLURMDBD)
+    new = env.services.systemd.unit(LOGIN, SLURMDBD)
     assert new is not None and new.main_pid not in (None, old_pid)
-    assert env.services.is_active(LOGIN, SLURMDBD)
+    assert env.services.systemd.is_active(LOGIN, SLURMDBD)
 
 
 def test_mariadbd_version_help_and_root_refusal() -> None:
@@ -128,10 +128,10 @@ def test_mariadbd_version_help_and_root_refusal() -> None:
 def test_mariadbd_as_mysql_refuses_a_second_server() -> None:
     env = mariadb_env()
     env.run(LOGIN, "systemctl", "stop", "mariadb")
-    assert not env.services.is_active(LOGIN, MARIADB)
+    assert not env.services.systemd.is_active(LOGIN, MARIADB)
     # Named an account to run as, with no server up, it starts as its unit would.
     assert env.run(LOGIN, "/usr/libexec/mariadbd", "--user=mysql").exit_code == 0
-    assert env.services.is_active(LOGIN, MARIADB)
+    assert env.services.systemd.is_active(LOGIN, MARIADB)
     again = env.run(LOGIN, "/usr/libexec/mariadbd", "--user=mysql")
     assert again.exit_code == 1
     assert (
