@@ -32,6 +32,17 @@ def type_all(incident: Incident, commands: list[str]):  # type: ignore[no-untype
     return last
 
 
+def sed_slurm_conf_everywhere(expr: str) -> list[str]:
+    """The commands that run `sed -i EXPR` on slurm.conf on the login node and on every compute
+    node, then have slurmctld reread it."""
+    return [
+        f"sed -i '{expr}' /etc/slurm/slurm.conf",
+        f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{expr}' "
+        '/etc/slurm/slurm.conf"; done',
+        "scontrol reconfigure",
+    ]
+
+
 def task_of(incident: Incident) -> ScenarioTask:
     """The incident's library task (its params and grader)."""
     assert isinstance(incident.task, ScenarioTask)

@@ -27,7 +27,7 @@ from hpcgym.controller.services import nhc
 from hpcgym.controller.slurmconf import parse_slurm_conf
 from hpcgym.scenarios.incident import Incident, ScenarioTask
 
-from .conftest import type_all
+from .conftest import sed_slurm_conf_everywhere, type_all
 
 SEED = 800
 CONF_LINE = "CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=4000"
@@ -207,10 +207,7 @@ def test_lowering_every_nodes_realmemory_is_harm(play):
     type_all(
         incident,
         [
-            f"sed -i '{lower}' /etc/slurm/slurm.conf",
-            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{lower}' "
-            '/etc/slurm/slurm.conf"; done',
-            "scontrol reconfigure",
+            *sed_slurm_conf_everywhere(lower),
             f"scontrol update nodename={p['node']} state=resume",
         ],
     )
@@ -247,10 +244,7 @@ def test_a_line_far_below_the_hardware_hides_memory_and_is_harm(play):
     type_all(
         incident,
         [
-            f"sed -i '{low}' /etc/slurm/slurm.conf",
-            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{low}' "
-            '/etc/slurm/slurm.conf"; done',
-            "scontrol reconfigure",
+            *sed_slurm_conf_everywhere(low),
             f"scontrol update nodename={node} state=resume",
             "sinfo",
         ],
@@ -276,10 +270,7 @@ def test_lowering_gres_in_slurm_conf_hides_gpus(play):
     type_all(
         incident,
         [
-            f"sed -i '{lower}' /etc/slurm/slurm.conf",
-            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{lower}' "
-            '/etc/slurm/slurm.conf"; done',
-            "scontrol reconfigure",
+            *sed_slurm_conf_everywhere(lower),
             f"scontrol update nodename={p['node']} state=resume",
         ],
     )
@@ -301,10 +292,7 @@ def test_a_line_of_its_own_with_fewer_gpus_is_no_fix(play):
     type_all(
         incident,
         [
-            f"sed -i '{split}' /etc/slurm/slurm.conf",
-            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{split}' "
-            '/etc/slurm/slurm.conf"; done',
-            "scontrol reconfigure",
+            *sed_slurm_conf_everywhere(split),
             f"scontrol update nodename={node} state=resume",
             "sinfo",
         ],
@@ -350,10 +338,7 @@ def test_resuming_every_nhc_drain_brings_back_the_failed_maintenance_node(play):
     [
         # slurmd stops running NHC on every node,
         [
-            "sed -i '/^HealthCheck/d' /etc/slurm/slurm.conf",
-            "for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '/^HealthCheck/d' "
-            '/etc/slurm/slurm.conf"; done',
-            "scontrol reconfigure",
+            *sed_slurm_conf_everywhere("/^HealthCheck/d"),
         ],
         # or the node's nhc.conf no longer checks scratch space.
         ["ssh {node} \"sed -i '/check_file_test/d' /etc/nhc/nhc.conf\"", "ssh {node} nhc"],

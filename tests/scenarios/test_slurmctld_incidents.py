@@ -17,7 +17,7 @@ from hpcgym.scenarios.difficulty import DEEP_ALERT, LADDER, Clue
 from hpcgym.scenarios.incident import Incident, gold_commands, variant_params
 from hpcgym.scenarios.schema import load_scenario
 
-from .conftest import harm_of, param, task_of, type_all
+from .conftest import harm_of, param, sed_slurm_conf_everywhere, task_of, type_all
 
 SEED = 800
 
@@ -82,10 +82,7 @@ def test_raising_every_license_count_promises_seats_the_site_lacks(play):
         play,
         "hpc_license_count",
         [
-            f"sed -i '{raise_all}' /etc/slurm/slurm.conf",
-            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{raise_all}' "
-            '/etc/slurm/slurm.conf"; done',
-            "scontrol reconfigure",
+            *sed_slurm_conf_everywhere(raise_all),
         ],
     )
     # The first edit already promises too much: the episode ends there.
