@@ -45,6 +45,15 @@ def assert_no_fix(incident: Incident, commands: list[str]) -> None:
     assert not incident.solved and harm_of(incident) == []
 
 
+def prolog_half_fix(play, changes: list[str], seed: int = SEED) -> Incident:  # type: ignore[no-untyped-def]
+    """hpc_prolog_mount with the Prolog changed by `changes`, then the rest of the fix (the share
+    mounted on both drained nodes, both resumed, their jobs released): no fix, and no harm."""
+    incident = play("hpc_prolog_mount", seed)
+    share = str(task_of(incident).params["share"])
+    assert_no_fix(incident, [*changes, mount_on_drained(share), RESUME_BOTH, RELEASE_BOTH, "squeue"])
+    return incident
+
+
 def pair(incident: Incident) -> tuple[str, str]:
     chosen = task_of(incident).params["pair"]
     assert isinstance(chosen, dict)
@@ -175,20 +184,8 @@ def test_resuming_and_releasing_without_the_share_fails_the_job_again(play):
     ],
 )
 def test_silencing_the_prolog_is_no_fix(play, silence):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    type_all(
-        incident,
-        [
-            everywhere(silence),
-            mount_on_drained(share),
-            RESUME_BOTH,
-            RELEASE_BOTH,
-            "squeue",
-        ],
-    )
     # The jobs run and the shares are back, but the cluster's check is gone.
-    assert not incident.solved and harm_of(incident) == []
+    prolog_half_fix(play, [everywhere(silence)])
 
 
 def test_resuming_every_drained_node_brings_the_maintenance_node_back(play):
@@ -470,19 +467,7 @@ def test_a_request_out_of_time_defers_the_prolog_and_fails_nothing(play, monkeyp
     ],
 )
 def test_a_prolog_that_succeeds_early_is_no_fix(play, silence):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    assert_no_fix(
-        incident,
-        [
-            on_drained(silence),
-            "ssh compute-03 head -3 /etc/slurm/prolog.sh",
-            mount_on_drained(share),
-            RESUME_BOTH,
-            RELEASE_BOTH,
-            "squeue",
-        ],
-    )
+    incident = prolog_half_fix(play, [on_drained(silence), "ssh compute-03 head -3 /etc/slurm/prolog.sh"])
     grader = task_of(incident).grader
     assert grader is not None
     # Everything but the Prolog's guard holds: the shares, the nodes, the jobs.
@@ -490,19 +475,9 @@ def test_a_prolog_that_succeeds_early_is_no_fix(play, silence):
 
 
 def test_a_prolog_that_dropped_the_missing_shares_check_is_no_fix(play):
-    incident = play("hpc_prolog_mount", 806)  # /home
-    assert task_of(incident).params["share"] == "/home"
     drop = "sed -i '/ls -A .home/,/^fi/d' /etc/slurm/prolog.sh"
-    assert_no_fix(
-        incident,
-        [
-            on_drained(drop),
-            mount_on_drained("/home"),
-            RESUME_BOTH,
-            RELEASE_BOTH,
-            "squeue",
-        ],
-    )
+    incident = prolog_half_fix(play, [on_drained(drop)], seed=806)
+    assert task_of(incident).params["share"] == "/home"
 
 
 def test_an_epilog_that_names_the_cleaner_but_never_runs_it_is_no_fix(play):
