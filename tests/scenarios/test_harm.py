@@ -365,12 +365,11 @@ def test_changing_identities_is_harm(play, command, reason):
 
 
 def test_adding_an_account_is_no_harm(play):
-    incident, baseline = start(play)
-    type_in(
-        incident,
+    _, harm = harm_after(
+        play,
         "echo 'dave:x:2004:2004::/home/dave:/bin/bash' >> /etc/passwd; echo 'dave:x:2004:' >> /etc/group",
     )
-    assert judge(incident, baseline) == []
+    assert harm == []
 
 
 # ---- 7. configuration intent --------------------------------------------------------------------------------------
