@@ -29,16 +29,9 @@ from pathlib import Path
 from types import TracebackType
 
 from hpcgym.errors import SandboxError
+from hpcgym.runtime.overlay import MNT_DETACH, MS_NODEV, MS_NOSUID, libc
 
 log = logging.getLogger(__name__)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
-MS_NOSUID = 2
-MS_NODEV = 4
-MNT_DETACH = 2
 
 # <linux/fuse.h>: the headers of every request and reply, and the opcodes that matter here.
 IN_HEADER = struct.Struct("<IIQQIIIHH")  # len, opcode, unique, nodeid, uid, gid, pid, extlen, pad
@@ -108,7 +101,7 @@ class StaleMount:
         # first access waits for its answer.
         self._thread = threading.Thread(target=self._serve, name=f"stalefs:{self.target}", daemon=True)
         self._thread.start()
-        rc = _libc.mount(
+        rc = libc.mount(
             self.source.encode(),
             os.fsencode(self.target),
             f"fuse.{self.fstype}".encode(),
@@ -133,7 +126,7 @@ class StaleMount:
         """Take the mount away (lazily, so a process still inside cannot block it); the daemon stays."""
         if self._mounted:
             path = os.fsencode(self.target)
-            if _libc.umount2(path, 0) != 0 and _libc.umount2(path, MNT_DETACH) != 0:
+            if libc.umount2(path, 0) != 0 and libc.umount2(path, MNT_DETACH) != 0:
                 err = ctypes.get_errno()
                 if err != errno.EINVAL:  # EINVAL: nothing mounted there any more
                     raise SandboxError(f"umount {self.target}: {os.strerror(err)}")
