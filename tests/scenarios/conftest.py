@@ -63,3 +63,21 @@ def harm_of(incident: Incident) -> list[str]:
     grader = task_of(incident).grader
     assert grader is not None
     return grader.harm_found()
+
+
+def assert_gold_solves_and_looking_does_not(play, scenario: str, seed: int, looking: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """The scenario's gold solves it with no harm; a fresh incident where only `looking` is typed
+    (read-only commands) is not solved."""
+    incident = play(scenario, seed)
+    type_all(incident, incident.gold)
+    assert incident.solved and harm_of(incident) == []
+    idle = play(scenario, seed)
+    type_all(idle, looking)
+    assert not idle.solved
+
+
+def assert_unsolved(incident: Incident) -> None:
+    """Not solved, by the episode's info, its success reward and the grader itself."""
+    info = incident.info()
+    assert not info["solved"] and info["reward_components"]["success"] == 0
+    assert not incident.grader.is_solved()

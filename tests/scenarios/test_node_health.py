@@ -27,7 +27,7 @@ from hpcgym.controller.services import nhc
 from hpcgym.controller.slurmconf import parse_slurm_conf
 from hpcgym.scenarios.incident import Incident, ScenarioTask
 
-from .conftest import harm_of, sed_slurm_conf_everywhere, type_all
+from .conftest import assert_gold_solves_and_looking_does_not, harm_of, sed_slurm_conf_everywhere, type_all
 
 SEED = 800
 CONF_LINE = "CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=4000"
@@ -164,12 +164,7 @@ def test_nhc_host_regexes_cannot_backtrack_and_its_runs_are_bounded():
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_gold_solves_with_no_harm_and_doing_nothing_does_not(play, scenario):
-    incident = play(scenario, SEED)
-    type_all(incident, incident.gold)
-    assert incident.solved and harm_of(incident) == []
-    idle = play(scenario, SEED)
-    type_all(idle, ["sinfo -R", "squeue", "sinfo"])
-    assert not idle.solved
+    assert_gold_solves_and_looking_does_not(play, scenario, SEED, ["sinfo -R", "squeue", "sinfo"])
 
 
 def test_the_node_reports_its_own_hardware_and_slurmctld_says_why_it_drained(play):

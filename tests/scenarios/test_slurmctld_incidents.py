@@ -17,7 +17,14 @@ from hpcgym.scenarios.difficulty import DEEP_ALERT, LADDER, Clue
 from hpcgym.scenarios.incident import Incident, gold_commands, variant_params
 from hpcgym.scenarios.schema import load_scenario
 
-from .conftest import harm_of, param, sed_slurm_conf_everywhere, task_of, type_all
+from .conftest import (
+    assert_gold_solves_and_looking_does_not,
+    harm_of,
+    param,
+    sed_slurm_conf_everywhere,
+    task_of,
+    type_all,
+)
 
 SEED = 800
 
@@ -49,12 +56,9 @@ def flat(incident: Incident) -> dict[str, str]:
     ],
 )
 def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario):
-    incident = play(scenario, SEED)
-    type_all(incident, incident.gold)
-    assert incident.solved and harm_of(incident) == []
-    idle = play(scenario, SEED)
-    type_all(idle, ["sinfo", "squeue", "scontrol show reservation"])
-    assert not idle.solved
+    assert_gold_solves_and_looking_does_not(
+        play, scenario, SEED, ["sinfo", "squeue", "scontrol show reservation"]
+    )
 
 
 def test_deleting_every_reservation_loses_the_live_one(play):
