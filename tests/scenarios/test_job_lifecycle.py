@@ -54,6 +54,15 @@ def prolog_half_fix(play, changes: list[str], seed: int = SEED) -> Incident:  # 
     return incident
 
 
+def shares_back(play, *changes: str, resume: str = RESUME_BOTH) -> Incident:  # type: ignore[no-untyped-def]
+    """hpc_prolog_mount with its share mounted again on both drained nodes, then `changes` typed,
+    then the nodes resumed (`resume`); their jobs are still held."""
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    type_all(incident, [mount_on_drained(share), *changes, resume])
+    return incident
+
+
 def pair(incident: Incident) -> tuple[str, str]:
     chosen = task_of(incident).params["pair"]
     assert isinstance(chosen, dict)
@@ -189,15 +198,7 @@ def test_silencing_the_prolog_is_no_fix(play, silence):
 
 
 def test_resuming_every_drained_node_brings_the_maintenance_node_back(play):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    type_all(
-        incident,
-        [
-            mount_on_drained(share),
-            "scontrol update nodename=compute-0[1-4] state=resume",
-        ],
-    )
+    incident = shares_back(play, resume="scontrol update nodename=compute-0[1-4] state=resume")
     assert not incident.solved
     assert any("out for maintenance" in h for h in harm_of(incident))
 
@@ -310,18 +311,9 @@ def test_cancelling_the_stuck_job_frees_nothing(play):
 
 
 def test_a_prolog_past_prolog_epilog_timeout_is_killed_and_fails(play):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
     hang = "sed -i '2i sleep 600' /etc/slurm/prolog.sh"
-    type_all(
-        incident,
-        [
-            mount_on_drained(share),
-            on_drained(hang),
-            RESUME_BOTH,
-            "scontrol release 1",
-        ],
-    )
+    incident = shares_back(play, on_drained(hang))
+    type_all(incident, ["scontrol release 1"])
     controller = incident.episode.controller
     # Still running its prolog: the job shows as started, the node is not drained yet.
     assert controller.slurm.jobs[1].state.value == "RUNNING"
@@ -382,17 +374,8 @@ def test_a_slow_prolog_holds_no_request_for_long(play, monkeypatch):
 
     from hpcgym.controller import dispatch as controller_module
 
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
     slow = "sed -i '2i sleep 600' /etc/slurm/prolog.sh"
-    type_all(
-        incident,
-        [
-            mount_on_drained(share),
-            on_drained(slow),
-            RESUME_BOTH,
-        ],
-    )
+    incident = shares_back(play, on_drained(slow))
     held: list[float] = []
     sync = controller_module.sync_prologs
 
@@ -416,15 +399,7 @@ def test_a_slow_prolog_holds_no_request_for_long(play, monkeypatch):
 def test_scripts_past_the_per_sync_cap_start_on_later_syncs(play, monkeypatch):
     from hpcgym.controller import joblife
 
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    type_all(
-        incident,
-        [
-            mount_on_drained(share),
-            RESUME_BOTH,
-        ],
-    )
+    incident = shares_back(play)
     monkeypatch.setattr(joblife, "MAX_STARTS_PER_SYNC", 1)
     incident.step("scontrol release 1,2")
     life = incident.episode.controller.joblife
@@ -436,15 +411,7 @@ def test_scripts_past_the_per_sync_cap_start_on_later_syncs(play, monkeypatch):
 
 
 def test_a_request_out_of_time_defers_the_prolog_and_fails_nothing(play, monkeypatch):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    type_all(
-        incident,
-        [
-            mount_on_drained(share),
-            RESUME_BOTH,
-        ],
-    )
+    incident = shares_back(play)
     access = incident.episode.nodes
     # The request's time is spent by the time slurmd would start the prolog: start_process says ETIME.
     monkeypatch.setattr(access, "_time_left", lambda: 0.0)
