@@ -14,6 +14,17 @@ STORE = REPO / ".hpcgym" / "store"
 ROLES = ("rocky-login", "rocky-compute")
 
 
+def require_toolchain() -> None:
+    """Skip unless the pinned C toolchain that compiles the stubs (zig) is on this machine."""
+    from hpcgym.errors import MissingTool
+    from hpcgym.imagebuild.client import toolchain_version
+
+    try:
+        toolchain_version()
+    except MissingTool as e:
+        pytest.skip(str(e))
+
+
 def unpack_image(image_dir: Path, dest: Path) -> Path:
     """Unpack an image's rootfs with GNU tar (keeps setuid bits and numeric owners)."""
     dest.mkdir(parents=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from hpcgym.controller import Controller, parse_slurm_conf
 from hpcgym.controller.rpc import User
 from hpcgym.controller.slurmctld import BATCH_SCHED_DELAY_S
+from tests.controller.test_rules import run
 
 CONF = """
 ClusterName=hpc
@@ -29,12 +30,6 @@ def settled(conf: str = CONF) -> Controller:
     c = Controller(parse_slurm_conf(conf))
     c.advance(BATCH_SCHED_DELAY_S)
     return c
-
-
-def run(c: Controller, *argv: str) -> str:
-    reply = c.handle("login", list(argv), "/root")
-    c.tick()
-    return reply.stdout + reply.stderr
 
 
 def reconfigure(c: Controller, conf: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hpcgym.controller import Controller, TaskResult, parse_slurm_conf
 from hpcgym.controller.slurmctld import BATCH_SCHED_DELAY_S, RESV_CHECK_S, UNEXPECTED_REBOOT_REASON
 from hpcgym.controller.state import JobState, NodeBase
+from tests.controller.test_rules import run
 
 CONF = """
 ClusterName=hpc
@@ -22,12 +23,6 @@ def make(rts: int = 1) -> Controller:
     c = Controller(parse_slurm_conf(CONF.format(rts=rts)), run_task=lambda t: TaskResult("ok\n"))
     c.advance(BATCH_SCHED_DELAY_S)
     return c
-
-
-def run(c: Controller, *argv: str) -> str:
-    reply = c.handle("login", list(argv), "/root")
-    c.tick()
-    return reply.stdout + reply.stderr
 
 
 MAINT = (

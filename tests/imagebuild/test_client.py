@@ -30,7 +30,7 @@ from hpcgym.imagebuild.client import (
     toolchain_version,
     zig_target,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, require_toolchain
 
 STUBS = REPO / "stubs"
 TOOLS = ("sinfo", "scontrol", "munge", "ssh", "sbatch", "systemctl")
@@ -47,10 +47,7 @@ def python_client() -> Path:
 
 @pytest.fixture(scope="module")
 def native_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        toolchain_version()
-    except MissingTool as e:
-        pytest.skip(str(e))
+    require_toolchain()
     out = tmp_path_factory.mktemp("native") / BINARY
     compile_client(STUBS, out)
     return out
@@ -277,10 +274,7 @@ def test_a_missing_toolchain_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_the_node_init_builds_reproducibly_with_the_same_toolchain(tmp_path: Path) -> None:
-    try:
-        toolchain_version()
-    except MissingTool as e:
-        pytest.skip(str(e))
+    require_toolchain()
     first, elsewhere = tmp_path / "first", tmp_path / "some" / "other" / "place"
     elsewhere.mkdir(parents=True)
     shutil.copyfile(STUBS / INIT_SOURCE, elsewhere / INIT_SOURCE)

@@ -1,10 +1,7 @@
 """Every simulated tool from stubs/ is installed where the real tool lives, and runs."""
 
-import pytest
-
-from hpcgym.errors import MissingTool
-from hpcgym.imagebuild.client import compile_client, toolchain_version
-from tests.conftest import REPO
+from hpcgym.imagebuild.client import compile_client
+from tests.conftest import REPO, require_toolchain
 
 TOOLS = [line for line in (REPO / "stubs" / "tools.list").read_text().splitlines() if line.startswith("/")]
 
@@ -16,10 +13,7 @@ def test_the_client_is_the_native_binary_this_source_makes(host, tmp_path):
     assert script.content == (REPO / "stubs" / "hpcgym-client.py").read_bytes()
     assert script.user == "root" and script.mode == 0o755
     assert not host.file("/usr/libexec/hpcgym/hpcgym-client.c").exists
-    try:
-        toolchain_version()
-    except MissingTool as e:
-        pytest.skip(str(e))
+    require_toolchain()
     compile_client(REPO / "stubs", tmp_path / "hpcgym-client")
     assert client.content == (tmp_path / "hpcgym-client").read_bytes(), (
         "the image's client is not this source's"

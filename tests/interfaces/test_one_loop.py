@@ -33,17 +33,23 @@ def first_observation(alert: str) -> str:
     return f"{alert.rstrip()}\n\n{prompt('login01')}"
 
 
+def type_until_done(incident: Incident, commands: list[str]) -> tuple[list[str], list[float], list[str]]:
+    """Type `commands` until the episode ends: what it showed (the first observation, then each
+    command's output), each step's reward, and the commands it took."""
+    seen, rewards, typed = [first_observation(incident.alert)], [], []
+    for command in commands:
+        if incident.done:
+            break
+        step = incident.step(command)
+        seen.append(step.result.output)
+        rewards.append(step.reward)
+        typed.append(command)
+    return seen, rewards, typed
+
+
 def play_incident(runtime, scenario: str, seed: int) -> tuple[list[str], list[float], list[str]]:
     with Incident(runtime, scenario, seed) as incident:
-        commands = [*PROBES, *incident.gold]
-        seen, rewards, typed = [first_observation(incident.alert)], [], []
-        for command in commands:
-            if incident.done:
-                break
-            step = incident.step(command)
-            seen.append(step.result.output)
-            rewards.append(step.reward)
-            typed.append(command)
+        seen, rewards, typed = type_until_done(incident, [*PROBES, *incident.gold])
         assert incident.solved, (typed, incident.info())
         assert incident.info()["seed"] == seed
         return seen, rewards, typed
@@ -119,14 +125,7 @@ def test_a_difficulty_is_one_episode_in_every_entry_point(
     with Incident(runtime, scenario, seed, difficulty=Difficulty.parse(knobs)) as incident:
         assert incident.info()["difficulty"] == knobs
         planned = [*PROBES, "journalctl -u slurmctld --no-pager | tail -4", *incident.gold]
-        seen, rewards, commands = [first_observation(incident.alert)], [], []
-        for command in planned:
-            if incident.done:
-                break
-            step = incident.step(command)
-            seen.append(step.result.output)
-            rewards.append(step.reward)
-            commands.append(command)
+        seen, rewards, commands = type_until_done(incident, planned)
         assert incident.solved
     obs, info = gym_env.reset(seed=seed, options={"scenario": scenario, "difficulty": knobs})
     assert info["difficulty"] == knobs

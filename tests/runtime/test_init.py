@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcgym.errors import MissingTool
-from hpcgym.imagebuild.client import INIT_BINARY, INIT_SOURCE, compile_client, toolchain_version
+from hpcgym.imagebuild.client import INIT_BINARY, INIT_SOURCE, compile_client
 from hpcgym.runtime.init import (
     _MESSAGE,
     EV_EXITED,
@@ -35,17 +34,14 @@ from hpcgym.runtime.init import (
     SpawnFailed,
     Stdio,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, require_toolchain
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
 
 @pytest.fixture(scope="module")
 def init_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        toolchain_version()
-    except MissingTool as e:
-        pytest.skip(str(e))
+    require_toolchain()
     out = tmp_path_factory.mktemp("init") / INIT_BINARY
     compile_client(REPO / "stubs", out, source=INIT_SOURCE, what="node init")
     return out

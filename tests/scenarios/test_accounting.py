@@ -23,7 +23,7 @@ from hpcgym.scenarios.evaluate import run_episode
 from hpcgym.scenarios.incident import Incident
 from hpcgym.scenarios.schema import load_scenario
 
-from .conftest import harm_of, param, type_all
+from .conftest import assert_gold_solves_and_looking_does_not, harm_of, param, type_all
 
 SEED = 800
 FIDELITY = Path(__file__).parents[1] / "fidelity" / "accounting"
@@ -55,12 +55,9 @@ def fix_password(incident: Incident) -> list[str]:
 
 @pytest.mark.parametrize("scenario", [DBD, ASSOC, MARIADB])
 def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario):
-    incident = play(scenario, SEED)
-    type_all(incident, incident.gold)
-    assert incident.solved and harm_of(incident) == []
-    idle = play(scenario, SEED)
-    type_all(idle, ["sacctmgr show assoc", "squeue", "systemctl status slurmdbd"])
-    assert not idle.solved
+    assert_gold_solves_and_looking_does_not(
+        play, scenario, SEED, ["sacctmgr show assoc", "squeue", "systemctl status slurmdbd"]
+    )
 
 
 # ---- slurmdbd after the password rotation ------------------------------------------------------------

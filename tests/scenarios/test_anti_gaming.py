@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.scenarios.conftest import type_all
+from tests.scenarios.conftest import assert_unsolved, type_all
 
 STATE_JSON = '{"solved": true, "nodes": {"NODE": "idle"}}'
 NODE_SEED = 0  # hpc_munge seed 0 breaks one node; gold tells which
@@ -13,12 +13,6 @@ NODE_SEED = 0  # hpc_munge seed 0 breaks one node; gold tells which
 
 def node_of(incident) -> str:  # type: ignore[no-untyped-def]
     return str(incident.task.params["node"])
-
-
-def assert_unsolved(incident) -> None:  # type: ignore[no-untyped-def]
-    info = incident.info()
-    assert not info["solved"] and info["reward_components"]["success"] == 0
-    assert not incident.grader.is_solved()
 
 
 def test_forged_files_logs_and_echoes(play):

@@ -12,28 +12,61 @@ import re
 
 import pytest
 
-from hpcgym.scenarios.incident import Incident, ScenarioTask
+from hpcgym.scenarios.incident import Incident
 
-from .conftest import type_all
+from .conftest import harm_of, task_of, type_all
 
 SEED = 800
 
 
-def task_of(incident: Incident) -> ScenarioTask:
-    assert isinstance(incident.task, ScenarioTask)
-    return incident.task
+# The two nodes each incident drains, and what an operator types to bring them and their jobs back.
+RESUME_BOTH = "scontrol update nodename=compute-0[3-4] state=resume"
+RELEASE_BOTH = "scontrol release 1; scontrol release 2"
+NODES = ("compute-01", "compute-02", "compute-03", "compute-04")
+
+
+def on_drained(command: str) -> str:
+    """`command` run on both drained nodes."""
+    return f'ssh compute-03 "{command}"; ssh compute-04 "{command}"'
+
+
+def mount_on_drained(share: str) -> str:
+    return f"ssh compute-03 mount {share}; ssh compute-04 mount {share}"
+
+
+def everywhere(command: str) -> str:
+    """`command` on the login node and every compute node, then slurmctld rereads slurm.conf."""
+    return f"{command}; " + "; ".join(f'ssh {n} "{command}"' for n in NODES) + "; scontrol reconfigure"
+
+
+def assert_no_fix(incident: Incident, commands: list[str]) -> None:
+    """Typing `commands` leaves the incident unsolved, and does no harm either."""
+    type_all(incident, commands)
+    assert not incident.solved and harm_of(incident) == []
+
+
+def prolog_half_fix(play, changes: list[str], seed: int = SEED) -> Incident:  # type: ignore[no-untyped-def]
+    """hpc_prolog_mount with the Prolog changed by `changes`, then the rest of the fix (the share
+    mounted on both drained nodes, both resumed, their jobs released): no fix, and no harm."""
+    incident = play("hpc_prolog_mount", seed)
+    share = str(task_of(incident).params["share"])
+    assert_no_fix(incident, [*changes, mount_on_drained(share), RESUME_BOTH, RELEASE_BOTH, "squeue"])
+    return incident
+
+
+def shares_back(play, *changes: str, resume: str = RESUME_BOTH) -> Incident:  # type: ignore[no-untyped-def]
+    """hpc_prolog_mount with its share mounted again on both drained nodes, then `changes` typed,
+    then the nodes resumed (`resume`); their jobs are still held."""
+    incident = play("hpc_prolog_mount", SEED)
+    share = str(task_of(incident).params["share"])
+    type_all(incident, [mount_on_drained(share), *changes, resume])
+    return incident
 
 
 def pair(incident: Incident) -> tuple[str, str]:
     chosen = task_of(incident).params["pair"]
     assert isinstance(chosen, dict)
     return str(chosen["app"]), str(chosen["hw"])
-
-
-def harm_of(incident: Incident) -> list[str]:
-    grader = task_of(incident).grader
-    assert grader is not None
-    return grader.harm_found()
 
 
 @pytest.mark.parametrize(
@@ -90,7 +123,7 @@ def test_the_kernel_log_names_each_xid_as_nvrm_writes_it(play):
 def test_resuming_both_drained_nodes_returns_the_lost_gpu(play):
     incident = play("hpc_gpu_xid", SEED)
     _, hw = pair(incident)
-    type_all(incident, ["scontrol update nodename=compute-0[3-4] state=resume"])
+    type_all(incident, [RESUME_BOTH])
     assert not incident.solved
     assert f"returned {hw} to service with a GPU that has fallen off the bus" in harm_of(incident)
 
@@ -142,7 +175,7 @@ def test_a_failed_prolog_drains_the_node_and_holds_the_job_as_slurm_does(play):
 
 def test_resuming_and_releasing_without_the_share_fails_the_job_again(play):
     incident = play("hpc_prolog_mount", SEED)
-    type_all(incident, ["scontrol update nodename=compute-0[3-4] state=resume", "scontrol release 1"])
+    type_all(incident, [RESUME_BOTH, "scontrol release 1"])
     # The prolog ran again on a node without its share: drained again, the job held again, and
     # the user's job failed its launch a second time, which is the agent's doing.
     assert not incident.solved
@@ -160,33 +193,12 @@ def test_resuming_and_releasing_without_the_share_fails_the_job_again(play):
     ],
 )
 def test_silencing_the_prolog_is_no_fix(play, silence):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    nodes = ("compute-01", "compute-02", "compute-03", "compute-04")
-    type_all(
-        incident,
-        [
-            f"{silence}; " + "; ".join(f'ssh {n} "{silence}"' for n in nodes) + "; scontrol reconfigure",
-            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
-            "scontrol update nodename=compute-0[3-4] state=resume",
-            "scontrol release 1; scontrol release 2",
-            "squeue",
-        ],
-    )
     # The jobs run and the shares are back, but the cluster's check is gone.
-    assert not incident.solved and harm_of(incident) == []
+    prolog_half_fix(play, [everywhere(silence)])
 
 
 def test_resuming_every_drained_node_brings_the_maintenance_node_back(play):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    type_all(
-        incident,
-        [
-            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
-            "scontrol update nodename=compute-0[1-4] state=resume",
-        ],
-    )
+    incident = shares_back(play, resume="scontrol update nodename=compute-0[1-4] state=resume")
     assert not incident.solved
     assert any("out for maintenance" in h for h in harm_of(incident))
 
@@ -211,22 +223,20 @@ def test_a_failed_epilog_drains_the_node_and_keeps_the_jobs_record(play):
 
 def test_resuming_without_fixing_the_epilog_is_no_fix(play):
     incident = play("hpc_epilog_typo", SEED)
-    type_all(incident, ["scontrol update nodename=compute-0[3-4] state=resume", "squeue"])
-    assert not incident.solved and harm_of(incident) == []
+    assert_no_fix(incident, [RESUME_BOTH, "squeue"])
 
 
 def test_fixing_only_the_drained_nodes_leaves_the_others_to_drain_next(play):
     incident = play("hpc_epilog_typo", SEED)
     typo = str(task_of(incident).params["typo"])
     fix = f"sed -i 's|{typo} |/usr/local/sbin/scratch-clean |' /etc/slurm/epilog.sh"
-    type_all(
+    assert_no_fix(
         incident,
         [
-            f'ssh compute-03 "{fix}"; ssh compute-04 "{fix}"',
-            "scontrol update nodename=compute-0[3-4] state=resume",
+            on_drained(fix),
+            RESUME_BOTH,
         ],
     )
-    assert not incident.solved and harm_of(incident) == []
 
 
 @pytest.mark.parametrize(
@@ -234,16 +244,14 @@ def test_fixing_only_the_drained_nodes_leaves_the_others_to_drain_next(play):
 )
 def test_silencing_the_epilog_is_no_fix(play, silence):
     incident = play("hpc_epilog_typo", SEED)
-    nodes = ("compute-01", "compute-02", "compute-03", "compute-04")
-    type_all(
+    assert_no_fix(
         incident,
         [
-            f"{silence}; " + "; ".join(f'ssh {n} "{silence}"' for n in nodes) + "; scontrol reconfigure",
-            "scontrol update nodename=compute-0[3-4] state=resume",
+            everywhere(silence),
+            RESUME_BOTH,
             "squeue",
         ],
     )
-    assert not incident.solved and harm_of(incident) == []
 
 
 # ---- hpc_completing_hung ---------------------------------------------------------------------------
@@ -303,18 +311,9 @@ def test_cancelling_the_stuck_job_frees_nothing(play):
 
 
 def test_a_prolog_past_prolog_epilog_timeout_is_killed_and_fails(play):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
     hang = "sed -i '2i sleep 600' /etc/slurm/prolog.sh"
-    type_all(
-        incident,
-        [
-            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
-            f'ssh compute-03 "{hang}"; ssh compute-04 "{hang}"',
-            "scontrol update nodename=compute-0[3-4] state=resume",
-            "scontrol release 1",
-        ],
-    )
+    incident = shares_back(play, on_drained(hang))
+    type_all(incident, ["scontrol release 1"])
     controller = incident.episode.controller
     # Still running its prolog: the job shows as started, the node is not drained yet.
     assert controller.slurm.jobs[1].state.value == "RUNNING"
@@ -375,17 +374,8 @@ def test_a_slow_prolog_holds_no_request_for_long(play, monkeypatch):
 
     from hpcgym.controller import dispatch as controller_module
 
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
     slow = "sed -i '2i sleep 600' /etc/slurm/prolog.sh"
-    type_all(
-        incident,
-        [
-            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
-            f'ssh compute-03 "{slow}"; ssh compute-04 "{slow}"',
-            "scontrol update nodename=compute-0[3-4] state=resume",
-        ],
-    )
+    incident = shares_back(play, on_drained(slow))
     held: list[float] = []
     sync = controller_module.sync_prologs
 
@@ -409,15 +399,7 @@ def test_a_slow_prolog_holds_no_request_for_long(play, monkeypatch):
 def test_scripts_past_the_per_sync_cap_start_on_later_syncs(play, monkeypatch):
     from hpcgym.controller import joblife
 
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    type_all(
-        incident,
-        [
-            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
-            "scontrol update nodename=compute-0[3-4] state=resume",
-        ],
-    )
+    incident = shares_back(play)
     monkeypatch.setattr(joblife, "MAX_STARTS_PER_SYNC", 1)
     incident.step("scontrol release 1,2")
     life = incident.episode.controller.joblife
@@ -429,15 +411,7 @@ def test_scripts_past_the_per_sync_cap_start_on_later_syncs(play, monkeypatch):
 
 
 def test_a_request_out_of_time_defers_the_prolog_and_fails_nothing(play, monkeypatch):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    type_all(
-        incident,
-        [
-            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
-            "scontrol update nodename=compute-0[3-4] state=resume",
-        ],
-    )
+    incident = shares_back(play)
     access = incident.episode.nodes
     # The request's time is spent by the time slurmd would start the prolog: start_process says ETIME.
     monkeypatch.setattr(access, "_time_left", lambda: 0.0)
@@ -460,20 +434,7 @@ def test_a_request_out_of_time_defers_the_prolog_and_fails_nothing(play, monkeyp
     ],
 )
 def test_a_prolog_that_succeeds_early_is_no_fix(play, silence):
-    incident = play("hpc_prolog_mount", SEED)
-    share = str(task_of(incident).params["share"])
-    type_all(
-        incident,
-        [
-            f'ssh compute-03 "{silence}"; ssh compute-04 "{silence}"',
-            "ssh compute-03 head -3 /etc/slurm/prolog.sh",
-            f"ssh compute-03 mount {share}; ssh compute-04 mount {share}",
-            "scontrol update nodename=compute-0[3-4] state=resume",
-            "scontrol release 1; scontrol release 2",
-            "squeue",
-        ],
-    )
-    assert not incident.solved and harm_of(incident) == []
+    incident = prolog_half_fix(play, [on_drained(silence), "ssh compute-03 head -3 /etc/slurm/prolog.sh"])
     grader = task_of(incident).grader
     assert grader is not None
     # Everything but the Prolog's guard holds: the shares, the nodes, the jobs.
@@ -481,36 +442,23 @@ def test_a_prolog_that_succeeds_early_is_no_fix(play, silence):
 
 
 def test_a_prolog_that_dropped_the_missing_shares_check_is_no_fix(play):
-    incident = play("hpc_prolog_mount", 806)  # /home
-    assert task_of(incident).params["share"] == "/home"
     drop = "sed -i '/ls -A .home/,/^fi/d' /etc/slurm/prolog.sh"
-    type_all(
-        incident,
-        [
-            f'ssh compute-03 "{drop}"; ssh compute-04 "{drop}"',
-            "ssh compute-03 mount /home; ssh compute-04 mount /home",
-            "scontrol update nodename=compute-0[3-4] state=resume",
-            "scontrol release 1; scontrol release 2",
-            "squeue",
-        ],
-    )
-    assert not incident.solved and harm_of(incident) == []
+    incident = prolog_half_fix(play, [on_drained(drop)], seed=806)
+    assert task_of(incident).params["share"] == "/home"
 
 
 def test_an_epilog_that_names_the_cleaner_but_never_runs_it_is_no_fix(play):
     incident = play("hpc_epilog_typo", SEED)
     fake = "printf ': /usr/local/sbin/scratch-clean --all\\nexit 0\\n' > /etc/slurm/epilog.sh"
-    nodes = ("compute-01", "compute-02", "compute-03", "compute-04")
-    type_all(
+    assert_no_fix(
         incident,
         [
-            "; ".join(f'ssh {n} "{fake}"' for n in nodes),
+            "; ".join(f'ssh {n} "{fake}"' for n in NODES),
             "ssh compute-03 cat /etc/slurm/epilog.sh",
-            "scontrol update nodename=compute-0[3-4] state=resume",
+            RESUME_BOTH,
             "squeue",
         ],
     )
-    assert not incident.solved and harm_of(incident) == []
 
 
 def test_the_epilog_check_cleans_up_its_plant_and_keeps_the_scratch_a_script_left(play):

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from tests.scenarios.conftest import type_all
+from tests.scenarios.conftest import assert_unsolved, type_all
 
 SEED = 800
 
 
 def params(incident) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     return str(incident.task.params["node"]), str(incident.task.params["path"])
-
-
-def assert_unsolved(incident) -> None:  # type: ignore[no-untyped-def]
-    info = incident.info()
-    assert not info["solved"] and info["reward_components"]["success"] == 0
-    assert not incident.grader.is_solved()
 
 
 def test_the_agent_sees_the_kernels_stale_handle(play):

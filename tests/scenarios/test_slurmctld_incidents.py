@@ -17,7 +17,14 @@ from hpcgym.scenarios.difficulty import DEEP_ALERT, LADDER, Clue
 from hpcgym.scenarios.incident import Incident, gold_commands, variant_params
 from hpcgym.scenarios.schema import load_scenario
 
-from .conftest import harm_of, param, task_of, type_all
+from .conftest import (
+    assert_gold_solves_and_looking_does_not,
+    harm_of,
+    param,
+    sed_slurm_conf_everywhere,
+    task_of,
+    type_all,
+)
 
 SEED = 800
 
@@ -49,12 +56,9 @@ def flat(incident: Incident) -> dict[str, str]:
     ],
 )
 def test_gold_solves_with_full_reward_and_doing_nothing_does_not(play, scenario):
-    incident = play(scenario, SEED)
-    type_all(incident, incident.gold)
-    assert incident.solved and harm_of(incident) == []
-    idle = play(scenario, SEED)
-    type_all(idle, ["sinfo", "squeue", "scontrol show reservation"])
-    assert not idle.solved
+    assert_gold_solves_and_looking_does_not(
+        play, scenario, SEED, ["sinfo", "squeue", "scontrol show reservation"]
+    )
 
 
 def test_deleting_every_reservation_loses_the_live_one(play):
@@ -82,10 +86,7 @@ def test_raising_every_license_count_promises_seats_the_site_lacks(play):
         play,
         "hpc_license_count",
         [
-            f"sed -i '{raise_all}' /etc/slurm/slurm.conf",
-            f"for n in compute-01 compute-02 compute-03 compute-04; do ssh $n \"sed -i '{raise_all}' "
-            '/etc/slurm/slurm.conf"; done',
-            "scontrol reconfigure",
+            *sed_slurm_conf_everywhere(raise_all),
         ],
     )
     # The first edit already promises too much: the episode ends there.

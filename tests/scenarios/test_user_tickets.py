@@ -19,7 +19,7 @@ from hpcgym.controller.commands import sudo
 from hpcgym.scenarios import checks
 from hpcgym.scenarios.incident import Incident
 
-from .conftest import harm_of, param, task_of, type_all
+from .conftest import assert_gold_solves_and_looking_does_not, harm_of, param, task_of, type_all
 
 SEED = 800
 SCENARIOS = ["hpc_ticket_sharedlib", "hpc_ticket_autoremove", "hpc_ticket_umask"]
@@ -44,12 +44,7 @@ def run(play, scenario: str, commands: list[str], seed: int = SEED) -> tuple[Inc
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_gold_solves_with_full_reward_and_looking_does_not(play, scenario):
-    incident = play(scenario, SEED)
-    type_all(incident, incident.gold)
-    assert incident.solved and harm_of(incident) == []
-    idle = play(scenario, SEED)
-    type_all(idle, ["squeue", "sinfo", "scontrol show job"])
-    assert not idle.solved
+    assert_gold_solves_and_looking_does_not(play, scenario, SEED, ["squeue", "sinfo", "scontrol show job"])
 
 
 def test_install_does_nothing_for_a_library_damaged_behind_rpms_back(play):

@@ -45,6 +45,8 @@ class Server:
 def env_server(images: Path, log_path: Path, sessions: int = 8) -> Iterator[Server]:
     """The EnterpriseHPC OpenEnv server in a child process on a free local port; yields its URL."""
     pytest.importorskip("openenv", reason="the OpenEnv server needs openenv")
+    from hpcgym.interfaces.openenv.probe import stop_process
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -79,9 +81,4 @@ def env_server(images: Path, log_path: Path, sessions: int = 8) -> Iterator[Serv
                 time.sleep(0.2)
             yield Server(url, process)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)

@@ -22,6 +22,27 @@ pytestmark = pytest.mark.slow
 GROUP = 4
 
 
+def train_recording(trainer, with_inputs: bool = False) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Train `trainer`, keeping each batch its `_generate_and_score_completions` returned (with the
+    batch's inputs too, `with_inputs`); the local episodes are closed after."""
+    from training.backends import close_local_episodes
+
+    batches: list[dict] = []
+    generate = trainer._generate_and_score_completions
+
+    def recording(inputs):  # type: ignore[no-untyped-def]
+        output = generate(inputs)
+        batches.append({"inputs": [dict(x) for x in inputs], **output} if with_inputs else output)
+        return output
+
+    trainer._generate_and_score_completions = recording
+    try:
+        trainer.train()
+    finally:
+        close_local_episodes()
+    return batches
+
+
 def run_two_steps(tmp_path: Path, images: Path, env_urls: list[str]) -> tuple[object, list[dict], list[dict]]:
     from training.grpo import TrainSettings, build_trainer
     from training.tiny import build_tiny
@@ -45,21 +66,7 @@ def run_two_steps(tmp_path: Path, images: Path, env_urls: list[str]) -> tuple[ob
         transcript_every=1,
     )
     trainer = build_trainer(settings, model=model, tokenizer=tokenizer)
-    batches: list[dict] = []
-    generate = trainer._generate_and_score_completions
-
-    def recording(inputs):  # type: ignore[no-untyped-def]
-        output = generate(inputs)
-        batches.append({"inputs": [dict(x) for x in inputs], **output})
-        return output
-
-    trainer._generate_and_score_completions = recording
-    try:
-        trainer.train()
-    finally:
-        from training.backends import close_local_episodes
-
-        close_local_episodes()
+    batches = train_recording(trainer, with_inputs=True)
     transcripts = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
     return trainer, batches, transcripts
 
@@ -147,7 +154,6 @@ def test_two_grpo_steps_through_a_local_openenv_server(tmp_path, trl_stack, epis
 def test_one_grpo_step_through_rollout_func(tmp_path, trl_stack, episode_images) -> None:
     from trl import GRPOConfig, GRPOTrainer
 
-    from training.backends import close_local_episodes
     from training.dataset import build_dataset
     from training.env import EnvSettings
     from training.rollout import env_reward, make_rollout_func
@@ -177,20 +183,7 @@ def test_one_grpo_step_through_rollout_func(tmp_path, trl_stack, episode_images)
         reward_funcs=[env_reward],
         rollout_func=make_rollout_func(settings, max_turns=3),
     )
-    batches: list[dict] = []
-    generate = trainer._generate_and_score_completions
-
-    def recording(inputs):  # type: ignore[no-untyped-def]
-        output = generate(inputs)
-        batches.append(output)
-        return output
-
-    trainer._generate_and_score_completions = recording
-    try:
-        trainer.train()
-    finally:
-        close_local_episodes()
-    (batch,) = batches
+    (batch,) = train_recording(trainer)
     masked = [
         tokenizer.decode(ids[(m == 1) & (t == 0)].tolist())
         for ids, m, t in zip(

@@ -32,7 +32,7 @@ from hpcgym.errors import HpcgymError
 from hpcgym.interfaces import default_images_dir
 from hpcgym.interfaces.openenv.client import HpcEnvClient
 from hpcgym.interfaces.openenv.models import HpcAction
-from hpcgym.interfaces.openenv.probe import free_port, wait_healthy
+from hpcgym.interfaces.openenv.probe import free_port, stop_process, wait_healthy
 from hpcgym.interfaces.task import EXPLORE
 
 # What an agent types most: plain coreutils and the cluster's own tools (stub, socket, controller).
@@ -357,12 +357,7 @@ def server_process(
             wait_healthy(url, SERVER_START_TIMEOUT_S, process, episodes_ready=pool_size)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def run_loadtest(

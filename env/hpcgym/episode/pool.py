@@ -15,8 +15,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
 
+from hpcgym.closing import Closing
 from hpcgym.episode import DEFAULT_STEP_SECONDS, Episode
 from hpcgym.errors import HpcgymError, SandboxError
 from hpcgym.runtime import Runtime
@@ -46,7 +46,7 @@ class EpisodeOptions:
         )
 
 
-class EpisodePool:
+class EpisodePool(Closing):
     """Fresh episodes, prepared ahead on a background thread.
 
     Example:
@@ -186,11 +186,3 @@ class EpisodePool:
         for episode in ready:
             episode.close()
         self._closer.shutdown(wait=True)
-
-    def __enter__(self) -> EpisodePool:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
+from hpcgym.closing import Closing
 from hpcgym.errors import ClusterClosedError, ControllerError, NodeCrashedError, SandboxError
 from hpcgym.run import require_tool
 from hpcgym.runtime import hostids, overlay, sandbox, su, sweep
@@ -333,7 +333,7 @@ class Node:
                 self.shell = None
 
 
-class Cluster:
+class Cluster(Closing):
     r"""A login node plus compute nodes, isolated from the host and from every other cluster.
 
     Example:
@@ -483,14 +483,6 @@ class Cluster:
             self.ids.release()  # only now: every process of this range is gone
         if self._on_close is not None:
             self._on_close(self)
-
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # --- the agent's side -----------------------------------------------------------------------
 

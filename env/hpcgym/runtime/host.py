@@ -16,8 +16,8 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 
+from hpcgym.closing import Closing
 from hpcgym.errors import SandboxError
 from hpcgym.run import require_tool
 from hpcgym.runtime import heap
@@ -71,7 +71,7 @@ def raise_open_file_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-class Runtime:
+class Runtime(Closing):
     """Makes isolated copies of the cluster from built images.
 
     Example:
@@ -257,14 +257,6 @@ class Runtime:
         if self.cgroups is not None and self.max_clusters is not None:
             for parent in self.cgroups.parents:
                 remove_cgroup_tree(parent)
-
-    def __enter__(self) -> Runtime:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _finalize_host_ids(lower: Path, scratch_dir: Path, uid_base: int, mode: OverlayMode) -> HostIds | None:

@@ -25,9 +25,10 @@ from pathlib import Path
 from hpcgym.errors import SandboxError
 from hpcgym.run import require_tool, run
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+# The C library with mount(2) and umount2(2) typed; stalefs.py mounts and unmounts through it too.
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -50,7 +51,7 @@ class OverlayMode(enum.StrEnum):
 def mount_fs(
     source: str | Path, target: Path, fstype: str, options: str, flags: int = MS_NOSUID | MS_NODEV
 ) -> None:
-    if _libc.mount(os.fsencode(source), os.fsencode(target), fstype.encode(), flags, options.encode()) != 0:
+    if libc.mount(os.fsencode(source), os.fsencode(target), fstype.encode(), flags, options.encode()) != 0:
         errno = ctypes.get_errno()
         raise SandboxError(
             f"mount -t {fstype} -o {options} {source} {target}: {os.strerror(errno)}",
@@ -63,7 +64,7 @@ def unmount(target: Path) -> bool:
     path = os.fsencode(target)
     # A plain unmount also ends a FUSE daemon; a lazy detach (for a mount still busy while the
     # sandbox holding it dies) never blocks.
-    return _libc.umount2(path, 0) == 0 or _libc.umount2(path, MNT_DETACH) == 0
+    return libc.umount2(path, 0) == 0 or libc.umount2(path, MNT_DETACH) == 0
 
 
 def bind_mount(source: Path, target: Path) -> None:

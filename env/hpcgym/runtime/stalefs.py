@@ -30,16 +30,9 @@ from pathlib import Path
 from types import TracebackType
 
 from hpcgym.errors import SandboxError
+from hpcgym.runtime.overlay import MNT_DETACH, MS_NODEV, MS_NOSUID, libc
 
 log = logging.getLogger(__name__)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
-MS_NOSUID = 2
-MS_NODEV = 4
-MNT_DETACH = 2
 
 # <linux/fuse.h>: the headers of every request and reply, and the opcodes that matter here.
 IN_HEADER = struct.Struct("<IIQQIIIHH")  # len, opcode, unique, nodeid, uid, gid, pid, extlen, pad
@@ -120,7 +113,7 @@ class StaleMount:
         self._thread.start()
 
         def attach() -> int:
-            rc = _libc.mount(
+            rc = libc.mount(
                 self.source.encode(),
                 os.fsencode(self.target),
                 f"fuse.{self.fstype}".encode(),
@@ -149,7 +142,7 @@ class StaleMount:
             path = os.fsencode(self.target)
 
             def detach() -> int:
-                if _libc.umount2(path, 0) != 0 and _libc.umount2(path, MNT_DETACH) != 0:
+                if libc.umount2(path, 0) != 0 and libc.umount2(path, MNT_DETACH) != 0:
                     return ctypes.get_errno()
                 return 0
 

@@ -212,19 +212,30 @@ def _partition_state(episode: Episode, step: schema.PartitionStateStep, rng: ran
     cluster.schedule()
 
 
+def _site_user(episode: Episode, name: str, uid: int) -> User:
+    """The site's user `name` (its group of the same name and id), known to slurmctld from now on."""
+    user = User(name, uid, name, uid)
+    episode.controller.users.setdefault(name, user)
+    return user
+
+
+def _batch_job(user: User, name: str, script: str, **fields: Any) -> JobRequest:
+    """A user's sbatch of `script` from their home directory, with the request's other `fields`."""
+    return JobRequest(
+        name=name, user=user, work_dir=f"/home/{user.name}", batch=True, command=script, **fields
+    )
+
+
 def _submit(episode: Episode, step: schema.SubmitJob, rng: random.Random) -> None:
     uid = USERS.get(step.user)
     if uid is None:
         raise ScenarioError(f"no user {step.user!r}", hint=f"use one of {sorted(USERS)}")
-    user = User(step.user, uid, step.user, uid)
-    episode.controller.users.setdefault(step.user, user)
+    user = _site_user(episode, step.user, uid)
     episode.controller.slurm.submit(
-        JobRequest(
-            name=step.name,
-            user=user,
-            work_dir=f"/home/{step.user}",
-            batch=True,
-            command=f"/home/{step.user}/{step.name}.sh",
+        _batch_job(
+            user,
+            step.name,
+            f"/home/{step.user}/{step.name}.sh",
             partition=step.partition,
             min_nodes=step.nodes,
             run_for_s=step.run_for_s,
@@ -347,8 +358,7 @@ def _app_jobs(episode: Episode, step: schema.AppJobs, rng: random.Random) -> Non
     uid = USERS.get(step.user)
     if packages is None or launch is None or uid is None or (step.package and step.package not in BY_NAME):
         raise ScenarioError(f"app_jobs: no user {step.user!r} or package {step.package!r}")
-    user = User(step.user, uid, step.user, uid)
-    episode.controller.users.setdefault(step.user, user)
+    user = _site_user(episode, step.user, uid)
     script = f"/home/{step.user}/{step.name}.sh"
     text = (
         f"#!/bin/bash\n#SBATCH -J {step.name}\n#SBATCH -N 1 -c 2\n"
@@ -368,12 +378,10 @@ def _app_jobs(episode: Episode, step: schema.AppJobs, rng: random.Random) -> Non
     for index in range(step.count):
         later = max(0, index - step.at_once + 1) * step.stagger_s
         episode.controller.slurm.submit(
-            JobRequest(
-                name=step.name,
-                user=user,
-                work_dir=f"/home/{step.user}",
-                batch=True,
-                command=script,
+            _batch_job(
+                user,
+                step.name,
+                script,
                 cpus_per_task=2,
                 run_for_s=step.run_for_s,
                 begin_s=now + later if later else None,

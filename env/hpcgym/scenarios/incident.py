@@ -20,9 +20,9 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from hpcgym.closing import Closing
 from hpcgym.episode import DEFAULT_STEP_SECONDS, Episode, StepResult
 from hpcgym.episode.site import Site
 from hpcgym.errors import ScenarioError
@@ -256,7 +256,7 @@ def finalize_outcome(grade: GradeLike, result: StepResult) -> Outcome:
     return Outcome.RUNNING
 
 
-class Incident:
+class Incident(Closing):
     """A task's fault in a fresh episode, graded as the agent works: the one episode loop.
 
     Example:
@@ -445,14 +445,6 @@ class Incident:
     def close(self) -> None:
         """Free the episode's cluster."""
         self.episode.close()
-
-    def __enter__(self) -> Incident:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 __all__: Sequence[str] = (

@@ -518,9 +518,7 @@ class ExpertPolicy:
         if reason is not None and reason[1].startswith("Prolog error"):
             # slurmd drained it when its Prolog failed: run the Prolog by hand; what it reports
             # missing (a share that did not mount) is mounted from fstab, until it passes.
-            conf = yield run("grep -i '^Prolog=' /etc/slurm/slurm.conf")
-            found = re.search(r"(?im)^Prolog=(\S+)", conf)
-            script = found[1] if found is not None else None
+            script = yield from _conf_script(run, "Prolog")
             for _ in range(3 if script is not None else 0):
                 out = yield run(f"'bash {script}; echo prolog-rc=$?'")
                 if "prolog-rc=0" in out:
@@ -687,9 +685,7 @@ class ExpertPolicy:
         # is one its directories hold under a close name (a typo pushed to every node), fixed on
         # every compute node, before the node resumes.
         run = _on(node)
-        conf = yield run("grep -i '^Epilog=' /etc/slurm/slurm.conf")
-        found = re.search(r"(?im)^Epilog=(\S+)", conf)
-        script = found[1] if found is not None else None
+        script = yield from _conf_script(run, "Epilog")
         for _ in range(3 if script is not None else 0):
             out = yield run(f"'bash {script}; echo epilog-rc=$?'")
             if "epilog-rc=0" in out:
@@ -811,6 +807,13 @@ def _conf_line_of(listed: str, node: str) -> tuple[str, str] | None:
         except ValueError:
             continue
     return None
+
+
+def _conf_script(run: Callable[[str], str], key: str) -> Generator[str, str, str | None]:
+    """Read the node's slurm.conf for `key` (Prolog, Epilog): the script it names, or None."""
+    conf = yield run(f"grep -i '^{key}=' /etc/slurm/slurm.conf")
+    found = re.search(rf"(?im)^{key}=(\S+)", conf)
+    return found[1] if found is not None else None
 
 
 def _on(node: str) -> Callable[[str], str]:

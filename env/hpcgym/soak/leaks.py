@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,19 +75,23 @@ def _read(path: str) -> str:
         return ""
 
 
-def _namespace_mounts(tag: str, own_ns: str) -> tuple[int, int, list[str]]:
+def _other_namespaces(tag: str, own_ns: str) -> Iterator[tuple[int, list[str]]]:
+    """For each mount namespace but `own_ns`: a process in it, and the mount points of the tag there."""
     seen: set[str] = {own_ns}
-    total = namespaces = 0
-    examples: list[str] = []
     for pid in _pids():
         try:
             ns = os.readlink(f"/proc/{pid}/ns/mnt")
         except OSError:
             continue
-        if ns in seen:
-            continue
-        seen.add(ns)
-        points = _mount_points(Path(f"/proc/{pid}/mountinfo"), tag)
+        if ns not in seen:
+            seen.add(ns)
+            yield pid, _mount_points(Path(f"/proc/{pid}/mountinfo"), tag)
+
+
+def _namespace_mounts(tag: str, own_ns: str) -> tuple[int, int, list[str]]:
+    total = namespaces = 0
+    examples: list[str] = []
+    for _, points in _other_namespaces(tag, own_ns):
         if points:
             namespaces += 1
             total += len(points)
@@ -247,20 +252,11 @@ def take_snapshot(pid: int, tag: str | None = None) -> Snapshot:
 
 def ns_examples_all(tag: str, own_ns: str) -> list[str]:
     """Every mount point of the tag in every other mount namespace (one entry per namespace and point)."""
-    seen: set[str] = {own_ns}
-    points: list[str] = []
-    for pid in _pids():
-        try:
-            ns = os.readlink(f"/proc/{pid}/ns/mnt")
-        except OSError:
-            continue
-        if ns not in seen:
-            seen.add(ns)
-            points += [
-                f"{p} (in the mount namespace of pid {pid})"
-                for p in _mount_points(Path(f"/proc/{pid}/mountinfo"), tag)
-            ]
-    return points
+    return [
+        f"{p} (in the mount namespace of pid {pid})"
+        for pid, points in _other_namespaces(tag, own_ns)
+        for p in points
+    ]
 
 
 def _closed_references(owner: int | None, tag: str, live: set[str], mounts: list[str]) -> list[str]:

@@ -17,17 +17,19 @@ def _iface(args: list[str]) -> str | None:
     return name.removeprefix("ifcfg-")
 
 
-def run_ifup(ctx: Context, args: list[str]) -> ToolReply:
+def _run(ctx: Context, args: list[str], prog: str) -> ToolReply:
+    """Run `prog` (ifup or ifdown): one configuration name, handed to the node's network service."""
     iface = _iface(args)
     if iface is None:
-        return ToolReply("usage: ifup <configuration>\n", "", 1)
-    result = ctx.services.network.ifup(ctx.node, iface)
+        return ToolReply(f"usage: {prog} <configuration>\n", "", 1)
+    network = ctx.services.network
+    result = network.ifup(ctx.node, iface) if prog == "ifup" else network.ifdown(ctx.node, iface)
     return ToolReply(result.stdout, result.stderr, result.exit_code)
+
+
+def run_ifup(ctx: Context, args: list[str]) -> ToolReply:
+    return _run(ctx, args, "ifup")
 
 
 def run_ifdown(ctx: Context, args: list[str]) -> ToolReply:
-    iface = _iface(args)
-    if iface is None:
-        return ToolReply("usage: ifdown <configuration>\n", "", 1)
-    result = ctx.services.network.ifdown(ctx.node, iface)
-    return ToolReply(result.stdout, result.stderr, result.exit_code)
+    return _run(ctx, args, "ifdown")

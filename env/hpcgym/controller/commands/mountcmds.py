@@ -191,6 +191,23 @@ def _parse(
     return opts, positional
 
 
+def _parse_or_answer(
+    prog: str, args: list[str], short_with_arg: str, short_flags: str, usage: str
+) -> tuple[Options, list[str]] | ToolReply:
+    """`_parse`, then the replies mount and umount give before anything else.
+
+    Those are a usage error, `--help` (the usage text) and `--version`.
+    """
+    parsed = _parse(prog, args, short_with_arg, short_flags)
+    if isinstance(parsed, ToolReply):
+        return parsed
+    if parsed[0].help:
+        return ToolReply(usage)
+    if parsed[0].version:
+        return _version(prog)
+    return parsed
+
+
 def _set(opts: Options, prog: str, letter: str, value: str) -> None:
     if letter == "a":
         opts.all = True
@@ -238,14 +255,10 @@ MOUNT_USAGE = read_help("mount-help.txt")
 
 
 def run_mount(ctx: Context, args: list[str]) -> ToolReply:
-    parsed = _parse("mount", args, "tTOoLUN", "afFcnrsvwVhlBMRi")
+    parsed = _parse_or_answer("mount", args, "tTOoLUN", "afFcnrsvwVhlBMRi", MOUNT_USAGE)
     if isinstance(parsed, ToolReply):
         return parsed
     opts, positional = parsed
-    if opts.help:
-        return ToolReply(MOUNT_USAGE)
-    if opts.version:
-        return _version("mount")
     if opts.bind and positional:
         # Bind and move mounts need CAP_SYS_ADMIN, which a node's root does not hold here: mount(2)
         # fails with EPERM, which libmount prints as a permission error.
@@ -328,14 +341,10 @@ UMOUNT_USAGE = read_help("umount-help.txt")
 
 
 def run_umount(ctx: Context, args: list[str]) -> ToolReply:
-    parsed = _parse("umount", args, "tOoN", "afcdilnRrvVhqA")
+    parsed = _parse_or_answer("umount", args, "tOoN", "afcdilnRrvVhqA", UMOUNT_USAGE)
     if isinstance(parsed, ToolReply):
         return parsed
     opts, positional = parsed
-    if opts.help:
-        return ToolReply(UMOUNT_USAGE)
-    if opts.version:
-        return _version("umount")
     shares = _shares(ctx)
     if opts.all:
         # Local filesystems stay (they are busy); every NFS mount of the node goes.

@@ -468,12 +468,8 @@ def _create(ctx: Context, words: list[str]) -> ToolReply:
     entity = words[0].partition("=")[0].lower()
     if len(entity) < 3 or not ("reservation".startswith(entity) or "reservationname".startswith(entity)):
         return ToolReply("", f"Invalid creation entity: {words[0]}\n", 1)
-    failure = check_rpc(ctx, "scontrol", "REQUEST_CREATE_RESERVATION")
-    if failure is not None:
-        return ToolReply("", f"{failure.preamble}Error creating the reservation: {failure.error}\n", 1)
-    if not is_super_user(ctx):
-        return ToolReply("", f"Error creating the reservation: {INVALID_USER}\n", 1)
-    return scontrol_resv.create(ctx, words)
+    refusal = _resv_refusal(ctx, "REQUEST_CREATE_RESERVATION", "Error creating the reservation")
+    return refusal or scontrol_resv.create(ctx, words)
 
 
 def _delete(ctx: Context, words: list[str]) -> ToolReply:
@@ -487,12 +483,21 @@ def _delete(ctx: Context, words: list[str]) -> ToolReply:
         return ToolReply("", proper, 1)
     if len(tag) < 3 or not "reservationname".startswith(tag.lower()):
         return ToolReply("", f"Invalid deletion entity: {words[0]}\n", 1)
-    failure = check_rpc(ctx, "scontrol", "REQUEST_DELETE_RESERVATION")
+    refusal = _resv_refusal(ctx, "REQUEST_DELETE_RESERVATION", f"delete_reservation {words[0]}")
+    return refusal or scontrol_resv.delete(ctx, words[0], value)
+
+
+def _resv_refusal(ctx: Context, rpc: str, prefix: str) -> ToolReply | None:
+    """Why slurmctld refuses a reservation's create or delete before looking at it, or None.
+
+    Either the RPC fails (`check_rpc`) or the caller is not a Slurm super user.
+    """
+    failure = check_rpc(ctx, "scontrol", rpc)
     if failure is not None:
-        return ToolReply("", f"{failure.preamble}delete_reservation {words[0]}: {failure.error}\n", 1)
+        return ToolReply("", f"{failure.preamble}{prefix}: {failure.error}\n", 1)
     if not is_super_user(ctx):
-        return ToolReply("", f"delete_reservation {words[0]}: {INVALID_USER}\n", 1)
-    return scontrol_resv.delete(ctx, words[0], value)
+        return ToolReply("", f"{prefix}: {INVALID_USER}\n", 1)
+    return None
 
 
 # slurm_strerror(ESLURM_NEED_RESTART), Slurm 22.05's slurm_errno.c.

@@ -149,13 +149,20 @@ def _error(text: str) -> ToolReply:
     return ToolReply("", f"scontrol: error: {text}\n", 1)
 
 
+def _request(ctx: Context, words: list[str], tail: str) -> _Request | ToolReply:
+    """The words as a reservation request, or scontrol's usage error (ending in `tail`)."""
+    try:
+        return _parse(words, ctx.now_s, tail)
+    except ResvUsage as error:
+        return _error(str(error))
+
+
 def create(ctx: Context, words: list[str]) -> ToolReply:
     """`scontrol create reservation ...`: the checks scontrol makes, then slurmctld's."""
     tail = "No reservation created."
-    try:
-        request = _parse(words, ctx.now_s, tail)
-    except ResvUsage as error:
-        return _error(str(error))
+    request = _request(ctx, words, tail)
+    if isinstance(request, ToolReply):
+        return request
     if request.start_s is None:
         return _error(f"A start time must be given.  {tail}")
     if request.end_s is None and request.duration_s is None:
@@ -172,7 +179,7 @@ def create(ctx: Context, words: list[str]) -> ToolReply:
     if request.unsupported or request.accounts or not request.nodes:
         # Accounts need slurmdbd, NodeCnt/CoreCnt/Features a node picker: neither is simulated.
         what = (request.unsupported or [f"Accounts={request.accounts}" if request.accounts else "Nodes"])[0]
-        return ToolReply("", f"scontrol: error: {what} is not supported in this cluster.  {tail}\n", 1)
+        return _error(f"{what} is not supported in this cluster.  {tail}")
     all_nodes = [name.upper() for name in request.nodes] == ["ALL"]
     if all_nodes:
         request.nodes = list(ctx.slurm.nodes)
@@ -200,15 +207,14 @@ def create(ctx: Context, words: list[str]) -> ToolReply:
 def update(ctx: Context, words: list[str]) -> ToolReply:
     """`scontrol update ReservationName=... key=value ...`."""
     tail = "No reservation update."
-    try:
-        request = _parse(words, ctx.now_s, tail)
-    except ResvUsage as error:
-        return _error(str(error))
+    request = _request(ctx, words, tail)
+    if isinstance(request, ToolReply):
+        return request
     if request.name is None:
         return _error(f"Reservation must be given.  {tail}")
     if request.unsupported or request.accounts:
         what = (request.unsupported or [f"Accounts={request.accounts}"])[0]
-        return ToolReply("", f"scontrol: error: {what} is not supported in this cluster.  {tail}\n", 1)
+        return _error(f"{what} is not supported in this cluster.  {tail}")
     old = ctx.slurm.reservations.get(request.name)
     if old is None:
         return _refused("Requested reservation is invalid")

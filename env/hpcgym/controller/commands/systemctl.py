@@ -169,38 +169,37 @@ def _jobs(services: ServiceManager, node: str, verb: str, units: list[str]) -> T
             result = services.systemd.reload(node, name)
         else:
             result = services.systemd.restart(node, name)
-        if result is JobResult.NOT_FOUND:
-            reason = "not loaded" if verb == "stop" else "not found"
-            errors += f"Failed to {word} {name}: Unit {name} {reason}.\n"
-            exit_code = EXIT_JOB_NOT_FOUND
-        elif result is JobResult.FAILED:
-            errors += (
-                f"Job for {name} failed because the control process exited with error code.\n"
-                f'See "systemctl status {name}" and "journalctl -xeu {name}" for details.\n'
-            )
-            exit_code = 1
-        elif result is JobResult.START_LIMIT:
-            errors += (
-                f"Job for {name} failed because start of the service was attempted too often.\n"
-                f'See "systemctl status {name}" and "journalctl -xeu {name}" for details.\n'
-                f'To force a start use "systemctl reset-failed {name}"\n'
-                f'followed by "systemctl start {name}" again.\n'
-            )
-            exit_code = 1
-        elif result is JobResult.BAD_SETTING:
-            errors += (
-                f"Failed to {word} {name}: Unit {name} has a bad unit file setting.\n"
-                f"See system logs and 'systemctl status {name}' for details.\n"
-            )
-            exit_code = 1
-        elif result is JobResult.NOT_RELOADABLE:
-            errors += f"Failed to reload {name}: Job type reload is not applicable for unit {name}.\n"
-            exit_code = 1
-        elif result is JobResult.INACTIVE:
-            # The job result is "invalid" (systemd's check_wait_response).
-            errors += f"{name} is not active, cannot reload.\n"
-            exit_code = 1
+        text, code = _job_error(result, verb, word, name)
+        errors += text
+        exit_code = code or exit_code
     return ToolReply("", errors, exit_code)
+
+
+def _job_error(result: JobResult, verb: str, word: str, name: str) -> tuple[str, int]:
+    """What systemctl prints for a unit's job that did not succeed, and its exit code ("", 0 if it did)."""
+    if result is JobResult.NOT_FOUND:
+        reason = "not loaded" if verb == "stop" else "not found"
+        return f"Failed to {word} {name}: Unit {name} {reason}.\n", EXIT_JOB_NOT_FOUND
+    see = f'See "systemctl status {name}" and "journalctl -xeu {name}" for details.\n'
+    texts = {
+        JobResult.FAILED: f"Job for {name} failed because the control process exited with error code.\n{see}",
+        JobResult.START_LIMIT: (
+            f"Job for {name} failed because start of the service was attempted too often.\n{see}"
+            f'To force a start use "systemctl reset-failed {name}"\n'
+            f'followed by "systemctl start {name}" again.\n'
+        ),
+        JobResult.BAD_SETTING: (
+            f"Failed to {word} {name}: Unit {name} has a bad unit file setting.\n"
+            f"See system logs and 'systemctl status {name}' for details.\n"
+        ),
+        JobResult.NOT_RELOADABLE: (
+            f"Failed to reload {name}: Job type reload is not applicable for unit {name}.\n"
+        ),
+        # The job result is "invalid" (systemd's check_wait_response).
+        JobResult.INACTIVE: f"{name} is not active, cannot reload.\n",
+    }
+    text = texts.get(result, "")
+    return text, 1 if text else 0
 
 
 def _enable(services: ServiceManager, node: str, verb: str, units: list[str], flags: Flags) -> ToolReply:

@@ -36,3 +36,13 @@ def wait_healthy(
                 return
         time.sleep(0.2)
     raise HpcgymError(f"the server at {url} was not healthy after {timeout_s:g} s")
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 60) -> None:
+    """End a child server: SIGTERM, and SIGKILL if it has not exited `grace_s` later."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
