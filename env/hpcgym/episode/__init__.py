@@ -14,8 +14,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
+from hpcgym.closing import Closing
 from hpcgym.controller import Controller, User
 from hpcgym.controller.clock import DEFAULT_START_S
 from hpcgym.controller.commands.base import TaskRequest, TaskResult
@@ -100,7 +100,7 @@ def read_image(lower: Path, path: str) -> bytes | None:
     return fs.read(path)
 
 
-class Episode:
+class Episode(Closing):
     """One isolated copy of the cluster with its controller, ready at the login prompt.
 
     Example:
@@ -301,14 +301,6 @@ class Episode:
     def close(self) -> None:
         """Stop every node and free every mount, process and file of this episode."""
         self.cluster.close()
-
-    def __enter__(self) -> Episode:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 __all__: Sequence[str] = ("Episode", "StepResult", "cluster_conf")

@@ -56,11 +56,18 @@ def _stderr_of_log(lines: list[str], pid: int) -> str:
     return "".join(out)
 
 
+def _asked(args: list[str], *answers: tuple[tuple[str, ...], str]) -> ToolReply | None:
+    """The text of the first (flags, text) whose flag is given: a daemon prints it and exits 0."""
+    for flags, text in answers:
+        if any(a in flags for a in args):
+            return ToolReply(text)
+    return None
+
+
 def run_munged(ctx: Context, args: list[str]) -> ToolReply:
-    if any(a in ("-V", "--version") for a in args):
-        return ToolReply(f"munge-{munged.VERSION} (2022-06-22)\n")
-    if any(a in ("-h", "--help") for a in args):
-        return ToolReply(MUNGED_HELP)
+    version = f"munge-{munged.VERSION} (2022-06-22)\n"
+    if (asked := _asked(args, (("-V", "--version"), version), (("-h", "--help"), MUNGED_HELP))) is not None:
+        return asked
     services = ctx.services
     unit = services.systemd.unit(ctx.node, MUNGE)
     if unit is None:
@@ -248,10 +255,9 @@ def run_slurmdbd(ctx: Context, args: list[str]) -> ToolReply:
 
 
 def run_mariadbd(ctx: Context, args: list[str]) -> ToolReply:
-    if any(a in ("-V", "--version") for a in args):
-        return ToolReply(f"{MARIADBD}  Ver {MARIADB_VERSION} for Linux on x86_64 (MariaDB Server)\n")
-    if any(a in ("-?", "--help") for a in args):
-        return ToolReply(MARIADBD_HELP)
+    version = f"{MARIADBD}  Ver {MARIADB_VERSION} for Linux on x86_64 (MariaDB Server)\n"
+    if (asked := _asked(args, (("-V", "--version"), version), (("-?", "--help"), MARIADBD_HELP))) is not None:
+        return asked
     services = ctx.services
     stamp = log_time(services.clocks.now_s)
     as_user = any(a.startswith(("--user", "-u")) for a in args)
