@@ -470,8 +470,11 @@ def _hold_episodes(runtime: Runtime, count: int, progress: Progress | None) -> d
         charged = sum(cgroup_charged_bytes(e.cluster) for e in episodes)
         pss = sum(pss_bytes(pid) for pid in descendants(os.getpid()))
         answered = 0
+        steps = []  # one `sinfo` in each, every episode alive: does a step cost more beside 1,000?
         for episode in episodes:
+            start = time.perf_counter()
             answered += episode.step("sinfo").output.startswith("PARTITION")
+            steps.append(time.perf_counter() - start)
             if progress is not None and task is not None:
                 progress.advance(task)
         descriptors = len(os.listdir("/proc/self/fd"))
@@ -489,6 +492,7 @@ def _hold_episodes(runtime: Runtime, count: int, progress: Progress | None) -> d
         "boot_first_p50_ms": Stats.of(boots[: max(1, count // 10)]).p50_ms,
         "boot_last_p50_ms": Stats.of(boots[-max(1, count // 10) :]).p50_ms,
         "boot_p50_ms": boot.p50_ms,
+        "sinfo_step_p50_ms_all_alive": Stats.of(steps).p50_ms,
     }
 
 
@@ -622,5 +626,11 @@ def print_client_tables(console: Console, figures: dict[str, Any]) -> None:
             f"{host_delta_text(d['memory_per_episode_mb'])} each as host MemAvailable delta (other tenants "
             "included), "
             f"{d['descriptors']} descriptors; boot p50 {d['boot_first_p50_ms']:.0f} ms for the first tenth, "
-            f"{d['boot_last_p50_ms']:.0f} ms for the last"
+            f"{d['boot_last_p50_ms']:.0f} ms for the last; a `sinfo` step with all of them alive p50 "
+            f"{d['sinfo_step_p50_ms_all_alive']:.2f} ms"
+            + (
+                f"; kernel.pid_max lifted from {d['pid_max_raised_from']} for the run"
+                if "pid_max_raised_from" in d
+                else ""
+            )
         )
