@@ -338,10 +338,31 @@ static void serve(void) {
     push(REP_SPAWNED, rq.id, pid, 0);
 }
 
+/*
+ * Hard-linked as /usr/libexec/hpcgym/daemons/NAME, this binary is a simulated daemon's process:
+ * it sleeps until a signal ends it (the default dispositions init restored), under the daemon's
+ * name with the unit's command line as its argv, so ps, pgrep and kill see munged, slurmd, ...
+ * Static, it costs the node a few pages where a glibc `cat` blocked on a pipe cost ~250 KiB.
+ */
+#define DAEMON_DIR "/usr/libexec/hpcgym/daemons/"
+
+static int is_daemon_stand_in(void) {
+    char exe[256];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return 0;
+    exe[n] = '\0';
+    return strncmp(exe, DAEMON_DIR, sizeof DAEMON_DIR - 1) == 0;
+}
+
 int main(void) {
     const char *fd_text = getenv("HPCGYM_INIT_FD");
-    if (fd_text == NULL)
+    if (fd_text == NULL) {
+        if (getpid() != 1 && is_daemon_stand_in())
+            for (;;)
+                pause();
         return 2;
+    }
     ctl = atoi(fd_text);
     if (ctl < 3 || fcntl(ctl, F_SETFD, FD_CLOEXEC) != 0)
         return 2;

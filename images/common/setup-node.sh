@@ -60,12 +60,12 @@ chown root:root /usr/lib/systemd/systemd
 chmod 0755 /usr/lib/systemd/systemd
 ln -sfn ../lib/systemd/systemd /usr/sbin/init
 
-# What a running daemon looks like inside a node: `cat` under the daemon's name, blocked on a pipe the
-# runtime gives it, so ps, pgrep and pidof see munged/slurmd/... at a few hundred KiB each. The
-# controller decides when one starts and notices when one is killed.
+# What a running daemon looks like inside a node: the init binary under the daemon's name, asleep
+# until a signal ends it (stubs/hpcgym-init.c), so ps, pgrep and pidof see munged/slurmd/... at a few
+# pages each. The controller decides when one starts and notices when one is killed.
 install -d -m 0755 /usr/libexec/hpcgym/daemons
 for daemon in munged slurmd slurmctld httpd chronyd slurmdbd mariadbd; do
-    ln -f /usr/bin/cat "/usr/libexec/hpcgym/daemons/$daemon"
+    ln -f /usr/lib/systemd/systemd "/usr/libexec/hpcgym/daemons/$daemon"
 done
 
 # The site's numerical libraries, as the Rocky packages lay them out (controller/services/packages.py

@@ -8,9 +8,13 @@ needs the daemon (slurmd's registration, munge's socket) counts it.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from hpcgym.episode import Episode
+from hpcgym.runtime.sandbox import children_of
 
 NODE = "compute-01"
 UNIT_FILE = "/etc/systemd/system/slurmd.service"
@@ -69,7 +73,7 @@ def test_every_spelling_of_slurmd_is_slurmd_with_its_checks(episode, setup, exec
             "/usr/sbin/slurmd -D",
             "sleep",
         ),
-        # The simulated daemon's own stand-in process (a `cat`) is not the daemon either.
+        # The simulated daemon's own stand-in process (the init binary asleep) is not the daemon either.
         ("", "/usr/libexec/hpcgym/daemons/slurmd", "slurmd"),
     ],
     ids=["sleep", "symlink-to-sleep", "script-in-place", "stand-in-image"],
@@ -199,3 +203,20 @@ def test_the_spool_check_only_looks(episode):
     episode.step(f"ssh {NODE} rm -rf /var/spool/slurmd")
     assert not checks.run_check(episode, "has_slurmd_spool", {"node": NODE})
     assert episode.step(f"ssh {NODE} ls -d /var/spool/slurmd").exit_code == 2
+
+
+def test_a_daemon_is_a_static_sleeper_under_its_name_that_a_signal_ends(episode):
+    episode.step(f"ssh {NODE}")
+    pid = episode.step("pidof munged").output.strip()
+    assert pid.isdigit()
+    assert episode.step(f"cat /proc/{pid}/comm; grep State /proc/{pid}/status").output == (
+        "munged\nState:\tS (sleeping)\n"
+    )
+    # Seen from the host (a node's root may not read another process's maps): the init binary
+    # under the daemon's name, with no shared library: a few pages, not a glibc program's ~250 KiB.
+    shell = episode.cluster.nodes[NODE].shell
+    host_pid = next(p for p in children_of(shell.pid1) if Path(f"/proc/{p}/comm").read_text() == "munged\n")
+    assert os.readlink(f"/proc/{host_pid}/exe").endswith("/usr/libexec/hpcgym/daemons/munged")
+    assert ".so" not in Path(f"/proc/{host_pid}/maps").read_text()
+    result = episode.step(f"kill -TERM {pid}; sleep 0.3; systemctl is-active munge")
+    assert result.output == "inactive\n"

@@ -39,8 +39,8 @@ def test_stub_without_controller_fails_clearly(host):
 
 def test_daemon_process_images(host):
     # Started services run as these (see setup-node.sh), so ps/pgrep/pidof find them by name.
-    cat = host.file("/usr/bin/cat")
-    for daemon in ("munged", "slurmd", "slurmctld", "httpd"):
+    init = host.file("/usr/lib/systemd/systemd")
+    for daemon in ("munged", "slurmd", "slurmctld", "httpd", "chronyd", "slurmdbd", "mariadbd"):
         image = host.file(f"/usr/libexec/hpcgym/daemons/{daemon}")
         assert image.mode == 0o755 and image.user == "root"
-        assert image.sha256sum == cat.sha256sum, daemon
+        assert image.sha256sum == init.sha256sum, daemon
