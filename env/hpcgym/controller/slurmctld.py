@@ -549,12 +549,38 @@ class SlurmState:
         Raises:
             SlurmError: slurmctld would refuse the request; the message is Slurm's error text.
         """
-        array = None
-        if request.array_spec is not None:
-            max_size = to_int(self.conf.options.get("maxarraysize", "")) or DEFAULT_MAX_ARRAY_SIZE
-            array = parse_array_spec(request.array_spec, max_size)
-            if array is None or not array[0]:
-                raise SlurmError("Invalid job array specification")
+        array = self._parse_array(request)
+        part = self._submit_partition(request)
+        self._check_placement(request, part)
+        license_counts = self._check_licenses(request.licenses)
+        self._check_reservation_access(request)
+        # A dependency on a job slurmctld does not know is accepted and counts as satisfied, as for
+        # a purged one (Debian's 22.05.8 ran `sbatch -d afterok:99` with no job 99).
+        now = self.now_s
+        job = self._job_record(request, part, now)
+        job.license_counts = license_counts
+        self.next_job_id += 1
+        job.seq = self._take_seq()
+        if array is not None:
+            _make_array_record(job, array, request)
+        self._hold_or_queue(job, request, now)
+        self.jobs[job.job_id] = job
+        if job.batch:
+            self._first_reason(job, part, now)
+        self.schedule()
+        return job
+
+    def _parse_array(self, request: JobRequest) -> tuple[list[int], int] | None:
+        if request.array_spec is None:
+            return None
+        max_size = to_int(self.conf.options.get("maxarraysize", "")) or DEFAULT_MAX_ARRAY_SIZE
+        array = parse_array_spec(request.array_spec, max_size)
+        if array is None or not array[0]:
+            raise SlurmError("Invalid job array specification")
+        return array
+
+    def _submit_partition(self, request: JobRequest) -> Partition:
+        """The job's partition, after the account and node-name checks slurmctld makes before the rest."""
         part = self.partitions.get(request.partition) if request.partition else self.default_partition
         if part is None:
             raise SlurmError("Invalid partition name specified")
@@ -565,9 +591,13 @@ class SlurmState:
         if not request.time_limit_set and part.conf.default_time_min == 0:
             # _valid_job_part(): "job's default time is 0", before the job record exists.
             raise SlurmError("Requested time limit is invalid (missing or exceeds some limit)")
+        return part
+
+    def _check_placement(self, request: JobRequest, part: Partition) -> None:
+        """Refuse a job the partition's nodes could never hold: named nodes, CPUs, memory, gres."""
         if any(name not in part.nodes for name in request.req_nodes):
             raise SlurmError("Requested node configuration is not available")
-        min_nodes = max(request.min_nodes or 1, len(request.req_nodes))
+        min_nodes = _min_nodes(request)
         cpus_needed = (request.num_tasks or min_nodes) * request.cpus_per_task
         biggest = max((self.nodes[n].conf.cpus for n in part.nodes), default=0)
         if cpus_needed > biggest * max(min_nodes, request.max_nodes or min_nodes, len(part.nodes)):
@@ -582,26 +612,22 @@ class SlurmState:
             )
         if request.gres and not any(_has_gres(n.conf.gres, request.gres) for n in part_nodes):
             raise SlurmError("Invalid generic resource (gres) specification")
-        license_counts = self._check_licenses(request.licenses)
-        if request.reservation is not None:
-            resv = self.reservations.get(request.reservation)
-            # Checked once the job record exists: a refused job uses up its id (22.05.8).
-            if resv is None or request.user.name not in resv.users:
-                self.next_job_id += 1
-            if resv is None:
-                raise SlurmError("Requested reservation is invalid")
-            if request.user.name not in resv.users:
-                raise SlurmError("Access denied to requested reservation")
-        # A dependency on a job slurmctld does not know is accepted and counts as satisfied, as for
-        # a purged one (Debian's 22.05.8 ran `sbatch -d afterok:99` with no job 99).
-        # Without --time the partition's DefaultTime is the job's own limit; with none either the
-        # job keeps no limit of its own (NO_VAL) until it starts (TimeLimitSource.PARTITION).
-        time_limit, source = request.time_limit_min, TimeLimitSource.JOB
-        if not request.time_limit_set:
-            time_limit = part.conf.default_time_min
-            if time_limit is None:
-                time_limit, source = part.conf.max_time_min, TimeLimitSource.PARTITION
-        now = self.now_s
+
+    def _check_reservation_access(self, request: JobRequest) -> None:
+        if request.reservation is None:
+            return
+        resv = self.reservations.get(request.reservation)
+        # Checked once the job record exists: a refused job uses up its id (22.05.8).
+        if resv is None or request.user.name not in resv.users:
+            self.next_job_id += 1
+        if resv is None:
+            raise SlurmError("Requested reservation is invalid")
+        if request.user.name not in resv.users:
+            raise SlurmError("Access denied to requested reservation")
+
+    def _job_record(self, request: JobRequest, part: Partition, now: int) -> Job:
+        """The new job as the request describes it, under the next job id."""
+        time_limit, source = _time_limit(request, part)
         job = Job(
             job_id=self.next_job_id,
             name=request.name,
@@ -617,7 +643,7 @@ class SlurmState:
             command=request.command,
             time_limit_min=time_limit,
             time_limit_source=source,
-            min_nodes=min_nodes,
+            min_nodes=_min_nodes(request),
             max_nodes=request.max_nodes,
             num_tasks=request.num_tasks,
             cpus_per_task=request.cpus_per_task,
@@ -630,51 +656,45 @@ class SlurmState:
             alloc_sid=request.alloc_sid,
         )
         job.min_mem_mb = request.mem_mb or 0
-        job.licenses, job.license_counts = request.licenses, license_counts
+        job.licenses = request.licenses
         job.reservation = request.reservation
         job.gres, job.exclusive, job.dependency = request.gres, request.exclusive, list(request.dependency)
         out, err, work_dir = request.stdout_path, request.stderr_path, request.work_dir
         job.stdout_path = expand_output(out, job.job_id, work_dir) if out is not None else None
         job.stderr_path = expand_output(err, job.job_id, work_dir) if err is not None else job.stdout_path
-        self.next_job_id += 1
-        job.seq = self._take_seq()
-        if array is not None:
-            # The array's record: no task of its own yet, eligible only once the scheduler has
-            # looked at it (EligibleTime=Unknown right after sbatch, 22.05.8).
-            job.array_job_id, job.array_pending, job.array_throttle = job.job_id, array[0], array[1]
-            job.array_output, job.array_error = request.stdout_path, request.stderr_path
-            set_outputs(job, NO_TASK)
-            job.array_task_id = None
+        return job
+
+    def _hold_or_queue(self, job: Job, request: JobRequest, now: int) -> None:
+        """Hold the job (-H) or give it a priority; one free to run at once is eligible from now."""
         if request.hold:
             job.held = Reason.HELD_USER
         else:
             self._assign_priority(job)
-        if job.held is None and not job.dependency and array is None:
+        if job.held is None and not job.dependency and job.array_job_id is None:
             job.eligible_s = max(now, job.begin_s or now)
             if request.batch:
                 job.accrue_s = job.eligible_s
-        self.jobs[job.job_id] = job
-        if job.batch:
-            # Until its first pass, a job outside its partition's limits shows PartitionConfig, one
-            # behind another pending job in its partition Priority, the first None (22.05.8).
-            ahead = any(
-                other.state is JobState.PENDING
-                and other.partition == job.partition
-                and other.priority > job.priority
-                for other in self.jobs.values()
-                if other is not job
-            )
-            resv = self.reservations.get(job.reservation or "")
-            if job.held is None and part_limit_reason(job, part) is not None:
-                job.reason = Reason.PARTITION_CONFIG
-            elif job.held is None and resv is not None and not resv.start_s <= now < resv.end_s:
-                # Tested against its reservation in the submit RPC already (22.05.8: Reservation
-                # at once for a reservation that starts later).
-                job.reason = Reason.RESERVATION
-            elif job.held is None and ahead:
-                job.reason = Reason.PRIORITY
-        self.schedule()
-        return job
+
+    def _first_reason(self, job: Job, part: Partition, now: int) -> None:
+        """The reason a batch job shows before the scheduler's first pass over it."""
+        # Until its first pass, a job outside its partition's limits shows PartitionConfig, one
+        # behind another pending job in its partition Priority, the first None (22.05.8).
+        ahead = any(
+            other.state is JobState.PENDING
+            and other.partition == job.partition
+            and other.priority > job.priority
+            for other in self.jobs.values()
+            if other is not job
+        )
+        resv = self.reservations.get(job.reservation or "")
+        if job.held is None and part_limit_reason(job, part) is not None:
+            job.reason = Reason.PARTITION_CONFIG
+        elif job.held is None and resv is not None and not resv.start_s <= now < resv.end_s:
+            # Tested against its reservation in the submit RPC already (22.05.8: Reservation
+            # at once for a reservation that starts later).
+            job.reason = Reason.RESERVATION
+        elif job.held is None and ahead:
+            job.reason = Reason.PRIORITY
 
     def _check_licenses(self, text: str | None) -> tuple[tuple[str, int], ...]:
         # license_validate(): every name configured and no count above the cluster's total.
@@ -1123,3 +1143,29 @@ def _has_gres(node_gres: str, wanted: str) -> bool:
             have, need = to_int(parts[-1]) if is_digits(parts[-1]) else 1, to_int(count)
             return have is not None and need is not None and have >= need
     return False
+
+
+def _min_nodes(request: JobRequest) -> int:
+    return max(request.min_nodes or 1, len(request.req_nodes))
+
+
+def _time_limit(request: JobRequest, part: Partition) -> tuple[int | None, TimeLimitSource]:
+    """The job's own limit: --time, else the partition's DefaultTime, else none until it starts."""
+    # Without --time the partition's DefaultTime is the job's own limit; with none either the
+    # job keeps no limit of its own (NO_VAL) until it starts (TimeLimitSource.PARTITION).
+    time_limit, source = request.time_limit_min, TimeLimitSource.JOB
+    if not request.time_limit_set:
+        time_limit = part.conf.default_time_min
+        if time_limit is None:
+            time_limit, source = part.conf.max_time_min, TimeLimitSource.PARTITION
+    return time_limit, source
+
+
+def _make_array_record(job: Job, array: tuple[list[int], int], request: JobRequest) -> None:
+    """Make the new job its array's record: no task of its own yet, not yet eligible."""
+    # Eligible only once the scheduler has looked at it (EligibleTime=Unknown right after sbatch,
+    # 22.05.8).
+    job.array_job_id, job.array_pending, job.array_throttle = job.job_id, array[0], array[1]
+    job.array_output, job.array_error = request.stdout_path, request.stderr_path
+    set_outputs(job, NO_TASK)
+    job.array_task_id = None

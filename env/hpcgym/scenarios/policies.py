@@ -508,60 +508,93 @@ class ExpertPolicy:
         yield "systemctl restart httpd"
 
     def _node(self, node: str) -> Plan:
-        run = _on(node)
         out = yield f"scontrol show node {node}"
-        reason = re.search(r"Reason=(.*?)(?: \[|$)", out, re.MULTILINE)
-        if reason is not None and HELD_FOR_REPAIR.search(reason[1]):
+        found = re.search(r"Reason=(.*?)(?: \[|$)", out, re.MULTILINE)
+        reason = found[1] if found is not None else None
+        if reason is not None and HELD_FOR_REPAIR.search(reason):
             # Out for hardware work that is not done (a part awaited, a vendor case, a failed
             # hardware check): not part of the incident, and not to be brought back.
             return
-        if reason is not None and reason[1].startswith("Prolog error"):
-            # slurmd drained it when its Prolog failed: run the Prolog by hand; what it reports
-            # missing (a share that did not mount) is mounted from fstab, until it passes.
-            script = yield from _conf_script(run, "Prolog")
-            for _ in range(3 if script is not None else 0):
-                out = yield run(f"'bash {script}; echo prolog-rc=$?'")
-                if "prolog-rc=0" in out:
-                    # It passes by hand now: slurmd itself was never the problem.
-                    yield f"scontrol update nodename={node} state=resume"
-                    return
-                for point in re.findall(r"(/\S+) is not mounted", out):
-                    yield run(f"mount {point}")
-        if reason is not None and reason[1].startswith("Kill task failed"):
-            # A job's process that SIGKILL could not end: asleep in a call to a network filesystem
-            # that stopped answering (df names it). Forcing that mount off (umount -f) ends the
-            # call and the job completes; the share is mounted again and the node resumes.
-            out = yield run("df -P")
-            for point in re.findall(r"^df: (/\S*): Stale file handle$", out, re.MULTILINE):
-                yield run(f"umount -f {point}")
-                yield run(f"mount {point}")
+        if reason is not None and (yield from self._first_repair(node, reason)):
+            return
+        yield from self._daemons(node)
+        yield from self._controller_link(node)
+        if reason is not None:
+            yield from self._reason_repairs(node, reason)
+        out = yield f"sinfo -h -n {node} -o %t"
+        if not out.strip().startswith("idle") or reason is not None:
             yield f"scontrol update nodename={node} state=resume"
-            return
-        if reason is not None and reason[1].startswith("Epilog error"):
+
+    def _first_repair(self, node: str, reason: str) -> Generator[str, str, bool]:
+        """What the drain reason says to do before the daemons; True when that settles the node."""
+        if reason.startswith("Prolog error") and (yield from self._prolog(node)):
+            return True
+        if reason.startswith("Kill task failed"):
+            yield from self._unkillable_task(node)
+            return True
+        if reason.startswith("Epilog error"):
             yield from self._epilog(node)
-            return
-        if reason is not None and "Xid" in reason[1]:
-            # A health check that drains on any Xid: the code in the kernel log says whether the GPU
-            # is fine (an application's fault: resume) or not (hardware: it stays out, and the
-            # reason says which Xid, for whoever reboots it or calls the vendor).
-            log = yield run("dmesg")
-            codes = {int(code) for code in re.findall(r"NVRM: Xid \([^)]*\): (\d+),", log)}
-            hardware = sorted(codes - APPLICATION_XIDS)
-            if hardware:
-                yield (
-                    f"scontrol update nodename={node} state=drain "
-                    f"reason='Xid {hardware[0]} on a GPU, kept out for repair'"
-                )
-            if hardware or not codes:
-                return
-        if reason is not None and reason[1].startswith("Node unexpectedly rebooted"):
+            return True
+        if "Xid" in reason and (yield from self._xid(node)):
+            return True
+        if reason.startswith("Node unexpectedly rebooted"):
             # Back from a crash: only if what crashed it is not failing still (a GPU that keeps
             # reporting uncorrectable ECC errors stays down for the vendor).
-            ecc = yield run(
-                "nvidia-smi --query-gpu=index,ecc.errors.uncorrected.volatile.total --format=csv,noheader"
+            return (yield from self._ecc_failing(node))
+        return False
+
+    def _prolog(self, node: str) -> Generator[str, str, bool]:
+        """Run the Prolog by hand until it passes; True once it did and the node is resumed."""
+        # slurmd drained it when its Prolog failed: run the Prolog by hand; what it reports
+        # missing (a share that did not mount) is mounted from fstab, until it passes.
+        run = _on(node)
+        script = yield from _conf_script(run, "Prolog")
+        for _ in range(3 if script is not None else 0):
+            out = yield run(f"'bash {script}; echo prolog-rc=$?'")
+            if "prolog-rc=0" in out:
+                # It passes by hand now: slurmd itself was never the problem.
+                yield f"scontrol update nodename={node} state=resume"
+                return True
+            for point in re.findall(r"(/\S+) is not mounted", out):
+                yield run(f"mount {point}")
+        return False
+
+    def _unkillable_task(self, node: str) -> Plan:
+        # A job's process that SIGKILL could not end: asleep in a call to a network filesystem
+        # that stopped answering (df names it). Forcing that mount off (umount -f) ends the
+        # call and the job completes; the share is mounted again and the node resumes.
+        run = _on(node)
+        out = yield run("df -P")
+        for point in re.findall(r"^df: (/\S*): Stale file handle$", out, re.MULTILINE):
+            yield run(f"umount -f {point}")
+            yield run(f"mount {point}")
+        yield f"scontrol update nodename={node} state=resume"
+
+    def _xid(self, node: str) -> Generator[str, str, bool]:
+        """Read the Xid codes: True when that settles the node (hardware kept out, or none logged)."""
+        # A health check that drains on any Xid: the code in the kernel log says whether the GPU
+        # is fine (an application's fault: resume) or not (hardware: it stays out, and the
+        # reason says which Xid, for whoever reboots it or calls the vendor).
+        log = yield _on(node)("dmesg")
+        codes = {int(code) for code in re.findall(r"NVRM: Xid \([^)]*\): (\d+),", log)}
+        hardware = sorted(codes - APPLICATION_XIDS)
+        if hardware:
+            yield (
+                f"scontrol update nodename={node} state=drain "
+                f"reason='Xid {hardware[0]} on a GPU, kept out for repair'"
             )
-            if any(c.strip().isdigit() and int(c) > 0 for c in re.findall(r"^\d+,(.*)$", ecc, re.MULTILINE)):
-                return
+        return bool(hardware or not codes)
+
+    def _ecc_failing(self, node: str) -> Generator[str, str, bool]:
+        """Whether a GPU of the node still counts uncorrectable ECC errors."""
+        ecc = yield _on(node)(
+            "nvidia-smi --query-gpu=index,ecc.errors.uncorrected.volatile.total --format=csv,noheader"
+        )
+        return any(c.strip().isdigit() and int(c) > 0 for c in re.findall(r"^\d+,(.*)$", ecc, re.MULTILINE))
+
+    def _daemons(self, node: str) -> Plan:
+        """Bring munge and slurmd back where they are not active."""
+        run = _on(node)
         states = (yield run("systemctl is-active munge slurmd")).split()
         if states and states[0] != "active":
             yield from self._fix_munge(node)
@@ -576,6 +609,10 @@ class ExpertPolicy:
             if "lookup failure for node" in log or "Unable to process configuration" in log:
                 yield run("'ssh login01 cat /etc/slurm/slurm.conf > /etc/slurm/slurm.conf'")
             yield run("systemctl restart slurmd")
+
+    def _controller_link(self, node: str) -> Plan:
+        """Mend what slurmd's log says keeps it from slurmctld: the network, or munge's trust."""
+        run = _on(node)
         log = yield run("journalctl -u slurmd --no-pager -n 5")
         # The log may be old news: whether the node reaches its controller now is for ping to say.
         cut_off = "Unable to contact slurm controller" in log and (yield from self._network(node))
@@ -586,7 +623,11 @@ class ExpertPolicy:
                 yield run("systemctl enable --now chronyd")
             else:
                 yield from self._sync_munge_key(node)
-        if reason is not None and ("ECC" in reason[1] or "GPU" in reason[1] or "gpu" in reason[1]):
+
+    def _reason_repairs(self, node: str, reason: str) -> Plan:
+        """The repairs the drain reason asks for once the daemons run."""
+        run = _on(node)
+        if "ECC" in reason or "GPU" in reason or "gpu" in reason:
             ecc = yield run(
                 "nvidia-smi --query-gpu=index,ecc.errors.uncorrected.volatile.total --format=csv,noheader"
             )
@@ -594,21 +635,18 @@ class ExpertPolicy:
                 index, _, count = line.partition(",")
                 if count.strip().isdigit() and int(count) > 0:
                     yield run(f"nvidia-smi -r -i {index.strip()}")
-        if reason is not None and ("check_file" in reason[1] or "check_fs" in reason[1]):
+        if "check_file" in reason or "check_fs" in reason:
             # A health check on a filesystem: df names every mount it cannot stat (a stale NFS handle).
             out = yield run("df -P")
             for point in re.findall(r"^df: (/\S*): Stale file handle$", out, re.MULTILINE):
                 yield run(f"umount -l {point}")
                 yield run(f"mount {point}")
-        if reason is not None and re.search(r"\bLow (RealMemory|CPUs)\b", reason[1]):
+        if re.search(r"\bLow (RealMemory|CPUs)\b", reason):
             yield from self._node_specs(node)
-        if reason is not None and "check_file_test" in reason[1]:
-            yield from self._scratch_dir(node, reason[1])
-        if reason is not None and "gres/gpu count reported lower than configured" in reason[1]:
+        if "check_file_test" in reason:
+            yield from self._scratch_dir(node, reason)
+        if "gres/gpu count reported lower than configured" in reason:
             yield from self._gres_conf(node)
-        out = yield f"sinfo -h -n {node} -o %t"
-        if not out.strip().startswith("idle") or reason is not None:
-            yield f"scontrol update nodename={node} state=resume"
 
     def _node_specs(self, node: str) -> Plan:
         # slurmctld drained a node that registered with less than its line says: its line takes what

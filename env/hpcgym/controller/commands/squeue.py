@@ -127,58 +127,108 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
     if isinstance(parsed, ToolReply):
         return parsed
     flags, values = parsed.keys, parsed.values
-    cluster = ctx.slurm
-    failure = check_rpc(ctx, "squeue", "REQUEST_JOB_STEP_INFO" if "steps" in flags else "REQUEST_JOB_INFO")
-    if failure:
-        call = "slurm_get_job_steps" if "steps" in flags else "slurm_load_jobs"
-        return ToolReply("", f"{failure.preamble}{call} error: {failure.error}\n", 1)
-    stderr = ""
-    # Array tasks sort under their array's job id, its pending tasks after the started ones.
-    jobs = sorted(cluster.jobs.values(), key=_id_order)
+    failure = _rpc_failure(ctx, flags)
+    if failure is not None:
+        return failure
+    selection = _parse_selection(ctx, flags, values)
+    if isinstance(selection, ToolReply):
+        return selection
+    selected = _select_jobs(ctx, selection, flags, values)
+    if "steps" in flags:
+        return _steps(ctx, selected, "noheader" in flags, selection.stderr)
+    _order(ctx, selected, flags, values)
+    return _render(ctx, selected, flags, values, selection.stderr)
 
+
+@dataclass
+class _Selection:
+    """What -j, -t and -u/--me asked for (None where not given), and the errors -u printed."""
+
+    job_ids: list[int] | None
+    array_tasks: set[tuple[int, int]]
+    states: set[str] | None
+    users: set[str] | None
+    stderr: str
+
+
+def _rpc_failure(ctx: Context, flags: set[str]) -> ToolReply | None:
+    failure = check_rpc(ctx, "squeue", "REQUEST_JOB_STEP_INFO" if "steps" in flags else "REQUEST_JOB_INFO")
+    if not failure:
+        return None
+    call = "slurm_get_job_steps" if "steps" in flags else "slurm_load_jobs"
+    return ToolReply("", f"{failure.preamble}{call} error: {failure.error}\n", 1)
+
+
+def _parse_selection(ctx: Context, flags: set[str], values: dict[str, str]) -> _Selection | ToolReply:
+    """Read -j, -t, -w and -u/--me in squeue's order: the first bad one refuses the whole call."""
     job_ids: list[int] | None = None
     array_tasks: set[tuple[int, int]] = set()
     if "jobs" in values:
-        job_ids = []
-        for text in values["jobs"].split(","):
-            # An array task, 1_3: its own record, or the array's while that task still waits.
-            base, _, task = text.partition("_")
-            if task and to_int(task) is not None and to_int(base) is not None:
-                array_tasks.add((to_int(base) or 0, to_int(task) or 0))
-                continue
-            # The client reads an id as a C int: 0 and 2147483648 up are refused, as real squeue does
-            # (it wraps some longer ones into range; here they are all refused).
-            job_id = to_int(text)
-            if job_id is None or not 0 < job_id <= MAX_JOB_ID:
-                return ToolReply("", f"squeue: error: Invalid job id: {text}\n", 1)
-            job_ids.append(job_id)
-        if (
-            len(job_ids) == 1
-            and job_ids[0] not in cluster.jobs
-            and not _array_ids(cluster.jobs.values(), job_ids)
-        ):
-            return ToolReply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
+        ids = _parse_job_ids(ctx, values["jobs"])
+        if isinstance(ids, ToolReply):
+            return ids
+        job_ids, array_tasks = ids
     states: set[str] | None = None
     if "states" in values:
-        states = set()
-        for text in values["states"].upper().split(","):
-            known = [s for s in JobState if text in (s.value, s.compact)] or (
-                list(JobState) if text == "ALL" else []
-            )
-            if not known and text not in ("CG", "COMPLETING", "CF", "CONFIGURING"):
-                return ToolReply(
-                    "",
-                    f"squeue: error: Invalid job state specified: {text}\n"
-                    f"squeue: error: Valid job states include: {SQUEUE_STATE_NAMES}\n\n",
-                    1,
-                )
-            states.update(s.value for s in known)
-            if text in ("CG", "COMPLETING"):
-                states.add("COMPLETING")
+        parsed_states = _parse_states(values["states"])
+        if isinstance(parsed_states, ToolReply):
+            return parsed_states
+        states = parsed_states
     if "nodelist" in values:
         for name in expand_names(values["nodelist"]):
-            if name not in cluster.nodes:
+            if name not in ctx.slurm.nodes:
                 return ToolReply("", f"squeue: error: Invalid node name {name}\n", 1)
+    users, stderr = _parse_users(ctx, flags, values)
+    return _Selection(job_ids, array_tasks, states, users, stderr)
+
+
+def _parse_job_ids(ctx: Context, spec: str) -> tuple[list[int], set[tuple[int, int]]] | ToolReply:
+    cluster = ctx.slurm
+    job_ids: list[int] = []
+    array_tasks: set[tuple[int, int]] = set()
+    for text in spec.split(","):
+        # An array task, 1_3: its own record, or the array's while that task still waits.
+        base, _, task = text.partition("_")
+        if task and to_int(task) is not None and to_int(base) is not None:
+            array_tasks.add((to_int(base) or 0, to_int(task) or 0))
+            continue
+        # The client reads an id as a C int: 0 and 2147483648 up are refused, as real squeue does
+        # (it wraps some longer ones into range; here they are all refused).
+        job_id = to_int(text)
+        if job_id is None or not 0 < job_id <= MAX_JOB_ID:
+            return ToolReply("", f"squeue: error: Invalid job id: {text}\n", 1)
+        job_ids.append(job_id)
+    if (
+        len(job_ids) == 1
+        and job_ids[0] not in cluster.jobs
+        and not _array_ids(cluster.jobs.values(), job_ids)
+    ):
+        return ToolReply("", "slurm_load_jobs error: Invalid job id specified\n", 1)
+    return job_ids, array_tasks
+
+
+def _parse_states(spec: str) -> set[str] | ToolReply:
+    states: set[str] = set()
+    for text in spec.upper().split(","):
+        known = [s for s in JobState if text in (s.value, s.compact)] or (
+            list(JobState) if text == "ALL" else []
+        )
+        if not known and text not in ("CG", "COMPLETING", "CF", "CONFIGURING"):
+            return ToolReply(
+                "",
+                f"squeue: error: Invalid job state specified: {text}\n"
+                f"squeue: error: Valid job states include: {SQUEUE_STATE_NAMES}\n\n",
+                1,
+            )
+        states.update(s.value for s in known)
+        if text in ("CG", "COMPLETING"):
+            states.add("COMPLETING")
+    return states
+
+
+def _parse_users(ctx: Context, flags: set[str], values: dict[str, str]) -> tuple[set[str] | None, str]:
+    """-u names squeue cannot find print an error but do not stop the listing."""
+    stderr = ""
     users: set[str] | None = None
     if "user" in values:
         users = set()
@@ -190,50 +240,63 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
                 stderr += f"squeue: error: Invalid user: {name}\n\n"
     if "me" in flags:
         users = (users or set()) | {ctx.user.name}
+    return users, stderr
 
-    def keep(job: Job) -> bool:
-        named = job_ids is None or job.job_id in job_ids or job.array_job_id in job_ids
-        if not named and not any(
-            job.array_job_id == base and task in _tasks(job) for base, task in array_tasks
-        ):
-            return False
-        if states is not None:
-            if job.state_long not in states and job.state.value not in states:
-                return False
-        elif job_ids is None and not job.is_active():
-            return False
-        if users is not None and job.user not in users:
-            return False
-        if "partition" in values and job.partition not in values["partition"].split(","):
-            return False
-        if "name" in values and job.name not in values["name"].split(","):
-            return False
-        if "nodelist" in values:
-            wanted = set(expand_names(values["nodelist"]))
-            if not wanted.intersection(job.nodes) or job.state is JobState.PENDING:
-                return False
-        return not ("start" in flags and job.state is not JobState.PENDING)
 
-    selected = [job for job in jobs if keep(job)]
+def _select_jobs(ctx: Context, selection: _Selection, flags: set[str], values: dict[str, str]) -> list[Job]:
+    # Array tasks sort under their array's job id, its pending tasks after the started ones.
+    jobs = sorted(ctx.slurm.jobs.values(), key=_id_order)
+    selected = [job for job in jobs if _keep(job, selection, flags, values)]
     if "array" in flags:
         # -r: one line per pending task of an array too.
         selected = [row for job in selected for row in _array_rows(job)]
-    if "steps" in flags:
-        return _steps(ctx, selected, "noheader" in flags, stderr)
+    return selected
+
+
+def _keep(job: Job, selection: _Selection, flags: set[str], values: dict[str, str]) -> bool:
+    job_ids = selection.job_ids
+    named = job_ids is None or job.job_id in job_ids or job.array_job_id in job_ids
+    if not named and not any(
+        job.array_job_id == base and task in _tasks(job) for base, task in selection.array_tasks
+    ):
+        return False
+    if selection.states is not None:
+        if job.state_long not in selection.states and job.state.value not in selection.states:
+            return False
+    elif job_ids is None and not job.is_active():
+        return False
+    if selection.users is not None and job.user not in selection.users:
+        return False
+    if "partition" in values and job.partition not in values["partition"].split(","):
+        return False
+    if "name" in values and job.name not in values["name"].split(","):
+        return False
+    if "nodelist" in values:
+        wanted = set(expand_names(values["nodelist"]))
+        if not wanted.intersection(job.nodes) or job.state is JobState.PENDING:
+            return False
+    return not ("start" in flags and job.state is not JobState.PENDING)
+
+
+def _order(ctx: Context, selected: list[Job], flags: set[str], values: dict[str, str]) -> None:
+    """--start lists by expected start, the rest as Slurm's default `P,t,-p`; then any -S keys."""
     if "start" in flags:
-        fmt = values.get("format", START_FORMAT)
         selected.sort(key=lambda j: (_expected_start(j) is None, _expected_start(j) or 0))
     else:
-        fmt = values.get("format", LONG_FORMAT if "long" in flags else DEFAULT_FORMAT)
         selected.sort(key=lambda j: (j.partition, _state_rank(j), -j.priority))
     if "sort" in values:
         _sort_by(ctx, selected, values["sort"])
+
+
+def _render(
+    ctx: Context, selected: list[Job], flags: set[str], values: dict[str, str], stderr: str
+) -> ToolReply:
     if "Format" in values:
         prefix = ""
         fields, headers, errors = parse_long_format("squeue", "job", values["Format"], _LONG_FIELDS, _HEADERS)
         stderr += errors
     else:
-        prefix, fields = parse_format(fmt)
+        prefix, fields = parse_format(_format_string(flags, values))
         headers = [_HEADERS.get(f.letter, "") for f in fields]
     out = []
     if "long" in flags:
@@ -243,6 +306,12 @@ def run(ctx: Context, args: list[str]) -> ToolReply:
     for job in selected:
         out.append(render_line(prefix, fields, [_value(ctx, f.letter, job) for f in fields], UNCUT))
     return ToolReply("".join(out), stderr)
+
+
+def _format_string(flags: set[str], values: dict[str, str]) -> str:
+    if "start" in flags:
+        return values.get("format", START_FORMAT)
+    return values.get("format", LONG_FORMAT if "long" in flags else DEFAULT_FORMAT)
 
 
 def _sort_by(ctx: Context, jobs: list[Job], spec: str) -> None:

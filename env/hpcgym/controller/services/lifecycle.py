@@ -165,17 +165,44 @@ def next_job(m: ServiceManager, node: str) -> str:
 
 def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
     file, now = runtime.file, m.clocks.now_s
-    desc = file.description
     job = next_job(m, node)
+    refused = _refuse_start(m, node, runtime, job, now)
+    if refused is not None:
+        return refused
+    program = locate_program(m, node, file.binary)
+    problem = spawn_problem(m, node, file, program)
+    _log_starting(m, node, runtime, job)
+    if problem is not None:
+        spawn_failed(m, node, runtime, *problem)
+        return _start_failed(m, node, runtime, job)
+    launch = launch_program(m, node, file, program)
+    if not launch.ok:
+        return _run_failing_checks(m, node, runtime, launch, job)
+    pid = spawn(m, node, runtime, launch)
+    if pid is None:
+        return _start_failed(m, node, runtime, job)
+    _daemon_output(m, node, runtime, launch, pid)
+    _set_running(runtime, program, launch, pid, now)
+    if file.service_type is not ServiceType.SIMPLE:
+        log_systemd(m, node, runtime, f"Started {file.description}.", Catalog.JOB_START_DONE, job=job)
+    return JobResult.DONE
+
+
+def _refuse_start(m: ServiceManager, node: str, runtime: UnitRuntime, job: str, now: int) -> JobResult | None:
+    """What systemd checks before it runs anything: the start limit, conditions, an ExecStart."""
+    file = runtime.file
     if hits_start_limit(runtime, now):
         log_systemd(m, node, runtime, f"{runtime.name}: Start request repeated too quickly.")
         set_failed(m, node, runtime, Result.START_LIMIT_HIT)
-        log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
+        _log_start_failed(m, node, runtime, job)
         return JobResult.START_LIMIT
     condition = unmet_condition(file, lambda path: m.access.stat(node, path) is not None)
     if condition is not None:
         log_systemd(
-            m, node, runtime, f"{desc} was skipped because of an unmet condition check ({condition})."
+            m,
+            node,
+            runtime,
+            f"{file.description} was skipped because of an unmet condition check ({condition}).",
         )
         runtime.process, runtime.skipped = None, SkippedStart(condition, now)
         return JobResult.DONE
@@ -187,62 +214,76 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
             f"{runtime.name}: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing.",
         )
         return JobResult.BAD_SETTING
-    program = locate_program(m, node, file.binary)
-    problem = spawn_problem(m, node, file, program)
-    simple = file.service_type is ServiceType.SIMPLE
-    if simple:
+    return None
+
+
+def _log_starting(m: ServiceManager, node: str, runtime: UnitRuntime, job: str) -> None:
+    """A simple unit counts as started once forked; the others are only starting."""
+    desc = runtime.file.description
+    if runtime.file.service_type is ServiceType.SIMPLE:
         log_systemd(m, node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
     else:
         log_systemd(m, node, runtime, f"Starting {desc}...", Catalog.JOB_START_BEGUN, job=job)
-    forking = file.service_type is ServiceType.FORKING
-    if problem is not None:
-        spawn_failed(m, node, runtime, *problem)
-        if simple:
-            return JobResult.DONE
-        log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
+
+
+def _log_start_failed(m: ServiceManager, node: str, runtime: UnitRuntime, job: str) -> None:
+    log_systemd(
+        m, node, runtime, f"Failed to start {runtime.file.description}.", Catalog.JOB_START_FAILED, job=job
+    )
+
+
+def _start_failed(m: ServiceManager, node: str, runtime: UnitRuntime, job: str) -> JobResult:
+    """A simple unit's start job is done already (it logged Started); the others' job failed."""
+    if runtime.file.service_type is ServiceType.SIMPLE:
+        return JobResult.DONE
+    _log_start_failed(m, node, runtime, job)
+    return JobResult.FAILED
+
+
+def _run_failing_checks(
+    m: ServiceManager, node: str, runtime: UnitRuntime, launch: Launch, job: str
+) -> JobResult:
+    """Run a daemon whose start-up checks fail: it logs why and exits with its status."""
+    # The process that failed its checks did run: give it a pid from the node's own sequence.
+    failed_pid = spawn(m, node, runtime, launch)
+    if failed_pid is None:
+        _log_start_failed(m, node, runtime, job)
         return JobResult.FAILED
-    launch = launch_program(m, node, file, program)
-    if not launch.ok:
-        # The process that failed its checks did run: give it a pid from the node's own sequence.
-        failed_pid = spawn(m, node, runtime, launch)
-        if failed_pid is None:
-            log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
-            return JobResult.FAILED
-        m.access.kill(node, failed_pid, 9)
-        log_unset_variables(m, node, runtime, launch.comm, failed_pid)
-        for line in launch.stderr:
-            log_line(m, node, runtime, launch.comm, failed_pid, line)
-        append_log(
-            m.access,
-            node,
-            launch.log_file,
-            fill_pid(launch.log_lines, failed_pid),
-            launch.uid,
-            launch.gid,
-        )
-        status = f"{launch.exit_status}/FAILURE"
-        kind = "Control" if forking else "Main"
-        log_systemd(m,
-            node, runtime, f"{runtime.name}: {kind} process exited, code=exited, status={status}",
-            Catalog.PROCESS_EXITED, code="exited", status=str(launch.exit_status),
-        )  # fmt: skip
-        set_failed(m, node, runtime, Result.EXIT_CODE)
-        if forking:
-            runtime.control_exit, runtime.main_exit = (failed_pid, "exited", status), None
-        else:
-            runtime.control_exit, runtime.main_exit = None, (failed_pid, "exited", status)
-        if simple:
-            return JobResult.DONE
-        log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
-        return JobResult.FAILED
-    spawned = spawn(m, node, runtime, launch)
-    if spawned is None:
-        if not simple:
-            log_systemd(m, node, runtime, f"Failed to start {desc}.", Catalog.JOB_START_FAILED, job=job)
-        return JobResult.DONE if simple else JobResult.FAILED
-    pid = spawned
+    m.access.kill(node, failed_pid, 9)
+    log_unset_variables(m, node, runtime, launch.comm, failed_pid)
+    for line in launch.stderr:
+        log_line(m, node, runtime, launch.comm, failed_pid, line)
+    append_log(
+        m.access,
+        node,
+        launch.log_file,
+        fill_pid(launch.log_lines, failed_pid),
+        launch.uid,
+        launch.gid,
+    )
+    _record_failed_exit(m, node, runtime, launch, failed_pid)
+    return _start_failed(m, node, runtime, job)
+
+
+def _record_failed_exit(m: ServiceManager, node: str, runtime: UnitRuntime, launch: Launch, pid: int) -> None:
+    forking = runtime.file.service_type is ServiceType.FORKING
+    status = f"{launch.exit_status}/FAILURE"
+    kind = "Control" if forking else "Main"
+    log_systemd(m,
+        node, runtime, f"{runtime.name}: {kind} process exited, code=exited, status={status}",
+        Catalog.PROCESS_EXITED, code="exited", status=str(launch.exit_status),
+    )  # fmt: skip
+    set_failed(m, node, runtime, Result.EXIT_CODE)
+    if forking:
+        runtime.control_exit, runtime.main_exit = (pid, "exited", status), None
+    else:
+        runtime.control_exit, runtime.main_exit = None, (pid, "exited", status)
+
+
+def _daemon_output(m: ServiceManager, node: str, runtime: UnitRuntime, launch: Launch, pid: int) -> None:
+    """What the started daemon writes: warnings, its pid file, its log file and its stderr lines."""
     # A forking daemon's parent ran just before it and exited once the child was up.
-    parent = pid - 1 if forking else None
+    parent = pid - 1 if runtime.file.service_type is ServiceType.FORKING else None
     log_unset_variables(m, node, runtime, launch.comm, parent if parent is not None else pid)
     if launch.pid_file:
         # Like slurmd's "Unable to create pidfile": logged by the daemon, and it runs on without one.
@@ -252,7 +293,12 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
             )
     append_log(m.access, node, launch.log_file, fill_pid(launch.log_lines, pid), launch.uid, launch.gid)
     for line in launch.stderr:
-        log_line(m, node, runtime, launch.comm, parent if forking and parent is not None else pid, line)
+        log_line(m, node, runtime, launch.comm, parent if parent is not None else pid, line)
+
+
+def _set_running(runtime: UnitRuntime, program: Program, launch: Launch, pid: int, now: int) -> None:
+    forking = runtime.file.service_type is ServiceType.FORKING
+    parent = pid - 1 if forking else None
     runtime.active, runtime.sub, runtime.result = ActiveState.ACTIVE, SubState.RUNNING, Result.SUCCESS
     runtime.main_pid, runtime.main_exit = pid, None
     runtime.control_exit = (parent, "exited", "0/SUCCESS") if forking and parent is not None else None
@@ -261,9 +307,6 @@ def start_unit(m: ServiceManager, node: str, runtime: UnitRuntime) -> JobResult:
         program.daemon, launch.comm, " ".join(launch.argv), launch.pid_file, launch.facts
     )
     runtime.skipped = None
-    if not simple:
-        log_systemd(m, node, runtime, f"Started {desc}.", Catalog.JOB_START_DONE, job=job)
-    return JobResult.DONE
 
 
 def spawn(m: ServiceManager, node: str, runtime: UnitRuntime, launch: Launch) -> int | None:
