@@ -173,56 +173,20 @@ def run_bench(
         # The table comes only at the end; say what runs meanwhile (some phases take a minute).
         status.print(f"bench {number}/{phases} [{time.perf_counter() - started:5.1f} s]: {what}")
 
-    rows: list[tuple[str, str, Stats, float | None]] = []  # (group, what, stats, baseline p50 ms)
+    rows: list[Row] = []
     figures: dict[str, object] = {
         "host": {"machine": platform.machine(), "kernel": platform.release(), "cpus": os.cpu_count()},
     }
-
     # The baseline first: a copy of the whole root per reset, steps with pexpect's default delay.
     phase(1, "baseline: copy-mode resets and steps with pexpect's send delay")
-    with Runtime(images_dir, overlay_mode=OverlayMode.COPY) as runtime:
-        copy_reset, copy_close = time_resets(runtime, max(3, resets // 8), warm=False)
-        with runtime.new_cluster() as cluster:
-            base_step = time_steps(cluster, "true", max(10, steps // 20), PEXPECT_DEFAULT_DELAY_S)
-    rows.append(("reset", "baseline: cold, copy of the root", copy_reset, copy_reset.p50_ms))
-    rows.append(("close", "baseline: copy", copy_close, copy_close.p50_ms))
-
-    modes: list[tuple[str, OverlayMode, int, int, bool]] = [
-        ("warm pool (kernel overlay)", OverlayMode.KERNEL, 2, resets, True),
-        ("cold, kernel overlay", OverlayMode.KERNEL, 0, resets, False),
-        ("cold, fuse-overlayfs", OverlayMode.FUSE, 0, max(5, resets // 4), False),
-    ]
-    for number, (label, mode, pool_size, n, warm) in enumerate(modes, start=2):
-        phase(number, f"{n} resets, {label}")
-        with Runtime(images_dir, overlay_mode=mode, pool_size=pool_size) as runtime:
-            reset, close = time_resets(runtime, n, warm)
-        rows.append(("reset", label, reset, copy_reset.p50_ms))
-        rows.append(("close", label, close, copy_close.p50_ms))
-
+    baseline = _baseline(images_dir, resets, steps, rows)
+    _reset_modes(images_dir, resets, baseline, rows, phase)
     phase(5, f"steps, then {idle} idle clusters at once")
-    with Runtime(images_dir, overlay_mode=OverlayMode.KERNEL) as runtime:
-        with runtime.new_cluster() as cluster:
-            stub = "sinfo -N" if cluster.execute("test -x /usr/bin/sinfo").exit_code == 0 else None
-            commands = ["true", "cat /etc/os-release", *([stub] if stub else [])]
-            for command in commands:
-                n = steps if command == "true" else max(20, steps // 5)
-                rows.append(("step", f"`{command}`", time_steps(cluster, command, n), base_step.p50_ms))
-        figures["idle"] = measure_idle(runtime, idle)
-    rows.append(("step", "baseline: `true` with a 50 ms send delay", base_step, base_step.p50_ms))
-
+    figures["idle"] = _steps_and_idle(images_dir, steps, idle, baseline, rows)
     # The whole episode: cluster + controller + services booted on every node, and stub commands
     # answered by the real controller rather than the runtime's echo handler.
     phase(6, "full episodes: resets, steps and the controller's throughput")
-    with Runtime(images_dir, overlay_mode=OverlayMode.KERNEL) as runtime:
-        rows.append(("episode", "cold reset, all nodes' daemons up", time_episode_resets(runtime, 10), None))
-        with Episode(runtime) as episode:
-            for command in ("sinfo", "systemctl is-active munge"):
-                samples = [timed(partial(episode.step, command)) for _ in range(max(20, steps // 5))]
-                rows.append(
-                    ("episode", f"step `{command}` (real controller)", Stats.of(samples), base_step.p50_ms)
-                )
-            figures["controller_requests_per_s"] = controller_throughput(episode)
-
+    figures["controller_requests_per_s"] = _full_episodes(images_dir, steps, baseline, rows)
     figures["rows"] = [
         {
             "group": group,
@@ -249,6 +213,76 @@ def run_bench(
     if json_path is not None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
     return figures
+
+
+Row = tuple[str, str, Stats, float | None]  # (group, what, stats, baseline p50 ms)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The copy-mode figures every other row is a ratio to."""
+
+    reset: Stats
+    close: Stats
+    step: Stats
+
+
+def _baseline(images_dir: Path, resets: int, steps: int, rows: list[Row]) -> Baseline:
+    with Runtime(images_dir, overlay_mode=OverlayMode.COPY) as runtime:
+        copy_reset, copy_close = time_resets(runtime, max(3, resets // 8), warm=False)
+        with runtime.new_cluster() as cluster:
+            base_step = time_steps(cluster, "true", max(10, steps // 20), PEXPECT_DEFAULT_DELAY_S)
+    rows.append(("reset", "baseline: cold, copy of the root", copy_reset, copy_reset.p50_ms))
+    rows.append(("close", "baseline: copy", copy_close, copy_close.p50_ms))
+    return Baseline(copy_reset, copy_close, base_step)
+
+
+def _reset_modes(
+    images_dir: Path, resets: int, baseline: Baseline, rows: list[Row], phase: Callable[[int, str], None]
+) -> None:
+    modes: list[tuple[str, OverlayMode, int, int, bool]] = [
+        ("warm pool (kernel overlay)", OverlayMode.KERNEL, 2, resets, True),
+        ("cold, kernel overlay", OverlayMode.KERNEL, 0, resets, False),
+        ("cold, fuse-overlayfs", OverlayMode.FUSE, 0, max(5, resets // 4), False),
+    ]
+    for number, (label, mode, pool_size, n, warm) in enumerate(modes, start=2):
+        phase(number, f"{n} resets, {label}")
+        with Runtime(images_dir, overlay_mode=mode, pool_size=pool_size) as runtime:
+            reset, close = time_resets(runtime, n, warm)
+        rows.append(("reset", label, reset, baseline.reset.p50_ms))
+        rows.append(("close", label, close, baseline.close.p50_ms))
+
+
+def _steps_and_idle(
+    images_dir: Path, steps: int, idle: int, baseline: Baseline, rows: list[Row]
+) -> dict[str, float]:
+    with Runtime(images_dir, overlay_mode=OverlayMode.KERNEL) as runtime:
+        with runtime.new_cluster() as cluster:
+            stub = "sinfo -N" if cluster.execute("test -x /usr/bin/sinfo").exit_code == 0 else None
+            commands = ["true", "cat /etc/os-release", *([stub] if stub else [])]
+            for command in commands:
+                n = steps if command == "true" else max(20, steps // 5)
+                rows.append(("step", f"`{command}`", time_steps(cluster, command, n), baseline.step.p50_ms))
+        idle_figures = measure_idle(runtime, idle)
+    rows.append(("step", "baseline: `true` with a 50 ms send delay", baseline.step, baseline.step.p50_ms))
+    return idle_figures
+
+
+def _full_episodes(images_dir: Path, steps: int, baseline: Baseline, rows: list[Row]) -> dict[str, float]:
+    with Runtime(images_dir, overlay_mode=OverlayMode.KERNEL) as runtime:
+        rows.append(("episode", "cold reset, all nodes' daemons up", time_episode_resets(runtime, 10), None))
+        with Episode(runtime) as episode:
+            for command in ("sinfo", "systemctl is-active munge"):
+                samples = [timed(partial(episode.step, command)) for _ in range(max(20, steps // 5))]
+                rows.append(
+                    (
+                        "episode",
+                        f"step `{command}` (real controller)",
+                        Stats.of(samples),
+                        baseline.step.p50_ms,
+                    )
+                )
+            return controller_throughput(episode)
 
 
 def host_delta_text(mb: float) -> str:
