@@ -470,6 +470,8 @@ class Cluster(Closing):
             if node._mounted:
                 self.config.channel.unbind(node.control_dir / "control.sock")
         if self.mounts is not None:
+            if self.config.overlay_mode is OverlayMode.FUSE:
+                self._end_fuse_daemons()
             # Every mount of the cluster is in its namespace, which ends with its holder (the
             # nodes' processes are gone): one step frees the tmpfs, overlays, views and shares.
             self.mounts.close()
@@ -483,6 +485,23 @@ class Cluster(Closing):
             self.ids.release()  # only now: every process of this range is gone
         if self._on_close is not None:
             self._on_close(self)
+
+    def _end_fuse_daemons(self) -> None:
+        # A fuse-overlayfs daemon lives in the namespace and keeps it alive until the last mount of
+        # its tree goes: each node's share points (stacked once more where the share was unmounted),
+        # the node roots, then the shared trees.
+        points: list[Path] = []
+        for node in self.nodes.values():
+            if node._mounted:
+                points += [node.share_source(name) for name in SHARED_DIRS] + [node.root]
+        points += [self.dir / "shared" / name / "root" for name in SHARED_DIRS]
+        for point in points:
+            for _ in range(4):
+                try:
+                    if not self.mount(partial(overlay.unmount, point)):
+                        break
+                except SandboxError:
+                    return
 
     # --- the agent's side -----------------------------------------------------------------------
 
