@@ -33,6 +33,7 @@ from rich.progress import Progress
 from rich.table import Table, box
 
 from hpcgym.episode import Episode
+from hpcgym.errors import HpcgymError
 from hpcgym.runtime import Cluster, OverlayMode, Runtime
 
 PEXPECT_DEFAULT_DELAY_S = 0.05  # pexpect.spawn.delaybeforesend, which the original project kept
@@ -478,7 +479,7 @@ def enough_pids(episodes: int) -> Iterator[int | None]:
             PID_MAX.write_text(f"{old}\n")
 
 
-def measure_density(runtime: Runtime, count: int, progress: Progress | None = None) -> dict[str, float]:
+def measure_density(runtime: Runtime, count: int, progress: Progress | None = None) -> dict[str, Any]:
     """Hold `count` full episodes (every node's daemons up) at once; each must answer `sinfo`."""
     with enough_pids(count) as pid_max_was:
         figures = _hold_episodes(runtime, count, progress)
@@ -487,18 +488,44 @@ def measure_density(runtime: Runtime, count: int, progress: Progress | None = No
     return figures
 
 
-def _hold_episodes(runtime: Runtime, count: int, progress: Progress | None) -> dict[str, float]:
+def _hard_limit_note(hard: int) -> str:
+    try:
+        nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return "the kernel's fs.nr_open is unreadable"
+    return f"the hard limit is {hard:,} and fs.nr_open {nr_open:,}; raising it needs CAP_SYS_RESOURCE"
+
+
+def _hold_episodes(runtime: Runtime, count: int, progress: Progress | None) -> dict[str, Any]:
     before = used_memory_bytes()
     episodes: list[Episode] = []
     task = progress.add_task(f"{count} episodes alive at once", total=count * 2) if progress else None
     boots = []
+    stopped_by = ""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fds_before = len(os.listdir("/proc/self/fd"))
     try:
         for _ in range(count):
+            if episodes:
+                # Stop while every episode alive can still be stepped: a host whose descriptor
+                # limit root may not raise holds fewer full episodes than its memory would.
+                per = (len(os.listdir("/proc/self/fd")) - fds_before) / len(episodes)
+                if soft - len(os.listdir("/proc/self/fd")) < 3 * per + 256:
+                    stopped_by = (
+                        f"the descriptor limit: RLIMIT_NOFILE {soft:,} ({_hard_limit_note(hard)}), "
+                        f"{per:.0f} host descriptors per full episode"
+                    )
+                    break
             start = time.perf_counter()
-            episodes.append(Episode(runtime))
+            try:
+                episodes.append(Episode(runtime))
+            except (OSError, HpcgymError) as e:
+                stopped_by = f"creating episode {len(episodes) + 1} failed: {e}"
+                break
             boots.append(time.perf_counter() - start)
             if progress is not None and task is not None:
                 progress.advance(task)
+        count = len(episodes)
         time.sleep(0.5)
         after = used_memory_bytes()
         charged = sum(cgroup_charged_bytes(e.cluster) for e in episodes)
@@ -527,6 +554,7 @@ def _hold_episodes(runtime: Runtime, count: int, progress: Progress | None) -> d
         "boot_last_p50_ms": Stats.of(boots[-max(1, count // 10) :]).p50_ms,
         "boot_p50_ms": boot.p50_ms,
         "sinfo_step_p50_ms_all_alive": Stats.of(steps).p50_ms,
+        "stopped_by": stopped_by,
     }
 
 
@@ -662,6 +690,7 @@ def print_client_tables(console: Console, figures: dict[str, Any]) -> None:
             f"{d['descriptors']} descriptors; boot p50 {d['boot_first_p50_ms']:.0f} ms for the first tenth, "
             f"{d['boot_last_p50_ms']:.0f} ms for the last; a `sinfo` step with all of them alive p50 "
             f"{d['sinfo_step_p50_ms_all_alive']:.2f} ms"
+            + (f"; stopped at {d['started']} by {d['stopped_by']}" if d.get("stopped_by") else "")
             + (
                 f"; kernel.pid_max lifted from {d['pid_max_raised_from']} for the run"
                 if "pid_max_raised_from" in d
