@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from typing import Any
 
 import gymnasium
@@ -258,6 +259,12 @@ def test_many_hostile_sessions_at_once(url) -> None:
         return await asyncio.gather(*(fuzz_frames_only(url, seed) for seed in range(3)))
 
     assert all(not p for p in asyncio.run(three()))
+    # A closed WebSocket's session is released by the server once its episode has closed.
+    deadline = time.monotonic() + 15
+    while (
+        requests.get(f"{url}/capacity", timeout=10).json()["active_sessions"] and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
     assert requests.get(f"{url}/capacity", timeout=10).json()["active_sessions"] == 0
 
 

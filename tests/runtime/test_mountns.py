@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def test_close_ends_the_namespace_and_the_mount_thread_goes_home(runtime: Runtim
     cluster.close()
     assert not Path(f"/proc/{holder}").exists()
     assert not cluster.host_dir.exists()
+    # The nodes' last processes may still be exiting (the kernel reaps them): wait, a while.
+    deadline = time.monotonic() + 10
+    while ns in namespaces_held() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ns not in namespaces_held()  # no process or thread (ours included) keeps it alive
+
+
+def namespaces_held() -> set[str]:
     held = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -57,7 +66,7 @@ def test_close_ends_the_namespace_and_the_mount_thread_goes_home(runtime: Runtim
                 held.add(os.readlink(f"/proc/{pid}/task/{task}/ns/mnt"))
             except OSError:
                 continue
-    assert ns not in held  # no process or thread (ours included) keeps it alive
+    return held
 
 
 def test_a_namespace_whose_holder_died_refuses_mounts_in_one_line(scratch_dir: Path) -> None:

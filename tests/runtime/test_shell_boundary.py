@@ -115,6 +115,10 @@ def assert_really_ran(cluster: Cluster, command: str, seconds: float, code: int)
     assert "after" in result.output
     # The kernel's view: the shell sits in its prompt read, and the command left no process behind.
     shell = login_shell(cluster)
+    # A trap storm (the test above) takes the shell out of its read for a moment at a time.
+    deadline = time.monotonic() + 2
+    while shell._prompt_state() is not True and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert shell._prompt_state() is True
     assert f"sleep {seconds}" not in cluster.execute("ps -eo args").output.splitlines()
 
